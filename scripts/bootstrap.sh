@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what Gridline needs on a fresh Debian machine: system packages (when we are
+# root and they are missing), a virtualenv in .venv and the project itself.
+#   scripts/bootstrap.sh        runtime only
+#   scripts/bootstrap.sh dev    plus test tools, espeak-ng/sox for test audio, the Korean Vosk model
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-run}"
+
+need_apt=()
+if [ "$mode" = dev ]; then
+  command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
+  command -v sox >/dev/null || need_apt+=(sox)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: please install ${need_apt[*]} (needs root)" >&2
+    exit 1
+  fi
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.gridline-$mode-$(cat pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  if [ "$mode" = dev ]; then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+  else
+    .venv/bin/python -m pip install -q -e .
+  fi
+  touch "$stamp"
+fi
