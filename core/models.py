@@ -1,0 +1,360 @@
+"""Tables of the case core.
+
+Times are stored as naive UTC (``core.clock.utcnow``); working-calendar arithmetic converts
+to the district's local time zone. Rules that people tune (categories, deadlines, the
+escalation ladder, the calendar) are rows or data files, not code.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.clock import utcnow
+
+
+class GridLevel(str, enum.Enum):
+    district = "district"
+    street = "street"
+    community = "community"
+    area = "area"
+    micro = "micro"
+
+
+# Ownership climbs this ladder when a deadline passes or a handler escalates.
+GRID_LEVELS: tuple[GridLevel, ...] = (
+    GridLevel.micro,
+    GridLevel.area,
+    GridLevel.community,
+    GridLevel.street,
+    GridLevel.district,
+)
+
+
+class CaseStatus(str, enum.Enum):
+    received = "received"
+    dispatched = "dispatched"
+    accepted = "accepted"
+    in_progress = "in_progress"
+    reported_done = "reported_done"
+    verified = "verified"
+    closed = "closed"
+    reopened = "reopened"
+    returned = "returned"
+    merged = "merged"
+
+
+OPEN_STATUSES = frozenset(
+    {
+        CaseStatus.received,
+        CaseStatus.dispatched,
+        CaseStatus.accepted,
+        CaseStatus.in_progress,
+        CaseStatus.reported_done,
+        CaseStatus.verified,
+        CaseStatus.reopened,
+        CaseStatus.returned,
+    }
+)
+
+
+class Channel(str, enum.Enum):
+    hotline = "hotline"
+    chat = "chat"
+    console = "console"
+    open311 = "open311"
+
+
+class Urgency(str, enum.Enum):
+    normal = "normal"
+    urgent = "urgent"
+    emergency = "emergency"
+
+
+class WorkerRole(str, enum.Enum):
+    grid_worker = "grid_worker"
+    grid_leader = "grid_leader"
+    micro_leader = "micro_leader"
+
+
+def enum_type(enum_cls: type[enum.Enum]) -> sa.Enum:
+    # Stored as plain strings: adding a status later needs no ALTER TYPE on PostgreSQL.
+    return sa.Enum(enum_cls, native_enum=False, length=24, create_constraint=False)
+
+
+def json_column(**kw: Any) -> Any:
+    return Field(default=None, sa_column=Column(JSON, **kw))
+
+
+class Grid(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(index=True, unique=True, max_length=32)
+    name: str = Field(max_length=128)
+    level: GridLevel = Field(index=True, sa_type=enum_type(GridLevel))
+    parent_id: int | None = Field(default=None, foreign_key="grid.id", index=True)
+    # GeoJSON geometry (WGS84, lon/lat order) or None for grids without a drawn boundary.
+    geometry: dict | None = json_column()
+
+
+class Department(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str = Field(max_length=128)
+    phone: str | None = Field(default=None, max_length=32)
+
+
+class Worker(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str = Field(max_length=64)
+    role: WorkerRole = Field(default=WorkerRole.grid_worker, sa_type=enum_type(WorkerRole))
+    phone: str | None = Field(default=None, max_length=32, index=True)
+    active: bool = True
+
+
+class WorkerGrid(SQLModel, table=True):
+    """Which grids a worker answers for; a worker may cover several micro grids."""
+
+    worker_id: int = Field(foreign_key="worker.id", primary_key=True)
+    grid_id: int = Field(foreign_key="grid.id", primary_key=True, index=True)
+    is_leader: bool = False
+
+
+class Category(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=32)
+    name: str = Field(max_length=64)
+    department_id: int | None = Field(default=None, foreign_key="department.id")
+    keywords: list[str] | None = json_column()
+    # Duplicate detection: open cases of the same category this close in space and time.
+    duplicate_radius_m: float = 100.0
+    duplicate_window_hours: float = 72.0
+
+
+class CategorySla(SQLModel, table=True):
+    """Deadlines in working hours per category and urgency."""
+
+    category_id: int = Field(foreign_key="category.id", primary_key=True)
+    urgency: Urgency = Field(primary_key=True, sa_type=enum_type(Urgency))
+    response_hours: float
+    resolution_hours: float
+
+
+class CalendarDay(SQLModel, table=True):
+    """Exceptions to the Monday–Friday week: public holidays and make-up working days."""
+
+    day: date = Field(primary_key=True)
+    is_working: bool
+    note: str = Field(default="", max_length=64)
+
+
+class Household(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=32)
+    address: str = Field(max_length=256)
+    grid_id: int = Field(foreign_key="grid.id", index=True)
+
+
+class Resident(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str | None = Field(default=None, max_length=64)
+    phone: str | None = Field(default=None, max_length=32, index=True)
+    household_id: int | None = Field(default=None, foreign_key="household.id", index=True)
+    chat_id: str | None = Field(default=None, max_length=64, index=True)
+    language: str = Field(default="zh", max_length=8)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GazetteerEntry(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, index=True)
+    kind: str = Field(max_length=16)  # community, building, street, landmark, alias
+    grid_id: int = Field(foreign_key="grid.id", index=True)
+
+
+class CaseSequence(SQLModel, table=True):
+    """Per-day counter behind readable case numbers (YYMMDD + sequence)."""
+
+    day: str = Field(primary_key=True, max_length=8)
+    last: int = 0
+
+
+class Case(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_case_status_grid", "status", "grid_id"),
+        Index("ix_case_worker_status", "worker_id", "status"),
+        Index("ix_case_created", "created_at"),
+        Index("ix_case_category_created", "category_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(unique=True, max_length=16)
+    idempotency_key: str | None = Field(default=None, unique=True, max_length=128)
+    channel: Channel = Field(sa_type=enum_type(Channel))
+    status: CaseStatus = Field(default=CaseStatus.received, sa_type=enum_type(CaseStatus))
+
+    resident_id: int | None = Field(default=None, foreign_key="resident.id", index=True)
+    contact_phone: str | None = Field(default=None, max_length=32)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # [{"text", "start", "end", "confidence"}] as recognised; description holds the reviewed text.
+    transcript: list[dict] | None = json_column()
+    transcript_confidence: float | None = None
+    audio_path: str | None = Field(default=None, max_length=512)
+    photos: list[str] | None = json_column()
+    flags: list[str] | None = json_column()
+
+    latitude: float | None = None
+    longitude: float | None = None
+    address_text: str | None = Field(default=None, max_length=256)
+
+    category_id: int | None = Field(default=None, foreign_key="category.id")
+    urgency: Urgency = Field(default=Urgency.normal, sa_type=enum_type(Urgency))
+    grid_id: int | None = Field(default=None, foreign_key="grid.id")
+    routing_reason: str | None = Field(default=None, max_length=256)
+    routing_confidence: float | None = None
+    owner_level: GridLevel | None = Field(default=None, sa_type=enum_type(GridLevel))
+    worker_id: int | None = Field(default=None, foreign_key="worker.id")
+    department_id: int | None = Field(default=None, foreign_key="department.id")
+    merged_into_id: int | None = Field(default=None, foreign_key="case.id")
+    reopen_count: int = 0
+    escalation_count: int = 0
+
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    dispatched_at: datetime | None = None
+    response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    accepted_at: datetime | None = None
+    reported_done_at: datetime | None = None
+    verified_at: datetime | None = None
+    closed_at: datetime | None = None
+    close_reason: str | None = Field(default=None, max_length=64)
+    responded_on_time: bool | None = None
+    resolved_on_time: bool | None = None
+
+
+class CaseEvent(SQLModel, table=True):
+    """The audit trail: one row for every change of a case, written with the change."""
+
+    __table_args__ = (Index("ix_caseevent_case_at", "case_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id")
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=32)
+    from_status: CaseStatus | None = Field(default=None, sa_type=enum_type(CaseStatus))
+    to_status: CaseStatus = Field(sa_type=enum_type(CaseStatus))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    on_time: bool | None = None
+    data: dict | None = json_column()
+
+
+class SurveyStatus(str, enum.Enum):
+    pending = "pending"
+    answered = "answered"
+    unreachable = "unreachable"
+
+
+class Survey(SQLModel, table=True):
+    """The follow-up (回访) after verification; phone and chat answers land here alike."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="case.id", index=True)
+    channel: str = Field(max_length=16)
+    status: SurveyStatus = Field(default=SurveyStatus.pending, sa_type=enum_type(SurveyStatus))
+    attempts: int = 0
+    solved: str | None = Field(default=None, max_length=16)  # solved / partly / not
+    satisfied: str | None = Field(default=None, max_length=16)  # satisfied / basically / not
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    answered_at: datetime | None = None
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class Job(SQLModel, table=True):
+    """A durable unit of background work (survey calls, notifications, SLA sweeps)."""
+
+    __table_args__ = (
+        Index("ix_job_claim", "status", "run_at"),
+        UniqueConstraint("dedupe_key", name="uq_job_dedupe"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    payload: dict | None = json_column()
+    dedupe_key: str | None = Field(default=None, max_length=128)
+    status: JobStatus = Field(default=JobStatus.queued, sa_type=enum_type(JobStatus))
+    run_at: datetime = Field(default_factory=utcnow)
+    attempts: int = 0
+    max_attempts: int = 5
+    locked_by: str | None = Field(default=None, max_length=64)
+    locked_until: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CallSession(SQLModel, table=True):
+    """One hotline call, inbound or outbound, from first webhook to its outcome."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_sid: str = Field(unique=True, max_length=64)
+    direction: str = Field(default="inbound", max_length=16)
+    from_number: str | None = Field(default=None, max_length=32)
+    to_number: str | None = Field(default=None, max_length=32)
+    status: str = Field(default="ringing", max_length=24)
+    stream_token: str | None = Field(default=None, max_length=64)
+    resident_id: int | None = Field(default=None, foreign_key="resident.id")
+    case_id: int | None = Field(default=None, foreign_key="case.id")
+    survey_id: int | None = Field(default=None, foreign_key="survey.id")
+    audio_path: str | None = Field(default=None, max_length=512)
+    speech_seconds: float = 0.0
+    transcript: list[dict] | None = json_column()
+    # Where the caller is in the flow, and what they said/keyed so far.
+    state: dict | None = json_column()
+    outcome: str | None = Field(default=None, max_length=32)
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    duration_s: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelState(SQLModel, table=True):
+    """Small durable key/value state of a channel (chat dialogs, bot data)."""
+
+    namespace: str = Field(primary_key=True, max_length=32)
+    key: str = Field(primary_key=True, max_length=128)
+    data: dict | list | None = json_column()
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SeenMessage(SQLModel, table=True):
+    """Inbound message ids already handled, so redelivered webhooks are ignored."""
+
+    channel: str = Field(primary_key=True, max_length=16)
+    external_id: str = Field(primary_key=True, max_length=128)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Attachment(SQLModel, table=True):
+    """A file a resident sent (photo, voice note, recording) kept under the data directory."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
+    kind: str = Field(max_length=16)  # photo, voice, recording
+    path: str = Field(max_length=512)
+    mime_type: str | None = Field(default=None, max_length=64)
+    size: int | None = None
+    sha256: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
