@@ -1,0 +1,5 @@
+"""Placeholder until the chat bot lands (issue 5)."""
+
+
+def setup(app, services) -> None:  # noqa: ANN001
+    return None

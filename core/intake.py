@@ -1,0 +1,93 @@
+"""Intake: what every channel calls when a resident has described a problem.
+
+Durable first: the petition is committed before anything that may be slow or fail
+(routing, classification, dispatch). If routing cannot decide, the case waits in triage
+(status ``received``) for an operator; nothing is lost either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from core import actions
+from core.db import session_scope
+from core.errors import DomainError
+from core.models import Case, CaseStatus, Category
+from core.rules import load_rules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IntakeResult:
+    case: Case
+    created: bool
+    dispatched: bool
+    route_reason: str | None = None
+
+
+def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tuple[Category, float]]:
+    """Categories whose keywords appear in the text, best first (score = matched keyword
+    characters, so a specific phrase beats a vague one)."""
+    text = (text or "").replace(" ", "")
+    scored: list[tuple[Category, float]] = []
+    for category in session.exec(select(Category)).all():
+        words = [category.name, *(category.keywords or [])]
+        score = sum(len(w) for w in words if w and w in text)
+        if score:
+            scored.append((category, float(score)))
+    scored.sort(key=lambda pair: (-pair[1], pair[0].code))
+    return scored[:limit]
+
+
+def file_petition(engine: Engine, petition: actions.Petition, *, actor: str = "system") -> IntakeResult:
+    """Write the case, then try to route and dispatch it in a second transaction."""
+    with session_scope(engine) as session:
+        case, created = actions.submit_petition(session, petition, actor=actor)
+    if not created or case.status != CaseStatus.received:
+        return IntakeResult(case, created, case.status != CaseStatus.received)
+    try:
+        return auto_route(engine, case.id, actor=actor)
+    except Exception:  # the case is safe in triage; an operator will route it
+        log.exception("auto-routing of case %s failed; left in triage", case.number)
+        return IntakeResult(case, True, False)
+
+
+def auto_route(engine: Engine, case_id: int, *, actor: str = "system") -> IntakeResult:
+    from core import routing
+
+    rules = load_rules()["intake"]
+    with session_scope(engine) as session:
+        case = actions.get_case(session, case_id)
+        if case.category_id is None:
+            suggestions = suggest_categories(session, f"{case.description} {case.address_text or ''}")
+            if suggestions:
+                actions.classify(session, case, actor=actor, category_code=suggestions[0][0].code,
+                                 reason="suggested from the description")
+        route = routing.route_case(
+            session,
+            latitude=case.latitude,
+            longitude=case.longitude,
+            phone=case.contact_phone,
+            address_text=case.address_text or case.description,
+        )
+        if route is None:
+            actions.set_flags(session, case, actor=actor, add=("needs_triage",))
+            return IntakeResult(case, True, False)
+        actions.locate(session, case, actor=actor, grid_id=route.grid_id, reason=route.reason,
+                       confidence=route.confidence)
+        sure = route.confidence >= rules["auto_dispatch_min_confidence"]
+        if not (sure and case.category_id is not None):
+            actions.set_flags(session, case, actor=actor, add=("needs_triage",))
+            return IntakeResult(case, True, False, route.reason)
+        try:
+            actions.dispatch(session, case, actor=actor, reason=route.reason)
+        except DomainError as exc:
+            actions.set_flags(session, case, actor=actor, add=("needs_triage",))
+            log.warning("case %s not dispatched: %s", case.number, exc)
+            return IntakeResult(case, True, False, route.reason)
+        return IntakeResult(case, True, True, route.reason)

@@ -1,0 +1,103 @@
+"""Durable background work as rows: notifications, survey attempts, SLA sweeps.
+
+A job is written in the same transaction as the change that asks for it, so it is never
+lost to a crash. Workers claim due jobs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several Gridline instances can share one database; SQLite has one writer at a time and
+claims with a conditional UPDATE instead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, or_, update
+from sqlmodel import Session, select
+
+from core.clock import utcnow
+from core.db import session_scope
+from core.models import Job, JobStatus
+
+LEASE = timedelta(minutes=5)
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict | None = None,
+    *,
+    run_at: datetime | None = None,
+    dedupe_key: str | None = None,
+    max_attempts: int = 5,
+) -> Job | None:
+    """Queue a job; with a ``dedupe_key`` a second enqueue of the same work is a no-op."""
+    if dedupe_key is not None:
+        existing = session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).first()
+        if existing is not None:
+            return existing
+    job = Job(kind=kind, payload=payload or {}, run_at=run_at or utcnow(), dedupe_key=dedupe_key,
+              max_attempts=max_attempts)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: int = 10) -> list[Job]:
+    """Take up to ``limit`` due jobs for this worker. A job whose lease ran out (its
+    worker died) is due again."""
+    now = utcnow()
+    due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
+    stale = (Job.status == JobStatus.running) & (Job.locked_until < now)
+    with session_scope(engine) as session:
+        stmt = select(Job).where(or_(due, stale)).order_by(Job.run_at, Job.id).limit(limit)
+        if kinds:
+            stmt = stmt.where(Job.kind.in_(kinds))
+        if engine.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True)
+        candidates = session.exec(stmt).all()
+        claimed: list[Job] = []
+        for job in candidates:
+            # The WHERE repeats the claim condition so two SQLite workers cannot both win.
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job.id, or_(due, stale))
+                .values(status=JobStatus.running, locked_by=worker, locked_until=now + LEASE,
+                        attempts=Job.attempts + 1)
+            )
+            if result.rowcount == 1:
+                session.refresh(job)
+                claimed.append(job)
+        return claimed
+
+
+def complete(engine: Engine, job_id: int) -> None:
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        job.status = JobStatus.done
+        job.locked_until = None
+        session.add(job)
+
+
+def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None) -> Job:
+    """Record a failure; retry later (with backoff) until ``max_attempts``."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        job.last_error = error[:2000]
+        job.locked_until = None
+        if job.attempts >= job.max_attempts:
+            job.status = JobStatus.failed
+        else:
+            job.status = JobStatus.queued
+            job.run_at = utcnow() + (retry_in or timedelta(seconds=30 * 2 ** max(job.attempts - 1, 0)))
+        session.add(job)
+        return job
+
+
+def reschedule(engine: Engine, job_id: int, run_at: datetime) -> None:
+    """Put a claimed job back without counting an attempt (e.g. outside calling hours)."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        job.status = JobStatus.queued
+        job.run_at = run_at
+        job.attempts = max(job.attempts - 1, 0)
+        job.locked_until = None
+        session.add(job)

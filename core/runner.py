@@ -1,0 +1,96 @@
+"""An asyncio loop that claims due jobs and hands each to the handler registered for its
+kind. Channels register handlers (``notify_resident``, ``survey_chat`` …); the core knows
+nothing about how a message or a call is made."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from core import jobs
+from core.models import Job
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+class RetryLater(Exception):
+    """A handler's way to say: not now, try again after ``delay`` (no attempt counted)."""
+
+    def __init__(self, delay: timedelta, why: str = ""):
+        super().__init__(why)
+        self.delay = delay
+
+
+class JobRunner:
+    def __init__(self, engine: Engine, *, poll_seconds: float = 1.0, batch: int = 10):
+        self.engine = engine
+        self.poll_seconds = poll_seconds
+        self.batch = batch
+        self.handlers: dict[str, Handler] = {}
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self.handlers[kind] = handler
+
+    def wake(self) -> None:
+        """Look for work now rather than at the next poll (after an action queued a job)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        if not self.handlers:
+            return 0
+        claimed = await asyncio.to_thread(jobs.claim, self.engine, self.name, list(self.handlers), self.batch)
+        for job in claimed:
+            await self._run(job)
+        return len(claimed)
+
+    async def _run(self, job: Job) -> None:
+        from core.clock import utcnow
+
+        try:
+            await self.handlers[job.kind](job)
+        except RetryLater as later:
+            await asyncio.to_thread(jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
+        except Exception as exc:  # a failing handler must not stop the other jobs
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            await asyncio.to_thread(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}")
+        else:
+            await asyncio.to_thread(jobs.complete, self.engine, job.id)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                busy = await self.run_once()
+            except Exception:  # e.g. the database restarting: wait and try again
+                log.exception("job runner: claim failed")
+                busy = 0
+            if busy:
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except TimeoutError:
+                pass
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="gridline-jobs")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,101 @@
+"""The one aiohttp application: health checks, then each channel mounts its routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import Engine, text
+
+from core.db import has_tables, make_engine, session_scope, upgrade
+from core.runner import JobRunner
+from core.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What the channels share; built once by the composition root."""
+
+    settings: Settings
+    engine: Engine
+    jobs: JobRunner
+    speech: Any = None  # speech_models pool, when a model is configured
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+SERVICES = web.AppKey("gridline_services", Services)
+
+
+def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
+    """Upgrade the schema; on an empty database load the demo district. Returns whether
+    the demo was loaded."""
+    upgrade(engine)
+    if not load_demo:
+        return False
+    from sqlmodel import select
+
+    from core.models import Grid
+
+    with session_scope(engine) as session:
+        if session.exec(select(Grid.id).limit(1)).first() is not None:
+            return False
+        from core.demo import load_demo as load
+
+        load(session)
+        return True
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+
+    def probe() -> bool:
+        with services.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return has_tables(services.engine)
+
+    try:
+        ok = await asyncio.wait_for(asyncio.to_thread(probe), 5)
+    except Exception as exc:  # database down or restarting
+        return web.json_response({"status": "unavailable", "database": str(exc)[:200]}, status=503)
+    if not ok:
+        return web.json_response({"status": "unavailable", "database": "schema missing"}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+def build_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    speech: Any = None,
+    channels: tuple[str, ...] = ("ivr", "chat"),
+    run_jobs: bool = True,
+) -> web.Application:
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.effective_database_url)
+    services = Services(settings=settings, engine=engine, jobs=JobRunner(engine), speech=speech)
+    app = web.Application(client_max_size=25 * 1024 * 1024)
+    app[SERVICES] = services
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+    for name in channels:
+        module = __import__(f"{name}.web", fromlist=["setup"])
+        module.setup(app, services)
+
+    async def jobs_lifecycle(app: web.Application):
+        if run_jobs:
+            services.jobs.start()
+        yield
+        await services.jobs.stop()
+
+    app.cleanup_ctx.append(jobs_lifecycle)
+    return app

@@ -1,0 +1,12 @@
+"""Command groups that belong to one part of Gridline each (speech, hotline simulator)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register_all(app: typer.Typer) -> None:
+    from gridline.commands import speech
+
+    app.add_typer(speech.models_app, name="models")
+    app.command("transcribe")(speech.transcribe)

@@ -1,0 +1,103 @@
+"""Shared fixtures: every database test runs on SQLite and, where GRIDLINE_TEST_PG is set,
+on PostgreSQL. Each pytest process gets a database of its own on the PostgreSQL server,
+so parallel runs never see each other's rows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from core import clock
+from core.db import make_engine, session_scope, upgrade
+from core.settings import normalise_database_url
+
+PG_URL = os.environ.get("GRIDLINE_TEST_PG", "")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _backends() -> list:
+    params = [pytest.param("sqlite", id="sqlite")]
+    if PG_URL:
+        params.append(pytest.param("postgres", id="postgres"))
+    elif IN_CI:
+        raise pytest.UsageError("CI=true but GRIDLINE_TEST_PG is not set: PostgreSQL tests are required")
+    return params
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A fresh database on the test server for this pytest process, dropped at the end."""
+    if not PG_URL:
+        pytest.skip("GRIDLINE_TEST_PG not set")
+    admin = make_engine(normalise_database_url(PG_URL), isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"gridline_t_{uuid.uuid4().hex[:10]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # a missing server is a failure in CI, a skip on a laptop
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL at {PG_URL} unavailable: {exc}")
+    url = make_url(normalise_database_url(PG_URL)).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_server_url) -> Iterator[Engine]:
+    engine = make_engine(pg_server_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("dbtemplate") / "template.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return str(path)
+
+
+def _truncate_all(engine: Engine) -> None:
+    from sqlmodel import SQLModel
+
+    names = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=_backends())
+def engine(request, tmp_path) -> Iterator[Engine]:
+    """A migrated, empty database: SQLite (a copy of a migrated template) or PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "gridline.sqlite3"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        eng = make_engine(f"sqlite:///{path}")
+        yield eng
+        eng.dispose()
+    else:
+        eng = request.getfixturevalue("pg_engine")
+        _truncate_all(eng)
+        yield eng
+
+
+@pytest.fixture
+def session(engine):
+    with session_scope(engine) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_clock():
+    yield
+    clock.freeze(None)
