@@ -195,6 +195,13 @@ def next_case_number(session: Session, at: datetime | None = None, tz: str = "As
     return f"{day}{seq:04d}"
 
 
+def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
+    from core.routing import phone_variants
+
+    variants = sorted(phone_variants(phone))
+    return session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
+
+
 def _category_by_code(session: Session, code: str | None) -> Category | None:
     if not code:
         return None
@@ -223,10 +230,7 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
     category = _category_by_code(session, petition.category_code)
     resident_id = petition.resident_id
     if resident_id is None and petition.contact_phone:
-        from core.routing import normalise_phone
-
-        phone = normalise_phone(petition.contact_phone)
-        resident = session.exec(select(Resident).where(Resident.phone == phone)).first()
+        resident = find_resident_by_phone(session, petition.contact_phone)
         resident_id = resident.id if resident else None
 
     now = utcnow()
@@ -510,13 +514,14 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     _check(case, "escalate")
     if case.grid_id is None:
         raise InvalidInput(f"case {case.number} has no grid to escalate from")
-    ladder = [GridLevel(x) for x in load_rules().get("escalation", {}).get("ladder", [lv.value for lv in GRID_LEVELS])]
+    from core.sla import next_owner_level
+
     current = case.owner_level or GridLevel.micro
-    higher = ladder[ladder.index(current) + 1 :] if current in ladder else []
-    if not higher:
+    higher = next_owner_level(current)
+    if higher is None:
         raise IllegalTransition(f"case {case.number} is already owned at the top level ({current.value})")
     grid = session.get(Grid, case.grid_id)
-    owner_grid, owner_level, worker = _owner_for(session, grid, higher[0])
+    owner_grid, owner_level, worker = _owner_for(session, grid, higher)
     now = utcnow()
     from_level = current.value
     resolution_due = case.resolution_due
@@ -612,9 +617,11 @@ def record_survey(
     reopen(session, case, actor=actor, reason=comment or "resident not satisfied")
     if case.reopen_count > load_rules()["survey"]["reopen_without_escalation"] and case.grid_id:
         # Dissatisfied again: dispatch straight to the next level up.
+        from core.sla import next_owner_level
+
         current = case.owner_level or GridLevel.micro
-        nxt = GRID_LEVELS[min(GRID_LEVELS.index(current) + 1, len(GRID_LEVELS) - 1)]
-        dispatch(session, case, actor="system", level=nxt, reason="dissatisfied twice: escalated")
+        dispatch(session, case, actor="system", level=next_owner_level(current) or current,
+                 reason="dissatisfied again: dispatched one level up")
     return case
 
 

@@ -1,6 +1,6 @@
 """Tables of the case core.
 
-Times are stored as naive UTC (``core.clock.utcnow``); working-calendar arithmetic converts
+Times are stored as naive UTC (``core.clock.utcnow``; ``NaiveDatetime`` tells SQLModel so); working-calendar arithmetic converts
 to the district's local time zone. Rules that people tune (categories, deadlines, the
 escalation ladder, the calendar) are rows or data files, not code.
 """
@@ -8,17 +8,18 @@ escalation ladder, the calendar) are rows or data files, not code.
 from __future__ import annotations
 
 import enum
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import NaiveDatetime
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.clock import utcnow
 
 
-class GridLevel(str, enum.Enum):
+class GridLevel(enum.StrEnum):
     district = "district"
     street = "street"
     community = "community"
@@ -36,7 +37,7 @@ GRID_LEVELS: tuple[GridLevel, ...] = (
 )
 
 
-class CaseStatus(str, enum.Enum):
+class CaseStatus(enum.StrEnum):
     received = "received"
     dispatched = "dispatched"
     accepted = "accepted"
@@ -63,20 +64,20 @@ OPEN_STATUSES = frozenset(
 )
 
 
-class Channel(str, enum.Enum):
+class Channel(enum.StrEnum):
     hotline = "hotline"
     chat = "chat"
     console = "console"
     open311 = "open311"
 
 
-class Urgency(str, enum.Enum):
+class Urgency(enum.StrEnum):
     normal = "normal"
     urgent = "urgent"
     emergency = "emergency"
 
 
-class WorkerRole(str, enum.Enum):
+class WorkerRole(enum.StrEnum):
     grid_worker = "grid_worker"
     grid_leader = "grid_leader"
     micro_leader = "micro_leader"
@@ -167,7 +168,7 @@ class Resident(SQLModel, table=True):
     household_id: int | None = Field(default=None, foreign_key="household.id", index=True)
     chat_id: str | None = Field(default=None, max_length=64, index=True)
     language: str = Field(default="zh", max_length=8)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class GazetteerEntry(SQLModel, table=True):
@@ -224,15 +225,15 @@ class Case(SQLModel, table=True):
     reopen_count: int = 0
     escalation_count: int = 0
 
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    dispatched_at: datetime | None = None
-    response_due: datetime | None = None
-    resolution_due: datetime | None = None
-    accepted_at: datetime | None = None
-    reported_done_at: datetime | None = None
-    verified_at: datetime | None = None
-    closed_at: datetime | None = None
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
+    dispatched_at: NaiveDatetime | None = None
+    response_due: NaiveDatetime | None = None
+    resolution_due: NaiveDatetime | None = None
+    accepted_at: NaiveDatetime | None = None
+    reported_done_at: NaiveDatetime | None = None
+    verified_at: NaiveDatetime | None = None
+    closed_at: NaiveDatetime | None = None
     close_reason: str | None = Field(default=None, max_length=64)
     responded_on_time: bool | None = None
     resolved_on_time: bool | None = None
@@ -245,7 +246,7 @@ class CaseEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id")
-    at: datetime = Field(default_factory=utcnow, index=True)
+    at: NaiveDatetime = Field(default_factory=utcnow, index=True)
     actor: str = Field(max_length=64)
     action: str = Field(max_length=32)
     from_status: CaseStatus | None = Field(default=None, sa_type=enum_type(CaseStatus))
@@ -255,7 +256,7 @@ class CaseEvent(SQLModel, table=True):
     data: dict | None = json_column()
 
 
-class SurveyStatus(str, enum.Enum):
+class SurveyStatus(enum.StrEnum):
     pending = "pending"
     answered = "answered"
     unreachable = "unreachable"
@@ -272,11 +273,11 @@ class Survey(SQLModel, table=True):
     solved: str | None = Field(default=None, max_length=16)  # solved / partly / not
     satisfied: str | None = Field(default=None, max_length=16)  # satisfied / basically / not
     comment: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = Field(default_factory=utcnow)
-    answered_at: datetime | None = None
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    answered_at: NaiveDatetime | None = None
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     queued = "queued"
     running = "running"
     done = "done"
@@ -296,13 +297,13 @@ class Job(SQLModel, table=True):
     payload: dict | None = json_column()
     dedupe_key: str | None = Field(default=None, max_length=128)
     status: JobStatus = Field(default=JobStatus.queued, sa_type=enum_type(JobStatus))
-    run_at: datetime = Field(default_factory=utcnow)
+    run_at: NaiveDatetime = Field(default_factory=utcnow)
     attempts: int = 0
     max_attempts: int = 5
     locked_by: str | None = Field(default=None, max_length=64)
-    locked_until: datetime | None = None
+    locked_until: NaiveDatetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class CallSession(SQLModel, table=True):
@@ -324,10 +325,10 @@ class CallSession(SQLModel, table=True):
     # Where the caller is in the flow, and what they said/keyed so far.
     state: dict | None = json_column()
     outcome: str | None = Field(default=None, max_length=32)
-    started_at: datetime = Field(default_factory=utcnow)
-    ended_at: datetime | None = None
+    started_at: NaiveDatetime = Field(default_factory=utcnow)
+    ended_at: NaiveDatetime | None = None
     duration_s: int | None = None
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class ChannelState(SQLModel, table=True):
@@ -336,7 +337,7 @@ class ChannelState(SQLModel, table=True):
     namespace: str = Field(primary_key=True, max_length=32)
     key: str = Field(primary_key=True, max_length=128)
     data: dict | list | None = json_column()
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class SeenMessage(SQLModel, table=True):
@@ -344,7 +345,7 @@ class SeenMessage(SQLModel, table=True):
 
     channel: str = Field(primary_key=True, max_length=16)
     external_id: str = Field(primary_key=True, max_length=128)
-    at: datetime = Field(default_factory=utcnow, index=True)
+    at: NaiveDatetime = Field(default_factory=utcnow, index=True)
 
 
 class Attachment(SQLModel, table=True):
@@ -357,4 +358,4 @@ class Attachment(SQLModel, table=True):
     mime_type: str | None = Field(default=None, max_length=64)
     size: int | None = None
     sha256: str | None = Field(default=None, max_length=64)
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)

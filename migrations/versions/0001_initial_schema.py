@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 02:18:25.498749
+Create Date: 2026-11-22 02:23:19.096426
 """
 from collections.abc import Sequence
 
@@ -34,7 +34,7 @@ def upgrade() -> None:
     sa.Column('namespace', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('key', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('data', sa.JSON(), nullable=True),
-    sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('namespace', 'key')
     )
     op.create_table('department',
@@ -66,13 +66,13 @@ def upgrade() -> None:
     sa.Column('payload', sa.JSON(), nullable=True),
     sa.Column('dedupe_key', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True),
     sa.Column('status', sa.Enum('queued', 'running', 'done', 'failed', name='jobstatus', native_enum=False, length=24), nullable=False),
-    sa.Column('run_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('run_at', sa.DateTime(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('max_attempts', sa.Integer(), nullable=False),
     sa.Column('locked_by', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('locked_until', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('locked_until', sa.DateTime(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('dedupe_key', name='uq_job_dedupe')
     )
@@ -82,7 +82,7 @@ def upgrade() -> None:
     op.create_table('seenmessage',
     sa.Column('channel', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('external_id', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
-    sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('channel', 'external_id')
     )
     with op.batch_alter_table('seenmessage', schema=None) as batch_op:
@@ -163,7 +163,7 @@ def upgrade() -> None:
     sa.Column('household_id', sa.Integer(), nullable=True),
     sa.Column('chat_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('language', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
-    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['household_id'], ['household.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -200,15 +200,15 @@ def upgrade() -> None:
     sa.Column('merged_into_id', sa.Integer(), nullable=True),
     sa.Column('reopen_count', sa.Integer(), nullable=False),
     sa.Column('escalation_count', sa.Integer(), nullable=False),
-    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('dispatched_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('response_due', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('resolution_due', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('accepted_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('reported_done_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('verified_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
-    sa.Column('closed_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.Column('dispatched_at', sa.DateTime(), nullable=True),
+    sa.Column('response_due', sa.DateTime(), nullable=True),
+    sa.Column('resolution_due', sa.DateTime(), nullable=True),
+    sa.Column('accepted_at', sa.DateTime(), nullable=True),
+    sa.Column('reported_done_at', sa.DateTime(), nullable=True),
+    sa.Column('verified_at', sa.DateTime(), nullable=True),
+    sa.Column('closed_at', sa.DateTime(), nullable=True),
     sa.Column('close_reason', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('responded_on_time', sa.Boolean(), nullable=True),
     sa.Column('resolved_on_time', sa.Boolean(), nullable=True),
@@ -237,7 +237,7 @@ def upgrade() -> None:
     sa.Column('mime_type', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('size', sa.Integer(), nullable=True),
     sa.Column('sha256', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
-    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -247,7 +247,7 @@ def upgrade() -> None:
     op.create_table('caseevent',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('case_id', sa.Integer(), nullable=False),
-    sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('at', sa.DateTime(), nullable=False),
     sa.Column('actor', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('from_status', sa.Enum('received', 'dispatched', 'accepted', 'in_progress', 'reported_done', 'verified', 'closed', 'reopened', 'returned', 'merged', name='casestatus', native_enum=False, length=24), nullable=True),
@@ -271,8 +271,8 @@ def upgrade() -> None:
     sa.Column('solved', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
     sa.Column('satisfied', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
     sa.Column('comment', sa.Text(), nullable=True),
-    sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('answered_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('answered_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -295,10 +295,10 @@ def upgrade() -> None:
     sa.Column('transcript', sa.JSON(), nullable=True),
     sa.Column('state', sa.JSON(), nullable=True),
     sa.Column('outcome', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-    sa.Column('started_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
-    sa.Column('ended_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
+    sa.Column('started_at', sa.DateTime(), nullable=False),
+    sa.Column('ended_at', sa.DateTime(), nullable=True),
     sa.Column('duration_s', sa.Integer(), nullable=True),
-    sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['case_id'], ['case.id'], ),
     sa.ForeignKeyConstraint(['resident_id'], ['resident.id'], ),
     sa.ForeignKeyConstraint(['survey_id'], ['survey.id'], ),

@@ -1,0 +1,131 @@
+"""Figures managers read: response, closure, on-time and satisfaction rates (三率) by grid,
+category or worker over a period. Queries over cases, events and surveys, never
+reconstructions; the grouping to a grid level folds micro grids into their ancestors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import case as when
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from core.models import Case, CaseStatus, Category, Grid, GridLevel, Survey, SurveyStatus, Worker
+
+GROUPINGS = ("district", "street", "community", "area", "micro", "category", "worker")
+
+
+@dataclass
+class Rates:
+    key: str
+    name: str
+    received: int = 0
+    dispatched: int = 0
+    responded_on_time: int = 0
+    closed: int = 0
+    reported_done: int = 0
+    resolved_on_time: int = 0
+    surveyed: int = 0
+    satisfied: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @staticmethod
+    def _ratio(a: int, b: int) -> float | None:
+        return round(a / b, 4) if b else None
+
+    @property
+    def response_rate(self) -> float | None:
+        """响应率: dispatched cases accepted within the response deadline."""
+        return self._ratio(self.responded_on_time, self.dispatched)
+
+    @property
+    def closure_rate(self) -> float | None:
+        """办结率: cases received in the period that are closed."""
+        return self._ratio(self.closed, self.received)
+
+    @property
+    def on_time_rate(self) -> float | None:
+        """按期办结率: reported done within the resolution deadline."""
+        return self._ratio(self.resolved_on_time, self.reported_done)
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        """满意率: answered surveys that said satisfied or basically satisfied."""
+        return self._ratio(self.satisfied, self.surveyed)
+
+    def add(self, other: Rates) -> None:
+        for name in ("received", "dispatched", "responded_on_time", "closed", "reported_done",
+                     "resolved_on_time", "surveyed", "satisfied"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _ancestor_map(session: Session, level: GridLevel) -> dict[int, Grid]:
+    """grid id -> its ancestor at ``level`` (grids above that level map to nothing)."""
+    grids = {g.id: g for g in session.exec(select(Grid)).all()}
+    out: dict[int, Grid] = {}
+    for gid, grid in grids.items():
+        node: Grid | None = grid
+        while node is not None and node.level != level:
+            node = grids.get(node.parent_id) if node.parent_id else None
+        if node is not None:
+            out[gid] = node
+    return out
+
+
+def rates(session: Session, start: datetime, end: datetime, group_by: str = "community") -> list[Rates]:
+    """Rates of the cases received in [start, end) (naive UTC), one row per group."""
+    if group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {GROUPINGS}")
+    key_col = {"category": Case.category_id, "worker": Case.worker_id}.get(group_by, Case.grid_id)
+    counted = Case.status != CaseStatus.merged
+    stmt = (
+        select(
+            key_col,
+            func.count().filter(counted),
+            func.sum(when((Case.dispatched_at.is_not(None) | (Case.responded_on_time.is_not(None))), 1, else_=0)),
+            func.sum(when(Case.responded_on_time.is_(True), 1, else_=0)),
+            func.sum(when(Case.status == CaseStatus.closed, 1, else_=0)),
+            func.sum(when(Case.resolved_on_time.is_not(None), 1, else_=0)),
+            func.sum(when(Case.resolved_on_time.is_(True), 1, else_=0)),
+        )
+        .where(Case.created_at >= start, Case.created_at < end)
+        .group_by(key_col)
+    )
+    per_key: dict[int | None, Rates] = {}
+    for key, received, dispatched, responded, closed, reported, resolved in session.exec(stmt).all():
+        per_key[key] = Rates(str(key), "", received or 0, dispatched or 0, responded or 0, closed or 0,
+                             reported or 0, resolved or 0)
+    survey_stmt = (
+        select(key_col, func.count(), func.sum(when(Survey.satisfied.in_(["satisfied", "basically"]), 1, else_=0)))
+        .join(Case, Case.id == Survey.case_id)
+        .where(Survey.status == SurveyStatus.answered, Case.created_at >= start, Case.created_at < end)
+        .group_by(key_col)
+    )
+    for key, surveyed, satisfied in session.exec(survey_stmt).all():
+        row = per_key.setdefault(key, Rates(str(key), ""))
+        row.surveyed, row.satisfied = surveyed or 0, satisfied or 0
+
+    if group_by == "category":
+        names = {c.id: (c.code, c.name) for c in session.exec(select(Category)).all()}
+        return _fold(per_key, lambda k: names.get(k, ("-", "未分类")))
+    if group_by == "worker":
+        names = {w.id: (w.code, w.name) for w in session.exec(select(Worker)).all()}
+        return _fold(per_key, lambda k: names.get(k, ("-", "未派遣")))
+    ancestors = _ancestor_map(session, GridLevel(group_by))
+    return _fold(per_key, lambda k: (ancestors[k].code, ancestors[k].name) if k in ancestors else ("-", "待分拨"))
+
+
+def _fold(per_key: dict, label) -> list[Rates]:  # noqa: ANN001
+    out: dict[str, Rates] = {}
+    for key, row in per_key.items():
+        code, name = label(key)
+        out.setdefault(code, Rates(code, name)).add(row)
+    return sorted(out.values(), key=lambda r: r.key)
+
+
+def totals(rows: list[Rates]) -> Rates:
+    total = Rates("*", "合计")
+    for row in rows:
+        total.add(row)
+    return total
