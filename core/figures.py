@@ -60,6 +60,10 @@ class Rates:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+def _count(condition):  # noqa: ANN001, ANN202
+    return func.sum(when((condition, 1), else_=0))
+
+
 def _ancestor_map(session: Session, level: GridLevel) -> dict[int, Grid]:
     """grid id -> its ancestor at ``level`` (grids above that level map to nothing)."""
     grids = {g.id: g for g in session.exec(select(Grid)).all()}
@@ -83,11 +87,11 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
         select(
             key_col,
             func.count().filter(counted),
-            func.sum(when((Case.dispatched_at.is_not(None) | (Case.responded_on_time.is_not(None))), 1, else_=0)),
-            func.sum(when(Case.responded_on_time.is_(True), 1, else_=0)),
-            func.sum(when(Case.status == CaseStatus.closed, 1, else_=0)),
-            func.sum(when(Case.resolved_on_time.is_not(None), 1, else_=0)),
-            func.sum(when(Case.resolved_on_time.is_(True), 1, else_=0)),
+            _count((Case.dispatched_at.is_not(None) | (Case.responded_on_time.is_not(None)))),
+            _count(Case.responded_on_time.is_(True)),
+            _count(Case.status == CaseStatus.closed),
+            _count(Case.resolved_on_time.is_not(None)),
+            _count(Case.resolved_on_time.is_(True)),
         )
         .where(Case.created_at >= start, Case.created_at < end)
         .group_by(key_col)
@@ -97,7 +101,7 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
         per_key[key] = Rates(str(key), "", received or 0, dispatched or 0, responded or 0, closed or 0,
                              reported or 0, resolved or 0)
     survey_stmt = (
-        select(key_col, func.count(), func.sum(when(Survey.satisfied.in_(["satisfied", "basically"]), 1, else_=0)))
+        select(key_col, func.count(), _count(Survey.satisfied.in_(["satisfied", "basically"])))
         .join(Case, Case.id == Survey.case_id)
         .where(Survey.status == SurveyStatus.answered, Case.created_at >= start, Case.created_at < end)
         .group_by(key_col)

@@ -1,0 +1,54 @@
+"""The composition root: one aiohttp app with health checks, a CLI that works."""
+
+from __future__ import annotations
+
+from aiohttp.test_utils import TestClient, TestServer
+from typer.testing import CliRunner
+
+from core import actions
+from core.actions import Petition
+from core.db import make_engine, session_scope
+from core.models import Channel
+from core.settings import Settings
+from gridline.app import build_app
+
+
+async def test_health_and_readiness(engine, tmp_path):
+    app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=(), run_jobs=False)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/healthz")).status == 200
+        ready = await client.get("/readyz")
+        assert ready.status == 200 and (await ready.json())["status"] == "ready"
+
+
+async def test_readiness_reports_a_missing_database(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}")
+    app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=(), run_jobs=False)
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.get("/readyz")
+        assert resp.status == 503 and (await resp.json())["database"] == "schema missing"
+
+
+def test_cli_db_upgrade_and_cases(monkeypatch, tmp_path, engine):
+    from core.settings import get_settings
+    from gridline.cli import app
+
+    monkeypatch.setenv("GRIDLINE_DATABASE_URL", str(engine.url.render_as_string(hide_password=False)))
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        result = runner.invoke(app, ["db", "upgrade"])
+        assert result.exit_code == 0, result.output
+        assert "revision" in result.output
+        with session_scope(engine) as session:
+            case, _ = actions.submit_petition(session, Petition(channel=Channel.console, description="井盖丢了"))
+        listed = runner.invoke(app, ["cases", "list"])
+        assert listed.exit_code == 0 and case.number in listed.output
+        shown = runner.invoke(app, ["cases", "show", case.number])
+        assert shown.exit_code == 0 and "submit" in shown.output and "井盖丢了" in shown.output
+        missing = runner.invoke(app, ["cases", "show", "999"])
+        assert missing.exit_code == 1 and "no case 999" in missing.output
+        bad = runner.invoke(app, ["cases", "list", "--status", "nonsense"])
+        assert bad.exit_code == 1 and "unknown status" in bad.output
+    finally:
+        get_settings.cache_clear()
