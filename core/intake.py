@@ -74,52 +74,62 @@ def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tupl
 
 
 def file_petition(engine: Engine, petition: actions.Petition, *, actor: str = "system") -> IntakeResult:
-    """Write the case, then try to route and dispatch it in a second transaction."""
+    """Write the case and, in the same transaction but behind a savepoint, route and
+    dispatch it. Whatever goes wrong in routing rolls back to the savepoint: the case
+    itself is committed and waits in triage. One commit keeps intake to one disk flush."""
     with session_scope(engine) as session:
         case, created = actions.submit_petition(session, petition, actor=actor)
-    if not created or case.status != CaseStatus.received:
-        return IntakeResult(case, created, case.status != CaseStatus.received)
-    try:
-        return auto_route(engine, case.id, actor=actor)
-    except Exception:  # the case is safe in triage; an operator will route it
-        log.exception("auto-routing of case %s failed; left in triage", case.number)
-        return IntakeResult(case, True, False)
+        if not created or case.status != CaseStatus.received:
+            return IntakeResult(case, created, case.status != CaseStatus.received)
+        try:
+            with session.begin_nested():
+                return route_and_dispatch(session, case, actor=actor)
+        except Exception:  # the case is safe in triage; an operator will route it
+            log.exception("auto-routing of case %s failed; left in triage", case.number)
+            session.refresh(case)
+            return IntakeResult(case, True, False)
 
 
 def auto_route(engine: Engine, case_id: int, *, actor: str = "system") -> IntakeResult:
+    """Route and dispatch a case already filed (e.g. one recovered after a crash)."""
+    with session_scope(engine) as session:
+        return route_and_dispatch(session, actions.get_case(session, case_id), actor=actor)
+
+
+def route_and_dispatch(session: Session, case: Case, *, actor: str = "system") -> IntakeResult:
     from core import routing
 
     rules = load_rules()["intake"]
-    with session_scope(engine) as session:
-        case = actions.get_case(session, case_id)
-        if case.category_id is None:
-            suggestions = suggest_categories(session, f"{case.description} {case.address_text or ''}")
-            if suggestions:
-                actions.classify(session, case, actor=actor, category_code=suggestions[0][0].code,
-                                 reason="suggested from the description")
-        locator, gazetteer = routing_indexes(session)
-        route = routing.route_case(
-            session,
-            locator=locator,
-            gazetteer=gazetteer,
-            latitude=case.latitude,
-            longitude=case.longitude,
-            phone=case.contact_phone,
-            address_text=case.address_text or case.description,
-        )
-        if route is None:
-            actions.set_flags(session, case, actor=actor, add=("needs_triage",))
-            return IntakeResult(case, True, False)
-        actions.locate(session, case, actor=actor, grid_id=route.grid_id, reason=route.reason,
-                       confidence=route.confidence)
-        sure = route.confidence >= rules["auto_dispatch_min_confidence"]
-        if not (sure and case.category_id is not None):
-            actions.set_flags(session, case, actor=actor, add=("needs_triage",))
-            return IntakeResult(case, True, False, route.reason)
-        try:
+    if case.category_id is None:
+        suggestions = suggest_categories(session, f"{case.description} {case.address_text or ''}")
+        if suggestions:
+            actions.classify(session, case, actor=actor, category_code=suggestions[0][0].code,
+                             reason="suggested from the description")
+    locator, gazetteer = routing_indexes(session)
+    route = routing.route_case(
+        session,
+        locator=locator,
+        gazetteer=gazetteer,
+        latitude=case.latitude,
+        longitude=case.longitude,
+        phone=case.contact_phone,
+        address_text=case.address_text or case.description,
+    )
+    if route is None:
+        actions.set_flags(session, case, actor=actor, add=("needs_triage",))
+        return IntakeResult(case, True, False)
+    actions.locate(session, case, actor=actor, grid_id=route.grid_id, reason=route.reason,
+                   confidence=route.confidence)
+    sure = route.confidence >= rules["auto_dispatch_min_confidence"]
+    if not (sure and case.category_id is not None):
+        actions.set_flags(session, case, actor=actor, add=("needs_triage",))
+        return IntakeResult(case, True, False, route.reason)
+    try:
+        with session.begin_nested():
             actions.dispatch(session, case, actor=actor, reason=route.reason)
-        except DomainError as exc:
-            actions.set_flags(session, case, actor=actor, add=("needs_triage",))
-            log.warning("case %s not dispatched: %s", case.number, exc)
-            return IntakeResult(case, True, False, route.reason)
-        return IntakeResult(case, True, True, route.reason)
+    except DomainError as exc:
+        session.refresh(case)
+        actions.set_flags(session, case, actor=actor, add=("needs_triage",))
+        log.warning("case %s not dispatched: %s", case.number, exc)
+        return IntakeResult(case, True, False, route.reason)
+    return IntakeResult(case, True, True, route.reason)

@@ -74,3 +74,21 @@ def test_suggest_categories_ranks_specific_words(engine, district):
     with session_scope(engine) as session:
         ranked = intake.suggest_categories(session, "门口路灯不亮，灯不亮好几天")
     assert ranked[0][0].code == "streetlight"
+
+
+def test_routing_failure_keeps_the_petition(engine, district, monkeypatch):
+    from core import routing
+
+    def broken(*a, **kw):
+        raise RuntimeError("gazetteer index corrupt")
+
+    monkeypatch.setattr(routing, "route_case", broken)
+    result = file(engine, idempotency_key="keep-me")
+    assert result.created and not result.dispatched
+    with session_scope(engine) as session:
+        from core.actions import get_case
+
+        stored = get_case(session, result.case.number)
+        assert stored.status == CaseStatus.received and stored.description == "楼道里有人飞线给电动车充电"
+        # the category suggestion made inside the failed savepoint was rolled back with it
+        assert stored.category_id is None
