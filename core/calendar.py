@@ -296,10 +296,8 @@ class WorkingCalendar:
         i = o - self._lo
         cum = self._cum
         if days == 0:
-            if cum[i + 1] > cum[i]:
-                target = cum[i + 1]
-            else:
-                target = cum[i] + self._day_us
+            # The start day's end if it is worked, else the end of the next working day.
+            target = cum[i + 1] if cum[i + 1] > cum[i] else cum[i] + self._day_us
         else:
             # Working days before day o+1, plus ``days`` of them, ends at this cumulative value.
             target = cum[i + 1] + days * self._day_us
