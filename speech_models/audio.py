@@ -1,0 +1,421 @@
+"""Audio plumbing for speech recognition: µ-law, resampling, WAV files, container decoding.
+
+Everything here works on mono signed 16-bit little-endian PCM (``pcm16``), the format
+Vosk takes. Nothing uses ``audioop`` (removed in Python 3.13).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+__all__ = [
+    "AudioError",
+    "DecodedAudio",
+    "MULAW_TABLE",
+    "Resampler",
+    "WavWriter",
+    "decode_file",
+    "dither",
+    "mulaw_decode",
+    "mulaw_encode",
+    "read_wav",
+    "resample",
+    "write_wav",
+]
+
+
+class AudioError(ValueError):
+    """Audio that cannot be read: corrupt or unsupported file, wrong input type."""
+
+
+# --- G.711 µ-law -------------------------------------------------------------------
+
+
+def _build_mulaw_table() -> np.ndarray:
+    # G.711: bytes are stored inverted; 3-bit exponent, 4-bit mantissa, bias 0x84.
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return np.where(u & 0x80, -magnitude, magnitude).astype("<i2")
+
+
+MULAW_TABLE: np.ndarray = _build_mulaw_table()
+MULAW_TABLE.setflags(write=False)
+
+
+def mulaw_decode(data: bytes | bytearray | memoryview) -> bytes:
+    """µ-law bytes -> pcm16 bytes (two bytes per input byte)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise AudioError(f"µ-law audio must be bytes, not {type(data).__name__}")
+    return MULAW_TABLE[np.frombuffer(data, dtype=np.uint8)].tobytes()
+
+
+def mulaw_encode(pcm: bytes | np.ndarray) -> bytes:
+    """pcm16 -> µ-law (used to make telephone-like audio for tests and benchmarks)."""
+    x = pcm if isinstance(pcm, np.ndarray) else _pcm16_array(pcm)
+    x = x.astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    # exponent = position of the highest set bit above bit 7
+    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
+    exponent = np.clip(exponent, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+def _pcm16_array(pcm: bytes | bytearray | memoryview) -> np.ndarray:
+    if not isinstance(pcm, bytes | bytearray | memoryview):
+        raise AudioError(f"PCM audio must be bytes, not {type(pcm).__name__}")
+    if len(pcm) % 2:
+        raise AudioError(f"16-bit PCM needs an even number of bytes, got {len(pcm)}")
+    return np.frombuffer(pcm, dtype="<i2")
+
+
+# --- resampling --------------------------------------------------------------------
+
+
+class Resampler:
+    """Streaming rational resampler (polyphase windowed-sinc FIR) for pcm16.
+
+    State is carried across calls, so feeding a signal in chunks of any size gives
+    exactly the same samples as feeding it at once; ``flush()`` ends the signal and
+    makes the total output length ``ceil(n_in * rate_out / rate_in)``. The filter is
+    centred (zero phase), so timings are not shifted.
+    """
+
+    TAPS_PER_PHASE = 24
+    _SHIFT = 15
+
+    def __init__(self, rate_in: int, rate_out: int):
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError(f"sample rates must be positive: {rate_in} -> {rate_out}")
+        g = gcd(rate_in, rate_out)
+        self.rate_in, self.rate_out = rate_in, rate_out
+        self.up, self.down = rate_out // g, rate_in // g
+        self.identity = self.up == self.down
+        self._n_in = 0  # input samples received
+        self._n_out = 0  # output samples produced
+        self._flushed = False
+        if self.identity:
+            return
+        up, down = self.up, self.down
+        k = self.TAPS_PER_PHASE * max(up, down)  # longer filter when decimating hard
+        k += 1 - k % 2  # odd length: integer centre
+        centre = (k - 1) // 2
+        # Cut off a little below the lower Nyquist, in units of the upsampled rate.
+        cutoff = 0.5 * min(1.0 / up, 1.0 / down) * 0.92
+        n = np.arange(k) - centre
+        h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(k, 8.0)
+        h *= up / h.sum()  # unity gain for the up-sampled (zero-stuffed) signal
+        self._taps = -(-k // up)  # taps per polyphase branch
+        padded = np.zeros(self._taps * up, dtype=np.int64)
+        # Integer (Q15) taps and int64 sums: exact, so the result cannot depend on how
+        # the signal was chunked (float sums could round differently per batch).
+        padded[:k] = np.rint(h * (1 << self._SHIFT))
+        # branch p holds h[p], h[p+up], ... ; reversed so a forward window dot-products
+        self._branches = padded.reshape(self._taps, up).T[:, ::-1].copy()
+        self._centre = centre
+        # history holds input samples from absolute index self._base on
+        self._hist = np.zeros(0, dtype=np.int64)
+        self._base = 0
+
+    def _positions(self, n_from: int, n_to: int) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.arange(n_from, n_to, dtype=np.int64) * self.down + self._centre
+        return pos // self.up, pos % self.up  # newest input index used, branch
+
+    def _produce(self, limit_out: int) -> np.ndarray:
+        if limit_out <= self._n_out:
+            return np.zeros(0, dtype="<i2")
+        newest, phase = self._positions(self._n_out, limit_out)
+        oldest_needed = int(newest[0]) - self._taps + 1
+        lead = max(0, self._base - oldest_needed)  # zeros before the signal start
+        # Pad past the end too: the flush reads "future" samples as silence.
+        tail = max(0, int(newest[-1]) + 1 - (self._base + len(self._hist)))
+        buf = np.concatenate([np.zeros(lead, np.int64), self._hist, np.zeros(tail, np.int64)])
+        start = self._base - lead
+        windows = np.lib.stride_tricks.sliding_window_view(buf, self._taps)
+        idx = newest - self._taps + 1 - start
+        y = np.einsum("ij,ij->i", windows[idx], self._branches[phase])
+        self._n_out = limit_out
+        # keep only what the next outputs can still need
+        keep_from = max(self._base, int(newest[-1]) + 1 - self._taps)
+        self._hist = self._hist[keep_from - self._base :]
+        self._base = keep_from
+        y = (y + (1 << (self._SHIFT - 1))) >> self._SHIFT
+        return np.clip(y, -32768, 32767).astype("<i2")
+
+    def process(self, pcm: bytes | np.ndarray) -> bytes:
+        """Feed pcm16 samples, get the resampled samples that are complete so far."""
+        if self._flushed:
+            raise RuntimeError("resampler already flushed")
+        x = pcm if isinstance(pcm, np.ndarray) else _pcm16_array(pcm)
+        self._n_in += len(x)
+        if self.identity:
+            self._n_out += len(x)
+            return x.astype("<i2").tobytes()
+        self._hist = np.concatenate([self._hist, x.astype(np.int64)])
+        # outputs whose newest input index is available
+        avail = self._n_in - 1
+        # largest n with (n*down + centre)//up <= avail
+        limit = (avail * self.up + self.up - 1 - self._centre) // self.down + 1
+        return self._produce(max(self._n_out, limit)).tobytes()
+
+    def flush(self) -> bytes:
+        """End of signal: emit the remaining samples (reading past the end as silence)."""
+        if self._flushed:
+            return b""
+        self._flushed = True
+        total = -(-self._n_in * self.up // self.down)
+        if self.identity or total <= self._n_out:
+            return b""
+        return self._produce(total).tobytes()
+
+
+def resample(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
+    """Resample a whole pcm16 signal (same result as streaming it through ``Resampler``)."""
+    r = Resampler(rate_in, rate_out)
+    return r.process(pcm) + r.flush()
+
+
+# Gaussian noise of a fixed seed, indexed by absolute sample position: the same audio
+# always gets the same noise, however it is chunked.
+_DITHER_NOISE = np.random.default_rng(20240).standard_normal(1 << 16)
+
+
+def dither(pcm: bytes, offset: int = 0, level: float = 1.0) -> bytes:
+    """Add deterministic Gaussian noise (std ``level`` LSB) to pcm16.
+
+    Kaldi features take the log of filter-bank energies; band-limited telephone audio
+    leaves the upper bands empty, and without a noise floor they fall to the log floor
+    the model never saw in training. Kaldi's own dither draws from a process-global
+    random state (so results vary run to run and between concurrent streams); this one
+    is a pure function of ``offset`` (the index of the first sample in the stream).
+    """
+    if level <= 0 or not pcm:
+        return pcm
+    x = _pcm16_array(pcm).astype(np.float64)
+    idx = (np.arange(len(x)) + offset) % len(_DITHER_NOISE)
+    y = np.rint(x + level * _DITHER_NOISE[idx])
+    return np.clip(y, -32768, 32767).astype("<i2").tobytes()
+
+
+# --- WAV ---------------------------------------------------------------------------
+
+_WAVE_PCM, _WAVE_FLOAT, _WAVE_MULAW, _WAVE_EXTENSIBLE = 1, 3, 7, 0xFFFE
+
+
+@dataclass
+class DecodedAudio:
+    """Mono pcm16 at ``sample_rate``."""
+
+    pcm: bytes
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate if self.sample_rate else 0.0
+
+
+def _wav_header(sample_rate: int, data_bytes: int) -> bytes:
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, _WAVE_PCM, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+
+
+def write_wav(path: str | os.PathLike, pcm: bytes, sample_rate: int) -> Path:
+    """Write mono pcm16 as a WAV file (atomically: temp file, then rename)."""
+    path = Path(path)
+    _pcm16_array(pcm)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(_wav_header(sample_rate, len(pcm)))
+        f.write(pcm)
+    os.replace(tmp, path)
+    return path
+
+
+class WavWriter:
+    """Appends pcm16 to a WAV file as it arrives; the header sizes are fixed on close.
+
+    Each ``write`` reaches the OS at once, so a crash loses nothing already received;
+    ``read_wav`` accepts the unfinished header such a crash leaves behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int):
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.bytes_written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - lives as long as the writer
+        self._f.write(_wav_header(sample_rate, 0))
+        self._f.flush()
+
+    def write(self, pcm: bytes) -> None:
+        if self._f is None:
+            raise RuntimeError(f"{self.path} is closed")
+        self._f.write(pcm)
+        self._f.flush()
+        self.bytes_written += len(pcm)
+
+    def close(self) -> Path:
+        if self._f is not None:
+            self._f.seek(0)
+            self._f.write(_wav_header(self.sample_rate, self.bytes_written))
+            self._f.close()
+            self._f = None
+        return self.path
+
+    @property
+    def closed(self) -> bool:
+        return self._f is None
+
+    def __enter__(self) -> WavWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_wav(source: str | os.PathLike | bytes) -> DecodedAudio:
+    """Read a WAV file (PCM 8/16/24/32-bit, float, µ-law; any channel count) to mono pcm16.
+
+    Chunk sizes that overrun the file (a recording cut short) are clamped to what is there.
+    """
+    raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+    name = "WAV data" if isinstance(source, bytes) else str(source)
+    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        raise AudioError(f"{name}: not a RIFF/WAVE file")
+    fmt = None
+    data = None
+    pos = 12
+    while pos + 8 <= len(raw):
+        cid, size = raw[pos : pos + 4], struct.unpack_from("<I", raw, pos + 4)[0]
+        body = raw[pos + 8 : pos + 8 + size]
+        if cid == b"fmt ":
+            if len(body) < 16:
+                raise AudioError(f"{name}: truncated fmt chunk")
+            fmt = struct.unpack_from("<HHIIHH", body)
+            if fmt[0] == _WAVE_EXTENSIBLE and len(body) >= 26:
+                fmt = (struct.unpack_from("<H", body, 24)[0], *fmt[1:])
+        elif cid == b"data":
+            data = body
+            if size == 0 or pos + 8 + size > len(raw):
+                data = raw[pos + 8 :]  # header never finalised: take the rest
+            break
+        pos += 8 + size + (size & 1)
+    if fmt is None or data is None:
+        raise AudioError(f"{name}: missing {'fmt' if fmt is None else 'data'} chunk")
+    tag, channels, rate, _, block_align, bits = fmt
+    if channels < 1 or rate < 1:
+        raise AudioError(f"{name}: invalid header ({channels} channels, {rate} Hz)")
+    width = max(1, bits // 8)
+    usable = len(data) - len(data) % (width * channels)
+    data = data[:usable]
+    if tag == _WAVE_MULAW and bits == 8:
+        x = MULAW_TABLE[np.frombuffer(data, np.uint8)].astype(np.float64)
+    elif tag == _WAVE_PCM and bits == 8:
+        x = (np.frombuffer(data, np.uint8).astype(np.float64) - 128) * 256
+    elif tag == _WAVE_PCM and bits == 16:
+        x = np.frombuffer(data, "<i2").astype(np.float64)
+    elif tag == _WAVE_PCM and bits == 24:
+        b = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v & 0x800000, v - (1 << 24), v) >> 8).astype(np.float64)
+    elif tag == _WAVE_PCM and bits == 32:
+        x = np.frombuffer(data, "<i4").astype(np.float64) / 65536
+    elif tag == _WAVE_FLOAT and bits in (32, 64):
+        x = np.frombuffer(data, "<f4" if bits == 32 else "<f8").astype(np.float64) * 32768
+    else:
+        raise AudioError(f"{name}: unsupported WAV encoding (format {tag}, {bits} bits)")
+    if channels > 1:
+        x = x.reshape(-1, channels).mean(axis=1)
+    return DecodedAudio(np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes(), rate)
+
+
+# --- any container, via PyAV -------------------------------------------------------
+
+
+def decode_file(path: str | os.PathLike | bytes, sample_rate: int = 16000) -> DecodedAudio:
+    """Decode any audio file (WAV, OGG/Opus, MP3, M4A, …) to mono pcm16 at ``sample_rate``.
+
+    ``path`` may also be the file's bytes. Raises ``AudioError`` with the reason when the
+    file is not audio or is corrupt; an empty but valid file gives empty audio.
+    """
+    name = "audio data" if isinstance(path, bytes) else str(path)
+    if not isinstance(path, bytes):
+        p = Path(path)
+        if not p.is_file():
+            raise AudioError(f"{name}: no such file")
+        if p.stat().st_size == 0:
+            raise AudioError(f"{name}: empty file")
+        head = p.open("rb").read(12)
+    else:
+        if not path:
+            raise AudioError("empty audio data")
+        head = path[:12]
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        # Our own reader is exact, fast and tolerant of unfinished recordings.
+        try:
+            wav = read_wav(path)
+        except AudioError as e:
+            if "unsupported WAV encoding" not in str(e):
+                raise
+        else:
+            pcm = (
+                wav.pcm
+                if wav.sample_rate == sample_rate
+                else resample(wav.pcm, wav.sample_rate, sample_rate)
+            )
+            return DecodedAudio(pcm, sample_rate)
+    return _decode_with_av(path, name, sample_rate)
+
+
+def _decode_with_av(path, name: str, sample_rate: int) -> DecodedAudio:
+    import av  # imported here: only container decoding needs FFmpeg
+
+    source = io.BytesIO(path) if isinstance(path, bytes) else str(path)
+    out = bytearray()
+    try:
+        container = av.open(source, mode="r")
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise AudioError(f"{name}: not a readable audio file ({_av_reason(e)})") from None
+    with container:
+        streams = container.streams.audio
+        if not streams:
+            raise AudioError(f"{name}: the file has no audio stream")
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        try:
+            for frame in container.decode(streams[0]):
+                for f in resampler.resample(frame):
+                    out += _frame_bytes(f)
+            for f in resampler.resample(None):
+                out += _frame_bytes(f)
+        except (av.FFmpegError, OSError, ValueError) as e:
+            # A voice note cut short still carries what was said before the damage;
+            # a file with nothing decodable is an error.
+            if not out:
+                raise AudioError(f"{name}: corrupt audio ({_av_reason(e)})") from None
+    return DecodedAudio(bytes(out), sample_rate)
+
+
+def _frame_bytes(frame) -> bytes:
+    # Packed s16 mono: the plane may be padded beyond the samples.
+    return bytes(frame.planes[0])[: frame.samples * 2]
+
+
+def _av_reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
