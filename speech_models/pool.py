@@ -1,0 +1,220 @@
+"""Speech recognition off the event loop, for aiohttp handlers.
+
+``SpeechPool`` owns a bounded thread pool (see ``transcriber`` for why threads). Each
+``PooledStream`` is an actor: ``feed()`` runs on the event loop, appends the audio to
+the stream's WAV recording at once and queues it in memory; at most one recognition job
+per stream is in flight, and it takes everything queued so far, so a stream's audio is
+recognised in order and a stream that fell behind catches up in larger steps. When every
+worker is busy nothing is dropped or blocked: audio keeps landing on disk and in the
+queue until a worker is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .audio import WavWriter, mulaw_decode
+from .transcriber import Encoding, Segment, Transcriber, Transcript, TranscriptStream
+
+__all__ = ["PooledStream", "SpeechPool"]
+
+
+class PooledStream:
+    """An open recognition stream; use from the event loop thread only."""
+
+    def __init__(
+        self,
+        pool: SpeechPool,
+        stream: TranscriptStream,
+        recording: WavWriter | None,
+    ):
+        self._pool = pool
+        self._stream = stream
+        self._wav = recording
+        self._pending: list[bytes] = []
+        self._job: asyncio.Future | None = None
+        self._segments: asyncio.Queue[Segment | None] = asyncio.Queue()
+        self._error: BaseException | None = None
+        self._transcript: Transcript | None = None
+        self._closing = False
+        self._finals_queued = 0
+        self.partial_text = ""
+        self.bytes_fed = 0
+
+    @property
+    def recording(self) -> Path | None:
+        """The WAV file the audio is written to (pcm16 at the stream's rate)."""
+        return self._wav.path if self._wav else None
+
+    @property
+    def backlog(self) -> int:
+        """Bytes received but not yet handed to the recogniser."""
+        return sum(map(len, self._pending))
+
+    def feed(self, data: bytes) -> None:
+        """Accept audio without waiting: written to disk now, recognised when a worker is free."""
+        if self._closing:
+            raise RuntimeError("stream is finished")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"audio must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        if not data:
+            return
+        if self._wav is not None:
+            pcm = mulaw_decode(data) if self._stream.encoding == "mulaw" else data
+            self._wav.write(pcm)
+        self._pending.append(data)
+        self.bytes_fed += len(data)
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._job is not None or not self._pending or self._error is not None:
+            return
+        chunk = b"".join(self._pending)
+        self._pending.clear()
+        self._job = self._pool._submit(self._stream.accept, chunk)
+        self._job.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future) -> None:
+        self._job = None
+        if fut.cancelled():
+            return
+        if (e := fut.exception()) is not None:
+            self._error = e
+            self._pending.clear()
+            return
+        self._publish(fut.result())
+        self._kick()
+
+    def _publish(self, segments: Sequence[Segment]) -> None:
+        for seg in segments:
+            if seg.final:
+                self._finals_queued += 1
+            else:
+                self.partial_text = seg.text
+            self._segments.put_nowait(seg)
+
+    async def segments(self) -> AsyncIterator[Segment]:
+        """Partial and final segments as they are recognised; ends after ``finish()``."""
+        while (seg := await self._segments.get()) is not None:
+            yield seg
+
+    async def finish(self) -> Transcript:
+        """Wait for the queued audio, close the recording, return the transcript."""
+        if self._transcript is not None:
+            return self._transcript
+        self._closing = True
+        try:
+            while self._job is not None:
+                await asyncio.shield(self._job)
+        except Exception:
+            pass  # the error is kept in self._error
+        try:
+            if self._error is not None:
+                raise self._error
+            tail = b"".join(self._pending)
+            self._pending.clear()
+
+            def last_step() -> tuple[list[Segment], Transcript]:
+                segs = self._stream.accept(tail) if tail else []
+                return segs, self._stream.finish()
+
+            segs, transcript = await self._pool._submit(last_step)
+            self._publish(segs)
+            self._publish(transcript.segments[self._finals_queued :])
+            self._transcript = transcript
+            return transcript
+        finally:
+            if self._wav is not None:
+                self._wav.close()
+            self._segments.put_nowait(None)
+
+
+class SpeechPool:
+    """Bounded async facade over a ``Transcriber``.
+
+    ``workers`` threads run recognition; ``recordings`` is where stream audio is kept
+    (one WAV per stream unless the caller names the file).
+    """
+
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        workers: int | None = None,
+        recordings: str | os.PathLike | None = None,
+    ):
+        self.transcriber = transcriber
+        self.workers = workers or os.cpu_count() or 1
+        self.recordings = Path(recordings) if recordings else None
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="speech")
+        self._in_flight = 0
+
+    @property
+    def busy(self) -> int:
+        """Recognition jobs submitted and not yet done (running or waiting for a worker)."""
+        return self._in_flight
+
+    def _submit(self, fn, *args) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        fut = loop.run_in_executor(self._executor, fn, *args)
+
+        def done(_):
+            self._in_flight -= 1
+
+        fut.add_done_callback(done)
+        return fut
+
+    async def warm_up(self) -> None:
+        """Load the model in a worker (call at startup so the first caller doesn't wait)."""
+        await self._submit(self.transcriber.warm_up)
+
+    async def open_stream(
+        self,
+        sample_rate: int = 8000,
+        *,
+        encoding: Encoding = "mulaw",
+        phrases: Sequence[str] | None = None,
+        record_to: str | os.PathLike | None = None,
+        partials: bool = True,
+    ) -> PooledStream:
+        """Open a stream (Twilio Media Streams default: 8 kHz µ-law).
+
+        Audio is recorded to ``record_to``, else to a new file under ``recordings``,
+        else not at all.
+        """
+        # Creating a recogniser compiles the phrase grammar and may load the model.
+        stream = await self._submit(
+            lambda: self.transcriber.open_stream(sample_rate, phrases, encoding, partials=partials)
+        )
+        path = Path(record_to) if record_to else None
+        if path is None and self.recordings is not None:
+            path = self.recordings / f"{uuid.uuid4().hex}.wav"
+        wav = WavWriter(path, sample_rate) if path is not None else None
+        return PooledStream(self, stream, wav)
+
+    async def transcribe_file(
+        self, path: str | os.PathLike | bytes, phrases: Sequence[str] | None = None
+    ) -> Transcript:
+        """Decode and transcribe a file (e.g. a chat voice note) in a worker."""
+        return await self._submit(self.transcriber.transcribe_file, path, phrases)
+
+    async def transcribe_pcm(
+        self, pcm: bytes, sample_rate: int, phrases: Sequence[str] | None = None
+    ) -> Transcript:
+        return await self._submit(self.transcriber.transcribe_pcm, pcm, sample_rate, phrases)
+
+    async def close(self) -> None:
+        """Wait for running jobs and stop the workers."""
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    async def __aenter__(self) -> SpeechPool:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
