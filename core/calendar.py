@@ -87,6 +87,9 @@ def sync_calendar_days(session: Any, rows: Iterable[CalendarDay]) -> int:
             existing.note = row.note
         n += 1
     session.flush()
+    from core.sla import invalidate_calendars
+
+    invalidate_calendars()
     return n
 
 

@@ -68,26 +68,33 @@ def sla_for(session: Any, category_id: int | None, urgency: Urgency | str) -> Sl
     return default_sla(urgency)
 
 
-_calendars: dict[tuple, WorkingCalendar] = {}
+# Per database and time zone; rebuilt after a minute or when the calendar rows change
+# (sync_calendar_days calls invalidate_calendars), so a dispatch costs no calendar query.
+_CALENDAR_TTL_S = 60.0
+_calendars: dict[tuple, tuple[float, WorkingCalendar]] = {}
+
+
+def invalidate_calendars() -> None:
+    _calendars.clear()
 
 
 def calendar_for(session: Any, tz: str | None = None) -> WorkingCalendar:
-    """The working calendar stored in the database, reused while its rows are unchanged
-    (building one costs a table of a few hundred days; a sweep asks for it per case)."""
+    """The working calendar stored in the database, shared by the process."""
+    import time
+
     from sqlmodel import select
 
     if tz is None:
         from core.settings import get_settings
 
         tz = get_settings().timezone
+    key = (str(session.get_bind().url), tz)
+    hit = _calendars.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
     rows = session.exec(select(CalendarDay.day, CalendarDay.is_working)).all()
-    hours = tuple(default_working_hours())
-    key = (tz, hours, tuple(sorted((d, bool(w)) for d, w in rows)))
-    cal = _calendars.get(key)
-    if cal is None:
-        if len(_calendars) > 8:
-            _calendars.clear()
-        cal = _calendars[key] = WorkingCalendar(dict(key[2]), hours=hours, tz=tz)
+    cal = WorkingCalendar({d: bool(w) for d, w in rows}, hours=default_working_hours(), tz=tz)
+    _calendars[key] = (time.monotonic() + _CALENDAR_TTL_S, cal)
     return cal
 
 
