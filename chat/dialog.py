@@ -1,0 +1,560 @@
+"""The intake dialog: problem -> where -> category -> confirm -> case number.
+
+A persistent ``ConversationHandler`` (state diagram in ``chat/dialog.md``). The resident's
+unfinished petition (the "draft") lives in ``chat_data`` and is written to the database
+with the conversation state after every update, so a restart continues the dialog.
+
+Every state answers everything: unexpected message types get a note on what is
+accepted, stale or forged buttons get "expired". Filing is idempotent per dialog
+(key ``chat|<chat id>|<dialog id>``), so a repeated "submit" never makes a second case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+from telegram.ext import (
+    CallbackQueryHandler,
+    CommandHandler,
+    ConversationHandler,
+    MessageHandler,
+    filters,
+)
+
+from chat import media, store
+from chat.callbacks import parse_dialog
+from chat.common import (
+    Context,
+    answer,
+    deps,
+    drop_buttons,
+    labels,
+    lang,
+    log,
+    main_menu,
+    reply,
+    unsupported_key,
+    where_keyboard,
+)
+from chat.texts import clip, t
+from core.actions import Petition, idempotency_key
+from core.models import Channel
+
+NAME = "intake"
+
+PROBLEM, VOICE_OK, WHERE, ADDRESS_OK, CATEGORY, CONFIRM = (
+    "problem", "voice_ok", "where", "address_ok", "category", "confirm",
+)
+END = ConversationHandler.END
+
+MAX_PHOTOS = 5
+MAX_DESCRIPTION = 3000  # characters kept on the case; Telegram caps a message at 4096
+SUMMARY_DESCRIPTION = 600  # characters echoed back in the confirmation
+
+# dialog callback actions -> whether they carry a value
+ACTIONS = {"vy": False, "vn": False, "ay": False, "an": False, "c": True, "ok": False, "no": False}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _draft(context: Context) -> dict | None:
+    return context.chat_data.get("draft")
+
+
+def _button(context: Context, draft: dict, text: str, action: str, value: str | None = None) -> InlineKeyboardButton:
+    fields = ["d", draft["id"], action] + ([value] if value is not None else [])
+    return InlineKeyboardButton(text, callback_data=deps(context).codec.encode(*fields))
+
+
+async def _new_draft(update: Update, context: Context) -> dict:
+    d = deps(context)
+    language = lang(update)
+    user = update.effective_user
+    info = await d.db(store.resident_for_chat, update.effective_chat.id, language,
+                      user.full_name if user else None)
+    draft = {
+        "id": secrets.token_hex(4),
+        "resident": info.id,
+        "phone": info.phone,
+        "household": info.household_address,
+        "description": None,
+        "transcript": None,
+        "confidence": None,
+        "voice": None,
+        "photos": [],
+        "attachments": [],
+        "lat": None,
+        "lon": None,
+        "place": None,
+        "address_text": None,
+        "address_typed": None,
+        "candidate": None,
+        "categories": [],
+        "category": None,
+    }
+    context.chat_data["draft"] = draft
+    return draft
+
+
+async def _ensure_draft(update: Update, context: Context) -> dict:
+    return _draft(context) or await _new_draft(update, context)
+
+
+def _end(context: Context) -> str:
+    context.chat_data.pop("draft", None)
+    return END
+
+
+# ---------------------------------------------------------------- entry and problem
+
+
+async def start_report(update: Update, context: Context) -> str:
+    """"我要反映" / /new: a fresh draft, then ask for the problem."""
+    await _new_draft(update, context)
+    language = lang(update)
+    await reply(update, t(language, "dialog.ask_problem"), language, reply_markup=ReplyKeyboardRemove())
+    return PROBLEM
+
+
+async def problem_text(update: Update, context: Context) -> str:
+    draft = await _ensure_draft(update, context)
+    text = (update.effective_message.text or "").strip()
+    if not text:
+        return await start_report(update, context)
+    draft["description"] = text[:MAX_DESCRIPTION]
+    draft["transcript"] = None
+    draft["confidence"] = None
+    return await ask_where(update, context)
+
+
+async def problem_voice(update: Update, context: Context) -> str:
+    d = deps(context)
+    draft = await _ensure_draft(update, context)
+    language = lang(update)
+    voice = update.effective_message.voice or update.effective_message.audio
+    if voice.duration and voice.duration > media.MAX_VOICE_SECONDS:
+        await reply(update, t(language, "dialog.too_long_voice", minutes=media.MAX_VOICE_SECONDS // 60), language)
+        return PROBLEM
+    with contextlib.suppress(TelegramError):
+        await update.effective_chat.send_action(ChatAction.TYPING)
+    try:
+        stored = await media.download(context.bot, voice.file_id, voice.file_size, "voice", ".oga", d.data_dir)
+    except media.TooBig:
+        await reply(update, t(language, "dialog.file_too_big", mb=20), language)
+        return PROBLEM
+    except media.DownloadFailed as exc:
+        log.warning("voice download failed: %s", exc)
+        await reply(update, t(language, "dialog.download_failed"), language)
+        return PROBLEM
+    att = await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    draft["voice"] = stored.path
+    draft["attachments"].append(att)
+    try:
+        heard = await media.transcribe(d.speech, d.data_dir / stored.path)
+    except media.SpeechUnavailable:
+        await reply(update, t(language, "dialog.voice_unavailable"), language)
+        return PROBLEM
+    except media.Unreadable as exc:
+        log.info("unreadable voice note %s: %s", stored.path, exc)
+        await reply(update, t(language, "dialog.voice_failed"), language)
+        return PROBLEM
+    if not heard.text:
+        await reply(update, t(language, "dialog.voice_unclear"), language)
+        return PROBLEM
+    draft["description"] = heard.text[:MAX_DESCRIPTION]
+    draft["transcript"] = heard.transcript
+    draft["confidence"] = heard.confidence
+    buttons = InlineKeyboardMarkup([[
+        _button(context, draft, t(language, "dialog.voice_yes"), "vy"),
+        _button(context, draft, t(language, "dialog.voice_retry"), "vn"),
+    ]])
+    await reply(update, t(language, "dialog.voice_heard", text=clip(heard.text, SUMMARY_DESCRIPTION)), language,
+                reply_markup=buttons)
+    return VOICE_OK
+
+
+async def problem_photo(update: Update, context: Context) -> str:
+    d = deps(context)
+    draft = await _ensure_draft(update, context)
+    language = lang(update)
+    message = update.effective_message
+    if len(draft["photos"]) >= MAX_PHOTOS:
+        await reply(update, t(language, "dialog.photo_too_many", max=MAX_PHOTOS), language)
+        return PROBLEM
+    largest = message.photo[-1]
+    try:
+        stored = await media.download(context.bot, largest.file_id, largest.file_size, "photo", ".jpg", d.data_dir)
+    except media.TooBig:
+        await reply(update, t(language, "dialog.file_too_big", mb=20), language)
+        return PROBLEM
+    except media.DownloadFailed as exc:
+        log.warning("photo download failed: %s", exc)
+        await reply(update, t(language, "dialog.download_failed"), language)
+        return PROBLEM
+    att = await d.db(store.save_attachment, "photo", stored.path, "image/jpeg", stored.size, stored.sha256)
+    draft["photos"].append(stored.path)
+    draft["attachments"].append(att)
+    caption = (message.caption or "").strip()
+    if caption:
+        draft["description"] = caption[:MAX_DESCRIPTION]
+    if draft["description"]:
+        return await ask_where(update, context)
+    await reply(update, t(language, "dialog.photo_saved"), language)
+    return PROBLEM
+
+
+async def voice_choice(update: Update, context: Context) -> str:
+    choice = await _dialog_button(update, context)
+    if choice is None:
+        return VOICE_OK
+    action, _ = choice
+    if action == "vy":
+        return await ask_where(update, context)
+    if action == "vn":
+        language = lang(update)
+        await reply(update, t(language, "dialog.ask_problem"), language)
+        return PROBLEM
+    return VOICE_OK
+
+
+# ---------------------------------------------------------------- where
+
+
+async def ask_where(update: Update, context: Context) -> str:
+    language = lang(update)
+    await reply(update, t(language, "dialog.ask_where"), language, reply_markup=where_keyboard(language))
+    return WHERE
+
+
+async def where_location(update: Update, context: Context) -> str:
+    d = deps(context)
+    draft = await _ensure_draft(update, context)
+    language = lang(update)
+    loc = update.effective_message.location
+    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
+    grid = await d.db(store.grid_at, loc.latitude, loc.longitude)
+    draft["place"] = grid
+    text = t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+    await reply(update, text, language, reply_markup=main_menu(language))
+    return await ask_category(update, context)
+
+
+async def where_text(update: Update, context: Context) -> str:
+    d = deps(context)
+    draft = await _ensure_draft(update, context)
+    language = lang(update)
+    text = (update.effective_message.text or "").strip()
+    if text in labels("menu.skip"):
+        if draft.get("household"):
+            draft["place"] = draft["household"]
+            note = t(language, "dialog.where_household", address=draft["household"])
+        else:
+            draft["address_text"] = draft.get("address_typed")
+            draft["place"] = draft.get("address_typed")
+            note = t(language, "dialog.where_skipped")
+        await reply(update, note, language, reply_markup=main_menu(language))
+        return await ask_category(update, context)
+    text = text[:200]
+    found = await d.db(store.match_address, text)
+    if found is None:
+        draft["address_typed"] = text
+        await reply(update, t(language, "dialog.address_unknown", text=clip(text, 60)), language,
+                    reply_markup=where_keyboard(language))
+        return WHERE
+    place, grid = found
+    draft["candidate"] = {"typed": text, "place": place, "grid": grid}
+    shown = place if not grid or grid in place else f"{place}（{grid}）"
+    buttons = InlineKeyboardMarkup([[
+        _button(context, draft, t(language, "dialog.address_yes"), "ay"),
+        _button(context, draft, t(language, "dialog.address_no"), "an"),
+    ]])
+    await reply(update, t(language, "dialog.address_confirm", place=shown), language, reply_markup=buttons)
+    return ADDRESS_OK
+
+
+async def address_choice(update: Update, context: Context) -> str:
+    choice = await _dialog_button(update, context)
+    if choice is None:
+        return ADDRESS_OK
+    draft = _draft(context)
+    language = lang(update)
+    candidate = draft.get("candidate")
+    if choice[0] == "ay" and candidate:
+        # The registered name first: routing then matches it exactly, whatever was typed.
+        typed = candidate["typed"]
+        draft["address_text"] = candidate["place"] if typed == candidate["place"] else f"{candidate['place']}（{typed}）"
+        draft["place"] = candidate["place"]
+        await reply(update, t(language, "dialog.place_chosen", place=candidate["place"]), language,
+                    reply_markup=main_menu(language))
+        return await ask_category(update, context)
+    draft["candidate"] = None
+    await reply(update, t(language, "dialog.address_retry"), language, reply_markup=where_keyboard(language))
+    return WHERE
+
+
+async def where_contact(update: Update, context: Context) -> str:
+    draft = await _ensure_draft(update, context)
+    address = await link_contact(update, context)
+    if address:
+        draft["household"] = address
+        draft["place"] = address
+        draft["phone"] = update.effective_message.contact.phone_number
+        return await ask_category(update, context)
+    return WHERE
+
+
+# ---------------------------------------------------------------- category and confirm
+
+
+async def ask_category(update: Update, context: Context) -> str:
+    d = deps(context)
+    draft = _draft(context)
+    language = lang(update)
+    text = " ".join(x for x in (draft.get("description"), draft.get("address_text")) if x)
+    options = await d.db(store.category_options, text)
+    draft["categories"] = [list(o) for o in options]
+    rows = [[_button(context, draft, name, "c", str(i))] for i, (_, name) in enumerate(options)]
+    rows.append([_button(context, draft, t(language, "dialog.category_other"), "c", "x")])
+    await reply(update, t(language, "dialog.ask_category"), language, reply_markup=InlineKeyboardMarkup(rows))
+    return CATEGORY
+
+
+async def category_choice(update: Update, context: Context) -> str:
+    choice = await _dialog_button(update, context)
+    if choice is None or choice[0] != "c":
+        return CATEGORY
+    draft = _draft(context)
+    value = choice[1] or ""
+    options = draft.get("categories") or []
+    if value == "x":
+        draft["category"] = None
+    elif value.isdigit() and int(value) < len(options):
+        draft["category"] = options[int(value)][0]
+    else:  # signed by us but not one of this draft's options: treat as stale
+        return CATEGORY
+    return await ask_confirm(update, context)
+
+
+def _summary(draft: dict, language: str) -> str:
+    names = dict(tuple(o) for o in draft.get("categories") or [])
+    extras = ""
+    if draft["photos"]:
+        extras += t(language, "dialog.confirm_photos", count=len(draft["photos"]))
+    if draft["voice"]:
+        extras += t(language, "dialog.confirm_voice")
+    return t(
+        language,
+        "dialog.confirm",
+        description=clip(draft.get("description") or "", SUMMARY_DESCRIPTION),
+        place=draft.get("place") or t(language, "dialog.place_unknown"),
+        category=names.get(draft.get("category")) or t(language, "dialog.category_unknown"),
+        extras=extras,
+    )
+
+
+async def ask_confirm(update: Update, context: Context) -> str:
+    draft = _draft(context)
+    language = lang(update)
+    buttons = InlineKeyboardMarkup([[
+        _button(context, draft, t(language, "dialog.submit"), "ok"),
+        _button(context, draft, t(language, "dialog.cancel_button"), "no"),
+    ]])
+    await reply(update, _summary(draft, language), language, reply_markup=buttons)
+    return CONFIRM
+
+
+async def confirm_choice(update: Update, context: Context) -> str:
+    choice = await _dialog_button(update, context)
+    if choice is None:
+        return CONFIRM
+    language = lang(update)
+    if choice[0] == "no":
+        await reply(update, t(language, "dialog.cancelled"), language, reply_markup=main_menu(language))
+        return _end(context)
+    if choice[0] != "ok":
+        return CONFIRM
+    return await submit(update, context)
+
+
+async def submit(update: Update, context: Context) -> str:
+    d = deps(context)
+    draft = _draft(context)
+    language = lang(update)
+    chat_id = update.effective_chat.id
+    petition = Petition(
+        channel=Channel.chat,
+        description=draft.get("description") or "",
+        idempotency_key=idempotency_key("chat", chat_id, draft["id"]),
+        contact_phone=draft.get("phone"),
+        resident_id=draft.get("resident"),
+        transcript=draft.get("transcript"),
+        transcript_confidence=draft.get("confidence"),
+        audio_path=draft.get("voice"),
+        photos=list(draft["photos"]) or None,
+        latitude=draft.get("lat"),
+        longitude=draft.get("lon"),
+        address_text=draft.get("address_text"),
+        category_code=draft.get("category"),
+    )
+    try:
+        filed = await d.db(store.file, petition, list(draft["attachments"]))
+    except Exception:
+        log.exception("filing the petition of chat %s failed", chat_id)
+        await reply(update, t(language, "dialog.filing_failed"), language)
+        return CONFIRM
+    if filed.dispatched and filed.grid:
+        routing = t(language, "dialog.filed_dispatched", grid=filed.grid, due=store.local(filed.due, d.tz) or "—")
+    else:
+        routing = t(language, "dialog.filed_triage")
+    await reply(update, t(language, "dialog.filed", number=filed.number, routing=routing), language,
+                reply_markup=main_menu(language))
+    return _end(context)
+
+
+# ---------------------------------------------------------------- buttons, cancel, the rest
+
+
+async def _dialog_button(update: Update, context: Context) -> tuple[str, str | None] | None:
+    """Validate a dialog button: ours (signature), well-formed, of the current dialog.
+    Answers the query in every case; None when the press must be ignored."""
+    d = deps(context)
+    query = update.callback_query
+    parsed = parse_dialog(d.codec.decode(query.data), ACTIONS)
+    draft = _draft(context)
+    if parsed is None or draft is None or parsed[0] != draft["id"]:
+        await answer(d, query, t(lang(update), "survey.expired"))
+        return None
+    await answer(d, query)
+    await drop_buttons(query)
+    return parsed[1], parsed[2]
+
+
+async def stale_button(update: Update, context: Context) -> None:
+    await _dialog_button(update, context)
+    return None
+
+
+async def use_buttons(update: Update, context: Context) -> None:
+    language = lang(update)
+    await reply(update, t(language, "dialog.use_buttons"), language)
+    return None
+
+
+async def not_here(update: Update, context: Context) -> None:
+    language = lang(update)
+    message = update.effective_message
+    key = unsupported_key(message)
+    text = t(language, "dialog.not_here") if key == "unsupported.other" else t(language, key)
+    await reply(update, text, language)
+    return None
+
+
+async def cancel(update: Update, context: Context) -> str:
+    language = lang(update)
+    await reply(update, t(language, "dialog.cancelled"), language, reply_markup=main_menu(language))
+    return _end(context)
+
+
+async def restart(update: Update, context: Context) -> str:
+    from chat.followup import greet
+
+    await greet(update, context)
+    return _end(context)
+
+
+async def link_contact(update: Update, context: Context) -> str | None:
+    """Shared contact -> linked household (only the resident's own number)."""
+    d = deps(context)
+    language = lang(update)
+    contact = update.effective_message.contact
+    user = update.effective_user
+    if contact.user_id is None or user is None or contact.user_id != user.id:
+        await reply(update, t(language, "contact.not_yours"), language)
+        return None
+    address = await d.db(store.link_contact, update.effective_chat.id, contact.phone_number, language,
+                         user.full_name)
+    if address:
+        await reply(update, t(language, "contact.linked", address=address), language, reply_markup=main_menu(language))
+    else:
+        await reply(update, t(language, "contact.saved"), language, reply_markup=main_menu(language))
+    return address
+
+
+async def contact_in_dialog(update: Update, context: Context) -> None:
+    await link_contact(update, context)
+    return None
+
+
+def build() -> ConversationHandler:
+    report_button = filters.Text(sorted(labels("menu.report")))
+    free_text = filters.TEXT & ~filters.COMMAND & ~report_button
+    voice = filters.VOICE | filters.AUDIO
+    # First in every state: the resident can always cancel, start over or begin anew.
+    lead = [
+        CommandHandler("cancel", cancel),
+        CommandHandler("start", restart),
+        CommandHandler("new", start_report),
+        MessageHandler(report_button, start_report),
+    ]
+    # Last in every state: contacts link, stray buttons expire, anything else is told
+    # what is accepted here.
+    common = [
+        MessageHandler(filters.CONTACT, contact_in_dialog),
+        CallbackQueryHandler(stale_button),
+        MessageHandler(filters.ALL, not_here),
+    ]
+    with_buttons = [
+        MessageHandler(filters.CONTACT, contact_in_dialog),
+        CallbackQueryHandler(stale_button),
+        MessageHandler(filters.ALL, use_buttons),
+    ]
+    return ConversationHandler(
+        name=NAME,
+        persistent=True,
+        entry_points=[
+            CommandHandler("new", start_report),
+            MessageHandler(report_button, start_report),
+            MessageHandler(free_text, problem_text),
+            MessageHandler(voice, problem_voice),
+            MessageHandler(filters.PHOTO, problem_photo),
+        ],
+        states={
+            PROBLEM: [
+                *lead,
+                MessageHandler(free_text, problem_text),
+                MessageHandler(voice, problem_voice),
+                MessageHandler(filters.PHOTO, problem_photo),
+                *common,
+            ],
+            VOICE_OK: [
+                *lead,
+                CallbackQueryHandler(voice_choice),
+                MessageHandler(free_text, problem_text),  # a typed correction
+                MessageHandler(voice, problem_voice),  # or another try
+                MessageHandler(filters.PHOTO, problem_photo),
+                *common,
+            ],
+            WHERE: [
+                *lead,
+                MessageHandler(filters.LOCATION, where_location),
+                MessageHandler(filters.CONTACT, where_contact),
+                MessageHandler(free_text, where_text),
+                *common,
+            ],
+            ADDRESS_OK: [
+                *lead,
+                CallbackQueryHandler(address_choice),
+                MessageHandler(filters.LOCATION, where_location),
+                MessageHandler(free_text, where_text),  # another address
+                *common,
+            ],
+            CATEGORY: [*lead, CallbackQueryHandler(category_choice), *with_buttons],
+            CONFIRM: [*lead, CallbackQueryHandler(confirm_choice), *with_buttons],
+        },
+        fallbacks=lead,
+    )

@@ -1,0 +1,343 @@
+"""Everything after (and around) the intake dialog: /start, /help, /status, /mine, status
+notifications, the satisfaction survey with inline buttons, and the catch-alls that make
+sure every message and every button press gets an answer.
+
+Survey flow (answers recorded with ``core.actions.record_survey``)::
+
+    job survey_chat ──▶ "solved?" [solved|partly|not]
+        ──▶ "satisfied?" [satisfied|basically|not]
+        ──▶ "anything to add?" text or voice note │ [no thanks] │ nothing for 15 min
+        ──▶ recorded: satisfied closes the case, not satisfied reopens it
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import ApplicationHandlerStop
+
+from chat import media, store
+from chat.callbacks import SATISFIED_CODES, SOLVED_CODES, parse_survey
+from chat.common import (
+    Context,
+    Deps,
+    answer,
+    deps,
+    drop_buttons,
+    lang,
+    log,
+    main_menu,
+    reply,
+    unsupported_key,
+)
+from chat.texts import clip, fit_message, language_of, t
+from core.clock import utcnow
+from core.db import session_scope
+from core.models import Job
+from core.runner import RetryLater
+from core.texts import status_name
+
+CASE_NUMBER = re.compile(r"^\d{6,14}$")
+COMMENT_WAIT = timedelta(minutes=15)
+SOLVED_KEYS = {"solved": "survey.solved", "partly": "survey.partly", "not": "survey.not_solved"}
+SATISFIED_KEYS = {"satisfied": "survey.satisfied", "basically": "survey.basically", "not": "survey.not_satisfied"}
+_CODE_OF_SOLVED = {v: k for k, v in SOLVED_CODES.items()}
+_CODE_OF_SATISFIED = {v: k for k, v in SATISFIED_CODES.items()}
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def greet(update: Update, context: Context) -> None:
+    language = lang(update)
+    user = update.effective_user
+    name = ""
+    if user and user.first_name:
+        name = f"，{user.first_name}" if language == "zh" else f", {user.first_name}"
+    await reply(update, t(language, "start.greeting", name=name), language, reply_markup=main_menu(language))
+
+
+async def help_(update: Update, context: Context) -> None:
+    language = lang(update)
+    await reply(update, t(language, "start.help"), language, reply_markup=main_menu(language))
+    raise ApplicationHandlerStop
+
+
+def _due(view: store.CaseView, language: str, tz: str, key: str) -> str:
+    return t(language, key, due=store.local(view.due, tz)) if view.due else ""
+
+
+async def status(update: Update, context: Context) -> None:
+    d = deps(context)
+    language = lang(update)
+    args = context.args or []
+    if not args:
+        await reply(update, t(language, "follow.status_usage"), language)
+        raise ApplicationHandlerStop
+    number = re.sub(r"[\s\-]", "", " ".join(args))[:32]
+    if not CASE_NUMBER.match(number):
+        await reply(update, t(language, "follow.status_bad_number", number=clip(number, 32)), language)
+        raise ApplicationHandlerStop
+    view = await d.db(store.case_view, number, update.effective_chat.id)
+    if view is None:
+        await reply(update, t(language, "follow.not_found", number=number), language)
+    elif view.own:
+        await reply(update, t(language, "follow.status_detail", number=view.number,
+                              status=status_name(view.status, language),
+                              category=view.category or t(language, "dialog.category_unknown"),
+                              created=store.local(view.created, d.tz),
+                              due=_due(view, language, d.tz, "follow.due_line")), language)
+    else:  # somebody else's case: its status only, nothing personal
+        await reply(update, t(language, "follow.status_line", number=view.number,
+                              status=status_name(view.status, language)), language)
+    raise ApplicationHandlerStop
+
+
+async def mine(update: Update, context: Context) -> None:
+    d = deps(context)
+    language = lang(update)
+    views = await d.db(store.my_cases, update.effective_chat.id)
+    if not views:
+        await reply(update, t(language, "follow.mine_empty"), language, reply_markup=main_menu(language))
+        raise ApplicationHandlerStop
+    lines = [t(language, "follow.mine_header", count=len(views))]
+    for v in views:
+        lines.append(t(language, "follow.mine_line", number=v.number, status=status_name(v.status, language),
+                       due=_due(v, language, d.tz, "follow.mine_due"), description=clip(v.description, 40)))
+    await reply(update, "\n".join(lines), language, reply_markup=main_menu(language))
+    raise ApplicationHandlerStop
+
+
+async def contact(update: Update, context: Context) -> None:
+    from chat.dialog import link_contact
+
+    await link_contact(update, context)
+
+
+async def unsupported(update: Update, context: Context) -> None:
+    """Anything no other handler took: a polite note on what the bot accepts."""
+    language = lang(update)
+    if update.effective_message is None:
+        return
+    await reply(update, t(language, unsupported_key(update.effective_message)), language)
+
+
+async def unanswered_button(update: Update, context: Context) -> None:
+    """Runs after all other groups: a press nobody answered is answered as expired."""
+    d = deps(context)
+    query = update.callback_query
+    if query.id not in d.answered:
+        await answer(d, query, t(lang(update), "unsupported.callback"))
+
+
+# ---------------------------------------------------------------- survey
+
+
+def _survey_buttons(d: Deps, survey_id: int, language: str, solved: str | None = None) -> InlineKeyboardMarkup:
+    if solved is None:
+        row = [InlineKeyboardButton(t(language, SOLVED_KEYS[v]), callback_data=d.codec.encode("sv", survey_id, c))
+               for c, v in SOLVED_CODES.items()]
+    else:
+        s = _CODE_OF_SOLVED[solved]
+        row = [InlineKeyboardButton(t(language, SATISFIED_KEYS[v]),
+                                    callback_data=d.codec.encode("sv", survey_id, s + c))
+               for c, v in SATISFIED_CODES.items()]
+    return InlineKeyboardMarkup([row])
+
+
+async def survey_button(update: Update, context: Context) -> None:
+    """A press on a survey button: validated (signature, values, pending, ownership)."""
+    d = deps(context)
+    query = update.callback_query
+    language = lang(update)
+    parsed = parse_survey(d.codec.decode(query.data))
+    if parsed is None:
+        return  # not a survey button: another group's handler (or the catch-all) answers it
+    survey_id, solved, satisfied, no_comment = parsed
+    view = await d.db(store.survey_view, survey_id)
+    chat_id = update.effective_chat.id if update.effective_chat else None
+    if view is None or view.chat_id != str(chat_id):
+        await answer(d, query, t(language, "survey.not_yours" if view else "survey.expired"))
+        raise ApplicationHandlerStop
+    if not view.pending:
+        await answer(d, query, t(language, "survey.already"))
+        await drop_buttons(query)
+        raise ApplicationHandlerStop
+    await answer(d, query)
+    if satisfied is None:
+        await _edit(query, f"{query.message.text if query.message else ''}\n"
+                    f"{t(language, 'survey.answer_solved', answer=t(language, SOLVED_KEYS[solved]))}")
+        await query.message.reply_text(t(language, "survey.ask_satisfied"),
+                                       reply_markup=_survey_buttons(d, survey_id, language, solved))
+        raise ApplicationHandlerStop
+    await drop_buttons(query)
+    if no_comment:
+        context.chat_data.pop("survey_comment", None)
+        await _record(update, context, survey_id, solved, satisfied, None)
+        raise ApplicationHandlerStop
+    # Ask for an optional comment; record without one if none comes.
+    context.chat_data["survey_comment"] = {"id": survey_id, "solved": solved, "satisfied": satisfied}
+    await d.db(_schedule_finish, survey_id, solved, satisfied, chat_id)
+    skip = InlineKeyboardMarkup([[InlineKeyboardButton(
+        t(language, "survey.no_comment"),
+        callback_data=d.codec.encode("sv", survey_id, _CODE_OF_SOLVED[solved] + _CODE_OF_SATISFIED[satisfied], "-"),
+    )]])
+    await query.message.reply_text(
+        f"{t(language, 'survey.answer_satisfied', answer=t(language, SATISFIED_KEYS[satisfied]))}\n"
+        f"{t(language, 'survey.ask_comment')}", reply_markup=skip)
+    raise ApplicationHandlerStop
+
+
+async def _edit(query, text: str) -> None:
+    try:
+        await query.edit_message_text(fit_message(text), reply_markup=None)
+    except TelegramError:
+        await drop_buttons(query)
+
+
+def _schedule_finish(engine, survey_id: int, solved: str, satisfied: str, chat_id: int) -> None:
+    from core import jobs
+
+    with session_scope(engine) as session:
+        jobs.enqueue(session, "chat_survey_finish",
+                     {"survey_id": survey_id, "solved": solved, "satisfied": satisfied, "chat_id": chat_id},
+                     run_at=utcnow() + COMMENT_WAIT, dedupe_key=f"chat_survey_finish:{survey_id}")
+
+
+async def survey_comment(update: Update, context: Context) -> None:
+    """Text or a voice note right after the survey buttons is the survey's comment."""
+    pending = context.chat_data.get("survey_comment")
+    message = update.effective_message
+    if not pending or message is None or not (message.text or message.voice):
+        return
+    if message.text and message.text.startswith("/"):
+        return
+    if message.voice:
+        comment = await _voice_comment(update, context)
+        if comment is None:
+            return
+    else:
+        comment = message.text.strip()[:2000]
+    context.chat_data.pop("survey_comment", None)
+    await _record(update, context, pending["id"], pending["solved"], pending["satisfied"], comment)
+    raise ApplicationHandlerStop
+
+
+async def _voice_comment(update: Update, context: Context) -> str | None:
+    d = deps(context)
+    language = lang(update)
+    voice = update.effective_message.voice
+    try:
+        stored = await media.download(context.bot, voice.file_id, voice.file_size, "voice", ".oga", d.data_dir)
+    except (media.TooBig, media.DownloadFailed):
+        await reply(update, t(language, "dialog.download_failed"), language)
+        raise ApplicationHandlerStop from None
+    await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    try:
+        heard = await media.transcribe(d.speech, d.data_dir / stored.path)
+        text = heard.text
+    except (media.SpeechUnavailable, media.Unreadable):
+        text = ""
+    return f"{text} [voice: {stored.path}]".strip()
+
+
+async def _record(update: Update, context: Context, survey_id: int, solved: str, satisfied: str,
+                  comment: str | None) -> None:
+    d = deps(context)
+    language = lang(update)
+    try:
+        number, new_status = await d.db(store.record_survey, survey_id, update.effective_chat.id,
+                                        solved, satisfied, comment)
+    except store.SurveyRefused as refused:
+        key = {"not_yours": "survey.not_yours", "answered": "survey.already"}.get(refused.why, "survey.expired")
+        await reply(update, t(language, key), language)
+        return
+    key = "survey.thanks" if new_status == "closed" else "survey.thanks_reopen"
+    await reply(update, t(language, key, number=number), language, reply_markup=main_menu(language))
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobHandlers:
+    """Handlers for the core's durable jobs; they need the running bot."""
+
+    def __init__(self, chatbot):
+        self.chatbot = chatbot
+
+    def _bot(self):
+        if not self.chatbot.ready.is_set():
+            raise RetryLater(timedelta(seconds=15), "the Telegram bot is not running yet")
+        return self.chatbot.application.bot
+
+    async def notify_resident(self, job: Job) -> None:
+        payload = job.payload or {}
+        self._bot()
+        chat_id = payload.get("chat_id")
+        if not chat_id or not str(chat_id).lstrip("-").isdigit():
+            return
+        status = payload.get("status", "")
+        number = payload.get("case", "")
+        language = await self.chatbot.deps.db(_language_of_chat, str(chat_id))
+        if status == "verified":
+            return  # the survey that follows says it
+        if status == "closed":
+            text = t(language, "follow.notify_closed", number=number)
+        elif status == "reopened":
+            text = t(language, "follow.notify_reopened", number=number)
+        else:
+            text = t(language, "follow.notify", number=number, status=status_name(status, language))
+        await self._send(int(chat_id), text)
+
+    async def _send(self, chat_id: int, text: str, **kw) -> bool:
+        try:
+            await self.chatbot.application.bot.send_message(chat_id, fit_message(text), **kw)
+        except Forbidden:
+            log.info("chat %s blocked the bot; message dropped", chat_id)
+            return False
+        except BadRequest as exc:
+            if "chat not found" in str(exc).lower():
+                return False
+            raise
+        return True
+
+    async def survey_chat(self, job: Job) -> None:
+        payload = job.payload or {}
+        self._bot()
+        d = self.chatbot.deps
+        survey_id = int(payload.get("survey_id") or 0)
+        view = await d.db(store.survey_view, survey_id)
+        if view is None or not view.pending or not view.chat_id:
+            return
+        await d.db(store.count_attempt, survey_id)
+        language = language_of(view.language)
+        text = t(language, "survey.ask_solved", number=view.case_number, description=clip(view.description, 60))
+        delivered = await self._send(int(view.chat_id), text, reply_markup=_survey_buttons(d, survey_id, language))
+        if not delivered:  # blocked the bot: the survey cannot happen on this channel
+            await d.db(store.survey_unreachable, survey_id)
+
+    async def chat_survey_finish(self, job: Job) -> None:
+        """Nobody commented within the wait: record the answers without a comment."""
+        payload = job.payload or {}
+        d = self.chatbot.deps
+        try:
+            await d.db(store.record_survey, int(payload["survey_id"]), int(payload["chat_id"]),
+                       payload["solved"], payload["satisfied"], None)
+        except store.SurveyRefused:
+            return  # answered meanwhile (with a comment or "no thanks")
+        app = self.chatbot.application
+        if app is not None:
+            app.chat_data.get(int(payload["chat_id"]), {}).pop("survey_comment", None)
+
+
+def _language_of_chat(engine, chat_id: str) -> str:
+    from sqlmodel import select
+
+    from core.models import Resident
+
+    with session_scope(engine) as session:
+        resident = session.exec(select(Resident).where(Resident.chat_id == chat_id)).first()
+        return resident.language if resident else "zh"

@@ -1,0 +1,117 @@
+"""Voice notes and photos: size checks, download through getFile, storage under the data
+directory, and transcription with our own speech recogniser (the same path as the
+hotline's recordings).
+
+Files land in ``<data_dir>/chat/<yyyy>/<mm>/<kind>-<random>.<ext>`` and the path stored on
+the case and the ``Attachment`` row is relative to the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from telegram import Bot
+from telegram.error import BadRequest, TelegramError
+
+from chat.texts import MAX_DOWNLOAD
+from core.clock import utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_VOICE_SECONDS = 5 * 60
+
+
+class TooBig(Exception):
+    pass
+
+
+class DownloadFailed(Exception):
+    pass
+
+
+class SpeechUnavailable(Exception):
+    pass
+
+
+class Unreadable(Exception):
+    """The voice note could not be decoded (corrupt, not audio)."""
+
+
+@dataclass
+class Stored:
+    path: str  # relative to the data directory
+    size: int
+    sha256: str
+
+
+def _write(root: Path, relative: str, data: bytes) -> None:
+    target = root / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str, ext: str,
+                   data_dir: Path) -> Stored:
+    """Fetch a file the resident sent and keep it. Raises ``TooBig`` before downloading
+    anything over the Bot API's 20 MB, ``DownloadFailed`` when Telegram will not hand it out."""
+    if declared_size and declared_size > MAX_DOWNLOAD:
+        raise TooBig()
+    try:
+        tg_file = await bot.get_file(file_id)
+        if tg_file.file_size and tg_file.file_size > MAX_DOWNLOAD:
+            raise TooBig()
+        data = bytes(await tg_file.download_as_bytearray())
+    except BadRequest as exc:
+        if "too big" in str(exc).lower():
+            raise TooBig() from exc
+        raise DownloadFailed(str(exc)) from exc
+    except TelegramError as exc:
+        raise DownloadFailed(str(exc)) from exc
+    now = utcnow()
+    relative = f"chat/{now:%Y}/{now:%m}/{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"
+    await asyncio.to_thread(_write, Path(data_dir), relative, data)
+    return Stored(relative, len(data), hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class Heard:
+    text: str
+    confidence: float
+    transcript: list[dict]
+
+
+async def transcribe(speech: object, path: Path) -> Heard:
+    """Run the speech pool (or a bare transcriber, in a thread) on a stored voice note."""
+    if speech is None:
+        raise SpeechUnavailable()
+    func = getattr(speech, "transcribe_file", None)
+    if func is None:
+        raise SpeechUnavailable()
+    from speech_models.audio import AudioError
+
+    try:
+        if inspect.iscoroutinefunction(func):
+            result = await func(path)
+        else:
+            result = await asyncio.to_thread(func, path)
+            if inspect.isawaitable(result):
+                result = await result
+    except AudioError as exc:
+        raise Unreadable(str(exc)) from exc
+    segments = [
+        {"text": s.text, "start": s.start, "end": s.end, "confidence": round(s.confidence, 4)}
+        for s in getattr(result, "segments", ())
+    ]
+    return Heard(result.text.strip(), float(result.confidence), segments)

@@ -1,0 +1,348 @@
+"""What the bot asks of the database, as plain synchronous functions.
+
+The handlers call these through ``asyncio.to_thread`` so the event loop never waits on
+the database. Case state changes only through ``core.actions`` / ``core.intake``; this
+module reads, links residents to their chat, and stores attachments.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from core import actions
+from core.db import session_scope
+from core.errors import DomainError, NotFound
+from core.intake import file_petition, suggest_categories
+from core.models import (
+    Attachment,
+    Case,
+    Category,
+    Grid,
+    Household,
+    Resident,
+    SeenMessage,
+    Survey,
+    SurveyStatus,
+)
+
+CHANNEL = "telegram"
+
+
+# ---------------------------------------------------------------- updates
+
+
+def first_sight(engine: Engine, update_id: int) -> bool:
+    """Record an update id; False when it was seen before (a redelivery)."""
+    try:
+        with session_scope(engine) as session:
+            session.add(SeenMessage(channel=CHANNEL, external_id=str(update_id)))
+    except IntegrityError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- residents
+
+
+@dataclass
+class ResidentInfo:
+    id: int
+    language: str
+    phone: str | None
+    household_address: str | None
+
+
+def _chat_residents(session, chat_id: int) -> list[Resident]:
+    # A chat may have a resident of its own and, once linked by phone, the registered one;
+    # the registered household's resident comes first.
+    rows = session.exec(select(Resident).where(Resident.chat_id == str(chat_id))).all()
+    return sorted(rows, key=lambda r: (r.household_id is None, r.id))
+
+
+def resident_for_chat(engine: Engine, chat_id: int, language: str, name: str | None = None) -> ResidentInfo:
+    with session_scope(engine) as session:
+        rows = _chat_residents(session, chat_id)
+        if rows:
+            resident = rows[0]
+            if resident.language != language:
+                for r in rows:
+                    r.language = language
+                    session.add(r)
+        else:
+            resident = Resident(chat_id=str(chat_id), language=language, name=(name or None) and name[:64])
+            session.add(resident)
+            session.flush()
+        household = session.get(Household, resident.household_id) if resident.household_id else None
+        return ResidentInfo(resident.id, resident.language, resident.phone, household.address if household else None)
+
+
+def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: str | None = None) -> str | None:
+    """The chat shared its own phone number: link the registered resident with that number
+    to this chat. Returns the household address, or None when the number is not registered
+    (it is then kept on the chat's own resident)."""
+    from core.routing import normalise_phone, phone_variants
+
+    normal = normalise_phone(phone) or phone.strip()
+    with session_scope(engine) as session:
+        registered = session.exec(
+            select(Resident)
+            .where(Resident.phone.in_(sorted(phone_variants(phone))), Resident.household_id.is_not(None))
+            .order_by(Resident.id)
+        ).all()
+        for resident in registered:
+            if resident.chat_id in (None, "", str(chat_id)):
+                resident.chat_id = str(chat_id)
+                resident.language = language
+                session.add(resident)
+                household = session.get(Household, resident.household_id)
+                return household.address if household else None
+        own = _chat_residents(session, chat_id)
+        resident = own[0] if own else Resident(chat_id=str(chat_id), language=language, name=name)
+        resident.phone = normal
+        session.add(resident)
+        return None
+
+
+# ---------------------------------------------------------------- places
+
+
+class _Cached:
+    """A routing index built from the database, rebuilt every ``ttl`` seconds."""
+
+    def __init__(self, build, ttl: float = 300.0):
+        self._build, self._ttl = build, ttl
+        self._value: dict[int, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, engine: Engine):
+        with self._lock:
+            hit = self._value.get(id(engine))
+            if hit is not None and time.monotonic() - hit[0] < self._ttl:
+                return hit[1]
+        with session_scope(engine) as session:
+            value = self._build(session)
+        with self._lock:
+            self._value[id(engine)] = (time.monotonic(), value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value.clear()
+
+
+def _locator(session):
+    from core.routing import GridLocator
+
+    return GridLocator.from_session(session)
+
+
+def _gazetteer(session):
+    from core.routing import Gazetteer
+
+    return Gazetteer.from_session(session)
+
+
+LOCATOR = _Cached(_locator)
+GAZETTEER = _Cached(_gazetteer)
+
+
+def grid_at(engine: Engine, lat: float, lon: float) -> str | None:
+    """Name of the micro grid containing the point, or None outside every grid."""
+    found = LOCATOR.get(engine).locate_point(lat, lon)
+    if found is None:
+        return None
+    with session_scope(engine) as session:
+        grid = session.get(Grid, found.grid_id)
+        return grid.name if grid else None
+
+
+def match_address(engine: Engine, text: str) -> tuple[str, str] | None:
+    """A typed address -> (the place's name as registered, its grid's name), or None."""
+    gazetteer = GAZETTEER.get(engine)
+    found = gazetteer.match(text)
+    if found is None:
+        return None
+    place = next((c.entry.name for c in gazetteer.candidates(text) if c.entry.grid_id == found.grid_id), None)
+    with session_scope(engine) as session:
+        grid = session.get(Grid, found.grid_id)
+        grid_name = grid.name if grid else ""
+    return place or grid_name, grid_name
+
+
+# ---------------------------------------------------------------- categories
+
+
+def category_options(engine: Engine, text: str, limit: int = 6) -> list[tuple[str, str]]:
+    """(code, name) to offer: the suggested ones first, then others, at most ``limit``."""
+    with session_scope(engine) as session:
+        suggested = [c for c, _ in suggest_categories(session, text, limit=3)]
+        if len(suggested) < 2:
+            rest = session.exec(select(Category).where(Category.code != "other").order_by(Category.id)).all()
+            suggested += [c for c in rest if c not in suggested]
+        return [(c.code, c.name) for c in suggested[:limit] if c.code != "other"]
+
+
+def category_name(engine: Engine, code: str | None) -> str | None:
+    if not code:
+        return None
+    with session_scope(engine) as session:
+        category = session.exec(select(Category).where(Category.code == code)).first()
+        return category.name if category else None
+
+
+# ---------------------------------------------------------------- attachments and filing
+
+
+def save_attachment(engine: Engine, kind: str, path: str, mime: str | None, size: int, sha256: str) -> int:
+    with session_scope(engine) as session:
+        att = Attachment(kind=kind, path=path, mime_type=mime, size=size, sha256=sha256)
+        session.add(att)
+        session.flush()
+        return att.id
+
+
+@dataclass
+class Filed:
+    number: str
+    created: bool
+    dispatched: bool
+    grid: str | None
+    due: datetime | None
+
+
+def file(engine: Engine, petition: actions.Petition, attachment_ids: list[int]) -> Filed:
+    """Durable first: the case is written (idempotently) before routing is tried."""
+    result = file_petition(engine, petition, actor="resident:chat")
+    with session_scope(engine) as session:
+        case = session.get(Case, result.case.id)
+        if attachment_ids:
+            for att in session.exec(select(Attachment).where(Attachment.id.in_(attachment_ids))).all():
+                if att.case_id is None:
+                    att.case_id = case.id
+                    session.add(att)
+        grid = session.get(Grid, case.grid_id) if case.grid_id else None
+        return Filed(case.number, result.created, result.dispatched, grid.name if grid else None,
+                     case.resolution_due)
+
+
+# ---------------------------------------------------------------- follow-up
+
+
+@dataclass
+class CaseView:
+    number: str
+    status: str
+    category: str | None
+    description: str
+    created: datetime
+    due: datetime | None
+    own: bool
+
+
+def _view(session, case: Case, chat_id: int) -> CaseView:
+    category = session.get(Category, case.category_id) if case.category_id else None
+    resident = session.get(Resident, case.resident_id) if case.resident_id else None
+    own = resident is not None and resident.chat_id == str(chat_id)
+    due = case.resolution_due if case.status.value not in ("closed", "merged") else None
+    return CaseView(case.number, case.status.value, category.name if category else None,
+                    case.description, case.created_at, due, own)
+
+
+def case_view(engine: Engine, number: str, chat_id: int) -> CaseView | None:
+    with session_scope(engine) as session:
+        try:
+            case = actions.get_case(session, number)
+        except NotFound:
+            return None
+        return _view(session, case, chat_id)
+
+
+def my_cases(engine: Engine, chat_id: int, limit: int = 10) -> list[CaseView]:
+    with session_scope(engine) as session:
+        ids = [r.id for r in _chat_residents(session, chat_id)]
+        if not ids:
+            return []
+        cases = session.exec(
+            select(Case).where(Case.resident_id.in_(ids)).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)
+        ).all()
+        return [_view(session, c, chat_id) for c in cases]
+
+
+def local(at: datetime | None, tz: str) -> str:
+    if at is None:
+        return ""
+    return at.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+@dataclass
+class SurveyView:
+    id: int
+    case_number: str
+    description: str
+    chat_id: str | None
+    language: str
+    pending: bool
+
+
+def survey_view(engine: Engine, survey_id: int) -> SurveyView | None:
+    with session_scope(engine) as session:
+        survey = session.get(Survey, survey_id)
+        if survey is None:
+            return None
+        case = session.get(Case, survey.case_id)
+        resident = session.get(Resident, case.resident_id) if case.resident_id else None
+        return SurveyView(survey.id, case.number, case.description,
+                          resident.chat_id if resident else None,
+                          resident.language if resident else "zh",
+                          survey.status == SurveyStatus.pending)
+
+
+def count_attempt(engine: Engine, survey_id: int) -> None:
+    with session_scope(engine) as session:
+        survey = session.get(Survey, survey_id)
+        if survey is not None:
+            survey.attempts += 1
+            session.add(survey)
+
+
+class SurveyRefused(Exception):
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why  # "gone", "not_yours", "answered"
+
+
+def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, satisfied: str,
+                  comment: str | None) -> tuple[str, str]:
+    """Record the resident's answer; only the chat that owns the case may. Returns
+    (case number, new status)."""
+    with session_scope(engine) as session:
+        survey = session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
+        if survey is None:
+            raise SurveyRefused("gone")
+        case = session.get(Case, survey.case_id)
+        resident = session.get(Resident, case.resident_id) if case.resident_id else None
+        if resident is None or resident.chat_id != str(chat_id):
+            raise SurveyRefused("not_yours")
+        if survey.status != SurveyStatus.pending:
+            raise SurveyRefused("answered")
+        try:
+            case = actions.record_survey(session, survey, solved=solved, satisfied=satisfied, comment=comment,
+                                         actor=f"resident:chat:{chat_id}")
+        except DomainError as exc:
+            raise SurveyRefused("answered") from exc
+        return case.number, case.status.value
+
+
+def survey_unreachable(engine: Engine, survey_id: int) -> None:
+    with session_scope(engine) as session:
+        survey = session.get(Survey, survey_id)
+        if survey is not None and survey.status == SurveyStatus.pending:
+            actions.survey_unreachable(session, survey, actor="system:chat")
