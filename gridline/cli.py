@@ -68,6 +68,18 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     console.print(f"database at revision {current_revision(engine)}")
 
 
+@db_app.command("revision")
+def db_revision(message: str = typer.Option(..., "-m", "--message", help="what the migration changes")) -> None:
+    """Write a new migration from the difference between core/models.py and the database."""
+    from alembic import command
+
+    from core.db import alembic_config, upgrade
+
+    engine = _engine()
+    upgrade(engine)  # compare against the newest schema, not an old one
+    command.revision(alembic_config(engine), message=message, autogenerate=True)
+
+
 @demo_app.command("load")
 def demo_load() -> None:
     """Load the demo district (grids, workers, 500 households, categories, 2026 calendar)."""
