@@ -1,0 +1,175 @@
+"""TwiML for each step of the call, built with the twilio library's ``VoiceResponse``.
+
+Pure functions of (config, prompts, what we know) → TwiML text: no database, no I/O, so
+each step can be tested by reading the XML. ``ivr/web.py`` decides which step comes next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlencode
+
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.config import FlowConfig, load_prompts
+
+
+def read_digits(number: str, prompts: dict) -> str:
+    """``"2611220001"`` → ``"二 六 幺 幺 二 二 零 零 零 幺"`` (digits named one by one)."""
+    names = prompts["numbers"]["digits"]
+    sep = prompts["numbers"].get("separator", " ")
+    return sep.join(names[int(c)] if c.isdigit() else c for c in number)
+
+
+@dataclass
+class Flow:
+    config: FlowConfig
+    base_url: str  # what Twilio sees, e.g. https://gridline.example.org
+
+    def __post_init__(self) -> None:
+        self.base_url = self.base_url.rstrip("/")
+        self.prompts = load_prompts(self.config.language)
+        self.voice = self.prompts["voice"]
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def url(self, path: str, **query: object) -> str:
+        q = {k: v for k, v in query.items() if v is not None}
+        return f"{self.base_url}{path}" + (f"?{urlencode(q)}" if q else "")
+
+    @property
+    def stream_url(self) -> str:
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/twilio/stream"
+
+    def text(self, key: str, **values: object) -> str:
+        return self.prompts["prompts"][key].format(**values)
+
+    def say(self, parent: VoiceResponse | Gather, text: str, repeat: int = 1) -> None:
+        for i in range(repeat):
+            if i:
+                parent.pause(length=self.config["prompts"]["pause_s"])
+            parent.say(text, voice=self.voice["voice"], language=self.voice["language"])
+
+    @property
+    def repeat(self) -> int:
+        return int(self.config["prompts"]["repeat"])
+
+    def digits(self, number: str) -> str:
+        return read_digits(number, self.prompts)
+
+    def date(self, when: datetime) -> str:
+        return self.text("date", month=when.month, day=when.day)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def menu(self, *, community: str | None = None, greet: bool = False, notice: str | None = None) -> str:
+        r = VoiceResponse()
+        cfg = self.config["menu"]
+        g = r.gather(input="dtmf", num_digits=1, timeout=cfg["timeout_s"], action=self.url("/twilio/menu"),
+                     method="POST", action_on_empty_result=True)
+        if notice:
+            self.say(g, self.text(notice))
+        if greet:
+            self.say(g, self.text("greeting_known", community=community) if community else self.text("greeting"))
+        self.say(g, self.text("menu"), self.repeat)
+        return str(r)
+
+    def record(self, *, kind: str, segment: str, token: str, call_sid: str, notice: str | None = None,
+               intro: str | None = None) -> str:
+        """Fork the caller's audio to our socket and let Twilio's <Record> end the turn on
+        # or silence. <Record> only detects the end: recognition is ours, on the stream."""
+        r = VoiceResponse()
+        cfg = self.config["petition"]
+        stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
+        stream.parameter(name="token", value=token)
+        stream.parameter(name="callSid", value=call_sid)
+        stream.parameter(name="segment", value=segment)
+        if notice:
+            self.say(r, self.text(notice))
+        self.say(r, self.text(intro or ("petition_intro" if kind == "petition" else "address_intro")))
+        action = self.url(f"/twilio/{kind}/done", seg=segment)
+        r.record(action=action, method="POST", timeout=cfg["silence_s"], finish_on_key="#",
+                 max_length=cfg["max_seconds"], play_beep=True)
+        # Twilio skips the action when nothing was recorded and continues here.
+        r.redirect(self.url(f"/twilio/{kind}/done", seg=segment, empty=1), method="POST")
+        return str(r)
+
+    def wait(self, path: str, **query: object) -> str:
+        r = VoiceResponse()
+        self.say(r, self.text("please_wait"))
+        r.pause(length=1)
+        r.redirect(self.url(path, **query), method="POST")
+        return str(r)
+
+    def readback(self, *, segment: str, text: str, kind: str = "petition", notice: str | None = None) -> str:
+        r = VoiceResponse()
+        r.stop().stream(name=segment)
+        g = r.gather(input="dtmf", num_digits=1, timeout=self.config["confirm"]["timeout_s"],
+                     action=self.url(f"/twilio/{kind}/confirm"), method="POST", action_on_empty_result=True)
+        if notice:
+            self.say(g, self.text(notice))
+        key = "readback" if kind == "petition" else "address_readback"
+        self.say(g, self.text(key, text=text, address=text), self.repeat)
+        return str(r)
+
+    def filed(self, number: str) -> str:
+        r = VoiceResponse()
+        digits = self.digits(number)
+        self.say(r, self.text("filed", digits=digits))
+        r.pause(length=self.config["prompts"]["pause_s"])
+        self.say(r, self.text("filed_repeat", digits=digits))
+        self.say(r, self.text("goodbye"))
+        r.hangup()
+        return str(r)
+
+    def status_ask(self, notice: str | None = None, digits: str | None = None) -> str:
+        r = VoiceResponse()
+        g = r.gather(input="dtmf", finish_on_key="#", timeout=self.config["status"]["timeout_s"],
+                     action=self.url("/twilio/case-status"), method="POST", action_on_empty_result=True)
+        if notice:
+            self.say(g, self.text(notice, digits=self.digits(digits or "")))
+        self.say(g, self.text("status_ask"), self.repeat)
+        return str(r)
+
+    def status_result(self, *, number: str, status: str, due: datetime | None, closed: datetime | None) -> str:
+        r = VoiceResponse()
+        sentence = self.text("status_read", digits=self.digits(number), status=status)
+        if closed is not None:
+            sentence += self.text("status_closed", date=self.date(closed))
+        elif due is not None:
+            sentence += self.text("status_due", date=self.date(due))
+        else:
+            sentence += self.text("status_no_due")
+        self.say(r, sentence, self.repeat)
+        # No actionOnEmptyResult: silence here falls through to goodbye.
+        g = r.gather(input="dtmf", num_digits=1, timeout=self.config["menu"]["timeout_s"],
+                     action=self.url("/twilio/menu", after="status"), method="POST")
+        self.say(g, self.text("status_more"))
+        self.say(r, self.text("goodbye"))
+        r.hangup()
+        return str(r)
+
+    def dial_operator(self, number: str) -> str:
+        r = VoiceResponse()
+        self.say(r, self.text("operator_connect"))
+        r.dial(number, action=self.url("/twilio/operator/after"), method="POST",
+               timeout=self.config["operator"]["dial_timeout_s"])
+        return str(r)
+
+    def goodbye(self) -> str:
+        r = VoiceResponse()
+        self.say(r, self.text("goodbye"))
+        r.hangup()
+        return str(r)
+
+    def error(self) -> str:
+        r = VoiceResponse()
+        self.say(r, self.text("error"))
+        r.hangup()
+        return str(r)
+
+    @staticmethod
+    def empty() -> str:
+        return str(VoiceResponse())

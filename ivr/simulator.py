@@ -1,0 +1,332 @@
+"""Plays Twilio's part of a hotline call against a running Gridline server.
+
+Signed webhooks (the real ``X-Twilio-Signature`` algorithm), TwiML read with
+``xml.etree`` (Say, Play, Pause, Gather, Record, Redirect, Hangup, Dial, Start/Stream,
+Stop/Stream), and a Media Streams websocket client that sends audio as 20 ms µ-law
+frames, at real-time pace or faster. Used by ``gridline simulate-call``, the tests and
+``bench/ivr.py``. What the caller would hear is collected in ``CallResult.heard``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+from ivr.config import load_prompts
+from ivr.signature import effective_token
+from speech_models.audio import decode_file, mulaw_encode
+
+FRAME = 160  # bytes of µ-law per 20 ms
+
+
+def audio_frames(source: str | Path | bytes) -> list[bytes]:
+    """A file (any format) or raw µ-law bytes → 20 ms µ-law frames at 8 kHz."""
+    if isinstance(source, bytes | bytearray):
+        mulaw = bytes(source)
+    else:
+        mulaw = mulaw_encode(decode_file(source, 8000).pcm)
+    return [mulaw[i : i + FRAME] for i in range(0, len(mulaw), FRAME)]
+
+
+SILENCE_FRAME = b"\xff" * FRAME
+
+
+@dataclass
+class Turn:
+    """What the caller does during one <Record>: say ``audio``, then press # or go quiet."""
+
+    audio: str | Path | bytes | None
+    end: str = "#"  # "#", "silence", "hangup" (close the stream with stop), "drop" (socket dies)
+    hangup_after_s: float | None = None  # for hangup/drop: after this much audio
+
+
+@dataclass
+class CallScript:
+    from_number: str = "+8613800000000"
+    to_number: str = "+8657100000000"
+    digits: list[str | None] = field(default_factory=list)  # per <Gather>; None/"" = no key
+    turns: list[Turn] = field(default_factory=list)  # per <Record>
+    operator_answers: bool = False
+    hangup_after_prompts: int | None = None  # hang up after hearing this many prompts
+    call_sid: str = ""
+
+
+@dataclass
+class CallResult:
+    call_sid: str
+    heard: list[str] = field(default_factory=list)
+    case_number: str | None = None
+    webhook_latencies: list[float] = field(default_factory=list)
+    readback_latencies: list[float] = field(default_factory=list)  # caller's # → read-back
+    requests: list[tuple[str, dict]] = field(default_factory=list)
+    status: str = "completed"
+    pressed_at: float | None = None  # when the caller last ended a <Record>
+
+
+class _Stream:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, stream_sid: str):
+        self.ws = ws
+        self.sid = stream_sid
+        self.seq = 1
+        self.chunk = 0
+        self.ts = 0
+
+    async def send(self, message: dict) -> None:
+        self.seq += 1
+        message.setdefault("sequenceNumber", str(self.seq))
+        await self.ws.send_str(json.dumps(message))
+
+    async def media(self, frame: bytes) -> None:
+        self.chunk += 1
+        await self.send({"event": "media", "streamSid": self.sid, "media": {
+            "track": "inbound", "chunk": str(self.chunk), "timestamp": str(self.ts),
+            "payload": base64.b64encode(frame).decode()}})
+        self.ts += 20
+
+    async def stop(self, account_sid: str, call_sid: str) -> None:
+        if not self.ws.closed:
+            await self.send({"event": "stop", "streamSid": self.sid,
+                             "stop": {"accountSid": account_sid, "callSid": call_sid}})
+            await self.ws.close()
+
+
+class Simulator:
+    """``Simulator(server_url, auth_token).call(script)``.
+
+    ``public_url`` is the base URL the server puts in its TwiML (GRIDLINE_PUBLIC_URL);
+    URLs under it are signed as they are and sent to ``server_url``.
+    """
+
+    ACCOUNT_SID = "AC" + "0" * 32
+
+    def __init__(self, server_url: str, auth_token: str = "", *, public_url: str | None = None,
+                 speed: float = 1.0, pause_scale: float = 0.0, language: str = "zh",
+                 echo: Callable[[str], None] | None = None, session: aiohttp.ClientSession | None = None):
+        self.server_url = server_url.rstrip("/")
+        self.public_url = (public_url or server_url).rstrip("/")
+        self.validator = RequestValidator(effective_token(auth_token))
+        self.speed = speed  # 1.0 = real time; 0 = as fast as possible
+        self.pause_scale = pause_scale  # seconds slept per <Pause> second
+        self.digit_names = load_prompts(language)["numbers"]["digits"]
+        self.echo = echo
+        self._session = session
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _target(self, url: str) -> str:
+        if url.startswith(self.public_url):
+            return self.server_url + url[len(self.public_url):]
+        for scheme, ws in (("http", "ws"), ("https", "wss")):
+            pub = self.public_url.replace(f"{scheme}://", f"{ws}://", 1)
+            if url.startswith(pub):
+                return self.server_url.replace("http", "ws", 1) + url[len(pub):]
+        return url
+
+    def _absolute(self, url: str, current: str) -> str:
+        if url.startswith(("http://", "https://", "ws://", "wss://")):
+            return url
+        base = urlsplit(current)
+        return f"{base.scheme}://{base.netloc}{url if url.startswith('/') else '/' + url}"
+
+    async def post(self, http: aiohttp.ClientSession, url: str, params: dict, result: CallResult) -> str:
+        signature = self.validator.compute_signature(url, params)
+        started = time.perf_counter()
+        async with http.post(self._target(url), data=params, headers={"X-Twilio-Signature": signature}) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                raise RuntimeError(f"{url} answered {resp.status}: {body[:200]}")
+        result.webhook_latencies.append(time.perf_counter() - started)
+        result.requests.append((url, params))
+        return body
+
+    def _say(self, text: str, result: CallResult) -> None:
+        result.heard.append(text)
+        if result.case_number is None and "编号是" in text:
+            result.case_number = self.parse_case_number(text)
+        if self.echo:
+            self.echo(text)
+
+    def parse_case_number(self, text: str) -> str | None:
+        if "：" not in text:
+            return None
+        tail = text.split("：", 1)[1]
+        names = {n: str(i) for i, n in enumerate(self.digit_names)}
+        digits = "".join(names[c] for c in tail if c in names)
+        return digits if len(digits) >= 6 else None
+
+    # -- the call -------------------------------------------------------------------------
+
+    async def call(self, script: CallScript) -> CallResult:
+        if self._session is not None:
+            return await self._call(self._session, script)
+        async with aiohttp.ClientSession() as http:
+            return await self._call(http, script)
+
+    async def _call(self, http: aiohttp.ClientSession, script: CallScript) -> CallResult:
+        call_sid = script.call_sid or "CA" + uuid.uuid4().hex
+        result = CallResult(call_sid)
+        base = {"AccountSid": self.ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": call_sid,
+                "Direction": "inbound", "From": script.from_number, "To": script.to_number,
+                "Caller": script.from_number, "Called": script.to_number}
+        digits = list(script.digits)
+        turns = list(script.turns)
+        streams: dict[str, _Stream] = {}
+        started = time.monotonic()
+        url = f"{self.public_url}/twilio/voice"
+        params = {**base, "CallStatus": "ringing"}
+        hung_up = False
+        try:
+            while url and not hung_up:
+                body = await self.post(http, url, params, result)
+                if result.pressed_at is not None and "<Redirect" not in body:
+                    result.readback_latencies.append(time.perf_counter() - result.pressed_at)
+                    result.pressed_at = None
+                url, params, hung_up = await self._run_twiml(http, body, url, base, digits, turns, streams,
+                                                             script, result)
+        finally:
+            for stream in streams.values():
+                await stream.stop(self.ACCOUNT_SID, call_sid)
+            duration = str(max(1, round(time.monotonic() - started)))
+            await self.post(http, f"{self.public_url}/twilio/status",
+                            {**base, "CallStatus": "completed", "CallDuration": duration,
+                             "CallbackSource": "call-progress-events", "SequenceNumber": "0"}, result)
+        return result
+
+    async def _pause(self, seconds: float) -> None:
+        if self.pause_scale > 0:
+            await asyncio.sleep(seconds * self.pause_scale)
+
+    def _heard_enough(self, script: CallScript, result: CallResult) -> bool:
+        return script.hangup_after_prompts is not None and len(result.heard) >= script.hangup_after_prompts
+
+    async def _run_twiml(self, http, body, current, base, digits, turns, streams, script, result):
+        """Execute one TwiML document; returns the next (url, params, hung_up)."""
+        root = ET.fromstring(body)
+        if root.tag != "Response":
+            raise ValueError(f"not TwiML: {body[:100]}")
+        for verb in root:
+            tag = verb.tag
+            if tag == "Say":
+                for _ in range(int(verb.get("loop", "1") or 1)):
+                    self._say(verb.text or "", result)
+                if self._heard_enough(script, result):
+                    return None, None, True
+            elif tag == "Play":
+                self._say(f"[play {verb.text}]", result)
+            elif tag == "Pause":
+                await self._pause(float(verb.get("length", "1")))
+            elif tag == "Hangup":
+                return None, None, True
+            elif tag == "Redirect":
+                return self._absolute((verb.text or "").strip(), current), dict(base, CallStatus="in-progress"), False
+            elif tag == "Start":
+                for stream in verb.findall("Stream"):
+                    await self._open_stream(http, stream, current, base, streams)
+            elif tag == "Stop":
+                for stream in verb.findall("Stream"):
+                    s = streams.pop(stream.get("name", ""), None)
+                    if s is not None:
+                        await s.stop(self.ACCOUNT_SID, base["CallSid"])
+            elif tag == "Gather":
+                for child in verb:
+                    if child.tag == "Say":
+                        self._say(child.text or "", result)
+                    elif child.tag == "Pause":
+                        await self._pause(float(child.get("length", "1")))
+                if self._heard_enough(script, result):
+                    return None, None, True
+                pressed = digits.pop(0) if digits else None
+                action = self._absolute(verb.get("action") or current, current)
+                if pressed:
+                    finish = verb.get("finishOnKey", "#")
+                    keys = pressed
+                    if verb.get("numDigits"):
+                        keys = keys[: int(verb.get("numDigits"))]
+                    keys = keys.split(finish)[0] if finish and finish in keys else keys
+                    return action, dict(base, CallStatus="in-progress", Digits=keys,
+                                        FinishedOnKey=finish if finish in pressed else ""), False
+                if verb.get("actionOnEmptyResult") == "true":
+                    return action, dict(base, CallStatus="in-progress", Digits=""), False
+            elif tag == "Record":
+                outcome = await self._record(http, verb, current, base, turns, streams, result)
+                if outcome is not None:
+                    return outcome
+            elif tag == "Dial":
+                action = verb.get("action")
+                self._say(f"[dial {(verb.text or '').strip()}]", result)
+                status = "completed" if script.operator_answers else "no-answer"
+                if action:
+                    return self._absolute(action, current), dict(base, CallStatus="in-progress",
+                                                                 DialCallStatus=status), False
+                if script.operator_answers:
+                    return None, None, True
+        return None, None, True  # the document ran out: Twilio hangs up
+
+    async def _open_stream(self, http, el, current, base, streams) -> None:
+        url = self._target(el.get("url", ""))
+        name = el.get("name") or uuid.uuid4().hex
+        ws = await http.ws_connect(url)
+        stream = _Stream(ws, "MZ" + uuid.uuid4().hex)
+        streams[name] = stream
+        custom = {p.get("name"): p.get("value") for p in el.findall("Parameter")}
+        await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await stream.send({"event": "start", "streamSid": stream.sid, "start": {
+            "accountSid": self.ACCOUNT_SID, "streamSid": stream.sid, "callSid": base["CallSid"],
+            "tracks": ["inbound"], "customParameters": custom,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+
+    async def _send_frames(self, stream: _Stream | None, frames: list[bytes]) -> None:
+        t0 = time.perf_counter()
+        for i, frame in enumerate(frames):
+            if stream is not None and not stream.ws.closed:
+                await stream.media(frame)
+            if self.speed > 0:
+                delay = t0 + (i + 1) * 0.02 / self.speed - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            elif i % 50 == 49:
+                await asyncio.sleep(0)  # let the server breathe when flooding
+
+    async def _record(self, http, verb, current, base, turns, streams, result):
+        turn = turns.pop(0) if turns else Turn(None, end="silence")
+        stream = next(reversed(streams.values()), None) if streams else None
+        frames = audio_frames(turn.audio) if turn.audio is not None else []
+        max_frames = int(float(verb.get("maxLength", "3600")) * 50)
+        if turn.end in ("hangup", "drop"):
+            if turn.hangup_after_s is not None:
+                frames = frames[: int(turn.hangup_after_s * 50)]
+            await self._send_frames(stream, frames[:max_frames])
+            if stream is not None:
+                if turn.end == "drop":
+                    await stream.ws.close()  # no stop message: the socket just dies
+                else:
+                    await stream.stop(self.ACCOUNT_SID, base["CallSid"])
+                streams.clear()
+            action = self._absolute(verb.get("action") or current, current)
+            params = dict(base, CallStatus="completed", Digits="hangup", RecordingDuration=str(len(frames) // 50),
+                          RecordingSid="RE" + uuid.uuid4().hex, RecordingUrl="https://api.twilio.com/fake")
+            await self.post(http, action, params, result)  # Twilio reports the hang-up to the action
+            result.status = "hung_up"
+            return None, None, True
+        await self._send_frames(stream, frames[:max_frames])
+        if turn.end == "silence":
+            await self._send_frames(stream, [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50))
+        if not frames:
+            return None  # Twilio skips the action of an empty recording
+        action = self._absolute(verb.get("action") or current, current)
+        params = dict(base, CallStatus="in-progress", RecordingDuration=str(len(frames) // 50),
+                      RecordingSid="RE" + uuid.uuid4().hex, RecordingUrl="https://api.twilio.com/fake",
+                      Digits="#" if turn.end == "#" else "")
+        result.pressed_at = time.perf_counter()
+        return action, params, False
