@@ -323,14 +323,17 @@ def _grid_at_level(session: Session, grid: Grid, level: GridLevel) -> Grid | Non
 
 
 def responsible_worker(session: Session, grid_id: int) -> Worker | None:
-    """The grid's leader if it has one, else its first active worker (by code)."""
+    """Who takes a case in this grid: by the role order of rules.toml ``[dispatch]`` (the
+    paid grid worker before a volunteer micro-grid leader), then leaders first, then code."""
+    rank = {role: i for i, role in enumerate(load_rules()["dispatch"]["role_order"])}
     rows = session.exec(
         select(Worker, WorkerGrid.is_leader)
         .join(WorkerGrid, WorkerGrid.worker_id == Worker.id)
         .where(WorkerGrid.grid_id == grid_id, Worker.active == True)  # noqa: E712
-        .order_by(WorkerGrid.is_leader.desc(), Worker.code)
     ).all()
-    return rows[0][0] if rows else None
+    if not rows:
+        return None
+    return min(rows, key=lambda r: (rank.get(r[0].role.value, len(rank)), not r[1], r[0].code))[0]
 
 
 def _owner_for(session: Session, grid: Grid, level: GridLevel) -> tuple[Grid, GridLevel, Worker]:

@@ -18,6 +18,10 @@ DEFAULTS: dict[str, Any] = {
         # Transcripts below this mean confidence are flagged for operator review.
         "low_confidence": 0.6,
     },
+    "dispatch": {
+        # Who in a grid takes a dispatched case, first to last.
+        "role_order": ["grid_worker", "grid_leader", "micro_leader"],
+    },
     "survey": {
         "max_attempts": 3,
         "retry_after_minutes": 120,

@@ -120,6 +120,17 @@ def grids_import(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
     _import("grids", path)
 
 
+@grids_app.command("export")
+def grids_export(path: Path = typer.Argument(..., dir_okay=False, help="GeoJSON file to write")) -> None:
+    """Write every grid as a GeoJSON FeatureCollection (re-importable with `grids import`)."""
+    from core.db import session_scope
+    from core.importers import export_grids_geojson
+
+    with session_scope(_engine()) as session:
+        count = export_grids_geojson(session, path)
+    console.print(f"wrote {count} grids to {path}")
+
+
 @grids_app.command("import-workers")
 def workers_import(path: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Import workers from CSV (code,name,role,phone,grid_codes,is_leader)."""
