@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import warnings
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
 from telegram.constants import ChatAction
@@ -24,6 +25,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
+from telegram.warnings import PTBUserWarning
 
 from chat import media, store
 from chat.callbacks import parse_dialog
@@ -513,6 +515,14 @@ def build() -> ConversationHandler:
         CallbackQueryHandler(stale_button),
         MessageHandler(filters.ALL, use_buttons),
     ]
+    with warnings.catch_warnings():
+        # per_message=False is intended: buttons belong to the chat's one dialog, and their
+        # data carries the dialog id, checked on every press.
+        warnings.filterwarnings("ignore", message=".*per_message.*", category=PTBUserWarning)
+        return _conversation(lead, common, with_buttons, report_button, free_text, voice)
+
+
+def _conversation(lead, common, with_buttons, report_button, free_text, voice) -> ConversationHandler:
     return ConversationHandler(
         name=NAME,
         persistent=True,
