@@ -1,7 +1,26 @@
-"""Builds the speech recognition pool from the settings (filled in with speech_models)."""
+"""Builds the process's speech recognition pool from the settings."""
 
 from __future__ import annotations
 
+import logging
 
-def build_speech(settings):  # noqa: ANN001, ANN201
-    return None
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_speech(settings: Settings):  # noqa: ANN201
+    """A ``SpeechPool`` over the configured Vosk model, or ``None`` when no model is
+    installed: the hotline and the bot still take petitions (audio kept, transcripts left
+    for an operator) and the log says how to install one."""
+    from speech_models.catalogue import ModelNotFound
+    from speech_models.pool import SpeechPool
+    from speech_models.transcriber import get_transcriber
+
+    try:
+        transcriber = get_transcriber(settings.speech_model or None)
+    except ModelNotFound as exc:
+        log.warning("speech recognition is off: %s", exc)
+        return None
+    log.info("speech model: %s", transcriber)
+    return SpeechPool(transcriber, workers=settings.speech_workers, recordings=settings.data_dir / "recordings")
