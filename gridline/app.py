@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from core.db import has_tables, make_engine, session_scope, upgrade
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
+from core.sweeps import escalate_overdue, schedule_sweep
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,30 @@ def build_app(
         module = __import__(f"{name}.web", fromlist=["setup"])
         module.setup(app, services)
 
+    async def sla_sweep(job) -> None:  # noqa: ANN001
+        escalated = await asyncio.to_thread(escalate_overdue, engine)
+        if escalated:
+            log.info("sla sweep escalated %d case(s): %s", len(escalated), ", ".join(escalated))
+
+    services.jobs.register("sla_sweep", sla_sweep)
+
+    async def schedule_sweeps() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(schedule_sweep, engine)
+                services.jobs.wake()
+            except Exception:  # database restarting: try at the next slot
+                log.exception("could not schedule the SLA sweep")
+            await asyncio.sleep(60)
+
     async def jobs_lifecycle(app: web.Application):
+        ticker = None
         if run_jobs:
             services.jobs.start()
+            ticker = asyncio.get_running_loop().create_task(schedule_sweeps(), name="gridline-sla-ticker")
         yield
+        if ticker is not None:
+            ticker.cancel()
         await services.jobs.stop()
 
     app.cleanup_ctx.append(jobs_lifecycle)
