@@ -139,7 +139,7 @@ async def problem_voice(update: Update, context: Context) -> str:
     draft = await _ensure_draft(update, context)
     language = lang(update)
     voice = update.effective_message.voice or update.effective_message.audio
-    if voice.duration and voice.duration > media.MAX_VOICE_SECONDS:
+    if media.seconds(voice) > media.MAX_VOICE_SECONDS:
         await reply(update, t(language, "dialog.too_long_voice", minutes=media.MAX_VOICE_SECONDS // 60), language)
         return PROBLEM
     with contextlib.suppress(TelegramError):

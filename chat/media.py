@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 MAX_VOICE_SECONDS = 5 * 60
 
 
+def seconds(media_object: object) -> float:
+    """A voice note's duration in seconds, as Telegram sent it (read from the raw data:
+    PTB 22 is moving the attribute from int to timedelta)."""
+    raw = media_object.to_dict().get("duration") if hasattr(media_object, "to_dict") else None
+    if hasattr(raw, "total_seconds"):
+        return raw.total_seconds()
+    return float(raw or 0)
+
+
 class TooBig(Exception):
     pass
 
