@@ -423,6 +423,9 @@ class VoskTranscriber(Transcriber):
         self._grammar_cache: dict[tuple[str, ...], tuple[str | None, frozenset | None]] = {}
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"VoskTranscriber({self.info.name!r}, path={str(self.info.path)!r})"
+
     @property
     def model(self):
         if self._model is None:

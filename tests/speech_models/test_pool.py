@@ -1,0 +1,154 @@
+"""The async pool: recognition off the event loop, audio on disk at once, nothing dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from speech_models.audio import mulaw_decode, read_wav
+from speech_models.pool import SpeechPool
+from speech_models.transcriber import FakeStream, FakeTranscriber
+
+from .conftest import DATA
+
+
+class SlowFake(FakeTranscriber):
+    """A fake whose recognition takes time and can be held back."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.gate = threading.Event()
+        self.chunks: list[bytes] = []
+
+    def open_stream(self, *a, **kw):
+        stream = super().open_stream(*a, **kw)
+        accept = stream.accept
+
+        def slow_accept(data, _accept=accept):
+            self.gate.wait(5)
+            self.chunks.append(bytes(data))
+            return _accept(data)
+
+        stream.accept = slow_accept
+        return stream
+
+
+async def test_feed_never_waits_and_never_drops(tmp_path):
+    fake = SlowFake().say("路灯 坏 了")
+    async with SpeechPool(fake, workers=1, recordings=tmp_path) as pool:
+        stream = await pool.open_stream(8000, encoding="mulaw")
+        frames = [bytes([i]) * 160 for i in range(100)]  # 2 s of 20 ms frames
+        t0 = time.perf_counter()
+        for f in frames:
+            stream.feed(f)
+        assert time.perf_counter() - t0 < 0.1  # the worker is stuck; feeding is not
+        # durable first: every byte is on disk before any is recognised
+        assert read_wav(stream.recording).pcm == mulaw_decode(b"".join(frames))
+        assert stream.backlog == 160 * 99  # the first frame is with the worker
+        fake.gate.set()
+        transcript = await stream.finish()
+    assert transcript.text == "路灯坏了" and transcript.duration == pytest.approx(2.0)
+    assert b"".join(fake.chunks) == b"".join(frames)  # in order, all of it
+    assert len(fake.chunks) < 100  # the backlog went over in larger steps
+    assert read_wav(stream.recording).duration == pytest.approx(2.0)
+
+
+async def test_many_streams_on_few_workers_all_finish(tmp_path):
+    fake = FakeTranscriber()
+    async with SpeechPool(fake, workers=2, recordings=tmp_path) as pool:
+        streams = []
+        for i in range(6):
+            fake.say(f"第 {i} 个")
+            streams.append(await pool.open_stream(8000, encoding="mulaw"))
+        for _ in range(50):
+            for s in streams:
+                s.feed(b"\xff" * 160)
+            await asyncio.sleep(0)
+        transcripts = await asyncio.gather(*(s.finish() for s in streams))
+    assert [t.text for t in transcripts] == [f"第{i}个" for i in range(6)]
+    assert all(t.duration == pytest.approx(1.0) for t in transcripts)
+    assert len(list(tmp_path.glob("*.wav"))) == 6
+
+
+async def test_segments_iterator_and_record_to(tmp_path):
+    fake = FakeTranscriber(partials=True).say("你好")
+    async with SpeechPool(fake, workers=1) as pool:
+        stream = await pool.open_stream(8000, encoding="pcm16", record_to=tmp_path / "call.wav")
+        got = []
+
+        async def consume():
+            async for seg in stream.segments():
+                got.append((seg.final, seg.text))
+
+        task = asyncio.create_task(consume())
+        stream.feed(bytes(320))
+        await asyncio.sleep(0.05)
+        assert stream.partial_text == "你好"
+        await stream.finish()
+        await task
+    assert got == [(False, "你好"), (True, "你好")]
+    assert read_wav(tmp_path / "call.wav").duration == pytest.approx(0.02)
+    with pytest.raises(RuntimeError):
+        stream.feed(b"\x00\x00")
+
+
+async def test_errors_surface_at_finish(tmp_path):
+    class Broken(FakeTranscriber):
+        def open_stream(self, *a, **kw):
+            s = super().open_stream(*a, **kw)
+
+            def boom(data):
+                raise ValueError("decoder exploded")
+
+            s.accept = boom
+            return s
+
+    async with SpeechPool(Broken(), workers=1, recordings=tmp_path) as pool:
+        stream = await pool.open_stream()
+        stream.feed(b"\xff" * 160)
+        with pytest.raises(ValueError, match="exploded"):
+            await stream.finish()
+        assert read_wav(stream.recording).duration == pytest.approx(0.02)  # audio kept
+        with pytest.raises(TypeError):
+            (await pool.open_stream()).feed("text")  # type: ignore[arg-type]
+
+
+async def test_transcribe_file_through_the_pool():
+    fake = FakeTranscriber()
+    fake.script(DATA / "yes.ogg", "好 的")
+    async with SpeechPool(fake, workers=1) as pool:
+        assert (await pool.transcribe_file(DATA / "yes.ogg")).text == "好的"
+        assert isinstance(fake.streams[0], FakeStream)
+
+
+@pytest.mark.slow
+async def test_http_stays_fast_while_real_streams_decode(ko_transcriber, speech):
+    """A route on the same loop answers promptly while every worker is decoding."""
+    async def ping(request):
+        return web.Response(text="pong")
+
+    app = web.Application()
+    app.router.add_get("/ping", ping)
+    async with TestClient(TestServer(app)) as client, SpeechPool(ko_transcriber, workers=2) as pool:
+        ul = speech["sentence_ul"]
+        streams = [await pool.open_stream(8000, encoding="mulaw") for _ in range(3)]
+        for s in streams:  # all audio at once: the workers are saturated for seconds
+            for i in range(0, len(ul), 160):
+                s.feed(ul[i : i + 160])
+        finishing = asyncio.gather(*(s.finish() for s in streams))
+        latencies = []
+        while not finishing.done():
+            t0 = time.perf_counter()
+            resp = await client.get("/ping")
+            assert await resp.text() == "pong"
+            latencies.append(time.perf_counter() - t0)
+            await asyncio.sleep(0.01)
+        transcripts = await finishing
+    assert len(latencies) > 20
+    assert sorted(latencies)[int(len(latencies) * 0.95)] < 0.1
+    assert all(t.text == transcripts[0].text and t.text for t in transcripts)

