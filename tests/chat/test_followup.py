@@ -1,0 +1,186 @@
+"""Follow-up: /status, /mine, status notifications, the survey buttons, contact linking."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from core import actions
+from core.actions import Petition
+from core.db import session_scope
+from core.models import Case, CaseStatus, Channel, Resident, Survey, SurveyStatus
+
+USER = 9201
+
+
+def _file_case(engine, demo, chat_id: int, description: str = "楼下路灯不亮") -> str:
+    with session_scope(engine) as session:
+        resident = Resident(chat_id=str(chat_id), language="zh")
+        session.add(resident)
+        session.flush()
+        case, _ = actions.submit_petition(session, Petition(channel=Channel.chat, description=description,
+                                                            resident_id=resident.id))
+        actions.dispatch(session, case, actor="operator", grid_id=demo.micro_id)
+        return case.number
+
+
+def _advance(engine, number: str, *steps: str) -> None:
+    with session_scope(engine) as session:
+        case = actions.get_case(session, number)
+        for step in steps:
+            if step == "accept":
+                actions.accept(session, case, actor="worker")
+            elif step == "start":
+                actions.start(session, case, actor="worker")
+            elif step == "report_done":
+                actions.report_done(session, case, actor="worker", note="换了灯泡")
+            elif step == "verify":
+                actions.verify(session, case, actor="leader")
+
+
+async def test_status_and_mine(harness):
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, demo, USER)
+    await h.command(USER, "status", number)
+    detail = await h.reply(USER, f"诉求 {number}")
+    assert "已派遣" in detail["text"] and "预计办结" in detail["text"]
+    await h.command(USER, "mine")
+    listing = await h.reply(USER, "您反映的问题")
+    assert number in listing["text"] and "楼下路灯不亮" in listing["text"]
+    await h.say(USER, "我的诉求")  # the menu button does the same
+    await h.reply(USER, "您反映的问题")
+    # somebody else sees the status only
+    other = 9202
+    h.fake.add_user(other, "Guo", language_code="zh-hans")
+    await h.command(other, "status", number)
+    line = await h.reply(other, number)
+    assert line["text"] == f"诉求 {number}：已派遣"
+    await h.command(other, "status", "9999999999")
+    await h.reply(other, "没有找到编号为 9999999999")
+    await h.command(other, "status", "'; drop table case; --")
+    await h.reply(other, "不像是诉求编号")
+    await h.command(other, "status")
+    await h.reply(other, "请在 /status 后面写诉求编号")
+    await h.command(other, "mine")
+    await h.reply(other, "还没有通过这里反映过问题")
+
+
+async def test_status_works_in_the_middle_of_a_dialog(harness):
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, demo, USER)
+    await h.say(USER, "井盖丢了")
+    await h.reply(USER, "问题发生在哪里")
+    await h.command(USER, "status", number)
+    await h.reply(USER, "已派遣")
+    await h.say(USER, "跳过")  # the dialog is still at "where"
+    await h.reply(USER, "哪一类问题")
+
+
+async def test_notification_on_status_change(harness):
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, demo, USER)
+    await h.run_jobs()
+    await h.reply(USER, f"您的诉求 {number} 有新进展：已派遣")
+    _advance(h.engine, number, "accept")
+    await h.run_jobs()
+    await h.reply(USER, "已签收")
+
+
+async def test_survey_buttons_not_satisfied_reopens_the_case(harness):
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, demo, USER)
+    _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    await h.run_jobs()
+    ask = await h.reply(USER, "问题解决了吗")
+    assert number in ask["text"]
+    datas = [b["callback_data"] for b in ask["reply_markup"]["inline_keyboard"][0]]
+    assert all(len(d.encode()) <= 64 for d in datas)
+
+    # a stranger pressing the resident's button is refused
+    stranger = 9203
+    h.fake.add_user(stranger, "Xu", language_code="zh-hans")
+    forged = h.fake.make_callback_query(stranger, datas[0], chat_id=USER)
+    forged["callback_query"]["message"]["chat"] = {"id": stranger, "type": "private", "first_name": "Xu"}
+    await h.send(forged)
+    # a tampered button is "expired"
+    tampered = h.fake.make_callback_query(USER, datas[0][:-1] + ("a" if datas[0][-1] != "a" else "b"))
+    await h.send(tampered)
+
+    await h.press(USER, "没有解决")
+    satisfied = await h.reply(USER, "您对这次办理满意吗")
+    not_satisfied = satisfied["reply_markup"]["inline_keyboard"][0][2]["callback_data"]
+    await h.press(USER, "不满意")
+    await h.reply(USER, "还有什么想补充的吗")
+    await h.say(USER, "灯还是不亮，晚上很危险")
+    await h.reply(USER, "已重新办理")
+
+    answers = h.fake.answered_callback_queries
+    assert answers[forged["callback_query"]["id"]].get("text") == "这不是您的诉求。"
+    assert answers[tampered["callback_query"]["id"]].get("text") == "这个按钮已失效。"
+    with session_scope(h.engine) as session:
+        survey = session.exec(select(Survey)).one()
+        assert survey.status == SurveyStatus.answered
+        assert (survey.solved, survey.satisfied) == ("not", "not")
+        assert survey.comment == "灯还是不亮，晚上很危险"
+        case = session.exec(select(Case).where(Case.number == number)).one()
+        assert case.status == CaseStatus.reopened and case.reopen_count == 1
+
+    # pressing an old button again: answered, nothing recorded twice
+    again = h.fake.make_callback_query(USER, not_satisfied)
+    await h.send(again)
+    qid = again["callback_query"]["id"]
+    await _until(lambda: qid in h.fake.answered_callback_queries)
+    assert h.fake.answered_callback_queries[qid].get("text") == "这次回访已经记录过了，谢谢！"
+
+
+async def test_survey_satisfied_without_comment_closes(harness):
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, demo, USER)
+    _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    await h.run_jobs()
+    await h.press(USER, "已解决")
+    await h.press(USER, "满意")
+    await h.press(USER, "不用了")
+    await h.reply(USER, "感谢您的评价")
+    with session_scope(h.engine) as session:
+        case = session.exec(select(Case).where(Case.number == number)).one()
+        assert case.status == CaseStatus.closed and case.close_reason == "survey:satisfied"
+
+
+async def test_sharing_own_contact_links_the_household(harness):
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    await h.send(h.fake.make_contact_update("+86" + demo.household_phone, user_id=USER, contact_user_id=9999))
+    await h.reply(USER, "只能绑定您本人的手机号")
+    await h.send(h.fake.make_contact_update("86" + demo.household_phone, user_id=USER))
+    linked = await h.reply(USER, "已绑定手机号")
+    assert demo.household_address in linked["text"]
+    with session_scope(h.engine) as session:
+        resident = session.exec(select(Resident).where(Resident.chat_id == str(USER))).one()
+        assert resident.household_id is not None
+    # now "skip" at "where" uses the household
+    await h.say(USER, "邻居家的狗天天半夜叫")
+    await h.reply(USER, "问题发生在哪里")
+    await h.say(USER, "跳过")
+    await h.reply(USER, demo.household_address)
+
+
+async def _until(predicate, timeout: float = 5) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("condition not met")
+        await asyncio.sleep(0.02)
