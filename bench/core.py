@@ -32,7 +32,7 @@ from sqlmodel import select  # noqa: E402
 from core import actions, clock, figures, intake, queries  # noqa: E402
 from core.db import make_engine, session_scope, upgrade  # noqa: E402
 from core.demo import load_demo  # noqa: E402
-from core.models import Case, Category, CategorySla, Channel, Grid, GridLevel, Urgency, WorkerGrid  # noqa: E402
+from core.models import Category, CategorySla, Channel, Grid, GridLevel, Urgency, WorkerGrid  # noqa: E402
 from core.settings import normalise_database_url  # noqa: E402
 from core.sla import calendar_for, compute_deadlines  # noqa: E402
 
