@@ -120,9 +120,13 @@ class Segment:
             return
         self.ended_by = reason
         if drain_s > 0:
-            asyncio.get_running_loop().call_later(drain_s, self._finishing.set)
+            asyncio.get_running_loop().call_later(drain_s, self._stop_taking)
         else:
-            self._finishing.set()
+            self._stop_taking()
+
+    def _stop_taking(self) -> None:
+        self._accepting = False
+        self._finishing.set()
 
     async def wait(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
@@ -192,6 +196,7 @@ class StreamRegistry:
                  speech_workers: int = 2):
         self.engine = engine
         self.pool = speech_pool(speech, max(1, speech_workers))
+        self._own_pool = self.pool is not speech
         self.recordings_dir = recordings_dir
         self.speech_rms = float(stream_cfg["speech_rms"])
         self.persist_every_s = float(stream_cfg["persist_every_s"])
@@ -203,6 +208,7 @@ class StreamRegistry:
         self.on_orphan: Callable[[str, str], Awaitable[None]] | None = None
         self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0}
         self._tasks: set[asyncio.Task] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
 
     def lock(self, call_sid: str) -> asyncio.Lock:
         lk = self._locks.get(call_sid)
@@ -264,6 +270,11 @@ class StreamRegistry:
             raise
         return seg
 
+    async def close_sockets(self) -> None:
+        """Server shutdown: close the sockets so their segments are finalised and saved."""
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server shutdown")
+
     async def close(self) -> None:
         for seg in list(self.segments.values()):
             seg.end("shutdown")
@@ -271,12 +282,15 @@ class StreamRegistry:
             await seg.wait(5)
         for task in list(self._tasks):
             task.cancel()
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
 
     # -- the socket ---------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
         await ws.prepare(request)
+        self._sockets.add(ws)
         seg: Segment | None = None
         pending: list[bytes] = []
         pending_bytes = 0
@@ -334,6 +348,7 @@ class StreamRegistry:
                 else:
                     self.stats["unknown_events"] += 1
         finally:
+            self._sockets.discard(ws)
             if seg is not None and seg.ended_by is None:
                 seg.end("dropped")
         if not ws.closed:

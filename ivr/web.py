@@ -433,6 +433,9 @@ class Hotline:
             except Exception:
                 log.exception("periodic recovery sweep failed")
 
+    async def shutdown(self, app: web.Application) -> None:
+        await self.registry.close_sockets()
+
     async def cleanup(self, app: web.Application) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -469,6 +472,7 @@ def setup(app: web.Application, services) -> Hotline:
         app.router.add_post(path, fn)  # webhook() made each a handler(request)
     app.router.add_get("/twilio/stream", hotline.stream)
     app.on_startup.append(hotline.startup)
+    app.on_shutdown.append(hotline.shutdown)
     app.on_cleanup.append(hotline.cleanup)
     return hotline
 

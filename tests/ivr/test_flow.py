@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlmodel import select
+
 from core.db import session_scope
 from core.models import Attachment, CaseEvent, CaseStatus
 from ivr.simulator import CallScript, Turn
-from sqlmodel import select
 
 from .conftest import KNOWN_PHONE, UNKNOWN_PHONE, silence, tone
 
@@ -43,3 +44,146 @@ async def test_known_caller_files_a_case_without_address(rig, fake_speech):
         att = s.exec(select(Attachment).where(Attachment.case_id == case.id)).one()
         assert att.kind == "recording" and att.sha256
         assert s.exec(select(CaseEvent).where(CaseEvent.case_id == case.id)).first().actor == "hotline"
+
+
+async def test_unknown_caller_gives_address_matched_by_gazetteer(rig, fake_speech):
+    fake_speech.say("楼道 里 的 灯 不亮 了", "阳光 花园 三 幢")
+    result = await rig.simulator().call(CallScript(
+        from_number=UNKNOWN_PHONE, digits=["1", "1", "1"],
+        turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
+    assert "幸福社区" not in result.heard[0]
+    assert any("请说出您的住址" in h for h in result.heard)
+    assert any("您的地址是：阳光花园3幢" in h for h in result.heard)
+    (case,) = rig.cases()
+    assert result.case_number == case.number
+    assert case.address_text == "阳光花园3幢"
+    assert case.grid_id == rig.district["micro"]
+    assert case.resident_id is None
+    assert "address_unconfirmed" not in (case.flags or [])
+
+
+async def test_address_not_found_twice_goes_to_triage_with_what_was_heard(rig, fake_speech):
+    fake_speech.say("下水道 堵 了", "火星 基地", "月球 背面")
+    result = await rig.simulator().call(CallScript(
+        from_number=UNKNOWN_PHONE, digits=["1", "1"], turns=[Turn(tone(2.5)), Turn(tone(1)), Turn(tone(1))]))
+    assert sum("没有找到这个地址" in h for h in result.heard) == 1
+    (case,) = rig.cases()
+    assert result.case_number == case.number
+    assert case.address_text == "月球背面"
+    assert "address_unconfirmed" in case.flags and "needs_triage" in case.flags
+    assert case.status == CaseStatus.received
+
+
+async def test_say_again_replaces_the_transcript(rig, fake_speech):
+    fake_speech.say("路灯 有点", "门口 路灯 坏 了")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1", "2", "1"], turns=[Turn(tone(2)), Turn(tone(3))]))
+    assert any("再说一遍您要反映的问题" in h for h in result.heard)
+    (case,) = rig.cases()
+    assert case.description == "门口路灯坏了"
+    session = rig.call_session(result.call_sid)
+    assert session.state["petition"]["attempt"] == 2
+    assert case.audio_path.endswith("petition-2.wav")
+
+
+async def test_no_menu_input_repeats_once_then_goes_to_petition(rig, fake_speech):
+    fake_speech.say("垃圾 没人 清理")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=[None, None, "1"], turns=[Turn(tone(2.5))]))
+    assert sum(h.startswith("反映新问题，请按1") for h in result.heard) == 4  # menu twice, each said twice
+    assert any(h == "没有听到您按键。" for h in result.heard)
+    assert len(rig.cases()) == 1
+
+
+async def test_wrong_menu_key_is_explained(rig, fake_speech):
+    fake_speech.say("噪音 扰民")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["7", "1", "1"], turns=[Turn(tone(2.5))]))
+    assert "您按的键不对。" in result.heard
+    assert len(rig.cases()) == 1
+
+
+async def test_petition_ended_by_silence(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1", "1"], turns=[Turn(tone(2.5), end="silence")]))
+    (case,) = rig.cases()
+    assert result.case_number == case.number
+
+
+async def test_nothing_recognised_asks_again(rig, fake_speech):
+    fake_speech.say("", "路灯 坏 了")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1", "1"], turns=[Turn(tone(2)), Turn(tone(2.5))]))
+    assert "没有听清您说的话。" in result.heard
+    (case,) = rig.cases()
+    assert case.description == "路灯坏了"
+
+
+async def test_unanswered_readback_is_filed_flagged_unconfirmed(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1", None, None], turns=[Turn(tone(2.5))]))
+    assert result.case_number
+    (case,) = rig.cases()
+    assert "transcript_unconfirmed" in case.flags
+
+
+async def test_low_confidence_transcript_is_flagged_for_review(rig, fake_speech):
+    fake_speech.confidence = 0.3
+    fake_speech.say("路灯 坏 了")
+    await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1", "1"], turns=[Turn(tone(2.5))]))
+    (case,) = rig.cases()
+    assert "low_confidence" in case.flags
+    assert case.transcript_confidence == 0.3
+
+
+async def test_status_of_a_case_is_read_out(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    first = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1", "1"],
+                                                  turns=[Turn(tone(2.5))]))
+    (case,) = rig.cases()
+    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["2", case.number + "#"]))
+    spoken = [h for h in result.heard if h.startswith("编号")]
+    assert spoken and "已派遣" in spoken[0] and "预计" in spoken[0] and "月" in spoken[0]
+    assert first.case_number in "".join(spoken[0].split()).translate(
+        str.maketrans("零幺二三四五六七八九", "0123456789"))
+    assert rig.call_session(result.call_sid).outcome == "status_query"
+    assert len(rig.cases()) == 1
+
+
+async def test_status_of_unknown_number_says_so_then_goodbye(rig):
+    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["2", "999999#", "888#"]))
+    assert any("没有找到编号九 九 九 九 九 九的诉求" in h for h in result.heard)
+    assert "再见" in result.heard[-1]
+    assert rig.cases() == []
+
+
+async def test_operator_in_service_hours_is_dialled(rig):
+    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["0"], operator_answers=True))
+    assert "[dial +8657188880000]" in result.heard
+    assert rig.call_session(result.call_sid).outcome == "operator"
+    assert rig.cases() == []
+
+
+async def test_operator_not_answering_leaves_a_petition(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["0", "1"],
+                                                   turns=[Turn(tone(2.5))]))
+    assert "人工坐席正忙。请您留下要反映的问题。" in result.heard
+    assert len(rig.cases()) == 1
+
+
+async def test_operator_outside_service_hours_leaves_a_petition(engine, tmp_path, fake_speech):
+    from .conftest import start_rig
+
+    rig = await start_rig(engine, tmp_path, fake_speech, service_hours="")
+    try:
+        fake_speech.say("路灯 坏 了")
+        result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["0", "1"],
+                                                       turns=[Turn(tone(2.5))]))
+        assert "现在不是人工服务时间。请您留下要反映的问题。" in result.heard
+        assert not any(h.startswith("[dial") for h in result.heard)
+        assert len(rig.cases()) == 1
+    finally:
+        await rig.stop()

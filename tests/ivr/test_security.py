@@ -1,0 +1,141 @@
+"""Signatures on every webhook, the per-call socket token, replays and duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+from sqlmodel import select
+from twilio.request_validator import RequestValidator
+
+from core.db import session_scope
+from core.models import CallSession
+from ivr.simulator import CallResult, CallScript, Turn
+
+from .conftest import FIXTURES, KNOWN_PHONE, TOKEN, tone
+
+ROUTES = ["/twilio/voice", "/twilio/menu", "/twilio/petition/done", "/twilio/petition/confirm",
+          "/twilio/address/done", "/twilio/address/confirm", "/twilio/case-status",
+          "/twilio/operator/after", "/twilio/status"]
+
+
+def fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+async def post(url: str, params: dict, *, sign_url: str | None = None, token: str = TOKEN,
+               headers: dict | None = None) -> tuple[int, str]:
+    signature = RequestValidator(token).compute_signature(sign_url or url, params)
+    async with aiohttp.ClientSession() as http, http.post(
+        url, data=params, headers={"X-Twilio-Signature": signature, **(headers or {})}
+    ) as resp:
+        return resp.status, await resp.text()
+
+
+def sessions(engine) -> list[CallSession]:
+    with session_scope(engine) as s:
+        return list(s.exec(select(CallSession)).all())
+
+
+async def test_real_twilio_parameters_are_accepted(rig):
+    params = fixture("voice_incoming.json")
+    status, body = await post(f"{rig.url}/twilio/voice", params)
+    assert status == 200 and "<Gather" in body and 'voice="Polly.Zhiyu"' in body
+    (session,) = sessions(rig.engine)
+    assert session.call_sid == params["CallSid"] and session.from_number == params["From"]
+    status, body = await post(f"{rig.url}/twilio/menu", fixture("gather_digits.json"))
+    assert status == 200 and "<Record" in body and "<Stream" in body and 'track="inbound_track"' in body
+    completed = {**fixture("status_completed.json"), "CallSid": params["CallSid"]}
+    status, _ = await post(f"{rig.url}/twilio/status", completed)
+    assert status == 200
+    session = sessions(rig.engine)[0]
+    assert session.status == "completed" and session.duration_s == 37 and session.ended_at is not None
+
+
+@pytest.mark.parametrize("path", ROUTES)
+async def test_forged_signature_is_refused_and_nothing_written(rig, path):
+    params = fixture("voice_incoming.json")
+    status, _ = await post(f"{rig.url}{path}", params, token="not-the-token")
+    assert status == 403
+    async with aiohttp.ClientSession() as http, http.post(f"{rig.url}{path}", data=params) as resp:
+        assert resp.status == 403  # unsigned
+    assert sessions(rig.engine) == []
+
+
+async def test_tampered_parameters_are_refused(rig):
+    params = fixture("voice_incoming.json")
+    signature = RequestValidator(TOKEN).compute_signature(f"{rig.url}/twilio/voice", params)
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{rig.url}/twilio/voice", data={**params, "From": "+8613000000000"},
+        headers={"X-Twilio-Signature": signature},
+    ) as resp:
+        assert resp.status == 403
+    assert sessions(rig.engine) == []
+
+
+async def test_signature_against_public_url_behind_a_proxy(engine, tmp_path, fake_speech):
+    """Twilio signs https://public.example/...; the proxy forwards plain HTTP to us."""
+    from .conftest import free_port, start_rig
+
+    port = free_port()
+    rig = await start_rig(engine, tmp_path, fake_speech, port=port)
+    try:
+        params = fixture("voice_incoming.json")
+        rig.hotline.settings.public_url = "https://hotline.example.org"
+        status, _ = await post(f"{rig.url}/twilio/voice", params,
+                               sign_url="https://hotline.example.org/twilio/voice")
+        assert status == 200
+        # No public URL match, but the proxy says how Twilio reached it.
+        rig.hotline.settings.public_url = ""
+        status, _ = await post(f"{rig.url}/twilio/voice", params, sign_url="https://gl.example/twilio/voice",
+                               headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gl.example"})
+        assert status == 200
+        status, _ = await post(f"{rig.url}/twilio/voice", params, sign_url="https://gl.example/twilio/voice")
+        assert status == 403
+    finally:
+        await rig.stop()
+
+
+async def test_socket_with_wrong_token_is_closed_unheard(rig):
+    params = fixture("voice_incoming.json")
+    await post(f"{rig.url}/twilio/voice", params)
+    start = fixture("media_stream_start.json")
+    start["start"]["callSid"] = params["CallSid"]
+    start["start"]["customParameters"] = {"token": "guessed", "segment": "petition-1"}
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{rig.url.replace('http', 'ws')}/twilio/stream") as ws:
+        await ws.send_str(json.dumps(fixture("media_stream_connected.json")))
+        await ws.send_str(json.dumps(start))
+        for _ in range(20):
+            await ws.send_str(json.dumps(fixture("media_stream_media.json")))
+        msg = await ws.receive()
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    assert ws.close_code == 4001
+    assert rig.hotline.registry.stats["rejected"] == 1
+    assert not list((rig.settings.data_dir / "recordings").rglob("*.wav"))
+    session = sessions(rig.engine)[0]
+    assert session.audio_path is None and not session.state.get("segments")
+
+
+async def test_replayed_call_never_makes_a_second_case(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    sim = rig.simulator()
+    result = await sim.call(CallScript(from_number=KNOWN_PHONE, digits=["1", "1"], turns=[Turn(tone(2.5))]))
+    (case,) = rig.cases()
+    # Twilio retries: every webhook of the call again, in order, and the confirmation many times at once.
+    replay = CallResult(result.call_sid)
+    async with aiohttp.ClientSession() as http:
+        for url, params in list(result.requests):
+            await sim.post(http, url, params, replay)
+        confirm = next((u, p) for u, p in result.requests if u.endswith("/twilio/petition/confirm"))
+        await asyncio.gather(*(sim.post(http, *confirm, replay) for _ in range(5)))
+    assert [c.id for c in rig.cases()] == [case.id]
+    assert rig.call_session(result.call_sid).case_id == case.id
+
+
+async def test_concurrent_duplicate_first_webhooks_make_one_session(rig):
+    params = fixture("voice_incoming.json")
+    results = await asyncio.gather(*(post(f"{rig.url}/twilio/voice", params) for _ in range(6)))
+    assert all(status == 200 for status, _ in results)
+    assert len(sessions(rig.engine)) == 1

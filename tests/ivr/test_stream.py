@@ -1,0 +1,181 @@
+"""The Media Streams socket under bad conditions, hang-ups, and recovery after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import aiohttp
+
+from ivr.simulator import CallScript, Turn
+from speech_models.audio import read_wav
+
+from .conftest import KNOWN_PHONE, UNKNOWN_PHONE, silence, start_rig, tone
+from .test_security import fixture, post
+
+
+async def begin_petition(rig, call_sid: str, phone: str = KNOWN_PHONE) -> dict:
+    """Webhooks up to the petition's <Record>; returns the stream's <Parameter>s."""
+    base = {**fixture("voice_incoming.json"), "CallSid": call_sid, "From": phone, "Caller": phone}
+    status, _ = await post(f"{rig.url}/twilio/voice", base)
+    assert status == 200
+    status, body = await post(f"{rig.url}/twilio/menu", {**base, "CallStatus": "in-progress", "Digits": "1"})
+    stream = ET.fromstring(body).find("Start/Stream")
+    return {"base": base, **{p.get("name"): p.get("value") for p in stream.findall("Parameter")}}
+
+
+def start_message(params: dict) -> dict:
+    msg = fixture("media_stream_start.json")
+    msg["start"]["callSid"] = params["callSid"]
+    msg["start"]["customParameters"] = {k: params[k] for k in ("token", "callSid", "segment")}
+    return msg
+
+
+def media(chunk: bytes, seq: int = 2) -> str:
+    msg = fixture("media_stream_media.json")
+    msg["media"]["payload"] = base64.b64encode(chunk).decode()
+    msg["sequenceNumber"] = str(seq)
+    return json.dumps(msg)
+
+
+async def stream_audio(ws, audio: bytes) -> None:
+    for i in range(0, len(audio), 160):
+        await ws.send_str(media(audio[i : i + 160], i // 160 + 2))
+
+
+def ws_url(rig) -> str:
+    return rig.url.replace("http", "ws", 1) + "/twilio/stream"
+
+
+async def test_malformed_messages_do_not_lose_audio(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    p = await begin_petition(rig, "CA" + "1" * 32)
+    early = tone(0.5)
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(rig)) as ws:
+        await ws.send_str(json.dumps(fixture("media_stream_connected.json")))
+        await stream_audio(ws, early)  # media before start
+        await ws.send_str(json.dumps(start_message(p)))
+        await ws.send_str("{not json")
+        await ws.send_str(json.dumps([1, 2, 3]))
+        await ws.send_str(json.dumps({"event": "media", "media": {"payload": "***not base64***"}}))
+        await ws.send_str(json.dumps({"event": "media", "media": "nonsense"}))
+        await ws.send_str(json.dumps({"event": "party", "streamSid": "MZ1"}))
+        await ws.send_bytes(b"\x00\x01binary")
+        await ws.send_str(json.dumps(fixture("media_stream_mark.json")))
+        await stream_audio(ws, tone(2.5))
+        await ws.send_str(json.dumps({"event": "start", "start": "again"}))  # a second start is ignored
+        # the socket drops without a stop message
+    stats = rig.hotline.registry.stats
+    assert stats["bad_messages"] >= 4 and stats["unknown_events"] == 1 and stats["early_media"] > 0
+    # the caller goes on: # ends the petition, which is read back
+    status, body = await post(f"{rig.url}/twilio/petition/done?seg={p['segment']}",
+                              {**p["base"], "CallStatus": "in-progress", "Digits": "#"})
+    assert "您反映的是：路灯坏了" in body
+    seg = rig.call_session(p["callSid"]).state["segments"][p["segment"]]
+    assert seg["duration"] == 3.0  # 0.5 s before start + 2.5 s after: nothing lost
+    wav = read_wav(Path(seg["audio_path"]))
+    assert wav.sample_rate == 8000 and wav.duration == 3.0
+
+
+async def test_dtmf_on_the_stream_ends_the_petition(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    p = await begin_petition(rig, "CA" + "2" * 32)
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(rig)) as ws:
+        await ws.send_str(json.dumps(start_message(p)))
+        await stream_audio(ws, tone(2.5))
+        await ws.send_str(json.dumps(fixture("media_stream_dtmf.json")))
+        await stream_audio(ws, tone(1))  # after # nothing more is taken
+        for _ in range(50):
+            seg = rig.call_session(p["callSid"]).state["segments"].get(p["segment"], {})
+            if seg.get("final"):
+                break
+            await asyncio.sleep(0.05)
+        assert seg["final"] and seg["ended_by"] == "dtmf" and seg["text"] == "路灯坏了"
+        assert seg["duration"] <= 3.0
+
+
+async def test_hang_up_mid_petition_becomes_a_flagged_case(rig, fake_speech):
+    fake_speech.say("楼上 漏水 很 严重")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1"], turns=[Turn(tone(6), end="hangup", hangup_after_s=3)]))
+    assert result.status == "hung_up"
+    (case,) = rig.cases()
+    assert "caller_hung_up" in case.flags
+    assert case.description == "楼上漏水很严重"
+    assert Path(case.audio_path).is_file()
+    session = rig.call_session(result.call_sid)
+    assert session.outcome == "hung_up_case" and session.case_id == case.id
+
+
+async def test_hang_up_with_too_little_speech_leaves_only_the_call_record(rig, fake_speech):
+    fake_speech.say("喂")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1"], turns=[Turn(tone(1) + silence(3), end="hangup")]))
+    assert rig.cases() == []
+    session = rig.call_session(result.call_sid)
+    assert session.outcome == "no_petition" and session.status == "completed"
+    assert Path(session.audio_path).is_file()
+
+
+async def test_hang_up_after_readback_files_what_was_heard(rig, fake_speech):
+    fake_speech.say("路灯 坏 了")
+    result = await rig.simulator().call(CallScript(
+        from_number=UNKNOWN_PHONE, digits=["1"], turns=[Turn(tone(2.5))], hangup_after_prompts=None))
+    # digits ran out at the read-back: the caller said nothing twice → confirmed as unconfirmed,
+    # then hung up during the address question
+    (case,) = rig.cases()
+    assert case.description == "路灯坏了"
+    assert rig.call_session(result.call_sid).case_id == case.id
+
+
+async def test_socket_drop_without_status_callback_still_files(rig, fake_speech):
+    """No status callback and no webhook after the socket died: after the grace period
+    the petition is filed as a hang-up."""
+    fake_speech.say("电梯 坏 了")
+    p = await begin_petition(rig, "CA" + "3" * 32)
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(rig)) as ws:
+        await ws.send_str(json.dumps(start_message(p)))
+        await stream_audio(ws, tone(3))
+    for _ in range(60):
+        if rig.cases():
+            break
+        await asyncio.sleep(0.05)
+    (case,) = rig.cases()
+    assert "caller_hung_up" in case.flags and case.description == "电梯坏了"
+
+
+async def test_recovery_after_restart(engine, tmp_path, fake_speech):
+    """The server dies mid-petition: on the next start the audio becomes a case."""
+    rig = await start_rig(engine, tmp_path, fake_speech)
+    fake_speech.say("路灯 坏 了")
+    p = await begin_petition(rig, "CA" + "4" * 32)
+    ws_session = aiohttp.ClientSession()
+    ws = await ws_session.ws_connect(ws_url(rig))
+    await ws.send_str(json.dumps(start_message(p)))
+    await stream_audio(ws, tone(3))
+    await asyncio.sleep(0.3)
+    # A crash: the transcript in the database is not final. Simulate by forgetting it.
+    rig.hotline.registry.on_orphan = None
+    await rig.stop()
+    await ws_session.close()
+    from ivr import calls
+
+    calls.mutate(engine, p["callSid"], lambda r, s: s["segments"][p["segment"]].update(final=False, text=""))
+    assert rig.cases() == []
+
+    fake_speech.say("小区 路灯 坏 了")  # what the sweep's transcription of the WAV says
+    rig2 = await start_rig(engine, tmp_path, fake_speech, district=rig.district)
+    try:
+        (case,) = rig2.cases()
+        assert "recovered_after_restart" in case.flags
+        assert case.description == "小区路灯坏了"
+        assert Path(case.audio_path).is_file()
+        session = rig2.call_session(p["callSid"])
+        assert session.outcome == "recovered_case" and session.case_id == case.id
+        # a second start finds nothing more to do
+        assert await rig2.hotline.recover(0) == []
+    finally:
+        await rig2.stop()
