@@ -59,6 +59,9 @@ class CallScript:
     turns: list[Turn] = field(default_factory=list)  # per <Record>
     operator_answers: bool = False
     hangup_after_prompts: int | None = None  # hang up after hearing this many prompts
+    # Pressed at a one-key question that expects an answer (menu, read-back) once
+    # ``digits`` ran out; None = stay silent.
+    default_digit: str | None = None
     call_sid: str = ""
 
 
@@ -247,6 +250,9 @@ class Simulator:
                 if self._heard_enough(script, result):
                     return None, None, True
                 pressed = digits.pop(0) if digits else None
+                if pressed is None and not digits and script.default_digit and \
+                        verb.get("numDigits") == "1" and verb.get("actionOnEmptyResult") == "true":
+                    pressed = script.default_digit
                 action = self._absolute(verb.get("action") or current, current)
                 if pressed:
                     finish = verb.get("finishOnKey", "#")

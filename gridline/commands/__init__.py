@@ -6,7 +6,8 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from gridline.commands import speech
+    from gridline.commands import hotline, speech
 
     app.add_typer(speech.models_app, name="models")
     app.command("transcribe")(speech.transcribe)
+    app.command("simulate-call")(hotline.simulate_call)
