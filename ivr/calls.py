@@ -37,6 +37,7 @@ from core.db import session_scope
 from core.errors import NotFound
 from core.intake import file_petition
 from core.models import Attachment, CallSession, Case, Channel, Grid, GridLevel, Resident
+from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
 from core.texts import status_name
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,6 @@ def _community_of(session, grid_id: int) -> str | None:
 
 
 def _caller(session, phone: str | None) -> dict[str, Any]:
-    from core.routing import normalise_phone, route_by_phone
-
     found = route_by_phone(session, phone) if phone else None
     if found is None:
         return {"known": False}

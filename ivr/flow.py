@@ -147,7 +147,7 @@ class Flow:
         g = r.gather(input="dtmf", num_digits=1, timeout=self.config["menu"]["timeout_s"],
                      action=self.url("/twilio/menu", after="status"), method="POST")
         self.say(g, self.text("status_more"))
-        self.say(r, self.text("goodbye"))
+        self.say(r, self.text("bye"))
         r.hangup()
         return str(r)
 
@@ -158,9 +158,9 @@ class Flow:
                timeout=self.config["operator"]["dial_timeout_s"])
         return str(r)
 
-    def goodbye(self) -> str:
+    def goodbye(self, key: str = "goodbye") -> str:
         r = VoiceResponse()
-        self.say(r, self.text("goodbye"))
+        self.say(r, self.text(key))
         r.hangup()
         return str(r)
 

@@ -71,6 +71,7 @@ class CallResult:
     heard: list[str] = field(default_factory=list)
     case_number: str | None = None
     webhook_latencies: list[float] = field(default_factory=list)
+    webhook_paths: list[str] = field(default_factory=list)  # path of each latency above
     readback_latencies: list[float] = field(default_factory=list)  # caller's # → read-back
     requests: list[tuple[str, dict]] = field(default_factory=list)
     status: str = "completed"
@@ -150,6 +151,7 @@ class Simulator:
             if resp.status != 200:
                 raise RuntimeError(f"{url} answered {resp.status}: {body[:200]}")
         result.webhook_latencies.append(time.perf_counter() - started)
+        result.webhook_paths.append(urlsplit(url).path)
         result.requests.append((url, params))
         return body
 

