@@ -194,33 +194,29 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confide
     )
     result = file_petition(engine, petition_obj, actor="hotline")
     outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
-    _attach_recording(engine, result.case.id, audio_path)
-
-    def record(r: CallSession, s: dict) -> None:
-        r.case_id = result.case.id
-        r.outcome = outcome
-        s["stage"] = "filed"
-
-    mutate(engine, call_sid, record)
+    attachment = _recording(result.case.id, audio_path)
+    with session_scope(engine) as session:  # one transaction: the recording and the call's outcome
+        if attachment is not None and session.exec(select(Attachment.id).where(
+                Attachment.case_id == attachment.case_id, Attachment.path == attachment.path)).first() is None:
+            session.add(attachment)
+        row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()).one()
+        state = copy.deepcopy(row.state or {})
+        state["stage"] = "filed"
+        row.case_id, row.outcome, row.state, row.updated_at = result.case.id, outcome, state, utcnow()
+        session.add(row)
     return Filed(result.case.number, result.created, outcome)
 
 
-def _attach_recording(engine: Engine, case_id: int, audio_path: str | None) -> None:
+def _recording(case_id: int, audio_path: str | None) -> Attachment | None:
     if not audio_path:
-        return
+        return None
     path = Path(audio_path)
-    with session_scope(engine) as session:
-        exists = session.exec(
-            select(Attachment.id).where(Attachment.case_id == case_id, Attachment.path == str(path))
-        ).first()
-        if exists is not None:
-            return
-        size = sha = None
-        if path.is_file():
-            data = path.read_bytes()
-            size, sha = len(data), hashlib.sha256(data).hexdigest()
-        session.add(Attachment(case_id=case_id, kind="recording", path=str(path), mime_type="audio/wav",
-                               size=size, sha256=sha))
+    size = sha = None
+    if path.is_file():
+        data = path.read_bytes()
+        size, sha = len(data), hashlib.sha256(data).hexdigest()
+    return Attachment(case_id=case_id, kind="recording", path=str(path), mime_type="audio/wav", size=size,
+                      sha256=sha)
 
 
 # ---------------------------------------------------------------- status of a case
