@@ -478,6 +478,9 @@ def load_demo(session: Session, *, seed: int = 2026) -> DemoSummary:
     session.add_all(residents)
     session.flush()
 
+    from core.intake import invalidate_routing
+
+    invalidate_routing()  # new grids and gazetteer: this process routes with them at once
     return DemoSummary(
         districts=1,
         streets=len(streets),

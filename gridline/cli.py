@@ -111,6 +111,9 @@ def _import(kind: str, path: Path) -> None:
             count = func(session, path)
     except DomainError as exc:
         _fail(exc.message)
+    from core.intake import invalidate_routing
+
+    invalidate_routing()
     console.print(f"imported {count} {kind} from {path}")
 
 
@@ -217,3 +220,7 @@ _register_optional_commands()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -23,4 +23,9 @@ def build_speech(settings: Settings):  # noqa: ANN201
         log.warning("speech recognition is off: %s", exc)
         return None
     log.info("speech model: %s", transcriber)
+    language = getattr(transcriber.info, "language", None)
+    if language and not language.startswith("zh"):
+        log.warning("speech model %s recognises %r, not Mandarin: residents' words will be mis-heard; "
+                    "set GRIDLINE_SPEECH_MODEL to a Mandarin model (gridline models fetch vosk-model-small-cn-0.22)",
+                    transcriber.info.name, language)
     return SpeechPool(transcriber, workers=settings.speech_workers, recordings=settings.data_dir / "recordings")

@@ -79,6 +79,13 @@ def _truncate_all(engine: Engine) -> None:
 @pytest.fixture(params=_backends())
 def engine(request, tmp_path) -> Iterator[Engine]:
     """A migrated, empty database: SQLite (a copy of a migrated template) or PostgreSQL."""
+    # The process caches routing indexes and the calendar per database URL; the PostgreSQL
+    # URL is the same for every test, its rows are not.
+    from core.intake import invalidate_routing
+    from core.sla import invalidate_calendars
+
+    invalidate_routing()
+    invalidate_calendars()
     if request.param == "sqlite":
         path = tmp_path / "gridline.sqlite3"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)

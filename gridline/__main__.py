@@ -1,0 +1,3 @@
+from gridline.cli import main
+
+main()
