@@ -9,7 +9,11 @@ bot's ``sendMessage`` for it.
 
     .venv/bin/python bench/chat.py --users 200
     .venv/bin/python bench/chat.py --users 200 --no-rate-limit   # without Telegram's 30/s cap
+    .venv/bin/python bench/chat.py --pg postgresql://postgres@127.0.0.1:5432/test
     GRIDLINE_DATABASE_URL=postgresql://... .venv/bin/python bench/chat.py
+
+``--pg <server url>`` makes a database of its own on that server and drops it at the end
+(so runs never see each other's update ids); ``--database-url`` uses the database as is.
 
 Everything runs in one process on one event loop (the fake server and the webhook
 client included), so the figures are a floor, not a ceiling.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -26,12 +31,14 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
+from sqlalchemy import event  # noqa: E402
 
 from chat.web import CHATBOT  # noqa: E402
 from chat.web import setup as setup_chat  # noqa: E402
@@ -55,6 +62,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int)
     url = normalise_database_url(database_url) if database_url else f"sqlite:///{tmp / 'bench.sqlite3'}"
     engine = make_engine(url)
     upgrade(engine)
+    commits = [0]
     with session_scope(engine) as session:
         from sqlmodel import select
 
@@ -100,6 +108,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int)
             by_user: dict[int, list[dict]] = {}
             for uid, update in updates:
                 by_user.setdefault(uid, []).append(update)
+            event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
             t0 = time.time()
             await asyncio.gather(*(resident(uid, mine) for uid, mine in by_user.items()))
             expected = len(updates)
@@ -119,6 +128,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int)
             for sent, got in zip(sends, per_chat.get(uid, []), strict=False):
                 latencies.append(got - sent)
         t_end = max(r.at for r in replies) if replies else time.time()
+        transactions = commits[0]
         await runner.cleanup()
         sock.close()
     engine.dispose()
@@ -130,7 +140,29 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int)
         "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
         "p99_ms": _percentile(latencies, 99) * 1000 if latencies else float("nan"),
         "backend": engine.dialect.name,
+        "transactions": transactions,
     }
+
+
+@contextlib.contextmanager
+def _scratch_pg(server: str):
+    if not server:
+        yield ""
+        return
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    server = normalise_database_url(server)
+    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"gridline_bench_chat_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def main() -> None:
@@ -140,15 +172,19 @@ def main() -> None:
                         help="without PTB's AIORateLimiter (Telegram allows ~30 messages/s per bot)")
     parser.add_argument("--concurrency", type=int, default=64, help="updates handled at once (across chats)")
     parser.add_argument("--database-url", default=os.environ.get("GRIDLINE_DATABASE_URL", ""))
+    parser.add_argument("--pg", default="", help="PostgreSQL server URL: a scratch database is made there")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(run(args.users, not args.no_rate_limit, args.database_url, args.concurrency))
+    with _scratch_pg(args.pg) as url:
+        result = asyncio.run(run(args.users, not args.no_rate_limit, url or args.database_url, args.concurrency))
     limiter = "off" if args.no_rate_limit else "on (Telegram limits)"
     print(f"chat webhook burst: {args.users} residents, {result['updates']} updates, {result['backend']}, "
           f"rate limiter {limiter}")
     print(f"  replies {result['replies']}/{result['updates']} in {result['seconds']:.2f}s "
           f"-> {result['per_second']:.1f} updates/s")
     print(f"  webhook -> reply request: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
+    print(f"  database transactions during the burst: {result['transactions']} "
+          f"({result['transactions'] / max(result['updates'], 1):.2f} per update)")
 
 
 if __name__ == "__main__":

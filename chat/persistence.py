@@ -5,10 +5,16 @@ and per-chat data (namespace ``tg:chat``, key ``<chat id>``), which holds the re
 unfinished petition. User data, bot data and callback data are not kept: the dialog
 does not need them and they would be one more write per update.
 
-Every database call runs in a worker thread (``asyncio.to_thread``): the event loop
-never waits on SQLite or PostgreSQL. Values are JSON (dicts, lists, strings, numbers).
-The application writes changed entries after every update (see ``chat.web``), so a
-restart in the middle of a dialog continues where the resident was.
+PTB hands us changed entries (``update_conversation``, ``update_chat_data``) after every
+update; they are only *buffered* here, and only when they differ from what the database
+already holds (this process loaded it at start and wrote every change since, so it knows).
+``chat.web`` then takes the buffer (``take``) and writes it in the same transaction that
+removes the update from the durable inbox (``chat.inbox``): one transaction per update,
+shared with other chats' updates that finish at the same time, and none for an update that
+changed nothing. ``flush`` (at shutdown) writes whatever is left.
+
+Every database call runs in a worker thread (``asyncio.to_thread``). Values are JSON
+(dicts, lists, strings, numbers); an empty chat data dict is no row.
 """
 
 from __future__ import annotations
@@ -22,16 +28,33 @@ from sqlalchemy import Engine
 from sqlmodel import select
 from telegram.ext import BasePersistence, PersistenceInput
 
-from core.clock import utcnow
+from chat.inbox import write_state
 from core.db import session_scope
 from core.models import ChannelState
 
 CONV = "tg:conv"
 CHAT = "tg:chat"
 
+Key = tuple[str, str]
+_UNKNOWN = object()
+
 
 def _conv_key(name: str, key: tuple) -> str:
     return f"{name}:" + ":".join(str(k) for k in key)
+
+
+def _chat_of(k: Key) -> str:
+    namespace, key = k
+    if namespace == CHAT:
+        return key
+    parts = key.split(":")  # <handler name>:<chat>:<user>
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _json(data: Any) -> Any:
+    # JSON round trip: the column must never hold something json cannot read back, and
+    # the normal form (lists for tuples) makes "unchanged" a plain comparison.
+    return json.loads(json.dumps(data, ensure_ascii=False))
 
 
 class DbPersistence(BasePersistence[dict, dict, dict]):
@@ -41,8 +64,38 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
             update_interval=update_interval,
         )
         self.engine = engine
+        self._known: dict[Key, Any] = {}  # what the database holds (None: no row)
+        self._dirty: dict[Key, Any] = {}  # changes not written yet
 
-    # -- low level ----------------------------------------------------------------------
+    # -- the buffer -----------------------------------------------------------------------
+
+    def _set(self, namespace: str, key: str, data: Any) -> None:
+        k = (namespace, key)
+        value = None if data is None else _json(data)
+        if self._known.get(k) == value and k not in self._dirty:
+            return
+        self._dirty[k] = value
+
+    def take(self, chat_id: int | None = None) -> dict[Key, Any]:
+        """The changes to write now (only those of ``chat_id`` when given: an update's
+        transaction carries its own chat's state, never another chat's half-way one); the
+        caller writes them, or gives them ``back``."""
+        if chat_id is None:
+            writes, self._dirty = self._dirty, {}
+        else:
+            mine = str(chat_id)
+            writes = {k: v for k, v in self._dirty.items() if _chat_of(k) == mine}
+            for k in writes:
+                del self._dirty[k]
+        for k, value in writes.items():
+            self._known[k] = value
+        return writes
+
+    def back(self, writes: dict[Key, Any]) -> None:
+        """A write failed: keep what was not changed again since, for the next write."""
+        for k, value in writes.items():
+            self._known[k] = _UNKNOWN
+            self._dirty.setdefault(k, value)
 
     def _load(self, namespace: str, prefix: str | None = None) -> list[ChannelState]:
         with session_scope(self.engine) as session:
@@ -51,19 +104,9 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
                 stmt = stmt.where(ChannelState.key.startswith(prefix, autoescape=True))
             return list(session.exec(stmt).all())
 
-    def _put(self, namespace: str, key: str, data: Any) -> None:
-        with session_scope(self.engine) as session:
-            row = session.get(ChannelState, (namespace, key))
-            if data is None:
-                if row is not None:
-                    session.delete(row)
-                return
-            if row is None:
-                row = ChannelState(namespace=namespace, key=key)
-            # JSON round trip: the column must never hold something json cannot read back.
-            row.data = json.loads(json.dumps(data, ensure_ascii=False))
-            row.updated_at = utcnow()
-            session.add(row)
+    def _write(self, writes: dict[Key, Any]) -> None:
+        with self.engine.begin() as conn:
+            write_state(conn, writes)
 
     # -- conversations ------------------------------------------------------------------
 
@@ -72,6 +115,7 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
         out: dict[tuple, object] = {}
         for row in rows:
             data = row.data or {}
+            self._known[(CONV, row.key)] = data
             key, state = data.get("key"), data.get("state")
             if isinstance(key, list) and state is not None:
                 out[tuple(key)] = state
@@ -79,7 +123,7 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
 
     async def update_conversation(self, name: str, key: tuple, new_state: object | None) -> None:
         data = None if new_state is None else {"key": list(key), "state": new_state}
-        await asyncio.to_thread(self._put, CONV, _conv_key(name, key), data)
+        self._set(CONV, _conv_key(name, key), data)
 
     # -- chat data ----------------------------------------------------------------------
 
@@ -87,6 +131,7 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
         rows = await asyncio.to_thread(self._load, CHAT)
         out: dict[int, dict] = defaultdict(dict)
         for row in rows:
+            self._known[(CHAT, row.key)] = row.data
             try:
                 out[int(row.key)] = dict(row.data or {})
             except ValueError:
@@ -94,13 +139,13 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
         return out
 
     async def update_chat_data(self, chat_id: int, data: dict) -> None:
-        await asyncio.to_thread(self._put, CHAT, str(chat_id), data or None)
+        self._set(CHAT, str(chat_id), data or None)
 
     async def refresh_chat_data(self, chat_id: int, chat_data: dict) -> None:
         return None  # this process holds the latest copy; nothing to pull
 
     async def drop_chat_data(self, chat_id: int) -> None:
-        await asyncio.to_thread(self._put, CHAT, str(chat_id), None)
+        self._set(CHAT, str(chat_id), None)
 
     # -- not stored ---------------------------------------------------------------------
 
@@ -132,4 +177,10 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
         return None
 
     async def flush(self) -> None:
-        return None  # every write is committed when it is made
+        writes = self.take()
+        if writes:
+            try:
+                await asyncio.to_thread(self._write, writes)
+            except Exception:
+                self.back(writes)
+                raise

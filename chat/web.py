@@ -3,18 +3,24 @@
 ``setup(app, services)`` builds a python-telegram-bot ``Application`` and mounts
 ``POST /telegram/webhook``. Webhook mode (default): no PTB updater; Telegram (or a
 self-hosted Bot API server) posts updates to us with the secret header, we check it,
-queue the update and answer 200 at once; on start we call ``setWebhook``. Polling mode
-(``GRIDLINE_TELEGRAM_MODE=polling``, for development) runs PTB's updater instead. Without
-``GRIDLINE_TELEGRAM_TOKEN`` the bot is off and the rest of Gridline runs.
+write the update to the database and answer 200; on start we call ``setWebhook``.
+Polling mode (``GRIDLINE_TELEGRAM_MODE=polling``, for development) runs PTB's updater
+instead. Without ``GRIDLINE_TELEGRAM_TOKEN`` the bot is off and the rest of Gridline runs.
 
 Around PTB's own machinery:
 
-* every update id is recorded (``SeenMessage``) before it is handled: redeliveries are
-  dropped, in both modes;
+* durable intake (``chat.inbox``): before Telegram hears 200 (webhook), or before the
+  updater's next ``getUpdates`` confirms an update (polling, via ``InboxQueue``), its id is
+  recorded (``SeenMessage``: redeliveries are dropped) and the raw update kept in the
+  inbox; it leaves the inbox when its handlers have run, and on start what is left is
+  replayed in update id order. A crash loses nothing a resident sent;
 * updates of one chat are handled one after another, different chats concurrently
   (``PerChatUpdateProcessor``), database work in threads;
-* conversation state and the resident's draft are written to the database after every
-  update (``DbPersistence``), so a restart continues where the resident was;
+* conversation state and the resident's draft are written with the inbox bookkeeping of
+  the update that changed them, in one transaction (``DbPersistence``, group-committed
+  with other chats' updates), so a restart continues where the resident was;
+* a daily job (``chat_seen_cleanup``) forgets update ids older than a week (Telegram
+  gives up redelivering after 24 hours);
 * outgoing calls go through PTB's ``AIORateLimiter`` (Telegram's 30 messages/s overall,
   20/min per group) with retries on 429.
 """
@@ -44,7 +50,7 @@ from telegram.ext import (
     filters,
 )
 
-from chat import dialog, followup, store
+from chat import dialog, followup, inbox
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply
 from chat.persistence import DbPersistence
@@ -91,22 +97,45 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         return None
 
 
-class GridlineApplication(Application):
-    """PTB's Application plus: drop redelivered updates, persist after every update."""
+class InboxQueue(asyncio.Queue):
+    """The application's update queue. What PTB's updater puts here (polling) is accepted
+    into the durable inbox first, and only then does the updater ask ``getUpdates`` for more
+    (which confirms the update to Telegram); a redelivery is dropped. The webhook and the
+    replay accept updates themselves and use ``put_accepted``."""
 
-    gridline_engine: Any = None
+    accept: Any = None  # async (Update) -> bool, set by ChatBot
+
+    async def put(self, item: object) -> None:
+        if isinstance(item, Update) and self.accept is not None and not await self.accept(item):
+            return
+        await super().put(item)
+
+    def put_accepted(self, update: Update) -> None:
+        self.put_nowait(update)
+
+
+class GridlineApplication(Application):
+    """PTB's Application plus: after an update's handlers, its chat's state and the end of
+    its inbox entry are written in one transaction."""
+
+    gridline_bot: Any = None  # the ChatBot
 
     async def process_update(self, update: object) -> None:
-        if isinstance(update, Update) and self.gridline_engine is not None:
-            fresh = await asyncio.to_thread(store.first_sight, self.gridline_engine, update.update_id)
-            if not fresh:
-                log.info("update %s seen before: ignored", update.update_id)
-                return
+        if not isinstance(update, Update) or self.gridline_bot is None:
+            await super().process_update(update)
+            return
+        handled = False
         try:
             await super().process_update(update)
+            handled = True
+        except Exception:
+            handled = True  # handled badly is still handled: replaying it would fail again
+            raise
         finally:
-            if self.persistence is not None and isinstance(update, Update):
-                await self.update_persistence()
+            # Not after a cancellation (the process is going down): the update stays in the
+            # inbox and is replayed on start.
+            if handled:
+                await self.gridline_bot.finish(update)
 
 
 def webhook_secret(settings: Any) -> str:
@@ -159,6 +188,7 @@ class ChatBot:
         self.deps = Deps(services, CallbackCodec(f"{settings.telegram_token}\0{self.secret}"))
         self.ready = asyncio.Event()
         self._starter: asyncio.Task | None = None
+        self.commits = inbox.GroupCommit(services.engine)
         self.application = self._build(rate_limit, concurrency)
 
     # -- building -----------------------------------------------------------------------
@@ -166,6 +196,8 @@ class ChatBot:
     def _build(self, rate_limit: bool, concurrency: int) -> GridlineApplication:
         settings = self.services.settings
         base_url, base_file_url = api_urls(settings.telegram_api_url)
+        queue = InboxQueue()
+        queue.accept = self._accept_polled
         builder = (
             Application.builder()
             .application_class(GridlineApplication)
@@ -175,6 +207,7 @@ class ChatBot:
             .persistence(DbPersistence(self.services.engine))
             .concurrent_updates(PerChatUpdateProcessor(concurrency))
             .connection_pool_size(max(8, concurrency))
+            .update_queue(queue)
         )
         if self.mode == "webhook":
             builder = builder.updater(None)
@@ -183,7 +216,7 @@ class ChatBot:
         if rate_limit:
             builder = builder.rate_limiter(AIORateLimiter(max_retries=2))
         app: GridlineApplication = builder.build()
-        app.gridline_engine = self.services.engine
+        app.gridline_bot = self
         app.bot_data[DEPS_KEY] = self.deps
         self._add_handlers(app)
         app.add_error_handler(self._on_error)
@@ -232,7 +265,9 @@ class ChatBot:
             await app.bot.set_webhook(url=url, secret_token=self.secret, allowed_updates=ALLOWED_UPDATES,
                                       max_connections=40)
             log.info("telegram webhook set to %s", url)
+            await self._replay()
         else:
+            await self._replay()
             await app.updater.start_polling(timeout=self.poll_timeout, allowed_updates=ALLOWED_UPDATES,
                                             drop_pending_updates=False, poll_interval=0.0)
             log.info("telegram polling started")
@@ -279,6 +314,71 @@ class ChatBot:
                 await self._starter
         self.ready.clear()
         await self._shutdown_app()
+        await self.commits.wait_idle()
+
+    # -- the durable inbox --------------------------------------------------------------
+
+    async def accept(self, update_id: int, data: dict) -> bool:
+        """Keep the update in the database (one transaction, shared with concurrent ones);
+        False for an update id seen before."""
+        fresh = await self.commits.run(inbox.accept_op(update_id, data))
+        if not fresh:
+            log.info("update %s seen before: ignored", update_id)
+        return fresh
+
+    async def _accept_polled(self, update: Update) -> bool:
+        # The updater confirms an update to Telegram with its next getUpdates, which waits
+        # for this: retry (the database may be restarting) rather than lose it.
+        delay = 0.5
+        while True:
+            try:
+                return await self.accept(update.update_id, update.to_dict())
+            except Exception:
+                log.exception("could not keep update %s; retrying in %.1fs", update.update_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def finish(self, update: Update) -> None:
+        """After the handlers: the chat's new state written and the update out of the inbox,
+        in one transaction."""
+        app = self.application
+        chat = update.effective_chat
+        await app.update_persistence()  # fills the persistence's buffer; no I/O
+        writes = app.persistence.take(chat.id if chat else None)
+        try:
+            await self.commits.run(inbox.finish_op(update.update_id, writes))
+        except Exception:
+            app.persistence.back(writes)
+            log.exception("could not record the end of update %s; it will be replayed on start",
+                          update.update_id)
+
+    async def save_chat(self, chat_id: int) -> None:
+        """Write a chat's state changed outside an update (by a job)."""
+        app = self.application
+        app.mark_data_for_update_persistence(chat_ids=chat_id)
+        await app.update_persistence()
+        writes = app.persistence.take(chat_id)
+        try:
+            await self.commits.run(inbox.finish_op(None, writes))
+        except Exception:
+            app.persistence.back(writes)
+            raise
+
+    async def _replay(self) -> None:
+        """Updates accepted but never finished (the process died): handle them now, in the
+        order Telegram numbered them, before any new one."""
+        left = await asyncio.to_thread(inbox.pending, self.services.engine)
+        queue: InboxQueue = self.application.update_queue
+        for update_id, data in left:
+            try:
+                update = Update.de_json(data, self.application.bot)
+            except Exception:
+                log.exception("stored update %s is unreadable; dropped", update_id)
+                await self.commits.run(inbox.finish_op(update_id, {}))
+                continue
+            queue.put_accepted(update)
+        if left:
+            log.warning("replaying %d telegram update(s) left unfinished", len(left))
 
     # -- the webhook --------------------------------------------------------------------
 
@@ -300,7 +400,13 @@ class ChatBot:
         except Exception:
             log.warning("unreadable telegram update %s", data.get("update_id"), exc_info=True)
             return web.Response(status=200)  # redelivering it would not help
-        await self.application.update_queue.put(update)
+        try:
+            fresh = await self.accept(update.update_id, data)
+        except Exception:
+            log.exception("could not keep telegram update %s", update.update_id)
+            return web.Response(status=503, text="try again")  # Telegram redelivers
+        if fresh:
+            self.application.update_queue.put_accepted(update)
         return web.Response(status=200)
 
 
@@ -320,9 +426,28 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     services.jobs.register("survey_chat", jobs.survey_chat)
     services.jobs.register("chat_survey_finish", jobs.chat_survey_finish)
 
+    async def seen_cleanup(job) -> None:  # noqa: ANN001
+        forgotten = await asyncio.to_thread(inbox.forget_seen, services.engine)
+        log.info("forgot %d telegram update id(s) older than %s", forgotten, inbox.SEEN_KEEP)
+
+    services.jobs.register(inbox.CLEANUP_JOB, seen_cleanup)
+
+    async def schedule_cleanup() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(inbox.schedule_cleanup, services.engine)
+                services.jobs.wake()
+            except Exception:  # database restarting: try again later
+                log.exception("could not schedule the chat cleanup")
+            await asyncio.sleep(3600)
+
     async def lifecycle(app: web.Application):
+        ticker = asyncio.get_running_loop().create_task(schedule_cleanup(), name="chat-cleanup-ticker")
         await bot.start()
         yield
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
         await bot.stop()
 
     app.cleanup_ctx.append(lifecycle)

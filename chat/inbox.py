@@ -1,0 +1,203 @@
+"""Durable intake of Telegram updates, and the bot's bookkeeping in as few transactions
+as possible.
+
+An update is *accepted* before Telegram hears 200 (webhook) or before the next
+``getUpdates`` confirms it (polling): one transaction records its id (``SeenMessage``,
+so a redelivery is dropped) and keeps the raw update JSON in the inbox
+(``ChannelState`` namespace ``tg_inbox``, key = update id). When its handlers have run,
+the inbox row is deleted in the same transaction that writes the conversation state and
+draft the update produced (``chat.persistence``), so after a crash the database holds
+either the state before the update and the update still in the inbox, or the state after
+it and no inbox row. On start the inbox is replayed in update id order through the same
+path; the replay skips the ``SeenMessage`` check (those updates were accepted already).
+
+A crash between handling and the final write replays the update: the resident may get a
+reply twice, never none. Filing is idempotent per dialog, so no case is made twice.
+
+Every database call runs in a worker thread. Calls that arrive while a transaction is
+being committed wait and are committed together in the next one (group commit), so a
+burst of updates costs a handful of transactions rather than several per update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from core.clock import utcnow
+from core.models import ChannelState, SeenMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[[Connection], Any]
+
+CHANNEL = "telegram"
+INBOX = "tg_inbox"
+SEEN_KEEP = timedelta(days=7)  # Telegram gives up redelivering an update after 24 hours
+CLEANUP_JOB = "chat_seen_cleanup"
+
+_STATE = ChannelState.__table__
+_SEEN = SeenMessage.__table__
+
+
+def _insert(conn: Connection, table):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+# ---------------------------------------------------------------- operations (sync)
+
+
+def accept_op(update_id: int, data: dict) -> Op:
+    """Record the id and keep the update; the op returns False for a redelivery."""
+
+    def op(conn: Connection) -> bool:
+        now = utcnow()
+        seen = _insert(conn, _SEEN).values(channel=CHANNEL, external_id=str(update_id), at=now)
+        seen = seen.on_conflict_do_nothing(index_elements=["channel", "external_id"]).returning(_SEEN.c.at)
+        if conn.execute(seen).first() is None:  # rowcount is not reliable here (psycopg: -1)
+            return False
+        keep = _insert(conn, _STATE).values(namespace=INBOX, key=str(update_id), data=data, updated_at=now)
+        conn.execute(keep.on_conflict_do_nothing(index_elements=["namespace", "key"]))
+        return True
+
+    return op
+
+
+def write_state(conn: Connection, writes: dict[tuple[str, str], Any]) -> None:
+    """Upsert (or, for None, delete) ``ChannelState`` rows without reading them first."""
+    if not writes:
+        return
+    now = utcnow()
+    rows = [{"namespace": ns, "key": key, "data": data, "updated_at": now}
+            for (ns, key), data in writes.items() if data is not None]
+    if rows:
+        stmt = _insert(conn, _STATE)
+        stmt = stmt.on_conflict_do_update(index_elements=["namespace", "key"],
+                                          set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at})
+        conn.execute(stmt, rows)
+    gone: dict[str, list[str]] = {}
+    for (ns, key), data in writes.items():
+        if data is None:
+            gone.setdefault(ns, []).append(key)
+    for ns, keys in gone.items():
+        conn.execute(delete(_STATE).where(_STATE.c.namespace == ns, _STATE.c.key.in_(keys)))
+
+
+def finish_op(update_id: int | None, writes: dict[tuple[str, str], Any]) -> Op:
+    """The state an update produced, and its inbox row gone, in one transaction."""
+
+    def op(conn: Connection) -> None:
+        write_state(conn, writes)
+        if update_id is not None:
+            conn.execute(delete(_STATE).where(_STATE.c.namespace == INBOX, _STATE.c.key == str(update_id)))
+
+    return op
+
+
+def pending(engine: Engine) -> list[tuple[int, dict]]:
+    """Accepted updates whose handling never finished, oldest first."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_STATE.c.key, _STATE.c.data).where(_STATE.c.namespace == INBOX)).all()
+    out = []
+    for key, data in rows:
+        try:
+            out.append((int(key), data))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: r[0])
+
+
+# ---------------------------------------------------------------- housekeeping
+
+
+def forget_seen(engine: Engine, keep: timedelta = SEEN_KEEP) -> int:
+    """Drop the update ids recorded more than ``keep`` ago; returns how many."""
+    with engine.begin() as conn:
+        result = conn.execute(delete(_SEEN).where(_SEEN.c.channel == CHANNEL, _SEEN.c.at < utcnow() - keep))
+        return result.rowcount or 0
+
+
+def schedule_cleanup(engine: Engine) -> None:
+    """Queue today's cleanup (a no-op when this or another instance already did)."""
+    from core import jobs
+    from core.db import session_scope
+
+    try:
+        with session_scope(engine) as session:
+            jobs.enqueue(session, CLEANUP_JOB, {}, dedupe_key=f"{CLEANUP_JOB}:{utcnow():%Y-%m-%d}")
+    except IntegrityError:
+        pass  # queued at the same moment elsewhere
+
+
+# ---------------------------------------------------------------- group commit
+
+
+class GroupCommit:
+    """Runs small operations off the event loop, committing all those that queue up while
+    a transaction is in flight together in the next one. If a shared transaction fails,
+    its operations are retried one by one so one bad operation cannot fail the others."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = 500):
+        self.engine = engine
+        self.max_batch = max_batch
+        self._waiting: list[tuple[Op, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self.transactions = 0  # for tests and the bench
+
+    async def run(self, op: Op) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((op, future))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="chat-group-commit")
+        return await future
+
+    def _commit(self, ops: list[Op]) -> list[Any]:
+        self.transactions += 1
+        with self.engine.begin() as conn:
+            return [op(conn) for op in ops]
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
+            ops = [op for op, _ in batch]
+            try:
+                results = await asyncio.to_thread(self._commit, ops)
+            except (SQLAlchemyError, ValueError, TypeError) as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc=exc)
+                    continue
+                log.warning("a shared chat transaction failed (%s); retrying its %d parts alone", exc, len(batch))
+                for op, future in batch:
+                    try:
+                        _settle(future, (await asyncio.to_thread(self._commit, [op]))[0])
+                    except (SQLAlchemyError, ValueError, TypeError) as one:
+                        _settle(future, exc=one)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                _settle(future, result)
+
+    async def wait_idle(self) -> None:
+        """Until everything submitted so far is committed (at shutdown)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+
+def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
+    if future.done():  # the caller was cancelled; the work was still done
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
