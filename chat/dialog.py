@@ -210,6 +210,22 @@ async def problem_photo(update: Update, context: Context) -> str:
     return PROBLEM
 
 
+async def location_first(update: Update, context: Context) -> str:
+    """A location before any words (outside a dialog, or while we wait for the problem):
+    keep it as the place and ask what the problem is; "where" is then not asked."""
+    d = deps(context)
+    draft = await _ensure_draft(update, context)
+    language = lang(update)
+    loc = update.effective_message.location
+    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
+    grid = await d.db(store.grid_at, loc.latitude, loc.longitude)
+    draft["place"] = grid
+    where = t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+    await reply(update, f"{where}\n{t(language, 'dialog.ask_problem_there')}", language,
+                reply_markup=ReplyKeyboardRemove())
+    return PROBLEM
+
+
 async def voice_choice(update: Update, context: Context) -> str:
     choice = await _dialog_button(update, context)
     if choice is None:
@@ -228,6 +244,9 @@ async def voice_choice(update: Update, context: Context) -> str:
 
 
 async def ask_where(update: Update, context: Context) -> str:
+    draft = _draft(context)
+    if draft is not None and draft.get("lat") is not None:
+        return await ask_category(update, context)  # the location came first
     language = lang(update)
     await reply(update, t(language, "dialog.ask_where"), language, reply_markup=where_keyboard(language))
     return WHERE
@@ -532,6 +551,7 @@ def _conversation(lead, common, with_buttons, report_button, free_text, voice) -
             MessageHandler(free_text, problem_text),
             MessageHandler(voice, problem_voice),
             MessageHandler(filters.PHOTO, problem_photo),
+            MessageHandler(filters.LOCATION, location_first),
         ],
         states={
             PROBLEM: [
@@ -539,6 +559,7 @@ def _conversation(lead, common, with_buttons, report_button, free_text, voice) -
                 MessageHandler(free_text, problem_text),
                 MessageHandler(voice, problem_voice),
                 MessageHandler(filters.PHOTO, problem_photo),
+                MessageHandler(filters.LOCATION, location_first),
                 *common,
             ],
             VOICE_OK: [

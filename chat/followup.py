@@ -281,9 +281,12 @@ class JobHandlers:
             return
         status = payload.get("status", "")
         number = payload.get("case", "")
-        language = await self.chatbot.deps.db(_language_of_chat, str(chat_id))
         if status == "verified":
             return  # the survey that follows says it
+        if payload.get("action") in ("close", "reopen") and await self.chatbot.deps.db(
+                _answered_in_chat, number, payload["action"], status):
+            return  # the resident's own survey answer: the chat has just thanked them for it
+        language = await self.chatbot.deps.db(_language_of_chat, str(chat_id))
         if status == "closed":
             text = t(language, "follow.notify_closed", number=number)
         elif status == "reopened":
@@ -323,14 +326,35 @@ class JobHandlers:
         """Nobody commented within the wait: record the answers without a comment."""
         payload = job.payload or {}
         d = self.chatbot.deps
+        chat_id = int(payload["chat_id"])
         try:
-            await d.db(store.record_survey, int(payload["survey_id"]), int(payload["chat_id"]),
-                       payload["solved"], payload["satisfied"], None)
+            # Recorded by the system on the resident's behalf: the resident was not thanked
+            # in the chat, so the "closed"/"reopened" notification is not suppressed.
+            await d.db(store.record_survey, int(payload["survey_id"]), chat_id,
+                       payload["solved"], payload["satisfied"], None, actor=f"system:chat-timeout:{chat_id}")
         except store.SurveyRefused:
             return  # answered meanwhile (with a comment or "no thanks")
         app = self.chatbot.application
-        if app is not None:
-            app.chat_data.get(int(payload["chat_id"]), {}).pop("survey_comment", None)
+        if app is not None and app.chat_data.get(chat_id, {}).pop("survey_comment", None) is not None:
+            await self.chatbot.save_chat(chat_id)
+
+
+def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:
+    """Whether the case's latest ``action`` to ``status`` came from the resident answering
+    the survey in this chat (``store.record_survey``'s actor)."""
+    from sqlmodel import select
+
+    from core.models import Case, CaseEvent, CaseStatus
+
+    if status not in CaseStatus.__members__:
+        return False
+    with session_scope(engine) as session:
+        actor = session.exec(
+            select(CaseEvent.actor).join(Case, Case.id == CaseEvent.case_id)
+            .where(Case.number == number, CaseEvent.action == action, CaseEvent.to_status == CaseStatus(status))
+            .order_by(CaseEvent.at.desc(), CaseEvent.id.desc()).limit(1)
+        ).first()
+    return bool(actor) and actor.startswith(store.CHAT_SURVEY_ACTOR)
 
 
 def _language_of_chat(engine, chat_id: str) -> str:

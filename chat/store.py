@@ -14,7 +14,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from core import actions
@@ -28,26 +27,9 @@ from core.models import (
     Grid,
     Household,
     Resident,
-    SeenMessage,
     Survey,
     SurveyStatus,
 )
-
-CHANNEL = "telegram"
-
-
-# ---------------------------------------------------------------- updates
-
-
-def first_sight(engine: Engine, update_id: int) -> bool:
-    """Record an update id; False when it was seen before (a redelivery)."""
-    try:
-        with session_scope(engine) as session:
-            session.add(SeenMessage(channel=CHANNEL, external_id=str(update_id)))
-    except IntegrityError:
-        return False
-    return True
-
 
 # ---------------------------------------------------------------- residents
 
@@ -319,10 +301,13 @@ class SurveyRefused(Exception):
         self.why = why  # "gone", "not_yours", "answered"
 
 
+CHAT_SURVEY_ACTOR = "resident:chat:"  # + chat id: the resident answered with the chat's buttons
+
+
 def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, satisfied: str,
-                  comment: str | None) -> tuple[str, str]:
+                  comment: str | None, *, actor: str | None = None) -> tuple[str, str]:
     """Record the resident's answer; only the chat that owns the case may. Returns
-    (case number, new status)."""
+    (case number, new status). ``actor`` defaults to the resident in this chat."""
     with session_scope(engine) as session:
         survey = session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
         if survey is None:
@@ -335,7 +320,7 @@ def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, sat
             raise SurveyRefused("answered")
         try:
             case = actions.record_survey(session, survey, solved=solved, satisfied=satisfied, comment=comment,
-                                         actor=f"resident:chat:{chat_id}")
+                                         actor=actor or f"{CHAT_SURVEY_ACTOR}{chat_id}")
         except DomainError as exc:
             raise SurveyRefused("answered") from exc
         return case.number, case.status.value

@@ -184,3 +184,60 @@ async def _until(predicate, timeout: float = 5) -> None:
         if loop.time() > end:
             raise AssertionError("condition not met")
         await asyncio.sleep(0.02)
+
+
+async def test_own_survey_answer_is_not_notified_again(harness):
+    """The chat thanks the resident for the answer; the closed/reopened notification the
+    status change queues would say the same again."""
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    closed = _file_case(h.engine, demo, USER, "路灯不亮")
+    reopened = _file_case(h.engine, demo, USER, "井盖丢了")
+    for number in (closed, reopened):
+        _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():
+        pass
+    for number, solved, satisfied, thanks in ((closed, "已解决", "满意", "已结案"),
+                                              (reopened, "没有解决", "不满意", "已重新办理")):
+        await h.reply(USER, number)  # the survey's first question names the case
+        ask = next(m for m in reversed(h.fake.sent_messages(USER)) if number in m["text"] and "解决了吗" in m["text"])
+        data = ask["reply_markup"]["inline_keyboard"][0]
+        button = next(b for b in data if b["text"] == solved)
+        await h.send(h.fake.make_callback_query(USER, button["callback_data"], ask))
+        await h.reply(USER, "您对这次办理满意吗")
+        await h.press(USER, satisfied)
+        await h.press(USER, "不用了")
+        await h.reply(USER, f"诉求 {number} {thanks}")
+    while await h.run_jobs():
+        pass
+    texts = [m["text"] for m in h.fake.sent_messages(USER)]
+    assert not any(f"您的诉求 {closed} 已结案" in t for t in texts)
+    assert not any(f"您的诉求 {reopened} 已重新办理" in t for t in texts)
+
+
+async def test_survey_recorded_after_the_comment_wait_is_notified(harness):
+    """No comment and no "no thanks" within the wait: the answers are recorded by the job,
+    nothing was said in the chat, so the closed notification is sent."""
+    from datetime import timedelta
+
+    from core import clock
+    from core.clock import utcnow
+
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, demo, USER)
+    _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    await h.run_jobs()
+    await h.press(USER, "已解决")
+    await h.press(USER, "满意")
+    await h.reply(USER, "还有什么想补充的吗")
+    clock.freeze(utcnow() + timedelta(minutes=16))
+    while await h.run_jobs():
+        pass
+    await h.reply(USER, f"您的诉求 {number} 已结案")
+    with session_scope(h.engine) as session:
+        case = session.exec(select(Case).where(Case.number == number)).one()
+        assert case.status == CaseStatus.closed
+    assert "survey_comment" not in h.bot.application.chat_data.get(USER, {})

@@ -131,3 +131,24 @@ async def test_english_user_gets_english(harness):
     await h.reply(user, "What is the problem")
     await h.command(user, "cancel")
     await h.reply(user, "Cancelled")
+
+
+async def test_location_first_starts_a_report_there(harness):
+    h = harness
+    demo = h.extra["demo"]
+    user = 7004
+    h.fake.add_user(user, "Lan", language_code="zh-hans")
+    lat, lon = demo.point
+    await h.send(h.fake.make_location_update(lat, lon, user_id=user))
+    ask = await h.reply(user, "这里遇到了什么问题")
+    assert demo.micro_name in ask["text"]
+    await h.say(user, "这里的垃圾桶满了好几天")
+    await h.reply(user, "哪一类问题")  # "where" is not asked again
+    await h.press(user, "其他 / 不确定")
+    summary = await h.reply(user, "请确认")
+    assert demo.micro_name in summary["text"]
+    await h.press(user, "✅ 确认提交")
+    number = _number((await h.reply(user, "诉求已受理"))["text"])
+    case = _case(h.engine, number)
+    assert (case.latitude, case.longitude) == (lat, lon) and case.grid_id == demo.micro_id
+    assert not any("问题发生在哪里" in m["text"] for m in h.fake.sent_messages(user))
