@@ -400,14 +400,20 @@ class ChatBot:
         except Exception:
             log.warning("unreadable telegram update %s", data.get("update_id"), exc_info=True)
             return web.Response(status=200)  # redelivering it would not help
+        # Kept and queued in a task of its own: a dropped connection cancelling this handler
+        # must not leave an update kept (so redeliveries are ignored) but never queued.
+        intake = asyncio.get_running_loop().create_task(self._keep_and_queue(update, data))
+        intake.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved
         try:
-            fresh = await self.accept(update.update_id, data)
+            await asyncio.shield(intake)
         except Exception:
             log.exception("could not keep telegram update %s", update.update_id)
             return web.Response(status=503, text="try again")  # Telegram redelivers
-        if fresh:
-            self.application.update_queue.put_accepted(update)
         return web.Response(status=200)
+
+    async def _keep_and_queue(self, update: Update, data: dict) -> None:
+        if await self.accept(update.update_id, data):
+            self.application.update_queue.put_accepted(update)
 
 
 CHATBOT = web.AppKey("gridline_chatbot", ChatBot)
