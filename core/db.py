@@ -26,7 +26,7 @@ def make_engine(url: str, **kw) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA synchronous=FULL")  # a committed petition survives a power cut
             cur.close()
 
         return engine

@@ -32,7 +32,7 @@ def _engine():
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # file:line stays copyable
     raise typer.Exit(1)
 
 
