@@ -87,7 +87,7 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
         select(
             key_col,
             func.count().filter(counted),
-            _count((Case.dispatched_at.is_not(None) | (Case.responded_on_time.is_not(None)))),
+            _count(Case.dispatched_at.is_not(None) | (Case.responded_on_time.is_not(None))),
             _count(Case.responded_on_time.is_(True)),
             _count(Case.status == CaseStatus.closed),
             _count(Case.resolved_on_time.is_not(None)),
