@@ -61,8 +61,10 @@ def synthetic_cases(session, n: int, seed: int = 7):
     cal = calendar_for(session)
     per_day: dict[str, int] = {}
     descriptions = ["路灯不亮", "下水道堵了", "楼道飞线充电", "邻居噪音扰民", "垃圾没人清运", "井盖松动"]
-    for i in range(n):
-        created = START + timedelta(seconds=rng.randrange(DAYS * 86400))
+    # Sorted, as a live system writes them: a month's cases sit together on disk.
+    offsets = sorted(rng.randrange(DAYS * 86400) for _ in range(n))
+    for i, offset in enumerate(offsets):
+        created = START + timedelta(seconds=offset)
         day = (created + timedelta(hours=8)).strftime("%y%m%d")
         per_day[day] = per_day.get(day, 0) + 1
         grid = micro[i % len(micro)]
@@ -200,6 +202,9 @@ def measure(engine, label: str, n: int) -> dict:
         numbers = [x for (x,) in session.exec(text('SELECT number FROM "case" ORDER BY random() LIMIT 300'))]
 
     clock.freeze(datetime(2026, 11, 20, 2, 0))
+    # One intake first, not timed: it builds the process's routing indexes and calendar.
+    intake.file_petition(engine, actions.Petition(channel=Channel.hotline, description="路灯不亮",
+                                                  idempotency_key="bench-warmup", contact_phone=phones[0]))
     rng = random.Random(3)
     submit_ms, intake_ms = [], []
     for i in range(200):

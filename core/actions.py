@@ -141,8 +141,7 @@ def _event(
     case.status = to_status
     case.updated_at = at
     session.add(case)
-    session.add(event)
-    session.flush()
+    session.add(event)  # flushed with the case at the next query or commit: fewer round trips
     return event
 
 

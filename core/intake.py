@@ -97,6 +97,13 @@ def auto_route(engine: Engine, case_id: int, *, actor: str = "system") -> Intake
 
 
 def route_and_dispatch(session: Session, case: Case, *, actor: str = "system") -> IntakeResult:
+    # The lookups below read grids, workers and rules, never the case being changed, so
+    # its updates can wait for one flush at the end instead of one per query.
+    with session.no_autoflush:
+        return _route_and_dispatch(session, case, actor=actor)
+
+
+def _route_and_dispatch(session: Session, case: Case, *, actor: str) -> IntakeResult:
     from core import routing
 
     rules = load_rules()["intake"]
@@ -125,10 +132,9 @@ def route_and_dispatch(session: Session, case: Case, *, actor: str = "system") -
         actions.set_flags(session, case, actor=actor, add=("needs_triage",))
         return IntakeResult(case, True, False, route.reason)
     try:
-        with session.begin_nested():
-            actions.dispatch(session, case, actor=actor, reason=route.reason)
+        # dispatch refuses (no one on duty, say) before it changes anything
+        actions.dispatch(session, case, actor=actor, reason=route.reason)
     except DomainError as exc:
-        session.refresh(case)
         actions.set_flags(session, case, actor=actor, add=("needs_triage",))
         log.warning("case %s not dispatched: %s", case.number, exc)
         return IntakeResult(case, True, False, route.reason)
