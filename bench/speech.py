@@ -253,8 +253,17 @@ def main() -> None:
         all_lat += lat
     if all_lat:
         p95 = pct(all_lat, 95)
-        result(f"end of audio -> final, p95 ({len(all_lat)} calls)", f"{p95 * 1000:.0f} ms",
-               p95 < 0.3, "< 300 ms")
+        result(f"end of audio -> final at capacity ({best} streams), p95 ({len(all_lat)} calls)",
+               f"{p95 * 1000:.0f} ms", p95 < 0.3, "< 300 ms")
+    # The same at half capacity: the everyday load a hotline is sized for.
+    half = max(1, best // 2)
+    half_lat: list[float] = []
+    while len(half_lat) < 10:
+        lat, _ = asyncio.run(realtime_trial(t, short, half, cores, probe=False))
+        half_lat += lat
+    p95 = pct(half_lat, 95)
+    result(f"end of audio -> final at half capacity ({half} streams), p95 ({len(half_lat)} calls)",
+           f"{p95 * 1000:.0f} ms", p95 < 0.3, "< 300 ms")
     if best_http:
         p99 = pct(best_http, 99)
         result(f"HTTP route p99 with {best} streams ({len(best_http)} req)", f"{p99 * 1000:.1f} ms",
