@@ -78,16 +78,22 @@ def file_petition(engine: Engine, petition: actions.Petition, *, actor: str = "s
     dispatch it. Whatever goes wrong in routing rolls back to the savepoint: the case
     itself is committed and waits in triage. One commit keeps intake to one disk flush."""
     with session_scope(engine) as session:
-        case, created = actions.submit_petition(session, petition, actor=actor)
-        if not created or case.status != CaseStatus.received:
-            return IntakeResult(case, created, case.status != CaseStatus.received)
-        try:
-            with session.begin_nested():
-                return route_and_dispatch(session, case, actor=actor)
-        except Exception:  # the case is safe in triage; an operator will route it
-            log.exception("auto-routing of case %s failed; left in triage", case.number)
-            session.refresh(case)
-            return IntakeResult(case, True, False)
+        return file_petition_in(session, petition, actor=actor)
+
+
+def file_petition_in(session: Session, petition: actions.Petition, *, actor: str = "system") -> IntakeResult:
+    """``file_petition`` inside the caller's transaction, for a channel that records its
+    own bookkeeping (the call session, an attachment) in the same commit."""
+    case, created = actions.submit_petition(session, petition, actor=actor)
+    if not created or case.status != CaseStatus.received:
+        return IntakeResult(case, created, case.status != CaseStatus.received)
+    try:
+        with session.begin_nested():
+            return route_and_dispatch(session, case, actor=actor)
+    except Exception:  # the case is safe in triage; an operator will route it
+        log.exception("auto-routing of case %s failed; left in triage", case.number)
+        session.refresh(case)
+        return IntakeResult(case, True, False)
 
 
 def auto_route(engine: Engine, case_id: int, *, actor: str = "system") -> IntakeResult:

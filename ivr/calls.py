@@ -11,7 +11,7 @@ Synchronous functions (run them with ``asyncio.to_thread``). A call's progress l
                             "final", "ended_by", "segments"}}  (written by the stream)
     counters     menu_tries, confirm_tries, status_tries, wait_round
 
-Case state is never touched here except through ``core.intake.file_petition``.
+Case state is never touched here except through ``core.intake.file_petition_in``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from core import actions
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import NotFound
-from core.intake import file_petition
+from core.intake import file_petition_in
 from core.models import Attachment, CallSession, Case, Channel, Grid, GridLevel, Resident
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
 from core.texts import status_name
@@ -192,10 +192,11 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confide
         address_text=address_text,
         flags=tuple(flags),
     )
-    result = file_petition(engine, petition_obj, actor="hotline")
     outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
-    attachment = _recording(result.case.id, audio_path)
-    with session_scope(engine) as session:  # one transaction: the recording and the call's outcome
+    # One transaction, one disk flush: the case, its recording and the call's outcome.
+    with session_scope(engine) as session:
+        result = file_petition_in(session, petition_obj, actor="hotline")
+        attachment = _recording(result.case.id, audio_path)
         if attachment is not None and session.exec(select(Attachment.id).where(
                 Attachment.case_id == attachment.case_id, Attachment.path == attachment.path)).first() is None:
             session.add(attachment)

@@ -12,7 +12,9 @@ queue until a worker is free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +149,16 @@ class PooledStream:
             self._segments.put_nowait(None)
 
 
+SPEECH_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    """Recognition yields the CPU to webhooks and database work when cores are busy: on
+    Linux a thread has its own nice value. Elsewhere this is a no-op."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SPEECH_NICENESS)
+
+
 class SpeechPool:
     """Bounded async facade over a ``Transcriber``.
 
@@ -163,7 +175,8 @@ class SpeechPool:
         self.transcriber = transcriber
         self.workers = workers or os.cpu_count() or 1
         self.recordings = Path(recordings) if recordings else None
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="speech")
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="speech",
+                                            initializer=_lower_thread_priority)
         self._in_flight = 0
 
     @property

@@ -152,3 +152,23 @@ async def test_http_stays_fast_while_real_streams_decode(ko_transcriber, speech)
     assert len(latencies) > 20
     assert sorted(latencies)[int(len(latencies) * 0.95)] < 0.1
     assert all(t.text == transcripts[0].text and t.text for t in transcripts)
+
+
+async def test_recognition_threads_yield_the_cpu_to_webhooks():
+    import os
+    import sys
+
+    from speech_models.pool import SPEECH_NICENESS
+
+    pool = SpeechPool(FakeTranscriber(), workers=1)
+    try:
+        loop = asyncio.get_running_loop()
+        own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        theirs = await loop.run_in_executor(
+            pool._executor, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    finally:
+        await pool.close()
+    if sys.platform.startswith("linux"):
+        assert theirs == min(own + SPEECH_NICENESS, 19)
+    else:
+        assert theirs >= own
