@@ -122,11 +122,13 @@ class PooledStream:
         if self._transcript is not None:
             return self._transcript
         self._closing = True
-        try:
-            while self._job is not None:
-                await asyncio.shield(self._job)
-        except Exception:
-            pass  # the error is kept in self._error
+        while self._job is not None:
+            job = self._job
+            with contextlib.suppress(Exception):  # the error is kept in self._error
+                await asyncio.shield(job)
+            # Awaiting a finished future does not yield, so its done-callback (which clears
+            # or replaces _job) would never run and this loop would spin: yield once.
+            await asyncio.sleep(0)
         try:
             if self._error is not None:
                 raise self._error

@@ -172,3 +172,25 @@ async def test_recognition_threads_yield_the_cpu_to_webhooks():
         assert theirs == min(own + SPEECH_NICENESS, 19)
     else:
         assert theirs >= own
+
+
+def test_finish_right_after_a_job_completes_does_not_spin():
+    """finish() called when the last recognition job has a result but its done-callback
+    has not run yet (both queued in the same loop iteration) must still return."""
+    outcome: dict = {}
+
+    async def scenario():
+        pool = SpeechPool(FakeTranscriber(default="好的"), workers=1)
+        stream = await pool.open_stream(8000, encoding="mulaw")
+        job = asyncio.get_running_loop().create_future()
+        job.add_done_callback(stream._done)
+        job.set_result([])  # result set; _done is only scheduled
+        stream._job = job
+        outcome["text"] = (await stream.finish()).text
+        await pool.close()
+
+    runner = threading.Thread(target=lambda: asyncio.run(scenario()), daemon=True)
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive(), "finish() is spinning on a finished job"
+    assert outcome["text"] == "好的"
