@@ -15,22 +15,7 @@ from core.calendar import (
     parse_hours,
     sync_calendar_days,
 )
-
-SHANGHAI = timedelta(hours=8)
-
-
-def utc(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:
-    """Naive UTC for a Shanghai wall-clock time (tests read in local time)."""
-    return datetime(y, m, d, hh, mm) - SHANGHAI
-
-
-def local(dt: datetime) -> datetime:
-    return dt + SHANGHAI
-
-
-@pytest.fixture(scope="module")
-def cal() -> WorkingCalendar:
-    return WorkingCalendar.from_rows(load_calendar_file(DATA_DIR / "calendar_2026.toml"))
+from tests.core.shanghai import local, utc
 
 
 def test_calendar_file_matches_the_state_council_notice():

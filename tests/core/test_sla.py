@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pytest
-
-from core.calendar import DATA_DIR, WorkingCalendar, load_calendar_file, sync_calendar_days
+from core.calendar import DATA_DIR, load_calendar_file, sync_calendar_days
 from core.models import Case, Category, CategorySla, Channel, GridLevel, Urgency
 from core.sla import (
     Deadlines,
@@ -19,21 +17,7 @@ from core.sla import (
     on_time,
     sla_colour,
 )
-
-SHANGHAI = timedelta(hours=8)
-
-
-def utc(y: int, m: int, d: int, hh: int = 0, mm: int = 0) -> datetime:
-    return datetime(y, m, d, hh, mm) - SHANGHAI
-
-
-def local(dt: datetime) -> datetime:
-    return dt + SHANGHAI
-
-
-@pytest.fixture(scope="module")
-def cal() -> WorkingCalendar:
-    return WorkingCalendar.from_files([DATA_DIR / "calendar_2026.toml"])
+from tests.core.shanghai import local, utc
 
 
 def test_default_slas_come_from_rules():
