@@ -144,14 +144,8 @@ async def problem_voice(update: Update, context: Context) -> str:
         return PROBLEM
     with contextlib.suppress(TelegramError):
         await update.effective_chat.send_action(ChatAction.TYPING)
-    try:
-        stored = await media.download(context.bot, voice.file_id, voice.file_size, "voice", ".oga", d.data_dir)
-    except media.TooBig:
-        await reply(update, t(language, "dialog.file_too_big", mb=20), language)
-        return PROBLEM
-    except media.DownloadFailed as exc:
-        log.warning("voice download failed: %s", exc)
-        await reply(update, t(language, "dialog.download_failed"), language)
+    stored = await _fetch(update, context, voice, "voice", ".oga", language)
+    if stored is None:
         return PROBLEM
     att = await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
     draft["voice"] = stored.path
@@ -180,6 +174,19 @@ async def problem_voice(update: Update, context: Context) -> str:
     return VOICE_OK
 
 
+async def _fetch(update: Update, context: Context, file, kind: str, ext: str, language: str):  # noqa: ANN001, ANN202
+    """Download a resident's file into the data directory; ``None`` once they have been
+    told why it could not be (too big for the Bot API, or the download failed)."""
+    try:
+        return await media.download(context.bot, file.file_id, file.file_size, kind, ext, deps(context).data_dir)
+    except media.TooBig:
+        await reply(update, t(language, "dialog.file_too_big", mb=20), language)
+    except media.DownloadFailed as exc:
+        log.warning("%s download failed: %s", kind, exc)
+        await reply(update, t(language, "dialog.download_failed"), language)
+    return None
+
+
 async def problem_photo(update: Update, context: Context) -> str:
     d = deps(context)
     draft = await _ensure_draft(update, context)
@@ -189,14 +196,8 @@ async def problem_photo(update: Update, context: Context) -> str:
         await reply(update, t(language, "dialog.photo_too_many", max=MAX_PHOTOS), language)
         return PROBLEM
     largest = message.photo[-1]
-    try:
-        stored = await media.download(context.bot, largest.file_id, largest.file_size, "photo", ".jpg", d.data_dir)
-    except media.TooBig:
-        await reply(update, t(language, "dialog.file_too_big", mb=20), language)
-        return PROBLEM
-    except media.DownloadFailed as exc:
-        log.warning("photo download failed: %s", exc)
-        await reply(update, t(language, "dialog.download_failed"), language)
+    stored = await _fetch(update, context, largest, "photo", ".jpg", language)
+    if stored is None:
         return PROBLEM
     att = await d.db(store.save_attachment, "photo", stored.path, "image/jpeg", stored.size, stored.sha256)
     draft["photos"].append(stored.path)
