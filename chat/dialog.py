@@ -211,17 +211,22 @@ async def problem_photo(update: Update, context: Context) -> str:
     return PROBLEM
 
 
+async def _keep_location(update: Update, context: Context, language: str) -> str:
+    """Store the shared point and its micro grid in the draft; returns the sentence
+    telling the resident which grid that is (or that it lies outside every grid)."""
+    draft = await _ensure_draft(update, context)
+    loc = update.effective_message.location
+    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
+    grid = await deps(context).db(store.grid_at, loc.latitude, loc.longitude)
+    draft["place"] = grid
+    return t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+
+
 async def location_first(update: Update, context: Context) -> str:
     """A location before any words (outside a dialog, or while we wait for the problem):
     keep it as the place and ask what the problem is; "where" is then not asked."""
-    d = deps(context)
-    draft = await _ensure_draft(update, context)
     language = lang(update)
-    loc = update.effective_message.location
-    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
-    grid = await d.db(store.grid_at, loc.latitude, loc.longitude)
-    draft["place"] = grid
-    where = t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+    where = await _keep_location(update, context, language)
     await reply(update, f"{where}\n{t(language, 'dialog.ask_problem_there')}", language,
                 reply_markup=ReplyKeyboardRemove())
     return PROBLEM
@@ -254,14 +259,8 @@ async def ask_where(update: Update, context: Context) -> str:
 
 
 async def where_location(update: Update, context: Context) -> str:
-    d = deps(context)
-    draft = await _ensure_draft(update, context)
     language = lang(update)
-    loc = update.effective_message.location
-    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
-    grid = await d.db(store.grid_at, loc.latitude, loc.longitude)
-    draft["place"] = grid
-    text = t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+    text = await _keep_location(update, context, language)
     await reply(update, text, language, reply_markup=main_menu(language))
     return await ask_category(update, context)
 
