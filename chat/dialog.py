@@ -415,15 +415,14 @@ async def submit(update: Update, context: Context) -> str:
         resident_id=draft.get("resident"),
         transcript=draft.get("transcript"),
         transcript_confidence=draft.get("confidence"),
-        audio_path=draft.get("voice"),
-        photos=list(draft["photos"]) or None,
+        attachment_ids=tuple(draft["attachments"]),
         latitude=draft.get("lat"),
         longitude=draft.get("lon"),
         address_text=draft.get("address_text"),
         category_code=draft.get("category"),
     )
     try:
-        filed = await d.db(store.file, petition, list(draft["attachments"]))
+        filed = await d.db(store.file, petition)
     except Exception:
         log.exception("filing the petition of chat %s failed", chat_id)
         await reply(update, t(language, "dialog.filing_failed"), language)

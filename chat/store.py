@@ -19,7 +19,7 @@ from sqlmodel import select
 from core import actions
 from core.db import session_scope
 from core.errors import DomainError, NotFound
-from core.intake import file_petition, suggest_categories
+from core.intake import file_petition_in, suggest_categories
 from core.models import (
     Attachment,
     Case,
@@ -73,6 +73,7 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
     from core.routing import normalise_phone, phone_variants
 
     normal = normalise_phone(phone) or phone.strip()
+    actor = f"resident:chat:{chat_id}"
     with session_scope(engine) as session:
         registered = session.exec(
             select(Resident)
@@ -81,15 +82,16 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
         ).all()
         for resident in registered:
             if resident.chat_id in (None, "", str(chat_id)):
-                resident.chat_id = str(chat_id)
-                resident.language = language
-                session.add(resident)
+                actions.link_chat(session, resident, str(chat_id), actor=actor, language=language)
                 household = session.get(Household, resident.household_id)
                 return household.address if household else None
         own = _chat_residents(session, chat_id)
-        resident = own[0] if own else Resident(chat_id=str(chat_id), language=language, name=name)
-        resident.phone = normal
-        session.add(resident)
+        if own:
+            resident = own[0]
+        else:
+            resident = Resident(chat_id=str(chat_id), language=language, name=name)
+            session.add(resident)
+        actions.set_phone(session, resident, normal, actor=actor)
         return None
 
 
@@ -200,16 +202,12 @@ class Filed:
     due: datetime | None
 
 
-def file(engine: Engine, petition: actions.Petition, attachment_ids: list[int]) -> Filed:
-    """Durable first: the case is written (idempotently) before routing is tried."""
-    result = file_petition(engine, petition, actor="resident:chat")
+def file(engine: Engine, petition: actions.Petition) -> Filed:
+    """Durable first: the case and its files are written (idempotently) in one transaction,
+    routing behind a savepoint in it."""
     with session_scope(engine) as session:
-        case = session.get(Case, result.case.id)
-        if attachment_ids:
-            for att in session.exec(select(Attachment).where(Attachment.id.in_(attachment_ids))).all():
-                if att.case_id is None:
-                    att.case_id = case.id
-                    session.add(att)
+        result = file_petition_in(session, petition, actor="resident:chat")
+        case = result.case
         grid = session.get(Grid, case.grid_id) if case.grid_id else None
         return Filed(case.number, result.created, result.dispatched, grid.name if grid else None,
                      case.resolution_due)
@@ -288,11 +286,12 @@ def survey_view(engine: Engine, survey_id: int) -> SurveyView | None:
 
 
 def count_attempt(engine: Engine, survey_id: int) -> None:
+    """The survey's questions were sent to the resident's chat: one attempt, on the case's timeline."""
     with session_scope(engine) as session:
         survey = session.get(Survey, survey_id)
-        if survey is not None:
-            survey.attempts += 1
-            session.add(survey)
+        if survey is not None and survey.status == SurveyStatus.pending:
+            actions.survey_attempt(session, survey, actor="system:chat", outcome="sent",
+                                   data={"channel": "chat"})
 
 
 class SurveyRefused(Exception):

@@ -205,8 +205,7 @@ class Case(SQLModel, table=True):
     # [{"text", "start", "end", "confidence"}] as recognised; description holds the reviewed text.
     transcript: list[dict] | None = json_column()
     transcript_confidence: float | None = None
-    audio_path: str | None = Field(default=None, max_length=512)
-    photos: list[str] | None = json_column()
+    # Recordings, voice notes and photos are Attachment rows: the one record of a case's files.
     flags: list[str] | None = json_column()
 
     latitude: float | None = None
@@ -349,7 +348,9 @@ class SeenMessage(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
-    """A file a resident sent (photo, voice note, recording) kept under the data directory."""
+    """A file of a case (the caller's recording, a voice note, a photo) kept under the data
+    directory. ``path`` is relative to the data directory (``core.storage``). A file a
+    resident sent before the case existed waits here with no case until it is filed."""
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
@@ -359,3 +360,19 @@ class Attachment(SQLModel, table=True):
     size: int | None = None
     sha256: str | None = Field(default=None, max_length=64)
     created_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who changed what outside a case (a resident's link, a user, a worker) and who looked
+    at personal data, from where. Case changes are ``CaseEvent`` rows."""
+
+    __table_args__ = (Index("ix_auditentry_target", "target_type", "target_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: NaiveDatetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=48)
+    target_type: str = Field(max_length=32)
+    target_id: str | None = Field(default=None, max_length=64)
+    detail: dict | None = json_column()
+    remote: str | None = Field(default=None, max_length=64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from core.actions import OWNED
-from core.models import Case, CaseStatus, Resident
+from core.models import Attachment, Case, CaseStatus, Resident
 
 
 def worker_queue(session: Session, worker_id: int, limit: int = 100) -> list[Case]:
@@ -30,3 +30,12 @@ def resident_cases(session: Session, resident_id: int, limit: int = 20) -> list[
 
 def resident_by_chat(session: Session, chat_id: str) -> Resident | None:
     return session.exec(select(Resident).where(Resident.chat_id == str(chat_id))).first()
+
+
+def case_files(session: Session, case_id: int, kind: str | None = None) -> list[Attachment]:
+    """A case's files (recordings, voice notes, photos), oldest first; paths are relative to
+    the data directory (``core.storage.resolve``)."""
+    stmt = select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.id)
+    if kind is not None:
+        stmt = stmt.where(Attachment.kind == kind)
+    return list(session.exec(stmt).all())

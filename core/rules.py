@@ -23,8 +23,10 @@ DEFAULTS: dict[str, Any] = {
         "role_order": ["grid_worker", "grid_leader", "micro_leader"],
     },
     "survey": {
-        "max_attempts": 3,
-        "retry_after_minutes": 120,
+        "solved_scale": ["solved", "partly", "not"],
+        "satisfied_scale": ["satisfied", "basically", "not"],
+        "closes_when_solved": ["solved", "partly"],
+        "closes_when_satisfied": ["satisfied", "basically"],
         # Dissatisfaction reopens the case this many times; after that it also escalates.
         "reopen_without_escalation": 1,
     },

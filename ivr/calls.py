@@ -36,8 +36,9 @@ from core.clock import utcnow
 from core.db import session_scope
 from core.errors import NotFound
 from core.intake import file_petition_in
-from core.models import Attachment, CallSession, Case, Channel, Grid, GridLevel, Resident
+from core.models import CallSession, Case, Channel, Grid, GridLevel, Resident
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
+from core.storage import resolve, stored_path
 from core.texts import status_name
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Filed:
 
 
 def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confidence: float,
-              hung_up: bool = False, recovered: bool = False) -> Filed:
+              hung_up: bool = False, recovered: bool = False, data_dir: Path | None = None) -> Filed:
     """Turn what the caller said into a case through the core intake (idempotent per CallSid).
 
     A caller who hung up (or a call found by the recovery sweep) needs ``min_speech_s`` of
@@ -188,7 +189,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confide
         resident_id=caller.get("resident_id"),
         transcript=seg.get("segments") or None,
         transcript_confidence=float(confidence) if confidence is not None else None,
-        audio_path=audio_path,
+        files=_recording(audio_path, data_dir),
         address_text=address_text,
         flags=tuple(flags),
     )
@@ -196,10 +197,6 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confide
     # One transaction, one disk flush: the case, its recording and the call's outcome.
     with session_scope(engine) as session:
         result = file_petition_in(session, petition_obj, actor="hotline")
-        attachment = _recording(result.case.id, audio_path)
-        if attachment is not None and session.exec(select(Attachment.id).where(
-                Attachment.case_id == attachment.case_id, Attachment.path == attachment.path)).first() is None:
-            session.add(attachment)
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()).one()
         state = copy.deepcopy(row.state or {})
         state["stage"] = "filed"
@@ -208,16 +205,17 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confide
     return Filed(result.case.number, result.created, outcome)
 
 
-def _recording(case_id: int, audio_path: str | None) -> Attachment | None:
+def _recording(audio_path: str | None, data_dir: Path | None) -> tuple[actions.FileRef, ...]:
+    """The caller's recording as a file of the case, stored relative to the data directory."""
     if not audio_path:
-        return None
-    path = Path(audio_path)
+        return ()
+    path = resolve(audio_path, data_dir)
     size = sha = None
     if path.is_file():
         data = path.read_bytes()
         size, sha = len(data), hashlib.sha256(data).hexdigest()
-    return Attachment(case_id=case_id, kind="recording", path=str(path), mime_type="audio/wav", size=size,
-                      sha256=sha)
+    return (actions.FileRef(kind="recording", path=stored_path(path, data_dir), mime_type="audio/wav",
+                            size=size, sha256=sha),)
 
 
 # ---------------------------------------------------------------- status of a case

@@ -72,14 +72,16 @@ def _redo_transcript(engine: Engine, call_sid: str, speech: Any, speech_rms: flo
     calls.mutate(engine, call_sid, write)
 
 
-def sweep(engine: Engine, speech: Any, flow: dict, min_age_s: float = 0.0) -> list[calls.Filed]:
+def sweep(engine: Engine, speech: Any, flow: dict, min_age_s: float = 0.0,
+          data_dir: Path | None = None) -> list[calls.Filed]:
     """File every pending call; returns what happened to each."""
     out = []
     for call_sid in pending_calls(engine, min_age_s):
         try:
             _redo_transcript(engine, call_sid, speech, float(flow["stream"]["speech_rms"]))
             filed = calls.file_case(engine, call_sid, min_speech_s=flow["petition"]["min_speech_s"],
-                                    low_confidence=flow["petition"]["low_confidence"], recovered=True)
+                                    low_confidence=flow["petition"]["low_confidence"], recovered=True,
+                                    data_dir=data_dir)
             log.info("recovered call %s: %s %s", call_sid, filed.outcome, filed.number or "")
             out.append(filed)
         except Exception:

@@ -113,7 +113,8 @@ class Hotline:
         async with self.registry.lock(call_sid):
             return await self.db(calls.file_case, self.engine, call_sid,
                                  min_speech_s=self.petition_cfg["min_speech_s"],
-                                 low_confidence=self.petition_cfg["low_confidence"], hung_up=hung_up)
+                                 low_confidence=self.petition_cfg["low_confidence"], hung_up=hung_up,
+                                 data_dir=self.settings.data_dir)
 
     async def file_and_say(self, call_sid: str) -> str:
         filed = await self.file(call_sid)
@@ -425,7 +426,8 @@ class Hotline:
         self._sweeper = asyncio.create_task(self._sweep_periodically())
 
     async def recover(self, min_age_s: float) -> list[calls.Filed]:
-        return await self.db(sweep, self.engine, self.services.speech, self.config.data, min_age_s)
+        return await self.db(sweep, self.engine, self.services.speech, self.config.data, min_age_s,
+                             self.settings.data_dir)
 
     async def _sweep_periodically(self) -> None:
         every = float(self.config["recovery"]["sweep_every_s"])

@@ -13,11 +13,24 @@ if engine is None:  # `alembic` run by hand: take the URL from the settings
 
     engine = make_engine(get_settings().effective_database_url)
 
-with engine.begin() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=SQLModel.metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
-    context.run_migrations()
+with engine.connect() as connection:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch migrations rebuild a table (copy, drop, rename); with foreign keys enforced
+        # SQLite refuses to drop a table others point at. The pragma only works outside a
+        # transaction, and is restored below; the rebuilt tables keep their constraints.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
+        with connection.begin():
+            context.configure(
+                connection=connection,
+                target_metadata=SQLModel.metadata,
+                render_as_batch=sqlite,
+                compare_type=True,
+            )
+            context.run_migrations()
+    finally:
+        if sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()

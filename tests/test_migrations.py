@@ -42,3 +42,33 @@ def test_upgrade_from_empty_matches_models_and_downgrades(empty_engine):
     assert set(inspect(empty_engine).get_table_names()) <= {"alembic_version"}
     upgrade(empty_engine)  # and up again: nothing left behind by the downgrade
     assert inspect(empty_engine).has_table("case")
+
+
+def test_0002_turns_case_files_into_attachments_and_back(empty_engine):
+    """Cases filed before 0002 keep their recording and photos, as Attachment rows."""
+    upgrade(empty_engine, "0001")
+    with empty_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO \"case\" (number, channel, status, description, audio_path, photos, urgency, "
+            "reopen_count, escalation_count, created_at, updated_at) VALUES "
+            "('2611010001', 'hotline', 'received', '', '/nowhere/rec.wav', NULL, 'normal', 0, 0, "
+            "'2026-11-01 01:00:00', '2026-11-01 01:00:00'), "
+            "('2611010002', 'chat', 'received', '灯坏了', NULL, '[\"chat/2026/11/photo-a.jpg\"]', 'normal', 0, 0, "
+            "'2026-11-01 02:00:00', '2026-11-01 02:00:00')"))
+        # the chat already had an Attachment row for its photo: it must not be doubled
+        conn.execute(text(
+            "INSERT INTO attachment (case_id, kind, path, created_at) SELECT id, 'photo', "
+            "'chat/2026/11/photo-a.jpg', created_at FROM \"case\" WHERE number = '2611010002'"))
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT c.number, a.kind, a.path FROM attachment a JOIN \"case\" c ON c.id = a.case_id "
+            "ORDER BY c.number, a.id")).all()
+    assert [tuple(r) for r in rows] == [
+        ("2611010001", "recording", "/nowhere/rec.wav"),
+        ("2611010002", "photo", "chat/2026/11/photo-a.jpg"),
+    ]
+    downgrade(empty_engine, "0001")
+    with empty_engine.connect() as conn:
+        back = conn.execute(text("SELECT number, audio_path FROM \"case\" ORDER BY number")).all()
+    assert [tuple(r) for r in back] == [("2611010001", "/nowhere/rec.wav"), ("2611010002", None)]

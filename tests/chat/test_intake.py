@@ -111,13 +111,11 @@ async def test_photo_with_caption_is_stored_and_linked(harness):
     await h.press(user, "✅ 确认提交")
     number = _number((await h.reply(user, "诉求已受理"))["text"])
     case = _case(h.engine, number)
-    assert case.photos and len(case.photos) == 1
-    stored = h.services.settings.data_dir / case.photos[0]
-    assert stored.read_bytes() == jpeg
-    assert case.photos[0].startswith("chat/")
     with session_scope(h.engine) as session:
         att = session.exec(select(Attachment).where(Attachment.case_id == case.id)).one()
         assert att.kind == "photo" and att.size == len(jpeg)
+    assert att.path.startswith("chat/")  # relative to the data directory
+    assert (h.services.settings.data_dir / att.path).read_bytes() == jpeg
 
 
 async def test_english_user_gets_english(harness):

@@ -47,8 +47,8 @@ async def test_voice_note_intake_with_fake_mandarin_transcriber(harness, mandari
         case = session.exec(select(Case).where(Case.number == number)).one()
         assert case.description == "3号楼门口的路灯坏了"
         assert case.transcript and case.transcript_confidence == pytest.approx(0.9)
-        assert (h.services.settings.data_dir / case.audio_path).read_bytes() == mandarin_note
         att = session.exec(select(Attachment).where(Attachment.case_id == case.id)).one()
+        assert (h.services.settings.data_dir / att.path).read_bytes() == mandarin_note
         assert att.kind == "voice" and att.mime_type == "audio/ogg"
     # PyAV really decoded it: the fake saw the decoded audio's duration.
     assert fake_asr.transcripts[-1].duration > 0.5

@@ -117,6 +117,14 @@ class Rig:
         with session_scope(self.engine) as s:
             return list(s.exec(select(Case).order_by(Case.id)).all())
 
+    def recordings(self, case: Case) -> list[Path]:
+        """The case's recordings on disk, in the order they were attached."""
+        from core.queries import case_files
+        from core.storage import resolve
+
+        with session_scope(self.engine) as s:
+            return [resolve(a.path, self.settings.data_dir) for a in case_files(s, case.id, "recording")]
+
     async def stop(self) -> None:
         await self.runner.cleanup()
 

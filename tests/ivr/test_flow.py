@@ -3,12 +3,11 @@ websocket streaming audio, the fake transcriber for what the caller says."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlmodel import select
 
 from core.db import session_scope
 from core.models import Attachment, CaseEvent, CaseStatus
+from core.queries import case_files
 from ivr.simulator import CallScript, Turn
 
 from .conftest import KNOWN_PHONE, UNKNOWN_PHONE, silence, tone
@@ -32,7 +31,10 @@ async def test_known_caller_files_a_case_without_address(rig, fake_speech):
     assert case.grid_id == rig.district["micro"]  # routed by the household
     assert case.status == CaseStatus.dispatched
     assert not case.flags or "caller_hung_up" not in case.flags
-    assert Path(case.audio_path).is_file() and Path(case.audio_path).stat().st_size > 3 * 8000 * 2
+    (recording,) = rig.recordings(case)
+    assert recording.is_file() and recording.stat().st_size > 3 * 8000 * 2
+    with session_scope(rig.engine) as s:  # kept relative to the data directory, which may move
+        assert [a.path for a in case_files(s, case.id)] == [recording.relative_to(rig.settings.data_dir).as_posix()]
     # the number is read digit by digit, twice
     digits_heard = [h for h in result.heard if "编号是" in h]
     assert len(digits_heard) == 2
@@ -83,7 +85,7 @@ async def test_say_again_replaces_the_transcript(rig, fake_speech):
     assert case.description == "门口路灯坏了"
     session = rig.call_session(result.call_sid)
     assert session.state["petition"]["attempt"] == 2
-    assert case.audio_path.endswith("petition-2.wav")
+    assert rig.recordings(case)[-1].name.endswith("petition-2.wav")
 
 
 async def test_no_menu_input_repeats_once_then_goes_to_petition(rig, fake_speech):

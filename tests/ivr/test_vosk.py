@@ -52,7 +52,7 @@ async def test_real_vosk_call_becomes_a_case(engine, tmp_path, vosk_ko, korean_s
         words = [w for seg in case.transcript for w in seg["words"]]
         assert words and all(0 <= w["conf"] <= 1 for w in words)
         assert case.transcript_confidence == pytest.approx(sum(w["conf"] for w in words) / len(words), abs=1e-3)
-        recording = read_wav(Path(case.audio_path))
+        recording = read_wav(rig.recordings(case)[-1])
         assert recording.sample_rate == 8000 and recording.duration > 4
         assert rig.call_session(result.call_sid).speech_seconds > 2
     finally:

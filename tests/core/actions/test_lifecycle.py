@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlmodel import func, select
 
-from core import actions, clock
+from core import actions, clock, survey_policy
 from core.actions import Petition
 from core.db import session_scope
 from core.errors import IllegalTransition, InvalidInput
@@ -374,7 +374,8 @@ def test_no_sequence_of_actions_breaks_the_invariants(engine, district):
         def classify(self, category):
             self._try(actions.classify, category_code=category)
 
-        @rule(solved=st.sampled_from(actions.SOLVED), satisfied=st.sampled_from(actions.SATISFIED))
+        @rule(solved=st.sampled_from(survey_policy.solved_scale()),
+              satisfied=st.sampled_from(survey_policy.satisfied_scale()))
         def survey(self, solved, satisfied):
             with session_scope(engine) as session:
                 survey = session.exec(select(Survey).where(

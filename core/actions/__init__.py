@@ -1,0 +1,55 @@
+"""The only writers of case state, one module per writer role.
+
+Every function here checks that its transition is legal, changes the case and writes one
+``CaseEvent`` in the caller's transaction (``core.db.session_scope``), so the change and
+its audit row commit or vanish together. An illegal call raises a ``DomainError`` before
+anything is written. Channels and the console call these; nothing else sets ``Case.status``
+or changes what a case owns (its files, its survey).
+
+    intake       a channel, for a resident: submit a petition, attach files
+    operator     the operator's desk: classify, locate, dispatch, return, merge, close, reopen, notes
+    handling     the handler: accept, start, report done
+    checking     the leader: verify (核查)
+    supervision  escalation (督办)
+    survey       the follow-up: open, attempts, answers, unreachable
+    residents    a resident's contact details (audited, not case events)
+
+Case numbering (``core.numbering``), owner resolution (``core.owners``) and survey policy
+(``core.survey_policy``) are separate concerns these writers use.
+"""
+
+from core.actions._base import OWNED, TRANSITIONS, get_case
+from core.actions.checking import verify
+from core.actions.handling import accept, report_done, start
+from core.actions.intake import (
+    FileRef,
+    Petition,
+    attach,
+    find_resident_by_phone,
+    idempotency_key,
+    submit_petition,
+)
+from core.actions.operator import (
+    annotate,
+    classify,
+    close,
+    dispatch,
+    locate,
+    merge,
+    reopen,
+    return_case,
+    set_flags,
+)
+from core.actions.residents import link_chat, set_phone
+from core.actions.supervision import escalate
+from core.actions.survey import record_survey, start_survey, survey_attempt, survey_unreachable
+from core.numbering import next_case_number
+from core.owners import responsible_worker
+
+__all__ = [
+    "OWNED", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate", "attach", "classify", "close",
+    "dispatch", "escalate", "find_resident_by_phone", "get_case", "idempotency_key", "link_chat", "locate",
+    "merge", "next_case_number", "record_survey", "reopen", "report_done", "responsible_worker",
+    "return_case", "set_flags", "set_phone", "start", "start_survey", "submit_petition", "survey_attempt",
+    "survey_unreachable", "verify",
+]

@@ -1,0 +1,183 @@
+"""Writers a channel calls for a resident: a new petition and the files that come with it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from core.actions._base import S, check, event
+from core.clock import utcnow
+from core.errors import InvalidInput
+from core.models import Attachment, Case, Category, Channel, Resident, Urgency
+from core.numbering import next_case_number
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file already on disk under the data directory, to become an ``Attachment``."""
+
+    kind: str  # recording, voice, photo
+    path: str  # relative to the data directory (core.storage.stored_path)
+    mime_type: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Petition:
+    """What a channel knows when a resident has finished describing a problem."""
+
+    channel: Channel
+    description: str
+    idempotency_key: str | None = None
+    contact_phone: str | None = None
+    resident_id: int | None = None
+    transcript: list[dict] | None = None
+    transcript_confidence: float | None = None
+    # New files (the caller's recordings) and files kept before the case existed (a chat
+    # voice note or photo, saved as an unattached Attachment the moment it arrived).
+    files: tuple[FileRef, ...] = ()
+    attachment_ids: tuple[int, ...] = ()
+    latitude: float | None = None
+    longitude: float | None = None
+    address_text: str | None = None
+    category_code: str | None = None
+    urgency: Urgency = Urgency.normal
+    flags: tuple[str, ...] = ()
+
+
+def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
+    from core.routing import phone_variants
+
+    variants = sorted(phone_variants(phone))
+    return session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
+
+
+def category_by_code(session: Session, code: str | None) -> Category | None:
+    if not code:
+        return None
+    category = session.exec(select(Category).where(Category.code == code)).first()
+    if category is None:
+        raise InvalidInput(f"unknown category {code!r}", category=code)
+    return category
+
+
+def submit_petition(session: Session, petition: Petition, *, actor: str = "system") -> tuple[Case, bool]:
+    """Write a new case in status ``received``, with its files. Returns ``(case, created)``.
+
+    The same ``idempotency_key`` (a CallSid, a chat dialog) always yields the same case:
+    retried webhooks and racing workers never make a second one.
+    """
+    if not petition.description.strip() and not petition.files and not petition.attachment_ids:
+        raise InvalidInput("a petition needs a description, a recording or a photo")
+    if petition.idempotency_key:
+        existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()
+        if existing is not None:
+            return existing, False
+
+    category = category_by_code(session, petition.category_code)
+    resident_id = petition.resident_id
+    if resident_id is None and petition.contact_phone:
+        resident = find_resident_by_phone(session, petition.contact_phone)
+        resident_id = resident.id if resident else None
+
+    now = utcnow()
+    case = Case(
+        number="",
+        idempotency_key=petition.idempotency_key,
+        channel=petition.channel,
+        status=S.received,
+        resident_id=resident_id,
+        contact_phone=petition.contact_phone,
+        description=petition.description.strip(),
+        transcript=petition.transcript,
+        transcript_confidence=petition.transcript_confidence,
+        flags=sorted(set(petition.flags)) or None,
+        latitude=petition.latitude,
+        longitude=petition.longitude,
+        address_text=petition.address_text,
+        category_id=category.id if category else None,
+        urgency=petition.urgency,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            case.number = next_case_number(session, now)
+            session.add(case)
+            session.flush()
+    except IntegrityError:
+        # Another worker committed the same idempotency key between our check and insert.
+        existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()
+        if existing is None:
+            raise
+        return existing, False
+    linked = _link_files(session, case, petition.files, petition.attachment_ids)
+    data = {"attachments": [_describe(a) for a in linked]} if linked else None
+    event(session, case, "submit", actor, S.received, reason=f"via {petition.channel.value}", data=data, at=now)
+    return case, True
+
+
+def attach(
+    session: Session,
+    case: Case,
+    *,
+    actor: str,
+    files: tuple[FileRef, ...] | list[FileRef] = (),
+    attachment_ids: tuple[int, ...] | list[int] = (),
+    note: str | None = None,
+) -> list[Attachment]:
+    """Add files to a case (another recording of the call, a photo of the finished work).
+    A file already attached is not attached twice; nothing new writes no event."""
+    check(case, "annotate")
+    linked = _link_files(session, case, tuple(files), tuple(attachment_ids))
+    if linked:
+        event(session, case, "attach", actor, case.status, reason=note,
+              data={"attachments": [_describe(a) for a in linked]})
+    return linked
+
+
+def _describe(att: Attachment) -> dict:
+    return {"id": att.id, "kind": att.kind, "path": att.path}
+
+
+def _link_files(session: Session, case: Case, files: tuple[FileRef, ...],
+                attachment_ids: tuple[int, ...]) -> list[Attachment]:
+    linked: list[Attachment] = []
+    known = set()
+    if files:
+        known = set(session.exec(select(Attachment.path).where(Attachment.case_id == case.id)).all())
+    for ref in files:
+        if ref.path in known:
+            continue
+        known.add(ref.path)
+        att = Attachment(case_id=case.id, kind=ref.kind, path=ref.path, mime_type=ref.mime_type,
+                         size=ref.size, sha256=ref.sha256)
+        session.add(att)
+        linked.append(att)
+    if attachment_ids:
+        rows = session.exec(select(Attachment).where(Attachment.id.in_(sorted(set(attachment_ids))))).all()
+        found = {a.id for a in rows}
+        missing = sorted(set(attachment_ids) - found)
+        if missing:
+            raise InvalidInput(f"no attachment {missing[0]}", attachment=missing[0])
+        for att in rows:
+            if att.case_id == case.id:
+                continue
+            if att.case_id is not None:
+                raise InvalidInput(f"attachment {att.id} belongs to another case", attachment=att.id)
+            att.case_id = case.id
+            session.add(att)
+            linked.append(att)
+    if linked:
+        session.flush()  # ids for the event
+    return linked
+
+
+def idempotency_key(*parts: object) -> str:
+    """A stable key from channel identifiers (e.g. ("hotline", CallSid))."""
+    raw = "|".join(str(p) for p in parts)
+    return raw if len(raw) <= 120 else hashlib.sha256(raw.encode()).hexdigest()

@@ -1,0 +1,43 @@
+"""The writer of supervision (督办): escalation one level up the grid ladder."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from core.actions._base import S, check, event
+from core.actions.operator import deadlines
+from core.clock import utcnow
+from core.errors import IllegalTransition, InvalidInput
+from core.models import Case, Grid, GridLevel
+from core.owners import owner_for
+
+
+def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
+    """升级: ownership climbs one level of the ladder; the new owner must accept anew.
+    The resolution deadline is the resident's and stays; the response clock restarts."""
+    check(case, "escalate")
+    if case.grid_id is None:
+        raise InvalidInput(f"case {case.number} has no grid to escalate from")
+    from core.sla import next_owner_level
+
+    current = case.owner_level or GridLevel.micro
+    higher = next_owner_level(current)
+    if higher is None:
+        raise IllegalTransition(f"case {case.number} is already owned at the top level ({current.value})")
+    grid = session.get(Grid, case.grid_id)
+    owner_grid, owner_level, worker = owner_for(session, grid, higher)
+    now = utcnow()
+    from_level = current.value
+    resolution_due = case.resolution_due
+    case.owner_level = owner_level
+    case.worker_id = worker.id
+    case.escalation_count += 1
+    case.dispatched_at = now
+    response_due, new_resolution = deadlines(session, case, now)
+    case.response_due = response_due
+    case.resolution_due = resolution_due or new_resolution
+    case.accepted_at = None
+    event(session, case, "escalate", actor, S.dispatched, reason=reason,
+          data={"from_level": from_level, "to_level": owner_level.value, "grid": owner_grid.code,
+                "worker": worker.code}, at=now)
+    return case

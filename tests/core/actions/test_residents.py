@@ -1,0 +1,29 @@
+"""core.actions.residents: a resident's contact changes leave an audit row."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from core import actions
+from core.db import session_scope
+from core.models import AuditEntry, Resident
+
+
+def test_linking_a_chat_and_setting_a_phone_are_audited(engine):
+    with session_scope(engine) as session:
+        resident = Resident(name="王阿姨", phone="13800000001")
+        session.add(resident)
+        session.flush()
+        actions.link_chat(session, resident, "4242", actor="resident:chat:4242", language="zh")
+        actions.link_chat(session, resident, "4242", actor="resident:chat:4242")  # no change, no row
+        actions.set_phone(session, resident, "13900000002", actor="operator:li")
+        rid = resident.id
+    with session_scope(engine) as session:
+        rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [(r.actor, r.action, r.target_type, r.target_id) for r in rows] == [
+            ("resident:chat:4242", "resident.link_chat", "resident", str(rid)),
+            ("operator:li", "resident.set_phone", "resident", str(rid)),
+        ]
+        assert rows[0].detail == {"chat_id": "4242", "before": None}
+        assert rows[1].detail == {"phone": "13900000002", "before": "13800000001"}
+        assert session.get(Resident, rid).chat_id == "4242"
