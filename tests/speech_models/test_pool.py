@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from speech_models.audio import mulaw_decode, read_wav
 from speech_models.pool import SpeechPool
-from speech_models.transcriber import FakeStream, FakeTranscriber
+from tests.support.fake_transcriber import FakeStream, FakeTranscriber
 
 from .conftest import DATA
 
