@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from .audio import AudioError, Resampler, decode_file, dither, mulaw_decode
-from .catalogue import MODELS_DIR, InstalledModel, resolve_model
+from .catalogue import DEFAULT_LANGUAGE, MODELS_DIR, InstalledModel, resolve_model
 from .text import Word, convert_numerals, normalize_words, strip_cjk_spaces
 
 __all__ = [
@@ -430,10 +430,14 @@ class VoskTranscriber(Transcriber):
         self,
         model: str | os.PathLike | InstalledModel | None = None,
         *,
+        language: str = DEFAULT_LANGUAGE,
         reproducible: bool = True,
         views_dir: str | os.PathLike | None = None,
     ):
-        self.info = model if isinstance(model, InstalledModel) else resolve_model(model)
+        if isinstance(model, InstalledModel):
+            self.info = model
+        else:
+            self.info = resolve_model(model, language=language)
         self.sample_rate = self.info.sample_rate
         if reproducible:
             self.model_path, self.dither_level = reproducible_model_dir(self.info.path, views_dir)
@@ -534,9 +538,12 @@ _shared: dict[str, VoskTranscriber] = {}
 _shared_lock = threading.Lock()
 
 
-def get_transcriber(model: str | os.PathLike | None = None) -> VoskTranscriber:
-    """The process-wide transcriber for ``model`` (spec as in ``resolve_model``)."""
-    info = resolve_model(model)
+def get_transcriber(
+    model: str | os.PathLike | None = None, *, language: str = DEFAULT_LANGUAGE
+) -> VoskTranscriber:
+    """The process-wide transcriber for ``model``, else for a model of ``language``
+    (as in ``resolve_model``)."""
+    info = resolve_model(model, language=language)
     key = str(info.path)
     with _shared_lock:
         t = _shared.get(key)
