@@ -88,8 +88,7 @@ async def test_segments_iterator_and_record_to(tmp_path):
 
         task = asyncio.create_task(consume())
         stream.feed(bytes(1600))  # one 100 ms batch
-        await asyncio.sleep(0.05)
-        assert stream.partial_text == "你好"
+        await until(lambda: stream.partial_text == "你好", message="the partial result")
         await stream.finish()
         await task
     assert got == [(False, "你好"), (True, "你好")]
