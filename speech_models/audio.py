@@ -1,7 +1,9 @@
 """Audio plumbing for speech recognition: µ-law, resampling, WAV files, container decoding.
 
 Everything here works on mono signed 16-bit little-endian PCM (``pcm16``), the format
-Vosk takes. Nothing uses ``audioop`` (removed in Python 3.13).
+Vosk takes. Libraries do the work: the standard library's ``wave`` for Gridline's own
+WAV files, FFmpeg through PyAV for resampling and every other format; the µ-law table
+and the dither are a few lines of numpy. Nothing uses ``audioop`` (removed in Python 3.13).
 """
 
 from __future__ import annotations
