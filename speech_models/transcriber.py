@@ -340,7 +340,7 @@ def reproducible_model_dir(
     path: str | os.PathLike, views_dir: str | os.PathLike | None = None
 ) -> tuple[Path, float]:
     """The model directory to load so that the same audio always gives the same words,
-    and the dither level the model was trained with (for ``audio.dither``).
+    and the dither level the model is configured with (for ``audio.dither``).
 
     Kaldi dithers the features with a random generator shared by the whole process, so
     one recording gives different words from run to run, and depending on which other
