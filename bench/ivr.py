@@ -165,7 +165,7 @@ def main() -> None:
     code = ("import sys; from gridline.cli import main; sys.argv=['gridline','serve','--no-demo']; main()")
     if args.fake:
         code = (
-            "import sys; from unittest import mock; from speech_models.transcriber import FakeTranscriber;"
+            "import sys; from unittest import mock; from tests.support.fake_transcriber import FakeTranscriber;"
             "from speech_models.pool import SpeechPool;"
             "fake=FakeTranscriber(default='小区 门口 路灯 坏 了');"
             "mock.patch('gridline.speech.build_speech', lambda s: SpeechPool(fake, workers=2)).start();"

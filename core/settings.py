@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     # speech
     speech_model: str = Field(default="", description="model directory or catalogue name")
+    speech_language: str = Field(default="zh", description="only a model of this language is picked "
+                                 "unless speech_model names one")
     speech_workers: int = 2
 
     # hotline

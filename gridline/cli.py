@@ -41,6 +41,8 @@ def serve(
     host: str = typer.Option(None, help="interface to listen on (GRIDLINE_HOST, default 127.0.0.1)"),
     port: int = typer.Option(None, help="port (GRIDLINE_PORT, default 8080)"),
     no_demo: bool = typer.Option(False, "--no-demo", help="do not load the demo district into an empty database"),
+    listen_fd: int = typer.Option(None, "--listen-fd", help="serve on this already listening socket, "
+                                  "inherited from a supervisor (socket activation); --host/--port are then ignored"),
 ) -> None:
     """Upgrade the database, load the demo district if it is empty, and serve everything."""
     from aiohttp import web
@@ -55,7 +57,14 @@ def serve(
     from gridline.speech import build_speech
 
     app_ = build_app(settings, engine=engine, speech=build_speech(settings))
-    web.run_app(app_, host=host or settings.host, port=port or settings.port)
+    if listen_fd is not None:
+        import socket
+
+        # The supervisor keeps the socket across restarts of this process: callers who
+        # connect while it restarts wait in the backlog instead of being refused.
+        web.run_app(app_, sock=socket.socket(fileno=listen_fd))
+        return
+    web.run_app(app_, host=host or settings.host, port=port if port is not None else settings.port)
 
 
 @db_app.command("upgrade")

@@ -13,19 +13,18 @@ def build_speech(settings: Settings):  # noqa: ANN201
     """A ``SpeechPool`` over the configured Vosk model, or ``None`` when no model is
     installed: the hotline and the bot still take petitions (audio kept, transcripts left
     for an operator) and the log says how to install one."""
-    from speech_models.catalogue import ModelNotFound
+    from speech_models.catalogue import ModelNotFound, same_language
     from speech_models.pool import SpeechPool
     from speech_models.transcriber import get_transcriber
 
     try:
-        transcriber = get_transcriber(settings.speech_model or None)
+        transcriber = get_transcriber(settings.speech_model or None, language=settings.speech_language)
     except ModelNotFound as exc:
         log.warning("speech recognition is off: %s", exc)
         return None
     log.info("speech model: %s", transcriber)
-    language = getattr(transcriber.info, "language", None)
-    if language and not language.startswith("zh"):
-        log.warning("speech model %s recognises %r, not Mandarin: residents' words will be mis-heard; "
-                    "set GRIDLINE_SPEECH_MODEL to a Mandarin model (gridline models fetch vosk-model-small-cn-0.22)",
-                    transcriber.info.name, language)
+    language = transcriber.info.language  # None for a directory the catalogue does not know
+    if language and not same_language(language, settings.speech_language):
+        log.warning("speech model %s recognises %r, not %r (GRIDLINE_SPEECH_LANGUAGE): residents' words "
+                    "will be mis-heard", transcriber.info.name, language, settings.speech_language)
     return SpeechPool(transcriber, workers=settings.speech_workers, recordings=settings.data_dir / "recordings")

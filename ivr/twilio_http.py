@@ -75,27 +75,9 @@ class BaseUrlHttpClient(TwilioHttpClient):
             if isinstance(adapter, HTTPAdapter):
                 self.session.mount("http://", adapter)
 
-    def request(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Response:
-        return super().request(
-            method,
-            rewrite_twilio_url(url, self.base_url),
-            params=params,
-            data=data,
-            headers=headers,
-            auth=auth,
-            timeout=timeout,
-            allow_redirects=allow_redirects,
-        )
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        # Only the URL changes; everything else reaches requests as the library sent it.
+        return super().request(method, rewrite_twilio_url(url, self.base_url), *args, **kwargs)
 
 
 class AsyncBaseUrlHttpClient(AsyncTwilioHttpClient):

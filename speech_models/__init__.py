@@ -32,13 +32,11 @@ _EXPORTS = {
     "pool": ["PooledStream", "SpeechPool"],
     "text": ["Word", "convert_numerals", "normalize_text", "normalize_words"],
     "transcriber": [
-        "FakeTranscriber",
         "Segment",
         "Transcriber",
         "Transcript",
         "TranscriptStream",
         "VoskTranscriber",
-        "audio_key",
         "get_transcriber",
     ],
 }

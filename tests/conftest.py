@@ -30,6 +30,16 @@ def _backends() -> list:
     return params
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say so when the PostgreSQL half of the suite was not collected."""
+    if not PG_URL:
+        terminalreporter.write_line(
+            "PostgreSQL tests not collected: GRIDLINE_TEST_PG is not set "
+            "(e.g. GRIDLINE_TEST_PG=postgresql://postgres@127.0.0.1:5432/test); only SQLite ran.",
+            yellow=True,
+        )
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:
     """A fresh database on the test server for this pytest process, dropped at the end."""

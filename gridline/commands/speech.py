@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from core.settings import get_settings
+
 models_app = typer.Typer(help="Speech recognition models: what is installed, fetch more.")
 out = Console()
 err = Console(stderr=True)
@@ -41,7 +43,7 @@ def list_models(
 
     installed = installed_models()
     try:
-        active = resolve_model()
+        active = resolve_model(language=get_settings().speech_language)
         active_path, problem = active.path, None
     except ModelNotFound as e:
         active_path, problem = None, str(e)
@@ -121,7 +123,8 @@ def transcribe(
     json: Annotated[bool, typer.Option("--json", help="One JSON object per file (JSON lines).")] = False,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Model directory, catalogue name or package (default: as configured)."),
+        typer.Option("--model", help="Model directory, catalogue name or package (default: as configured, "
+                     "a model of GRIDLINE_SPEECH_LANGUAGE)."),
     ] = None,
     phrases: Annotated[
         list[str] | None,
@@ -134,7 +137,7 @@ def transcribe(
     from speech_models.transcriber import get_transcriber
 
     try:
-        transcriber = get_transcriber(model)
+        transcriber = get_transcriber(model, language=get_settings().speech_language)
         transcriber.warm_up()
     except (ModelNotFound, RuntimeError) as e:
         err.print(f"[red]no speech model:[/] {escape(str(e))}")

@@ -19,8 +19,8 @@ from core.demo import grid_centre, load_demo
 from core.models import GazetteerEntry, Grid, GridLevel, Household, Resident
 from core.settings import Settings
 from gridline.app import SERVICES, build_app
-from speech_models.transcriber import FakeTranscriber
 from tests.support.fake_bot_api import FakeBotApi
+from tests.support.fake_transcriber import FakeTranscriber
 
 SECRET = "gridline-test-secret_0123456789"
 

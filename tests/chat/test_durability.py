@@ -16,6 +16,7 @@ from chat import inbox
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import ChannelState, Job, JobStatus, SeenMessage
+from tests.support.waiting import until
 
 USER = 9401
 
@@ -29,15 +30,6 @@ def _inbox(engine) -> list[str]:
 def _seen(engine) -> set[str]:
     with session_scope(engine) as session:
         return {r.external_id for r in session.exec(select(SeenMessage)).all()}
-
-
-async def _until(predicate, timeout: float = 5) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.02)
 
 
 def _crash_before_handling(h) -> list[int]:
@@ -61,9 +53,9 @@ async def test_accepted_update_survives_a_crash_and_is_handled_once_after_restar
     second = h.fake.make_text_update(USER, "跳过")
     await h.send(first)
     await h.send(second)
-    await _until(lambda: len(dropped) == 2)
+    await until(lambda: len(dropped) == 2)
     if h.mode == "polling":  # the updater's next getUpdates confirmed both to Telegram
-        await _until(lambda: not h.fake.pending_updates)
+        await until(lambda: not h.fake.pending_updates)
     ids = sorted(str(u["update_id"]) for u in (first, second))
     assert _inbox(h.engine) == ids
     assert set(ids) <= _seen(h.engine)  # seen, yet never finished: must still be handled
@@ -74,7 +66,7 @@ async def test_accepted_update_survives_a_crash_and_is_handled_once_after_restar
     await h.reply(USER, "哪一类问题")
     texts = [m["text"] for m in h.fake.sent_messages(USER)]
     assert "问题发生在哪里" in texts[0] and "哪一类问题" in texts[-1]  # in order: "skip" answered "where"
-    await _until(lambda: _inbox(h.engine) == [])
+    await until(lambda: _inbox(h.engine) == [])
 
     # Telegram redelivers both (it never heard a 200, say): ignored
     await h.send(copy.deepcopy(first))
@@ -93,7 +85,7 @@ async def test_duplicate_delivery_is_not_kept_twice(harness):
     update = h.fake.make_text_update(USER, "楼道灯坏了")
     await h.send(update)
     await h.send(copy.deepcopy(update))
-    await _until(lambda: len(dropped) == 1)
+    await until(lambda: len(dropped) == 1)
     await asyncio.sleep(0.1)
     assert dropped == [update["update_id"]] and _inbox(h.engine) == [str(update["update_id"])]
 

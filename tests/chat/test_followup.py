@@ -8,6 +8,7 @@ from core import actions
 from core.actions import Petition
 from core.db import session_scope
 from core.models import Case, CaseStatus, Channel, Resident, Survey, SurveyStatus
+from tests.support.waiting import until
 
 USER = 9201
 
@@ -136,7 +137,7 @@ async def test_survey_buttons_not_satisfied_reopens_the_case(harness):
     again = h.fake.make_callback_query(USER, not_satisfied)
     await h.send(again)
     qid = again["callback_query"]["id"]
-    await _until(lambda: qid in h.fake.answered_callback_queries)
+    await until(lambda: qid in h.fake.answered_callback_queries)
     assert h.fake.answered_callback_queries[qid].get("text") == "这次回访已经记录过了，谢谢！"
 
 
@@ -173,17 +174,6 @@ async def test_sharing_own_contact_links_the_household(harness):
     await h.reply(USER, "问题发生在哪里")
     await h.say(USER, "跳过")
     await h.reply(USER, demo.household_address)
-
-
-async def _until(predicate, timeout: float = 5) -> None:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.02)
 
 
 async def test_own_survey_answer_is_not_notified_again(harness):

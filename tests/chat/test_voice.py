@@ -10,8 +10,9 @@ from sqlmodel import select
 from core.db import session_scope
 from core.models import Attachment, Case
 from speech_models.pool import SpeechPool
-from speech_models.transcriber import FakeTranscriber, get_transcriber
+from speech_models.transcriber import get_transcriber
 from tests.chat.voice import voice_note
+from tests.support.fake_transcriber import FakeTranscriber
 
 USER = 8101
 

