@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, text
 
-from core.db import has_tables, make_engine, session_scope, upgrade
+from core.db import engine_from_settings, has_tables, session_scope, upgrade
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
 from core.sweeps import escalate_overdue, schedule_sweep
@@ -81,7 +81,7 @@ def build_app(
     run_jobs: bool = True,
 ) -> web.Application:
     settings = settings or get_settings()
-    engine = engine or make_engine(settings.effective_database_url)
+    engine = engine or engine_from_settings(settings)
     services = Services(settings=settings, engine=engine, jobs=JobRunner(engine), speech=speech)
     app = web.Application(client_max_size=25 * 1024 * 1024)
     app[SERVICES] = services
