@@ -277,12 +277,13 @@ def cases_show(number: str) -> None:
         console.print("transcript: none (typed, or not recognised yet)")
 
     if files:
-        table = Table("kind", "file", "type", "size", "on disk", title="recordings and attachments")
+        # One line per file, never cut or wrapped, so a path can be copied as printed.
+        console.print("recordings and attachments:")
         for f in files:
             on_disk = resolve(f.path, settings.data_dir)
-            table.add_row(f.kind, escape(str(on_disk)), f.mime_type or "", _size(f.size),
-                          "yes" if on_disk.exists() else "[red]missing[/red]")
-        console.print(table)
+            state = "" if on_disk.exists() else "  [red](missing on disk)[/red]"
+            console.print(f"  {f.kind:<9} {f.mime_type or '':<11} {_size(f.size):>8}  {escape(str(on_disk))}{state}",
+                          soft_wrap=True)
     else:
         console.print("recordings and attachments: none")
 
