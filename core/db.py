@@ -10,6 +10,8 @@ from sqlalchemy import Engine, event, exc, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session, create_engine
 
+import core.indexes  # noqa: F401  (its session hook versions every change to the routing indexes' rows)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 URL_EXAMPLES = "postgresql://USER@HOST:5432/DATABASE or sqlite:////absolute/path/gridline.sqlite3"
