@@ -248,6 +248,10 @@ class IndexCache:
         entry.checked_at = time.monotonic()
         return entry.snapshot
 
+    def current(self, engine: Engine) -> RoutingIndexes | None:
+        """The snapshot held now, without checking or building anything."""
+        return self._entry(engine).snapshot
+
     def wait_idle(self, engine: Engine, timeout: float = 30.0) -> RoutingIndexes | None:
         """Wait until no background rebuild is running (tests, the benchmark)."""
         entry = self._entry(engine)

@@ -94,7 +94,7 @@ class Hotline:
         return self.config["petition"]
 
     async def db(self, fn, *args, **kw):
-        return await asyncio.to_thread(fn, *args, **kw)
+        return await self.services.db.run(fn, *args, **kw)
 
     async def mutate(self, call_sid: str, fn):
         row, result = await self.registry.mutate(call_sid, fn)
