@@ -216,7 +216,8 @@ def _check_values(rules: dict[str, Any]) -> None:
     _positive(sweeps["schedule_check_seconds"], "sweeps.schedule_check_seconds")
     if sweeps["schedule_check_seconds"] > sweeps["sla_period_minutes"] * 60:
         raise RulesError("sweeps.schedule_check_seconds: longer than sweeps.sla_period_minutes, so slots would be missed")
-    _positive(section("indexes")["check_seconds"], "indexes.check_seconds")
+    if section("indexes")["check_seconds"] < 0:
+        raise RulesError("indexes.check_seconds: must be 0 (every request) or more")
 
     for check in EXTRA_CHECKS:
         check(rules)
