@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,6 +56,33 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("not a time zone name like Asia/Shanghai") from None
+        return value
+
+    @field_validator("service_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            start, _, end = part.partition("-")
+            try:
+                if not (len(start.strip()) == 5 and len(end.strip()) == 5
+                        and time.fromisoformat(start.strip()) < time.fromisoformat(end.strip())):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"{part!r} is not a period like 08:30-17:30 (several: 08:30-12:00,13:30-17:30)") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. https://hotline.example.org")
+        return value
+
+    @field_validator("telegram_secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if value and not (len(value) <= 256 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)):
+            raise ValueError("1–256 characters of A-Z a-z 0-9 _ -")
         return value
 
     @field_validator("telegram_mode")

@@ -54,9 +54,11 @@ def assert_short_error(result: subprocess.CompletedProcess, *fragments: str) -> 
     ({"GRIDLINE_PORT": "eighty"}, ("GRIDLINE_PORT='eighty'", "integer")),
     ({"GRIDLINE_TIMEZONE": "Asia/Atlantis"}, ("GRIDLINE_TIMEZONE='Asia/Atlantis'", "time zone")),
     ({"GRIDLINE_SPEECH_WORKERS": "-1"}, ("GRIDLINE_SPEECH_WORKERS",)),
+    ({"GRIDLINE_SERVICE_HOURS": "8-17"}, ("GRIDLINE_SERVICE_HOURS='8-17'", "08:30-17:30")),
+    ({"GRIDLINE_PUBLIC_URL": "hotline.example.org"}, ("GRIDLINE_PUBLIC_URL", "https://")),
     ({"GRIDLINE_RULES": "{tmp}/rules.toml"}, ("GRIDLINE_RULES=", "notify.statuses[0]: unknown status 'done'")),
 ], ids=["unmigrated", "unparsable-url", "unsupported-driver", "unreachable", "missing-sqlite-folder",
-        "bad-port", "bad-timezone", "negative-workers", "bad-rules"])
+        "bad-port", "bad-timezone", "negative-workers", "bad-service-hours", "bad-public-url", "bad-rules"])
 def test_database_and_settings_problems_are_one_line(tmp_path, env, fragments):
     (tmp_path / "rules.toml").write_text('[notify]\nstatuses = ["done"]\n', "utf-8")
     env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
