@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -54,8 +53,9 @@ class Deps:
         return self.services.speech
 
     async def db(self, func: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run a database function off the event loop."""
-        return await asyncio.to_thread(func, self.engine, *args, **kw)
+        """Run a database function in the database threads (raises core.errors.DatabaseBusy
+        when none frees up in time)."""
+        return await self.services.db.run(func, self.engine, *args, **kw)
 
 
 DEPS_KEY = "gridline_deps"

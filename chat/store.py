@@ -7,8 +7,6 @@ module reads, links residents to their chat, and stores attachments.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -19,6 +17,7 @@ from sqlmodel import select
 from core import actions
 from core.db import session_scope
 from core.errors import DomainError, NotFound
+from core.indexes import indexes_for
 from core.intake import file_petition_in, suggest_categories
 from core.models import (
     Attachment,
@@ -98,49 +97,9 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
 # ---------------------------------------------------------------- places
 
 
-class _Cached:
-    """A routing index built from the database, rebuilt every ``ttl`` seconds."""
-
-    def __init__(self, build, ttl: float = 300.0):
-        self._build, self._ttl = build, ttl
-        self._value: dict[int, tuple[float, object]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, engine: Engine):
-        with self._lock:
-            hit = self._value.get(id(engine))
-            if hit is not None and time.monotonic() - hit[0] < self._ttl:
-                return hit[1]
-        with session_scope(engine) as session:
-            value = self._build(session)
-        with self._lock:
-            self._value[id(engine)] = (time.monotonic(), value)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._value.clear()
-
-
-def _locator(session):
-    from core.routing import GridLocator
-
-    return GridLocator.from_session(session)
-
-
-def _gazetteer(session):
-    from core.routing import Gazetteer
-
-    return Gazetteer.from_session(session)
-
-
-LOCATOR = _Cached(_locator)
-GAZETTEER = _Cached(_gazetteer)
-
-
 def grid_at(engine: Engine, lat: float, lon: float) -> str | None:
     """Name of the micro grid containing the point, or None outside every grid."""
-    found = LOCATOR.get(engine).locate_point(lat, lon)
+    found = indexes_for(engine).locator.locate_point(lat, lon)
     if found is None:
         return None
     with session_scope(engine) as session:
@@ -150,7 +109,7 @@ def grid_at(engine: Engine, lat: float, lon: float) -> str | None:
 
 def match_address(engine: Engine, text: str) -> tuple[str, str] | None:
     """A typed address -> (the place's name as registered, its grid's name), or None."""
-    gazetteer = GAZETTEER.get(engine)
+    gazetteer = indexes_for(engine).gazetteer
     found = gazetteer.match(text)
     if found is None:
         return None

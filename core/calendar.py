@@ -86,10 +86,7 @@ def sync_calendar_days(session: Any, rows: Iterable[CalendarDay]) -> int:
             existing.is_working = row.is_working
             existing.note = row.note
         n += 1
-    session.flush()
-    from core.sla import invalidate_calendars
-
-    invalidate_calendars()
+    session.flush()  # the flush bumps the routing indexes' version (core.indexes)
     return n
 
 

@@ -6,18 +6,47 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, event, exc, inspect
+from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session, create_engine
+
+import core.indexes  # noqa: F401  (its session hook versions every change to the routing indexes' rows)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
+URL_EXAMPLES = "postgresql://USER@HOST:5432/DATABASE or sqlite:////absolute/path/gridline.sqlite3"
 
-def make_engine(url: str, **kw) -> Engine:
-    parsed = make_url(url)
+
+class DatabaseProblem(Exception):
+    """The database cannot be used as configured; the message says what to do, in one line."""
+
+
+def parse_database_url(url: str) -> URL:
+    """The URL, checked: a form SQLAlchemy reads, a database Gridline runs on."""
+    try:
+        parsed = make_url(url)
+    except (exc.ArgumentError, ValueError):
+        raise DatabaseProblem(f"GRIDLINE_DATABASE_URL {url!r} is not a database URL; write it like {URL_EXAMPLES}") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    supported = (backend == "sqlite" and driver == "pysqlite") or (backend == "postgresql" and driver == "psycopg")
+    if not supported:
+        raise DatabaseProblem(f"GRIDLINE_DATABASE_URL uses {parsed.drivername!r}, which Gridline does not run on; "
+                              f"use PostgreSQL or SQLite: {URL_EXAMPLES}")
+    return parsed
+
+
+def make_engine(url: str, *, create_dir: bool = False, **kw) -> Engine:
+    """An engine for ``url``. A SQLite file's directory must exist, unless ``create_dir``
+    (the default database under the data directory is created with its directory)."""
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            if create_dir:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not folder.is_dir():
+                raise DatabaseProblem(f"the folder {folder} of the SQLite database in GRIDLINE_DATABASE_URL does not "
+                                      f"exist; create it (mkdir -p {folder}) or correct the URL")
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kw)
 
         @event.listens_for(engine, "connect")
@@ -34,6 +63,75 @@ def make_engine(url: str, **kw) -> Engine:
     kw.setdefault("pool_size", 10)
     kw.setdefault("max_overflow", 20)
     return create_engine(url, **kw)
+
+
+def engine_from_settings(settings, **kw) -> Engine:  # noqa: ANN001 (core.settings.Settings)
+    """The configured database; the default SQLite file's folder (the data directory) is made."""
+    return make_engine(settings.effective_database_url, create_dir=not settings.database_url, **kw)
+
+
+def where(engine_or_url: Engine | URL | str) -> str:
+    """The database for a message, without its password."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(str(engine_or_url)) \
+        if isinstance(engine_or_url, str) else engine_or_url
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite {url.database}"
+    return f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def explain_error(error: BaseException, database: Engine | str | None = None) -> str | None:
+    """A one-line explanation, with what to do, of a database error; ``None`` if it is not one."""
+    if isinstance(error, DatabaseProblem):
+        return str(error)
+    if not isinstance(error, exc.DBAPIError | exc.NoSuchModuleError | exc.ArgumentError):
+        return None
+    try:
+        at = where(database) if database is not None else "the database"
+    except Exception:  # an unparsable URL is explained elsewhere
+        at = "the database"
+    raw = str(getattr(error, "orig", None) or error)
+    first = " ".join(raw.strip().splitlines()[0].split()) if raw.strip() else type(error).__name__
+    low = raw.lower()
+    if "no such table" in low or ("relation" in low and "does not exist" in low):
+        return f"{at} has no Gridline tables (or older ones): run `gridline db upgrade`"
+    if "role" in low and "does not exist" in low:
+        return (f"{at}: {first}; create the role (README: Using PostgreSQL) or put an existing user in "
+                "GRIDLINE_DATABASE_URL")
+    if "database" in low and "does not exist" in low:
+        return f"{at}: {first}; create it with createdb (README: Using PostgreSQL)"
+    if "password authentication failed" in low or "no password supplied" in low:
+        return f"{at}: {first}; check the user and password in GRIDLINE_DATABASE_URL"
+    if "connection refused" in low or "could not connect" in low or "timeout expired" in low \
+            or "could not translate host name" in low or "name or service not known" in low:
+        return f"cannot reach {at}: {first}. Is the server running, and is GRIDLINE_DATABASE_URL right?"
+    if "unable to open database file" in low:
+        return f"cannot open {at}: check that its folder exists and is writable"
+    if isinstance(error, exc.OperationalError | exc.InterfaceError):
+        return f"{at}: {first}"
+    return None
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise :class:`DatabaseProblem` unless the database is at the newest migration."""
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise DatabaseProblem(f"{where(engine)} has no Gridline tables yet: run `gridline db upgrade`")
+    from alembic.script import ScriptDirectory
+
+    known = {s.revision for s in ScriptDirectory.from_config(alembic_config(None)).walk_revisions()}
+    if current not in known:
+        raise DatabaseProblem(f"{where(engine)} is at revision {current}, which this Gridline does not know "
+                              "(made by a newer version?); upgrade Gridline")
+    raise DatabaseProblem(f"{where(engine)} is at revision {current}, this Gridline needs {head}: "
+                          "run `gridline db upgrade`")
 
 
 def is_postgres(engine: Engine) -> bool:

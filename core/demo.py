@@ -478,9 +478,8 @@ def load_demo(session: Session, *, seed: int = 2026) -> DemoSummary:
     session.add_all(residents)
     session.flush()
 
-    from core.intake import invalidate_routing
-
-    invalidate_routing()  # new grids and gazetteer: this process routes with them at once
+    # The flushes above bumped the routing indexes' version (core.indexes): every process,
+    # this one included, routes with the new grids and gazetteer once they are committed.
     return DemoSummary(
         districts=1,
         streets=len(streets),

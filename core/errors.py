@@ -34,3 +34,10 @@ class ImportFailed(DomainError):
         more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
         super().__init__(f"{source}: {len(problems)} problem(s), nothing imported\n{lines}{more}")
         self.problems = problems
+
+
+class DatabaseBusy(Exception):
+    """Every database thread is taken and the wait for one ran out, or too many requests are
+    already waiting: answer "busy, please try again" (HTTP 503) instead of queueing forever."""
+
+    code = "database_busy"

@@ -88,23 +88,16 @@ def _read_text(path: Path, source: str) -> str:
         raise ImportFailed(source, [(line, f"not UTF-8 (byte {exc.start}); save the file as UTF-8")]) from None
 
 
-def _normalise_phone(raw: str) -> str | None:
-    """The stored spelling of a phone number, or None if it is not a plausible number."""
-    from core.routing import normalise_phone
+def _phone(raw: str, errors: list[str]) -> str | None:
+    """The stored spelling of a CSV phone cell (empty: ``None``); a bad one is added to ``errors``."""
+    from core.routing import valid_phone
 
-    phone = normalise_phone(raw)
-    if not phone:
+    if not raw:
         return None
-    digits = phone.lstrip("+")
-    if not digits.isdigit():
-        return None
-    if phone.startswith("+"):
-        return phone if 8 <= len(digits) <= 15 else None
-    if phone.startswith("1"):
-        return phone if len(phone) == 11 else None  # mobile
-    if phone.startswith("0"):
-        return phone if 10 <= len(phone) <= 12 else None  # landline with area code
-    return None
+    phone = valid_phone(raw)
+    if phone is None:
+        errors.append(f"bad phone {raw!r}")
+    return phone
 
 
 # -- grids -----------------------------------------------------------------------------
@@ -251,50 +244,49 @@ def import_grids_geojson(session: Session, path: str | Path) -> int:
         if not isinstance(props, dict):
             bad("has no properties object")
             continue
-        ok = True
+        # A feature with a bad geometry or name still has its code, level and parent
+        # checked against the others below, so one problem does not hide another.
+        related = True
         unknown = sorted(set(props) - set(GRID_PROPERTIES))
         if unknown:
             bad(f"unknown propert{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)} "
                 f"(allowed: {', '.join(GRID_PROPERTIES)})")
-            ok = False
         missing = [k for k in ("code", "name", "level") if props.get(k) in (None, "")]
         if missing:
             bad(f"missing propert{'y' if len(missing) == 1 else 'ies'} {', '.join(missing)}")
-            ok = False
+            related = related and "name" in missing and len(missing) == 1
         code = props.get("code")
         if code not in (None, "") and (not isinstance(code, str) or len(code) > _CODE_MAX):
             bad(f"code must be a string of at most {_CODE_MAX} characters, got {code!r}")
-            ok = False
+            related = False
         name = props.get("name")
         if name not in (None, "") and (not isinstance(name, str) or len(name) > _GRID_NAME_MAX):
             bad(f"name must be a string of at most {_GRID_NAME_MAX} characters")
-            ok = False
         level = props.get("level")
         known_level = isinstance(level, str) and level in _LEVELS
         if level not in (None, "") and not known_level:
             bad(f"unknown level {level!r} (one of {', '.join(lv.value for lv in GridLevel)})")
-            ok = False
+            related = False
         parent = props.get("parent_code")
         if parent is not None and not isinstance(parent, str):
             bad(f"parent_code must be a string, got {parent!r}")
-            ok = False
+            related = False
         if level == "district" and parent not in (None, ""):
             bad("a district has no parent_code")
-            ok = False
+            related = False
         if known_level and level != "district" and parent in (None, ""):
             bad(f"missing property parent_code (only a district has none; this is {_a(level)})")
-            ok = False
+            related = False
         geometry, geo_problems = _check_geometry(feature.get("geometry"))
         for msg in geo_problems:
             bad(msg)
-            ok = False
         if isinstance(code, str) and code:
             if code in first_line:
                 bad(f"duplicate code {code} (first on line {first_line[code]})")
-                ok = False
+                related = False
             else:
                 first_line[code] = line
-        if ok:
+        if related:
             parsed.append({"line": line, "index": index, "code": code, "name": name,
                            "level": GridLevel(level), "parent": parent or None, "geometry": geometry})
 
@@ -378,8 +370,10 @@ export_demo_geojson = export_grids_geojson
 # -- CSV -------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path, source: str, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    """``(line, row)`` pairs; raises ImportFailed for a missing or wrong header."""
+def _read_csv(path: Path, source: str, columns: tuple[str, ...]) -> tuple[list[tuple[int, dict[str, str]]], Problems]:
+    """``(line, row)`` pairs and the lines that could not be read as rows (a wrong number of
+    fields), so the caller reports those with the problems of the other rows. Raises
+    ImportFailed for a missing or wrong header, or a file with no rows at all."""
     text = _read_text(path, source)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -413,13 +407,11 @@ def _read_csv(path: Path, source: str, columns: tuple[str, ...]) -> list[tuple[i
                 problems.append((start, f"{len(values)} fields, expected {len(header)}"))
                 continue
             rows.append((start, {h: v.strip() for h, v in zip(header, values, strict=True)}))
-    except csv.Error as exc:
+    except csv.Error as exc:  # the reader cannot go on after this; report it with the rest
         problems.append((reader.line_num, f"unreadable CSV: {exc}"))
-    if problems:
-        raise ImportFailed(source, problems)
-    if not rows:
+    if not rows and not problems:
         raise ImportFailed(source, [(1, "no rows after the header")])
-    return rows
+    return rows, problems
 
 
 def _grid_ids(session: Session, codes: set[str]) -> dict[str, Grid]:
@@ -432,9 +424,8 @@ def import_workers_csv(session: Session, path: str | Path) -> int:
     """Insert or update workers and the grids they answer for; returns the number of rows."""
     path = Path(path)
     source = str(path)
-    rows = _read_csv(path, source, WORKER_COLUMNS)
+    rows, problems = _read_csv(path, source, WORKER_COLUMNS)
     grids = _grid_ids(session, {c.strip() for _, r in rows for c in r["grid_codes"].split(";") if c.strip()})
-    problems: Problems = []
     seen: dict[str, int] = {}
     parsed = []
     for line, r in rows:
@@ -455,11 +446,7 @@ def import_workers_csv(session: Session, path: str | Path) -> int:
         role = ROLE_ALIASES.get(r["role"]) or WorkerRole.__members__.get(r["role"].lower())
         if role is None:
             errors.append(f"unknown role {r['role']!r} (one of {', '.join(x.value for x in WorkerRole)})")
-        phone = None
-        if r["phone"]:
-            phone = _normalise_phone(r["phone"])
-            if phone is None:
-                errors.append(f"bad phone {r['phone']!r}")
+        phone = _phone(r["phone"], errors)
         codes = [c.strip() for c in r["grid_codes"].split(";") if c.strip()]
         if not codes:
             errors.append("no grid_codes")
@@ -473,7 +460,7 @@ def import_workers_csv(session: Session, path: str | Path) -> int:
         if not errors:
             parsed.append((code, r["name"], role, phone, list(dict.fromkeys(codes)), flag in _TRUE))
     if problems:
-        raise ImportFailed(source, problems)
+        raise ImportFailed(source, sorted(problems))
 
     existing = {w.code: w for w in session.exec(select(Worker).where(Worker.code.in_(list(seen)))).all()}
     workers = []
@@ -500,9 +487,8 @@ def import_households_csv(session: Session, path: str | Path) -> int:
     """Insert or update households and their residents; returns the number of households."""
     path = Path(path)
     source = str(path)
-    rows = _read_csv(path, source, HOUSEHOLD_COLUMNS)
+    rows, problems = _read_csv(path, source, HOUSEHOLD_COLUMNS)
     grids = _grid_ids(session, {r["grid_code"] for _, r in rows if r["grid_code"]})
-    problems: Problems = []
     households: dict[str, dict] = {}
     phone_line: dict[str, int] = {}
     residents = []
@@ -527,15 +513,11 @@ def import_households_csv(session: Session, path: str | Path) -> int:
         first = households.get(code)
         if first is not None and (first["address"], first["grid_code"]) != (address, grid_code):
             errors.append(f"duplicate code {code} with a different address or grid (first on line {first['line']})")
-        phone = None
-        if r["phone"]:
-            phone = _normalise_phone(r["phone"])
-            if phone is None:
-                errors.append(f"bad phone {r['phone']!r}")
-            elif phone in phone_line:
-                errors.append(f"phone {r['phone']} is already on line {phone_line[phone]}")
-            else:
-                phone_line[phone] = line
+        phone = _phone(r["phone"], errors)
+        if phone is not None and phone in phone_line:
+            errors.append(f"phone {r['phone']} is already on line {phone_line[phone]}")
+        elif phone is not None:
+            phone_line[phone] = line
         if len(r["resident_name"]) > _WORKER_NAME_MAX:
             errors.append(f"resident_name longer than {_WORKER_NAME_MAX} characters")
         problems += [(line, e) for e in errors]

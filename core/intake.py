@@ -8,14 +8,12 @@ Durable first: the petition is committed before anything that may be slow or fai
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import actions
+from core import actions, indexes
 from core.db import session_scope
 from core.errors import DomainError
 from core.models import Case, CaseStatus, Category
@@ -24,31 +22,15 @@ from core.rules import load_rules
 log = logging.getLogger(__name__)
 
 
-# Built from the grid and gazetteer tables; rebuilt after a minute or on invalidate(), so an
-# intake costs a tree query, not a rebuild (imports and the demo loader call invalidate).
-_ROUTING_TTL_S = 60.0
-_routing_cache: dict[str, tuple[float, object, object]] = {}
-_routing_lock = threading.Lock()
-
-
 def invalidate_routing() -> None:
-    with _routing_lock:
-        _routing_cache.clear()
+    """Forget this process's routing indexes (tests that empty a database)."""
+    indexes.invalidate()
 
 
 def routing_indexes(session: Session):  # noqa: ANN201
-    """(GridLocator, Gazetteer) for this database, shared by the process."""
-    from core.routing import Gazetteer, GridLocator
-
-    key = str(session.get_bind().url)
-    with _routing_lock:
-        hit = _routing_cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1], hit[2]
-    locator, gazetteer = GridLocator.from_session(session), Gazetteer.from_session(session)
-    with _routing_lock:
-        _routing_cache[key] = (time.monotonic() + _ROUTING_TTL_S, locator, gazetteer)
-    return locator, gazetteer
+    """(GridLocator, Gazetteer) for this database, from the one cache in ``core.indexes``."""
+    snapshot = indexes.routing_indexes(session)
+    return snapshot.locator, snapshot.gazetteer
 
 
 @dataclass

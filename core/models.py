@@ -178,6 +178,16 @@ class GazetteerEntry(SQLModel, table=True):
     grid_id: int = Field(foreign_key="grid.id", index=True)
 
 
+class IndexVersion(SQLModel, table=True):
+    """Bumped in the same transaction as every change to what the routing indexes are built
+    from (grids, gazetteer, households, calendar), so every process knows when to rebuild
+    its copy (``core.indexes``)."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    version: int = 0
+    changed_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
 class CaseSequence(SQLModel, table=True):
     """Per-day counter behind readable case numbers (YYMMDD + sequence)."""
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import cn2an
+import phonenumbers
 import shapely
 from pypinyin import Style, pinyin
 from rapidfuzz import fuzz
@@ -101,57 +102,76 @@ class GridLocator:
 # ---------------------------------------------------------------------------------------
 # Registered household by phone
 
-_PHONE_JUNK = re.compile(r"[\s\-–—().·/]")
+CN = 86  # the country calling code the district dials in without a prefix
 
 
-def normalise_phone(phone: str | None, default_area_code: str | None = None) -> str | None:
-    """One spelling per number, for storing and comparing: mobiles as 11 digits
-    (``13800138000``), mainland landlines with their trunk 0 (``059187654321``), other
-    countries as ``+`` and digits. A bare local landline number gets ``default_area_code``
-    if one is given. ``None`` when there are no digits."""
+def _parse_phone(phone: str | None, default_area_code: str | None = None):  # noqa: ANN202
+    """``(PhoneNumber, written_internationally_or_with_trunk_0)`` or ``None`` when the text
+    holds no number phonenumbers can read."""
     if phone is None:
         return None
     s = unicodedata.normalize("NFKC", str(phone)).strip()
-    if s.lower().startswith("tel:"):
-        s = s[4:]
-    s = _PHONE_JUNK.sub("", s)
-    international = s.startswith("+")
+    s = s[4:] if s.lower().startswith("tel:") else s
     digits = re.sub(r"\D", "", s)
     if not digits:
         return None
-    if international or digits.startswith("00"):
-        digits = digits[2:] if digits.startswith("00") else digits
-        if not digits.startswith("86"):
-            return "+" + digits
-        national = digits[2:]
-    elif len(digits) == 13 and digits.startswith("861"):
-        national = digits[2:]  # 86 written without the +
-    else:
-        national = digits
-    if len(national) == 11 and national.startswith("1"):
-        return national  # mobile
-    if national.startswith("0"):
+    if default_area_code and len(digits) in (7, 8) and not s.startswith("+") and digits[0] not in "01":
+        s = "0" + default_area_code.lstrip("0") + digits  # a bare local landline number
+    try:
+        number = phonenumbers.parse(s, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    return number, s.startswith(("+", "0"))
+
+
+def normalise_phone(phone: str | None, default_area_code: str | None = None) -> str | None:
+    """One spelling per number, for storing and comparing (phonenumbers reads it as dialled
+    in mainland China): mobiles as 11 digits (``13800138000``), landlines with their trunk 0
+    and area code (``059187654321``), other countries in E.164 (``+442079460958``). A bare
+    local landline number gets ``default_area_code`` if one is given; a number that is not
+    valid (a short or local number) is kept as its digits. ``None`` when there are no digits."""
+    parsed = _parse_phone(phone, default_area_code)
+    if parsed is None:
+        digits = re.sub(r"\D", "", unicodedata.normalize("NFKC", str(phone or "")))
+        return digits or None
+    number, prefixed = parsed
+    national = phonenumbers.national_significant_number(number)
+    if number.country_code != CN:
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE:
         return national
-    if len(national) in (7, 8) and default_area_code:
-        return "0" + default_area_code.lstrip("0") + national
-    if international or len(national) >= 9:
-        return "0" + national  # +86 591 8765 4321: the area code lost its trunk 0
+    if phonenumbers.is_valid_number(number) or prefixed:
+        return "0" + national
     return national  # a short/local number: kept as dialled
+
+
+def valid_phone(phone: str | None) -> str | None:
+    """The stored spelling of a number that can really be dialled, else ``None`` (for
+    imports: a typo should be reported, not stored)."""
+    parsed = _parse_phone(phone)
+    if parsed is None or not phonenumbers.is_valid_number(parsed[0]):
+        return None
+    return normalise_phone(phone)
 
 
 def phone_variants(phone: str) -> set[str]:
     """Spellings under which a number may already be stored (rows written before everyone
-    normalised): the raw text, the normal form, E.164 and a dashed landline."""
-    n = normalise_phone(phone)
+    normalised): the raw text, the normal form, E.164 with and without its +, and a
+    landline with a dash after its area code."""
     out = {phone.strip()}
-    if n:
-        out.add(n)
-        if not n.startswith("+"):
-            e164 = "+86" + (n[1:] if n.startswith("0") else n)
-            out.update({e164, e164[1:]})
-            if n.startswith("0") and len(n) >= 10:
-                area = 3 if n[1] in "12" else 4  # 010, 02x: three digits; the rest four
-                out.add(n[:area] + "-" + n[area:])
+    n = normalise_phone(phone)
+    if not n:
+        return out
+    out.add(n)
+    parsed = _parse_phone(phone)
+    if parsed is None or parsed[0].country_code != CN:
+        return out
+    number = parsed[0]
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    out.update({e164, e164[1:]})
+    area = phonenumbers.length_of_geographical_area_code(number)
+    if area and n.startswith("0"):
+        out.add(n[:area + 1] + "-" + n[area + 1:])
     return out
 
 

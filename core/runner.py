@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -20,6 +21,8 @@ from core.models import Job
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[None]]
+# Runs a blocking database call off the event loop: the server's DatabasePool.run.
+DbRunner = Callable[..., Awaitable[Any]]
 
 
 class RetryLater(Exception):
@@ -31,8 +34,9 @@ class RetryLater(Exception):
 
 
 class JobRunner:
-    def __init__(self, engine: Engine, *, poll_seconds: float = 1.0, batch: int = 10):
+    def __init__(self, engine: Engine, *, poll_seconds: float = 1.0, batch: int = 10, db: DbRunner | None = None):
         self.engine = engine
+        self.db: DbRunner = db or asyncio.to_thread
         self.poll_seconds = poll_seconds
         self.batch = batch
         self.handlers: dict[str, Handler] = {}
@@ -50,7 +54,7 @@ class JobRunner:
     async def run_once(self) -> int:
         if not self.handlers:
             return 0
-        claimed = await asyncio.to_thread(jobs.claim, self.engine, self.name, list(self.handlers), self.batch)
+        claimed = await self.db(jobs.claim, self.engine, self.name, list(self.handlers), self.batch)
         for job in claimed:
             await self._run(job)
         return len(claimed)
@@ -61,12 +65,12 @@ class JobRunner:
         try:
             await self.handlers[job.kind](job)
         except RetryLater as later:
-            await asyncio.to_thread(jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
+            await self.db(jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
         except Exception as exc:  # a failing handler must not stop the other jobs
             log.exception("job %s (%s) failed", job.id, job.kind)
-            await asyncio.to_thread(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}")
+            await self.db(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}")
         else:
-            await asyncio.to_thread(jobs.complete, self.engine, job.id)
+            await self.db(jobs.complete, self.engine, job.id)
 
     async def _loop(self) -> None:
         while True:

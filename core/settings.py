@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -19,14 +21,21 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     public_url: str = Field(default="http://127.0.0.1:8080", description="base URL that Twilio and Telegram see")
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=1, le=65535)
     load_demo_on_empty: bool = True
 
     # speech
     speech_model: str = Field(default="", description="model directory or catalogue name")
     speech_language: str = Field(default="zh", description="only a model of this language is picked "
                                  "unless speech_model names one")
-    speech_workers: int = 2
+    speech_workers: int = Field(default=2, ge=0)
+
+    # database threads: 0 = as many as the engine's connection pool holds
+    db_threads: int = Field(default=0, ge=0)
+    # requests that may wait for a database thread; more are told "busy" at once
+    db_queue: int = Field(default=64, ge=0)
+    # how long a request waits for a database thread before it is told "busy"
+    db_wait_seconds: float = Field(default=5.0, gt=0)
 
     # hotline
     twilio_account_sid: str = ""
@@ -41,6 +50,49 @@ class Settings(BaseSettings):
     telegram_secret: str = ""
     telegram_api_url: str = ""
     telegram_mode: str = "webhook"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone name like Asia/Shanghai") from None
+        return value
+
+    @field_validator("service_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            start, _, end = part.partition("-")
+            try:
+                if not (len(start.strip()) == 5 and len(end.strip()) == 5
+                        and time.fromisoformat(start.strip()) < time.fromisoformat(end.strip())):
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"{part!r} is not a period like 08:30-17:30 (several: 08:30-12:00,13:30-17:30)") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. https://hotline.example.org")
+        return value
+
+    @field_validator("telegram_secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if value and not (len(value) <= 256 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)):
+            raise ValueError("1–256 characters of A-Z a-z 0-9 _ -")
+        return value
+
+    @field_validator("telegram_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in ("webhook", "polling"):
+            raise ValueError("must be webhook or polling")
+        return value
 
     @property
     def effective_database_url(self) -> str:
@@ -58,6 +110,25 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+class SettingsInvalid(ValueError):
+    """``GRIDLINE_*`` values that cannot be used; the message names each one."""
+
+
+def explain_validation(exc: ValidationError) -> str:
+    """One line per bad value: ``GRIDLINE_PORT='abc': Input should be a valid integer``."""
+    parts = []
+    for error in exc.errors():
+        name = "GRIDLINE_" + "_".join(str(p) for p in error["loc"]).upper()
+        given = error.get("input")
+        shown = f"={given!r}" if isinstance(given, str | int | float) else ""
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}{shown}: {message}")
+    return "; ".join(parts)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsInvalid(explain_validation(exc)) from None

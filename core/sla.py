@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
-from core.calendar import WorkingCalendar, default_working_hours
-from core.models import GRID_LEVELS, CalendarDay, CategorySla, GridLevel, Urgency
+from core.calendar import WorkingCalendar
+from core.models import GRID_LEVELS, CategorySla, GridLevel, Urgency
 from core.rules import load_rules
 
 Colour = Literal["green", "yellow", "red"]
@@ -68,34 +68,22 @@ def sla_for(session: Any, category_id: int | None, urgency: Urgency | str) -> Sl
     return default_sla(urgency)
 
 
-# Per database and time zone; rebuilt after a minute or when the calendar rows change
-# (sync_calendar_days calls invalidate_calendars), so a dispatch costs no calendar query.
-_CALENDAR_TTL_S = 60.0
-_calendars: dict[tuple, tuple[float, WorkingCalendar]] = {}
-
-
 def invalidate_calendars() -> None:
-    _calendars.clear()
+    """Forget this process's calendars: they live in the one index cache (``core.indexes``)."""
+    from core import indexes
+
+    indexes.invalidate()
 
 
 def calendar_for(session: Any, tz: str | None = None) -> WorkingCalendar:
-    """The working calendar stored in the database, shared by the process."""
-    import time
-
-    from sqlmodel import select
+    """The working calendar stored in the database, from the one index cache."""
+    from core import indexes
 
     if tz is None:
         from core.settings import get_settings
 
         tz = get_settings().timezone
-    key = (str(session.get_bind().url), tz)
-    hit = _calendars.get(key)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
-    rows = session.exec(select(CalendarDay.day, CalendarDay.is_working)).all()
-    cal = WorkingCalendar({d: bool(w) for d, w in rows}, hours=default_working_hours(), tz=tz)
-    _calendars[key] = (time.monotonic() + _CALENDAR_TTL_S, cal)
-    return cal
+    return indexes.routing_indexes(session).calendar(tz)
 
 
 def deadlines_for_case(

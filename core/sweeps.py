@@ -48,8 +48,14 @@ def escalate_overdue(engine: Engine, *, now: datetime | None = None, limit: int 
     return done
 
 
-def schedule_sweep(engine: Engine, every: timedelta = timedelta(minutes=5)) -> None:
+def sweep_period() -> timedelta:
+    """rules.toml ``[sweeps] sla_period_minutes``: one sweep per slot of this length."""
+    return timedelta(minutes=float(load_rules()["sweeps"]["sla_period_minutes"]))
+
+
+def schedule_sweep(engine: Engine, every: timedelta | None = None) -> None:
     """Queue the sweep for the current slot (a no-op when another instance already did)."""
+    every = every or sweep_period()
     now = utcnow()
     slot = int(now.timestamp() // every.total_seconds())
     with session_scope(engine) as session:

@@ -10,7 +10,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, text
 
-from core.db import has_tables, make_engine, session_scope, upgrade
+from core.db import engine_from_settings, has_tables, session_scope, upgrade
+from core.dbpool import DatabasePool
+from core.errors import DatabaseBusy
+from core.rules import load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
 from core.sweeps import escalate_overdue, schedule_sweep
@@ -27,6 +30,16 @@ class Services:
     jobs: JobRunner
     speech: Any = None  # speech_models pool, when a model is configured
     extras: dict[str, Any] = field(default_factory=dict)
+    # The database's own threads: channels run every blocking database call through
+    # ``services.db.run`` and turn its DatabaseBusy into 503 / "please try again".
+    # Sized to the engine's connection pool when not given.
+    db: DatabasePool = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.db is None:
+            self.db = DatabasePool.for_engine(self.engine, threads=self.settings.db_threads,
+                                              queue=self.settings.db_queue,
+                                              wait_seconds=self.settings.db_wait_seconds)
 
 
 SERVICES = web.AppKey("gridline_services", Services)
@@ -52,7 +65,35 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return web.json_response({"status": "ok", "database_threads": request.app[SERVICES].db.stats()})
+
+
+@web.middleware
+async def busy_is_503(request: web.Request, handler):  # noqa: ANN001, ANN201
+    """A database call that found every thread taken (and the wait over) is a 503 with
+    Retry-After, not a 500: the client may try again in a moment."""
+    try:
+        return await handler(request)
+    except DatabaseBusy as exc:
+        log.warning("%s %s: database busy (%s)", request.method, request.path, exc)
+        return web.json_response({"status": "busy", "detail": "please try again"}, status=503,
+                                 headers={"Retry-After": "2"})
+
+
+def _setup_ivr(app: web.Application, services: Services) -> None:
+    from ivr.web import setup
+
+    setup(app, services)
+
+
+def _setup_chat(app: web.Application, services: Services) -> None:
+    from chat.web import setup
+
+    setup(app, services)
+
+
+# Each channel mounts its routes; imported only when it is served.
+CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat}
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -64,8 +105,8 @@ async def readyz(request: web.Request) -> web.Response:
         return has_tables(services.engine)
 
     try:
-        ok = await asyncio.wait_for(asyncio.to_thread(probe), 5)
-    except Exception as exc:  # database down or restarting
+        ok = await asyncio.wait_for(services.db.run(probe), 5)
+    except Exception as exc:  # database down, restarting or busy
         return web.json_response({"status": "unavailable", "database": str(exc)[:200]}, status=503)
     if not ok:
         return web.json_response({"status": "unavailable", "database": "schema missing"}, status=503)
@@ -81,42 +122,62 @@ def build_app(
     run_jobs: bool = True,
 ) -> web.Application:
     settings = settings or get_settings()
-    engine = engine or make_engine(settings.effective_database_url)
+    engine = engine or engine_from_settings(settings)
+    rules = load_rules()  # a bad GRIDLINE_RULES stops the start, with one line naming the key
+    unknown = [name for name in channels if name not in CHANNELS]
+    if unknown:
+        raise ValueError(f"unknown channel(s) {', '.join(unknown)}; known: {', '.join(CHANNELS)}")
     services = Services(settings=settings, engine=engine, jobs=JobRunner(engine), speech=speech)
-    app = web.Application(client_max_size=25 * 1024 * 1024)
+    db = services.db
+    services.jobs.db = db.run
+    app = web.Application(client_max_size=25 * 1024 * 1024, middlewares=[busy_is_503])
     app[SERVICES] = services
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
     for name in channels:
-        module = __import__(f"{name}.web", fromlist=["setup"])
-        module.setup(app, services)
+        CHANNELS[name](app, services)
 
     async def sla_sweep(job) -> None:  # noqa: ANN001
-        escalated = await asyncio.to_thread(escalate_overdue, engine)
+        escalated = await db.run(escalate_overdue, engine)
         if escalated:
             log.info("sla sweep escalated %d case(s): %s", len(escalated), ", ".join(escalated))
 
     services.jobs.register("sla_sweep", sla_sweep)
 
+    check_every = float(rules["sweeps"]["schedule_check_seconds"])
+
     async def schedule_sweeps() -> None:
         while True:
             try:
-                await asyncio.to_thread(schedule_sweep, engine)
+                await db.run(schedule_sweep, engine)
                 services.jobs.wake()
-            except Exception:  # database restarting: try at the next slot
+            except Exception:  # database restarting or busy: try at the next check
                 log.exception("could not schedule the SLA sweep")
-            await asyncio.sleep(60)
+            await asyncio.sleep(check_every)
+
+    async def warm_indexes() -> None:
+        from core.indexes import indexes_for
+
+        try:
+            await db.run(indexes_for, engine)
+        except Exception:  # the first request builds them instead
+            log.warning("could not build the routing indexes at start", exc_info=True)
 
     async def jobs_lifecycle(app: web.Application):
+        loop = asyncio.get_running_loop()
+        # Built in the background, so start-up does not wait and the first resident does not pay.
+        warming = loop.create_task(warm_indexes(), name="gridline-warm-indexes")
         ticker = None
         if run_jobs:
             services.jobs.start()
-            ticker = asyncio.get_running_loop().create_task(schedule_sweeps(), name="gridline-sla-ticker")
+            ticker = loop.create_task(schedule_sweeps(), name="gridline-sla-ticker")
         yield
+        warming.cancel()
         if ticker is not None:
             ticker.cancel()
         await services.jobs.stop()
+        await loop.run_in_executor(None, db.shutdown)
 
     app.cleanup_ctx.append(jobs_lifecycle)
     return app

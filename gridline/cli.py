@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 from pathlib import Path
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.settings import get_settings
 
+
+def explain(error: BaseException) -> str | None:
+    """What a person should read instead of a traceback: one line that says what is wrong
+    and what to do, for the problems of configuration, database and files that a
+    newcomer meets. ``None`` for anything else (a bug keeps its traceback)."""
+    from core.db import explain_error
+    from core.rules import RulesError
+    from core.settings import SettingsInvalid
+
+    if isinstance(error, SettingsInvalid | RulesError):
+        return str(error)
+    try:
+        database = get_settings().effective_database_url
+    except SettingsInvalid:
+        database = None
+    message = explain_error(error, database)
+    if message is not None:
+        return message
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot use {error.filename}: {error.strerror or error}"
+    return None
+
+
+class _ExplainingGroup(typer.core.TyperGroup):
+    """Turns the problems :func:`explain` knows into one ``error:`` line and exit status 1."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201
+        try:
+            return super().invoke(ctx)
+        except Exception as error:  # explain() picks what it knows; the rest goes on up
+            message = explain(error)
+            if message is None:
+                raise
+            Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(help="Gridline: grid-based community governance (网格化管理) hotline and chat petitions.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, cls=_ExplainingGroup,
+                  pretty_exceptions_show_locals=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 demo_app = typer.Typer(help="The fictional demo district.", no_args_is_help=True)
 grids_app = typer.Typer(help="Grids, workers and households.", no_args_is_help=True)
@@ -24,11 +65,23 @@ app.add_typer(cases_app, name="cases")
 
 console = Console()
 
+# `cases list` and `grids households` print at most this many rows at once.
+MAX_ROWS = 1000
 
-def _engine():
-    from core.db import make_engine
 
-    return make_engine(get_settings().effective_database_url)
+def _engine(*, migrated: bool = True):
+    """The configured database, after checking the settings and the rules (each problem is
+    one line, see :func:`explain`). ``migrated``: refuse a database that is not at the
+    newest schema, saying to run `gridline db upgrade`."""
+    from core.db import engine_from_settings, require_schema
+    from core.rules import load_rules
+
+    settings = get_settings()
+    load_rules()
+    engine = engine_from_settings(settings)
+    if migrated:
+        require_schema(engine)
+    return engine
 
 
 def _fail(message: str) -> None:
@@ -51,7 +104,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    engine = _engine()
+    engine = _engine(migrated=False)
     if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
         console.print("loaded the demo district into the empty database")
     from gridline.speech import build_speech
@@ -72,7 +125,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from core.db import current_revision, upgrade
 
-    engine = _engine()
+    engine = _engine(migrated=False)
     upgrade(engine, revision)
     console.print(f"database at revision {current_revision(engine)}")
 
@@ -84,7 +137,7 @@ def db_revision(message: str = typer.Option(..., "-m", "--message", help="what t
 
     from core.db import alembic_config, upgrade
 
-    engine = _engine()
+    engine = _engine(migrated=False)
     upgrade(engine)  # compare against the newest schema, not an old one
     command.revision(alembic_config(engine), message=message, autogenerate=True)
 
@@ -96,7 +149,7 @@ def demo_load() -> None:
     from core.demo import load_demo
     from core.errors import DomainError
 
-    engine = _engine()
+    engine = _engine(migrated=False)
     upgrade(engine)
     try:
         with session_scope(engine) as session:
@@ -111,7 +164,7 @@ def _import(kind: str, path: Path) -> None:
     from core.db import session_scope, upgrade
     from core.errors import DomainError
 
-    engine = _engine()
+    engine = _engine(migrated=False)
     upgrade(engine)
     func = {"grids": importers.import_grids_geojson, "workers": importers.import_workers_csv,
             "households": importers.import_households_csv}[kind]
@@ -120,9 +173,6 @@ def _import(kind: str, path: Path) -> None:
             count = func(session, path)
     except DomainError as exc:
         _fail(exc.message)
-    from core.intake import invalidate_routing
-
-    invalidate_routing()
     console.print(f"imported {count} {kind} from {path}")
 
 
@@ -138,6 +188,9 @@ def grids_export(path: Path = typer.Argument(..., dir_okay=False, help="GeoJSON 
     from core.db import session_scope
     from core.importers import export_grids_geojson
 
+    path = path.expanduser()
+    if not path.parent.is_dir():
+        _fail(f"cannot write {path}: the folder {path.parent} does not exist")
     with session_scope(_engine()) as session:
         count = export_grids_geojson(session, path)
     console.print(f"wrote {count} grids to {path}")
@@ -158,7 +211,7 @@ def households_import(path: Path = typer.Argument(..., exists=True, dir_okay=Fal
 @cases_app.command("list")
 def cases_list(
     status: str = typer.Option(None, help="only cases in this status"),
-    limit: int = typer.Option(30, help="how many, newest first"),
+    limit: int = typer.Option(30, min=1, max=MAX_ROWS, help=f"how many, newest first (1–{MAX_ROWS})"),
 ) -> None:
     """The newest cases."""
     from sqlmodel import select
@@ -190,31 +243,138 @@ def cases_list(
 
 @cases_app.command("show")
 def cases_show(number: str) -> None:
-    """One case with its history."""
+    """One case: its details, what the resident said, its files, the survey and its history."""
     from sqlmodel import select
 
     from core.actions import get_case
     from core.db import session_scope
     from core.errors import NotFound
-    from core.models import CaseEvent
+    from core.models import CaseEvent, Category, Grid, Survey
+    from core.queries import case_files
+    from core.storage import resolve
 
+    settings = get_settings()
     with session_scope(_engine()) as session:
         try:
             case = get_case(session, number)
         except NotFound as exc:
             _fail(exc.message)
         events = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).all()
+        files = case_files(session, case.id)
+        surveys = session.exec(select(Survey).where(Survey.case_id == case.id).order_by(Survey.id)).all()
+        category = session.get(Category, case.category_id) if case.category_id else None
+        grid = session.get(Grid, case.grid_id) if case.grid_id else None
     info = Table(show_header=False)
-    for key in ("number", "status", "channel", "description", "address_text", "grid_id", "owner_level",
+    named = {"category": f"{category.name} ({category.code})" if category else "",
+             "grid": f"{grid.name} ({grid.code})" if grid else ""}
+    for key in ("number", "status", "channel", "description", "address_text", "category", "grid", "owner_level",
                 "worker_id", "department_id", "response_due", "resolution_due", "routing_reason", "flags"):
-        value = getattr(case, key)
-        info.add_row(key, str(value.value if hasattr(value, "value") else value or ""))
+        value = named[key] if key in named else getattr(case, key)
+        info.add_row(key, escape(str(value.value if hasattr(value, "value") else value or "")))
     console.print(info)
-    history = Table("at (UTC)", "action", "from", "to", "actor", "reason")
+
+    if case.transcript:
+        words = Table("from (s)", "to (s)", "confidence", "heard", title="transcript (as recognised)")
+        for seg in case.transcript:
+            conf = seg.get("confidence")
+            words.add_row(_seconds(seg.get("start")), _seconds(seg.get("end")),
+                          f"{conf:.2f}" if isinstance(conf, int | float) else "", escape(str(seg.get("text", ""))))
+        console.print(words)
+        if case.transcript_confidence is not None:
+            console.print(f"mean confidence {case.transcript_confidence:.2f}")
+    else:
+        console.print("transcript: none (typed, or not recognised yet)")
+
+    if files:
+        # One line per file, never cut or wrapped, so a path can be copied as printed.
+        console.print("recordings and attachments:")
+        for f in files:
+            on_disk = resolve(f.path, settings.data_dir)
+            state = "" if on_disk.exists() else "  [red](missing on disk)[/red]"
+            console.print(f"  {f.kind:<9} {f.mime_type or '':<11} {_size(f.size):>8}  {escape(str(on_disk))}{state}",
+                          soft_wrap=True)
+    else:
+        console.print("recordings and attachments: none")
+
+    if surveys:
+        table = Table("channel", "status", "attempts", "solved", "satisfied", "comment", "answered (UTC)",
+                      title="follow-up survey")
+        for sv in surveys:
+            table.add_row(sv.channel, sv.status.value, str(sv.attempts), sv.solved or "", sv.satisfied or "",
+                          escape(sv.comment or ""), sv.answered_at.strftime("%Y-%m-%d %H:%M") if sv.answered_at else "")
+        console.print(table)
+    else:
+        console.print("follow-up survey: none yet")
+
+    history = Table("at (UTC)", "action", "from", "to", "actor", "reason", title="history")
     for ev in events:
         history.add_row(ev.at.strftime("%Y-%m-%d %H:%M:%S"), ev.action,
-                        ev.from_status.value if ev.from_status else "", ev.to_status.value, ev.actor, ev.reason or "")
+                        ev.from_status.value if ev.from_status else "", ev.to_status.value, ev.actor,
+                        escape(ev.reason or ""))
     console.print(history)
+
+
+def _seconds(value) -> str:  # noqa: ANN001
+    return f"{value:.1f}" if isinstance(value, int | float) else ""
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB" if size >= 1e3 else f"{size} B"
+
+
+@grids_app.command("households")
+def grids_households(
+    grid: str = typer.Option(None, help="only households of this grid code (or of the grids under it)"),
+    limit: int = typer.Option(50, min=1, max=MAX_ROWS, help=f"how many (1–{MAX_ROWS})"),
+) -> None:
+    """Registered households and their residents' phone numbers (a caller from one of these
+    numbers is routed by their household). The view is written to the audit trail."""
+    from sqlmodel import select
+
+    from core import audit
+    from core.db import session_scope
+    from core.models import Grid, Household, Resident
+
+    with session_scope(_engine()) as session:
+        stmt = (select(Household, Grid, Resident).join(Grid, Grid.id == Household.grid_id)
+                .outerjoin(Resident, Resident.household_id == Household.id)
+                .order_by(Household.code, Resident.id))
+        if grid:
+            root = session.exec(select(Grid).where(Grid.code == grid)).first()
+            if root is None:
+                _fail(f"no grid has code {grid!r} (gridline grids export FILE lists them)")
+            stmt = stmt.where(Grid.id.in_(_grid_and_below(session, root.id)))
+        rows = session.exec(stmt.limit(limit)).all()
+        audit.record(session, actor=_cli_actor(), action="view_households", target_type="grid",
+                     target_id=grid, detail={"rows": len(rows)})
+    table = Table("household", "address", "grid", "resident", "phone")
+    for household, g, resident in rows:
+        table.add_row(household.code, escape(household.address), f"{g.name} ({g.code})",
+                      escape(resident.name or "") if resident else "", resident.phone or "" if resident else "")
+    console.print(table)
+    if len(rows) == limit:
+        console.print(f"(the first {limit}; --limit shows more, --grid narrows)")
+
+
+def _cli_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name in a bare container
+        return "cli"
+
+
+def _grid_and_below(session, grid_id: int) -> list[int]:  # noqa: ANN001
+    from sqlmodel import select
+
+    from core.models import Grid
+
+    ids, frontier = [grid_id], [grid_id]
+    while frontier:
+        frontier = list(session.exec(select(Grid.id).where(Grid.parent_id.in_(frontier))).all())
+        ids += frontier
+    return ids
 
 
 def _register_optional_commands() -> None:

@@ -85,8 +85,6 @@ class Hotline:
         )
         self.registry.on_orphan = self.orphaned
         self.latencies: list[float] = []
-        self._gazetteer = None
-        self._gazetteer_at = 0.0
         self._sweeper: asyncio.Task | None = None
 
     # -- helpers ------------------------------------------------------------------------
@@ -96,7 +94,7 @@ class Hotline:
         return self.config["petition"]
 
     async def db(self, fn, *args, **kw):
-        return await asyncio.to_thread(fn, *args, **kw)
+        return await self.services.db.run(fn, *args, **kw)
 
     async def mutate(self, call_sid: str, fn):
         row, result = await self.registry.mutate(call_sid, fn)
@@ -121,17 +119,10 @@ class Hotline:
         return self.flow.filed(filed.number) if filed.number else self.flow.goodbye("bye")
 
     async def gazetteer(self):
-        from core.db import session_scope
-        from core.routing import Gazetteer
+        from core.indexes import indexes_for
 
-        if self._gazetteer is None or time.monotonic() - self._gazetteer_at > 300:
-            def build():
-                with session_scope(self.engine) as session:
-                    return Gazetteer.from_session(session, self.config["address"]["min_confidence"])
-
-            self._gazetteer = await self.db(build)
-            self._gazetteer_at = time.monotonic()
-        return self._gazetteer
+        snapshot = await self.db(indexes_for, self.engine)
+        return snapshot.gazetteer_at(self.config["address"]["min_confidence"])
 
     async def segment_result(self, call_sid: str, name: str, round_: int) -> dict | None:
         """The finished segment, or ``None`` (say 请稍候 and come back) while recognition

@@ -8,10 +8,10 @@ import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:  # `alembic` run by hand: take the URL from the settings
-    from core.db import make_engine
+    from core.db import engine_from_settings
     from core.settings import get_settings
 
-    engine = make_engine(get_settings().effective_database_url)
+    engine = engine_from_settings(get_settings())
 
 with engine.connect() as connection:
     sqlite = connection.dialect.name == "sqlite"

@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 from sqlmodel import select
 
-from chat import store
 from chat.web import CHATBOT, ChatBot
 from chat.web import setup as setup_chat
 from core.db import session_scope
@@ -39,8 +38,6 @@ class Demo:
 
 @pytest.fixture
 def demo(engine) -> Demo:
-    store.LOCATOR.clear()
-    store.GAZETTEER.clear()
     with session_scope(engine) as session:
         load_demo(session)
         micro = session.exec(select(Grid).where(Grid.level == GridLevel.micro).order_by(Grid.code).offset(4)).first()

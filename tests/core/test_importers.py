@@ -327,3 +327,76 @@ def test_a_phone_registered_to_another_household_is_refused(session, grids, tmp_
         importers.import_households_csv(session, path)
     assert_problems(problems_of(exc), [(2, "phone 13900000001 is registered to household HT01")])
     assert snapshot(session) == before
+
+
+# -- one problem does not hide another ---------------------------------------------------
+
+
+def test_an_invalid_geometry_does_not_hide_an_unknown_parent(session, grids, tmp_path):
+    bowtie = {"type": "Polygon", "coordinates": [[[117.70, 26.30], [117.71, 26.31], [117.71, 26.30],
+                                                   [117.70, 26.31], [117.70, 26.30]]]}
+    feature = {"type": "Feature", "geometry": bowtie,
+               "properties": {"code": "9901000010010199", "name": "自交微网格", "level": "micro",
+                              "parent_code": "990100001009"}}
+    path = tmp_path / "g.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}, ensure_ascii=False), "utf-8")
+    before = snapshot(session)
+    with pytest.raises(ImportFailed) as exc:
+        importers.import_grids_geojson(session, path)
+    assert_problems(problems_of(exc), [
+        (1, "invalid geometry: Self-intersection"),
+        (1, "parent 990100001009 is neither in the file nor in the database"),
+    ])
+    assert snapshot(session) == before
+
+
+def test_an_invalid_geometry_does_not_hide_a_parent_of_the_wrong_level(session, grids, tmp_path):
+    feature = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [117.7, 26.3]},
+               "properties": {"code": "9901000010010198", "name": "点微网格", "level": "micro",
+                              "parent_code": "990100001"}}  # a street, not an area
+    path = tmp_path / "g.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}, ensure_ascii=False), "utf-8")
+    with pytest.raises(ImportFailed) as exc:
+        importers.import_grids_geojson(session, path)
+    assert_problems(problems_of(exc), [
+        (1, "geometry type 'Point' is not supported"),
+        (1, "parent 990100001 is a street; a micro's parent must be an area"),
+    ])
+
+
+@pytest.mark.parametrize("kind", ["workers", "households"])
+def test_a_line_with_the_wrong_field_count_does_not_hide_the_other_lines(session, grids, tmp_path, kind):
+    if kind == "workers":
+        text = ("code,name,role,phone,grid_codes,is_leader\n"
+                "T1,张三,grid_worker,13800000001,9901000010010101\n"        # 5 fields
+                "T2,李四,captain,12345,9901000010010101,false\n"             # bad role, bad phone
+                "T3,王五,grid_worker,,990999,false\n")                       # unknown grid
+        expected = [(2, "5 fields, expected 6"), (3, "unknown role 'captain'"), (3, "bad phone '12345'"),
+                    (4, "unknown grid 990999")]
+        func_ = importers.import_workers_csv
+    else:
+        text = ("code,address,grid_code,resident_name,phone\n"
+                "HX1,样板社区1幢,9901000010010101,陈一,13900000001,多余\n"  # 6 fields
+                "HX2,,9901000010010101,陈二,139000\n"                      # no address, bad phone
+                "HX3,样板社区3幢,9909999999999999,陈三,\n")                 # unknown grid
+        expected = [(2, "6 fields, expected 5"), (3, "empty address"), (3, "bad phone '139000'"),
+                    (4, "unknown grid 9909999999999999")]
+        func_ = importers.import_households_csv
+    path = tmp_path / f"{kind}.csv"
+    path.write_text(text, "utf-8")
+    before = snapshot(session)
+    with pytest.raises(ImportFailed) as exc:
+        func_(session, path)
+    assert_problems(problems_of(exc), expected)
+    assert snapshot(session) == before
+
+
+def test_a_landline_typo_is_a_bad_phone(session, grids, tmp_path):
+    # 0598 (三明) has 7-digit local numbers: an 8-digit one is a typo, not a number to store.
+    path = tmp_path / "h.csv"
+    path.write_text("code,address,grid_code,resident_name,phone\n"
+                    "HY1,样板社区1幢,9901000010010101,陈一,0598-75123456\n"
+                    "HY2,样板社区2幢,9901000010010101,陈二,0598-7512345\n", "utf-8")
+    with pytest.raises(ImportFailed) as exc:
+        importers.import_households_csv(session, path)
+    assert problems_of(exc) == [(2, "bad phone '0598-75123456'")]

@@ -11,8 +11,10 @@ from core.routing import (
     RouteResult,
     normalise_address,
     normalise_phone,
+    phone_variants,
     route_by_phone,
     route_case,
+    valid_phone,
 )
 
 
@@ -141,7 +143,14 @@ def test_locator_rebuilds_when_grids_change(session, district):
     ("(0591) 8765 4321", "059187654321"),
     ("+86 591 8765 4321", "059187654321"),
     ("+44 20 7946 0958", "+442079460958"),
+    ("tel:+8613800138000", "13800138000"),
+    ("010-12345678", "01012345678"),            # Beijing: a 2-digit area code
+    ("+86 10 1234 5678", "01012345678"),
+    ("0598-7512301", "05987512301"),            # 三明: 7-digit local numbers
+    ("+1 415 555 0100", "+14155550100"),
+    ("110", "110"),                             # a short number stays as dialled
     ("", None),
+    ("n/a", None),
 ])
 def test_normalise_phone(raw, expected):
     assert normalise_phone(raw) == expected
@@ -150,6 +159,23 @@ def test_normalise_phone(raw, expected):
 def test_normalise_phone_with_area_code():
     assert normalise_phone("87654321") == "87654321"
     assert normalise_phone("8765 4321", default_area_code="0591") == "059187654321"
+    assert normalise_phone("7512301", default_area_code="598") == "05987512301"
+
+
+def test_phone_variants_cover_the_spellings_rows_were_stored_in():
+    assert phone_variants("0591 8765 4321") >= {"0591 8765 4321", "059187654321", "+8659187654321",
+                                                 "8659187654321", "0591-87654321"}
+    assert phone_variants("010 1234 5678") >= {"01012345678", "010-12345678", "+861012345678"}
+    assert phone_variants("+8613800138000") >= {"13800138000", "+8613800138000", "8613800138000"}
+    assert phone_variants("+44 20 7946 0958") == {"+44 20 7946 0958", "+442079460958"}
+
+
+def test_valid_phone_refuses_what_cannot_be_dialled():
+    assert valid_phone("138 0013 8000") == "13800138000"
+    assert valid_phone("0598-7512301") == "05987512301"
+    assert valid_phone("+44 20 7946 0958") == "+442079460958"
+    for bad in ("12345", "139000", "0598-75123456", "", None, "电话"):
+        assert valid_phone(bad) is None, bad
 
 
 @pytest.mark.parametrize("phone, key", [

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner
 
@@ -52,3 +55,47 @@ def test_cli_db_upgrade_and_cases(monkeypatch, tmp_path, engine):
         assert bad.exit_code == 1 and "unknown status" in bad.output
     finally:
         get_settings.cache_clear()
+
+
+async def test_a_busy_database_is_a_503_with_retry_after(engine, tmp_path):
+    import threading
+
+    from gridline.app import SERVICES
+
+    settings = Settings(data_dir=tmp_path, db_threads=1, db_queue=0, db_wait_seconds=0.2)
+    app = build_app(settings, engine=engine, channels=(), run_jobs=False)
+    gate = threading.Event()
+
+    async def slow(request):
+        await request.app[SERVICES].db.run(gate.wait, 30)
+        return web.json_response({"done": True})
+
+    app.router.add_get("/test/slow", slow)
+    async def until(condition) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+
+    async with TestClient(TestServer(app)) as client:
+        db = app[SERVICES].db
+        from core.indexes import CACHE
+
+        # The start-up warming of the routing indexes has used its thread and is done.
+        await until(lambda: CACHE.current(engine) is not None and db.busy == 0 and db.waiting == 0)
+        first = asyncio.ensure_future(client.get("/test/slow"))
+        await until(lambda: db.busy == 1)
+        second = await client.get("/test/slow")
+        assert second.status == 503 and second.headers["Retry-After"] == "2"
+        assert (await second.json())["detail"] == "please try again"
+        health = await (await client.get("/healthz")).json()
+        assert health["database_threads"]["threads"] == 1 and health["database_threads"]["refused"] >= 1
+        gate.set()
+        assert (await first).status == 200
+
+
+def test_channels_are_named_explicitly(engine, tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown channel"):
+        build_app(Settings(data_dir=tmp_path), engine=engine, channels=("fax",), run_jobs=False)
