@@ -77,7 +77,7 @@ def build_app(
     *,
     engine: Engine | None = None,
     speech: Any = None,
-    channels: tuple[str, ...] = ("ivr", "chat"),
+    channels: tuple[str, ...] = ("ivr", "chat", "console"),
     run_jobs: bool = True,
 ) -> web.Application:
     settings = settings or get_settings()
