@@ -121,7 +121,7 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         if not principal.sees_phone:
             raise InvalidInput("your role may not search by phone number")
         variants = sorted(phone_variants(f.phone))
-        if not variants:
+        if sum(ch.isdigit() for ch in f.phone) < 5 or not variants:
             raise InvalidInput(f"not a phone number: {f.phone!r}")
         residents = select(Resident.id).where(Resident.phone.in_(variants))
         stmt = stmt.where(or_(Case.contact_phone.in_(variants), Case.resident_id.in_(residents)))

@@ -73,6 +73,22 @@ def add_users(session, district: District) -> None:
     assert micro1 and micro2
 
 
+@pytest.fixture(scope="session")
+def _one_hash() -> str:
+    from console.auth import hash_password
+
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture(autouse=True)
+def _hash_once(monkeypatch, _one_hash):
+    """argon2 is slow on purpose; the accounts of a test share one real hash of PASSWORD."""
+    import console.auth
+
+    real = console.auth.hash_password
+    monkeypatch.setattr(console.auth, "hash_password", lambda pw: _one_hash if pw == PASSWORD else real(pw))
+
+
 @pytest.fixture
 def world(engine, tmp_path) -> World:
     invalidate_grid_tree()
@@ -107,7 +123,9 @@ async def client(engine, world):
 
 
 async def login(client: TestClient, name: str, password: str = PASSWORD, *, expect: int = 303):
-    """Log in through the form, as a browser does (its CSRF cookie and field included)."""
+    """Log in through the form, as a browser does (its CSRF cookie and field included); a
+    new browser each time (the cookies of an earlier login are dropped)."""
+    client.session.cookie_jar.clear()
     page = await client.get("/console/login")
     html = await page.text()
     token = html.split('name="_csrf" value="', 1)[1].split('"', 1)[0]
