@@ -174,12 +174,12 @@ def _classify(session, case, form, p):  # noqa: ANN001, ANN202
 
 def _edit_text(session, case, form, p):  # noqa: ANN001, ANN202
     text = _need(form, "description", "the text may not be empty")
-    actions.classify(session, case, actor=p.actor, description=text, reason="transcript corrected")
+    actions.classify(session, case, actor=p.actor, description=text, reason="更正转写文字")
 
 
 def _locate(session, case, form, p):  # noqa: ANN001, ANN202
     grid = _by_code(session, Grid, _need(form, "grid", "choose a grid"), "grid")
-    actions.locate(session, case, actor=p.actor, grid_id=grid.id, reason=form.get("reason") or "placed by an operator",
+    actions.locate(session, case, actor=p.actor, grid_id=grid.id, reason=form.get("reason") or "话务员人工定位",
                    confidence=1.0)
 
 
@@ -190,7 +190,7 @@ def _dispatch(session, case, form, p):  # noqa: ANN001, ANN202
     department = _by_code(session, Department, form["department"], "department") if form.get("department") else None
     actions.dispatch(session, case, actor=p.actor, grid_id=grid.id if grid else None,
                      worker_id=worker.id if worker else None, department_id=department.id if department else None,
-                     reason=form.get("reason") or "dispatched by an operator")
+                     reason=form.get("reason") or "话务员派遣")
 
 
 def _accept(session, case, form, p):  # noqa: ANN001, ANN202
@@ -212,7 +212,7 @@ def _return(session, case, form, p):  # noqa: ANN001, ANN202
 
 
 def _escalate(session, case, form, p):  # noqa: ANN001, ANN202
-    actions.escalate(session, case, actor=p.actor, reason=form.get("reason") or "escalated by a supervisor")
+    actions.escalate(session, case, actor=p.actor, reason=form.get("reason") or "督办升级")
 
 
 def _verify(session, case, form, p):  # noqa: ANN001, ANN202

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -94,6 +95,16 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
 
 def error_page(request: web.Request, status: int, message: str) -> web.Response:
     return render(request, "error.html", {"status": status, "message": message}, status=status)
+
+
+@web.middleware
+async def timing(request: web.Request, handler):  # noqa: ANN001, ANN201
+    """Server-Timing on every answer: how long the server worked on it (the benchmark reads it)."""
+    started = time.perf_counter()
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    return response
 
 
 @web.middleware
@@ -185,7 +196,7 @@ async def _first_start_hint(app: web.Application) -> None:
 def build_console(services) -> web.Application:  # noqa: ANN001
     settings = get_console_settings()
     storage = DatabaseStorage(secure=settings.secure_cookies, path=f"{PREFIX}/")
-    console = web.Application(middlewares=[errors, session_middleware(storage), guard, csrf])
+    console = web.Application(middlewares=[timing, errors, session_middleware(storage), guard, csrf])
     console[db.ENGINE] = services.engine
     console[db.DATA_DIR] = services.settings.data_dir
     env = aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")),

@@ -6,7 +6,6 @@ import sys
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
 console = Console()
@@ -68,17 +67,17 @@ def list_users() -> None:
     from core.db import session_scope
     from core.models import ConsoleUser, ConsoleUserGrid, Department, Grid, Worker
 
-    table = Table("name", "role", "worker", "department", "grids", "disabled", "last login (UTC)")
+    lines = ["name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login (UTC)"]
     with session_scope(_engine()) as session:
         for user in session.exec(select(ConsoleUser).order_by(ConsoleUser.name)).all():
             grids = session.exec(select(Grid.code).join(ConsoleUserGrid, ConsoleUserGrid.grid_id == Grid.id)
                                  .where(ConsoleUserGrid.user_id == user.id)).all()
             worker = session.get(Worker, user.worker_id) if user.worker_id else None
             dept = session.get(Department, user.department_id) if user.department_id else None
-            table.add_row(user.name, user.role, worker.code if worker else "", dept.code if dept else "",
-                          " ".join(grids), "yes" if user.disabled else "",
-                          user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "")
-    console.print(table)
+            lines.append("\t".join((user.name, user.role, worker.code if worker else "", dept.code if dept else "",
+                                    " ".join(grids), "yes" if user.disabled else "",
+                                    user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "")))
+    print("\n".join(lines))  # one account a line, tab-separated: easy to read and to grep
 
 
 def _toggle(name: str, disabled: bool) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from console.access import Principal, case_scope, mask_phone, mask_text, principal_for, role_rules, scoped
+from console.access import (
+    Principal,
+    case_scope,
+    mask_phone,
+    mask_text,
+    principal_for,
+    role_rules,
+    scoped,
+)
 from core import actions
 from core.db import session_scope
 from core.models import AuditEntry, Case, Channel, ConsoleUser

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from console.auth import add_user, attempt_login, client_address, hash_password, rate_limited, set_disabled
+from console.auth import (
+    add_user,
+    attempt_login,
+    client_address,
+    hash_password,
+    rate_limited,
+    set_disabled,
+)
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.models import AuditEntry, ConsoleUser

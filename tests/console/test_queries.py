@@ -14,7 +14,7 @@ from console.access import principal_for
 from core import actions, clock
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.models import Case, Channel, ConsoleUser
+from core.models import Channel, ConsoleUser
 
 
 def _p(session, name="op"):
