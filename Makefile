@@ -1,5 +1,5 @@
 # The two commands of the quick start: `make run` and `make test`.
-.PHONY: run test lint bench
+.PHONY: run test lint bench vendor-js
 
 run:
 	@scripts/bootstrap.sh run
@@ -11,3 +11,7 @@ test:
 
 lint:
 	.venv/bin/ruff check .
+
+# Re-vendor the console's JavaScript (htmx) from the npm registry; commit what it writes.
+vendor-js:
+	scripts/vendor-js.sh

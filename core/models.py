@@ -386,3 +386,65 @@ class AuditEntry(SQLModel, table=True):
     target_id: str | None = Field(default=None, max_length=64)
     detail: dict | None = json_column()
     remote: str | None = Field(default=None, max_length=64)
+
+
+# ---- Console (console/): accounts, their grids, login sessions, and the indexes its pages need.
+
+
+class ConsoleUser(SQLModel, table=True):
+    """A person who logs in to the console. ``role`` names an entry of rules.toml
+    ``[console.roles]``; a worker or department account is tied to its ``Worker`` or
+    ``Department`` and sees only what that one owns or what lies in its grids."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    password_hash: str = Field(max_length=256)
+    role: str = Field(max_length=16)
+    worker_id: int | None = Field(default=None, foreign_key="worker.id")
+    department_id: int | None = Field(default=None, foreign_key="department.id")
+    language: str = Field(default="zh", max_length=8)
+    disabled: bool = False
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    last_login_at: NaiveDatetime | None = None
+
+
+class ConsoleUserGrid(SQLModel, table=True):
+    """Grids a console account answers for (a grid includes every grid below it)."""
+
+    user_id: int = Field(foreign_key="consoleuser.id", primary_key=True)
+    grid_id: int = Field(foreign_key="grid.id", primary_key=True)
+
+
+class ConsoleSession(SQLModel, table=True):
+    """A login. The cookie carries a random token; only its SHA-256 is stored, so a copy of
+    the database opens no session. Deleting the row logs the browser out at once."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="consoleuser.id", index=True)
+    data: dict | None = json_column()
+    remote: str | None = Field(default=None, max_length=64)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    last_seen_at: NaiveDatetime = Field(default_factory=utcnow)
+    expires_at: NaiveDatetime = Field(index=True)
+
+
+# The triage queue reads open cases that have flags or lack a grid or a category, oldest
+# first. The predicate is written once here and used verbatim by console.queries, so both
+# databases can prove the query matches this partial index.
+TRIAGE_INDEX_PREDICATE = (
+    "status NOT IN ('closed', 'merged') AND "
+    "(grid_id IS NULL OR category_id IS NULL OR CAST(flags AS TEXT) LIKE '[%')"
+)
+Index("ix_case_triage", Case.created_at, Case.id,
+      postgresql_where=sa.text(TRIAGE_INDEX_PREDICATE), sqlite_where=sa.text(TRIAGE_INDEX_PREDICATE))
+Index("ix_case_contact_phone", Case.contact_phone)
+Index("ix_case_department_status", Case.department_id, Case.status)
+Index("ix_case_grid_created", Case.grid_id, Case.created_at)
+Index("ix_case_resident_created", Case.resident_id, Case.created_at)
+# Text search: LIKE '%…%' on lower(description). On PostgreSQL a trigram GIN index (pg_trgm)
+# answers it; SQLite gets a plain expression index of the same name (it scans anyway).
+Index("ix_case_description_trgm", sa.func.lower(Case.description), postgresql_using="gin",
+      postgresql_ops={"description": "gin_trgm_ops"})
+Index("ix_survey_channel_status", Survey.channel, Survey.status)
+# Login rate limiting counts recent failures per address.
+Index("ix_auditentry_action_remote_at", AuditEntry.action, AuditEntry.remote, AuditEntry.at)

@@ -92,8 +92,14 @@ def _setup_chat(app: web.Application, services: Services) -> None:
     setup(app, services)
 
 
+def _setup_console(app: web.Application, services: Services) -> None:
+    from console.web import setup
+
+    setup(app, services)
+
+
 # Each channel mounts its routes; imported only when it is served.
-CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat}
+CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console}
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -118,7 +124,7 @@ def build_app(
     *,
     engine: Engine | None = None,
     speech: Any = None,
-    channels: tuple[str, ...] = ("ivr", "chat"),
+    channels: tuple[str, ...] = ("ivr", "chat", "console"),
     run_jobs: bool = True,
 ) -> web.Application:
     settings = settings or get_settings()

@@ -2,7 +2,8 @@
 # Installs what Gridline needs on a fresh Debian machine: system packages (when we are
 # root and they are missing), a virtualenv in .venv and the project itself.
 #   scripts/bootstrap.sh        runtime only
-#   scripts/bootstrap.sh dev    plus test tools, espeak-ng/sox for test audio, the Korean Vosk model
+#   scripts/bootstrap.sh dev    plus test tools, espeak-ng/sox for test audio, the Korean Vosk model,
+#                               Chromium and a CJK font for the console's browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
@@ -11,6 +12,10 @@ need_apt=()
 if [ "$mode" = dev ]; then
   command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
   command -v sox >/dev/null || need_apt+=(sox)
+  # the console's browser tests drive Debian's Chromium (never a browser download)
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  # Chinese glyphs in the console's test screenshots
+  fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need_apt+=(fonts-wqy-microhei)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -6,8 +6,9 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from gridline.commands import hotline, speech
+    from gridline.commands import hotline, speech, users
 
     app.add_typer(speech.models_app, name="models")
     app.command("transcribe")(speech.transcribe)
     app.command("simulate-call")(hotline.simulate_call)
+    app.add_typer(users.users_app, name="users")

@@ -1,0 +1,205 @@
+"""The console at scale: N cases on PostgreSQL (default 1,000,000) with their events,
+surveys, phones, flags and transcripts, then the pages people wait for, through the real
+aiohttp app and HTTP. Prints the server time (the console's Server-Timing header) of:
+the triage queue, a text search, a phone search, a worker's queue and the case page.
+Target: p99 < 150 ms each.
+
+    .venv/bin/python bench/console.py                    # 1,000,000 cases
+    .venv/bin/python bench/console.py --cases 20000      # a quick check
+
+PostgreSQL comes from GRIDLINE_BENCH_PG (default: the local test server); the benchmark
+makes a database of its own there and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from core.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.demo import load_demo  # noqa: E402
+from core.settings import Settings, normalise_database_url  # noqa: E402
+
+PASSWORD = "bench password 1"
+TARGET_MS = 150.0
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def load_dataset(engine, n: int) -> None:
+    """The one way this benchmark gets its data: the shared generator, then what the
+    console's pages read and the generator does not write (yet)."""
+    from bench.core import bulk_load  # the lead moves this to bench/dataset.py
+
+    with session_scope(engine) as session:
+        load_demo(session)
+    bulk_load(engine, n)
+    _top_up(engine)
+
+
+_TRANSCRIPT = ('[{"text": "楼下路灯坏了好几天", "start": 0.4, "end": 3.1, "final": true, "confidence": 0.71, '
+               '"words": [{"word": "楼下", "start": 0.4, "end": 0.9, "conf": 0.9}, '
+               '{"word": "路灯", "start": 0.9, "end": 1.5, "conf": 0.8}, '
+               '{"word": "坏了", "start": 1.5, "end": 2.0, "conf": 0.45}, '
+               '{"word": "好几天", "start": 2.0, "end": 3.1, "conf": 0.7}]}]')
+
+
+def _top_up(engine) -> None:
+    """Phones, triage flags, transcripts, lifecycle events and surveys, in bulk SQL; each
+    step only fills what is missing, so a richer generator makes it a no-op."""
+    steps = [
+        # a caller's number on every case: 300,000 residents calling again and again
+        """UPDATE "case" SET contact_phone = '+86138' || lpad((id % 300000)::text, 8, '0')
+           WHERE contact_phone IS NULL""",
+        # what waits for triage: flags on received cases, a third of them with no grid
+        """UPDATE "case" SET flags = CASE WHEN channel = 'hotline' THEN '["low_confidence"]'::json
+                                         ELSE '["needs_triage"]'::json END,
+                             grid_id = CASE WHEN id % 3 = 0 THEN NULL ELSE grid_id END
+           WHERE status = 'received' AND (flags IS NULL OR flags::text = 'null')""",
+        f"""UPDATE "case" SET transcript = '{_TRANSCRIPT}'::json, transcript_confidence = 0.71
+            WHERE channel = 'hotline' AND transcript IS NULL""",
+        # the lifecycle events the dates on each case imply
+        """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status)
+           SELECT id, dispatched_at, 'system', 'dispatch', 'received', 'dispatched' FROM "case"
+           WHERE dispatched_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'dispatch')""",
+        """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status, on_time)
+           SELECT id, accepted_at, 'worker', 'accept', 'dispatched', 'accepted', responded_on_time FROM "case"
+           WHERE accepted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'accept')""",
+        """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status, reason, on_time)
+           SELECT id, reported_done_at, 'worker', 'report_done', 'in_progress', 'reported_done', '已处理',
+                  resolved_on_time FROM "case"
+           WHERE reported_done_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'report_done')""",
+        """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status)
+           SELECT id, verified_at, 'leader', 'verify', 'reported_done', 'verified' FROM "case"
+           WHERE verified_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'verify')""",
+        """INSERT INTO survey (case_id, channel, status, attempts, solved, satisfied, created_at, answered_at)
+           SELECT id, CASE WHEN channel = 'chat' THEN 'chat' ELSE 'phone' END, 'answered', 1, 'solved',
+                  split_part(close_reason, ':', 2), verified_at, closed_at FROM "case"
+           WHERE close_reason LIKE 'survey:%' AND NOT EXISTS (SELECT 1 FROM survey)""",
+        """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status)
+           SELECT id, closed_at, 'resident', 'close', 'verified', 'closed' FROM "case"
+           WHERE closed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'close')""",
+        'ANALYZE "case"', "ANALYZE caseevent", "ANALYZE survey",
+    ]
+    with engine.begin() as conn:
+        for sql in steps:
+            conn.execute(text(sql))
+
+
+async def _measure(engine, data_dir: Path, repeat: int) -> dict[str, list[float]]:
+    from aiohttp import ClientSession, CookieJar
+    from aiohttp.test_utils import TestServer
+
+    from console.auth import add_user
+    from gridline.app import build_app
+
+    with session_scope(engine) as session:
+        busy_worker = session.exec(text(
+            "SELECT w.code FROM \"case\" c JOIN worker w ON w.id = c.worker_id WHERE c.status IN "
+            "('dispatched','accepted','in_progress','reported_done') GROUP BY w.code ORDER BY count(*) DESC LIMIT 1"
+        )).one()[0]
+        add_user(session, "bench-op", PASSWORD, "operator")
+        add_user(session, "bench-worker", PASSWORD, "worker", worker_code=busy_worker)
+        numbers = [r[0] for r in session.exec(text('SELECT number FROM "case" ORDER BY random() LIMIT 500'))]
+        phones = [r[0] for r in session.exec(text(
+            'SELECT contact_phone FROM "case" WHERE contact_phone IS NOT NULL ORDER BY random() LIMIT 200'))]
+    app = build_app(Settings(data_dir=data_dir), engine=engine, channels=("console",), run_jobs=False)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+
+    async def logged_in(name: str) -> ClientSession:
+        client = ClientSession(cookie_jar=CookieJar(unsafe=True))  # our server is an IP address
+        html = await (await client.get(f"{base}/console/login")).text()
+        token = html.split('name="_csrf" value="', 1)[1].split('"', 1)[0]
+        resp = await client.post(f"{base}/console/login", data={"_csrf": token, "name": name,
+                                                                 "password": PASSWORD}, allow_redirects=False)
+        assert resp.status == 303, await resp.text()
+        return client
+
+    async def timed(client: ClientSession, paths) -> list[float]:  # noqa: ANN001
+        out = []
+        for path in paths:
+            resp = await client.get(f"{base}{path}", allow_redirects=False)
+            body = await resp.read()
+            assert resp.status == 200, (path, resp.status, body[:300])
+            out.append(float(resp.headers["Server-Timing"].split("dur=")[1]))
+        return out
+
+    rng = random.Random(5)
+    terms = ["路灯", "下水道堵了", "飞线", "噪音", "垃圾没人清运", "井盖松动", "楼道", "不亮"]
+    op = await logged_in("bench-op")
+    worker = await logged_in("bench-worker")
+    try:
+        await timed(op, ["/console/triage", "/console/search?text=路灯"] * 5)  # warm caches and pools
+        results = {
+            "triage queue": await timed(op, ["/console/triage"] * repeat),
+            "text search": await timed(op, [f"/console/search?text={rng.choice(terms)}" for _ in range(repeat)]),
+            "phone search": await timed(op, [f"/console/search?phone={rng.choice(phones)}" for _ in range(repeat)]),
+            "worker's queue": await timed(worker, [f"/console/queues/worker/{busy_worker}"] * repeat),
+            "case page": await timed(op, [f"/console/cases/{rng.choice(numbers)}" for _ in range(repeat)]),
+        }
+    finally:
+        await op.close()
+        await worker.close()
+        await server.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=200, help="requests per page kind")
+    args = parser.parse_args()
+    server = normalise_database_url(os.environ.get("GRIDLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test"))
+    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"gridline_bench_console_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        engine = make_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+        upgrade(engine)
+        t0 = time.perf_counter()
+        load_dataset(engine, args.cases)
+        print(f"loaded {args.cases:,} cases with events and surveys in {time.perf_counter() - t0:.0f} s")
+        with engine.connect() as conn:
+            base = []
+            for _ in range(200):
+                s = time.perf_counter()
+                conn.execute(text("SELECT 1"))
+                base.append((time.perf_counter() - s) * 1000)
+            counts = conn.execute(text('SELECT (SELECT count(*) FROM "case"), (SELECT count(*) FROM caseevent), '
+                                       '(SELECT count(*) FROM survey)')).one()
+        print(f"rows: {counts[0]:,} cases, {counts[1]:,} events, {counts[2]:,} surveys; "
+              f"baseline SELECT 1 median {statistics.median(base):.3f} ms")
+        with tempfile.TemporaryDirectory() as tmp:
+            results = asyncio.run(_measure(engine, Path(tmp), args.repeat))
+        print(f"\n{'page (server time)':24} {'p50 ms':>8} {'p99 ms':>8}  target")
+        for label, values in results.items():
+            p50, p99 = percentile(values, 50), percentile(values, 99)
+            verdict = "ok" if p99 < TARGET_MS else "MISSED"
+            print(f"{label:24} {p50:8.2f} {p99:8.2f}  p99 < {TARGET_MS:.0f} ms {verdict}")
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

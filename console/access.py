@@ -1,0 +1,190 @@
+"""Who may see and do what in the console. Roles are rules data (rules.toml
+``[console.roles]``); scoping is one function, ``case_scope``, that every page, every
+query and the file server use; masking hides phone numbers and names from roles that may
+not see them."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import false, or_
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, select
+
+from core.models import Case, ConsoleUser, ConsoleUserGrid, Grid, WorkerGrid
+from core.rules import load_rules
+
+ROLES = ("admin", "operator", "supervisor", "worker", "department", "viewer")
+
+
+@dataclass(frozen=True)
+class RoleRules:
+    scope: str  # "all" or "own"
+    see_phone: bool
+    pages: frozenset[str]
+    actions: frozenset[str]
+
+
+def role_rules(role: str) -> RoleRules:
+    entry = console_rules()["roles"].get(role)
+    if entry is None:  # a role removed from the rules opens nothing
+        return RoleRules("own", False, frozenset(), frozenset())
+    return RoleRules(str(entry.get("scope", "own")), bool(entry.get("see_phone", False)),
+                     frozenset(entry.get("pages", ())), frozenset(entry.get("actions", ())))
+
+
+def console_rules() -> dict:
+    return load_rules().get("console", {})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The logged-in account as the pages see it."""
+
+    id: int
+    name: str
+    role: str
+    worker_id: int | None
+    department_id: int | None
+    language: str
+    rules: RoleRules
+    grid_ids: frozenset[int] = field(default_factory=frozenset)  # own grids and every grid below
+
+    @property
+    def actor(self) -> str:
+        return f"console:{self.name}"
+
+    def may_open(self, page: str) -> bool:
+        return page in self.rules.pages
+
+    def may(self, action: str) -> bool:
+        return action in self.rules.actions
+
+    @property
+    def sees_all(self) -> bool:
+        return self.rules.scope == "all"
+
+    @property
+    def sees_phone(self) -> bool:
+        return self.rules.see_phone
+
+
+# The grid tree changes rarely; one copy per process, refreshed every minute.
+_TREE_TTL_S = 60.0
+_tree: dict[str, tuple[float, dict[int, list[int]]]] = {}
+_tree_lock = threading.Lock()
+
+
+def invalidate_grid_tree() -> None:
+    with _tree_lock:
+        _tree.clear()
+
+
+def _children(session: Session) -> dict[int, list[int]]:
+    key = str(session.get_bind().url)
+    with _tree_lock:
+        hit = _tree.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+    children: dict[int, list[int]] = {}
+    for gid, parent in session.exec(select(Grid.id, Grid.parent_id)).all():
+        children.setdefault(parent, []).append(gid)
+    with _tree_lock:
+        _tree[key] = (time.monotonic() + _TREE_TTL_S, children)
+    return children
+
+
+def with_descendants(session: Session, grid_ids: set[int]) -> frozenset[int]:
+    children = _children(session)
+    out, stack = set(), list(grid_ids)
+    while stack:
+        gid = stack.pop()
+        if gid in out:
+            continue
+        out.add(gid)
+        stack.extend(children.get(gid, ()))
+    return frozenset(out)
+
+
+def principal_for(session: Session, user: ConsoleUser) -> Principal:
+    rules = role_rules(user.role)
+    grids: frozenset[int] = frozenset()
+    if rules.scope != "all":
+        own = set(session.exec(select(ConsoleUserGrid.grid_id).where(ConsoleUserGrid.user_id == user.id)).all())
+        if user.worker_id is not None:
+            own |= set(session.exec(select(WorkerGrid.grid_id).where(WorkerGrid.worker_id == user.worker_id)).all())
+        grids = with_descendants(session, own)
+    return Principal(user.id, user.name, user.role, user.worker_id, user.department_id, user.language,
+                     rules, grids)
+
+
+def case_scope(principal: Principal) -> ColumnElement[bool] | None:
+    """The condition a case must meet for this account to see it (None: every case).
+    Every console query of cases, and the file server, go through this."""
+    if principal.sees_all:
+        return None
+    terms: list[ColumnElement[bool]] = []
+    if principal.worker_id is not None:
+        terms.append(Case.worker_id == principal.worker_id)
+    if principal.department_id is not None:
+        terms.append(Case.department_id == principal.department_id)
+    if principal.grid_ids:
+        terms.append(Case.grid_id.in_(sorted(principal.grid_ids)))
+    return or_(*terms) if terms else false()
+
+
+def scoped(stmt, principal: Principal):  # noqa: ANN001, ANN201
+    condition = case_scope(principal)
+    return stmt if condition is None else stmt.where(condition)
+
+
+def can_see(session: Session, principal: Principal, case_id: int) -> bool:
+    """Whether this account may see an existing case."""
+    if case_scope(principal) is None:
+        return True
+    return session.exec(scoped(select(Case.id).where(Case.id == case_id), principal)).first() is not None
+
+
+# ---- masking -----------------------------------------------------------------------------
+
+_MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\d)")
+
+
+def mask_phone(phone: str | None) -> str:
+    """138****2419: enough to tell numbers apart on a list, not enough to call."""
+    if not phone:
+        return ""
+    digits = re.sub(r"\D", "", phone)
+    if digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    if len(digits) < 7:
+        return "*" * len(digits)
+    return f"{digits[:3]}****{digits[-4:]}"
+
+
+def mask_name(name: str | None) -> str:
+    if not name:
+        return ""
+    return name[0] + "*" * max(1, len(name) - 1)
+
+
+def mask_text(text: str | None) -> str:
+    """Mobile numbers a caller spoke or typed, masked inside a description or transcript."""
+    if not text:
+        return text or ""
+    return _MOBILE_IN_TEXT.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
+
+
+def phone_for(principal: Principal, phone: str | None) -> str:
+    return (phone or "") if principal.sees_phone else mask_phone(phone)
+
+
+def name_for(principal: Principal, name: str | None) -> str:
+    return (name or "") if principal.sees_phone else mask_name(name)
+
+
+def text_for(principal: Principal, text: str | None) -> str:
+    return (text or "") if principal.sees_phone else mask_text(text)

@@ -1,0 +1,270 @@
+"""The case page: what it shows (``case_view``) and what its forms do (``apply``).
+
+Every change goes through ``core.actions`` (which writes the ``CaseEvent``) and is also an
+``AuditEntry`` with the account and its address, since an event has no "from where"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, select
+
+from console import svgmap
+from console.access import Principal, can_see, console_rules
+from core import actions, audit
+from core.duplicates import suggest_duplicates
+from core.errors import InvalidInput, NotFound
+from core.models import (
+    Case,
+    CaseEvent,
+    Category,
+    Department,
+    Grid,
+    GridLevel,
+    Household,
+    Resident,
+    Survey,
+    Urgency,
+    Worker,
+)
+from core.queries import case_files
+
+
+class Forbidden(Exception):
+    """The account may not see this case, or may not do this to it."""
+
+
+def find_case(session: Session, principal: Principal, number: str) -> Case:
+    """The case by number, if this account may see it: NotFound, else Forbidden."""
+    case = session.exec(select(Case).where(Case.number == number.strip())).first()
+    if case is None:
+        raise NotFound(f"no case {number}")
+    if not can_see(session, principal, case.id):
+        raise Forbidden()
+    return case
+
+
+@dataclass
+class CaseView:
+    case: Case
+    category: Category | None
+    grid_path: list[Grid]
+    worker: Worker | None
+    department: Department | None
+    resident: Resident | None
+    household: Household | None
+    files: list
+    events: list[CaseEvent]
+    surveys: list[Survey]
+    duplicates: list
+    merged_into: str | None
+    drawing: svgmap.Drawing | None
+    choices: dict = field(default_factory=dict)
+
+
+def _grid_path(session: Session, grid_id: int | None) -> list[Grid]:
+    path: list[Grid] = []
+    node = session.get(Grid, grid_id) if grid_id else None
+    while node is not None:
+        path.insert(0, node)
+        node = session.get(Grid, node.parent_id) if node.parent_id else None
+    return path
+
+
+def _map(session: Session, case: Case, grid: Grid | None) -> svgmap.Drawing | None:
+    point = (case.longitude, case.latitude) if case.latitude is not None and case.longitude is not None else None
+    shapes: list[svgmap.Shape] = []
+    if grid is not None:
+        siblings = (session.exec(select(Grid).where(Grid.parent_id == grid.parent_id)).all()
+                    if grid.parent_id else [grid])
+        if grid.geometry is None:  # a grid above the micro level: draw what lies in it
+            siblings = session.exec(select(Grid).where(Grid.parent_id == grid.id)).all() or siblings
+        for g in siblings[:200]:
+            rings = svgmap.rings_of(g.geometry)
+            if rings:
+                shapes.append(svgmap.Shape(g.id, g.code, g.name, rings, highlight=g.id == grid.id))
+    elif point is not None:
+        d = 0.01
+        for g in session.exec(select(Grid).where(Grid.level == GridLevel.micro)).all():
+            rings = svgmap.rings_of(g.geometry)
+            if rings and any(abs(x - point[0]) < d and abs(y - point[1]) < d for r in rings for x, y in r):
+                shapes.append(svgmap.Shape(g.id, g.code, g.name, rings))
+    return svgmap.draw(shapes, point)
+
+
+def case_view(session: Session, principal: Principal, number: str, who: tuple[str, str]) -> CaseView:
+    """Everything the case page shows; the view itself is an audit row (personal data)."""
+    case = find_case(session, principal, number)
+    grid_path = _grid_path(session, case.grid_id)
+    resident = session.get(Resident, case.resident_id) if case.resident_id else None
+    household = session.get(Household, resident.household_id) if resident and resident.household_id else None
+    events = list(session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id)
+                               .order_by(CaseEvent.at, CaseEvent.id)).all())
+    surveys = list(session.exec(select(Survey).where(Survey.case_id == case.id).order_by(Survey.id)).all())
+    merged_into = session.get(Case, case.merged_into_id).number if case.merged_into_id else None
+    duplicates = []
+    if case.status.value in ("received", "returned", "dispatched"):
+        duplicates = [d for d in suggest_duplicates(session, case) if can_see(session, principal, d.case.id)]
+    view = CaseView(
+        case=case,
+        category=session.get(Category, case.category_id) if case.category_id else None,
+        grid_path=grid_path,
+        worker=session.get(Worker, case.worker_id) if case.worker_id else None,
+        department=session.get(Department, case.department_id) if case.department_id else None,
+        resident=resident,
+        household=household,
+        files=case_files(session, case.id),
+        events=events,
+        surveys=surveys,
+        duplicates=duplicates,
+        merged_into=merged_into,
+        drawing=_map(session, case, grid_path[-1] if grid_path else None),
+    )
+    if principal.rules.actions:
+        view.choices = {
+            "categories": session.exec(select(Category).order_by(Category.code)).all(),
+            "grids": session.exec(select(Grid).order_by(Grid.code)).all(),
+            "workers": session.exec(select(Worker).where(Worker.active == True)  # noqa: E712
+                                    .order_by(Worker.code)).all(),
+            "departments": session.exec(select(Department).order_by(Department.code)).all(),
+            "close_reasons": list(console_rules().get("close_reasons", ())),
+        }
+    actor, remote = who
+    audit.record(session, actor=actor, action="case.view", target_type="case", target_id=case.number,
+                 detail={"phone_shown": principal.sees_phone, "files": len(view.files)}, remote=remote)
+    return view
+
+
+# ---- the forms ---------------------------------------------------------------------------
+
+def _need(form: dict, key: str, message: str) -> str:
+    value = (form.get(key) or "").strip()
+    if not value:
+        raise InvalidInput(message)
+    return value
+
+
+def _by_code(session: Session, model, code: str, what: str):  # noqa: ANN001, ANN202
+    row = session.exec(select(model).where(model.code == code)).first()
+    if row is None:
+        raise NotFound(f"no {what} {code}")
+    return row
+
+
+def _clear_flags(session: Session, case: Case, action: str, actor: str) -> None:
+    clears = console_rules().get("clears_flags", {}).get(action, ())
+    present = tuple(f for f in clears if f in (case.flags or ()))
+    if present:
+        actions.set_flags(session, case, actor=actor, remove=present)
+
+
+def _classify(session, case, form, p):  # noqa: ANN001, ANN202
+    urgency = form.get("urgency") or None
+    if urgency is not None and urgency not in Urgency.__members__:
+        raise InvalidInput(f"no urgency {urgency!r}")
+    category = form.get("category") or None
+    if category == (session.get(Category, case.category_id).code if case.category_id else None):
+        category = None
+    if urgency == case.urgency.value:
+        urgency = None
+    actions.classify(session, case, actor=p.actor, category_code=category,
+                     urgency=Urgency(urgency) if urgency else None, reason=form.get("reason") or None)
+
+
+def _edit_text(session, case, form, p):  # noqa: ANN001, ANN202
+    text = _need(form, "description", "the text may not be empty")
+    actions.classify(session, case, actor=p.actor, description=text, reason="更正转写文字")
+
+
+def _locate(session, case, form, p):  # noqa: ANN001, ANN202
+    grid = _by_code(session, Grid, _need(form, "grid", "choose a grid"), "grid")
+    actions.locate(session, case, actor=p.actor, grid_id=grid.id, reason=form.get("reason") or "话务员人工定位",
+                   confidence=1.0)
+
+
+def _dispatch(session, case, form, p):  # noqa: ANN001, ANN202
+    grid_code = form.get("grid") or None
+    grid = _by_code(session, Grid, grid_code, "grid") if grid_code else None
+    worker = _by_code(session, Worker, form["worker"], "worker") if form.get("worker") else None
+    department = _by_code(session, Department, form["department"], "department") if form.get("department") else None
+    actions.dispatch(session, case, actor=p.actor, grid_id=grid.id if grid else None,
+                     worker_id=worker.id if worker else None, department_id=department.id if department else None,
+                     reason=form.get("reason") or "话务员派遣")
+
+
+def _accept(session, case, form, p):  # noqa: ANN001, ANN202
+    behalf = session.get(Worker, case.worker_id) if case.worker_id else None
+    actor = p.actor if behalf is None or behalf.id == p.worker_id else f"{p.actor} for {behalf.code}"
+    actions.accept(session, case, actor=actor[:64])
+
+
+def _start(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.start(session, case, actor=p.actor, note=form.get("note") or None)
+
+
+def _report_done(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.report_done(session, case, actor=p.actor, note=form.get("note", ""))
+
+
+def _return(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.return_case(session, case, actor=p.actor, reason=form.get("reason", ""))
+
+
+def _escalate(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.escalate(session, case, actor=p.actor, reason=form.get("reason") or "督办升级")
+
+
+def _verify(session, case, form, p):  # noqa: ANN001, ANN202
+    passed = form.get("passed", "yes") == "yes"
+    actions.verify(session, case, actor=p.actor, passed=passed, note=form.get("note") or None)
+
+
+def _close(session, case, form, p):  # noqa: ANN001, ANN202
+    reason = form.get("reason") or ""
+    note = form.get("note") or ""
+    actions.close(session, case, actor=p.actor, reason=f"{reason}: {note}" if reason and note else reason or note)
+
+
+def _reopen(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.reopen(session, case, actor=p.actor, reason=form.get("reason", ""))
+
+
+def _merge(session, case, form, p):  # noqa: ANN001, ANN202
+    into = find_case(session, p, _need(form, "into", "which case is the original?"))
+    actions.merge(session, case, into, actor=p.actor, reason=form.get("reason") or None)
+
+
+def _annotate(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.annotate(session, case, actor=p.actor, note=_need(form, "note", "the note is empty"))
+
+
+def _review(session, case, form, p):  # noqa: ANN001, ANN202
+    present = tuple(f for f in console_rules().get("clears_flags", {}).get("review", ()) if f in (case.flags or ()))
+    if not present:
+        raise InvalidInput("nothing left to review on this case")
+    actions.set_flags(session, case, actor=p.actor, remove=present)
+
+
+ACTIONS: dict[str, Callable] = {
+    "classify": _classify, "edit_text": _edit_text, "locate": _locate, "dispatch": _dispatch,
+    "accept": _accept, "start": _start, "report_done": _report_done, "return": _return,
+    "escalate": _escalate, "verify": _verify, "close": _close, "reopen": _reopen, "merge": _merge,
+    "annotate": _annotate, "review": _review,
+}
+
+
+def apply(session: Session, principal: Principal, number: str, action: str, form: dict,
+          who: tuple[str, str]) -> Case:
+    """One form of the case page: permission, scope, the core action, flags it settles,
+    and an audit row. A refused transition raises the core's DomainError (nothing written)."""
+    if action not in ACTIONS or not principal.may(action):
+        raise Forbidden()
+    case = find_case(session, principal, number)
+    case = actions.get_case(session, case.id, lock=True)
+    ACTIONS[action](session, case, form, principal)
+    _clear_flags(session, case, action, principal.actor)
+    actor, remote = who
+    audit.record(session, actor=actor, action=f"case.{action}", target_type="case", target_id=case.number,
+                 detail={k: v[:200] for k, v in form.items() if k != "_csrf"}, remote=remote)
+    return case

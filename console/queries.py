@@ -1,0 +1,206 @@
+"""The console's reads. Every query of cases goes through ``access.scoped`` and pages
+with keyset pagination (the next page starts after the last row's sort key), so a page
+costs the same at the millionth case as at the first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Text, and_, cast, func, or_, text
+from sqlmodel import Session, select
+
+from console.access import Principal, console_rules, scoped, with_descendants
+from core.actions import OWNED
+from core.errors import InvalidInput
+from core.models import (
+    TRIAGE_INDEX_PREDICATE,
+    Case,
+    CaseStatus,
+    Category,
+    Channel,
+    Department,
+    Grid,
+    Resident,
+    Worker,
+)
+
+
+@dataclass
+class Page:
+    rows: list
+    next_cursor: tuple | None = None
+    names: dict = field(default_factory=dict)
+
+
+def page_size() -> int:
+    return int(console_rules().get("page_size", 50))
+
+
+def triage_flags() -> list[str]:
+    return list(console_rules().get("triage_flags", ()))
+
+
+def names_for(session: Session, cases: list[Case]) -> dict:
+    """Category, grid, worker and department names of the cases on a page (one query each)."""
+    out: dict[str, dict[int, object]] = {"category": {}, "grid": {}, "worker": {}, "department": {}}
+    for key, model, attr in (("category", Category, "category_id"), ("grid", Grid, "grid_id"),
+                             ("worker", Worker, "worker_id"), ("department", Department, "department_id")):
+        ids = sorted({getattr(c, attr) for c in cases if getattr(c, attr) is not None})
+        if ids:
+            out[key] = {row.id: row for row in session.exec(select(model).where(model.id.in_(ids))).all()}
+    return out
+
+
+def triage(session: Session, principal: Principal, after: tuple | None, limit: int | None = None) -> Page:
+    """Open cases that need a person: a triage flag, or no grid, or no category; oldest first."""
+    limit = limit or page_size()
+    flags = triage_flags()
+    needs = [Case.grid_id.is_(None), Case.category_id.is_(None),
+             *[cast(Case.flags, Text).like(f'%"{flag}"%') for flag in flags]]
+    # The index predicate, verbatim, lets both databases use the partial index ix_case_triage.
+    stmt = select(Case).where(text(TRIAGE_INDEX_PREDICATE)).where(or_(*needs))
+    if after is not None:
+        at, row_id = after
+        stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
+    stmt = scoped(stmt, principal).order_by(Case.created_at, Case.id).limit(limit + 1)
+    rows = list(session.exec(stmt).all())
+    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    rows = rows[:limit]
+    return Page(rows, nxt, names_for(session, rows))
+
+
+@dataclass
+class SearchFilters:
+    number: str = ""
+    phone: str = ""
+    text: str = ""
+    grid: str = ""
+    category: str = ""
+    status: str = ""
+    channel: str = ""
+    date_from: str = ""
+    date_to: str = ""
+
+    @classmethod
+    def from_query(cls, query) -> SearchFilters:  # noqa: ANN001
+        return cls(**{k: (query.get(k) or "").strip()[:100] for k in cls.__dataclass_fields__})
+
+    def any(self) -> bool:
+        return any(getattr(self, k) for k in self.__dataclass_fields__)
+
+    def as_query(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k)}
+
+
+def _like_escape(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _local_day_start(day: str, tz: str) -> datetime:
+    try:
+        d = date.fromisoformat(day)
+    except ValueError as exc:
+        raise InvalidInput(f"not a date: {day!r} (use YYYY-MM-DD)") from exc
+    local = datetime.combine(d, time(0), tzinfo=ZoneInfo(tz))
+    return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+
+def search(session: Session, principal: Principal, f: SearchFilters, after: tuple | None,
+           limit: int | None = None) -> Page:
+    """Newest first. Phone search only for roles that see phones (the caller checks too)."""
+    from core.routing import phone_variants
+    from core.settings import get_settings
+
+    limit = limit or page_size()
+    stmt = select(Case)
+    if f.number:
+        stmt = stmt.where(Case.number == f.number)
+    if f.phone:
+        if not principal.sees_phone:
+            raise InvalidInput("your role may not search by phone number")
+        variants = sorted(phone_variants(f.phone))
+        if sum(ch.isdigit() for ch in f.phone) < 5 or not variants:
+            raise InvalidInput(f"not a phone number: {f.phone!r}")
+        # Resident ids first, as literals: an OR of two plain index lookups the planner can
+        # combine (a sub-select inside the OR made it scan every case by date instead).
+        residents = sorted(session.exec(select(Resident.id).where(Resident.phone.in_(variants))).all())
+        by_phone = Case.contact_phone.in_(variants)
+        stmt = stmt.where(or_(by_phone, Case.resident_id.in_(residents)) if residents else by_phone)
+    if f.text:
+        stmt = stmt.where(func.lower(Case.description).like(f"%{_like_escape(f.text.lower())}%", escape="\\"))
+    if f.grid:
+        grid = session.exec(select(Grid).where(or_(Grid.code == f.grid, Grid.name == f.grid))).first()
+        if grid is None:
+            raise InvalidInput(f"no grid {f.grid!r}")
+        stmt = stmt.where(Case.grid_id.in_(sorted(with_descendants(session, {grid.id}))))
+    if f.category:
+        category = session.exec(select(Category).where(or_(Category.code == f.category,
+                                                           Category.name == f.category))).first()
+        if category is None:
+            raise InvalidInput(f"no category {f.category!r}")
+        stmt = stmt.where(Case.category_id == category.id)
+    if f.status:
+        try:
+            stmt = stmt.where(Case.status == CaseStatus(f.status))
+        except ValueError as exc:
+            raise InvalidInput(f"no status {f.status!r}") from exc
+    if f.channel:
+        try:
+            stmt = stmt.where(Case.channel == Channel(f.channel))
+        except ValueError as exc:
+            raise InvalidInput(f"no channel {f.channel!r}") from exc
+    tz = get_settings().timezone
+    if f.date_from:
+        stmt = stmt.where(Case.created_at >= _local_day_start(f.date_from, tz))
+    if f.date_to:
+        stmt = stmt.where(Case.created_at < _local_day_start(f.date_to, tz) + timedelta(days=1))
+    if after is not None:
+        at, row_id = after
+        stmt = stmt.where(or_(Case.created_at < at, and_(Case.created_at == at, Case.id < row_id)))
+    stmt = scoped(stmt, principal).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit + 1)
+    rows = list(session.exec(stmt).all())
+    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    rows = rows[:limit]
+    return Page(rows, nxt, names_for(session, rows))
+
+
+# The statuses a handler's queue shows: it owns the case and has work to do on it.
+QUEUE_STATUSES = sorted(s.value for s in OWNED if s != CaseStatus.verified)
+
+
+def queue(session: Session, principal: Principal, *, worker_id: int | None = None,
+          department_id: int | None = None, after: tuple | None = None, limit: int | None = None) -> Page:
+    """A worker's or a department's open cases, the nearest deadline first."""
+    limit = limit or page_size()
+    stmt = select(Case).where(Case.status.in_(QUEUE_STATUSES), Case.resolution_due.is_not(None))
+    if worker_id is not None:
+        stmt = stmt.where(Case.worker_id == worker_id)
+    else:
+        stmt = stmt.where(Case.department_id == department_id)
+    if after is not None:
+        at, row_id = after
+        stmt = stmt.where(or_(Case.resolution_due > at, and_(Case.resolution_due == at, Case.id > row_id)))
+    stmt = scoped(stmt, principal).order_by(Case.resolution_due, Case.id).limit(limit + 1)
+    rows = list(session.exec(stmt).all())
+    nxt = (rows[limit - 1].resolution_due, rows[limit - 1].id) if len(rows) > limit else None
+    rows = rows[:limit]
+    return Page(rows, nxt, names_for(session, rows))
+
+
+def queue_owners(session: Session, principal: Principal) -> tuple[list, list]:
+    """Workers and departments with their open-case counts; a scoped account sees its own."""
+    counts_w = dict(session.exec(scoped(
+        select(Case.worker_id, func.count()).where(Case.status.in_(QUEUE_STATUSES), Case.worker_id.is_not(None))
+        .group_by(Case.worker_id), principal)).all())
+    counts_d = dict(session.exec(scoped(
+        select(Case.department_id, func.count()).where(Case.status.in_(QUEUE_STATUSES),
+                                                      Case.department_id.is_not(None))
+        .group_by(Case.department_id), principal)).all())
+    workers = session.exec(select(Worker).where(Worker.active == True).order_by(Worker.code)).all()  # noqa: E712
+    departments = session.exec(select(Department).order_by(Department.code)).all()
+    if not principal.sees_all:
+        workers = [w for w in workers if w.id == principal.worker_id]
+        departments = [d for d in departments if d.id == principal.department_id]
+    return ([(w, counts_w.get(w.id, 0)) for w in workers], [(d, counts_d.get(d.id, 0)) for d in departments])

@@ -1,0 +1,1 @@
+"""Console pages, one module each; ``setup(app)`` adds a module's routes."""

@@ -1,0 +1,70 @@
+"""The case page and its actions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from console import casework, db
+from console.access import console_rules, name_for, phone_for, text_for
+from console.views.common import form, principal, render, who
+from console.web import PREFIX, status_for
+from core.errors import DomainError
+
+
+def _transcript(case, p, threshold: float) -> list[dict]:  # noqa: ANN001
+    """Segments with their words; chat transcripts have no word timings (one piece each)."""
+    out = []
+    for seg in case.transcript or []:
+        words = seg.get("words") or []
+        pieces = [{"text": text_for(p, str(w.get("word", ""))), "start": float(w.get("start", 0.0)),
+                   "end": float(w.get("end", 0.0)), "conf": float(w.get("conf", 1.0)),
+                   "low": float(w.get("conf", 1.0)) < threshold} for w in words]
+        if not pieces:
+            conf = float(seg.get("confidence", 1.0))
+            pieces = [{"text": text_for(p, str(seg.get("text", ""))), "start": float(seg.get("start", 0.0)),
+                       "end": float(seg.get("end", 0.0)), "conf": conf, "low": conf < threshold}]
+        out.append({"start": float(seg.get("start", 0.0)), "words": pieces})
+    return out
+
+
+async def show(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+    p = principal(request)
+    number = request.match_info["number"]
+    try:
+        view = await db.run(request, casework.case_view, p, number, who(request))
+    except casework.Forbidden:
+        raise web.HTTPForbidden() from None
+    threshold = float(console_rules().get("low_word_confidence", 0.6))
+    return render(request, "case.html", {
+        "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
+        "phone": phone_for(p, view.case.contact_phone or (view.resident.phone if view.resident else None)),
+        "resident_name": name_for(p, view.resident.name if view.resident else None),
+        "description": text_for(p, view.case.description),
+        "transcript": _transcript(view.case, p, threshold),
+        "recordings": [f for f in view.files if f.kind in ("recording", "voice")],
+        "photos": [f for f in view.files if f.kind == "photo"],
+        "text_for": lambda s: text_for(p, s),
+    }, status=status)
+
+
+async def case_page(request: web.Request) -> web.Response:
+    return await show(request)
+
+
+async def act(request: web.Request) -> web.Response:
+    p = principal(request)
+    number, action = request.match_info["number"], request.match_info["action"]
+    data = await form(request)
+    try:
+        await db.run(request, casework.apply, p, number, action, data, who(request))
+    except casework.Forbidden:
+        raise web.HTTPForbidden() from None
+    except DomainError as exc:
+        # The core refused (an illegal transition, a missing reason): its words, on the page.
+        return await show(request, error=exc.message, status=status_for(exc))
+    raise web.HTTPSeeOther(f"{PREFIX}/cases/{number}?done={action}")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(r"/cases/{number:\d{1,16}}", case_page)
+    app.router.add_post(r"/cases/{number:\d{1,16}}/act/{action:[a-z_]{1,20}}", act)

@@ -1,0 +1,68 @@
+"""Queues per worker and per department, nearest deadline first."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlmodel import select
+
+from console import db, queries
+from console.views.common import decode_cursor, encode_cursor, needs_page, principal, render
+from console.views.sla import colours
+from console.web import PREFIX
+from core.errors import NotFound
+from core.models import Department, Worker
+
+
+def _owners(session, p):  # noqa: ANN001, ANN202
+    return queries.queue_owners(session, p)
+
+
+@needs_page("queues")
+async def index(request: web.Request) -> web.Response:
+    workers, departments = await db.run(request, _owners, principal(request))
+    return render(request, "queues.html", {"workers": workers, "departments": departments})
+
+
+@needs_page("queues")
+async def mine(request: web.Request) -> web.Response:
+    p = principal(request)
+    if p.worker_id is not None or p.department_id is not None:
+        def code(session):  # noqa: ANN001, ANN202
+            if p.worker_id is not None:
+                return "worker", session.get(Worker, p.worker_id).code
+            return "department", session.get(Department, p.department_id).code
+
+        kind, value = await db.run(request, code)
+        raise web.HTTPSeeOther(f"{PREFIX}/queues/{kind}/{value}")
+    raise web.HTTPSeeOther(f"{PREFIX}/queues")
+
+
+def _queue(session, p, kind: str, code: str, after):  # noqa: ANN001, ANN202
+    model = Worker if kind == "worker" else Department
+    owner = session.exec(select(model).where(model.code == code)).first()
+    if owner is None:
+        raise NotFound(f"no {kind} {code}")
+    if not p.sees_all and owner.id != (p.worker_id if kind == "worker" else p.department_id):
+        return owner, None, {}
+    page = queries.queue(session, p, after=after, **({"worker_id": owner.id} if kind == "worker"
+                                                     else {"department_id": owner.id}))
+    return owner, page, colours(session, page.rows)
+
+
+@needs_page("queues")
+async def queue(request: web.Request) -> web.Response:
+    kind, code = request.match_info["kind"], request.match_info["code"]
+    after = decode_cursor(request.query.get("after"))
+    owner, page, sla = await db.run(request, _queue, principal(request), kind, code, after)
+    if page is None:
+        raise web.HTTPForbidden()
+    return render(request, "queue.html", {
+        "kind": kind, "owner": owner, "page": page, "sla": sla,
+        "next": encode_cursor(*page.next_cursor) if page.next_cursor else None,
+    })
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/queues", index)
+    app.router.add_get("/queues/mine", mine)
+    app.router.add_get(r"/queues/{kind:worker|department}/{code}", queue)

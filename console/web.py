@@ -1,0 +1,223 @@
+"""The operator console inside Gridline's one aiohttp application, under ``/console/``.
+
+``setup(app, services)`` mounts a sub-application with its own middlewares, so nothing of
+the console (sessions, CSRF, login redirects) touches the webhooks beside it:
+
+    errors     a refused action shows the core's message; no traceback reaches a page
+    session    aiohttp-session over ``ConsoleSession`` rows (``console.auth``)
+    guard      security headers; anonymous requests go to the login page; the language
+    csrf       every POST carries the session's token (form field or X-CSRF-Token header)
+
+Pages are modules of ``console.views``; each registers its routes and, for the menu, its
+``NavItem`` (what the role must be allowed to open). The next pages (dashboard, reports)
+slot in the same way.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from aiohttp_session import get_session, session_middleware
+
+from console import db
+from console.access import text_for
+from console.auth import PRINCIPAL, DatabaseStorage, count_users
+from console.config import get_console_settings
+from console.i18n import LANG_COOKIE, LANGUAGES, has, language_of, t
+from console.nav import NAV
+from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+PREFIX = "/console"
+PUBLIC = ("/console/login", "/console/static/")
+LOGIN_CSRF_COOKIE = "gridline_login_csrf"
+CSRF_TOKEN = web.RequestKey("console_csrf_token", str)
+VIEW_MODULES = ("auth", "triage", "cases", "files", "search", "queues", "surveys", "users", "audit", "account")
+FIRST_ADMIN_HINT = (
+    "console: no console users yet. Create the first administrator with\n"
+    "    gridline users add NAME --role admin\n"
+    "(it asks for the password; or pipe it in with --password-stdin). "
+    "Then log in at {url}/console/"
+)
+
+CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def principal(request: web.Request):  # noqa: ANN201
+    return request.get(PRINCIPAL)
+
+
+def lang(request: web.Request) -> str:
+    p = principal(request)
+    return language_of(request, p.language if p else None)
+
+
+def status_for(exc: DomainError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, IllegalTransition):
+        return 409
+    return 422 if isinstance(exc, InvalidInput) else 400
+
+
+def render(request: web.Request, template: str, context: dict | None = None, *, status: int = 200) -> web.Response:
+    language = lang(request)
+    p = principal(request)
+    ctx = {
+        "me": p,
+        "lang": language,
+        "t": lambda key, **kw: t(language, key, **kw),
+        "csrf": request.get(CSRF_TOKEN, ""),
+        "nav": [item for item in NAV if p is not None and p.may_open(item.page)],
+        "path": request.path,
+        "query": request.query,
+        "languages": LANGUAGES,
+        "static": lambda name: str(request.app.router["static"].url_for(filename=name)),
+        "mask": (lambda value: text_for(p, value)) if p is not None else (lambda value: value),
+        "has_flag": lambda flag: has(language, f"flags.{flag}"),
+        "has_event": lambda action: has(language, f"events.{action}"),
+        "has_close": lambda reason: has(language, f"close_reasons.{reason}"),
+    }
+    ctx.update(context or {})
+    response = aiohttp_jinja2.render_template(template, request, ctx, status=status)
+    return response
+
+
+def error_page(request: web.Request, status: int, message: str) -> web.Response:
+    return render(request, "error.html", {"status": status, "message": message}, status=status)
+
+
+@web.middleware
+async def timing(request: web.Request, handler):  # noqa: ANN001, ANN201
+    """Server-Timing on every answer: how long the server worked on it (the benchmark reads it)."""
+    started = time.perf_counter()
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    return response
+
+
+@web.middleware
+async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        return error_page(request, status_for(exc), exc.message)
+    except web.HTTPException as exc:
+        if exc.status in (403, 404, 405) and not exc.text.startswith("<"):
+            key = {403: "errors.forbidden", 404: "errors.not_found", 405: "errors.method"}[exc.status]
+            return error_page(request, exc.status, t(lang(request), key))
+        raise
+    except Exception:  # a bug: logged once with its traceback, the page says so plainly
+        log.exception("console: %s %s failed", request.method, request.path)
+        return error_page(request, 500, t(lang(request), "errors.internal"))
+
+
+@web.middleware
+async def guard(request: web.Request, handler):  # noqa: ANN001, ANN201
+    public = request.path.startswith(PUBLIC)
+    if not public:
+        session = await get_session(request)  # loads the account too (DatabaseStorage)
+        if principal(request) is None:
+            if request.method == "GET" and not request.headers.get("HX-Request"):
+                raise web.HTTPSeeOther(f"{PREFIX}/login?next={_safe_next(request.path_qs)}")
+            raise web.HTTPUnauthorized(text=t(lang(request), "errors.login_again"))
+        request[CSRF_TOKEN] = session.get("csrf", "")
+    response = await handler(request)
+    asked = request.query.get("lang")
+    if asked in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, asked, path=f"{PREFIX}/", max_age=365 * 86400, httponly=True,
+                            samesite="Lax", secure=get_console_settings().secure_cookies)
+    if not request.path.startswith("/console/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def _safe_next(target: str) -> str:
+    from urllib.parse import quote
+
+    return quote(target if target.startswith(f"{PREFIX}/") else f"{PREFIX}/", safe="")
+
+
+@web.middleware
+async def csrf(request: web.Request, handler):  # noqa: ANN001, ANN201
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return await handler(request)
+    if request.path == f"{PREFIX}/login":
+        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    else:
+        expected = request.get(CSRF_TOKEN, "")
+    sent = request.headers.get("X-CSRF-Token", "")
+    if not sent and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sent = (await request.post()).get("_csrf", "")
+    if not expected or not isinstance(sent, str) or not hmac.compare_digest(expected, sent):
+        return error_page(request, 403, t(lang(request), "errors.csrf"))
+    return await handler(request)
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+async def _first_start_hint(app: web.Application) -> None:
+    try:
+
+        from core.db import session_scope
+
+        def users(engine):  # noqa: ANN001, ANN202
+            with session_scope(engine) as session:
+                return count_users(session)
+
+        n = await app[db.POOL].run(users, app[db.ENGINE])
+    except Exception as exc:  # schema not there yet: readyz says so
+        log.warning("console: could not count users: %s", exc)
+        return
+    if n == 0:
+        message = FIRST_ADMIN_HINT.format(url=get_console_settings().public_url.rstrip("/"))
+        print(message, flush=True)
+        log.warning(message.replace("\n", " "))
+
+
+def build_console(services) -> web.Application:  # noqa: ANN001
+    settings = get_console_settings()
+    storage = DatabaseStorage(secure=settings.secure_cookies, path=f"{PREFIX}/")
+    console = web.Application(middlewares=[timing, errors, session_middleware(storage), guard, csrf])
+    console[db.ENGINE] = services.engine
+    console[db.POOL] = services.db
+    console[db.DATA_DIR] = services.settings.data_dir
+    env = aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                               autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
+    from console import filters
+
+    filters.install(env)
+    console.router.add_static("/static/", HERE / "static", name="static", append_version=True)
+    for name in VIEW_MODULES:
+        module = __import__(f"console.views.{name}", fromlist=["setup"])
+        module.setup(console)
+    console.on_startup.append(_first_start_hint)
+    return console
+
+
+def setup(app: web.Application, services) -> web.Application:  # noqa: ANN001
+    console = build_console(services)
+    app.add_subapp(PREFIX, console)
+
+    async def bare(request: web.Request) -> web.Response:
+        raise web.HTTPPermanentRedirect(f"{PREFIX}/")
+
+    app.router.add_get(PREFIX, bare)
+    return console

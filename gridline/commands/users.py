@@ -1,0 +1,125 @@
+"""``gridline users``: console accounts (add, list, disable, enable, password)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
+console = Console()
+
+
+def _engine():
+    from core.db import make_engine, upgrade
+    from core.settings import get_settings
+
+    engine = make_engine(get_settings().effective_database_url)
+    upgrade(engine)
+    return engine
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@users_app.command("add")
+def add(
+    name: str = typer.Argument(..., help="the login name"),
+    role: str = typer.Option(..., help="admin, operator, supervisor, worker, department or viewer"),
+    grid: list[str] = typer.Option([], "--grid", help="a grid code the account answers for (repeatable)"),
+    worker: str = typer.Option(None, "--worker", help="the worker code of a worker account"),
+    department: str = typer.Option(None, "--department", help="the department code of a department account"),
+    language: str = typer.Option("zh", help="zh or en"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input"),
+) -> None:
+    """Create a console account (asks for the password twice, or reads it with --password-stdin)."""
+    from console.auth import add_user
+    from core.db import session_scope
+    from core.errors import DomainError
+
+    engine = _engine()
+    password = _read_password(password_stdin)
+    try:
+        with session_scope(engine) as session:
+            user = add_user(session, name, password, role, grid_codes=grid, worker_code=worker,
+                            department_code=department, language=language, actor="cli")
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"user {user.name} ({user.role}) created")
+
+
+@users_app.command("list")
+def list_users() -> None:
+    """Every console account with its role, scope and last login."""
+    from sqlmodel import select
+
+    from core.db import session_scope
+    from core.models import ConsoleUser, ConsoleUserGrid, Department, Grid, Worker
+
+    lines = ["name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login (UTC)"]
+    with session_scope(_engine()) as session:
+        for user in session.exec(select(ConsoleUser).order_by(ConsoleUser.name)).all():
+            grids = session.exec(select(Grid.code).join(ConsoleUserGrid, ConsoleUserGrid.grid_id == Grid.id)
+                                 .where(ConsoleUserGrid.user_id == user.id)).all()
+            worker = session.get(Worker, user.worker_id) if user.worker_id else None
+            dept = session.get(Department, user.department_id) if user.department_id else None
+            lines.append("\t".join((user.name, user.role, worker.code if worker else "", dept.code if dept else "",
+                                    " ".join(grids), "yes" if user.disabled else "",
+                                    user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "")))
+    print("\n".join(lines))  # one account a line, tab-separated: easy to read and to grep
+
+
+def _toggle(name: str, disabled: bool) -> None:
+    from console.auth import set_disabled
+    from core.db import session_scope
+    from core.errors import DomainError
+
+    try:
+        with session_scope(_engine()) as session:
+            set_disabled(session, name, disabled, actor="cli")
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"user {name} {'disabled (logged out everywhere)' if disabled else 'enabled'}")
+
+
+@users_app.command("disable")
+def disable(name: str) -> None:
+    """Lock an account out; its sessions end at once."""
+    _toggle(name, True)
+
+
+@users_app.command("enable")
+def enable(name: str) -> None:
+    """Let a disabled account log in again."""
+    _toggle(name, False)
+
+
+@users_app.command("password")
+def password(
+    name: str,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input"),
+) -> None:
+    """Set a new password; the account's sessions end."""
+    from console.auth import set_password
+    from core.db import session_scope
+    from core.errors import DomainError
+
+    engine = _engine()
+    new = _read_password(password_stdin)
+    try:
+        with session_scope(engine) as session:
+            set_password(session, name, new, actor="cli")
+    except DomainError as exc:
+        _fail(exc.message)
+    console.print(f"password of {name} changed")

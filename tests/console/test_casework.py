@@ -1,0 +1,110 @@
+"""console.casework: every lifecycle action of the case page goes through core.actions,
+writes its CaseEvent and an audit row, and settles the flags the rules name."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+
+from core import actions
+from core.db import session_scope
+from core.models import AuditEntry, CaseEvent, CaseStatus, Channel
+from tests.console.conftest import csrf_of, login
+
+
+async def _act(client, number, action, **data):
+    token = await csrf_of(client)
+    return await client.post(f"/console/cases/{number}/act/{action}", data={"_csrf": token, **data},
+                             allow_redirects=False)
+
+
+def _case(engine, number):
+    with session_scope(engine) as session:
+        case = actions.get_case(session, number)
+        events = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).all()
+        return case, [(e.action, e.actor) for e in events]
+
+
+async def test_operator_corrects_classifies_locates_and_dispatches(client, engine, world):
+    await login(client, "op")
+    n = world.triage_case
+    assert (await _act(client, n, "edit_text", description="洋坊新村9号楼路灯坏了")).status == 303
+    case, events = _case(engine, n)
+    assert case.description == "洋坊新村9号楼路灯坏了" and case.transcript[0]["text"] == "洋坊新村九号楼路灯坏了"
+    assert case.flags is None  # the correction settled both transcript flags
+    assert ("classify", "console:op") in events and ("flag", "console:op") in events
+    assert (await _act(client, n, "classify", category="streetlight", urgency="urgent")).status == 303
+    assert (await _act(client, n, "locate", grid=world.district.grids["micro1"].code)).status == 303
+    assert (await _act(client, n, "dispatch", worker="W-M1")).status == 303
+    case, events = _case(engine, n)
+    assert case.status == CaseStatus.dispatched and case.worker_id == world.district.workers["W-M1"].id
+    assert case.urgency.value == "urgent" and case.response_due is not None
+    assert [a for a, _ in events] == ["submit", "classify", "flag", "classify", "locate", "dispatch"]
+    with session_scope(engine) as session:
+        audited = session.exec(select(AuditEntry.action).where(AuditEntry.target_id == n,
+                                                               AuditEntry.action.like("case.%"))).all()
+    assert {"case.edit_text", "case.classify", "case.locate", "case.dispatch"} <= set(audited)
+
+
+async def test_supervisor_moves_a_stuck_case_through_its_life(client, engine, world):
+    await login(client, "sup")
+    n = world.other_grid_case
+    assert (await _act(client, n, "accept")).status == 303
+    case, events = _case(engine, n)
+    assert events[-1] == ("accept", "console:sup for W-M2")
+    assert (await _act(client, n, "escalate", reason="久拖未办")).status == 303
+    assert _case(engine, n)[0].owner_level.value == "area"
+    assert (await _act(client, n, "accept")).status == 303
+    assert (await _act(client, n, "report_done", note="已拆除")).status == 303
+    assert (await _act(client, n, "verify", passed="no", note="还有一根线")).status == 303
+    assert _case(engine, n)[0].status == CaseStatus.in_progress
+    assert (await _act(client, n, "report_done", note="都拆了")).status == 303
+    assert (await _act(client, n, "verify", passed="yes")).status == 303
+    assert _case(engine, n)[0].status == CaseStatus.verified
+    assert (await _act(client, n, "close", reason="resolved_on_the_phone", note="居民来电说已好")).status == 303
+    assert _case(engine, n)[0].status == CaseStatus.closed
+    assert (await _act(client, n, "reopen", reason="又有人飞线")).status == 303
+    assert _case(engine, n)[0].status == CaseStatus.reopened
+    assert (await _act(client, n, "annotate", note="已电话联系居民")).status == 303
+    assert _case(engine, n)[1][-1] == ("note", "console:sup")
+
+
+async def test_return_and_merge(client, engine, world):
+    await login(client, "w2")  # the owner returns a misrouted case
+    resp = await _act(client, world.other_grid_case, "return", reason="不是本网格")
+    assert resp.status == 303
+    assert _case(engine, world.other_grid_case)[0].status == CaseStatus.returned
+    await login(client, "op")
+    resp = await _act(client, world.other_grid_case, "merge", into=world.triage_case)
+    assert resp.status == 303
+    case, _ = _case(engine, world.other_grid_case)
+    assert case.status == CaseStatus.merged
+    _, into_events = _case(engine, world.triage_case)
+    assert into_events[-1][0] == "absorb"
+
+
+async def test_a_role_without_an_action_is_refused(client, engine, world):
+    await login(client, "viewer")
+    assert (await _act(client, world.triage_case, "annotate", note="看看")).status == 403
+    await login(client, "op")
+    assert (await _act(client, world.other_grid_case, "escalate", reason="x")).status == 403  # operators do not
+    assert (await _act(client, world.triage_case, "fly", note="x")).status == 403
+
+
+async def test_review_clears_the_flags(client, engine, world):
+    await login(client, "op")
+    assert (await _act(client, world.triage_case, "review")).status == 303
+    assert _case(engine, world.triage_case)[0].flags is None
+    again = await _act(client, world.triage_case, "review")
+    assert again.status == 422 and "nothing left to review" in await again.text()
+
+
+async def test_duplicate_suggestions_offer_a_merge(client, engine, world):
+    with session_scope(engine) as session:
+        first = actions.get_case(session, world.other_grid_case)
+        twin, _ = actions.submit_petition(session, actions.Petition(
+            channel=Channel.chat,
+            description="楼道里又有飞线", category_code="flying_lead"))
+        actions.locate(session, twin, actor="t", grid_id=first.grid_id, reason="t")
+    await login(client, "op")
+    html = await (await client.get(f"/console/cases/{twin.number}")).text()
+    assert "可能重复的诉求" in html and f'name="into" value="{world.other_grid_case}"' in html
