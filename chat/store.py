@@ -1,6 +1,6 @@
 """What the bot asks of the database, as plain synchronous functions.
 
-The handlers call these through ``asyncio.to_thread`` so the event loop never waits on
+The handlers call these through ``Deps.db`` (off the event loop) so it never waits on
 the database. Case state changes only through ``core.actions`` / ``core.intake``; this
 module reads, links residents to their chat, and stores attachments.
 """
