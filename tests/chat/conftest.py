@@ -66,6 +66,10 @@ class Harness:
     runner: web.AppRunner | None = None
     sock: socket.socket | None = None
     extra: dict = field(default_factory=dict)
+    # Short pauses before an update is handled again, so retry tests wait little.
+    bot_options: dict = field(default_factory=lambda: {"retry_first": 0.02, "retry_longest": 0.2,
+                                                       "stubborn_again": 0.5})
+    settings_options: dict = field(default_factory=dict)
 
     @property
     def bot(self) -> ChatBot:
@@ -83,6 +87,7 @@ class Harness:
             telegram_secret=SECRET,
             telegram_api_url=self.fake.root_url,
             telegram_mode=self.mode,
+            **self.settings_options,
         )
 
     async def start(self) -> Harness:
@@ -91,7 +96,7 @@ class Harness:
         port = self.sock.getsockname()[1]
         self.app = build_app(self.settings(port), engine=self.engine, speech=self.speech, channels=(),
                              run_jobs=False)
-        setup_chat(self.app, self.app[SERVICES], poll_timeout=1.0)
+        setup_chat(self.app, self.app[SERVICES], poll_timeout=1.0, **self.bot_options)
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1)
         await self.runner.setup()
         await web.SockSite(self.runner, self.sock).start()

@@ -8,6 +8,7 @@ from core import actions
 from core.actions import Petition
 from core.db import session_scope
 from core.models import Case, CaseStatus, Channel, Resident, Survey, SurveyStatus
+from tests.support.chat_driver import until
 
 USER = 9201
 
@@ -136,7 +137,7 @@ async def test_survey_buttons_not_satisfied_reopens_the_case(harness):
     again = h.fake.make_callback_query(USER, not_satisfied)
     await h.send(again)
     qid = again["callback_query"]["id"]
-    await _until(lambda: qid in h.fake.answered_callback_queries)
+    await until(lambda: qid in h.fake.answered_callback_queries)
     assert h.fake.answered_callback_queries[qid].get("text") == "这次回访已经记录过了，谢谢！"
 
 
@@ -173,17 +174,6 @@ async def test_sharing_own_contact_links_the_household(harness):
     await h.reply(USER, "问题发生在哪里")
     await h.say(USER, "跳过")
     await h.reply(USER, demo.household_address)
-
-
-async def _until(predicate, timeout: float = 5) -> None:
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.02)
 
 
 async def test_own_survey_answer_is_not_notified_again(harness):
@@ -241,3 +231,46 @@ async def test_survey_recorded_after_the_comment_wait_is_notified(harness):
         case = session.exec(select(Case).where(Case.number == number)).one()
         assert case.status == CaseStatus.closed
     assert "survey_comment" not in h.bot.application.chat_data.get(USER, {})
+
+
+async def test_rules_decide_silent_statuses_and_the_comment_wait(harness, monkeypatch):
+    """rules.toml [chat]: which [notify] statuses the bot leaves to the survey's first
+    question, and how long it waits for a survey comment; not the channel's code."""
+    import copy
+    from datetime import timedelta
+
+    from chat import followup
+    from core.clock import utcnow
+    from core.models import Job
+    from core.rules import load_rules
+
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    quiet = _file_case(h.engine, demo, USER, "路灯不亮")
+    _advance(h.engine, quiet, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():
+        pass
+    await h.reply(USER, "问题解决了吗")
+    assert not any("已核查待回访" in m["text"] for m in h.fake.sent_messages(USER))  # the packaged rules
+
+    rules = copy.deepcopy(load_rules())
+    rules["chat"]["notify_said_by_survey"] = []
+    rules["chat"]["survey_comment_wait_minutes"] = 40
+    monkeypatch.setattr(followup, "load_rules", lambda: rules)
+    told = _file_case(h.engine, demo, USER, "井盖丢了")
+    _advance(h.engine, told, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():
+        pass
+    await h.reply(USER, f"您的诉求 {told} 有新进展：已核查待回访")
+    ask = next(m for m in reversed(h.fake.sent_messages(USER)) if told in m["text"] and "解决了吗" in m["text"])
+    button = next(b for b in ask["reply_markup"]["inline_keyboard"][0] if b["text"] == "已解决")
+    await h.send(h.fake.make_callback_query(USER, button["callback_data"], ask))
+    before = utcnow()
+    await h.press(USER, "满意")
+    await h.reply(USER, "还有什么想补充的吗")
+    after = utcnow()
+    with session_scope(h.engine) as session:
+        job = session.exec(select(Job).where(Job.kind == "chat_survey_finish")).one()
+    wait = timedelta(minutes=40)
+    assert before + wait <= job.run_at <= after + wait
