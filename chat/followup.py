@@ -35,6 +35,7 @@ from chat.common import (
     unsupported_key,
 )
 from chat.texts import clip, fit_message, language_of, t
+from core.actions import FileRef
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import Job
@@ -220,18 +221,19 @@ async def survey_comment(update: Update, context: Context) -> None:
         return
     if message.text and message.text.startswith("/"):
         return
+    files: tuple[FileRef, ...] = ()
     if message.voice:
-        comment = await _voice_comment(update, context)
-        if comment is None:
-            return
+        comment, recording = await _voice_comment(update, context)
+        files = (recording,)
     else:
         comment = message.text.strip()[:2000]
     context.chat_data.pop("survey_comment", None)
-    await _record(update, context, pending["id"], pending["solved"], pending["satisfied"], comment)
+    await _record(update, context, pending["id"], pending["solved"], pending["satisfied"], comment, files)
     raise ApplicationHandlerStop
 
 
-async def _voice_comment(update: Update, context: Context) -> str | None:
+async def _voice_comment(update: Update, context: Context) -> tuple[str, FileRef]:
+    """The voice note kept on disk (it joins the case with the answers) and its words."""
     d = deps(context)
     language = lang(update)
     voice = update.effective_message.voice
@@ -241,22 +243,22 @@ async def _voice_comment(update: Update, context: Context) -> str | None:
     except (media.TooBig, media.DownloadFailed):
         await reply(update, t(language, "dialog.download_failed"), language)
         raise ApplicationHandlerStop from None
-    await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    recording = FileRef("voice", stored.path, voice.mime_type, stored.size, stored.sha256)
     try:
         heard = await media.transcribe(d.speech, d.data_dir / stored.path)
         text = heard.text
     except (media.SpeechUnavailable, media.Unreadable):
         text = ""
-    return f"{text} [voice: {stored.path}]".strip()
+    return f"{text} [voice: {stored.path}]".strip(), recording
 
 
 async def _record(update: Update, context: Context, survey_id: int, solved: str, satisfied: str,
-                  comment: str | None) -> None:
+                  comment: str | None, files: tuple[FileRef, ...] = ()) -> None:
     d = deps(context)
     language = lang(update)
     try:
         number, new_status = await d.db(store.record_survey, survey_id, update.effective_chat.id,
-                                        solved, satisfied, comment)
+                                        solved, satisfied, comment, files=files)
     except store.SurveyRefused as refused:
         key = {"not_yours": "survey.not_yours", "answered": "survey.already"}.get(refused.why, "survey.expired")
         await reply(update, t(language, key), language)

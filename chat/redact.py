@@ -55,7 +55,7 @@ class SecretRedactor(logging.Filter):
         except Exception:  # a bad format string: let logging report it as usual
             return
         clean = self.redact(message)
-        if clean != message or record.args:
+        if clean != message:  # otherwise the record keeps its template and arguments
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")

@@ -304,9 +304,11 @@ CHAT_SURVEY_ACTOR = "resident:chat:"  # + chat id: the resident answered with th
 
 
 def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, satisfied: str,
-                  comment: str | None, *, actor: str | None = None) -> tuple[str, str]:
+                  comment: str | None, *, actor: str | None = None,
+                  files: tuple[actions.FileRef, ...] = ()) -> tuple[str, str]:
     """Record the resident's answer; only the chat that owns the case may. Returns
-    (case number, new status). ``actor`` defaults to the resident in this chat."""
+    (case number, new status). ``actor`` defaults to the resident in this chat; ``files``
+    (a voice comment) join the case in the same transaction."""
     with session_scope(engine) as session:
         survey = session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
         if survey is None:
@@ -317,9 +319,12 @@ def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, sat
             raise SurveyRefused("not_yours")
         if survey.status != SurveyStatus.pending:
             raise SurveyRefused("answered")
+        actor = actor or f"{CHAT_SURVEY_ACTOR}{chat_id}"
+        if files:
+            actions.attach(session, case, actor=actor, files=files, note="survey comment")
         try:
             case = actions.record_survey(session, survey, solved=solved, satisfied=satisfied, comment=comment,
-                                         actor=actor or f"{CHAT_SURVEY_ACTOR}{chat_id}")
+                                         actor=actor)
         except DomainError as exc:
             raise SurveyRefused("answered") from exc
         return case.number, case.status.value

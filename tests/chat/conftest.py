@@ -132,7 +132,7 @@ class Harness:
     async def command(self, user: int, command: str, args: str | None = None) -> None:
         await self.send(self.fake.make_command(user, command, args))
 
-    async def reply(self, user: int, contains: str | None = None, timeout: float = 10) -> dict:
+    async def reply(self, user: int, contains: str | None = None, timeout: float = 30) -> dict:
         """The bot's next message to ``user`` (containing ``contains``)."""
         req = await self.fake.wait_for(
             "sendMessage",
@@ -141,7 +141,7 @@ class Harness:
         )
         return req.params
 
-    async def press(self, user: int, label: str, timeout: float = 10) -> dict:
+    async def press(self, user: int, label: str, timeout: float = 30) -> dict:
         """Press the inline button labelled ``label`` on the latest message that has it
         (waiting for the bot to send it)."""
         deadline = asyncio.get_running_loop().time() + timeout

@@ -212,13 +212,16 @@ async def test_stubborn_filing_failure_lets_the_resident_press_again(harness, mo
     await _to_confirm(h, USER)
     faulty = Faulty(store.file, h.engine, error=lambda: ProgrammingError("INSERT", {}, Exception("refused")))
     monkeypatch.setattr(store, "file", faulty)
+    h.bot.stubborn_again = 3.0  # the parked press comes back well after the resident's own
     first = await h.press(USER, "✅ 确认提交")
     await h.reply(USER, "提交暂时没有成功")
     await until(lambda: faulty.calls >= STUBBORN_ATTEMPTS)
+    await until(lambda: first["update_id"] in h.bot._later)  # parked: the chat moved on
     assert str(first["update_id"]) in _inbox(h.engine)
     faulty.broken = False
     await h.press(USER, "✅ 确认提交")  # the button that came back with the apology
     filed = await h.reply(USER, "诉求已受理")
+    assert str(first["update_id"]) in _inbox(h.engine)  # filed by the resident's press, not the parked one
     number = _number(filed["text"])
     await until(lambda: _inbox(h.engine) == [])  # the parked press, handled at last
     assert _cases(h.engine) == [number]
