@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from telegram import (
     CallbackQuery,
     KeyboardButton,
@@ -16,7 +24,7 @@ from telegram import (
     ReplyKeyboardMarkup,
     Update,
 )
-from telegram.error import TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 from telegram.ext import ContextTypes
 
 from chat.callbacks import CallbackCodec
@@ -35,6 +43,9 @@ class Deps:
     # Callback queries answered by some handler during this process; the catch-all answers
     # the rest, so every button press gets an answer.
     answered: set[str] = field(default_factory=set)
+    # Updates whose handling failed and will be tried again, and whose resident has already
+    # been told so (by the handler itself, e.g. with the confirm button re-sent).
+    delayed: set[int] = field(default_factory=set)
 
     @property
     def engine(self):
@@ -52,10 +63,48 @@ class Deps:
     def speech(self):
         return self.services.speech
 
+    @property
+    def local_mode(self) -> bool:
+        """A local Bot API server (``--local``) hands out files as paths on its own disk;
+        only then may a file be read from a local path."""
+        return bool(getattr(self.services.settings, "telegram_local_mode", False))
+
     async def db(self, func: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """Run a database function in the database threads (raises core.errors.DatabaseBusy
-        when none frees up in time)."""
+        """Run a database function ``func(engine, *args)`` in the app's database threads
+        (raises core.errors.DatabaseBusy when none frees up in time). Every database call of
+        the bot goes through here."""
         return await self.services.db.run(func, self.engine, *args, **kw)
+
+
+def _chain(exc: BaseException):  # noqa: ANN202
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure that goes away by itself: a lost or busy database connection, a network
+    problem with the Bot API, Telegram asking us to slow down."""
+    for e in _chain(exc):
+        if getattr(e, "transient", False):  # a "busy" error that says so
+            return True
+        if isinstance(e, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+            return True
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, RetryAfter) or (isinstance(e, NetworkError) and not isinstance(e, BadRequest)):
+            return True
+        if isinstance(e, TimeoutError | ConnectionError):
+            return True
+    return False
+
+
+def retryable(exc: BaseException) -> bool:
+    """Worth handling the update again: a transient failure, or any database error (a
+    constraint race, a statement the database refused this time)."""
+    return transient(exc) or any(isinstance(e, SQLAlchemyError) for e in _chain(exc))
 
 
 DEPS_KEY = "gridline_deps"

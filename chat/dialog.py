@@ -39,6 +39,7 @@ from chat.common import (
     log,
     main_menu,
     reply,
+    retryable,
     unsupported_key,
     where_keyboard,
 )
@@ -178,7 +179,9 @@ async def _fetch(update: Update, context: Context, file, kind: str, ext: str, la
     """Download a resident's file into the data directory; ``None`` once they have been
     told why it could not be (too big for the Bot API, or the download failed)."""
     try:
-        return await media.download(context.bot, file.file_id, file.file_size, kind, ext, deps(context).data_dir)
+        d = deps(context)
+        return await media.download(context.bot, file.file_id, file.file_size, kind, ext, d.data_dir,
+                                    local_mode=d.local_mode)
     except media.TooBig:
         await reply(update, t(language, "dialog.file_too_big", mb=20), language)
     except media.DownloadFailed as exc:
@@ -378,14 +381,17 @@ def _summary(draft: dict, language: str) -> str:
     )
 
 
-async def ask_confirm(update: Update, context: Context) -> str:
-    draft = _draft(context)
-    language = lang(update)
-    buttons = InlineKeyboardMarkup([[
+def _confirm_buttons(context: Context, draft: dict, language: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[
         _button(context, draft, t(language, "dialog.submit"), "ok"),
         _button(context, draft, t(language, "dialog.cancel_button"), "no"),
     ]])
-    await reply(update, _summary(draft, language), language, reply_markup=buttons)
+
+
+async def ask_confirm(update: Update, context: Context) -> str:
+    draft = _draft(context)
+    language = lang(update)
+    await reply(update, _summary(draft, language), language, reply_markup=_confirm_buttons(context, draft, language))
     return CONFIRM
 
 
@@ -423,9 +429,21 @@ async def submit(update: Update, context: Context) -> str:
     )
     try:
         filed = await d.db(store.file, petition)
-    except Exception:
-        log.exception("filing the petition of chat %s failed", chat_id)
-        await reply(update, t(language, "dialog.filing_failed"), language)
+    except Exception as exc:
+        # The pressed button is gone: the answer carries the buttons again, so the resident
+        # always has something to press. A failure worth waiting out is raised on: the update
+        # stays in the inbox and is handled again (filing is idempotent per dialog), and the
+        # number is sent when it is filed.
+        again = retryable(exc)
+        log.warning("filing the petition of chat %s failed (%s: %s)%s", chat_id, type(exc).__name__, exc,
+                    "; it will be tried again" if again else "", exc_info=None if again else exc)
+        key = "dialog.filing_failed" if again else "dialog.filing_refused"
+        with contextlib.suppress(TelegramError):
+            await reply(update, t(language, key), language, reply_markup=_confirm_buttons(context, draft, language))
+            if again:
+                d.delayed.add(update.update_id)  # told: no second "it will be handled"
+        if again:
+            raise
         return CONFIRM
     if filed.dispatched and filed.grid:
         routing = t(language, "dialog.filed_dispatched", grid=filed.grid, due=store.local(filed.due, d.tz) or "—")

@@ -6,7 +6,8 @@ Survey flow (answers recorded with ``core.actions.record_survey``)::
 
     job survey_chat ──▶ "solved?" [solved|partly|not]
         ──▶ "satisfied?" [satisfied|basically|not]
-        ──▶ "anything to add?" text or voice note │ [no thanks] │ nothing for 15 min
+        ──▶ "anything to add?" text or voice note │ [no thanks] │ nothing within the wait
+            (rules.toml [chat] survey_comment_wait_minutes)
         ──▶ recorded: satisfied closes the case, not satisfied reopens it
 """
 
@@ -34,14 +35,15 @@ from chat.common import (
     unsupported_key,
 )
 from chat.texts import clip, fit_message, language_of, t
+from core.actions import FileRef
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import Job
+from core.rules import load_rules
 from core.runner import RetryLater
 from core.texts import status_name
 
 CASE_NUMBER = re.compile(r"^\d{6,14}$")
-COMMENT_WAIT = timedelta(minutes=15)
 SOLVED_KEYS = {"solved": "survey.solved", "partly": "survey.partly", "not": "survey.not_solved"}
 SATISFIED_KEYS = {"satisfied": "survey.satisfied", "basically": "survey.basically", "not": "survey.not_satisfied"}
 _CODE_OF_SOLVED = {v: k for k, v in SOLVED_CODES.items()}
@@ -198,13 +200,17 @@ async def _edit(query, text: str) -> None:
         await drop_buttons(query)
 
 
+def comment_wait() -> timedelta:
+    return timedelta(minutes=float(load_rules()["chat"]["survey_comment_wait_minutes"]))
+
+
 def _schedule_finish(engine, survey_id: int, solved: str, satisfied: str, chat_id: int) -> None:
     from core import jobs
 
     with session_scope(engine) as session:
         jobs.enqueue(session, "chat_survey_finish",
                      {"survey_id": survey_id, "solved": solved, "satisfied": satisfied, "chat_id": chat_id},
-                     run_at=utcnow() + COMMENT_WAIT, dedupe_key=f"chat_survey_finish:{survey_id}")
+                     run_at=utcnow() + comment_wait(), dedupe_key=f"chat_survey_finish:{survey_id}")
 
 
 async def survey_comment(update: Update, context: Context) -> None:
@@ -215,42 +221,44 @@ async def survey_comment(update: Update, context: Context) -> None:
         return
     if message.text and message.text.startswith("/"):
         return
+    files: tuple[FileRef, ...] = ()
     if message.voice:
-        comment = await _voice_comment(update, context)
-        if comment is None:
-            return
+        comment, recording = await _voice_comment(update, context)
+        files = (recording,)
     else:
         comment = message.text.strip()[:2000]
     context.chat_data.pop("survey_comment", None)
-    await _record(update, context, pending["id"], pending["solved"], pending["satisfied"], comment)
+    await _record(update, context, pending["id"], pending["solved"], pending["satisfied"], comment, files)
     raise ApplicationHandlerStop
 
 
-async def _voice_comment(update: Update, context: Context) -> str | None:
+async def _voice_comment(update: Update, context: Context) -> tuple[str, FileRef]:
+    """The voice note kept on disk (it joins the case with the answers) and its words."""
     d = deps(context)
     language = lang(update)
     voice = update.effective_message.voice
     try:
-        stored = await media.download(context.bot, voice.file_id, voice.file_size, "voice", ".oga", d.data_dir)
+        stored = await media.download(context.bot, voice.file_id, voice.file_size, "voice", ".oga", d.data_dir,
+                                      local_mode=d.local_mode)
     except (media.TooBig, media.DownloadFailed):
         await reply(update, t(language, "dialog.download_failed"), language)
         raise ApplicationHandlerStop from None
-    await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    recording = FileRef("voice", stored.path, voice.mime_type, stored.size, stored.sha256)
     try:
         heard = await media.transcribe(d.speech, d.data_dir / stored.path)
         text = heard.text
     except (media.SpeechUnavailable, media.Unreadable):
         text = ""
-    return f"{text} [voice: {stored.path}]".strip()
+    return f"{text} [voice: {stored.path}]".strip(), recording
 
 
 async def _record(update: Update, context: Context, survey_id: int, solved: str, satisfied: str,
-                  comment: str | None) -> None:
+                  comment: str | None, files: tuple[FileRef, ...] = ()) -> None:
     d = deps(context)
     language = lang(update)
     try:
         number, new_status = await d.db(store.record_survey, survey_id, update.effective_chat.id,
-                                        solved, satisfied, comment)
+                                        solved, satisfied, comment, files=files)
     except store.SurveyRefused as refused:
         key = {"not_yours": "survey.not_yours", "answered": "survey.already"}.get(refused.why, "survey.expired")
         await reply(update, t(language, key), language)
@@ -281,8 +289,8 @@ class JobHandlers:
             return
         status = payload.get("status", "")
         number = payload.get("case", "")
-        if status == "verified":
-            return  # the survey that follows says it
+        if status in load_rules()["chat"]["notify_said_by_survey"]:
+            return  # the message that follows says it (rules.toml [chat])
         if payload.get("action") in ("close", "reopen") and await self.chatbot.deps.db(
                 _answered_in_chat, number, payload["action"], status):
             return  # the resident's own survey answer: the chat has just thanked them for it

@@ -14,7 +14,7 @@ path; the replay skips the ``SeenMessage`` check (those updates were accepted al
 A crash between handling and the final write replays the update: the resident may get a
 reply twice, never none. Filing is idempotent per dialog, so no case is made twice.
 
-Every database call runs in a worker thread. Calls that arrive while a transaction is
+Every database call runs off the event loop, through the bot's ``Deps.db``. Calls that arrive while a transaction is
 being committed wait and are committed together in the next one (group commit), so a
 burst of updates costs a handful of transactions rather than several per update.
 """
@@ -148,8 +148,11 @@ class GroupCommit:
     a transaction is in flight together in the next one. If a shared transaction fails,
     its operations are retried one by one so one bad operation cannot fail the others."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = 500):
+    def __init__(self, engine: Engine, *, run: Callable[..., Any] | None = None, max_batch: int = 500):
         self.engine = engine
+        # How a database function ``f(engine, *args)`` runs off the event loop (the bot's
+        # ``Deps.db``); a plain thread by default.
+        self._run = run or (lambda func, *args: asyncio.to_thread(func, engine, *args))
         self.max_batch = max_batch
         self._waiting: list[tuple[Op, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
@@ -163,9 +166,9 @@ class GroupCommit:
             self._task = loop.create_task(self._drain(), name="chat-group-commit")
         return await future
 
-    def _commit(self, ops: list[Op]) -> list[Any]:
+    def _commit(self, engine: Engine, ops: list[Op]) -> list[Any]:
         self.transactions += 1
-        with self.engine.begin() as conn:
+        with engine.begin() as conn:
             return [op(conn) for op in ops]
 
     async def _drain(self) -> None:
@@ -173,7 +176,7 @@ class GroupCommit:
             batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch:]
             ops = [op for op, _ in batch]
             try:
-                results = await asyncio.to_thread(self._commit, ops)
+                results = await self._run(self._commit, ops)
             except (SQLAlchemyError, ValueError, TypeError) as exc:
                 if len(batch) == 1:
                     _settle(batch[0][1], exc=exc)
@@ -181,7 +184,7 @@ class GroupCommit:
                 log.warning("a shared chat transaction failed (%s); retrying its %d parts alone", exc, len(batch))
                 for op, future in batch:
                     try:
-                        _settle(future, (await asyncio.to_thread(self._commit, [op]))[0])
+                        _settle(future, (await self._run(self._commit, [op]))[0])
                     except (SQLAlchemyError, ValueError, TypeError) as one:
                         _settle(future, exc=one)
                 continue

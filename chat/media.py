@@ -16,10 +16,12 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from telegram import Bot
 from telegram.error import BadRequest, TelegramError
 
+from chat.common import transient
 from chat.texts import MAX_DOWNLOAD
 from core.clock import utcnow
 
@@ -71,22 +73,38 @@ def _write(root: Path, relative: str, data: bytes) -> None:
     os.replace(tmp, target)
 
 
+def _over_http(file_path: str | None) -> bool:
+    return urlsplit(file_path or "").scheme in ("http", "https")
+
+
 async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str, ext: str,
-                   data_dir: Path) -> Stored:
+                   data_dir: Path, *, local_mode: bool = False) -> Stored:
     """Fetch a file the resident sent and keep it. Raises ``TooBig`` before downloading
-    anything over the Bot API's 20 MB, ``DownloadFailed`` when Telegram will not hand it out."""
+    anything over the Bot API's 20 MB, ``DownloadFailed`` when Telegram will not hand it out.
+    A network problem is raised as it is (the update is handled again later).
+
+    PTB reads a local file instead of downloading when the ``file_path`` that ``getFile``
+    returns names a file that exists here; a Bot API server that is not ours to trust could
+    make us store ``/etc/shadow`` as a photo. Only a local Bot API server (``local_mode``,
+    ``GRIDLINE_TELEGRAM_LOCAL_MODE``) hands out local paths; otherwise a file comes over HTTP(S)."""
     if declared_size and declared_size > MAX_DOWNLOAD:
         raise TooBig()
     try:
         tg_file = await bot.get_file(file_id)
         if tg_file.file_size and tg_file.file_size > MAX_DOWNLOAD:
             raise TooBig()
+        if not local_mode and not _over_http(tg_file.file_path):
+            log.warning("the Bot API named a local file (%.80r) for %s %s: refused (GRIDLINE_TELEGRAM_LOCAL_MODE "
+                        "is off)", tg_file.file_path, kind, file_id)
+            raise DownloadFailed("the Bot API named a file on this machine, not a download")
         data = bytes(await tg_file.download_as_bytearray())
     except BadRequest as exc:
         if "too big" in str(exc).lower():
             raise TooBig() from exc
         raise DownloadFailed(str(exc)) from exc
     except TelegramError as exc:
+        if transient(exc):
+            raise
         raise DownloadFailed(str(exc)) from exc
     now = utcnow()
     relative = f"chat/{now:%Y}/{now:%m}/{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"

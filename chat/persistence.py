@@ -13,7 +13,7 @@ removes the update from the durable inbox (``chat.inbox``): one transaction per 
 shared with other chats' updates that finish at the same time, and none for an update that
 changed nothing. ``flush`` (at shutdown) writes whatever is left.
 
-Every database call runs in a worker thread (``asyncio.to_thread``). Values are JSON
+Every database call runs off the event loop through the bot's ``Deps.db``. Values are JSON
 (dicts, lists, strings, numbers); an empty chat data dict is no row.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -58,12 +59,14 @@ def _json(data: Any) -> Any:
 
 
 class DbPersistence(BasePersistence[dict, dict, dict]):
-    def __init__(self, engine: Engine, *, update_interval: float = 60):
+    def __init__(self, engine: Engine, *, run: Callable[..., Any] | None = None, update_interval: float = 60):
         super().__init__(
             store_data=PersistenceInput(bot_data=False, chat_data=True, user_data=False, callback_data=False),
             update_interval=update_interval,
         )
         self.engine = engine
+        # How a database function ``f(engine, *args)`` runs off the event loop (``Deps.db``).
+        self._run = run or (lambda func, *args: asyncio.to_thread(func, engine, *args))
         self._known: dict[Key, Any] = {}  # what the database holds (None: no row)
         self._dirty: dict[Key, Any] = {}  # changes not written yet
 
@@ -97,21 +100,23 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
             self._known[k] = _UNKNOWN
             self._dirty.setdefault(k, value)
 
-    def _load(self, namespace: str, prefix: str | None = None) -> list[ChannelState]:
-        with session_scope(self.engine) as session:
+    @staticmethod
+    def _load(engine: Engine, namespace: str, prefix: str | None = None) -> list[ChannelState]:
+        with session_scope(engine) as session:
             stmt = select(ChannelState).where(ChannelState.namespace == namespace)
             if prefix is not None:
                 stmt = stmt.where(ChannelState.key.startswith(prefix, autoescape=True))
             return list(session.exec(stmt).all())
 
-    def _write(self, writes: dict[Key, Any]) -> None:
-        with self.engine.begin() as conn:
+    @staticmethod
+    def _write(engine: Engine, writes: dict[Key, Any]) -> None:
+        with engine.begin() as conn:
             write_state(conn, writes)
 
     # -- conversations ------------------------------------------------------------------
 
     async def get_conversations(self, name: str) -> dict:
-        rows = await asyncio.to_thread(self._load, CONV, f"{name}:")
+        rows = await self._run(self._load, CONV, f"{name}:")
         out: dict[tuple, object] = {}
         for row in rows:
             data = row.data or {}
@@ -128,7 +133,7 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
     # -- chat data ----------------------------------------------------------------------
 
     async def get_chat_data(self) -> dict[int, dict]:
-        rows = await asyncio.to_thread(self._load, CHAT)
+        rows = await self._run(self._load, CHAT)
         out: dict[int, dict] = defaultdict(dict)
         for row in rows:
             self._known[(CHAT, row.key)] = row.data
@@ -180,7 +185,7 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
         writes = self.take()
         if writes:
             try:
-                await asyncio.to_thread(self._write, writes)
+                await self._run(self._write, writes)
             except Exception:
                 self.back(writes)
                 raise

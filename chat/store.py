@@ -1,6 +1,6 @@
 """What the bot asks of the database, as plain synchronous functions.
 
-The handlers call these through ``asyncio.to_thread`` so the event loop never waits on
+The handlers call these through ``Deps.db`` (off the event loop) so it never waits on
 the database. Case state changes only through ``core.actions`` / ``core.intake``; this
 module reads, links residents to their chat, and stores attachments.
 """
@@ -263,9 +263,11 @@ CHAT_SURVEY_ACTOR = "resident:chat:"  # + chat id: the resident answered with th
 
 
 def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, satisfied: str,
-                  comment: str | None, *, actor: str | None = None) -> tuple[str, str]:
+                  comment: str | None, *, actor: str | None = None,
+                  files: tuple[actions.FileRef, ...] = ()) -> tuple[str, str]:
     """Record the resident's answer; only the chat that owns the case may. Returns
-    (case number, new status). ``actor`` defaults to the resident in this chat."""
+    (case number, new status). ``actor`` defaults to the resident in this chat; ``files``
+    (a voice comment) join the case in the same transaction."""
     with session_scope(engine) as session:
         survey = session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
         if survey is None:
@@ -276,9 +278,12 @@ def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, sat
             raise SurveyRefused("not_yours")
         if survey.status != SurveyStatus.pending:
             raise SurveyRefused("answered")
+        actor = actor or f"{CHAT_SURVEY_ACTOR}{chat_id}"
+        if files:
+            actions.attach(session, case, actor=actor, files=files, note="survey comment")
         try:
             case = actions.record_survey(session, survey, solved=solved, satisfied=satisfied, comment=comment,
-                                         actor=actor or f"{CHAT_SURVEY_ACTOR}{chat_id}")
+                                         actor=actor)
         except DomainError as exc:
             raise SurveyRefused("answered") from exc
         return case.number, case.status.value

@@ -21,18 +21,29 @@ Around PTB's own machinery:
   with other chats' updates), so a restart continues where the resident was;
 * a daily job (``chat_seen_cleanup``) forgets update ids older than a week (Telegram
   gives up redelivering after 24 hours);
+* an update whose handling failed on the database or on a network problem with the Bot
+  API stays in the inbox and is handled again with backoff, its chat's state rolled back to
+  before it and the chat's later updates waiting behind it (order is kept); the resident
+  hears once that it will be handled. A database error that is not a lost connection is
+  tried a few times inline, then the chat moves on and the update is tried again later
+  (it is still in the inbox, so a restart tries it too);
 * outgoing calls go through PTB's ``AIORateLimiter`` (Telegram's 30 messages/s overall,
-  20/min per group) with retries on 429.
+  20/min per group) with retries on 429;
+* the token (and the webhook secret) never reach a log line (``chat.redact``); a Bot API
+  ``file_path`` naming a local file is refused unless ``GRIDLINE_TELEGRAM_LOCAL_MODE`` says a
+  local Bot API server is in use (``chat.media``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -50,9 +61,9 @@ from telegram.ext import (
     filters,
 )
 
-from chat import dialog, followup, inbox
+from chat import dialog, followup, inbox, redact
 from chat.callbacks import CallbackCodec
-from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply
+from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.persistence import DbPersistence
 from chat.texts import t
 
@@ -62,6 +73,18 @@ WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ["message", "callback_query"]
 DEFAULT_API = "https://api.telegram.org"
+MAX_UPDATE_BYTES = 1024 * 1024  # an update is a few kB; a caption or text at most 4096 characters
+MAX_UPDATE_DEPTH = 32  # Telegram's updates nest about 6 levels deep
+
+# Handling an update again after a failure: the first pause, doubling up to the longest.
+RETRY_FIRST_S = 0.25
+RETRY_LONGEST_S = 30.0
+# A database error that is not a lost connection is tried this many times while the chat
+# waits; then the chat moves on and the update (still in the inbox) is tried again later.
+STUBBORN_ATTEMPTS = 6
+STUBBORN_AGAIN_S = 300.0
+# Keeping an update in the inbox on a lost connection: quick tries before Telegram hears 503.
+ACCEPT_PAUSES_S = (0.05, 0.25)
 
 
 class PerChatUpdateProcessor(BaseUpdateProcessor):
@@ -115,8 +138,9 @@ class InboxQueue(asyncio.Queue):
 
 
 class GridlineApplication(Application):
-    """PTB's Application plus: after an update's handlers, its chat's state and the end of
-    its inbox entry are written in one transaction."""
+    """PTB's Application plus: an update that failed for a reason worth waiting out is
+    handled again (``ChatBot.handle``); after an update's handlers, its chat's state and the
+    end of its inbox entry are written in one transaction."""
 
     gridline_bot: Any = None  # the ChatBot
 
@@ -124,18 +148,15 @@ class GridlineApplication(Application):
         if not isinstance(update, Update) or self.gridline_bot is None:
             await super().process_update(update)
             return
-        handled = False
-        try:
-            await super().process_update(update)
-            handled = True
-        except Exception:
-            handled = True  # handled badly is still handled: replaying it would fail again
-            raise
-        finally:
-            # Not after a cancellation (the process is going down): the update stays in the
-            # inbox and is replayed on start.
-            if handled:
-                await self.gridline_bot.finish(update)
+        await self.gridline_bot.handle(update, super().process_update)
+
+    async def process_error(self, update: object | None, error: Exception, job: Any = None,
+                            coroutine: Any = None) -> bool:
+        bot = self.gridline_bot
+        if bot is not None and job is None and isinstance(update, Update) and retryable(error):
+            bot.failed(update, error)
+            return True  # no further handlers and no error message: the update is handled again
+        return await super().process_error(update, error, job, coroutine)
 
 
 def webhook_secret(settings: Any) -> str:
@@ -177,6 +198,9 @@ class ChatBot:
         rate_limit: bool = True,
         concurrency: int = 64,
         poll_timeout: float = 10.0,
+        retry_first: float = RETRY_FIRST_S,
+        retry_longest: float = RETRY_LONGEST_S,
+        stubborn_again: float = STUBBORN_AGAIN_S,
     ):
         settings = services.settings
         self.services = services
@@ -184,11 +208,19 @@ class ChatBot:
         if self.mode not in ("webhook", "polling"):
             raise ValueError(f"GRIDLINE_TELEGRAM_MODE must be webhook or polling, not {self.mode!r}")
         self.secret = webhook_secret(settings)
+        redact.install(settings.telegram_token, self.secret)  # before anything can log them
         self.poll_timeout = poll_timeout
+        self.retry_first = retry_first
+        self.retry_longest = retry_longest
+        self.stubborn_again = stubborn_again
         self.deps = Deps(services, CallbackCodec(f"{settings.telegram_token}\0{self.secret}"))
         self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()
         self._starter: asyncio.Task | None = None
-        self.commits = inbox.GroupCommit(services.engine)
+        self._failures: dict[int, BaseException] = {}
+        self._later: dict[int, asyncio.TimerHandle] = {}
+        self.retried = 0  # updates handled again after a failure (tests, the log)
+        self.commits = inbox.GroupCommit(services.engine, run=self.deps.db)
         self.application = self._build(rate_limit, concurrency)
 
     # -- building -----------------------------------------------------------------------
@@ -204,7 +236,7 @@ class ChatBot:
             .token(settings.telegram_token)
             .base_url(base_url)
             .base_file_url(base_file_url)
-            .persistence(DbPersistence(self.services.engine))
+            .persistence(DbPersistence(self.services.engine, run=self.deps.db))
             .concurrent_updates(PerChatUpdateProcessor(concurrency))
             .connection_pool_size(max(8, concurrency))
             .update_queue(queue)
@@ -213,6 +245,8 @@ class ChatBot:
             builder = builder.updater(None)
         else:
             builder = builder.get_updates_read_timeout(self.poll_timeout + 5)
+        if settings.telegram_local_mode:
+            builder = builder.local_mode(True)
         if rate_limit:
             builder = builder.rate_limiter(AIORateLimiter(max_retries=2))
         app: GridlineApplication = builder.build()
@@ -292,6 +326,7 @@ class ChatBot:
                 delay = min(delay * 2, 60.0)
 
     async def start(self, *, wait: bool = False) -> None:
+        self.stopping.clear()
         self._starter = asyncio.get_running_loop().create_task(self._start_with_retries(), name="telegram-start")
         if wait:
             await self._starter
@@ -308,6 +343,10 @@ class ChatBot:
             await app.shutdown()
 
     async def stop(self) -> None:
+        self.stopping.set()  # updates waiting to be handled again stay in the inbox
+        for later in self._later.values():
+            later.cancel()
+        self._later.clear()
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -338,19 +377,118 @@ class ChatBot:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    # -- handling, and handling again ---------------------------------------------------
+
+    def failed(self, update: Update, error: BaseException) -> None:
+        """A handler of ``update`` failed in a way worth waiting out (``process_error``)."""
+        self._failures[update.update_id] = error
+
+    async def handle(self, update: Update, process: Callable[[Update], Awaitable[None]]) -> None:
+        """Run the update's handlers; when they fail on the database or the network, roll the
+        chat's data back to before the update and run them again after a pause, keeping the
+        update in the inbox and the chat's later updates behind it. Then ``finish`` it."""
+        chat_id = update.effective_chat.id if update.effective_chat else None
+        attempt, pause = 0, self.retry_first
+        while True:
+            attempt += 1
+            before = self._chat_data(chat_id)
+            try:
+                await process(update)
+            except asyncio.CancelledError:
+                raise  # the process is going down: the update stays in the inbox for the replay
+            except Exception:
+                # PTB's own machinery failed, not a handler: handled badly is still handled
+                # (replaying it would fail again).
+                self._failures.pop(update.update_id, None)
+                await self.finish(update)
+                raise
+            error = self._failures.pop(update.update_id, None)
+            if error is None:
+                break
+            self._restore_chat_data(chat_id, before)
+            await self._tell_delayed(update)
+            if self.stopping.is_set():
+                log.warning("update %s failed (%s) while stopping; it stays in the inbox for the next start",
+                            update.update_id, _short(error))
+                return
+            if not transient(error) and attempt >= STUBBORN_ATTEMPTS:
+                log.error("update %s failed %d times (%s); kept in the inbox and tried again in %.0fs",
+                          update.update_id, attempt, _short(error), self.stubborn_again, exc_info=error)
+                self._handle_later(update)
+                return
+            self.retried += 1
+            log.warning("update %s failed (%s); handling it again in %.2fs (attempt %d)",
+                        update.update_id, _short(error), pause, attempt + 1)
+            await self._pause(pause)
+            pause = min(pause * 2, self.retry_longest)
+        self.deps.delayed.discard(update.update_id)
+        await self.finish(update)
+
+    def _chat_data(self, chat_id: int | None) -> dict | None:
+        if chat_id is None:
+            return None
+        return copy.deepcopy(dict(self.application.chat_data.get(chat_id) or {}))
+
+    def _restore_chat_data(self, chat_id: int | None, before: dict | None) -> None:
+        # The conversation state did not move (PTB keeps it when a handler raises); the
+        # draft may have been changed half-way, so it goes back to what the update found.
+        if chat_id is None:
+            return
+        data = self.application.chat_data[chat_id]
+        data.clear()
+        data.update(copy.deepcopy(before or {}))
+
+    async def _tell_delayed(self, update: Update) -> None:
+        """Once per update: "saved, it will be handled" (unless a handler said it already)."""
+        if update.update_id in self.deps.delayed:
+            return
+        self.deps.delayed.add(update.update_id)
+        language = lang(update)
+        text = t(language, "dialog.delayed")
+        with contextlib.suppress(TelegramError):
+            if update.callback_query is not None:
+                await answer(self.deps, update.callback_query, text)
+            if update.effective_message is not None:
+                await reply(update, text, language)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    def _handle_later(self, update: Update) -> None:
+        def again() -> None:
+            self._later.pop(update.update_id, None)
+            if not self.stopping.is_set():
+                self.application.update_queue.put_accepted(update)
+
+        previous = self._later.pop(update.update_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._later[update.update_id] = asyncio.get_running_loop().call_later(self.stubborn_again, again)
+
     async def finish(self, update: Update) -> None:
         """After the handlers: the chat's new state written and the update out of the inbox,
-        in one transaction."""
+        in one transaction (tried until it is written: until then the update would be
+        handled again on the next start)."""
         app = self.application
         chat = update.effective_chat
         await app.update_persistence()  # fills the persistence's buffer; no I/O
         writes = app.persistence.take(chat.id if chat else None)
-        try:
-            await self.commits.run(inbox.finish_op(update.update_id, writes))
-        except Exception:
-            app.persistence.back(writes)
-            log.exception("could not record the end of update %s; it will be replayed on start",
-                          update.update_id)
+        pause = self.retry_first
+        while True:
+            try:
+                await self.commits.run(inbox.finish_op(update.update_id, writes))
+                return
+            except Exception as exc:
+                if self.stopping.is_set() or not retryable(exc):
+                    app.persistence.back(writes)
+                    log.exception("could not record the end of update %s; it will be replayed on start",
+                                  update.update_id)
+                    return
+                log.warning("could not record the end of update %s (%s); trying again in %.2fs",
+                            update.update_id, _short(exc), pause)
+                await self._pause(pause)
+                pause = min(pause * 2, self.retry_longest)
 
     async def save_chat(self, chat_id: int) -> None:
         """Write a chat's state changed outside an update (by a job)."""
@@ -367,7 +505,7 @@ class ChatBot:
     async def _replay(self) -> None:
         """Updates accepted but never finished (the process died): handle them now, in the
         order Telegram numbered them, before any new one."""
-        left = await asyncio.to_thread(inbox.pending, self.services.engine)
+        left = await self.deps.db(inbox.pending)
         queue: InboxQueue = self.application.update_queue
         for update_id, data in left:
             try:
@@ -389,16 +527,23 @@ class ChatBot:
             return web.Response(status=403, text="forbidden")
         if not self.ready.is_set():
             return web.Response(status=503, text="starting")  # Telegram retries later
+        body = await _read_bounded(request, MAX_UPDATE_BYTES)
+        if body is None:
+            return web.Response(status=413, text="an update is never this big")
         try:
-            data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested thousands deep
             return web.Response(status=400, text="not json")
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             return web.Response(status=400, text="not an update")
+        if _nesting(data, MAX_UPDATE_DEPTH) > MAX_UPDATE_DEPTH:
+            log.warning("telegram update %s nested deeper than %d levels: refused", data["update_id"],
+                        MAX_UPDATE_DEPTH)
+            return web.Response(status=400, text="nested too deeply")
         try:
             update = Update.de_json(data, self.application.bot)
-        except Exception:
-            log.warning("unreadable telegram update %s", data.get("update_id"), exc_info=True)
+        except Exception as exc:
+            log.warning("unreadable telegram update %s: %s", data.get("update_id"), _short(exc))
             return web.Response(status=200)  # redelivering it would not help
         # Kept and queued in a task of its own: a dropped connection cancelling this handler
         # must not leave an update kept (so redeliveries are ignored) but never queued.
@@ -406,14 +551,56 @@ class ChatBot:
         intake.add_done_callback(lambda task: task.cancelled() or task.exception())  # retrieved
         try:
             await asyncio.shield(intake)
-        except Exception:
-            log.exception("could not keep telegram update %s", update.update_id)
+        except Exception as exc:
+            log.error("could not keep telegram update %s (%s); Telegram will deliver it again",
+                      update.update_id, _short(exc), exc_info=None if transient(exc) else exc)
             return web.Response(status=503, text="try again")  # Telegram redelivers
         return web.Response(status=200)
 
     async def _keep_and_queue(self, update: Update, data: dict) -> None:
-        if await self.accept(update.update_id, data):
+        for pause in (*ACCEPT_PAUSES_S, None):
+            try:
+                fresh = await self.accept(update.update_id, data)
+                break
+            except Exception as exc:
+                if pause is None or not transient(exc):
+                    raise
+                log.warning("could not keep telegram update %s (%s); trying again", update.update_id, _short(exc))
+                await asyncio.sleep(pause)
+        if fresh:
             self.application.update_queue.put_accepted(update)
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _nesting(value: Any, limit: int) -> int:
+    """How deep lists and objects nest in ``value`` (counting stops past ``limit``)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return text[:200]
 
 
 CHATBOT = web.AppKey("gridline_chatbot", ChatBot)
@@ -433,7 +620,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     services.jobs.register("chat_survey_finish", jobs.chat_survey_finish)
 
     async def seen_cleanup(job) -> None:  # noqa: ANN001
-        forgotten = await asyncio.to_thread(inbox.forget_seen, services.engine)
+        forgotten = await bot.deps.db(inbox.forget_seen)
         log.info("forgot %d telegram update id(s) older than %s", forgotten, inbox.SEEN_KEEP)
 
     services.jobs.register(inbox.CLEANUP_JOB, seen_cleanup)
@@ -441,7 +628,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     async def schedule_cleanup() -> None:
         while True:
             try:
-                await asyncio.to_thread(inbox.schedule_cleanup, services.engine)
+                await bot.deps.db(inbox.schedule_cleanup)
                 services.jobs.wake()
             except Exception:  # database restarting: try again later
                 log.exception("could not schedule the chat cleanup")

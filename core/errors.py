@@ -41,3 +41,5 @@ class DatabaseBusy(Exception):
     already waiting: answer "busy, please try again" (HTTP 503) instead of queueing forever."""
 
     code = "database_busy"
+    # A moment later it may well work: callers that retry (the chat inbox) retry this.
+    transient = True

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     telegram_secret: str = ""
     telegram_api_url: str = ""
     telegram_mode: str = "webhook"
+    telegram_local_mode: bool = Field(default=False, description="the Bot API server is a local one started "
+                                      "with --local: files may be read from the paths it names")
 
     @field_validator("timezone")
     @classmethod

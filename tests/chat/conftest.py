@@ -63,6 +63,10 @@ class Harness:
     runner: web.AppRunner | None = None
     sock: socket.socket | None = None
     extra: dict = field(default_factory=dict)
+    # Short pauses before an update is handled again, so retry tests wait little.
+    bot_options: dict = field(default_factory=lambda: {"retry_first": 0.02, "retry_longest": 0.2,
+                                                       "stubborn_again": 0.5})
+    settings_options: dict = field(default_factory=dict)
 
     @property
     def bot(self) -> ChatBot:
@@ -80,6 +84,7 @@ class Harness:
             telegram_secret=SECRET,
             telegram_api_url=self.fake.root_url,
             telegram_mode=self.mode,
+            **self.settings_options,
         )
 
     async def start(self) -> Harness:
@@ -88,7 +93,7 @@ class Harness:
         port = self.sock.getsockname()[1]
         self.app = build_app(self.settings(port), engine=self.engine, speech=self.speech, channels=(),
                              run_jobs=False)
-        setup_chat(self.app, self.app[SERVICES], poll_timeout=1.0)
+        setup_chat(self.app, self.app[SERVICES], poll_timeout=1.0, **self.bot_options)
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=1)
         await self.runner.setup()
         await web.SockSite(self.runner, self.sock).start()
@@ -124,7 +129,7 @@ class Harness:
     async def command(self, user: int, command: str, args: str | None = None) -> None:
         await self.send(self.fake.make_command(user, command, args))
 
-    async def reply(self, user: int, contains: str | None = None, timeout: float = 10) -> dict:
+    async def reply(self, user: int, contains: str | None = None, timeout: float = 30) -> dict:
         """The bot's next message to ``user`` (containing ``contains``)."""
         req = await self.fake.wait_for(
             "sendMessage",
@@ -133,7 +138,7 @@ class Harness:
         )
         return req.params
 
-    async def press(self, user: int, label: str, timeout: float = 10) -> dict:
+    async def press(self, user: int, label: str, timeout: float = 30) -> dict:
         """Press the inline button labelled ``label`` on the latest message that has it
         (waiting for the bot to send it)."""
         deadline = asyncio.get_running_loop().time() + timeout

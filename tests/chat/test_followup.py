@@ -38,6 +38,15 @@ def _advance(engine, number: str, *steps: str) -> None:
                 actions.verify(session, case, actor="leader")
 
 
+async def _survey_sent(h, description: str = "楼下路灯不亮") -> str:
+    """A chat resident's case, handled and verified: the survey's first question is sent."""
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    number = _file_case(h.engine, h.extra["demo"], USER, description)
+    _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    await h.run_jobs()
+    return number
+
+
 async def test_status_and_mine(harness):
     h = harness
     demo = h.extra["demo"]
@@ -143,11 +152,7 @@ async def test_survey_buttons_not_satisfied_reopens_the_case(harness):
 
 async def test_survey_satisfied_without_comment_closes(harness):
     h = harness
-    demo = h.extra["demo"]
-    h.fake.add_user(USER, "Hua", language_code="zh-hans")
-    number = _file_case(h.engine, demo, USER)
-    _advance(h.engine, number, "accept", "start", "report_done", "verify")
-    await h.run_jobs()
+    number = await _survey_sent(h)
     await h.press(USER, "已解决")
     await h.press(USER, "满意")
     await h.press(USER, "不用了")
@@ -231,3 +236,78 @@ async def test_survey_recorded_after_the_comment_wait_is_notified(harness):
         case = session.exec(select(Case).where(Case.number == number)).one()
         assert case.status == CaseStatus.closed
     assert "survey_comment" not in h.bot.application.chat_data.get(USER, {})
+
+
+async def test_rules_decide_silent_statuses_and_the_comment_wait(harness, monkeypatch):
+    """rules.toml [chat]: which [notify] statuses the bot leaves to the survey's first
+    question, and how long it waits for a survey comment; not the channel's code."""
+    import copy
+    from datetime import timedelta
+
+    from chat import followup
+    from core.clock import utcnow
+    from core.models import Job
+    from core.rules import load_rules
+
+    h = harness
+    demo = h.extra["demo"]
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    quiet = _file_case(h.engine, demo, USER, "路灯不亮")
+    _advance(h.engine, quiet, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():
+        pass
+    await h.reply(USER, "问题解决了吗")
+    assert not any("已核查待回访" in m["text"] for m in h.fake.sent_messages(USER))  # the packaged rules
+
+    rules = copy.deepcopy(load_rules())
+    rules["chat"]["notify_said_by_survey"] = []
+    rules["chat"]["survey_comment_wait_minutes"] = 40
+    monkeypatch.setattr(followup, "load_rules", lambda: rules)
+    told = _file_case(h.engine, demo, USER, "井盖丢了")
+    _advance(h.engine, told, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():
+        pass
+    await h.reply(USER, f"您的诉求 {told} 有新进展：已核查待回访")
+    ask = next(m for m in reversed(h.fake.sent_messages(USER)) if told in m["text"] and "解决了吗" in m["text"])
+    button = next(b for b in ask["reply_markup"]["inline_keyboard"][0] if b["text"] == "已解决")
+    await h.send(h.fake.make_callback_query(USER, button["callback_data"], ask))
+    before = utcnow()
+    await h.press(USER, "满意")
+    await h.reply(USER, "还有什么想补充的吗")
+    after = utcnow()
+    with session_scope(h.engine) as session:
+        job = session.exec(select(Job).where(Job.kind == "chat_survey_finish")).one()
+    wait = timedelta(minutes=40)
+    assert before + wait <= job.run_at <= after + wait
+
+
+async def test_voice_comment_joins_the_case_with_the_answers(harness):
+    """A voice note as the survey's comment: kept on disk, attached to the case in the
+    transaction that records the answers (an ``attach`` event), its words in the comment."""
+    from core.models import Attachment, CaseEvent
+    from speech_models.pool import SpeechPool
+    from speech_models.transcriber import FakeTranscriber
+    from tests.chat.voice import voice_note
+
+    h = harness
+    note_bytes = voice_note("deng1 hai2 shi4 bu4 liang4")
+    fake_asr = FakeTranscriber()
+    fake_asr.script(note_bytes, "灯 还是 不 亮")
+    h.services.speech = SpeechPool(fake_asr, workers=1)
+    number = await _survey_sent(h)
+    await h.press(USER, "没有解决")
+    await h.press(USER, "不满意")
+    await h.reply(USER, "还有什么想补充的吗")
+    note = h.fake.add_file(note_bytes, kind="voice", mime_type="audio/ogg")
+    await h.send(h.fake.make_voice_update(note.file_id, duration=2, user_id=USER))
+    await h.reply(USER, "已重新办理")
+    with session_scope(h.engine) as session:
+        case = session.exec(select(Case).where(Case.number == number)).one()
+        survey = session.exec(select(Survey).where(Survey.case_id == case.id)).one()
+        attachment = session.exec(select(Attachment).where(Attachment.kind == "voice")).one()
+        attach_event = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id,
+                                                            CaseEvent.action == "attach")).one()
+    assert attachment.case_id == case.id
+    assert (h.services.settings.data_dir / attachment.path).read_bytes() == note_bytes
+    assert attach_event.data["attachments"][0]["path"] == attachment.path
+    assert survey.comment.startswith("灯还是不亮") and attachment.path in survey.comment

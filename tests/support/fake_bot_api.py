@@ -213,6 +213,34 @@ class ApiRequest:
         return self.status == 200
 
 
+class Hold:
+    """Requests held back by :meth:`FakeBotApi.hold`: the bot's call hangs, as if the
+    network had stalled, until :meth:`release`. ``arrived`` is set when the first one
+    comes in; ``requests`` are their parameters."""
+
+    def __init__(self, method: str, predicate: Callable[[dict], bool] | None) -> None:
+        self.method = method.lower()
+        self.predicate = predicate
+        self.arrived = asyncio.Event()
+        self.requests: list[dict] = []
+        self._released = asyncio.Event()
+        self._drop = False
+
+    def matches(self, method: str, params: dict) -> bool:
+        return method.lower() == self.method and (self.predicate is None or self.predicate(params))
+
+    def release(self, *, drop: bool = False) -> None:
+        """Let the held requests go on (``drop``: answer them 502 without doing anything,
+        as a request that never reached Telegram)."""
+        self._drop = drop
+        self._released.set()
+
+    async def wait_arrived(self, timeout: float = 30) -> dict:
+        async with asyncio.timeout(timeout):
+            await self.arrived.wait()
+        return self.requests[0]
+
+
 @dataclass
 class _FailureRule:
     method: str  # lower-cased, "*" for any
@@ -272,6 +300,7 @@ class FakeBotApi:
         self._messages: dict[tuple[int, int], dict] = {}
         self._issued_callback_ids: set[str] = set()
         self._failures: list[_FailureRule] = []
+        self._holds: list[Hold] = []
         self._waited: set[int] = set()
         self._file_counter = 0
         self._cond: asyncio.Condition | None = None
@@ -323,6 +352,8 @@ class FakeBotApi:
         return self
 
     async def stop(self) -> None:
+        for hold in self._holds:
+            hold.release(drop=True)
         if self._cond is not None:
             async with self._cond:
                 self._poll_generation += 1  # release pending long polls
@@ -398,6 +429,14 @@ class FakeBotApi:
         self._failures.append(
             _FailureRule(method.lower(), error_code, description, parameters, times)
         )
+
+    def hold(self, method: str, predicate: Callable[[dict], bool] | None = None) -> Hold:
+        """From now on, calls of ``method`` (whose params satisfy ``predicate``) hang until
+        the returned :class:`Hold` is released: a test can kill the bot's process while the
+        bot waits for Telegram, at an exact point of its work."""
+        hold = Hold(method, predicate)
+        self._holds.append(hold)
+        return hold
 
     def block_chat(self, chat_id: int) -> None:
         """From now on sends to ``chat_id`` fail with 403 "bot was blocked by the user"."""
@@ -838,7 +877,15 @@ class FakeBotApi:
             params = await _read_params(request)
         except ValueError as exc:
             return _error(_bad_request(f"can't parse request: {exc}"))
-        status, body = await self._dispatch(request.match_info["method"], params, request.method)
+        method = request.match_info["method"]
+        hold = next((h for h in self._holds if not h._released.is_set() and h.matches(method, params)), None)
+        if hold is not None:
+            hold.requests.append(params)
+            hold.arrived.set()
+            await hold._released.wait()
+            if hold._drop:
+                return _error(BotApiError(502, "Bad Gateway"))
+        status, body = await self._dispatch(method, params, request.method)
         return web.json_response(body, status=status, dumps=_dumps)
 
     async def _dispatch(self, method: str, params: dict, http_method: str) -> tuple[int, dict]:
