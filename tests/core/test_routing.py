@@ -9,7 +9,6 @@ from core.routing import (
     Gazetteer,
     GridLocator,
     RouteResult,
-    normalise_address,
     normalise_phone,
     route_by_phone,
     route_case,
@@ -175,23 +174,12 @@ def test_route_by_phone_unknown(session, district):
 # -- address → gazetteer ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spoken, written", [
-    ("九幢二十号", "9幢20号"),
-    ("三号楼二单元", "3号楼2单元"),
-    ("洋坊新村 九幢 二十号 一零二室", "洋坊新村9幢20号102室"),
-    ("十二栋", "12栋"),
-    ("两百零一号", "201号"),
-    ("五一路", "五一路"),  # a name, not a number
-    ("第一中学", "第一中学"),
-    ("９幢２０号", "9幢20号"),
-])
-def test_normalise_address(spoken, written):
-    assert normalise_address(spoken) == written
-
-
 def test_address_exact(gazetteer, district):
     r = gazetteer.match("罗布社区门口的路灯坏了")
-    assert r == RouteResult(district["luobu"], 1.0, "gazetteer exact 罗布社区", "gazetteer")
+    assert r == RouteResult(
+        district["luobu"], 1.0,
+        "gazetteer exact 罗布社区; 社区确定，具体位置未知 [ancestor_only level=community needs_building=no]",
+        "gazetteer", level="community", ancestor_only=True, place="罗布社区")
     assert gazetteer.match("罗布菜市场旁边").grid_id == district["lb02"]
     assert gazetteer.match("三坊七巷").grid_id == district["lb03"]
 
@@ -212,7 +200,7 @@ def test_address_homophone_by_pinyin(gazetteer, district):
     # ASR writes 萝卜 (luó bo, "radish") for 罗布 (luó bù).
     r = gazetteer.match("萝卜社区有人飞线充电")
     assert r.grid_id == district["luobu"]
-    assert r.reason == "gazetteer pinyin 萝卜社区→罗布社区"
+    assert r.reason.startswith("gazetteer pinyin 萝卜社区→罗布社区; 社区确定")
     assert 0.8 <= r.confidence < 1
     r = gazetteer.match("羊坊新村九栋")
     assert r.grid_id == district["yf01"] and "pinyin" in r.reason
