@@ -263,6 +263,7 @@ class Candidate:
     end: int
     scope: str | None = None
     note: str | None = None
+    numbered: bool = False  # a numbered place (building, flat), not a name alone
 
 
 @dataclass(frozen=True)
@@ -291,8 +292,9 @@ class Gazetteer:
     PARTS_GAP = 3  # characters allowed between a name and its numbers (的, 小区, 那个)
     # A deeper match is taken over its ancestor when it is at most this much less sure.
     SPECIFIC_SLACK = 0.22  # under an exact community: any reading-alike estate or building (≥ 0.78)
-    # Two places on different branches this close in confidence: sure only of their common ancestor.
-    TIE = 0.05
+    # Two places on different branches found equally surely: sure only of their common
+    # ancestor. Any difference decides (a local reading beats another reading by 0.01).
+    TIE = 1e-6
     CONFLICT_FACTOR = 0.7
 
     def __init__(
@@ -544,12 +546,12 @@ class Gazetteer:
                   start: int, end: int) -> Candidate | None:
         grids = {i.grid_id for i in items}
         if len(grids) == 1:
-            return Candidate(items[0], confidence, how, heard, start, end)
+            return Candidate(items[0], confidence, how, heard, start, end, numbered=True)
         common = self._lca(grids)  # the same address registered in several grids
         if common is None:
             return None
         item = GazetteerItem(items[0].name, items[0].kind, common)
-        return Candidate(item, confidence, how, heard, start, end, note="同一地址登记在多个网格")
+        return Candidate(item, confidence, how, heard, start, end, note="同一地址登记在多个网格", numbered=True)
 
     def candidates(self, text: str) -> list[Candidate]:
         """Every place found in the text above ``min_confidence``, surest first."""
@@ -616,9 +618,12 @@ class Gazetteer:
         scope = pick.scope if pick is not None else None
         needs_building = False
         if ancestor_only:
-            numbers = self._building_numbers(self._scope_place(scope, grid_id), grid_id)
-            needs_building = any(len({i.grid_id for i in items}) == 1 for items in numbers.values())
-            missing = "楼栋" if numbers else "具体位置"
+            if pick is not None and pick.numbered:
+                missing = "单元"  # the building is known; it spans several micro grids
+            else:
+                numbers = self._building_numbers(self._scope_place(scope, grid_id), grid_id)
+                needs_building = any(len({i.grid_id for i in items}) == 1 for items in numbers.values())
+                missing = "楼栋" if numbers else "具体位置"
             statement = f"{_LEVEL_ZH.get(level, level)}确定，{missing}未知" + (f"（{note}）" if note else "")
             tag = f" [ancestor_only level={level} needs_building={'yes' if needs_building else 'no'}]"
             reason = f"{reason[:256 - len(statement) - len(tag) - 2]}; {statement}{tag}"
@@ -663,7 +668,7 @@ class Gazetteer:
         item = items[0]
         reason = f"gazetteer building number {number} under {under}→{item.name}"
         return self._result(item.grid_id, confidence, reason,
-                            Candidate(item, confidence, "keypad", str(number), 0, 0))
+                            Candidate(item, confidence, "keypad", str(number), 0, 0, numbered=True))
 
     # -- what the recogniser should expect ------------------------------------------------
 
