@@ -269,11 +269,15 @@ class Part:
     sure: float = MEASURE_SURE
 
 
+_MEASURE_KIND = dict(_MEASURES)
+_MEASURE_RE = re.compile("|".join(re.escape(w) for w, _ in _MEASURES))
+
+
 def _measure_at(text: str, pos: int, homophones: bool) -> tuple[str, int, float] | None:
-    for word, kind in _MEASURES:
-        if text.startswith(word, pos):
-            return kind, len(word), MEASURE_SURE
-    if not homophones:
+    m = _MEASURE_RE.match(text, pos)
+    if m is not None:
+        return _MEASURE_KIND[m.group(0)], len(m.group(0)), MEASURE_SURE
+    if not homophones or pos >= len(text) or not is_han(text[pos]):
         return None
     for sounds, kind, local in _SOUNDS:
         window = text[pos:pos + len(sounds)]
@@ -294,7 +298,7 @@ def parse_parts(text: str, *, homophones: bool = True, protected: tuple[tuple[in
     parts: list[Part] = []
     for m in _NUMBER_GROUP.finditer(text):
         s, e = m.span()
-        if any(s < b and e > a for a, b in protected):
+        if protected and any(s < b and e > a for a, b in protected):
             continue
         group = m.group(0)
         if "-" in group:  # 9-2-301: building, unit, room; 9-301: building, room
@@ -340,17 +344,19 @@ def comps(parts: list[Part] | tuple[Part, ...]) -> Comps:
     return tuple((p.kind, p.number) for p in parts if p.kind != FLOOR)
 
 
+@lru_cache(maxsize=262144)  # the registry's addresses, parsed once per process, not per index rebuild
 def split_numbered(name: str) -> tuple[str, Comps, str] | None:
     """A registered name that ends in numbered parts (洋坊新村9幢, 罗布路3号,
     罗布社区洋坊新村9幢2单元301室) → (canonical base name, comps, canonical name);
     ``None`` for a plain name."""
     key = canonical(name)
     parts = parse_parts(key, homophones=False)
-    if not parts:
+    if not parts or parts[-1].end != len(key):
         return None
-    run = part_runs(parts)[-1]
-    if run[-1].end != len(key) or len(part_runs(parts)) != 1:
+    runs = part_runs(parts)
+    if len(runs) != 1:
         return None
+    run = runs[0]
     base = key[: run[0].start]
     found = comps(run)
     if len(base) < 2 or not found:
