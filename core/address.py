@@ -273,12 +273,15 @@ _MEASURE_KIND = dict(_MEASURES)
 _MEASURE_RE = re.compile("|".join(re.escape(w) for w, _ in _MEASURES))
 
 
-def _measure_at(text: str, pos: int, homophones: bool) -> tuple[str, int, float] | None:
+def _measure_at(text: str, pos: int, homophones: bool,
+                protected: tuple[tuple[int, int], ...] = ()) -> tuple[str, int, float] | None:
     m = _MEASURE_RE.match(text, pos)
     if m is not None:
         return _MEASURE_KIND[m.group(0)], len(m.group(0)), MEASURE_SURE
     if not homophones or pos >= len(text) or not is_han(text[pos]):
         return None
+    if any(a <= pos < b for a, b in protected):
+        return None  # 9东门小区: 东 starts a name here, it is not 栋
     for sounds, kind, local in _SOUNDS:
         window = text[pos:pos + len(sounds)]
         if len(window) == len(sounds) and all(
@@ -310,7 +313,7 @@ def parse_parts(text: str, *, homophones: bool = True, protected: tuple[tuple[in
             continue
         number = int(group)
         before = parts[-1] if parts and parts[-1].end == s else None
-        measure = _measure_at(text, e, homophones)
+        measure = _measure_at(text, e, homophones, protected)
         if measure is not None:
             kind, length, sure = measure
             if kind == DOOR and before is not None and before.kind in (BUILDING, UNIT, FLOOR):

@@ -649,11 +649,12 @@ class Gazetteer:
             return None
         return next((p for p in self._by_key.get(scope, ()) if p.item.grid_id == grid_id), None)
 
-    def match_building(self, base: RouteResult | int, digits: str) -> RouteResult | None:
+    def match_building(self, base: RouteResult | int, digits: str, scope: str | None = None) -> RouteResult | None:
         """A building number keyed in (or said) for a place matched only in part: ``base``
-        is the partial match (or a grid id). The building's grid if exactly one building of
-        that number lies in the estate (``base.scope``) or else under the grid; ``None`` if
-        none or several do (the case stays where ``base`` put it)."""
+        is the partial match, or its grid id (and ``scope``) as a caller kept them. The
+        building's grid if exactly one building of that number lies in the estate
+        (``scope``) or else under the grid; ``None`` if none or several do (the case stays
+        where ``base`` put it)."""
         number = parse_number("".join(ch for ch in canonical(digits) if ch.isdigit()))
         if number is None:
             return None
@@ -661,7 +662,7 @@ class Gazetteer:
             grid_id, scope, confidence = base.grid_id, base.scope, base.confidence
             under = base.place or str(grid_id)
         else:
-            grid_id, scope, confidence, under = int(base), None, 1.0, str(base)
+            grid_id, confidence, under = int(base), 1.0, scope or str(base)
         items = self._building_numbers(self._scope_place(scope, grid_id), grid_id).get(number, [])
         if len({i.grid_id for i in items}) != 1:
             return None

@@ -83,6 +83,9 @@ def test_homophones_of_measure_words_only_for_what_people_say():
     # The reading residents use (zhuàng) is surer than the dictionary's (chuáng).
     assert parts[0].sure > parts[1].sure and parts[2].sure == 1.0
     assert _parts("九撞", homophones=False) == []  # registered names are written, not heard
+    # 东 after a number sounds like 栋, unless it starts a name found in the text (东门小区).
+    assert _parts("9东门小区") == [(BUILDING, 9)]
+    assert parse_parts("9东门小区", protected=((1, 5),)) == []
 
 
 def test_floors_doors_and_numbers_in_names():

@@ -238,22 +238,21 @@ def estates(session) -> dict[str, int]:
     so the gazetteer puts it in the estate's area) and 罗布新苑 (micro grid n1). Building 9
     exists in both estates."""
     ids: dict[str, int] = {}
-
-    def grid(key, code, name, level, parent=None):
-        g = Grid(code=code, name=name, level=level, parent_id=ids.get(parent))
-        session.add(g)
+    for key, parent, level, code, name in [
+        ("district", None, GridLevel.district, "350102", "鼓楼区"),
+        ("street", "district", GridLevel.street, "350102001", "东街街道"),
+        ("luobu", "street", GridLevel.community, "350102001001", "罗布社区"),
+        ("yangfang", "luobu", GridLevel.area, "35010200100101", "罗布社区第1片区"),
+        ("xinyuan", "luobu", GridLevel.area, "35010200100102", "罗布社区第2片区"),
+        ("m1", "yangfang", GridLevel.micro, "3501020010010101", "罗布社区第1微网格"),
+        ("m2", "yangfang", GridLevel.micro, "3501020010010102", "罗布社区第2微网格"),
+        ("m3", "yangfang", GridLevel.micro, "3501020010010103", "罗布社区第3微网格"),
+        ("n1", "xinyuan", GridLevel.micro, "3501020010010201", "罗布社区第4微网格"),
+    ]:
+        grid = Grid(code=code, name=name, level=level, parent_id=ids.get(parent))
+        session.add(grid)
         session.flush()
-        ids[key] = g.id
-
-    grid("district", "350102", "鼓楼区", GridLevel.district)
-    grid("street", "350102001", "东街街道", GridLevel.street, "district")
-    grid("luobu", "350102001001", "罗布社区", GridLevel.community, "street")
-    grid("yangfang", "35010200100101", "罗布社区第1片区", GridLevel.area, "luobu")
-    grid("xinyuan", "35010200100102", "罗布社区第2片区", GridLevel.area, "luobu")
-    grid("m1", "3501020010010101", "罗布社区第1微网格", GridLevel.micro, "yangfang")
-    grid("m2", "3501020010010102", "罗布社区第2微网格", GridLevel.micro, "yangfang")
-    grid("m3", "3501020010010103", "罗布社区第3微网格", GridLevel.micro, "yangfang")
-    grid("n1", "3501020010010201", "罗布社区第4微网格", GridLevel.micro, "xinyuan")
+        ids[key] = grid.id
     for name, kind, key in [
         ("罗布社区", "community", "luobu"),
         ("罗布", "alias", "luobu"),
@@ -408,6 +407,8 @@ def test_keypad_building_number_for_a_partial_match(estate_gazetteer, estates):
     assert gaz.match_building(community, "9") is None  # in both estates
     assert gaz.match_building(community, "12").grid_id == estates["m2"]
     assert gaz.match_building(estates["xinyuan"], "9").grid_id == estates["n1"]
+    # What a caller kept between two webhooks: the grid id and the scope.
+    assert gaz.match_building(estate.grid_id, "九", scope=estate.scope).grid_id == estates["m1"]
 
 
 def test_phrase_list_for_the_recogniser(session, estates, estate_gazetteer):
