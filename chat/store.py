@@ -113,7 +113,7 @@ def match_address(engine: Engine, text: str) -> tuple[str, str] | None:
     found = gazetteer.match(text)
     if found is None:
         return None
-    place = next((c.entry.name for c in gazetteer.candidates(text) if c.entry.grid_id == found.grid_id), None)
+    place = found.place  # the registered name (a building, a flat, an estate), to confirm
     with session_scope(engine) as session:
         grid = session.get(Grid, found.grid_id)
         grid_name = grid.name if grid else ""

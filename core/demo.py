@@ -102,6 +102,7 @@ ROADS: list[tuple[str, str, int | None]] = [
     ("南湖路", "翠竹", 2),
     ("金沙路", "金沙", None),
     ("电厂路", "金沙", 3),
+    ("朝阳路", "翠竹", 1),  # 朝 read cháo, not zhāo
 ]
 
 # Landmarks → (community alias, area number, micro number within the area).
@@ -125,6 +126,12 @@ LANDMARKS: list[tuple[str, str, int, int]] = [
     ("金沙社区居委会", "金沙", 2, 2),
     ("清溪汽车站", "金沙", 2, 4),
     ("金沙幼儿园", "金沙", 3, 1),
+    # Names with characters of several readings (长, 重, 行, 朝): a recogniser writes any of them.
+    ("长乐幼儿园", "翠竹", 3, 2),
+    ("重阳养老院", "府前", 3, 4),
+    ("工商银行凤岗支行", "金沙", 2, 1),
+    ("清溪区行政服务中心", "府前", 1, 3),
+    ("朝阳书店", "罗布", 3, 2),
 ]
 
 BUILDINGS_PER_MICRO = 2

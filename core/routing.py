@@ -5,23 +5,44 @@ or a spoken/typed address (DESIGN "Grids and routing"). Each step answers a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import Any
 
-import cn2an
 import phonenumbers
 import shapely
-from pypinyin import Style, pinyin
 from rapidfuzz import fuzz
 from shapely.geometry import shape
 from sqlmodel import select
 
+from core.address import (
+    BUILDING,
+    DOOR,
+    FILLER_WORDS,
+    FLOOR,
+    MEASURE_WORDS,
+    NUMERAL_WORDS,
+    ROOM,
+    UNIT,
+    Comps,
+    Part,
+    canonical,
+    comps,
+    fold,
+    folded_readings,
+    local_readings,
+    parse_number,
+    parse_parts,
+    part_runs,
+    readings,
+    split_numbered,
+    spoken,
+)
 from core.models import GazetteerEntry, Grid, GridLevel, Household, Resident
 
 
@@ -31,6 +52,12 @@ class RouteResult:
     confidence: float  # 0..1
     reason: str  # for the operator: why this grid
     method: str  # "point", "household", "gazetteer"
+    # Address matches only (core.routing.Gazetteer):
+    level: str | None = None  # the grid's level
+    ancestor_only: bool = False  # sure of this grid, not of the micro grid below it
+    needs_building: bool = False  # a building number (Gazetteer.match_building) would settle it
+    place: str | None = None  # the registered name that matched, to read back
+    scope: str | None = None  # the estate whose buildings Gazetteer.match_building picks from
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,245 +231,498 @@ def route_by_phone(session: Any, phone: str | None) -> RouteResult | None:
 # ---------------------------------------------------------------------------------------
 # Address text against the gazetteer
 
-_CN_DIGITS = "零〇一二两三四五六七八九十百千幺"
-_UNITS = "号楼|号院|单元|号|幢|栋|座|楼|层|室|户|弄|巷|排|组|期|区|门|街坊"
-_NUMERAL_BEFORE_UNIT = re.compile(f"([{_CN_DIGITS}]+)(?=(?:{_UNITS}))")
-_DIGIT_MAP = str.maketrans({"零": "0", "〇": "0", "一": "1", "幺": "1", "二": "2", "两": "2", "三": "3",
-                            "四": "4", "五": "5", "六": "6", "七": "7", "八": "8", "九": "9"})
-_DROP = re.compile(r"[\s,，。、;；:：!！?？\"'“”‘’()（）【】\[\]<>《》·.~～]")
+_LEVEL_ZH = {"district": "区", "street": "街道", "community": "社区", "area": "片区", "micro": "微网格"}
+_PART_ZH = {BUILDING: "幢", UNIT: "单元", ROOM: "室", DOOR: "号"}
 
 
-def _numeral(run: str) -> str:
-    if any(c in "十百千" for c in run):
-        try:
-            return str(cn2an.cn2an(run.replace("幺", "一"), "smart"))
-        except (ValueError, KeyError):
-            return run
-    return run.translate(_DIGIT_MAP)  # read digit by digit: 一零二室 → 102室
+def _by_sound(how: str, used: list[Part]) -> str:
+    return how if all(p.sure >= 1 for p in used) else f"{how}, measure word by sound"
 
 
-def normalise_address(text: str) -> str:
-    """Address text as recognisers and people write it → one form: full-width to ASCII,
-    no spaces or punctuation, spoken numbers before an address unit as digits
-    (九幢二十号 → 9幢20号, 三号楼二单元 → 3号楼2单元, 一零二室 → 102室). Numerals elsewhere
-    stay, being part of names (五一路, 第一中学). Gazetteer names go through the same function,
-    so a name that does change (三坊七巷 → 三坊7巷) still matches itself."""
-    s = unicodedata.normalize("NFKC", text or "")
-    s = _DROP.sub("", s)
-    return _NUMERAL_BEFORE_UNIT.sub(lambda m: _numeral(m.group(1)), s)
-
-
-_BUILDING_UNIT = re.compile(r"(\d+)(?:号楼|栋|座|幢)")
-
-
-def _match_key(text: str) -> str:
-    # 9栋, 9号楼, 9座 and 9幢 are the same building in everyday speech.
-    return _BUILDING_UNIT.sub(r"\1幢", normalise_address(text))
-
-
-# Accent-tolerant syllables: callers from the south (and recognisers) blur these pairs.
-_FOLD_INITIAL = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"))
-_FOLD_FINAL = (("ing", "in"), ("eng", "en"))
-
-
-def _fold(syllable: str) -> str:
-    for a, b in _FOLD_INITIAL:
-        if syllable.startswith(a):
-            syllable = b + syllable[len(a):]
-            break
-    for a, b in _FOLD_FINAL:
-        if syllable.endswith(a):
-            return syllable[: -len(a)] + b
-    return syllable
-
-
-@lru_cache(maxsize=20000)
-def _readings(ch: str) -> tuple[frozenset[str], frozenset[str]]:
-    """All toneless readings of a character (exact, folded). Every reading, not the one
-    pypinyin guesses from context: it reads 萝卜 as "luo bo" but 罗布 as "luo bu", while a
-    recogniser that heard "luó bù" may write either."""
-    if not ("\u3400" <= ch <= "\u9fff"):
-        return frozenset({ch}), frozenset({ch})
-    exact = frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
-    return exact, frozenset(_fold(s) for s in exact)
-
-
-def _pinyin_seq(text: str) -> list[tuple[frozenset[str], frozenset[str]]]:
-    return [_readings(c) for c in text]
-
-
-_DIGITS = re.compile(r"\d+")
-_KIND_RANK = {"building": 4, "landmark": 3, "alias": 2, "community": 2, "street": 1}
-_GRID_LEVEL_RANK = {"micro": 3, "area": 2, "community": 2, "street": 1, "district": 0}
+def _describe(found: Comps) -> str:
+    return "".join(f"{n}{_PART_ZH.get(kind, '')}" for kind, n in found)
 
 
 @dataclass(frozen=True)
-class _Entry:
+class GazetteerItem:
+    """A registered place: a gazetteer entry, a grid's own name, or a household's address."""
+
     name: str
-    key: str
-    kind: str
-    grid_id: int
-    rank: int  # specificity: a building beats a community when both match
-    py: tuple[tuple[frozenset[str], frozenset[str]], ...]
+    kind: str  # community, alias, building, street, landmark, grid:<level>, household, place
+    grid_id: int | None
+    code: str | None = None  # a household's code
+
+
+@dataclass(eq=False)
+class _Place:
+    """A name that can be heard: a gazetteer entry, or the estate part of numbered
+    addresses (洋坊新村 of 洋坊新村9幢), with the numbered places that follow it."""
+
+    key: str  # canonical spelling
+    item: GazetteerItem
+    standalone: bool  # False: only the start of registered household addresses, never a place alone
+    numbered: dict[Comps, list[GazetteerItem]] = field(default_factory=dict)
+    every: tuple[frozenset[str], ...] = ()  # every reading of each character
+    every_folded: tuple[frozenset[str], ...] = ()
+    local: tuple[str, ...] = ()  # the reading a local uses
+
+    def has_buildings(self) -> bool:
+        return any(len(c) == 1 and c[0][0] == BUILDING for c in self.numbered)
 
 
 @dataclass(frozen=True)
-class _Candidate:
-    entry: _Entry
+class Candidate:
+    """One place found in the text. ``entry``: what was found (``.name``, ``.grid_id``);
+    ``scope``: the key of the named place whose buildings a keypad number picks from."""
+
+    entry: GazetteerItem
     confidence: float
     how: str
-    heard: str  # the part of the text that matched
+    heard: str
+    start: int
+    end: int
+    scope: str | None = None
+    note: str | None = None
+    numbered: bool = False  # a numbered place (building, flat), not a name alone
+
+
+@dataclass(frozen=True)
+class AddressPhrases:
+    """A recogniser's phrase list for the address turn; ``version`` changes with the gazetteer."""
+
+    phrases: tuple[str, ...]
+    version: str
 
 
 class Gazetteer:
-    """Names of communities, buildings and landmarks (and the grids' own names) → grids."""
+    """Names of communities, buildings and landmarks, the grids' own names and the
+    households' registered addresses → grids. Never answers below the level it is sure of:
+    a place it is sure of only in part (the estate, not the building) gives the estate's grid
+    and says so (``RouteResult.ancestor_only``, ``routing_reason``)."""
 
     EXACT = 1.0
-    PINYIN = 0.85
+    PINYIN = 0.85  # every character through the reading a local uses
+    PINYIN_OTHER = 0.84  # some character only through another reading: a local reading wins a tie
     PINYIN_FOLDED = 0.8
+    PINYIN_FOLDED_OTHER = 0.79
     FUZZY_MAX = 0.9  # a fuzzy score of 100 maps to this; 80 maps to 0.72
     FUZZY_CUTOFF = 80.0
-    # A more specific match (building) wins over the best one if it is at most this much less sure.
-    SPECIFIC_SLACK = 0.15
+    MIN_SOUNDALIKE = 3  # shorter names match only as written (付钱 is not 府前)
+    MIN_FUZZY = 4  # a three-character name with a character missing leaves too little (朝阳 for 朝阳路)
+    PARTS_GAP = 3  # characters allowed between a name and its numbers (的, 小区, 那个)
+    # A deeper match is taken over its ancestor when it is at most this much less sure.
+    SPECIFIC_SLACK = 0.22  # under an exact community: any reading-alike estate or building (≥ 0.78)
+    # Two places on different branches found equally surely: sure only of their common
+    # ancestor. Any difference decides (a local reading beats another reading by 0.01).
+    TIE = 1e-6
+    CONFLICT_FACTOR = 0.7
 
     def __init__(
         self,
         entries: Iterable[tuple[str, str, int]],
         min_confidence: float = 0.6,
         parents: dict[int, int | None] | None = None,
+        *,
+        levels: dict[int, str] | None = None,
+        households: Iterable[tuple[str, str, int]] = (),
     ) -> None:
         """``entries``: ``(name, kind, grid_id)``; kind ``building``, ``landmark``,
         ``community``, ``street``, ``alias`` or ``grid:<level>`` for a grid's own name.
-        ``parents`` (grid id → parent id) lets a building inside the best-matching community
-        win over it; without it any nearly-as-sure, more specific match does."""
+        ``parents`` (grid id → parent id) and ``levels`` (grid id → level) are the grid tree:
+        without it a match cannot be checked against the others or said to be partial.
+        ``households``: ``(code, address, grid_id)``; a full address routes to its grid."""
         self.min_confidence = min_confidence
-        self.parents = parents or {}
-        self.entries: list[_Entry] = []
-        seen: set[tuple[str, int]] = set()
+        self.parents = dict(parents or {})
+        self.levels = dict(levels or {})
+        self.entries: list[GazetteerItem] = []
+        self._places: dict[tuple[str, int | None], _Place] = {}
+        self._by_key: dict[str, list[_Place]] = defaultdict(list)
+        numbered: list[tuple[str, Comps, GazetteerItem, bool]] = []
         for name, kind, grid_id in entries:
-            key = _match_key(name)
-            if len(key) < 2 or (key, grid_id) in seen:
+            item = GazetteerItem(name, kind, grid_id)
+            self.entries.append(item)
+            split = split_numbered(name)
+            if split is not None:
+                numbered.append((split[0], split[1], item, True))
+                continue
+            key = canonical(name)
+            if len(key) < 2 or (key, grid_id) in self._places:
                 continue  # one character matches everything
-            seen.add((key, grid_id))
-            rank = _GRID_LEVEL_RANK.get(kind[5:], 1) if kind.startswith("grid:") else _KIND_RANK.get(kind, 2)
-            self.entries.append(_Entry(name, key, kind, grid_id, rank, tuple(_pinyin_seq(key))))
+            self._add_place(_Place(key, item, True))
+        for code, address, grid_id in households:
+            split = split_numbered(address)
+            if split is not None and grid_id is not None:
+                numbered.append((split[0], split[1], GazetteerItem(address, "household", grid_id, code), False))
+        # Gazetteer entries first: a household's estate is then found as a registered name.
+        for base, found, item, registered in numbered:
+            self._anchor(base, item.grid_id, registered).numbered.setdefault(found, []).append(item)
+        for place in list(self._places.values()):
+            if place.item.kind == "place":  # an estate known only by its numbered places
+                grids = {i.grid_id for items in place.numbered.values() for i in items}
+                common = self._lca(grids)
+                place.item = GazetteerItem(place.key, "place", common)
+                if common is None:
+                    place.standalone = False
+            place.every = tuple(readings(ch) for ch in place.key)
+            place.every_folded = tuple(folded_readings(ch) for ch in place.key)
+            place.local = local_readings(place.key)
         # Index by each reading of the first character: a pinyin scan then only tries the
-        # entries that can start at a given position of the text.
-        self._by_first: dict[str, list[_Entry]] = defaultdict(list)
-        for e in self.entries:
-            for r in e.py[0][1]:
-                self._by_first[r].append(e)
-        self._keys = [e.key for e in self.entries]
+        # names that can start at a given position of the text.
+        self._by_first: dict[str, list[_Place]] = defaultdict(list)
+        for place in self._places.values():
+            if len(place.key) >= self.MIN_SOUNDALIKE:
+                for r in place.every_folded[0]:
+                    self._by_first[r].append(place)
+        # Building numbers under each grid (gazetteer buildings only: the household registry
+        # is never complete, so it cannot say a number is unique).
+        self._buildings_under: dict[int, dict[int, list[GazetteerItem]]] = defaultdict(dict)
+        for place in self._places.values():
+            for found, items in place.numbered.items():
+                if len(found) != 1 or found[0][0] != BUILDING:
+                    continue
+                for item in items:
+                    if item.kind == "household":
+                        continue
+                    for grid in self._lineage(item.grid_id):
+                        self._buildings_under[grid].setdefault(found[0][1], []).append(item)
+        self._phrases: AddressPhrases | None = None
 
     @classmethod
     def from_session(cls, session: Any, min_confidence: float = 0.6) -> Gazetteer:
         rows = [(e.name, e.kind, e.grid_id) for e in session.exec(select(GazetteerEntry)).all()]
         grids = session.exec(select(Grid)).all()
         rows += [(g.name, f"grid:{GridLevel(g.level).value}", g.id) for g in grids]
-        return cls(rows, min_confidence=min_confidence, parents={g.id: g.parent_id for g in grids})
+        households = session.exec(select(Household.code, Household.address, Household.grid_id)).all()
+        return cls(rows, min_confidence=min_confidence, parents={g.id: g.parent_id for g in grids},
+                   levels={g.id: GridLevel(g.level).value for g in grids}, households=households)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    # -- the three ways of matching ---------------------------------------------------------
+    # -- building the index ---------------------------------------------------------------
 
-    def _exact(self, text: str) -> list[_Candidate]:
-        out = []
-        for e in self.entries:
-            start = text.find(e.key)
-            while start != -1:
-                end = start + len(e.key)
-                # 9幢 must not match inside 19幢 or 9幢 inside 洋坊新村9幢0…: digits end at digit boundaries.
-                if not (e.key[0].isdigit() and start > 0 and text[start - 1].isdigit()) and not (
-                    e.key[-1].isdigit() and end < len(text) and text[end].isdigit()
-                ):
-                    out.append(_Candidate(e, self.EXACT, "exact", e.key))
-                    break
-                start = text.find(e.key, start + 1)
-        return out
+    def _add_place(self, place: _Place) -> _Place:
+        self._places[(place.key, place.item.grid_id)] = place
+        self._by_key[place.key].append(place)
+        return place
 
-    def _fuzzy(self, text: str) -> list[_Candidate]:
-        out = []
-        for e in self.entries:
-            if len(e.key) > len(text):
-                continue  # the text is a fragment of this name: too little to go on
-            res = fuzz.partial_ratio_alignment(e.key, text, score_cutoff=self.FUZZY_CUTOFF)
-            if res is not None:
-                heard = text[res.dest_start:res.dest_end]
-                if _DIGITS.findall(heard) != _DIGITS.findall(e.key):
-                    continue  # 洋坊新村8幢 is one character from 9幢, and a different building
-                out.append(_Candidate(e, self.FUZZY_MAX * res.score / 100.0, f"fuzzy {res.score:.0f}", heard))
-        return out
+    def _anchor(self, base: str, grid_id: int | None, registered: bool) -> _Place:
+        """The named place a numbered address hangs from: the longest registered name that
+        ends the address's base (罗布社区洋坊新村 → 洋坊新村) and contains its grid."""
+        for start in range(len(base) - 1):
+            for place in self._by_key.get(base[start:], ()):
+                if place.item.kind == "place" or self._within(grid_id, place.item.grid_id):
+                    place.standalone = place.standalone or registered
+                    return place
+        place = self._places.get((base, None))
+        if place is None:
+            place = self._add_place(_Place(base, GazetteerItem(base, "place", None), registered))
+        place.standalone = place.standalone or registered
+        return place
 
-    def _pinyin(self, text: str) -> list[_Candidate]:
-        seq = _pinyin_seq(text)
-        best: dict[_Entry, _Candidate] = {}
-        for i, (_, first_folded) in enumerate(seq):
-            tried: set[int] = set()
-            for r in first_folded:
-                for e in self._by_first.get(r, ()):
-                    if id(e) in tried or i + len(e.py) > len(seq):
-                        continue
-                    tried.add(id(e))
-                    window = seq[i:i + len(e.py)]
-                    if all(a[0] & b[0] for a, b in zip(e.py, window, strict=True)):
-                        cand = _Candidate(e, self.PINYIN, "pinyin", text[i:i + len(e.py)])
-                    elif all(a[1] & b[1] for a, b in zip(e.py, window, strict=True)):
-                        cand = _Candidate(e, self.PINYIN_FOLDED, "pinyin, accent-tolerant", text[i:i + len(e.py)])
-                    else:
-                        continue
-                    if e not in best or best[e].confidence < cand.confidence:
-                        best[e] = cand
-        return list(best.values())
-
-    # -- the answer -----------------------------------------------------------------------------
-
-    def candidates(self, text: str) -> list[_Candidate]:
-        """Everything that matched above ``min_confidence``, one per entry, surest first:
-        exact substrings (longest first), then fuzzy on characters and by pinyin."""
-        key = _match_key(text)
-        if not key or not self.entries:
-            return []
-        best: dict[int, _Candidate] = {}
-        for c in self._exact(key) + self._fuzzy(key) + self._pinyin(key):
-            if c.confidence >= self.min_confidence and (
-                id(c.entry) not in best or best[id(c.entry)].confidence < c.confidence
-            ):
-                best[id(c.entry)] = c
-        return sorted(best.values(), key=lambda c: (-c.confidence, -len(c.entry.key), -c.entry.rank, c.entry.grid_id))
-
-    def _inside(self, grid_id: int, ancestor: int) -> bool:
-        seen = 0
-        while grid_id is not None and seen < 16:
-            if grid_id == ancestor:
-                return True
+    def _lineage(self, grid_id: int | None) -> list[int]:
+        """The grid and its ancestors, nearest first."""
+        out: list[int] = []
+        while grid_id is not None and grid_id not in out and len(out) < 16:
+            out.append(grid_id)
             grid_id = self.parents.get(grid_id)
-            seen += 1
-        return False
+        return out
+
+    def _within(self, grid_id: int | None, ancestor: int | None) -> bool:
+        if ancestor is None or grid_id is None:
+            return False
+        if not self.parents:
+            return True  # no grid tree to check against
+        return ancestor in self._lineage(grid_id)
+
+    def _on_one_line(self, a: int | None, b: int | None) -> bool:
+        return a == b or (bool(self.parents) and (a in self._lineage(b) or b in self._lineage(a)))
+
+    def _lca(self, grids: Iterable[int | None]) -> int | None:
+        grids = [g for g in grids]
+        if not grids or None in grids:
+            return None
+        if len(set(grids)) == 1:
+            return grids[0]
+        common = self._lineage(grids[0])
+        for g in grids[1:]:
+            line = set(self._lineage(g))
+            common = [a for a in common if a in line]
+        return common[0] if common else None
+
+    def _depth(self, grid_id: int | None) -> int:
+        return len(self._lineage(grid_id))
+
+    # -- finding names in the text --------------------------------------------------------
+
+    def _exact(self, text: str) -> list[tuple[_Place, int, int, float, str]]:
+        out = []
+        for place in self._places.values():
+            key = place.key
+            start = text.find(key)
+            while start != -1:
+                end = start + len(key)
+                # 9幢 must not match inside 19幢: digits end at digit boundaries.
+                if not (key[0].isdigit() and start > 0 and text[start - 1].isdigit()) and not (
+                    key[-1].isdigit() and end < len(text) and text[end].isdigit()
+                ):
+                    out.append((place, start, end, self.EXACT, "exact"))
+                start = text.find(key, start + 1)
+        return out
+
+    def _soundalike(self, text: str) -> list[tuple[_Place, int, int, float, str]]:
+        """Windows of the text that read like a name: every reading of every character on
+        both sides (a recogniser writes a homophone of any of them), the local reading surest."""
+        scores = (
+            (self.PINYIN, "pinyin"),
+            (self.PINYIN_OTHER, "pinyin, other reading"),
+            (self.PINYIN_FOLDED, "pinyin, accent-tolerant"),
+            (self.PINYIN_FOLDED_OTHER, "pinyin, accent-tolerant, other reading"),
+        )
+        out = []
+        for i, ch in enumerate(text):
+            tried: set[int] = set()
+            for r in folded_readings(ch):
+                for place in self._by_first.get(r, ()):
+                    if id(place) in tried or i + len(place.key) > len(text):
+                        continue
+                    tried.add(id(place))
+                    grade = self._grade(place, text[i:i + len(place.key)])
+                    if grade is not None:
+                        confidence, how = scores[grade]
+                        out.append((place, i, i + len(place.key), confidence, how))
+        return out
+
+    @staticmethod
+    def _grade(place: _Place, window: str) -> int | None:
+        """0 all through local readings, 1 some through other readings, 2 and 3 the same
+        accent-tolerant; ``None`` when a character does not read alike or nothing differs."""
+        worst, differs = 0, False
+        for j, ch in enumerate(window):
+            if ch == place.key[j]:
+                continue
+            differs = True
+            heard = readings(ch)
+            if place.local[j] in heard:
+                grade = 0
+            elif place.every[j] & heard:
+                grade = 1
+            elif fold(place.local[j]) in folded_readings(ch):
+                grade = 2
+            elif place.every_folded[j] & folded_readings(ch):
+                grade = 3
+            else:
+                return None
+            worst = max(worst, grade)
+        return worst if differs else None
+
+    def _fuzzy(self, text: str, skip: set[int]) -> list[tuple[_Place, int, int, float, str]]:
+        out = []
+        for place in self._places.values():
+            key = place.key
+            if id(place) in skip or len(key) < self.MIN_FUZZY or len(key) > len(text):
+                continue
+            res = fuzz.partial_ratio_alignment(key, text, score_cutoff=self.FUZZY_CUTOFF)
+            if res is None or res.score >= 100:
+                continue
+            heard = text[res.dest_start:res.dest_end]
+            if _DIGITS.findall(heard) != _DIGITS.findall(key):
+                continue  # 洋坊新村8幢 is one character from 9幢, and a different building
+            out.append((place, res.dest_start, res.dest_end, self.FUZZY_MAX * res.score / 100.0,
+                        f"fuzzy {res.score:.0f}"))
+        return out
+
+    # -- from names to places -------------------------------------------------------------
+
+    def _derive(self, place: _Place, start: int, end: int, confidence: float, how: str,
+                runs: list[list[Part]], text: str) -> Candidate | None:
+        """What a name found in the text stands for, with the numbers that follow it."""
+        run = next((r for r in runs if end <= r[0].start <= end + self.PARTS_GAP), None)
+        note = None
+        if run is not None:
+            numbered = [p for p in run if p.kind != FLOOR]
+            found = comps(run)
+            if place.numbered and found:
+                for k in range(len(found), 0, -1):
+                    items = place.numbered.get(found[:k])
+                    if items:
+                        used = numbered[:k]
+                        return self._numbered(items, min([confidence] + [p.sure for p in used]), _by_sound(how, used),
+                                              text[start:used[-1].end], start, used[-1].end)
+                note = f"{_describe(found[:1])}不在地名库"
+            elif found and found[0][0] == BUILDING and place.item.grid_id is not None:
+                items = self._buildings_under.get(place.item.grid_id, {}).get(found[0][1], [])
+                grids = {i.grid_id for i in items}
+                if len(grids) == 1:
+                    return self._numbered(items, min(confidence, numbered[0].sure), _by_sound(how, numbered[:1]),
+                                          text[start:numbered[0].end], start, numbered[0].end)
+                note = f"{_describe(found[:1])}在{place.item.name}{'不唯一' if grids else '不在地名库'}"
+        if not place.standalone or place.item.grid_id is None:
+            return None
+        scope = place.key if place.has_buildings() else None
+        return Candidate(place.item, confidence, how, text[start:end], start, end, scope, note)
+
+    def _numbered(self, items: list[GazetteerItem], confidence: float, how: str, heard: str,
+                  start: int, end: int) -> Candidate | None:
+        grids = {i.grid_id for i in items}
+        if len(grids) == 1:
+            return Candidate(items[0], confidence, how, heard, start, end, numbered=True)
+        common = self._lca(grids)  # the same address registered in several grids
+        if common is None:
+            return None
+        item = GazetteerItem(items[0].name, items[0].kind, common)
+        return Candidate(item, confidence, how, heard, start, end, note="同一地址登记在多个网格", numbered=True)
+
+    def candidates(self, text: str) -> list[Candidate]:
+        """Every place found in the text above ``min_confidence``, surest first."""
+        key = canonical(text)
+        if not key or not self._places:
+            return []
+        exact = self._exact(key)
+        runs = part_runs(parse_parts(key, protected=tuple((s, e) for _, s, e, _, _ in exact)))
+        found = exact + self._soundalike(key) + self._fuzzy(key, {id(p) for p, *_ in exact})
+        best: dict[tuple, Candidate] = {}
+        for place, start, end, confidence, how in found:
+            c = self._derive(place, start, end, confidence, how, runs, key)
+            if c is None or c.confidence < self.min_confidence:
+                continue
+            k = (c.entry, c.start, c.end)
+            if k not in best or best[k].confidence < c.confidence:
+                best[k] = c
+        return sorted(best.values(), key=lambda c: (-c.confidence, -self._depth(c.entry.grid_id),
+                                                    -(c.end - c.start), c.entry.grid_id or 0))
+
+    # -- the answer -----------------------------------------------------------------------
 
     def match(self, text: str) -> RouteResult | None:
-        """The grid an address names, or ``None`` below ``min_confidence`` (triage)."""
+        """The grid an address names, as deep as the text makes sure; ``None`` when nothing
+        in it is sure enough (triage)."""
         found = self.candidates(text)
         if not found:
             return None
-        pick = found[0]
-        # A building (or landmark) beats the community that matched as well, if it is nearly as
-        # sure and, when the grid tree is known, lies inside that community's grid.
-        for c in found[1:]:
-            if (
-                c.entry.rank > pick.entry.rank
-                and c.confidence >= found[0].confidence - self.SPECIFIC_SLACK
-                and (not self.parents or self._inside(c.entry.grid_id, found[0].entry.grid_id))
-            ):
-                pick = c
+        accepted: list[Candidate] = []
+        conflicting: list[Candidate] = []
+        for c in found:
+            clashes = [a for a in accepted if not self._on_one_line(a.entry.grid_id, c.entry.grid_id)]
+            if not clashes:
+                accepted.append(c)
+            elif any(a.start <= c.start and c.end <= a.end and a.end - a.start > c.end - c.start for a in clashes):
+                continue  # a longer name explains these characters
+            elif c.confidence >= max(a.confidence for a in clashes) - self.TIE:
+                conflicting.append(c)
+        if conflicting:
+            involved = accepted + conflicting
+            common = self._lca(c.entry.grid_id for c in involved)
+            if common is None:
+                return None
+            names = "、".join(dict.fromkeys(c.entry.name for c in involved))
+            confidence = min(c.confidence for c in involved) * self.CONFLICT_FACTOR
+            return self._result(common, confidence, f"gazetteer conflict {names}", None,
+                                note=f"地名指向不同网格：{names}")
+        surest = max(c.confidence for c in accepted)
+        pick = max((c for c in accepted if c.confidence >= surest - self.SPECIFIC_SLACK),
+                   key=lambda c: (self._depth(c.entry.grid_id), c.confidence, c.end - c.start))
         e = pick.entry
-        if pick.how == "exact":
-            reason = f"gazetteer exact {e.name}"
-        elif pick.heard == e.key:
+        if pick.heard == canonical(e.name):
             reason = f"gazetteer {pick.how} {e.name}"
         else:
             reason = f"gazetteer {pick.how} {pick.heard}→{e.name}"
-        return RouteResult(e.grid_id, round(pick.confidence, 3), reason[:256], "gazetteer")
+        if e.code:
+            reason += f" ({e.code})"
+        return self._result(e.grid_id, pick.confidence, reason, pick, note=pick.note)
+
+    def _result(self, grid_id: int, confidence: float, reason: str, pick: Candidate | None,
+                note: str | None = None) -> RouteResult:
+        level = self.levels.get(grid_id)
+        ancestor_only = level is not None and level != GridLevel.micro.value
+        scope = pick.scope if pick is not None else None
+        needs_building = False
+        if ancestor_only:
+            if pick is not None and pick.numbered:
+                missing = "单元"  # the building is known; it spans several micro grids
+            else:
+                numbers = self._building_numbers(self._scope_place(scope, grid_id), grid_id)
+                needs_building = any(len({i.grid_id for i in items}) == 1 for items in numbers.values())
+                missing = "楼栋" if numbers else "具体位置"
+            statement = f"{_LEVEL_ZH.get(level, level)}确定，{missing}未知" + (f"（{note}）" if note else "")
+            tag = f" [ancestor_only level={level} needs_building={'yes' if needs_building else 'no'}]"
+            reason = f"{reason[:256 - len(statement) - len(tag) - 2]}; {statement}{tag}"
+        elif note:
+            reason = f"{reason}; {note}"
+        return RouteResult(grid_id, round(confidence, 3), reason[:256], "gazetteer", level=level,
+                           ancestor_only=ancestor_only, needs_building=needs_building,
+                           place=pick.entry.name if pick is not None else None, scope=scope)
+
+    def _building_numbers(self, place: _Place | None, grid_id: int) -> dict[int, list[GazetteerItem]]:
+        """Building number → the gazetteer's buildings of that number, in the estate
+        ``place`` if there is one, else anywhere under the grid."""
+        if place is None:
+            return self._buildings_under.get(grid_id, {})
+        return {
+            found[0][1]: [i for i in items if i.kind != "household"]
+            for found, items in place.numbered.items()
+            if len(found) == 1 and found[0][0] == BUILDING and any(i.kind != "household" for i in items)
+        }
+
+    def _scope_place(self, scope: str | None, grid_id: int) -> _Place | None:
+        if scope is None:
+            return None
+        return next((p for p in self._by_key.get(scope, ()) if p.item.grid_id == grid_id), None)
+
+    def match_building(self, base: RouteResult | int, digits: str, scope: str | None = None) -> RouteResult | None:
+        """A building number keyed in (or said) for a place matched only in part: ``base``
+        is the partial match, or its grid id (and ``scope``) as a caller kept them. The
+        building's grid if exactly one building of that number lies in the estate
+        (``scope``) or else under the grid; ``None`` if none or several do (the case stays
+        where ``base`` put it)."""
+        number = parse_number("".join(ch for ch in canonical(digits) if ch.isdigit()))
+        if number is None:
+            return None
+        if isinstance(base, RouteResult):
+            grid_id, scope, confidence = base.grid_id, base.scope, base.confidence
+            under = base.place or str(grid_id)
+        else:
+            grid_id, confidence, under = int(base), 1.0, scope or str(base)
+        items = self._building_numbers(self._scope_place(scope, grid_id), grid_id).get(number, [])
+        if len({i.grid_id for i in items}) != 1:
+            return None
+        item = items[0]
+        reason = f"gazetteer building number {number} under {under}→{item.name}"
+        return self._result(item.grid_id, confidence, reason,
+                            Candidate(item, confidence, "keypad", str(number), 0, 0, numbered=True))
+
+    # -- what the recogniser should expect ------------------------------------------------
+
+    def phrases(self) -> AddressPhrases:
+        """See ``address_phrases``."""
+        if self._phrases is None:
+            names: set[str] = set()
+            for place in self._places.values():
+                item = place.item
+                if not place.standalone or item.kind.startswith("grid:") and item.kind not in (
+                    "grid:community", "grid:street", "grid:district"
+                ):
+                    continue  # households' addresses are private; micro grid names are never said
+                names.add(spoken(item.name))
+                for items in place.numbered.values():
+                    if all(i.kind != "household" for i in items):
+                        names.add(spoken(items[0].name))
+            words = sorted(names) + list(MEASURE_WORDS) + list(NUMERAL_WORDS) + list(FILLER_WORDS)
+            phrases = tuple(dict.fromkeys(words))
+            version = hashlib.sha256("\n".join(phrases).encode()).hexdigest()[:16]
+            self._phrases = AddressPhrases(phrases, version)
+        return self._phrases
+
+
+def address_phrases(gazetteer: Gazetteer) -> AddressPhrases:
+    """The phrase list for a recogniser's address turn, built from the gazetteer: the names
+    of communities, estates, buildings (as said: 洋坊新村九幢), roads and landmarks, the
+    measure words, the numerals and the words people put around an address. ``version``
+    is a hash of the list: a caller keeps its recogniser's grammar while it is unchanged."""
+    return gazetteer.phrases()
+
+
+_DIGITS = re.compile(r"\d+")
 
 
 # ---------------------------------------------------------------------------------------

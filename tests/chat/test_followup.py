@@ -286,8 +286,8 @@ async def test_voice_comment_joins_the_case_with_the_answers(harness):
     transaction that records the answers (an ``attach`` event), its words in the comment."""
     from core.models import Attachment, CaseEvent
     from speech_models.pool import SpeechPool
-    from tests.support.fake_transcriber import FakeTranscriber
     from tests.chat.voice import voice_note
+    from tests.support.fake_transcriber import FakeTranscriber
 
     h = harness
     note_bytes = voice_note("deng1 hai2 shi4 bu4 liang4")

@@ -9,7 +9,7 @@ from core.routing import (
     Gazetteer,
     GridLocator,
     RouteResult,
-    normalise_address,
+    address_phrases,
     normalise_phone,
     phone_variants,
     route_by_phone,
@@ -201,23 +201,12 @@ def test_route_by_phone_unknown(session, district):
 # -- address → gazetteer ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spoken, written", [
-    ("九幢二十号", "9幢20号"),
-    ("三号楼二单元", "3号楼2单元"),
-    ("洋坊新村 九幢 二十号 一零二室", "洋坊新村9幢20号102室"),
-    ("十二栋", "12栋"),
-    ("两百零一号", "201号"),
-    ("五一路", "五一路"),  # a name, not a number
-    ("第一中学", "第一中学"),
-    ("９幢２０号", "9幢20号"),
-])
-def test_normalise_address(spoken, written):
-    assert normalise_address(spoken) == written
-
-
 def test_address_exact(gazetteer, district):
     r = gazetteer.match("罗布社区门口的路灯坏了")
-    assert r == RouteResult(district["luobu"], 1.0, "gazetteer exact 罗布社区", "gazetteer")
+    assert r == RouteResult(
+        district["luobu"], 1.0,
+        "gazetteer exact 罗布社区; 社区确定，具体位置未知 [ancestor_only level=community needs_building=no]",
+        "gazetteer", level="community", ancestor_only=True, place="罗布社区")
     assert gazetteer.match("罗布菜市场旁边").grid_id == district["lb02"]
     assert gazetteer.match("三坊七巷").grid_id == district["lb03"]
 
@@ -238,7 +227,7 @@ def test_address_homophone_by_pinyin(gazetteer, district):
     # ASR writes 萝卜 (luó bo, "radish") for 罗布 (luó bù).
     r = gazetteer.match("萝卜社区有人飞线充电")
     assert r.grid_id == district["luobu"]
-    assert r.reason == "gazetteer pinyin 萝卜社区→罗布社区"
+    assert r.reason.startswith("gazetteer pinyin 萝卜社区→罗布社区; 社区确定")
     assert 0.8 <= r.confidence < 1
     r = gazetteer.match("羊坊新村九栋")
     assert r.grid_id == district["yf01"] and "pinyin" in r.reason
@@ -264,6 +253,202 @@ def test_address_below_threshold_goes_to_triage(gazetteer):
     assert gazetteer.match("") is None
     strict = Gazetteer([(e.name, e.kind, e.grid_id) for e in gazetteer.entries], min_confidence=0.9)
     assert strict.match("萝卜社区") is None
+
+
+# -- spoken and typed addresses on an estate ------------------------------------------------
+
+
+@pytest.fixture
+def estates(session) -> dict[str, int]:
+    """罗布社区 with two estates: 洋坊新村 (micro grids m1, m2, m3; building 5 spans m1 and m2,
+    so the gazetteer puts it in the estate's area) and 罗布新苑 (micro grid n1). Building 9
+    exists in both estates."""
+    ids: dict[str, int] = {}
+    for key, parent, level, code, name in [
+        ("district", None, GridLevel.district, "350102", "鼓楼区"),
+        ("street", "district", GridLevel.street, "350102001", "东街街道"),
+        ("luobu", "street", GridLevel.community, "350102001001", "罗布社区"),
+        ("yangfang", "luobu", GridLevel.area, "35010200100101", "罗布社区第1片区"),
+        ("xinyuan", "luobu", GridLevel.area, "35010200100102", "罗布社区第2片区"),
+        ("m1", "yangfang", GridLevel.micro, "3501020010010101", "罗布社区第1微网格"),
+        ("m2", "yangfang", GridLevel.micro, "3501020010010102", "罗布社区第2微网格"),
+        ("m3", "yangfang", GridLevel.micro, "3501020010010103", "罗布社区第3微网格"),
+        ("n1", "xinyuan", GridLevel.micro, "3501020010010201", "罗布社区第4微网格"),
+    ]:
+        grid = Grid(code=code, name=name, level=level, parent_id=ids.get(parent))
+        session.add(grid)
+        session.flush()
+        ids[key] = grid.id
+    for name, kind, key in [
+        ("罗布社区", "community", "luobu"),
+        ("罗布", "alias", "luobu"),
+        ("洋坊新村", "building", "yangfang"),
+        ("洋坊新村1幢", "building", "m3"),
+        ("洋坊新村5幢", "building", "yangfang"),
+        ("洋坊新村9幢", "building", "m1"),
+        ("洋坊新村12幢", "building", "m2"),
+        ("罗布新苑", "building", "xinyuan"),
+        ("罗布新苑9幢", "building", "n1"),
+        ("长乐幼儿园", "landmark", "m3"),  # 长: cháng or zhǎng
+        ("重阳养老院", "landmark", "m2"),  # 重: chóng or zhòng
+        ("工商银行罗布支行", "landmark", "n1"),  # 行: háng or xíng
+        ("朝阳路", "street", "xinyuan"),  # 朝: cháo or zhāo
+    ]:
+        session.add(GazetteerEntry(name=name, kind=kind, grid_id=ids[key]))
+    for code, address, key in [
+        ("H1", "罗布社区洋坊新村5幢1单元101室", "m1"),
+        ("H2", "罗布社区洋坊新村5幢2单元301室", "m2"),
+        ("H3", "罗布社区洋坊新村9幢2单元301室", "m1"),
+    ]:
+        session.add(Household(code=code, address=address, grid_id=ids[key]))
+    session.flush()
+    return ids
+
+
+@pytest.fixture
+def estate_gazetteer(session, estates) -> Gazetteer:
+    return Gazetteer.from_session(session)
+
+
+def _lands(gaz: Gazetteer, texts: list[str], grid_id: int) -> list:
+    found = [gaz.match(t) for t in texts]
+    assert [(t, r.grid_id if r else None) for t, r in zip(texts, found, strict=True)] == [
+        (t, grid_id) for t in texts]
+    return found
+
+
+def test_measure_words_name_one_building(estate_gazetteer, estates):
+    found = _lands(estate_gazetteer, ["洋坊新村9幢", "洋坊新村9栋", "洋坊新村9号楼", "洋坊新村9座"], estates["m1"])
+    assert {(r.confidence, r.place, r.level, r.ancestor_only) for r in found} == {(1.0, "洋坊新村9幢", "micro", False)}
+
+
+def test_numbers_in_every_form(estate_gazetteer, estates):
+    _lands(estate_gazetteer, ["洋坊新村九幢", "洋坊新村玖幢", "洋坊新村９幢", "洋坊新村 9 幢"], estates["m1"])
+    _lands(estate_gazetteer, ["洋坊新村十二幢", "洋坊新村一十二栋", "洋坊新村拾贰号楼", "洋坊新村12座"], estates["m2"])
+    _lands(estate_gazetteer, ["洋坊新村幺幢", "洋坊新村一号楼", "洋坊新村壹栋"], estates["m3"])
+    # 19 is not 9, nor is 9 part of 19.
+    assert estate_gazetteer.match("洋坊新村19幢").grid_id == estates["yangfang"]
+
+
+def test_building_said_as_residents_say_it(estate_gazetteer, estates):
+    # Residents say 幢 zhuàng; a recogniser writes 撞, 状, 壮 or 装.
+    found = _lands(estate_gazetteer, ["洋坊新村九撞", "洋坊新村九状", "洋坊新村九壮", "洋坊新村九装"], estates["m1"])
+    assert [r.confidence for r in found] == [0.9] * 4
+    assert found[0].reason == "gazetteer exact, measure word by sound 洋坊新村9撞→洋坊新村9幢"
+    assert all(r.reason.endswith("→洋坊新村9幢") and r.place == "洋坊新村9幢" for r in found)
+    # The dictionary's reading (chuáng) still finds the building, a little less surely.
+    by_dictionary = estate_gazetteer.match("洋坊新村九床")
+    assert by_dictionary.grid_id == estates["m1"] and by_dictionary.confidence < found[0].confidence
+
+
+def test_heteronym_names_match_on_every_reading(estate_gazetteer, estates):
+    local = estate_gazetteer.match("常乐幼儿园门口")  # 长 as locals read it: cháng
+    other = estate_gazetteer.match("张乐幼儿园门口")  # 长 as zhǎng
+    assert local.grid_id == other.grid_id == estates["m3"]
+    assert local.confidence > other.confidence and "other reading" in other.reason
+    _lands(estate_gazetteer, ["虫阳养老院", "中阳养老院"], estates["m2"])
+    _lands(estate_gazetteer, ["工商银航罗布支航", "工商银星罗布支星"], estates["n1"])
+    _lands(estate_gazetteer, ["潮阳路", "招阳路"], estates["xinyuan"])
+
+
+def test_local_reading_wins_a_tie(session, estates):
+    # 涨 (zhǎng) reads like 掌 and like the other reading of 长: the place whose local
+    # reading it is wins; were both local, neither would (see the conflict test).
+    session.add(GazetteerEntry(name="掌乐幼儿园", kind="landmark", grid_id=estates["n1"]))
+    session.flush()
+    gaz = Gazetteer.from_session(session)
+    r = gaz.match("涨乐幼儿园")
+    assert r.grid_id == estates["n1"] and r.place == "掌乐幼儿园"
+    assert gaz.match("常乐幼儿园").grid_id == estates["m3"]
+
+
+def test_household_full_address_routes_to_its_micro_grid(estate_gazetteer, estates):
+    # Building 5 spans two micro grids: the flat decides.
+    building = estate_gazetteer.match("洋坊新村5幢")
+    assert building.grid_id == estates["yangfang"] and building.ancestor_only and not building.needs_building
+    assert "片区确定，单元未知" in building.reason
+    flat = _lands(estate_gazetteer, [
+        "罗布社区洋坊新村5幢2单元301室", "洋坊新村5幢2单元301", "洋坊新村五栋二单元三零一", "洋坊新村五号楼两单元三百零一号",
+        "洋坊新村5-2-301", "洋坊新村五号二单元三零幺", "我家住在 洋坊 新村 五 撞 二 单元 三 零 一 门口",
+    ], estates["m2"])
+    assert flat[0].place == "罗布社区洋坊新村5幢2单元301室" and "(H2)" in flat[0].reason
+    assert flat[0].level == "micro" and not flat[0].ancestor_only
+    _lands(estate_gazetteer, ["洋坊新村5幢1单元101室", "洋坊新村五栋一单元幺零幺"], estates["m1"])
+    # A flat not in the registry: as far as the building goes.
+    assert estate_gazetteer.match("洋坊新村5幢2单元305室").grid_id == estates["yangfang"]
+    # "9幢2单元301" and "九栋二单元三零一" are one household, in the building's micro grid.
+    _lands(estate_gazetteer, ["洋坊新村9幢2单元301", "洋坊新村九栋二单元三零一"], estates["m1"])
+
+
+def test_what_is_around_the_address(estate_gazetteer, estates):
+    _lands(estate_gazetteer, [
+        "我家住在洋坊新村9幢门口",
+        "我 家 住在 洋 坊 新村 九 幢 门口 的 路灯 坏 了",
+        "洋坊新村的9幢",
+        "洋坊新村小区9幢楼下",
+        "羊坊新村九撞",  # homophones in the name and the measure word
+        "罗布社区羊坊新村九栋",
+        "萝卜社区洋坊新村9幢",
+    ], estates["m1"])
+
+
+def test_sure_only_of_an_ancestor_says_so(estate_gazetteer, estates):
+    estate = estate_gazetteer.match("我家在洋坊新村")
+    assert (estate.grid_id, estate.level, estate.ancestor_only, estate.needs_building) == (
+        estates["yangfang"], "area", True, True)
+    assert estate.reason == ("gazetteer exact 洋坊新村; 片区确定，楼栋未知 "
+                             "[ancestor_only level=area needs_building=yes]")
+    unknown = estate_gazetteer.match("洋坊新村30幢")
+    assert unknown.grid_id == estates["yangfang"] and "（30幢不在地名库）" in unknown.reason
+    community = estate_gazetteer.match("罗布社区")
+    assert community.level == "community" and "社区确定，楼栋未知" in community.reason
+    # Building 9 is in both estates: the community is all that is sure.
+    both = estate_gazetteer.match("罗布九幢")
+    assert both.grid_id == estates["luobu"] and "9幢在罗布不唯一" in both.reason
+    # Building 12 is only in one.
+    assert estate_gazetteer.match("罗布社区十二幢").grid_id == estates["m2"]
+
+
+def test_never_below_the_level_it_is_sure_of(estate_gazetteer, estates):
+    # Two places on different branches, equally sure: their common ancestor, for triage.
+    r = estate_gazetteer.match("洋坊新村9幢和罗布新苑9幢之间")
+    assert r.grid_id == estates["luobu"] and r.confidence < 0.8 and "地名指向不同网格" in r.reason
+    assert r.place is None and r.ancestor_only
+    # A building number a name does not have is not guessed from a similar one.
+    assert estate_gazetteer.match("洋坊新村8幢").grid_id == estates["yangfang"]
+    # Counting buildings is not naming one.
+    assert estate_gazetteer.match("洋坊新村一栋楼都停电了").grid_id == estates["yangfang"]
+
+
+def test_keypad_building_number_for_a_partial_match(estate_gazetteer, estates):
+    gaz = estate_gazetteer
+    estate = gaz.match("洋坊新村")
+    r = gaz.match_building(estate, "9")
+    assert (r.grid_id, r.level, r.ancestor_only, r.place) == (estates["m1"], "micro", False, "洋坊新村9幢")
+    assert r.reason.startswith("gazetteer building number 9 under 洋坊新村→洋坊新村9幢")
+    assert gaz.match_building(estate, "12#").grid_id == estates["m2"]
+    assert gaz.match_building(estate, "30") is None
+    assert gaz.match_building(estate, "") is None
+    community = gaz.match("罗布社区")
+    assert gaz.match_building(community, "9") is None  # in both estates
+    assert gaz.match_building(community, "12").grid_id == estates["m2"]
+    assert gaz.match_building(estates["xinyuan"], "9").grid_id == estates["n1"]
+    # What a caller kept between two webhooks: the grid id and the scope.
+    assert gaz.match_building(estate.grid_id, "九", scope=estate.scope).grid_id == estates["m1"]
+
+
+def test_phrase_list_for_the_recogniser(session, estates, estate_gazetteer):
+    listed = address_phrases(estate_gazetteer)
+    phrases = set(listed.phrases)
+    assert {"洋坊新村九幢", "洋坊新村十二幢", "罗布社区", "洋坊新村", "长乐幼儿园", "朝阳路"} <= phrases
+    assert {"幢", "栋", "号楼", "座", "单元", "室", "九", "十", "幺", "两"} <= phrases
+    assert not any("单元" in p and "室" in p for p in phrases)  # no household's address
+    assert "罗布社区第1微网格" not in phrases
+    assert address_phrases(Gazetteer.from_session(session)).version == listed.version
+    session.add(GazetteerEntry(name="洋坊新村15幢", kind="building", grid_id=estates["m3"]))
+    session.flush()
+    changed = address_phrases(Gazetteer.from_session(session))
+    assert changed.version != listed.version and "洋坊新村十五幢" in changed.phrases
 
 
 # -- all together -----------------------------------------------------------------------------
