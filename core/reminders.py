@@ -90,10 +90,12 @@ def queue_reminders(engine: Engine, *, now: datetime | None = None, limit: int =
             payload = {"case_id": case.id, "case": case.number, "clock": clock, "colour": colour,
                        "due": deadline.isoformat(), "stamp": staff.stamp(case.dispatched_at),
                        "to": [s.key for s in to], "owner": case.worker_id}
+            if session.exec(select(Job.id).where(Job.dedupe_key == key)).first() is not None:
+                continue  # another instance queued it since we looked
             try:
                 with session.begin_nested():
                     jobs.enqueue(session, REMIND_JOB, payload, dedupe_key=key)
-            except IntegrityError:  # another instance queued it a moment ago
+            except IntegrityError:  # ... or is queuing it right now
                 continue
             queued.append(key)
     return queued

@@ -162,7 +162,8 @@ def scores(
                       f"{r.closed}/{r.assignments} {_pct(r.closure_rate)}", _num(r.work_score),
                       str(r.evaluated), f"{r.points:g}/{r.evaluated} = {_num(r.evaluation_score)}",
                       _num(r.score))
-    console.print(table)
+    # Wide enough for every column whatever the terminal says: a report is read whole.
+    Console(width=max(console.width, 150)).print(table)
     work = rules.get("work", {})
     console.print(
         f"score = {rules.get('work_weight', 0.7)} × work + {rules.get('evaluation_weight', 0.3)} × evaluation; "
