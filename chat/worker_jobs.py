@@ -284,12 +284,15 @@ def wake_on_commit(engine: Any, runner: Any, loop: asyncio.AbstractEventLoop):  
             session.info[flag] = True
 
     def after_commit(session: Session) -> None:
+        if session.get_nested_transaction() is not None:
+            return  # a savepoint released: nothing is visible to others before the real commit
         if session.info.pop(flag, False) and session.get_bind() is engine:
             with contextlib.suppress(RuntimeError):  # the loop is closing
                 loop.call_soon_threadsafe(runner.wake)
 
     def after_rollback(session: Session) -> None:
-        session.info.pop(flag, None)
+        if session.get_nested_transaction() is None:
+            session.info.pop(flag, None)
 
     event.listen(Session, "after_flush", after_flush)
     event.listen(Session, "after_commit", after_commit)

@@ -233,3 +233,45 @@ async def test_a_category_that_needs_no_photo(harness):
     await h.press(WORKER, "提交上报")
     await h.reply(WORKER, "已办结上报")
     assert events_of(h.engine, number)[-1].action == "report_done"
+
+
+async def test_the_job_runner_is_woken_when_a_job_commits(engine):
+    import asyncio
+
+    from chat.worker_jobs import wake_on_commit
+    from core import jobs
+    from core.models import Job as JobRow
+
+    class Runner:
+        wakes = 0
+
+        def wake(self) -> None:
+            Runner.wakes += 1
+
+    loop = asyncio.get_running_loop()
+    remove = wake_on_commit(engine, Runner(), loop)
+    try:
+        def queue(nested: bool, fail: bool = False) -> None:
+            try:
+                with session_scope(engine) as session:
+                    if nested:
+                        with session.begin_nested():
+                            jobs.enqueue(session, "x", {})
+                    else:
+                        jobs.enqueue(session, "x", {})
+                    if fail:
+                        raise RuntimeError("rolled back")
+            except RuntimeError:
+                pass
+
+        # the wake is scheduled on the loop during the commit, before to_thread's result
+        await asyncio.to_thread(queue, False)
+        assert Runner.wakes == 1
+        await asyncio.to_thread(queue, True)  # inside a savepoint: one wake, at the real commit
+        assert Runner.wakes == 2
+        await asyncio.to_thread(queue, False, True)  # rolled back: nothing to run
+        assert Runner.wakes == 2
+        with session_scope(engine) as session:
+            assert len(session.exec(select(JobRow)).all()) == 2
+    finally:
+        remove()
