@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,14 @@ from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 from telegram import BotCommandScopeChat, InputFile, ReplyKeyboardRemove
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import Forbidden, TelegramError
 
 from chat import store, worker, worker_store
-from chat.texts import fit_message, t
+from chat.followup import JobHandlers
+from chat.texts import t
 from core import reminders, staff
 from core.clock import utcnow
 from core.models import Job
-from core.runner import RetryLater
 from core.storage import resolve
 
 log = logging.getLogger(__name__)
@@ -86,31 +86,13 @@ def voice_from_recording(path: Path) -> tuple[bytes, int]:
 # ---------------------------------------------------------------- the handlers
 
 
-class StaffJobs:
-    def __init__(self, chatbot: Any):
-        self.chatbot = chatbot
+class StaffJobs(JobHandlers):
+    """The staff jobs; ``_bot`` (not running yet: retry later) and ``_send`` (False for a
+    chat that blocked the bot or is gone) are the resident notifications' own."""
 
     @property
     def d(self):
         return self.chatbot.deps
-
-    def _bot(self):
-        if not self.chatbot.ready.is_set():
-            raise RetryLater(timedelta(seconds=15), "the Telegram bot is not running yet")
-        return self.chatbot.application.bot
-
-    async def _send(self, chat_id: int, text: str, **kw: Any) -> bool:
-        """False when the chat cannot be reached (blocked the bot, gone)."""
-        try:
-            await self._bot().send_message(chat_id, fit_message(text), **kw)
-        except Forbidden:
-            log.info("staff chat %s blocked the bot; message dropped", chat_id)
-            return False
-        except BadRequest as exc:
-            if "chat not found" in str(exc).lower():
-                return False
-            raise
-        return True
 
     async def _photos(self, chat_id: int, paths: list[str], number: str, language: str, key: str) -> bool:
         bot = self._bot()

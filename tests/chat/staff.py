@@ -36,6 +36,26 @@ def invite(h, code: str, *, department: bool = False) -> str:
     return token
 
 
+async def accept(h, user: int) -> None:
+    """签收 on the latest task message."""
+    await h.press(user, "签收")
+    await h.reply(user, "已签收")
+
+
+async def report(h, user: int, note: str, photos: int = 1) -> None:
+    """办结上报 on the latest task message: a note, photos, submit."""
+    await h.press(user, "办结上报")
+    await h.reply(user, "请上报")
+    await h.say(user, note)
+    await h.reply(user, "说明已收到")
+    for _ in range(photos):
+        photo = h.fake.add_file(JPEG, kind="photo")
+        await h.send(h.fake.make_photo_update(photo.file_id, user_id=user))
+        await h.reply(user, "照片")
+    await h.press(user, "提交上报")
+    await h.reply(user, "已办结上报")
+
+
 async def link(h, user: int, code: str, *, department: bool = False, name: str = "Staff") -> None:
     h.fake.add_user(user, name, language_code="zh-hans")
     await h.command(user, "start", f"w-{invite(h, code, department=department)}")
@@ -111,12 +131,3 @@ async def answer_of(h, query_id: str, timeout: float = 10) -> dict:
             raise AssertionError(f"callback query {query_id} was never answered")
         await asyncio.sleep(0.02)
     return h.fake.answered_callback_queries[query_id]
-
-
-async def until(predicate, timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met")
-        await asyncio.sleep(0.02)

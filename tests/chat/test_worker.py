@@ -13,6 +13,7 @@ from core.db import session_scope
 from core.models import Attachment, AuditEntry, CaseStatus, GridLevel, Resident, StaffChat
 from tests.chat.staff import (
     JPEG,
+    accept,
     answer_of,
     button_data,
     case_of,
@@ -24,6 +25,7 @@ from tests.chat.staff import (
     message_with,
     owner_of,
     press_on,
+    report,
 )
 
 RESIDENT, WORKER, LEADER, OTHER = 7101, 7102, 7103, 7104
@@ -32,20 +34,6 @@ NOT_YOURS = "这个任务已经不归您处理"
 
 def _number(text: str) -> str:
     return re.search(r"\d{10,}", text).group(0)
-
-
-async def _report(h, user: int, note: str, photos: int = 1) -> None:
-    """办结上报 on the latest task message: a note, photos, submit."""
-    await h.press(user, "办结上报")
-    await h.reply(user, "请上报")
-    await h.say(user, note)
-    await h.reply(user, "说明已收到")
-    for _ in range(photos):
-        photo = h.fake.add_file(JPEG, kind="photo")
-        await h.send(h.fake.make_photo_update(photo.file_id, user_id=user))
-        await h.reply(user, "照片")
-    await h.press(user, "提交上报")
-    await h.reply(user, "已办结上报")
 
 
 async def test_the_whole_loop_in_three_chats(harness):
@@ -85,7 +73,7 @@ async def test_the_whole_loop_in_three_chats(harness):
     await h.reply(WORKER, f"已签收 {number}")
     await h.press(WORKER, "开始处理")
     await h.reply(WORKER, "已开始处理")
-    await _report(h, WORKER, "已更换灯泡，晚上亮了")
+    await report(h, WORKER, "已更换灯泡，晚上亮了")
 
     # the leader checks it: the worker's photo and note, [通过] [不通过…]
     await drain(h)
@@ -162,9 +150,8 @@ async def test_failed_check_then_a_second_report(harness):
     await link(h, LEADER, leader)
     number = file_case(h.engine, demo.micro_id)
     await drain(h)
-    await h.press(WORKER, "签收")
-    await h.reply(WORKER, "已签收")
-    await _report(h, WORKER, "换了灯泡")
+    await accept(h, WORKER)
+    await report(h, WORKER, "换了灯泡")
     await drain(h)
     await h.reply(LEADER, f"待核查 {number}")
     await h.press(LEADER, "不通过…")
@@ -177,7 +164,7 @@ async def test_failed_check_then_a_second_report(harness):
     back = await h.reply(WORKER, f"核查未通过 {number}")
     assert "照片里的灯还是灭的" in back["text"]
     assert [b["text"] for row in back["reply_markup"]["inline_keyboard"] for b in row] == ["办结上报"]
-    await _report(h, WORKER, "重新接线，灯亮了", photos=2)
+    await report(h, WORKER, "重新接线，灯亮了", photos=2)
     await drain(h)
     second = await h.reply(LEADER, f"待核查 {number}")
     assert "重新接线，灯亮了" in second["text"] and "现场照片 2 张" in second["text"]
@@ -235,8 +222,7 @@ async def test_partial_report_survives_a_restart(harness):
     await link(h, WORKER, owner_of(h.engine, demo.micro_id))
     number = file_case(h.engine, demo.micro_id)
     await drain(h)
-    await h.press(WORKER, "签收")
-    await h.reply(WORKER, "已签收")
+    await accept(h, WORKER)
     await h.press(WORKER, "办结上报")
     await h.reply(WORKER, "请上报")
     await h.say(WORKER, "清理了线路")

@@ -13,6 +13,7 @@ from core.db import session_scope
 from core.models import Attachment, GridLevel, Job, JobStatus, Worker
 from tests.chat.staff import (
     JPEG,
+    accept,
     answer_of,
     case_of,
     drain,
@@ -86,8 +87,7 @@ async def test_reminders_at_yellow_and_red_once_each(harness):
                     f"remind:{case.id}:response-yellow:{staff.stamp(case.dispatched_at)}"]
 
     # accepted: the resolution clock (40 working hours) is green; nothing more
-    await h.press(WORKER, "签收")
-    await h.reply(WORKER, "已签收")
+    await accept(h, WORKER)
     await _sweep(h, utc(2026, 11, 18, 11, 0))
     assert sum("提醒" in t or "超时" in t for t in _texts(h, WORKER)) == 2
 
@@ -195,8 +195,7 @@ async def test_a_report_note_by_voice(harness):
     await link(h, WORKER, owner_of(h.engine, demo.micro_id))
     number = file_case(h.engine, demo.micro_id)
     await drain(h)
-    await h.press(WORKER, "签收")
-    await h.reply(WORKER, "已签收")
+    await accept(h, WORKER)
     await h.press(WORKER, "办结上报")
     await h.reply(WORKER, "请上报")
     h.speech.say("已经换了新灯泡")
@@ -224,8 +223,7 @@ async def test_a_category_that_needs_no_photo(harness):
     await link(h, WORKER, owner_of(h.engine, demo.micro_id))
     number = file_case(h.engine, demo.micro_id, description="邻居噪音吵架", category="neighbour_dispute")
     await drain(h)
-    await h.press(WORKER, "签收")
-    await h.reply(WORKER, "已签收")
+    await accept(h, WORKER)
     await h.press(WORKER, "办结上报")
     await h.reply(WORKER, "照片也可以发（可选）")
     await h.say(WORKER, "已上门调解，双方和解")

@@ -10,11 +10,11 @@ import pytest
 from sqlmodel import select
 
 from core import actions, clock, reminders, staff
-from core.actions import Petition
 from core.db import make_engine, session_scope
-from core.models import Channel, Job
+from core.models import Job
 from tests.core.district import build_district
 from tests.core.shanghai import utc
+from tests.core.staffing import dispatched, link
 
 T0 = utc(2026, 11, 17, 9, 0)  # Tuesday 09:00; 路灯: 4 working hours to accept (due 14:30)
 
@@ -25,29 +25,16 @@ def district(engine):
         return build_district(session)
 
 
-def _link(engine, chat_id: int, code: str) -> None:
-    with session_scope(engine) as session:
-        staff.link_chat(session, chat_id, staff.staff_by_code(session, code), via="test", actor="test")
-
-
-def _dispatch(engine, grid) -> str:
-    with session_scope(engine) as session:
-        case, _ = actions.submit_petition(session, Petition(channel=Channel.chat, description="路灯坏了",
-                                                            category_code="streetlight"))
-        actions.dispatch(session, case, actor="op", grid_id=grid.id)
-        return case.number
-
-
 def _reminders(engine) -> list[Job]:
     with session_scope(engine) as session:
         return list(session.exec(select(Job).where(Job.kind == reminders.REMIND_JOB).order_by(Job.id)))
 
 
 def test_once_per_case_threshold_and_dispatch_across_instances(engine, district):
-    _link(engine, 901, "W-M2")
-    _link(engine, 902, "W-A")
+    link(engine, 901, "W-M2")
+    link(engine, 902, "W-A")
     clock.freeze(T0)
-    number = _dispatch(engine, district.grids["micro2"])
+    number = dispatched(engine, district.grids["micro2"])
     clock.freeze(utc(2026, 11, 17, 11, 0))  # 2 of 4 hours: green
     assert reminders.queue_reminders(engine) == []
     clock.freeze(utc(2026, 11, 17, 13, 45))  # 3.25 of 4 hours: yellow
@@ -95,7 +82,7 @@ def test_once_per_case_threshold_and_dispatch_across_instances(engine, district)
 
 def test_nobody_linked_nothing_queued(engine, district):
     clock.freeze(T0)
-    _dispatch(engine, district.grids["micro2"])
+    dispatched(engine, district.grids["micro2"])
     clock.freeze(T0 + timedelta(days=3))
     assert reminders.queue_reminders(engine) == []
 
@@ -117,9 +104,9 @@ def test_sweep_and_digest_are_scheduled_once(engine, district):
 
 def test_tasks_most_urgent_first_and_checks(engine, district):
     clock.freeze(T0)
-    first = _dispatch(engine, district.grids["micro2"])
+    first = dispatched(engine, district.grids["micro2"])
     clock.freeze(utc(2026, 11, 17, 13, 40))
-    second = _dispatch(engine, district.grids["micro2"])
+    second = dispatched(engine, district.grids["micro2"])
     with session_scope(engine) as session:
         case = actions.get_case(session, second)
         actions.accept(session, case, actor="w")

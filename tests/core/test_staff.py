@@ -9,11 +9,11 @@ import pytest
 from sqlmodel import select
 
 from core import actions, clock, staff
-from core.actions import Petition
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.models import AuditEntry, Channel, GridLevel, Job, Resident, StaffChat, StaffInvite
+from core.models import AuditEntry, GridLevel, Job, Resident, StaffChat, StaffInvite
 from tests.core.district import build_district
+from tests.core.staffing import dispatched, link
 
 KEY = b"k" * 32
 T0 = datetime(2026, 11, 17, 1, 0)  # Tuesday 09:00 Shanghai
@@ -23,19 +23,6 @@ T0 = datetime(2026, 11, 17, 1, 0)  # Tuesday 09:00 Shanghai
 def district(engine):
     with session_scope(engine) as session:
         return build_district(session)
-
-
-def _link(engine, chat_id: int, code: str) -> None:
-    with session_scope(engine) as session:
-        staff.link_chat(session, chat_id, staff.staff_by_code(session, code), via="test", actor="test")
-
-
-def _case(engine, grid) -> str:
-    with session_scope(engine) as session:
-        case, _ = actions.submit_petition(session, Petition(channel=Channel.chat, description="路灯坏了",
-                                                            category_code="streetlight"))
-        actions.dispatch(session, case, actor="op", grid_id=grid.id)
-        return case.number
 
 
 def _jobs(engine) -> list[dict]:
@@ -101,8 +88,8 @@ def test_a_resident_chat_never_becomes_a_staff_chat(engine, district):
 
 
 def test_a_new_chat_replaces_the_old_one_and_a_chat_holds_one_person(engine, district):
-    _link(engine, 701, "W-M1")
-    _link(engine, 702, "W-M1")  # a new phone
+    link(engine, 701, "W-M1")
+    link(engine, 702, "W-M1")  # a new phone
     with session_scope(engine) as session:
         assert session.get(StaffChat, "701") is None
         assert staff.staff_of_chat(session, 702).code == "W-M1"
@@ -127,7 +114,7 @@ def test_staff_by_phone_in_any_form(engine, district):
 
 
 def test_checker_is_the_community_leader_but_never_the_owner(engine, district):
-    number = _case(engine, district.grids["micro2"])
+    number = dispatched(engine, district.grids["micro2"])
     with session_scope(engine) as session:
         case = actions.get_case(session, number)
         assert staff.checker(session, case).code == "W-C"
@@ -141,9 +128,9 @@ def test_checker_is_the_community_leader_but_never_the_owner(engine, district):
 
 
 def test_dispatch_report_and_failed_check_queue_messages_for_linked_staff(engine, district):
-    _link(engine, 801, "W-M2")
-    _link(engine, 802, "W-C")
-    number = _case(engine, district.grids["micro2"])
+    link(engine, 801, "W-M2")
+    link(engine, 802, "W-C")
+    number = dispatched(engine, district.grids["micro2"])
     assert [(j["send"], j["to"], j["case"]) for j in _jobs(engine)] == [
         ("dispatch", f"worker:{district.workers['W-M2'].id}", number)]
     with session_scope(engine) as session:
@@ -159,7 +146,7 @@ def test_dispatch_report_and_failed_check_queue_messages_for_linked_staff(engine
 
 
 def test_nobody_linked_nothing_queued(engine, district):
-    _case(engine, district.grids["micro2"])
+    dispatched(engine, district.grids["micro2"])
     assert _jobs(engine) == []
 
 
@@ -170,19 +157,19 @@ def test_who_hears_what_is_rules_data(engine, district, monkeypatch):
     changed["worker"] = {**changed.get("worker", {}),
                          "messages": {"dispatch": {"send": "dispatch", "to": ["leader:area"]}}}
     monkeypatch.setattr(staff, "load_rules", lambda: changed)
-    _link(engine, 801, "W-M2")
-    _link(engine, 803, "W-A")
-    _case(engine, district.grids["micro2"])
+    link(engine, 801, "W-M2")
+    link(engine, 803, "W-A")
+    dispatched(engine, district.grids["micro2"])
     assert [j["to"] for j in _jobs(engine)] == [f"worker:{district.workers['W-A'].id}"]
     changed["worker"]["messages"] = {"dispatch": {"send": "dispatch", "to": ["nobody"]}}
     with pytest.raises(InvalidInput):
-        _case(engine, district.grids["micro2"])
+        dispatched(engine, district.grids["micro2"])
 
 
 def test_photos_a_report_needs_per_category(engine, district, monkeypatch):
     from core import rules
 
-    number = _case(engine, district.grids["micro2"])
+    number = dispatched(engine, district.grids["micro2"])
     with session_scope(engine) as session:
         case = actions.get_case(session, number)
         assert staff.required_photos(session, case) == 1
