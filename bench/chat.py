@@ -1,11 +1,20 @@
-"""Burst of Telegram webhook updates from many simulated residents through the real bot.
+"""Burst of residents filing real cases through the real bot, and the grid workers'
+dispatch messages that follow.
 
 The real Gridline aiohttp app with the real python-telegram-bot application (webhook
-mode, our persistence, dedupe, per-chat ordering) on a fresh database with the demo
-district, talking HTTP to the fake Bot API server from the tests. Each resident sends
-``/start`` and then a problem in words, each of which gets exactly one reply; we time
-from the moment the webhook POST is sent to the moment the fake server receives the
-bot's ``sendMessage`` for it.
+mode, our persistence, dedupe, per-chat ordering) and the real job runner, on a fresh
+database with the demo district, talking HTTP to the fake Bot API server from the tests.
+Every worker of the district has a linked chat. Each resident goes through the whole
+intake dialog, one step after the bot's answer to the previous one:
+
+    /start → the problem in words → a shared location (a micro grid of the district)
+    → [路灯故障] → [✅ 确认提交] → case number; the case is routed and dispatched
+
+and the job runner sends the dispatch message (新派单) to the worker who owns the grid.
+
+Figures: updates/s; webhook → the bot's answer, p50/p99 (every step); from the
+resident's 确认提交 (the webhook POST) to the worker's dispatch message (the fake server
+receiving its ``sendMessage``), p50/p99; database transactions per update.
 
     .venv/bin/python bench/chat.py --users 200
     .venv/bin/python bench/chat.py --users 200 --no-rate-limit   # without Telegram's 30/s cap
@@ -26,6 +35,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import re
 import socket
 import statistics
 import sys
@@ -38,17 +49,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
-from sqlalchemy import event  # noqa: E402
+from sqlalchemy import event, func  # noqa: E402
+from sqlmodel import select  # noqa: E402
 
+from chat.texts import t  # noqa: E402
 from chat.web import CHATBOT  # noqa: E402
 from chat.web import setup as setup_chat  # noqa: E402
+from core import staff  # noqa: E402
 from core.db import make_engine, session_scope, upgrade  # noqa: E402
-from core.demo import load_demo  # noqa: E402
+from core.demo import grid_centre, load_demo  # noqa: E402
+from core.models import Case, Grid, GridLevel, Worker  # noqa: E402
 from core.settings import Settings, normalise_database_url  # noqa: E402
 from gridline.app import SERVICES, build_app  # noqa: E402
 from tests.support.fake_bot_api import FakeBotApi  # noqa: E402
 
 SECRET = "bench-secret"
+RESIDENT_BASE = 6_000_000_000
+WORKER_BASE = 7_000_000_000
+DISPATCHED = re.compile(r"新派单 (\d+)")
+FILED = re.compile(r"诉求已受理，编号 (\d+)")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -57,19 +76,79 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def run(users: int, rate_limit: bool, database_url: str, concurrency: int) -> dict:
+def _prepare(engine) -> list[tuple[float, float]]:  # noqa: ANN001
+    """Demo district, every worker's chat linked; the centres of the micro grids."""
+    with session_scope(engine) as session:
+        if session.exec(select(Grid.id).limit(1)).first() is None:
+            load_demo(session)
+    with session_scope(engine) as session:
+        for worker in session.exec(select(Worker).where(Worker.active == True)).all():  # noqa: E712
+            if staff.chat_of(session, staff.of_worker(worker)) is None:
+                staff.link_chat(session, WORKER_BASE + worker.id, staff.of_worker(worker), via="bench",
+                                actor="bench")
+        codes = session.exec(select(Grid.code).where(Grid.level == GridLevel.micro).order_by(Grid.code)).all()
+        return [grid_centre(session, code) for code in codes]
+
+
+class Replies:
+    """Follows what the bot sends (the fake's request log) and hands each chat its
+    messages in order; notes when each case's dispatch message reached a worker."""
+
+    def __init__(self, fake: FakeBotApi):
+        self.fake = fake
+        self.seen = 0
+        self.queues: dict[int, asyncio.Queue] = {}
+        self.dispatched: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+
+    def queue(self, chat_id: int) -> asyncio.Queue:
+        return self.queues.setdefault(chat_id, asyncio.Queue())
+
+    async def _follow(self) -> None:
+        while True:
+            requests = self.fake.requests
+            while self.seen < len(requests) and requests[self.seen].status is not None:
+                req = requests[self.seen]
+                self.seen += 1
+                if req.method != "sendMessage" or req.status != 200:
+                    continue
+                chat_id = int(req.params["chat_id"])
+                if chat_id >= WORKER_BASE:
+                    found = DISPATCHED.search(req.params.get("text", ""))
+                    if found:
+                        self.dispatched.setdefault(found.group(1), req.at)
+                else:
+                    self.queue(chat_id).put_nowait(req)
+            await asyncio.sleep(0.002)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _button(req, label: str) -> str:  # noqa: ANN001
+    for row in (req.params.get("reply_markup") or {}).get("inline_keyboard", []):
+        for button in row:
+            if button["text"] == label:
+                return button["callback_data"]
+    raise RuntimeError(f"no button {label!r} in {req.params.get('text')!r}")
+
+
+async def run(users: int, rate_limit: bool, database_url: str, concurrency: int, timeout: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gridline-bench-chat-"))
     url = normalise_database_url(database_url) if database_url else f"sqlite:///{tmp / 'bench.sqlite3'}"
     engine = make_engine(url)
     upgrade(engine)
-    commits = [0]
+    places = _prepare(engine)
     with session_scope(engine) as session:
-        from sqlmodel import select
-
-        from core.models import Grid
-
-        if session.exec(select(Grid.id).limit(1)).first() is None:
-            load_demo(session)
+        cases_before = session.exec(select(func.count()).select_from(Case)).one()
+    commits = [0]
+    rng = random.Random(7)
 
     async with FakeBotApi() as fake:
         sock = socket.socket()
@@ -77,68 +156,90 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int)
         port = sock.getsockname()[1]
         settings = Settings(data_dir=tmp, public_url=f"http://127.0.0.1:{port}", telegram_token=fake.token,
                             telegram_secret=SECRET, telegram_api_url=fake.root_url, telegram_mode="webhook")
-        app = build_app(settings, engine=engine, channels=(), run_jobs=False)
+        app = build_app(settings, engine=engine, channels=(), run_jobs=True)
         setup_chat(app, app[SERVICES], rate_limit=rate_limit, concurrency=concurrency)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         await app[CHATBOT].ready.wait()
+        replies = Replies(fake)
+        replies.start()
 
-        base_user = 6_000_000_000
-        updates: list[tuple[int, dict]] = []
-        for i in range(users):
-            uid = base_user + i
-            fake.add_user(uid, f"R{i}", language_code="zh-hans")
-            updates.append((uid, fake.make_command(uid, "start")))
-            updates.append((uid, fake.make_text_update(uid, f"{i}号楼下的路灯坏了")))
-        sent_at: dict[int, list[float]] = {}
-        connector = aiohttp.TCPConnector(limit=100)
+        step_latencies: list[float] = []
+        submitted: dict[str, float] = {}
+        failures: list[str] = []
+        updates_sent = [0]
         headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
         target = f"http://127.0.0.1:{port}/telegram/webhook"
-        before = len(fake.requests)
+        submit_label, category_label = t("zh", "dialog.submit"), "路灯故障"
 
-        async with aiohttp.ClientSession(connector=connector) as client:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as client:
 
-            async def resident(uid: int, mine: list[dict]) -> None:
-                for update in mine:
-                    sent_at.setdefault(uid, []).append(time.time())
-                    async with client.post(target, json=update, headers=headers) as resp:
-                        assert resp.status == 200, resp.status
+            async def post(update: dict) -> float:
+                sent = time.time()
+                updates_sent[0] += 1
+                async with client.post(target, json=update, headers=headers) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"webhook answered {resp.status}")
+                return sent
 
-            by_user: dict[int, list[dict]] = {}
-            for uid, update in updates:
-                by_user.setdefault(uid, []).append(update)
+            async def answer(uid: int, sent: float, contains: str):  # noqa: ANN202
+                """The bot's message to ``uid`` containing ``contains`` (earlier ones skipped)."""
+                queue = replies.queue(uid)
+                while True:
+                    req = await asyncio.wait_for(queue.get(), timeout)
+                    step_latencies.append(req.at - sent)
+                    if contains in req.params.get("text", ""):
+                        return req
+
+            async def resident(i: int) -> None:
+                uid = RESIDENT_BASE + i
+                fake.add_user(uid, f"R{i}", language_code="zh-hans")
+                lat, lon = rng.choice(places)
+                try:
+                    await answer(uid, await post(fake.make_command(uid, "start")), "您好")
+                    await answer(uid, await post(fake.make_text_update(uid, f"{i}号楼下的路灯坏了，晚上很黑")),
+                                 "问题发生在哪里")
+                    ask = await answer(uid, await post(fake.make_location_update(lat, lon, user_id=uid)),
+                                       "哪一类问题")
+                    press = fake.make_callback_query(uid, _button(ask, category_label), ask.result)
+                    confirm = await answer(uid, await post(press), "请确认您的诉求")
+                    press = fake.make_callback_query(uid, _button(confirm, submit_label), confirm.result)
+                    sent = await post(press)
+                    filed = await answer(uid, sent, "诉求已受理")
+                    submitted[FILED.search(filed.params["text"]).group(1)] = sent
+                except Exception as exc:  # counted and reported, the others go on
+                    failures.append(f"resident {i}: {type(exc).__name__}: {exc}")
+
             event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
             t0 = time.time()
-            await asyncio.gather(*(resident(uid, mine) for uid, mine in by_user.items()))
-            expected = len(updates)
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                replies = [r for r in fake.requests[before:] if r.method == "sendMessage" and r.status]
-                if len(replies) >= expected:
-                    break
+            await asyncio.gather(*(resident(i) for i in range(users)))
+            t_filed = time.time()
+            deadline = time.time() + timeout
+            while time.time() < deadline and not set(submitted) <= set(replies.dispatched):
                 await asyncio.sleep(0.05)
 
-        replies = [r for r in fake.requests[before:] if r.method == "sendMessage" and r.status == 200]
-        per_chat: dict[int, list[float]] = {}
-        for r in replies:
-            per_chat.setdefault(int(r.params["chat_id"]), []).append(r.at)
-        latencies = []
-        for uid, sends in sent_at.items():
-            for sent, got in zip(sends, per_chat.get(uid, []), strict=False):
-                latencies.append(got - sent)
-        t_end = max(r.at for r in replies) if replies else time.time()
         transactions = commits[0]
+        await replies.stop()
+        with session_scope(engine) as session:
+            cases = session.exec(select(func.count()).select_from(Case)).one() - cases_before
         await runner.cleanup()
         sock.close()
     engine.dispose()
+    to_worker = [replies.dispatched[n] - at for n, at in submitted.items() if n in replies.dispatched]
     return {
-        "updates": len(updates),
-        "replies": len(replies),
-        "seconds": t_end - t0,
-        "per_second": len(replies) / (t_end - t0) if replies else 0.0,
-        "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
-        "p99_ms": _percentile(latencies, 99) * 1000 if latencies else float("nan"),
+        "users": users,
+        "updates": updates_sent[0],
+        "cases": cases,
+        "filed": len(submitted),
+        "dispatch_messages": len(to_worker),
+        "failures": failures,
+        "seconds": t_filed - t0,
+        "per_second": updates_sent[0] / (t_filed - t0) if t_filed > t0 else 0.0,
+        "p50_ms": statistics.median(step_latencies) * 1000 if step_latencies else float("nan"),
+        "p99_ms": _percentile(step_latencies, 99) * 1000 if step_latencies else float("nan"),
+        "dispatch_p50_ms": statistics.median(to_worker) * 1000 if to_worker else float("nan"),
+        "dispatch_p99_ms": _percentile(to_worker, 99) * 1000 if to_worker else float("nan"),
         "backend": engine.dialect.name,
         "transactions": transactions,
     }
@@ -167,24 +268,32 @@ def _scratch_pg(server: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=200, help="simulated residents (2 updates each)")
+    parser.add_argument("--users", type=int, default=200, help="simulated residents (5 updates each, one case)")
     parser.add_argument("--no-rate-limit", action="store_true",
                         help="without PTB's AIORateLimiter (Telegram allows ~30 messages/s per bot)")
     parser.add_argument("--concurrency", type=int, default=64, help="updates handled at once (across chats)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer")
     parser.add_argument("--database-url", default=os.environ.get("GRIDLINE_DATABASE_URL", ""))
     parser.add_argument("--pg", default="", help="PostgreSQL server URL: a scratch database is made there")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with _scratch_pg(args.pg) as url:
-        result = asyncio.run(run(args.users, not args.no_rate_limit, url or args.database_url, args.concurrency))
+        result = asyncio.run(run(args.users, not args.no_rate_limit, url or args.database_url, args.concurrency,
+                                 args.timeout))
     limiter = "off" if args.no_rate_limit else "on (Telegram limits)"
-    print(f"chat webhook burst: {args.users} residents, {result['updates']} updates, {result['backend']}, "
-          f"rate limiter {limiter}")
-    print(f"  replies {result['replies']}/{result['updates']} in {result['seconds']:.2f}s "
-          f"-> {result['per_second']:.1f} updates/s")
-    print(f"  webhook -> reply request: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
-    print(f"  database transactions during the burst: {result['transactions']} "
+    print(f"chat burst: {result['users']} residents filing a case each, {result['updates']} updates, "
+          f"{result['backend']}, rate limiter {limiter}")
+    print(f"  dialogs done in {result['seconds']:.2f}s -> {result['per_second']:.1f} updates/s; "
+          f"cases filed {result['filed']}/{result['users']} (database: {result['cases']} new)")
+    print(f"  webhook -> the bot's answer: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
+    print(f"  确认提交 -> the worker's dispatch message: p50 {result['dispatch_p50_ms']:.0f} ms, "
+          f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
+    print(f"  database transactions: {result['transactions']} "
           f"({result['transactions'] / max(result['updates'], 1):.2f} per update)")
+    for failure in result["failures"][:10]:
+        print(f"  failed: {failure}")
+    if result["failures"] or result["dispatch_messages"] < result["filed"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from telegram.ext import (
     filters,
 )
 
-from chat import dialog, followup, inbox, redact
+from chat import dialog, followup, inbox, redact, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.persistence import DbPersistence
@@ -257,6 +257,7 @@ class ChatBot:
         return app
 
     def _add_handlers(self, app: Application) -> None:
+        worker.add_handlers(app)  # group -3: staff chats never reach the resident's handlers
         app.add_handler(TypeHandler(Update, _ignore_edits), group=-2)
         # Before the dialog, and final (ApplicationHandlerStop): survey buttons and comments,
         # status queries — they work in the middle of a dialog without disturbing it.
@@ -618,6 +619,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     services.jobs.register("notify_resident", jobs.notify_resident)
     services.jobs.register("survey_chat", jobs.survey_chat)
     services.jobs.register("chat_survey_finish", jobs.chat_survey_finish)
+    worker_jobs.setup(app, services, bot)
 
     async def seen_cleanup(job) -> None:  # noqa: ANN001
         forgotten = await bot.deps.db(inbox.forget_seen)

@@ -448,3 +448,29 @@ Index("ix_case_description_trgm", sa.func.lower(Case.description), postgresql_us
 Index("ix_survey_channel_status", Survey.channel, Survey.status)
 # Login rate limiting counts recent failures per address.
 Index("ix_auditentry_action_remote_at", AuditEntry.action, AuditEntry.remote, AuditEntry.at)
+
+
+class StaffChat(SQLModel, table=True):
+    """A Telegram chat linked to a grid worker, or to a department's contact person: it gets
+    their dispatch messages, checks and reminders, and its buttons act for them. A chat is
+    a staff chat or a resident's chat, never both (``core.staff``)."""
+
+    chat_id: str = Field(primary_key=True, max_length=64)
+    worker_id: int | None = Field(default=None, foreign_key="worker.id", index=True, unique=True)
+    department_id: int | None = Field(default=None, foreign_key="department.id", index=True, unique=True)
+    language: str = Field(default="zh", max_length=8)
+    via: str = Field(max_length=16)  # contact, invite
+    linked_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
+class StaffInvite(SQLModel, table=True):
+    """A signed, single-use invitation to link a chat (``gridline workers invite``); the
+    nonce is the token's identity, ``used_at`` makes it single-use."""
+
+    nonce: str = Field(primary_key=True, max_length=16)
+    worker_id: int | None = Field(default=None, foreign_key="worker.id", index=True)
+    department_id: int | None = Field(default=None, foreign_key="department.id", index=True)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    expires_at: NaiveDatetime
+    used_at: NaiveDatetime | None = None
+    used_by_chat: str | None = Field(default=None, max_length=64)

@@ -74,6 +74,9 @@ class JobRunner:
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before claiming: a wake that comes while a claim runs (its job was
+            # committed after the claim looked) is kept for the next round, not lost.
+            self._wake.clear()
             try:
                 busy = await self.run_once()
             except Exception:  # e.g. the database restarting: wait and try again
@@ -81,7 +84,6 @@ class JobRunner:
                 busy = 0
             if busy:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 

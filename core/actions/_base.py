@@ -78,6 +78,9 @@ def event(
     case.updated_at = at
     session.add(case)
     session.add(row)  # flushed with the case at the next query or commit: fewer round trips
+    from core.staff import queue_case_messages  # staff imports models and rules only
+
+    queue_case_messages(session, case, action, to_status, reason)
     return row
 
 

@@ -1,4 +1,4 @@
-"""Command groups that belong to one part of Gridline each (speech, hotline simulator)."""
+"""Command groups that belong to one part of Gridline each (speech, hotline simulator, staff chats and reports)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from gridline.commands import hotline, speech, users
+    from gridline.commands import hotline, speech, users, workers
 
     app.add_typer(speech.models_app, name="models")
     app.command("transcribe")(speech.transcribe)
     app.command("simulate-call")(hotline.simulate_call)
     app.add_typer(users.users_app, name="users")
+    app.add_typer(workers.workers_app, name="workers")
+    app.add_typer(workers.report_app, name="report")
