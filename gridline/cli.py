@@ -63,30 +63,22 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(grids_app, name="grids")
 app.add_typer(cases_app, name="cases")
 
-console = Console()
+from gridline.commands.common import console  # noqa: E402
 
 # `cases list` and `grids households` print at most this many rows at once.
 MAX_ROWS = 1000
 
 
 def _engine(*, migrated: bool = True):
-    """The configured database, after checking the settings and the rules (each problem is
-    one line, see :func:`explain`). ``migrated``: refuse a database that is not at the
-    newest schema, saying to run `gridline db upgrade`."""
-    from core.db import engine_from_settings, require_schema
-    from core.rules import load_rules
+    from gridline.commands.common import open_database
 
-    settings = get_settings()
-    load_rules()
-    engine = engine_from_settings(settings)
-    if migrated:
-        require_schema(engine)
-    return engine
+    return open_database(migrated=migrated)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # file:line stays copyable
-    raise typer.Exit(1)
+    from gridline.commands.common import fail
+
+    fail(message)
 
 
 @app.command()

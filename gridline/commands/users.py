@@ -5,24 +5,10 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
+
+from gridline.commands.common import console, fail, open_database
 
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
-console = Console()
-
-
-def _engine():
-    from core.db import make_engine, upgrade
-    from core.settings import get_settings
-
-    engine = make_engine(get_settings().effective_database_url)
-    upgrade(engine)
-    return engine
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -48,14 +34,14 @@ def add(
     from core.db import session_scope
     from core.errors import DomainError
 
-    engine = _engine()
+    engine = open_database()
     password = _read_password(password_stdin)
     try:
         with session_scope(engine) as session:
             user = add_user(session, name, password, role, grid_codes=grid, worker_code=worker,
                             department_code=department, language=language, actor="cli")
     except DomainError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     console.print(f"user {user.name} ({user.role}) created")
 
 
@@ -68,7 +54,7 @@ def list_users() -> None:
     from core.models import ConsoleUser, ConsoleUserGrid, Department, Grid, Worker
 
     lines = ["name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login (UTC)"]
-    with session_scope(_engine()) as session:
+    with session_scope(open_database()) as session:
         for user in session.exec(select(ConsoleUser).order_by(ConsoleUser.name)).all():
             grids = session.exec(select(Grid.code).join(ConsoleUserGrid, ConsoleUserGrid.grid_id == Grid.id)
                                  .where(ConsoleUserGrid.user_id == user.id)).all()
@@ -86,10 +72,10 @@ def _toggle(name: str, disabled: bool) -> None:
     from core.errors import DomainError
 
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(open_database()) as session:
             set_disabled(session, name, disabled, actor="cli")
     except DomainError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     console.print(f"user {name} {'disabled (logged out everywhere)' if disabled else 'enabled'}")
 
 
@@ -115,11 +101,11 @@ def password(
     from core.db import session_scope
     from core.errors import DomainError
 
-    engine = _engine()
+    engine = open_database()
     new = _read_password(password_stdin)
     try:
         with session_scope(engine) as session:
             set_password(session, name, new, actor="cli")
     except DomainError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     console.print(f"password of {name} changed")

@@ -10,25 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gridline.commands.common import console, fail, open_database
+
 workers_app = typer.Typer(help="Workers' and departments' chats with the bot.", no_args_is_help=True)
 report_app = typer.Typer(help="Reports.", no_args_is_help=True)
-console = Console()
 
 DASH = "—"
-
-
-def _engine():
-    from core.db import make_engine, upgrade
-    from core.settings import get_settings
-
-    engine = make_engine(get_settings().effective_database_url)
-    upgrade(engine)
-    return engine
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(1)
 
 
 def _bot_username(settings) -> str:  # noqa: ANN001
@@ -62,19 +49,19 @@ def invite(
 
     settings = get_settings()
     if not settings.telegram_token:
-        _fail("GRIDLINE_TELEGRAM_TOKEN is not set: invitations are signed with the bot's token")
+        fail("GRIDLINE_TELEGRAM_TOKEN is not set: invitations are signed with the bot's token")
     username = bot.lstrip("@")
     if not username:
         try:
             username = _bot_username(settings)
         except Exception as exc:  # unreachable Bot API, bad token
-            _fail(f"could not ask the Bot API for the bot's username ({exc}); pass --bot USERNAME")
+            fail(f"could not ask the Bot API for the bot's username ({exc}); pass --bot USERNAME")
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(open_database()) as session:
             who = staff.staff_by_code(session, code, department=department)
             token, expires = staff.issue_invite(session, who, invite_key(settings), actor="cli", days=days)
     except DomainError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     console.print(f"invitation for {who.kind} {who.code} {who.name}, valid until "
                   f"{expires:%Y-%m-%d %H:%M} UTC, single use:")
     console.print(f"https://t.me/{username}?start=w-{token}", soft_wrap=True, highlight=False)
@@ -91,11 +78,11 @@ def unlink(
     from core.errors import DomainError
 
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(open_database()) as session:
             who = staff.staff_by_code(session, code, department=department)
             chat_id = staff.unlink(session, who, actor="cli")
     except DomainError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     if chat_id is None:
         console.print(f"{who.kind} {who.code} has no linked chat")
     else:
@@ -112,7 +99,7 @@ def list_links() -> None:
     from core.models import StaffChat
 
     table = Table("kind", "code", "name", "chat", "via", "linked (UTC)")
-    with session_scope(_engine()) as session:
+    with session_scope(open_database()) as session:
         for link in session.exec(select(StaffChat).order_by(StaffChat.linked_at)).all():
             who = staff.staff_of_chat(session, link.chat_id)
             if who is not None:
@@ -141,10 +128,10 @@ def scores(
     from core.settings import get_settings
 
     try:
-        with session_scope(_engine()) as session:
+        with session_scope(open_database()) as session:
             rows = quarter_scores(session, quarter, tz=get_settings().timezone)
     except DomainError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     rules = load_rules().get("scores", {})
     header = ["code", "name", "assignments", "response_on_time", "response_counted", "response_rate",
               "resolution_on_time", "resolution_counted", "resolution_rate", "closed", "closure_rate",
