@@ -4,6 +4,7 @@ reconstructions; the grouping to a grid level folds micro grids into their ances
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,8 +78,10 @@ def _ancestor_map(session: Session, level: GridLevel) -> dict[int, Grid]:
     return out
 
 
-def rates(session: Session, start: datetime, end: datetime, group_by: str = "community") -> list[Rates]:
-    """Rates of the cases received in [start, end) (naive UTC), one row per group."""
+def rates(session: Session, start: datetime, end: datetime, group_by: str = "community", *,
+          where: Sequence = ()) -> list[Rates]:
+    """Rates of the cases received in [start, end) (naive UTC), one row per group. ``where``:
+    more conditions on ``Case`` (a category, a grid and the grids below it, a reader's scope)."""
     if group_by not in GROUPINGS:
         raise ValueError(f"group_by must be one of {GROUPINGS}")
     key_col = {"category": Case.category_id, "worker": Case.worker_id}.get(group_by, Case.grid_id)
@@ -93,7 +96,7 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
             _count(Case.resolved_on_time.is_not(None)),
             _count(Case.resolved_on_time.is_(True)),
         )
-        .where(Case.created_at >= start, Case.created_at < end)
+        .where(Case.created_at >= start, Case.created_at < end, *where)
         .group_by(key_col)
     )
     per_key: dict[int | None, Rates] = {}
@@ -103,7 +106,7 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
     survey_stmt = (
         select(key_col, func.count(), _count(Survey.satisfied.in_(["satisfied", "basically"])))
         .join(Case, Case.id == Survey.case_id)
-        .where(Survey.status == SurveyStatus.answered, Case.created_at >= start, Case.created_at < end)
+        .where(Survey.status == SurveyStatus.answered, Case.created_at >= start, Case.created_at < end, *where)
         .group_by(key_col)
     )
     for key, surveyed, satisfied in session.exec(survey_stmt).all():
