@@ -112,6 +112,11 @@ class Period:
     def days(self) -> int:
         return (self.end - self.start).days
 
+    @property
+    def last(self) -> date:
+        """The last day in the period."""
+        return self.end - timedelta(days=1)
+
 
 def _add_months(day: date, months: int) -> date:
     index = day.year * 12 + day.month - 1 + months
