@@ -149,8 +149,10 @@ def request_dict(case: Case, names: Names, merged_into: str | None, tz: str) -> 
 def requests_out(session: Session, cases: list[Case], tz: str) -> list[dict]:
     names = Names(session)
     merged_ids = {c.merged_into_id for c in cases if c.merged_into_id}
-    merged = dict(session.exec(select(Case.id, Case.number).where(Case.id.in_(sorted(merged_ids))))) if merged_ids \
-        else {}
+    merged: dict[int, str] = {}
+    if merged_ids:
+        merged = {cid: number for cid, number in
+                  session.exec(select(Case.id, Case.number).where(Case.id.in_(sorted(merged_ids)))).all()}
     return [request_dict(c, names, merged.get(c.merged_into_id), tz) for c in cases]
 
 
