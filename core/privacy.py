@@ -18,7 +18,6 @@ from core.db import session_scope
 from core.errors import InvalidInput
 from core.models import Case, CaseEvent, CaseStatus
 from core.rules import load_rules
-from core.storage import resolve
 
 _AGE = re.compile(r"\s*(\d{1,5})\s*([dwy]?)\s*", re.I)
 
@@ -89,11 +88,10 @@ def shred_older_than(engine: Engine, age: timedelta, *, data_dir: str | os.PathL
 
 
 def _count(session: Session, case: Case, data_dir: str | os.PathLike, summary: ShredSummary) -> None:
-    _, calls, paths = files_of(session, case)
+    _, calls, paths = files_of(session, case, data_dir)
     summary.cases += 1
     summary.calls += len(calls)
-    for stored in paths:
-        path = resolve(stored, data_dir)
+    for path in paths:
         if path.is_file():
             summary.files += 1
             summary.bytes += path.stat().st_size

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlmodel import Session, select
 
@@ -65,19 +66,21 @@ def _call_paths(call: CallSession) -> set[str]:
     return paths
 
 
-def files_of(session: Session, case: Case) -> tuple[list[Attachment], list[CallSession], set[str]]:
+def files_of(session: Session, case: Case, data_dir: str | os.PathLike
+             ) -> tuple[list[Attachment], list[CallSession], set[Path]]:
     """A case's attachments, its hotline calls (the petition's and the survey's) and every
-    file they name (stored paths)."""
+    file they name, on disk (a recording named by both its attachment, relative to the data
+    directory, and its call, by an absolute path, is one file)."""
     attachments = list(session.exec(select(Attachment).where(Attachment.case_id == case.id)).all())
     survey_ids = list(session.exec(select(Survey.id).where(Survey.case_id == case.id)).all())
     stmt = select(CallSession).where(CallSession.case_id == case.id)
     if survey_ids:
         stmt = select(CallSession).where((CallSession.case_id == case.id) | CallSession.survey_id.in_(survey_ids))
     calls = list(session.exec(stmt).all())
-    paths = {a.path for a in attachments}
+    stored = {a.path for a in attachments}
     for call in calls:
-        paths |= _call_paths(call)
-    return attachments, calls, paths
+        stored |= _call_paths(call)
+    return attachments, calls, {resolve(p, data_dir).resolve() for p in stored}
 
 
 def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLike) -> Shredded:
@@ -86,7 +89,7 @@ def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLi
     if case.shredded_at is not None:
         raise IllegalTransition(f"case {case.number} was already shredded on {case.shredded_at:%Y-%m-%d}")
     out = Shredded(case.number)
-    attachments, calls, paths = files_of(session, case)
+    attachments, calls, paths = files_of(session, case, data_dir)
     for att in attachments:
         session.delete(att)
     for call in calls:
@@ -129,14 +132,13 @@ def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLi
     if resident_id is not None:
         out.resident_cleared = _forget_resident(session, resident_id)
 
-    for stored in sorted(paths):
-        path = resolve(stored, data_dir)
+    for path in sorted(paths):
         try:
             out.bytes += path.stat().st_size
             path.unlink()
             out.files += 1
         except FileNotFoundError:
-            out.missing.append(stored)
+            out.missing.append(str(path))
     event(session, case, "shred", actor, case.status,
           data={"files": out.files, "calls": out.calls, "resident_cleared": out.resident_cleared})
     audit.record(session, actor=actor, action="case.shred", target_type="case", target_id=case.number,
