@@ -138,3 +138,64 @@ async def test_report_downloads_are_scoped_and_audited(client, engine, world):
     assert [(r.actor, r.target_id, r.detail["format"], r.detail["scope"]) for r in rows][-1] == (
         "console:w2", "monthly:2026-11", "csv", "own")
     assert len(rows) == 5 and all(r.remote for r in rows)
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/usr/bin/chromium").exists()
+                    and not __import__("tests.conftest", fromlist=["IN_CI"]).IN_CI,
+                    reason="Debian's chromium is not installed (scripts/bootstrap.sh dev installs it)")
+async def test_dashboard_charts_render_in_a_real_browser_with_no_network(engine, world, tmp_path, request):
+    """Debian's Chromium, every request not to our server aborted (and none made): each chart
+    is an SVG that the browser laid out with marks of non-zero size."""
+    from playwright.async_api import async_playwright
+
+    from tests.console.conftest import PASSWORD
+    from tests.console.test_browser import ARTIFACTS, CHROMIUM, FLAGS
+
+    clock.freeze(None)  # the browser's session cookie lives in real time
+    app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=("console",), run_jobs=False)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    shots = ARTIFACTS / request.node.callspec.id
+    shots.mkdir(parents=True, exist_ok=True)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            context = await browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+            outside: list[str] = []
+
+            async def only_ours(route):  # noqa: ANN001, ANN202
+                if route.request.url.startswith(base):
+                    await route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    await route.abort()
+
+            await context.route("**/*", only_ours)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"{base}/console/login?next=/console/dashboard%3Fperiod%3D2026-11%26level%3Dmicro")
+            await page.fill("input[name=name]", "viewer")
+            await page.fill("input[name=password]", PASSWORD)
+            await page.click("button[type=submit]")
+            await page.wait_for_url(re.compile(r".*/console/dashboard\?period=2026-11&level=micro$"))
+            charts = await page.eval_on_selector_all("svg.chart", """svgs => svgs.map(s => {
+                const box = s.getBoundingClientRect();
+                const marks = [...s.querySelectorAll('rect.bar, polyline.series')]
+                    .map(m => m.getBBox()).filter(b => b.width > 0 && b.height >= 0);
+                return {name: s.dataset.chart, width: box.width, height: box.height, marks: marks.length};
+            })""")
+            by_name = {c["name"]: c for c in charts}
+            assert set(by_name) == {"trend", "channels", "by_category", "by_grid", "most_open", "most_overdue"}
+            for name, chart in by_name.items():
+                assert chart["width"] > 100 and chart["height"] > 20, chart
+                assert chart["marks"] > 0, name
+            assert by_name["trend"]["marks"] == 2 and by_name["channels"]["marks"] == 4
+            assert await page.inner_text("[data-rate=closure] .value") == "25.0%"
+            await page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+            print(f"\ndashboard screenshot: {shots / 'dashboard.png'}")
+            assert outside == [] and errors == []
+            await browser.close()
+    finally:
+        await server.close()
