@@ -108,7 +108,10 @@ def raw_rates(session: Session, start: datetime, end: datetime, keys: Sequence, 
     survey_stmt = (
         select(*keys, func.count(), _count(Survey.satisfied.in_(["satisfied", "basically"])))
         .join(Case, Case.id == Survey.case_id)
-        .where(Survey.status == SurveyStatus.answered, Case.created_at >= start, Case.created_at < end, *where)
+        # A survey opens when its case is verified, after it was received: its own date
+        # narrows the surveys to read (an index) without changing which are counted.
+        .where(Survey.status == SurveyStatus.answered, Survey.created_at >= start,
+               Case.created_at >= start, Case.created_at < end, *where)
         .group_by(*keys)
     )
     for row in session.exec(survey_stmt).all():

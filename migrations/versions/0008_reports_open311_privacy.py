@@ -1,4 +1,4 @@
-"""reports, Open311 and privacy: Case.shredded_at, API keys, indexes for trends and event lists
+"""reports, Open311 and privacy: Case.shredded_at, API keys, indexes for trends, surveys and event lists
 
 Revision ID: 0008
 Revises: 0007
@@ -20,7 +20,9 @@ def upgrade() -> None:
     # Plain ALTERs, no batch mode: SQLite adds a nullable column in place, and a batch copy
     # of "case" would lose its expression index (ix_case_description_trgm).
     op.add_column('case', sa.Column('shredded_at', sa.DateTime(), nullable=True))
-    op.create_index('ix_case_closed_at', 'case', ['closed_at'], unique=False)
+    op.create_index('ix_case_created_status', 'case', ['created_at', 'status'], unique=False)
+    op.create_index('ix_case_closed_status', 'case', ['closed_at', 'status'], unique=False)
+    op.create_index('ix_survey_created', 'survey', ['created_at'], unique=False)
     op.create_index('ix_caseevent_action_at', 'caseevent', ['action', 'at'], unique=False)
     op.create_table(
         'apikey',
@@ -40,5 +42,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('apikey')
     op.drop_index('ix_caseevent_action_at', table_name='caseevent')
-    op.drop_index('ix_case_closed_at', table_name='case')
+    op.drop_index('ix_survey_created', table_name='survey')
+    op.drop_index('ix_case_closed_status', table_name='case')
+    op.drop_index('ix_case_created_status', table_name='case')
     op.drop_column('case', 'shredded_at')  # SQLite 3.35+ drops a plain column in place
