@@ -58,7 +58,7 @@ CASE_COLUMNS = [
     "closed_at", "close_reason", "responded_on_time", "resolved_on_time", "latitude", "longitude",
     "resident_id", "contact_phone", "address_text",
 ]
-EVENT_COLUMNS = ["case_id", "at", "actor", "action", "from_status", "to_status", "reason", "on_time"]
+EVENT_COLUMNS = ["case_id", "at", "actor", "action", "from_status", "to_status", "reason", "on_time", "data"]
 SURVEY_COLUMNS = ["case_id", "channel", "status", "attempts", "solved", "satisfied", "comment", "created_at",
                   "answered_at"]
 DESCRIPTIONS = ["路灯不亮了", "下水道堵了，污水漫到路上", "楼道里有人飞线给电动车充电", "楼上邻居半夜噪音扰民",
@@ -216,7 +216,8 @@ def _cases(session, n: int, rng: random.Random, residents: list[tuple[int, str]]
 
 
 _CASE_READ = ("SELECT id, created_at, dispatched_at, accepted_at, reported_done_at, verified_at, "
-              "closed_at, close_reason, responded_on_time, resolved_on_time, resident_id FROM \"case\" ORDER BY id")
+              "closed_at, close_reason, responded_on_time, resolved_on_time, resident_id, worker_id FROM \"case\" "
+              "ORDER BY id")
 
 
 def _events_and_surveys(engine: Engine, seed: int) -> tuple[int, int]:
@@ -224,12 +225,16 @@ def _events_and_surveys(engine: Engine, seed: int) -> tuple[int, int]:
     reminders as real cases have), and the surveys of verified and closed cases."""
     rng = random.Random(seed)
     surveys: list[list] = []
+    with engine.connect() as conn:
+        worker_codes = dict(conn.execute(text("SELECT id, code FROM worker")).all())
 
     def events() -> Iterator[list]:
         with engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=20000).execute(text(_CASE_READ))
             for (cid, created, dispatched, accepted, done, verified, closed, reason, resp_ok, res_ok,
-                 resident) in result:
+                 resident, worker_id) in result:
+                # who a dispatch names, as actions.dispatch writes it (the worker scores read it)
+                named = json.dumps({"worker": worker_codes.get(worker_id)}) if worker_id else None
                 created, dispatched, accepted, done, verified, closed = (
                     _dt(v) for v in (created, dispatched, accepted, done, verified, closed))
                 steps = [(created, "hotline", "submit", None, "received", "filed", None)]
@@ -242,6 +247,10 @@ def _events_and_surveys(engine: Engine, seed: int) -> tuple[int, int]:
                               (dispatched - timedelta(seconds=1), "system", "locate", "received", "received",
                                "registered household" if resident else "gazetteer", None),
                               (dispatched, "system", "dispatch", "received", "dispatched", None, None)]
+                if dispatched is not None and _flag(resp_ok) is False and rng.random() < 0.2:
+                    # a late response climbs one level now and then (the SLA sweep's escalation)
+                    steps.append((dispatched + timedelta(hours=4), "system", "escalate", "dispatched", "dispatched",
+                                  "超时未签收", None))
                 if accepted is not None:
                     steps.append((accepted, "worker", "accept", "dispatched", "accepted", None, _flag(resp_ok)))
                     steps.append((accepted + timedelta(minutes=20), "worker", "start", "accepted", "in_progress",
@@ -257,7 +266,8 @@ def _events_and_surveys(engine: Engine, seed: int) -> tuple[int, int]:
                     for k in range(tries - 1):
                         steps.append((verified + timedelta(hours=2 + k), "system", "survey_attempt", "verified",
                                       "verified", "no_answer", None))
-                    steps.append((closed, "resident", "survey", "verified", "closed", reason, None))
+                    # the survey's answer closes the case: a ``close`` event, as record_survey writes it
+                    steps.append((closed, "resident", "close", "verified", "closed", reason, None))
                     answered = not unreachable
                     satisfied = "basically" if reason == "survey:basically" else "satisfied" if answered else None
                     surveys.append([cid, "phone", "answered" if answered else "unreachable", tries,
@@ -271,7 +281,8 @@ def _events_and_surveys(engine: Engine, seed: int) -> tuple[int, int]:
                     to = steps[-1][4]
                     steps.append((at, "operator", "note", to, to, "已电话联系居民", None))
                 for at, actor, action, from_status, to_status, why, on_time in steps:
-                    yield [cid, at, actor, action, from_status, to_status, why, on_time]
+                    data = named if action == "dispatch" else None
+                    yield [cid, at, actor, action, from_status, to_status, why, on_time, data]
 
     n_events = _write(engine, "caseevent", EVENT_COLUMNS, events())
     n_surveys = _write(engine, "survey", SURVEY_COLUMNS, surveys)

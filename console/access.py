@@ -188,3 +188,16 @@ def name_for(principal: Principal, name: str | None) -> str:
 
 def text_for(principal: Principal, text: str | None) -> str:
     return (text or "") if principal.sees_phone else mask_text(text)
+
+
+def report_scope(session: Session, principal: Principal):  # noqa: ANN201
+    """What the dashboard and the reports may count for this account: its cases (the same
+    ``case_scope``) and the scores of the workers of its grids (and its own)."""
+    from core.reports import Scope, workers_of_grids
+
+    if principal.sees_all:
+        return Scope()
+    workers = set(workers_of_grids(session, principal.grid_ids)) if principal.grid_ids else set()
+    if principal.worker_id is not None:
+        workers.add(principal.worker_id)
+    return Scope(cases=case_scope(principal), worker_ids=frozenset(workers), label=principal.name)

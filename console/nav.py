@@ -17,6 +17,7 @@ NAV: list[NavItem] = [
     NavItem("triage", "/console/triage", "nav.triage"),
     NavItem("queues", "/console/queues", "nav.queues"),
     NavItem("search", "/console/search", "nav.search"),
+    NavItem("dashboard", "/console/dashboard", "nav.dashboard"),
     NavItem("manual_calls", "/console/surveys/manual", "nav.manual_calls"),
     NavItem("users", "/console/users", "nav.users"),
     NavItem("audit", "/console/audit", "nav.audit"),

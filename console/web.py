@@ -41,7 +41,8 @@ PREFIX = "/console"
 PUBLIC = ("/console/login", "/console/static/")
 LOGIN_CSRF_COOKIE = "gridline_login_csrf"
 CSRF_TOKEN = web.RequestKey("console_csrf_token", str)
-VIEW_MODULES = ("auth", "triage", "cases", "files", "search", "queues", "surveys", "users", "audit", "account")
+VIEW_MODULES = ("auth", "triage", "cases", "files", "search", "queues", "surveys", "users", "audit", "account",
+                "dashboard")
 FIRST_ADMIN_HINT = (
     "console: no console users yet. Create the first administrator with\n"
     "    gridline users add NAME --role admin\n"

@@ -4,6 +4,7 @@ reconstructions; the grouping to a grid level folds micro grids into their ances
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -77,15 +78,16 @@ def _ancestor_map(session: Session, level: GridLevel) -> dict[int, Grid]:
     return out
 
 
-def rates(session: Session, start: datetime, end: datetime, group_by: str = "community") -> list[Rates]:
-    """Rates of the cases received in [start, end) (naive UTC), one row per group."""
-    if group_by not in GROUPINGS:
-        raise ValueError(f"group_by must be one of {GROUPINGS}")
-    key_col = {"category": Case.category_id, "worker": Case.worker_id}.get(group_by, Case.grid_id)
+def raw_rates(session: Session, start: datetime, end: datetime, keys: Sequence, *,
+              where: Sequence = ()) -> dict[tuple, Rates]:
+    """The counts behind the rates of the cases received in [start, end) (naive UTC), per
+    combination of ``keys`` (columns of ``Case``): one pass over the cases and one over their
+    answered surveys, however many ways the caller then folds them. ``where``: more
+    conditions on ``Case`` (a category, a grid and the grids below it, a reader's scope)."""
     counted = Case.status != CaseStatus.merged
     stmt = (
         select(
-            key_col,
+            *keys,
             func.count().filter(counted),
             _count(Case.dispatched_at.is_not(None) | (Case.responded_on_time.is_not(None))),
             _count(Case.responded_on_time.is_(True)),
@@ -93,23 +95,46 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
             _count(Case.resolved_on_time.is_not(None)),
             _count(Case.resolved_on_time.is_(True)),
         )
-        .where(Case.created_at >= start, Case.created_at < end)
-        .group_by(key_col)
+        .where(Case.created_at >= start, Case.created_at < end, *where)
+        .group_by(*keys)
     )
-    per_key: dict[int | None, Rates] = {}
-    for key, received, dispatched, responded, closed, reported, resolved in session.exec(stmt).all():
+    n = len(keys)
+    per_key: dict[tuple, Rates] = {}
+    for row in session.exec(stmt).all():
+        key = tuple(row[:n])
+        received, dispatched, responded, closed, reported, resolved = row[n:]
         per_key[key] = Rates(str(key), "", received or 0, dispatched or 0, responded or 0, closed or 0,
                              reported or 0, resolved or 0)
     survey_stmt = (
-        select(key_col, func.count(), _count(Survey.satisfied.in_(["satisfied", "basically"])))
+        select(*keys, func.count(), _count(Survey.satisfied.in_(["satisfied", "basically"])))
         .join(Case, Case.id == Survey.case_id)
-        .where(Survey.status == SurveyStatus.answered, Case.created_at >= start, Case.created_at < end)
-        .group_by(key_col)
+        # A survey opens when its case is verified, after it was received: its own date
+        # narrows the surveys to read (an index) without changing which are counted.
+        .where(Survey.status == SurveyStatus.answered, Survey.created_at >= start,
+               Case.created_at >= start, Case.created_at < end, *where)
+        .group_by(*keys)
     )
-    for key, surveyed, satisfied in session.exec(survey_stmt).all():
-        row = per_key.setdefault(key, Rates(str(key), ""))
-        row.surveyed, row.satisfied = surveyed or 0, satisfied or 0
+    for row in session.exec(survey_stmt).all():
+        key = tuple(row[:n])
+        entry = per_key.setdefault(key, Rates(str(key), ""))
+        entry.surveyed, entry.satisfied = row[n] or 0, row[n + 1] or 0
+    return per_key
 
+
+def rates(session: Session, start: datetime, end: datetime, group_by: str = "community", *,
+          where: Sequence = ()) -> list[Rates]:
+    """Rates of the cases received in [start, end) (naive UTC), one row per group. ``where``:
+    more conditions on ``Case`` (a category, a grid and the grids below it, a reader's scope)."""
+    if group_by not in GROUPINGS:
+        raise ValueError(f"group_by must be one of {GROUPINGS}")
+    key_col = {"category": Case.category_id, "worker": Case.worker_id}.get(group_by, Case.grid_id)
+    per_key = {key[0]: row for key, row in raw_rates(session, start, end, (key_col,), where=where).items()}
+    return fold(session, per_key, group_by)
+
+
+def fold(session: Session, per_key: dict, group_by: str) -> list[Rates]:
+    """Counts per category id, worker id or grid id, as named rows of ``group_by`` (grids
+    folded into their ancestor at that level)."""
     if group_by == "category":
         names = {c.id: (c.code, c.name) for c in session.exec(select(Category)).all()}
         return _fold(per_key, lambda k: names.get(k, ("-", "未分类")))
@@ -118,6 +143,14 @@ def rates(session: Session, start: datetime, end: datetime, group_by: str = "com
         return _fold(per_key, lambda k: names.get(k, ("-", "未派遣")))
     ancestors = _ancestor_map(session, GridLevel(group_by))
     return _fold(per_key, lambda k: (ancestors[k].code, ancestors[k].name) if k in ancestors else ("-", "待分拨"))
+
+
+def project(per_key: dict[tuple, Rates], index: int) -> dict:
+    """Counts per combination of keys, added up per one of the keys."""
+    out: dict = {}
+    for key, row in per_key.items():
+        out.setdefault(key[index], Rates(str(key[index]), "")).add(row)
+    return out
 
 
 def _fold(per_key: dict, label) -> list[Rates]:  # noqa: ANN001

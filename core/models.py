@@ -246,6 +246,9 @@ class Case(SQLModel, table=True):
     close_reason: str | None = Field(default=None, max_length=64)
     responded_on_time: bool | None = None
     resolved_on_time: bool | None = None
+    # When the retention period ran out and the case's personal data was shredded
+    # (core.actions.privacy): what is left are the anonymous figures.
+    shredded_at: NaiveDatetime | None = None
 
 
 class CaseEvent(SQLModel, table=True):
@@ -474,3 +477,30 @@ class StaffInvite(SQLModel, table=True):
     expires_at: NaiveDatetime
     used_at: NaiveDatetime | None = None
     used_by_chat: str | None = Field(default=None, max_length=64)
+
+
+# ---- Reports, Open311 and privacy (core/reports.py, console/open311.py, core/actions/privacy.py).
+
+# The daily trend counts cases received and closed per day: with the status in the index
+# PostgreSQL answers from the index alone (no visit to the table). Shredding looks for cases
+# closed before a cut-off. Satisfaction counts the surveys of a period's cases: a survey is
+# opened after its case was received, so its own date narrows the search.
+Index("ix_case_created_status", Case.created_at, Case.status)
+Index("ix_case_closed_status", Case.closed_at, Case.status)
+Index("ix_survey_created", Survey.created_at)
+# Reports list the escalations (and other events of one kind) inside a period.
+Index("ix_caseevent_action_at", CaseEvent.action, CaseEvent.at)
+
+
+class ApiKey(SQLModel, table=True):
+    """A key another system (a city 12345 platform, a mobile app) files Open311 requests
+    with (``gridline apikeys add NAME``). Only a SHA-256 of the key is stored: the key is
+    shown once, when it is made."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    key_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=12)  # the key's first characters, to tell keys apart in a list
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    disabled_at: NaiveDatetime | None = None
+    last_used_at: NaiveDatetime | None = None

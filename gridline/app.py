@@ -98,8 +98,14 @@ def _setup_console(app: web.Application, services: Services) -> None:
     setup(app, services)
 
 
+def _setup_open311(app: web.Application, services: Services) -> None:
+    from console.open311 import setup
+
+    setup(app, services)
+
+
 # Each channel mounts its routes; imported only when it is served.
-CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console}
+CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console, "open311": _setup_open311}
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -124,7 +130,7 @@ def build_app(
     *,
     engine: Engine | None = None,
     speech: Any = None,
-    channels: tuple[str, ...] = ("ivr", "chat", "console"),
+    channels: tuple[str, ...] = ("ivr", "chat", "console", "open311"),
     run_jobs: bool = True,
 ) -> web.Application:
     settings = settings or get_settings()

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Installs what Gridline needs on a fresh Debian machine: system packages (when we are
 # root and they are missing), a virtualenv in .venv and the project itself.
-#   scripts/bootstrap.sh        runtime only
+#   scripts/bootstrap.sh        runtime only (with what PDF reports need: Pango and a Chinese font)
 #   scripts/bootstrap.sh dev    plus test tools, espeak-ng/sox for test audio, the Korean Vosk model,
-#                               Chromium and a CJK font for the console's browser tests
+#                               Chromium and a CJK font for the console's browser tests, poppler-utils
+#                               to check the PDF reports page by page
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
 
 need_apt=()
+# PDF reports (WeasyPrint) draw text with Pango and need a Chinese font (a runtime feature).
+for lib in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0; do
+  dpkg-query -W -f='${Status}' "$lib" 2>/dev/null | grep -q "ok installed" || need_apt+=("$lib")
+done
+fc-list 2>/dev/null | grep -qi "wenquanyi zen hei" || need_apt+=(fonts-wqy-zenhei)
 if [ "$mode" = dev ]; then
+  # the PDF tests rasterise every page and read its text back
+  command -v pdftoppm >/dev/null || need_apt+=(poppler-utils)
   command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
   command -v sox >/dev/null || need_apt+=(sox)
   # the console's browser tests drive Debian's Chromium (never a browser download)

@@ -16,6 +16,8 @@ from core.storage import resolve
 
 def _locate(session, p, number: str, attachment_id: int, who_: tuple[str, str]):  # noqa: ANN001, ANN202
     case = casework.find_case(session, p, number)
+    if case.shredded_at is not None:  # its files are gone; say "not found", never serve a leftover
+        return None
     att = session.exec(select(Attachment).where(Attachment.id == attachment_id,
                                                 Attachment.case_id == case.id)).first()
     if att is None:

@@ -13,6 +13,7 @@ or changes what a case owns (its files, its survey).
     supervision  escalation (督办)
     survey       the follow-up: open, attempts, answers, unreachable
     residents    a resident's contact details (audited, not case events)
+    privacy      retention: shredding a closed case's personal data
 
 Case numbering (``core.numbering``), owner resolution (``core.owners``) and survey policy
 (``core.survey_policy``) are separate concerns these writers use.
@@ -40,6 +41,7 @@ from core.actions.operator import (
     return_case,
     set_flags,
 )
+from core.actions.privacy import shred
 from core.actions.residents import link_chat, set_phone
 from core.actions.supervision import escalate
 from core.actions.survey import record_survey, start_survey, survey_attempt, survey_unreachable
@@ -50,6 +52,6 @@ __all__ = [
     "OWNED", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate", "attach", "classify", "close",
     "dispatch", "escalate", "find_resident_by_phone", "get_case", "idempotency_key", "link_chat", "locate",
     "merge", "next_case_number", "record_survey", "reopen", "report_done", "responsible_worker",
-    "return_case", "set_flags", "set_phone", "start", "start_survey", "submit_petition", "survey_attempt",
+    "return_case", "set_flags", "set_phone", "shred", "start", "start_survey", "submit_petition", "survey_attempt",
     "survey_unreachable", "verify",
 ]

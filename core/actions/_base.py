@@ -29,6 +29,7 @@ TRANSITIONS: dict[str, frozenset[CaseStatus]] = {
     "close": frozenset({S.verified, S.received, S.returned}),
     "record_survey": frozenset({S.verified}),
     "annotate": frozenset(set(CaseStatus)),
+    "shred": frozenset({S.closed, S.merged}),
 }
 
 # Statuses in which a case has an owner and running deadlines.

@@ -11,19 +11,34 @@ from core.actions.operator import dispatch, reopen
 from core.clock import utcnow
 from core.errors import IllegalTransition, InvalidInput
 from core.models import Case, GridLevel, Resident, Survey, SurveyStatus
+from core.rules import load_rules
+
+
+def survey_channel(case: Case, resident: Resident | None) -> str:
+    """Rules ``[survey] channels``: the first way the case has of reaching the resident, else
+    ``fallback_channel`` (the console's manual-call list)."""
+    rules = load_rules()["survey"]
+    for channel in rules.get("channels", ("chat", "phone")):
+        if channel == "chat" and resident is not None and resident.chat_id:
+            return "chat"
+        if channel == "phone" and (case.contact_phone or (resident is not None and resident.phone)):
+            return "phone"
+    return str(rules.get("fallback_channel", "manual"))
 
 
 def start_survey(session: Session, case: Case) -> Survey:
-    """Open the follow-up and queue its first attempt on the resident's channel."""
+    """Open the follow-up and queue its first attempt on the resident's channel. A manual
+    follow-up needs no job: the console's manual-call list is its queue."""
     from core import jobs
 
     resident = session.get(Resident, case.resident_id) if case.resident_id else None
-    channel = "chat" if resident is not None and resident.chat_id else "phone"
+    channel = survey_channel(case, resident)
     survey = Survey(case_id=case.id, channel=channel)
     session.add(survey)
     session.flush()
-    jobs.enqueue(session, f"survey_{channel}", {"survey_id": survey.id, "case": case.number},
-                 dedupe_key=f"survey:{survey.id}:1")
+    if channel != "manual":
+        jobs.enqueue(session, f"survey_{channel}", {"survey_id": survey.id, "case": case.number},
+                     dedupe_key=f"survey:{survey.id}:1")
     return survey
 
 

@@ -1,21 +1,15 @@
-"""``gridline workers invite|unlink|list`` (staff chats) and ``gridline report scores``."""
+"""``gridline workers invite|unlink|list``: staff chats."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
-from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from gridline.commands.common import console, fail, open_database
 
 workers_app = typer.Typer(help="Workers' and departments' chats with the bot.", no_args_is_help=True)
-report_app = typer.Typer(help="Reports.", no_args_is_help=True)
-
-DASH = "—"
 
 
 def _bot_username(settings) -> str:  # noqa: ANN001
@@ -105,62 +99,3 @@ def list_links() -> None:
             if who is not None:
                 table.add_row(who.kind, who.code, who.name, link.chat_id, link.via, f"{link.linked_at:%Y-%m-%d %H:%M}")
     console.print(table)
-
-
-def _pct(value: float | None) -> str:
-    return DASH if value is None else f"{value * 100:.1f}%"
-
-
-def _num(value: float | None) -> str:
-    return DASH if value is None else f"{value:.2f}"
-
-
-@report_app.command("scores")
-def scores(
-    quarter: str = typer.Option(..., "--quarter", help="e.g. 2026Q4 (local time of the district)"),
-    csv_file: Path = typer.Option(None, "--csv", dir_okay=False, help="also write the table as CSV"),
-) -> None:
-    """Quarterly worker scores (70 % work, 30 % residents' evaluation) with their inputs."""
-    from core.db import session_scope
-    from core.errors import DomainError
-    from core.rules import load_rules
-    from core.scores import quarter_scores
-    from core.settings import get_settings
-
-    try:
-        with session_scope(open_database()) as session:
-            rows = quarter_scores(session, quarter, tz=get_settings().timezone)
-    except DomainError as exc:
-        fail(exc.message)
-    rules = load_rules().get("scores", {})
-    header = ["code", "name", "assignments", "response_on_time", "response_counted", "response_rate",
-              "resolution_on_time", "resolution_counted", "resolution_rate", "closed", "closure_rate",
-              "work_score", "evaluated", "evaluation_points", "evaluation_score", "score"]
-    lines = [[r.code, r.name, r.assignments, r.response_on_time, r.response_counted, _pct(r.response_rate),
-              r.resolution_on_time, r.resolution_counted, _pct(r.resolution_rate), r.closed, _pct(r.closure_rate),
-              _num(r.work_score), r.evaluated, f"{r.points:g}", _num(r.evaluation_score), _num(r.score)]
-             for r in rows]
-    table = Table("worker", "cases", "on-time response", "on-time resolution", "closed", "work",
-                  "evaluated", "evaluation", "score", title=f"worker scores {quarter.strip().upper()}")
-    for r in rows:
-        table.add_row(f"{r.code} {r.name}", str(r.assignments),
-                      f"{r.response_on_time}/{r.response_counted} {_pct(r.response_rate)}",
-                      f"{r.resolution_on_time}/{r.resolution_counted} {_pct(r.resolution_rate)}",
-                      f"{r.closed}/{r.assignments} {_pct(r.closure_rate)}", _num(r.work_score),
-                      str(r.evaluated), f"{r.points:g}/{r.evaluated} = {_num(r.evaluation_score)}",
-                      _num(r.score))
-    # Wide enough for every column whatever the terminal says: a report is read whole.
-    Console(width=max(console.width, 150)).print(table)
-    work = rules.get("work", {})
-    console.print(
-        f"score = {rules.get('work_weight', 0.7)} × work + {rules.get('evaluation_weight', 0.3)} × evaluation; "
-        f"work = weighted mean of on-time response ({work.get('response_on_time')}), on-time resolution "
-        f"({work.get('resolution_on_time')}) and closure ({work.get('closure')}) over the rates that have cases; "
-        f"evaluation = mean points per survey answer {rules.get('points', {})}; {DASH} = no evaluated case",
-        soft_wrap=True, highlight=False)
-    if csv_file is not None:
-        with csv_file.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(lines)
-        console.print(f"wrote {len(lines)} worker(s) to {csv_file}")

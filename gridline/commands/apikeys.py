@@ -1,0 +1,57 @@
+"""``gridline apikeys add|list|disable``: keys for systems that file requests through Open311."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from gridline.commands.common import console, fail, open_database
+
+apikeys_app = typer.Typer(help="Keys for other systems filing requests through Open311 (/open311/v2/).",
+                          no_args_is_help=True)
+
+
+@apikeys_app.command("add")
+def add(name: str = typer.Argument(..., help="who the key is for, e.g. city-12345")) -> None:
+    """Make a key. It is printed once: only its hash is kept."""
+    from core import apikeys
+    from core.db import session_scope
+    from core.errors import DomainError
+
+    try:
+        with session_scope(open_database()) as session:
+            _, key = apikeys.add_key(session, name, actor="cli")
+    except DomainError as exc:
+        fail(exc.message)
+    console.print(f"API key for {name} (shown only now; Gridline keeps only its hash):")
+    print(key, flush=True)
+
+
+@apikeys_app.command("list")
+def list_keys() -> None:
+    """The keys, their first characters and when they were last used (UTC)."""
+    from core import apikeys
+    from core.db import session_scope
+
+    table = Table("name", "starts with", "created", "last used", "state")
+    with session_scope(open_database()) as session:
+        for row in apikeys.list_keys(session):
+            table.add_row(row.name, row.prefix + "…", f"{row.created_at:%Y-%m-%d %H:%M}",
+                          f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "—",
+                          "disabled" if row.disabled_at else "active")
+    console.print(table)
+
+
+@apikeys_app.command("disable")
+def disable(name: str = typer.Argument(...)) -> None:
+    """Refuse the key from now on."""
+    from core import apikeys
+    from core.db import session_scope
+    from core.errors import DomainError
+
+    try:
+        with session_scope(open_database()) as session:
+            apikeys.disable_key(session, name, actor="cli")
+    except DomainError as exc:
+        fail(exc.message)
+    console.print(f"disabled the key {name}")
