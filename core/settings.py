@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # speech
     speech_model: str = Field(default="", description="model directory or catalogue name")
     speech_workers: int = 2
+    # Calls recognised live at once by this process (0: twice speech_workers); further calls
+    # are recorded and transcribed afterwards by a transcribe_recording job.
+    speech_live_streams: int = 0
 
     # hotline
     twilio_account_sid: str = ""

@@ -52,7 +52,16 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Alive, plus what each channel reports (``services.extras["health"]``: name → async
+    callable), e.g. the hotline's recognition backlog. A report that fails or is slow is
+    shown as such; it does not make the process unhealthy."""
+    body: dict[str, Any] = {"status": "ok"}
+    for name, report in request.app[SERVICES].extras.get("health", {}).items():
+        try:
+            body[name] = await asyncio.wait_for(report(), 3)
+        except Exception as exc:  # database away: the process itself is still alive
+            body[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return web.json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:

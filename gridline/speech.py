@@ -28,4 +28,6 @@ def build_speech(settings: Settings):  # noqa: ANN201
         log.warning("speech model %s recognises %r, not Mandarin: residents' words will be mis-heard; "
                     "set GRIDLINE_SPEECH_MODEL to a Mandarin model (gridline models fetch vosk-model-small-cn-0.22)",
                     transcriber.info.name, language)
-    return SpeechPool(transcriber, workers=settings.speech_workers, recordings=settings.data_dir / "recordings")
+    # No default recordings directory: the hotline writes each call's WAV itself, before
+    # and without a recogniser, so a stream opened for recognition records nothing.
+    return SpeechPool(transcriber, workers=settings.speech_workers)
