@@ -21,11 +21,19 @@ T = TypeVar("T")
 RETRY_FOR_S = 8.0  # a webhook must still answer within Twilio's 15 s
 
 
-def transient(exc: BaseException) -> bool:
-    """An error that another attempt on a fresh connection may not meet."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+def transient(exc: BaseException | None) -> bool:
+    """An error that another attempt on a fresh connection may not meet: a dropped or
+    refused connection, also when it surfaces as a later error of the same transaction
+    (a ``PendingRollbackError`` caused by it)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OperationalError | InterfaceError):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 async def run_db(fn: Callable[..., T], *args: Any, retry_for_s: float = RETRY_FOR_S, **kw: Any) -> T:

