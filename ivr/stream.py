@@ -353,6 +353,7 @@ class _Connection:
                 not all(c.isalnum() or c in "-_" for c in name):
             return False
         self.started = True
+        self.registry.connecting.add((call_sid, name))
         self.registry.spawn(self._verify(call_sid, token, name), f"stream token {call_sid}")
         return True
 
@@ -380,6 +381,13 @@ class _Connection:
         self.end("dropped")
 
     async def _verify(self, call_sid: str, token: str, name: str) -> None:
+        try:
+            await self._check_and_open(call_sid, token, name)
+        finally:
+            self.registry.connecting.discard((call_sid, name))
+            self.registry.wake_waiters(call_sid, name)
+
+    async def _check_and_open(self, call_sid: str, token: str, name: str) -> None:
         reg = self.registry
         delay = 0.1
         while True:
@@ -437,6 +445,7 @@ class StreamRegistry:
         self.recent: OrderedDict[tuple[str, str], Segment] = OrderedDict()  # finished, newest last
         self._end_requests: dict[tuple[str, str], str] = {}
         self._opened: dict[tuple[str, str], asyncio.Event] = {}
+        self.connecting: set[tuple[str, str]] = set()  # start received, token being checked
         # Called with (call_sid, segment) when a petition segment ended without the flow
         # asking: the caller may have hung up. Set by ivr.web.
         self.on_orphan: Callable[[str, str], Awaitable[None]] | None = None
@@ -467,10 +476,13 @@ class StreamRegistry:
         seg = Segment(self, call_sid, name, stored_path)
         self.segments[(call_sid, name)] = seg
         seg.start_recognition()
+        self.wake_waiters(call_sid, name)
+        return seg
+
+    def wake_waiters(self, call_sid: str, name: str) -> None:
         opened = self._opened.pop((call_sid, name), None)
         if opened is not None:
             opened.set()
-        return seg
 
     def request_end(self, call_sid: str, name: str, reason: str) -> Segment | None:
         """End a turn on the flow's word; remembered if its stream has not opened yet."""
@@ -487,6 +499,8 @@ class StreamRegistry:
             seg.request_end(reason, self.drain_s, self.max_drain_s)
 
     async def wait_segment(self, call_sid: str, name: str, timeout: float) -> Segment | None:
+        """The turn's segment, waiting up to ``timeout`` for its stream to open (or to be
+        refused)."""
         seg = self.get(call_sid, name)
         if seg is None and timeout > 0:
             opened = self._opened.setdefault((call_sid, name), asyncio.Event())

@@ -216,6 +216,8 @@ class Hotline:
         seg = self.registry.request_end(call_sid, name, "webhook")
         if seg is None:  # the stream is still connecting (or its token being checked)
             seg = await self.registry.wait_segment(call_sid, name, wait_s)
+        if seg is None and (call_sid, name) in self.registry.connecting and not last_round:
+            return None  # its token check is being retried (the database is slow): come back
         if seg is not None:
             await seg.wait_audio(self.registry.max_drain_s + 1.0)
             await seg.wait_done(wait_s if seg.live else 1.0)
@@ -241,6 +243,10 @@ class Hotline:
         call = await self.load_call(call_sid)
         if call.settled:
             return None
+        deadline = time.monotonic() + self.registry.token_retry_s
+        for name, rec in call.state.recordings():  # streams still being let in: wait for them
+            while not rec.ended and (call_sid, name) in self.registry.connecting and time.monotonic() < deadline:
+                await self.registry.wait_segment(call_sid, name, 1.0)
         segments = self.registry.of_call(call_sid)
         for seg in segments:
             seg.request_end("hangup")
