@@ -130,12 +130,15 @@ class HeldTranscriber:
     """A fake whose live streams finish only when released: a recogniser too slow for the
     caller's wait."""
 
-    def __init__(self, fake: FakeTranscriber):
+    def __init__(self, fake: FakeTranscriber, hold_from: int = 0):
         self.fake = fake
         self.release = threading.Event()
+        self.hold_from = hold_from  # streams before this one finish at once
 
     def open_stream(self, *args, **kw):
         stream = self.fake.open_stream(*args, **kw)
+        if len(self.fake.streams) <= self.hold_from:
+            return stream
         finish = stream.finish
 
         def held():
@@ -150,6 +153,30 @@ class HeldTranscriber:
 
     def warm_up(self) -> None:
         pass
+
+
+async def test_an_address_not_recognised_in_time_is_filed_and_read_later(engine, tmp_path):
+    """An unknown caller's petition was read back; their address takes longer than they
+    can wait: the case is filed with both recordings, and the address arrives later."""
+    fake = FakeTranscriber(confidence=0.9).say("楼道 灯 坏 了", "阳光 花园 三 幢")
+    held = HeldTranscriber(fake, hold_from=1)
+    flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 0.3, "wait_rounds": 1})
+    rig = await start_rig(engine, tmp_path, held, flow=flow)
+    try:
+        result = await rig.simulator().call(CallScript(from_number=UNKNOWN_PHONE, digits=["1", "1"],
+                                                       turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
+        assert any(h.startswith("您反映的是：楼道灯坏了") for h in result.heard)
+        assert not any(h.startswith("您的地址是") for h in result.heard)
+        (case,) = rig.cases()
+        assert result.case_number == case.number and case.description == "楼道灯坏了"
+        assert {"transcript_pending", "address_unconfirmed"} <= set(case.flags) and case.address_text is None
+        assert [p.name.rsplit("-", 2)[-2] for p in rig.recordings(case)] == ["petition", "address"]
+        held.release.set()
+        case = await wait_until(lambda: transcribed(rig, case.id), what="the address")
+        assert case.address_text == "阳光花园3幢" and case.description == "楼道灯坏了"
+    finally:
+        held.release.set()
+        await rig.stop()
 
 
 async def test_recognition_slower_than_the_callers_wait_is_finished_afterwards(engine, tmp_path):
