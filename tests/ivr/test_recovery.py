@@ -71,6 +71,9 @@ async def test_sigkill_mid_petition_loses_nothing(engine, tmp_path):
                                 "transcript_pending" not in (c.flags or []) and c, timeout=300,
                                 what="the transcript")
         assert case.description  # what Korean Vosk heard, recognised after the restart
+        print(f"SIGKILL mid-petition: petitions sent 1, cases stored 1, audio received before the kill "
+              f"{audio_s:.2f} s (of {CallPlan(known_caller(phone, call_sid, speech)).audio_seconds:.2f} s "
+              f"in the plan), kept {wav_seconds(wav):.2f} s")
         assert "WAV header repaired" in server.log()
     finally:
         await asyncio.to_thread(server.stop)
