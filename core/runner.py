@@ -84,8 +84,11 @@ class JobRunner:
                 busy = 0
             if busy:
                 continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the wake-up completes, and stop() then waits for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     def start(self) -> None:
         if self._task is None:

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     db_queue: int = Field(default=64, ge=0)
     # how long a request waits for a database thread before it is told "busy"
     db_wait_seconds: float = Field(default=5.0, gt=0)
+    # Calls recognised live at once by this process (0: twice speech_workers); further calls
+    # are recorded and transcribed afterwards by a transcribe_recording job.
+    speech_live_streams: int = Field(default=0, ge=0)
 
     # hotline
     twilio_account_sid: str = ""

@@ -65,7 +65,17 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "database_threads": request.app[SERVICES].db.stats()})
+    """Alive, the database threads, and what each channel reports (``services.extras["health"]``:
+    name → async callable), e.g. the hotline's recognition backlog. A report that fails or is
+    slow is shown as such; it does not make the process unhealthy."""
+    services = request.app[SERVICES]
+    body: dict[str, Any] = {"status": "ok", "database_threads": services.db.stats()}
+    for name, report in services.extras.get("health", {}).items():
+        try:
+            body[name] = await asyncio.wait_for(report(), 3)
+        except Exception as exc:  # database away: the process itself is still alive
+            body[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return web.json_response(body)
 
 
 @web.middleware

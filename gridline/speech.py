@@ -27,4 +27,6 @@ def build_speech(settings: Settings):  # noqa: ANN201
     if language and not same_language(language, settings.speech_language):
         log.warning("speech model %s recognises %r, not %r (GRIDLINE_SPEECH_LANGUAGE): residents' words "
                     "will be mis-heard", transcriber.info.name, language, settings.speech_language)
-    return SpeechPool(transcriber, workers=settings.speech_workers, recordings=settings.data_dir / "recordings")
+    # No default recordings directory: the hotline writes each call's WAV itself, before
+    # and without a recogniser, so a stream opened for recognition records nothing.
+    return SpeechPool(transcriber, workers=settings.speech_workers)

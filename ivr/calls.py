@@ -1,22 +1,15 @@
-"""The hotline's database work: call sessions and the one core intake call.
+"""The hotline's database work: call sessions, the one core intake call, transcripts that
+arrive later.
 
-Synchronous functions (run them with ``asyncio.to_thread``). A call's progress lives in
-``CallSession.state`` (JSON):
-
-    stage        menu | petition | readback | address | address_confirm | status | operator | filed
-    caller       {"known", "grid_id", "community", "resident_id"} from the household registry
-    petition     {"segment", "attempt", "confirmed", "unconfirmed"}
-    address      {"segment", "attempt", "heard", "name", "grid_id", "confidence", "confirmed"}
-    segments     {segment: {"kind", "audio_path", "text", "confidence", "speech_s", "duration",
-                            "final", "ended_by", "segments"}}  (written by the stream)
-    counters     menu_tries, confirm_tries, status_tries, wait_round
-
-Case state is never touched here except through ``core.intake.file_petition_in``.
+Synchronous functions; ``ivr.web.Hotline.db`` runs them off the event loop (and retries
+them when the database connection drops). A call's flow state is ``ivr.state.CallState``
+in ``CallSession.state``; it changes only through ``apply`` with a named transition.
+Case state is never touched here except through ``core.intake.file_petition_in`` and
+``core.actions``.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import secrets
@@ -24,26 +17,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from core import actions
+from core import actions, jobs
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import NotFound
 from core.intake import file_petition_in
-from core.models import CallSession, Case, Channel, Grid, GridLevel, Resident
+from core.models import CallSession, Case, Channel, Grid, GridLevel, Job, JobStatus, Resident
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
 from core.storage import resolve, stored_path
 from core.texts import status_name
+from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
+from speech_models.audio import AudioError, read_wav, repair_wav_header
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+__all__ = ["TERMINAL_STATUSES", "TRANSCRIBE_JOB", "Filed", "apply", "file_case", "load", "load_call",
+           "open_call", "stream_path"]
+
+# The durable job that recognises a recording filed before its words were known.
+TRANSCRIBE_JOB = "transcribe_recording"
+SPEECH_JOB_KINDS = (TRANSCRIBE_JOB,)
+
+T = TypeVar("T")
 
 
 def case_key(call_sid: str) -> str:
@@ -57,18 +59,14 @@ def _community_of(session, grid_id: int) -> str | None:
     return grid.name if grid is not None else None
 
 
-def _caller(session, phone: str | None) -> dict[str, Any]:
+def _caller(session, phone: str | None) -> Caller:
     found = route_by_phone(session, phone) if phone else None
     if found is None:
-        return {"known": False}
+        return Caller()
     norm = normalise_phone(phone)
     resident = session.exec(select(Resident).where(Resident.phone == norm)).first() if norm else None
-    return {
-        "known": True,
-        "grid_id": found.grid_id,
-        "community": _community_of(session, found.grid_id),
-        "resident_id": resident.id if resident else None,
-    }
+    return Caller(known=True, grid_id=found.grid_id, community=_community_of(session, found.grid_id),
+                  resident_id=resident.id if resident else None)
 
 
 def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_number: str | None,
@@ -86,8 +84,8 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
             to_number=to_number,
             status=(status or "ringing")[:24],
             stream_token=secrets.token_urlsafe(24),
-            resident_id=caller.get("resident_id"),
-            state={"stage": "menu", "caller": caller, "segments": {}},
+            resident_id=caller.resident_id,
+            state=CallState(caller=caller).dump(),
         )
         try:
             with session.begin_nested():
@@ -104,25 +102,44 @@ def load(engine: Engine, call_sid: str) -> CallSession | None:
         return session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
 
 
-def mutate(engine: Engine, call_sid: str, fn: Callable[[CallSession, dict], Any]) -> tuple[CallSession, Any]:
-    """Lock the row, let ``fn(row, state)`` change it (``state`` is a copy written back)."""
-    with session_scope(engine) as session:
-        row = session.exec(
-            select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()
-        ).first()
-        if row is None:
-            raise NotFound(f"no call {call_sid}")
-        state = copy.deepcopy(row.state or {})
-        result = fn(row, state)
-        row.state = state
-        row.updated_at = utcnow()
-        session.add(row)
-        return row, result
-
-
-def check_token(engine: Engine, call_sid: str, token: str) -> bool:
+def load_call(engine: Engine, call_sid: str) -> Call | None:
     row = load(engine, call_sid)
-    return bool(row and row.stream_token and token and secrets.compare_digest(row.stream_token, token))
+    return Call.of(row) if row is not None else None
+
+
+def _locked(session: Session, call_sid: str) -> CallSession:
+    row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()).first()
+    if row is None:
+        raise NotFound(f"no call {call_sid}")
+    return row
+
+
+def _store(session: Session, call: Call) -> None:
+    call.row.state = call.state.dump()
+    call.row.updated_at = utcnow()
+    session.add(call.row)
+
+
+def apply(engine: Engine, call_sid: str, transition: Callable[..., T], *args: Any) -> tuple[Call, T]:
+    """Lock the call's row, run ``transition(call, *args)`` (a ``Call`` method or another
+    named function of a ``Call``) and write the row and its state back in one commit."""
+    with session_scope(engine) as session:
+        call = Call.of(_locked(session, call_sid))
+        result = transition(call, *args)
+        _store(session, call)
+        return call, result
+
+
+def stream_path(engine: Engine, call_sid: str, token: str, segment: str) -> str | None:
+    """Where a stream's audio goes (relative to the data directory) when its token is the
+    call's; ``None`` refuses the stream."""
+    row = load(engine, call_sid)
+    if not (row and row.stream_token and token and secrets.compare_digest(row.stream_token, token)):
+        return None
+    planned = CallState.load(row.state).segments.get(segment)
+    if planned is not None and planned.audio_path:
+        return planned.audio_path
+    return recording_path(call_sid, segment)  # a turn begun by an older version of the flow
 
 
 # ---------------------------------------------------------------- filing
@@ -135,87 +152,190 @@ class Filed:
     outcome: str = ""
 
 
-def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, low_confidence: float,
-              hung_up: bool = False, recovered: bool = False, data_dir: Path | None = None) -> Filed:
-    """Turn what the caller said into a case through the core intake (idempotent per CallSid).
+def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False) -> None:
+    """Turns that never ended in this process (it died, or the stream was served by
+    another) are measured from their WAV on disk: the audio is there even if nothing else
+    is. Their words are left to a transcribe_recording job. ``repair`` (after a crash:
+    nobody writes the file any more) makes the WAV header match the audio."""
+    from ivr.stream import pcm_speech_seconds
 
-    A caller who hung up (or a call found by the recovery sweep) needs ``min_speech_s`` of
-    speech, otherwise only the call record remains."""
-    row = load(engine, call_sid)
-    if row is None:
-        raise NotFound(f"no call {call_sid}")
-    if row.case_id is not None:
-        with session_scope(engine) as session:
-            case = session.get(Case, row.case_id)
-        return Filed(case.number if case else None, False, row.outcome or "case_filed")
-    state = row.state or {}
-    petition = state.get("petition") or {}
-    seg = (state.get("segments") or {}).get(petition.get("segment") or "", {})
-    text = (seg.get("text") or "").strip()
-    speech_s = float(seg.get("speech_s") or 0.0)
-    audio_path = seg.get("audio_path")
-    confirmed = bool(petition.get("confirmed"))
-    if (hung_up or recovered) and not confirmed and speech_s < min_speech_s:
-        outcome = "no_petition"
-        mutate(engine, call_sid, lambda r, s: setattr(r, "outcome", r.outcome or outcome))
-        return Filed(None, False, outcome)
-    if not text and not audio_path:
-        mutate(engine, call_sid, lambda r, s: setattr(r, "outcome", r.outcome or "no_petition"))
-        return Filed(None, False, "no_petition")
+    for name, rec in call.state.recordings():
+        if rec.ended or not rec.audio_path:
+            continue
+        path = resolve(rec.audio_path, data_dir)
+        if not path.is_file():
+            continue
+        try:
+            if repair and repair_wav_header(path):
+                log.info("recording %s of call %s: WAV header repaired", rec.audio_path, call.call_sid)
+            audio = read_wav(path)
+        except (AudioError, OSError) as exc:
+            log.warning("recording %s of call %s unreadable: %s", path, call.call_sid, exc)
+            continue
+        heard = rec.model_copy(update={
+            "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+            "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True})
+        call.turn_heard(name, heard)
 
+
+def _file_ref(rec: Recording, data_dir: Path | None) -> actions.FileRef | None:
+    path = resolve(rec.audio_path, data_dir) if rec.audio_path else None
+    if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
+        return None
+    data = path.read_bytes()
+    return actions.FileRef(kind="recording", path=stored_path(path, data_dir), mime_type="audio/wav", size=len(data),
+                           sha256=hashlib.sha256(data).hexdigest())
+
+
+@dataclass
+class PetitionOfCall:
+    """What the call's recordings make: the core petition, and what is left to recognise."""
+
+    petition: actions.Petition
+    pending: dict[str, dict]  # "petition"/"address" → {"segment", "path"} for the transcribe job
+
+
+def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bool,
+                data_dir: Path | None) -> PetitionOfCall | None:
+    """The petition a call's recordings make, or ``None`` when the caller said nothing.
+
+    Any attempt with at least ``min_speech_s`` of speech is a petition, as is words the
+    caller confirmed. The petition's words are the current attempt's when it has speech
+    or words, else the last attempt's that has; every attempt's recording is attached."""
+    state = call.state
+    attempts = state.recordings("petition")
+
+    def counts(rec: Recording) -> bool:
+        return rec.speech_s >= min_speech_s or bool(rec.final and rec.text.strip() and state.petition.confirmed)
+
+    current = state.segments.get(state.petition.segment)
+    if current is not None and current.kind == "petition" and counts(current):
+        name, chosen = state.petition.segment, current
+    else:
+        spoken = [(n, r) for n, r in attempts if counts(r)]
+        if not spoken:
+            return None
+        name, chosen = spoken[-1]
+
+    text = chosen.text.strip() if chosen.final else ""
+    pending: dict[str, dict] = {}
     flags: list[str] = []
-    confidence = seg.get("confidence")
     if hung_up:
         flags.append("caller_hung_up")
     if recovered:
         flags.append("recovered_after_restart")
-    if not text or confidence is None or float(confidence) < low_confidence:
-        flags.append("low_confidence")
-    if petition.get("unconfirmed"):
+    if chosen.transcript_pending:
+        flags.append(actions.TRANSCRIPT_PENDING)
+        pending["petition"] = {"segment": name, "path": chosen.audio_path}
+    elif actions.is_low_confidence(text, chosen.confidence):
+        flags.append(actions.LOW_CONFIDENCE)
+    if state.petition.unconfirmed:
         flags.append("transcript_unconfirmed")
-    address = state.get("address") or {}
+
+    address = state.address
     address_text = None
-    if address.get("confirmed") and address.get("name"):
-        address_text = address["name"]
-    elif address.get("heard"):
-        address_text = address["heard"]
+    if address.confirmed and address.name:
+        address_text = address.name
+    elif address.heard:
+        address_text = address.heard
         flags.append("address_unconfirmed")
-    caller = state.get("caller") or {}
-    petition_obj = actions.Petition(
+    else:
+        spoken_address = [(n, r) for n, r in state.recordings("address")
+                          if r.transcript_pending and r.speech_s > 0]
+        if spoken_address:  # said, not yet recognised: the job will read it
+            n, r = spoken_address[-1]
+            pending["address"] = {"segment": n, "path": r.audio_path}
+            flags.append("address_unconfirmed")
+            if actions.TRANSCRIPT_PENDING not in flags:
+                flags.append(actions.TRANSCRIPT_PENDING)
+
+    files = tuple(ref for _, rec in state.recordings() if (ref := _file_ref(rec, data_dir)) is not None)
+    petition = actions.Petition(
         channel=Channel.hotline,
         description=text,
-        idempotency_key=case_key(call_sid),
-        contact_phone=row.from_number,
-        resident_id=caller.get("resident_id"),
-        transcript=seg.get("segments") or None,
-        transcript_confidence=float(confidence) if confidence is not None else None,
-        files=_recording(audio_path, data_dir),
+        idempotency_key=case_key(call.call_sid),
+        contact_phone=call.row.from_number,
+        resident_id=state.caller.resident_id,
+        transcript=(chosen.segments or None) if chosen.final else None,
+        transcript_confidence=chosen.confidence if chosen.final else None,
+        files=files,
         address_text=address_text,
         flags=tuple(flags),
     )
-    outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
-    # One transaction, one disk flush: the case, its recording and the call's outcome.
+    return PetitionOfCall(petition, pending)
+
+
+def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bool = False,
+              recovered: bool = False, data_dir: Path | None = None, speech_rms: float = 300.0) -> Filed:
+    """Turn what the caller said into a case through the core intake (idempotent per
+    CallSid). One transaction: the case with every recording, the transcription job when
+    words are still to be recognised, and the call's outcome."""
     with session_scope(engine) as session:
-        result = file_petition_in(session, petition_obj, actor="hotline")
-        row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()).one()
-        state = copy.deepcopy(row.state or {})
-        state["stage"] = "filed"
-        row.case_id, row.outcome, row.state, row.updated_at = result.case.id, outcome, state, utcnow()
-        session.add(row)
+        call = Call.of(_locked(session, call_sid))
+        if call.row.case_id is not None:
+            case = session.get(Case, call.row.case_id)
+            return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
+        complete_from_disk(call, data_dir, speech_rms, repair=recovered)
+        made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
+                           data_dir=data_dir)
+        if made is None or not (made.petition.description or made.petition.files):
+            outcome = call.end("no_petition")
+            _store(session, call)
+            return Filed(None, False, outcome)
+        result = file_petition_in(session, made.petition, actor="hotline")
+        if made.pending and result.created:
+            jobs.enqueue(session, TRANSCRIBE_JOB, {"case_id": result.case.id, "call_sid": call_sid, **made.pending},
+                         dedupe_key=f"{TRANSCRIBE_JOB}:{result.case.id}", max_attempts=8)
+        outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
+        call.filed(result.case.id, outcome)
+        _store(session, call)
     return Filed(result.case.number, result.created, outcome)
 
 
-def _recording(audio_path: str | None, data_dir: Path | None) -> tuple[actions.FileRef, ...]:
-    """The caller's recording as a file of the case, stored relative to the data directory."""
-    if not audio_path:
-        return ()
-    path = resolve(audio_path, data_dir)
-    size = sha = None
-    if path.is_file():
-        data = path.read_bytes()
-        size, sha = len(data), hashlib.sha256(data).hexdigest()
-    return (actions.FileRef(kind="recording", path=stored_path(path, data_dir), mime_type="audio/wav",
-                            size=size, sha256=sha),)
+# ---------------------------------------------------------------- transcripts that come later
+
+
+def transcript_pending(engine: Engine, case_id: int) -> bool:
+    with session_scope(engine) as session:
+        case = session.get(Case, case_id)
+        return case is not None and actions.TRANSCRIPT_PENDING in (case.flags or [])
+
+
+def apply_transcript(engine: Engine, case_id: int, call_sid: str | None, heard: dict[str, dict]) -> bool:
+    """The words of a case's recordings, recognised afterwards (``heard``: "petition" and
+    maybe "address" → {"segment", "text", "confidence", "segments"}): the case through
+    ``actions.set_transcript``, the call's recordings alongside, one commit."""
+    with session_scope(engine) as session:
+        case = actions.get_case(session, case_id, lock=True)
+        petition = heard.get("petition") or {}
+        address = heard.get("address") or {}
+        if not petition:  # only the address was pending: the petition's words are in already
+            petition = {"text": case.description, "segments": case.transcript, "confidence": case.transcript_confidence}
+        written = actions.set_transcript(
+            session, case, actor="hotline:speech", text=petition.get("text") or "",
+            segments=petition.get("segments") or None, confidence=petition.get("confidence"),
+            address_text=address.get("text") or None)
+        row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first() if call_sid else None
+        if row is not None:
+            call = Call.of(row)
+            for part in (heard.get("petition"), heard.get("address")):
+                rec = call.state.segments.get((part or {}).get("segment") or "")
+                if rec is not None:
+                    call.state.segments[part["segment"]] = rec.model_copy(update={
+                        "text": part.get("text") or "", "confidence": part.get("confidence"),
+                        "segments": part.get("segments") or [], "final": True})
+            _store(session, call)
+        return written is not None
+
+
+def transcription_backlog(engine: Engine) -> dict[str, int]:
+    """Transcription jobs by status (queued, running, failed), for /healthz."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Job.status, func.count()).where(Job.kind.in_(SPEECH_JOB_KINDS),
+                                                   Job.status != JobStatus.done).group_by(Job.status)
+        ).all()
+    return {str(getattr(status, "value", status)): int(n) for status, n in rows}
 
 
 # ---------------------------------------------------------------- status of a case
@@ -244,3 +364,14 @@ def case_status(engine: Engine, number: str, tz: str, language: str = "zh") -> C
 
     return CaseStatusInfo(case.number, status_name(case.status, language), local(case.resolution_due),
                           local(case.closed_at))
+
+
+# ---------------------------------------------------------------- the operator line
+
+
+def operator_calendar_exceptions(engine: Engine, tz: str) -> dict:
+    """The working calendar's holidays and make-up days (the operator keeps office days)."""
+    from core.sla import calendar_for
+
+    with session_scope(engine) as session:
+        return calendar_for(session, tz).exceptions

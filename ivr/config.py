@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,7 +58,7 @@ class FlowConfig:
 
 
 def parse_service_hours(spec: str) -> list[tuple[time, time]]:
-    """``"08:30-12:00,13:30-17:30"`` → periods; empty means never (no operator line)."""
+    """``"08:30-12:00,13:30-17:30"`` (GRIDLINE_SERVICE_HOURS) → periods; empty means never."""
     periods = []
     for part in (spec or "").split(","):
         part = part.strip()
@@ -68,8 +67,3 @@ def parse_service_hours(spec: str) -> list[tuple[time, time]]:
         start, _, end = part.partition("-")
         periods.append((time.fromisoformat(start.strip()), time.fromisoformat(end.strip())))
     return periods
-
-
-def in_service_hours(spec: str, tz: str, now_utc: datetime) -> bool:
-    local = now_utc.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(tz)).time()
-    return any(a <= local < b for a, b in parse_service_hours(spec))

@@ -77,10 +77,13 @@ class Flow:
         return str(r)
 
     def record(self, *, kind: str, segment: str, token: str, call_sid: str, notice: str | None = None,
-               intro: str | None = None) -> str:
+               intro: str | None = None, stop: str | None = None) -> str:
         """Fork the caller's audio to our socket and let Twilio's <Record> end the turn on
-        # or silence. <Record> only detects the end: recognition is ours, on the stream."""
+        # or silence. <Record> only detects the end: recognition is ours, on the stream.
+        ``stop`` names the previous turn's stream, still open when a turn is said again."""
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         cfg = self.config["petition"]
         stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
         stream.parameter(name="token", value=token)
@@ -114,8 +117,12 @@ class Flow:
         self.say(g, self.text(key, text=text, address=text), self.repeat)
         return str(r)
 
-    def filed(self, number: str) -> str:
+    def filed(self, number: str, *, stop: str | None = None) -> str:
+        """The case number, digit by digit, twice. ``stop`` ends a stream still open (the
+        case was filed straight after the caller's # because recognition was busy)."""
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         digits = self.digits(number)
         self.say(r, self.text("filed", digits=digits))
         r.pause(length=self.config["prompts"]["pause_s"])

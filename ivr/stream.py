@@ -1,16 +1,25 @@
-"""The Media Streams socket: the caller's audio → WAV on disk + live local recognition.
+"""The Media Streams socket: the caller's audio → a WAV on disk, always; recognised live
+when there is capacity, afterwards otherwise.
 
 Twilio opens one websocket per ``<Start><Stream>`` and sends JSON messages: ``connected``,
 ``start`` (with our ``<Parameter>``s in ``customParameters``), ``media`` (20 ms of 8 kHz
-µ-law, base64), ``dtmf``, ``mark``, ``stop``. Twilio does not sign the socket, so the
-``start`` message must carry the call's token; anything else is closed unheard.
+µ-law, base64, with a ``timestamp`` in ms), ``dtmf``, ``mark``, ``stop``. Twilio does not
+sign the socket, so the ``start`` message must carry the call's token; a stream with a
+wrong token is closed unheard (4001). While the token is being checked (the database may
+be away for a moment: the check is retried) the audio waits in memory, bounded.
 
-Each turn of the caller (the petition, the address) is a *segment* with its own WAV file
-and recogniser. Audio is written to disk as it arrives (durable first) and fed to the
-transcriber off the event loop; the progress is saved to the ``CallSession`` every few
-seconds, so a crash leaves the audio and most of the transcript for the recovery sweep.
-A segment ends when the webhook after ``#``/silence asks (``end("webhook")``), on a
-``#`` seen on the stream, on ``stop`` or when the socket drops.
+Each turn of the caller (the petition, the address) is a *segment*. Its WAV is opened the
+moment the stream is accepted, and every frame is written as it arrives, whether or not a
+recogniser is free: the audio is the petition. A segment also gets a live recogniser if
+one of the ``live capacity`` slots is free (``GRIDLINE_SPEECH_LIVE_STREAMS``); otherwise it
+is recorded only and its words come from a ``transcribe_recording`` job after the case is
+filed. Nothing here writes to the database: the flow (``ivr.web``) takes a segment's
+``Recording`` when the turn ends and stores it with the call.
+
+A segment stops taking audio when the stream says so (``stop``, ``#`` on the stream, the
+socket drops) or, after the webhook that follows the caller's ``#``, once the frames that
+were in flight have arrived: the stream has caught up with the moment of the webhook (by
+the frames' timestamps), or has been quiet for ``drain_s``, and at most ``max_drain_s``.
 """
 
 from __future__ import annotations
@@ -22,22 +31,26 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
-from sqlalchemy import Engine
 
+from core.storage import resolve
 from ivr import calls
+from ivr.state import Recording
 from speech_models.audio import MULAW_TABLE, WavWriter
 
 log = logging.getLogger(__name__)
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
-MAX_PENDING_BYTES = 8000 * 10  # media before a valid start: keep at most 10 s
+MAX_MESSAGE_BYTES = 64 * 1024  # a media message is about 300 bytes
+KEEP_FINISHED = 512  # finished segments remembered (for the flow's next round and the job)
+
+Db = Callable[..., Awaitable[Any]]
 
 
 def frame_rms(mulaw: bytes) -> np.ndarray:
@@ -75,175 +88,440 @@ def speech_pool(speech: Any, workers: int):
     raise TypeError(f"not a transcriber or SpeechPool: {speech!r}")
 
 
-@dataclass
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    if not event.is_set() and timeout > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+    return event.is_set()
+
+
+class RecognitionSlots:
+    """How many recognitions this process runs at once. A live stream takes a slot only if
+    one is free (else its call is recorded and transcribed afterwards); a deferred
+    transcription waits for one."""
+
+    def __init__(self, capacity: int):
+        self.capacity = max(0, capacity)
+        self.live = 0
+        self.jobs = 0
+        self._freed: asyncio.Event | None = None
+
+    @property
+    def in_use(self) -> int:
+        return self.live + self.jobs
+
+    def _event(self) -> asyncio.Event:
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        return self._freed
+
+    def try_take_live(self) -> bool:
+        if self.in_use >= self.capacity:
+            return False
+        self.live += 1
+        return True
+
+    def give_live(self) -> None:
+        self.live -= 1
+        self._event().set()
+
+    @contextlib.asynccontextmanager
+    async def for_job(self) -> AsyncIterator[None]:
+        while self.in_use >= self.capacity:
+            freed = self._event()
+            freed.clear()
+            await freed.wait()
+        self.jobs += 1
+        try:
+            yield
+        finally:
+            self.jobs -= 1
+            self._event().set()
+
+
 class Segment:
-    """One turn of the caller on the stream."""
+    """One turn of the caller on the stream: its WAV, and maybe a live recogniser."""
 
-    call_sid: str
-    name: str
-    kind: str  # petition | address
-    path: Path
-    registry: StreamRegistry
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    ended_by: str | None = None
-    received: int = 0  # µ-law bytes
-    speech_s: float = 0.0
-    finals: list[dict] = field(default_factory=list)
-    result: dict | None = None
-    _accepting: bool = True
-    _stream: Any = None  # speech_models.pool.PooledStream, or a bare WavWriter without a model
-    _task: asyncio.Task | None = None
-    _finishing: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, registry: StreamRegistry, call_sid: str, name: str, stored_path: str):
+        self.registry = registry
+        self.call_sid = call_sid
+        self.name = name
+        self.kind = "address" if name.startswith("address") else "petition"
+        self.stored_path = stored_path
+        self.path = resolve(stored_path, registry.data_dir)
+        self.wav = WavWriter(self.path, 8000)  # the audio's home from the first frame on
+        self.received = 0  # µ-law bytes written
+        self.late_bytes = 0  # arrived after the segment ended (not part of the turn)
+        self.speech_s = 0.0
+        self.ended_by: str | None = None
+        self.accepting = True
+        self.audio_closed = asyncio.Event()
+        self.done = asyncio.Event()
+        self.live = False  # has a live recognition slot
+        self.final = False  # the live transcript is complete
+        self.deferred = False  # the flow stopped waiting for the live transcript
+        self.finals: list[dict] = []
+        self.recognizer: Any = None  # speech_models.pool.PooledStream
+        self._opening: asyncio.Task | None = None
+        self._early: list[bytes] = []  # audio that came while the recogniser was opening
+        self._finisher: asyncio.Task | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._last_frame = time.monotonic()
+        self._last_ts: int | None = None
+        self._target_ts: int | None = None
+        self._write_failed = False
 
-    async def open(self) -> None:
-        pool = self.registry.pool
-        if pool is not None:
-            self._stream = await pool.open_stream(8000, encoding="mulaw", record_to=self.path, partials=False)
-        else:
-            self._stream = WavWriter(self.path, 8000)
-        self._task = asyncio.create_task(self._run(), name=f"segment {self.call_sid} {self.name}")
+    # -- recognition --------------------------------------------------------------------
 
-    def feed(self, mulaw: bytes) -> None:
-        """Written to disk at once; recognised when a speech worker is free."""
-        if not self._accepting or not mulaw:
+    def start_recognition(self) -> None:
+        reg = self.registry
+        if reg.pool is None:
+            return  # no model in this process: recorded, transcribed by whoever has one
+        if not reg.slots.try_take_live():
+            reg.stats["recording_only"] += 1
+            log.info("call %s %s: all %d live recognitions busy; recording only, the words are "
+                     "recognised after the case is filed", self.call_sid, self.name, reg.slots.capacity)
             return
-        if isinstance(self._stream, WavWriter):
-            self._stream.write(MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].tobytes())
-        else:
-            self._stream.feed(mulaw)
+        self.live = True
+        self._opening = asyncio.create_task(self._open(), name=f"recogniser {self.call_sid} {self.name}")
+
+    async def _open(self) -> None:
+        try:
+            # Opening may wait for a speech worker: the audio meanwhile goes to disk and to _early.
+            stream = await self.registry.pool.open_stream(8000, encoding="mulaw", partials=False)
+        except Exception:
+            log.exception("call %s %s: the recogniser did not start; transcribed afterwards",
+                          self.call_sid, self.name)
+            self._early.clear()
+            return
+        for chunk in self._early:
+            stream.feed(chunk)
+        self._early.clear()
+        self.recognizer = stream
+
+    # -- audio ----------------------------------------------------------------------------
+
+    def feed(self, mulaw: bytes, ts: int | None = None) -> None:
+        """Written to disk at once; recognised live if this segment has a recogniser."""
+        if not mulaw:
+            return
+        if not self.accepting:
+            self.late_bytes += len(mulaw)
+            return
+        try:
+            self.wav.write(MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].tobytes())
+        except OSError:
+            if not self._write_failed:
+                log.exception("call %s %s: cannot write %s", self.call_sid, self.name, self.path)
+            self._write_failed = True
         self.received += len(mulaw)
         self.speech_s += speech_seconds(mulaw, self.registry.speech_rms)
+        self._last_frame = time.monotonic()
+        if ts is not None:
+            self._last_ts = ts
+        if self.live:
+            if self.recognizer is not None:
+                self.recognizer.feed(mulaw)
+            else:
+                self._early.append(mulaw)
+        if self._target_ts is not None and ts is not None and ts >= self._target_ts:
+            self._stop_taking()
 
-    def end(self, reason: str, drain_s: float = 0.0) -> None:
-        """Stop taking audio (after ``drain_s`` for frames still in flight) and finalise."""
+    def request_end(self, reason: str, drain_s: float = 0.0, max_drain_s: float = 0.0) -> None:
+        """Stop taking audio: now, or (``drain_s`` > 0) once the frames in flight are in."""
         if self.ended_by is not None:
             return
         self.ended_by = reason
-        if drain_s > 0:
-            asyncio.get_running_loop().call_later(drain_s, self._stop_taking)
-        else:
+        if drain_s <= 0:
             self._stop_taking()
+            return
+        loop = asyncio.get_running_loop()
+        if self._last_ts is not None:
+            # Where the stream will be when it has caught up with this moment.
+            behind_ms = (time.monotonic() - self._last_frame + drain_s) * 1000
+            self._target_ts = self._last_ts + int(behind_ms)
+        self._timers.append(loop.call_later(drain_s, self._check_quiet, drain_s))
+        self._timers.append(loop.call_later(max(max_drain_s, drain_s), self._stop_taking))
+
+    def _check_quiet(self, drain_s: float) -> None:
+        if not self.accepting:
+            return
+        loop = asyncio.get_running_loop()
+        idle = time.monotonic() - self._last_frame
+        if idle < drain_s:
+            self._timers.append(loop.call_later(drain_s - idle, self._check_quiet, drain_s))
+            return
+        # Frames the socket already received may be waiting for the reader task, which runs
+        # after this callback: look again two loop turns later before calling it quiet.
+        loop.call_soon(loop.call_soon, self._confirm_quiet, drain_s)
+
+    def _confirm_quiet(self, drain_s: float) -> None:
+        if time.monotonic() - self._last_frame >= drain_s:
+            self._stop_taking()
+        else:
+            self._check_quiet(drain_s)
 
     def _stop_taking(self) -> None:
-        self._accepting = False
-        self._finishing.set()
-
-    async def wait(self, timeout: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.done.wait(), timeout)
-        return self.done.is_set()
-
-    def snapshot(self, final: bool) -> dict:
-        text = "".join(s["text"] for s in self.finals)
-        confs = [w["conf"] for s in self.finals for w in s.get("words", [])]
-        return {
-            "kind": self.kind,
-            "audio_path": str(self.path),
-            "text": text,
-            "confidence": round(sum(confs) / len(confs), 4) if confs else None,
-            "speech_s": round(self.speech_s, 2),
-            "duration": round(self.received / 8000, 2),
-            "segments": list(self.finals),
-            "final": final,
-            "ended_by": self.ended_by,
-        }
-
-    async def _collect(self) -> None:
-        reg = self.registry
-        last = time.monotonic()
-        async for seg in self._stream.segments():
-            if seg.final and seg.text:
-                self.finals.append(seg.to_dict())
-                if time.monotonic() - last >= reg.persist_every_s:
-                    last = time.monotonic()
-                    await reg.persist(self, final=False)
-
-    async def _run(self) -> None:
-        reg = self.registry
-        collector = None
+        if not self.accepting:
+            return
+        self.accepting = False
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         try:
-            await reg.persist(self, final=False)  # the WAV path is on record before any audio
-            if not isinstance(self._stream, WavWriter):
-                collector = asyncio.create_task(self._collect())
-            await self._finishing.wait()
-            self._accepting = False
-            if isinstance(self._stream, WavWriter):
-                self._stream.close()
-            else:
-                transcript = await self._stream.finish()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(collector, 1)
+            self.wav.close()
+        except OSError:
+            log.exception("call %s %s: cannot finish %s", self.call_sid, self.name, self.path)
+        self.audio_closed.set()
+        self._finisher = asyncio.create_task(self._finish(), name=f"segment {self.call_sid} {self.name}")
+
+    async def _finish(self) -> None:
+        try:
+            if self._opening is not None:
+                await self._opening
+            if self.recognizer is not None:
+                transcript = await self.recognizer.finish()
                 self.finals = [s.to_dict() for s in transcript.segments if s.text]
+                self.final = True
         except Exception:
-            log.exception("segment %s of call %s failed; the audio so far is kept", self.name, self.call_sid)
+            log.exception("call %s %s: live recognition failed; transcribed afterwards", self.call_sid, self.name)
         finally:
-            self._accepting = False
-            if collector is not None and not collector.done():
-                collector.cancel()
-            self.result = self.snapshot(final=True)
-            try:
-                await reg.persist(self, final=True)
-            except Exception:
-                log.exception("could not save segment %s of call %s", self.name, self.call_sid)
+            if self.live:
+                self.registry.slots.give_live()
             self.done.set()
-            reg.finished(self)
+            self.registry.finished(self)
+
+    # -- what the flow takes --------------------------------------------------------------
+
+    async def wait_audio(self, timeout: float) -> bool:
+        return await _wait(self.audio_closed, timeout)
+
+    async def wait_done(self, timeout: float) -> bool:
+        return await _wait(self.done, timeout)
+
+    def defer(self) -> None:
+        """The caller could not wait: the words will come from the transcribe job."""
+        if not self.done.is_set():
+            self.deferred = True
+
+    def result(self) -> Recording:
+        final = self.final and self.done.is_set()
+        finals = self.finals if final else []
+        confs = [w["conf"] for s in finals for w in s.get("words", [])]
+        return Recording(
+            kind=self.kind,
+            audio_path=self.stored_path,
+            speech_s=round(self.speech_s, 2),
+            duration=round(self.received / 8000, 2),
+            text="".join(s["text"] for s in finals),
+            confidence=round(sum(confs) / len(confs), 4) if confs else None,
+            segments=list(finals),
+            final=final,
+            deferred=not final,
+            ended_by=self.ended_by or "open",
+        )
+
+    def transcript(self) -> dict | None:
+        """The live transcript for the transcribe job, once final."""
+        if not (self.final and self.done.is_set()):
+            return None
+        rec = self.result()
+        return {"segment": self.name, "text": rec.text, "confidence": rec.confidence, "segments": rec.segments}
+
+
+class _Connection:
+    """One Media Streams socket: its start, the token check, and the audio until then."""
+
+    def __init__(self, registry: StreamRegistry, ws: web.WebSocketResponse):
+        self.registry = registry
+        self.ws = ws
+        self.started = False
+        self.segment: Segment | None = None
+        self.pending: list[tuple[bytes, int | None]] = []
+        self.pending_bytes = 0
+        self.dropped_bytes = 0
+        self.end_reason: str | None = None
+        self.closed_at: float | None = None
+
+    def start(self, data: dict) -> bool:
+        start = data.get("start") if isinstance(data.get("start"), dict) else {}
+        params = start.get("customParameters") if isinstance(start.get("customParameters"), dict) else {}
+        call_sid = str(start.get("callSid") or params.get("callSid") or "")
+        token = str(params.get("token") or "")
+        name = str(params.get("segment") or "")
+        if not call_sid or not token or not name or len(name) > 32 or len(call_sid) > 64 or \
+                not all(c.isalnum() or c in "-_" for c in name):
+            return False
+        self.started = True
+        self.registry.connecting.add((call_sid, name))
+        self.registry.spawn(self._verify(call_sid, token, name), f"stream token {call_sid}")
+        return True
+
+    def media(self, chunk: bytes, ts: int | None) -> None:
+        if self.segment is not None:
+            self.segment.feed(chunk, ts)
+        elif self.end_reason is not None:
+            pass  # after the turn ended on the stream (# or stop), while the token was checked
+        elif self.pending_bytes + len(chunk) <= self.registry.max_pending_bytes:
+            if not self.started:
+                self.registry.stats["early_media"] += 1
+            self.pending.append((chunk, ts))
+            self.pending_bytes += len(chunk)
+        else:
+            self.dropped_bytes += len(chunk)
+
+    def end(self, reason: str) -> None:
+        if self.segment is not None:
+            self.segment.request_end(reason)
+        elif self.end_reason is None:
+            self.end_reason = reason
+
+    def closed(self) -> None:
+        self.closed_at = time.monotonic()
+        self.end("dropped")
+
+    async def _verify(self, call_sid: str, token: str, name: str) -> None:
+        try:
+            await self._check_and_open(call_sid, token, name)
+        finally:
+            self.registry.connecting.discard((call_sid, name))
+            self.registry.wake_waiters(call_sid, name)
+
+    async def _check_and_open(self, call_sid: str, token: str, name: str) -> None:
+        reg = self.registry
+        delay = 0.1
+        while True:
+            try:
+                stored = await reg.db(calls.stream_path, reg.engine, call_sid, token, name)
+                break
+            except Exception as exc:  # the database is away: keep the audio in memory, try again
+                reg.stats["token_retries"] += 1
+                if self.closed_at is not None and time.monotonic() - self.closed_at > reg.token_retry_s:
+                    log.error("stream of call %s %s: token not checked for %.0f s after the socket closed "
+                              "(%s); %d bytes of audio not kept", call_sid, name, reg.token_retry_s, exc,
+                              self.pending_bytes)
+                    return
+                log.warning("stream of call %s %s: token check failed (%s); retrying, audio kept in memory",
+                            call_sid, name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if stored is None:
+            reg.stats["rejected"] += 1
+            log.warning("stream for call %s refused: wrong token", call_sid)
+            self.pending.clear()
+            if not self.ws.closed:
+                await self.ws.close(code=4001, message=b"invalid stream token")
+            return
+        seg = reg.open_segment(call_sid, name, stored)
+        for chunk, ts in self.pending:
+            seg.feed(chunk, ts)
+        self.pending.clear()
+        self.segment = seg
+        if self.dropped_bytes:
+            log.error("call %s %s: %d bytes of audio beyond the in-memory bound while the token was "
+                      "checked were not kept", call_sid, name, self.dropped_bytes)
+        if self.end_reason is not None:
+            seg.request_end(self.end_reason)
+        reg.apply_end_request(seg)
 
 
 class StreamRegistry:
-    """Live segments of this process, per-call locks, and the socket handler."""
+    """The segments of this process, the live-recognition slots, and the socket handler."""
 
-    def __init__(self, engine: Engine, speech: Any, recordings_dir: Path, stream_cfg: dict,
-                 speech_workers: int = 2):
+    def __init__(self, engine: Any, pool: Any, data_dir: Path, stream_cfg: dict, *, live_capacity: int,
+                 db: Db, max_pending_s: float = 130.0):
         self.engine = engine
-        self.pool = speech_pool(speech, max(1, speech_workers))
-        self._own_pool = self.pool is not speech
-        self.recordings_dir = recordings_dir
+        self.pool = pool
+        self.data_dir = Path(data_dir)
+        self.db = db
         self.speech_rms = float(stream_cfg["speech_rms"])
-        self.persist_every_s = float(stream_cfg["persist_every_s"])
         self.hangup_grace_s = float(stream_cfg["hangup_grace_s"])
-        self.segments: dict[tuple[str, str], Segment] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        # Called with (call_sid, segment) when a segment ended without the webhook asking:
-        # the caller may have hung up. Set by ivr.web.
+        self.drain_s = float(stream_cfg.get("drain_s", 0.2))
+        self.max_drain_s = float(stream_cfg.get("max_drain_s", 1.5))
+        self.token_retry_s = float(stream_cfg.get("token_retry_s", 30.0))
+        self.max_pending_bytes = int(max_pending_s * 8000)
+        self.slots = RecognitionSlots(live_capacity if pool is not None else 0)
+        self.segments: dict[tuple[str, str], Segment] = {}  # open
+        self.recent: OrderedDict[tuple[str, str], Segment] = OrderedDict()  # finished, newest last
+        self._end_requests: dict[tuple[str, str], str] = {}
+        self._opened: dict[tuple[str, str], asyncio.Event] = {}
+        self.connecting: set[tuple[str, str]] = set()  # start received, token being checked
+        # Called with (call_sid, segment) when a petition segment ended without the flow
+        # asking: the caller may have hung up. Set by ivr.web.
         self.on_orphan: Callable[[str, str], Awaitable[None]] | None = None
-        self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0}
+        self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0,
+                      "recording_only": 0, "token_retries": 0}
         self._tasks: set[asyncio.Task] = set()
         self._sockets: set[web.WebSocketResponse] = set()
 
-    def lock(self, call_sid: str) -> asyncio.Lock:
-        lk = self._locks.get(call_sid)
-        if lk is None:
-            lk = self._locks[call_sid] = asyncio.Lock()
-        return lk
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def mutate(self, call_sid: str, fn):
-        async with self.lock(call_sid):
-            return await asyncio.to_thread(calls.mutate, self.engine, call_sid, fn)
+    # -- segments -----------------------------------------------------------------------
 
     def get(self, call_sid: str, name: str) -> Segment | None:
-        return self.segments.get((call_sid, name))
+        key = (call_sid, name)
+        return self.segments.get(key) or self.recent.get(key)
 
-    def live_for(self, call_sid: str) -> list[Segment]:
-        return [s for (sid, _), s in self.segments.items() if sid == call_sid]
+    def of_call(self, call_sid: str) -> list[Segment]:
+        return [s for (sid, _), s in [*self.recent.items(), *self.segments.items()] if sid == call_sid]
 
-    async def persist(self, seg: Segment, final: bool) -> None:
-        snap = seg.snapshot(final)
+    def open_segment(self, call_sid: str, name: str, stored_path: str) -> Segment:
+        existing = self.get(call_sid, name)
+        if existing is not None:  # Twilio reconnected the same stream
+            return existing
+        seg = Segment(self, call_sid, name, stored_path)
+        self.segments[(call_sid, name)] = seg
+        seg.start_recognition()
+        self.wake_waiters(call_sid, name)
+        return seg
 
-        def write(row, state):
-            state.setdefault("segments", {})[seg.name] = snap
-            if seg.kind == "petition" and (state.get("petition") or {}).get("segment") == seg.name:
-                row.audio_path = snap["audio_path"]
-                row.speech_seconds = snap["speech_s"]
-                row.transcript = snap["segments"] or None
+    def wake_waiters(self, call_sid: str, name: str) -> None:
+        opened = self._opened.pop((call_sid, name), None)
+        if opened is not None:
+            opened.set()
 
-        await self.mutate(seg.call_sid, write)
+    def request_end(self, call_sid: str, name: str, reason: str) -> Segment | None:
+        """End a turn on the flow's word; remembered if its stream has not opened yet."""
+        seg = self.get(call_sid, name)
+        if seg is None:
+            self._end_requests[(call_sid, name)] = reason
+            return None
+        seg.request_end(reason, self.drain_s, self.max_drain_s)
+        return seg
+
+    def apply_end_request(self, seg: Segment) -> None:
+        reason = self._end_requests.pop((seg.call_sid, seg.name), None)
+        if reason is not None:
+            seg.request_end(reason, self.drain_s, self.max_drain_s)
+
+    async def wait_segment(self, call_sid: str, name: str, timeout: float) -> Segment | None:
+        """The turn's segment, waiting up to ``timeout`` for its stream to open (or to be
+        refused)."""
+        seg = self.get(call_sid, name)
+        if seg is None and timeout > 0:
+            opened = self._opened.setdefault((call_sid, name), asyncio.Event())
+            await _wait(opened, timeout)
+            seg = self.get(call_sid, name)
+            if seg is None:
+                self._opened.pop((call_sid, name), None)
+        return seg
+
+    def forget_call(self, call_sid: str) -> None:
+        for key in [k for k in self._end_requests if k[0] == call_sid]:
+            del self._end_requests[key]
 
     def finished(self, seg: Segment) -> None:
-        self.segments.pop((seg.call_sid, seg.name), None)
-        if seg.ended_by not in ("webhook", "hangup") and seg.kind == "petition" and self.on_orphan:
-            task = asyncio.create_task(self._orphan_later(seg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        key = (seg.call_sid, seg.name)
+        self.segments.pop(key, None)
+        self.recent[key] = seg
+        while len(self.recent) > KEEP_FINISHED:
+            self.recent.popitem(last=False)
+        if seg.ended_by not in ("webhook", "hangup", "shutdown") and seg.kind == "petition" and self.on_orphan:
+            self.spawn(self._orphan_later(seg), f"hang-up check {seg.call_sid}")
 
     async def _orphan_later(self, seg: Segment) -> None:
         await asyncio.sleep(self.hangup_grace_s)
@@ -252,48 +530,32 @@ class StreamRegistry:
         except Exception:
             log.exception("hang-up check of call %s failed", seg.call_sid)
 
-    async def open_segment(self, call_sid: str, name: str) -> Segment:
-        existing = self.get(call_sid, name)
-        if existing is not None:
-            return existing
-        kind = "address" if name.startswith("address") else "petition"
-        day = time.strftime("%Y%m%d")
-        safe = "".join(c for c in f"{call_sid}-{name}" if c.isalnum() or c in "-_")
-        path = self.recordings_dir / day / f"{safe}.wav"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        seg = Segment(call_sid, name, kind, path, self)
-        self.segments[(call_sid, name)] = seg
-        try:
-            await seg.open()
-        except Exception:
-            self.segments.pop((call_sid, name), None)
-            raise
-        return seg
+    @property
+    def live_recognitions(self) -> int:
+        return self.slots.live
+
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def close_sockets(self) -> None:
-        """Server shutdown: close the sockets so their segments are finalised and saved."""
+        """Server shutdown: close the sockets so their segments are finished."""
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"server shutdown")
 
     async def close(self) -> None:
         for seg in list(self.segments.values()):
-            seg.end("shutdown")
+            seg.request_end("shutdown")
         for seg in list(self.segments.values()):
-            await seg.wait(5)
+            await seg.wait_done(5)
         for task in list(self._tasks):
             task.cancel()
-        if self._own_pool and self.pool is not None:
-            await self.pool.close()
 
     # -- the socket ---------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_MESSAGE_BYTES)
         await ws.prepare(request)
         self._sockets.add(ws)
-        seg: Segment | None = None
-        pending: list[bytes] = []
-        pending_bytes = 0
+        conn = _Connection(self, ws)
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -301,69 +563,61 @@ class StreamRegistry:
                         self.stats["bad_messages"] += 1
                     continue
                 try:
-                    data = json.loads(msg.data)
-                except ValueError:
-                    self.stats["bad_messages"] += 1
-                    continue
-                if not isinstance(data, dict):
-                    self.stats["bad_messages"] += 1
-                    continue
-                event = data.get("event")
-                if event == "connected" or event == "mark":
-                    continue
-                if event == "start":
-                    if seg is not None:
-                        continue
-                    seg = await self._start(data)
-                    if seg is None:
-                        self.stats["rejected"] += 1
-                        await ws.close(code=4001, message=b"invalid stream token")
+                    if not self._message(conn, msg.data):
                         break
-                    for chunk in pending:  # media that raced ahead of start: keep it
-                        seg.feed(chunk)
-                    pending.clear()
-                elif event == "media":
-                    media = data.get("media") if isinstance(data.get("media"), dict) else {}
-                    if media.get("track", "inbound") not in ("inbound", "inbound_track"):
-                        continue
-                    try:
-                        chunk = base64.b64decode(media.get("payload") or "", validate=True)
-                    except (binascii.Error, ValueError, TypeError):
-                        self.stats["bad_messages"] += 1
-                        continue
-                    if seg is not None:
-                        seg.feed(chunk)
-                    elif pending_bytes + len(chunk) <= MAX_PENDING_BYTES:
-                        self.stats["early_media"] += 1
-                        pending.append(chunk)
-                        pending_bytes += len(chunk)
-                elif event == "dtmf":
-                    digit = (data.get("dtmf") or {}).get("digit") if isinstance(data.get("dtmf"), dict) else None
-                    if seg is not None and digit == "#":
-                        seg.end("dtmf")
-                elif event == "stop":
-                    if seg is not None:
-                        seg.end("stop")
+                except Exception:  # a bug must not cost the rest of the caller's audio
+                    self.stats["bad_messages"] += 1
+                    log.exception("media stream message not understood; the stream goes on")
+                if conn.started and conn.segment is None and conn.ws.closed:
                     break
-                else:
-                    self.stats["unknown_events"] += 1
         finally:
             self._sockets.discard(ws)
-            if seg is not None and seg.ended_by is None:
-                seg.end("dropped")
+            conn.closed()
         if not ws.closed:
             await ws.close()
         return ws
 
-    async def _start(self, data: dict) -> Segment | None:
-        start = data.get("start") if isinstance(data.get("start"), dict) else {}
-        params = start.get("customParameters") if isinstance(start.get("customParameters"), dict) else {}
-        call_sid = str(start.get("callSid") or params.get("callSid") or "")
-        token = str(params.get("token") or "")
-        name = str(params.get("segment") or "")
-        if not call_sid or not token or not name or len(name) > 32:
-            return None
-        if not await asyncio.to_thread(calls.check_token, self.engine, call_sid, token):
-            log.warning("stream for call %s refused: wrong token", call_sid)
-            return None
-        return await self.open_segment(call_sid, name)
+    def _message(self, conn: _Connection, text: str) -> bool:
+        """Handle one message; ``False`` ends the socket."""
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+            self.stats["bad_messages"] += 1
+            return True
+        if not isinstance(data, dict):
+            self.stats["bad_messages"] += 1
+            return True
+        event = data.get("event")
+        if event in ("connected", "mark"):
+            return True
+        if event == "start":
+            if conn.started:
+                return True
+            if not conn.start(data):
+                self.stats["rejected"] += 1
+                self.spawn(conn.ws.close(code=4001, message=b"invalid stream start"), "close stream")
+                return False
+        elif event == "media":
+            media = data.get("media") if isinstance(data.get("media"), dict) else {}
+            if media.get("track", "inbound") not in ("inbound", "inbound_track"):
+                return True
+            try:
+                chunk = base64.b64decode(media.get("payload") or "", validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                self.stats["bad_messages"] += 1
+                return True
+            try:
+                ts = int(media.get("timestamp"))
+            except (TypeError, ValueError):
+                ts = None
+            conn.media(chunk, ts)
+        elif event == "dtmf":
+            dtmf = data.get("dtmf") if isinstance(data.get("dtmf"), dict) else {}
+            if dtmf.get("digit") == "#":
+                conn.end("dtmf")
+        elif event == "stop":
+            conn.end("stop")
+            return False
+        else:
+            self.stats["unknown_events"] += 1
+        return True

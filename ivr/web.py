@@ -1,12 +1,14 @@
 """Twilio voice webhooks and the Media Streams socket of the hotline.
 
-Thin: each handler checks the signature, loads the call session, asks the core (intake,
-case lookup, gazetteer) and answers with TwiML from ``ivr.flow``. Database work runs in
-threads; the event loop only waits. Routes (all POST except the socket):
+Thin: each handler reads and checks the signed form, loads the call, asks the core
+(intake, case lookup, gazetteer) and answers with TwiML from ``ivr.flow``. The call's
+state changes only by named transitions (``ivr.state.Call``, diagram in ``ivr/flow.md``).
+Every database call goes through ``Hotline.db``; the gazetteer through
+``Hotline.gazetteer()``. Routes (all POST except the socket):
 
     /twilio/voice              incoming call → greeting and menu
     /twilio/menu               menu digit (1 petition, 2 status, 0 operator; none → again)
-    /twilio/petition/done      <Record> ended (# / silence / hang-up) → read back
+    /twilio/petition/done      <Record> ended (# / silence / hang-up) → read back, or file
     /twilio/petition/confirm   1 confirm, 2 say again
     /twilio/address/done       unknown caller's address → gazetteer → read back
     /twilio/address/confirm    1 confirm, 2 say again → file the case
@@ -23,43 +25,93 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiDictProxy
 
+from core.calendar import WorkingCalendar, parse_hours
 from core.clock import utcnow
+from core.rules import load_rules
 from ivr import calls
-from ivr.config import FlowConfig, in_service_hours
+from ivr.config import FlowConfig, parse_service_hours
+from ivr.database import run_db
 from ivr.flow import Flow
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
-from ivr.stream import StreamRegistry
+from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
+from ivr.stream import StreamRegistry, speech_pool
+from ivr.transcription import Transcriptions, speech_runners
 
 log = logging.getLogger(__name__)
 
 HOTLINE = web.AppKey("gridline_hotline", object)
 Handler = Callable[["Hotline", web.Request, MultiDictProxy, str], Awaitable[str]]
+T = TypeVar("T")
+
+# Twilio's webhook forms are a few hundred bytes; a bound keeps anything else out.
+WEBHOOK_MAX_BYTES = 64 * 1024
+FORM = "application/x-www-form-urlencoded"
 
 
 def twiml(text: str) -> web.Response:
     return web.Response(text=text, content_type="application/xml", charset="utf-8")
 
 
+class BadForm(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+async def read_form(request: web.Request, limit: int = WEBHOOK_MAX_BYTES) -> MultiDictProxy:
+    """The webhook's form, read by us rather than by aiohttp: bounded, URL-encoded UTF-8
+    only (what Twilio sends), and any other body is a clear 4xx before the signature
+    check, never a 500."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadForm(413, f"request body over {limit} bytes")
+    if request.content_type != FORM:
+        raise BadForm(400, f"expected {FORM}, got {request.content_type}")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise BadForm(400, f"expected UTF-8, got {request.charset}")
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > limit:
+            raise BadForm(413, f"request body over {limit} bytes")
+    try:
+        pairs = parse_qsl(bytes(body).decode("utf-8"), keep_blank_values=True, errors="strict",
+                          max_num_fields=500)
+    except UnicodeDecodeError:
+        raise BadForm(400, "request body is not UTF-8") from None
+    except ValueError as exc:
+        raise BadForm(400, f"malformed form: {exc}") from None
+    return MultiDictProxy(MultiDict(pairs))
+
+
 def webhook(fn: Handler):
-    """Signature check, CallSid, TwiML response; failures say sorry instead of a 500."""
+    """Form, signature check, CallSid, TwiML response; failures say sorry instead of a 500."""
 
     @functools.wraps(fn)
     async def handler(request: web.Request) -> web.Response:
         hotline: Hotline = request.app[HOTLINE]
-        form = await request.post()
+        try:
+            form = await read_form(request)
+        except BadForm as bad:
+            log.warning("refused request to %s: %s", request.path, bad.reason)
+            return web.Response(status=bad.status, text=bad.reason)
         settings = hotline.settings
         if not is_valid(request, form, settings.twilio_auth_token, settings.public_url):
             log.warning("rejected unsigned or forged request to %s", request.path)
             return web.Response(status=403, text="invalid X-Twilio-Signature")
         call_sid = form.get("CallSid", "")
-        if not call_sid:
-            return web.Response(status=400, text="CallSid missing")
+        if not call_sid or len(call_sid) > 64:
+            return web.Response(status=400, text="CallSid missing or malformed")
         started = time.perf_counter()
         try:
             return twiml(await fn(hotline, request, form, call_sid))
@@ -79,44 +131,54 @@ class Hotline:
         self.engine = services.engine
         self.config = config
         self.flow = Flow(config, self.settings.public_url)
-        self.registry = StreamRegistry(
-            self.engine, services.speech, self.settings.data_dir / "recordings", config["stream"],
-            self.settings.speech_workers,
-        )
+        workers = max(1, self.settings.speech_workers)
+        self.pool = speech_pool(services.speech, workers)
+        self._own_pool = self.pool is not services.speech
+        self.live_capacity = (self.settings.speech_live_streams or 2 * workers) if self.pool is not None else 0
+        self.registry = StreamRegistry(self.engine, self.pool, self.settings.data_dir, config["stream"],
+                                       live_capacity=self.live_capacity, db=self.db)
         self.registry.on_orphan = self.orphaned
+        self.transcriptions = None
+        self.speech_runners = []
+        if self.pool is not None:
+            self.transcriptions = Transcriptions(self.engine, self.pool, data_dir=self.settings.data_dir,
+                                                 db=self.db, slots=self.registry.slots, registry=self.registry)
+            self.speech_runners = speech_runners(self.engine, self.transcriptions, 1)
+        self.operator_hours = _operator_hours(self.settings)
         self.latencies: list[float] = []
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._operator_calendar: tuple[object, WorkingCalendar] | None = None
         self._sweeper: asyncio.Task | None = None
 
-    # -- helpers ------------------------------------------------------------------------
+    # -- plumbing -----------------------------------------------------------------------
 
     @property
     def petition_cfg(self) -> dict:
         return self.config["petition"]
 
-    async def db(self, fn, *args, **kw):
-        return await self.services.db.run(fn, *args, **kw)
+    async def db(self, fn: Callable[..., T], *args, **kw) -> T:
+        """Every database call of the hotline: in the app's database threads (a full pool is
+        DatabaseBusy), retried over dropped connections."""
+        return await run_db(fn, *args, runner=self.services.db.run, **kw)
 
-    async def mutate(self, call_sid: str, fn):
-        row, result = await self.registry.mutate(call_sid, fn)
-        return row, result
+    def lock(self, call_sid: str) -> asyncio.Lock:
+        lock = self._locks.get(call_sid)
+        if lock is None:
+            lock = self._locks[call_sid] = asyncio.Lock()
+        return lock
 
-    async def load(self, call_sid: str):
-        row = await self.db(calls.load, self.engine, call_sid)
-        if row is None:  # a webhook for a call whose first webhook we never saw
-            row, _ = await self.db(calls.open_call, self.engine, call_sid, from_number=None,
-                                   to_number=None, status="in-progress")
-        return row
+    async def apply(self, call_sid: str, transition: Callable[..., T], *args: Any) -> tuple[Call, T]:
+        """Run a named transition of the call (``Call.begin_turn``, ...) and store it."""
+        async with self.lock(call_sid):
+            return await self.db(calls.apply, self.engine, call_sid, transition, *args)
 
-    async def file(self, call_sid: str, *, hung_up: bool = False) -> calls.Filed:
-        async with self.registry.lock(call_sid):
-            return await self.db(calls.file_case, self.engine, call_sid,
-                                 min_speech_s=self.petition_cfg["min_speech_s"],
-                                 low_confidence=self.petition_cfg["low_confidence"], hung_up=hung_up,
-                                 data_dir=self.settings.data_dir)
-
-    async def file_and_say(self, call_sid: str) -> str:
-        filed = await self.file(call_sid)
-        return self.flow.filed(filed.number) if filed.number else self.flow.goodbye("bye")
+    async def load_call(self, call_sid: str) -> Call:
+        call = await self.db(calls.load_call, self.engine, call_sid)
+        if call is None:  # a webhook for a call whose first webhook we never saw
+            row, _ = await self.db(calls.open_call, self.engine, call_sid, from_number=None, to_number=None,
+                                   status="in-progress")
+            call = Call.of(row)
+        return call
 
     async def gazetteer(self):
         from core.indexes import indexes_for
@@ -124,79 +186,110 @@ class Hotline:
         snapshot = await self.db(indexes_for, self.engine)
         return snapshot.gazetteer_at(self.config["address"]["min_confidence"])
 
-    async def segment_result(self, call_sid: str, name: str, round_: int) -> dict | None:
-        """The finished segment, or ``None`` (say 请稍候 and come back) while recognition
-        is still running and rounds remain; after the last round, what we have."""
-        live = self.registry.get(call_sid, name)
-        if live is not None:
-            live.end("webhook", self.petition_cfg["drain_s"])
-            if await live.wait(self.petition_cfg["wait_s"]):
-                return live.result
-        else:
-            row = await self.load(call_sid)
-            seg = ((row.state or {}).get("segments") or {}).get(name)
-            if seg and seg.get("final"):
-                return seg
-            if seg is None and round_ == 0:
-                await asyncio.sleep(self.petition_cfg["drain_s"])  # the socket may be just opening
-        if round_ < self.petition_cfg["wait_rounds"]:
-            return None
-        live = self.registry.get(call_sid, name)
-        if live is not None:
-            return live.snapshot(final=False)
-        row = await self.load(call_sid)
-        return ((row.state or {}).get("segments") or {}).get(name) or {}
+    async def operator_open(self, now: datetime | None = None) -> bool:
+        """In the operator's hours (rules.toml ``[hotline] operator_hours``) on a working day
+        of the working calendar (holidays off, make-up working days on)."""
+        if not self.operator_hours:
+            return False
+        tz = self.settings.timezone
+        exceptions = await self.db(calls.operator_calendar_exceptions, self.engine, tz)
+        if self._operator_calendar is None or self._operator_calendar[0] is not exceptions:
+            self._operator_calendar = (exceptions, WorkingCalendar(exceptions, hours=self.operator_hours, tz=tz))
+        return self._operator_calendar[1].is_working_time(now or utcnow())
 
-    async def end_live(self, call_sid: str, reason: str) -> None:
-        segs = self.registry.live_for(call_sid)
-        for seg in segs:
-            seg.end(reason)
-        for seg in segs:
-            await seg.wait(10)
+    # -- what the caller said -------------------------------------------------------------
+
+    async def heard(self, call_sid: str, name: str, kind: TurnKind, round_: int) -> Recording | None:
+        """The turn's recording once its audio is in, with its words when recognised in
+        time; ``None`` = still recognising, say 请稍候 and come back. After the last round
+        the caller waits no more: the words will come from the transcribe job."""
+        wait_s = float(self.petition_cfg["wait_s"])
+        last_round = round_ >= int(self.petition_cfg["wait_rounds"])
+        seg = self.registry.request_end(call_sid, name, "webhook")
+        if seg is None:  # the stream is still connecting (or its token being checked)
+            seg = await self.registry.wait_segment(call_sid, name, wait_s)
+        if seg is None and (call_sid, name) in self.registry.connecting and not last_round:
+            return None  # its token check is being retried (the database is slow): come back
+        if seg is not None:
+            await seg.wait_audio(self.registry.max_drain_s + 1.0)
+            await seg.wait_done(wait_s if seg.live else 1.0)
+            if seg.done.is_set():
+                return seg.result()
+            if not last_round:
+                return None
+            log.info("call %s %s: recognition not finished within the caller's wait; filed now, "
+                     "transcribed afterwards", call_sid, name)
+            seg.defer()
+            return seg.result()
+        call = await self.load_call(call_sid)  # another round of this webhook took it already
+        planned = call.state.segments.get(name)
+        if planned is not None and planned.ended:
+            return planned
+        if not last_round:
+            return None
+        log.warning("call %s %s: no audio stream arrived for this turn", call_sid, name)
+        return (planned or Recording(kind=kind)).model_copy(update={"ended_by": "webhook", "deferred": True})
 
     async def hung_up(self, call_sid: str) -> calls.Filed | None:
-        """The caller is gone: keep what they said (≥ min speech → a flagged case)."""
-        await self.end_live(call_sid, "hangup")
-        row = await self.load(call_sid)
-        if row.case_id is not None or row.outcome:
+        """The caller is gone: keep what they said (a flagged case if they said enough)."""
+        call = await self.load_call(call_sid)
+        if call.settled:
             return None
-        state = row.state or {}
-        if not (state.get("petition") or {}).get("segment"):
-            await self.mutate(call_sid, lambda r, s: setattr(r, "outcome", r.outcome or _outcome_for(s)))
+        deadline = time.monotonic() + self.registry.token_retry_s
+        for name, rec in call.state.recordings():  # streams still being let in: wait for them
+            while not rec.ended and (call_sid, name) in self.registry.connecting and time.monotonic() < deadline:
+                await self.registry.wait_segment(call_sid, name, 1.0)
+        segments = self.registry.of_call(call_sid)
+        for seg in segments:
+            seg.request_end("hangup")
+        budget = float(self.petition_cfg["wait_s"]) * (int(self.petition_cfg["wait_rounds"]) + 1)
+        heard: dict[str, Recording] = {}
+        for seg in segments:
+            await seg.wait_audio(self.registry.max_drain_s + 1.0)
+            if not await seg.wait_done(budget if seg.live else 1.0):
+                seg.defer()
+            heard[seg.name] = seg.result()
+        if heard:
+            call, _ = await self.apply(call_sid, Call.turns_heard, heard)
+        if not call.state.petition.segment:
+            await self.apply(call_sid, Call.end)
             return None
         return await self.file(call_sid, hung_up=True)
 
     async def orphaned(self, call_sid: str, segment: str) -> None:
         """A petition stream ended without #/silence and nothing happened since."""
-        row = await self.load(call_sid)
-        state = row.state or {}
-        if row.case_id is None and not row.outcome and state.get("stage") == "petition" and \
-                (state.get("petition") or {}).get("segment") == segment:
+        call = await self.load_call(call_sid)
+        state = call.state
+        if not call.settled and state.stage == "petition" and state.petition.segment == segment:
             await self.hung_up(call_sid)
 
     # -- steps ----------------------------------------------------------------------------
 
-    async def start_recording(self, call_sid: str, kind: str, *, notice: str | None = None,
-                              again: bool = False) -> str:
-        def begin(row, state):
-            turn = state.setdefault(kind, {})
-            turn["attempt"] = int(turn.get("attempt", 0)) + 1
-            turn["segment"] = f"{kind}-{turn['attempt']}"
-            turn["confirmed"] = False
-            state["stage"] = kind
-            state["wait_round"] = 0
-            state["confirm_tries"] = 0
-            return turn["segment"], row.stream_token
+    async def file(self, call_sid: str, *, hung_up: bool = False) -> calls.Filed:
+        async with self.lock(call_sid):
+            filed = await self.db(calls.file_case, self.engine, call_sid,
+                                  min_speech_s=self.petition_cfg["min_speech_s"], hung_up=hung_up,
+                                  data_dir=self.settings.data_dir,
+                                  speech_rms=float(self.config["stream"]["speech_rms"]))
+        for runner in self.speech_runners:  # a transcription may have been queued
+            runner.wake()
+        return filed
 
-        _, (segment, token) = await self.mutate(call_sid, begin)
+    async def file_and_say(self, call_sid: str, *, stop: str | None = None) -> str:
+        filed = await self.file(call_sid)
+        return self.flow.filed(filed.number, stop=stop) if filed.number else self.flow.goodbye("bye")
+
+    async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,
+                              again: bool = False, stop: str | None = None) -> str:
+        _, (segment, token) = await self.apply(call_sid, Call.begin_turn, kind)
         intro = ("petition_again" if again else "petition_intro") if kind == "petition" else "address_intro"
         return self.flow.record(kind=kind, segment=segment, token=token, call_sid=call_sid,
-                                notice=notice, intro=intro)
+                                notice=notice, intro=intro, stop=stop)
 
-    async def after_petition(self, call_sid: str, state: dict) -> str:
-        if (state.get("caller") or {}).get("known"):
-            return await self.file_and_say(call_sid)
-        return await self.start_recording(call_sid, "address")
+    async def after_petition(self, call: Call) -> str:
+        if call.state.caller.known:
+            return await self.file_and_say(call.call_sid)
+        return await self.start_recording(call.call_sid, "address")
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -207,168 +300,152 @@ class Hotline:
                                direction=form.get("Direction", "inbound"))
         if row.case_id is not None:  # a retry after the case was filed
             return await self.file_and_say(call_sid)
-        caller = (row.state or {}).get("caller") or {}
-        return self.flow.menu(community=caller.get("community"), greet=True)
+        return self.flow.menu(community=CallState.load(row.state).caller.community, greet=True)
 
     @webhook
     async def menu(self, request, form, call_sid) -> str:
-        await self.load(call_sid)
+        await self.load_call(call_sid)
         digits = (form.get("Digits") or "").strip()
         action = self.config["menu"]["digits"].get(digits[:1]) if digits else None
         if action is None:
             if request.query.get("after") == "status":
                 return self.flow.goodbye("bye")
-
-            def count(row, state):
-                state["menu_tries"] = int(state.get("menu_tries", 0)) + 1
-                return state["menu_tries"]
-
-            _, tries = await self.mutate(call_sid, count)
+            _, tries = await self.apply(call_sid, Call.count_menu_try)
             if tries < self.config["menu"]["tries"]:
                 return self.flow.menu(notice="menu_invalid" if digits else "menu_no_input")
             action = "petition"  # nobody chose: the most likely reason to call
         if action == "status":
-            await self.mutate(call_sid, lambda r, s: s.update(stage="status", status_tries=0))
+            await self.apply(call_sid, Call.ask_status)
             return self.flow.status_ask()
         if action == "operator":
             number = self.settings.operator_number
-            if number and in_service_hours(self.settings.service_hours, self.settings.timezone, utcnow()):
-                await self.mutate(call_sid, lambda r, s: s.update(stage="operator"))
+            if number and await self.operator_open():
+                await self.apply(call_sid, Call.to_operator)
                 return self.flow.dial_operator(number)
             return await self.start_recording(call_sid, "petition", notice="operator_closed")
         return await self.start_recording(call_sid, "petition")
 
-    async def _turn_done(self, request, form, call_sid: str, kind: str) -> tuple[str | None, dict | None]:
-        """Shared by petition/address done: (TwiML to return now, or the segment result)."""
+    async def _turn_done(self, request, form, call_sid: str, kind: TurnKind) -> tuple[str | None, Call | None,
+                                                                                         Recording | None]:
+        """Shared by petition/address done: (TwiML to return now) or (the call with the
+        turn's recording stored, the recording)."""
         name = request.query.get("seg", "")
         if form.get("Digits") == "hangup":  # <Record> reports the caller hanging up
             await self.hung_up(call_sid)
-            return self.flow.empty(), None
-        row = await self.load(call_sid)
-        if row.case_id is not None:
-            return await self.file_and_say(call_sid), None
-        round_ = int(request.query.get("round", "0") or 0)
-        result = await self.segment_result(call_sid, name, round_)
-        if result is None:
-            return self.flow.wait(f"/twilio/{kind}/done", seg=name, round=round_ + 1), None
-        return None, result
+            return self.flow.empty(), None, None
+        call = await self.load_call(call_sid)
+        if call.row.case_id is not None:
+            return await self.file_and_say(call_sid), None, None
+        if name not in call.state.segments or call.state.segments[name].kind != kind:
+            log.warning("call %s: %s for unknown segment %r", call_sid, request.path, name)
+            name = call.state.turn(kind).segment
+        try:
+            round_ = max(0, int(request.query.get("round", "0") or 0))
+        except ValueError:
+            round_ = 0
+        heard = await self.heard(call_sid, name, kind, round_)
+        if heard is None:
+            return self.flow.wait(f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
+        call, _ = await self.apply(call_sid, Call.turn_heard, name, heard)
+        return None, call, heard
 
     @webhook
     async def petition_done(self, request, form, call_sid) -> str:
-        reply, result = await self._turn_done(request, form, call_sid, "petition")
+        reply, call, heard = await self._turn_done(request, form, call_sid, "petition")
         if reply is not None:
             return reply
-        row = await self.load(call_sid)
-        state = row.state or {}
-        text = (result.get("text") or "").strip()
-        attempt = int((state.get("petition") or {}).get("attempt", 1))
-        if not text:
-            if attempt < self.petition_cfg["attempts"]:
-                return await self.start_recording(call_sid, "petition", notice="petition_empty", again=True)
-            # Nothing recognised after every attempt: keep the audio for the operator.
-            if float(result.get("speech_s") or 0) >= self.petition_cfg["min_speech_s"]:
-                await self.mutate(call_sid, lambda r, s: s["petition"].update(confirmed=True, unconfirmed=True))
-                return await self.after_petition(call_sid, state)
-            await self.mutate(call_sid, lambda r, s: setattr(r, "outcome", "no_petition"))
-            return self.flow.goodbye("bye")
-        await self.mutate(call_sid, lambda r, s: s.update(stage="readback", confirm_tries=0))
-        return self.flow.readback(segment=request.query.get("seg", ""), text=text)
+        segment = call.state.petition.segment
+        min_speech = float(self.petition_cfg["min_speech_s"])
+        if heard.final and heard.text.strip():
+            await self.apply(call_sid, Call.ask_confirm, "petition")
+            return self.flow.readback(segment=segment, text=heard.text.strip())
+        if not heard.final and heard.speech_s >= min_speech:
+            # The words are not in yet (no recogniser, or it is busy): never make the
+            # caller repeat for that. The recording is the petition; file it now.
+            return await self.file_and_say(call_sid, stop=segment)
+        if call.state.petition.attempt < self.petition_cfg["attempts"]:
+            return await self.start_recording(call_sid, "petition", notice="petition_empty", again=True,
+                                              stop=segment)
+        if any(r.speech_s >= min_speech for _, r in call.state.recordings("petition")):
+            # Heard as speech every time but never recognised: the recordings are the petition.
+            call, _ = await self.apply(call_sid, Call.accept_unrecognised)
+            return await self.after_petition(call)
+        await self.apply(call_sid, Call.end, "no_petition")
+        return self.flow.goodbye("bye")
 
-    async def _confirm(self, call_sid: str, form, kind: str, readback: Callable[[dict, str | None], str]) -> str:
+    async def _confirm(self, call_sid: str, form, kind: TurnKind, readback: Callable[[CallState, str | None], str]) -> str:
         digit = (form.get("Digits") or "")[:1]
-        row = await self.load(call_sid)
-        if row.case_id is not None:
+        call = await self.load_call(call_sid)
+        if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
-        state = row.state or {}
-        turn = state.get(kind) or {}
+        turn = call.state.turn(kind)
         limit = self.petition_cfg["attempts"] if kind == "petition" else self.config["address"]["attempts"]
-        if digit == "2" and int(turn.get("attempt", 1)) < limit:
+        if digit == "2" and turn.attempt < limit:
             return await self.start_recording(call_sid, kind, again=True)
         if digit not in ("1", "2"):
-            def count(r, s):
-                s["confirm_tries"] = int(s.get("confirm_tries", 0)) + 1
-                return s["confirm_tries"]
-
-            _, tries = await self.mutate(call_sid, count)
+            _, tries = await self.apply(call_sid, Call.count_confirm_try)
             if tries < self.config["confirm"]["tries"]:
-                return readback(state, "readback_no_input")
-
-        def confirm(r, s):
-            s[kind]["confirmed"] = True
-            if digit != "1":
-                s[kind]["unconfirmed"] = True
-
-        row, _ = await self.mutate(call_sid, confirm)
+                return readback(call.state, "readback_no_input")
+        call, _ = await self.apply(call_sid, Call.confirm, kind, digit == "1")
         if kind == "petition":
-            return await self.after_petition(call_sid, row.state)
+            return await self.after_petition(call)
         return await self.file_and_say(call_sid)
 
     @webhook
     async def petition_confirm(self, request, form, call_sid) -> str:
-        def again(state, notice):
-            seg = (state.get("petition") or {}).get("segment", "")
-            text = ((state.get("segments") or {}).get(seg) or {}).get("text", "")
-            return self.flow.readback(segment=seg, text=text, notice=notice)
+        def again(state: CallState, notice: str | None) -> str:
+            segment = state.petition.segment
+            rec = state.segments.get(segment)
+            return self.flow.readback(segment=segment, text=rec.text if rec else "", notice=notice)
 
         return await self._confirm(call_sid, form, "petition", again)
 
     @webhook
     async def address_done(self, request, form, call_sid) -> str:
-        reply, result = await self._turn_done(request, form, call_sid, "address")
+        reply, call, heard = await self._turn_done(request, form, call_sid, "address")
         if reply is not None:
             return reply
-        heard = (result.get("text") or "").strip()
+        segment = call.state.address.segment
+        if not heard.final and heard.speech_s >= float(self.config["address"]["min_speech_s"]):
+            # Said but not recognised in time: filed now, the job reads the address later.
+            return await self.file_and_say(call_sid, stop=segment)
+        said = heard.text.strip() if heard.final else ""
         match = None
-        if heard:
+        if said:
             gaz = await self.gazetteer()
-            found = await self.db(gaz.match, heard)
+            found = await self.db(gaz.match, said)
             if found is not None:
-                names = [c.entry.name for c in gaz.candidates(heard) if c.entry.grid_id == found.grid_id]
-                match = {"name": names[0] if names else heard, "grid_id": found.grid_id,
+                names = [c.entry.name for c in gaz.candidates(said) if c.entry.grid_id == found.grid_id]
+                match = {"name": names[0] if names else said, "grid_id": found.grid_id,
                          "confidence": found.confidence}
-
-        def record(r, s):
-            s["address"].update(heard=heard or s["address"].get("heard"), name=None, grid_id=None)
-            if match:
-                s["address"].update(match)
-                s["stage"] = "address_confirm"
-                s["confirm_tries"] = 0
-            return int(s["address"].get("attempt", 1))
-
-        _, attempt = await self.mutate(call_sid, record)
+        _, attempt = await self.apply(call_sid, Call.address_heard, said, match)
         if match:
-            return self.flow.readback(segment=request.query.get("seg", ""), text=match["name"], kind="address")
+            return self.flow.readback(segment=segment, text=match["name"], kind="address")
         if attempt < self.config["address"]["attempts"]:
-            return await self.start_recording(call_sid, "address", notice="address_unknown", again=True)
-        return await self.file_and_say(call_sid)  # the operator will place it (triage)
+            return await self.start_recording(call_sid, "address", notice="address_unknown", again=True,
+                                              stop=segment)
+        return await self.file_and_say(call_sid, stop=segment)  # the operator will place it (triage)
 
     @webhook
     async def address_confirm(self, request, form, call_sid) -> str:
-        def again(state, notice):
-            a = state.get("address") or {}
-            return self.flow.readback(segment=a.get("segment", ""), text=a.get("name") or "", kind="address",
-                                      notice=notice)
+        def again(state: CallState, notice: str | None) -> str:
+            a = state.address
+            return self.flow.readback(segment=a.segment, text=a.name or "", kind="address", notice=notice)
 
         return await self._confirm(call_sid, form, "address", again)
 
     @webhook
     async def case_status(self, request, form, call_sid) -> str:
-        digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())
+        digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())[:32]
         info = None
         if digits:
             info = await self.db(calls.case_status, self.engine, digits, self.settings.timezone,
                                  self.config.language)
         if info is not None:
-            await self.mutate(call_sid, lambda r, s: s.update(status_tries=0,
-                                                              queried=[*s.get("queried", []), info.number]))
+            await self.apply(call_sid, Call.status_found, info.number)
             return self.flow.status_result(number=info.number, status=info.status, due=info.due,
                                            closed=info.closed)
-
-        def count(r, s):
-            s["status_tries"] = int(s.get("status_tries", 0)) + 1
-            return s["status_tries"]
-
-        _, tries = await self.mutate(call_sid, count)
+        _, tries = await self.apply(call_sid, Call.count_status_try)
         if tries >= self.config["status"]["tries"]:
             return self.flow.goodbye("bye")
         if digits:
@@ -378,54 +455,74 @@ class Hotline:
     @webhook
     async def operator_after(self, request, form, call_sid) -> str:
         if form.get("DialCallStatus") == "completed":
-            await self.mutate(call_sid, lambda r, s: setattr(r, "outcome", "operator"))
+            await self.apply(call_sid, Call.end, "operator")
             return self.flow.goodbye("bye")
         return await self.start_recording(call_sid, "petition", notice="operator_busy")
 
     @webhook
     async def status(self, request, form, call_sid) -> str:
-        await self.load(call_sid)
+        await self.load_call(call_sid)
         call_status = (form.get("CallStatus") or "")[:24]
-        duration = form.get("CallDuration")
-
-        def update(r, s):
-            if call_status:
-                r.status = call_status
-            if duration and duration.isdigit():
-                r.duration_s = int(duration)
-            if call_status in calls.TERMINAL_STATUSES and r.ended_at is None:
-                r.ended_at = utcnow()
-
-        await self.mutate(call_sid, update)
-        if call_status in calls.TERMINAL_STATUSES:
+        await self.apply(call_sid, Call.callback, call_status, form.get("CallDuration"))
+        if call_status in TERMINAL_STATUSES:
             await self.hung_up(call_sid)
+            self.registry.forget_call(call_sid)
         return self.flow.empty()
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
         return await self.registry.handle(request)
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- health and lifecycle -------------------------------------------------------------
+
+    async def health(self) -> dict:
+        """The recognition backlog, for /healthz."""
+        backlog = await self.db(calls.transcription_backlog, self.engine, retry_for_s=1.0)
+        return {
+            "speech_model": self.pool is not None,
+            "live_recognitions": self.registry.slots.live,
+            "live_capacity": self.live_capacity,
+            "calls_recorded_only": self.registry.stats["recording_only"],
+            "transcriptions_queued": backlog.get("queued", 0),
+            "transcriptions_running": backlog.get("running", 0),
+            "transcriptions_failed": backlog.get("failed", 0),
+        }
 
     async def startup(self, app: web.Application) -> None:
         if not self.settings.twilio_auth_token:
             log.warning("GRIDLINE_TWILIO_AUTH_TOKEN is not set: the hotline accepts simulator "
                         "signatures (key %r) only; do not expose this server to Twilio", SIMULATOR_TOKEN)
-        pool = self.registry.pool
-        if pool is not None and hasattr(pool, "warm_up"):
-            await pool.warm_up()  # load the model now, not during the first caller's petition
-        await self.recover(0.0)
-        self._sweeper = asyncio.create_task(self._sweep_periodically())
+        if self.pool is None:
+            log.warning("hotline: no speech model; calls are recorded and filed with transcript_pending "
+                        "(a `gridline worker --speech` with a model transcribes them)")
+        else:
+            log.info("hotline: up to %d calls recognised live (GRIDLINE_SPEECH_LIVE_STREAMS) on %d speech "
+                     "worker(s); further calls are recorded and transcribed afterwards", self.live_capacity,
+                     max(1, self.settings.speech_workers))
+            if hasattr(self.pool, "warm_up"):
+                await self.pool.warm_up()  # load the model now, not during the first caller's petition
+            for runner in self.speech_runners:
+                runner.start()
+        started = utcnow()
+        self._sweeper = asyncio.create_task(self._sweep_periodically(started), name="hotline recovery")
 
-    async def recover(self, min_age_s: float) -> list[calls.Filed]:
-        return await self.db(sweep, self.engine, self.services.speech, self.config.data, min_age_s,
-                             self.settings.data_dir)
+    async def recover(self, before: datetime) -> list[calls.Filed]:
+        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir)
+        for runner in self.speech_runners:
+            runner.wake()
+        return filed
 
-    async def _sweep_periodically(self) -> None:
+    async def _sweep_periodically(self, started: datetime) -> None:
+        # First the calls this process's predecessor left behind; start-up does not wait.
+        try:
+            await self.recover(started)
+        except Exception:
+            log.exception("recovery sweep at start-up failed; the periodic sweep will try again")
         every = float(self.config["recovery"]["sweep_every_s"])
+        stale = timedelta(seconds=float(self.config["recovery"]["stale_after_s"]))
         while True:
             await asyncio.sleep(every)
             try:
-                await self.recover(float(self.config["recovery"]["stale_after_s"]))
+                await self.recover(utcnow() - stale)
             except Exception:
                 log.exception("periodic recovery sweep failed")
 
@@ -437,16 +534,19 @@ class Hotline:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        for runner in self.speech_runners:
+            await runner.stop()
         await self.registry.close()
+        if self._own_pool and self.pool is not None:
+            await self.pool.close()
 
 
-def _outcome_for(state: dict) -> str:
-    stage = state.get("stage")
-    if stage == "status" or state.get("queried"):
-        return "status_query"
-    if stage == "operator":
-        return "operator"
-    return "hung_up"
+def _operator_hours(settings) -> list:
+    """Operator hours from rules.toml ``[hotline] operator_hours``; a deployment that sets
+    ``GRIDLINE_SERVICE_HOURS`` overrides them (``08:30-12:00,13:30-17:30``; empty: never)."""
+    if "service_hours" in settings.model_fields_set:
+        return parse_service_hours(settings.service_hours)
+    return parse_hours(load_rules().get("hotline", {}).get("operator_hours", [["08:30", "17:30"]]))
 
 
 def setup(app: web.Application, services) -> Hotline:
@@ -454,6 +554,7 @@ def setup(app: web.Application, services) -> Hotline:
     config = services.extras.get("ivr_flow") or FlowConfig.load()
     hotline = Hotline(services, config)
     app[HOTLINE] = hotline
+    services.extras.setdefault("health", {})["hotline"] = hotline.health
     for path, fn in (
         ("/twilio/voice", Hotline.voice),
         ("/twilio/menu", Hotline.menu),
@@ -471,4 +572,3 @@ def setup(app: web.Application, services) -> Hotline:
     app.on_shutdown.append(hotline.shutdown)
     app.on_cleanup.append(hotline.cleanup)
     return hotline
-

@@ -29,6 +29,7 @@ __all__ = [
     "mulaw_decode",
     "mulaw_encode",
     "read_wav",
+    "repair_wav_header",
     "resample",
     "write_wav",
 ]
@@ -201,16 +202,23 @@ def write_wav(path: str | os.PathLike, pcm: bytes, sample_rate: int) -> Path:
 
 
 class WavWriter:
-    """Appends pcm16 to a WAV file as it arrives; the header sizes are fixed on close.
+    """Appends pcm16 to a WAV file as it arrives, keeping the header true as it goes.
 
-    Each ``write`` reaches the OS at once, so a crash loses nothing already received;
-    ``read_wav`` accepts the unfinished header such a crash leaves behind.
+    Each ``write`` reaches the OS at once, so a crash (even SIGKILL) loses nothing already
+    received. The header's sizes are rewritten after every ``header_every_s`` of audio
+    (default one second) and on ``close``, so a file cut off by a crash is a valid WAV
+    that at most misses its last second in tools that trust the header (sox, players);
+    ``repair_wav_header`` makes it exact again. Why not a ``.part`` file renamed at the
+    end: the path stays the same from the first byte, so the database can name it before
+    any audio arrives and an operator can play a recording that is still growing.
     """
 
-    def __init__(self, path: str | os.PathLike, sample_rate: int):
+    def __init__(self, path: str | os.PathLike, sample_rate: int, *, header_every_s: float = 1.0):
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.bytes_written = 0
+        self._header_every = max(2, int(header_every_s * sample_rate) * 2)
+        self._header_at = 0  # bytes_written when the header was last made true
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - lives as long as the writer
         self._f.write(_wav_header(sample_rate, 0))
@@ -220,13 +228,25 @@ class WavWriter:
         if self._f is None:
             raise RuntimeError(f"{self.path} is closed")
         self._f.write(pcm)
-        self._f.flush()
         self.bytes_written += len(pcm)
+        if self.bytes_written - self._header_at >= self._header_every:
+            self._update_header()
+        self._f.flush()
+
+    def _update_header(self) -> None:
+        # Only whole samples count: a crash between the two bytes of a sample must not
+        # leave a header that promises half of one.
+        size = self.bytes_written - self.bytes_written % 2
+        self._f.seek(4)
+        self._f.write(struct.pack("<I", 36 + size))
+        self._f.seek(40)
+        self._f.write(struct.pack("<I", size))
+        self._f.seek(0, os.SEEK_END)
+        self._header_at = self.bytes_written
 
     def close(self) -> Path:
         if self._f is not None:
-            self._f.seek(0)
-            self._f.write(_wav_header(self.sample_rate, self.bytes_written))
+            self._update_header()
             self._f.close()
             self._f = None
         return self.path
@@ -240,6 +260,37 @@ class WavWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def repair_wav_header(path: str | os.PathLike) -> bool:
+    """Make the RIFF and data sizes of a WAV file cut short (a crash while recording)
+    match the bytes on disk. Only a file whose ``data`` chunk is the last one is changed;
+    a trailing half sample is cut off. Returns whether anything was rewritten."""
+    path = Path(path)
+    with open(path, "r+b") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise AudioError(f"{path}: not a RIFF/WAVE file")
+        total = f.seek(0, os.SEEK_END)
+        pos = 12
+        while pos + 8 <= total:
+            f.seek(pos)
+            cid, size = f.read(4), struct.unpack("<I", f.read(4))[0]
+            if cid == b"data":
+                start = pos + 8
+                usable = total - start
+                usable -= usable % 2
+                if size == usable and struct.unpack("<I", head[4:8])[0] == start + usable - 8:
+                    return False
+                if start + usable < total:
+                    f.truncate(start + usable)
+                f.seek(pos + 4)
+                f.write(struct.pack("<I", usable))
+                f.seek(4)
+                f.write(struct.pack("<I", start + usable - 8))
+                return True
+            pos += 8 + size + (size & 1)
+    raise AudioError(f"{path}: no data chunk")
 
 
 def read_wav(source: str | os.PathLike | bytes) -> DecodedAudio:

@@ -12,6 +12,7 @@ or changes what a case owns (its files, its survey).
     checking     the leader: verify (核查)
     supervision  escalation (督办)
     survey       the follow-up: open, attempts, answers, unreachable
+    transcription  the recogniser: the transcript of a case filed before it was recognised
     residents    a resident's contact details (audited, not case events)
     privacy      retention: shredding a closed case's personal data
 
@@ -45,13 +46,19 @@ from core.actions.privacy import shred
 from core.actions.residents import link_chat, set_phone
 from core.actions.supervision import escalate
 from core.actions.survey import record_survey, start_survey, survey_attempt, survey_unreachable
+from core.actions.transcription import (
+    LOW_CONFIDENCE,
+    TRANSCRIPT_PENDING,
+    is_low_confidence,
+    set_transcript,
+)
 from core.numbering import next_case_number
 from core.owners import responsible_worker
 
 __all__ = [
-    "OWNED", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate", "attach", "classify", "close",
-    "dispatch", "escalate", "find_resident_by_phone", "get_case", "idempotency_key", "link_chat", "locate",
-    "merge", "next_case_number", "record_survey", "reopen", "report_done", "responsible_worker",
-    "return_case", "set_flags", "set_phone", "shred", "start", "start_survey", "submit_petition", "survey_attempt",
-    "survey_unreachable", "verify",
+    "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
+    "attach", "classify", "close", "dispatch", "escalate", "find_resident_by_phone", "get_case",
+    "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number", "record_survey",
+    "reopen", "report_done", "responsible_worker", "return_case", "set_flags", "set_phone", "set_transcript",
+    "shred", "start", "start_survey", "submit_petition", "survey_attempt", "survey_unreachable", "verify",
 ]

@@ -1,4 +1,4 @@
-"""Command groups that belong to one part of Gridline each (speech, hotline simulator, staff chats and reports)."""
+"""Command groups that belong to one part of Gridline each (speech, hotline simulator, staff chats, reports, the speech worker)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from gridline.commands import apikeys, hotline, privacy, reports, speech, users, workers
+    from gridline.commands import apikeys, hotline, privacy, reports, speech, users, worker, workers
 
     app.add_typer(speech.models_app, name="models")
     app.command("transcribe")(speech.transcribe)
@@ -16,3 +16,4 @@ def register_all(app: typer.Typer) -> None:
     app.add_typer(reports.report_app, name="report")
     app.add_typer(apikeys.apikeys_app, name="apikeys")
     app.command("shred")(privacy.shred)
+    app.command("worker")(worker.worker)

@@ -3,7 +3,10 @@ playing Twilio, and the fake transcriber for Mandarin content."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +88,22 @@ def build_district(session) -> dict:
     return {"micro": micro.id, "community": community.id}
 
 
+async def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05,
+                     what: str = "the condition"):
+    """Poll ``condition`` (a function; a coroutine function is awaited) until it is truthy;
+    returns its value. A generous deadline: the machine may be busy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,6 +135,23 @@ class Rig:
     def cases(self) -> list[Case]:
         with session_scope(self.engine) as s:
             return list(s.exec(select(Case).order_by(Case.id)).all())
+
+    def path(self, stored: str) -> Path:
+        """A recording on disk from the path the database keeps (relative to the data dir)."""
+        from core.storage import resolve
+
+        assert not Path(stored).is_absolute(), f"stored absolute: {stored}"
+        return resolve(stored, self.settings.data_dir)
+
+    def case(self, case_id: int) -> Case:
+        with session_scope(self.engine) as s:
+            return s.get(Case, case_id)
+
+    def jobs(self, kind: str = "transcribe_recording") -> list:
+        from core.models import Job
+
+        with session_scope(self.engine) as s:
+            return list(s.exec(select(Job).where(Job.kind == kind).order_by(Job.id)).all())
 
     def recordings(self, case: Case) -> list[Path]:
         """The case's recordings on disk, in the order they were attached."""

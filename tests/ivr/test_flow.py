@@ -3,14 +3,25 @@ websocket streaming audio, the fake transcriber for what the caller says."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
 from sqlmodel import select
 
+from core import clock
 from core.db import session_scope
-from core.models import Attachment, CaseEvent, CaseStatus
+from core.models import Attachment, CalendarDay, CaseEvent, CaseStatus
 from core.queries import case_files
 from ivr.simulator import CallScript, Turn
+from speech_models.audio import read_wav
 
-from .conftest import KNOWN_PHONE, UNKNOWN_PHONE, silence, tone
+from .conftest import KNOWN_PHONE, UNKNOWN_PHONE, silence, start_rig, tone
+
+
+def local(*args) -> datetime:
+    """A moment in the district's time zone, as the naive UTC the clock gives."""
+    return datetime(*args, tzinfo=ZoneInfo("Asia/Shanghai")).astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
 
 
 async def test_known_caller_files_a_case_without_address(rig, fake_speech):
@@ -76,7 +87,7 @@ async def test_address_not_found_twice_goes_to_triage_with_what_was_heard(rig, f
     assert case.status == CaseStatus.received
 
 
-async def test_say_again_replaces_the_transcript(rig, fake_speech):
+async def test_say_again_replaces_the_transcript_and_keeps_both_recordings(rig, fake_speech):
     fake_speech.say("路灯 有点", "门口 路灯 坏 了")
     result = await rig.simulator().call(CallScript(
         from_number=KNOWN_PHONE, digits=["1", "2", "1"], turns=[Turn(tone(2)), Turn(tone(3))]))
@@ -85,7 +96,9 @@ async def test_say_again_replaces_the_transcript(rig, fake_speech):
     assert case.description == "门口路灯坏了"
     session = rig.call_session(result.call_sid)
     assert session.state["petition"]["attempt"] == 2
-    assert rig.recordings(case)[-1].name.endswith("petition-2.wav")
+    first, second = rig.recordings(case)  # every attempt stays with the case
+    assert first.name.endswith("petition-1.wav") and read_wav(first).duration == 2.0
+    assert second.name.endswith("petition-2.wav") and read_wav(second).duration == 3.0
 
 
 async def test_no_menu_input_repeats_once_then_goes_to_petition(rig, fake_speech):
@@ -111,6 +124,31 @@ async def test_petition_ended_by_silence(rig, fake_speech):
         from_number=KNOWN_PHONE, digits=["1", "1"], turns=[Turn(tone(2.5), end="silence")]))
     (case,) = rig.cases()
     assert result.case_number == case.number
+
+
+async def test_speech_never_recognised_is_still_a_case_with_every_recording(rig, fake_speech):
+    """The recogniser heard speech but no words three times: the caller is not sent away,
+    the three recordings are the petition (flagged for the operator)."""
+    fake_speech.say("", "", "")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1"], turns=[Turn(tone(2.5)), Turn(tone(2.5)), Turn(silence(2))]))
+    assert sum(h == "没有听清您说的话。" for h in result.heard) == 2
+    (case,) = rig.cases()
+    assert result.case_number == case.number
+    assert "low_confidence" in case.flags and "transcript_unconfirmed" in case.flags
+    assert [p.name[-14:] for p in rig.recordings(case)] == ["petition-1.wav", "petition-2.wav", "petition-3.wav"]
+
+
+async def test_an_early_attempt_with_speech_is_filed_when_the_last_is_silent(rig, fake_speech):
+    """Only the last attempt used to count: speech in the first, silence in the second and
+    third was 'no petition'."""
+    fake_speech.say("", "", "")
+    result = await rig.simulator().call(CallScript(
+        from_number=KNOWN_PHONE, digits=["1"], turns=[Turn(tone(5.6)), Turn(silence(1)), Turn(silence(1))]))
+    (case,) = rig.cases()
+    assert result.case_number == case.number
+    session = rig.call_session(result.call_sid)
+    assert session.outcome == "case_filed" and session.speech_seconds >= 5
 
 
 async def test_nothing_recognised_asks_again(rig, fake_speech):
@@ -162,6 +200,7 @@ async def test_status_of_unknown_number_says_so_then_goodbye(rig):
 
 
 async def test_operator_in_service_hours_is_dialled(rig):
+    clock.freeze(local(2026, 11, 23, 10, 0))  # a Monday morning
     result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["0"], operator_answers=True))
     assert "[dial +8657188880000]" in result.heard
     assert rig.call_session(result.call_sid).outcome == "operator"
@@ -169,6 +208,7 @@ async def test_operator_in_service_hours_is_dialled(rig):
 
 
 async def test_operator_not_answering_leaves_a_petition(rig, fake_speech):
+    clock.freeze(local(2026, 11, 23, 10, 0))
     fake_speech.say("路灯 坏 了")
     result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["0", "1"],
                                                    turns=[Turn(tone(2.5))]))
@@ -189,3 +229,60 @@ async def test_operator_outside_service_hours_leaves_a_petition(engine, tmp_path
         assert len(rig.cases()) == 1
     finally:
         await rig.stop()
+
+
+@pytest.mark.parametrize(("when", "open_"), [
+    (local(2026, 10, 1, 10, 0), False),  # 国庆节, a Thursday: a holiday on the calendar
+    (local(2026, 11, 21, 10, 0), False),  # an ordinary Saturday
+    (local(2026, 9, 20, 10, 0), True),  # a Sunday worked to make up for the holiday (调休上班)
+    (local(2026, 11, 23, 18, 0), False),  # Monday, after hours
+])
+async def test_operator_hours_follow_the_working_calendar(engine, tmp_path, fake_speech, when, open_):
+    rig = await start_rig(engine, tmp_path, fake_speech)
+    try:
+        with session_scope(engine) as s:
+            s.add(CalendarDay(day=datetime(2026, 10, 1).date(), is_working=False, note="国庆节"))
+            s.add(CalendarDay(day=datetime(2026, 9, 20).date(), is_working=True, note="国庆节调休上班"))
+        from core.sla import invalidate_calendars
+
+        invalidate_calendars()
+        rig.hotline.operator_hours = [(datetime(1, 1, 1, 8, 30).time(), datetime(1, 1, 1, 17, 30).time())]
+        clock.freeze(when)
+        fake_speech.say("路灯 坏 了")
+        result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["0", "1"],
+                                                       turns=[Turn(tone(2.5))], operator_answers=True))
+        assert any(h.startswith("[dial") for h in result.heard) is open_
+        assert ("现在不是人工服务时间。请您留下要反映的问题。" in result.heard) is not open_
+    finally:
+        await rig.stop()
+
+
+async def test_a_call_stored_in_the_old_state_shape_goes_on(rig, fake_speech):
+    """Rows written before the state was typed (string-keyed JSON, absolute paths) are read
+    into the typed state: a call in the middle of its read-back finishes normally."""
+    from core.models import CallSession
+
+    fake_speech.say("路灯 坏 了")
+    first = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1", "1"],
+                                                  turns=[Turn(tone(2.5))]))
+    wav = rig.recordings(rig.cases()[0])[0]
+    old = {"stage": "readback", "caller": {"known": True, "grid_id": rig.district["micro"],
+                                           "community": "幸福社区", "resident_id": None},
+           "segments": {"petition-1": {"kind": "petition", "audio_path": str(wav), "text": "井盖丢了",
+                                       "confidence": 0.9, "speech_s": 2.5, "duration": 2.5, "final": True,
+                                       "ended_by": "webhook", "segments": []}},
+           "petition": {"segment": "petition-1", "attempt": 1, "confirmed": False},
+           "wait_round": 0, "confirm_tries": 0, "menu_tries": 0}
+    with session_scope(rig.engine) as s:
+        s.add(CallSession(call_sid="CA" + "7" * 32, from_number=KNOWN_PHONE, status="in-progress",
+                          stream_token="t", state=old))
+    from .test_security import post
+
+    status, body = await post(f"{rig.url}/twilio/petition/confirm",
+                              {"CallSid": "CA" + "7" * 32, "Digits": "1", "From": KNOWN_PHONE})
+    assert status == 200 and "编号是" in body
+    case = rig.cases()[-1]
+    assert case.description == "井盖丢了" and case.number != first.case_number
+    assert rig.recordings(case) == [wav]
+    with session_scope(rig.engine) as s:  # kept relative to the data directory all the same
+        assert [a.path for a in case_files(s, case.id)] == [wav.relative_to(rig.settings.data_dir).as_posix()]

@@ -139,3 +139,46 @@ async def test_concurrent_duplicate_first_webhooks_make_one_session(rig):
     results = await asyncio.gather(*(post(f"{rig.url}/twilio/voice", params) for _ in range(6)))
     assert all(status == 200 for status, _ in results)
     assert len(sessions(rig.engine)) == 1
+
+
+async def raw_post(url: str, body: bytes, content_type: str, headers: dict | None = None) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.post(
+        url, data=body, headers={"Content-Type": content_type, "X-Twilio-Signature": "x", **(headers or {})}
+    ) as resp:
+        return resp.status, await resp.text()
+
+
+BAD_BODIES = {
+    "not UTF-8": (b"CallSid=CA1&From=\xff\xfe\xfd", "application/x-www-form-urlencoded"),
+    "percent-encoded bytes that are not UTF-8": (b"CallSid=CA1&From=%ff%fe", "application/x-www-form-urlencoded"),
+    "a declared charset we do not read": (b"CallSid=CA1", "application/x-www-form-urlencoded; charset=latin-1"),
+    "malformed multipart": (b"--xx\r\nContent-Disposition: form-data; name=\"CallSid\"\r\n\r\nCA1\r\n--x",
+                            "multipart/form-data; boundary=xx"),
+    "multipart with a bad boundary": (b"garbage", "multipart/form-data; boundary="),
+    "JSON": (b'{"CallSid": "CA1"}', "application/json"),
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_BODIES))
+async def test_a_malformed_body_is_a_clear_400_without_a_traceback(rig, caplog, what):
+    body, content_type = BAD_BODIES[what]
+    for path in ("/twilio/voice", "/twilio/status"):
+        status, text = await raw_post(f"{rig.url}{path}", body, content_type)
+        assert status == 400, (what, status, text)
+        assert text  # says what was wrong
+    assert not [r for r in caplog.records if r.exc_info or r.levelname in ("ERROR", "CRITICAL")]
+    assert sessions(rig.engine) == []
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(rig, caplog):
+    params = fixture("voice_incoming.json")
+    padded = {**params, "Padding": "x" * 100_000}
+    status, _ = await post(f"{rig.url}/twilio/voice", padded)  # signed correctly, but too big
+    assert status == 413
+    chunked_status, _ = await raw_post(f"{rig.url}/twilio/voice", b"CallSid=CA1&" + b"x" * 200_000,
+                                       "application/x-www-form-urlencoded")
+    assert chunked_status == 413
+    assert not [r for r in caplog.records if r.exc_info]
+    assert sessions(rig.engine) == []
+    status, _ = await post(f"{rig.url}/twilio/voice", params)  # and the server carries on
+    assert status == 200

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from datetime import datetime
+from datetime import datetime, time
 
 from typer.testing import CliRunner
 
-from ivr.config import FlowConfig, in_service_hours, load_prompts
+from ivr.config import FlowConfig, load_prompts, parse_service_hours
 from ivr.flow import Flow, read_digits
 
 from .conftest import KNOWN_PHONE, TOKEN, tone
@@ -53,10 +53,9 @@ def test_record_forks_audio_to_our_socket_with_the_call_token():
     assert root[-1].tag == "Redirect"  # Twilio skips the action of an empty recording
 
 
-def test_service_hours():
-    assert in_service_hours("08:30-17:30", "Asia/Shanghai", datetime(2026, 11, 23, 2, 0))  # 10:00 local
-    assert not in_service_hours("08:30-12:00,13:30-17:30", "Asia/Shanghai", datetime(2026, 11, 23, 4, 30))
-    assert not in_service_hours("", "Asia/Shanghai", datetime(2026, 11, 23, 2, 0))
+def test_service_hours_override_is_parsed():
+    assert parse_service_hours("08:30-12:00, 13:30-17:30") == [(time(8, 30), time(12)), (time(13, 30), time(17, 30))]
+    assert parse_service_hours("") == []
 
 
 async def test_cli_simulate_call(rig, fake_speech, tmp_path, monkeypatch):
@@ -93,4 +92,9 @@ async def test_the_composed_app_serves_the_hotline(engine, tmp_path, fake_speech
     async with TestClient(TestServer(app)) as client:
         resp = await client.post("/twilio/voice", data={"CallSid": "CA1"})
         assert resp.status == 403
-        assert (await client.get("/healthz")).status == 200
+        health = await client.get("/healthz")
+        assert health.status == 200
+        report = (await health.json())["hotline"]
+        assert report["speech_model"] is True and report["live_recognitions"] == 0
+        assert report["live_capacity"] == 4  # twice the two speech workers by default
+        assert report["transcriptions_queued"] == 0

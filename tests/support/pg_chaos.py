@@ -1,21 +1,25 @@
 """PostgreSQL trouble on purpose: every other backend of a database terminated
 (``pg_terminate_backend``) from a connection of our own, again and again, while a test
-runs its load. What a server sees when PostgreSQL restarts or a proxy drops connections.
+runs its load. What a server sees when PostgreSQL restarts, fails over or a proxy drops
+connections; work must survive on fresh connections::
 
-    async with BackendTerminator(database_url(engine), every=0.4) as chaos:
+    with BackendTerminator(database_url(engine), every=0.3) as chaos:          # sync tests
+        run_calls()
+    async with BackendTerminator(database_url(engine), every=0.4) as chaos:    # async tests
         await asyncio.gather(*dialogs, *calls)
     assert chaos.terminated > 0
 
-The rounds go on until the block ends (at least ``min_rounds`` of them).
+The rounds run in a thread of their own until the block ends (at least ``min_rounds``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
+from core.db import make_engine
 from core.settings import normalise_database_url
 
 _TERMINATE = text(
@@ -25,16 +29,16 @@ _TERMINATE = text(
 
 
 class BackendTerminator:
-    def __init__(self, database_url: str, *, every: float = 0.5, min_rounds: int = 3):
-        self.engine = create_engine(normalise_database_url(database_url), isolation_level="AUTOCOMMIT",
-                                    pool_size=1, max_overflow=0)
+    def __init__(self, database_url: str, *, every: float = 0.3, min_rounds: int = 1):
+        self.engine = make_engine(normalise_database_url(database_url), isolation_level="AUTOCOMMIT",
+                                  pool_size=1, max_overflow=0)
         if self.engine.dialect.name != "postgresql":
             raise ValueError("pg_terminate_backend needs PostgreSQL")
         self.every = every
         self.min_rounds = min_rounds
         self.per_round: list[int] = []
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def rounds(self) -> int:
@@ -48,19 +52,29 @@ class BackendTerminator:
         with self.engine.connect() as conn:
             return int(conn.execute(_TERMINATE).scalar_one())
 
-    async def _run(self) -> None:
-        while not self._stop.is_set() or self.rounds < self.min_rounds:
-            self.per_round.append(await asyncio.to_thread(self._round))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.every)
+    def _run(self) -> None:
+        while not self._stop.wait(self.every) or self.rounds < self.min_rounds:
+            self.per_round.append(self._round())
 
-    async def __aenter__(self) -> BackendTerminator:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="pg-backend-terminator")
+    def start(self) -> BackendTerminator:
+        self._thread = threading.Thread(target=self._run, name="pg-backend-terminator", daemon=True)
+        self._thread.start()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        try:
-            await self._task
-        finally:
-            self.engine.dispose()
+        if self._thread is not None:
+            self._thread.join(60)
+        self.engine.dispose()
+
+    def __enter__(self) -> BackendTerminator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> BackendTerminator:
+        return self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.to_thread(self.stop)

@@ -1,0 +1,268 @@
+"""The state of one hotline call, typed, and the named transitions that change it.
+
+``CallState`` is what the flow knows of a call; it is stored as JSON in
+``CallSession.state`` (rows written in the older string-keyed shape read into the same
+model). ``Call`` pairs it with the row's columns (status, outcome, case) and is the only
+thing ``ivr/web.py`` changes, one named transition at a time, through
+``ivr.calls.apply``, which locks the row, runs the transition and writes both back.
+The diagram of stages and transitions is ``ivr/flow.md``.
+
+What the caller said travels one way: the stream's segment ends → the webhook (or the
+hang-up) takes its ``Recording`` and stores it with ``Call.turn_heard`` → the filing
+builds the petition from the stored recordings (``ivr.calls.file_case``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.clock import utcnow
+from core.models import CallSession
+
+TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+RECORDINGS_DIR = "recordings"  # under the data directory
+
+TurnKind = Literal["petition", "address"]
+
+
+class Stage(enum.StrEnum):
+    menu = "menu"  # greeting and keypad menu
+    petition = "petition"  # the caller describes the problem (recording)
+    readback = "readback"  # "您反映的是……" 1 confirm / 2 again
+    address = "address"  # an unknown caller says where (recording)
+    address_confirm = "address_confirm"  # "您的地址是……" 1 / 2
+    status = "status"  # keying a case number
+    operator = "operator"  # <Dial> to the operator
+    filed = "filed"  # a case exists; its number was read out
+    ended = "ended"  # over without a case (status query, operator, nothing said, hung up)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class Caller(_Model):
+    """From the household registry, looked up once when the call comes in."""
+
+    known: bool = False
+    grid_id: int | None = None
+    community: str | None = None
+    resident_id: int | None = None
+
+
+class Recording(_Model):
+    """One turn of the caller on the stream (a segment): its WAV and what was recognised.
+
+    Planned (``audio_path`` only) when the turn begins, so a crash before the first audio
+    frame still leaves the path on record; complete once the turn ended (``ended_by``)."""
+
+    kind: TurnKind = "petition"
+    audio_path: str | None = None  # relative to the data directory (core.storage)
+    speech_s: float = 0.0
+    duration: float = 0.0
+    text: str = ""
+    confidence: float | None = None
+    segments: list[dict] = Field(default_factory=list)  # recogniser output, with word timings
+    final: bool = False  # the transcript is complete
+    deferred: bool = False  # recognised afterwards by a transcribe_recording job
+    ended_by: str | None = None  # webhook, dtmf, stop, dropped, hangup, recovered
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_by is not None
+
+    @property
+    def transcript_pending(self) -> bool:
+        return not self.final
+
+
+class Turn(_Model):
+    segment: str = ""  # the current attempt's segment name, e.g. "petition-2"
+    attempt: int = 0
+    confirmed: bool = False
+    unconfirmed: bool = False  # accepted without the caller pressing 1
+
+
+class AddressTurn(Turn):
+    heard: str | None = None
+    name: str | None = None  # gazetteer name read back
+    grid_id: int | None = None
+    confidence: float | None = None
+
+
+class CallState(_Model):
+    stage: Stage = Stage.menu
+    caller: Caller = Field(default_factory=Caller)
+    petition: Turn = Field(default_factory=Turn)
+    address: AddressTurn = Field(default_factory=AddressTurn)
+    segments: dict[str, Recording] = Field(default_factory=dict)
+    menu_tries: int = 0
+    confirm_tries: int = 0
+    status_tries: int = 0
+    queried: list[str] = Field(default_factory=list)  # case numbers asked about
+
+    @classmethod
+    def load(cls, data: dict | None) -> CallState:
+        return cls.model_validate(data or {})
+
+    def dump(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def turn(self, kind: TurnKind) -> Turn:
+        return self.petition if kind == "petition" else self.address
+
+    def recordings(self, kind: TurnKind | None = None) -> list[tuple[str, Recording]]:
+        """(segment, recording) in the order the turns were taken."""
+        return [(n, r) for n, r in self.segments.items() if kind is None or r.kind == kind]
+
+
+def recording_path(call_sid: str, segment: str) -> str:
+    """Where a turn's WAV goes, relative to the data directory."""
+    safe = "".join(c for c in f"{call_sid}-{segment}" if c.isalnum() or c in "-_")
+    return f"{RECORDINGS_DIR}/{utcnow():%Y%m%d}/{safe}.wav"
+
+
+@dataclass
+class Call:
+    """A call session as the flow changes it: the row's columns and the typed state.
+    Every method is a named transition (see ivr/flow.md)."""
+
+    row: CallSession
+    state: CallState
+
+    @classmethod
+    def of(cls, row: CallSession) -> Call:
+        return cls(row, CallState.load(row.state))
+
+    @property
+    def call_sid(self) -> str:
+        return self.row.call_sid
+
+    @property
+    def settled(self) -> bool:
+        """A case was filed, or the call ended without one: nothing more to file."""
+        return self.row.case_id is not None or bool(self.row.outcome)
+
+    # -- menu ---------------------------------------------------------------------------
+
+    def count_menu_try(self) -> int:
+        self.state.menu_tries += 1
+        return self.state.menu_tries
+
+    def ask_status(self) -> None:
+        self.state.stage = Stage.status
+        self.state.status_tries = 0
+
+    def to_operator(self) -> None:
+        self.state.stage = Stage.operator
+
+    # -- the caller's turns (petition, address) -------------------------------------------
+
+    def begin_turn(self, kind: TurnKind) -> tuple[str, str | None]:
+        """A new recording: the next attempt's segment and its WAV path go on record now,
+        before Twilio opens the stream. Returns (segment, stream token)."""
+        turn = self.state.turn(kind)
+        turn.attempt += 1
+        turn.segment = f"{kind}-{turn.attempt}"
+        turn.confirmed = False
+        path = recording_path(self.call_sid, turn.segment)
+        self.state.segments[turn.segment] = Recording(kind=kind, audio_path=path)
+        self.state.stage = Stage(kind)
+        self.state.confirm_tries = 0
+        if kind == "petition":
+            self.row.audio_path = path
+        return turn.segment, self.row.stream_token
+
+    def turn_heard(self, segment: str, recording: Recording) -> Recording:
+        """A turn ended: keep what the stream recorded and recognised."""
+        planned = self.state.segments.get(segment)
+        if planned is not None and planned.audio_path and not recording.audio_path:
+            recording.audio_path = planned.audio_path
+        self.state.segments[segment] = recording
+        if recording.kind == "petition":
+            spoken = [r.speech_s for _, r in self.state.recordings("petition")]
+            self.row.speech_seconds = max(spoken, default=0.0)
+            if segment == self.state.petition.segment:
+                self.row.audio_path = recording.audio_path or self.row.audio_path
+                self.row.transcript = recording.segments or None
+        return recording
+
+    def turns_heard(self, recordings: dict[str, Recording]) -> None:
+        """Several turns ended at once (the caller hung up)."""
+        for segment, recording in recordings.items():
+            self.turn_heard(segment, recording)
+
+    def ask_confirm(self, kind: TurnKind) -> None:
+        self.state.stage = Stage.readback if kind == "petition" else Stage.address_confirm
+        self.state.confirm_tries = 0
+
+    def count_confirm_try(self) -> int:
+        self.state.confirm_tries += 1
+        return self.state.confirm_tries
+
+    def confirm(self, kind: TurnKind, keyed: bool) -> None:
+        """The read-back was accepted: by pressing 1, or by saying nothing twice (flagged)."""
+        turn = self.state.turn(kind)
+        turn.confirmed = True
+        turn.unconfirmed = turn.unconfirmed or not keyed
+
+    def accept_unrecognised(self) -> None:
+        """Every attempt was heard as speech but nothing was recognised: the recordings are
+        the petition (flagged for the operator)."""
+        self.state.petition.confirmed = True
+        self.state.petition.unconfirmed = True
+
+    def address_heard(self, heard: str, match: dict | None) -> int:
+        """What the unknown caller said as their address, and the gazetteer's match (or
+        none). Returns the attempt number."""
+        a = self.state.address
+        a.heard = heard or a.heard
+        a.name = a.grid_id = a.confidence = None
+        if match:
+            a.name, a.grid_id, a.confidence = match["name"], match["grid_id"], match["confidence"]
+            self.ask_confirm("address")
+        return a.attempt
+
+    # -- case status ----------------------------------------------------------------------
+
+    def status_found(self, number: str) -> None:
+        self.state.status_tries = 0
+        self.state.queried.append(number)
+
+    def count_status_try(self) -> int:
+        self.state.status_tries += 1
+        return self.state.status_tries
+
+    # -- the end --------------------------------------------------------------------------
+
+    def callback(self, status: str, duration: str | None) -> None:
+        """Twilio's call status callback."""
+        if status:
+            self.row.status = status[:24]
+        if duration and duration.isdigit():
+            self.row.duration_s = int(duration)
+        if status in TERMINAL_STATUSES and self.row.ended_at is None:
+            self.row.ended_at = utcnow()
+
+    def end(self, outcome: str | None = None) -> str:
+        """Over without a case; the first outcome recorded stays."""
+        if self.row.case_id is None and not self.row.outcome:
+            self.row.outcome = outcome or self.outcome_without_case()
+            self.state.stage = Stage.ended
+        return self.row.outcome or ""
+
+    def outcome_without_case(self) -> str:
+        if self.state.stage == Stage.status or self.state.queried:
+            return "status_query"
+        if self.state.stage == Stage.operator:
+            return "operator"
+        return "hung_up"
+
+    def filed(self, case_id: int, outcome: str) -> None:
+        self.row.case_id = case_id
+        self.row.outcome = outcome
+        self.state.stage = Stage.filed

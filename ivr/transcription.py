@@ -1,0 +1,122 @@
+"""Deferred recognition: ``transcribe_recording`` jobs.
+
+A hotline case filed before its words were recognised (no speech model in the process,
+every live recognition slot busy, or recognition slower than the caller could wait)
+carries the flag ``transcript_pending`` and a job queued in the same transaction. Any
+Gridline process that shares the database and the data directory and has a speech model
+takes such jobs: ``gridline serve`` (one at a time, when a recognition slot is free, so
+live calls come first) and ``gridline worker --speech`` (only these jobs, as many at once
+as it has workers) — that is how a busy district adds recognition on a second machine.
+
+The words go to the case through ``core.actions.set_transcript``. When the live
+recogniser of the same turn is still running in this process, the job waits for it rather
+than recognising the audio twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from core.models import Job
+from core.runner import JobRunner
+from core.storage import resolve
+from ivr import calls
+from ivr.calls import SPEECH_JOB_KINDS, TRANSCRIBE_JOB
+from ivr.database import run_db
+from ivr.stream import Db, RecognitionSlots, StreamRegistry
+from speech_models.audio import AudioError, read_wav
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SPEECH_JOB_KINDS", "TRANSCRIBE_JOB", "Transcriptions", "run_speech_worker", "speech_runners"]
+
+LIVE_WAIT_S = 600.0  # a live recogniser still working on the same turn: wait this long for it
+
+
+class Transcriptions:
+    """The handler of ``transcribe_recording`` jobs."""
+
+    def __init__(self, engine: Engine, pool: Any, *, data_dir: Path, db: Db, slots: RecognitionSlots,
+                 registry: StreamRegistry | None = None):
+        self.engine = engine
+        self.pool = pool
+        self.data_dir = Path(data_dir)
+        self.db = db
+        self.slots = slots
+        self.registry = registry
+        self.done = 0
+
+    async def handle(self, job: Job) -> None:
+        payload = job.payload or {}
+        case_id = int(payload["case_id"])
+        call_sid = payload.get("call_sid")
+        if not await self.db(calls.transcript_pending, self.engine, case_id):
+            return  # recognised already (a second run of the job)
+        heard = {}
+        for part in ("petition", "address"):
+            if payload.get(part):
+                heard[part] = await self.recognise(call_sid, payload[part])
+        written = await self.db(calls.apply_transcript, self.engine, case_id, call_sid, heard)
+        self.done += 1
+        if written:
+            text = (heard.get("petition") or {}).get("text") or ""
+            log.info("case %s: transcript ready (%d characters)", case_id, len(text))
+
+    async def recognise(self, call_sid: str | None, recording: dict) -> dict:
+        name = recording.get("segment") or ""
+        seg = self.registry.get(call_sid, name) if self.registry is not None and call_sid else None
+        if seg is not None and seg.live:
+            await seg.wait_done(LIVE_WAIT_S)
+            live = seg.transcript()
+            if live is not None:
+                return live
+        path = resolve(recording["path"], self.data_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"recording {path} is not there: does this process share the data "
+                                    f"directory (GRIDLINE_DATA_DIR) with the one that took the call?")
+        try:
+            audio = await asyncio.to_thread(read_wav, path)
+        except AudioError as exc:
+            log.warning("recording %s cannot be read (%s): filed without words", path, exc)
+            return {"segment": name, "text": "", "confidence": None, "segments": []}
+        async with self.slots.for_job():
+            transcript = await self.pool.transcribe_pcm(audio.pcm, audio.sample_rate)
+        return {
+            "segment": name,
+            "text": transcript.text,
+            "confidence": round(transcript.confidence, 4) if transcript.words else None,
+            "segments": [s.to_dict() for s in transcript.segments if s.text],
+        }
+
+
+def speech_runners(engine: Engine, handler: Transcriptions, count: int, *, poll_seconds: float = 2.0) -> list[JobRunner]:
+    """``count`` job runners that take only speech jobs, one job at a time each."""
+    runners = []
+    for _ in range(max(1, count)):
+        runner = JobRunner(engine, poll_seconds=poll_seconds, batch=1)
+        runner.register(TRANSCRIBE_JOB, handler.handle)
+        runners.append(runner)
+    return runners
+
+
+async def run_speech_worker(engine: Engine, pool: Any, data_dir: Path, concurrency: int,
+                            stop: asyncio.Event) -> Transcriptions:
+    """``gridline worker --speech``: take transcription jobs until ``stop`` is set."""
+    handler = Transcriptions(engine, pool, data_dir=data_dir, db=run_db, slots=RecognitionSlots(concurrency))
+    await pool.warm_up()
+    runners = speech_runners(engine, handler, concurrency)
+    log.info("speech worker: up to %d recording(s) transcribed at once; taking %s jobs", concurrency,
+             ", ".join(SPEECH_JOB_KINDS))
+    for runner in runners:
+        runner.start()
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.stop()
+    return handler
