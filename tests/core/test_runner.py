@@ -9,7 +9,7 @@ from core.runner import JobRunner
 
 
 class IdleRunner(JobRunner):
-    async def run_once(self) -> int:
+    async def run_once(self, lane: str | None = None) -> int:
         return 0
 
 
