@@ -43,7 +43,13 @@ from core.actions.operator import (
     set_flags,
 )
 from core.actions.privacy import shred
-from core.actions.residents import link_chat, resident_for_phone, set_do_not_call, set_phone, sms_opt_out
+from core.actions.residents import (
+    link_chat,
+    resident_for_phone,
+    set_do_not_call,
+    set_phone,
+    sms_opt_out,
+)
 from core.actions.supervision import escalate
 from core.actions.survey import (
     contact_resident,

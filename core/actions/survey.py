@@ -16,7 +16,6 @@ from core.errors import IllegalTransition, InvalidInput
 from core.models import Case, GridLevel, Resident, Survey, SurveyStatus
 from core.rules import load_rules
 
-
 SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
 SURVEY_PHONE_JOB = jobs.declare("survey_phone", "ivr/survey_jobs.py: one follow-up call (an attempt)")
 CHANNEL_JOBS = {"chat": SURVEY_CHAT_JOB, "phone": SURVEY_PHONE_JOB}
