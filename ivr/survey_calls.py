@@ -29,7 +29,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -124,20 +125,30 @@ class AttemptPlan:
     slot: float | None = None  # epoch seconds: not before this (calls per second)
 
 
+def _lock(session: Session, model: Any, *where: Any) -> Any:
+    """The row, locked until the transaction ends, on both databases: ``SELECT … FOR
+    UPDATE`` on PostgreSQL; SQLite has no row locks, so a no-op UPDATE first takes its write
+    lock for the whole transaction (a read before it could be stale by the time it writes)."""
+    if session.get_bind().dialect.name == "sqlite":
+        key = sa_inspect(model).primary_key[0]
+        session.execute(update(model).where(*where).values({key.name: key})
+                        .execution_options(synchronize_session=False))
+    return session.exec(select(model).where(*where).with_for_update()).first()
+
+
 def _locked_survey(session: Session, survey_id: int) -> Survey | None:
-    return session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
+    return _lock(session, Survey, Survey.id == survey_id)
 
 
-def _attempt_row(session: Session, survey_id: int, attempt: int, *, lock: bool = True) -> SurveyCall | None:
-    stmt = select(SurveyCall).where(SurveyCall.survey_id == survey_id, SurveyCall.attempt == attempt)
-    return session.exec(stmt.with_for_update() if lock else stmt).first()
+def _attempt_row(session: Session, survey_id: int, attempt: int) -> SurveyCall | None:
+    return _lock(session, SurveyCall, SurveyCall.survey_id == survey_id, SurveyCall.attempt == attempt)
 
 
 def reserve_slot(session: Session, calls_per_second: float) -> float:
     """The moment (epoch seconds) the next call may be placed, at most ``calls_per_second``
     across every process: one row, locked. Real time, not ``core.clock`` (a rate)."""
-    row = session.exec(select(ChannelState).where(ChannelState.namespace == PACE[0], ChannelState.key == PACE[1])
-                       .with_for_update()).first()
+    where = (ChannelState.namespace == PACE[0], ChannelState.key == PACE[1])
+    row = _lock(session, ChannelState, *where)
     if row is None:
         try:
             with session.begin_nested():
@@ -145,8 +156,7 @@ def reserve_slot(session: Session, calls_per_second: float) -> float:
                 session.add(row)
                 session.flush()
         except IntegrityError:  # another worker made it first
-            row = session.exec(select(ChannelState).where(ChannelState.namespace == PACE[0],
-                                                          ChannelState.key == PACE[1]).with_for_update()).one()
+            row = _lock(session, ChannelState, *where)
     now = time.time()
     slot = max(now, float((row.data or {}).get("next") or 0.0))
     row.data = {"next": slot + 1.0 / calls_per_second}
@@ -242,14 +252,14 @@ def _record_placed(session: Session, row: SurveyCall, call_sid: str, *, actor: s
 def record_placed(engine: Engine, survey_call_id: int, call_sid: str) -> bool:
     """After ``calls.create`` returned ``call_sid``."""
     with session_scope(engine) as session:
-        row = session.exec(select(SurveyCall).where(SurveyCall.id == survey_call_id).with_for_update()).one()
+        row = _lock(session, SurveyCall, SurveyCall.id == survey_call_id)
         return _record_placed(session, row, call_sid, actor=ACTOR)
 
 
 def placing_failed(engine: Engine, survey_call_id: int, error: str) -> str:
     """Twilio refused the call (an invalid number): the attempt counts, as failed."""
     with session_scope(engine) as session:
-        row = session.exec(select(SurveyCall).where(SurveyCall.id == survey_call_id).with_for_update()).one()
+        row = _lock(session, SurveyCall, SurveyCall.id == survey_call_id)
         if row.placed_at is not None or row.ended_at is not None:
             return "done"
         survey = _locked_survey(session, row.survey_id)
@@ -285,7 +295,7 @@ def _settle(session: Session, row: SurveyCall) -> str:
 def _by_token(session: Session, survey_id: int, token: str, call_sid: str | None) -> SurveyCall:
     """The attempt this token belongs to, refusing a token of another survey, or a request of
     another call than the one the attempt placed."""
-    row = session.exec(select(SurveyCall).where(SurveyCall.token == token).with_for_update()).first() if token else None
+    row = _lock(session, SurveyCall, SurveyCall.token == token) if token else None
     if row is None or row.survey_id != survey_id:
         raise Refused("survey token unknown or not this survey's")
     if call_sid and row.call_sid and row.call_sid != call_sid:
@@ -342,7 +352,7 @@ def _community(session: Session, grid_id: int | None) -> str | None:
 
 
 def _locked_session(session: Session, call_sid: str) -> CallSession | None:
-    return session.exec(select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()).first()
+    return _lock(session, CallSession, CallSession.call_sid == call_sid)
 
 
 def _view(session: Session, row: SurveyCall, call: CallSession, tz: str) -> CallView:
@@ -573,7 +583,7 @@ def comment_pending(engine: Engine, call_sid: str) -> tuple[int, str, str] | Non
 def comment_words(engine: Engine, survey_id: int, call_sid: str, segment: str, heard: dict) -> bool:
     """The words of a comment recognised afterwards (the transcribe job)."""
     with session_scope(engine) as session:
-        survey = session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
+        survey = _locked_survey(session, survey_id)
         if survey is None or survey.comment is not None:
             return False
         actions.survey_comment(session, survey, actor="survey:speech", text=(heard.get("text") or "").strip(),
