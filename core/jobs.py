@@ -68,6 +68,7 @@ def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: in
     now = utcnow()
     due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
     stale = (Job.status == JobStatus.running) & (Job.locked_until < now)
+    taken = {"status": JobStatus.running, "locked_by": worker, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
     with session_scope(engine) as session:
         stmt = select(Job).where(or_(due, stale)).order_by(Job.run_at, Job.id).limit(limit)
         if kinds:
@@ -75,17 +76,18 @@ def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: in
         if ids is not None:
             stmt = stmt.where(Job.id.in_(ids))
         if engine.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
+            # One statement: the due rows nobody else holds, locked and taken (SKIP LOCKED),
+            # returned as they are now.
+            chosen = stmt.with_only_columns(Job.id).with_for_update(skip_locked=True).scalar_subquery()
+            taken_rows = session.scalars(
+                update(Job).where(Job.id.in_(chosen)).values(**taken).returning(Job)
+                .execution_options(synchronize_session=False)).all()
+            return sorted(taken_rows, key=lambda j: (j.run_at, j.id))
         candidates = session.exec(stmt).all()
         claimed: list[Job] = []
         for job in candidates:
             # The WHERE repeats the claim condition so two SQLite workers cannot both win.
-            result = session.execute(
-                update(Job)
-                .where(Job.id == job.id, or_(due, stale))
-                .values(status=JobStatus.running, locked_by=worker, locked_until=now + LEASE,
-                        attempts=Job.attempts + 1)
-            )
+            result = session.execute(update(Job).where(Job.id == job.id, or_(due, stale)).values(**taken))
             if result.rowcount == 1:
                 session.refresh(job)
                 claimed.append(job)
@@ -94,10 +96,8 @@ def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: in
 
 def complete(engine: Engine, job_id: int) -> None:
     with session_scope(engine) as session:
-        job = session.get(Job, job_id)
-        job.status = JobStatus.done
-        job.locked_until = None
-        session.add(job)
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.done, locked_until=None)
+                        .execution_options(synchronize_session=False))
 
 
 def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None) -> Job:

@@ -146,3 +146,35 @@ class CommentTranscriber:
         heard = await t.recognise(p.get("call_sid"), {"segment": p.get("segment") or "", "path": p["path"]})
         await t.db(survey_calls.comment_words, t.engine, survey_id, p.get("call_sid") or "", p.get("segment") or "",
                    heard)
+
+
+async def run_survey_worker(engine: Engine, settings: Any, stop: asyncio.Event, *, poll_seconds: float = 1.0,
+                            batch: int = 10) -> SurveyJobs:
+    """``gridline worker --surveys``: place the follow-up calls and send the progress SMS
+    until ``stop`` is set. Any number of these may run against one PostgreSQL (jobs are
+    claimed with SKIP LOCKED; the calls per second are shared through the database)."""
+    from core.runner import JobRunner
+    from core.sms import SMS_JOB
+    from ivr.config import load_prompts
+    from ivr.database import run_db
+    from ivr.sms import ProgressSms
+    from ivr.survey_calls import CHECK_JOB
+    from ivr.survey_twiml import SurveyFlowConfig
+    from ivr.twilio_api import TwilioApi
+
+    api = TwilioApi.from_settings(settings)
+    config = SurveyFlowConfig.load()
+    handlers = SurveyJobs(engine, api, from_number=settings.hotline_number,
+                          twiml=SurveyTwiml(config, settings.public_url), db=run_db)
+    progress = ProgressSms(engine, api, settings=settings, prompts=load_prompts(config.language), db=run_db)
+    runner = JobRunner(engine, poll_seconds=poll_seconds, batch=batch)
+    runner.register(SURVEY_PHONE_JOB, handlers.survey_phone, lane="survey_calls")
+    runner.register(CHECK_JOB, handlers.check_call, lane="survey_calls")
+    runner.register(SMS_JOB, progress.handle)
+    log.info("survey worker %s: taking %s", runner.name, ", ".join(runner.handlers))
+    runner.start()
+    try:
+        await stop.wait()
+    finally:
+        await runner.stop()
+    return handlers
