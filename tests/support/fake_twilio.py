@@ -57,6 +57,7 @@ import aiohttp
 from aiohttp import web
 from twilio.rest import Client
 
+from core import clock
 from ivr.simulator import CallResult, CallScript, Simulator, Turn
 from ivr.twilio_http import AsyncBaseUrlHttpClient, BaseUrlHttpClient
 from tests.support.twilio_signing import SIGNATURE_HEADER, sign_twilio_request
@@ -71,9 +72,14 @@ CALL_STATUSES = {"queued", "ringing", "in-progress"} | TERMINAL_STATUSES
 _MULTI_VALUED = {"StatusCallbackEvent", "RecordingStatusCallbackEvent"}
 
 
+def _now() -> datetime:
+    """The fake's clock is the app's (``core.clock``): a test that freezes time freezes both."""
+    return clock.utcnow().replace(tzinfo=UTC)
+
+
 def rfc2822(moment: datetime | None = None) -> str:
     """Twilio's date format: ``Wed, 12 Jun 2024 02:41:07 +0000``."""
-    return format_datetime((moment or datetime.now(UTC)).astimezone(UTC))
+    return format_datetime((moment or _now()).astimezone(UTC))
 
 
 def new_sid(prefix: str) -> str:
@@ -504,7 +510,7 @@ class FakeTwilio:
                 return resp.status, await resp.text()
 
     def _transition(self, call: dict, status: str, *, duration: int | None = None) -> None:
-        now = datetime.now(UTC)
+        now = _now()
         if status in ("ringing", "in-progress") and "_started_at" not in call:
             call["_started_at"] = now.timestamp()
             call["start_time"] = rfc2822(now)
@@ -844,7 +850,7 @@ class FakeTwilio:
             raise _TwilioHTTPError(400, 21603, "A 'From' phone number or MessagingServiceSid is required.")
         if not params.get("Body") and not params.get("MediaUrl"):
             raise _TwilioHTTPError(400, 21602, "Message body is required.")
-        now = datetime.now(UTC)
+        now = _now()
         sid = new_sid("SM")
         message = {
             "account_sid": self.account_sid, "api_version": API_VERSION, "body": params.get("Body"),
