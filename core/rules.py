@@ -249,7 +249,8 @@ def _check_phone_survey(survey: dict[str, Any]) -> None:
     _positive(phone["ring_timeout_seconds"], f"{where}.ring_timeout_seconds")
     _positive(phone["calls_per_second"], f"{where}.calls_per_second")
     for key in ("when_unreachable", "wrong_person", "do_not_call"):
-        _one_of([phone[key]], ["manual", "not_evaluated"], f"{where}.{key}", "follow-up")
+        if phone[key] not in ("manual", "not_evaluated"):
+            raise RulesError(f"{where}.{key}: {phone[key]!r} is not one of manual, not_evaluated")
 
 
 def _check_sms(sms: dict[str, Any] | None) -> None:

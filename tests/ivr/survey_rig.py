@@ -5,18 +5,19 @@ webhooks (``tests/support/fake_twilio.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from aiohttp import web
 from sqlmodel import select
 
-from core import actions
+from core import actions, clock
 from core.db import session_scope
 from core.models import Case, CaseEvent, Channel, Job, JobStatus, Survey, SurveyCall
+from core.rules import reload_rules
 from core.runner import JobRunner
 from core.settings import Settings
 from gridline.app import SERVICES, Services
@@ -24,9 +25,8 @@ from ivr.config import FlowConfig
 from ivr.survey_web import SURVEY_LANE
 from ivr.survey_web import setup as setup_surveys
 from ivr.web import setup
+from tests.ivr.conftest import KNOWN_PHONE, TOKEN, build_district, free_port, wait_until
 from tests.support.fake_twilio import FakeTwilio
-
-from .conftest import KNOWN_PHONE, TOKEN, build_district, free_port, wait_until
 
 RESIDENT_E164 = "+86" + KNOWN_PHONE.removeprefix("+86")
 
@@ -139,5 +139,32 @@ async def start_survey_rig(engine, tmp_path: Path, speech, fake: FakeTwilio, **s
     return SurveyRig(engine, settings, services, fake, app, runner, url, district)
 
 
-async def settle_loop() -> None:
-    await asyncio.sleep(0)
+MORNING = local(2026, 11, 17, 10, 0)  # a Tuesday, inside calling hours
+
+
+# Fixtures (made available to tests/ivr by its conftest).
+
+@pytest.fixture
+def fast_calls(tmp_path, monkeypatch):
+    """Calls per second high enough that tests never wait for a slot."""
+    path = tmp_path / "rules.toml"
+    path.write_text("[survey.phone]\ncalls_per_second = 100.0\n")
+    monkeypatch.setenv("GRIDLINE_RULES", str(path))
+    reload_rules()
+    yield
+    monkeypatch.delenv("GRIDLINE_RULES")
+    reload_rules()
+
+
+@pytest.fixture
+def fake():
+    with FakeTwilio(auth_token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def srig(engine, tmp_path, fake_speech, fake, fast_calls):
+    clock.freeze(MORNING)
+    rig = await start_survey_rig(engine, tmp_path, fake_speech, fake)
+    yield rig
+    await rig.stop()

@@ -17,7 +17,6 @@ from tests.support.twilio_signing import signed_headers
 
 from .conftest import KNOWN_PHONE, TOKEN
 from .survey_rig import RESIDENT_E164
-from .test_survey_web import fake, fast_calls, srig  # noqa: F401 (fixtures)
 
 
 def sms_jobs(rig) -> list[Job]:

@@ -27,7 +27,6 @@ from core.models import (
     Resident,
     Survey,
     SurveyCall,
-    SurveyStatus,
 )
 from core.runner import JobRunner
 from ivr import survey_calls
@@ -38,8 +37,7 @@ from tests.support.twilio_signing import signed_headers
 from tests.support.worker_process import WorkerProcess
 
 from .conftest import KNOWN_PHONE, TOKEN, wait_until
-from .survey_rig import RESIDENT_E164, local, start_survey_rig
-from .test_survey_web import MORNING, fake, fast_calls, srig  # noqa: F401 (fixtures)
+from .survey_rig import RESIDENT_E164, local
 
 
 def survey_job(rig, survey_id: int) -> Job:

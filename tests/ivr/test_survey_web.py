@@ -6,45 +6,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlmodel import select
 
 from core import clock
 from core.db import session_scope
 from core.models import Attachment, CaseStatus, SurveyStatus
-from core.rules import reload_rules
-from tests.support.fake_twilio import Callee, FakeTwilio
+from tests.support.fake_twilio import Callee
 
-from .conftest import KNOWN_PHONE, TOKEN, silence, tone
-from .survey_rig import RESIDENT_E164, local, start_survey_rig
-
-MORNING = local(2026, 11, 17, 10, 0)  # a Tuesday
-
-
-@pytest.fixture
-def fast_calls(tmp_path, monkeypatch):
-    """Calls per second high enough that tests never wait for a slot."""
-    path = tmp_path / "rules.toml"
-    path.write_text("[survey.phone]\ncalls_per_second = 100.0\n")
-    monkeypatch.setenv("GRIDLINE_RULES", str(path))
-    reload_rules()
-    yield
-    monkeypatch.delenv("GRIDLINE_RULES")
-    reload_rules()
-
-
-@pytest.fixture
-def fake():
-    with FakeTwilio(auth_token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-async def srig(engine, tmp_path, fake_speech, fake, fast_calls):
-    clock.freeze(MORNING)
-    rig = await start_survey_rig(engine, tmp_path, fake_speech, fake)
-    yield rig
-    await rig.stop()
+from .conftest import KNOWN_PHONE, silence, tone
+from .survey_rig import MORNING, RESIDENT_E164, local
 
 
 async def test_answered_and_satisfied_closes_the_case(srig, fake, fake_speech):
