@@ -157,8 +157,11 @@ class JobRunner:
 
     async def _report_at_start(self) -> None:
         """Said once, at start-up, not at every poll."""
+        by_why: dict[str, list[str]] = {}
         for kind, why in sorted(self.paused.items()):
-            log.warning("%s jobs are not taken by this process: %s; they stay queued", kind, why)
+            by_why.setdefault(why, []).append(kind)
+        for why, kinds in by_why.items():
+            log.info("not taken by this process, left queued for one that can: %s (%s)", ", ".join(kinds), why)
         try:
             paused, orphans = await self.waiting()
         except Exception as exc:  # database away at start-up: /healthz will say it later

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -241,6 +241,32 @@ class Simulator:
             async with aiohttp.ClientSession() as http:
                 await run(http)
         return result
+
+    async def play_outbound(self, *, url: str, call_sid: str, from_number: str, to_number: str, answer: str,
+                            script: CallScript, machine_detection: bool,
+                            progress: Callable[[str, str | None], Awaitable[None]], ring_s: float = 0.0,
+                            account_sid: str | None = None) -> CallResult:
+        """Twilio's part of an outbound call and the callee's: it is dialled, rings, and is
+        ``answer``ed: "busy", "no-answer", "failed", by a "machine" (told by answering-machine
+        detection; it hears whatever the TwiML says, here nothing) or a "human" following the
+        TwiML with ``script``. ``progress(status, answered_by)`` is awaited as the call moves
+        (initiated, ringing, in-progress, its final status): where whoever placed the call
+        sends its status callbacks."""
+        await progress("initiated", None)
+        await progress("ringing", None)
+        if ring_s:
+            await asyncio.sleep(ring_s)
+        if answer in ("busy", "no-answer", "failed"):
+            await progress(answer, None)
+            return CallResult(call_sid, status=answer)
+        answered_by = ("machine_start" if answer == "machine" else "human") if machine_detection else None
+        await progress("in-progress", answered_by)
+        try:
+            return await self.answer(url, call_sid=call_sid, from_number=from_number, to_number=to_number,
+                                     script=script if answer != "machine" else CallScript(),
+                                     answered_by=answered_by, account_sid=account_sid)
+        finally:
+            await progress("completed", answered_by)
 
     async def _pause(self, seconds: float) -> None:
         if self.pause_scale > 0:

@@ -177,11 +177,11 @@ def _stop_calling(session: Session, survey: Survey, follow: str, why: str) -> No
         actions.survey_unreachable(session, survey, actor=ACTOR, reason=why)
 
 
-def prepare_attempt(engine: Engine, survey_id: int, attempt: int) -> AttemptPlan:
+def prepare_attempt(engine: Engine, survey_id: int, attempt: int, *, any_time: bool = False) -> AttemptPlan:
     """Whether attempt ``attempt`` of the survey is to be called now, and how: written down
     with its token before the call (``call``), looked for at Twilio first because an earlier
     worker wrote it down and never recorded it (``reconcile``), not yet (``wait``: outside
-    calling hours), or not at all (``done``)."""
+    calling hours, unless ``any_time``: a local simulation), or not at all (``done``)."""
     rules = survey_policy.phone_rules()
     with session_scope(engine) as session:
         survey = _locked_survey(session, survey_id)
@@ -210,7 +210,7 @@ def prepare_attempt(engine: Engine, survey_id: int, attempt: int) -> AttemptPlan
             return AttemptPlan("done", "no number to call back")
         now = utcnow()
         hours = survey_policy.calling_hours(session)
-        if not hours.allowed(now):
+        if not hours.allowed(now) and not any_time:
             return AttemptPlan("wait", "outside calling hours", wait=hours.next_allowed(now) - now)
         plan = AttemptPlan("call", survey_id=survey_id, attempt=attempt, to=to)
         if row is not None:  # written down by a worker that died before recording it

@@ -49,8 +49,10 @@ class SurveyJobs:
     """Handlers of ``survey_phone`` and ``survey_call_check``; ``api`` is ``TwilioApi`` (or
     the local simulator's stand-in, ``ivr.survey_sim``)."""
 
-    def __init__(self, engine: Engine, api: Any, *, from_number: str, twiml: SurveyTwiml, db: Db):
+    def __init__(self, engine: Engine, api: Any, *, from_number: str, twiml: SurveyTwiml, db: Db,
+                 any_time: bool = False):
         self.engine = engine
+        self.any_time = any_time  # calling hours not kept: `gridline simulate-survey --any-time`
         self.api = api
         self.from_number = from_number
         self.twiml = twiml
@@ -60,7 +62,7 @@ class SurveyJobs:
     async def survey_phone(self, job: Job) -> None:
         payload = job.payload or {}
         survey_id, attempt = int(payload["survey_id"]), int(payload.get("attempt") or 1)
-        plan = await self.db(survey_calls.prepare_attempt, self.engine, survey_id, attempt)
+        plan = await self.db(survey_calls.prepare_attempt, self.engine, survey_id, attempt, any_time=self.any_time)
         if plan.action == "done":
             log.info("survey %s attempt %s: nothing to call (%s)", survey_id, attempt, plan.why)
             return

@@ -282,8 +282,8 @@ def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml) -> Sur
         jobs.register(SURVEY_PHONE_JOB, survey_jobs.survey_phone, lane=SURVEY_LANE)
         jobs.register(CHECK_JOB, survey_jobs.check_call, lane=SURVEY_LANE)
     else:
-        jobs.pause(SURVEY_PHONE_JOB, f"{why}; `gridline simulate-survey` plays the due calls locally")
-        jobs.pause(CHECK_JOB, why)
+        for kind in (SURVEY_PHONE_JOB, CHECK_JOB):
+            jobs.pause(kind, f"{why}; `gridline simulate-survey` plays the due calls locally")
     why_sms = missing_credentials(settings, sms=True)
     if api is not None or why_sms is None:
         progress = ProgressSms(services.engine, api or TwilioApi.from_settings(settings), settings=settings,

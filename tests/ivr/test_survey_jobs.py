@@ -356,12 +356,14 @@ async def test_no_twilio_credentials_leaves_the_jobs_queued_and_says_why_once(en
     assert "survey_phone" in services.jobs.paused and "GRIDLINE_TWILIO_ACCOUNT_SID" in services.jobs.paused["survey_phone"]
     with session_scope(engine) as s:
         jobs.enqueue(s, "survey_phone", {"survey_id": 1, "attempt": 1})
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         services.jobs.start()
         await asyncio.sleep(0.5)  # ten polls
         await services.jobs.stop()
     said = [r.getMessage() for r in caplog.records if "survey_phone" in r.getMessage()]
-    assert len(said) == 2, said  # at start-up: paused and why; and how many wait
+    assert len(said) == 2, said  # once, at start-up: not taken here and why; how many wait
+    assert said[0].startswith("not taken by this process, left queued for one that can: survey_call_check, "
+                              "survey_phone (no Twilio credentials")
     assert "1 survey_phone job(s) wait queued: no Twilio credentials" in said[1]
     with session_scope(engine) as s:
         assert s.exec(select(Job).where(Job.kind == "survey_phone")).one().status == JobStatus.queued

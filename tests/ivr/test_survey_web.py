@@ -198,3 +198,43 @@ async def test_sms_phone_with_no_answer_records_nothing_twice_on_duplicate_callb
 
 def test_resident_phone_is_the_rig_resident():
     assert RESIDENT_E164 == "+8613800000001" and KNOWN_PHONE.endswith("13800000001")
+
+
+async def test_a_comment_not_recognised_in_time_is_transcribed_afterwards(engine, tmp_path, fake, fast_calls):
+    """No speech model in the server: the comment's audio is kept with the case at once, and
+    a speech worker (`gridline worker --speech`) gives the survey its words later."""
+    from ivr.database import run_db
+    from ivr.stream import RecognitionSlots
+    from ivr.transcription import Transcriptions, speech_runners
+    from speech_models.pool import SpeechPool
+    from tests.support.fake_transcriber import FakeTranscriber
+
+    from .survey_rig import start_survey_rig
+
+    clock.freeze(MORNING)
+    rig = await start_survey_rig(engine, tmp_path, None, fake)
+    try:
+        case = rig.verified_case()
+        survey = rig.survey(case.id)
+        fake.callee(RESIDENT_E164, Callee("human", digits=["1", "2"], speech=[tone(1.5) + silence(0.2)]))
+        await rig.run_calls()
+        assert (await rig.call_over(survey.id, 1)).outcome == "answered"
+        survey = rig.survey(case.id)
+        assert survey.status == SurveyStatus.answered and survey.comment is None
+        (job,) = rig.queued("transcribe_survey_comment")
+        assert "transcribe_survey_comment" in rig.jobs.paused  # no model here
+        with session_scope(engine) as s:
+            assert len(s.exec(select(Attachment).where(Attachment.kind == "survey_comment")).all()) == 1
+        speech = FakeTranscriber(confidence=0.9)
+        speech.say("态度 很 好")
+        pool = SpeechPool(speech, workers=1)
+        try:
+            handler = Transcriptions(engine, pool, data_dir=tmp_path, db=run_db, slots=RecognitionSlots(1))
+            (runner,) = speech_runners(engine, handler, 1)
+            assert await runner.run_once() == 1
+        finally:
+            await pool.close()
+        assert rig.survey(case.id).comment == "态度很好"
+        assert [e.actor for e in rig.events(case.id, "survey_comment")] == ["resident:phone", "survey:speech"]
+    finally:
+        await rig.stop()

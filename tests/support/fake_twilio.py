@@ -776,41 +776,29 @@ class FakeTwilio:
             to, from_ = call["to"], call["from"]
         events = set(created.get("StatusCallbackEvent") or ["completed"])
         await asyncio.sleep(0)  # Twilio dials after it has accepted the call
-        await self._callback(sid, "initiated", events, "initiated")
-        self._set(sid, "ringing")
-        await self._callback(sid, "ringing", events, "ringing")
-        if callee.ring_s:
-            await asyncio.sleep(callee.ring_s)
-        if callee.answer in ("busy", "no-answer", "failed"):
-            self._set(sid, callee.answer)
-            await self._callback(sid, callee.answer, events, "completed")
-            return CallResult(sid, status=callee.answer)
-        answered_by = None
-        if created.get("MachineDetection"):
-            answered_by = "machine_start" if callee.answer == "machine" else "human"
-        with self._lock:
-            call["answered_by"] = answered_by
-        self._set(sid, "in-progress")
-        await self._callback(sid, "in-progress", events, "answered")
-        url = str(created["Url"])
-        parts = urlsplit(url)
+
+        async def progress(status: str, answered_by: str | None) -> None:
+            if answered_by is not None:
+                with self._lock:
+                    call["answered_by"] = answered_by
+            if status != "initiated":
+                self._set(sid, status)
+            event = {"in-progress": "answered"}.get(status, status if status in ("initiated", "ringing")
+                                                   else "completed")
+            await self._callback(sid, status, events, event)
+            if status == "in-progress":  # Twilio requests the call's Url (recorded in its Events)
+                self._record_event("POST", str(created["Url"]), {"CallSid": sid, "CallStatus": status}, 200)
+
+        parts = urlsplit(str(created.get("Url") or ""))
         sim = Simulator(f"{parts.scheme}://{parts.netloc}", self.auth_token, speed=0)
         script = CallScript(from_number=from_, to_number=to, digits=list(callee.digits),
                             turns=[Turn(s, end=callee.end) for s in callee.speech],
                             operator_answers=callee.operator_answers,
                             hangup_after_prompts=callee.hangup_after_prompts, call_sid=sid)
-        params = {"AccountSid": self.account_sid, "ApiVersion": API_VERSION, "CallSid": sid,
-                  "CallStatus": "in-progress", "Direction": "outbound-api", "From": from_, "To": to}
-        if answered_by:
-            params["AnsweredBy"] = answered_by
-        self._record_event("POST", url, params, 200)
-        try:
-            result = await sim.answer(url, call_sid=sid, from_number=from_, to_number=to, script=script,
-                                      answered_by=answered_by, account_sid=self.account_sid)
-        finally:
-            self._set(sid, "completed")
-            await self._callback(sid, "completed", events, "completed")
-        return result
+        return await sim.play_outbound(url=str(created.get("Url") or ""), call_sid=sid, from_number=from_,
+                                       to_number=to, answer=callee.answer, script=script,
+                                       machine_detection=bool(created.get("MachineDetection")), progress=progress,
+                                       ring_s=callee.ring_s, account_sid=self.account_sid)
 
     # ------------------------------------------------------------------ events, messages
 
