@@ -7,7 +7,17 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from gridline.commands import apikeys, hotline, privacy, reports, speech, survey, users, worker, workers
+    from gridline.commands import (
+        apikeys,
+        hotline,
+        privacy,
+        reports,
+        speech,
+        survey,
+        users,
+        worker,
+        workers,
+    )
 
     app.add_typer(speech.models_app, name="models")
     app.command("transcribe")(speech.transcribe)
