@@ -249,17 +249,23 @@ def _record_placed(session: Session, row: SurveyCall, call_sid: str, *, actor: s
     return True
 
 
+def _locked_attempt(session: Session, survey_call_id: int) -> SurveyCall:
+    survey_id = session.exec(select(SurveyCall.survey_id).where(SurveyCall.id == survey_call_id)).one()
+    _locked_survey(session, survey_id)  # survey first, as everywhere
+    return _lock(session, SurveyCall, SurveyCall.id == survey_call_id)
+
+
 def record_placed(engine: Engine, survey_call_id: int, call_sid: str) -> bool:
     """After ``calls.create`` returned ``call_sid``."""
     with session_scope(engine) as session:
-        row = _lock(session, SurveyCall, SurveyCall.id == survey_call_id)
+        row = _locked_attempt(session, survey_call_id)
         return _record_placed(session, row, call_sid, actor=ACTOR)
 
 
 def placing_failed(engine: Engine, survey_call_id: int, error: str) -> str:
     """Twilio refused the call (an invalid number): the attempt counts, as failed."""
     with session_scope(engine) as session:
-        row = _lock(session, SurveyCall, SurveyCall.id == survey_call_id)
+        row = _locked_attempt(session, survey_call_id)
         if row.placed_at is not None or row.ended_at is not None:
             return "done"
         survey = _locked_survey(session, row.survey_id)
@@ -294,7 +300,9 @@ def _settle(session: Session, row: SurveyCall) -> str:
 
 def _by_token(session: Session, survey_id: int, token: str, call_sid: str | None) -> SurveyCall:
     """The attempt this token belongs to, refusing a token of another survey, or a request of
-    another call than the one the attempt placed."""
+    another call than the one the attempt placed. Locks are always taken in the order
+    survey, attempt, call session (no two transactions wait for each other)."""
+    _locked_survey(session, survey_id)
     row = _lock(session, SurveyCall, SurveyCall.token == token) if token else None
     if row is None or row.survey_id != survey_id:
         raise Refused("survey token unknown or not this survey's")
@@ -541,6 +549,8 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
     with session_scope(engine) as session:
         if token:
             _by_token(session, survey_id, token, call_sid)
+        else:
+            _locked_survey(session, survey_id)
         call = _locked_session(session, call_sid)
         if call is None:
             return False
