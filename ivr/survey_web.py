@@ -50,6 +50,19 @@ SURVEY_LANE = "survey_calls"  # paced to the calls per second: never holds up no
 Handler = Callable[["SurveyLine", web.Request, MultiDictProxy, int, str, str], Awaitable[str]]
 
 
+async def signed_form(request: web.Request, settings: Any) -> MultiDictProxy | web.Response:
+    """The webhook's form when it is well formed and signed by Twilio, else the refusal."""
+    try:
+        form = await read_form(request)
+    except BadForm as bad:
+        log.warning("refused request to %s: %s", request.path, bad.reason)
+        return web.Response(status=bad.status, text=bad.reason)
+    if not is_valid(request, form, settings.twilio_auth_token, settings.public_url):
+        log.warning("rejected unsigned or forged request to %s", request.path)
+        return web.Response(status=403, text="invalid X-Twilio-Signature")
+    return form
+
+
 def survey_webhook(fn: Handler):
     """Form, signature, CallSid, survey id and token; a refused token is a 403, a failure
     an apology and a hang-up, never a 500."""
@@ -57,15 +70,9 @@ def survey_webhook(fn: Handler):
     @functools.wraps(fn)
     async def handler(request: web.Request) -> web.Response:
         line: SurveyLine = request.app[SURVEYS]
-        try:
-            form = await read_form(request)
-        except BadForm as bad:
-            log.warning("refused request to %s: %s", request.path, bad.reason)
-            return web.Response(status=bad.status, text=bad.reason)
-        settings = line.settings
-        if not is_valid(request, form, settings.twilio_auth_token, settings.public_url):
-            log.warning("rejected unsigned or forged request to %s", request.path)
-            return web.Response(status=403, text="invalid X-Twilio-Signature")
+        form = await signed_form(request, line.settings)
+        if isinstance(form, web.Response):
+            return form
         call_sid = form.get("CallSid", "")
         if not call_sid or len(call_sid) > 64:
             return web.Response(status=400, text="CallSid missing or malformed")
@@ -207,15 +214,9 @@ class SurveyLine:
 
     async def sms_in(self, request: web.Request) -> web.Response:
         """An SMS to the hotline number: 退订 / TD stops the progress SMS to that number."""
-        try:
-            form = await read_form(request)
-        except BadForm as bad:
-            log.warning("refused request to %s: %s", request.path, bad.reason)
-            return web.Response(status=bad.status, text=bad.reason)
-        settings = self.settings
-        if not is_valid(request, form, settings.twilio_auth_token, settings.public_url):
-            log.warning("rejected unsigned or forged request to %s", request.path)
-            return web.Response(status=403, text="invalid X-Twilio-Signature")
+        form = await signed_form(request, self.settings)
+        if isinstance(form, web.Response):
+            return form
         phone, body = form.get("From") or "", form.get("Body") or ""
         reply = MessagingResponse()
         if phone and sms.is_opt_out(body):

@@ -704,36 +704,11 @@ class FakeTwilio:
                 calls = [c for c in calls if c[key] == params[name]]
         if params.get("ParentCallSid"):
             calls = [c for c in calls if c["parent_call_sid"] == params["ParentCallSid"]]
-        for name, keep in (("StartTime>", lambda t, v: t >= v), ("StartTime<", lambda t, v: t <= v),
-                           ("StartTime", lambda t, v: t == v)):
-            if params.get(name):
-                bound, whole_day = _moment(params[name], name)
-                calls = [c for c in calls if "_started_at" in c
-                         and keep(_at(c["_started_at"], whole_day), bound)]
-        page_size = max(1, min(1000, int(params.get("PageSize") or 50)))
-        page = max(0, int(params.get("Page") or 0))
-        start = page * page_size
-        chunk = calls[start : start + page_size]
-        path = f"{self.account_path()}/Calls.json"
-
+        calls = _by_date(calls, params, "StartTime")
         filters = {k: params[k] for k in ("To", "From", "Status", "ParentCallSid", "StartTime>", "StartTime<",
                                           "StartTime") if params.get(k)}
-
-        def page_uri(n: int) -> str:
-            return f"{path}?{urlencode({**filters, 'PageSize': page_size, 'Page': n})}"
-
-        body = {
-            "calls": [_public(c) for c in chunk],
-            "end": start + max(0, len(chunk) - 1),
-            "first_page_uri": page_uri(0),
-            "next_page_uri": page_uri(page + 1) if start + page_size < len(calls) else None,
-            "page": page,
-            "page_size": page_size,
-            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
-            "start": start,
-            "uri": page_uri(page),
-        }
-        return web.json_response(body)
+        path = f"{self.account_path()}/Calls.json"
+        return web.json_response(_page("calls", [_public(c) for c in calls], params, path, filters))
 
     # ------------------------------------------------------------------ playing a call
 
@@ -821,11 +796,7 @@ class FakeTwilio:
         for name, key in (("To", "to"), ("From", "from")):
             if params.get(name):
                 messages = [m for m in messages if m[key] == params[name]]
-        for name, keep in (("DateSent>", lambda t, v: t >= v), ("DateSent<", lambda t, v: t <= v),
-                           ("DateSent", lambda t, v: t == v)):
-            if params.get(name):
-                bound, whole_day = _moment(params[name], name)
-                messages = [m for m in messages if keep(_at(m["_sent_at"], whole_day), bound)]
+        messages = _by_date(messages, params, "DateSent")
         filters = {k: params[k] for k in ("To", "From", "DateSent>", "DateSent<", "DateSent") if params.get(k)}
         path = f"{self.account_path()}/Messages.json"
         return web.json_response(_page("messages", [_public(m) for m in messages], params, path, filters))
@@ -908,6 +879,19 @@ def _moment(value: str, name: str) -> tuple[datetime | date, bool]:
 def _at(epoch: float, whole_day: bool) -> datetime | date:
     moment = datetime.fromtimestamp(epoch, UTC)
     return moment.date() if whole_day else moment
+
+
+_WHEN = {"StartTime": "_started_at", "DateSent": "_sent_at"}
+
+
+def _by_date(items: list[dict], params: dict, name: str) -> list[dict]:
+    """Twilio's date filters: ``Name>`` (on or after), ``Name<`` (on or before), ``Name``
+    (that day); an item without the date never matches one."""
+    for suffix, keep in ((">", lambda t, v: t >= v), ("<", lambda t, v: t <= v), ("", lambda t, v: t == v)):
+        if params.get(name + suffix):
+            bound, whole_day = _moment(params[name + suffix], name + suffix)
+            items = [i for i in items if _WHEN[name] in i and keep(_at(i[_WHEN[name]], whole_day), bound)]
+    return items
 
 
 def _page(key: str, items: list, params: dict, path: str, filters: dict) -> dict:

@@ -11,19 +11,20 @@ a graceful stop) loses nothing and repeats nothing::
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.support.child import Child
+
 ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["WorkerProcess"]
 
 
-class WorkerProcess:
+class WorkerProcess(Child):
     def __init__(self, data_dir: Path | str, env: Mapping[str, str], *args: str):
         self.data_dir = Path(data_dir)
         self.env = dict(env)
@@ -56,24 +57,3 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _end(self, sig: signal.Signals, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout)
-        return code
-
-    def kill(self, timeout: float = 30) -> int | None:
-        """SIGKILL: a crash; nothing runs on the way out."""
-        return self._end(signal.SIGKILL, timeout)
-
-    def stop(self, timeout: float = 30) -> int | None:
-        """SIGTERM (the worker finishes its job in hand and stops), SIGKILL after ``timeout``."""
-        return self._end(signal.SIGTERM, timeout)
