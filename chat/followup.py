@@ -35,6 +35,7 @@ from chat.common import (
     unsupported_key,
 )
 from chat.texts import clip, fit_message, language_of, t
+from core import jobs
 from core.actions import FileRef
 from core.clock import utcnow
 from core.db import session_scope
@@ -44,6 +45,7 @@ from core.runner import RetryLater
 from core.texts import status_name
 
 CASE_NUMBER = re.compile(r"^\d{6,14}$")
+SURVEY_FINISH_JOB = jobs.declare("chat_survey_finish", "chat/followup.py: records chat survey answers when no comment came")
 SOLVED_KEYS = {"solved": "survey.solved", "partly": "survey.partly", "not": "survey.not_solved"}
 SATISFIED_KEYS = {"satisfied": "survey.satisfied", "basically": "survey.basically", "not": "survey.not_satisfied"}
 _CODE_OF_SOLVED = {v: k for k, v in SOLVED_CODES.items()}
@@ -205,10 +207,8 @@ def comment_wait() -> timedelta:
 
 
 def _schedule_finish(engine, survey_id: int, solved: str, satisfied: str, chat_id: int) -> None:
-    from core import jobs
-
     with session_scope(engine) as session:
-        jobs.enqueue(session, "chat_survey_finish",
+        jobs.enqueue(session, SURVEY_FINISH_JOB,
                      {"survey_id": survey_id, "solved": solved, "satisfied": satisfied, "chat_id": chat_id},
                      run_at=utcnow() + comment_wait(), dedupe_key=f"chat_survey_finish:{survey_id}")
 

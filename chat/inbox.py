@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from core import jobs
 from core.clock import utcnow
 from core.models import ChannelState, SeenMessage
 
@@ -41,7 +42,7 @@ Op = Callable[[Connection], Any]
 CHANNEL = "telegram"
 INBOX = "tg_inbox"
 SEEN_KEEP = timedelta(days=7)  # Telegram gives up redelivering an update after 24 hours
-CLEANUP_JOB = "chat_seen_cleanup"
+CLEANUP_JOB = jobs.declare("chat_seen_cleanup", "chat/web.py: forgets old Telegram update ids")
 
 _STATE = ChannelState.__table__
 _SEEN = SeenMessage.__table__

@@ -618,7 +618,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     jobs = followup.JobHandlers(bot)
     services.jobs.register("notify_resident", jobs.notify_resident)
     services.jobs.register("survey_chat", jobs.survey_chat)
-    services.jobs.register("chat_survey_finish", jobs.chat_survey_finish)
+    services.jobs.register(followup.SURVEY_FINISH_JOB, jobs.chat_survey_finish)
     worker_jobs.setup(app, services, bot)
 
     async def seen_cleanup(job) -> None:  # noqa: ANN001

@@ -33,10 +33,10 @@ from core.sla import calendar_for, sla_colour
 
 log = logging.getLogger(__name__)
 
-SWEEP_JOB = "staff_sweep"
-REMIND_JOB = "staff_reminder"
-DIGEST_JOB = "staff_digest"
-DIGEST_CHAT_JOB = "staff_digest_chat"
+SWEEP_JOB = jobs.declare("staff_sweep", "chat/worker_jobs.py: looks for cases turned yellow or red")
+REMIND_JOB = jobs.declare("staff_reminder", "chat/worker_jobs.py: a yellow/red reminder to staff")
+DIGEST_JOB = jobs.declare("staff_digest", "chat/worker_jobs.py: queues each staff chat's daily digest")
+DIGEST_CHAT_JOB = jobs.declare("staff_digest_chat", "chat/worker_jobs.py: one staff chat's daily digest")
 
 # Statuses whose clock runs for the owner: response until accepted, resolution after.
 CLOCKED = (CaseStatus.dispatched, CaseStatus.accepted, CaseStatus.in_progress)

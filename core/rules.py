@@ -186,6 +186,9 @@ def _check_values(rules: dict[str, Any]) -> None:
             "reopen_without_escalation"]:
         raise RulesError("survey.reopen_without_escalation: must be a whole number ≥ 0")
 
+    _check_phone_survey(survey)
+    _check_sms(section("sms") if "sms" in rules else None)
+
     sla = section("sla")
     if "warn_fraction" in sla:
         _fraction(sla["warn_fraction"], "sla.warn_fraction", open_low=True)
@@ -221,6 +224,44 @@ def _check_values(rules: dict[str, Any]) -> None:
 
     for check in EXTRA_CHECKS:
         check(rules)
+
+
+def _check_phone_survey(survey: dict[str, Any]) -> None:
+    from core.models import Channel
+
+    for origin, ways in survey.get("channels_by_case", {}).items():
+        _one_of([origin], [c.value for c in Channel], "survey.channels_by_case", "case channel")
+        _one_of(ways, ["chat", "phone"], f"survey.channels_by_case.{origin}", "survey channel")
+    phone = survey.get("phone")
+    if phone is None:
+        return
+    where = "survey.phone"
+    if int(phone["attempts"]) != phone["attempts"] or phone["attempts"] < 1:
+        raise RulesError(f"{where}.attempts: must be a whole number ≥ 1")
+    if phone["retry_after_minutes"] < 0:
+        raise RulesError(f"{where}.retry_after_minutes: must be 0 or more")
+    hours = phone["calling_hours"]
+    if len(hours) != 2:
+        raise RulesError(f"{where}.calling_hours: must be [\"start\", \"end\"], e.g. [\"09:00\", \"20:00\"]")
+    start, end = (_clock_time(v, f"{where}.calling_hours") for v in hours)
+    if start >= end:
+        raise RulesError(f"{where}.calling_hours: {hours[0]} is not before {hours[1]}")
+    _positive(phone["ring_timeout_seconds"], f"{where}.ring_timeout_seconds")
+    _positive(phone["calls_per_second"], f"{where}.calls_per_second")
+    for key in ("when_unreachable", "wrong_person", "do_not_call"):
+        if phone[key] not in ("manual", "not_evaluated"):
+            raise RulesError(f"{where}.{key}: {phone[key]!r} is not one of manual, not_evaluated")
+
+
+def _check_sms(sms: dict[str, Any] | None) -> None:
+    from core.models import CaseStatus, Channel
+
+    if sms is None:
+        return
+    _one_of(sms["statuses"], [s.value for s in CaseStatus], "sms.statuses", "status")
+    _one_of(sms["case_channels"], [c.value for c in Channel], "sms.case_channels", "case channel")
+    if not all(str(w).strip() for w in sms["opt_out_words"]):
+        raise RulesError("sms.opt_out_words: an empty word would opt out every reply")
 
 
 # Checks that other parts register for the keys they own (each raises RulesError).

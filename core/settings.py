@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     twilio_api_url: str = Field(default="", description="override of Twilio's REST base URL (tests)")
+    # Progress SMS are sent from this Messaging Service when set, else from hotline_number.
+    twilio_messaging_service_sid: str = ""
     hotline_number: str = ""
     operator_number: str = ""
     service_hours: str = "08:30-17:30"

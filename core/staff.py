@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import audit
+from core import audit, jobs
 from core.clock import utcnow
 from core.errors import DomainError, InvalidInput, NotFound
 from core.models import (
@@ -199,7 +199,7 @@ def _ids(staff: Staff) -> tuple[int | None, int | None]:
     return (staff.id, None) if staff.kind == "worker" else (None, staff.id)
 
 
-UNLINKED_JOB = "staff_unlinked"
+UNLINKED_JOB = jobs.declare("staff_unlinked", "chat/worker_jobs.py: tells a chat it was unlinked")
 
 
 def unlink(session: Session, staff: Staff, *, actor: str) -> str | None:
@@ -455,7 +455,7 @@ def linked(session: Session, staff: list[Staff]) -> list[Staff]:
 # ---------------------------------------------------------------- the hook in core.actions
 
 
-MESSAGE_JOB = "staff_message"
+MESSAGE_JOB = jobs.declare("staff_message", "chat/worker_jobs.py: a case message to staff")
 
 
 def stamp(at: datetime | None) -> str:

@@ -20,6 +20,8 @@ from core.errors import DomainError
 from core.models import Case, CaseStatus
 from core.rules import load_rules
 
+SLA_SWEEP_JOB = jobs.declare("sla_sweep", "gridline/app.py: escalates cases whose deadline passed")
+
 log = logging.getLogger(__name__)
 
 
@@ -59,4 +61,4 @@ def schedule_sweep(engine: Engine, every: timedelta | None = None) -> None:
     now = utcnow()
     slot = int(now.timestamp() // every.total_seconds())
     with session_scope(engine) as session:
-        jobs.enqueue(session, "sla_sweep", {}, dedupe_key=f"sla_sweep:{slot}")
+        jobs.enqueue(session, SLA_SWEEP_JOB, {}, dedupe_key=f"{SLA_SWEEP_JOB}:{slot}")

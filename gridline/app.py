@@ -16,7 +16,7 @@ from core.errors import DatabaseBusy
 from core.rules import load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
-from core.sweeps import escalate_overdue, schedule_sweep
+from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,10 @@ async def busy_is_503(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 
 def _setup_ivr(app: web.Application, services: Services) -> None:
+    from ivr.survey_web import setup as setup_surveys
     from ivr.web import setup
 
-    setup(app, services)
+    setup_surveys(app, services, setup(app, services))
 
 
 def _setup_chat(app: web.Application, services: Services) -> None:
@@ -149,11 +150,12 @@ def build_app(
     unknown = [name for name in channels if name not in CHANNELS]
     if unknown:
         raise ValueError(f"unknown channel(s) {', '.join(unknown)}; known: {', '.join(CHANNELS)}")
-    services = Services(settings=settings, engine=engine, jobs=JobRunner(engine), speech=speech)
+    services = Services(settings=settings, engine=engine, jobs=JobRunner(engine, reports_orphans=True), speech=speech)
     db = services.db
     services.jobs.db = db.run
     app = web.Application(client_max_size=25 * 1024 * 1024, middlewares=[busy_is_503])
     app[SERVICES] = services
+    services.extras.setdefault("health", {})["jobs"] = services.jobs.health
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
 
@@ -165,7 +167,7 @@ def build_app(
         if escalated:
             log.info("sla sweep escalated %d case(s): %s", len(escalated), ", ".join(escalated))
 
-    services.jobs.register("sla_sweep", sla_sweep)
+    services.jobs.register(SLA_SWEEP_JOB, sla_sweep)
 
     check_every = float(rules["sweeps"]["schedule_check_seconds"])
 

@@ -42,7 +42,7 @@ __all__ = ["TERMINAL_STATUSES", "TRANSCRIBE_JOB", "Filed", "apply", "file_case",
            "open_call", "stream_path"]
 
 # The durable job that recognises a recording filed before its words were known.
-TRANSCRIBE_JOB = "transcribe_recording"
+TRANSCRIBE_JOB = jobs.declare("transcribe_recording", "ivr/transcription.py: recognises a hotline recording filed before its words")
 SPEECH_JOB_KINDS = (TRANSCRIBE_JOB,)
 
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -190,15 +190,8 @@ class Simulator:
         started = time.monotonic()
         url = f"{self.public_url}/twilio/voice"
         params = {**base, "CallStatus": "ringing"}
-        hung_up = False
         try:
-            while url and not hung_up:
-                body = await self.post(http, url, params, result)
-                if result.pressed_at is not None and "<Redirect" not in body:
-                    result.readback_latencies.append(time.perf_counter() - result.pressed_at)
-                    result.pressed_at = None
-                url, params, hung_up = await self._run_twiml(http, body, url, base, digits, turns, streams,
-                                                             script, result)
+            await self._follow(http, url, params, base, digits, turns, streams, script, result)
         finally:
             for stream in streams.values():
                 await stream.stop(self.ACCOUNT_SID, call_sid)
@@ -207,6 +200,73 @@ class Simulator:
                             {**base, "CallStatus": "completed", "CallDuration": duration,
                              "CallbackSource": "call-progress-events", "SequenceNumber": "0"}, result)
         return result
+
+    async def _follow(self, http, url, params, base, digits, turns, streams, script, result) -> None:
+        """Request ``url``, do what its TwiML says, and go on until the call ends."""
+        hung_up = False
+        while url and not hung_up:
+            body = await self.post(http, url, params, result)
+            if result.pressed_at is not None and "<Redirect" not in body:
+                result.readback_latencies.append(time.perf_counter() - result.pressed_at)
+                result.pressed_at = None
+            url, params, hung_up = await self._run_twiml(http, body, url, base, digits, turns, streams,
+                                                         script, result)
+
+    async def answer(self, url: str, *, call_sid: str, from_number: str, to_number: str, script: CallScript,
+                     answered_by: str | None = "human", account_sid: str | None = None) -> CallResult:
+        """The callee of an outbound call (a follow-up): Twilio requests the call's ``url``
+        when they pick up (``AnsweredBy`` under machine detection) and they follow its TwiML
+        (keys, speech). Whoever placed the call sends its status callbacks."""
+        account = account_sid or self.ACCOUNT_SID
+        base = {"AccountSid": account, "ApiVersion": "2010-04-01", "CallSid": call_sid,
+                "Direction": "outbound-api", "From": from_number, "To": to_number,
+                "Caller": from_number, "Called": to_number}
+        result = CallResult(call_sid)
+        params = {**base, "CallStatus": "in-progress"}
+        if answered_by:
+            params["AnsweredBy"] = answered_by
+        streams: dict[str, _Stream] = {}
+
+        async def run(http: aiohttp.ClientSession) -> None:
+            try:
+                await self._follow(http, url, params, base, list(script.digits), list(script.turns), streams,
+                                   script, result)
+            finally:
+                for stream in streams.values():
+                    await stream.stop(account, call_sid)
+
+        if self._session is not None:
+            await run(self._session)
+        else:
+            async with aiohttp.ClientSession() as http:
+                await run(http)
+        return result
+
+    async def play_outbound(self, *, url: str, call_sid: str, from_number: str, to_number: str, answer: str,
+                            script: CallScript, machine_detection: bool,
+                            progress: Callable[[str, str | None], Awaitable[None]], ring_s: float = 0.0,
+                            account_sid: str | None = None) -> CallResult:
+        """Twilio's part of an outbound call and the callee's: it is dialled, rings, and is
+        ``answer``ed: "busy", "no-answer", "failed", by a "machine" (told by answering-machine
+        detection; it hears whatever the TwiML says, here nothing) or a "human" following the
+        TwiML with ``script``. ``progress(status, answered_by)`` is awaited as the call moves
+        (initiated, ringing, in-progress, its final status): where whoever placed the call
+        sends its status callbacks."""
+        await progress("initiated", None)
+        await progress("ringing", None)
+        if ring_s:
+            await asyncio.sleep(ring_s)
+        if answer in ("busy", "no-answer", "failed"):
+            await progress(answer, None)
+            return CallResult(call_sid, status=answer)
+        answered_by = ("machine_start" if answer == "machine" else "human") if machine_detection else None
+        await progress("in-progress", answered_by)
+        try:
+            return await self.answer(url, call_sid=call_sid, from_number=from_number, to_number=to_number,
+                                     script=script if answer != "machine" else CallScript(),
+                                     answered_by=answered_by, account_sid=account_sid)
+        finally:
+            await progress("completed", answered_by)
 
     async def _pause(self, seconds: float) -> None:
         if self.pause_scale > 0:
@@ -224,7 +284,7 @@ class Simulator:
             tag = verb.tag
             if tag == "Say":
                 for _ in range(int(verb.get("loop", "1") or 1)):
-                    self._say(verb.text or "", result)
+                    self._say("".join(verb.itertext()), result)
                 if self._heard_enough(script, result):
                     return None, None, True
             elif tag == "Play":
@@ -246,7 +306,7 @@ class Simulator:
             elif tag == "Gather":
                 for child in verb:
                     if child.tag == "Say":
-                        self._say(child.text or "", result)
+                        self._say("".join(child.itertext()), result)
                     elif child.tag == "Pause":
                         await self._pause(float(child.get("length", "1")))
                 if self._heard_enough(script, result):

@@ -96,10 +96,15 @@ class Transcriptions:
 
 def speech_runners(engine: Engine, handler: Transcriptions, count: int, *, poll_seconds: float = 2.0) -> list[JobRunner]:
     """``count`` job runners that take only speech jobs, one job at a time each."""
+    from ivr.survey_calls import COMMENT_JOB
+    from ivr.survey_jobs import CommentTranscriber
+
+    comments = CommentTranscriber(handler)  # the follow-up call's comments, recognised the same way
     runners = []
     for _ in range(max(1, count)):
         runner = JobRunner(engine, poll_seconds=poll_seconds, batch=1)
         runner.register(TRANSCRIBE_JOB, handler.handle)
+        runner.register(COMMENT_JOB, comments.handle)
         runners.append(runner)
     return runners
 
@@ -111,7 +116,7 @@ async def run_speech_worker(engine: Engine, pool: Any, data_dir: Path, concurren
     await pool.warm_up()
     runners = speech_runners(engine, handler, concurrency)
     log.info("speech worker: up to %d recording(s) transcribed at once; taking %s jobs", concurrency,
-             ", ".join(SPEECH_JOB_KINDS))
+             ", ".join(runners[0].handlers))
     for runner in runners:
         runner.start()
     try:

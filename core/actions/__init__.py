@@ -11,9 +11,9 @@ or changes what a case owns (its files, its survey).
     handling     the handler: accept, start, report done
     checking     the leader: verify (核查)
     supervision  escalation (督办)
-    survey       the follow-up: open, attempts, answers, unreachable
+    survey       the follow-up: open, attempts, answers, comments, call outcomes, manual list, unreachable
     transcription  the recogniser: the transcript of a case filed before it was recognised
-    residents    a resident's contact details (audited, not case events)
+    residents    a resident's contact details and wishes: do-not-call, SMS opt-out (audited, not case events)
     privacy      retention: shredding a closed case's personal data
 
 Case numbering (``core.numbering``), owner resolution (``core.owners``) and survey policy
@@ -43,9 +43,26 @@ from core.actions.operator import (
     set_flags,
 )
 from core.actions.privacy import shred
-from core.actions.residents import link_chat, set_phone
+from core.actions.residents import (
+    link_chat,
+    resident_for_phone,
+    set_do_not_call,
+    set_phone,
+    sms_opt_out,
+)
 from core.actions.supervision import escalate
-from core.actions.survey import record_survey, start_survey, survey_attempt, survey_unreachable
+from core.actions.survey import (
+    contact_resident,
+    phone_to_call,
+    record_survey,
+    start_survey,
+    survey_answer,
+    survey_attempt,
+    survey_call_outcome,
+    survey_comment,
+    survey_to_manual,
+    survey_unreachable,
+)
 from core.actions.transcription import (
     LOW_CONFIDENCE,
     TRANSCRIPT_PENDING,
@@ -57,8 +74,10 @@ from core.owners import responsible_worker
 
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
-    "attach", "classify", "close", "dispatch", "escalate", "find_resident_by_phone", "get_case",
-    "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number", "record_survey",
-    "reopen", "report_done", "responsible_worker", "return_case", "set_flags", "set_phone", "set_transcript",
-    "shred", "start", "start_survey", "submit_petition", "survey_attempt", "survey_unreachable", "verify",
+    "attach", "classify", "close", "contact_resident", "dispatch", "escalate", "find_resident_by_phone",
+    "get_case", "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number",
+    "phone_to_call", "record_survey", "reopen", "report_done", "resident_for_phone", "responsible_worker",
+    "return_case", "set_do_not_call", "set_flags", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
+    "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",
+    "survey_to_manual", "survey_unreachable", "verify",
 ]

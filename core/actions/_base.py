@@ -7,12 +7,15 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
+from core import jobs
 from core.clock import utcnow
 from core.errors import IllegalTransition, NotFound
 from core.models import Case, CaseEvent, CaseStatus, Resident
 from core.rules import load_rules
 
 S = CaseStatus
+
+NOTIFY_JOB = jobs.declare("notify_resident", "chat/followup.py: a resident's chat hears of a status change")
 
 # action -> statuses it may start from. This table is the lifecycle of DESIGN.md.
 TRANSITIONS: dict[str, frozenset[CaseStatus]] = {
@@ -75,6 +78,9 @@ def event(
     )
     if case.status != to_status or action == "submit":
         queue_notification(session, case, to_status, action)
+        from core.sms import queue_progress_sms  # sms reads the survey's contact rules
+
+        queue_progress_sms(session, case, to_status)
     case.status = to_status
     case.updated_at = at
     session.add(case)
@@ -92,11 +98,9 @@ def queue_notification(session: Session, case: Case, to_status: CaseStatus, acti
     resident = session.get(Resident, case.resident_id)
     if resident is None or not resident.chat_id:
         return
-    from core import jobs  # jobs imports models only; kept local to avoid a cycle at import
-
     jobs.enqueue(
         session,
-        "notify_resident",
+        NOTIFY_JOB,
         {"case": case.number, "status": to_status.value, "action": action, "chat_id": resident.chat_id},
     )
 

@@ -1,44 +1,80 @@
 """Writers of the follow-up survey (回访): open it, count an attempt, record the answer
-(from a phone keypad, chat buttons or an operator's call alike), give up."""
+(from a phone keypad, chat buttons or an operator's call alike), give up; for the phone
+follow-up also each answer as it is keyed, the spoken comment, how each call ended and
+what follows (another attempt, the manual-call list, not evaluated)."""
 
 from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import survey_policy
+from core import jobs, survey_policy
 from core.actions._base import S, check, event
+from core.actions.intake import FileRef, attach, find_resident_by_phone
 from core.actions.operator import dispatch, reopen
 from core.clock import utcnow
 from core.errors import IllegalTransition, InvalidInput
 from core.models import Case, GridLevel, Resident, Survey, SurveyStatus
 from core.rules import load_rules
 
+SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
+SURVEY_PHONE_JOB = jobs.declare("survey_phone", "ivr/survey_jobs.py: one follow-up call (an attempt)")
+CHANNEL_JOBS = {"chat": SURVEY_CHAT_JOB, "phone": SURVEY_PHONE_JOB}
+
+
+def contact_resident(session: Session, case: Case) -> Resident | None:
+    """The resident the follow-up reaches: the case's, else the one registered (or opted
+    out, or marked do-not-call) under the number the case was filed from."""
+    if case.resident_id:
+        return session.get(Resident, case.resident_id)
+    if case.contact_phone:
+        return find_resident_by_phone(session, case.contact_phone)
+    return None
+
+
+def phone_to_call(case: Case, resident: Resident | None) -> str | None:
+    """The number a phone follow-up dials (E.164), or ``None`` when there is none that works."""
+    from core.phones import dialable
+
+    return dialable(case.contact_phone) or dialable(resident.phone if resident is not None else None)
+
 
 def survey_channel(case: Case, resident: Resident | None) -> str:
-    """Rules ``[survey] channels``: the first way the case has of reaching the resident, else
-    ``fallback_channel`` (the console's manual-call list)."""
+    """How the follow-up reaches the resident: the first way the case has, in the order
+    rules ``[survey] channels_by_case`` gives for the case's channel (else ``channels``);
+    none: ``fallback_channel`` (the console's manual-call list). A resident marked
+    do-not-call is never phoned: ``[survey.phone] do_not_call`` says what instead
+    ("manual", or "not_evaluated")."""
     rules = load_rules()["survey"]
-    for channel in rules.get("channels", ("chat", "phone")):
+    order = rules.get("channels_by_case", {}).get(case.channel.value, rules.get("channels", ("chat", "phone")))
+    not_to_call = False
+    for channel in order:
         if channel == "chat" and resident is not None and resident.chat_id:
             return "chat"
-        if channel == "phone" and (case.contact_phone or (resident is not None and resident.phone)):
+        if channel == "phone" and phone_to_call(case, resident):
+            if resident is not None and resident.do_not_call:
+                not_to_call = True
+                continue
             return "phone"
+    if not_to_call:
+        return survey_policy.phone_rules().do_not_call
     return str(rules.get("fallback_channel", "manual"))
 
 
 def start_survey(session: Session, case: Case) -> Survey:
     """Open the follow-up and queue its first attempt on the resident's channel. A manual
-    follow-up needs no job: the console's manual-call list is its queue."""
-    from core import jobs
-
-    resident = session.get(Resident, case.resident_id) if case.resident_id else None
+    follow-up needs no job: the console's manual-call list is its queue. A phone follow-up
+    is queued for the next calling hours."""
+    resident = contact_resident(session, case)
     channel = survey_channel(case, resident)
-    survey = Survey(case_id=case.id, channel=channel)
+    survey = Survey(case_id=case.id, channel="manual" if channel == "not_evaluated" else channel)
     session.add(survey)
     session.flush()
-    if channel != "manual":
-        jobs.enqueue(session, f"survey_{channel}", {"survey_id": survey.id, "case": case.number},
-                     dedupe_key=f"survey:{survey.id}:1")
+    if channel == "not_evaluated":  # do-not-call, and the rules say not to ask otherwise
+        survey_unreachable(session, survey, reason="resident asked not to be called")
+    elif channel in CHANNEL_JOBS:
+        run_at = survey_policy.calling_hours(session).next_allowed(utcnow()) if channel == "phone" else None
+        jobs.enqueue(session, CHANNEL_JOBS[channel], {"survey_id": survey.id, "case": case.number, "attempt": 1},
+                     run_at=run_at, dedupe_key=f"survey:{survey.id}:1")
     return survey
 
 
@@ -100,8 +136,10 @@ def record_survey(
     return case
 
 
-def survey_unreachable(session: Session, survey: Survey, *, actor: str = "system") -> Case:
-    """All attempts failed: the case closes as not evaluated (不参与评价)."""
+def survey_unreachable(session: Session, survey: Survey, *, actor: str = "system",
+                       reason: str = "resident unreachable") -> Case:
+    """All attempts failed (or the resident is not to be asked): the case closes as not
+    evaluated (不参与评价)."""
     _pending(survey)
     case = session.get(Case, survey.case_id)
     check(case, "record_survey")
@@ -109,6 +147,90 @@ def survey_unreachable(session: Session, survey: Survey, *, actor: str = "system
     session.add(survey)
     case.closed_at = utcnow()
     case.close_reason = "not_evaluated"
-    event(session, case, "close", actor, S.closed, reason="resident unreachable",
+    event(session, case, "close", actor, S.closed, reason=reason,
           data={"survey_id": survey.id, "attempts": survey.attempts}, at=case.closed_at)
     return case
+
+
+def survey_to_manual(session: Session, survey: Survey, *, actor: str = "system", reason: str) -> Survey:
+    """The follow-up moves to the operator's manual-call list (the console): the machine
+    could not finish it (unreachable, a wrong number, the resident asked for a person)."""
+    _pending(survey)
+    case = session.get(Case, survey.case_id)
+    check(case, "annotate")
+    before = survey.channel
+    survey.channel = "manual"
+    session.add(survey)
+    event(session, case, "survey_manual", actor, case.status, reason=reason,
+          data={"survey_id": survey.id, "from": before, "attempts": survey.attempts})
+    return survey
+
+
+def survey_answer(session: Session, survey: Survey, *, question: str, answer: str | None, actor: str,
+                  data: dict | None = None) -> Survey:
+    """One answer as it is given (a key pressed in the follow-up call), or ``None``: asked,
+    and no answer came. The survey's result is written by ``record_survey`` once both are in."""
+    scales = {"solved": survey_policy.solved_scale(), "satisfied": survey_policy.satisfied_scale()}
+    if question not in scales:
+        raise InvalidInput(f"no survey question {question!r} (one of {', '.join(scales)})")
+    if answer is not None and answer not in scales[question]:
+        raise InvalidInput(f"{question}: answer must be one of {scales[question]}")
+    _pending(survey)
+    case = session.get(Case, survey.case_id)
+    check(case, "annotate")
+    event(session, case, "survey_answer", actor, case.status, reason=answer or "no answer",
+          data={"survey_id": survey.id, "question": question, "answer": answer, **(data or {})})
+    return survey
+
+
+def survey_comment(session: Session, survey: Survey, *, actor: str, text: str | None = None,
+                   file: FileRef | None = None, data: dict | None = None) -> Survey:
+    """The resident's own words about the result: the recording (attached to the case) and
+    its transcript (kept on the survey), together or the transcript later. Allowed whatever
+    the case's status: the answers may have closed or reopened it already."""
+    case = session.get(Case, survey.case_id)
+    check(case, "annotate")
+    described: dict = {"survey_id": survey.id, **(data or {})}
+    if file is not None:
+        linked = attach(session, case, actor=actor, files=[file])
+        described["attachment"] = file.path
+        described["attached"] = bool(linked)
+    if text is not None:
+        survey.comment = text
+        session.add(survey)
+    described["transcript_pending"] = text is None
+    event(session, case, "survey_comment", actor, case.status, reason=text, data=described)
+    return survey
+
+
+def survey_call_outcome(session: Session, survey: Survey, *, attempt: int, outcome: str, actor: str = "system",
+                        data: dict | None = None) -> str:
+    """How a follow-up call ended, and what follows by the rules (``[survey.phone]``):
+    ``"retry"`` (the next attempt is queued for the next calling hours after the wait),
+    ``"manual"`` (on to the manual-call list), ``"unreachable"`` (closed as not evaluated),
+    or ``"done"`` (answered, or the survey is over already)."""
+    case = session.get(Case, survey.case_id)
+    check(case, "annotate")
+    event(session, case, "survey_call", actor, case.status, reason=outcome,
+          data={"survey_id": survey.id, "attempt": attempt, "outcome": outcome, **(data or {})})
+    if survey.status != SurveyStatus.pending or outcome == "answered" or case.status != S.verified:
+        return "done"  # answered, or the case moved on (an operator closed or reopened it)
+    rules = survey_policy.phone_rules()
+    if outcome == "operator":  # put through to an operator: the operator records the answers
+        follow = "manual"
+    elif outcome == "wrong_person":
+        follow = rules.wrong_person
+    elif survey.attempts < rules.attempts:
+        run_at = survey_policy.calling_hours(session).next_allowed(utcnow() + rules.retry_after)
+        jobs.enqueue(session, SURVEY_PHONE_JOB, {"survey_id": survey.id, "case": case.number, "attempt": attempt + 1},
+                     run_at=run_at, dedupe_key=f"survey:{survey.id}:{attempt + 1}")
+        return "retry"
+    else:
+        follow = rules.when_unreachable
+    why = {"operator": "put through to an operator", "wrong_person": "wrong person (不是本人/打错了)"}.get(
+        outcome, f"no answer after {survey.attempts} call(s)")
+    if follow == "manual":
+        survey_to_manual(session, survey, actor=actor, reason=why)
+        return "manual"
+    survey_unreachable(session, survey, actor=actor, reason=why)
+    return "unreachable"

@@ -1,4 +1,5 @@
-"""Command groups that belong to one part of Gridline each (speech, hotline simulator, staff chats, reports, the speech worker)."""
+"""Command groups that belong to one part of Gridline each (speech, hotline simulator, staff chats, reports,
+the background workers, the follow-up call)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import typer
 
 
 def register_all(app: typer.Typer) -> None:
-    from gridline.commands import apikeys, hotline, privacy, reports, speech, users, worker, workers
+    from gridline.commands import (
+        apikeys,
+        hotline,
+        privacy,
+        reports,
+        speech,
+        survey,
+        users,
+        worker,
+        workers,
+    )
 
     app.add_typer(speech.models_app, name="models")
     app.command("transcribe")(speech.transcribe)
@@ -17,3 +28,7 @@ def register_all(app: typer.Typer) -> None:
     app.add_typer(apikeys.apikeys_app, name="apikeys")
     app.command("shred")(privacy.shred)
     app.command("worker")(worker.worker)
+    app.command("simulate-survey")(survey.simulate_survey)
+    app.add_typer(survey.residents_app, name="residents")
+    demo = next(group.typer_instance for group in app.registered_groups if group.name == "demo")
+    demo.command("handle")(survey.demo_handle)

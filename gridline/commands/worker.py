@@ -1,4 +1,6 @@
-"""``gridline worker --speech``: a process that only recognises deferred recordings."""
+"""``gridline worker``: a process that takes one part of the background jobs from the shared
+database: ``--speech`` recognises deferred recordings, ``--surveys`` places the follow-up
+calls and sends the progress SMS."""
 
 from __future__ import annotations
 
@@ -12,35 +14,54 @@ from gridline.commands.common import fail, open_database
 
 
 def worker(
-    speech: bool = typer.Option(False, "--speech", help="take the speech jobs (transcribe_recording)"),
+    speech: bool = typer.Option(False, "--speech", help="take the speech jobs (transcribe_recording, "
+                                "transcribe_survey_comment)"),
+    surveys: bool = typer.Option(False, "--surveys", help="take the follow-up calls (survey_phone, "
+                                 "survey_call_check) and the progress SMS (sms_progress)"),
     concurrency: int = typer.Option(0, help="recordings transcribed at once (default GRIDLINE_SPEECH_WORKERS)"),
 ) -> None:
     """Take background jobs from the shared database. With --speech: transcribe the hotline
-    recordings filed while recognition was busy or absent. Run it on any machine that shares
-    the database (GRIDLINE_DATABASE_URL) and the data directory (GRIDLINE_DATA_DIR) and has a
-    speech model, to add recognition capacity."""
+    recordings filed while recognition was busy or absent (needs a speech model and the data
+    directory, GRIDLINE_DATA_DIR, shared with the server). With --surveys: call residents back
+    through Twilio (GRIDLINE_TWILIO_*, GRIDLINE_HOTLINE_NUMBER; GRIDLINE_PUBLIC_URL is where
+    Twilio reaches the server's webhooks). Run on any machine that shares the database
+    (GRIDLINE_DATABASE_URL), as many as needed."""
     from core.settings import get_settings
-    from gridline.speech import build_speech
-    from ivr.transcription import run_speech_worker
+    from ivr.twilio_api import missing_credentials
 
-    if not speech:
-        fail("say which work to take: --speech (the only kind so far)")
+    if not (speech or surveys):
+        fail("say which work to take: --speech and/or --surveys")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     engine = open_database()  # settings, rules and schema checked first, one line each if wrong
-    pool = build_speech(settings)
-    if pool is None:
-        fail("no speech model: set GRIDLINE_SPEECH_MODEL or run `gridline models fetch vosk-model-small-cn-0.22`")
+    if surveys and (why := missing_credentials(settings)):
+        fail(f"--surveys: {why}")
+    pool = None
+    if speech:
+        from gridline.speech import build_speech
+
+        pool = build_speech(settings)
+        if pool is None:
+            fail("no speech model: set GRIDLINE_SPEECH_MODEL or run `gridline models fetch vosk-model-small-cn-0.22`")
 
     async def main() -> None:
+        from ivr.survey_jobs import run_survey_worker
+        from ivr.transcription import run_speech_worker
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        work = []
+        if pool is not None:
+            work.append(run_speech_worker(engine, pool, settings.data_dir,
+                                          concurrency or max(1, settings.speech_workers), stop))
+        if surveys:
+            work.append(run_survey_worker(engine, settings, stop))
         try:
-            await run_speech_worker(engine, pool, settings.data_dir, concurrency or max(1, settings.speech_workers),
-                                    stop)
+            await asyncio.gather(*work)
         finally:
-            await pool.close()
+            if pool is not None:
+                await pool.close()
 
     asyncio.run(main())

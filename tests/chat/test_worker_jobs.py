@@ -246,6 +246,7 @@ async def test_the_job_runner_is_woken_when_a_job_commits(engine):
         def wake(self) -> None:
             Runner.wakes += 1
 
+    jobs.declare("x", "tests/chat/test_worker_jobs.py")
     loop = asyncio.get_running_loop()
     remove = wake_on_commit(engine, Runner(), loop)
     try:

@@ -24,6 +24,20 @@ async def test_health_and_readiness(engine, tmp_path):
         assert ready.status == 200 and (await ready.json())["status"] == "ready"
 
 
+async def test_health_shows_jobs_nobody_takes_and_paused_kinds(engine, tmp_path):
+    from core import jobs
+
+    with session_scope(engine) as session:  # a chat notification, and the bot is off here
+        jobs.enqueue(session, "notify_resident", {"case": "1", "status": "dispatched"})
+    app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=("ivr",), run_jobs=False)
+    async with TestClient(TestServer(app)) as client:
+        body = await (await client.get("/healthz")).json()
+    assert body["jobs"]["queued_without_handler"] == {"notify_resident": 1}
+    paused = body["jobs"]["paused"]
+    assert paused["survey_phone"]["why"].startswith("no Twilio credentials (GRIDLINE_TWILIO_ACCOUNT_SID")
+    assert "sms_progress" in paused and "transcribe_recording" in paused
+
+
 async def test_readiness_reports_a_missing_database(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}")
     app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=(), run_jobs=False)

@@ -197,3 +197,7 @@ async def rig(engine, tmp_path, fake_speech):
     r = await start_rig(engine, tmp_path, fake_speech)
     yield r
     await r.stop()
+
+
+# The follow-up call's rig and fixtures (fake Twilio, a server with the follow-up webhooks).
+from tests.ivr.survey_rig import fake, fast_calls, srig  # noqa: E402, F401

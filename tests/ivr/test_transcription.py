@@ -234,7 +234,7 @@ async def test_a_recognition_only_worker_transcribes_what_a_server_without_a_mod
         assert case.description
         worker.terminate()
         assert await asyncio.to_thread(worker.wait, 30) == 0
-        assert "taking transcribe_recording jobs" in (tmp_path / "worker.log").read_text()
+        assert "taking transcribe_recording" in (tmp_path / "worker.log").read_text()
     finally:
         if worker is not None and worker.poll() is None:
             worker.kill()

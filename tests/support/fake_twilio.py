@@ -1,9 +1,22 @@
-"""A local fake of Twilio's REST API (Calls), good enough for the real ``twilio`` client.
+"""A local fake of Twilio's REST API (Calls, Call Events, Messages), good enough for the
+real ``twilio`` client, and the people it calls.
 
-Covers ``/2010-04-01/Accounts/{AccountSid}/Calls.json`` (create, list) and
-``/Calls/{CallSid}.json`` (fetch, update, delete), plus the Account fetch, with HTTP Basic
-auth against the account sid / auth token and Twilio's JSON error bodies
-(``{"code", "message", "more_info", "status"}``).
+Covers ``/2010-04-01/Accounts/{AccountSid}/Calls.json`` (create; list filtered by To, From,
+Status and start time), ``/Calls/{CallSid}.json`` (fetch, update, delete),
+``/Calls/{CallSid}/Events.json`` (the requests Twilio made for the call, URLs included),
+``/Messages.json`` (create; list filtered by To, From and date sent) and
+``/Messages/{Sid}.json``, plus the Account fetch, with HTTP Basic auth against the account
+sid / auth token and Twilio's JSON error bodies (``{"code", "message", "more_info",
+"status"}``).
+
+**Callees.** ``fake.callee(number, Callee(...), ...)`` says how the next calls to a number
+go: busy, no answer, failed, an answering machine, or a person who picks up; the fake then
+plays the call against the app's webhooks as Twilio would: the status callbacks it was
+asked for (signed), the call's ``Url`` with ``AnsweredBy``, and the person following the
+TwiML with ``ivr.simulator`` (keys pressed, speech streamed over Media Streams). A call to
+a number with no callee stays queued (Twilio's queue backed up). ``fake.hold_creates()``
+keeps the HTTP answer to creates back until released: the call exists at "Twilio", the
+client does not know it yet (a worker killed in between).
 
 The server runs on its own thread and event loop, so the synchronous twilio client
 (``requests``) may be called from anywhere, even from inside a running event loop, and
@@ -19,7 +32,8 @@ plain synchronous tests can use it too::
 
 Test hooks: :meth:`FakeTwilio.fail_next` (e.g. a 503 on the next create),
 :meth:`FakeTwilio.set_call_status`, :meth:`FakeTwilio.deliver_status_callback`,
-:meth:`FakeTwilio.deliver_answer` and the :attr:`FakeTwilio.requests` record.
+:meth:`FakeTwilio.deliver_answer`, :meth:`FakeTwilio.callee`, :meth:`FakeTwilio.hold_creates`,
+:attr:`FakeTwilio.played` (what each callee heard) and the :attr:`FakeTwilio.requests` record.
 """
 
 from __future__ import annotations
@@ -27,13 +41,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import copy
 import math
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -42,6 +57,8 @@ import aiohttp
 from aiohttp import web
 from twilio.rest import Client
 
+from core import clock
+from ivr.simulator import CallResult, CallScript, Simulator, Turn
 from ivr.twilio_http import AsyncBaseUrlHttpClient, BaseUrlHttpClient
 from tests.support.twilio_signing import SIGNATURE_HEADER, sign_twilio_request
 
@@ -55,9 +72,14 @@ CALL_STATUSES = {"queued", "ringing", "in-progress"} | TERMINAL_STATUSES
 _MULTI_VALUED = {"StatusCallbackEvent", "RecordingStatusCallbackEvent"}
 
 
+def _now() -> datetime:
+    """The fake's clock is the app's (``core.clock``): a test that freezes time freezes both."""
+    return clock.utcnow().replace(tzinfo=UTC)
+
+
 def rfc2822(moment: datetime | None = None) -> str:
     """Twilio's date format: ``Wed, 12 Jun 2024 02:41:07 +0000``."""
-    return format_datetime((moment or datetime.now(UTC)).astimezone(UTC))
+    return format_datetime((moment or _now()).astimezone(UTC))
 
 
 def new_sid(prefix: str) -> str:
@@ -112,6 +134,22 @@ class TwilioApiRequest:
 
 
 @dataclass
+class Callee:
+    """How a call to a number goes. ``answer``: "human", "machine" (answering machine),
+    "busy", "no-answer" or "failed". A human presses ``digits`` at each keypad question
+    (None = no key) and says ``speech`` (µ-law bytes or an audio file) at each recording,
+    ending it with ``end`` ("#", "silence", "hangup")."""
+
+    answer: str = "human"
+    digits: list[str | None] = field(default_factory=list)
+    speech: list[bytes | str | None] = field(default_factory=list)
+    end: str = "#"
+    ring_s: float = 0.0
+    operator_answers: bool = False
+    hangup_after_prompts: int | None = None
+
+
+@dataclass
 class _Failure:
     operation: str
     status: int
@@ -147,6 +185,13 @@ class FakeTwilio:
         self.requests: list[TwilioApiRequest] = []
         self.calls: dict[str, dict[str, Any]] = {}  # sid -> Call resource JSON
         self.call_params: dict[str, dict[str, Any]] = {}  # sid -> create (+update) params
+        self.call_events: dict[str, list[dict[str, Any]]] = {}  # sid -> requests made for the call
+        self.messages: dict[str, dict[str, Any]] = {}  # sid -> Message resource JSON
+        self.callees: dict[str, list[Callee]] = {}  # number -> how its next calls go
+        self.played: dict[str, CallResult] = {}  # sid -> what the callee heard
+        self.play_errors: dict[str, str] = {}  # sid -> why playing the call failed
+        self._plays: set[asyncio.Task] = set()
+        self._hold: threading.Event | None = None
         self._sequence: dict[str, int] = {}
         self._failures: list[_Failure] = []
         self._lock = threading.RLock()
@@ -172,6 +217,9 @@ class FakeTwilio:
         if self._thread is None or self._loop is None:
             return
         loop, runner = self._loop, self._runner
+        if self._hold is not None:
+            self._hold.set()
+        asyncio.run_coroutine_threadsafe(self._cancel_plays(), loop).result(10)
         if runner is not None:
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -219,6 +267,9 @@ class FakeTwilio:
         app.router.add_route("*", prefix + ".json", self._wrap("account", self._account))
         app.router.add_route("*", prefix + "/Calls.json", self._wrap("calls", self._calls))
         app.router.add_route("*", prefix + "/Calls/{sid}.json", self._wrap("call", self._call))
+        app.router.add_route("*", prefix + "/Calls/{sid}/Events.json", self._wrap("events", self._events))
+        app.router.add_route("*", prefix + "/Messages.json", self._wrap("messages", self._messages))
+        app.router.add_route("*", prefix + "/Messages/{sid}.json", self._wrap("message", self._message))
         app.router.add_route("*", "/{tail:.*}", self._wrap("unknown", self._not_found))
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -278,6 +329,30 @@ class FakeTwilio:
                 call["answered_by"] = answered_by
             return copy.deepcopy(call)
 
+    def callee(self, number: str, *callees: Callee) -> None:
+        """The next calls to ``number`` go as these say, one each, in order; after them,
+        calls to it stay queued."""
+        with self._lock:
+            self.callees.setdefault(number, []).extend(callees)
+
+    def hold_creates(self) -> threading.Event:
+        """Creates answer only once the returned event is set (the call exists meanwhile)."""
+        self._hold = threading.Event()
+        return self._hold
+
+    def calls_to(self, number: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(c) for c in self.calls.values() if c["to"] == number]
+
+    async def wait_played(self, sid: str, timeout: float = 30) -> CallResult | None:
+        """Wait until the call ``sid`` was played to its end (its last callback sent)."""
+        deadline = time.monotonic() + timeout
+        while sid not in self.played and sid not in self.play_errors:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"call {sid} not played within {timeout}s")
+            await asyncio.sleep(0.02)
+        return self.played.get(sid)
+
     @property
     def created_calls(self) -> list[dict[str, Any]]:
         """Params of every successful create, oldest first."""
@@ -321,6 +396,8 @@ class FakeTwilio:
                     "Timestamp": rfc2822(),
                 }
             )
+            if call.get("answered_by"):
+                params["AnsweredBy"] = call["answered_by"]
             if status in TERMINAL_STATUSES:
                 seconds = int(call.get("duration") or 0)
                 params["CallDuration"] = str(seconds)
@@ -392,7 +469,30 @@ class FakeTwilio:
             "To": call["to"],
         }
 
+    def _record_event(self, method: str, url: str, params: dict[str, str], status: int | None,
+                      error: str | None = None) -> None:
+        sid = params.get("CallSid")
+        if not sid:
+            return
+        with self._lock:
+            self.call_events.setdefault(sid, []).append({
+                "request": {"method": method, "url": url, "parameters": dict(params)},
+                "response": {"response_code": status, "date_created": rfc2822(), "request_duration": 0,
+                             **({"error": error} if error else {})},
+            })
+
     async def _send_webhook(
+        self, url: str, method: str, params: dict[str, str], *, signed: bool
+    ) -> tuple[int, str]:
+        try:
+            status, body = await self._request_webhook(url, method, params, signed=signed)
+        except aiohttp.ClientError as exc:
+            self._record_event(method, url, params, None, f"{type(exc).__name__}: {exc}")
+            raise
+        self._record_event(method, url, params, status)
+        return status, body
+
+    async def _request_webhook(
         self, url: str, method: str, params: dict[str, str], *, signed: bool
     ) -> tuple[int, str]:
         headers = {"User-Agent": "TwilioProxy/1.1"}
@@ -410,15 +510,17 @@ class FakeTwilio:
                 return resp.status, await resp.text()
 
     def _transition(self, call: dict, status: str, *, duration: int | None = None) -> None:
-        now = datetime.now(UTC)
-        if status == "in-progress" and "_started_at" not in call:
+        now = _now()
+        if status in ("ringing", "in-progress") and "_started_at" not in call:
             call["_started_at"] = now.timestamp()
             call["start_time"] = rfc2822(now)
+        if status == "in-progress" and "_answered_at" not in call:
+            call["_answered_at"] = now.timestamp()
         if status in TERMINAL_STATUSES and call["status"] not in TERMINAL_STATUSES:
             call["end_time"] = rfc2822(now)
             if duration is None:
-                answered = status == "completed" and "_started_at" in call
-                duration = int(now.timestamp() - call["_started_at"]) if answered else 0
+                answered = status == "completed" and "_answered_at" in call
+                duration = int(now.timestamp() - call["_answered_at"]) if answered else 0
             if status == "completed":
                 call["price"] = f"-{0.014 * max(1, math.ceil(duration / 60)):.5f}"
         if duration is not None:
@@ -477,6 +579,9 @@ class FakeTwilio:
                     response = handler(request, params)
             except _TwilioHTTPError as exc:
                 response = exc.response()
+            hold = self._hold
+            if operation == "create" and response.status == 201 and hold is not None:
+                await asyncio.to_thread(hold.wait, 300)  # the call exists; the client waits
             record.status = response.status
             return response
 
@@ -585,6 +690,11 @@ class FakeTwilio:
         }
         self.calls[sid] = call
         self.call_params[sid] = dict(params)
+        queue = self.callees.get(str(to))
+        if queue:
+            task = asyncio.get_running_loop().create_task(self._play(sid, queue.pop(0)), name=f"play {sid}")
+            self._plays.add(task)
+            task.add_done_callback(self._plays.discard)
         return web.json_response(_public(call), status=201)
 
     def _list_calls(self, params: dict) -> web.Response:
@@ -594,29 +704,130 @@ class FakeTwilio:
                 calls = [c for c in calls if c[key] == params[name]]
         if params.get("ParentCallSid"):
             calls = [c for c in calls if c["parent_call_sid"] == params["ParentCallSid"]]
-        page_size = max(1, min(1000, int(params.get("PageSize") or 50)))
-        page = max(0, int(params.get("Page") or 0))
-        start = page * page_size
-        chunk = calls[start : start + page_size]
+        calls = _by_date(calls, params, "StartTime")
+        filters = {k: params[k] for k in ("To", "From", "Status", "ParentCallSid", "StartTime>", "StartTime<",
+                                          "StartTime") if params.get(k)}
         path = f"{self.account_path()}/Calls.json"
+        return web.json_response(_page("calls", [_public(c) for c in calls], params, path, filters))
 
-        filters = {k: params[k] for k in ("To", "From", "Status", "ParentCallSid") if params.get(k)}
+    # ------------------------------------------------------------------ playing a call
 
-        def page_uri(n: int) -> str:
-            return f"{path}?{urlencode({**filters, 'PageSize': page_size, 'Page': n})}"
+    async def _cancel_plays(self) -> None:
+        for task in list(self._plays):
+            task.cancel()
+        for task in list(self._plays):
+            with contextlib.suppress(BaseException):
+                await task
 
-        body = {
-            "calls": [_public(c) for c in chunk],
-            "end": start + max(0, len(chunk) - 1),
-            "first_page_uri": page_uri(0),
-            "next_page_uri": page_uri(page + 1) if start + page_size < len(calls) else None,
-            "page": page,
-            "page_size": page_size,
-            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
-            "start": start,
-            "uri": page_uri(page),
+    def _set(self, sid: str, status: str, **kw: Any) -> None:
+        with self._lock:
+            self._transition(self.calls[sid], status, **kw)
+
+    async def _callback(self, sid: str, status: str, events: set[str], event: str) -> None:
+        """A status callback the call asked for (``event``), best effort like Twilio's."""
+        with self._lock:
+            created = self.call_params[sid]
+            target = created.get("StatusCallback")
+            method = str(created.get("StatusCallbackMethod") or "POST").upper()
+        if not target or event not in events:
+            return
+        params = self.status_callback_params(sid, status)
+        with contextlib.suppress(aiohttp.ClientError):
+            await self._send_webhook(target, method, params, signed=True)
+
+    async def _play(self, sid: str, callee: Callee) -> None:
+        try:
+            self.played[sid] = await self._play_call(sid, callee)
+        except asyncio.CancelledError:
+            self.play_errors[sid] = "cancelled"
+            raise
+        except Exception as exc:  # the test reads it (a webhook answered 403, the server was down …)
+            self.play_errors[sid] = f"{type(exc).__name__}: {exc}"
+
+    async def _play_call(self, sid: str, callee: Callee) -> CallResult:
+        with self._lock:
+            created = dict(self.call_params[sid])
+            call = self.calls[sid]
+            to, from_ = call["to"], call["from"]
+        events = set(created.get("StatusCallbackEvent") or ["completed"])
+        await asyncio.sleep(0)  # Twilio dials after it has accepted the call
+
+        async def progress(status: str, answered_by: str | None) -> None:
+            if answered_by is not None:
+                with self._lock:
+                    call["answered_by"] = answered_by
+            if status != "initiated":
+                self._set(sid, status)
+            event = {"in-progress": "answered"}.get(status, status if status in ("initiated", "ringing")
+                                                   else "completed")
+            await self._callback(sid, status, events, event)
+            if status == "in-progress":  # Twilio requests the call's Url (recorded in its Events)
+                self._record_event("POST", str(created["Url"]), {"CallSid": sid, "CallStatus": status}, 200)
+
+        parts = urlsplit(str(created.get("Url") or ""))
+        sim = Simulator(f"{parts.scheme}://{parts.netloc}", self.auth_token, speed=0)
+        script = CallScript(from_number=from_, to_number=to, digits=list(callee.digits),
+                            turns=[Turn(s, end=callee.end) for s in callee.speech],
+                            operator_answers=callee.operator_answers,
+                            hangup_after_prompts=callee.hangup_after_prompts, call_sid=sid)
+        return await sim.play_outbound(url=str(created.get("Url") or ""), call_sid=sid, from_number=from_,
+                                       to_number=to, answer=callee.answer, script=script,
+                                       machine_detection=bool(created.get("MachineDetection")), progress=progress,
+                                       ring_s=callee.ring_s, account_sid=self.account_sid)
+
+    # ------------------------------------------------------------------ events, messages
+
+    def _events(self, request: web.Request, params: dict) -> web.Response:
+        sid = request.match_info["sid"]
+        if request.method != "GET":
+            raise _TwilioHTTPError(405, 20004, "Method not allowed")
+        if sid not in self.calls:
+            raise _TwilioHTTPError(404, 20404, f"The requested resource {request.path} was not found")
+        events = list(self.call_events.get(sid, []))
+        path = f"{self.account_path()}/Calls/{sid}/Events.json"
+        return web.json_response(_page("events", events, params, path, {}))
+
+    def _messages(self, request: web.Request, params: dict) -> web.Response:
+        if request.method == "POST":
+            return self._send_message(params)
+        if request.method != "GET":
+            raise _TwilioHTTPError(405, 20004, "Method not allowed")
+        messages = list(reversed(self.messages.values()))
+        for name, key in (("To", "to"), ("From", "from")):
+            if params.get(name):
+                messages = [m for m in messages if m[key] == params[name]]
+        messages = _by_date(messages, params, "DateSent")
+        filters = {k: params[k] for k in ("To", "From", "DateSent>", "DateSent<", "DateSent") if params.get(k)}
+        path = f"{self.account_path()}/Messages.json"
+        return web.json_response(_page("messages", [_public(m) for m in messages], params, path, filters))
+
+    def _send_message(self, params: dict) -> web.Response:
+        to, from_, service = params.get("To"), params.get("From"), params.get("MessagingServiceSid")
+        if not to:
+            raise _TwilioHTTPError(400, 21604, "A 'To' phone number is required.")
+        if not (from_ or service):
+            raise _TwilioHTTPError(400, 21603, "A 'From' phone number or MessagingServiceSid is required.")
+        if not params.get("Body") and not params.get("MediaUrl"):
+            raise _TwilioHTTPError(400, 21602, "Message body is required.")
+        now = _now()
+        sid = new_sid("SM")
+        message = {
+            "account_sid": self.account_sid, "api_version": API_VERSION, "body": params.get("Body"),
+            "date_created": rfc2822(now), "date_sent": rfc2822(now), "date_updated": rfc2822(now),
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": from_ or self.phone_number, "messaging_service_sid": service, "num_media": "0",
+            "num_segments": str(max(1, math.ceil(len(params.get("Body") or "") / 70))), "price": None,
+            "price_unit": "USD", "sid": sid, "status": "queued", "subresource_uris": {},
+            "to": to, "uri": f"{self.account_path()}/Messages/{sid}.json", "_sent_at": now.timestamp(),
         }
-        return web.json_response(body)
+        self.messages[sid] = message
+        return web.json_response(_public(message), status=201)
+
+    def _message(self, request: web.Request, params: dict) -> web.Response:
+        message = self.messages.get(request.match_info["sid"])
+        if message is None or request.method != "GET":
+            raise _TwilioHTTPError(404, 20404, f"The requested resource {request.path} was not found")
+        return web.json_response(_public(message))
 
     def _call(self, request: web.Request, params: dict) -> web.Response:
         sid = request.match_info["sid"]
@@ -655,11 +866,65 @@ def _public(call: dict) -> dict:
     return {k: v for k, v in call.items() if not k.startswith("_")}
 
 
+def _moment(value: str, name: str) -> tuple[datetime | date, bool]:
+    """A date filter's value: ``YYYY-MM-DD`` (compared by day) or ``YYYY-MM-DDTHH:MM:SSZ``."""
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value), True
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC), False
+    except ValueError:
+        raise _TwilioHTTPError(400, 20001, f"Invalid {name}: {value}") from None
+
+
+def _at(epoch: float, whole_day: bool) -> datetime | date:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.date() if whole_day else moment
+
+
+_WHEN = {"StartTime": "_started_at", "DateSent": "_sent_at"}
+
+
+def _by_date(items: list[dict], params: dict, name: str) -> list[dict]:
+    """Twilio's date filters: ``Name>`` (on or after), ``Name<`` (on or before), ``Name``
+    (that day); an item without the date never matches one."""
+    for suffix, keep in ((">", lambda t, v: t >= v), ("<", lambda t, v: t <= v), ("", lambda t, v: t == v)):
+        if params.get(name + suffix):
+            bound, whole_day = _moment(params[name + suffix], name + suffix)
+            items = [i for i in items if _WHEN[name] in i and keep(_at(i[_WHEN[name]], whole_day), bound)]
+    return items
+
+
+def _page(key: str, items: list, params: dict, path: str, filters: dict) -> dict:
+    page_size = max(1, min(1000, int(params.get("PageSize") or 50)))
+    page = max(0, int(params.get("Page") or 0))
+    start = page * page_size
+    chunk = items[start : start + page_size]
+
+    def page_uri(n: int) -> str:
+        return f"{path}?{urlencode({**filters, 'PageSize': page_size, 'Page': n})}"
+
+    return {
+        key: chunk,
+        "end": start + max(0, len(chunk) - 1),
+        "first_page_uri": page_uri(0),
+        "next_page_uri": page_uri(page + 1) if start + page_size < len(items) else None,
+        "page": page,
+        "page_size": page_size,
+        "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+        "start": start,
+        "uri": page_uri(page),
+    }
+
+
 def _operation(resource: str, method: str) -> str:
     if resource == "calls":
         return "create" if method == "POST" else "list"
     if resource == "call":
         return {"GET": "fetch", "POST": "update", "DELETE": "delete"}.get(method, "unknown")
+    if resource == "messages":
+        return "send_sms" if method == "POST" else "list_sms"
+    if resource == "message":
+        return "fetch_sms"
     return resource
 
 

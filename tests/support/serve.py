@@ -18,7 +18,6 @@ socket's backlog, as they would in front of a restarting service::
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from tests.support.child import Child
 from tests.support.waiting import wait_until
 
 __all__ = ["ServeProcess", "database_url", "start_serve"]
@@ -49,7 +49,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-class ServeProcess:
+class ServeProcess(Child):
     """One `gridline serve` over ``data_dir`` and ``database_url``; ``env`` adds or
     overrides settings (``GRIDLINE_*``); ``args`` go to ``serve``. Everything every child
     printed is in ``output`` (and ``data_dir/serve.log``)."""
@@ -131,28 +131,6 @@ class ServeProcess:
                 self.kill()
                 raise
         return self
-
-    def _end(self, sig: signal.Signals, timeout: float) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(timeout)
-        if self._reader is not None:
-            self._reader.join(timeout)
-        return code
-
-    def kill(self, timeout: float = 30) -> int | None:
-        """SIGKILL: what a crash looks like; nothing runs on the way out."""
-        return self._end(signal.SIGKILL, timeout)
-
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM, then SIGKILL if it does not go within ``timeout``."""
-        return self._end(signal.SIGTERM, timeout)
 
     def close(self) -> None:
         """Stop the child and give the port back."""

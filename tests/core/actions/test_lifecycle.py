@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlmodel import func, select
 
-from core import actions, clock, survey_policy
+from core import actions, clock, jobs, survey_policy
 from core.actions import Petition
 from core.db import session_scope
 from core.errors import IllegalTransition, InvalidInput
@@ -116,7 +116,11 @@ def test_full_lifecycle_to_satisfied_close(engine, district):
     with session_scope(engine) as session:
         survey = session.exec(select(Survey).where(Survey.case_id == case.id)).one()
         assert survey.channel == "phone"
-        assert session.exec(select(Job).where(Job.kind == "survey_phone")).one().payload["survey_id"] == survey.id
+        # The follow-up call is queued, and a handler takes it (ivr/survey_jobs.py): no orphan.
+        call = session.exec(select(Job).where(Job.kind == "survey_phone")).one()
+        assert call.payload == {"survey_id": survey.id, "case": case.number, "attempt": 1}
+        assert call.run_at == clock.utcnow()  # 11:00 in Shanghai: inside calling hours
+        assert jobs.KINDS["survey_phone"].startswith("ivr/survey_jobs.py")
         case = actions.record_survey(session, survey, solved="solved", satisfied="basically")
     assert case.status == S.closed and case.close_reason == "survey:basically"
     with session_scope(engine) as session:

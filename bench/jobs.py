@@ -1,0 +1,214 @@
+"""Durable jobs at scale: N due jobs taken by W worker processes on PostgreSQL.
+
+    .venv/bin/python bench/jobs.py                              # 10,000 no-op jobs, 2 workers, 600 calls at 5/s
+    .venv/bin/python bench/jobs.py --jobs 500 --calls 40        # a quick check
+
+1. **No-op jobs.** N jobs of a kind whose handler does nothing but write down its job id
+   are queued; W processes (a ``core.runner.JobRunner`` each, as ``gridline serve`` and
+   ``gridline worker`` run it, claiming with ``FOR UPDATE SKIP LOCKED``) take them. Prints
+   jobs per second (from the moment the jobs are due to the last one done) and the number
+   of jobs run more than once (must be 0). Target: ≥ 500 jobs/s.
+2. **Follow-up calls.** M verified hotline cases with a phone follow-up due now; W
+   ``gridline worker --surveys`` processes place the calls with the real twilio client at
+   the fake Twilio REST server (``tests/support/fake_twilio.py``, in this process) under a
+   calls-per-second cap (rules ``[survey.phone] calls_per_second``, ``--cps``). Prints the
+   calls per second Twilio saw against the cap, and the residents called more than once
+   (must be 0). Target: the cap, not less (the workers share it through the database).
+
+PostgreSQL comes from GRIDLINE_BENCH_PG (default: the local test server); the benchmark
+makes a database of its own there and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, text, update  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlmodel import select  # noqa: E402
+
+from core import jobs  # noqa: E402
+from core.clock import utcnow  # noqa: E402
+from core.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.models import Job, JobStatus  # noqa: E402
+from core.settings import normalise_database_url  # noqa: E402
+
+NOOP_JOB = jobs.declare("bench_noop", "bench/jobs.py: does nothing, writes down its id")
+
+
+# ---------------------------------------------------------------- the no-op worker process
+
+
+def noop_worker(url: str, out: Path, ready: Path, batch: int) -> None:
+    """A worker process: a JobRunner taking only bench_noop jobs until SIGTERM."""
+    from core.runner import JobRunner
+
+    engine = make_engine(url)
+    log = open(out, "a", buffering=1)  # noqa: SIM115 - one line per job, flushed as it runs
+
+    async def noop(job: Job) -> None:
+        log.write(f"{job.id}\n")
+
+    async def main() -> None:
+        runner = JobRunner(engine, poll_seconds=0.05, batch=batch)
+        runner.register(NOOP_JOB, noop)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        runner.start()
+        ready.write_text(runner.name)
+        await stop.wait()
+        await runner.stop()
+
+    asyncio.run(main())
+    log.close()
+
+
+# ---------------------------------------------------------------- phases
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def done_count(engine, kind: str) -> int:
+    with session_scope(engine) as s:
+        return s.exec(select(func.count()).select_from(Job).where(Job.kind == kind, Job.status == JobStatus.done)).one()
+
+
+def noop_phase(engine, url: str, n: int, workers: int, batch: int, tmp: Path) -> None:
+    later = utcnow() + timedelta(hours=1)
+    with session_scope(engine) as s:
+        for start in range(0, n, 5000):
+            s.add_all([Job(kind=NOOP_JOB, payload={"i": i}, run_at=later) for i in range(start, min(n, start + 5000))])
+    procs, outs = [], []
+    for i in range(workers):
+        out, ready = tmp / f"noop-{i}.ids", tmp / f"noop-{i}.ready"
+        outs.append(out)
+        procs.append(subprocess.Popen([sys.executable, __file__, "_noop-worker", url, str(out), str(ready), str(batch)],
+                                      cwd=ROOT))
+        wait_until(ready.exists, 60, f"worker {i} to start")
+    with session_scope(engine) as s:  # every job due at once
+        s.execute(update(Job).where(Job.kind == NOOP_JOB).values(run_at=utcnow()))
+    started = time.perf_counter()
+    wait_until(lambda: done_count(engine, NOOP_JOB) == n, 3600, f"{n} jobs done")
+    elapsed = time.perf_counter() - started
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(60)
+    runs = Counter(int(line) for out in outs for line in out.read_text().split())
+    per_worker = [len(out.read_text().split()) for out in outs]
+    duplicates = sum(c - 1 for c in runs.values() if c > 1)
+    print(f"no-op jobs: {n} by {workers} worker processes (batch {batch}) in {elapsed:.2f} s: "
+          f"{n / elapsed:.0f} jobs/s; duplicates: {duplicates}; per worker {per_worker}")
+
+
+def due_surveys(engine, count: int) -> None:
+    from core.models import Case, CaseStatus, Channel, Resident, Survey
+
+    now = utcnow()
+    with session_scope(engine) as s:
+        residents = [Resident(phone=f"1391234{i:04d}") for i in range(count)]
+        s.add_all(residents)
+        s.flush()
+        cases = [Case(number=f"B{i:08d}", channel=Channel.hotline, status=CaseStatus.verified, contact_phone=r.phone,
+                      resident_id=r.id, created_at=now, updated_at=now, verified_at=now) for i, r in enumerate(residents)]
+        s.add_all(cases)
+        s.flush()
+        surveys = [Survey(case_id=c.id, channel="phone") for c in cases]
+        s.add_all(surveys)
+        s.flush()
+        s.add_all([Job(kind="survey_phone", payload={"survey_id": sv.id, "attempt": 1}, dedupe_key=f"survey:{sv.id}:1",
+                       run_at=now + timedelta(hours=1)) for sv in surveys])
+
+
+def calls_phase(engine, url: str, m: int, workers: int, cps: float, tmp: Path) -> None:
+    from tests.support.fake_twilio import FakeTwilio
+
+    due_surveys(engine, m)
+    rules = tmp / "rules.toml"
+    rules.write_text(f'[survey.phone]\ncalling_hours = ["00:00", "23:59"]\non_holidays = true\n'
+                     f"calls_per_second = {cps}\n")
+    with FakeTwilio() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDLINE_")}
+        env.update({"GRIDLINE_DATABASE_URL": url, "GRIDLINE_TWILIO_ACCOUNT_SID": fake.account_sid,
+                    "GRIDLINE_TWILIO_AUTH_TOKEN": fake.auth_token, "GRIDLINE_TWILIO_API_URL": fake.base_url,
+                    "GRIDLINE_HOTLINE_NUMBER": fake.phone_number, "GRIDLINE_PUBLIC_URL": "http://127.0.0.1:9",
+                    "GRIDLINE_RULES": str(rules), "GRIDLINE_DATA_DIR": str(tmp), "GRIDLINE_TELEGRAM_TOKEN": ""})
+        procs = [subprocess.Popen([sys.executable, "-m", "gridline.cli", "worker", "--surveys"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+        time.sleep(3)  # let them start (they find nothing due)
+        with session_scope(engine) as s:
+            s.execute(update(Job).where(Job.kind == "survey_phone").values(run_at=utcnow()))
+        started = time.perf_counter()
+        wait_until(lambda: done_count(engine, "survey_phone") == m, 3600, f"{m} calls placed")
+        elapsed = time.perf_counter() - started
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+        created = [fake.calls[sid] for sid in fake.calls]
+    numbers = Counter(c["to"] for c in created)
+    twice = sum(n - 1 for n in numbers.values() if n > 1)
+    moments = sorted(parsedate_to_datetime(c["date_created"]).timestamp() for c in created)
+    # Twilio's dates are to the second: the rate over the whole run, first to last call.
+    span = max(moments[-1] - moments[0], 1.0) if moments else 1.0
+    print(f"follow-up calls: {len(created)} placed for {m} due surveys by {workers} `gridline worker --surveys` "
+          f"in {elapsed:.1f} s; {(len(created) - 1) / span:.2f} calls/s at Twilio with a cap of {cps:g}/s; "
+          f"residents called twice: {twice}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_noop-worker":
+        noop_worker(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=10_000, help="no-op jobs (0: skip)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--batch", type=int, default=10, help="jobs a worker claims at once (the runner's default)")
+    parser.add_argument("--calls", type=int, default=600, help="due follow-up calls (0: skip)")
+    parser.add_argument("--cps", type=float, default=5.0, help="the calls-per-second cap")
+    args = parser.parse_args()
+
+    server = normalise_database_url(os.environ.get("GRIDLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test"))
+    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"gridline_bench_jobs_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.jobs:
+                noop_phase(engine, url, args.jobs, args.workers, args.batch, Path(tmp))
+            if args.calls:
+                calls_phase(engine, url, args.calls, args.workers, args.cps, Path(tmp))
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()

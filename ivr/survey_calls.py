@@ -1,0 +1,617 @@
+"""The follow-up call's database work: attempts (``SurveyCall``), the call's own state
+(``CallSession`` by CallSid, as for the hotline), and every change of the survey through
+``core.actions`` (an attempt, each answer, the comment, how the call ended).
+
+Synchronous functions, one transaction each; ``ivr/survey_jobs.py`` and
+``ivr/survey_web.py`` run them off the event loop.
+
+Exactly once: before ``calls.create`` an attempt is written down with a random token
+(``prepare_attempt``); every URL of the call carries it. The attempt is *placed* — its
+CallSid stored with the survey's ``survey_attempt`` event, one transaction — by whichever
+comes first: the worker after ``calls.create`` returned (``record_placed``), or the first
+request of that call carrying the token (Twilio's "initiated" callback, the answer). A
+worker that died in between leaves the token written down: the next worker looks for the
+call at Twilio before placing another (``ivr.twilio_api.TwilioApi.find_calls``). How the
+call ended is settled once, when it is both placed and over (``call_status``); repeated
+or late callbacks change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from core import actions, jobs, survey_policy
+from core.clock import utcnow
+from core.db import session_scope
+from core.errors import DomainError
+from core.models import (
+    CallSession,
+    Case,
+    Category,
+    ChannelState,
+    Grid,
+    GridLevel,
+    Survey,
+    SurveyCall,
+    SurveyStatus,
+)
+from core.storage import resolve, stored_path
+from ivr.state import Recording, recording_path
+
+log = logging.getLogger(__name__)
+
+ACTOR = "survey:phone"  # the machine placing the calls
+RESIDENT = "resident:phone"  # the resident answering them
+TERMINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+CHECK_JOB = jobs.declare("survey_call_check", "ivr/survey_jobs.py: reads a follow-up call's status when no callback came")
+COMMENT_JOB = jobs.declare("transcribe_survey_comment",
+                           "ivr/survey_jobs.py: recognises a follow-up comment (speech runners)")
+# A call not over this long after it was placed is looked up at Twilio (callbacks get lost).
+CHECK_AFTER = timedelta(minutes=20)
+PACE = ("survey_phone", "pace")  # ChannelState row: the next moment a call may be placed
+
+
+class Refused(Exception):
+    """A webhook whose token is not this survey's, or whose call is another."""
+
+
+# ---------------------------------------------------------------- the call's own state
+
+
+class SurveyCallState(BaseModel):
+    """What the follow-up call knows, in ``CallSession.state``. ``segments`` has the shape
+    the hotline's stream token check reads (``ivr.calls.stream_path``): the comment's WAV
+    path is on record before Twilio opens its stream."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    survey_call: bool = True
+    step: str = "solved"  # a question, "comment", "done"
+    tries: int = 0  # no key / wrong key on the current question
+    answers: dict[str, str | None] = Field(default_factory=dict)
+    comment_segment: str = ""
+    comment_taken: bool = False
+    segments: dict[str, Recording] = Field(default_factory=dict)
+
+    def dump(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class CallView:
+    """A webhook's view of the call: the survey, the attempt, the state, the petition."""
+
+    survey_id: int
+    attempt: int
+    call_sid: str
+    pending: bool  # the survey still waits for answers
+    state: SurveyCallState
+    stream_token: str | None = None
+    intro_date: datetime | None = None  # local
+    category: str | None = None
+    community: str | None = None
+
+
+# ---------------------------------------------------------------- before the call
+
+
+@dataclass
+class AttemptPlan:
+    """What the ``survey_phone`` job does next."""
+
+    action: Literal["call", "reconcile", "wait", "done"]
+    why: str = ""
+    survey_id: int = 0
+    attempt: int = 0
+    survey_call_id: int | None = None
+    token: str = ""
+    to: str = ""
+    intent_at: datetime | None = None
+    wait: timedelta | None = None
+    slot: float | None = None  # epoch seconds: not before this (calls per second)
+
+
+def _lock(session: Session, model: Any, *where: Any) -> Any:
+    """The row, locked until the transaction ends, on both databases: ``SELECT … FOR
+    UPDATE`` on PostgreSQL; SQLite has no row locks, so a no-op UPDATE first takes its write
+    lock for the whole transaction (a read before it could be stale by the time it writes)."""
+    if session.get_bind().dialect.name == "sqlite":
+        key = sa_inspect(model).primary_key[0]
+        session.execute(update(model).where(*where).values({key.name: key})
+                        .execution_options(synchronize_session=False))
+    return session.exec(select(model).where(*where).with_for_update()).first()
+
+
+def _locked_survey(session: Session, survey_id: int) -> Survey | None:
+    return _lock(session, Survey, Survey.id == survey_id)
+
+
+def _attempt_row(session: Session, survey_id: int, attempt: int) -> SurveyCall | None:
+    return _lock(session, SurveyCall, SurveyCall.survey_id == survey_id, SurveyCall.attempt == attempt)
+
+
+def reserve_slot(session: Session, calls_per_second: float) -> float:
+    """The moment (epoch seconds) the next call may be placed, at most ``calls_per_second``
+    across every process: one row, locked. Real time, not ``core.clock`` (a rate)."""
+    where = (ChannelState.namespace == PACE[0], ChannelState.key == PACE[1])
+    row = _lock(session, ChannelState, *where)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = ChannelState(namespace=PACE[0], key=PACE[1], data={"next": 0.0})
+                session.add(row)
+                session.flush()
+        except IntegrityError:  # another worker made it first
+            row = _lock(session, ChannelState, *where)
+    now = time.time()
+    slot = max(now, float((row.data or {}).get("next") or 0.0))
+    row.data = {"next": slot + 1.0 / calls_per_second}
+    row.updated_at = utcnow()
+    session.add(row)
+    return slot
+
+
+def reserve_slot_in(engine: Engine, calls_per_second: float) -> float:
+    with session_scope(engine) as session:
+        return reserve_slot(session, calls_per_second)
+
+
+def _stop_calling(session: Session, survey: Survey, follow: str, why: str) -> None:
+    if follow == "manual":
+        actions.survey_to_manual(session, survey, actor=ACTOR, reason=why)
+    else:
+        actions.survey_unreachable(session, survey, actor=ACTOR, reason=why)
+
+
+def prepare_attempt(engine: Engine, survey_id: int, attempt: int, *, any_time: bool = False) -> AttemptPlan:
+    """Whether attempt ``attempt`` of the survey is to be called now, and how: written down
+    with its token before the call (``call``), looked for at Twilio first because an earlier
+    worker wrote it down and never recorded it (``reconcile``), not yet (``wait``: outside
+    calling hours, unless ``any_time``: a local simulation), or not at all (``done``)."""
+    rules = survey_policy.phone_rules()
+    with session_scope(engine) as session:
+        survey = _locked_survey(session, survey_id)
+        if survey is None:
+            return AttemptPlan("done", f"no survey {survey_id}")
+        row = _attempt_row(session, survey_id, attempt)
+        if row is not None and (row.placed_at is not None or row.ended_at is not None):
+            return AttemptPlan("done", "this attempt was placed already")
+        if row is not None and row.call_sid:  # a request of the call came, the worker died
+            _record_placed(session, row, row.call_sid, actor=ACTOR)
+            return AttemptPlan("done", "this attempt was placed already (recorded from its callback)")
+        if survey.status != SurveyStatus.pending or survey.channel != "phone":
+            return AttemptPlan("done", f"survey is {survey.status.value} on {survey.channel}")
+        if survey.attempts >= attempt:
+            return AttemptPlan("done", f"attempt {attempt} was made already")
+        case = session.get(Case, survey.case_id)
+        if case is None or case.status.value != "verified":
+            return AttemptPlan("done", "the case is no longer waiting for its follow-up")
+        resident = actions.contact_resident(session, case)
+        if resident is not None and resident.do_not_call:
+            _stop_calling(session, survey, rules.do_not_call, "resident asked not to be called")
+            return AttemptPlan("done", "resident asked not to be called")
+        to = actions.phone_to_call(case, resident)
+        if to is None:
+            actions.survey_to_manual(session, survey, actor=ACTOR, reason="no number to call back")
+            return AttemptPlan("done", "no number to call back")
+        now = utcnow()
+        hours = survey_policy.calling_hours(session)
+        if not hours.allowed(now) and not any_time:
+            return AttemptPlan("wait", "outside calling hours", wait=hours.next_allowed(now) - now)
+        plan = AttemptPlan("call", survey_id=survey_id, attempt=attempt, to=to)
+        if row is not None:  # written down by a worker that died before recording it
+            plan.action, plan.why = "reconcile", "a call may have been placed by a worker that died"
+        else:
+            row = SurveyCall(survey_id=survey_id, attempt=attempt, token=secrets.token_urlsafe(24), intent_at=now)
+            session.add(row)
+            session.flush()
+            plan.slot = reserve_slot(session, rules.calls_per_second)
+        plan.survey_call_id, plan.token, plan.intent_at = row.id, row.token, row.intent_at
+        return plan
+
+
+# ---------------------------------------------------------------- placed, ended
+
+
+def _record_placed(session: Session, row: SurveyCall, call_sid: str, *, actor: str) -> bool:
+    """Store the CallSid and count the attempt (``survey_attempt`` event), one transaction.
+    Returns whether this recorded it (``False``: recorded before)."""
+    if row.placed_at is not None:
+        if row.call_sid != call_sid:
+            log.warning("survey %s attempt %s: placed as %s, now also %s?", row.survey_id, row.attempt,
+                        row.call_sid, call_sid)
+        return False
+    row.call_sid = row.call_sid or call_sid
+    row.placed_at = utcnow()
+    session.add(row)
+    survey = _locked_survey(session, row.survey_id)
+    if survey is not None and survey.status == SurveyStatus.pending:
+        actions.survey_attempt(session, survey, actor=actor, outcome="placed",
+                               data={"call_sid": row.call_sid, "call_attempt": row.attempt})
+    jobs.enqueue(session, CHECK_JOB, {"survey_call_id": row.id}, run_at=row.placed_at + CHECK_AFTER,
+                 dedupe_key=f"{CHECK_JOB}:{row.id}")
+    if row.status in TERMINAL:  # the call ended before it was recorded (callback first)
+        _settle(session, row)
+    return True
+
+
+def _locked_attempt(session: Session, survey_call_id: int) -> SurveyCall:
+    survey_id = session.exec(select(SurveyCall.survey_id).where(SurveyCall.id == survey_call_id)).one()
+    _locked_survey(session, survey_id)  # survey first, as everywhere
+    return _lock(session, SurveyCall, SurveyCall.id == survey_call_id)
+
+
+def record_placed(engine: Engine, survey_call_id: int, call_sid: str) -> bool:
+    """After ``calls.create`` returned ``call_sid``."""
+    with session_scope(engine) as session:
+        row = _locked_attempt(session, survey_call_id)
+        return _record_placed(session, row, call_sid, actor=ACTOR)
+
+
+def placing_failed(engine: Engine, survey_call_id: int, error: str) -> str:
+    """Twilio refused the call (an invalid number): the attempt counts, as failed."""
+    with session_scope(engine) as session:
+        row = _locked_attempt(session, survey_call_id)
+        if row.placed_at is not None or row.ended_at is not None:
+            return "done"
+        survey = _locked_survey(session, row.survey_id)
+        row.placed_at = utcnow()
+        row.status = "failed"
+        if survey is not None and survey.status == SurveyStatus.pending:
+            actions.survey_attempt(session, survey, actor=ACTOR, outcome="refused",
+                                   data={"call_attempt": row.attempt, "error": error[:300]})
+        return _settle(session, row)
+
+
+def _outcome(row: SurveyCall) -> str:
+    if row.status != "completed":
+        return row.status.replace("-", "_")  # busy, no_answer, failed, canceled
+    if (row.answered_by or "").startswith(("machine", "fax")):
+        return "machine"
+    return row.result or "no_response"
+
+
+def _settle(session: Session, row: SurveyCall) -> str:
+    """The call is placed and over: how it went, and what follows (by the rules)."""
+    row.outcome = _outcome(row)
+    row.ended_at = utcnow()
+    session.add(row)
+    survey = _locked_survey(session, row.survey_id)
+    if survey is None:
+        return "done"
+    return actions.survey_call_outcome(session, survey, attempt=row.attempt, outcome=row.outcome, actor=ACTOR,
+                                       data={"call_sid": row.call_sid, "status": row.status,
+                                             "answered_by": row.answered_by})
+
+
+def _by_token(session: Session, survey_id: int, token: str, call_sid: str | None) -> SurveyCall:
+    """The attempt this token belongs to, refusing a token of another survey, or a request of
+    another call than the one the attempt placed. Locks are always taken in the order
+    survey, attempt, call session (no two transactions wait for each other)."""
+    _locked_survey(session, survey_id)
+    row = _lock(session, SurveyCall, SurveyCall.token == token) if token else None
+    if row is None or row.survey_id != survey_id:
+        raise Refused("survey token unknown or not this survey's")
+    if call_sid and row.call_sid and row.call_sid != call_sid:
+        raise Refused(f"survey token of call {row.call_sid} used by call {call_sid}")
+    return row
+
+
+def check_token(engine: Engine, survey_id: int, token: str, call_sid: str) -> None:
+    with session_scope(engine) as session:
+        _by_token(session, survey_id, token, call_sid)
+
+
+def call_status(engine: Engine, survey_id: int, token: str, call_sid: str, status: str,
+                answered_by: str | None = None) -> str | None:
+    """A status callback (or a status read at Twilio). Returns what followed when this
+    settled the attempt, else ``None``. Repeated and late (out-of-order) callbacks are
+    harmless: a terminal status is kept, and an attempt is settled once."""
+    with session_scope(engine) as session:
+        row = _by_token(session, survey_id, token, call_sid)
+        if row.ended_at is not None:
+            return None
+        if call_sid and not row.call_sid:
+            row.call_sid = call_sid
+        if answered_by:
+            row.answered_by = answered_by[:24]
+        if status and row.status not in TERMINAL:
+            row.status = status[:24]
+        session.add(row)
+        if row.placed_at is None and row.call_sid:
+            _record_placed(session, row, row.call_sid, actor=ACTOR)  # settles it too when over
+            return row.outcome
+        if row.status in TERMINAL:
+            return _settle(session, row)
+        return None
+
+
+def survey_call_by_id(engine: Engine, survey_call_id: int) -> SurveyCall | None:
+    with session_scope(engine) as session:
+        return session.get(SurveyCall, survey_call_id)
+
+
+# ---------------------------------------------------------------- in the call
+
+
+def _local(at: datetime, tz: str) -> datetime:
+    return at.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(tz)).replace(tzinfo=None)
+
+
+def _community(session: Session, grid_id: int | None) -> str | None:
+    grid = session.get(Grid, grid_id) if grid_id else None
+    while grid is not None and grid.level != GridLevel.community:
+        grid = session.get(Grid, grid.parent_id) if grid.parent_id else None
+    return grid.name if grid is not None else None
+
+
+def _locked_session(session: Session, call_sid: str) -> CallSession | None:
+    return _lock(session, CallSession, CallSession.call_sid == call_sid)
+
+
+def _view(session: Session, row: SurveyCall, call: CallSession, tz: str) -> CallView:
+    survey = session.get(Survey, row.survey_id)
+    case = session.get(Case, survey.case_id)
+    category = session.get(Category, case.category_id) if case.category_id else None
+    return CallView(survey_id=survey.id, attempt=row.attempt, call_sid=call.call_sid,
+                    pending=survey.status == SurveyStatus.pending, state=SurveyCallState.model_validate(call.state or {}),
+                    stream_token=call.stream_token, intro_date=_local(case.created_at, tz),
+                    category=category.name if category else None, community=_community(session, case.grid_id))
+
+
+def answered(engine: Engine, survey_id: int, token: str, call_sid: str, *, to_number: str | None,
+             answered_by: str | None, tz: str) -> CallView | None:
+    """Twilio requests the call's TwiML: the callee picked up. The attempt is placed (if
+    the worker has not recorded it yet), the call's session opened. ``None``: an answering
+    machine (nothing is said to it)."""
+    with session_scope(engine) as session:
+        row = _by_token(session, survey_id, token, call_sid)
+        row.call_sid = row.call_sid or call_sid
+        if answered_by:
+            row.answered_by = answered_by[:24]
+        if row.status not in TERMINAL:
+            row.status = "in-progress"
+        session.add(row)
+        if row.placed_at is None:
+            _record_placed(session, row, call_sid, actor=ACTOR)
+        if (answered_by or "").startswith(("machine", "fax")):
+            return None
+        survey = session.get(Survey, survey_id)
+        call = _locked_session(session, call_sid)
+        if call is None:
+            call = CallSession(call_sid=call_sid, direction="outbound", to_number=to_number, status="in-progress",
+                               stream_token=secrets.token_urlsafe(24), survey_id=survey_id, case_id=survey.case_id,
+                               state=SurveyCallState().dump())
+            session.add(call)
+            session.flush()
+        return _view(session, row, call, tz)
+
+
+@dataclass
+class Step:
+    """What the call says next (``ivr/survey_web.py`` renders it)."""
+
+    kind: Literal["question", "comment", "goodbye", "operator"]
+    question: str = ""
+    notice: str | None = None
+    goodbye: str = ""
+    segment: str = ""
+    stream_token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _next_question(state: SurveyCallState, order: list[str]) -> str | None:
+    for q in order:
+        if q not in state.answers:
+            return q
+    return None
+
+
+def _finish_answers(session: Session, row: SurveyCall, call: CallSession, state: SurveyCallState,
+                    survey: Survey) -> Step:
+    """Both questions asked: with both answers the survey is recorded now (durable first; the
+    comment may follow); with an answer missing the attempt ends without a result."""
+    solved, satisfied = state.answers.get("solved"), state.answers.get("satisfied")
+    if solved and satisfied and survey.status == SurveyStatus.pending:
+        try:
+            actions.record_survey(session, survey, solved=solved, satisfied=satisfied, actor=RESIDENT)
+        except DomainError as exc:  # the case moved on meanwhile (an operator reopened it)
+            log.warning("survey %s: answers not recorded: %s", survey.id, exc)
+            state.step = "done"
+            return Step("goodbye", goodbye="thanks")
+        row.result = "answered"
+        session.add(row)
+        segment = "comment-1"
+        state.step = "comment"
+        state.comment_segment = segment
+        state.segments[segment] = Recording(kind="petition", audio_path=recording_path(call.call_sid, segment))
+        return Step("comment", segment=segment, stream_token=call.stream_token or "")
+    state.step = "done"
+    return Step("goodbye", goodbye="thanks_no_answers")
+
+
+def _store(session: Session, call: CallSession, state: SurveyCallState) -> None:
+    call.state = state.dump()
+    call.updated_at = utcnow()
+    session.add(call)
+
+
+def keypress(engine: Engine, survey_id: int, token: str, call_sid: str, question: str, digits: str,
+             *, order: list[str], tries: int, keys: dict[str, str], operator_open: bool) -> Step:
+    """A key (or none) after a question. 1–3: the answer on the rules' scale (an answer
+    event); none or another key: the question once more, then on without its answer;
+    9: not the resident (the attempt ends ``wrong_person``); 0: the operator, if open."""
+    with session_scope(engine) as session:
+        row = _by_token(session, survey_id, token, call_sid)
+        call = _locked_session(session, call_sid)
+        survey = _locked_survey(session, survey_id)
+        if call is None or survey is None:
+            raise Refused("no such survey call")
+        state = SurveyCallState.model_validate(call.state or {})
+        if state.step != question:  # a repeated webhook: say what is due now
+            return current_step(state, call.stream_token)
+        digit = (digits or "")[:1]
+        if digit and digit == keys["wrong_person"]:
+            row.result = "wrong_person"
+            session.add(row)
+            state.step = "done"
+            _store(session, call, state)
+            return Step("goodbye", goodbye="wrong_person")
+        if digit and digit == keys["operator"]:
+            if operator_open:
+                row.result = "operator"
+                session.add(row)
+                return Step("operator", question=question)
+            return Step("question", question=question, notice="operator_closed")
+        scale = (survey_policy.solved_scale() if question == "solved" else survey_policy.satisfied_scale())
+        answer = scale[int(digit) - 1] if digit.isdigit() and 1 <= int(digit) <= len(scale) else None
+        pending = survey.status == SurveyStatus.pending
+        if answer is None:
+            state.tries += 1
+            if state.tries < tries:
+                _store(session, call, state)
+                return Step("question", question=question, notice="invalid" if digit else "no_input")
+        if pending:
+            actions.survey_answer(session, survey, question=question, answer=answer, actor=RESIDENT,
+                                  data={"call_sid": call_sid, "key": digit or None, "tries": state.tries + 1})
+        state.answers[question] = answer
+        state.tries = 0
+        following = _next_question(state, order)
+        if following is not None:
+            state.step = following
+            _store(session, call, state)
+            return Step("question", question=following)
+        step = _finish_answers(session, row, call, state, survey)
+        _store(session, call, state)
+        return step
+
+
+def current_step(state: SurveyCallState, stream_token: str | None) -> Step:
+    """What the call says when a webhook comes again for a step already taken."""
+    if state.step == "comment":
+        return Step("comment", segment=state.comment_segment, stream_token=stream_token or "")
+    if state.step == "done":
+        return Step("goodbye", goodbye="thanks")
+    return Step("question", question=state.step)
+
+
+def operator_ended(engine: Engine, survey_id: int, token: str, call_sid: str, question: str,
+                   dial_status: str) -> Step:
+    """The <Dial> to the operator ended: talked (the operator records the answers on the
+    manual-call list), or not (back to the question)."""
+    with session_scope(engine) as session:
+        row = _by_token(session, survey_id, token, call_sid)
+        call = _locked_session(session, call_sid)
+        state = SurveyCallState.model_validate(call.state or {}) if call is not None else SurveyCallState()
+        if dial_status == "completed":
+            row.result = "operator"
+            session.add(row)
+            state.step = "done"
+            if call is not None:
+                _store(session, call, state)
+            return Step("goodbye", goodbye="operator_done")
+        if row.result == "operator":
+            row.result = None
+            session.add(row)
+        return Step("question", question=question, notice="operator_busy")
+
+
+def comment_file(recording: Recording, data_dir: Path | None) -> actions.FileRef | None:
+    """The comment's WAV as a file of the case (none when there is no audio in it)."""
+    path = resolve(recording.audio_path, data_dir) if recording.audio_path else None
+    if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
+        return None
+    data = path.read_bytes()
+    return actions.FileRef(kind="survey_comment", path=stored_path(path, data_dir), mime_type="audio/wav",
+                           size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: str, recording: Recording | None,
+                 *, min_speech_s: float, data_dir: Path | None) -> bool:
+    """The comment turn ended (#, silence, hang-up): the recording is attached to the case
+    and its words (if recognised in time) kept on the survey, through
+    ``actions.survey_comment``; words still to come get a ``transcribe_survey_comment`` job
+    in the same transaction. Returns whether a comment was kept."""
+    with session_scope(engine) as session:
+        if token:
+            _by_token(session, survey_id, token, call_sid)
+        else:
+            _locked_survey(session, survey_id)
+        call = _locked_session(session, call_sid)
+        if call is None:
+            return False
+        state = SurveyCallState.model_validate(call.state or {})
+        if state.comment_taken or state.step != "comment":
+            return False
+        state.comment_taken = True
+        state.step = "done"
+        kept = False
+        if recording is not None:
+            state.segments[state.comment_segment] = recording
+            ref = comment_file(recording, data_dir) if recording.speech_s >= min_speech_s else None
+            survey = _locked_survey(session, survey_id)
+            if ref is not None and survey is not None:
+                text = recording.text.strip() if recording.final else None
+                actions.survey_comment(session, survey, actor=RESIDENT, text=text, file=ref,
+                                       data={"call_sid": call_sid, "speech_s": recording.speech_s})
+                if text is None:
+                    jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
+                                                        "segment": state.comment_segment, "path": ref.path},
+                                 dedupe_key=f"{COMMENT_JOB}:{call_sid}", max_attempts=8)
+                kept = True
+        _store(session, call, state)
+        return kept
+
+
+def comment_pending(engine: Engine, call_sid: str) -> tuple[int, str, str] | None:
+    """(survey id, segment, its WAV) of a call whose comment turn began and was not taken."""
+    with session_scope(engine) as session:
+        call = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
+        if call is None or call.survey_id is None:
+            return None
+        state = SurveyCallState.model_validate(call.state or {})
+        if state.step != "comment" or state.comment_taken:
+            return None
+        planned = state.segments.get(state.comment_segment)
+        return call.survey_id, state.comment_segment, (planned.audio_path if planned else "")
+
+
+def comment_words(engine: Engine, survey_id: int, call_sid: str, segment: str, heard: dict) -> bool:
+    """The words of a comment recognised afterwards (the transcribe job)."""
+    with session_scope(engine) as session:
+        survey = _locked_survey(session, survey_id)
+        if survey is None or survey.comment is not None:
+            return False
+        actions.survey_comment(session, survey, actor="survey:speech", text=(heard.get("text") or "").strip(),
+                               data={"call_sid": call_sid, "segment": segment,
+                                     "confidence": heard.get("confidence")})
+        call = _locked_session(session, call_sid)
+        if call is not None:
+            state = SurveyCallState.model_validate(call.state or {})
+            rec = state.segments.get(segment)
+            if rec is not None:
+                state.segments[segment] = rec.model_copy(update={
+                    "text": heard.get("text") or "", "confidence": heard.get("confidence"),
+                    "segments": heard.get("segments") or [], "final": True, "deferred": True})
+                _store(session, call, state)
+        return True
+
+
+def comment_still_pending(engine: Engine, survey_id: int) -> bool:
+    with session_scope(engine) as session:
+        survey = session.get(Survey, survey_id)
+        return survey is not None and survey.comment is None

@@ -1,0 +1,164 @@
+"""TwiML of the follow-up call (回访), built with the twilio library's ``VoiceResponse``.
+
+Pure functions of (the survey call's rules, the prompts, what we know) → TwiML text, like
+``ivr.flow`` for the hotline: no database, no I/O. ``ivr/survey_web.py`` decides which
+step comes next. Every sentence is said slowly (SSML prosody, ``survey_flow.toml``).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.config import HERE, load_prompts
+
+
+@lru_cache
+def _load_survey_flow() -> dict[str, Any]:
+    return tomllib.loads((HERE / "survey_flow.toml").read_text("utf-8"))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@dataclass(frozen=True)
+class SurveyFlowConfig:
+    """``ivr/survey_flow.toml``, with overrides for tests (``SurveyFlowConfig.load(comment={...})``)."""
+
+    data: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> SurveyFlowConfig:
+        data = _load_survey_flow()
+        if path:
+            data = _merge(data, tomllib.loads(Path(path).read_text("utf-8")))
+        return cls(_merge(data, overrides))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    @property
+    def language(self) -> str:
+        return self.data.get("language", "zh")
+
+
+@dataclass(frozen=True)
+class Intro:
+    """Who is calling and about which petition: its date and category, never its text."""
+
+    date: datetime  # local time the petition was filed
+    category: str | None
+    community: str | None
+
+
+class SurveyTwiml:
+    def __init__(self, config: SurveyFlowConfig, base_url: str):
+        self.config = config
+        self.base_url = base_url.rstrip("/")
+        prompts = load_prompts(config.language)
+        self.voice = prompts["voice"]
+        self.text_of = prompts["survey"]
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def url(self, survey_id: int, step: str, **query: object) -> str:
+        q = {k: v for k, v in query.items() if v is not None}
+        return f"{self.base_url}/twilio/survey/{survey_id}/{step}" + (f"?{urlencode(q)}" if q else "")
+
+    @property
+    def stream_url(self) -> str:
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/twilio/stream"
+
+    def text(self, key: str, **values: object) -> str:
+        return self.text_of[key].format(**values)
+
+    def say(self, parent: VoiceResponse | Gather, text: str) -> None:
+        said = parent.say(voice=self.voice["voice"], language=self.voice["language"])
+        said.prosody(text, rate=self.config["voice"]["rate"])
+
+    def intro_text(self, intro: Intro) -> list[str]:
+        service = (self.text("service_community", community=intro.community) if intro.community
+                   else self.text("service"))
+        date = self.text("date", month=intro.date.month, day=intro.date.day)
+        about = (self.text("about", date=date, category=intro.category) if intro.category
+                 else self.text("about_no_category", date=date))
+        return [self.text("hello", service=service), about]
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def question(self, survey_id: int, token: str, question: str, *, intro: Intro | None = None,
+                 notice: str | None = None, operator: bool = True) -> str:
+        """A question answered with one key; ``intro`` before the first. No key comes back
+        to the same URL (``actionOnEmptyResult``), so "no answer" is ours to count."""
+        r = VoiceResponse()
+        g = r.gather(input="dtmf", num_digits=1, timeout=self.config["questions"]["timeout_s"],
+                     action=self.url(survey_id, "key", t=token, q=question), method="POST",
+                     action_on_empty_result=True)
+        if intro is not None:
+            for sentence in self.intro_text(intro):
+                self.say(g, sentence)
+            g.pause(length=self.config["voice"]["pause_s"])
+            self.say(g, self.text("not_you"))
+        if notice:
+            self.say(g, self.text(notice))
+        self.say(g, self.text(f"ask_{question}"))
+        if operator:
+            self.say(g, self.text("operator_hint"))
+        return str(r)
+
+    def comment(self, survey_id: int, token: str, *, segment: str, stream_token: str, call_sid: str) -> str:
+        """The optional spoken comment: the audio is forked to our Media Streams socket (the
+        hotline's, recorded on disk as it arrives) and ``<Record>`` ends the turn on # or
+        silence, as in a petition."""
+        r = VoiceResponse()
+        stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
+        stream.parameter(name="token", value=stream_token)
+        stream.parameter(name="callSid", value=call_sid)
+        stream.parameter(name="segment", value=segment)
+        self.say(r, self.text("comment"))
+        cfg = self.config["comment"]
+        action = self.url(survey_id, "comment", t=token, seg=segment)
+        r.record(action=action, method="POST", timeout=cfg["silence_s"], finish_on_key="#",
+                 max_length=cfg["max_seconds"], play_beep=True)
+        # Twilio skips the action when nothing was recorded (# at once) and continues here.
+        r.redirect(self.url(survey_id, "comment", t=token, seg=segment, empty=1), method="POST")
+        return str(r)
+
+    def dial_operator(self, survey_id: int, token: str, number: str, question: str) -> str:
+        r = VoiceResponse()
+        self.say(r, self.text("operator_connect"))
+        r.dial(number, action=self.url(survey_id, "operator", t=token, q=question), method="POST",
+               timeout=self.config["operator"]["dial_timeout_s"])
+        return str(r)
+
+    def goodbye(self, key: str, *, stop: str | None = None) -> str:
+        r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
+        self.say(r, self.text(key))
+        r.hangup()
+        return str(r)
+
+    @staticmethod
+    def hangup() -> str:
+        """An answering machine: no message is left."""
+        r = VoiceResponse()
+        r.hangup()
+        return str(r)
+
+    @staticmethod
+    def empty() -> str:
+        return str(VoiceResponse())
