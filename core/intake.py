@@ -78,6 +78,23 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
         return IntakeResult(case, True, False)
 
 
+def route_after_words(session: Session, case: Case, *, actor: str = "system") -> IntakeResult | None:
+    """A case filed before its words were recognised (``transcript_pending``) was routed on
+    what was known then (the caller's household, or nothing) and may wait in triage. Now
+    that the words (and a spoken address) are in, route and dispatch it as intake would
+    have. Only while it is still ``received``: once someone has dispatched it, theirs stands."""
+    if case.status != CaseStatus.received:
+        return None
+    try:
+        with session.begin_nested():
+            actions.set_flags(session, case, actor=actor, remove=("needs_triage",))
+            return route_and_dispatch(session, case, actor=actor)
+    except Exception:  # the words are kept; the case stays in triage as it was
+        log.exception("routing case %s after its transcript failed; left in triage", case.number)
+        session.refresh(case)
+        return None
+
+
 def auto_route(engine: Engine, case_id: int, *, actor: str = "system") -> IntakeResult:
     """Route and dispatch a case already filed (e.g. one recovered after a crash)."""
     with session_scope(engine) as session:

@@ -435,6 +435,10 @@ class Gazetteer:
             return True  # no grid tree to check against
         return ancestor in self._lineage(grid_id)
 
+    def within(self, grid_id: int | None, ancestor: int | None) -> bool:
+        """``grid_id`` is ``ancestor`` or lies under it."""
+        return grid_id is not None and (grid_id == ancestor or self._within(grid_id, ancestor))
+
     def _on_one_line(self, a: int | None, b: int | None) -> bool:
         return a == b or (bool(self.parents) and (a in self._lineage(b) or b in self._lineage(a)))
 

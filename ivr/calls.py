@@ -28,7 +28,7 @@ from core import actions, jobs
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import NotFound
-from core.intake import file_petition_in
+from core.intake import file_petition_in, route_after_words
 from core.models import CallSession, Case, Channel, Grid, GridLevel, Job, JobStatus, Resident
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
 from core.storage import resolve, stored_path
@@ -236,6 +236,8 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     address_text = None
     if address.confirmed and address.name:
         address_text = address.name
+        if address.building_keyed and address.needs_building:
+            flags.append("building_not_found")  # keyed, but no such building in the estate
     elif address.heard:
         address_text = address.heard
         flags.append("address_unconfirmed")
@@ -315,6 +317,8 @@ def apply_transcript(engine: Engine, case_id: int, call_sid: str | None, heard: 
             session, case, actor="hotline:speech", text=petition.get("text") or "",
             segments=petition.get("segments") or None, confidence=petition.get("confidence"),
             address_text=address.get("text") or None)
+        if written is not None:
+            route_after_words(session, case, actor="hotline:speech")
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first() if call_sid else None
         if row is not None:
             call = Call.of(row)

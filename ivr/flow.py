@@ -117,12 +117,22 @@ class Flow:
         self.say(g, self.text(key, text=text, address=text), self.repeat)
         return str(r)
 
-    def filed(self, number: str, *, stop: str | None = None) -> str:
+    def building_ask(self) -> str:
+        """The building number by keypad, for an estate the caller's words named only."""
+        r = VoiceResponse()
+        g = r.gather(input="dtmf", finish_on_key="#", timeout=self.config["address"]["building_timeout_s"],
+                     action=self.url("/twilio/address/building"), method="POST", action_on_empty_result=True)
+        self.say(g, self.text("address_building"), self.repeat)
+        return str(r)
+
+    def filed(self, number: str, *, stop: str | None = None, notice: str | None = None) -> str:
         """The case number, digit by digit, twice. ``stop`` ends a stream still open (the
         case was filed straight after the caller's # because recognition was busy)."""
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
+        if notice:
+            self.say(r, self.text(notice))
         digits = self.digits(number)
         self.say(r, self.text("filed", digits=digits))
         r.pause(length=self.config["prompts"]["pause_s"])

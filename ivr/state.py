@@ -35,6 +35,7 @@ class Stage(enum.StrEnum):
     readback = "readback"  # "您反映的是……" 1 confirm / 2 again
     address = "address"  # an unknown caller says where (recording)
     address_confirm = "address_confirm"  # "您的地址是……" 1 / 2
+    address_building = "address_building"  # only the estate is sure: the building number by keypad
     status = "status"  # keying a case number
     operator = "operator"  # <Dial> to the operator
     filed = "filed"  # a case exists; its number was read out
@@ -92,6 +93,11 @@ class AddressTurn(Turn):
     name: str | None = None  # gazetteer name read back
     grid_id: int | None = None
     confidence: float | None = None
+    level: str | None = None  # the matched grid's level
+    scope: str | None = None  # the estate whose buildings a keyed number picks from
+    needs_building: bool = False  # sure of the estate only; a building number would settle it
+    building_asked: bool = False
+    building_keyed: str | None = None  # the digits the caller keyed, found or not
 
 
 class CallState(_Model):
@@ -221,11 +227,28 @@ class Call:
         none). Returns the attempt number."""
         a = self.state.address
         a.heard = heard or a.heard
-        a.name = a.grid_id = a.confidence = None
+        a.name = a.grid_id = a.confidence = a.level = a.scope = None
+        a.needs_building = False
         if match:
             a.name, a.grid_id, a.confidence = match["name"], match["grid_id"], match["confidence"]
+            a.level, a.scope = match.get("level"), match.get("scope")
+            a.needs_building = bool(match.get("needs_building"))
             self.ask_confirm("address")
         return a.attempt
+
+    def ask_building(self) -> None:
+        """Asked once, by keypad, for the building number of an estate matched only in part."""
+        self.state.address.building_asked = True
+        self.state.stage = Stage.address_building
+
+    def building_keyed(self, digits: str, match: dict | None) -> None:
+        """The building number keyed in, and the building it names (``None``: no building of
+        that number in the estate; the case stays at the estate's grid)."""
+        a = self.state.address
+        a.building_keyed = digits
+        if match:
+            a.name, a.grid_id, a.confidence = match["name"], match["grid_id"], match["confidence"]
+            a.level, a.needs_building = match.get("level"), False
 
     # -- case status ----------------------------------------------------------------------
 

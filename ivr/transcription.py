@@ -26,7 +26,9 @@ from core.models import Job
 from core.runner import JobRunner
 from core.storage import resolve
 from ivr import calls
+from ivr.address import file_phrase_pass, hear_address
 from ivr.calls import SPEECH_JOB_KINDS, TRANSCRIBE_JOB
+from ivr.config import FlowConfig
 from ivr.database import run_db
 from ivr.stream import Db, RecognitionSlots, StreamRegistry
 from speech_models.audio import AudioError, read_wav
@@ -50,6 +52,9 @@ class Transcriptions:
         self.slots = slots
         self.registry = registry
         self.done = 0
+        address = FlowConfig.load()["address"]  # the hotline's own address settings
+        self.address_min_confidence = float(address["min_confidence"])
+        self.phrase_pass_s = float(address["phrase_pass_s"]) * 10  # nobody is waiting on the line
 
     async def handle(self, job: Job) -> None:
         payload = job.payload or {}
@@ -61,11 +66,30 @@ class Transcriptions:
         for part in ("petition", "address"):
             if payload.get(part):
                 heard[part] = await self.recognise(call_sid, payload[part])
+        if heard.get("address", {}).get("text"):
+            heard["address"]["text"] = await self.settle_address(heard["address"]["text"], payload["address"])
         written = await self.db(calls.apply_transcript, self.engine, case_id, call_sid, heard)
         self.done += 1
         if written:
             text = (heard.get("petition") or {}).get("text") or ""
             log.info("case %s: transcript ready (%d characters)", case_id, len(text))
+
+    async def settle_address(self, text: str, recording: dict) -> str:
+        """The address words that route deepest: the free words, or the gazetteer's phrase
+        list pass over the same WAV (``ivr.address``)."""
+        from core.indexes import indexes_for
+
+        snapshot = await self.db(indexes_for, self.engine)
+        gazetteer = snapshot.gazetteer_at(self.address_min_confidence)
+        path = resolve(recording["path"], self.data_dir)
+        free = file_phrase_pass(self.pool, path, self.phrase_pass_s)
+
+        async def phrase_pass(phrases):
+            async with self.slots.for_job():
+                return await free(phrases)
+
+        best = await hear_address(gazetteer, text, phrase_pass if free is not None else None)
+        return best.text
 
     async def recognise(self, call_sid: str | None, recording: dict) -> dict:
         name = recording.get("segment") or ""

@@ -11,7 +11,8 @@ Every database call goes through ``Hotline.db``; the gazetteer through
     /twilio/petition/done      <Record> ended (# / silence / hang-up) → read back, or file
     /twilio/petition/confirm   1 confirm, 2 say again
     /twilio/address/done       unknown caller's address → gazetteer → read back
-    /twilio/address/confirm    1 confirm, 2 say again → file the case
+    /twilio/address/confirm    1 confirm, 2 say again → file the case (or ask the building)
+    /twilio/address/building   only the estate was sure: building number keyed → file the case
     /twilio/case-status        case number keyed → status read out
     /twilio/operator/after     <Dial> to the operator ended
     /twilio/status             call status callback (hang-ups, duration)
@@ -37,7 +38,9 @@ from multidict import MultiDict, MultiDictProxy
 from core.calendar import WorkingCalendar, parse_hours
 from core.clock import utcnow
 from core.rules import load_rules
+from core.storage import resolve
 from ivr import calls
+from ivr.address import file_phrase_pass, hear_address
 from ivr.config import FlowConfig, parse_service_hours
 from ivr.database import run_db
 from ivr.flow import Flow
@@ -275,9 +278,9 @@ class Hotline:
             runner.wake()
         return filed
 
-    async def file_and_say(self, call_sid: str, *, stop: str | None = None) -> str:
+    async def file_and_say(self, call_sid: str, *, stop: str | None = None, notice: str | None = None) -> str:
         filed = await self.file(call_sid)
-        return self.flow.filed(filed.number, stop=stop) if filed.number else self.flow.goodbye("bye")
+        return self.flow.filed(filed.number, stop=stop, notice=notice) if filed.number else self.flow.goodbye("bye")
 
     async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,
                               again: bool = False, stop: str | None = None) -> str:
@@ -389,6 +392,9 @@ class Hotline:
         call, _ = await self.apply(call_sid, Call.confirm, kind, digit == "1")
         if kind == "petition":
             return await self.after_petition(call)
+        if call.state.address.needs_building and not call.state.address.building_asked:
+            await self.apply(call_sid, Call.ask_building)
+            return self.flow.building_ask()
         return await self.file_and_say(call_sid)
 
     @webhook
@@ -413,11 +419,11 @@ class Hotline:
         match = None
         if said:
             gaz = await self.gazetteer()
-            found = await self.db(gaz.match, said)
-            if found is not None:
-                names = [c.entry.name for c in gaz.candidates(said) if c.entry.grid_id == found.grid_id]
-                match = {"name": names[0] if names else said, "grid_id": found.grid_id,
-                         "confidence": found.confidence}
+            phrase_pass = file_phrase_pass(self.pool, resolve(heard.audio_path, self.settings.data_dir)
+                                           if heard.audio_path else None,
+                                           float(self.config["address"]["phrase_pass_s"]))
+            best = await hear_address(gaz, said, phrase_pass)
+            match = best.as_match()
         _, attempt = await self.apply(call_sid, Call.address_heard, said, match)
         if match:
             return self.flow.readback(segment=segment, text=match["name"], kind="address")
@@ -433,6 +439,26 @@ class Hotline:
             return self.flow.readback(segment=a.segment, text=a.name or "", kind="address", notice=notice)
 
         return await self._confirm(call_sid, form, "address", again)
+
+    @webhook
+    async def address_building(self, request, form, call_sid) -> str:
+        """The building number keyed for an estate the caller named: the building's micro
+        grid if exactly one building of that number is in the estate, else the estate's."""
+        call = await self.load_call(call_sid)
+        if call.row.case_id is not None:
+            return await self.file_and_say(call_sid)
+        digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())[:6]
+        a = call.state.address
+        match = None
+        if digits and a.grid_id is not None:
+            gaz = await self.gazetteer()
+            found = gaz.match_building(a.grid_id, digits, scope=a.scope)
+            if found is not None:
+                match = {"name": found.place or a.name, "grid_id": found.grid_id,
+                         "confidence": found.confidence, "level": found.level}
+        await self.apply(call_sid, Call.building_keyed, digits, match)
+        notice = "address_building_unknown" if digits and match is None else None
+        return await self.file_and_say(call_sid, notice=notice)
 
     @webhook
     async def case_status(self, request, form, call_sid) -> str:
@@ -562,6 +588,7 @@ def setup(app: web.Application, services) -> Hotline:
         ("/twilio/petition/confirm", Hotline.petition_confirm),
         ("/twilio/address/done", Hotline.address_done),
         ("/twilio/address/confirm", Hotline.address_confirm),
+        ("/twilio/address/building", Hotline.address_building),
         ("/twilio/case-status", Hotline.case_status),
         ("/twilio/operator/after", Hotline.operator_after),
         ("/twilio/status", Hotline.status),

@@ -151,6 +151,9 @@ class HeldTranscriber:
     def transcribe_pcm(self, *args, **kw):
         return self.fake.transcribe_pcm(*args, **kw)
 
+    def transcribe_file(self, *args, **kw):
+        return self.fake.transcribe_file(*args, **kw)
+
     def warm_up(self) -> None:
         pass
 
@@ -174,6 +177,27 @@ async def test_an_address_not_recognised_in_time_is_filed_and_read_later(engine,
         held.release.set()
         case = await wait_until(lambda: transcribed(rig, case.id), what="the address")
         assert case.address_text == "阳光花园3幢" and case.description == "楼道灯坏了"
+    finally:
+        held.release.set()
+        await rig.stop()
+
+
+async def test_an_address_read_later_gets_the_phrase_list_pass_too(engine, tmp_path):
+    """Recognised afterwards, an address whose free words name only the estate is read once
+    more with the gazetteer's phrase list, as during the call."""
+    fake = FakeTranscriber(confidence=0.9).say("楼道 灯 坏 了", "阳光 花园 撞").say_in_grammar("阳光花园三幢")
+    held = HeldTranscriber(fake, hold_from=1)
+    flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 0.3, "wait_rounds": 1})
+    rig = await start_rig(engine, tmp_path, held, flow=flow)
+    try:
+        result = await rig.simulator().call(CallScript(from_number=UNKNOWN_PHONE, digits=["1", "1"],
+                                                       turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
+        (case,) = rig.cases()
+        assert result.case_number == case.number and case.address_text is None
+        held.release.set()
+        case = await wait_until(lambda: transcribed(rig, case.id), what="the address")
+        assert case.grid_id == rig.district["micro"] and case.address_text == "阳光花园3幢"
+        assert len([s for s in fake.streams if s.phrases]) == 1
     finally:
         held.release.set()
         await rig.stop()

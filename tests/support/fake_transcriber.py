@@ -88,6 +88,7 @@ class FakeTranscriber(Transcriber):
     partials: bool = False
     sample_rate: int = 16000
     _queue: deque = field(default_factory=deque, repr=False)
+    _grammar_queue: deque = field(default_factory=deque, repr=False)
     _by_hash: dict = field(default_factory=dict, repr=False)
     streams: list = field(default_factory=list, repr=False)  # every FakeStream opened
     transcripts: list = field(default_factory=list, repr=False)  # every Transcript returned
@@ -96,6 +97,11 @@ class FakeTranscriber(Transcriber):
     def say(self, *texts: str) -> FakeTranscriber:
         with self._lock:
             self._queue.extend(texts)
+        return self
+
+    def say_in_grammar(self, *texts: str) -> FakeTranscriber:
+        with self._lock:
+            self._grammar_queue.extend(texts)
         return self
 
     def script(self, audio: bytes | str | os.PathLike, text: str) -> FakeTranscriber:
@@ -112,13 +118,15 @@ class FakeTranscriber(Transcriber):
     def reset(self) -> None:
         with self._lock:
             self._queue.clear()
+            self._grammar_queue.clear()
             self._by_hash.clear()
             self.streams.clear()
             self.transcripts.clear()
 
-    def _next_queued(self) -> str | None:
+    def _next_queued(self, grammar: bool = False) -> str | None:
         with self._lock:
-            return self._queue.popleft() if self._queue else None
+            queue = self._grammar_queue if grammar else self._queue
+            return queue.popleft() if queue else None
 
     @staticmethod
     def _restrict(text: str, phrases: Sequence[str] | None) -> str:
@@ -155,7 +163,7 @@ class FakeTranscriber(Transcriber):
             encoding,
             phrases,
             self.partials if partials is None else partials,
-            self._next_queued(),
+            self._next_queued(grammar=phrases is not None),
         )
         with self._lock:
             self.streams.append(s)

@@ -51,9 +51,11 @@ def test_script_by_hash_and_file():
 
 
 def test_phrases_limit_the_fake_like_the_real_one():
-    fake = FakeTranscriber().say("满意", "我 不 知道")
+    fake = FakeTranscriber().say("随便 说 的").say_in_grammar("满意", "我 不 知道")
     assert run(fake, b"\xff" * 160, phrases=["满意", "基本满意", "不满意"]).text == "满意"
     assert run(fake, b"\xff" * 160, phrases=["满意", "基本满意", "不满意"]).text == ""
+    assert run(fake, b"\xff" * 160, phrases=["满意"]).text == ""  # nothing queued in grammar
+    assert run(fake, b"\xff" * 160).text == "随便说的"  # the free queue was left alone
     assert fake.streams[0].phrases == ("满意", "基本满意", "不满意")
 
 

@@ -1,0 +1,161 @@
+"""The unknown caller's address turn on the demo district's gazetteer, through the real
+webhooks and Media Streams socket (the simulator plays Twilio), the fake recogniser
+saying what a Mandarin recogniser writes."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import select
+
+from core import indexes
+from core.address import spoken
+from core.db import session_scope
+from core.demo import load_demo
+from core.models import Case, GazetteerEntry, Grid, Household, Resident
+from ivr.simulator import CallScript, Turn
+from tests.ivr.conftest import start_rig, tone
+
+CALLER = "+8613977776666"  # in no household of the demo district
+
+
+@pytest.fixture
+def places(engine) -> dict[str, int]:
+    with session_scope(engine) as session:
+        load_demo(session)
+        assert session.exec(select(Resident).where(Resident.phone.contains("13977776666"))).first() is None
+
+        def grid_of(name: str) -> int:
+            return session.exec(select(GazetteerEntry).where(GazetteerEntry.name == name)).one().grid_id
+
+        return {"building": grid_of("洋坊新村9幢"), "estate": grid_of("洋坊新村"),
+                "other_building": grid_of("洋坊新村1幢")}
+
+
+@pytest.fixture
+async def demo_rig(engine, tmp_path, fake_speech, places):
+    rig = await start_rig(engine, tmp_path, fake_speech, district=places)
+    yield rig
+    await rig.stop()
+
+
+def _call(digits: list[str | None], turns: int = 2) -> CallScript:
+    """Menu 1, a petition (read back, 1), an address (read back, 1), then ``digits``."""
+    return CallScript(from_number=CALLER, digits=["1", "1", "1", *digits],
+                      turns=[Turn(tone(2.5))] + [Turn(tone(1.5)) for _ in range(turns - 1)])
+
+
+def _the_case(rig) -> Case:
+    (case,) = rig.cases()
+    return case
+
+
+async def test_building_said_zhuang_and_written_as_a_homophone_lands_in_its_micro_grid(demo_rig, fake_speech, places):
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村 九 撞")
+    result = await demo_rig.simulator().call(_call([]))
+    assert any("您的地址是：洋坊新村9幢" in h for h in result.heard)
+    assert not any("请输入楼栋号" in h for h in result.heard)  # the building is sure: no keypad question
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert (case.grid_id, case.address_text) == (places["building"], "洋坊新村9幢")
+    assert "ancestor_only" not in (case.routing_reason or "")
+
+
+async def test_estate_only_asks_the_building_number_by_keypad(demo_rig, fake_speech, places):
+    fake_speech.say("楼道 里 的 灯 不亮 了", "我家 住在 洋坊 新村 门口")
+    result = await demo_rig.simulator().call(_call(["9#"]))
+    asked = [h for h in result.heard if "请输入楼栋号，按井号键结束" in h]
+    assert asked and any("您的地址是：洋坊新村。" in h for h in result.heard)
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert (case.grid_id, case.address_text) == (places["building"], "洋坊新村9幢")
+    assert "building_not_found" not in (case.flags or [])
+    call = demo_rig.call_session(result.call_sid)
+    assert call.state["address"]["building_keyed"] == "9" and call.outcome == "case_filed"
+
+
+async def test_unknown_building_number_keeps_the_estate_and_says_so(demo_rig, fake_speech, places):
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村")
+    result = await demo_rig.simulator().call(_call(["98#"]))
+    assert any("没有找到这个楼栋号" in h for h in result.heard)
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert case.grid_id == places["estate"]  # never a guess below what is sure
+    assert "building_not_found" in case.flags
+    assert "楼栋未知" in case.routing_reason and "[ancestor_only level=area" in case.routing_reason
+
+
+async def test_no_key_for_the_building_files_at_the_estate(demo_rig, fake_speech, places):
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村")
+    result = await demo_rig.simulator().call(_call([None]))
+    assert sum("请输入楼栋号" in h for h in result.heard) == 2  # said twice, asked once
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number and case.grid_id == places["estate"]
+    assert "building_not_found" not in (case.flags or [])
+
+
+async def test_phrase_list_pass_settles_what_the_free_words_could_not(demo_rig, fake_speech, places, engine):
+    # Free recognition misses the building; recognised again with the gazetteer's phrase
+    # list, the same audio gives a name that exists.
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村 就 状 吧").say_in_grammar("洋坊新村九幢")
+    result = await demo_rig.simulator().call(_call([]))
+    assert any("您的地址是：洋坊新村9幢" in h for h in result.heard)
+    case = _the_case(demo_rig)
+    assert case.grid_id == places["building"]
+    phrase_streams = [s for s in fake_speech.streams if s.phrases]
+    assert len(phrase_streams) == 1
+    phrases = set(phrase_streams[0].phrases)
+    assert {"洋坊新村", "洋坊新村九幢", "幢", "栋", "号楼", "九", "幺"} <= phrases
+    with session_scope(engine) as session:
+        flats = [spoken(h.address) for h in session.exec(select(Household)).all()]
+    assert flats and not phrases & set(flats)  # households' addresses stay private
+
+
+async def test_phrase_list_pass_never_moves_sideways(demo_rig, fake_speech, places, engine):
+    # The free words are sure of 洋坊新村; a phrase pass naming a building elsewhere is not taken.
+    with session_scope(engine) as session:
+        other = session.exec(select(GazetteerEntry).where(GazetteerEntry.kind == "building",
+                                                          GazetteerEntry.name.like("%幢"),
+                                                          ~GazetteerEntry.name.startswith("洋坊新村"))).first()
+        other_name = other.name
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村").say_in_grammar(spoken(other_name))
+    await demo_rig.simulator().call(_call([None]))
+    assert len([s for s in fake_speech.streams if s.phrases]) == 1  # the phrase pass ran, and lost
+    case = _the_case(demo_rig)
+    assert case.grid_id == places["estate"]
+
+
+async def test_phrase_list_follows_the_gazetteer(demo_rig, engine):
+    hotline = demo_rig.hotline
+    before = (await hotline.gazetteer()).phrases()
+    with session_scope(engine) as session:
+        estate = session.exec(select(GazetteerEntry).where(GazetteerEntry.name == "洋坊新村")).one()
+        session.add(GazetteerEntry(name="洋坊新村88幢", kind="building", grid_id=estate.grid_id))
+    indexes.CACHE.wait_idle(engine)  # the commit started the rebuild; requests meanwhile use the old one
+    after = (await hotline.gazetteer()).phrases()
+    assert after.version != before.version
+    assert "洋坊新村八十八幢" in after.phrases and "洋坊新村八十八幢" not in before.phrases
+
+
+async def test_full_household_address_said_lands_in_the_households_grid(demo_rig, fake_speech, places, engine):
+    flat = "罗布社区洋坊新村9幢3单元808室"
+    with session_scope(engine) as session:
+        elsewhere = session.get(Grid, places["other_building"])
+        session.add(Household(code="HTEST", address=flat, grid_id=elsewhere.id))
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村 九 栋 三 单元 八 零 八")
+    await demo_rig.simulator().call(_call([]))
+    case = _the_case(demo_rig)
+    assert case.grid_id == places["other_building"]
+
+
+async def test_a_phrase_pass_that_fails_leaves_the_free_words(demo_rig, places):
+    """A model without the gazetteer's words (the Korean test model, say) refuses the phrase
+    list: the free words stand, and the call goes on."""
+    from ivr.address import hear_address
+
+    async def refused(phrases):
+        raise ValueError("none of the phrases is in the model's vocabulary")
+
+    gaz = await demo_rig.hotline.gazetteer()
+    heard = await hear_address(gaz, "洋坊 新村", refused)
+    assert (heard.route.grid_id, heard.phrase_pass, heard.as_match()["needs_building"]) == (
+        places["estate"], False, True)
