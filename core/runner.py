@@ -58,6 +58,7 @@ class JobRunner:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._tasks: list[asyncio.Task] = []
         self._wakes: dict[str, asyncio.Event] = {}
+        self.rounds = 0  # claims tried, all lanes (so a test can wait for polls, not sleep)
 
     def register(self, kind: str, handler: Handler, *, lane: str = MAIN_LANE) -> None:
         for kinds in self.lanes.values():
@@ -115,6 +116,7 @@ class JobRunner:
             except Exception:  # e.g. the database restarting: wait and try again
                 log.exception("job runner (%s): claim failed", lane)
                 busy = 0
+            self.rounds += 1
             if busy:
                 continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that

@@ -5,8 +5,6 @@ against the fake Bot API served by this test."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from sqlmodel import select
 
@@ -16,7 +14,6 @@ from core.models import Case, ChannelState, Resident
 from tests.support.chat_driver import FILED, bot_server, kill_server, number_in, start_server
 from tests.support.chat_driver import Resident as ChatResident
 from tests.support.fake_bot_api import FakeBotApi
-from tests.support.pg_chaos import BackendTerminator
 from tests.support.serve import database_url
 from tests.support.waiting import until
 
@@ -90,38 +87,3 @@ async def test_sigkill_while_confirming_loses_nothing(engine, tmp_path, moment, 
     assert fake.token.split(":")[1] not in log
     record_property("petitions_sent", 1)
     record_property("cases_stored", all_cases(engine))
-
-
-async def test_backends_terminated_during_a_burst_of_dialogs(engine, tmp_path, record_property):
-    """30 residents file petitions at once while every PostgreSQL connection of the server
-    is terminated again and again: every confirmed petition is a case, every resident has
-    their number, nothing is left in the inbox."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
-    count = 30
-    async with FakeBotApi() as fake:
-        server = bot_server(fake, tmp_path / "data", database_url(engine))
-        try:
-            await start_server(server, fake)
-            residents = [ChatResident(fake, 6_220_000_000 + i, first_name=f"R{i}", timeout=180)
-                         for i in range(count)]
-            async with BackendTerminator(database_url(engine), every=0.3, min_rounds=5) as chaos:
-                numbers = await asyncio.gather(*(r.file_petition(f"第{i}号楼的下水道堵了，污水漫到路上")
-                                                 for i, r in enumerate(residents)))
-            await until(lambda: inbox_left(engine) == [], timeout=120, message="the inbox emptied")
-        finally:
-            server.stop()
-        log = server.log()
-
-    assert chaos.terminated > 0, "no connection was terminated: the test proved nothing"
-    for resident, number in zip(residents, numbers, strict=True):
-        assert cases_of(engine, resident.user_id) == [number]
-        assert set(resident.numbers_received()) == {number}
-    assert all_cases(engine) == count
-    assert fake.token.split(":")[1] not in log
-    record_property("petitions_sent", count)
-    record_property("cases_stored", all_cases(engine))
-    record_property("backends_terminated", chaos.terminated)
-    record_property("termination_rounds", chaos.rounds)
-    record_property("updates_handled_again", log.count("handling it again"))
-    record_property("updates_redelivered", log.count("Telegram will deliver it again"))

@@ -11,6 +11,7 @@ import pytest
 from core.db import make_engine
 from core.dbpool import DatabasePool, connection_capacity
 from core.errors import DatabaseBusy
+from tests.support.waiting import until
 
 
 def test_threads_match_the_connection_pool(tmp_path):
@@ -32,21 +33,14 @@ async def test_calls_run_in_the_database_threads():
         pool.shutdown()
 
 
-async def _until(condition, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_full_pool_answers_busy_instead_of_queueing_without_bound():
     pool = DatabasePool(1, queue=1, wait_seconds=0.3)
     gate = threading.Event()
     try:
         holder = asyncio.ensure_future(pool.run(gate.wait, 30))
-        await _until(lambda: pool.busy == 1)
+        await until(lambda: pool.busy == 1)
         waiter = asyncio.ensure_future(pool.run(lambda: "waited"))
-        await _until(lambda: pool.waiting == 1)
+        await until(lambda: pool.waiting == 1)
         with pytest.raises(DatabaseBusy, match="already waiting"):  # the queue is full: at once
             await pool.run(lambda: "never")
         with pytest.raises(DatabaseBusy, match="within 0.3 s"):  # the waiter's time ran out
@@ -65,14 +59,14 @@ async def test_a_caller_that_stops_waiting_does_not_free_a_running_thread():
     gate = threading.Event()
     try:
         task = asyncio.ensure_future(pool.run(gate.wait, 30))
-        await _until(lambda: pool.busy == 1)
+        await until(lambda: pool.busy == 1)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         with pytest.raises(DatabaseBusy):  # the thread still works for the cancelled caller
             await pool.run(lambda: None)
         gate.set()
-        await _until(lambda: pool.busy == 0)
+        await until(lambda: pool.busy == 0)
         assert await pool.run(lambda: 7) == 7
     finally:
         gate.set()

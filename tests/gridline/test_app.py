@@ -14,6 +14,7 @@ from core.db import make_engine, session_scope
 from core.models import Channel
 from core.settings import Settings
 from gridline.app import build_app
+from tests.support.waiting import until
 
 
 async def test_health_and_readiness(engine, tmp_path):
@@ -85,12 +86,6 @@ async def test_a_busy_database_is_a_503_with_retry_after(engine, tmp_path):
         return web.json_response({"done": True})
 
     app.router.add_get("/test/slow", slow)
-    async def until(condition) -> None:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not condition():
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.01)
-
     async with TestClient(TestServer(app)) as client:
         db = app[SERVICES].db
         from core.indexes import CACHE

@@ -3,9 +3,6 @@ playing Twilio, and the fake transcriber for Mandarin content."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +34,7 @@ from ivr.simulator import Simulator
 from ivr.web import HOTLINE, setup
 from speech_models.audio import mulaw_encode
 from tests.support.fake_transcriber import FakeTranscriber
+from tests.support.waiting import bound_socket, until
 
 TOKEN = "test-auth-token-0123456789abcdef"
 KNOWN_PHONE = "+8613800000001"
@@ -90,24 +88,8 @@ def build_district(session) -> dict:
 
 async def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.05,
                      what: str = "the condition"):
-    """Poll ``condition`` (a function; a coroutine function is awaited) until it is truthy;
-    returns its value. A generous deadline: the machine may be busy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """``tests.support.waiting.until`` with this rig's longer deadline; returns the value."""
+    return await until(condition, timeout=timeout, message=what, interval=interval)
 
 
 @dataclass
@@ -166,9 +148,9 @@ class Rig:
 
 
 async def start_rig(engine, tmp_path, speech, *, flow: FlowConfig | None = None, district: dict | None = None,
-                    port: int | None = None, **settings_kw) -> Rig:
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
+                    **settings_kw) -> Rig:
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(data_dir=tmp_path, public_url=url, twilio_auth_token=TOKEN,
                         operator_number=settings_kw.pop("operator_number", "+8657188880000"),
                         service_hours=settings_kw.pop("service_hours", "00:00-23:59"), **settings_kw)
@@ -183,7 +165,7 @@ async def start_rig(engine, tmp_path, speech, *, flow: FlowConfig | None = None,
     setup(app, services)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.SockSite(runner, sock).start()
     return Rig(engine, settings, speech, app, runner, url, district)
 
 

@@ -25,8 +25,9 @@ from ivr.config import FlowConfig
 from ivr.survey_web import SURVEY_LANE
 from ivr.survey_web import setup as setup_surveys
 from ivr.web import setup
-from tests.ivr.conftest import KNOWN_PHONE, TOKEN, build_district, free_port, wait_until
+from tests.ivr.conftest import KNOWN_PHONE, TOKEN, build_district, wait_until
 from tests.support.fake_twilio import FakeTwilio
+from tests.support.waiting import bound_socket
 
 RESIDENT_E164 = "+86" + KNOWN_PHONE.removeprefix("+86")
 
@@ -118,8 +119,8 @@ class SurveyRig:
 
 
 async def start_survey_rig(engine, tmp_path: Path, speech, fake: FakeTwilio, **settings_kw) -> SurveyRig:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    sock = bound_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(data_dir=tmp_path, public_url=url, twilio_auth_token=TOKEN,
                         twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url,
                         hotline_number=fake.phone_number,
@@ -135,7 +136,7 @@ async def start_survey_rig(engine, tmp_path: Path, speech, fake: FakeTwilio, **s
     setup_surveys(app, services, setup(app, services))
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.SockSite(runner, sock).start()
     return SurveyRig(engine, settings, services, fake, app, runner, url, district)
 
 

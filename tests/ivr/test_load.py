@@ -1,8 +1,8 @@
 """The hotline under load, with real processes: a `gridline serve` subprocess with the
 real Vosk model and few speech workers, callers at real-time pace. Every caller with a
 petition gets a case with all of their audio and hears its number; words that could not
-be recognised while they waited arrive later. And the same when PostgreSQL drops every
-connection over and over during a burst of calls."""
+be recognised while they waited arrive later. (PostgreSQL dropping every connection during
+a burst of calls and chats: tests/gridline/test_chaos.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from core.db import session_scope
 from core.models import Case
 from tests.support.serve import ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, TOKEN, start_rig, tone, wait_until
+from .conftest import TOKEN, wait_until
 from .load import CallPlan, audit_calls, demo_phones, known_caller, korean_speech, place_calls
 
 
@@ -73,27 +73,3 @@ async def test_busy_recognisers_lose_no_call_and_no_audio(engine, tmp_path):
         assert "Traceback" not in server.log()
     finally:
         await asyncio.to_thread(server.stop)
-
-
-async def test_postgres_dropping_connections_during_a_burst_of_calls(engine, tmp_path):
-    """pg_terminate_backend on every connection, every 0.3 s, while six calls go on:
-    every confirmed petition is a case and every caller heard their number."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("terminating backends is a PostgreSQL scenario")
-    from tests.support.fake_transcriber import FakeTranscriber
-    from tests.support.pg_chaos import BackendTerminator
-
-    # Enough live recognition for all six: this is about the database, every call reads back.
-    rig = await start_rig(engine, tmp_path, FakeTranscriber(default="小区 门口 路灯 坏 了", confidence=0.9),
-                          speech_live_streams=8)
-    try:
-        plans = [CallPlan(known_caller(KNOWN_PHONE, sid(), tone(3))) for _ in range(6)]
-        with BackendTerminator(database_url(engine), every=0.3) as chaos:
-            outcomes = await place_calls(rig.url, TOKEN, plans, speed=1, jitter_s=1.0)
-        assert chaos.terminated > 0
-        audit = audit_calls(engine, tmp_path, outcomes)
-        print(audit.line(f"six calls, {chaos.terminated} backends terminated in {chaos.rounds} rounds"))
-        assert audit.lost == [] and audit.cases_stored == 6 and audit.numbers_heard == 6
-        assert all(any(h.startswith("您反映的是：小区门口路灯坏了") for h in o.result.heard) for o in outcomes)
-    finally:
-        await rig.stop()

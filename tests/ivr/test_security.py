@@ -77,10 +77,9 @@ async def test_tampered_parameters_are_refused(rig):
 
 async def test_signature_against_public_url_behind_a_proxy(engine, tmp_path, fake_speech):
     """Twilio signs https://public.example/...; the proxy forwards plain HTTP to us."""
-    from .conftest import free_port, start_rig
+    from .conftest import start_rig
 
-    port = free_port()
-    rig = await start_rig(engine, tmp_path, fake_speech, port=port)
+    rig = await start_rig(engine, tmp_path, fake_speech)
     try:
         params = fixture("voice_incoming.json")
         rig.hotline.settings.public_url = "https://hotline.example.org"

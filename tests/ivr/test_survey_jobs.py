@@ -358,7 +358,7 @@ async def test_no_twilio_credentials_leaves_the_jobs_queued_and_says_why_once(en
         jobs.enqueue(s, "survey_phone", {"survey_id": 1, "attempt": 1})
     with caplog.at_level(logging.INFO):
         services.jobs.start()
-        await asyncio.sleep(0.5)  # ten polls
+        await wait_until(lambda: services.jobs.rounds >= 10)  # ten polls: time to take it, had it been taken
         await services.jobs.stop()
     said = [r.getMessage() for r in caplog.records if "survey_phone" in r.getMessage()]
     assert len(said) == 2, said  # once, at start-up: not taken here and why; how many wait

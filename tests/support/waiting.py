@@ -12,12 +12,13 @@ the condition holds, so the deadline is long enough for a busy two-core machine:
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["DEADLINE_S", "until", "wait_until"]
+__all__ = ["DEADLINE_S", "bound_socket", "until", "wait_until"]
 
 DEADLINE_S = 15.0
 POLL_S = 0.02
@@ -34,6 +35,7 @@ async def until(
     *,
     timeout: float = DEADLINE_S,
     message: str = "",
+    interval: float = POLL_S,
 ) -> T | bool:
     """Wait until ``condition()`` is truthy (it may be a coroutine function) or the
     event is set; returns the truthy value. Raises ``AssertionError`` at the deadline."""
@@ -53,7 +55,7 @@ async def until(
             return value
         if loop.time() > deadline:
             raise AssertionError(f"not met within {timeout} s: {_describe(condition, message)}")
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(interval)
 
 
 def wait_until(
@@ -75,3 +77,13 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not met within {timeout} s: {_describe(condition, message)}")
         time.sleep(POLL_S)
+
+
+def bound_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on a free port, held from the start (``web.SockSite``): no window
+    between finding a free port and binding it for another test to take."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
