@@ -88,6 +88,9 @@ def file_phrase_pass(pool: Any, path: Path | None, timeout_s: float) -> PhrasePa
     async def run(phrases: Sequence[str]) -> str | None:
         if not path.is_file() or path.stat().st_size <= 44:
             return None
+        accepts = getattr(pool, "accepts_phrases", None)
+        if accepts is not None and not await accepts(phrases):
+            return None  # the model knows none of these words: the free words stand
         transcript = await asyncio.wait_for(pool.transcribe_file(path, list(phrases)), timeout_s)
         return transcript.text
 

@@ -225,6 +225,18 @@ class SpeechPool:
         wav = WavWriter(path, sample_rate) if path is not None else None
         return PooledStream(self, stream, wav)
 
+    async def accepts_phrases(self, phrases: Sequence[str]) -> bool:
+        """Whether the model can take this phrase list (none of its words in the vocabulary:
+        no). Known at once after the first ask, so a refused list never waits for a worker."""
+        grammar = getattr(self.transcriber, "grammar", None)
+        if grammar is None:
+            return True
+        try:
+            await asyncio.to_thread(grammar, list(phrases))
+        except ValueError:
+            return False
+        return True
+
     async def transcribe_file(
         self, path: str | os.PathLike | bytes, phrases: Sequence[str] | None = None
     ) -> Transcript:

@@ -444,7 +444,8 @@ class VoskTranscriber(Transcriber):
         else:
             self.model_path, self.dither_level = Path(self.info.path), 0.0
         self._model = None
-        self._grammar_cache: dict[tuple[str, ...], tuple[str | None, frozenset | None]] = {}
+        # phrases → (grammar JSON, words it may output), or (None, why) for a list the model refused
+        self._grammar_cache: dict[tuple[str, ...], tuple[str | None, frozenset | str | None]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -495,6 +496,8 @@ class VoskTranscriber(Transcriber):
         with self._lock:
             cached = self._grammar_cache.get(key)
         if cached is not None:
+            if cached[0] is None and isinstance(cached[1], str):
+                raise ValueError(cached[1])
             return cached
         usable, missing = [], []
         for phrase in phrases:
@@ -508,10 +511,13 @@ class VoskTranscriber(Transcriber):
                     tokens = []
                     break
             (usable if tokens else missing).append(" ".join(tokens) if tokens else phrase)
-        if missing:
-            log.warning("phrases not in the model's vocabulary, ignored: %s", missing)
+        if missing and usable:
+            log.warning("phrases not in the model's vocabulary, ignored: %s", missing[:20])
         if not usable:
-            raise ValueError(f"none of the phrases is in the model's vocabulary: {list(phrases)}")
+            refusal = f"none of the phrases is in the model's vocabulary: {list(phrases)[:20]}"
+            with self._lock:
+                self._grammar_cache[key] = (None, refusal)  # asked again, refused at once
+            raise ValueError(refusal)
         allowed = frozenset(w for p in usable for w in p.split())
         items = list(dict.fromkeys(usable))
         if self._in_vocab("[unk]"):

@@ -96,6 +96,8 @@ def test_phrase_list_limits_output(ko_transcriber, speech):
 def test_phrases_out_of_vocabulary(ko_transcriber):
     with pytest.raises(ValueError, match="none of the phrases"):
         ko_transcriber.open_stream(8000, phrases=["qqqzzz"])
+    with pytest.raises(ValueError, match="none of the phrases"):  # the refusal is remembered
+        ko_transcriber.grammar(["qqqzzz"])
     with pytest.raises(TypeError):
         ko_transcriber.open_stream(8000, phrases="네")
 
@@ -232,3 +234,17 @@ def test_unwritable_view_directory_loads_the_model_with_a_warning(tmp_path, capl
     with caplog.at_level("WARNING"):
         assert reproducible_model_dir(model, blocked / "views") == (model.resolve(), 0.0)
     assert "different words from run to run" in caplog.text
+
+
+async def test_the_pool_says_which_phrase_lists_the_model_takes(ko_transcriber):
+    """The hotline's address pass asks first, so a list the model refuses (a Mandarin
+    gazetteer for the Korean model) never waits for a busy worker."""
+    from speech_models.pool import SpeechPool
+
+    pool = SpeechPool(ko_transcriber, workers=1)
+    try:
+        assert await pool.accepts_phrases(["네", "아니요"])
+        assert not await pool.accepts_phrases(["洋坊新村", "九", "幢"])
+        assert not await pool.accepts_phrases(["洋坊新村", "九", "幢"])
+    finally:
+        await pool.close()
