@@ -5,9 +5,11 @@ run:
 	@scripts/bootstrap.sh run
 	.venv/bin/gridline serve
 
+# Tests run in up to 4 processes (pytest-xdist): most of the suite waits on real time
+# (calls at real-time pace, subprocesses started and killed), not on the CPU.
 test:
 	@scripts/bootstrap.sh dev
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n auto --maxprocesses 4
 
 lint:
 	.venv/bin/ruff check .

@@ -185,7 +185,7 @@ def grids_export(path: Path = typer.Argument(..., dir_okay=False, help="GeoJSON 
         _fail(f"cannot write {path}: the folder {path.parent} does not exist")
     with session_scope(_engine()) as session:
         count = export_grids_geojson(session, path)
-    console.print(f"wrote {count} grids to {path}")
+    console.print(f"wrote {count} grids to {path}", soft_wrap=True)
 
 
 @grids_app.command("import-workers")

@@ -46,7 +46,7 @@ def _write_report(kind: str, period: str | None, grid: str | None, fmt: str, out
     rates = "  ".join(f"{name} {r.numerator}/{r.denominator} {report_files.pct(r.value)}"
                       for name, r in data.rates.items())
     console.print(f"{data.title}: {data.totals.received} received; {rates}", soft_wrap=True, highlight=False)
-    console.print(f"wrote {out} ({len(rendered.body):,} bytes)", highlight=False)
+    console.print(f"wrote {out} ({len(rendered.body):,} bytes)", highlight=False, soft_wrap=True)  # a path to copy
 
 
 def _report_command(kind: str, example: str):  # noqa: ANN202
@@ -124,4 +124,4 @@ def scores(
             writer = csv.writer(f)
             writer.writerow(header)
             writer.writerows(lines)
-        console.print(f"wrote {len(lines)} worker(s) to {csv_file}")
+        console.print(f"wrote {len(lines)} worker(s) to {csv_file}", soft_wrap=True)
