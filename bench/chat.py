@@ -42,7 +42,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -250,20 +249,10 @@ def _scratch_pg(server: str):
     if not server:
         yield ""
         return
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
+    from dataset import scratch_database  # bench/dataset.py
 
-    server = normalise_database_url(server)
-    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
-    name = f"gridline_bench_chat_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("chat", server) as url:
+        yield url
 
 
 def main() -> None:

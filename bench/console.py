@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.append(str(Path(__file__).resolve().parent))  # bench/dataset.py, after the packages (bench/core.py)
 
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from core.db import make_engine, session_scope, upgrade  # noqa: E402
-from core.settings import Settings, normalise_database_url  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 PASSWORD = "bench password 1"
 TARGET_MS = 150.0
@@ -189,13 +186,10 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=200, help="requests per page kind")
     args = parser.parse_args()
-    server = normalise_database_url(os.environ.get("GRIDLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test"))
-    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
-    name = f"gridline_bench_console_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        engine = make_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+    from dataset import scratch_database  # bench/dataset.py
+
+    with scratch_database("console") as url:
+        engine = make_engine(url)
         upgrade(engine)
         t0 = time.perf_counter()
         load_dataset(engine, args.cases)
@@ -224,9 +218,6 @@ def main() -> None:
             verdict = "ok" if seconds < REPORT_TARGET_S else "MISSED"
             print(f"  {fmt:5} {seconds:7.2f} s  {size:>10,} bytes  < {REPORT_TARGET_S:.0f} s {verdict}")
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":

@@ -40,14 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dataset  # noqa: E402  (bench/dataset.py)
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
 from core import actions, clock, figures, indexes, intake, queries, rules  # noqa: E402
 from core.db import make_engine, session_scope, upgrade  # noqa: E402
 from core.dbpool import DatabasePool  # noqa: E402
 from core.models import CaseEvent, Channel  # noqa: E402
-from core.settings import normalise_database_url  # noqa: E402
 
 NOW = datetime(2026, 11, 20, 2, 0)  # 10:00 in the district, a working Friday
 
@@ -276,22 +274,12 @@ def main() -> None:
             measure(engine, "SQLite", args.sqlite_cases)
             engine.dispose()
         if not args.skip_pg:
-            server = normalise_database_url(os.environ.get("GRIDLINE_BENCH_PG",
-                                                           "postgresql://postgres@127.0.0.1:5432/test"))
-            admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
-            name = f"gridline_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                engine = make_engine(make_url(server).set(database=name).render_as_string(hide_password=False))
+            with dataset.scratch_database("core") as url:
+                engine = make_engine(url)
                 upgrade(engine)
                 indexes.invalidate()
                 measure(engine, "PostgreSQL", args.pg_cases)
                 engine.dispose()
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
 
 if __name__ == "__main__":
     main()

@@ -20,10 +20,13 @@ that unknown callers say, case numbers, a busy worker).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -351,6 +354,31 @@ def load(engine: Engine, cases: int, *, seed: int = 7, households_per_case: floa
             "GROUP BY worker_id ORDER BY count(*) DESC LIMIT 1")).one()[0]
     out.seconds = time.perf_counter() - t0
     return out
+
+
+DEFAULT_BENCH_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def scratch_database(tag: str, server: str | None = None) -> Iterator[str]:
+    """A database of its own on a PostgreSQL server (``server``, else GRIDLINE_BENCH_PG, else
+    the local test server) for one benchmark run; yields its URL and drops it afterwards."""
+    from sqlalchemy.engine import make_url
+
+    from core.db import make_engine
+    from core.settings import normalise_database_url
+
+    server = normalise_database_url(server or os.environ.get("GRIDLINE_BENCH_PG", DEFAULT_BENCH_PG))
+    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
+    name = f"gridline_bench_{tag}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def describe(engine: Engine) -> dict[str, int]:

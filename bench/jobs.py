@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
@@ -38,15 +37,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import func, text, update  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from dataset import scratch_database  # noqa: E402  (bench/dataset.py)
+from sqlalchemy import func, update  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
 from core import jobs  # noqa: E402
 from core.clock import utcnow  # noqa: E402
 from core.db import make_engine, session_scope, upgrade  # noqa: E402
 from core.models import Job, JobStatus  # noqa: E402
-from core.settings import normalise_database_url  # noqa: E402
 
 NOOP_JOB = jobs.declare("bench_noop", "bench/jobs.py: does nothing, writes down its id")
 
@@ -190,13 +188,7 @@ def main() -> None:
     parser.add_argument("--cps", type=float, default=5.0, help="the calls-per-second cap")
     args = parser.parse_args()
 
-    server = normalise_database_url(os.environ.get("GRIDLINE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test"))
-    admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
-    name = f"gridline_bench_jobs_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database("jobs") as url:
         engine = make_engine(url)
         upgrade(engine)
         with tempfile.TemporaryDirectory() as tmp:
@@ -205,9 +197,6 @@ def main() -> None:
             if args.calls:
                 calls_phase(engine, url, args.calls, args.workers, args.cps, Path(tmp))
         engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 if __name__ == "__main__":
