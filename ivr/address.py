@@ -17,10 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from core.models import GridLevel
 from core.routing import Gazetteer, RouteResult
+
+if TYPE_CHECKING:
+    from speech_models.pool import SpeechPool
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ async def hear_address(gazetteer: Gazetteer, free_text: str, phrase_pass: Phrase
     return second if second.rank() > first.rank() else first
 
 
-def file_phrase_pass(pool: Any, path: Path | None, timeout_s: float) -> PhrasePass | None:
+def file_phrase_pass(pool: SpeechPool | None, path: Path | None, timeout_s: float) -> PhrasePass | None:
     """A phrase pass that recognises the turn's WAV at ``path`` through the speech pool."""
     if pool is None or path is None or timeout_s <= 0:
         return None
@@ -88,8 +91,7 @@ def file_phrase_pass(pool: Any, path: Path | None, timeout_s: float) -> PhrasePa
     async def run(phrases: Sequence[str]) -> str | None:
         if not path.is_file() or path.stat().st_size <= 44:
             return None
-        accepts = getattr(pool, "accepts_phrases", None)
-        if accepts is not None and not await accepts(phrases):
+        if not await pool.accepts_phrases(phrases):
             return None  # the model knows none of these words: the free words stand
         transcript = await asyncio.wait_for(pool.transcribe_file(path, list(phrases)), timeout_s)
         return transcript.text

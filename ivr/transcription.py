@@ -44,7 +44,7 @@ class Transcriptions:
     """The handler of ``transcribe_recording`` jobs."""
 
     def __init__(self, engine: Engine, pool: Any, *, data_dir: Path, db: Db, slots: RecognitionSlots,
-                 registry: StreamRegistry | None = None):
+                 registry: StreamRegistry | None = None, flow: FlowConfig | None = None):
         self.engine = engine
         self.pool = pool
         self.data_dir = Path(data_dir)
@@ -52,7 +52,7 @@ class Transcriptions:
         self.slots = slots
         self.registry = registry
         self.done = 0
-        address = FlowConfig.load()["address"]  # the hotline's own address settings
+        address = (flow or FlowConfig.load())["address"]  # the hotline's address settings
         self.address_min_confidence = float(address["min_confidence"])
         self.phrase_pass_s = float(address["phrase_pass_s"]) * 10  # nobody is waiting on the line
 

@@ -145,7 +145,8 @@ class Hotline:
         self.speech_runners = []
         if self.pool is not None:
             self.transcriptions = Transcriptions(self.engine, self.pool, data_dir=self.settings.data_dir,
-                                                 db=self.db, slots=self.registry.slots, registry=self.registry)
+                                                 db=self.db, slots=self.registry.slots, registry=self.registry,
+                                                 flow=config)
             self.speech_runners = speech_runners(self.engine, self.transcriptions, 1)
         self.operator_hours = _operator_hours(self.settings)
         self.latencies: list[float] = []

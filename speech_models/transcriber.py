@@ -444,8 +444,8 @@ class VoskTranscriber(Transcriber):
         else:
             self.model_path, self.dither_level = Path(self.info.path), 0.0
         self._model = None
-        # phrases → (grammar JSON, words it may output), or (None, why) for a list the model refused
-        self._grammar_cache: dict[tuple[str, ...], tuple[str | None, frozenset | str | None]] = {}
+        self._grammar_cache: dict[tuple[str, ...], tuple[str | None, frozenset | None]] = {}
+        self._refused: dict[tuple[str, ...], str] = {}  # phrase lists the model has none of the words of
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -495,9 +495,10 @@ class VoskTranscriber(Transcriber):
         key = tuple(phrases)
         with self._lock:
             cached = self._grammar_cache.get(key)
+            refused = self._refused.get(key)
+        if refused is not None:
+            raise ValueError(refused)
         if cached is not None:
-            if cached[0] is None and isinstance(cached[1], str):
-                raise ValueError(cached[1])
             return cached
         usable, missing = [], []
         for phrase in phrases:
@@ -516,7 +517,7 @@ class VoskTranscriber(Transcriber):
         if not usable:
             refusal = f"none of the phrases is in the model's vocabulary: {list(phrases)[:20]}"
             with self._lock:
-                self._grammar_cache[key] = (None, refusal)  # asked again, refused at once
+                self._refused[key] = refusal  # asked again, refused at once
             raise ValueError(refusal)
         allowed = frozenset(w for p in usable for w in p.split())
         items = list(dict.fromkeys(usable))

@@ -1,40 +1,28 @@
 """Nothing a resident sent is lost when the real `gridline serve` dies (SIGKILL, never a
-graceful stop) in the middle of a chat update, or when PostgreSQL drops its connections
-again and again during a burst of dialogs. The bot runs in the subprocess, in webhook mode,
-against the fake Bot API served by this test."""
+graceful stop) in the middle of a chat update. The bot runs in the subprocess, in webhook
+mode, against the fake Bot API served by this test. (PostgreSQL dropping its connections
+during a burst of dialogs and calls: tests/gridline/test_chaos.py.)"""
 
 from __future__ import annotations
 
 import pytest
-from sqlmodel import select
 
-from chat import inbox
-from core.db import session_scope
-from core.models import Case, ChannelState, Resident
-from tests.support.chat_driver import FILED, bot_server, kill_server, number_in, start_server
+from tests.support.chat_driver import (
+    FILED,
+    all_cases,
+    bot_server,
+    cases_of,
+    inbox_left,
+    kill_server,
+    number_in,
+    start_server,
+)
 from tests.support.chat_driver import Resident as ChatResident
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.serve import database_url
 from tests.support.waiting import until
 
 USER = 6_210_000_001
-
-
-def cases_of(engine, chat_id: int) -> list[str]:
-    with session_scope(engine) as session:
-        return list(session.exec(
-            select(Case.number).join(Resident, Resident.id == Case.resident_id)
-            .where(Resident.chat_id == str(chat_id)).order_by(Case.id)).all())
-
-
-def all_cases(engine) -> int:
-    with session_scope(engine) as session:
-        return len(session.exec(select(Case.id)).all())
-
-
-def inbox_left(engine) -> list[str]:
-    with session_scope(engine) as session:
-        return list(session.exec(select(ChannelState.key).where(ChannelState.namespace == inbox.INBOX)).all())
 
 
 @pytest.mark.parametrize("moment", ["before_filing", "after_filing"])

@@ -13,10 +13,16 @@ import uuid
 
 import pytest
 
-from tests.chat.test_crash import all_cases, cases_of, inbox_left
 from tests.ivr.conftest import TOKEN, tone
 from tests.ivr.load import CallPlan, audit_calls, demo_phones, known_caller, place_calls
-from tests.support.chat_driver import Resident, bot_server, start_server
+from tests.support.chat_driver import (
+    Resident,
+    all_cases,
+    bot_server,
+    cases_of,
+    inbox_left,
+    start_server,
+)
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.pg_chaos import BackendTerminator
 from tests.support.serve import database_url

@@ -6,6 +6,7 @@ process started only for recognition."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -158,49 +159,50 @@ class HeldTranscriber:
         pass
 
 
-async def test_an_address_not_recognised_in_time_is_filed_and_read_later(engine, tmp_path):
-    """An unknown caller's petition was read back; their address takes longer than they
-    can wait: the case is filed with both recordings, and the address arrives later."""
-    fake = FakeTranscriber(confidence=0.9).say("楼道 灯 坏 了", "阳光 花园 三 幢")
+@contextlib.asynccontextmanager
+async def address_read_later(engine, tmp_path, fake: FakeTranscriber):
+    """An unknown caller whose petition is read back at once and whose address is still
+    being recognised when they stop waiting: yields (rig, the call, the recogniser to
+    ``release``); the address's words come when it is released."""
     held = HeldTranscriber(fake, hold_from=1)
     flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 0.3, "wait_rounds": 1})
     rig = await start_rig(engine, tmp_path, held, flow=flow)
     try:
         result = await rig.simulator().call(CallScript(from_number=UNKNOWN_PHONE, digits=["1", "1"],
                                                        turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
+        yield rig, result, held.release
+    finally:
+        held.release.set()
+        await rig.stop()
+
+
+async def test_an_address_not_recognised_in_time_is_filed_and_read_later(engine, tmp_path):
+    """An unknown caller's petition was read back; their address takes longer than they
+    can wait: the case is filed with both recordings, and the address arrives later."""
+    fake = FakeTranscriber(confidence=0.9).say("楼道 灯 坏 了", "阳光 花园 三 幢")
+    async with address_read_later(engine, tmp_path, fake) as (rig, result, release):
         assert any(h.startswith("您反映的是：楼道灯坏了") for h in result.heard)
         assert not any(h.startswith("您的地址是") for h in result.heard)
         (case,) = rig.cases()
         assert result.case_number == case.number and case.description == "楼道灯坏了"
         assert {"transcript_pending", "address_unconfirmed"} <= set(case.flags) and case.address_text is None
         assert [p.name.rsplit("-", 2)[-2] for p in rig.recordings(case)] == ["petition", "address"]
-        held.release.set()
+        release.set()
         case = await wait_until(lambda: transcribed(rig, case.id), what="the address")
         assert case.address_text == "阳光花园3幢" and case.description == "楼道灯坏了"
-    finally:
-        held.release.set()
-        await rig.stop()
 
 
 async def test_an_address_read_later_gets_the_phrase_list_pass_too(engine, tmp_path):
     """Recognised afterwards, an address whose free words name only the estate is read once
     more with the gazetteer's phrase list, as during the call."""
     fake = FakeTranscriber(confidence=0.9).say("楼道 灯 坏 了", "阳光 花园 撞").say_in_grammar("阳光花园三幢")
-    held = HeldTranscriber(fake, hold_from=1)
-    flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 0.3, "wait_rounds": 1})
-    rig = await start_rig(engine, tmp_path, held, flow=flow)
-    try:
-        result = await rig.simulator().call(CallScript(from_number=UNKNOWN_PHONE, digits=["1", "1"],
-                                                       turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
+    async with address_read_later(engine, tmp_path, fake) as (rig, result, release):
         (case,) = rig.cases()
         assert result.case_number == case.number and case.address_text is None
-        held.release.set()
+        release.set()
         case = await wait_until(lambda: transcribed(rig, case.id), what="the address")
         assert case.grid_id == rig.district["micro"] and case.address_text == "阳光花园3幢"
         assert len([s for s in fake.streams if s.phrases]) == 1
-    finally:
-        held.release.set()
-        await rig.stop()
 
 
 async def test_recognition_slower_than_the_callers_wait_is_finished_afterwards(engine, tmp_path):

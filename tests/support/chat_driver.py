@@ -22,7 +22,12 @@ import re
 from pathlib import Path
 
 import aiohttp
+from sqlmodel import select
 
+from chat import inbox
+from core.db import session_scope
+from core.models import Case, ChannelState
+from core.models import Resident as ResidentRow
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.serve import ServeProcess
 
@@ -149,3 +154,23 @@ async def start_server(server: ServeProcess, fake: FakeBotApi, timeout: float = 
 
 async def kill_server(server: ServeProcess) -> None:
     await asyncio.to_thread(server.kill)
+
+
+# -- what the database holds of the residents' chats ---------------------------------------
+
+
+def cases_of(engine, chat_id: int) -> list[str]:
+    with session_scope(engine) as session:
+        return list(session.exec(
+            select(Case.number).join(ResidentRow, ResidentRow.id == Case.resident_id)
+            .where(ResidentRow.chat_id == str(chat_id)).order_by(Case.id)).all())
+
+
+def all_cases(engine) -> int:
+    with session_scope(engine) as session:
+        return len(session.exec(select(Case.id)).all())
+
+
+def inbox_left(engine) -> list[str]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(ChannelState.key).where(ChannelState.namespace == inbox.INBOX)).all())
