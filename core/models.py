@@ -202,7 +202,10 @@ class CaseSequence(SQLModel, table=True):
 
 class Case(SQLModel, table=True):
     __table_args__ = (
-        Index("ix_case_status_grid", "status", "grid_id"),
+        # Open and overdue cases per grid (the dashboard): answered from the index alone on
+        # PostgreSQL, within a reader's scope too.
+        Index("ix_case_status_grid", "status", "grid_id",
+              postgresql_include=["response_due", "resolution_due", "category_id", "worker_id", "department_id"]),
         Index("ix_case_worker_status", "worker_id", "status"),
         Index("ix_case_created", "created_at"),
         Index("ix_case_category_created", "category_id", "created_at"),
@@ -251,6 +254,11 @@ class Case(SQLModel, table=True):
     close_reason: str | None = Field(default=None, max_length=64)
     responded_on_time: bool | None = None
     resolved_on_time: bool | None = None
+    # The follow-ups the resident answered and how many said (basically) satisfied, kept by
+    # core.actions.survey.record_survey with the Survey row: the satisfaction rate of a
+    # period is then one pass over its cases (core.figures), not a join to every survey.
+    surveys_answered: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    surveys_satisfied: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # When the retention period ran out and the case's personal data was shredded
     # (core.actions.privacy): what is left are the anonymous figures.
     shredded_at: NaiveDatetime | None = None
@@ -277,6 +285,10 @@ class SurveyStatus(enum.StrEnum):
     pending = "pending"
     answered = "answered"
     unreachable = "unreachable"
+
+
+# The answers to "are you satisfied?" the satisfaction rate (满意率) counts as satisfied.
+SATISFIED = frozenset({"satisfied", "basically"})
 
 
 class Survey(SQLModel, table=True):
@@ -513,15 +525,30 @@ class StaffInvite(SQLModel, table=True):
 
 # ---- Reports, Open311 and privacy (core/reports.py, console/open311.py, core/actions/privacy.py).
 
-# The daily trend counts cases received and closed per day: with the status in the index
-# PostgreSQL answers from the index alone (no visit to the table). Shredding looks for cases
-# closed before a cut-off. Satisfaction counts the surveys of a period's cases: a survey is
-# opened after its case was received, so its own date narrows the search.
-Index("ix_case_created_status", Case.created_at, Case.status)
-Index("ix_case_closed_status", Case.closed_at, Case.status)
+# The figures of a period (core.figures, core.reports) count the cases received in it, and
+# the daily trend the cases received and closed per day. PostgreSQL answers them from these
+# indexes alone (no visit to the table, whose rows are wide): every column the counts, the
+# filters and a reader's scope read is in the index. SQLite has no INCLUDE; there they are
+# the plain two-column indexes. Shredding looks for cases closed before a cut-off.
+FIGURES_COLUMNS = ["channel", "category_id", "grid_id", "worker_id", "department_id", "dispatched_at",
+                   "responded_on_time", "resolved_on_time", "surveys_answered", "surveys_satisfied"]
+Index("ix_case_created_status", Case.created_at, Case.status, postgresql_include=FIGURES_COLUMNS)
+Index("ix_case_closed_status", Case.closed_at, Case.status,
+      postgresql_include=["category_id", "grid_id", "worker_id", "department_id"])
+# The daily trend counts, per day, the cases received (not merged) and closed: narrow partial
+# indexes make each day's count a short index range. The predicates are written once here and
+# used verbatim (as SQL text, not bound values) by core.reports, so both databases can prove
+# the query matches the index.
+RECEIVED_PREDICATE = "status <> 'merged'"
+CLOSED_PREDICATE = "status = 'closed'"
+Index("ix_case_received_day", Case.created_at,
+      postgresql_where=sa.text(RECEIVED_PREDICATE), sqlite_where=sa.text(RECEIVED_PREDICATE))
+Index("ix_case_closed_day", Case.closed_at,
+      postgresql_where=sa.text(CLOSED_PREDICATE), sqlite_where=sa.text(CLOSED_PREDICATE))
 Index("ix_survey_created", Survey.created_at)
-# Reports list the escalations (and other events of one kind) inside a period.
-Index("ix_caseevent_action_at", CaseEvent.action, CaseEvent.at)
+# Reports list the escalations (and other events of one kind) inside a period; the quarterly
+# scores start from a period's dispatches and escalations and read their cases' events in order.
+Index("ix_caseevent_action_at", CaseEvent.action, CaseEvent.at, postgresql_include=["case_id"])
 
 
 class ApiKey(SQLModel, table=True):

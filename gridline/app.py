@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +137,21 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready"})
 
 
+# Young-generation collections this far apart, full ones rare (Python's default is 700, 10, 10).
+SERVER_GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def settle_garbage_collector() -> None:
+    """For a long-running server, once it has started: what start-up made (modules, models,
+    templates, the routing indexes' code) lives as long as the process, so it is frozen out
+    of the collector's way, and collections run less often. A full collection walks every
+    object while holding the GIL: the console's database threads and the event loop all
+    wait for it (bench/console.py: the dashboard's slowest requests were these pauses)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*SERVER_GC_THRESHOLDS)
+
+
 def build_app(
     settings: Settings | None = None,
     *,
@@ -143,7 +159,10 @@ def build_app(
     speech: Any = None,
     channels: tuple[str, ...] = ("ivr", "chat", "console", "open311"),
     run_jobs: bool = True,
+    server_gc: bool = False,
 ) -> web.Application:
+    """The one web app of every channel. ``server_gc``: settle the garbage collector once the
+    app has started (``gridline serve``; off in tests, which build many apps in one process)."""
     settings = settings or get_settings()
     engine = engine or engine_from_settings(settings)
     rules = load_rules()  # a bad GRIDLINE_RULES stops the start, with one line naming the key
@@ -204,4 +223,9 @@ def build_app(
         await loop.run_in_executor(None, db.shutdown)
 
     app.cleanup_ctx.append(jobs_lifecycle)
+    if server_gc:
+        async def settle(_app: web.Application) -> None:
+            settle_garbage_collector()
+
+        app.on_startup.append(settle)
     return app

@@ -101,7 +101,7 @@ def serve(
         console.print("loaded the demo district into the empty database")
     from gridline.speech import build_speech
 
-    app_ = build_app(settings, engine=engine, speech=build_speech(settings))
+    app_ = build_app(settings, engine=engine, speech=build_speech(settings), server_gc=True)
     if listen_fd is not None:
         import socket
 

@@ -72,3 +72,29 @@ def test_0002_turns_case_files_into_attachments_and_back(empty_engine):
     with empty_engine.connect() as conn:
         back = conn.execute(text("SELECT number, audio_path FROM \"case\" ORDER BY number")).all()
     assert [tuple(r) for r in back] == [("2611010001", "/nowhere/rec.wav"), ("2611010002", None)]
+
+
+def test_0010_counts_the_answered_surveys_already_on_file(empty_engine):
+    """Cases answered before 0010 carry their answers' counts afterwards, as record_survey
+    would have kept them: the satisfaction rates of past periods do not change."""
+    upgrade(empty_engine, "0009")
+    with empty_engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO \"case\" (id, number, channel, status, description, urgency, reopen_count, escalation_count, "
+            "created_at, updated_at) VALUES "
+            "(1, '2611010001', 'hotline', 'closed', '', 'normal', 1, 0, '2026-11-01 01:00:00', '2026-11-01 01:00:00'), "
+            "(2, '2611010002', 'chat', 'verified', '', 'normal', 0, 0, '2026-11-01 02:00:00', '2026-11-01 02:00:00')"))
+        conn.execute(text(
+            "INSERT INTO survey (case_id, channel, status, attempts, satisfied, created_at) VALUES "
+            "(1, 'phone', 'answered', 1, 'not', '2026-11-02 01:00:00'), "
+            "(1, 'phone', 'answered', 1, 'basically', '2026-11-05 01:00:00'), "
+            "(1, 'phone', 'unreachable', 3, NULL, '2026-11-03 01:00:00'), "
+            "(2, 'chat', 'pending', 0, NULL, '2026-11-02 02:00:00')"))
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        rows = conn.execute(text(
+            'SELECT number, surveys_answered, surveys_satisfied FROM "case" ORDER BY number')).all()
+    assert [tuple(r) for r in rows] == [("2611010001", 2, 1), ("2611010002", 0, 0)]
+    downgrade(empty_engine, "0009")
+    columns = {c["name"] for c in inspect(empty_engine).get_columns("case")}
+    assert "surveys_answered" not in columns and "surveys_satisfied" not in columns

@@ -27,18 +27,18 @@ def _tz() -> str:
     return get_settings().timezone
 
 
-def _dashboard(session, p, query):  # noqa: ANN001, ANN202
+def _dashboard_ask(session, p, query):  # noqa: ANN001, ANN202
     tz = _tz()
     today = reports.local_today(tz)
     period = reports.parse_period(query["period"]) if query.get("period") else reports.current_period("month", today)
     filters = reports.make_filters(session, level=query.get("level") or None,
                                    category_code=query.get("category") or None, grid_code=query.get("grid") or None)
-    data = reports.dashboard(session, period, filters, scope=report_scope(session, p), tz=tz)
+    ask = reports.dashboard_ask(period, filters, scope=report_scope(session, p), tz=tz)
     categories = session.exec(select(Category).order_by(Category.code)).all()
     suggestions = [reports.current_period("month", today), reports.last_complete("month", today),
                    reports.current_period("week", today), reports.last_complete("week", today),
                    reports.current_period("quarter", today), reports.last_complete("quarter", today)]
-    return data, categories, suggestions
+    return ask, categories, suggestions
 
 
 def dashboard_charts(data: reports.Dashboard, language: str) -> dict:
@@ -68,7 +68,11 @@ def dashboard_charts(data: reports.Dashboard, language: str) -> dict:
 async def dashboard(request: web.Request) -> web.Response:
     p = principal(request)
     query = {k: (request.query.get(k) or "").strip()[:40] for k in ("period", "level", "category", "grid")}
-    data, categories, suggestions = await db.run(request, _dashboard, p, query)
+    ask, categories, suggestions = await db.run(request, _dashboard_ask, p, query)
+    # The dashboard's lanes of queries at once, each on a connection of its own (core.reports).
+    lanes = await asyncio.gather(*(db.run(request, reports.dashboard_lane, ask, lane)
+                                   for lane in reports.DASHBOARD_LANES))
+    data = reports.assemble_dashboard(ask, [part for lane in lanes for part in lane])
     language = lang(request)
     return render(request, "dashboard.html", {
         "d": data, "q": query, "categories": categories, "suggestions": suggestions,

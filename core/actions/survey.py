@@ -13,7 +13,7 @@ from core.actions.intake import FileRef, attach, find_resident_by_phone
 from core.actions.operator import dispatch, reopen
 from core.clock import utcnow
 from core.errors import IllegalTransition, InvalidInput
-from core.models import Case, GridLevel, Resident, Survey, SurveyStatus
+from core.models import SATISFIED, Case, GridLevel, Resident, Survey, SurveyStatus
 from core.rules import load_rules
 
 SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
@@ -119,6 +119,9 @@ def record_survey(
     survey.status = SurveyStatus.answered
     survey.answered_at = utcnow()
     session.add(survey)
+    # The case carries its answers' counts for the figures (core.figures: the satisfaction rate).
+    case.surveys_answered += 1
+    case.surveys_satisfied += satisfied in SATISFIED
     answer = {"survey_id": survey.id, "solved": solved, "satisfied": satisfied}
     if survey_policy.closes_case(solved, satisfied):
         case.closed_at = utcnow()

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from core import reports
 from core.db import session_scope
@@ -259,3 +259,34 @@ def test_a_week_and_a_quarter(engine):
     assert len(quarter.trend) == (date(2027, 1, 1) - date(2026, 10, 1)).days
     assert week.title.endswith("诉求办理周汇总") and quarter.title.endswith("诉求办理季度考核")
     assert timedelta(0) < NOW - datetime(2026, 11, 1)
+
+
+def test_the_daily_trend_reads_the_per_day_indexes(engine):
+    """Each day's count of the trend is an index search, never a read of the whole table; on
+    PostgreSQL a range of the narrow partial index, read from the index alone (the predicates
+    are written once, in core.models, and used as they are)."""
+    captured: list[tuple] = []
+
+    def capture(conn, cursor, statement, parameters, *args) -> None:  # noqa: ANN001
+        captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        with session_scope(engine) as session:
+            reports.received_per_day(session, date(2026, 11, 1), date(2026, 11, 3), [], TZ)
+            reports.closed_per_day(session, date(2026, 11, 1), date(2026, 11, 3), [], TZ)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    for (statement, parameters), index in zip(captured[-2:], ("ix_case_received_day", "ix_case_closed_day"),
+                                              strict=True):
+        with session_scope(engine) as session:
+            conn = session.connection()
+            if engine.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, parameters).all())
+                # SQLite, with no statistics, may take another index of the status or the day.
+                assert plan.count("SEARCH case USING") == 2 and "SCAN case" not in plan, plan
+            else:
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                plan = " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters).all())
+                assert plan.count(f"Index Only Scan using {index}") == 2, plan

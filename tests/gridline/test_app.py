@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -13,7 +14,7 @@ from core.actions import Petition
 from core.db import make_engine, session_scope
 from core.models import Channel
 from core.settings import Settings
-from gridline.app import build_app
+from gridline.app import SERVER_GC_THRESHOLDS, build_app
 from tests.support.waiting import until
 
 
@@ -108,3 +109,21 @@ def test_channels_are_named_explicitly(engine, tmp_path):
 
     with pytest.raises(ValueError, match="unknown channel"):
         build_app(Settings(data_dir=tmp_path), engine=engine, channels=("fax",), run_jobs=False)
+
+
+async def test_a_server_settles_the_garbage_collector_once_started(engine, tmp_path):
+    """``gridline serve`` (server_gc): start-up's objects are frozen out of the collector's
+    way and collections run less often; the tests' apps leave the collector as it is."""
+    before = gc.get_threshold()
+    try:
+        gc.unfreeze()
+        plain = build_app(Settings(data_dir=tmp_path), engine=engine, channels=(), run_jobs=False)
+        async with TestClient(TestServer(plain)):
+            assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+        served = build_app(Settings(data_dir=tmp_path), engine=engine, channels=(), run_jobs=False, server_gc=True)
+        async with TestClient(TestServer(served)):
+            assert gc.get_freeze_count() > 0
+            assert gc.get_threshold() == SERVER_GC_THRESHOLDS != before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -12,7 +12,7 @@ from sqlmodel import select
 from core import actions, clock, jobs, survey_policy
 from core.db import session_scope
 from core.errors import IllegalTransition, InvalidInput
-from core.models import CaseEvent, CaseStatus, Channel, Job, Resident, Survey, SurveyStatus
+from core.models import Case, CaseEvent, CaseStatus, Channel, Job, Resident, Survey, SurveyStatus
 from core.rules import load_rules
 from tests.core.actions.test_lifecycle import _verified_case, act, district, submit  # noqa: F401  (fixture)
 
@@ -175,3 +175,29 @@ def test_answers_and_a_comment_are_events(engine, district, tmp_path):  # noqa: 
                                                 "survey_comment"]
         assert evs[-3].data["attachments"][0]["kind"] == "survey_comment"
         assert evs[-2].data["transcript_pending"] is True and evs[-1].reason == "很满意"
+
+
+def test_the_case_counts_its_answered_surveys_for_the_figures(engine, district):  # noqa: F811
+    """core.figures reads the satisfaction rate off the case: every answer is counted there,
+    in the transaction that records it, and agrees with the Survey rows."""
+    case = _verified_case(engine, district)
+    with session_scope(engine) as session:
+        actions.survey_attempt(session, _survey(session, case.id), actor="system:phone", outcome="busy")
+    with session_scope(engine) as session:
+        assert (session.get(Case, case.id).surveys_answered, session.get(Case, case.id).surveys_satisfied) == (0, 0)
+        case = actions.record_survey(session, _survey(session, case.id), solved="not", satisfied="not")
+    act(engine, case.id, actions.dispatch, actor="op")
+    act(engine, case.id, actions.accept, actor="w")
+    act(engine, case.id, actions.report_done, actor="w", note="换了灯泡")
+    act(engine, case.id, actions.verify, actor="op")
+    with session_scope(engine) as session:
+        second = session.exec(select(Survey).where(Survey.case_id == case.id,
+                                                   Survey.status == SurveyStatus.pending)).one()
+        actions.record_survey(session, second, solved="solved", satisfied="basically")
+    with session_scope(engine) as session:
+        stored = session.get(Case, case.id)
+        answers = session.exec(select(Survey.satisfied).where(Survey.case_id == case.id,
+                                                              Survey.status == SurveyStatus.answered)).all()
+        assert sorted(answers) == ["basically", "not"]
+        assert (stored.surveys_answered, stored.surveys_satisfied) == (2, 1)
+        assert stored.status == CaseStatus.closed
