@@ -1,4 +1,4 @@
-"""figures at scale: survey outcomes on the case, covering and per-day indexes for the dashboard and reports
+"""figures at scale: survey outcomes on the case, covering and per-day indexes for the dashboard, reports and scores
 
 Revision ID: 0010
 Revises: 0009
@@ -23,7 +23,8 @@ COVERING = [
                                                                "department_id"]),
     ("ix_case_status_grid", "case", ["status", "grid_id"], ["response_due", "resolution_due", "category_id",
                                                             "worker_id", "department_id"]),
-    ("ix_caseevent_action_at", "caseevent", ["action", "at"], ["case_id"]),
+    ("ix_caseevent_action_at", "caseevent", ["action", "at"], ["case_id", "id"]),
+    ("ix_caseevent_case_at", "caseevent", ["case_id", "at"], ["id", "action", "on_time"]),
 ]
 # The daily trend's counts (index, column, the predicate as core.models writes it)
 PER_DAY = [
