@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy import case as when
-from sqlalchemy import func, tuple_
+from sqlalchemy import func
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, select
 
@@ -691,22 +691,27 @@ def repeated_complaints(session: Session, start: datetime, end: datetime, condit
     )
     cohort = [Case.created_at >= start, Case.created_at < end, Case.status != CaseStatus.merged,
               Case.category_id.is_not(None), *conditions]
-    grouped = (
-        select(Case.category_id, place.label("place"), func.count().label("n"))
+    # The first ``limit`` groups and, on each row, how many groups there are in all.
+    top = (
+        select(Case.category_id, place.label("place"), func.count().label("n"), func.count().over().label("total"))
         .select_from(Case).outerjoin(Resident, Resident.id == Case.resident_id)
         .where(*cohort, place.is_not(None))
         .group_by(Case.category_id, place).having(func.count() >= 2)
+        .order_by(sa.text("n DESC"), Case.category_id, place).limit(limit)
     )
-    total = session.exec(select(func.count()).select_from(grouped.subquery())).one()
-    groups = session.exec(grouped.order_by(sa.text("n DESC"), Case.category_id, place).limit(limit)).all()
-    if not groups:
-        return [], total
+    rows = session.exec(top).all()
+    if not rows:
+        return [], 0
+    groups, total = [(cat, key, n) for cat, key, n, _ in rows], rows[0][3]
     keys = [(cat, key) for cat, key, _ in groups]
+    # Their cases: the period's cases joined to those groups (one pass, not a lookup per group).
+    chosen = top.subquery("chosen")
     members: dict[tuple, list[tuple[str, int | None]]] = {}
     for number, cat, key, grid_id in session.exec(
         select(Case.number, Case.category_id, place, Case.grid_id)
         .select_from(Case).outerjoin(Resident, Resident.id == Case.resident_id)
-        .where(*cohort, tuple_(Case.category_id, place).in_(keys))
+        .join(chosen, (chosen.c.category_id == Case.category_id) & (chosen.c.place == place))
+        .where(*cohort)
         .order_by(Case.created_at, Case.id)
     ).all():
         members.setdefault((cat, key), []).append((number, grid_id))
