@@ -69,10 +69,9 @@ _TRANSCRIPT = ('[{"text": "楼下路灯坏了好几天", "start": 0.4, "end": 3.
 
 
 def _top_up(engine) -> None:
-    """Phones, triage flags, transcripts, lifecycle events and surveys, in bulk SQL; each
-    step only fills what is missing, so a richer generator makes it a no-op."""
-    import dataset  # bench/dataset.py
-
+    """Phones, triage flags, transcripts and lifecycle events, in bulk SQL; each
+    step only fills what is missing, so a richer generator makes it a no-op. (Surveys, and
+    their answers counted on the cases, come from the generator.)"""
     steps = [
         # a caller's number on every case: 300,000 residents calling again and again
         """UPDATE "case" SET contact_phone = '+86138' || lpad((id % 300000)::text, 8, '0')
@@ -98,10 +97,6 @@ def _top_up(engine) -> None:
         """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status)
            SELECT id, verified_at, 'leader', 'verify', 'reported_done', 'verified' FROM "case"
            WHERE verified_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'verify')""",
-        """INSERT INTO survey (case_id, channel, status, attempts, solved, satisfied, created_at, answered_at)
-           SELECT id, CASE WHEN channel = 'chat' THEN 'chat' ELSE 'phone' END, 'answered', 1, 'solved',
-                  split_part(close_reason, ':', 2), verified_at, closed_at FROM "case"
-           WHERE close_reason LIKE 'survey:%' AND NOT EXISTS (SELECT 1 FROM survey)""",
         """INSERT INTO caseevent (case_id, at, actor, action, from_status, to_status)
            SELECT id, closed_at, 'resident', 'close', 'verified', 'closed' FROM "case"
            WHERE closed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM caseevent e WHERE e.action = 'close')""",
@@ -110,7 +105,6 @@ def _top_up(engine) -> None:
     with engine.begin() as conn:
         for sql in steps:
             conn.execute(text(sql))
-        dataset.count_survey_answers(conn)  # the surveys added above, as record_survey counts them
 
 
 async def _measure(engine, data_dir: Path, repeat: int) -> dict[str, list[float]]:

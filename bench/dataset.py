@@ -41,6 +41,7 @@ from core import indexes  # noqa: E402
 from core.db import session_scope  # noqa: E402
 from core.demo import MOBILE_PREFIXES, load_demo  # noqa: E402
 from core.models import (  # noqa: E402
+    SATISFIED,
     Category,
     CategorySla,
     Channel,
@@ -290,17 +291,18 @@ def _events_and_surveys(engine: Engine, seed: int) -> tuple[int, int]:
     n_events = _write(engine, "caseevent", EVENT_COLUMNS, events())
     n_surveys = _write(engine, "survey", SURVEY_COLUMNS, surveys)
     with engine.begin() as conn:
-        count_survey_answers(conn)
+        _count_survey_answers(conn)
     return n_events, n_surveys
 
 
-def count_survey_answers(conn) -> None:  # noqa: ANN001
+def _count_survey_answers(conn) -> None:  # noqa: ANN001
     """What ``record_survey`` keeps on each case as it records an answer, for surveys
     written in bulk: the answered surveys and how many said (basically) satisfied."""
+    satisfied = ", ".join(f"'{answer}'" for answer in sorted(SATISFIED))
     conn.execute(text(
         'UPDATE "case" SET surveys_answered = s.answered, surveys_satisfied = s.satisfied FROM ('
         " SELECT case_id, count(*) AS answered,"
-        " sum(CASE WHEN satisfied IN ('satisfied', 'basically') THEN 1 ELSE 0 END) AS satisfied"
+        f" sum(CASE WHEN satisfied IN ({satisfied}) THEN 1 ELSE 0 END) AS satisfied"
         " FROM survey WHERE status = 'answered' GROUP BY case_id) AS s"
         ' WHERE "case".id = s.case_id'))
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, event, exc, inspect
+from sqlalchemy import Engine, event, exc, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session, create_engine
 
@@ -136,6 +136,15 @@ def require_schema(engine: Engine) -> None:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def plan_with(session: Session, **settings: str) -> None:
+    """PostgreSQL planner settings for the rest of this transaction (``SET LOCAL``), for a
+    query whose needs the defaults misjudge; SQLite has none and is left alone. The values
+    are the code's own, never a person's input."""
+    if is_postgres(session.get_bind()):
+        for name, value in settings.items():
+            session.execute(text(f"SET LOCAL {name} = {value}"))
 
 
 @contextmanager

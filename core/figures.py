@@ -104,7 +104,7 @@ def raw_rates(session: Session, start: datetime, end: datetime, keys: Sequence, 
     )
     n = len(keys)
     per_key: dict[tuple, Rates] = {}
-    for row in session.connection().execute(stmt).all():
+    for row in session.connection().execute(stmt).all():  # plain rows: thousands per dashboard
         key = tuple(row[:n])
         received, dispatched, responded, closed, reported, resolved, surveyed, satisfied = row[n:]
         per_key[key] = Rates("", "", received or 0, dispatched or 0, responded or 0, closed or 0,

@@ -29,6 +29,7 @@ from sqlmodel import Session, select
 
 from core import figures
 from core.clock import utcnow
+from core.db import plan_with
 from core.errors import InvalidInput
 from core.figures import Rates
 from core.models import (
@@ -496,10 +497,9 @@ def dashboard_ask(period: Period, filters: Filters, *, scope: Scope = EVERYTHING
 def dashboard_rates(session: Session, ask: DashboardAsk) -> dict:
     """One pass over the period's cases, folded three ways: by category (and the totals), by
     grid of the chosen level, by channel."""
-    if session.get_bind().dialect.name == "postgresql":
-        # The parts run side by side (the console), one core each: parallel workers for this
-        # scan would only take the cores the other parts are using, at a cost in all.
-        session.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    # The parts run side by side (the console), one core each: parallel workers for this scan
+    # would only take the cores the other parts are using, at a cost in all.
+    plan_with(session, max_parallel_workers_per_gather="0")
     start, end = ask.period.bounds(ask.tz)
     raw = figures.raw_rates(session, start, end, (Case.category_id, Case.grid_id, Case.channel),
                             where=ask.conditions)

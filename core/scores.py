@@ -41,6 +41,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from core.clock import utcnow
+from core.db import plan_with
 from core.errors import InvalidInput
 from core.models import Case, CaseEvent, Survey, SurveyStatus, Worker
 from core.rules import load_rules
@@ -137,13 +138,11 @@ def scores_between(session: Session, start: datetime, end: datetime, *, as_of: d
     points = {**DEFAULT_POINTS, **rules.get("points", {})}
     workers = {w.code: w for w in session.exec(select(Worker).order_by(Worker.code)).all()}
     out = {code: WorkerScore(code, w.name, rules=rules) for code, w in workers.items()}
-    if session.get_bind().dialect.name == "postgresql":
-        # The planner's row counts for the numbered events are far off (it cannot know how
-        # many events a case has), which would make it compile the query to machine code
-        # (a second, for a query that runs in less); and the grouping wants more memory than
-        # the default to stay off the disk.
-        session.execute(sa.text("SET LOCAL jit = off"))
-        session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+    # The planner's row counts for the numbered events are far off (it cannot know how many
+    # events a case has), which would make it compile the query to machine code (a second,
+    # for a query that runs in less); and the grouping wants more memory than the default to
+    # stay off the disk.
+    plan_with(session, jit="off", work_mem="'64MB'")
     for row in session.connection().execute(_assignments_by_worker(start, end, as_of, points)).all():
         score = out.get(row.worker)
         if score is None:  # named no worker we know
