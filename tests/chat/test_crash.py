@@ -6,7 +6,11 @@ during a burst of dialogs and calls: tests/gridline/test_chaos.py.)"""
 from __future__ import annotations
 
 import pytest
+from sqlmodel import select
 
+from core import actions
+from core.db import session_scope
+from core.models import Case, Grid, GridLevel, Survey, SurveyStatus
 from tests.support.chat_driver import (
     FILED,
     all_cases,
@@ -75,3 +79,57 @@ async def test_sigkill_while_confirming_loses_nothing(engine, tmp_path, moment, 
     assert fake.token.split(":")[1] not in log
     record_property("petitions_sent", 1)
     record_property("cases_stored", all_cases(engine))
+
+
+def _answers_on_file(engine, number: str) -> tuple[int, int, int, str]:
+    """(answered surveys, the case's count of them, of which satisfied, the case's status)."""
+    with session_scope(engine) as session:
+        case = session.exec(select(Case).where(Case.number == number)).one()
+        answered = len(session.exec(select(Survey.id).where(Survey.case_id == case.id,
+                                                            Survey.status == SurveyStatus.answered)).all())
+        return answered, case.surveys_answered, case.surveys_satisfied, case.status.value
+
+
+@pytest.mark.parametrize("moment", ["before_recording", "after_recording"])
+async def test_sigkill_while_answering_the_survey_counts_the_answer_once(engine, tmp_path, moment):
+    """The process is killed while it handles the resident's last survey press (不用了): after
+    the press was acknowledged and before the answer is written, or after the answer is
+    committed and before the thanks reached the resident. After the restart the survey is
+    answered once and the case's count of answers (what the satisfaction rate reads) agrees
+    with the survey rows: never lost, never counted twice by the replay."""
+    async with FakeBotApi() as fake:
+        server = bot_server(fake, tmp_path / "data", database_url(engine))
+        try:
+            await start_server(server, fake)
+            resident = ChatResident(fake, USER + 1, first_name="Qian")
+            number = await resident.file_petition("楼道里的灯坏了")
+            with session_scope(engine) as session:
+                grid = session.exec(select(Grid).where(Grid.level == GridLevel.micro).order_by(Grid.id)).first()
+                case = actions.get_case(session, number)
+                actions.dispatch(session, case, actor="operator", grid_id=grid.id)
+                actions.accept(session, case, actor="worker")
+                actions.report_done(session, case, actor="worker", note="换了灯泡")
+                actions.verify(session, case, actor="leader")
+            await resident.reply("问题解决了吗", timeout=90)  # the server's job runner asks
+            await resident.press("已解决")
+            await resident.reply("满意吗")
+            await resident.press("满意")
+            await resident.reply("还有什么想补充")
+
+            if moment == "before_recording":
+                hold = fake.hold("answerCallbackQuery")
+            else:
+                hold = fake.hold("sendMessage", lambda p: "感谢您的评价" in p["text"])
+            await resident.press("不用了")
+            await hold.wait_arrived(60)
+            before_kill = _answers_on_file(engine, number)
+            assert before_kill == ((1, 1, 1, "closed") if moment == "after_recording" else (0, 0, 0, "verified"))
+            await kill_server(server)
+            hold.release(drop=True)
+
+            await start_server(server, fake)
+            await until(lambda: inbox_left(engine) == [], message="the inbox emptied", timeout=90)
+            await until(lambda: _answers_on_file(engine, number)[0] == 1, message="the answer on file", timeout=90)
+        finally:
+            server.stop()
+    assert _answers_on_file(engine, number) == (1, 1, 1, "closed")
