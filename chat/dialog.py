@@ -148,7 +148,7 @@ async def problem_voice(update: Update, context: Context) -> str:
     stored = await _fetch(update, context, voice, "voice", ".oga", language)
     if stored is None:
         return PROBLEM
-    att = await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256)
     draft["voice"] = stored.path
     draft["attachments"].append(att)
     try:
@@ -202,7 +202,7 @@ async def problem_photo(update: Update, context: Context) -> str:
     stored = await _fetch(update, context, largest, "photo", ".jpg", language)
     if stored is None:
         return PROBLEM
-    att = await d.db(store.save_attachment, "photo", stored.path, "image/jpeg", stored.size, stored.sha256)
+    att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256)
     draft["photos"].append(stored.path)
     draft["attachments"].append(att)
     caption = (message.caption or "").strip()

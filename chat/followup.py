@@ -243,7 +243,7 @@ async def _voice_comment(update: Update, context: Context) -> tuple[str, FileRef
     except (media.TooBig, media.DownloadFailed):
         await reply(update, t(language, "dialog.download_failed"), language)
         raise ApplicationHandlerStop from None
-    recording = FileRef("voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    recording = FileRef("voice", stored.path, stored.mime_type, stored.size, stored.sha256)
     try:
         heard = await media.transcribe(d.speech, d.data_dir / stored.path)
         text = heard.text

@@ -23,6 +23,7 @@ from telegram.error import BadRequest, TelegramError
 
 from chat.common import transient
 from chat.texts import MAX_DOWNLOAD
+from core import media_types
 from core.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,11 @@ class Stored:
     path: str  # relative to the data directory
     size: int
     sha256: str
+    mime_type: str  # read from the bytes (core.media_types), never the type the sender declared
 
 
-def _write(root: Path, relative: str, data: bytes) -> None:
+def _write(root: Path, relative: str, data: bytes) -> str:
+    """Keep the file durably; its type, as its bytes say."""
     target = root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -71,6 +74,7 @@ def _write(root: Path, relative: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, target)
+    return media_types.detect(target)
 
 
 def _over_http(file_path: str | None) -> bool:
@@ -86,7 +90,9 @@ async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str,
     PTB reads a local file instead of downloading when the ``file_path`` that ``getFile``
     returns names a file that exists here; a Bot API server that is not ours to trust could
     make us store ``/etc/shadow`` as a photo. Only a local Bot API server (``local_mode``,
-    ``GRIDLINE_TELEGRAM_LOCAL_MODE``) hands out local paths; otherwise a file comes over HTTP(S)."""
+    ``GRIDLINE_TELEGRAM_LOCAL_MODE``) hands out local paths; otherwise a file comes over HTTP(S).
+
+    The sender's ``mime_type`` is not asked for: the stored file's type is read from its bytes."""
     if declared_size and declared_size > MAX_DOWNLOAD:
         raise TooBig()
     try:
@@ -108,8 +114,8 @@ async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str,
         raise DownloadFailed(str(exc)) from exc
     now = utcnow()
     relative = f"chat/{now:%Y}/{now:%m}/{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"
-    await asyncio.to_thread(_write, Path(data_dir), relative, data)
-    return Stored(relative, len(data), hashlib.sha256(data).hexdigest())
+    mime_type = await asyncio.to_thread(_write, Path(data_dir), relative, data)
+    return Stored(relative, len(data), hashlib.sha256(data).hexdigest(), mime_type)
 
 
 @dataclass

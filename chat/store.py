@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core import actions
+from core import actions, media_types
 from core.db import session_scope
 from core.errors import DomainError, NotFound
 from core.indexes import indexes_for
@@ -145,8 +145,9 @@ def category_name(engine: Engine, code: str | None) -> str | None:
 
 
 def save_attachment(engine: Engine, kind: str, path: str, mime: str | None, size: int, sha256: str) -> int:
+    """``mime`` is the type detected from the file's bytes (``chat.media.Stored``)."""
     with session_scope(engine) as session:
-        att = Attachment(kind=kind, path=path, mime_type=mime, size=size, sha256=sha256)
+        att = Attachment(kind=kind, path=path, mime_type=media_types.servable(mime), size=size, sha256=sha256)
         session.add(att)
         session.flush()
         return att.id

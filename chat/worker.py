@@ -557,7 +557,7 @@ async def _input(update: Update, context: Context, me: worker_store.Me) -> None:
         stored = await _download(update, context, message.photo[-1], "photo", ".jpg")
         if stored is None:
             return
-        att = await d.db(store.save_attachment, "photo", stored.path, "image/jpeg", stored.size, stored.sha256)
+        att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256)
         pending["photos"].append(stored.path)
         pending["attachments"].append(att)
         caption = (message.caption or "").strip()
@@ -600,7 +600,7 @@ async def _voice_note(update: Update, context: Context, pending: dict) -> str | 
     stored = await _download(update, context, voice, "voice", ".oga")
     if stored is None:
         return None
-    att = await d.db(store.save_attachment, "voice", stored.path, voice.mime_type, stored.size, stored.sha256)
+    att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256)
     pending["attachments"].append(att)
     try:
         heard = await media.transcribe(d.speech, d.data_dir / stored.path)

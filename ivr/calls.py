@@ -24,7 +24,7 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs
+from core import actions, jobs, media_types
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import NotFound
@@ -183,7 +183,8 @@ def _file_ref(rec: Recording, data_dir: Path | None) -> actions.FileRef | None:
     if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
         return None
     data = path.read_bytes()
-    return actions.FileRef(kind="recording", path=stored_path(path, data_dir), mime_type="audio/wav", size=len(data),
+    # our own WAV writer made it (never a caller's upload): its type is known, not guessed
+    return actions.FileRef(kind="recording", path=stored_path(path, data_dir), mime_type=media_types.WAV, size=len(data),
                            sha256=hashlib.sha256(data).hexdigest())
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs, survey_policy
+from core import actions, jobs, media_types, survey_policy
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import DomainError
@@ -536,7 +536,7 @@ def comment_file(recording: Recording, data_dir: Path | None) -> actions.FileRef
     if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
         return None
     data = path.read_bytes()
-    return actions.FileRef(kind="survey_comment", path=stored_path(path, data_dir), mime_type="audio/wav",
+    return actions.FileRef(kind="survey_comment", path=stored_path(path, data_dir), mime_type=media_types.WAV,
                            size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 

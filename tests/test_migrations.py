@@ -98,3 +98,42 @@ def test_0010_counts_the_answered_surveys_already_on_file(empty_engine):
     downgrade(empty_engine, "0009")
     columns = {c["name"] for c in inspect(empty_engine).get_columns("case")}
     assert "surveys_answered" not in columns and "surveys_satisfied" not in columns
+
+
+def test_0011_gives_attachments_the_type_of_their_bytes(empty_engine, tmp_path, monkeypatch):
+    """Rows off the allow-list (a sender's text/html, a missing type) take the type their
+    file's bytes have, read from the settings' data directory; a file that is not there,
+    or is no allowed media, becomes application/octet-stream; allow-listed rows stay."""
+    from core.settings import get_settings
+    from tests.support.media_samples import audio
+
+    data = tmp_path / "data"
+    (data / "chat").mkdir(parents=True)
+    (data / "chat/voice-real.oga").write_bytes(audio("ogg"))
+    (data / "chat/voice-codecs.oga").write_bytes(audio("ogg"))
+    (data / "chat/voice-page.oga").write_bytes(b"<!doctype html><script src='/console/cases/1/files/3'></script>")
+    monkeypatch.setenv("GRIDLINE_DATA_DIR", str(data))
+    get_settings.cache_clear()
+    try:
+        upgrade(empty_engine, "0010")
+        rows = [  # path, the type on the row before 0011, the type after
+            ("chat/voice-real.oga", None, "audio/ogg"),
+            ("chat/voice-codecs.oga", "audio/ogg; codecs=opus", "audio/ogg"),
+            ("chat/voice-page.oga", "text/html", "application/octet-stream"),
+            ("chat/voice-gone.oga", "text/javascript", "application/octet-stream"),
+            ("chat/photo-gone.jpg", "image/jpeg", "image/jpeg"),
+            ("recordings/rec.wav", "audio/wav", "audio/wav"),
+        ]
+        with empty_engine.begin() as conn:
+            for path, before, _ in rows:
+                conn.execute(text("INSERT INTO attachment (kind, path, mime_type, created_at) VALUES "
+                                  "('voice', :path, :mime, '2026-11-01 01:00:00')"), {"path": path, "mime": before})
+        upgrade(empty_engine)
+        with empty_engine.connect() as conn:
+            after = dict(conn.execute(text("SELECT path, mime_type FROM attachment")).all())
+        assert after == {path: expected for path, _, expected in rows}
+        downgrade(empty_engine, "0010")  # a no-op: the declared types are not brought back
+        with empty_engine.connect() as conn:
+            assert dict(conn.execute(text("SELECT path, mime_type FROM attachment")).all()) == after
+    finally:
+        get_settings.cache_clear()

@@ -8,6 +8,7 @@ from console import casework, db
 from console.access import console_rules, name_for, phone_for, text_for
 from console.views.common import form, principal, render, who
 from console.web import PREFIX, status_for
+from core import media_types
 from core.errors import DomainError
 
 
@@ -27,6 +28,14 @@ def _transcript(case, p, threshold: float) -> list[dict]:  # noqa: ANN001
     return out
 
 
+def _plays(f) -> bool:  # noqa: ANN001
+    return media_types.servable(f.mime_type) in media_types.AUDIO
+
+
+def _shows(f) -> bool:  # noqa: ANN001
+    return media_types.servable(f.mime_type) in media_types.IMAGES
+
+
 async def show(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
     p = principal(request)
     number = request.match_info["number"]
@@ -41,8 +50,11 @@ async def show(request: web.Request, *, error: str = "", status: int = 200) -> w
         "resident_name": name_for(p, view.resident.name if view.resident else None),
         "description": text_for(p, view.case.description),
         "transcript": _transcript(view.case, p, threshold),
-        "recordings": [f for f in view.files if f.kind in ("recording", "voice")],
-        "photos": [f for f in view.files if f.kind == "photo"],
+        "recordings": [f for f in view.files if f.kind in ("recording", "voice") and _plays(f)],
+        "photos": [f for f in view.files if f.kind == "photo" and _shows(f)],
+        # a file that is neither (its bytes were no audio or image we allow): a download only
+        "downloads": [f for f in view.files if f.kind in ("recording", "voice", "photo")
+                      and not (_plays(f) if f.kind != "photo" else _shows(f))],
         "text_for": lambda s: text_for(p, s),
     }, status=status)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from core import media_types
 from core.actions._base import S, check, event
 from core.clock import utcnow
 from core.errors import InvalidInput
@@ -21,7 +22,7 @@ class FileRef:
 
     kind: str  # recording, voice, photo
     path: str  # relative to the data directory (core.storage.stored_path)
-    mime_type: str | None = None
+    mime_type: str | None = None  # read from the bytes (core.media_types.detect), never a sender's word
     size: int | None = None
     sha256: str | None = None
 
@@ -154,7 +155,8 @@ def _link_files(session: Session, case: Case, files: tuple[FileRef, ...],
         if ref.path in known:
             continue
         known.add(ref.path)
-        att = Attachment(case_id=case.id, kind=ref.kind, path=ref.path, mime_type=ref.mime_type,
+        # a channel hands in the type it detected; nothing off the allow-list is ever recorded
+        att = Attachment(case_id=case.id, kind=ref.kind, path=ref.path, mime_type=media_types.servable(ref.mime_type),
                          size=ref.size, sha256=ref.sha256)
         session.add(att)
         linked.append(att)

@@ -54,3 +54,33 @@ async def test_local_mode_reads_the_path_it_is_given(mode, fake, engine, demo, t
         assert (h.services.settings.data_dir / att.path).read_bytes() == local_file.read_bytes()
     finally:
         await h.stop()
+
+
+async def test_a_stored_file_has_the_type_of_its_bytes_not_the_senders(harness):
+    """The Bot API passes on whatever ``mime_type`` the sender's client declared: a page
+    declared as a voice note, a script as audio/ogg, a PNG sent as a photo are stored as
+    what their bytes are (core.media_types), never as what they were called."""
+    from tests.support.media_samples import audio, image
+
+    h = harness
+    h.fake.add_user(USER, "Qian", language_code="zh-hans")
+    page = b"<!doctype html><script src='/console/cases/1/files/1'></script>"
+    script = b"fetch('/console/users').then(r => r.text()).then(t => { document.title = t })"
+    sent = [  # (what, bytes, the declared type, the stored type)
+        ("voice", page, "text/html", "application/octet-stream"),
+        ("voice", script, "audio/ogg", "application/octet-stream"),
+        ("photo", image("png"), None, "image/png"),
+        ("photo", page, None, "application/octet-stream"),
+        ("voice", audio("ogg", 1.5), "text/html", "audio/ogg"),
+    ]
+    for kind, data, declared, _ in sent:
+        note = h.fake.add_file(data, kind=kind, mime_type=declared)
+        if kind == "voice":
+            await h.send(h.fake.make_voice_update(note.file_id, duration=2, user_id=USER, mime_type=declared))
+        else:
+            await h.send(h.fake.make_photo_update(note.file_id, user_id=USER))
+    await h.reply(USER, "没有听清楚")  # the real recording, whatever it was called, was decoded (a tone: no words)
+    with session_scope(h.engine) as session:
+        stored = {bytes((h.services.settings.data_dir / a.path).read_bytes()): a.mime_type
+                  for a in session.exec(select(Attachment)).all()}
+    assert stored == {data: expected for _, data, _, expected in sent}
