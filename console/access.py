@@ -5,9 +5,9 @@ not see them."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import false, or_
@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, select
 
 from core.models import Case, ConsoleUser, ConsoleUserGrid, Grid, WorkerGrid
+from core.redaction import STAFF, mask_name, mask_phone, redact
 from core.rules import load_rules
 
 ROLES = ("admin", "operator", "supervisor", "worker", "department", "viewer")
@@ -148,34 +149,7 @@ def can_see(session: Session, principal: Principal, case_id: int) -> bool:
     return session.exec(scoped(select(Case.id).where(Case.id == case_id), principal)).first() is not None
 
 
-# ---- masking -----------------------------------------------------------------------------
-
-_MOBILE_IN_TEXT = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(1[3-9]\d)[- ]?(\d{4})[- ]?(\d{4})(?!\d)")
-
-
-def mask_phone(phone: str | None) -> str:
-    """138****2419: enough to tell numbers apart on a list, not enough to call."""
-    if not phone:
-        return ""
-    digits = re.sub(r"\D", "", phone)
-    if digits.startswith("86") and len(digits) == 13:
-        digits = digits[2:]
-    if len(digits) < 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}****{digits[-4:]}"
-
-
-def mask_name(name: str | None) -> str:
-    if not name:
-        return ""
-    return name[0] + "*" * max(1, len(name) - 1)
-
-
-def mask_text(text: str | None) -> str:
-    """Mobile numbers a caller spoke or typed, masked inside a description or transcript."""
-    if not text:
-        return text or ""
-    return _MOBILE_IN_TEXT.sub(lambda m: f"{m.group(1)}****{m.group(3)}", text)
+# ---- masking: core.redaction does it; these choose by role ----------------------------------
 
 
 def phone_for(principal: Principal, phone: str | None) -> str:
@@ -186,8 +160,11 @@ def name_for(principal: Principal, name: str | None) -> str:
     return (name or "") if principal.sees_phone else mask_name(name)
 
 
-def text_for(principal: Principal, text: str | None) -> str:
-    return (text or "") if principal.sees_phone else mask_text(text)
+def text_for(principal: Principal, text: str | None, names: Iterable[str] = ()) -> str:
+    """Free text (a description, a transcript, a note) as this role may read it: for a role
+    that may not see phones and names, the personal data in it masked, the case's known
+    names (``names``: its resident's and household's) included."""
+    return (text or "") if principal.sees_phone else redact(text, names, STAFF)
 
 
 def report_scope(session: Session, principal: Principal):  # noqa: ANN201

@@ -28,7 +28,7 @@ from core.models import (
     Urgency,
     Worker,
 )
-from core.queries import case_files
+from core.queries import case_files, known_names
 
 
 class Forbidden(Exception):
@@ -61,6 +61,9 @@ class CaseView:
     merged_into: str | None
     drawing: svgmap.Drawing | None
     choices: dict = field(default_factory=dict)
+    # The names known for this case and for each duplicate suggested (case id → names): what
+    # free text is masked with for a role that may not see names.
+    people: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _grid_path(session: Session, grid_id: int | None) -> list[Grid]:
@@ -121,6 +124,8 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
         merged_into=merged_into,
         drawing=_map(session, case, grid_path[-1] if grid_path else None),
     )
+    if not principal.sees_phone:
+        view.people = known_names(session, [case, *(d.case for d in duplicates)])
     if principal.rules.actions:
         view.choices = {
             "categories": session.exec(select(Category).order_by(Category.code)).all(),

@@ -11,7 +11,8 @@ platform, a mobile app) exchange cases through.
 A channel like the hotline: it translates a request into one ``core.intake`` call and
 renders cases back. It publishes no personal data: no phone numbers, names or household
 addresses; the place is the grid (most specific first) and a point rounded to about 100 m;
-numbers in the description are masked. Shredded cases are not served at all.
+the description is masked by ``core.redaction`` with the names known for the case, or not
+published at all (a rule). Shredded cases are not served at all.
 
 POST is idempotent per client request id: the ``Idempotency-Key`` header or a
 ``client_request_id`` field (also the token ``tokens/…`` resolves). The same key and id
@@ -34,6 +35,8 @@ from core.clock import utcnow
 from core.errors import DatabaseBusy, DomainError
 from core.intake import file_petition_in
 from core.models import Case, CaseStatus, Category, Channel, Department, Grid
+from core.queries import known_names
+from core.redaction import PUBLIC, redact
 from core.rules import load_rules
 from core.texts import status_name
 
@@ -66,19 +69,19 @@ class ApiError(Exception):
 
 # ---- what is published ----------------------------------------------------------------------
 
-_ID_NUMBER = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
-_LONG_NUMBER = re.compile(r"(?<!\d)(?:\+?\d[\d\- ]{5,}\d)(?!\d)")
-_FLAT = re.compile(r"(?<![\d一二三四五六七八九十百零〇])[\d一二三四五六七八九十百零〇]{1,5}(室|号房)")
+def public_text(text: str | None, names: tuple[str, ...] = ()) -> str:
+    """A resident's words as the public may read them (``core.redaction``, ``PUBLIC``):
+    no e-mail, phone or identity number, no building, unit or room number, no name of the
+    case's resident or household, nor one the text introduces."""
+    return redact(text, names, PUBLIC)[:MAX_DESCRIPTION]
 
 
-def public_text(text: str | None) -> str:
-    """A resident's words as the public may read them: identity numbers, phone numbers (any
-    run of seven digits or more) and flat numbers masked."""
-    if not text:
-        return ""
-    text = _ID_NUMBER.sub("***", text)
-    text = _LONG_NUMBER.sub(lambda m: "***" if sum(ch.isdigit() for ch in m.group(0)) >= 7 else m.group(0), text)
-    return _FLAT.sub(lambda m: "**" + m.group(1), text)[:MAX_DESCRIPTION]
+def public_description(case: Case, category: Category | None, names: tuple[str, ...]) -> str | None:
+    """The description as published: masked, or (``[open311] publish_descriptions = false``)
+    the category's name alone, a summary that cannot carry anyone's words."""
+    if not rules().get("publish_descriptions", True):
+        return category.name if category else str(rules().get("summary_without_category", "群众诉求"))
+    return public_text(case.description, names) or None
 
 
 def w3c(value: datetime | None, tz: str) -> str | None:
@@ -119,7 +122,8 @@ class Names:
         return ", ".join(names) or None
 
 
-def request_dict(case: Case, names: Names, merged_into: str | None, tz: str) -> dict:
+def request_dict(case: Case, names: Names, merged_into: str | None, tz: str,
+                 people: tuple[str, ...] = ()) -> dict:
     category = names.categories.get(case.category_id) if case.category_id else None
     department = names.departments.get(case.department_id) if case.department_id else None
     decimals = int(rules().get("coordinate_decimals", 3))
@@ -130,7 +134,7 @@ def request_dict(case: Case, names: Names, merged_into: str | None, tz: str) -> 
         "status_notes": status_notes(case, merged_into),
         "service_name": category.name if category else None,
         "service_code": category.code if category else None,
-        "description": public_text(case.description) or None,
+        "description": public_description(case, category, people),
         "agency_responsible": department.name if department else None,
         "service_notice": None,
         "requested_datetime": w3c(case.created_at, tz),
@@ -153,7 +157,8 @@ def requests_out(session: Session, cases: list[Case], tz: str) -> list[dict]:
     if merged_ids:
         merged = {cid: number for cid, number in
                   session.exec(select(Case.id, Case.number).where(Case.id.in_(sorted(merged_ids)))).all()}
-    return [request_dict(c, names, merged.get(c.merged_into_id), tz) for c in cases]
+    people = known_names(session, cases)
+    return [request_dict(c, names, merged.get(c.merged_into_id), tz, people.get(c.id, ())) for c in cases]
 
 
 # ---- rendering -------------------------------------------------------------------------------

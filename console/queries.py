@@ -16,6 +16,7 @@ from core.actions import OWNED
 from core.errors import InvalidInput
 from core.models import (
     TRIAGE_INDEX_PREDICATE,
+    AuditEntry,
     Case,
     CaseStatus,
     Category,
@@ -25,6 +26,8 @@ from core.models import (
     Resident,
     Worker,
 )
+from core.queries import known_names
+from core.redaction import STAFF, redact
 
 
 @dataclass
@@ -42,9 +45,13 @@ def triage_flags() -> list[str]:
     return list(console_rules().get("triage_flags", ()))
 
 
-def names_for(session: Session, cases: list[Case]) -> dict:
-    """Category, grid, worker and department names of the cases on a page (one query each)."""
-    out: dict[str, dict[int, object]] = {"category": {}, "grid": {}, "worker": {}, "department": {}}
+def names_for(session: Session, cases: list[Case], principal: Principal | None = None) -> dict:
+    """Category, grid, worker and department names of the cases on a page (one query each),
+    and, for a role that reads masked text, the people each case knows (``people``: what the
+    descriptions are masked with)."""
+    out: dict[str, dict[int, object]] = {"category": {}, "grid": {}, "worker": {}, "department": {}, "people": {}}
+    if principal is not None and not principal.sees_phone:
+        out["people"] = known_names(session, cases)
     for key, model, attr in (("category", Category, "category_id"), ("grid", Grid, "grid_id"),
                              ("worker", Worker, "worker_id"), ("department", Department, "department_id")):
         ids = sorted({getattr(c, attr) for c in cases if getattr(c, attr) is not None})
@@ -68,7 +75,7 @@ def triage(session: Session, principal: Principal, after: tuple | None, limit: i
     rows = list(session.exec(stmt).all())
     nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows))
+    return Page(rows, nxt, names_for(session, rows, principal))
 
 
 @dataclass
@@ -109,7 +116,10 @@ def _local_day_start(day: str, tz: str) -> datetime:
 
 def search(session: Session, principal: Principal, f: SearchFilters, after: tuple | None,
            limit: int | None = None) -> Page:
-    """Newest first. Phone search only for roles that see phones (the caller checks too)."""
+    """Newest first. Phone search only for roles that see phones (the caller checks too).
+    A role that reads masked text searches the text as it reads it: a case matches when its
+    masked description contains the words, so no search can find what the page hides (the
+    middle of a phone number, an identity number, a resident's name)."""
     from core.routing import phone_variants
     from core.settings import get_settings
 
@@ -128,8 +138,12 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         residents = sorted(session.exec(select(Resident.id).where(Resident.phone.in_(variants))).all())
         by_phone = Case.contact_phone.in_(variants)
         stmt = stmt.where(or_(by_phone, Case.resident_id.in_(residents)) if residents else by_phone)
-    if f.text:
-        stmt = stmt.where(func.lower(Case.description).like(f"%{_like_escape(f.text.lower())}%", escape="\\"))
+    term = f.text.lower()
+    masked = bool(f.text) and not principal.sees_phone
+    # For a role that reads masked text, a first sieve: what the masked text contains, the
+    # stored text contains too, but for the stars of a mask; the masked text decides below.
+    for piece in ([p for p in term.split("*") if p] if masked else [term] if term else []):
+        stmt = stmt.where(func.lower(Case.description).like(f"%{_like_escape(piece)}%", escape="\\"))
     if f.grid:
         grid = session.exec(select(Grid).where(or_(Grid.code == f.grid, Grid.name == f.grid))).first()
         if grid is None:
@@ -156,14 +170,66 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         stmt = stmt.where(Case.created_at >= _local_day_start(f.date_from, tz))
     if f.date_to:
         stmt = stmt.where(Case.created_at < _local_day_start(f.date_to, tz) + timedelta(days=1))
+    stmt = scoped(stmt, principal)
+    if masked:
+        return _search_masked(session, principal, stmt, term, after, limit)
+    rows = list(session.exec(_newest_after(stmt, after).limit(limit + 1)).all())
+    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    rows = rows[:limit]
+    return Page(rows, nxt, names_for(session, rows, principal))
+
+
+def _newest_after(stmt, after: tuple | None):  # noqa: ANN001, ANN202
     if after is not None:
         at, row_id = after
         stmt = stmt.where(or_(Case.created_at < at, and_(Case.created_at == at, Case.id < row_id)))
-    stmt = scoped(stmt, principal).order_by(Case.created_at.desc(), Case.id.desc()).limit(limit + 1)
-    rows = list(session.exec(stmt).all())
-    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows))
+    return stmt.order_by(Case.created_at.desc(), Case.id.desc())
+
+
+# A masked search reads candidates in batches, and at most this many per page: a page may
+# then come back short, with a link to read on.
+MASKED_BATCH = 200
+MASKED_MOST = 2000
+
+
+def _search_masked(session: Session, principal: Principal, stmt, term: str, after: tuple | None,  # noqa: ANN001
+                   limit: int) -> Page:
+    found: list[Case] = []
+    scanned = 0
+    cursor = after
+    while True:
+        batch = list(session.exec(_newest_after(stmt, cursor).limit(MASKED_BATCH)).all())
+        people = known_names(session, batch)
+        for case in batch:
+            if term not in redact(case.description, people.get(case.id, ()), STAFF).lower():
+                continue
+            if len(found) == limit:  # one match more: there is a next page, after the last shown
+                return Page(found, (found[-1].created_at, found[-1].id), names_for(session, found, principal))
+            found.append(case)
+        scanned += len(batch)
+        if len(batch) < MASKED_BATCH:
+            return Page(found, None, names_for(session, found, principal))
+        cursor = (batch[-1].created_at, batch[-1].id)
+        if scanned >= MASKED_MOST:  # read on from here on the next page
+            return Page(found, cursor, names_for(session, found, principal))
+
+
+# Searches for a person: a phone search, or a text search that looks for one. Each is an
+# audit row with one of these actions; the hour's rows are what the limit counts.
+PERSONAL_SEARCHES = ("case.search_phone", "case.search_text")
+
+
+def personal_searches_allowed() -> int:
+    return int(console_rules().get("search", {}).get("personal_per_hour", 60))
+
+
+def personal_searches_made(session: Session, actor: str) -> int:
+    """How many personal searches this account made in the last hour (audit rows)."""
+    from core.clock import utcnow
+
+    return int(session.exec(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.actor == actor, AuditEntry.action.in_(PERSONAL_SEARCHES),
+        AuditEntry.at >= utcnow() - timedelta(hours=1))).one())
 
 
 # The statuses a handler's queue shows: it owns the case and has work to do on it.
@@ -186,7 +252,7 @@ def queue(session: Session, principal: Principal, *, worker_id: int | None = Non
     rows = list(session.exec(stmt).all())
     nxt = (rows[limit - 1].resolution_due, rows[limit - 1].id) if len(rows) > limit else None
     rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows))
+    return Page(rows, nxt, names_for(session, rows, principal))
 
 
 def queue_owners(session: Session, principal: Principal) -> tuple[list, list]:

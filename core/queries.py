@@ -39,3 +39,29 @@ def case_files(session: Session, case_id: int, kind: str | None = None) -> list[
     if kind is not None:
         stmt = stmt.where(Attachment.kind == kind)
     return list(session.exec(stmt).all())
+
+
+def known_names(session: Session, cases: list[Case]) -> dict[int, tuple[str, ...]]:
+    """The names known for each case: its resident's and their household's (two queries for
+    a page of cases). What ``core.redaction.redact`` masks for certain in the case's text."""
+    resident_ids = sorted({c.resident_id for c in cases if c.resident_id is not None})
+    if not resident_ids:
+        return {}
+    residents = {r.id: r for r in session.exec(select(Resident).where(Resident.id.in_(resident_ids))).all()}
+    households = sorted({r.household_id for r in residents.values() if r.household_id is not None})
+    members: dict[int, set[str]] = {}
+    if households:
+        for household_id, name in session.exec(select(Resident.household_id, Resident.name)
+                                               .where(Resident.household_id.in_(households))).all():
+            if name:
+                members.setdefault(household_id, set()).add(name)
+    out: dict[int, tuple[str, ...]] = {}
+    for case in cases:
+        resident = residents.get(case.resident_id) if case.resident_id is not None else None
+        if resident is None:
+            continue
+        names = set(members.get(resident.household_id, ())) if resident.household_id is not None else set()
+        if resident.name:
+            names.add(resident.name)
+        out[case.id] = tuple(sorted(names))
+    return out

@@ -12,17 +12,21 @@ from core import media_types
 from core.errors import DomainError
 
 
-def _transcript(case, p, threshold: float) -> list[dict]:  # noqa: ANN001
-    """Segments with their words; chat transcripts have no word timings (one piece each)."""
+def _transcript(case, p, threshold: float, people: tuple[str, ...]) -> list[dict]:  # noqa: ANN001
+    """Segments with their words; chat transcripts have no word timings (one piece each).
+    A name or a number is spoken over several words (王 / 小明, 幺三九 / 一二三四), so a role
+    that reads masked text gets a segment with personal data in it masked whole, as one piece."""
     out = []
     for seg in case.transcript or []:
         words = seg.get("words") or []
-        pieces = [{"text": text_for(p, str(w.get("word", ""))), "start": float(w.get("start", 0.0)),
+        pieces = [{"text": str(w.get("word", "")), "start": float(w.get("start", 0.0)),
                    "end": float(w.get("end", 0.0)), "conf": float(w.get("conf", 1.0)),
                    "low": float(w.get("conf", 1.0)) < threshold} for w in words]
-        if not pieces:
-            conf = float(seg.get("confidence", 1.0))
-            pieces = [{"text": text_for(p, str(seg.get("text", ""))), "start": float(seg.get("start", 0.0)),
+        whole = "".join(piece["text"] for piece in pieces) if pieces else str(seg.get("text", ""))
+        masked = text_for(p, whole, people)
+        if not pieces or masked != whole:
+            conf = min([float(seg.get("confidence", 1.0))] + [piece["conf"] for piece in pieces])
+            pieces = [{"text": masked, "start": float(seg.get("start", 0.0)),
                        "end": float(seg.get("end", 0.0)), "conf": conf, "low": conf < threshold}]
         out.append({"start": float(seg.get("start", 0.0)), "words": pieces})
     return out
@@ -44,18 +48,19 @@ async def show(request: web.Request, *, error: str = "", status: int = 200) -> w
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
     threshold = float(console_rules().get("low_word_confidence", 0.6))
+    people = view.people.get(view.case.id, ())
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
         "phone": phone_for(p, view.case.contact_phone or (view.resident.phone if view.resident else None)),
         "resident_name": name_for(p, view.resident.name if view.resident else None),
-        "description": text_for(p, view.case.description),
-        "transcript": _transcript(view.case, p, threshold),
+        "description": text_for(p, view.case.description, people),
+        "transcript": _transcript(view.case, p, threshold, people),
         "recordings": [f for f in view.files if f.kind in ("recording", "voice") and _plays(f)],
         "photos": [f for f in view.files if f.kind == "photo" and _shows(f)],
         # a file that is neither (its bytes were no audio or image we allow): a download only
         "downloads": [f for f in view.files if f.kind in ("recording", "voice", "photo")
                       and not (_plays(f) if f.kind != "photo" else _shows(f))],
-        "text_for": lambda s: text_for(p, s),
+        "text_for": lambda s, case_id=view.case.id: text_for(p, s, view.people.get(case_id, ())),
     }, status=status)
 
 

@@ -249,8 +249,9 @@ async def test_a_case_filed_through_open311_is_followed_up_by_hand(api, world, e
         assert survey.channel == "manual"
 
 
-def test_public_text_masks_numbers_and_flats():
+def test_public_text_masks_numbers_flats_and_names():
     assert public_text("电话 138-0013-8000 或 0598 7512301，身份证 35042619800101123X") == "电话 *** 或 ***，身份证 ***"
-    assert public_text("9幢2单元301室门口") == "9幢2单元**室门口"
-    assert public_text("三号楼二零三室") == "三号楼**室"
+    assert public_text("9幢2单元301室门口") == "**幢**单元**室门口"
+    assert public_text("三号楼二零三室") == "**号楼**室"
+    assert public_text("陈大明说路灯坏了", ("陈大明",)) == "**说路灯坏了"
     assert public_text("路灯坏了3天") == "路灯坏了3天" and PHONE_LIKE.search(public_text("13800138000")) is None
