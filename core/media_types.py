@@ -43,6 +43,7 @@ _CONTAINERS = {
 _IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MAX_IMAGE_PIXELS = 40_000_000  # far beyond any phone photo; a bigger one is a download, never decoded
 _HEAD = 64
+_TAIL = 64  # where an image's end marker must be (a few padding bytes may follow it)
 _PACKETS_TO_TRY = 64  # an audio stream decodes a frame within its first packets or is not audio
 
 
@@ -108,8 +109,26 @@ def _image(path: Path) -> str | None:
     with Image.open(path, formats=tuple(_IMAGE_FORMATS)) as im:
         if im.width * im.height > MAX_IMAGE_PIXELS:
             return None
-        im.load()  # the whole image decodes: a cut-off or forged body raises here
-        return _IMAGE_FORMATS.get(im.format or "")
+        im.load()  # the whole image decodes: a forged body raises here
+        mime = _IMAGE_FORMATS.get(im.format or "")
+    # Pillow pads a cut-off image instead of raising once anything in the process has set
+    # ImageFile.LOAD_TRUNCATED_IMAGES (WeasyPrint does on import), so the end is checked here.
+    return mime if mime and _ends_whole(path, mime) else None
+
+
+def _ends_whole(path: Path, mime: str) -> bool:
+    """The file carries its format's end: JPEG's EOI marker, PNG's IEND chunk, or as many
+    bytes as WebP's RIFF header says."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if mime == "image/webp":
+            f.seek(4)
+            return int.from_bytes(f.read(4), "little") + 8 <= size
+        f.seek(max(0, size - _TAIL))
+        tail = f.read()
+    if mime == "image/png":
+        return b"IEND" in tail
+    return tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
 
 
 def _audio(path: Path, container: str) -> str | None:

@@ -71,6 +71,18 @@ def test_an_image_cut_short_is_a_download(tmp_path, kind):
     assert detect(write(tmp_path, whole[: len(whole) // 2])) == OCTET_STREAM
 
 
+@pytest.mark.parametrize("kind", ["jpeg", "png", "webp"])
+def test_an_image_cut_short_is_a_download_even_when_pillow_pads_cut_images(tmp_path, kind, monkeypatch):
+    """WeasyPrint (the PDF reports) sets Pillow's LOAD_TRUNCATED_IMAGES on import, in the
+    same process as the chat's downloads."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    whole = image(kind, (320, 240))
+    assert detect(write(tmp_path, whole)) == f"image/{kind}"
+    assert detect(write(tmp_path, whole[: len(whole) // 2])) == OCTET_STREAM
+
+
 def test_recordings_glued_after_a_page_do_not_make_it_audio(tmp_path):
     """A polyglot that opens as a page is a page, however much real audio follows."""
     for kind in ("ogg", "mp3", "wav"):
