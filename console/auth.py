@@ -192,14 +192,6 @@ def device_for(session: DbSession, name: str, cookie: str | None, policy: Policy
     return mine, trusted
 
 
-def throttle_for(session: DbSession, name: str, remote: str, device_cookie: str | None = None) -> Throttle | None:
-    """What makes a login of ``name`` from ``remote`` (with this browser's device cookie) wait now."""
-    policy = login_policy()
-    token, _ = device_for(session, name.strip()[:64], device_cookie, policy)
-    device = throttle.device_id(throttle.device_digest(token)) if token else None
-    return throttle.judge(session, policy, name.strip()[:64], remote, device)
-
-
 def attempt_login(session: DbSession, name: str, password: str, remote: str,
                   device_cookie: str | None = None) -> LoginResult:
     """Check a name and password, unless a throttle makes the attempt wait (then the
