@@ -198,6 +198,14 @@ def attempt_login(session: DbSession, name: str, password: str, remote: str,
     password is not looked at). Every checked outcome is an audit row; a success from a
     browser without a valid device cookie for the account gives it one."""
     name = name.strip()[:64]
+    with throttle.alone_on(session, name) as alone:
+        if not alone:  # another attempt on this account is being checked this instant
+            busy = Throttle("busy", name, remote, 0, utcnow() + timedelta(seconds=1))
+            return LoginResult(None, throttle=busy, retry_seconds=1)
+        return _attempt(session, name, password, remote, device_cookie)
+
+
+def _attempt(session: DbSession, name: str, password: str, remote: str, device_cookie: str | None) -> LoginResult:
     policy = login_policy()
     token, trusted = device_for(session, name, device_cookie, policy)
     device = throttle.device_id(throttle.device_digest(token)) if token else None

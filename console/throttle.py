@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import or_, text
 from sqlmodel import Session, select
 
 from core import audit
@@ -134,6 +136,40 @@ def trusted_accounts(session: Session, tokens: Sequence[str], policy: Policy,
 def trust_device(session: Session, token: str, account: str, address: str) -> None:
     audit.record(session, actor=f"console:{account}", action=TRUSTED, target_type=DEVICE_TARGET,
                  target_id=device_digest(token), detail={"account": account}, remote=address)
+
+
+# ---- one checked attempt per account at a time ----------------------------------------------
+
+_checking: set[str] = set()
+_checking_guard = threading.Lock()
+
+
+def advisory_key(account: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"gridline-login:{account}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def alone_on(session: Session, account: str) -> Iterator[bool]:
+    """Whether this is the only attempt on ``account`` being judged and checked right now.
+    Without it, parallel attempts would all be judged against the same count of failures
+    (as many guesses at once as there are database threads). In this process a set of
+    names; across instances on PostgreSQL a transaction-level advisory lock, held until
+    the attempt's failure row is committed. The one that does not get it is told to wait a
+    second, without waiting here (a flood must not hold the database threads)."""
+    with _checking_guard:
+        if account in _checking:
+            yield False
+            return
+        _checking.add(account)
+    try:
+        if session.get_bind().dialect.name == "postgresql" and not session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": advisory_key(account)}).scalar():
+            yield False
+            return
+        yield True
+    finally:
+        with _checking_guard:
+            _checking.discard(account)
 
 
 # ---- reading the trail -------------------------------------------------------------------

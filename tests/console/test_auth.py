@@ -60,6 +60,26 @@ def test_login_success_and_failure_are_audited_with_the_address(engine, world):
     assert [(a.target_id, a.remote) for a in ok] == [("op", "10.1.2.3")]
 
 
+def test_a_second_attempt_on_an_account_being_checked_waits_a_second_unchecked(engine, world):
+    from sqlalchemy import text
+
+    from console import throttle
+
+    with session_scope(engine) as first, throttle.alone_on(first, "op") as alone:  # being checked
+        assert alone
+        with session_scope(engine) as session:
+            result = attempt_login(session, "op", PASSWORD, "10.0.0.1")
+        assert result.limited and result.retry_seconds == 1 and result.user is None
+    if engine.dialect.name == "postgresql":  # another instance checks it: the advisory lock says so
+        with session_scope(engine) as other_instance:
+            other_instance.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": throttle.advisory_key("op")})
+            with session_scope(engine) as session:
+                assert attempt_login(session, "op", PASSWORD, "10.0.0.1").limited
+    assert _audit(engine, "console.login_failed") == [] and _audit(engine, "console.login") == []
+    with session_scope(engine) as session:
+        assert attempt_login(session, "op", PASSWORD, "10.0.0.1").user is not None
+
+
 # ---- throttling: slowed per lane, never locked (console.throttle) ---------------------------
 
 T0 = datetime(2026, 11, 20, 1, 0, 0)
