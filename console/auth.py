@@ -198,17 +198,19 @@ def attempt_login(session: DbSession, name: str, password: str, remote: str,
     password is not looked at). Every checked outcome is an audit row; a success from a
     browser without a valid device cookie for the account gives it one."""
     name = name.strip()[:64]
-    with throttle.alone_on(session, name) as alone:
-        if not alone:  # another attempt on this account is being checked this instant
-            busy = Throttle("busy", name, remote, 0, utcnow() + timedelta(seconds=1))
-            return LoginResult(None, throttle=busy, retry_seconds=1)
-        return _attempt(session, name, password, remote, device_cookie)
-
-
-def _attempt(session: DbSession, name: str, password: str, remote: str, device_cookie: str | None) -> LoginResult:
     policy = login_policy()
     token, trusted = device_for(session, name, device_cookie, policy)
     device = throttle.device_id(throttle.device_digest(token)) if token else None
+    # A trusted browser is judged by its own failures, so it queues behind nobody else's attempts.
+    with throttle.alone_on(session, f"{name}\n{device}" if device else name) as alone:
+        if not alone:  # another attempt in the same lanes is being checked this instant
+            busy = Throttle("busy", name, remote, 0, utcnow() + timedelta(seconds=1))
+            return LoginResult(None, throttle=busy, retry_seconds=1)
+        return _attempt(session, name, password, remote, policy, token, trusted, device)
+
+
+def _attempt(session: DbSession, name: str, password: str, remote: str, policy: Policy, token: str | None,
+             trusted: dict, device: str | None) -> LoginResult:
     waiting = throttle.judge(session, policy, name, remote, device)
     if waiting is not None:
         return LoginResult(None, throttle=waiting, retry_seconds=max(1, waiting.seconds_left(utcnow())))

@@ -144,32 +144,33 @@ _checking: set[str] = set()
 _checking_guard = threading.Lock()
 
 
-def advisory_key(account: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"gridline-login:{account}".encode()).digest()[:8], "big", signed=True)
+def advisory_key(lane: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"gridline-login:{lane}".encode()).digest()[:8], "big", signed=True)
 
 
 @contextmanager
-def alone_on(session: Session, account: str) -> Iterator[bool]:
-    """Whether this is the only attempt on ``account`` being judged and checked right now.
+def alone_on(session: Session, lane: str) -> Iterator[bool]:
+    """Whether this is the only attempt in ``lane`` (an account name; for a trusted browser,
+    the account and the browser) being judged and checked right now.
     Without it, parallel attempts would all be judged against the same count of failures
     (as many guesses at once as there are database threads). In this process a set of
     names; across instances on PostgreSQL a transaction-level advisory lock, held until
     the attempt's failure row is committed. The one that does not get it is told to wait a
     second, without waiting here (a flood must not hold the database threads)."""
     with _checking_guard:
-        if account in _checking:
+        if lane in _checking:
             yield False
             return
-        _checking.add(account)
+        _checking.add(lane)
     try:
         if session.get_bind().dialect.name == "postgresql" and not session.execute(
-                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": advisory_key(account)}).scalar():
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": advisory_key(lane)}).scalar():
             yield False
             return
         yield True
     finally:
         with _checking_guard:
-            _checking.discard(account)
+            _checking.discard(lane)
 
 
 # ---- reading the trail -------------------------------------------------------------------
