@@ -6,9 +6,10 @@
   sessions because logging out, disabling an account or changing its role must take
   effect on the next request, on every instance behind a load balancer, with no shared
   secret key to distribute and rotate.
-* Rate limiting: failed logins are audit rows (``console.login_failed``); a login is refused
-  unseen when its account or its address has too many in the window (rules.toml
-  ``[console.login]``), so the limit holds across restarts and instances.
+* Throttling: failed logins are audit rows (``console.login_failed``); an attempt waits,
+  unchecked, while one of its lanes (account and address, address, account, or the trusted
+  browser's own) has had too many: ``console.throttle`` and rules.toml ``[console.login]``.
+  Nothing locks: the wait doubles with each failure, up to a cap.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from sqlalchemy import delete, func
 from sqlmodel import Session as DbSession
 from sqlmodel import select
 
-from console import db
+from console import db, throttle
 from console.access import ROLES, Principal, console_rules, principal_for
 from console.config import get_console_settings
+from console.throttle import Policy, Throttle
 from core import audit
 from core.clock import utcnow
 from core.errors import InvalidInput, NotFound
 from core.models import (
-    AuditEntry,
     ConsoleSession,
     ConsoleUser,
     ConsoleUserGrid,
@@ -44,6 +45,8 @@ from core.models import (
 )
 
 COOKIE = "gridline_console"
+# A trusted browser's tokens (console.throttle); sent only to the login page.
+DEVICE_COOKIE = "gridline_device"
 PRINCIPAL = web.RequestKey("console_principal", object)
 _hasher = PasswordHasher()
 # Verified against when the account does not exist, so a wrong name costs the same time.
@@ -165,56 +168,81 @@ def _in(address: str, nets) -> bool:  # noqa: ANN001
 @dataclass(frozen=True)
 class LoginResult:
     user: ConsoleUser | None
-    limited: bool = False
-    retry_minutes: int = 0
+    # Set when the attempt was refused unchecked: what makes it wait, and for how long.
+    throttle: Throttle | None = None
+    retry_seconds: int = 0
+    # The browser's new device cookie after a success (None: keep the one it has).
+    device_cookie: str | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.throttle is not None
 
 
-def _failures_since(session: DbSession, since, *, account: str | None = None, remote: str | None = None) -> int:
-    stmt = select(func.count()).select_from(AuditEntry).where(
-        AuditEntry.action == "console.login_failed", AuditEntry.at >= since)
-    if account is not None:
-        stmt = stmt.where(AuditEntry.target_type == "console_user", AuditEntry.target_id == account)
-    if remote is not None:
-        stmt = stmt.where(AuditEntry.remote == remote)
-    return int(session.exec(stmt).one())
+def login_policy() -> Policy:
+    return Policy.from_rules(login_rules())
 
 
-def rate_limited(session: DbSession, name: str, remote: str) -> bool:
-    rules = login_rules()
-    now = utcnow()
-    since = now - timedelta(minutes=float(rules.get("window_minutes", 15)))
-    if _failures_since(session, since, remote=remote) >= int(rules.get("max_failures_per_address", 20)):
-        return True
-    user = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first()
-    account_since = max(since, user.last_login_at) if user and user.last_login_at else since
-    return _failures_since(session, account_since, account=name) >= int(rules.get("max_failures_per_account", 5))
+def device_for(session: DbSession, name: str, cookie: str | None, policy: Policy) -> tuple[str | None, dict]:
+    """The trusted-browser token of ``name`` in ``cookie`` (or None), and every valid token
+    of the cookie with its account and age."""
+    tokens = throttle.cookie_tokens(cookie)
+    trusted = throttle.trusted_accounts(session, tokens, policy, utcnow())
+    mine = next((tok for tok in tokens if tok in trusted and trusted[tok][0] == name), None)
+    return mine, trusted
 
 
-def attempt_login(session: DbSession, name: str, password: str, remote: str) -> LoginResult:
-    """Check a name and password; every outcome is an audit row."""
+def attempt_login(session: DbSession, name: str, password: str, remote: str,
+                  device_cookie: str | None = None) -> LoginResult:
+    """Check a name and password, unless a throttle makes the attempt wait (then the
+    password is not looked at). Every checked outcome is an audit row; a success from a
+    browser without a valid device cookie for the account gives it one."""
     name = name.strip()[:64]
-    window = int(login_rules().get("window_minutes", 15))
-    if rate_limited(session, name, remote):
-        return LoginResult(None, limited=True, retry_minutes=window)
+    policy = login_policy()
+    token, trusted = device_for(session, name, device_cookie, policy)
+    device = throttle.device_id(throttle.device_digest(token)) if token else None
+    # A trusted browser is judged by its own failures, so it queues behind nobody else's attempts.
+    with throttle.alone_on(session, f"{name}\n{device}" if device else name) as alone:
+        if not alone:  # another attempt in the same lanes is being checked this instant
+            busy = Throttle("busy", name, remote, 0, utcnow() + timedelta(seconds=1))
+            return LoginResult(None, throttle=busy, retry_seconds=1)
+        return _attempt(session, name, password, remote, policy, token, trusted, device)
+
+
+def _attempt(session: DbSession, name: str, password: str, remote: str, policy: Policy, token: str | None,
+             trusted: dict, device: str | None) -> LoginResult:
+    waiting = throttle.judge(session, policy, name, remote, device)
+    if waiting is not None:
+        return LoginResult(None, throttle=waiting, retry_seconds=max(1, waiting.seconds_left(utcnow())))
     user = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first()
     ok = False
     try:
         ok = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         ok = False
+    device_detail = {"device": device} if device else {}
     if not ok or user is None or user.disabled:
-        audit.record(session, actor=f"console:{name or '?'}", action="console.login_failed",
+        audit.record(session, actor=f"console:{name or '?'}", action=throttle.FAILED,
                      target_type="console_user", target_id=name,
-                     detail={"reason": "disabled" if ok and user and user.disabled else "bad_credentials"},
+                     detail={"reason": "disabled" if ok and user and user.disabled else "bad_credentials",
+                             **device_detail},
                      remote=remote)
         return LoginResult(None)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     user.last_login_at = utcnow()
     session.add(user)
-    audit.record(session, actor=f"console:{name}", action="console.login", target_type="console_user",
-                 target_id=name, remote=remote)
-    return LoginResult(user)
+    audit.record(session, actor=f"console:{name}", action=throttle.SUCCEEDED, target_type="console_user",
+                 target_id=name, detail=device_detail or None, remote=remote)
+    cookie = None
+    # A token is renewed halfway through its life, so a browser in daily use stays trusted.
+    if token is None or utcnow() - trusted[token][1] > policy.device_trust / 2:
+        fresh = secrets.token_urlsafe(32)
+        throttle.trust_device(session, fresh, name, remote)
+        others = sorted((tok for tok in trusted if trusted[tok][0] != name), key=lambda tok: trusted[tok][1],
+                        reverse=True)
+        cookie = ".".join([fresh, *others][:throttle.DEVICE_TOKENS_PER_COOKIE])
+    return LoginResult(user, device_cookie=cookie)
 
 
 # ---- sessions in the database -------------------------------------------------------------

@@ -15,6 +15,7 @@ T = TypeVar("T")
 ENGINE = web.AppKey("console_engine", Engine)
 POOL = web.AppKey("console_db_pool", object)  # core.dbpool.DatabasePool, shared with the other channels
 DATA_DIR = web.AppKey("console_data_dir", object)  # pathlib.Path: where Attachment paths are relative to
+SERVICES = web.AppKey("console_services", object)  # gridline's Services: database threads, channel reports
 
 
 def _in_session(engine: Engine, fn: Callable[..., T], args: tuple, kw: dict) -> T:

@@ -42,7 +42,7 @@ PUBLIC = ("/console/login", "/console/static/")
 LOGIN_CSRF_COOKIE = "gridline_login_csrf"
 CSRF_TOKEN = web.RequestKey("console_csrf_token", str)
 VIEW_MODULES = ("auth", "triage", "cases", "files", "search", "queues", "surveys", "users", "audit", "account",
-                "dashboard")
+                "dashboard", "system")
 FIRST_ADMIN_HINT = (
     "console: no console users yet. Create the first administrator with\n"
     "    gridline users add NAME --role admin\n"
@@ -200,6 +200,7 @@ def build_console(services) -> web.Application:  # noqa: ANN001
     console[db.ENGINE] = services.engine
     console[db.POOL] = services.db
     console[db.DATA_DIR] = services.settings.data_dir
+    console[db.SERVICES] = services
     env = aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
     from console import filters

@@ -92,6 +92,7 @@ def serve(
     """Upgrade the database, load the demo district if it is empty, and serve everything."""
     from aiohttp import web
 
+    from gridline.access_log import RedactingAccessLogger
     from gridline.app import build_app, prepare_database
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -107,9 +108,10 @@ def serve(
 
         # The supervisor keeps the socket across restarts of this process: callers who
         # connect while it restarts wait in the backlog instead of being refused.
-        web.run_app(app_, sock=socket.socket(fileno=listen_fd))
+        web.run_app(app_, sock=socket.socket(fileno=listen_fd), access_log_class=RedactingAccessLogger)
         return
-    web.run_app(app_, host=host or settings.host, port=port if port is not None else settings.port)
+    web.run_app(app_, host=host or settings.host, port=port if port is not None else settings.port,
+                access_log_class=RedactingAccessLogger)  # the path and a redacted query
 
 
 @db_app.command("upgrade")

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from console import db
-from console.auth import attempt_login, client_address
+from console.auth import DEVICE_COOKIE, attempt_login, client_address, login_policy
 from console.config import get_console_settings
 from console.i18n import t
 from console.views.common import form, lang, principal, render
@@ -47,10 +47,13 @@ async def login(request: web.Request) -> web.Response:
     if not name or not isinstance(password, str) or not password:
         return _login_page(request, error=t(language, "login.missing"), status=400, name=name)
     remote = client_address(request)
-    result = await db.run(request, attempt_login, name, password, remote)
+    result = await db.run(request, attempt_login, name, password, remote, request.cookies.get(DEVICE_COOKIE))
     if result.limited:
-        return _login_page(request, error=t(language, "login.limited", minutes=result.retry_minutes),
-                           status=429, name=name)
+        response = _login_page(request, error=t(language, "login.limited",
+                                                wait=wait_words(language, result.retry_seconds)),
+                               status=429, name=name)
+        response.headers["Retry-After"] = str(result.retry_seconds)
+        return response
     if result.user is None:
         return _login_page(request, error=t(language, "login.failed"), status=401, name=name)
     old = await get_session(request)
@@ -61,7 +64,17 @@ async def login(request: web.Request) -> web.Response:
     session["csrf"] = new_csrf_token()
     response = web.HTTPSeeOther(_next(request.query.get("next") or data.get("next")))
     response.del_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}/login")
+    if result.device_cookie is not None:  # this browser is now trusted for the account (console.throttle)
+        days = login_policy().device_trust.days
+        response.set_cookie(DEVICE_COOKIE, result.device_cookie, path=f"{PREFIX}/login", max_age=days * 86400,
+                            httponly=True, samesite="Strict", secure=get_console_settings().secure_cookies)
     raise response
+
+
+def wait_words(language: str, seconds: int) -> str:
+    if seconds < 120:
+        return t(language, "login.seconds", n=seconds)
+    return t(language, "login.minutes", n=-(-seconds // 60))
 
 
 def _drop(session, digest: str) -> None:  # noqa: ANN001

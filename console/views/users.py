@@ -1,4 +1,5 @@
-"""Accounts (admins): who exists, with which role and grids; disable and enable.
+"""Accounts (admins): who exists, with which role and grids; disable and enable; the login
+throttles that make someone wait now, and clearing one (an audited action).
 Accounts are created with ``gridline users add`` (the password never passes a web form)."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlmodel import select
 
-from console import auth, db
+from console import auth, db, throttle
 from console.views.common import form, needs_page, principal, render, who
 from console.web import PREFIX
 from core.models import ConsoleUser, ConsoleUserGrid, Department, Grid, Worker
@@ -24,9 +25,27 @@ def _list(session):  # noqa: ANN001, ANN202
     return rows
 
 
+def _throttles(session):  # noqa: ANN001, ANN202
+    return throttle.current_throttles(session, auth.login_policy())
+
+
 @needs_page("users")
 async def index(request: web.Request) -> web.Response:
-    return render(request, "users.html", {"rows": await db.run(request, _list)})
+    return render(request, "users.html", {"rows": await db.run(request, _list),
+                                          "throttles": await db.run(request, _throttles)})
+
+
+@needs_page("users")
+async def clear_throttle(request: web.Request) -> web.Response:
+    """Forget the failures of one account (blank: any) from one address (blank: any)."""
+    data = await form(request)
+    account = (data.get("account") or "").strip()[:64] or None
+    address = (data.get("address") or "").strip()[:64] or None
+    if account is None and address is None:
+        raise web.HTTPBadRequest(text="name an account, an address or both")
+    actor, remote = who(request)
+    await db.run(request, throttle.clear, account=account, address=address, actor=actor, remote=remote)
+    raise web.HTTPSeeOther(f"{PREFIX}/users#throttles")
 
 
 @needs_page("users")
@@ -44,4 +63,5 @@ async def toggle(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_get("/users", index)
+    app.router.add_post("/users/throttles/clear", clear_throttle)
     app.router.add_post(r"/users/{name}/{what:disable|enable}", toggle)

@@ -1,4 +1,5 @@
-"""``gridline users``: console accounts (add, list, disable, enable, password)."""
+"""``gridline users``: console accounts (add, list, disable, enable, password) and login
+throttles (throttles, unthrottle)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,34 @@ def password(
     except DomainError as exc:
         fail(exc.message)
     console.print(f"password of {name} changed")
+
+
+@users_app.command("throttles")
+def throttles() -> None:
+    """The login throttles that make someone wait now (as on the console's users page)."""
+    from console.auth import login_policy
+    from console.throttle import current_throttles
+    from core.db import session_scope
+
+    lines = ["kind\taccount\taddress\tfailures\twait until (UTC)"]
+    with session_scope(open_database()) as session:
+        for th in current_throttles(session, login_policy()):
+            lines.append("\t".join((th.kind, th.account or "*", th.address or "*", str(th.failures),
+                                    th.wait_until.strftime("%Y-%m-%d %H:%M:%S"))))
+    print("\n".join(lines))
+
+
+@users_app.command("unthrottle")
+def unthrottle(
+    account: str = typer.Option(None, "--account", help="the account whose failures to forget (default: any)"),
+    address: str = typer.Option(None, "--address", help="the address whose failures to forget (default: any)"),
+) -> None:
+    """Forget the failed logins of an account, an address, or the two together (audited)."""
+    from console.throttle import clear
+    from core.db import session_scope
+
+    if not account and not address:
+        fail("name --account, --address or both")
+    with session_scope(open_database()) as session:
+        clear(session, account=account or None, address=address or None, actor="cli", remote=None)
+    console.print(f"failed logins of {account or 'any account'} from {address or 'any address'} forgotten")

@@ -9,35 +9,65 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner
 
+from console.auth import add_user
 from core import actions
 from core.actions import Petition
 from core.db import make_engine, session_scope
 from core.models import Channel
 from core.settings import Settings
-from gridline.app import SERVER_GC_THRESHOLDS, build_app
+from gridline.app import HSTS, SERVER_GC_THRESHOLDS, build_app
 from tests.support.waiting import until
 
 
 async def test_health_and_readiness(engine, tmp_path):
     app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=(), run_jobs=False)
     async with TestClient(TestServer(app)) as client:
-        assert (await client.get("/healthz")).status == 200
+        health = await client.get("/healthz")
+        assert health.status == 200 and await health.json() == {"status": "ok"}  # nothing internal
         ready = await client.get("/readyz")
         assert ready.status == 200 and (await ready.json())["status"] == "ready"
 
 
-async def test_health_shows_jobs_nobody_takes_and_paused_kinds(engine, tmp_path):
+async def test_the_system_page_shows_jobs_nobody_takes_and_paused_kinds_to_admins_only(engine, tmp_path):
     from core import jobs
+    from tests.support.console_admin import add_admin, admin_json
 
+    add_admin(engine)
     with session_scope(engine) as session:  # a chat notification, and the bot is off here
         jobs.enqueue(session, "notify_resident", {"case": "1", "status": "dispatched"})
-    app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=("ivr",), run_jobs=False)
+        add_user(session, "op", "correct horse battery", "operator")
+    app = build_app(Settings(data_dir=tmp_path), engine=engine, channels=("ivr", "console"), run_jobs=False)
     async with TestClient(TestServer(app)) as client:
-        body = await (await client.get("/healthz")).json()
+        assert await (await client.get("/healthz")).json() == {"status": "ok"}
+        anonymous = await client.get("/console/system.json", allow_redirects=False)
+        assert anonymous.status == 303 and "/console/login" in anonymous.headers["Location"]
+        page = await client.get("/console/login")
+        token = (await page.text()).split('name="_csrf" value="', 1)[1].split('"', 1)[0]
+        await client.post("/console/login", data={"_csrf": token, "name": "op",
+                                                  "password": "correct horse battery"})
+        assert (await client.get("/console/system.json")).status == 403  # an operator: not for them
+        assert (await client.get("/console/system")).status == 403
+        client.session.cookie_jar.clear()
+        body = await admin_json(client)
+        html = await (await client.get("/console/system")).text()
+    assert "queued_without_handler" in html and "database_threads" in html
     assert body["jobs"]["queued_without_handler"] == {"notify_resident": 1}
     paused = body["jobs"]["paused"]
     assert paused["survey_phone"]["why"].startswith("no Twilio credentials (GRIDLINE_TWILIO_ACCOUNT_SID")
     assert "sms_progress" in paused and "transcribe_recording" in paused
+
+
+async def test_strict_transport_security_on_every_answer_behind_https_only(engine, tmp_path):
+    for public_url, expected in (("https://gridline.example.org", HSTS), ("http://127.0.0.1:8080", None)):
+        app = build_app(Settings(data_dir=tmp_path, public_url=public_url), engine=engine,
+                        channels=("console", "ivr"), run_jobs=False)
+        async with TestClient(TestServer(app)) as client:
+            for method, path in (("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/console/login"),
+                                 ("GET", "/console/triage"), ("GET", "/no/such/page"),
+                                 ("POST", "/twilio/voice")):  # an unsigned webhook: refused, still sent
+                resp = await client.request(method, path, allow_redirects=False)
+                assert resp.headers.get("Strict-Transport-Security") == expected, (public_url, path, resp.status)
+    assert HSTS == "max-age=31536000; includeSubDomains"
 
 
 async def test_readiness_reports_a_missing_database(tmp_path):
@@ -77,9 +107,11 @@ async def test_a_busy_database_is_a_503_with_retry_after(engine, tmp_path):
     import threading
 
     from gridline.app import SERVICES
+    from tests.support.console_admin import add_admin, admin_json
 
+    add_admin(engine)
     settings = Settings(data_dir=tmp_path, db_threads=1, db_queue=0, db_wait_seconds=0.2)
-    app = build_app(settings, engine=engine, channels=(), run_jobs=False)
+    app = build_app(settings, engine=engine, channels=("console",), run_jobs=False)
     gate = threading.Event()
 
     async def slow(request):
@@ -98,10 +130,10 @@ async def test_a_busy_database_is_a_503_with_retry_after(engine, tmp_path):
         second = await client.get("/test/slow")
         assert second.status == 503 and second.headers["Retry-After"] == "2"
         assert (await second.json())["detail"] == "please try again"
-        health = await (await client.get("/healthz")).json()
-        assert health["database_threads"]["threads"] == 1 and health["database_threads"]["refused"] >= 1
         gate.set()
         assert (await first).status == 200
+        health = await admin_json(client)  # the console's own requests need a free thread too
+        assert health["database_threads"]["threads"] == 1 and health["database_threads"]["refused"] >= 1
 
 
 def test_channels_are_named_explicitly(engine, tmp_path):

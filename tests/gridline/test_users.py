@@ -64,3 +64,24 @@ def test_serve_with_no_users_prints_how_to_make_the_first_admin(engine, tmp_path
     assert "gridline users add NAME --role admin" in serve.log()
     with session_scope(engine) as session:  # and no account with a default password appeared
         assert session.exec(select(ConsoleUser)).all() == []
+
+
+def test_throttles_are_listed_and_cleared_from_the_command_line(cli, engine):
+    from console.auth import attempt_login
+
+    assert cli("add", "li", "--role", "admin", "--password-stdin", stdin="a long enough secret\n").exit_code == 0
+    with session_scope(engine) as session:
+        for _ in range(3):
+            assert attempt_login(session, "li", "not the secret", "192.0.2.7").user is None
+    with session_scope(engine) as session:
+        assert attempt_login(session, "li", "a long enough secret", "192.0.2.7").limited
+    listed = cli("throttles").output.splitlines()
+    assert listed[1].split("\t")[:4] == ["pair", "li", "192.0.2.7", "3"]
+    assert cli("unthrottle").exit_code == 1
+    cleared = cli("unthrottle", "--account", "li", "--address", "192.0.2.7")
+    assert cleared.exit_code == 0, cleared.output
+    assert cli("throttles").output.splitlines()[1:] == []
+    with session_scope(engine) as session:
+        assert attempt_login(session, "li", "a long enough secret", "192.0.2.7").user is not None
+        row = session.exec(select(AuditEntry).where(AuditEntry.action == "console.login_unthrottle")).one()
+    assert row.actor == "cli" and row.detail == {"account": "li", "address": "192.0.2.7"}

@@ -7,8 +7,6 @@ a burst of calls and chats: tests/gridline/test_chaos.py.)"""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 import uuid
 
 import pytest
@@ -16,6 +14,7 @@ from sqlmodel import select
 
 from core.db import session_scope
 from core.models import Case
+from tests.support.console_admin import add_admin, admin_json_over_http
 from tests.support.serve import ServeProcess, database_url
 
 from .conftest import TOKEN, wait_until
@@ -31,14 +30,10 @@ def all_cases(engine) -> list[Case]:
         return list(s.exec(select(Case).order_by(Case.id)).all())
 
 
-def healthz(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/healthz", timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.mark.slow
 async def test_busy_recognisers_lose_no_call_and_no_audio(engine, tmp_path):
     data = tmp_path / "data"
+    add_admin(engine)
     short = korean_speech(tmp_path, 1)  # about 6 s of speech
     long = korean_speech(tmp_path, 4)  # about 25 s
     server = ServeProcess(data, database_url(engine), env={
@@ -68,7 +63,7 @@ async def test_busy_recognisers_lose_no_call_and_no_audio(engine, tmp_path):
                          timeout=900, interval=1, what="every transcript")
         cases = all_cases(engine)
         assert len(cases) == 9 and all(c.description for c in cases)
-        report = healthz(server.url)["hotline"]
+        report = admin_json_over_http(server.url)["hotline"]  # /console/system.json
         assert report["transcriptions_queued"] == 0 and report["live_capacity"] == 2
         assert "Traceback" not in server.log()
     finally:

@@ -86,15 +86,17 @@ async def test_the_composed_app_serves_the_hotline(engine, tmp_path, fake_speech
 
     from core.settings import Settings
     from gridline.app import build_app
+    from tests.support.console_admin import add_admin, admin_json
 
+    add_admin(engine)
     app = build_app(Settings(data_dir=tmp_path, public_url="http://127.0.0.1"), engine=engine,
-                    speech=fake_speech, channels=("ivr",), run_jobs=False)
+                    speech=fake_speech, channels=("ivr", "console"), run_jobs=False)
     async with TestClient(TestServer(app)) as client:
         resp = await client.post("/twilio/voice", data={"CallSid": "CA1"})
         assert resp.status == 403
         health = await client.get("/healthz")
-        assert health.status == 200
-        report = (await health.json())["hotline"]
+        assert health.status == 200 and "hotline" not in await health.json()
+        report = (await admin_json(client))["hotline"]
         assert report["speech_model"] is True and report["live_recognitions"] == 0
         assert report["live_capacity"] == 4  # twice the two speech workers by default
         assert report["transcriptions_queued"] == 0
