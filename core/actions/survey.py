@@ -105,14 +105,19 @@ def record_survey(
     satisfied: str,
     comment: str | None = None,
     actor: str = "resident",
+    comment_heard: bool = False,
 ) -> Case:
     """A resident's answer. What it does is rules data (``core.survey_policy``): a closing
     answer closes the case; any other reopens it, and after the allowed reopenings it is
-    also dispatched one level up."""
+    also dispatched one level up. A typed comment over ``[limits] comment`` is refused;
+    one heard from a voice note (``comment_heard``) is kept up to the transcript cap."""
     solved_scale, satisfied_scale = survey_policy.solved_scale(), survey_policy.satisfied_scale()
     if solved not in solved_scale or satisfied not in satisfied_scale:
         raise InvalidInput(f"survey answers must be one of {solved_scale} and {satisfied_scale}")
-    limits.check_text("comment", comment)
+    if comment_heard:
+        comment, _ = limits.keep_words(comment)
+    else:
+        limits.check_text("comment", comment)
     _pending(survey)
     case = session.get(Case, survey.case_id)
     check(case, "record_survey")
