@@ -44,6 +44,7 @@ from chat.common import (
     where_keyboard,
 )
 from chat.texts import clip, t
+from core import limits
 from core.actions import Petition, idempotency_key
 from core.models import Channel
 
@@ -55,7 +56,6 @@ PROBLEM, VOICE_OK, WHERE, ADDRESS_OK, CATEGORY, CONFIRM = (
 END = ConversationHandler.END
 
 MAX_PHOTOS = 5
-MAX_DESCRIPTION = 3000  # characters kept on the case; Telegram caps a message at 4096
 SUMMARY_DESCRIPTION = 600  # characters echoed back in the confirmation
 
 # dialog callback actions -> whether they carry a value
@@ -129,10 +129,23 @@ async def problem_text(update: Update, context: Context) -> str:
     text = (update.effective_message.text or "").strip()
     if not text:
         return await start_report(update, context)
-    draft["description"] = text[:MAX_DESCRIPTION]
+    if not await _fits(update, text):
+        return PROBLEM
+    draft["description"] = text
     draft["transcript"] = None
     draft["confidence"] = None
     return await ask_where(update, context)
+
+
+async def _fits(update: Update, text: str) -> bool:
+    """A typed description within ``[limits] description``; if not, the resident is told how
+    long it may be (their text is still in their own chat, to shorten and send again)."""
+    if limits.fits("description", text):
+        return True
+    language = lang(update)
+    await reply(update, t(language, "dialog.too_long_text", limit=limits.limit_of("description"), length=len(text)),
+                language)
+    return False
 
 
 async def problem_voice(update: Update, context: Context) -> str:
@@ -163,7 +176,7 @@ async def problem_voice(update: Update, context: Context) -> str:
     if not heard.text:
         await reply(update, t(language, "dialog.voice_unclear"), language)
         return PROBLEM
-    draft["description"] = heard.text[:MAX_DESCRIPTION]
+    draft["description"] = heard.text  # heard, not typed: never refused (core keeps up to a cap)
     draft["transcript"] = heard.transcript
     draft["confidence"] = heard.confidence
     buttons = InlineKeyboardMarkup([[
@@ -206,8 +219,8 @@ async def problem_photo(update: Update, context: Context) -> str:
     draft["photos"].append(stored.path)
     draft["attachments"].append(att)
     caption = (message.caption or "").strip()
-    if caption:
-        draft["description"] = caption[:MAX_DESCRIPTION]
+    if caption and await _fits(update, caption):
+        draft["description"] = caption
     if draft["description"]:
         return await ask_where(update, context)
     await reply(update, t(language, "dialog.photo_saved"), language)
@@ -445,7 +458,11 @@ async def submit(update: Update, context: Context) -> str:
         if again:
             raise
         return CONFIRM
-    if filed.dispatched and filed.grid:
+    if filed.held == "duplicate" and filed.duplicate_of:
+        routing = t(language, "dialog.filed_duplicate", earlier=filed.duplicate_of)
+    elif filed.held:
+        routing = t(language, "dialog.filed_held")
+    elif filed.dispatched and filed.grid:
         routing = t(language, "dialog.filed_dispatched", grid=filed.grid, due=store.local(filed.due, d.tz) or "—")
     else:
         routing = t(language, "dialog.filed_triage")

@@ -35,7 +35,7 @@ from chat.common import (
     unsupported_key,
 )
 from chat.texts import clip, fit_message, language_of, t
-from core import jobs
+from core import jobs, limits
 from core.actions import FileRef
 from core.clock import utcnow
 from core.db import session_scope
@@ -226,7 +226,12 @@ async def survey_comment(update: Update, context: Context) -> None:
         comment, recording = await _voice_comment(update, context)
         files = (recording,)
     else:
-        comment = message.text.strip()[:2000]
+        comment = message.text.strip()
+        if not limits.fits("comment", comment):  # told how long it may be; the question stays open
+            language = lang(update)
+            await reply(update, t(language, "survey.comment_too_long", limit=limits.limit_of("comment"),
+                                  length=len(comment)), language)
+            raise ApplicationHandlerStop
     context.chat_data.pop("survey_comment", None)
     await _record(update, context, pending["id"], pending["solved"], pending["satisfied"], comment, files)
     raise ApplicationHandlerStop

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core import actions, media_types
+from core import actions, limits, media_types
 from core.db import session_scope
 from core.errors import DomainError, NotFound
 from core.indexes import indexes_for
@@ -58,7 +58,7 @@ def resident_for_chat(engine: Engine, chat_id: int, language: str, name: str | N
                     r.language = language
                     session.add(r)
         else:
-            resident = Resident(chat_id=str(chat_id), language=language, name=(name or None) and name[:64])
+            resident = Resident(chat_id=str(chat_id), language=language, name=limits.clip_name(name))
             session.add(resident)
             session.flush()
         household = session.get(Household, resident.household_id) if resident.household_id else None
@@ -88,7 +88,7 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
         if own:
             resident = own[0]
         else:
-            resident = Resident(chat_id=str(chat_id), language=language, name=name)
+            resident = Resident(chat_id=str(chat_id), language=language, name=limits.clip_name(name))
             session.add(resident)
         actions.set_phone(session, resident, normal, actor=actor)
         return None
@@ -160,6 +160,10 @@ class Filed:
     dispatched: bool
     grid: str | None
     due: datetime | None
+    # Kept for an operator instead of dispatched (core.flood): "duplicate" (of the case
+    # ``duplicate_of``) or "flood".
+    held: str | None = None
+    duplicate_of: str | None = None
 
 
 def file(engine: Engine, petition: actions.Petition) -> Filed:
@@ -169,8 +173,9 @@ def file(engine: Engine, petition: actions.Petition) -> Filed:
         result = file_petition_in(session, petition, actor="resident:chat")
         case = result.case
         grid = session.get(Grid, case.grid_id) if case.grid_id else None
+        held = result.held
         return Filed(case.number, result.created, result.dispatched, grid.name if grid else None,
-                     case.resolution_due)
+                     case.resolution_due, held.reason if held else None, held.duplicate_of if held else None)
 
 
 # ---------------------------------------------------------------- follow-up
@@ -284,7 +289,7 @@ def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, sat
             actions.attach(session, case, actor=actor, files=files, note="survey comment")
         try:
             case = actions.record_survey(session, survey, solved=solved, satisfied=satisfied, comment=comment,
-                                         actor=actor)
+                                         actor=actor, comment_heard=bool(files))
         except DomainError as exc:
             raise SurveyRefused("answered") from exc
         return case.number, case.status.value

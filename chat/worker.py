@@ -44,6 +44,7 @@ from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 from chat import media, store, worker_store
 from chat.common import Context, Deps, answer, deps, drop_buttons, lang, log, reply
 from chat.texts import clip, t
+from core import limits
 from core.staff import LinkRefused
 from core.texts import status_name
 
@@ -51,8 +52,6 @@ GROUP = -3
 DIRECTORY_KEY = "gridline_staff_directory"
 INPUT_KEY = "staff_input"
 MAX_REPORT_PHOTOS = 10
-MAX_REASON = 500
-MAX_NOTE = 2000
 INVITE = re.compile(r"^/start(?:@\w+)?\s+w-([A-Za-z0-9_]{8,64})\s*$")
 MARKS = {"green": "🟢", "yellow": "🟡", "red": "🔴"}
 
@@ -536,10 +535,12 @@ async def _input(update: Update, context: Context, me: worker_store.Me) -> None:
         if not reason:
             await reply(update, t(language, "staff.reason_needed"), language)
             return
+        if not await _fits(update, "reason", reason):
+            return
         action = ACTS[pending["act"]]
         try:
             done = await d.db(worker_store.act, update.effective_chat.id, pending["case_id"], action,
-                              pending["stamp"], text=reason[:MAX_REASON])
+                              pending["stamp"], text=reason)
         except worker_store.Refused as refused:
             context.chat_data.pop(INPUT_KEY, None)
             await _refused(update, context, refused)
@@ -561,19 +562,30 @@ async def _input(update: Update, context: Context, me: worker_store.Me) -> None:
         pending["photos"].append(stored.path)
         pending["attachments"].append(att)
         caption = (message.caption or "").strip()
-        if caption:
-            pending["note"] = caption[:MAX_NOTE]
+        if caption and await _fits(update, "note", caption):
+            pending["note"] = caption
     elif message.voice or message.audio:
         note = await _voice_note(update, context, pending)
-        if note:
-            pending["note"] = note[:MAX_NOTE]
+        if note:  # heard, not typed: the voice note itself is attached with the report
+            pending["note"] = note[:limits.limit_of("note")]
     elif message.text:
-        pending["note"] = message.text.strip()[:MAX_NOTE]
+        if not await _fits(update, "note", message.text.strip()):
+            return
+        pending["note"] = message.text.strip()
     else:
         await reply(update, t(language, "staff.report_what"), language)
         return
     await update.effective_message.reply_text(_report_status(language, pending),
                                               reply_markup=_report_buttons(d, language, pending))
+
+
+async def _fits(update: Update, field: str, text: str) -> bool:
+    """Typed text within its ``[limits]``; if not, the worker is told how long it may be."""
+    if limits.fits(field, text):
+        return True
+    language = lang(update)
+    await reply(update, t(language, "staff.too_long", limit=limits.limit_of(field), length=len(text)), language)
+    return False
 
 
 async def _download(update: Update, context: Context, file: Any, kind: str, ext: str):  # noqa: ANN202

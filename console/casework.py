@@ -12,8 +12,8 @@ from sqlmodel import Session, select
 
 from console import svgmap
 from console.access import Principal, can_see, console_rules
-from core import actions, audit
-from core.duplicates import suggest_duplicates
+from core import actions, audit, flood
+from core.duplicates import DuplicateCandidate, suggest_duplicates
 from core.errors import InvalidInput, NotFound
 from core.models import (
     Case,
@@ -96,6 +96,19 @@ def _map(session: Session, case: Case, grid: Grid | None) -> svgmap.Drawing | No
     return svgmap.draw(shapes, point)
 
 
+def _same_sender(session: Session, case: Case) -> list[DuplicateCandidate]:
+    """The earlier case intake said this one repeats (same resident or phone, nearly the same
+    words: ``core.flood``), first among the suggestions, with its merge button."""
+    hold = flood.hold_of(session, case) if flood.DUPLICATE in (case.flags or ()) else None
+    if hold is None or not hold.duplicate_of:
+        return []
+    earlier = session.exec(select(Case).where(Case.number == hold.duplicate_of)).first()
+    if earlier is None or earlier.id == case.id:
+        return []
+    hours = abs((case.created_at - earlier.created_at).total_seconds()) / 3600
+    return [DuplicateCandidate(earlier, None, hours, f"同一居民重复反映，文字相似度{hold.similarity or 0:.0f}%")]
+
+
 def case_view(session: Session, principal: Principal, number: str, who: tuple[str, str]) -> CaseView:
     """Everything the case page shows; the view itself is an audit row (personal data)."""
     case = find_case(session, principal, number)
@@ -108,7 +121,10 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
     merged_into = session.get(Case, case.merged_into_id).number if case.merged_into_id else None
     duplicates = []
     if case.status.value in ("received", "returned", "dispatched"):
-        duplicates = [d for d in suggest_duplicates(session, case) if can_see(session, principal, d.case.id)]
+        duplicates = [d for d in _same_sender(session, case) + suggest_duplicates(session, case)
+                      if can_see(session, principal, d.case.id)]
+        seen: set[int] = set()
+        duplicates = [d for d in duplicates if not (d.case.id in seen or seen.add(d.case.id))]
     view = CaseView(
         case=case,
         category=session.get(Category, case.category_id) if case.category_id else None,

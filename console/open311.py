@@ -30,9 +30,9 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlmodel import Session, select
 
-from core import actions, apikeys
+from core import actions, apikeys, limits
 from core.clock import utcnow
-from core.errors import DatabaseBusy, DomainError
+from core.errors import DatabaseBusy, DomainError, TooManyPetitions
 from core.intake import file_petition_in
 from core.models import Case, CaseStatus, Category, Channel, Department, Grid
 from core.queries import known_names
@@ -393,9 +393,10 @@ def petition_from(form: dict, client_id: str, key_id: int) -> actions.Petition:
         raise ApiError(400, "a location is required: lat and long, address_string or address_id")
     latitude = _float("lat", lat_text, -90, 90) if lat_text else None
     longitude = _float("long", long_text, -180, 180) if long_text else None
-    description = (form.get("description") or "").strip()
-    if len(description) > MAX_DESCRIPTION:
-        raise ApiError(400, f"description is limited to {MAX_DESCRIPTION} characters")
+    description = (form.get("description") or "").strip()  # its length: core [limits] description
+    for key in ("first_name", "last_name"):  # not stored, but no larger than any name we keep
+        if not limits.fits("name", form.get(key)):
+            raise ApiError(400, f"{key} is limited to {limits.limit_of('name')} characters")
     phone = (form.get("phone") or "").strip() or None
     if phone is not None:
         from core.routing import normalise_phone
@@ -408,7 +409,7 @@ def petition_from(form: dict, client_id: str, key_id: int) -> actions.Petition:
         contact_phone=phone,
         latitude=latitude,
         longitude=longitude,
-        address_text=(address or (f"address_id {address_id}" if address_id else ""))[:256] or None,
+        address_text=address or (f"address_id {address_id}" if address_id else "") or None,  # core limits it
         category_code=code,
     )
 
@@ -424,7 +425,7 @@ def _file(session: Session, form: dict, api_key: str, client_id: str) -> tuple[s
     if not petition.description:  # the service's own name says what it is about
         petition = dataclasses.replace(petition, description=category.name)
     result = file_petition_in(session, petition, actor=f"open311:{key.name}")
-    return result.case.number, result.created
+    return result.case.number, result.created, result.held
 
 
 async def create_request(request: web.Request) -> web.Response:
@@ -438,9 +439,14 @@ async def create_request(request: web.Request) -> web.Response:
                             "so that a retried request never files a second case")
     if not CLIENT_ID.fullmatch(client_id):
         raise ApiError(400, "a client request id is 1-80 letters, digits, dots, colons, dashes or underscores")
-    number, created = await _db(request, _file, form, form.get("api_key") or "", client_id)
-    log.info("open311: %s request %s (client id %s)", "filed" if created else "repeated", number, client_id)
-    rows = [{"service_request_id": number, "service_notice": rules().get("service_notice") or None,
+    number, created, held = await _db(request, _file, form, form.get("api_key") or "", client_id)
+    log.info("open311: %s request %s (client id %s)%s", "filed" if created else "repeated", number, client_id,
+             f", held ({held.reason})" if held else "")
+    notice = rules().get("service_notice") or None
+    if held is not None:  # kept for an operator (core.flood): the client is told, in the notice
+        notice = (rules()["duplicate_notice"].format(earlier=held.duplicate_of) if held.duplicate_of
+                  else rules()["held_notice"])
+    rows = [{"service_request_id": number, "service_notice": notice,
              "account_id": form.get("account_id") or None}]
     return answer(fmt, "service_requests", "request", rows)
 
@@ -455,6 +461,15 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
         return error(fmt, exc.status, exc.description, exc.code)
     except DatabaseBusy:
         raise  # the app answers 503 with Retry-After
+    except TooManyPetitions as exc:  # rules [intake.flood] refuse_above: nothing was written
+        response = error(fmt, 429, f"too many requests from this phone number ({exc.details['count']} in "
+                                   f"{exc.details['window_minutes']} minutes); send it again in {exc.retry_after} "
+                                   "seconds with the same client request id")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        return error(fmt, 413, f"the request body is larger than {limits.limit_of('form_body_bytes')} bytes; "
+                               "a service request is a small form")
     except DomainError as exc:
         return error(fmt, 404 if exc.__class__.__name__ == "NotFound" else 400, exc.message)
     except web.HTTPException as exc:
@@ -470,7 +485,9 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 
 def build(shared) -> web.Application:  # noqa: ANN001
-    api = web.Application(middlewares=[errors], client_max_size=256 * 1024)
+    # Bodies are bounded by the root app ([limits] form_body_bytes); a sub-app's own
+    # client_max_size would never be consulted.
+    api = web.Application(middlewares=[errors])
     api[SERVICES] = shared
     fmt = "{fmt:(json|xml)}"
     api.router.add_get(f"/services.{fmt}", service_list)

@@ -32,7 +32,8 @@ from console.auth import PRINCIPAL, DatabaseStorage, count_users
 from console.config import get_console_settings
 from console.i18n import LANG_COOKIE, LANGUAGES, has, language_of, t
 from console.nav import NAV
-from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound
+from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
+from core.limits import limit_of
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,15 @@ def status_for(exc: DomainError) -> int:
     if isinstance(exc, IllegalTransition):
         return 409
     return 422 if isinstance(exc, InvalidInput) else 400
+
+
+def error_text(language: str, exc: DomainError) -> str:
+    """A refusal of the core in the page's language where the catalogue has words for its
+    code (``errors.codes.<code>``), else the core's own message."""
+    if isinstance(exc, TextTooLong):
+        field = t(language, f"fields.{exc.field}") if has(language, f"fields.{exc.field}") else exc.field
+        return t(language, "errors.codes.text_too_long", field=field, limit=exc.limit, length=exc.length)
+    return exc.message
 
 
 def render(request: web.Request, template: str, context: dict | None = None, *, status: int = 200) -> web.Response:
@@ -113,7 +123,10 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
     try:
         return await handler(request)
     except DomainError as exc:
-        return error_page(request, status_for(exc), exc.message)
+        return error_page(request, status_for(exc), error_text(lang(request), exc))
+    except web.HTTPRequestEntityTooLarge as exc:  # more than [limits] form_body_bytes
+        log.info("console: %s %s: %s", request.method, request.path, exc.text)
+        return error_page(request, 413, t(lang(request), "errors.too_large", kb=limit_of("form_body_bytes") // 1024))
     except web.HTTPException as exc:
         if exc.status in (403, 404, 405) and not exc.text.startswith("<"):
             key = {403: "errors.forbidden", 404: "errors.not_found", 405: "errors.method"}[exc.status]

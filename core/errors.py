@@ -24,6 +24,31 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class TextTooLong(InvalidInput):
+    """A text longer than rules.toml ``[limits]`` allows for its kind of field; channels
+    say so in the person's language from ``field`` and ``limit`` (characters)."""
+
+    code = "text_too_long"
+
+    def __init__(self, field: str, limit: int, length: int):
+        super().__init__(f"{field} is too long: {length} characters, at most {limit}",
+                         field=field, limit=limit, length=length)
+        self.field, self.limit, self.length = field, limit, length
+
+
+class TooManyPetitions(DomainError):
+    """More petitions from one resident or phone number within the window than a channel
+    that may refuse accepts (rules.toml ``[intake.flood]``); ``retry_after`` in seconds."""
+
+    code = "too_many_petitions"
+
+    def __init__(self, count: int, window_minutes: int, retry_after: int):
+        super().__init__(f"{count} petitions from this resident or phone number in the last {window_minutes} "
+                         f"minutes; send again in {retry_after} seconds",
+                         count=count, window_minutes=window_minutes, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class ImportFailed(DomainError):
     """A bad import file; ``problems`` lists (line, message) and nothing was written."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import actions, indexes
+from core import actions, flood, indexes
 from core.db import session_scope
 from core.errors import DomainError
 from core.models import Case, CaseStatus, Category
@@ -39,6 +39,8 @@ class IntakeResult:
     created: bool
     dispatched: bool
     route_reason: str | None = None
+    # Why it was kept for an operator instead of dispatched (a suggested duplicate, a flood).
+    held: flood.Hold | None = None
 
 
 def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tuple[Category, float]]:
@@ -58,7 +60,10 @@ def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tupl
 def file_petition(engine: Engine, petition: actions.Petition, *, actor: str = "system") -> IntakeResult:
     """Write the case and, in the same transaction but behind a savepoint, route and
     dispatch it. Whatever goes wrong in routing rolls back to the savepoint: the case
-    itself is committed and waits in triage. One commit keeps intake to one disk flush."""
+    itself is committed and waits in triage. One commit keeps intake to one disk flush.
+
+    A channel that may refuse a flood (rules ``[intake.flood] refuse_channels``) gets
+    ``TooManyPetitions`` before anything is written; every other petition is written."""
     with session_scope(engine) as session:
         return file_petition_in(session, petition, actor=actor)
 
@@ -66,9 +71,13 @@ def file_petition(engine: Engine, petition: actions.Petition, *, actor: str = "s
 def file_petition_in(session: Session, petition: actions.Petition, *, actor: str = "system") -> IntakeResult:
     """``file_petition`` inside the caller's transaction, for a channel that records its
     own bookkeeping (the call session, an attachment) in the same commit."""
+    sender = flood.Sender(petition.resident_id, petition.contact_phone)
+    flood.lock(session, sender)  # before the case is written: see core.flood
+    if flood.may_refuse(petition.channel, sender) and not _filed_already(session, petition):
+        flood.refuse_if_over(session, petition.channel, sender)
     case, created = actions.submit_petition(session, petition, actor=actor)
-    if not created or case.status != CaseStatus.received:
-        return IntakeResult(case, created, case.status != CaseStatus.received)
+    if not created:
+        return IntakeResult(case, False, case.status != CaseStatus.received, held=_held(session, case))
     try:
         with session.begin_nested():
             return route_and_dispatch(session, case, actor=actor)
@@ -76,6 +85,19 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
         log.exception("auto-routing of case %s failed; left in triage", case.number)
         session.refresh(case)
         return IntakeResult(case, True, False)
+
+
+def _filed_already(session: Session, petition: actions.Petition) -> bool:
+    """A retry of a petition filed before: answered with its case, never refused."""
+    key = petition.idempotency_key
+    return key is not None and session.exec(select(Case.id).where(Case.idempotency_key == key)).first() is not None
+
+
+def _held(session: Session, case: Case) -> flood.Hold | None:
+    """The hold of a case filed before (a retried webhook or a second press asks again)."""
+    if not {flood.DUPLICATE, flood.FLOOD} & set(case.flags or []):
+        return None
+    return flood.hold_of(session, case)
 
 
 def route_after_words(session: Session, case: Case, *, actor: str = "system") -> IntakeResult | None:
@@ -112,6 +134,12 @@ def _route_and_dispatch(session: Session, case: Case, *, actor: str) -> IntakeRe
     from core import routing
 
     rules = load_rules()["intake"]
+    # Screened before routing, so a held petition is flagged whatever routing finds; it is
+    # still classified and placed, for the operator who decides.
+    held = flood.screen(session, case)
+    if held is not None:
+        words = f"duplicate of {held.duplicate_of}" if held.duplicate_of else f"{held.recent + 1} petitions in the window"
+        actions.hold(session, case, actor=actor, reason=words, flags=held.flags, data=held.data())
     if case.category_id is None:
         suggestions = suggest_categories(session, f"{case.description} {case.address_text or ''}")
         if suggestions:
@@ -129,9 +157,11 @@ def _route_and_dispatch(session: Session, case: Case, *, actor: str) -> IntakeRe
     )
     if route is None:
         actions.set_flags(session, case, actor=actor, add=("needs_triage",))
-        return IntakeResult(case, True, False)
+        return IntakeResult(case, True, False, held=held)
     actions.locate(session, case, actor=actor, grid_id=route.grid_id, reason=route.reason,
                    confidence=route.confidence)
+    if held is not None:
+        return IntakeResult(case, True, False, route.reason, held=held)
     sure = route.confidence >= rules["auto_dispatch_min_confidence"]
     if not (sure and case.category_id is not None):
         actions.set_flags(session, case, actor=actor, add=("needs_triage",))

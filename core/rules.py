@@ -188,6 +188,10 @@ def _check_values(rules: dict[str, Any]) -> None:
 
     _check_phone_survey(survey)
     _check_sms(section("sms") if "sms" in rules else None)
+    from core import flood, limits
+
+    limits.check_rules(rules)
+    flood.check_rules(rules)
 
     sla = section("sla")
     if "warn_fraction" in sla:

@@ -179,7 +179,9 @@ def build_app(
     services = Services(settings=settings, engine=engine, jobs=JobRunner(engine, reports_orphans=True), speech=speech)
     db = services.db
     services.jobs.db = db.run
-    app = web.Application(client_max_size=25 * 1024 * 1024, middlewares=[busy_is_503])
+    # Bodies aiohttp reads for a handler (console forms, Open311) are small forms; webhooks read
+    # their own bodies with their own bounds (Twilio 64 KiB, Telegram 1 MiB). Larger: 413.
+    app = web.Application(client_max_size=int(rules["limits"]["form_body_bytes"]), middlewares=[busy_is_503])
     app[SERVICES] = services
     services.extras.setdefault("health", {})["jobs"] = services.jobs.health  # for /console/system
     add_security_headers(app, settings)

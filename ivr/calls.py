@@ -150,6 +150,8 @@ class Filed:
     number: str | None
     created: bool = False
     outcome: str = ""
+    # Kept for an operator instead of dispatched (core.flood): "duplicate" or "flood".
+    held: str | None = None
 
 
 def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False) -> None:
@@ -292,7 +294,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
         call.filed(result.case.id, outcome)
         _store(session, call)
-    return Filed(result.case.number, result.created, outcome)
+    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None)
 
 
 # ---------------------------------------------------------------- transcripts that come later

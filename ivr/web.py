@@ -281,6 +281,8 @@ class Hotline:
 
     async def file_and_say(self, call_sid: str, *, stop: str | None = None, notice: str | None = None) -> str:
         filed = await self.file(call_sid)
+        if filed.held and notice is None:  # the caller hears why it will not be dispatched at once
+            notice = f"held_{filed.held}"
         return self.flow.filed(filed.number, stop=stop, notice=notice) if filed.number else self.flow.goodbye("bye")
 
     async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,

@@ -6,9 +6,9 @@ from aiohttp import web
 
 from console import casework, db
 from console.access import console_rules, name_for, phone_for, text_for
-from console.views.common import form, principal, render, who
-from console.web import PREFIX, status_for
-from core import media_types
+from console.views.common import form, lang, principal, render, who
+from console.web import PREFIX, error_text, status_for
+from core import limits, media_types
 from core.errors import DomainError
 
 
@@ -40,7 +40,10 @@ def _shows(f) -> bool:  # noqa: ANN001
     return media_types.servable(f.mime_type) in media_types.IMAGES
 
 
-async def show(request: web.Request, *, error: str = "", status: int = 200) -> web.Response:
+async def show(request: web.Request, *, error: str = "", status: int = 200,
+               typed: tuple[str, dict] | None = None) -> web.Response:
+    """The case page; after a refused form, ``typed`` (the action and its fields) puts what
+    the person wrote back into that form, beside the error."""
     p = principal(request)
     number = request.match_info["number"]
     try:
@@ -61,6 +64,8 @@ async def show(request: web.Request, *, error: str = "", status: int = 200) -> w
         "downloads": [f for f in view.files if f.kind in ("recording", "voice", "photo")
                       and not (_plays(f) if f.kind != "photo" else _shows(f))],
         "text_for": lambda s, case_id=view.case.id: text_for(p, s, view.people.get(case_id, ())),
+        "kept": lambda action, field: typed[1].get(field, "") if typed and typed[0] == action else "",
+        "limit": limits.limit_of,
     }, status=status)
 
 
@@ -77,8 +82,10 @@ async def act(request: web.Request) -> web.Response:
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
     except DomainError as exc:
-        # The core refused (an illegal transition, a missing reason): its words, on the page.
-        return await show(request, error=exc.message, status=status_for(exc))
+        # The core refused (an illegal transition, a missing reason, a text too long): its
+        # words in the page's language, with what was typed kept in the form.
+        return await show(request, error=error_text(lang(request), exc), status=status_for(exc),
+                          typed=(action, data))
     raise web.HTTPSeeOther(f"{PREFIX}/cases/{number}?done={action}")
 
 

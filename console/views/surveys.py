@@ -8,8 +8,8 @@ from sqlmodel import select
 
 from console import db
 from console.access import phone_for, scoped
-from console.views.common import audit_view, form, needs_page, principal, render, who
-from console.web import PREFIX, status_for
+from console.views.common import audit_view, form, lang, needs_page, principal, render, who
+from console.web import PREFIX, error_text, status_for
 from core import actions, survey_policy
 from core.errors import DomainError, NotFound
 from core.models import Case, Category, Resident, Survey, SurveyStatus
@@ -78,7 +78,7 @@ async def record(request: web.Request) -> web.Response:
         await db.run(request, _record, principal(request), int(request.match_info["survey"]), what, data,
                      who(request))
     except DomainError as exc:
-        return await _page(request, error=exc.message, status=status_for(exc))
+        return await _page(request, error=error_text(lang(request), exc), status=status_for(exc))
     raise web.HTTPSeeOther(f"{PREFIX}/surveys/manual?done={what}")
 
 

@@ -6,7 +6,7 @@ its audit row commit or vanish together. An illegal call raises a ``DomainError`
 anything is written. Channels and the console call these; nothing else sets ``Case.status``
 or changes what a case owns (its files, its survey).
 
-    intake       a channel, for a resident: submit a petition, attach files
+    intake       a channel, for a resident: submit a petition, attach files, hold one for an operator
     operator     the operator's desk: classify, locate, dispatch, return, merge, close, reopen, notes
     handling     the handler: accept, start, report done
     checking     the leader: verify (核查)
@@ -28,6 +28,7 @@ from core.actions.intake import (
     Petition,
     attach,
     find_resident_by_phone,
+    hold,
     idempotency_key,
     submit_petition,
 )
@@ -75,7 +76,7 @@ from core.owners import responsible_worker
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
     "attach", "classify", "close", "contact_resident", "dispatch", "escalate", "find_resident_by_phone",
-    "get_case", "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number",
+    "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number",
     "phone_to_call", "record_survey", "reopen", "report_done", "resident_for_phone", "responsible_worker",
     "return_case", "set_do_not_call", "set_flags", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
     "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from core import limits
 from core.actions._base import S, check, event
 from core.actions.survey import start_survey
 from core.clock import utcnow
@@ -14,6 +15,7 @@ from core.models import Case
 def verify(session: Session, case: Case, *, actor: str, passed: bool = True, note: str | None = None) -> Case:
     """Passing starts the follow-up survey; failing sends the case back to its owner."""
     check(case, "verify")
+    limits.check_text("note", note)
     now = utcnow()
     if passed:
         case.verified_at = now

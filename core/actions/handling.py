@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from core import limits
 from core.actions._base import S, check, event
 from core.clock import utcnow
 from core.errors import InvalidInput
@@ -23,6 +24,7 @@ def accept(session: Session, case: Case, *, actor: str) -> Case:
 
 def start(session: Session, case: Case, *, actor: str, note: str | None = None) -> Case:
     check(case, "start")
+    limits.check_text("note", note)
     event(session, case, "start", actor, S.in_progress, reason=note)
     return case
 
@@ -34,6 +36,7 @@ def report_done(
     check(case, "report_done")
     if not note.strip():
         raise InvalidInput("report what was done: the note may not be empty")
+    limits.check_text("note", note)
     now = utcnow()
     on_time = case.resolution_due is None or now <= case.resolution_due
     case.reported_done_at = now

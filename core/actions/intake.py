@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import media_types
+from core import limits, media_types
 from core.actions._base import S, check, event
 from core.clock import utcnow
 from core.errors import InvalidInput
@@ -49,6 +49,11 @@ class Petition:
     urgency: Urgency = Urgency.normal
     flags: tuple[str, ...] = ()
 
+    @property
+    def heard(self) -> bool:
+        """Words a machine wrote down from a voice (a call, a voice note): never refused."""
+        return self.transcript is not None or self.channel == Channel.hotline
+
 
 def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
     from core.routing import phone_variants
@@ -78,6 +83,16 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()
         if existing is not None:
             return existing, False
+    description, cut = petition.description.strip(), False
+    if petition.heard:  # words from a voice: never refused, kept up to a cap
+        description, cut = limits.keep_words(description)
+    else:
+        limits.check_text("description", description)
+    address_text = petition.address_text
+    if address_text is not None and not limits.fits("address", address_text):
+        if not petition.heard:
+            limits.check_text("address", address_text)
+        address_text = address_text[:limits.limit_of("address")]  # heard, not typed: the recording has it all
 
     category = category_by_code(session, petition.category_code)
     resident_id = petition.resident_id
@@ -93,13 +108,13 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         status=S.received,
         resident_id=resident_id,
         contact_phone=petition.contact_phone,
-        description=petition.description.strip(),
+        description=description,
         transcript=petition.transcript,
         transcript_confidence=petition.transcript_confidence,
-        flags=sorted(set(petition.flags)) or None,
+        flags=sorted(set(petition.flags) | ({limits.TEXT_CUT} if cut else set())) or None,
         latitude=petition.latitude,
         longitude=petition.longitude,
-        address_text=petition.address_text,
+        address_text=address_text,
         category_id=category.id if category else None,
         urgency=petition.urgency,
         created_at=now,
@@ -118,8 +133,24 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         return existing, False
     linked = _link_files(session, case, petition.files, petition.attachment_ids)
     data = {"attachments": [_describe(a) for a in linked]} if linked else None
+    if cut:  # say on the case that its words were cut, and how long they were
+        data = {**(data or {}), "text_cut": {"kept": len(description), "said": len(petition.description.strip())}}
     event(session, case, "submit", actor, S.received, reason=f"via {petition.channel.value}", data=data, at=now)
     return case, True
+
+
+def hold(session: Session, case: Case, *, actor: str, reason: str, flags: tuple[str, ...],
+         data: dict | None = None) -> bool:
+    """Intake keeps a petition for an operator instead of dispatching it (a suggested
+    duplicate, one petition too many from its sender): its flags put it in triage, and one
+    ``hold`` event says why and links the earlier case. Already held: nothing new."""
+    check(case, "annotate")
+    present = set(case.flags or [])
+    if set(flags) <= present:
+        return False
+    case.flags = sorted(present | set(flags))
+    event(session, case, "hold", actor, case.status, reason=reason, data=data)
+    return True
 
 
 def attach(
@@ -134,6 +165,7 @@ def attach(
     """Add files to a case (another recording of the call, a photo of the finished work).
     A file already attached is not attached twice; nothing new writes no event."""
     check(case, "annotate")
+    limits.check_text("note", note)
     linked = _link_files(session, case, tuple(files), tuple(attachment_ids))
     if linked:
         event(session, case, "attach", actor, case.status, reason=note,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
+from core import limits
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
 from core.clock import utcnow
@@ -27,6 +28,8 @@ def classify(
 ) -> Case:
     """Set category, urgency or the reviewed description (an operator correcting a transcript)."""
     check(case, "classify")
+    limits.check_text("description", description)
+    limits.check_text("reason", reason)
     changes: dict[str, object] = {}
     if category_code is not None:
         category = category_by_code(session, category_code)
@@ -49,6 +52,7 @@ def locate(
 ) -> Case:
     """Record which grid the case belongs to (by routing or an operator), before dispatch."""
     check(case, "classify")
+    limits.check_text("reason", reason)
     if session.get(Grid, grid_id) is None:
         raise NotFound(f"no grid {grid_id}")
     case.grid_id = grid_id
@@ -79,6 +83,7 @@ def dispatch(
 ) -> Case:
     """Hand the case to a grid's worker (and the category's department), start the clocks."""
     check(case, "dispatch")
+    limits.check_text("reason", reason)
     grid_id = grid_id or case.grid_id
     if grid_id is None:
         raise InvalidInput(f"case {case.number}: choose a grid before dispatching")
@@ -126,6 +131,7 @@ def reopen(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     check(case, "reopen")
     if not reason.strip():
         raise InvalidInput("say why the case is reopened")
+    limits.check_text("reason", reason)
     case.reopen_count += 1
     case.closed_at = None
     case.close_reason = None
@@ -139,6 +145,7 @@ def return_case(session: Session, case: Case, *, actor: str, reason: str) -> Cas
     check(case, "return")
     if not reason.strip():
         raise InvalidInput("say why the case is returned")
+    limits.check_text("reason", reason)
     previous = {"worker_id": case.worker_id, "grid_id": case.grid_id}
     clear_ownership(case)
     case.owner_level = None
@@ -149,6 +156,7 @@ def return_case(session: Session, case: Case, *, actor: str, reason: str) -> Cas
 def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str | None = None) -> Case:
     """A duplicate joins an earlier case; its resident follows the earlier one."""
     check(case, "merge")
+    limits.check_text("reason", reason)
     if into.id == case.id:
         raise InvalidInput("a case cannot be merged into itself")
     if into.status not in (set(CaseStatus) - {S.merged, S.closed}):
@@ -166,6 +174,7 @@ def close(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     check(case, "close")
     if not reason.strip():
         raise InvalidInput("say why the case is closed")
+    limits.check_text("reason", reason)
     case.closed_at = utcnow()
     case.close_reason = reason[:64]
     event(session, case, "close", actor, S.closed, reason=reason, at=case.closed_at)
@@ -175,6 +184,7 @@ def close(session: Session, case: Case, *, actor: str, reason: str) -> Case:
 def annotate(session: Session, case: Case, *, actor: str, note: str, data: dict | None = None) -> CaseEvent:
     """A note on the case (operator remark, call attempt); changes no state."""
     check(case, "annotate")
+    limits.check_text("note", note)
     return event(session, case, "note", actor, case.status, reason=note, data=data)
 
 

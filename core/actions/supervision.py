@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from core import limits
 from core.actions._base import S, check, event
 from core.actions.operator import deadlines
 from core.clock import utcnow
@@ -16,6 +17,7 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     """升级: ownership climbs one level of the ladder; the new owner must accept anew.
     The resolution deadline is the resident's and stays; the response clock restarts."""
     check(case, "escalate")
+    limits.check_text("reason", reason)
     if case.grid_id is None:
         raise InvalidInput(f"case {case.number} has no grid to escalate from")
     from core.sla import next_owner_level

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import jobs, survey_policy
+from core import jobs, limits, survey_policy
 from core.actions._base import S, check, event
 from core.actions.intake import FileRef, attach, find_resident_by_phone
 from core.actions.operator import dispatch, reopen
@@ -105,13 +105,19 @@ def record_survey(
     satisfied: str,
     comment: str | None = None,
     actor: str = "resident",
+    comment_heard: bool = False,
 ) -> Case:
     """A resident's answer. What it does is rules data (``core.survey_policy``): a closing
     answer closes the case; any other reopens it, and after the allowed reopenings it is
-    also dispatched one level up."""
+    also dispatched one level up. A typed comment over ``[limits] comment`` is refused;
+    one heard from a voice note (``comment_heard``) is kept up to the transcript cap."""
     solved_scale, satisfied_scale = survey_policy.solved_scale(), survey_policy.satisfied_scale()
     if solved not in solved_scale or satisfied not in satisfied_scale:
         raise InvalidInput(f"survey answers must be one of {solved_scale} and {satisfied_scale}")
+    if comment_heard:
+        comment, _ = limits.keep_words(comment)
+    else:
+        limits.check_text("comment", comment)
     _pending(survey)
     case = session.get(Case, survey.case_id)
     check(case, "record_survey")
@@ -198,7 +204,10 @@ def survey_comment(session: Session, survey: Survey, *, actor: str, text: str | 
         linked = attach(session, case, actor=actor, files=[file])
         described["attachment"] = file.path
         described["attached"] = bool(linked)
-    if text is not None:
+    if text is not None:  # words from the resident's voice: never refused, kept up to a cap
+        text, cut = limits.keep_words(text)
+        if cut:
+            described["text_cut"] = True
         survey.comment = text
         session.add(survey)
     described["transcript_pending"] = text is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from core import limits
 from core.actions._base import check, event
 from core.models import Case, CaseEvent
 from core.rules import load_rules
@@ -41,15 +42,18 @@ def set_transcript(
     flags = set(case.flags or [])
     if TRANSCRIPT_PENDING not in flags:
         return None
-    text = (text or "").strip()
+    text, cut = limits.keep_words((text or "").strip())
     data: dict = {"text": text, "confidence": confidence}
+    if cut:  # the recording keeps what did not fit; an operator is told
+        flags.add(limits.TEXT_CUT)
+        data["text_cut"] = True
     case.transcript = segments or None
     case.transcript_confidence = confidence
     if text and not case.description.strip():
         case.description = text
         data["description"] = True
     if address_text and address_text.strip() and not (case.address_text or "").strip():
-        case.address_text = address_text.strip()[:256]
+        case.address_text = address_text.strip()[:limits.limit_of("address")]
         data["address_text"] = case.address_text
     flags.discard(TRANSCRIPT_PENDING)
     if is_low_confidence(text, confidence):

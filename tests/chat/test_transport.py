@@ -167,7 +167,7 @@ async def test_long_text_is_cut_with_a_clear_note(harness):
     await h.reply(USER, "诉求已受理")
     with session_scope(h.engine) as session:
         case = session.exec(select(Case)).one()
-        assert len(case.description) == 3000  # kept up to the dialog's limit
+        assert case.description == long_text  # within [limits] description: kept whole, never cut
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in FIXTURES.glob("update_*.json")))
