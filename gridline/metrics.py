@@ -210,13 +210,15 @@ def _observe_jobs_and_speech(f: _Families) -> None:
     pool.observers.append(recognised)
 
 
-def process_exited(pid: int) -> None:
+def process_exited(pid: int, folder: str | None = None) -> None:
     """A worker of ``gridline serve --workers`` ended: its live gauges stop counting (its
-    counters stay, as Prometheus expects)."""
-    if multiprocess_dir():
+    counters stay, as Prometheus expects). ``folder``: the workers' PROMETHEUS_MULTIPROC_DIR
+    (by default this process's)."""
+    folder = folder or multiprocess_dir()
+    if folder:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid, folder)
 
 
 def exposition() -> tuple[bytes, str]:
@@ -405,8 +407,8 @@ class Metrics:
         refused = self._refusal(request)
         if refused is not None:
             return refused
-        self.sample()
         await self.snapshot()
+        self.sample()
         body, content_type = await asyncio.get_running_loop().run_in_executor(None, exposition)
         response = web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
         return response
@@ -476,6 +478,7 @@ def install(app: web.Application, metrics: Metrics) -> Metrics:
     """Mount ``/metrics``, the request-id header, and (under ``--workers``) each worker's
     sampling of its gauges. The middleware itself is ``Metrics.middleware``: build_app puts
     it first, so it sees every answer, 503s and 500s included."""
+    app[METRICS] = metrics
     app.router.add_get("/metrics", metrics.handle)
     app.on_response_prepare.append(_echo_request_id)
 
