@@ -27,7 +27,9 @@ from core.models import Channel
 from core.settings import Settings
 from gridline.app import SERVICES, build_app
 from gridline.metrics import METRICS
+from speech_models.pool import SpeechPool
 from tests.support.console_admin import ADMIN, PASSWORD, add_admin
+from tests.support.fake_transcriber import FakeTranscriber
 from tests.support.serve import ServeProcess, database_url
 from tests.support.twilio_signing import signed_headers
 from tests.support.waiting import wait_until
@@ -178,6 +180,54 @@ async def test_metrics_are_off_unless_a_token_or_an_address_is_set(engine, tmp_p
                           run_jobs=False)
     async with TestClient(TestServer(elsewhere)) as client:
         assert (await client.get("/metrics")).status == 403
+
+
+class HeldTranscriber(FakeTranscriber):
+    """A recogniser that works on a file until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def transcribe_pcm(self, pcm, sample_rate, phrases=None):  # noqa: ANN001, ANN201
+        self.gate.wait(30)
+        return super().transcribe_pcm(pcm, sample_rate, phrases)
+
+
+async def test_recognition_is_counted_with_its_queue_and_real_time_factor(engine, tmp_path):
+    transcriber = HeldTranscriber()
+    pool = SpeechPool(transcriber, workers=1)
+    app = build_app(settings(tmp_path), engine=engine, channels=("ivr",), speech=pool, run_jobs=False)
+    async with TestClient(TestServer(app)) as client:
+        before = await scrape(client)
+        # two recordings of 2 s for one speech thread: one is recognised, one waits
+        work = [asyncio.ensure_future(pool.transcribe_pcm(b"\x00\x01" * 16000 * 2, 16000)) for _ in range(2)]
+        while pool.busy < 2:
+            await asyncio.sleep(0.01)
+        queued = await scrape(client)
+        await asyncio.sleep(0.3)  # the thread works 0.3 s on the first
+        transcriber.gate.set()
+        await asyncio.gather(*work)
+        # a live stream: 3 s of a caller's audio
+        stream = await pool.open_stream(8000, encoding="mulaw", partials=False)
+        stream.feed(b"\xff" * 8000 * 3)
+        await stream.finish()
+        after = await scrape(client)
+        await pool.close()
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert value(queued, "gridline_speech_jobs_in_flight") == 2
+    assert value(after, "gridline_speech_jobs_in_flight") == 0
+    assert grew("gridline_speech_audio_seconds_total", mode="file") == pytest.approx(4.0)
+    assert grew("gridline_speech_audio_seconds_total", mode="stream") == pytest.approx(3.0)
+    busy = grew("gridline_speech_busy_seconds_total", mode="file")
+    assert 0.3 <= busy < 10
+    assert grew("gridline_speech_real_time_factor_count", mode="file") == 2
+    # the first recording took at least 0.3 s of work for 2 s of audio: a factor of 0.15 or more
+    assert grew("gridline_speech_real_time_factor_sum", mode="file") >= 0.15
+    assert grew("gridline_speech_real_time_factor_count", mode="stream") >= 1
 
 
 def test_bad_metrics_settings_are_named():
