@@ -87,6 +87,22 @@ STUBBORN_AGAIN_S = 300.0
 ACCEPT_PAUSES_S = (0.05, 0.25)
 
 
+class CountingRateLimiter(AIORateLimiter):
+    """PTB's rate limiter, counting the Bot API calls (messages, answers, files) that wait
+    for it or are on their way: the bot's send queue, for /metrics."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pending = 0
+
+    async def process_request(self, *args: Any, **kwargs: Any) -> Any:
+        self.pending += 1
+        try:
+            return await super().process_request(*args, **kwargs)
+        finally:
+            self.pending -= 1
+
+
 class PerChatUpdateProcessor(BaseUpdateProcessor):
     """Concurrent across chats, in order within a chat (a dialog must see its messages
     one by one)."""
@@ -221,7 +237,13 @@ class ChatBot:
         self._later: dict[int, asyncio.TimerHandle] = {}
         self.retried = 0  # updates handled again after a failure (tests, the log)
         self.commits = inbox.GroupCommit(services.engine, run=self.deps.db)
+        self.limiter: CountingRateLimiter | None = None
         self.application = self._build(rate_limit, concurrency)
+
+    @property
+    def send_queue(self) -> int:
+        """Bot API calls waiting for the rate limiter or on their way (0 without one)."""
+        return self.limiter.pending if self.limiter is not None else 0
 
     # -- building -----------------------------------------------------------------------
 
@@ -248,7 +270,8 @@ class ChatBot:
         if settings.telegram_local_mode:
             builder = builder.local_mode(True)
         if rate_limit:
-            builder = builder.rate_limiter(AIORateLimiter(max_retries=2))
+            self.limiter = CountingRateLimiter(max_retries=2)
+            builder = builder.rate_limiter(self.limiter)
         app: GridlineApplication = builder.build()
         app.gridline_bot = self
         app.bot_data[DEPS_KEY] = self.deps
@@ -614,6 +637,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
         return None
     bot = ChatBot(services, **options)
     app[CHATBOT] = bot
+    services.gauges["gridline_chat_send_queue"] = lambda: bot.send_queue  # for /metrics
     app.router.add_post(WEBHOOK_PATH, bot.webhook)
     jobs = followup.JobHandlers(bot)
     services.jobs.register("notify_resident", jobs.notify_resident)

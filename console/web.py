@@ -202,7 +202,8 @@ async def _first_start_hint(app: web.Application) -> None:
         return
     if n == 0:
         message = FIRST_ADMIN_HINT.format(url=get_console_settings().public_url.rstrip("/"))
-        print(message, flush=True)
+        if app[db.SERVICES].settings.log_format != "json":  # JSON logs: every line is a record
+            print(message, flush=True)
         log.warning(message.replace("\n", " "))
 
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core import jobs
-from core.models import Job
+from core.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ DbRunner = Callable[..., Awaitable[Any]]
 
 MAIN_LANE = "main"
 
+# Told of every job a runner of this process finished: (kind, outcome, seconds), the outcome
+# one of ``done``, ``retry`` (failed, tried again later), ``failed`` (failed for good),
+# ``later`` (RetryLater). The composition root counts them for /metrics (gridline.metrics);
+# an observer must be quick and must not raise.
+JobObserver = Callable[[str, str, float], None]
+observers: list[JobObserver] = []
+
 
 class RetryLater(Exception):
     """A handler's way to say: not now, try again after ``delay`` (no attempt counted)."""
@@ -41,6 +49,14 @@ class RetryLater(Exception):
     def __init__(self, delay: timedelta, why: str = ""):
         super().__init__(why)
         self.delay = delay
+
+
+def _tell(kind: str, outcome: str, seconds: float) -> None:
+    for observer in observers:
+        try:
+            observer(kind, outcome, seconds)
+        except Exception:  # counting must never cost a job
+            log.exception("job observer failed")
 
 
 class JobRunner:
@@ -95,15 +111,20 @@ class JobRunner:
     async def _run(self, job: Job) -> None:
         from core.clock import utcnow
 
+        started = time.perf_counter()
         try:
             await self.handlers[job.kind](job)
         except RetryLater as later:
+            outcome = "later"
             await self.db(jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
         except Exception as exc:  # a failing handler must not stop the other jobs
             log.exception("job %s (%s) failed", job.id, job.kind)
-            await self.db(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}")
+            failed = await self.db(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}")
+            outcome = "failed" if failed.status == JobStatus.failed else "retry"
         else:
+            outcome = "done"
             await self.db(jobs.complete, self.engine, job.id)
+        _tell(job.kind, outcome, time.perf_counter() - started)
 
     async def _loop(self, lane: str) -> None:
         wake = self._wakes[lane]

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     telegram_local_mode: bool = Field(default=False, description="the Bot API server is a local one started "
                                       "with --local: files may be read from the paths it names")
 
+    # observability (gridline.metrics, gridline.logs)
+    log_format: str = Field(default="text", description="text, or json: one JSON object per line")
+    # /metrics answers a scraper that sends this bearer token, or one whose own address is in
+    # metrics_allow; with neither set it is off (404).
+    metrics_token: str = ""
+    metrics_allow: str = Field(default="", description="addresses or networks, comma-separated")
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -92,6 +99,32 @@ class Settings(BaseSettings):
     def _secret(cls, value: str) -> str:
         if value and not (len(value) <= 256 and all(c.isascii() and (c.isalnum() or c in "_-") for c in value)):
             raise ValueError("1–256 characters of A-Z a-z 0-9 _ -")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value.lower() not in ("text", "json"):
+            raise ValueError("must be text or json")
+        return value.lower()
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an address or network like 10.0.0.5 or 10.0.0.0/24") from None
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_token(cls, value: str) -> str:
+        if value and len(value) < 16:
+            raise ValueError("at least 16 characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
         return value
 
     @field_validator("telegram_mode")

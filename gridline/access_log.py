@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, quote
 
 from aiohttp.abc import AbstractAccessLogger
 
+from gridline.metrics import REQUEST_ID
+
 MASK = "***"
 # Keys whose values are personal data or secrets, whatever they look like (lower case).
 SECRET_KEYS = frozenset({
@@ -67,6 +69,9 @@ class RedactingAccessLogger(AbstractAccessLogger):
         if not self.logger.isEnabledFor(logging.INFO):
             return
         version = f"HTTP/{request.version.major}.{request.version.minor}"
+        # The request id from the request itself; the call id (a Twilio webhook's CallSid)
+        # from the request's context, where the webhook put it (gridline.logs adds both).
         self.logger.info('%s "%s %s %s" %s %s %.3fs "%s"', request.remote or "-", request.method,
                          redacted_target(request.raw_path), version, response.status,
-                         response.body_length, time, request.headers.get("User-Agent", "-"))
+                         response.body_length, time, request.headers.get("User-Agent", "-"),
+                         extra={"request_id": request.get(REQUEST_ID)})

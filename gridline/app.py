@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from core.rules import load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
 from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
+from gridline.metrics import Metrics
+from gridline.metrics import install as install_metrics
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,9 @@ class Services:
     jobs: JobRunner
     speech: Any = None  # speech_models pool, when a model is configured
     extras: dict[str, Any] = field(default_factory=dict)
+    # What /metrics reads from a package at scrape time: metric name (declared in
+    # gridline.metrics.SAMPLED) → a callable giving its value now, in this process.
+    gauges: dict[str, Callable[[], float]] = field(default_factory=dict)
     # The database's own threads: channels run every blocking database call through
     # ``services.db.run`` and turn its DatabaseBusy into 503 / "please try again".
     # Sized to the engine's connection pool when not given.
@@ -179,10 +185,18 @@ def build_app(
     services = Services(settings=settings, engine=engine, jobs=JobRunner(engine, reports_orphans=True), speech=speech)
     db = services.db
     services.jobs.db = db.run
+    # The metrics' middleware first: it counts every answer (503s included) and gives every
+    # log line of the request its id.
+    metrics = Metrics(services)
     # Bodies aiohttp reads for a handler (console forms, Open311) are small forms; webhooks read
     # their own bodies with their own bounds (Twilio 64 KiB, Telegram 1 MiB). Larger: 413.
-    app = web.Application(client_max_size=int(rules["limits"]["form_body_bytes"]), middlewares=[busy_is_503])
+    app = web.Application(client_max_size=int(rules["limits"]["form_body_bytes"]),
+                          middlewares=[metrics.middleware, busy_is_503])
     app[SERVICES] = services
+    install_metrics(app, metrics)
+    services.gauges["gridline_db_threads"] = lambda: db.threads
+    services.gauges["gridline_db_threads_in_use"] = lambda: db.busy
+    services.gauges["gridline_db_calls_waiting"] = lambda: db.waiting
     services.extras.setdefault("health", {})["jobs"] = services.jobs.health  # for /console/system
     add_security_headers(app, settings)
     app.router.add_get("/healthz", healthz)
@@ -190,6 +204,10 @@ def build_app(
 
     for name in channels:
         CHANNELS[name](app, services)
+    speech = services.speech
+    if speech is not None and hasattr(speech, "backlog_seconds"):  # a SpeechPool (chat voice notes too)
+        services.gauges.setdefault("gridline_speech_jobs_in_flight", lambda: speech.busy)
+        services.gauges.setdefault("gridline_speech_backlog_seconds", speech.backlog_seconds)
 
     async def sla_sweep(job) -> None:  # noqa: ANN001
         escalated = await db.run(escalate_overdue, engine)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import logging
 from pathlib import Path
 
 import typer
@@ -94,24 +93,35 @@ def serve(
 
     from gridline.access_log import RedactingAccessLogger
     from gridline.app import build_app, prepare_database
+    from gridline.logs import configure as configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    configure_logging(settings.log_format)  # text, or one JSON object per line; ids on each line
+    # With JSON logs every line the server writes is a log record, for the log shipper.
+    say = _log_line if settings.log_format == "json" else console.print
     engine = _engine(migrated=False)
     if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
-        console.print("loaded the demo district into the empty database")
+        say("loaded the demo district into the empty database")
     from gridline.speech import build_speech
 
     app_ = build_app(settings, engine=engine, speech=build_speech(settings), server_gc=True)
+    banner = _log_line if settings.log_format == "json" else print
     if listen_fd is not None:
         import socket
 
         # The supervisor keeps the socket across restarts of this process: callers who
         # connect while it restarts wait in the backlog instead of being refused.
-        web.run_app(app_, sock=socket.socket(fileno=listen_fd), access_log_class=RedactingAccessLogger)
+        web.run_app(app_, sock=socket.socket(fileno=listen_fd), access_log_class=RedactingAccessLogger,
+                    print=banner)
         return
     web.run_app(app_, host=host or settings.host, port=port if port is not None else settings.port,
-                access_log_class=RedactingAccessLogger)  # the path and a redacted query
+                access_log_class=RedactingAccessLogger, print=banner)  # the path and a redacted query
+
+
+def _log_line(*parts: object) -> None:
+    import logging
+
+    logging.getLogger("gridline.serve").info(" ".join(str(p) for p in parts).strip())
 
 
 @db_app.command("upgrade")

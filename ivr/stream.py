@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from core import logcontext
 from core.storage import resolve
 from ivr import calls
 from ivr.state import Recording
@@ -353,6 +354,7 @@ class _Connection:
                 not all(c.isalnum() or c in "-_" for c in name):
             return False
         self.started = True
+        logcontext.bind_call(call_sid)  # this socket's lines, and its tasks', name the call
         self.registry.connecting.add((call_sid, name))
         self.registry.spawn(self._verify(call_sid, token, name), f"stream token {call_sid}")
         return True
@@ -533,6 +535,11 @@ class StreamRegistry:
     @property
     def live_recognitions(self) -> int:
         return self.slots.live
+
+    @property
+    def open_sockets(self) -> int:
+        """Media Streams sockets connected to this process: calls whose audio comes here."""
+        return len(self._sockets)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from twilio.twiml.messaging_response import MessagingResponse
 
-from core import actions, sms
+from core import actions, logcontext, sms
 from core.actions.survey import SURVEY_PHONE_JOB
 from core.db import session_scope
 from core.storage import resolve
@@ -76,6 +76,7 @@ def survey_webhook(fn: Handler):
         call_sid = form.get("CallSid", "")
         if not call_sid or len(call_sid) > 64:
             return web.Response(status=400, text="CallSid missing or malformed")
+        logcontext.bind_call(call_sid)
         survey_id = int(request.match_info["survey"])
         token = request.query.get("t", "")
         try:

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from core import logcontext
 from core.calendar import WorkingCalendar, parse_hours
 from core.clock import utcnow
 from core.rules import load_rules
@@ -115,6 +116,7 @@ def webhook(fn: Handler):
         call_sid = form.get("CallSid", "")
         if not call_sid or len(call_sid) > 64:
             return web.Response(status=400, text="CallSid missing or malformed")
+        logcontext.bind_call(call_sid)  # every line of this webhook, the access log's too
         started = time.perf_counter()
         try:
             return twiml(await fn(hotline, request, form, call_sid))
@@ -584,6 +586,14 @@ def setup(app: web.Application, services) -> Hotline:
     hotline = Hotline(services, config)
     app[HOTLINE] = hotline
     services.extras.setdefault("health", {})["hotline"] = hotline.health
+    # Read by /metrics (gridline.metrics names them), from this process.
+    registry = hotline.registry
+    services.gauges["gridline_media_streams_open"] = lambda: registry.open_sockets
+    services.gauges["gridline_speech_live_recognitions"] = lambda: registry.slots.live
+    if hotline.pool is not None:
+        pool = hotline.pool
+        services.gauges["gridline_speech_jobs_in_flight"] = lambda: pool.busy
+        services.gauges["gridline_speech_backlog_seconds"] = pool.backlog_seconds
     for path, fn in (
         ("/twilio/voice", Hotline.voice),
         ("/twilio/menu", Hotline.menu),

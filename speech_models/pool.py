@@ -15,15 +15,30 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .audio import WavWriter, mulaw_decode
 from .transcriber import BLOCK_MS, Encoding, Segment, Transcriber, Transcript, TranscriptStream
 
-__all__ = ["PooledStream", "SpeechPool"]
+__all__ = ["PooledStream", "SpeechPool", "observers"]
+
+# Told of every recognition step done by any pool of this process: (mode, seconds of audio,
+# seconds a speech thread worked on it), ``mode`` ``stream`` (live, a block at a time) or
+# ``file`` (a whole recording or voice note). The ratio is the real-time factor; the
+# server's /metrics counts them. Called on the event loop; must be quick and not raise.
+RecognitionObserver = Callable[[str, float, float], None]
+observers: list[RecognitionObserver] = []
+
+
+def _tell(mode: str, audio_s: float, busy_s: float) -> None:
+    for observer in observers:
+        with contextlib.suppress(Exception):  # counting must never cost a caller's words
+            observer(mode, audio_s, busy_s)
 
 
 class PooledStream:
@@ -45,6 +60,7 @@ class PooledStream:
         # (each one has to re-acquire the GIL from the event loop).
         width = 1 if stream.encoding == "mulaw" else 2
         self._batch = stream.sample_rate * BLOCK_MS // 1000 * width
+        self._bytes_per_second = stream.sample_rate * width
         self._job: asyncio.Future | None = None
         self._segments: asyncio.Queue[Segment | None] = asyncio.Queue()
         self._error: BaseException | None = None
@@ -63,6 +79,11 @@ class PooledStream:
     def backlog(self) -> int:
         """Bytes received but not yet handed to the recogniser."""
         return self._pending_bytes
+
+    @property
+    def backlog_seconds(self) -> float:
+        """Seconds of audio received but not yet handed to the recogniser."""
+        return self._pending_bytes / self._bytes_per_second
 
     def feed(self, data: bytes) -> None:
         """Accept audio without waiting: written to disk now, recognised when a worker is free."""
@@ -89,7 +110,8 @@ class PooledStream:
         chunk = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
-        self._job = self._pool._submit(self._stream.accept, chunk)
+        self._job = self._pool._recognise("stream", len(chunk) / self._bytes_per_second,
+                                          self._stream.accept, chunk)
         self._job.add_done_callback(self._done)
 
     def _done(self, fut: asyncio.Future) -> None:
@@ -140,7 +162,8 @@ class PooledStream:
                 segs = self._stream.accept(tail) if tail else []
                 return segs, self._stream.finish()
 
-            segs, transcript = await self._pool._submit(last_step)
+            segs, transcript = await self._pool._recognise("stream", len(tail) / self._bytes_per_second,
+                                                           last_step)
             self._publish(segs)
             self._publish(transcript.segments[self._finals_queued :])
             self._transcript = transcript
@@ -180,11 +203,41 @@ class SpeechPool:
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="speech",
                                             initializer=_lower_thread_priority)
         self._in_flight = 0
+        self._streams: weakref.WeakSet[PooledStream] = weakref.WeakSet()  # open, for backlog_seconds
 
     @property
     def busy(self) -> int:
         """Recognition jobs submitted and not yet done (running or waiting for a worker)."""
         return self._in_flight
+
+    def backlog_seconds(self) -> float:
+        """Audio of the open streams that waits for the recogniser (seconds, all streams)."""
+        return sum(stream.backlog_seconds for stream in list(self._streams) if not stream._closing)
+
+    def _recognise(self, mode: str, audio_s: float | Callable[[object], float], fn, *args) -> asyncio.Future:
+        """``fn(*args)`` in a speech thread, timed there (the work, not the wait for a
+        thread) and told to ``observers`` with its seconds of audio (or a function of the
+        result that gives them)."""
+        busy = [0.0]
+
+        def timed():
+            started = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                busy[0] = time.perf_counter() - started
+
+        fut = self._submit(timed)
+
+        def done(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            seconds = audio_s(f.result()) if callable(audio_s) else audio_s
+            if seconds > 0:
+                _tell(mode, seconds, busy[0])
+
+        fut.add_done_callback(done)
+        return fut
 
     def _submit(self, fn, *args) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -223,7 +276,9 @@ class SpeechPool:
         if path is None and self.recordings is not None:
             path = self.recordings / f"{uuid.uuid4().hex}.wav"
         wav = WavWriter(path, sample_rate) if path is not None else None
-        return PooledStream(self, stream, wav)
+        pooled = PooledStream(self, stream, wav)
+        self._streams.add(pooled)
+        return pooled
 
     async def accepts_phrases(self, phrases: Sequence[str]) -> bool:
         """Whether the model can take this phrase list (none of its words in the vocabulary:
@@ -241,12 +296,14 @@ class SpeechPool:
         self, path: str | os.PathLike | bytes, phrases: Sequence[str] | None = None
     ) -> Transcript:
         """Decode and transcribe a file (e.g. a chat voice note) in a worker."""
-        return await self._submit(self.transcriber.transcribe_file, path, phrases)
+        return await self._recognise("file", lambda transcript: getattr(transcript, "duration", 0.0),
+                                     self.transcriber.transcribe_file, path, phrases)
 
     async def transcribe_pcm(
         self, pcm: bytes, sample_rate: int, phrases: Sequence[str] | None = None
     ) -> Transcript:
-        return await self._submit(self.transcriber.transcribe_pcm, pcm, sample_rate, phrases)
+        return await self._recognise("file", len(pcm) / (2 * sample_rate),
+                                     self.transcriber.transcribe_pcm, pcm, sample_rate, phrases)
 
     async def close(self) -> None:
         """Wait for running jobs and stop the workers."""

@@ -5,7 +5,6 @@ calls and sends the progress SMS."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 import typer
@@ -31,8 +30,10 @@ def worker(
 
     if not (speech or surveys):
         fail("say which work to take: --speech and/or --surveys")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gridline.logs import configure as configure_logging
+
     settings = get_settings()
+    configure_logging(settings.log_format)
     engine = open_database()  # settings, rules and schema checked first, one line each if wrong
     if surveys and (why := missing_credentials(settings)):
         fail(f"--surveys: {why}")

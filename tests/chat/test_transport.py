@@ -231,3 +231,40 @@ async def test_deeply_nested_or_huge_bodies_are_refused_cleanly(harness, caplog)
     await h.reply(USER, "问题发生在哪里")
     with session_scope(h.engine) as session:
         assert session.exec(select(func.count()).select_from(SeenMessage)).one() == 1
+
+
+async def test_the_send_queue_on_metrics_counts_messages_on_their_way(fake, engine, demo, tmp_path):
+    """gridline_chat_send_queue: what the bot sends and Telegram has not answered yet."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.chat.conftest import Harness
+    from tests.support.fake_transcriber import FakeTranscriber
+
+    token = "metrics-token-0123456789"
+    h = await Harness(fake, engine, FakeTranscriber(), tmp_path, "webhook",
+                      settings_options={"metrics_token": token}).start()
+
+    async def send_queue() -> float:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{h.url}/metrics", headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        found = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+                 if s.name == "gridline_chat_send_queue"]
+        assert len(found) == 1
+        return found[0]
+
+    try:
+        h.fake.add_user(USER, "Fu", language_code="zh-hans")
+        assert await send_queue() == 0
+        hold = fake.hold("sendMessage")
+        await h.command(USER, "start")
+        await hold.wait_arrived()  # the greeting is on its way and Telegram does not answer
+        assert await send_queue() == 1
+        hold.release()
+        await h.reply(USER, "您好")
+        await until(lambda: h.bot.send_queue == 0)
+        assert await send_queue() == 0
+    finally:
+        await h.stop()
