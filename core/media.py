@@ -210,6 +210,11 @@ class MediaStore(ABC):
     @abstractmethod
     def begin_parts(self, key: str) -> PartUpload: ...
 
+    def recorded_sha256(self, key: str) -> str | None:
+        """The sha256 the store noted when the object was put (S3 metadata), without
+        reading it; ``None`` when it has none (a local folder notes nothing)."""
+        return None
+
     def get_bytes(self, key: str) -> bytes:
         """A small object whole (a photo to send on to a worker); prefer ``open_range``."""
         return b"".join(self.open_range(key))
