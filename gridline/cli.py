@@ -97,6 +97,7 @@ def serve(
     from gridline.app import build_app, prepare_database
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # it says where it found credentials, at INFO
     settings = get_settings()
     engine = _engine(migrated=False)
     from core.media import media_store
