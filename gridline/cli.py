@@ -288,10 +288,18 @@ def cases_show(number: str) -> None:
     if files:
         # One line per file, never cut or wrapped, so a path can be copied as printed.
         console.print("recordings and attachments:")
+        from core.media import MediaUnavailable, media_store
+
+        store = media_store(settings)
         for f in files:
-            on_disk = resolve(f.path, settings.data_dir)
-            state = "" if on_disk.exists() else "  [red](missing on disk)[/red]"
-            console.print(f"  {f.kind:<9} {f.mime_type or '':<11} {_size(f.size):>8}  {escape(str(on_disk))}{state}",
+            try:
+                there = f.upload_pending or store.stat(f.path) is not None
+            except MediaUnavailable:
+                there = True  # cannot tell now; `gridline media check` will
+            state = ("  (waiting in a spool for upload)" if f.upload_pending
+                     else "" if there else "  [red](missing from the media store)[/red]")
+            shown = resolve(f.path, settings.data_dir) if store.spool_is_store else f.path
+            console.print(f"  {f.kind:<9} {f.mime_type or '':<11} {_size(f.size):>8}  {escape(str(shown))}{state}",
                           soft_wrap=True)
     else:
         console.print("recordings and attachments: none")

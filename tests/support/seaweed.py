@@ -100,7 +100,7 @@ class SeaweedServer(Child):
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer'] + 10000}",
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3'] + 10000}", f"-s3.config={self.config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=64", "-volume.preStopSeconds=0",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=1000", "-volume.preStopSeconds=0",
         ]
 
     def env(self) -> dict[str, str]:
@@ -170,9 +170,29 @@ class SeaweedServer(Child):
         return code
 
     def make_bucket(self, name: str | None = None) -> str:
+        """A new bucket, written to once: SeaweedFS grows volumes for a bucket's first write,
+        which fails for a moment after a restart (before the volume server's heartbeat)."""
         name = name or f"t-{uuid.uuid4().hex[:12]}"
-        self.client().create_bucket(Bucket=name)
-        return name
+        client = self.client()
+        client.create_bucket(Bucket=name)
+        deadline = time.monotonic() + READY_S
+        while True:
+            try:
+                client.put_object(Bucket=name, Key=".ready", Body=b"ok")
+                client.delete_object(Bucket=name, Key=".ready")
+                return name
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+
+    def drop_bucket(self, name: str) -> None:
+        """Remove a bucket and its objects: each bucket holds volumes of its own (a
+        collection), and a server has room for so many."""
+        client = self.client()
+        for key in self.keys(name):
+            client.delete_object(Bucket=name, Key=key)
+        client.delete_bucket(Bucket=name)
 
     def keys(self, bucket: str, prefix: str = "") -> dict[str, int]:
         """key → size of every object under ``prefix``."""
@@ -232,6 +252,7 @@ def s3_bucket(seaweed: SeaweedServer, monkeypatch) -> Iterator[S3Bucket]:
     yield bucket
     if not seaweed.running:  # a test that stopped the server and failed before starting it
         seaweed.start()
+    seaweed.drop_bucket(bucket.name)
 
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # never probe a cloud's metadata service
