@@ -147,6 +147,8 @@ def test_a_changed_object_is_a_mismatch_not_a_success(s3_bucket, tmp_path, monke
 
     monkeypatch.setattr(store.client, "put_object", put_then_overwritten)
     with pytest.raises(MediaMismatch):
+        store.put_file("recordings/x.wav", spooled)  # its own read-back
+    with pytest.raises(MediaMismatch):
         keep(store, "recordings/x.wav")
     assert spooled.exists()  # nothing is deleted on a mismatch
 
