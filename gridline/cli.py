@@ -19,10 +19,11 @@ def explain(error: BaseException) -> str | None:
     and what to do, for the problems of configuration, database and files that a
     newcomer meets. ``None`` for anything else (a bug keeps its traceback)."""
     from core.db import explain_error
+    from core.media import MediaSettingInvalid
     from core.rules import RulesError
     from core.settings import SettingsInvalid
 
-    if isinstance(error, SettingsInvalid | RulesError):
+    if isinstance(error, SettingsInvalid | RulesError | MediaSettingInvalid):
         return str(error)
     try:
         database = get_settings().effective_database_url
@@ -100,6 +101,10 @@ def serve(
     # With JSON logs every line the server writes is a log record, for the log shipper.
     say = _log_line if settings.log_format == "json" else console.print
     engine = _engine(migrated=False)
+    from core.media import media_store
+
+    store = media_store(settings)
+    store.check()  # a wrong bucket, endpoint or key: one line naming the setting, before anything starts
     if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
         say("loaded the demo district into the empty database")
     from gridline.speech import build_speech
@@ -292,10 +297,18 @@ def cases_show(number: str) -> None:
     if files:
         # One line per file, never cut or wrapped, so a path can be copied as printed.
         console.print("recordings and attachments:")
+        from core.media import MediaUnavailable, media_store
+
+        store = media_store(settings)
         for f in files:
-            on_disk = resolve(f.path, settings.data_dir)
-            state = "" if on_disk.exists() else "  [red](missing on disk)[/red]"
-            console.print(f"  {f.kind:<9} {f.mime_type or '':<11} {_size(f.size):>8}  {escape(str(on_disk))}{state}",
+            try:
+                there = f.upload_pending or store.stat(f.path) is not None
+            except MediaUnavailable:
+                there = True  # cannot tell now; `gridline media check` will
+            state = ("  (waiting in a spool for upload)" if f.upload_pending
+                     else "" if there else "  [red](missing from the media store)[/red]")
+            shown = resolve(f.path, settings.data_dir) if store.spool_is_store else f.path
+            console.print(f"  {f.kind:<9} {f.mime_type or '':<11} {_size(f.size):>8}  {escape(str(shown))}{state}",
                           soft_wrap=True)
     else:
         console.print("recordings and attachments: none")

@@ -75,4 +75,5 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> logging.Ha
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)  # a library's warning is a record too, not a bare line
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # it says where it found credentials, at INFO
     return handler

@@ -113,3 +113,40 @@ async def test_big_files_get_a_clear_message_without_download(harness):
     await h.send(h.fake.make_voice_update(long_note.file_id, duration=900, user_id=user))
     await h.reply(user, "语音太长")
     assert not h.fake.calls("getFile")
+
+
+async def test_a_voice_note_and_a_photo_go_to_the_bucket_and_are_heard_from_there(fake, engine, demo, tmp_path,
+                                                                                  s3_bucket, mandarin_note):
+    """With GRIDLINE_MEDIA_URL=s3://…, the files a resident sends are kept in the bucket
+    (sha256 confirmed) and not left in the spool; the voice note is transcribed all the same."""
+    import hashlib
+
+    from tests.chat.conftest import Harness
+    from tests.support.media_samples import image
+
+    fake_asr = FakeTranscriber()
+    fake_asr.script(mandarin_note, "三 号 楼 门口 的 路灯 坏 了")
+    h = Harness(fake, engine, SpeechPool(fake_asr, workers=1), tmp_path, "webhook",
+                settings_options={"media_url": s3_bucket.url})
+    await h.start()
+    try:
+        h.fake.add_user(USER, "Lan", language_code="zh-hans")
+        await h.say(USER, "我要反映")
+        await h.reply(USER, "遇到了什么问题")
+        note = h.fake.add_file(mandarin_note, kind="voice", mime_type="audio/ogg")
+        await h.send(h.fake.make_voice_update(note.file_id, duration=2, user_id=USER))
+        heard = await h.reply(USER, "我听到的是")
+        assert "3号楼门口的路灯坏了" in heard["text"]
+        photo = image("jpeg")
+        await h.send(h.fake.make_photo_update(h.fake.add_file(photo, kind="photo").file_id, user_id=USER))
+        await h.press(USER, "对，就是这样")
+        await h.reply(USER, "问题发生在哪里")
+    finally:
+        await h.stop()
+    with session_scope(engine) as session:
+        rows = {a.kind: a for a in session.exec(select(Attachment)).all()}
+    assert set(rows) == {"voice", "photo"}
+    for att, data in ((rows["voice"], mandarin_note), (rows["photo"], photo)):
+        assert s3_bucket.read(att.path) == data
+        assert att.sha256 == hashlib.sha256(data).hexdigest() and not att.upload_pending
+        assert not (tmp_path / att.path).exists() and not (h.services.settings.data_dir / att.path).exists()

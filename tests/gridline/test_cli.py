@@ -142,7 +142,7 @@ def test_cases_show_prints_transcript_files_and_survey(cli, engine, tmp_path):
     [wav] = [line for line in lines if str(recording) in line]
     assert "recording" in wav and "audio/wav" in wav and "missing" not in wav
     [photo] = [line for line in lines if "lamp.jpg" in line]
-    assert str(tmp_path / "chat/2026/11/lamp.jpg") in photo and "missing on disk" in photo
+    assert str(tmp_path / "chat/2026/11/lamp.jpg") in photo and "missing from the media store" in photo
     assert "follow-up survey" in out and "pending" in out
 
 
