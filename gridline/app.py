@@ -21,9 +21,9 @@ from core.rules import load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
 from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
+from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
-from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 
 log = logging.getLogger(__name__)
 
