@@ -386,3 +386,19 @@ def test_json_logs_of_a_real_server_one_object_a_line_with_the_callsid(engine, t
     # start-up said its words as records too (the demo district, aiohttp's banner)
     assert any("loaded the demo district" in r["message"] for r in logged)
     assert any("Running on" in r["message"] for r in logged)
+
+
+async def test_files_waiting_for_the_media_store_are_counted_with_their_bytes(engine, tmp_path):
+    from core.models import Attachment
+
+    with session_scope(engine) as session:
+        session.add(Attachment(kind="recording", path="recordings/a.wav", size=1000, sha256="0" * 64,
+                               upload_pending=True))
+        session.add(Attachment(kind="voice", path="chat/b.ogg", size=234, sha256="1" * 64, upload_pending=True))
+        session.add(Attachment(kind="photo", path="chat/c.jpg", size=99, sha256="2" * 64))  # kept already
+    app = build_app(settings(tmp_path), engine=engine, channels=("console",), run_jobs=False)
+    app[METRICS].snapshot_every = 0
+    async with TestClient(TestServer(app)) as client:
+        figures = await scrape(client)
+    assert value(figures, "gridline_media_uploads_pending") == 2
+    assert value(figures, "gridline_media_spool_bytes") == 1234
