@@ -107,7 +107,11 @@ class ChatGate:
         self._use = asyncio.Lock()  # one statement (or pipeline) at a time on the connection
         self._releases: set[asyncio.Task] = set()
         self._generation = 0  # raised with every new connection
-        self.waits = 0  # times a chat was found held elsewhere (tests, the bench)
+        # For tests and the bench: round trips on the lock connection, chats found held
+        # elsewhere, chats loaded because another instance had changed them.
+        self.round_trips = 0
+        self.waits = 0
+        self.loads = 0
 
     @classmethod
     def for_engine(cls, engine: Engine, *, chat_ns: str, conv_ns: str) -> ChatGate | None:
@@ -147,6 +151,7 @@ class ChatGate:
             try:
                 async with self._use:
                     conn = await self._connection()
+                    self.round_trips += 1
                     async with conn.pipeline():
                         took = await conn.execute(_LOCK, lock)
                         looked = await conn.execute(_LOOK, look)
@@ -167,6 +172,7 @@ class ChatGate:
         earlier = [(int(uid), data) for uid, data in pending if update_id is not None and uid < update_id]
         mine = update_id is not None and any(uid == update_id for uid, _ in pending)
         rows = None if state is None else [(ns, key, data) for ns, key, data in state]
+        self.loads += rows is not None
         return Turn(int(version or 0), earlier, mine, rows, staff, generation)
 
     def leave(self, chat_id: int, generation: int) -> None:
@@ -184,6 +190,7 @@ class ChatGate:
         async with self._use:
             if self._conn is None or self._conn.closed or generation != self._generation:
                 return  # the lock went with the connection that took it
+            self.round_trips += 1
             try:
                 await self._conn.execute(_UNLOCK, {"ns": LOCK_NAMESPACE, "key": lock_key(chat_id)})
             except psycopg.Error as exc:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,8 @@ from telegram.ext import Application, BasePersistence, ConversationHandler, Pers
 from chat.inbox import write_state
 from core.db import session_scope
 from core.models import ChannelState
+
+log = logging.getLogger(__name__)
 
 CONV = "tg:conv"
 CHAT = "tg:chat"
@@ -114,6 +117,7 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
         # (chat, user) -> the chat's version when this process last loaded or wrote what
         # that user's updates consult (chat.gate)
         self.seen: dict[tuple[int, int | None], int] = {}
+        self.shared = False  # several instances may share the database (chat.gate is in use)
 
     # -- the buffer -----------------------------------------------------------------------
 
@@ -274,6 +278,13 @@ class DbPersistence(BasePersistence[dict, dict, dict]):
 
     async def flush(self) -> None:
         writes = self.take()
+        if writes and self.shared:
+            # Several instances: a chat is written only by the instance holding it (chat.gate).
+            # What is left belongs to updates still in the inbox, handled again from the
+            # database's state wherever they are taken next.
+            log.warning("not writing the state of %d chat(s) at shutdown: their updates are still in the inbox",
+                        len({_chat_of(k) for k in writes}))
+            return
         if writes:
             try:
                 await self._run(self._write, writes)

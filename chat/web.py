@@ -271,6 +271,7 @@ class ChatBot:
         if rate_limit:
             builder = builder.rate_limiter(AIORateLimiter(max_retries=2))
         app: GridlineApplication = builder.build()
+        app.persistence.shared = self.gate is not None
         app.gridline_bot = self
         app.bot_data[DEPS_KEY] = self.deps
         self._add_handlers(app)
@@ -466,12 +467,11 @@ class ChatBot:
         if turn.state is not None:
             persistence.load_chat(app, chat_id, keys, turn.state)
         persistence.seen[(chat_id, user_id)] = turn.version
+        # Linked elsewhere: a staff chat from this update on. (Unlinked elsewhere: the staff
+        # side finds out itself and tells the chat so.)
         staff_chats = worker.directory_of(app)
-        if turn.staff is not None:
-            if staff_chats.chats.get(str(chat_id)) != turn.staff:
-                staff_chats.add(chat_id, turn.staff)
-        elif chat_id in staff_chats:
-            staff_chats.drop(chat_id)
+        if turn.staff is not None and staff_chats.chats.get(str(chat_id)) != turn.staff:
+            staff_chats.add(chat_id, turn.staff)
         return turn
 
     async def _refresh_user(self, chat_id: int, user_id: int | None, version: int) -> None:
