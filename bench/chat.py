@@ -219,6 +219,8 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
                 await asyncio.sleep(0.05)
 
         transactions = commits[0]
+        gate = app[CHATBOT].gate
+        gate_figures = (gate.round_trips, gate.waits, gate.loads) if gate is not None else None
         await replies.stop()
         with session_scope(engine) as session:
             cases = session.exec(select(func.count()).select_from(Case)).one() - cases_before
@@ -241,6 +243,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "dispatch_p99_ms": _percentile(to_worker, 99) * 1000 if to_worker else float("nan"),
         "backend": engine.dialect.name,
         "transactions": transactions,
+        "gate": gate_figures,
     }
 
 
@@ -279,6 +282,11 @@ def main() -> None:
           f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
     print(f"  database transactions: {result['transactions']} "
           f"({result['transactions'] / max(result['updates'], 1):.2f} per update)")
+    if result["gate"] is not None:
+        trips, waits, loads = result["gate"]
+        print(f"  chat gate (PostgreSQL, one chat at a time across instances): {trips} round trips on the lock "
+              f"connection ({trips / max(result['updates'], 1):.2f} per update), {waits} waits, "
+              f"{loads} chats loaded from the database")
     for failure in result["failures"][:10]:
         print(f"  failed: {failure}")
     if result["failures"] or result["dispatch_messages"] < result["filed"]:

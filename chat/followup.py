@@ -348,9 +348,16 @@ class JobHandlers:
                        payload["solved"], payload["satisfied"], None, actor=f"system:chat-timeout:{chat_id}")
         except store.SurveyRefused:
             return  # answered meanwhile (with a comment or "no thanks")
-        app = self.chatbot.application
-        if app is not None and app.chat_data.get(chat_id, {}).pop("survey_comment", None) is not None:
-            await self.chatbot.save_chat(chat_id)
+        survey_id = int(payload["survey_id"])
+
+        def no_longer_waiting(data: dict) -> bool:
+            pending = data.get("survey_comment")
+            if not isinstance(pending, dict) or pending.get("id") != survey_id:
+                return False  # another survey's comment is awaited (or none)
+            del data["survey_comment"]
+            return True
+
+        await self.chatbot.edit_chat(chat_id, no_longer_waiting)
 
 
 def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:

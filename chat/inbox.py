@@ -3,13 +3,15 @@ as possible.
 
 An update is *accepted* before Telegram hears 200 (webhook) or before the next
 ``getUpdates`` confirms it (polling): one transaction records its id (``SeenMessage``,
-so a redelivery is dropped) and keeps the raw update JSON in the inbox
-(``ChannelState`` namespace ``tg_inbox``, key = update id). When its handlers have run,
-the inbox row is deleted in the same transaction that writes the conversation state and
-draft the update produced (``chat.persistence``), so after a crash the database holds
-either the state before the update and the update still in the inbox, or the state after
-it and no inbox row. On start the inbox is replayed in update id order through the same
-path; the replay skips the ``SeenMessage`` check (those updates were accepted already).
+so a redelivery is dropped) and keeps the raw update JSON in the inbox (``ChatInbox``,
+with the update's chat). When its handlers have run, the inbox row is deleted in the same
+transaction that writes the conversation state and draft the update produced
+(``chat.persistence``) and raises the chat's version (``ChatHead``, when several instances
+share the database: ``chat.gate``), so after a crash the database holds either the state
+before the update and the update still in the inbox, or the state after it and no inbox
+row. On start the inbox is replayed in update id order through the same path; the replay
+skips the ``SeenMessage`` check (those updates were accepted already). Whichever instance
+holds a chat handles the chat's earlier updates first, whoever accepted them.
 
 A crash between handling and the final write replays the update: the resident may get a
 reply twice, never none. Filing is idempotent per dialog, so no case is made twice.
@@ -27,12 +29,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import jobs
 from core.clock import utcnow
-from core.models import ChannelState, SeenMessage
+from core.models import ChannelState, ChatHead, ChatInbox, SeenMessage
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +42,13 @@ T = TypeVar("T")
 Op = Callable[[Connection], Any]
 
 CHANNEL = "telegram"
-INBOX = "tg_inbox"
 SEEN_KEEP = timedelta(days=7)  # Telegram gives up redelivering an update after 24 hours
 CLEANUP_JOB = jobs.declare("chat_seen_cleanup", "chat/web.py: forgets old Telegram update ids")
 
 _STATE = ChannelState.__table__
 _SEEN = SeenMessage.__table__
+_INBOX = ChatInbox.__table__
+_HEAD = ChatHead.__table__
 
 
 def _insert(conn: Connection, table):
@@ -59,8 +62,9 @@ def _insert(conn: Connection, table):
 # ---------------------------------------------------------------- operations (sync)
 
 
-def accept_op(update_id: int, data: dict) -> Op:
-    """Record the id and keep the update; the op returns False for a redelivery."""
+def accept_op(update_id: int, data: dict, chat_id: int | None = None) -> Op:
+    """Record the id and keep the update (of ``chat_id``); the op returns False for a
+    redelivery."""
 
     def op(conn: Connection) -> bool:
         now = utcnow()
@@ -68,8 +72,8 @@ def accept_op(update_id: int, data: dict) -> Op:
         seen = seen.on_conflict_do_nothing(index_elements=["channel", "external_id"]).returning(_SEEN.c.at)
         if conn.execute(seen).first() is None:  # rowcount is not reliable here (psycopg: -1)
             return False
-        keep = _insert(conn, _STATE).values(namespace=INBOX, key=str(update_id), data=data, updated_at=now)
-        conn.execute(keep.on_conflict_do_nothing(index_elements=["namespace", "key"]))
+        keep = _insert(conn, _INBOX).values(update_id=update_id, chat_id=chat_id, data=data, accepted_at=now)
+        conn.execute(keep.on_conflict_do_nothing(index_elements=["update_id"]))
         return True
 
     return op
@@ -95,13 +99,36 @@ def write_state(conn: Connection, writes: dict[tuple[str, str], Any]) -> None:
         conn.execute(delete(_STATE).where(_STATE.c.namespace == ns, _STATE.c.key.in_(keys)))
 
 
-def finish_op(update_id: int | None, writes: dict[tuple[str, str], Any]) -> Op:
-    """The state an update produced, and its inbox row gone, in one transaction."""
+def write_heads(conn: Connection, heads: dict[int, int]) -> None:
+    """Set chats' versions (``chat.gate``: the holder of a chat writes the next one)."""
+    if not heads:
+        return
+    now = utcnow()
+    stmt = _insert(conn, _HEAD)
+    stmt = stmt.on_conflict_do_update(index_elements=["chat_id"],
+                                      set_={"version": stmt.excluded.version, "updated_at": stmt.excluded.updated_at})
+    conn.execute(stmt, [{"chat_id": chat, "version": version, "updated_at": now} for chat, version in heads.items()])
+
+
+def finish_op(update_id: int | None, writes: dict[tuple[str, str], Any], heads: dict[int, int] | None = None) -> Op:
+    """The state an update produced, its chat's new version and its inbox row gone, in one
+    transaction."""
 
     def op(conn: Connection) -> None:
         write_state(conn, writes)
+        write_heads(conn, heads or {})
         if update_id is not None:
-            conn.execute(delete(_STATE).where(_STATE.c.namespace == INBOX, _STATE.c.key == str(update_id)))
+            conn.execute(delete(_INBOX).where(_INBOX.c.update_id == update_id))
+
+    return op
+
+
+def park_op(update_id: int, until: Any) -> Op:
+    """An update that keeps failing waits until ``until``: the chat's later updates are
+    handled meanwhile, by any instance, without it."""
+
+    def op(conn: Connection) -> None:
+        conn.execute(update(_INBOX).where(_INBOX.c.update_id == update_id).values(retry_at=until))
 
     return op
 
@@ -109,14 +136,14 @@ def finish_op(update_id: int | None, writes: dict[tuple[str, str], Any]) -> Op:
 def pending(engine: Engine) -> list[tuple[int, dict]]:
     """Accepted updates whose handling never finished, oldest first."""
     with engine.connect() as conn:
-        rows = conn.execute(select(_STATE.c.key, _STATE.c.data).where(_STATE.c.namespace == INBOX)).all()
-    out = []
-    for key, data in rows:
-        try:
-            out.append((int(key), data))
-        except ValueError:
-            continue
-    return sorted(out, key=lambda r: r[0])
+        rows = conn.execute(select(_INBOX.c.update_id, _INBOX.c.data).order_by(_INBOX.c.update_id)).all()
+    return [(update_id, data) for update_id, data in rows]
+
+
+def pending_ids(engine: Engine) -> list[int]:
+    """The ids of the updates in the inbox, oldest first (tests, the command line)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(_INBOX.c.update_id).order_by(_INBOX.c.update_id)).scalars())
 
 
 # ---------------------------------------------------------------- housekeeping

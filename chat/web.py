@@ -15,10 +15,15 @@ Around PTB's own machinery:
   inbox; it leaves the inbox when its handlers have run, and on start what is left is
   replayed in update id order. A crash loses nothing a resident sent;
 * updates of one chat are handled one after another, different chats concurrently
-  (``PerChatUpdateProcessor``), database work in threads;
+  (``PerChatUpdateProcessor``), database work in threads; with several instances on one
+  PostgreSQL, one instance at a time holds a chat, handles the chat's earlier updates
+  first (whoever accepted them), skips an update another instance handled, and loads the
+  chat's state when another instance changed it (``chat.gate``), so a resident's updates
+  may land on any instance;
 * conversation state and the resident's draft are written with the inbox bookkeeping of
   the update that changed them, in one transaction (``DbPersistence``, group-committed
-  with other chats' updates), so a restart continues where the resident was;
+  with other chats' updates), so a restart continues where the resident was; jobs that
+  change a chat's data (``edit_chat``) hold the chat the same way;
 * a daily job (``chat_seen_cleanup``) forgets update ids older than a week (Telegram
   gives up redelivering after 24 hours);
 * an update whose handling failed on the database or on a network problem with the Bot
@@ -44,6 +49,7 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -64,8 +70,10 @@ from telegram.ext import (
 from chat import dialog, followup, inbox, redact, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
-from chat.persistence import DbPersistence
+from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
+from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import t
+from core.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,13 @@ class CountingRateLimiter(AIORateLimiter):
             self.pending -= 1
 
 
+def chat_key(update: Update) -> int | None:
+    """The chat an update belongs to (its user when it has none): the unit of ordering."""
+    if update.effective_chat is not None:
+        return update.effective_chat.id
+    return update.effective_user.id if update.effective_user is not None else None
+
+
 class PerChatUpdateProcessor(BaseUpdateProcessor):
     """Concurrent across chats, in order within a chat (a dialog must see its messages
     one by one)."""
@@ -111,23 +126,26 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
         super().__init__(max_concurrent_updates)
         self._locks: dict[int, list] = {}
 
-    async def do_process_update(self, update: object, coroutine: Any) -> None:
-        key = None
-        if isinstance(update, Update):
-            key = update.effective_chat.id if update.effective_chat else (
-                update.effective_user.id if update.effective_user else None)
-        if key is None:
-            await coroutine
-            return
+    @contextlib.asynccontextmanager
+    async def holding(self, key: int):
+        """This process's hold on a chat (updates, and jobs that change the chat's data)."""
         entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
         entry[1] += 1
         try:
             async with entry[0]:
-                await coroutine
+                yield
         finally:
             entry[1] -= 1
             if entry[1] == 0:
                 self._locks.pop(key, None)
+
+    async def do_process_update(self, update: object, coroutine: Any) -> None:
+        key = chat_key(update) if isinstance(update, Update) else None
+        if key is None:
+            await coroutine
+            return
+        async with self.holding(key):
+            await coroutine
 
     async def initialize(self) -> None:
         return None
@@ -238,6 +256,9 @@ class ChatBot:
         self.retried = 0  # updates handled again after a failure (tests, the log)
         self.commits = inbox.GroupCommit(services.engine, run=self.deps.db)
         self.limiter: CountingRateLimiter | None = None
+        # Several instances on one PostgreSQL: one holds a chat at a time (None on SQLite).
+        self.gate = ChatGate.for_engine(services.engine, chat_ns=CHAT, conv_ns=CONV)
+        self.skipped = 0  # updates another instance had handled already (tests, the log)
         self.application = self._build(rate_limit, concurrency)
 
     @property
@@ -273,6 +294,7 @@ class ChatBot:
             self.limiter = CountingRateLimiter(max_retries=2)
             builder = builder.rate_limiter(self.limiter)
         app: GridlineApplication = builder.build()
+        app.persistence.shared = self.gate is not None
         app.gridline_bot = self
         app.bot_data[DEPS_KEY] = self.deps
         self._add_handlers(app)
@@ -378,15 +400,17 @@ class ChatBot:
         self.ready.clear()
         await self._shutdown_app()
         await self.commits.wait_idle()
+        if self.gate is not None:
+            await self.gate.close()
 
     # -- the durable inbox --------------------------------------------------------------
 
-    async def accept(self, update_id: int, data: dict) -> bool:
+    async def accept(self, update: Update, data: dict) -> bool:
         """Keep the update in the database (one transaction, shared with concurrent ones);
         False for an update id seen before."""
-        fresh = await self.commits.run(inbox.accept_op(update_id, data))
+        fresh = await self.commits.run(inbox.accept_op(update.update_id, data, chat_key(update)))
         if not fresh:
-            log.info("update %s seen before: ignored", update_id)
+            log.info("update %s seen before: ignored", update.update_id)
         return fresh
 
     async def _accept_polled(self, update: Update) -> bool:
@@ -395,7 +419,7 @@ class ChatBot:
         delay = 0.5
         while True:
             try:
-                return await self.accept(update.update_id, update.to_dict())
+                return await self.accept(update, update.to_dict())
             except Exception:
                 log.exception("could not keep update %s; retrying in %.1fs", update.update_id, delay)
                 await asyncio.sleep(delay)
@@ -408,10 +432,93 @@ class ChatBot:
         self._failures[update.update_id] = error
 
     async def handle(self, update: Update, process: Callable[[Update], Awaitable[None]]) -> None:
+        """Handle an update against the state the database holds. With a gate (several
+        instances may share the database): take the chat, load it if another instance changed
+        it, handle its earlier updates still in the inbox first, then this one unless another
+        instance handled it already; let the chat go when its state is written."""
+        chat_id = chat_key(update)
+        if self.gate is None or chat_id is None:
+            await self._handle_one(update, process, None)
+            return
+        user_id = update.effective_user.id if update.effective_user else None
+        turn = await self._enter(chat_id, user_id, update.update_id)
+        if turn is None:
+            return  # stopping: the update stays in the inbox for the next start
+        generation = turn.generation
+        try:
+            version = turn.version
+            for earlier_id, data in turn.earlier:
+                try:
+                    earlier = Update.de_json(data, self.application.bot)
+                except Exception:
+                    log.exception("stored update %s is unreadable; dropped", earlier_id)
+                    await self.commits.run(inbox.finish_op(earlier_id, {}))
+                    continue
+                log.info("update %s of chat %s (accepted elsewhere) handled before %s", earlier_id, chat_id,
+                         update.update_id)
+                version = await self._handle_one(earlier, process, version)
+                if version is None:
+                    return  # stopping, or parked with the chat's later updates behind it
+            if not turn.mine:
+                self.skipped += 1
+                log.info("update %s was handled by another instance", update.update_id)
+                return
+            await self._handle_one(update, process, version)
+        finally:
+            self.gate.leave(chat_id, generation)
+
+    async def _enter(self, chat_id: int, user_id: int | None, update_id: int | None) -> Turn | None:
+        """Take the chat through the gate (trying again while the database is unreachable)
+        and bring this process's copy of it up to date; None when stopping."""
+        app = self.application
+        persistence: DbPersistence = app.persistence
+        pause = self.retry_first
+        while True:
+            keys = persistence.chat_keys(app, chat_id, user_id)
+            try:
+                turn = await self.gate.enter(chat_id, update_id, seen=persistence.seen.get((chat_id, user_id), NEVER_SEEN),
+                                             conv_keys=sorted(keys), now=utcnow(), stopping=self.stopping)
+                break
+            except GateClosed:
+                return None
+            except Exception as exc:
+                if not transient(exc) or self.stopping.is_set():
+                    raise
+                log.warning("could not take chat %s (%s); trying again in %.2fs", chat_id, _short(exc), pause)
+                await self._pause(pause)
+                pause = min(pause * 2, self.retry_longest)
+        if turn.state is not None:
+            persistence.load_chat(app, chat_id, keys, turn.state)
+        persistence.seen[(chat_id, user_id)] = turn.version
+        # Linked elsewhere: a staff chat from this update on. (Unlinked elsewhere: the staff
+        # side finds out itself and tells the chat so.)
+        staff_chats = worker.directory_of(app)
+        if turn.staff is not None and staff_chats.chats.get(str(chat_id)) != turn.staff:
+            staff_chats.add(chat_id, turn.staff)
+        return turn
+
+    async def _refresh_user(self, chat_id: int, user_id: int | None, version: int) -> None:
+        """An earlier update from another member of the chat (a group): what it consults is
+        loaded unless this process saw it at this version."""
+        persistence: DbPersistence = self.application.persistence
+        if persistence.seen.get((chat_id, user_id)) == version:
+            return
+        keys = persistence.chat_keys(self.application, chat_id, user_id)
+        rows = await self.deps.db(_chat_rows, chat_id, sorted(keys))
+        persistence.load_chat(self.application, chat_id, keys, rows)
+        persistence.seen[(chat_id, user_id)] = version
+
+    async def _handle_one(self, update: Update, process: Callable[[Update], Awaitable[None]],
+                          version: int | None) -> int | None:
         """Run the update's handlers; when they fail on the database or the network, roll the
         chat's data back to before the update and run them again after a pause, keeping the
-        update in the inbox and the chat's later updates behind it. Then ``finish`` it."""
+        update in the inbox and the chat's later updates behind it. Then ``finish`` it.
+        ``version``: the chat's version (with a gate); returns the version after the update,
+        or None when the update was left in the inbox (stopping, parked)."""
         chat_id = update.effective_chat.id if update.effective_chat else None
+        if version is not None and self.gate is not None:
+            user_id = update.effective_user.id if update.effective_user else None
+            await self._refresh_user(chat_key(update), user_id, version)
         attempt, pause = 0, self.retry_first
         while True:
             attempt += 1
@@ -424,7 +531,7 @@ class ChatBot:
                 # PTB's own machinery failed, not a handler: handled badly is still handled
                 # (replaying it would fail again).
                 self._failures.pop(update.update_id, None)
-                await self.finish(update)
+                await self.finish(update, version)
                 raise
             error = self._failures.pop(update.update_id, None)
             if error is None:
@@ -434,19 +541,19 @@ class ChatBot:
             if self.stopping.is_set():
                 log.warning("update %s failed (%s) while stopping; it stays in the inbox for the next start",
                             update.update_id, _short(error))
-                return
+                return None
             if not transient(error) and attempt >= STUBBORN_ATTEMPTS:
                 log.error("update %s failed %d times (%s); kept in the inbox and tried again in %.0fs",
                           update.update_id, attempt, _short(error), self.stubborn_again, exc_info=error)
-                self._handle_later(update)
-                return
+                await self._handle_later(update)
+                return None
             self.retried += 1
             log.warning("update %s failed (%s); handling it again in %.2fs (attempt %d)",
                         update.update_id, _short(error), pause, attempt + 1)
             await self._pause(pause)
             pause = min(pause * 2, self.retry_longest)
         self.deps.delayed.discard(update.update_id)
-        await self.finish(update)
+        return await self.finish(update, version)
 
     def _chat_data(self, chat_id: int | None) -> dict | None:
         if chat_id is None:
@@ -479,7 +586,12 @@ class ChatBot:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
-    def _handle_later(self, update: Update) -> None:
+    async def _handle_later(self, update: Update) -> None:
+        if self.gate is not None:  # other instances leave it too until then
+            until = utcnow() + timedelta(seconds=self.stubborn_again)
+            with contextlib.suppress(Exception):  # unmarked, it is taken with the chat's next update
+                await self.commits.run(inbox.park_op(update.update_id, until))
+
         def again() -> None:
             self._later.pop(update.update_id, None)
             if not self.stopping.is_set():
@@ -490,41 +602,67 @@ class ChatBot:
             previous.cancel()
         self._later[update.update_id] = asyncio.get_running_loop().call_later(self.stubborn_again, again)
 
-    async def finish(self, update: Update) -> None:
-        """After the handlers: the chat's new state written and the update out of the inbox,
-        in one transaction (tried until it is written: until then the update would be
-        handled again on the next start)."""
+    async def finish(self, update: Update, version: int | None = None) -> int | None:
+        """After the handlers: the chat's new state written, its version raised (with a gate)
+        and the update out of the inbox, in one transaction (tried until it is written: until
+        then the update would be handled again). Returns the chat's version after it."""
         app = self.application
         chat = update.effective_chat
         await app.update_persistence()  # fills the persistence's buffer; no I/O
         writes = app.persistence.take(chat.id if chat else None)
+        heads = {chat.id: version + 1} if version is not None and chat is not None and writes else {}
         pause = self.retry_first
         while True:
             try:
-                await self.commits.run(inbox.finish_op(update.update_id, writes))
-                return
+                await self.commits.run(inbox.finish_op(update.update_id, writes, heads))
+                if heads:
+                    app.persistence.seen[(chat.id, update.effective_user.id if update.effective_user else None)] = \
+                        version + 1
+                return version + 1 if heads else version
             except Exception as exc:
                 if self.stopping.is_set() or not retryable(exc):
                     app.persistence.back(writes)
-                    log.exception("could not record the end of update %s; it will be replayed on start",
+                    if chat is not None:
+                        app.persistence.forget(chat.id)
+                    log.exception("could not record the end of update %s; it will be handled again",
                                   update.update_id)
-                    return
+                    return None
                 log.warning("could not record the end of update %s (%s); trying again in %.2fs",
                             update.update_id, _short(exc), pause)
                 await self._pause(pause)
                 pause = min(pause * 2, self.retry_longest)
 
-    async def save_chat(self, chat_id: int) -> None:
-        """Write a chat's state changed outside an update (by a job)."""
+    async def edit_chat(self, chat_id: int, change: Callable[[dict], bool]) -> None:
+        """Change a chat's data outside an update (a job): ``change`` gets the chat's data as
+        the database holds it and says whether it changed it; the change is written like an
+        update's, while the chat is held here (and, with a gate, across instances)."""
         app = self.application
-        app.mark_data_for_update_persistence(chat_ids=chat_id)
-        await app.update_persistence()
-        writes = app.persistence.take(chat_id)
-        try:
-            await self.commits.run(inbox.finish_op(None, writes))
-        except Exception:
-            app.persistence.back(writes)
-            raise
+        processor: PerChatUpdateProcessor = app.update_processor
+        async with processor.holding(chat_id):
+            version = turn = None
+            if self.gate is not None:
+                turn = await self._enter(chat_id, None, None)
+                if turn is None:
+                    raise RuntimeError("the bot is stopping")
+                version = turn.version
+            try:
+                if not change(app.chat_data[chat_id]):
+                    return
+                app.mark_data_for_update_persistence(chat_ids=chat_id)
+                await app.update_persistence()
+                writes = app.persistence.take(chat_id)
+                heads = {chat_id: version + 1} if version is not None and writes else {}
+                try:
+                    await self.commits.run(inbox.finish_op(None, writes, heads))
+                except Exception:
+                    app.persistence.back(writes)
+                    app.persistence.forget(chat_id)
+                    raise
+                if heads:
+                    app.persistence.seen[(chat_id, None)] = version + 1
+            finally:
+                if turn is not None:
+                    self.gate.leave(chat_id, turn.generation)
 
     async def _replay(self) -> None:
         """Updates accepted but never finished (the process died): handle them now, in the
@@ -584,7 +722,7 @@ class ChatBot:
     async def _keep_and_queue(self, update: Update, data: dict) -> None:
         for pause in (*ACCEPT_PAUSES_S, None):
             try:
-                fresh = await self.accept(update.update_id, data)
+                fresh = await self.accept(update, data)
                 break
             except Exception as exc:
                 if pause is None or not transient(exc):
@@ -620,6 +758,20 @@ def _nesting(value: Any, limit: int) -> int:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return deepest
+
+
+def _chat_rows(engine: Any, chat_id: int, conv_keys: list[str]) -> list[tuple[str, str, Any]]:
+    """A chat's data row and the conversation rows under ``conv_keys``."""
+    from sqlalchemy import and_, or_, select
+
+    from core.models import ChannelState
+
+    table = ChannelState.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(table.c.namespace, table.c.key, table.c.data).where(or_(
+            and_(table.c.namespace == CHAT, table.c.key == str(chat_id)),
+            and_(table.c.namespace == CONV, table.c.key.in_(conv_keys))))).all()
+    return [(ns, key, data) for ns, key, data in rows]
 
 
 def _short(exc: BaseException) -> str:

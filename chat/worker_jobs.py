@@ -250,8 +250,7 @@ class StaffJobs(JobHandlers):
         await self._send(int(chat_id), t(language, "staff.unlinked"), reply_markup=ReplyKeyboardRemove())
         with contextlib.suppress(TelegramError):
             await bot.delete_my_commands(scope=BotCommandScopeChat(int(chat_id)))
-        if app.chat_data.get(int(chat_id), {}).pop(worker.INPUT_KEY, None) is not None:
-            await self.chatbot.save_chat(int(chat_id))
+        await self.chatbot.edit_chat(int(chat_id), lambda data: data.pop(worker.INPUT_KEY, None) is not None)
 
 
 # ---------------------------------------------------------------- wiring

@@ -398,6 +398,32 @@ class ChannelState(SQLModel, table=True):
     updated_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
+class ChatInbox(SQLModel, table=True):
+    """A Telegram update accepted (Telegram heard 200) and not yet handled (``chat.inbox``).
+    ``chat_id`` lets whichever instance holds a chat take its earlier updates first;
+    ``retry_at`` parks an update that keeps failing so the chat's later ones go on."""
+
+    __tablename__ = "chat_inbox"
+    __table_args__ = (Index("ix_chat_inbox_chat", "chat_id", "update_id"),)
+
+    update_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    chat_id: int | None = Field(default=None, sa_type=sa.BigInteger)
+    data: dict | None = json_column()
+    accepted_at: NaiveDatetime = Field(default_factory=utcnow)
+    retry_at: NaiveDatetime | None = None
+
+
+class ChatHead(SQLModel, table=True):
+    """A chat's version: raised by every write of its dialog state or data, so an instance
+    knows whether what it holds in memory is still what the database holds (``chat.gate``)."""
+
+    __tablename__ = "chat_head"
+
+    chat_id: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False})
+    version: int = Field(default=0, sa_type=sa.BigInteger)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
 class SeenMessage(SQLModel, table=True):
     """Inbound message ids already handled, so redelivered webhooks are ignored."""
 

@@ -137,3 +137,39 @@ def test_0011_gives_attachments_the_type_of_their_bytes(empty_engine, tmp_path, 
             assert dict(conn.execute(text("SELECT path, mime_type FROM attachment")).all()) == after
     finally:
         get_settings.cache_clear()
+
+
+def test_0014_moves_the_telegram_inbox_with_each_update_s_chat_and_back(empty_engine):
+    """Updates accepted but not handled before 0014 are in the new inbox afterwards, each
+    with its chat (a message's chat; a button press's message's chat, else its user), and
+    go back to ``channelstate`` on the way down."""
+    import json
+
+    upgrade(empty_engine, "0011")
+    updates = {
+        "11": {"update_id": 11, "message": {"message_id": 1, "date": 0, "chat": {"id": 501, "type": "private"},
+                                             "text": "路灯坏了"}},
+        "12": {"update_id": 12, "callback_query": {"id": "q", "from": {"id": 502, "is_bot": False, "first_name": "A"},
+                                                   "chat_instance": "c", "data": "x",
+                                                   "message": {"message_id": 2, "date": 0,
+                                                               "chat": {"id": 503, "type": "private"}}}},
+        "13": {"update_id": 13, "callback_query": {"id": "r", "from": {"id": 504, "is_bot": False, "first_name": "B"},
+                                                   "chat_instance": "c", "data": "x"}},
+    }
+    with empty_engine.begin() as conn:
+        for key, data in updates.items():
+            conn.execute(text("INSERT INTO channelstate (namespace, key, data, updated_at) VALUES "
+                              "('tg_inbox', :key, :data, '2026-12-01 01:00:00')"), {"key": key, "data": json.dumps(data)})
+        conn.execute(text("INSERT INTO channelstate (namespace, key, data, updated_at) VALUES "
+                          "('tg:chat', '501', '{\"draft\": {}}', '2026-12-01 01:00:00')"))
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        moved = [tuple(r) for r in conn.execute(text("SELECT update_id, chat_id FROM chat_inbox ORDER BY update_id"))]
+        left = [tuple(r) for r in conn.execute(text("SELECT namespace, key FROM channelstate"))]
+    assert moved == [(11, 501), (12, 503), (13, 504)]
+    assert left == [("tg:chat", "501")]
+    downgrade(empty_engine, "0011")
+    with empty_engine.connect() as conn:
+        back = {r[0]: (json.loads(r[1]) if isinstance(r[1], str) else r[1]) for r in conn.execute(
+            text("SELECT key, data FROM channelstate WHERE namespace = 'tg_inbox'"))}
+    assert back == updates

@@ -24,9 +24,7 @@ USER = 9401
 
 
 def _inbox(engine) -> list[str]:
-    with session_scope(engine) as session:
-        rows = session.exec(select(ChannelState).where(ChannelState.namespace == inbox.INBOX)).all()
-        return sorted(r.key for r in rows)
+    return sorted(str(update_id) for update_id in inbox.pending_ids(engine))
 
 
 def _seen(engine) -> set[str]:

@@ -26,7 +26,7 @@ from sqlmodel import select
 
 from chat import inbox
 from core.db import session_scope
-from core.models import Case, ChannelState
+from core.models import Case
 from core.models import Resident as ResidentRow
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.serve import ServeProcess
@@ -172,5 +172,4 @@ def all_cases(engine) -> int:
 
 
 def inbox_left(engine) -> list[str]:
-    with session_scope(engine) as session:
-        return list(session.exec(select(ChannelState.key).where(ChannelState.namespace == inbox.INBOX)).all())
+    return [str(update_id) for update_id in inbox.pending_ids(engine)]
