@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, text
 
-from core.db import engine_from_settings, has_tables, session_scope, upgrade
+from core.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
 from core.dbpool import DatabasePool
 from core.errors import DatabaseBusy
+from core.instances import InstanceLease
 from core.rules import load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
@@ -35,12 +36,16 @@ class Services:
     # ``services.db.run`` and turn its DatabaseBusy into 503 / "please try again".
     # Sized to the engine's connection pool when not given.
     db: DatabasePool = None  # type: ignore[assignment]
+    # This process's lease among the instances sharing the database (core.instances).
+    instance: InstanceLease = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.db is None:
             self.db = DatabasePool.for_engine(self.engine, threads=self.settings.db_threads,
                                               queue=self.settings.db_queue,
                                               wait_seconds=self.settings.db_wait_seconds)
+        if self.instance is None:
+            self.instance = InstanceLease(self.engine, db=self.db.run)
 
 
 SERVICES = web.AppKey("gridline_services", Services)
@@ -48,21 +53,23 @@ SERVICES = web.AppKey("gridline_services", Services)
 
 def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
     """Upgrade the schema; on an empty database load the demo district. Returns whether
-    the demo was loaded."""
-    upgrade(engine)
-    if not load_demo:
-        return False
-    from sqlmodel import select
-
-    from core.models import Grid
-
-    with session_scope(engine) as session:
-        if session.exec(select(Grid.id).limit(1)).first() is not None:
+    the demo was loaded. Under the schema lock: instances started together take turns, and
+    only the first finds the database empty."""
+    with schema_lock(engine):
+        upgrade(engine)
+        if not load_demo:
             return False
-        from core.demo import load_demo as load
+        from sqlmodel import select
 
-        load(session)
-        return True
+        from core.models import Grid
+
+        with session_scope(engine) as session:
+            if session.exec(select(Grid.id).limit(1)).first() is not None:
+                return False
+            from core.demo import load_demo as load
+
+            load(session)
+            return True
 
 
 async def healthz(request: web.Request) -> web.Response:

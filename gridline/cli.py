@@ -117,10 +117,11 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from core.db import current_revision, upgrade
+    from core.db import current_revision, schema_lock, upgrade
 
     engine = _engine(migrated=False)
-    upgrade(engine, revision)
+    with schema_lock(engine):
+        upgrade(engine, revision)
     console.print(f"database at revision {current_revision(engine)}")
 
 
