@@ -556,6 +556,13 @@ Index("ix_survey_created", Survey.created_at)
 Index("ix_caseevent_action_at", CaseEvent.action, CaseEvent.at, postgresql_include=["case_id", "id"])
 
 
+# Every instance's recovery sweep looks for calls without a case or an outcome every few
+# seconds: a narrow partial index keeps that a short read however many calls were ever taken.
+UNSETTLED_CALL_PREDICATE = "case_id IS NULL AND outcome IS NULL"
+Index("ix_callsession_unsettled", CallSession.updated_at,
+      postgresql_where=sa.text(UNSETTLED_CALL_PREDICATE), sqlite_where=sa.text(UNSETTLED_CALL_PREDICATE))
+
+
 class ApiKey(SQLModel, table=True):
     """A key another system (a city 12345 platform, a mobile app) files Open311 requests
     with (``gridline apikeys add NAME``). Only a SHA-256 of the key is stored: the key is

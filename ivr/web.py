@@ -589,25 +589,31 @@ class Hotline:
         self._sweeper = asyncio.create_task(self._sweep_periodically(started), name="hotline recovery")
 
     async def recover(self, before: datetime) -> list[calls.Filed]:
-        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir)
+        """File the calls nobody is moving on (``ivr.recovery``): those of instances whose
+        lease ran out, those untouched for ``recovery.stale_after_s``, and (naming no
+        instance) those untouched since ``before``."""
+        stale = timedelta(seconds=float(self.config["recovery"]["stale_after_s"]))
+        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir,
+                            stale_before=utcnow() - stale)
         for runner in self.speech_runners:
             runner.wake()
         return filed
 
     async def _sweep_periodically(self, started: datetime) -> None:
-        # First the calls this process's predecessor left behind; start-up does not wait.
-        try:
-            await self.recover(started)
-        except Exception:
-            log.exception("recovery sweep at start-up failed; the periodic sweep will try again")
+        # Start-up does not wait for it. Every instance sweeps: a call is filed once (the
+        # filing locks the call's row), and another instance's calls only once its lease ran out.
         every = float(self.config["recovery"]["sweep_every_s"])
-        stale = timedelta(seconds=float(self.config["recovery"]["stale_after_s"]))
+        sweeps = 0
         while True:
-            await asyncio.sleep(every)
             try:
-                await self.recover(utcnow() - stale)
+                await self.recover(started)
             except Exception:
-                log.exception("periodic recovery sweep failed")
+                log.exception("recovery sweep failed; the next one will try again")
+            if sweeps % max(1, int(3600 / every)) == 0:  # hourly: handed-over turns of a day ago
+                with contextlib.suppress(Exception):
+                    await self.db(handover.forget_before, self.engine, utcnow() - timedelta(days=1))
+            sweeps += 1
+            await asyncio.sleep(every)
 
     async def shutdown(self, app: web.Application) -> None:
         await self.registry.close_sockets()

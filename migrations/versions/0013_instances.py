@@ -52,9 +52,13 @@ def upgrade() -> None:
     op.create_index(op.f('ix_streamsegment_updated_at'), 'streamsegment', ['updated_at'], unique=False)
     # A plain ALTER (no batch copy of the table): SQLite adds a column in place.
     op.add_column('callsession', sa.Column('instance_id', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True))
+    unsettled = sa.text("case_id IS NULL AND outcome IS NULL")
+    op.create_index('ix_callsession_unsettled', 'callsession', ['updated_at'], unique=False,
+                    postgresql_where=unsettled, sqlite_where=unsettled)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_callsession_unsettled', table_name='callsession')
     op.drop_column('callsession', 'instance_id')  # SQLite 3.35+ drops a plain column in place
     op.drop_index(op.f('ix_streamsegment_updated_at'), table_name='streamsegment')
     op.drop_table('streamsegment')
