@@ -237,9 +237,15 @@ def build_app(
         if ticker is not None:
             ticker.cancel()
         await services.jobs.stop()
-        await loop.run_in_executor(None, db.shutdown)
 
     app.cleanup_ctx.append(jobs_lifecycle)
+
+    async def close_database_threads(_app: web.Application) -> None:
+        # Last: the channels' own clean-up (the hotline's last handover rows, its lease)
+        # still goes through these threads. A cleanup_ctx's end runs before every on_cleanup.
+        await asyncio.get_running_loop().run_in_executor(None, db.shutdown)
+
+    app.on_cleanup.append(close_database_threads)
     if server_gc:
         async def settle(_app: web.Application) -> None:
             settle_garbage_collector()

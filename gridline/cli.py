@@ -88,6 +88,10 @@ def serve(
     no_demo: bool = typer.Option(False, "--no-demo", help="do not load the demo district into an empty database"),
     listen_fd: int = typer.Option(None, "--listen-fd", help="serve on this already listening socket, "
                                   "inherited from a supervisor (socket activation); --host/--port are then ignored"),
+    workers: int = typer.Option(1, "--workers", min=1, help="processes serving the one port, to use every core "
+                                "(e.g. the number of cores); a worker that dies is started again"),
+    worker_index: int = typer.Option(None, "--worker-index", hidden=True,
+                                     help="set by `serve --workers` for each worker it starts"),
 ) -> None:
     """Upgrade the database, load the demo district if it is empty, and serve everything."""
     from aiohttp import web
@@ -95,14 +99,35 @@ def serve(
     from gridline.access_log import RedactingAccessLogger
     from gridline.app import build_app, prepare_database
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    several = workers > 1 or worker_index is not None
+    # Under --workers each line says which process wrote it.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+                        if several else "%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    engine = _engine(migrated=False)
-    if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
-        console.print("loaded the demo district into the empty database")
+    if worker_index is None:  # a worker's supervisor prepared the database for all of them
+        engine = _engine(migrated=False)
+        if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
+            console.print("loaded the demo district into the empty database")
+    if workers > 1:
+        import socket
+
+        from gridline.workers import Supervisor, listening_socket
+
+        if settings.telegram_token and settings.telegram_mode == "polling":
+            _fail("--workers needs GRIDLINE_TELEGRAM_MODE=webhook: a bot is polled by one process only")
+        engine.dispose()  # the workers open their own connections
+        sock = socket.socket(fileno=listen_fd) if listen_fd is not None else \
+            listening_socket(host or settings.host, port if port is not None else settings.port)
+        raise typer.Exit(Supervisor(workers, sock).run())
+    if worker_index is not None:
+        engine = _engine()
     from gridline.speech import build_speech
 
     app_ = build_app(settings, engine=engine, speech=build_speech(settings), server_gc=True)
+    if worker_index is not None:
+        from gridline.workers import stop_with_supervisor
+
+        stop_with_supervisor(app_)
     if listen_fd is not None:
         import socket
 
