@@ -178,9 +178,21 @@ def schema_lock(engine: Engine) -> Iterator[None]:
     """Held while the schema is upgraded and the demo loaded, so instances started at the
     same moment take turns: the first migrates, the others find the schema at its head.
     A PostgreSQL session-level advisory lock on a connection of its own (released by the
-    server if the process dies); SQLite has a single writer already, and nothing to lock."""
+    server if the process dies); for a SQLite file, a lock on a file beside it (released by
+    the kernel if the process dies)."""
     if not is_postgres(engine):
-        yield
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{database}.schema-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
         return
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
