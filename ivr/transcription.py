@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from core.models import Job
 from core.runner import JobRunner
 from core.storage import resolve
-from ivr import calls, handover
+from ivr import calls
 from ivr.address import file_phrase_pass, hear_address
 from ivr.calls import SPEECH_JOB_KINDS, TRANSCRIBE_JOB
 from ivr.config import FlowConfig
@@ -99,11 +99,6 @@ class Transcriptions:
             live = seg.transcript()
             if live is not None:
                 return live
-        elif call_sid and name:  # recognised live on the instance that held the socket?
-            row = await self.db(handover.load, self.engine, call_sid, name)
-            if row is not None and row.done and row.final:
-                rec = handover.recording_of(row, "petition")
-                return {"segment": name, "text": rec.text, "confidence": rec.confidence, "segments": rec.segments}
         path = resolve(recording["path"], self.data_dir)
         if not path.is_file():
             raise FileNotFoundError(f"recording {path} is not there: does this process share the data "
