@@ -168,6 +168,42 @@ def alembic_config(engine: Engine):
     return cfg
 
 
+# The key of the session-level advisory lock that serialises schema changes and the demo load
+# across every instance on one PostgreSQL (any constant; "gridline" in ASCII).
+SCHEMA_LOCK_KEY = 0x6772_6964_6C69_6E65
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Held while the schema is upgraded and the demo loaded, so instances started at the
+    same moment take turns: the first migrates, the others find the schema at its head.
+    A PostgreSQL session-level advisory lock on a connection of its own (released by the
+    server if the process dies); for a SQLite file, a lock on a file beside it (released by
+    the kernel if the process dies)."""
+    if not is_postgres(engine):
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{database}.schema-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        conn.commit()  # the lock is the session's, not the transaction's
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            conn.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.clock import utcnow
@@ -56,8 +57,18 @@ def enqueue(
             return existing
     job = Job(kind=kind, payload=payload or {}, run_at=run_at or utcnow(), dedupe_key=dedupe_key,
               max_attempts=max_attempts)
-    session.add(job)
-    session.flush()
+    if dedupe_key is None:
+        session.add(job)
+        session.flush()
+        return job
+    try:
+        # Several instances (or workers) queue the same periodic work at the same moment:
+        # the one that comes second finds the first's row instead of failing.
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        return session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).one()
     return job
 
 

@@ -387,6 +387,9 @@ class CallSession(SQLModel, table=True):
     ended_at: NaiveDatetime | None = None
     duration_s: int | None = None
     updated_at: NaiveDatetime = Field(default_factory=utcnow)
+    # The instance that last moved the call on (core.instances): the recovery sweep leaves
+    # the call alone while that instance's lease is alive.
+    instance_id: str | None = Field(default=None, max_length=32)
 
 
 class ChannelState(SQLModel, table=True):
@@ -582,6 +585,13 @@ Index("ix_survey_created", Survey.created_at)
 Index("ix_caseevent_action_at", CaseEvent.action, CaseEvent.at, postgresql_include=["case_id", "id"])
 
 
+# Every instance's recovery sweep looks for calls without a case or an outcome every few
+# seconds: a narrow partial index keeps that a short read however many calls were ever taken.
+UNSETTLED_CALL_PREDICATE = "case_id IS NULL AND outcome IS NULL"
+Index("ix_callsession_unsettled", CallSession.updated_at,
+      postgresql_where=sa.text(UNSETTLED_CALL_PREDICATE), sqlite_where=sa.text(UNSETTLED_CALL_PREDICATE))
+
+
 class ApiKey(SQLModel, table=True):
     """A key another system (a city 12345 platform, a mobile app) files Open311 requests
     with (``gridline apikeys add NAME``). Only a SHA-256 of the key is stored: the key is
@@ -594,3 +604,41 @@ class ApiKey(SQLModel, table=True):
     created_at: NaiveDatetime = Field(default_factory=utcnow)
     disabled_at: NaiveDatetime | None = None
     last_used_at: NaiveDatetime | None = None
+
+
+class Instance(SQLModel, table=True):
+    """One running Gridline process and its lease: alive while ``heartbeat_at`` is fresh
+    (core.instances). Work an instance holds (a call, a stream) is another's to recover
+    only once the lease has run out."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    host: str = Field(default="", max_length=128)
+    pid: int = 0
+    started_at: NaiveDatetime = Field(default_factory=utcnow)
+    heartbeat_at: NaiveDatetime = Field(default_factory=utcnow, index=True)
+
+
+class StreamSegment(SQLModel, table=True):
+    """One turn of a caller heard on a Media Streams socket, handed from the instance that
+    holds the socket to whichever instance serves the call's next webhook (ivr.handover):
+    where its audio is, how long, its words once recognised, and the flow's request to stop
+    taking audio."""
+
+    __table_args__ = (UniqueConstraint("call_sid", "segment", name="uq_streamsegment_turn"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    call_sid: str = Field(max_length=64)
+    segment: str = Field(max_length=32)
+    instance_id: str | None = Field(default=None, max_length=32)  # holds the socket
+    audio_path: str | None = Field(default=None, max_length=512)
+    duration: float = 0.0
+    speech_s: float = 0.0
+    transcript: list[dict] | None = json_column()  # the recogniser's final segments
+    final: bool = False  # the transcript is complete
+    live: bool = False  # recognised as it was spoken
+    ended_by: str | None = Field(default=None, max_length=16)
+    audio_closed: bool = False  # no more audio will come
+    done: bool = False  # audio closed and recognition over (or never started)
+    end_requested: str | None = Field(default=None, max_length=16)  # the flow's reason to stop
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow, index=True)

@@ -53,6 +53,10 @@ DEFAULTS: dict[str, Any] = {
     "indexes": {
         "check_seconds": 1.0,
     },
+    "instances": {
+        "heartbeat_seconds": 5,
+        "lease_seconds": 20,
+    },
 }
 
 
@@ -224,6 +228,12 @@ def _check_values(rules: dict[str, Any]) -> None:
     if sweeps["schedule_check_seconds"] > sweeps["sla_period_minutes"] * 60:
         raise RulesError("sweeps.schedule_check_seconds: longer than sweeps.sla_period_minutes, so slots would be missed")
     _positive(section("media")["upload_retry_seconds"], "media.upload_retry_seconds")
+    instances = section("instances")
+    _positive(instances["heartbeat_seconds"], "instances.heartbeat_seconds")
+    _positive(instances["lease_seconds"], "instances.lease_seconds")
+    if instances["lease_seconds"] < 2 * instances["heartbeat_seconds"]:
+        raise RulesError("instances.lease_seconds: must be at least twice instances.heartbeat_seconds, "
+                         "or a live instance whose heartbeat is a moment late would be taken for dead")
     if section("indexes")["check_seconds"] < 0:
         raise RulesError("indexes.check_seconds: must be 0 (every request) or more")
 

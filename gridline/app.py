@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, text
 
-from core.db import engine_from_settings, has_tables, session_scope, upgrade
+from core.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
 from core.dbpool import DatabasePool
 from core.errors import DatabaseBusy
+from core.instances import InstanceLease
 from core.media import MediaStore, media_store
 from core.rules import load_rules
 from core.runner import JobRunner
@@ -48,6 +49,8 @@ class Services:
     media: MediaStore = None  # type: ignore[assignment]
     # Which spool this instance's waiting files lie in (core.uploads.spool_name).
     spool: str = ""
+    # This process's lease among the instances sharing the database (core.instances).
+    instance: InstanceLease = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.media is None:
@@ -58,6 +61,8 @@ class Services:
             self.db = DatabasePool.for_engine(self.engine, threads=self.settings.db_threads,
                                               queue=self.settings.db_queue,
                                               wait_seconds=self.settings.db_wait_seconds)
+        if self.instance is None:
+            self.instance = InstanceLease(self.engine, db=self.db.run)
 
 
 SERVICES = web.AppKey("gridline_services", Services)
@@ -65,21 +70,23 @@ SERVICES = web.AppKey("gridline_services", Services)
 
 def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
     """Upgrade the schema; on an empty database load the demo district. Returns whether
-    the demo was loaded."""
-    upgrade(engine)
-    if not load_demo:
-        return False
-    from sqlmodel import select
-
-    from core.models import Grid
-
-    with session_scope(engine) as session:
-        if session.exec(select(Grid.id).limit(1)).first() is not None:
+    the demo was loaded. Under the schema lock: instances started together take turns, and
+    only the first finds the database empty."""
+    with schema_lock(engine):
+        upgrade(engine)
+        if not load_demo:
             return False
-        from core.demo import load_demo as load
+        from sqlmodel import select
 
-        load(session)
-        return True
+        from core.models import Grid
+
+        with session_scope(engine) as session:
+            if session.exec(select(Grid.id).limit(1)).first() is not None:
+                return False
+            from core.demo import load_demo as load
+
+            load(session)
+            return True
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -269,9 +276,15 @@ def build_app(
         if ticker is not None:
             ticker.cancel()
         await services.jobs.stop()
-        await loop.run_in_executor(None, db.shutdown)
 
     app.cleanup_ctx.append(jobs_lifecycle)
+
+    async def close_database_threads(_app: web.Application) -> None:
+        # Last: the channels' own clean-up (the hotline's last handover rows, its lease)
+        # still goes through these threads. A cleanup_ctx's end runs before every on_cleanup.
+        await asyncio.get_running_loop().run_in_executor(None, db.shutdown)
+
+    app.on_cleanup.append(close_database_threads)
     if server_gc:
         async def settle(_app: web.Application) -> None:
             settle_garbage_collector()

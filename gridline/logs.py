@@ -59,7 +59,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure(log_format: str = "text", level: int = logging.INFO) -> logging.Handler:
+def configure(log_format: str = "text", level: int = logging.INFO, *, with_process: bool = False) -> logging.Handler:
     """The root logger writes to stderr in ``log_format`` (``text`` or ``json``), with the
     request and call ids. Replaces handlers an earlier call installed, so it may be called
     again (tests); returns the handler."""
@@ -67,7 +67,8 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> logging.Ha
         raise ValueError(f"log format {log_format!r}: one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    text_format = TEXT_FORMAT.replace("%(name)s", "[%(process)d] %(name)s") if with_process else TEXT_FORMAT
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(text_format))
     handler._gridline = True  # type: ignore[attr-defined]
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_gridline", False)]:

@@ -71,7 +71,7 @@ def _caller(session, phone: str | None) -> Caller:
 
 
 def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_number: str | None,
-              status: str | None, direction: str = "inbound") -> tuple[CallSession, bool]:
+              status: str | None, direction: str = "inbound", holder: str | None = None) -> tuple[CallSession, bool]:
     """The call's session, created on the first webhook (retries find the same row)."""
     with session_scope(engine) as session:
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
@@ -87,6 +87,7 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
             stream_token=secrets.token_urlsafe(24),
             resident_id=caller.resident_id,
             state=CallState(caller=caller).dump(),
+            instance_id=holder,
         )
         try:
             with session.begin_nested():
@@ -115,19 +116,24 @@ def _locked(session: Session, call_sid: str) -> CallSession:
     return row
 
 
-def _store(session: Session, call: Call) -> None:
+def _store(session: Session, call: Call, holder: str | None = None) -> None:
     call.row.state = call.state.dump()
     call.row.updated_at = utcnow()
+    if holder is not None:
+        call.row.instance_id = holder
     session.add(call.row)
 
 
-def apply(engine: Engine, call_sid: str, transition: Callable[..., T], *args: Any) -> tuple[Call, T]:
+def apply(engine: Engine, call_sid: str, transition: Callable[..., T], *args: Any,
+          holder: str | None = None) -> tuple[Call, T]:
     """Lock the call's row, run ``transition(call, *args)`` (a ``Call`` method or another
-    named function of a ``Call``) and write the row and its state back in one commit."""
+    named function of a ``Call``) and write the row and its state back in one commit.
+    ``holder``: the instance moving the call on (the recovery sweep leaves it alone while
+    that instance lives)."""
     with session_scope(engine) as session:
         call = Call.of(_locked(session, call_sid))
         result = transition(call, *args)
-        _store(session, call)
+        _store(session, call, holder)
         return call, result
 
 

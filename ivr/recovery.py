@@ -1,8 +1,12 @@
 """Recovery sweep: a call that left audio but no case (the server died mid-call, or no
 status callback ever came) becomes a case, so nothing a caller said is lost.
 
-Run in the background after start-up for every such session last touched before the
-process started, and periodically for sessions untouched for ``recovery.stale_after_s``.
+Several instances share the database, so a call is taken only when nobody is moving it
+on: the instance that last moved it (``CallSession.instance_id``) has let its lease run
+out (``core.instances``: it was killed, or stopped), or the call has been untouched for
+``recovery.stale_after_s``; and never while a stream of the call is open on an instance
+that is alive. The sweep runs in the background at start-up and every
+``recovery.sweep_every_s``, in every instance (filing is idempotent per call).
 Nothing is recognised here: each turn's WAV is measured on disk (its header made true
 first: a crash leaves the last second out of it), the case is filed with its recordings
 and ``transcript_pending``, and a ``transcribe_recording`` job recognises the words
@@ -15,37 +19,53 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, exists, or_
 from sqlmodel import select
 
+from core import instances
+from core.clock import utcnow
 from core.db import session_scope
 from core.media import MediaStore
-from core.models import CallSession
+from core.models import CallSession, StreamSegment
 from ivr import calls
 from ivr.stream import Db
 
 log = logging.getLogger(__name__)
 
 
-def pending_calls(engine: Engine, before: datetime) -> list[str]:
-    """Calls with a recording on record, no case, no outcome, untouched since ``before``."""
+def pending_calls(engine: Engine, before: datetime, *, stale_before: datetime | None = None,
+                  now: datetime | None = None) -> list[str]:
+    """Calls with a recording on record, no case, no outcome, that nobody is moving on:
+    their instance is gone, or they were untouched since ``stale_before``, or (calls that
+    name no instance, from before instances kept leases) since ``before``; and none of
+    their streams is open on a live instance."""
+    now = now or utcnow()
+    holder = CallSession.instance_id
+    stream_open_on_live = exists(select(StreamSegment.id).where(
+        StreamSegment.call_sid == CallSession.call_sid, StreamSegment.audio_closed.is_(False),
+        StreamSegment.instance_id.is_not(None), instances.held_by_live(StreamSegment.instance_id, now)))
+    takeable = or_(instances.gone(holder, now), holder.is_(None) & (CallSession.updated_at <= before))
+    if stale_before is not None:
+        takeable = or_(takeable, CallSession.updated_at <= stale_before)
     with session_scope(engine) as session:
         rows = session.exec(
             select(CallSession.call_sid).where(
                 CallSession.audio_path.is_not(None),
                 CallSession.case_id.is_(None),
                 CallSession.outcome.is_(None),
-                CallSession.updated_at <= before,
+                takeable,
+                ~stream_open_on_live,
             ).order_by(CallSession.id)
         ).all()
     return list(rows)
 
 
 async def sweep(db: Db, engine: Engine, flow: dict, *, before: datetime, data_dir: Path | None,
-                store: MediaStore | None = None, spool: str = "") -> list[calls.Filed]:
+                stale_before: datetime | None = None, store: MediaStore | None = None,
+                spool: str = "") -> list[calls.Filed]:
     """File every pending call; returns what happened to each."""
     out = []
-    for call_sid in await db(pending_calls, engine, before):
+    for call_sid in await db(pending_calls, engine, before, stale_before=stale_before):
         try:
             filed = await db(calls.file_case, engine, call_sid, min_speech_s=flow["petition"]["min_speech_s"],
                              recovered=True, data_dir=data_dir, speech_rms=float(flow["stream"]["speech_rms"]),

@@ -274,6 +274,7 @@ class Segment:
         except OSError:
             log.exception("call %s %s: cannot finish %s", self.call_sid, self.name, self.path)
         self.audio_closed.set()
+        self.registry.notify("segment_audio_closed", self)
         self._finisher = asyncio.create_task(self._finish(), name=f"segment {self.call_sid} {self.name}")
 
     async def _finish(self) -> None:
@@ -451,6 +452,9 @@ class StreamRegistry:
         # Called with (call_sid, segment) when a petition segment ended without the flow
         # asking: the caller may have hung up. Set by ivr.web.
         self.on_orphan: Callable[[str, str], Awaitable[None]] | None = None
+        # Told of each segment opened, whose audio closed, done (ivr.handover writes them down
+        # for the instance that serves the call's next webhook).
+        self.observers: list[Any] = []
         self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0,
                       "recording_only": 0, "token_retries": 0}
         self._tasks: set[asyncio.Task] = set()
@@ -478,8 +482,16 @@ class StreamRegistry:
         seg = Segment(self, call_sid, name, stored_path)
         self.segments[(call_sid, name)] = seg
         seg.start_recognition()
+        self.notify("segment_opened", seg)
         self.wake_waiters(call_sid, name)
         return seg
+
+    def notify(self, what: str, seg: Segment) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, what)(seg)
+            except Exception:  # an observer must not cost the caller's audio
+                log.exception("call %s %s: %s observer failed", seg.call_sid, seg.name, what)
 
     def wake_waiters(self, call_sid: str, name: str) -> None:
         opened = self._opened.pop((call_sid, name), None)
@@ -520,6 +532,7 @@ class StreamRegistry:
         key = (seg.call_sid, seg.name)
         self.segments.pop(key, None)
         self.recent[key] = seg
+        self.notify("segment_done", seg)
         while len(self.recent) > KEEP_FINISHED:
             self.recent.popitem(last=False)
         if seg.ended_by not in ("webhook", "hangup", "shutdown") and seg.kind == "petition" and self.on_orphan:

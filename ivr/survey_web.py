@@ -174,19 +174,12 @@ class SurveyLine:
         """The comment's recording once its audio is in (with its words if recognised within
         the wait), kept with the survey; words still to come get a job."""
         wait_s = float(self.config["comment"]["wait_s"])
-        registry = self.hotline.registry
-        seg = registry.request_end(call_sid, segment, why) if segment else None
-        if seg is None and segment:
-            seg = await registry.wait_segment(call_sid, segment, wait_s)
-            if seg is not None:
-                seg.request_end(why, registry.drain_s, registry.max_drain_s)
-        recording = None
-        if seg is not None:
-            await seg.wait_audio(registry.max_drain_s + 1.0)
-            if not await seg.wait_done(wait_s if seg.live else 0.5):
-                seg.defer()
-            recording = seg.result()
-        else:  # no stream reached this process: what is on disk is the comment
+        got = None
+        if segment:  # its socket here or on another instance (ivr.handover)
+            got = await self.hotline.collect(call_sid, segment, "petition", why, open_wait=wait_s,
+                                             done_wait=lambda live: wait_s if live else 0.5)
+        recording = got.recording if got is not None else None
+        if recording is None:  # no stream was taken for it anywhere: what is on disk is the comment
             recording = await self.db(_from_disk, self.engine, call_sid, self.settings.data_dir,
                                       float(self.hotline.config["stream"]["speech_rms"]))
         kept = await self.db(survey_calls.take_comment, self.engine, survey_id, token, call_sid, recording,

@@ -28,6 +28,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -40,11 +41,12 @@ from core.calendar import WorkingCalendar, parse_hours
 from core.clock import utcnow
 from core.rules import load_rules
 from core.storage import resolve
-from ivr import calls
+from ivr import calls, handover
 from ivr.address import file_phrase_pass, hear_address
 from ivr.config import FlowConfig, parse_service_hours
 from ivr.database import run_db
 from ivr.flow import Flow
+from ivr.handover import Handover
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
@@ -129,6 +131,16 @@ def webhook(fn: Handler):
     return handler
 
 
+@dataclass
+class Collected:
+    """A turn as far as it got: its recording (``None``: its audio has not closed yet),
+    whether its recognition is over, whether its stream is still being let in here."""
+
+    recording: Recording | None
+    done: bool = False
+    connecting: bool = False
+
+
 class Hotline:
     def __init__(self, services, config: FlowConfig):
         self.services = services
@@ -143,6 +155,10 @@ class Hotline:
         self.registry = StreamRegistry(self.engine, self.pool, self.settings.data_dir, config["stream"],
                                        live_capacity=self.live_capacity, db=self.db)
         self.registry.on_orphan = self.orphaned
+        # Any instance serves any webhook: what this process's sockets hear is written down for
+        # the others, and turns heard on another's socket are waited for (ivr.handover).
+        self.instance = services.instance
+        self.handover = Handover(self.engine, self.db, self.registry, self.instance.id)
         self.transcriptions = None
         self.speech_runners = []
         if self.pool is not None:
@@ -176,13 +192,13 @@ class Hotline:
     async def apply(self, call_sid: str, transition: Callable[..., T], *args: Any) -> tuple[Call, T]:
         """Run a named transition of the call (``Call.begin_turn``, ...) and store it."""
         async with self.lock(call_sid):
-            return await self.db(calls.apply, self.engine, call_sid, transition, *args)
+            return await self.db(calls.apply, self.engine, call_sid, transition, *args, holder=self.instance.id)
 
     async def load_call(self, call_sid: str) -> Call:
         call = await self.db(calls.load_call, self.engine, call_sid)
         if call is None:  # a webhook for a call whose first webhook we never saw
             row, _ = await self.db(calls.open_call, self.engine, call_sid, from_number=None, to_number=None,
-                                   status="in-progress")
+                                   status="in-progress", holder=self.instance.id)
             call = Call.of(row)
         return call
 
@@ -205,28 +221,55 @@ class Hotline:
 
     # -- what the caller said -------------------------------------------------------------
 
+    async def collect(self, call_sid: str, name: str, kind: TurnKind, reason: str, *, open_wait: float,
+                      done_wait: Callable[[bool], float], drain: bool = True) -> Collected | None:
+        """Stop a turn taking audio and wait for it, wherever its socket is: in this process
+        (its segment), or on another instance (the handover row). ``open_wait`` for its stream
+        to open, then the drain, then ``done_wait(live)`` for its words. ``None``: no stream was
+        taken for it anywhere."""
+        reg = self.registry
+        seg = reg.get(call_sid, name)
+        if seg is not None:
+            seg.request_end(reason, *((reg.drain_s, reg.max_drain_s) if drain else (0.0, 0.0)))
+        elif (call_sid, name) in reg.connecting:  # its token is being checked here (the database is slow)
+            reg.request_end(call_sid, name, reason)
+            seg = await reg.wait_segment(call_sid, name, open_wait)
+            if seg is None and (call_sid, name) in reg.connecting:
+                return Collected(None, connecting=True)
+        if seg is None:
+            row = await self.handover.take(call_sid, name, reason if drain else "hangup", open_wait=open_wait,
+                                           audio_wait=reg.max_drain_s + 1.0, done_wait=done_wait)
+            seg = reg.get(call_sid, name)  # it may have opened here meanwhile
+            if seg is None:
+                if row is None:
+                    return None
+                if not row.audio_closed:
+                    return Collected(None)
+                return Collected(handover.recording_of(row, kind), done=row.done)
+        await seg.wait_audio(reg.max_drain_s + 1.0)
+        done = await seg.wait_done(done_wait(seg.live))
+        if not done:
+            seg.defer()
+        return Collected(seg.result(), done=done)
+
     async def heard(self, call_sid: str, name: str, kind: TurnKind, round_: int) -> Recording | None:
         """The turn's recording once its audio is in, with its words when recognised in
         time; ``None`` = still recognising, say 请稍候 and come back. After the last round
         the caller waits no more: the words will come from the transcribe job."""
         wait_s = float(self.petition_cfg["wait_s"])
         last_round = round_ >= int(self.petition_cfg["wait_rounds"])
-        seg = self.registry.request_end(call_sid, name, "webhook")
-        if seg is None:  # the stream is still connecting (or its token being checked)
-            seg = await self.registry.wait_segment(call_sid, name, wait_s)
-        if seg is None and (call_sid, name) in self.registry.connecting and not last_round:
+        got = await self.collect(call_sid, name, kind, "webhook", open_wait=wait_s,
+                                 done_wait=lambda live: wait_s if live else 1.0)
+        if got is not None and got.connecting and not last_round:
             return None  # its token check is being retried (the database is slow): come back
-        if seg is not None:
-            await seg.wait_audio(self.registry.max_drain_s + 1.0)
-            await seg.wait_done(wait_s if seg.live else 1.0)
-            if seg.done.is_set():
-                return seg.result()
+        if got is not None and got.recording is not None:
+            if got.done:
+                return got.recording
             if not last_round:
                 return None
             log.info("call %s %s: recognition not finished within the caller's wait; filed now, "
                      "transcribed afterwards", call_sid, name)
-            seg.defer()
-            return seg.result()
+            return got.recording
         call = await self.load_call(call_sid)  # another round of this webhook took it already
         planned = call.state.segments.get(name)
         if planned is not None and planned.ended:
@@ -255,6 +298,15 @@ class Hotline:
             if not await seg.wait_done(budget if seg.live else 1.0):
                 seg.defer()
             heard[seg.name] = seg.result()
+        # Turns whose socket is (or was) on another instance: asked to end there, and waited for.
+        here = {seg.name for seg in segments}
+        for name, rec in call.state.recordings():
+            if rec.ended or name in here:
+                continue
+            got = await self.collect(call_sid, name, rec.kind, "hangup", open_wait=1.0, drain=False,
+                                     done_wait=lambda live: budget if live else 1.0)
+            if got is not None and got.recording is not None:
+                heard[name] = got.recording
         if heard:
             call, _ = await self.apply(call_sid, Call.turns_heard, heard)
         if not call.state.petition.segment:
@@ -306,7 +358,7 @@ class Hotline:
     async def voice(self, request, form, call_sid) -> str:
         row, _ = await self.db(calls.open_call, self.engine, call_sid, from_number=form.get("From"),
                                to_number=form.get("To"), status=form.get("CallStatus"),
-                               direction=form.get("Direction", "inbound"))
+                               direction=form.get("Direction", "inbound"), holder=self.instance.id)
         if row.case_id is not None:  # a retry after the case was filed
             return await self.file_and_say(call_sid)
         return self.flow.menu(community=CallState.load(row.state).caller.community, greet=True)
@@ -534,30 +586,38 @@ class Hotline:
                 await self.pool.warm_up()  # load the model now, not during the first caller's petition
             for runner in self.speech_runners:
                 runner.start()
+        await self.instance.start()
+        await self.handover.start()
         started = utcnow()
         self._sweeper = asyncio.create_task(self._sweep_periodically(started), name="hotline recovery")
 
     async def recover(self, before: datetime) -> list[calls.Filed]:
+        """File the calls nobody is moving on (``ivr.recovery``): those of instances whose
+        lease ran out, those untouched for ``recovery.stale_after_s``, and (naming no
+        instance) those untouched since ``before``."""
+        stale = timedelta(seconds=float(self.config["recovery"]["stale_after_s"]))
         filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir,
-                            store=self.services.media, spool=self.services.spool)
+                            stale_before=utcnow() - stale, store=self.services.media,
+                            spool=self.services.spool)
         for runner in self.speech_runners:
             runner.wake()
         return filed
 
     async def _sweep_periodically(self, started: datetime) -> None:
-        # First the calls this process's predecessor left behind; start-up does not wait.
-        try:
-            await self.recover(started)
-        except Exception:
-            log.exception("recovery sweep at start-up failed; the periodic sweep will try again")
+        # Start-up does not wait for it. Every instance sweeps: a call is filed once (the
+        # filing locks the call's row), and another instance's calls only once its lease ran out.
         every = float(self.config["recovery"]["sweep_every_s"])
-        stale = timedelta(seconds=float(self.config["recovery"]["stale_after_s"]))
+        sweeps = 0
         while True:
-            await asyncio.sleep(every)
             try:
-                await self.recover(utcnow() - stale)
+                await self.recover(started)
             except Exception:
-                log.exception("periodic recovery sweep failed")
+                log.exception("recovery sweep failed; the next one will try again")
+            if sweeps % max(1, int(3600 / every)) == 0:  # hourly: handed-over turns of a day ago
+                with contextlib.suppress(Exception):
+                    await self.db(handover.forget_before, self.engine, utcnow() - timedelta(days=1))
+            sweeps += 1
+            await asyncio.sleep(every)
 
     async def shutdown(self, app: web.Application) -> None:
         await self.registry.close_sockets()
@@ -570,6 +630,8 @@ class Hotline:
         for runner in self.speech_runners:
             await runner.stop()
         await self.registry.close()
+        await self.handover.stop()
+        await self.instance.stop()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
