@@ -171,6 +171,7 @@ class Hotline:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._operator_calendar: tuple[object, WorkingCalendar] | None = None
         self._sweeper: asyncio.Task | None = None
+        self._sweeps_stop = asyncio.Event()
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -608,7 +609,7 @@ class Hotline:
         # filing locks the call's row), and another instance's calls only once its lease ran out.
         every = float(self.config["recovery"]["sweep_every_s"])
         sweeps = 0
-        while True:
+        while not self._sweeps_stop.is_set():
             try:
                 await self.recover(started)
             except Exception:
@@ -617,13 +618,17 @@ class Hotline:
                 with contextlib.suppress(Exception):
                     await self.db(handover.forget_before, self.engine, utcnow() - timedelta(days=1))
             sweeps += 1
-            await asyncio.sleep(every)
+            # Waits on an event, not only on cancel: a cancel that lands inside a database
+            # call may be taken by it, and the sweep must still end when the hotline stops.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweeps_stop.wait(), every)
 
     async def shutdown(self, app: web.Application) -> None:
         await self.registry.close_sockets()
 
     async def cleanup(self, app: web.Application) -> None:
         if self._sweeper is not None:
+            self._sweeps_stop.set()
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
