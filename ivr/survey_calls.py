@@ -590,6 +590,29 @@ def comment_pending(engine: Engine, call_sid: str) -> tuple[int, str, str] | Non
         return call.survey_id, state.comment_segment, (planned.audio_path if planned else "")
 
 
+def comment_from_disk(engine: Engine, call_sid: str, data_dir: Path | None, speech_rms: float) -> Recording | None:
+    """The pending comment measured from its WAV: its stream was served by a process that
+    is gone (killed mid-comment) or by another one. Nobody writes the file any more (the
+    call is over, or the turn ended), so its header is made true first, as the hotline's
+    recovery does: a crash leaves up to a second of audio outside the header."""
+    from ivr.stream import pcm_speech_seconds
+    from speech_models.audio import AudioError, read_wav, repair_wav_header
+
+    pending = comment_pending(engine, call_sid)
+    if pending is None or not pending[2]:
+        return None
+    path = resolve(pending[2], data_dir)
+    try:
+        if repair_wav_header(path):
+            log.info("survey comment %s of call %s: WAV header repaired", pending[2], call_sid)
+        audio = read_wav(path)
+    except (AudioError, OSError):
+        return None
+    return Recording(kind="petition", audio_path=pending[2], duration=round(audio.duration, 2), deferred=True,
+                     speech_s=round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+                     ended_by="recovered")
+
+
 def comment_words(engine: Engine, survey_id: int, call_sid: str, segment: str, heard: dict) -> bool:
     """The words of a comment recognised afterwards (the transcribe job)."""
     with session_scope(engine) as session:
