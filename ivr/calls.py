@@ -46,6 +46,7 @@ TRANSCRIBE_JOB = jobs.declare("transcribe_recording", "ivr/transcription.py: rec
 SPEECH_JOB_KINDS = (TRANSCRIBE_JOB,)
 
 T = TypeVar("T")
+RECORDING_INCOMPLETE = "recording_incomplete"  # a case flag: part of a recording could be kept nowhere
 
 
 def case_key(call_sid: str) -> str:
@@ -181,6 +182,10 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
 
 
 def _file_ref(rec: Recording, data_dir: Path | None) -> actions.FileRef | None:
+    if rec.audio_path and rec.sha256 and rec.size and rec.size > 44:
+        # kept by the spool in the store (or held in the database for it): known without the file
+        return actions.FileRef(kind="recording", path=rec.audio_path, mime_type=media_types.WAV, size=rec.size,
+                               sha256=rec.sha256)
     path = resolve(rec.audio_path, data_dir) if rec.audio_path else None
     if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
         return None
@@ -234,6 +239,11 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         flags.append(actions.LOW_CONFIDENCE)
     if state.petition.unconfirmed:
         flags.append("transcript_unconfirmed")
+    event_data = None
+    incomplete = {n: {"kept_s": r.kept_s, "heard_s": r.heard_s} for n, r in state.recordings() if r.incomplete}
+    if incomplete:  # the spool and every fallback failed: say how much of what was said is kept
+        flags.append(RECORDING_INCOMPLETE)
+        event_data = {RECORDING_INCOMPLETE: incomplete}
 
     address = state.address
     address_text = None
@@ -266,6 +276,7 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         files=files,
         address_text=address_text,
         flags=tuple(flags),
+        event_data=event_data,
     )
     return PetitionOfCall(petition, pending)
 

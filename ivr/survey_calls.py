@@ -532,6 +532,9 @@ def operator_ended(engine: Engine, survey_id: int, token: str, call_sid: str, qu
 
 def comment_file(recording: Recording, data_dir: Path | None) -> actions.FileRef | None:
     """The comment's WAV as a file of the case (none when there is no audio in it)."""
+    if recording.audio_path and recording.sha256 and recording.size and recording.size > 44:  # kept by ivr.spool
+        return actions.FileRef(kind="survey_comment", path=recording.audio_path, mime_type=media_types.WAV,
+                               size=recording.size, sha256=recording.sha256)
     path = resolve(recording.audio_path, data_dir) if recording.audio_path else None
     if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
         return None

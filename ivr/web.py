@@ -37,6 +37,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from core.calendar import WorkingCalendar, parse_hours
 from core.clock import utcnow
+from core.media import media_store
 from core.rules import load_rules
 from core.storage import resolve
 from ivr import calls
@@ -46,6 +47,7 @@ from ivr.database import run_db
 from ivr.flow import Flow
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
+from ivr.spool import CallBudget, Spool
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
@@ -138,8 +140,11 @@ class Hotline:
         self.pool = speech_pool(services.speech, workers)
         self._own_pool = self.pool is not services.speech
         self.live_capacity = (self.settings.speech_live_streams or 2 * workers) if self.pool is not None else 0
+        self.spool = Spool(store=media_store(self.settings), data_dir=self.settings.data_dir, engine=self.engine,
+                           db=self.db, budget=CallBudget(self.settings.spool_memory_s, self.settings.spool_database_s),
+                           part_s=self.settings.spool_part_s)
         self.registry = StreamRegistry(self.engine, self.pool, self.settings.data_dir, config["stream"],
-                                       live_capacity=self.live_capacity, db=self.db)
+                                       live_capacity=self.live_capacity, db=self.db, spool=self.spool)
         self.registry.on_orphan = self.orphaned
         self.transcriptions = None
         self.speech_runners = []
