@@ -42,8 +42,9 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from core import jobs
 from core.db import session_scope
-from core.models import AudioPart
+from core.models import AudioPart, Job
 from speech_models.audio import WavWriter, _wav_header
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ log = logging.getLogger(__name__)
 Db = Callable[..., Awaitable[Any]]
 BYTES_PER_S = 16000  # pcm16 at 8 kHz
 HEADER_BYTES = 44
+
+
+# Moves a recording held in the database into the media store once the store takes it.
+KEEP_HELD_JOB = jobs.declare("keep_held_audio", "ivr/spool.py: puts a recording held in the database into the media store")
+KEEP_HELD_RETRY_S = 60.0
 
 
 def part_key(key: str, seq: int) -> str:
@@ -86,6 +92,12 @@ def held_parts(engine: Engine, key: str) -> list[tuple[int, int, bytes]]:
 def held_keys(engine: Engine) -> list[str]:
     with session_scope(engine) as session:
         return sorted(set(session.exec(select(AudioPart.key)).all()))
+
+
+def queue_keep_held(engine: Engine, key: str, size: int, sha256: str) -> None:
+    with session_scope(engine) as session:
+        jobs.enqueue(session, KEEP_HELD_JOB, {"key": key, "size": size, "sha256": sha256},
+                     dedupe_key=f"{KEEP_HELD_JOB}:{key}", max_attempts=1000)
 
 
 def drop_parts(engine: Engine, key: str) -> None:
@@ -443,6 +455,11 @@ class SegmentAudio:
             with contextlib.suppress(Exception):
                 await spool.db(save_part, spool.engine, self.key, -1, 0, bytes(pcm[:head]))
         placed.held = True
+        if spool.engine is not None and spool.db is not None:
+            try:
+                await spool.db(queue_keep_held, spool.engine, self.key, placed.size, placed.sha256)
+            except Exception:
+                log.exception("call %s: the job that keeps %s later was not queued", self.call_sid, self.key)
         log.warning("call %s: %s (%.2f s) waits in the database for the media store", self.call_sid, self.key,
                     placed.kept_s)
 
@@ -464,8 +481,8 @@ class SegmentAudio:
                 await spool.db(drop_parts, spool.engine, self.key)
         if self.remote:
             await asyncio.to_thread(delete_store_parts, spool.store, self.key, self.seq)
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+            with contextlib.suppress(OSError):  # (with the default store the spool file is the store's)
+                self.path.unlink()
         return True
 
 
@@ -508,3 +525,40 @@ def assemble(store: Any, engine: Engine | None, key: str, spool_file: Path | Non
     if not pcm:
         return None
     return wav_bytes(bytes(pcm))
+
+
+class KeepHeld:
+    """``keep_held_audio``: the WAV assembled from its ``audio_part`` rows, checked against the
+    sha256 the case was filed with, put to the store (sha256 confirmed), then the rows go.
+    A store that still fails (the disk is still full) is tried again a minute later."""
+
+    def __init__(self, engine: Engine, store: Any, db: Db):
+        self.engine, self.store, self.db = engine, store, db
+
+    async def handle(self, job: Job) -> None:
+        from datetime import timedelta
+
+        from core.runner import RetryLater
+
+        p = job.payload or {}
+        key = str(p["key"])
+        whole = await self.db(_assemble_held, self.engine, key)
+        if whole is None:
+            log.info("%s: nothing held any more", key)
+            return
+        digest = hashlib.sha256(whole).hexdigest()
+        if p.get("sha256") and digest != p["sha256"]:
+            raise RuntimeError(f"{key}: the held parts make sha256 {digest}, the case was filed with {p['sha256']}")
+        try:
+            stored = await asyncio.to_thread(self.store.put_bytes, key, whole)
+        except Exception as exc:
+            raise RetryLater(timedelta(seconds=KEEP_HELD_RETRY_S), f"{key}: the media store does not take it: {exc}") \
+                from None
+        if stored.sha256 != digest:
+            raise RetryLater(timedelta(seconds=KEEP_HELD_RETRY_S), f"{key}: stored with another sha256")
+        await self.db(drop_parts, self.engine, key)
+        log.info("%s: %d bytes held in the database are in the media store now", key, len(whole))
+
+
+def _assemble_held(engine: Engine, key: str) -> bytes | None:
+    return assemble(None, engine, key)

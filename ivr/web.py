@@ -47,7 +47,7 @@ from ivr.database import run_db
 from ivr.flow import Flow
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
-from ivr.spool import CallBudget, Spool
+from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
@@ -603,6 +603,7 @@ def setup(app: web.Application, services) -> Hotline:
     ):
         app.router.add_post(path, fn)  # webhook() made each a handler(request)
     app.router.add_get("/twilio/stream", hotline.stream)
+    services.jobs.register(KEEP_HELD_JOB, KeepHeld(hotline.engine, hotline.spool.store, hotline.db).handle)
     app.on_startup.append(hotline.startup)
     app.on_shutdown.append(hotline.shutdown)
     app.on_cleanup.append(hotline.cleanup)
