@@ -33,6 +33,7 @@ from core.models import CallSession, Case, Channel, Grid, GridLevel, Job, JobSta
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
 from core.storage import resolve, stored_path
 from core.texts import status_name
+from ivr.spool import mark_held
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
 
@@ -185,7 +186,7 @@ def _file_ref(rec: Recording, data_dir: Path | None) -> actions.FileRef | None:
     if rec.audio_path and rec.sha256 and rec.size and rec.size > 44:
         # kept by the spool in the store (or held in the database for it): known without the file
         return actions.FileRef(kind="recording", path=rec.audio_path, mime_type=media_types.WAV, size=rec.size,
-                               sha256=rec.sha256)
+                               sha256=rec.sha256, waiting_in=rec.waiting_in)
     path = resolve(rec.audio_path, data_dir) if rec.audio_path else None
     if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
         return None
@@ -299,6 +300,9 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
             _store(session, call)
             return Filed(None, False, outcome)
         result = file_petition_in(session, made.petition, actor="hotline")
+        for _, rec in call.state.recordings():
+            if rec.held and rec.audio_path and result.created:
+                mark_held(session, rec.audio_path)
         if made.pending and result.created:
             jobs.enqueue(session, TRANSCRIBE_JOB, {"case_id": result.case.id, "call_sid": call_sid, **made.pending},
                          dedupe_key=f"{TRANSCRIBE_JOB}:{result.case.id}", max_attempts=8)

@@ -100,6 +100,16 @@ def queue_keep_held(engine: Engine, key: str, size: int, sha256: str) -> None:
                      dedupe_key=f"{KEEP_HELD_JOB}:{key}", max_attempts=1000)
 
 
+def mark_held(session: Any, key: str) -> None:
+    """The attachments of ``key`` wait for the store (the console says so) until
+    ``keep_held_audio`` has put the WAV there; in the caller's transaction."""
+    from core.models import Attachment
+
+    for row in session.exec(select(Attachment).where(Attachment.path == key)).all():
+        row.upload_pending = True
+        session.add(row)
+
+
 def drop_parts(engine: Engine, key: str) -> None:
     with session_scope(engine) as session:
         session.execute(delete(AudioPart).where(AudioPart.key == key))
@@ -145,6 +155,7 @@ class Spool:
     budget: CallBudget
     part_s: float = 10.0
     sample_rate: int = 8000
+    name: str = ""  # this spool, for files that wait in it (core.uploads.spool_name)
     stats: dict[str, int] = field(default_factory=lambda: {"parts_stored": 0, "parts_in_database": 0,
                                                             "spool_faults": 0, "bytes_lost": 0})
 
@@ -557,6 +568,9 @@ class KeepHeld:
         if stored.sha256 != digest:
             raise RetryLater(timedelta(seconds=KEEP_HELD_RETRY_S), f"{key}: stored with another sha256")
         await self.db(drop_parts, self.engine, key)
+        from core.uploads import record_uploaded
+
+        await self.db(record_uploaded, self.engine, key, stored.size, stored.sha256)
         log.info("%s: %d bytes held in the database are in the media store now", key, len(whole))
 
 

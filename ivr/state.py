@@ -76,7 +76,7 @@ class Recording(_Model):
     size: int | None = None
     sha256: str | None = None
     held: bool = False  # waits in the database (audio_part) for the media store
-    upload_pending: bool = False  # waits in the spool for the media store
+    waiting_in: str | None = None  # the spool it waits in for the media store (core.uploads.spool_name)
     heard_s: float | None = None  # seconds of audio received
     kept_s: float | None = None  # seconds kept: less than heard when the spool and every fallback failed
 

@@ -325,7 +325,8 @@ class Segment:
         if placed is None or not (placed.fault or placed.uploaded or placed.sha256):
             return {}
         return {"size": placed.size, "sha256": placed.sha256, "held": placed.held,
-                "upload_pending": bool(placed.sha256 and not placed.uploaded and not placed.held),
+                "waiting_in": self.registry.spool.name if placed.sha256 and not placed.uploaded and not placed.held
+                else None,
                 "heard_s": round(placed.heard_s, 2), "kept_s": round(placed.kept_s, 2)}
 
     def transcript(self) -> dict | None:

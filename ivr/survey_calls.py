@@ -534,7 +534,7 @@ def comment_file(recording: Recording, data_dir: Path | None) -> actions.FileRef
     """The comment's WAV as a file of the case (none when there is no audio in it)."""
     if recording.audio_path and recording.sha256 and recording.size and recording.size > 44:  # kept by ivr.spool
         return actions.FileRef(kind="survey_comment", path=recording.audio_path, mime_type=media_types.WAV,
-                               size=recording.size, sha256=recording.sha256)
+                               size=recording.size, sha256=recording.sha256, waiting_in=recording.waiting_in)
     path = resolve(recording.audio_path, data_dir) if recording.audio_path else None
     if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
         return None
@@ -571,6 +571,10 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
                 text = recording.text.strip() if recording.final else None
                 actions.survey_comment(session, survey, actor=RESIDENT, text=text, file=ref,
                                        data={"call_sid": call_sid, "speech_s": recording.speech_s})
+                if recording.held:
+                    from ivr.spool import mark_held
+
+                    mark_held(session, ref.path)
                 if text is None:
                     jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
                                                         "segment": state.comment_segment, "path": ref.path},

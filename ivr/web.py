@@ -37,7 +37,6 @@ from multidict import MultiDict, MultiDictProxy
 
 from core.calendar import WorkingCalendar, parse_hours
 from core.clock import utcnow
-from core.media import media_store
 from core.rules import load_rules
 from core.storage import resolve
 from ivr import calls
@@ -140,9 +139,9 @@ class Hotline:
         self.pool = speech_pool(services.speech, workers)
         self._own_pool = self.pool is not services.speech
         self.live_capacity = (self.settings.speech_live_streams or 2 * workers) if self.pool is not None else 0
-        self.spool = Spool(store=media_store(self.settings), data_dir=self.settings.data_dir, engine=self.engine,
+        self.spool = Spool(store=services.media, data_dir=self.settings.data_dir, engine=self.engine,
                            db=self.db, budget=CallBudget(self.settings.spool_memory_s, self.settings.spool_database_s),
-                           part_s=self.settings.spool_part_s)
+                           part_s=self.settings.spool_part_s, name=services.spool)
         self.registry = StreamRegistry(self.engine, self.pool, self.settings.data_dir, config["stream"],
                                        live_capacity=self.live_capacity, db=self.db, spool=self.spool)
         self.registry.on_orphan = self.orphaned

@@ -1,7 +1,7 @@
 """audio_part: a call's live audio held in the database when the spool and the store fail
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-12 09:00:00
 """
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0013'
-down_revision: str | None = '0011'
+down_revision: str | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -85,6 +85,7 @@ async def test_a_spool_folder_that_cannot_be_made_still_files_everything(engine,
         assert case.description == "楼道的灯坏了" and "recording_incomplete" not in (case.flags or [])
         assert att.size == 44 + len(SPOKEN) * 2 and parts_held(engine) > 0
         assert not rig.path(att.path).exists()  # nothing on the broken disk
+        assert att.upload_pending  # the console says it waits to be stored
         (job,) = rig.jobs(KEEP_HELD_JOB)
         assert job.payload["sha256"] == att.sha256
         assert await keep_held(rig) == 1
@@ -96,6 +97,8 @@ async def test_a_spool_folder_that_cannot_be_made_still_files_everything(engine,
         body = rig.path(att.path).read_bytes()
         assert hashlib.sha256(body).hexdigest() == att.sha256 and parts_held(engine) == 0
         assert read_wav(rig.path(att.path)).pcm == pcm_of(SPOKEN)  # every sample the caller sent
+        with session_scope(engine) as s:
+            assert not s.get(Attachment, att.id).upload_pending
     finally:
         await rig.stop()
 
