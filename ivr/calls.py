@@ -156,7 +156,8 @@ class Filed:
     held: str | None = None
 
 
-def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False) -> None:
+def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False,
+                       store: Any = None, session: Session | None = None) -> None:
     """Turns that never ended in this process (it died, or the stream was served by
     another) are measured from their WAV on disk: the audio is there even if nothing else
     is. Their words are left to a transcribe_recording job. ``repair`` (after a crash:
@@ -168,6 +169,14 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
             continue
         path = resolve(rec.audio_path, data_dir)
         if not path.is_file():
+            # The instance that held the stream is gone with its disk: the parts it sent
+            # while the call went on (the store, or the database) make the recording.
+            if repair:
+                rebuilt = rebuild_from_parts(rec, store, session, speech_rms)
+                if rebuilt is not None:
+                    log.info("recording %s of call %s: assembled from its parts (%.2f s)", rec.audio_path,
+                             call.call_sid, rebuilt.duration)
+                    call.turn_heard(name, rebuilt)
             continue
         try:
             if repair and repair_wav_header(path):
@@ -180,6 +189,42 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
             "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
             "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True})
         call.turn_heard(name, heard)
+
+
+def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float) -> Recording | None:
+    """A turn whose spool file is gone, made whole from its parts and kept in the store."""
+    from sqlalchemy import delete
+
+    from core.models import AudioPart
+    from ivr.spool import KEEP_HELD_JOB, assemble, delete_store_parts, held_parts_in
+    from ivr.stream import pcm_speech_seconds
+
+    db_parts = held_parts_in(session, rec.audio_path) if session is not None else []
+    whole = assemble(store, None, rec.audio_path, db_parts=db_parts)
+    if whole is None:
+        return None
+    digest = hashlib.sha256(whole).hexdigest()
+    held = False
+    try:
+        stored = store.put_bytes(rec.audio_path, whole)
+        if stored.sha256 != digest:
+            raise ValueError(f"stored with sha256 {stored.sha256}, assembled {digest}")
+    except Exception as exc:
+        log.warning("recording %s: assembled from its parts but not stored: %s", rec.audio_path, exc)
+        if not db_parts:
+            return None
+        held = True  # the parts stay in the database; keep_held_audio stores the WAV later
+        jobs.enqueue(session, KEEP_HELD_JOB, {"key": rec.audio_path, "size": len(whole), "sha256": digest},
+                     dedupe_key=f"{KEEP_HELD_JOB}:{rec.audio_path}", max_attempts=1000)
+    if not held:
+        delete_store_parts(store, rec.audio_path)
+        if session is not None:
+            session.execute(delete(AudioPart).where(AudioPart.key == rec.audio_path))
+    audio = read_wav(whole)
+    return rec.model_copy(update={
+        "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+        "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True,
+        "size": len(whole), "sha256": digest, "held": held})
 
 
 def _file_ref(rec: Recording, data_dir: Path | None) -> actions.FileRef | None:
@@ -283,7 +328,8 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
 
 
 def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bool = False,
-              recovered: bool = False, data_dir: Path | None = None, speech_rms: float = 300.0) -> Filed:
+              recovered: bool = False, data_dir: Path | None = None, speech_rms: float = 300.0,
+              store: Any = None) -> Filed:
     """Turn what the caller said into a case through the core intake (idempotent per
     CallSid). One transaction: the case with every recording, the transcription job when
     words are still to be recognised, and the call's outcome."""
@@ -292,7 +338,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         if call.row.case_id is not None:
             case = session.get(Case, call.row.case_id)
             return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
-        complete_from_disk(call, data_dir, speech_rms, repair=recovered)
+        complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session)
         made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
                            data_dir=data_dir)
         if made is None or not (made.petition.description or made.petition.files):

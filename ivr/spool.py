@@ -499,6 +499,8 @@ class SegmentAudio:
 
 def delete_store_parts(store: Any, key: str, count: int | None = None) -> None:
     """Remove ``<key>.parts/…`` (``count`` of them, or as many as there are)."""
+    if store is None or getattr(store, "spool_is_store", True):
+        return
     seq = 0
     while count is None or seq < count:
         name = part_key(key, seq)
@@ -509,7 +511,14 @@ def delete_store_parts(store: Any, key: str, count: int | None = None) -> None:
         seq += 1
 
 
-def assemble(store: Any, engine: Engine | None, key: str, spool_file: Path | None = None) -> bytes | None:
+def held_parts_in(session: Any, key: str) -> list[tuple[int, int, bytes]]:
+    rows = session.exec(select(AudioPart.seq, AudioPart.start, AudioPart.data)
+                        .where(AudioPart.key == key).order_by(AudioPart.seq)).all()
+    return [(int(seq), int(start), bytes(data)) for seq, start, data in rows]
+
+
+def assemble(store: Any, engine: Engine | None, key: str, spool_file: Path | None = None,
+             db_parts: list[tuple[int, int, bytes]] | None = None) -> bytes | None:
     """The recording under ``key`` made whole from what there is of it: the spool file (its
     header repaired: a crash leaves it behind), else the parts in the store (from the first
     byte, in order) or in the database (the spool's head as part -1, then parts from their
@@ -526,8 +535,8 @@ def assemble(store: Any, engine: Engine | None, key: str, spool_file: Path | Non
             except Exception:
                 break
             seq += 1
-    if not pcm and engine is not None:
-        for seq, start, data in held_parts(engine, key):
+    if not pcm and (engine is not None or db_parts):
+        for seq, start, data in (db_parts if db_parts is not None else held_parts(engine, key)):
             if seq == -1 or start == len(pcm):
                 pcm += data
             elif start > len(pcm):

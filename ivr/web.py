@@ -278,7 +278,7 @@ class Hotline:
             filed = await self.db(calls.file_case, self.engine, call_sid,
                                   min_speech_s=self.petition_cfg["min_speech_s"], hung_up=hung_up,
                                   data_dir=self.settings.data_dir,
-                                  speech_rms=float(self.config["stream"]["speech_rms"]))
+                                  speech_rms=float(self.config["stream"]["speech_rms"]), store=self.services.media)
         for runner in self.speech_runners:  # a transcription may have been queued
             runner.wake()
         return filed
@@ -539,7 +539,8 @@ class Hotline:
         self._sweeper = asyncio.create_task(self._sweep_periodically(started), name="hotline recovery")
 
     async def recover(self, before: datetime) -> list[calls.Filed]:
-        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir)
+        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir,
+                            store=self.services.media)
         for runner in self.speech_runners:
             runner.wake()
         return filed
