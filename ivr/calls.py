@@ -33,7 +33,7 @@ from core.models import CallSession, Case, Channel, Grid, GridLevel, Job, JobSta
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
 from core.storage import resolve, stored_path
 from core.texts import status_name
-from ivr.spool import mark_held
+from ivr.spool import KEEP_HELD_JOB, mark_held
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
 
@@ -196,7 +196,7 @@ def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, spee
     from sqlalchemy import delete
 
     from core.models import AudioPart
-    from ivr.spool import KEEP_HELD_JOB, assemble, delete_store_parts, held_parts_in
+    from ivr.spool import assemble, delete_store_parts, held_parts_in
     from ivr.stream import pcm_speech_seconds
 
     db_parts = held_parts_in(session, rec.audio_path) if session is not None else []
