@@ -27,12 +27,15 @@ was sent), ``MediaSettingInvalid`` (configuration: the message names the setting
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, urlsplit
@@ -206,6 +209,11 @@ class MediaStore(ABC):
 
     @abstractmethod
     def begin_parts(self, key: str) -> PartUpload: ...
+
+    def recorded_sha256(self, key: str) -> str | None:
+        """The sha256 the store noted when the object was put (S3 metadata), without
+        reading it; ``None`` when it has none (a local folder notes nothing)."""
+        return None
 
     def get_bytes(self, key: str) -> bytes:
         """A small object whole (a photo to send on to a worker); prefer ``open_range``."""
@@ -410,3 +418,38 @@ def keep(store: MediaStore, key: str) -> Kept:
         raise MediaMismatch(f"{key}: spool has {size} bytes sha256 {digest}, store {stored.size} {stored.sha256}")
     spooled.unlink(missing_ok=True)
     return Kept(stored, pending=False)
+
+
+@contextlib.contextmanager
+def local_copy(store: MediaStore, key: str) -> Iterator[Path]:
+    """A file on this machine with the object's bytes, for readers that need a path (the
+    transcriber, PyAV): the spool copy while there is one, the store's own file for a
+    local store, else a temporary download removed afterwards. Blocking."""
+    spooled = store.spool_path(key)
+    if spooled.is_file():
+        yield spooled
+        return
+    if isinstance(store, LocalStore):
+        own = store.path(key)
+        if not own.is_file():
+            raise MediaMissing(f"no object {key}")
+        yield own
+        return
+    folder = Path(tempfile.mkdtemp(prefix="gridline-media-"))
+    try:
+        target = folder / PurePosixPath(key).name
+        store.get_to_file(key, target)
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def fetched(store: MediaStore, key: str) -> AsyncIterator[Path]:
+    """``local_copy`` for the event loop: the download runs in a thread."""
+    manager = local_copy(store, key)
+    path = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)

@@ -152,6 +152,13 @@ class S3Store(MediaStore):
             return None
         return int(head["ContentLength"])
 
+    def recorded_sha256(self, key: str) -> str | None:
+        try:
+            head = self._call(key, "head_object", Bucket=self.bucket, Key=self.object_key(key))
+        except MediaMissing:
+            return None
+        return (head.get("Metadata") or {}).get("sha256")
+
     def open_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         if end is not None and end <= start:
             return iter(())

@@ -140,3 +140,33 @@ def upload_handler(engine: Engine, store: MediaStore, here: str, retry: timedelt
         log.info("media upload %s: %s", key, outcome)
 
     return handle
+
+
+def kept_file(store: MediaStore, spool: str, kind: str, key: str, mime_type: str | None, *,
+              min_bytes: int = 1):  # noqa: ANN201 (core.actions.FileRef)
+    """A finished spool file kept in the store, as the ``FileRef`` that attaches it: its
+    size and sha256, and ``waiting_in`` when the store could not take it yet. ``None``
+    when there is no such file (or it is under ``min_bytes``: a WAV header and no audio).
+
+    Filing may run again (a retried webhook, a transaction that failed after the upload):
+    a file no longer in the spool is then taken from the store as it was kept."""
+    from core.actions import FileRef
+
+    spooled = store.spool_path(key)
+    if spooled.is_file():
+        if spooled.stat().st_size < min_bytes:
+            return None
+        kept = keep(store, key)
+        return FileRef(kind=kind, path=key, mime_type=mime_type, size=kept.object.size, sha256=kept.object.sha256,
+                       waiting_in=spool if kept.pending else None)
+    if store.spool_is_store:
+        return None
+    try:
+        size = store.stat(key)
+        if size is None or size < min_bytes:
+            return None
+        stored = store.sha256(key)
+    except MediaUnavailable:  # it was kept (the spool copy goes only then); its numbers later
+        log.warning("%s: in the store, which cannot be reached now: attached without size", key)
+        return FileRef(kind=kind, path=key, mime_type=mime_type)
+    return FileRef(kind=kind, path=key, mime_type=mime_type, size=stored.size, sha256=stored.sha256)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from core.db import session_scope
+from core.media import MediaStore
 from core.models import CallSession
 from ivr import calls
 from ivr.stream import Db
@@ -42,14 +42,14 @@ def pending_calls(engine: Engine, before: datetime) -> list[str]:
 
 
 async def sweep(db: Db, engine: Engine, flow: dict, *, before: datetime, data_dir: Path | None,
-                store: Any = None) -> list[calls.Filed]:
+                store: MediaStore | None = None, spool: str = "") -> list[calls.Filed]:
     """File every pending call; returns what happened to each."""
     out = []
     for call_sid in await db(pending_calls, engine, before):
         try:
             filed = await db(calls.file_case, engine, call_sid, min_speech_s=flow["petition"]["min_speech_s"],
                              recovered=True, data_dir=data_dir, speech_rms=float(flow["stream"]["speech_rms"]),
-                             store=store)
+                             store=store, spool=spool)
         except Exception:
             log.exception("recovery of call %s failed; will retry on the next sweep", call_sid)
             continue

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 def parts_of(bucket, call_sid: str) -> dict[str, int]:
-    return {k: v for k, v in bucket.keys().items() if call_sid in k and ".parts/" in k}
+    return {k: v for k, v in bucket.objects().items() if call_sid in k and ".parts/" in k}
 
 
 async def test_parts_reach_the_bucket_while_the_caller_speaks(engine, tmp_path, fake_speech, s3_bucket):
@@ -56,6 +56,7 @@ async def test_parts_reach_the_bucket_while_the_caller_speaks(engine, tmp_path, 
         assert not rig.path(att.path).exists()  # the spool file went once the store confirmed it
         assert parts_of(s3_bucket, call_sid) == {}  # and so did the parts
     finally:
+        call.cancel()
         await rig.stop()
 
 

@@ -92,7 +92,9 @@ class SeaweedServer(Child):
     def command(self) -> list[str]:
         p = self.ports
         return [
-            self.binary, "server", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            # a master restarting on its raft log waits for an election: a short one
+            self.binary, "server", f"-dir={self.folder / 'data'}", "-master.electionTimeout=1s",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master'] + 10000}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume'] + 10000}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer'] + 10000}",
@@ -160,9 +162,10 @@ class SeaweedServer(Child):
             time.sleep(0.25)
         raise RuntimeError(f"weed not ready in {timeout:.0f} s ({last}); see {self.log}")
 
-    def stop(self, timeout: float = 5) -> int | None:  # type: ignore[override]
-        """SIGTERM (SIGKILL after ``timeout``): the bucket is unreachable until ``start``."""
-        code = super().stop(timeout)
+    def stop(self, timeout: float = 20) -> int | None:  # type: ignore[override]
+        """SIGKILL (weed takes seconds over a SIGTERM; what it has written is in the files
+        already): the bucket is unreachable until ``start``."""
+        code = self.kill(timeout)
         self.proc = None
         return code
 
@@ -196,7 +199,7 @@ class S3Bucket:
     def object_key(self, key: str) -> str:
         return f"{self.prefix}/{key}"
 
-    def keys(self) -> dict[str, int]:
+    def objects(self) -> dict[str, int]:
         """Keys under the prefix (without it) → size."""
         return {k.removeprefix(self.prefix + "/"): v
                 for k, v in self.server.keys(self.name, self.prefix + "/").items()}
