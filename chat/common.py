@@ -56,6 +56,15 @@ class Deps:
         return Path(self.services.settings.data_dir)
 
     @property
+    def media(self):  # noqa: ANN201 (core.media.MediaStore)
+        """Where residents' files are kept (core.media); the spool is ``data_dir``."""
+        return self.services.media
+
+    @property
+    def spool(self) -> str:
+        return self.services.spool
+
+    @property
     def tz(self) -> str:
         return self.services.settings.timezone
 

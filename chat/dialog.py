@@ -161,11 +161,12 @@ async def problem_voice(update: Update, context: Context) -> str:
     stored = await _fetch(update, context, voice, "voice", ".oga", language)
     if stored is None:
         return PROBLEM
-    att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256)
+    att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256,
+                     stored.waiting_in)
     draft["voice"] = stored.path
     draft["attachments"].append(att)
     try:
-        heard = await media.transcribe(d.speech, d.data_dir / stored.path)
+        heard = await media.transcribe(d.speech, stored.path, d.media)
     except media.SpeechUnavailable:
         await reply(update, t(language, "dialog.voice_unavailable"), language)
         return PROBLEM
@@ -194,7 +195,7 @@ async def _fetch(update: Update, context: Context, file, kind: str, ext: str, la
     try:
         d = deps(context)
         return await media.download(context.bot, file.file_id, file.file_size, kind, ext, d.data_dir,
-                                    local_mode=d.local_mode)
+                                    local_mode=d.local_mode, store=d.media, spool=d.spool)
     except media.TooBig:
         await reply(update, t(language, "dialog.file_too_big", mb=20), language)
     except media.DownloadFailed as exc:
@@ -215,7 +216,8 @@ async def problem_photo(update: Update, context: Context) -> str:
     stored = await _fetch(update, context, largest, "photo", ".jpg", language)
     if stored is None:
         return PROBLEM
-    att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256)
+    att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256,
+                     stored.waiting_in)
     draft["photos"].append(stored.path)
     draft["attachments"].append(att)
     caption = (message.caption or "").strip()

@@ -244,13 +244,14 @@ async def _voice_comment(update: Update, context: Context) -> tuple[str, FileRef
     voice = update.effective_message.voice
     try:
         stored = await media.download(context.bot, voice.file_id, voice.file_size, "voice", ".oga", d.data_dir,
-                                      local_mode=d.local_mode)
+                                      local_mode=d.local_mode, store=d.media, spool=d.spool)
     except (media.TooBig, media.DownloadFailed):
         await reply(update, t(language, "dialog.download_failed"), language)
         raise ApplicationHandlerStop from None
-    recording = FileRef("voice", stored.path, stored.mime_type, stored.size, stored.sha256)
+    recording = FileRef("voice", stored.path, stored.mime_type, stored.size, stored.sha256,
+                        waiting_in=stored.waiting_in)
     try:
-        heard = await media.transcribe(d.speech, d.data_dir / stored.path)
+        heard = await media.transcribe(d.speech, stored.path, d.media)
         text = heard.text
     except (media.SpeechUnavailable, media.Unreadable):
         text = ""

@@ -1,9 +1,10 @@
-"""Voice notes and photos: size checks, download through getFile, storage under the data
-directory, and transcription with our own speech recogniser (the same path as the
-hotline's recordings).
+"""Voice notes and photos: size checks, download through getFile, kept in the media store,
+and transcription with our own speech recogniser (the same path as the hotline's
+recordings).
 
-Files land in ``<data_dir>/chat/<yyyy>/<mm>/<kind>-<random>.<ext>`` and the path stored on
-the case and the ``Attachment`` row is relative to the data directory.
+Files are written to ``<data_dir>/chat/<yyyy>/<mm>/<kind>-<random>.<ext>`` (the spool) and
+kept in the media store (``core.media``) under that relative path, the key that the
+``Attachment`` row records.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from chat.common import transient
 from chat.texts import MAX_DOWNLOAD
 from core import media_types
 from core.clock import utcnow
+from core.media import MediaMissing, MediaStore, fetched, keep
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class Stored:
     size: int
     sha256: str
     mime_type: str  # read from the bytes (core.media_types), never the type the sender declared
+    waiting_in: str | None = None  # the store could not take it yet: it waits in this spool (core.uploads)
 
 
 def _write(root: Path, relative: str, data: bytes) -> str:
@@ -82,7 +85,8 @@ def _over_http(file_path: str | None) -> bool:
 
 
 async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str, ext: str,
-                   data_dir: Path, *, local_mode: bool = False) -> Stored:
+                   data_dir: Path, *, local_mode: bool = False, store: MediaStore | None = None,
+                   spool: str = "") -> Stored:
     """Fetch a file the resident sent and keep it. Raises ``TooBig`` before downloading
     anything over the Bot API's 20 MB, ``DownloadFailed`` when Telegram will not hand it out.
     A network problem is raised as it is (the update is handled again later).
@@ -92,7 +96,9 @@ async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str,
     make us store ``/etc/shadow`` as a photo. Only a local Bot API server (``local_mode``,
     ``GRIDLINE_TELEGRAM_LOCAL_MODE``) hands out local paths; otherwise a file comes over HTTP(S).
 
-    The sender's ``mime_type`` is not asked for: the stored file's type is read from its bytes."""
+    The sender's ``mime_type`` is not asked for: the stored file's type is read from its bytes.
+    It is written to the spool first, then kept in ``store`` (sha256 confirmed); when the
+    bucket cannot be reached it waits in the spool (``waiting_in``) for a ``media_upload`` job."""
     if declared_size and declared_size > MAX_DOWNLOAD:
         raise TooBig()
     try:
@@ -115,7 +121,12 @@ async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str,
     now = utcnow()
     relative = f"chat/{now:%Y}/{now:%m}/{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"
     mime_type = await asyncio.to_thread(_write, Path(data_dir), relative, data)
-    return Stored(relative, len(data), hashlib.sha256(data).hexdigest(), mime_type)
+    stored = Stored(relative, len(data), hashlib.sha256(data).hexdigest(), mime_type)
+    if store is not None:
+        kept = await asyncio.to_thread(keep, store, relative)
+        if kept.pending:
+            stored.waiting_in = spool
+    return stored
 
 
 @dataclass
@@ -125,10 +136,17 @@ class Heard:
     transcript: list[dict]
 
 
-async def transcribe(speech: object, path: Path) -> Heard:
-    """Run the speech pool (or a bare transcriber, in a thread) on a stored voice note."""
+async def transcribe(speech: object, path: Path | str, store: MediaStore | None = None) -> Heard:
+    """Run the speech pool (or a bare transcriber, in a thread) on a stored voice note
+    (``path``: a file, or with ``store`` a key of the media store)."""
     if speech is None:
         raise SpeechUnavailable()
+    if store is not None:
+        try:
+            async with fetched(store, str(path)) as local:
+                return await transcribe(speech, local)
+        except MediaMissing as exc:
+            raise Unreadable(str(exc)) from exc
     func = getattr(speech, "transcribe_file", None)
     if func is None:
         raise SpeechUnavailable()

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core import actions, limits, media_types
+from core import actions, limits, media_types, uploads
 from core.db import session_scope
 from core.errors import DomainError, NotFound
 from core.indexes import indexes_for
@@ -144,11 +144,15 @@ def category_name(engine: Engine, code: str | None) -> str | None:
 # ---------------------------------------------------------------- attachments and filing
 
 
-def save_attachment(engine: Engine, kind: str, path: str, mime: str | None, size: int, sha256: str) -> int:
-    """``mime`` is the type detected from the file's bytes (``chat.media.Stored``)."""
+def save_attachment(engine: Engine, kind: str, path: str, mime: str | None, size: int, sha256: str,
+                    waiting_in: str | None = None) -> int:
+    """``mime`` is the type detected from the file's bytes (``chat.media.Stored``);
+    ``waiting_in``: the media store could not take it yet (``core.uploads``)."""
     with session_scope(engine) as session:
         att = Attachment(kind=kind, path=path, mime_type=media_types.servable(mime), size=size, sha256=sha256)
         session.add(att)
+        if waiting_in:
+            uploads.mark_waiting(session, att, waiting_in)
         session.flush()
         return att.id
 

@@ -558,7 +558,8 @@ async def _input(update: Update, context: Context, me: worker_store.Me) -> None:
         stored = await _download(update, context, message.photo[-1], "photo", ".jpg")
         if stored is None:
             return
-        att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256)
+        att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256,
+                     stored.waiting_in)
         pending["photos"].append(stored.path)
         pending["attachments"].append(att)
         caption = (message.caption or "").strip()
@@ -592,7 +593,8 @@ async def _download(update: Update, context: Context, file: Any, kind: str, ext:
     d = deps(context)
     language = lang(update)
     try:
-        return await media.download(context.bot, file.file_id, file.file_size, kind, ext, d.data_dir)
+        return await media.download(context.bot, file.file_id, file.file_size, kind, ext, d.data_dir,
+                                    store=d.media, spool=d.spool)
     except media.TooBig:
         await reply(update, t(language, "dialog.file_too_big", mb=20), language)
     except media.DownloadFailed as exc:
@@ -612,10 +614,11 @@ async def _voice_note(update: Update, context: Context, pending: dict) -> str | 
     stored = await _download(update, context, voice, "voice", ".oga")
     if stored is None:
         return None
-    att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256)
+    att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256,
+                     stored.waiting_in)
     pending["attachments"].append(att)
     try:
-        heard = await media.transcribe(d.speech, d.data_dir / stored.path)
+        heard = await media.transcribe(d.speech, stored.path, d.media)
     except (media.SpeechUnavailable, media.Unreadable):
         heard = None
     if heard is None or not heard.text:

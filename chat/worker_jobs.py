@@ -25,7 +25,7 @@ import io
 import logging
 from datetime import datetime
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aiohttp import web
@@ -39,8 +39,8 @@ from chat.followup import JobHandlers
 from chat.texts import t
 from core import reminders, staff
 from core.clock import utcnow
+from core.media import MediaMissing, MediaUnavailable, fetched
 from core.models import Job
-from core.storage import resolve
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,13 @@ class StaffJobs(JobHandlers):
     async def _photos(self, chat_id: int, paths: list[str], number: str, language: str, key: str) -> bool:
         bot = self._bot()
         for n, path in enumerate(paths, start=1):
-            file = resolve(path, self.d.data_dir)
-            if not file.is_file():
-                log.warning("case %s: photo %s is missing on disk", number, path)
+            try:  # a photo is small (the Bot API's 20 MB at most)
+                data = await asyncio.to_thread(self.d.media.get_bytes, path)
+            except (MediaMissing, MediaUnavailable) as exc:
+                log.warning("case %s: photo %s cannot be read: %s", number, path, exc)
                 continue
             try:
-                await bot.send_photo(chat_id, InputFile(file.read_bytes(), filename=file.name),
+                await bot.send_photo(chat_id, InputFile(data, filename=PurePosixPath(path).name),
                                      caption=t(language, key, number=number, n=n, count=len(paths)))
             except Forbidden:
                 return False
@@ -113,12 +114,12 @@ class StaffJobs(JobHandlers):
     async def _recordings(self, chat_id: int, paths: list[str], number: str, language: str) -> bool:
         bot = self._bot()
         for path in paths:
-            file = resolve(path, self.d.data_dir)
-            if not file.is_file():
-                log.warning("case %s: recording %s is missing on disk", number, path)
-                continue
             try:
-                data, seconds = await asyncio.to_thread(voice_from_recording, file)
+                async with fetched(self.d.media, path) as file:
+                    data, seconds = await asyncio.to_thread(voice_from_recording, file)
+            except (MediaMissing, MediaUnavailable) as exc:
+                log.warning("case %s: recording %s cannot be read: %s", number, path, exc)
+                continue
             except Exception as exc:  # unreadable audio: the card says so, the rest goes out
                 log.warning("case %s: recording %s not converted: %s", number, path, exc)
                 continue

@@ -407,9 +407,11 @@ class SeenMessage(SQLModel, table=True):
 
 
 class Attachment(SQLModel, table=True):
-    """A file of a case (the caller's recording, a voice note, a photo) kept under the data
-    directory. ``path`` is relative to the data directory (``core.storage``). A file a
-    resident sent before the case existed waits here with no case until it is filed."""
+    """A file of a case (the caller's recording, a voice note, a photo) in the media store
+    (``core.media``). ``path`` is its key: relative to the data directory, where the
+    default store keeps it. ``upload_pending``: the store could not be reached yet; the
+    file waits in the spool of the instance that took it for a ``media_upload`` job. A
+    file a resident sent before the case existed waits here with no case until it is filed."""
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
@@ -418,6 +420,7 @@ class Attachment(SQLModel, table=True):
     mime_type: str | None = Field(default=None, max_length=64)
     size: int | None = None
     sha256: str | None = Field(default=None, max_length=64)
+    upload_pending: bool = Field(default=False, index=True, sa_column_kwargs={"server_default": sa.false()})
     created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, exists
 from sqlmodel import Session, select
@@ -16,6 +17,7 @@ from core.actions.privacy import files_of
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import InvalidInput
+from core.media import LocalStore, MediaStore
 from core.models import Case, CaseEvent, CaseStatus
 from core.rules import load_rules
 
@@ -54,7 +56,8 @@ class ShredSummary:
 
 
 def shred_older_than(engine: Engine, age: timedelta, *, data_dir: str | os.PathLike, dry_run: bool = False,
-                     actor: str = "cli", now: datetime | None = None, batch: int | None = None) -> ShredSummary:
+                     actor: str = "cli", now: datetime | None = None, batch: int | None = None,
+                     store: MediaStore | None = None) -> ShredSummary:
     """Shred every case that closed more than ``age`` ago (``dry_run``: only count them and
     their files). One transaction per batch of cases."""
     if age < timedelta(days=1):
@@ -62,6 +65,7 @@ def shred_older_than(engine: Engine, age: timedelta, *, data_dir: str | os.PathL
     cutoff = (now or utcnow()) - age
     batch = batch or int(load_rules().get("privacy", {}).get("batch_size", 200))
     summary = ShredSummary(cutoff, dry_run)
+    store = store or LocalStore(Path(data_dir))
     after = 0
     while True:
         with session_scope(engine) as session:
@@ -73,9 +77,9 @@ def shred_older_than(engine: Engine, age: timedelta, *, data_dir: str | os.PathL
             for case_id in ids:
                 case = actions.get_case(session, case_id, lock=True)
                 if dry_run:
-                    _count(session, case, data_dir, summary)
+                    _count(session, case, data_dir, store, summary)
                     continue
-                done = actions.shred(session, case, actor=actor, data_dir=data_dir)
+                done = actions.shred(session, case, actor=actor, data_dir=data_dir, store=store)
                 summary.cases += 1
                 summary.files += done.files
                 summary.bytes += done.bytes
@@ -87,14 +91,18 @@ def shred_older_than(engine: Engine, age: timedelta, *, data_dir: str | os.PathL
     return summary
 
 
-def _count(session: Session, case: Case, data_dir: str | os.PathLike, summary: ShredSummary) -> None:
-    _, calls, paths = files_of(session, case, data_dir)
+def _count(session: Session, case: Case, data_dir: str | os.PathLike, store: MediaStore,
+           summary: ShredSummary) -> None:
+    _, calls, keys = files_of(session, case, data_dir)
     summary.cases += 1
     summary.calls += len(calls)
-    for path in paths:
-        if path.is_file():
+    for key in keys:
+        size = store.stat(key)
+        if size is None and store.spool_path(key).is_file():
+            size = store.spool_path(key).stat().st_size
+        if size is not None:
             summary.files += 1
-            summary.bytes += path.stat().st_size
+            summary.bytes += size
         else:
             summary.missing += 1
     if len(summary.numbers) < 1000:

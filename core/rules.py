@@ -223,6 +223,7 @@ def _check_values(rules: dict[str, Any]) -> None:
     _positive(sweeps["schedule_check_seconds"], "sweeps.schedule_check_seconds")
     if sweeps["schedule_check_seconds"] > sweeps["sla_period_minutes"] * 60:
         raise RulesError("sweeps.schedule_check_seconds: longer than sweeps.sla_period_minutes, so slots would be missed")
+    _positive(section("media")["upload_retry_seconds"], "media.upload_retry_seconds")
     if section("indexes")["check_seconds"] < 0:
         raise RulesError("indexes.check_seconds: must be 0 (every request) or more")
 

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     load_demo_on_empty: bool = True
+    # Where files of cases live (core.media): empty = the data directory; file:///folder;
+    # s3://bucket/prefix with the standard AWS_* variables for endpoint and credentials.
+    media_url: str = Field(default="", description="media store: empty, file:///folder or s3://bucket/prefix")
 
     # speech
     speech_model: str = Field(default="", description="model directory or catalogue name")
@@ -79,6 +82,14 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{part!r} is not a period like 08:30-17:30 (several: 08:30-12:00,13:30-17:30)") from None
         return value
+
+    @field_validator("media_url")
+    @classmethod
+    def _media_url(cls, value: str) -> str:
+        from core.media import parse_media_url
+
+        parse_media_url(value)  # its ValueError says what is wrong
+        return value.strip()
 
     @field_validator("public_url")
     @classmethod

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -14,10 +15,12 @@ from sqlalchemy import Engine, text
 from core.db import engine_from_settings, has_tables, session_scope, upgrade
 from core.dbpool import DatabasePool
 from core.errors import DatabaseBusy
+from core.media import MediaStore, media_store
 from core.rules import load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
 from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
+from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,16 @@ class Services:
     # ``services.db.run`` and turn its DatabaseBusy into 503 / "please try again".
     # Sized to the engine's connection pool when not given.
     db: DatabasePool = None  # type: ignore[assignment]
+    # Where files of cases live (core.media): the data directory, a folder or a bucket.
+    media: MediaStore = None  # type: ignore[assignment]
+    # Which spool this instance's waiting files lie in (core.uploads.spool_name).
+    spool: str = ""
 
     def __post_init__(self) -> None:
+        if self.media is None:
+            self.media = media_store(self.settings)
+        if not self.spool:
+            self.spool = spool_name(self.settings.data_dir)
         if self.db is None:
             self.db = DatabasePool.for_engine(self.engine, threads=self.settings.db_threads,
                                               queue=self.settings.db_queue,
@@ -128,20 +139,28 @@ CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console, "
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready: the database answers and has its schema (503 otherwise). Files waiting in a
+    spool for the media store make it ``degraded`` with their count, still 200: the
+    instance takes calls and keeps what it hears; a balancer must not drop it for that."""
     services = request.app[SERVICES]
 
-    def probe() -> bool:
+    def probe() -> int | None:
         with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        return has_tables(services.engine)
+        if not has_tables(services.engine):
+            return None
+        with session_scope(services.engine) as session:
+            return pending_count(session)
 
     try:
-        ok = await asyncio.wait_for(services.db.run(probe), 5)
+        pending = await asyncio.wait_for(services.db.run(probe), 5)
     except Exception as exc:  # database down, restarting or busy
         return web.json_response({"status": "unavailable", "database": str(exc)[:200]}, status=503)
-    if not ok:
+    if pending is None:
         return web.json_response({"status": "unavailable", "database": "schema missing"}, status=503)
-    return web.json_response({"status": "ready"})
+    if pending:
+        return web.json_response({"status": "degraded", "media": "uploads pending", "pending_uploads": pending})
+    return web.json_response({"status": "ready", "pending_uploads": 0})
 
 
 # Young-generation collections this far apart, full ones rare (Python's default is 700, 10, 10).
@@ -197,6 +216,8 @@ def build_app(
             log.info("sla sweep escalated %d case(s): %s", len(escalated), ", ".join(escalated))
 
     services.jobs.register(SLA_SWEEP_JOB, sla_sweep)
+    services.jobs.register(MEDIA_UPLOAD_JOB, upload_handler(
+        engine, services.media, services.spool, timedelta(seconds=float(rules["media"]["upload_retry_seconds"]))))
 
     check_every = float(rules["sweeps"]["schedule_check_seconds"])
 

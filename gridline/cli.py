@@ -20,10 +20,11 @@ def explain(error: BaseException) -> str | None:
     and what to do, for the problems of configuration, database and files that a
     newcomer meets. ``None`` for anything else (a bug keeps its traceback)."""
     from core.db import explain_error
+    from core.media import MediaSettingInvalid
     from core.rules import RulesError
     from core.settings import SettingsInvalid
 
-    if isinstance(error, SettingsInvalid | RulesError):
+    if isinstance(error, SettingsInvalid | RulesError | MediaSettingInvalid):
         return str(error)
     try:
         database = get_settings().effective_database_url
@@ -98,6 +99,10 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     engine = _engine(migrated=False)
+    from core.media import media_store
+
+    store = media_store(settings)
+    store.check()  # a wrong bucket, endpoint or key: one line naming the setting, before anything starts
     if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
         console.print("loaded the demo district into the empty database")
     from gridline.speech import build_speech

@@ -10,7 +10,6 @@ Case state is never touched here except through ``core.intake.file_petition_in``
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -24,13 +23,15 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs, media_types
+from core import actions, jobs, media_types, uploads
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import NotFound
 from core.intake import file_petition_in, route_after_words
+from core.media import LocalStore, MediaStore
 from core.models import CallSession, Case, Channel, Grid, GridLevel, Job, JobStatus, Resident
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
+from core.storage import data_dir as data_dir_default
 from core.storage import resolve, stored_path
 from core.texts import status_name
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
@@ -180,14 +181,15 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
         call.turn_heard(name, heard)
 
 
-def _file_ref(rec: Recording, data_dir: Path | None) -> actions.FileRef | None:
-    path = resolve(rec.audio_path, data_dir) if rec.audio_path else None
-    if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
+def _file_ref(rec: Recording, data_dir: Path | None, store: MediaStore | None, spool: str) -> actions.FileRef | None:
+    """The turn's WAV kept in the media store (uploaded now; waiting in the spool when the
+    bucket cannot be reached). Our own WAV writer made it (never a caller's upload): its
+    type is known, not guessed. 44 bytes: a header and no audio."""
+    if not rec.audio_path:
         return None
-    data = path.read_bytes()
-    # our own WAV writer made it (never a caller's upload): its type is known, not guessed
-    return actions.FileRef(kind="recording", path=stored_path(path, data_dir), mime_type=media_types.WAV, size=len(data),
-                           sha256=hashlib.sha256(data).hexdigest())
+    key = stored_path(resolve(rec.audio_path, data_dir), data_dir)
+    return uploads.kept_file(store or LocalStore(Path(data_dir or data_dir_default())), spool, "recording", key,
+                             media_types.WAV, min_bytes=45)
 
 
 @dataclass
@@ -199,7 +201,7 @@ class PetitionOfCall:
 
 
 def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bool,
-                data_dir: Path | None) -> PetitionOfCall | None:
+                data_dir: Path | None, store: MediaStore | None = None, spool: str = "") -> PetitionOfCall | None:
     """The petition a call's recordings make, or ``None`` when the caller said nothing.
 
     Any attempt with at least ``min_speech_s`` of speech is a petition, as is words the
@@ -254,7 +256,7 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
             if actions.TRANSCRIPT_PENDING not in flags:
                 flags.append(actions.TRANSCRIPT_PENDING)
 
-    files = tuple(ref for _, rec in state.recordings() if (ref := _file_ref(rec, data_dir)) is not None)
+    files = tuple(ref for _, rec in state.recordings() if (ref := _file_ref(rec, data_dir, store, spool)) is not None)
     petition = actions.Petition(
         channel=Channel.hotline,
         description=text,
@@ -271,7 +273,8 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
 
 
 def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bool = False,
-              recovered: bool = False, data_dir: Path | None = None, speech_rms: float = 300.0) -> Filed:
+              recovered: bool = False, data_dir: Path | None = None, speech_rms: float = 300.0,
+              store: MediaStore | None = None, spool: str = "") -> Filed:
     """Turn what the caller said into a case through the core intake (idempotent per
     CallSid). One transaction: the case with every recording, the transcription job when
     words are still to be recognised, and the call's outcome."""
@@ -282,7 +285,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
             return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
         complete_from_disk(call, data_dir, speech_rms, repair=recovered)
         made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
-                           data_dir=data_dir)
+                           data_dir=data_dir, store=store, spool=spool)
         if made is None or not (made.petition.description or made.petition.files):
             outcome = call.end("no_petition")
             _store(session, call)

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from core.db import session_scope
+from core.media import MediaStore
 from core.models import CallSession
 from ivr import calls
 from ivr.stream import Db
@@ -40,13 +41,15 @@ def pending_calls(engine: Engine, before: datetime) -> list[str]:
     return list(rows)
 
 
-async def sweep(db: Db, engine: Engine, flow: dict, *, before: datetime, data_dir: Path | None) -> list[calls.Filed]:
+async def sweep(db: Db, engine: Engine, flow: dict, *, before: datetime, data_dir: Path | None,
+                store: MediaStore | None = None, spool: str = "") -> list[calls.Filed]:
     """File every pending call; returns what happened to each."""
     out = []
     for call_sid in await db(pending_calls, engine, before):
         try:
             filed = await db(calls.file_case, engine, call_sid, min_speech_s=flow["petition"]["min_speech_s"],
-                             recovered=True, data_dir=data_dir, speech_rms=float(flow["stream"]["speech_rms"]))
+                             recovered=True, data_dir=data_dir, speech_rms=float(flow["stream"]["speech_rms"]),
+                             store=store, spool=spool)
         except Exception:
             log.exception("recovery of call %s failed; will retry on the next sweep", call_sid)
             continue

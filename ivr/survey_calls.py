@@ -18,7 +18,6 @@ or late callbacks change nothing.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
@@ -34,10 +33,11 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs, media_types, survey_policy
+from core import actions, jobs, media_types, survey_policy, uploads
 from core.clock import utcnow
 from core.db import session_scope
 from core.errors import DomainError
+from core.media import LocalStore, MediaStore
 from core.models import (
     CallSession,
     Case,
@@ -49,6 +49,7 @@ from core.models import (
     SurveyCall,
     SurveyStatus,
 )
+from core.storage import data_dir as data_dir_default
 from core.storage import resolve, stored_path
 from ivr.state import Recording, recording_path
 
@@ -530,18 +531,20 @@ def operator_ended(engine: Engine, survey_id: int, token: str, call_sid: str, qu
         return Step("question", question=question, notice="operator_busy")
 
 
-def comment_file(recording: Recording, data_dir: Path | None) -> actions.FileRef | None:
-    """The comment's WAV as a file of the case (none when there is no audio in it)."""
-    path = resolve(recording.audio_path, data_dir) if recording.audio_path else None
-    if path is None or not path.is_file() or path.stat().st_size <= 44:  # 44 bytes: a header, no audio
+def comment_file(recording: Recording, data_dir: Path | None, store: MediaStore | None = None,
+                 spool: str = "") -> actions.FileRef | None:
+    """The comment's WAV kept in the media store, as a file of the case (none when there
+    is no audio in it: 44 bytes are a header)."""
+    if not recording.audio_path:
         return None
-    data = path.read_bytes()
-    return actions.FileRef(kind="survey_comment", path=stored_path(path, data_dir), mime_type=media_types.WAV,
-                           size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    key = stored_path(resolve(recording.audio_path, data_dir), data_dir)
+    return uploads.kept_file(store or LocalStore(Path(data_dir) if data_dir else data_dir_default()), spool,
+                             "survey_comment", key, media_types.WAV, min_bytes=45)
 
 
 def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: str, recording: Recording | None,
-                 *, min_speech_s: float, data_dir: Path | None) -> bool:
+                 *, min_speech_s: float, data_dir: Path | None, store: MediaStore | None = None,
+                 spool: str = "") -> bool:
     """The comment turn ended (#, silence, hang-up): the recording is attached to the case
     and its words (if recognised in time) kept on the survey, through
     ``actions.survey_comment``; words still to come get a ``transcribe_survey_comment`` job
@@ -562,7 +565,7 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
         kept = False
         if recording is not None:
             state.segments[state.comment_segment] = recording
-            ref = comment_file(recording, data_dir) if recording.speech_s >= min_speech_s else None
+            ref = comment_file(recording, data_dir, store, spool) if recording.speech_s >= min_speech_s else None
             survey = _locked_survey(session, survey_id)
             if ref is not None and survey is not None:
                 text = recording.text.strip() if recording.final else None

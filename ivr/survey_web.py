@@ -190,7 +190,8 @@ class SurveyLine:
                                       float(self.hotline.config["stream"]["speech_rms"]))
         kept = await self.db(survey_calls.take_comment, self.engine, survey_id, token, call_sid, recording,
                              min_speech_s=float(self.config["comment"]["min_speech_s"]),
-                             data_dir=self.settings.data_dir)
+                             data_dir=self.settings.data_dir, store=self.services.media,
+                             spool=self.services.spool)
         if kept and recording is not None and not recording.final:
             for runner in self.hotline.speech_runners:
                 runner.wake()

@@ -22,9 +22,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from core.media import LocalStore, MediaMissing, MediaStore, fetched
 from core.models import Job
 from core.runner import JobRunner
-from core.storage import resolve
+from core.storage import resolve, stored_path
 from ivr import calls
 from ivr.address import file_phrase_pass, hear_address
 from ivr.calls import SPEECH_JOB_KINDS, TRANSCRIBE_JOB
@@ -44,10 +45,13 @@ class Transcriptions:
     """The handler of ``transcribe_recording`` jobs."""
 
     def __init__(self, engine: Engine, pool: Any, *, data_dir: Path, db: Db, slots: RecognitionSlots,
-                 registry: StreamRegistry | None = None, flow: FlowConfig | None = None):
+                 registry: StreamRegistry | None = None, flow: FlowConfig | None = None,
+                 store: MediaStore | None = None):
         self.engine = engine
         self.pool = pool
         self.data_dir = Path(data_dir)
+        # Recordings are read from the spool while it has them, else from the media store.
+        self.store = store or LocalStore(self.data_dir)
         self.db = db
         self.slots = slots
         self.registry = registry
@@ -81,15 +85,18 @@ class Transcriptions:
 
         snapshot = await self.db(indexes_for, self.engine)
         gazetteer = snapshot.gazetteer_at(self.address_min_confidence)
-        path = resolve(recording["path"], self.data_dir)
-        free = file_phrase_pass(self.pool, path, self.phrase_pass_s)
+        async with fetched(self.store, self._key(recording["path"])) as path:
+            free = file_phrase_pass(self.pool, path, self.phrase_pass_s)
 
-        async def phrase_pass(phrases):
-            async with self.slots.for_job():
-                return await free(phrases)
+            async def phrase_pass(phrases):
+                async with self.slots.for_job():
+                    return await free(phrases)
 
-        best = await hear_address(gazetteer, text, phrase_pass if free is not None else None)
+            best = await hear_address(gazetteer, text, phrase_pass if free is not None else None)
         return best.text
+
+    def _key(self, path: str) -> str:
+        return stored_path(resolve(path, self.data_dir), self.data_dir)
 
     async def recognise(self, call_sid: str | None, recording: dict) -> dict:
         name = recording.get("segment") or ""
@@ -99,14 +106,15 @@ class Transcriptions:
             live = seg.transcript()
             if live is not None:
                 return live
-        path = resolve(recording["path"], self.data_dir)
-        if not path.is_file():
-            raise FileNotFoundError(f"recording {path} is not there: does this process share the data "
-                                    f"directory (GRIDLINE_DATA_DIR) with the one that took the call?")
+        key = self._key(recording["path"])
         try:
-            audio = await asyncio.to_thread(read_wav, path)
+            async with fetched(self.store, key) as path:
+                audio = await asyncio.to_thread(read_wav, path)
+        except MediaMissing:
+            raise FileNotFoundError(f"recording {key} is neither in the spool nor in {self.store.description}: "
+                                    f"was it taken by an instance with another GRIDLINE_MEDIA_URL?") from None
         except AudioError as exc:
-            log.warning("recording %s cannot be read (%s): filed without words", path, exc)
+            log.warning("recording %s cannot be read (%s): filed without words", key, exc)
             return {"segment": name, "text": "", "confidence": None, "segments": []}
         async with self.slots.for_job():
             transcript = await self.pool.transcribe_pcm(audio.pcm, audio.sample_rate)
@@ -134,9 +142,10 @@ def speech_runners(engine: Engine, handler: Transcriptions, count: int, *, poll_
 
 
 async def run_speech_worker(engine: Engine, pool: Any, data_dir: Path, concurrency: int,
-                            stop: asyncio.Event) -> Transcriptions:
+                            stop: asyncio.Event, store: MediaStore | None = None) -> Transcriptions:
     """``gridline worker --speech``: take transcription jobs until ``stop`` is set."""
-    handler = Transcriptions(engine, pool, data_dir=data_dir, db=run_db, slots=RecognitionSlots(concurrency))
+    handler = Transcriptions(engine, pool, data_dir=data_dir, db=run_db, slots=RecognitionSlots(concurrency),
+                             store=store)
     await pool.warm_up()
     runners = speech_runners(engine, handler, concurrency)
     log.info("speech worker: up to %d recording(s) transcribed at once; taking %s jobs", concurrency,

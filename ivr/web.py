@@ -146,7 +146,7 @@ class Hotline:
         if self.pool is not None:
             self.transcriptions = Transcriptions(self.engine, self.pool, data_dir=self.settings.data_dir,
                                                  db=self.db, slots=self.registry.slots, registry=self.registry,
-                                                 flow=config)
+                                                 flow=config, store=services.media)
             self.speech_runners = speech_runners(self.engine, self.transcriptions, 1)
         self.operator_hours = _operator_hours(self.settings)
         self.latencies: list[float] = []
@@ -274,7 +274,8 @@ class Hotline:
             filed = await self.db(calls.file_case, self.engine, call_sid,
                                   min_speech_s=self.petition_cfg["min_speech_s"], hung_up=hung_up,
                                   data_dir=self.settings.data_dir,
-                                  speech_rms=float(self.config["stream"]["speech_rms"]))
+                                  speech_rms=float(self.config["stream"]["speech_rms"]),
+                                  store=self.services.media, spool=self.services.spool)
         for runner in self.speech_runners:  # a transcription may have been queued
             runner.wake()
         return filed
@@ -535,7 +536,8 @@ class Hotline:
         self._sweeper = asyncio.create_task(self._sweep_periodically(started), name="hotline recovery")
 
     async def recover(self, before: datetime) -> list[calls.Filed]:
-        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir)
+        filed = await sweep(self.db, self.engine, self.config.data, before=before, data_dir=self.settings.data_dir,
+                            store=self.services.media, spool=self.services.spool)
         for runner in self.speech_runners:
             runner.wake()
         return filed

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from core import clock
 from core.db import make_engine, session_scope, upgrade
 from core.settings import normalise_database_url
+from tests.support.seaweed import s3_bucket, seaweed  # noqa: F401 (fixtures: a real S3 server)
 
 PG_URL = os.environ.get("GRIDLINE_TEST_PG", "")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

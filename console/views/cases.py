@@ -7,6 +7,7 @@ from aiohttp import web
 from console import casework, db
 from console.access import console_rules, name_for, phone_for, text_for
 from console.views.common import form, lang, principal, render, who
+from console.views.files import file_states
 from console.web import PREFIX, error_text, status_for
 from core import limits, media_types
 from core.errors import DomainError
@@ -51,6 +52,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
     threshold = float(console_rules().get("low_word_confidence", 0.6))
+    states = await file_states(request.config_dict[db.SERVICES].media, view.files)
     people = view.people.get(view.case.id, ())
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
@@ -66,6 +68,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         "text_for": lambda s, case_id=view.case.id: text_for(p, s, view.people.get(case_id, ())),
         "kept": lambda action, field: typed[1].get(field, "") if typed and typed[0] == action else "",
         "limit": limits.limit_of,
+        "file_state": states,
     }, status=status)
 
 

@@ -1,6 +1,9 @@
-"""A case's recordings and photos, for accounts that may see the case. Range requests are
-answered with 206 (aiohttp's FileResponse), so the player can seek; each request is an
-audit row, since a recording is the resident's own voice.
+"""A case's recordings and photos, for accounts that may see the case, streamed from the
+media store (``core.media``: the data directory or a bucket) in chunks, never read whole.
+Range requests are answered with 206 and their Content-Range (416 for a range past the
+end), so the player can seek; each request is an audit row, since a recording is the
+resident's own voice. A file still waiting in this instance's spool for the bucket is
+served from the spool; a missing object is a 404 that says so ("录音文件缺失").
 
 A resident's file is never trusted, even when its row is older than the type detection
 (``core.media_types``): it is served with the type re-checked against the allow-list (so
@@ -11,14 +14,18 @@ it shows is ``Content-Disposition: attachment``."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 from aiohttp import web
 from sqlmodel import select
 
 from console import casework, db
-from console.views.common import principal, who
+from console.i18n import t
+from console.views.common import lang, principal, who
 from core import audit, media_types
+from core.media import LocalStore, MediaMissing, MediaStore, MediaUnavailable
 from core.models import Attachment
-from core.storage import resolve
 
 # Replaces the console's page CSP (the guard middleware only sets one where none is set).
 FILE_CSP = "default-src 'none'; media-src 'self'; img-src 'self'; sandbox"
@@ -52,7 +59,69 @@ def _locate(session, p, number: str, attachment_id: int, who_: tuple[str, str]):
     actor, remote = who_
     audit.record(session, actor=actor, action="case.file", target_type="case", target_id=case.number,
                  detail={"attachment": att.id, "kind": att.kind}, remote=remote)
-    return case.number, att.path, att.mime_type
+    return case.number, att.path, att.mime_type, att.upload_pending, att.kind
+
+
+RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    """The one range ``header`` asks for as (first, last) inclusive; ``None``: the whole
+    file (no header, or one we do not serve in part: several ranges, another unit, bad
+    syntax: RFC 9110 lets a server ignore those); ``False``: unsatisfiable (416)."""
+    if not header:
+        return None
+    match = RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last N bytes
+        count = int(last)
+        if count == 0 or size == 0:
+            return False
+        return max(size - count, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        return False
+    return start, end
+
+
+def source_of(store: MediaStore, key: str, pending: bool) -> MediaStore:
+    """Where the bytes are read from: the spool while the file waits there, else the store."""
+    if pending and not store.spool_is_store and store.spool_path(key).is_file():
+        return LocalStore(store.spool_root)
+    return store
+
+
+VOICES = ("recording", "voice", "survey_comment")
+
+
+def missing_text(request: web.Request, kind: str) -> str:
+    return t(lang(request), "case.file_missing" if kind in VOICES else "case.file_missing_other")
+
+
+async def file_states(store: MediaStore, files: list) -> dict[int, str]:
+    """attachment id → "pending" (waiting in a spool for the bucket) or "missing" (no
+    object), for the case page; a store that cannot be reached now says nothing."""
+
+    async def state(f) -> str | None:  # noqa: ANN001
+        if f.upload_pending:
+            return "pending"
+        try:
+            size = await asyncio.to_thread(store.stat, f.path)
+        except MediaUnavailable:
+            return None
+        except (MediaMissing, OSError):
+            size = None
+        return "missing" if size is None else None
+
+    found = await asyncio.gather(*(state(f) for f in files))
+    return {f.id: s for f, s in zip(files, found, strict=True) if s}
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
@@ -64,11 +133,47 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden() from None
     if found is None:
         raise web.HTTPNotFound()
-    number, stored, recorded_type = found
-    path = resolve(stored, request.config_dict[db.DATA_DIR])
-    if not path.is_file():
-        raise web.HTTPNotFound(text="the file is missing from the data directory")
-    return web.FileResponse(path, headers=file_headers(number, attachment_id, recorded_type))
+    number, key, recorded_type, pending, kind = found
+    source = source_of(request.config_dict[db.SERVICES].media, key, pending)
+    try:
+        size = await asyncio.to_thread(source.stat, key)
+    except (MediaMissing, OSError):
+        size = None
+    except MediaUnavailable:
+        return web.Response(status=503, text=t(lang(request), "case.file_unreachable"), headers={"Retry-After": "5"})
+    if size is None:
+        return web.Response(status=404, text=missing_text(request, kind), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+    headers = file_headers(number, attachment_id, recorded_type)
+    headers["Accept-Ranges"] = "bytes"
+    wanted = byte_range(request.headers.get("Range"), size)
+    if wanted is False:
+        headers["Content-Range"] = f"bytes */{size}"
+        return web.Response(status=416, headers=headers)
+    start, end = wanted if wanted else (0, size - 1)
+    if wanted:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    response = web.StreamResponse(status=206 if wanted else 200, headers=headers)
+    response.content_length = end - start + 1 if size else 0
+    if request.method == "HEAD" or size == 0:
+        await response.prepare(request)
+        return response
+    try:
+        chunks = await asyncio.to_thread(source.open_range, key, start, end + 1)
+    except MediaMissing:  # gone between the stat and now
+        return web.Response(status=404, text=missing_text(request, kind), content_type="text/plain", charset="utf-8")
+    except MediaUnavailable:
+        return web.Response(status=503, text=t(lang(request), "case.file_unreachable"), headers={"Retry-After": "5"})
+    await response.prepare(request)
+    try:
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await response.write(chunk)
+    finally:  # a player that seeks drops the connection: the object's stream is closed all the same
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+    await response.write_eof()
+    return response
 
 
 def setup(app: web.Application) -> None:

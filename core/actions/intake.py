@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import limits, media_types
+from core import limits, media_types, uploads
 from core.actions._base import S, check, event
 from core.clock import utcnow
 from core.errors import InvalidInput
@@ -18,13 +18,15 @@ from core.numbering import next_case_number
 
 @dataclass(frozen=True)
 class FileRef:
-    """A file already on disk under the data directory, to become an ``Attachment``."""
+    """A file kept in the media store (``core.media.keep``), to become an ``Attachment``."""
 
     kind: str  # recording, voice, photo
-    path: str  # relative to the data directory (core.storage.stored_path)
+    path: str  # its key: relative to the data directory (core.storage.stored_path)
     mime_type: str | None = None  # read from the bytes (core.media_types.detect), never a sender's word
     size: int | None = None
     sha256: str | None = None
+    # The store could not take it yet: the spool it waits in (core.uploads.spool_name).
+    waiting_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,8 @@ def _link_files(session: Session, case: Case, files: tuple[FileRef, ...],
         att = Attachment(case_id=case.id, kind=ref.kind, path=ref.path, mime_type=media_types.servable(ref.mime_type),
                          size=ref.size, sha256=ref.sha256)
         session.add(att)
+        if ref.waiting_in:
+            uploads.mark_waiting(session, att, ref.waiting_in)
         linked.append(att)
     if attachment_ids:
         rows = session.exec(select(Attachment).where(Attachment.id.in_(sorted(set(attachment_ids))))).all()

@@ -10,9 +10,12 @@ case's audit rows. What stays: the anonymous figures (category, grid, urgency, c
 every time and on-time flag, the outcome and the survey's answers), so the rates of past
 periods do not change. The case's ``shred`` event and an ``AuditEntry`` record it.
 
-Files are removed before the transaction commits: if the commit fails, the rows still
-name files that are gone, and the next run finishes the job; a file is never left behind
-with no row naming it.
+Files are removed through the media store (``core.media``: the data directory or a bucket),
+with any copy still waiting in this instance's spool, before the transaction commits: if
+the commit fails (or the bucket cannot be reached, which stops the shredding), the rows
+still name files that are gone, and the next run finishes the job; a file is never left
+behind with no row naming it. A copy waiting in another instance's spool is dropped by its
+``media_upload`` job, which finds no row waiting for it.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from core import audit
 from core.actions._base import check, event
 from core.clock import utcnow
 from core.errors import IllegalTransition
+from core.media import LocalStore, MediaStore
 from core.models import Attachment, AuditEntry, CallSession, Case, CaseEvent, Resident, Survey
-from core.storage import resolve
+from core.storage import resolve, stored_path
 
 # Keys of event data that are figures or references, never a person's words or files.
 KEPT_EVENT_DATA = frozenset({
@@ -67,10 +71,10 @@ def _call_paths(call: CallSession) -> set[str]:
 
 
 def files_of(session: Session, case: Case, data_dir: str | os.PathLike
-             ) -> tuple[list[Attachment], list[CallSession], set[Path]]:
-    """A case's attachments, its hotline calls (the petition's and the survey's) and every
-    file they name, on disk (a recording named by both its attachment, relative to the data
-    directory, and its call, by an absolute path, is one file)."""
+             ) -> tuple[list[Attachment], list[CallSession], set[str]]:
+    """A case's attachments, its hotline calls (the petition's and the survey's) and the
+    media key of every file they name (a recording named by both its attachment, relative
+    to the data directory, and its call, by an absolute path, is one file)."""
     attachments = list(session.exec(select(Attachment).where(Attachment.case_id == case.id)).all())
     survey_ids = list(session.exec(select(Survey.id).where(Survey.case_id == case.id)).all())
     stmt = select(CallSession).where(CallSession.case_id == case.id)
@@ -80,16 +84,18 @@ def files_of(session: Session, case: Case, data_dir: str | os.PathLike
     stored = {a.path for a in attachments}
     for call in calls:
         stored |= _call_paths(call)
-    return attachments, calls, {resolve(p, data_dir).resolve() for p in stored}
+    return attachments, calls, {stored_path(resolve(p, data_dir).resolve(), data_dir) for p in stored}
 
 
-def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLike) -> Shredded:
+def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLike,
+          store: MediaStore | None = None) -> Shredded:
     """Shred one closed (or merged) case's personal data; see the module's docstring."""
     check(case, "shred")
     if case.shredded_at is not None:
         raise IllegalTransition(f"case {case.number} was already shredded on {case.shredded_at:%Y-%m-%d}")
     out = Shredded(case.number)
-    attachments, calls, paths = files_of(session, case, data_dir)
+    attachments, calls, keys = files_of(session, case, data_dir)
+    store = store or LocalStore(Path(data_dir))
     for att in attachments:
         session.delete(att)
     for call in calls:
@@ -132,13 +138,18 @@ def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLi
     if resident_id is not None:
         out.resident_cleared = _forget_resident(session, resident_id)
 
-    for path in sorted(paths):
-        try:
-            out.bytes += path.stat().st_size
-            path.unlink()
-            out.files += 1
-        except FileNotFoundError:
-            out.missing.append(str(path))
+    for key in sorted(keys):
+        size = store.stat(key)  # MediaUnavailable stops the shredding: nothing is committed
+        spooled = store.spool_path(key)
+        if not store.spool_is_store and spooled.is_file():  # still waiting for the bucket
+            size = spooled.stat().st_size if size is None else size
+            spooled.unlink()
+        if size is None:
+            out.missing.append(key)
+            continue
+        store.delete(key)
+        out.bytes += size
+        out.files += 1
     event(session, case, "shred", actor, case.status,
           data={"files": out.files, "calls": out.calls, "resident_cleared": out.resident_cleared})
     audit.record(session, actor=actor, action="case.shred", target_type="case", target_id=case.number,

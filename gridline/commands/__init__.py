@@ -10,6 +10,7 @@ def register_all(app: typer.Typer) -> None:
     from gridline.commands import (
         apikeys,
         hotline,
+        media,
         privacy,
         reports,
         speech,
@@ -27,6 +28,7 @@ def register_all(app: typer.Typer) -> None:
     app.add_typer(reports.report_app, name="report")
     app.add_typer(apikeys.apikeys_app, name="apikeys")
     app.command("shred")(privacy.shred)
+    app.add_typer(media.media_app, name="media")
     app.command("worker")(worker.worker)
     app.command("simulate-survey")(survey.simulate_survey)
     app.add_typer(survey.residents_app, name="residents")

@@ -14,13 +14,16 @@ def shred(
     """Remove recordings, photos, voice notes, transcripts, names and phone numbers of cases
     closed before the cut-off; keep their anonymous figures (category, grid, times, outcome)."""
     from core.errors import DomainError
+    from core.media import media_store
     from core.privacy import parse_age, shred_older_than
     from core.settings import get_settings
 
     try:
         age = parse_age(older_than)
         engine = open_database()
-        summary = shred_older_than(engine, age, data_dir=get_settings().data_dir, dry_run=dry_run, actor="cli")
+        settings = get_settings()
+        summary = shred_older_than(engine, age, data_dir=settings.data_dir, dry_run=dry_run, actor="cli",
+                                   store=media_store(settings))
     except DomainError as exc:
         fail(exc.message)
     verb = "would shred" if dry_run else "shredded"

@@ -45,6 +45,7 @@ def worker(
             fail("no speech model: set GRIDLINE_SPEECH_MODEL or run `gridline models fetch vosk-model-small-cn-0.22`")
 
     async def main() -> None:
+        from core.media import media_store
         from ivr.survey_jobs import run_survey_worker
         from ivr.transcription import run_speech_worker
 
@@ -55,7 +56,8 @@ def worker(
         work = []
         if pool is not None:
             work.append(run_speech_worker(engine, pool, settings.data_dir,
-                                          concurrency or max(1, settings.speech_workers), stop))
+                                          concurrency or max(1, settings.speech_workers), stop,
+                                          store=media_store(settings)))
         if surveys:
             work.append(run_survey_worker(engine, settings, stop))
         try:

@@ -1,0 +1,129 @@
+"""``gridline media``: the media store (``core.media``): move a local store into a bucket,
+and list attachments whose file is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gridline.commands.common import console, fail, open_database
+
+media_app = typer.Typer(help="Files of cases in the media store (GRIDLINE_MEDIA_URL).", no_args_is_help=True)
+
+BATCH = 500
+
+
+def _attachments(engine, after: int):  # noqa: ANN001, ANN202
+    from sqlmodel import select
+
+    from core.db import session_scope
+    from core.models import Attachment
+
+    with session_scope(engine) as session:
+        rows = session.exec(select(Attachment).where(Attachment.id > after).order_by(Attachment.id).limit(BATCH)).all()
+        return [(a.id, a.path, a.size, a.sha256, a.upload_pending, a.case_id) for a in rows]
+
+
+def _all_attachments(engine):  # noqa: ANN001, ANN202
+    after = 0
+    while rows := _attachments(engine, after):
+        yield from rows
+        after = rows[-1][0]
+
+
+@media_app.command("migrate")
+def migrate(
+    source: Path = typer.Option(None, "--from", help="the local folder to move (default: GRIDLINE_DATA_DIR)"),
+) -> None:
+    """Copy every attachment's file from the local folder into the store GRIDLINE_MEDIA_URL
+    names, confirming each by sha256. Resumable: a file already in the bucket with the
+    recorded sha256 is skipped. The local files are left where they are."""
+    from core.media import LocalStore, MediaMismatch, MediaUnavailable, media_store
+    from core.settings import get_settings
+
+    settings = get_settings()
+    engine = open_database()
+    target = media_store(settings)
+    if isinstance(target, LocalStore) and target.spool_is_store:
+        fail("GRIDLINE_MEDIA_URL names no other store (it is empty: the data directory is the store); "
+             "set it to s3://bucket/prefix")
+    target.check()
+    local = LocalStore(Path(source) if source else Path(settings.data_dir))
+    counts = {"uploaded": 0, "already": 0, "waiting": 0, "missing": 0, "mismatch": 0, "outside": 0}
+    problems: list[str] = []
+    for att_id, key, size, sha256, pending, _case in _all_attachments(engine):
+        if pending:  # its media_upload job takes it
+            counts["waiting"] += 1
+            continue
+        if key.startswith("/"):
+            counts["outside"] += 1
+            problems.append(f"attachment {att_id}: {key} lies outside the data directory (not moved)")
+            continue
+        try:
+            if target.recorded_sha256(key) == sha256 and sha256 and target.stat(key) == size:
+                counts["already"] += 1
+                continue
+            path = local.path(key)
+            if not path.is_file():
+                counts["missing"] += 1
+                problems.append(f"attachment {att_id}: {key} is not in {local.root}")
+                continue
+            stored = target.put_file(key, path)
+        except MediaMismatch as exc:
+            counts["mismatch"] += 1
+            problems.append(f"attachment {att_id}: {exc}")
+            continue
+        except MediaUnavailable as exc:
+            fail(f"{target.description} cannot be reached ({exc}); run `gridline media migrate` again to resume")
+        if sha256 and stored.sha256 != sha256:
+            counts["mismatch"] += 1
+            problems.append(f"attachment {att_id}: {key} has sha256 {stored.sha256}, the row says {sha256} "
+                            "(uploaded as it is)")
+            continue
+        counts["uploaded"] += 1
+    for line in problems[:200]:
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"into {target.description}: " + ", ".join(f"{n} {what}" for what, n in counts.items()),
+                  highlight=False, soft_wrap=True)
+    if counts["missing"] or counts["mismatch"]:
+        raise typer.Exit(1)
+
+
+@media_app.command("check")
+def check(
+    sha256: bool = typer.Option(False, "--sha256", help="also read every object back and compare its sha256"),
+) -> None:
+    """List attachments whose object is missing from the store, or whose size (or with
+    --sha256 content) differs from what was recorded. Exit status 1 when any is."""
+    from core.media import MediaUnavailable, media_store
+    from core.settings import get_settings
+
+    settings = get_settings()
+    engine = open_database()
+    store = media_store(settings)
+    store.check()
+    checked = waiting = 0
+    problems: list[tuple[int, int | None, str, str]] = []
+    for att_id, key, size, digest, pending, case_id in _all_attachments(engine):
+        if pending:
+            waiting += 1
+            continue
+        checked += 1
+        try:
+            found = store.stat(key)
+            if found is None:
+                problems.append((att_id, case_id, key, "missing"))
+            elif size is not None and found != size:
+                problems.append((att_id, case_id, key, f"size {found}, recorded {size}"))
+            elif sha256 and digest and store.sha256(key).sha256 != digest:
+                problems.append((att_id, case_id, key, "sha256 differs"))
+        except MediaUnavailable as exc:
+            fail(f"{store.description} cannot be reached: {exc}")
+    for att_id, case_id, key, what in problems:
+        console.print(f"attachment {att_id} (case id {case_id}): {key}: {what}", highlight=False, soft_wrap=True)
+    console.print(f"{checked} attachment(s) checked in {store.description}: {len(problems)} with a problem"
+                  + (f"; {waiting} waiting in a spool for upload" if waiting else ""),
+                  highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
