@@ -49,6 +49,7 @@ from tests.support.console_admin import add_admin
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.fake_twilio import Callee, FakeTwilio
 from tests.support.media_samples import audio, image
+from tests.support.seaweed import S3Bucket
 from tests.support.serve import database_url
 from tests.support.waiting import until
 
@@ -60,14 +61,10 @@ SURVEYS = 2
 VICTIM = 2  # the instance that is killed
 
 
-def bucket_env(tmp_path) -> tuple[dict[str, str], object | None]:
-    """The bucket's settings for the instances, from the SeaweedFS fixture (i21-store);
-    ({}, None) while there is none: the instances then keep files in their data folders."""
-    try:
-        from tests.support.seaweed import SeaweedS3  # noqa: F401  (the store branch's fixture)
-    except ImportError:
-        return {}, None
-    raise NotImplementedError  # replaced when the fixture lands
+def bucket_env(bucket: S3Bucket) -> dict[str, str]:
+    """What every instance is told about the shared bucket: the standard AWS variables and
+    GRIDLINE_MEDIA_URL, nothing else."""
+    return {**bucket.server.env(), "GRIDLINE_MEDIA_URL": bucket.url}
 
 
 @dataclass
@@ -166,13 +163,13 @@ def number_of(engine, case_id: int) -> str:
         return s.get(Case, case_id).number
 
 
-async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(engine, tmp_path, record_property):
+async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(engine, tmp_path, request,
+                                                                                record_property):
     if engine.dialect.name != "postgresql":
         pytest.skip("instances share one PostgreSQL")
-    media_env, bucket = bucket_env(tmp_path)
+    bucket: S3Bucket = request.getfixturevalue("s3_bucket")  # SeaweedFS, started for this pytest process
+    media_env = bucket_env(bucket)
     checks = Checks()
-    checks.check(bucket is not None, "[bucket] a SeaweedFS bucket is shared by the instances "
-                                     "(tests/support/seaweed.py from i21-store is missing)")
     async with FakeBotApi() as bot:
         with FakeTwilio(auth_token=TOKEN) as twilio:
             deployment = Deployment(tmp_path / "deployment", database_url(engine), bot, twilio, media_env=media_env,
@@ -225,7 +222,7 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                                  f"[chat] {who}: files {[a.kind for a in files]} instead of a photo and a voice note")
                     got = set()
                     for att in files:
-                        got.add(await _download(reader, checks, number, att, f"[chat] {who} {att.kind}"))
+                        got.add(await _download(reader, checks, number, att, f"[chat] {who} {att.kind}", bucket))
                     checks.check(got == sent_files[resident.user_id],
                                  f"[chat] {who}: the files served are not the bytes the resident sent")
 
@@ -248,7 +245,7 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                                  f"[call] {sid}: {len(recordings)} of {turns} recordings attached")
                     checks.check(recordings, f"[call] {sid}{cut}: no recording attached")
                     for att in recordings:
-                        await _download(reader, checks, number, att, f"[call] {sid} recording {att.id}{cut}")
+                        await _download(reader, checks, number, att, f"[call] {sid} recording {att.id}{cut}", bucket)
 
                 # -- follow-up calls: placed once each, the comment plays from the survivor
                 for phone, case_id in zip(survey_phones, survey_cases, strict=True):
@@ -260,7 +257,7 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                     comments = [a for a in attachments(engine, case_id) if a.kind == "survey_comment"]
                     if checks.check(len(comments) == 1, f"[survey] case {case_id}: {len(comments)} comments attached"):
                         await _download(reader, checks, number_of(engine, case_id), comments[0],
-                                        f"[survey] case {case_id} comment")
+                                        f"[survey] case {case_id} comment", bucket)
 
                 checks.check(_count(engine, Case) == CHATS + CALLS + SURVEYS,
                              f"[cases] {_count(engine, Case)} cases in all, "
@@ -279,9 +276,14 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
     assert not checks.failed, "\n".join(checks.failed) + f"\n(logs in {tmp_path / 'instances.log'})"
 
 
-async def _download(reader: ConsoleReader, checks: Checks, number: str, att: Attachment, what: str) -> str:
-    """The file whole (200, its size and sha256) and its first 100 bytes (206) from the
-    console; returns the sha256 of what was served."""
+async def _download(reader: ConsoleReader, checks: Checks, number: str, att: Attachment, what: str,
+                    bucket: S3Bucket) -> str:
+    """The file is an object in the bucket (not waiting in a spool), and the console serves
+    it whole (200, its size and sha256) and its first 100 bytes (206); returns the sha256 of
+    what was served."""
+    checks.check(not att.upload_pending, f"{what}: still waiting to be uploaded")
+    in_bucket = bucket.keys().get(att.path)
+    checks.check(in_bucket == att.size, f"{what}: {att.path} in the bucket: {in_bucket} bytes, {att.size} on file")
     path = f"/console/cases/{number}/files/{att.id}"
     whole = await asyncio.to_thread(reader.get, path)
     digest = hashlib.sha256(whole.body).hexdigest()
