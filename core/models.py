@@ -453,6 +453,24 @@ class Attachment(SQLModel, table=True):
     created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
+class AudioPart(SQLModel, table=True):
+    """A stretch of a call's live audio kept in the database, the last resort when neither
+    the spool folder nor the media store would take it (a full or read-only disk, the bucket
+    away). ``key`` is the recording's storage key; ``start`` the offset of ``data`` (pcm16)
+    in the recording's audio. ``ivr.spool`` writes them while the call goes on and moves
+    them into the media store as one WAV when it can, deleting them after."""
+
+    __tablename__ = "audio_part"
+    __table_args__ = (UniqueConstraint("key", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=512, index=True)
+    seq: int
+    start: int
+    data: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
 class AuditEntry(SQLModel, table=True):
     """Who changed what outside a case (a resident's link, a user, a worker) and who looked
     at personal data, from where. Case changes are ``CaseEvent`` rows."""

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     hotline_number: str = ""
     operator_number: str = ""
     service_hours: str = "08:30-17:30"
+    # Live audio: a part of what was said since the last one reaches the media store (or,
+    # when the spool failed, the database) after this many seconds of audio.
+    spool_part_s: float = Field(default=10.0, gt=0, le=60)
+    # When the spool folder fails (read-only, full), a call's audio not yet stored anywhere
+    # is held in memory up to this many seconds, and up to spool_database_s seconds of it in
+    # the database when the media store will not take it either.
+    spool_memory_s: float = Field(default=600.0, ge=0)
+    spool_database_s: float = Field(default=1800.0, ge=0)
 
     # chat
     telegram_token: str = ""

@@ -10,6 +10,7 @@ Case state is never touched here except through ``core.intake.file_petition_in``
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from core.routing import normalise_phone, route_by_phone  # imported now: heavy 
 from core.storage import data_dir as data_dir_default
 from core.storage import resolve, stored_path
 from core.texts import status_name
+from ivr.spool import KEEP_HELD_JOB, mark_held
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
 
@@ -47,6 +49,7 @@ TRANSCRIBE_JOB = jobs.declare("transcribe_recording", "ivr/transcription.py: rec
 SPEECH_JOB_KINDS = (TRANSCRIBE_JOB,)
 
 T = TypeVar("T")
+RECORDING_INCOMPLETE = "recording_incomplete"  # a case flag: part of a recording could be kept nowhere
 
 
 def case_key(call_sid: str) -> str:
@@ -161,7 +164,8 @@ class Filed:
     held: str | None = None
 
 
-def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False) -> None:
+def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False,
+                       store: Any = None, session: Session | None = None) -> None:
     """Turns that never ended in this process (it died, or the stream was served by
     another) are measured from their WAV on disk: the audio is there even if nothing else
     is. Their words are left to a transcribe_recording job. ``repair`` (after a crash:
@@ -173,6 +177,14 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
             continue
         path = resolve(rec.audio_path, data_dir)
         if not path.is_file():
+            # The instance that held the stream is gone with its disk: the parts it sent
+            # while the call went on (the store, or the database) make the recording.
+            if repair:
+                rebuilt = rebuild_from_parts(rec, store, session, speech_rms)
+                if rebuilt is not None:
+                    log.info("recording %s of call %s: assembled from its parts (%.2f s)", rec.audio_path,
+                             call.call_sid, rebuilt.duration)
+                    call.turn_heard(name, rebuilt)
             continue
         try:
             if repair and repair_wav_header(path):
@@ -187,10 +199,51 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
         call.turn_heard(name, heard)
 
 
+def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float) -> Recording | None:
+    """A turn whose spool file is gone, made whole from its parts and kept in the store."""
+    from sqlalchemy import delete
+
+    from core.models import AudioPart
+    from ivr.spool import assemble, delete_store_parts, held_parts_in
+    from ivr.stream import pcm_speech_seconds
+
+    db_parts = held_parts_in(session, rec.audio_path) if session is not None else []
+    whole = assemble(store, None, rec.audio_path, db_parts=db_parts)
+    if whole is None:
+        return None
+    digest = hashlib.sha256(whole).hexdigest()
+    held = False
+    try:
+        stored = store.put_bytes(rec.audio_path, whole)
+        if stored.sha256 != digest:
+            raise ValueError(f"stored with sha256 {stored.sha256}, assembled {digest}")
+    except Exception as exc:
+        log.warning("recording %s: assembled from its parts but not stored: %s", rec.audio_path, exc)
+        if not db_parts:
+            return None
+        held = True  # the parts stay in the database; keep_held_audio stores the WAV later
+        jobs.enqueue(session, KEEP_HELD_JOB, {"key": rec.audio_path, "size": len(whole), "sha256": digest},
+                     dedupe_key=f"{KEEP_HELD_JOB}:{rec.audio_path}", max_attempts=1000)
+    if not held:
+        delete_store_parts(store, rec.audio_path)
+        if session is not None:
+            session.execute(delete(AudioPart).where(AudioPart.key == rec.audio_path))
+    audio = read_wav(whole)
+    return rec.model_copy(update={
+        "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+        "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True,
+        "size": len(whole), "sha256": digest, "held": held})
+
+
 def _file_ref(rec: Recording, data_dir: Path | None, store: MediaStore | None, spool: str) -> actions.FileRef | None:
     """The turn's WAV kept in the media store (uploaded now; waiting in the spool when the
     bucket cannot be reached). Our own WAV writer made it (never a caller's upload): its
     type is known, not guessed. 44 bytes: a header and no audio."""
+    if rec.audio_path and rec.sha256 and rec.size and rec.size > 44:
+        # kept by ivr.spool as the turn ended (in the store, waiting in the spool, or held in
+        # the database for the store): known without the file
+        return actions.FileRef(kind="recording", path=rec.audio_path, mime_type=media_types.WAV, size=rec.size,
+                               sha256=rec.sha256, waiting_in=rec.waiting_in)
     if not rec.audio_path:
         return None
     key = stored_path(resolve(rec.audio_path, data_dir), data_dir)
@@ -242,6 +295,11 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         flags.append(actions.LOW_CONFIDENCE)
     if state.petition.unconfirmed:
         flags.append("transcript_unconfirmed")
+    event_data = None
+    incomplete = {n: {"kept_s": r.kept_s, "heard_s": r.heard_s} for n, r in state.recordings() if r.incomplete}
+    if incomplete:  # the spool and every fallback failed: say how much of what was said is kept
+        flags.append(RECORDING_INCOMPLETE)
+        event_data = {RECORDING_INCOMPLETE: incomplete}
 
     address = state.address
     address_text = None
@@ -274,6 +332,7 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         files=files,
         address_text=address_text,
         flags=tuple(flags),
+        event_data=event_data,
     )
     return PetitionOfCall(petition, pending)
 
@@ -289,7 +348,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         if call.row.case_id is not None:
             case = session.get(Case, call.row.case_id)
             return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
-        complete_from_disk(call, data_dir, speech_rms, repair=recovered)
+        complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session)
         made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
                            data_dir=data_dir, store=store, spool=spool)
         if made is None or not (made.petition.description or made.petition.files):
@@ -297,6 +356,9 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
             _store(session, call)
             return Filed(None, False, outcome)
         result = file_petition_in(session, made.petition, actor="hotline")
+        for _, rec in call.state.recordings():
+            if rec.held and rec.audio_path and result.created:
+                mark_held(session, rec.audio_path)
         if made.pending and result.created:
             jobs.enqueue(session, TRANSCRIBE_JOB, {"case_id": result.case.id, "call_sid": call_sid, **made.pending},
                          dedupe_key=f"{TRANSCRIBE_JOB}:{result.case.id}", max_attempts=8)

@@ -71,10 +71,22 @@ class Recording(_Model):
     final: bool = False  # the transcript is complete
     deferred: bool = False  # recognised afterwards by a transcribe_recording job
     ended_by: str | None = None  # webhook, dtmf, stop, dropped, hangup, recovered
+    # Where the turn's WAV was kept (``ivr.spool``): its size and sha256 once known without
+    # the spool file (uploaded, or held in the database until the store takes it).
+    size: int | None = None
+    sha256: str | None = None
+    held: bool = False  # waits in the database (audio_part) for the media store
+    waiting_in: str | None = None  # the spool it waits in for the media store (core.uploads.spool_name)
+    heard_s: float | None = None  # seconds of audio received
+    kept_s: float | None = None  # seconds kept: less than heard when the spool and every fallback failed
 
     @property
     def ended(self) -> bool:
         return self.ended_by is not None
+
+    @property
+    def incomplete(self) -> bool:
+        return self.kept_s is not None and self.heard_s is not None and self.kept_s + 0.02 < self.heard_s
 
     @property
     def transcript_pending(self) -> bool:

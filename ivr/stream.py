@@ -40,10 +40,10 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from core import logcontext
-from core.storage import resolve
 from ivr import calls
+from ivr.spool import CallBudget, Placed, SegmentAudio, Spool
 from ivr.state import Recording
-from speech_models.audio import MULAW_TABLE, WavWriter
+from speech_models.audio import MULAW_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,11 @@ class Segment:
         self.name = name
         self.kind = "address" if name.startswith("address") else "petition"
         self.stored_path = stored_path
-        self.path = resolve(stored_path, registry.data_dir)
-        self.wav = WavWriter(self.path, 8000)  # the audio's home from the first frame on
+        # the spool file, the audio's home from the first frame on (or, when the spool fails,
+        # memory, the media store, the database: ivr.spool)
+        self.audio = SegmentAudio(registry.spool, call_sid, stored_path)
+        self.path = self.audio.path
+        self.placed: Placed | None = None
         self.received = 0  # µ-law bytes written
         self.late_bytes = 0  # arrived after the segment ended (not part of the turn)
         self.speech_s = 0.0
@@ -170,7 +173,6 @@ class Segment:
         self._last_frame = time.monotonic()
         self._last_ts: int | None = None
         self._target_ts: int | None = None
-        self._write_failed = False
 
     # -- recognition --------------------------------------------------------------------
 
@@ -209,12 +211,7 @@ class Segment:
         if not self.accepting:
             self.late_bytes += len(mulaw)
             return
-        try:
-            self.wav.write(MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].tobytes())
-        except OSError:
-            if not self._write_failed:
-                log.exception("call %s %s: cannot write %s", self.call_sid, self.name, self.path)
-            self._write_failed = True
+        self.audio.write(MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].tobytes())
         self.received += len(mulaw)
         self.speech_s += speech_seconds(mulaw, self.registry.speech_rms)
         self._last_frame = time.monotonic()
@@ -269,15 +266,16 @@ class Segment:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        try:
-            self.wav.close()
-        except OSError:
-            log.exception("call %s %s: cannot finish %s", self.call_sid, self.name, self.path)
+        self.audio.close()
         self.audio_closed.set()
         self.registry.notify("segment_audio_closed", self)
         self._finisher = asyncio.create_task(self._finish(), name=f"segment {self.call_sid} {self.name}")
 
     async def _finish(self) -> None:
+        try:
+            self.placed = await self.audio.finish()
+        except Exception:
+            log.exception("call %s %s: the audio was not placed", self.call_sid, self.name)
         try:
             if self._opening is not None:
                 await self._opening
@@ -321,7 +319,17 @@ class Segment:
             final=final,
             deferred=not final,
             ended_by=self.ended_by or "open",
+            **self._placement(),
         )
+
+    def _placement(self) -> dict:
+        placed = self.placed
+        if placed is None or not (placed.fault or placed.uploaded or placed.sha256):
+            return {}
+        return {"size": placed.size, "sha256": placed.sha256, "held": placed.held,
+                "waiting_in": self.registry.spool.name if placed.sha256 and not placed.uploaded and not placed.held
+                else None,
+                "heard_s": round(placed.heard_s, 2), "kept_s": round(placed.kept_s, 2)}
 
     def transcript(self) -> dict | None:
         """The live transcript for the transcribe job, once final."""
@@ -432,11 +440,13 @@ class StreamRegistry:
     """The segments of this process, the live-recognition slots, and the socket handler."""
 
     def __init__(self, engine: Any, pool: Any, data_dir: Path, stream_cfg: dict, *, live_capacity: int,
-                 db: Db, max_pending_s: float = 130.0):
+                 db: Db, max_pending_s: float = 130.0, spool: Spool | None = None):
         self.engine = engine
         self.pool = pool
         self.data_dir = Path(data_dir)
         self.db = db
+        self.spool = spool or Spool(store=None, data_dir=self.data_dir, engine=engine, db=db,
+                                    budget=CallBudget(600.0, 1800.0))
         self.speech_rms = float(stream_cfg["speech_rms"])
         self.hangup_grace_s = float(stream_cfg["hangup_grace_s"])
         self.drain_s = float(stream_cfg.get("drain_s", 0.2))

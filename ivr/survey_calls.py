@@ -535,6 +535,9 @@ def comment_file(recording: Recording, data_dir: Path | None, store: MediaStore 
                  spool: str = "") -> actions.FileRef | None:
     """The comment's WAV kept in the media store, as a file of the case (none when there
     is no audio in it: 44 bytes are a header)."""
+    if recording.audio_path and recording.sha256 and recording.size and recording.size > 44:  # kept by ivr.spool
+        return actions.FileRef(kind="survey_comment", path=recording.audio_path, mime_type=media_types.WAV,
+                               size=recording.size, sha256=recording.sha256, waiting_in=recording.waiting_in)
     if not recording.audio_path:
         return None
     key = stored_path(resolve(recording.audio_path, data_dir), data_dir)
@@ -571,6 +574,10 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
                 text = recording.text.strip() if recording.final else None
                 actions.survey_comment(session, survey, actor=RESIDENT, text=text, file=ref,
                                        data={"call_sid": call_sid, "speech_s": recording.speech_s})
+                if recording.held:
+                    from ivr.spool import mark_held
+
+                    mark_held(session, ref.path)
                 if text is None:
                     jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
                                                         "segment": state.comment_segment, "path": ref.path},
@@ -591,6 +598,29 @@ def comment_pending(engine: Engine, call_sid: str) -> tuple[int, str, str] | Non
             return None
         planned = state.segments.get(state.comment_segment)
         return call.survey_id, state.comment_segment, (planned.audio_path if planned else "")
+
+
+def comment_from_disk(engine: Engine, call_sid: str, data_dir: Path | None, speech_rms: float) -> Recording | None:
+    """The pending comment measured from its WAV: its stream was served by a process that
+    is gone (killed mid-comment) or by another one. Nobody writes the file any more (the
+    call is over, or the turn ended), so its header is made true first, as the hotline's
+    recovery does: a crash leaves up to a second of audio outside the header."""
+    from ivr.stream import pcm_speech_seconds
+    from speech_models.audio import AudioError, read_wav, repair_wav_header
+
+    pending = comment_pending(engine, call_sid)
+    if pending is None or not pending[2]:
+        return None
+    path = resolve(pending[2], data_dir)
+    try:
+        if repair_wav_header(path):
+            log.info("survey comment %s of call %s: WAV header repaired", pending[2], call_sid)
+        audio = read_wav(path)
+    except (AudioError, OSError):
+        return None
+    return Recording(kind="petition", audio_path=pending[2], duration=round(audio.duration, 2), deferred=True,
+                     speech_s=round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+                     ended_by="recovered")
 
 
 def comment_words(engine: Engine, survey_id: int, call_sid: str, segment: str, heard: dict) -> bool:

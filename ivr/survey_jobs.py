@@ -50,8 +50,11 @@ class SurveyJobs:
     the local simulator's stand-in, ``ivr.survey_sim``)."""
 
     def __init__(self, engine: Engine, api: Any, *, from_number: str, twiml: SurveyTwiml, db: Db,
-                 any_time: bool = False):
+                 any_time: bool = False, call_over: Callable[[int, str], Awaitable[None]] | None = None):
         self.engine = engine
+        # What follows the end of a call (survey id, CallSid): its comment kept, as the status
+        # callback does; the callback may have been lost while the server was down.
+        self.call_over = call_over
         self.any_time = any_time  # calling hours not kept: `gridline simulate-survey --any-time`
         self.api = api
         self.from_number = from_number
@@ -130,6 +133,8 @@ class SurveyJobs:
                                 info.answered_by if info is not None else None)
         log.info("survey %s attempt %s: call %s read as %s at Twilio (%s)", row.survey_id, row.attempt, row.call_sid,
                  status, follows)
+        if self.call_over is not None and status in survey_calls.TERMINAL:
+            await self.call_over(row.survey_id, row.call_sid)
 
 
 class CommentTranscriber:
@@ -148,6 +153,25 @@ class CommentTranscriber:
         heard = await t.recognise(p.get("call_sid"), {"segment": p.get("segment") or "", "path": p["path"]})
         await t.db(survey_calls.comment_words, t.engine, survey_id, p.get("call_sid") or "", p.get("segment") or "",
                    heard)
+
+
+def comment_from_disk_taker(engine: Engine, data_dir: Any, db: Db) -> Callable[[int, str], Awaitable[None]]:
+    """``call_over`` for a process without the Media Streams socket (``gridline worker
+    --surveys``): a comment left pending is taken from its WAV in the data directory."""
+    from ivr.config import FlowConfig
+    from ivr.survey_twiml import SurveyFlowConfig
+
+    speech_rms = float(FlowConfig.load()["stream"]["speech_rms"])
+    min_speech_s = float(SurveyFlowConfig.load()["comment"]["min_speech_s"])
+
+    async def call_over(survey_id: int, call_sid: str) -> None:
+        if await db(survey_calls.comment_pending, engine, call_sid) is None:
+            return
+        recording = await db(survey_calls.comment_from_disk, engine, call_sid, data_dir, speech_rms)
+        await db(survey_calls.take_comment, engine, survey_id, None, call_sid, recording,
+                 min_speech_s=min_speech_s, data_dir=data_dir)
+
+    return call_over
 
 
 async def run_survey_worker(engine: Engine, settings: Any, stop: asyncio.Event, *, poll_seconds: float = 1.0,
@@ -169,6 +193,7 @@ async def run_survey_worker(engine: Engine, settings: Any, stop: asyncio.Event, 
     handlers = SurveyJobs(engine, api, from_number=settings.hotline_number,
                           twiml=SurveyTwiml(config, settings.public_url), db=run_db)
     progress = ProgressSms(engine, api, settings=settings, prompts=load_prompts(config.language), db=run_db)
+    handlers.call_over = comment_from_disk_taker(engine, settings.data_dir, run_db)
     runner = JobRunner(engine, poll_seconds=poll_seconds, batch=batch)
     runner.register(SURVEY_PHONE_JOB, handlers.survey_phone, lane="survey_calls")
     runner.register(CHECK_JOB, handlers.check_call, lane="survey_calls")

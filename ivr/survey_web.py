@@ -31,11 +31,9 @@ from twilio.twiml.messaging_response import MessagingResponse
 from core import actions, logcontext, sms
 from core.actions.survey import SURVEY_PHONE_JOB
 from core.db import session_scope
-from core.storage import resolve
 from ivr import survey_calls
 from ivr.calls import TRANSCRIBE_JOB
 from ivr.signature import is_valid
-from ivr.state import Recording
 from ivr.survey_calls import CHECK_JOB, COMMENT_JOB, Refused, Step
 from ivr.survey_jobs import SurveyJobs
 from ivr.survey_twiml import Intro, SurveyFlowConfig, SurveyTwiml
@@ -180,7 +178,7 @@ class SurveyLine:
                                              done_wait=lambda live: wait_s if live else 0.5)
         recording = got.recording if got is not None else None
         if recording is None:  # no stream was taken for it anywhere: what is on disk is the comment
-            recording = await self.db(_from_disk, self.engine, call_sid, self.settings.data_dir,
+            recording = await self.db(survey_calls.comment_from_disk, self.engine, call_sid, self.settings.data_dir,
                                       float(self.hotline.config["stream"]["speech_rms"]))
         kept = await self.db(survey_calls.take_comment, self.engine, survey_id, token, call_sid, recording,
                              min_speech_s=float(self.config["comment"]["min_speech_s"]),
@@ -190,6 +188,13 @@ class SurveyLine:
             for runner in self.hotline.speech_runners:
                 runner.wake()
 
+    async def call_over(self, survey_id: int, call_sid: str) -> None:
+        """The call ended (its status callback, or ``survey_call_check`` reading it at Twilio,
+        whichever comes first): a comment begun and not taken is kept now."""
+        pending = await self.db(survey_calls.comment_pending, self.engine, call_sid)
+        if pending is not None:  # hung up while commenting: keep what was said
+            await self.take_comment(survey_id, None, call_sid, pending[1], "hangup")
+
     @survey_webhook
     async def status(self, request, form, survey_id, token, call_sid) -> str:
         status = (form.get("CallStatus") or "")[:24]
@@ -198,9 +203,7 @@ class SurveyLine:
         if follows:
             log.info("survey %s: call %s %s → %s", survey_id, call_sid, status, follows)
         if status in survey_calls.TERMINAL:
-            pending = await self.db(survey_calls.comment_pending, self.engine, call_sid)
-            if pending is not None:  # hung up while commenting: keep what was said
-                await self.take_comment(survey_id, None, call_sid, pending[1], "hangup")
+            await self.call_over(survey_id, call_sid)
             self.hotline.registry.forget_call(call_sid)
             self.services.jobs.wake()
         return self.twiml.empty()
@@ -227,25 +230,6 @@ def _opt_out(engine, phone: str, word: str) -> None:  # noqa: ANN001
         actions.sms_opt_out(session, resident, actor="resident:sms", word=word)
 
 
-def _from_disk(engine, call_sid: str, data_dir, speech_rms: float) -> Recording | None:  # noqa: ANN001
-    """The comment measured from its WAV (its stream was served by another process, or this
-    one restarted)."""
-    from ivr.stream import pcm_speech_seconds
-    from speech_models.audio import AudioError, read_wav
-
-    pending = survey_calls.comment_pending(engine, call_sid)
-    if pending is None or not pending[2]:
-        return None
-    path = resolve(pending[2], data_dir)
-    try:
-        audio = read_wav(path)
-    except (AudioError, OSError):
-        return None
-    return Recording(kind="petition", audio_path=pending[2], duration=round(audio.duration, 2), deferred=True,
-                     speech_s=round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
-                     ended_by="recovered")
-
-
 def setup(app: web.Application, services: Any, hotline: Any) -> SurveyLine:
     """Mount the follow-up call and SMS webhooks and register their jobs.
     ``services.extras["survey_flow"]`` may hold a SurveyFlowConfig and ``["twilio_api"]`` a
@@ -257,11 +241,12 @@ def setup(app: web.Application, services: Any, hotline: Any) -> SurveyLine:
                      ("comment", SurveyLine.comment), ("status", SurveyLine.status)):
         app.router.add_post(r"/twilio/survey/{survey:\d{1,12}}/" + step, fn)
     app.router.add_post("/twilio/sms", line.sms_in)
-    register_jobs(services, hotline, line.twiml)
+    register_jobs(services, hotline, line.twiml, call_over=line.call_over)
     return line
 
 
-def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml) -> SurveyJobs | None:
+def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml,
+                  call_over: Callable[[int, str], Awaitable[None]] | None = None) -> SurveyJobs | None:
     """The survey calls on a lane of their own; the SMS with the other notifications; the
     recognition of comments with the hotline's speech runners. Without Twilio credentials
     the calls and SMS are paused (their jobs wait queued, the log says why once)."""
@@ -274,7 +259,7 @@ def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml) -> Sur
     if api is not None or why is None:
         api = api or TwilioApi.from_settings(settings)
         survey_jobs = SurveyJobs(services.engine, api, from_number=settings.hotline_number, twiml=survey_twiml,
-                                 db=hotline.db)
+                                 db=hotline.db, call_over=call_over)
         jobs.register(SURVEY_PHONE_JOB, survey_jobs.survey_phone, lane=SURVEY_LANE)
         jobs.register(CHECK_JOB, survey_jobs.check_call, lane=SURVEY_LANE)
     else:

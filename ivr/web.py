@@ -49,6 +49,7 @@ from ivr.flow import Flow
 from ivr.handover import Handover
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
+from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
@@ -152,8 +153,11 @@ class Hotline:
         self.pool = speech_pool(services.speech, workers)
         self._own_pool = self.pool is not services.speech
         self.live_capacity = (self.settings.speech_live_streams or 2 * workers) if self.pool is not None else 0
+        self.spool = Spool(store=services.media, data_dir=self.settings.data_dir, engine=self.engine,
+                           db=self.db, budget=CallBudget(self.settings.spool_memory_s, self.settings.spool_database_s),
+                           part_s=self.settings.spool_part_s, name=services.spool)
         self.registry = StreamRegistry(self.engine, self.pool, self.settings.data_dir, config["stream"],
-                                       live_capacity=self.live_capacity, db=self.db)
+                                       live_capacity=self.live_capacity, db=self.db, spool=self.spool)
         self.registry.on_orphan = self.orphaned
         # Any instance serves any webhook: what this process's sockets hear is written down for
         # the others, and turns heard on another's socket are waited for (ivr.handover).
@@ -677,6 +681,7 @@ def setup(app: web.Application, services) -> Hotline:
     ):
         app.router.add_post(path, fn)  # webhook() made each a handler(request)
     app.router.add_get("/twilio/stream", hotline.stream)
+    services.jobs.register(KEEP_HELD_JOB, KeepHeld(hotline.engine, hotline.spool.store, hotline.db).handle)
     app.on_startup.append(hotline.startup)
     app.on_shutdown.append(hotline.shutdown)
     app.on_cleanup.append(hotline.cleanup)

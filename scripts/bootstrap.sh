@@ -4,7 +4,7 @@
 #   scripts/bootstrap.sh        runtime only (with what PDF reports need: Pango and a Chinese font)
 #   scripts/bootstrap.sh dev    plus test tools, espeak-ng/sox for test audio, the Korean Vosk model,
 #                               Chromium and a CJK font for the console's browser tests, poppler-utils
-#                               to check the PDF reports page by page
+#                               to check the PDF reports page by page, HAProxy for the deployment test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-run}"
@@ -22,6 +22,8 @@ if [ "$mode" = dev ]; then
   command -v sox >/dev/null || need_apt+=(sox)
   # the console's browser tests drive Debian's Chromium (never a browser download)
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  # the deployment test runs two instances behind Debian's HAProxy with deploy/haproxy.cfg
+  [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
   # Chinese glyphs in the console's test screenshots
   fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need_apt+=(fonts-wqy-microhei)
 fi

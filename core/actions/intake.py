@@ -50,6 +50,8 @@ class Petition:
     category_code: str | None = None
     urgency: Urgency = Urgency.normal
     flags: tuple[str, ...] = ()
+    # What the submit event says besides (a flag's detail: ``recording_incomplete``'s seconds kept).
+    event_data: dict | None = None
 
     @property
     def heard(self) -> bool:
@@ -137,6 +139,8 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
     data = {"attachments": [_describe(a) for a in linked]} if linked else None
     if cut:  # say on the case that its words were cut, and how long they were
         data = {**(data or {}), "text_cut": {"kept": len(description), "said": len(petition.description.strip())}}
+    if petition.event_data:
+        data = {**(data or {}), **petition.event_data}
     event(session, case, "submit", actor, S.received, reason=f"via {petition.channel.value}", data=data, at=now)
     return case, True
 

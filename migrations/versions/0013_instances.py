@@ -1,7 +1,7 @@
 """instances that share nothing but the database: Instance leases, StreamSegment handover, CallSession.instance_id
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-12 09:00:00
 """
 from collections.abc import Sequence

@@ -9,7 +9,7 @@ chat's state (so an instance reloads a chat only when another one changed it). U
 still in the inbox move across, both ways.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-20 09:00:00
 """
 from collections.abc import Sequence
