@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,7 +88,10 @@ class HaproxyProcess(Child):
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1024)
         self.port = self.listener.getsockname()[1]
-        self.admin_socket = self.workdir / "admin.sock"
+        # A unix socket's path may hold 97 bytes at most (haproxy refuses a longer one, and a
+        # pytest work folder is often longer): the socket lives in a short folder of its own.
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="hap-", dir="/tmp"))
+        self.admin_socket = self._socket_dir / "admin.sock"
         self.config_path = self.workdir / "haproxy.cfg"
         self.config_path.write_text(render_config(template.read_text(), listen_fd=self.listener.fileno(),
                                                   servers=self.servers, admin_socket=self.admin_socket))
@@ -183,6 +187,7 @@ class HaproxyProcess(Child):
     def close(self) -> None:
         self.stop()
         self.listener.close()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def __enter__(self) -> HaproxyProcess:
         return self.start()
