@@ -119,7 +119,12 @@ def _write_atomically(target: Path, chunks: Iterator[bytes]) -> tuple[int, str]:
 
 
 def _file_chunks(path: Path, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
+    return _handle_chunks(open(path, "rb"), start, end)
+
+
+def _handle_chunks(handle, start: int = 0, end: int | None = None) -> Iterator[bytes]:  # noqa: ANN001
+    """An open file's bytes from ``start`` to ``end`` in CHUNK pieces; closes it at the end."""
+    with handle:
         handle.seek(start)
         left = None if end is None else end - start
         while left is None or left > 0:
@@ -274,19 +279,7 @@ class LocalStore(MediaStore):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise MediaMissing(f"no object {key}") from None
 
-        def chunks() -> Iterator[bytes]:
-            with handle:
-                handle.seek(start)
-                left = None if end is None else end - start
-                while left is None or left > 0:
-                    chunk = handle.read(CHUNK if left is None else min(CHUNK, left))
-                    if not chunk:
-                        return
-                    if left is not None:
-                        left -= len(chunk)
-                    yield chunk
-
-        return chunks()
+        return _handle_chunks(handle, start, end)
 
     def get_to_file(self, key: str, path: str | os.PathLike) -> StoredObject:
         size, digest = _write_atomically(Path(path), self.open_range(key))
