@@ -119,3 +119,22 @@ def session(engine):
 def _unfrozen_clock():
     yield
     clock.freeze(None)
+
+
+@pytest.fixture
+def override(tmp_path, monkeypatch):
+    """A deployment's rules file: ``override(text)`` writes it, points GRIDLINE_RULES at it
+    and reloads the rules; the packaged rules are back after the test."""
+    from core import rules
+
+    path = tmp_path / "district-rules.toml"
+
+    def write(text: str):
+        path.write_text(text, "utf-8")
+        monkeypatch.setenv(rules.RULES_ENV, str(path))
+        rules.reload_rules()
+        return path
+
+    yield write
+    monkeypatch.delenv(rules.RULES_ENV, raising=False)
+    rules.reload_rules()

@@ -11,30 +11,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from core import actions, apikeys, intake, rules
+from core import actions, apikeys, intake
 from core.actions import Petition
 from core.db import session_scope
 from core.flood import DUPLICATE, FLOOD
 from core.models import Case, CaseEvent, CaseStatus, Channel
-from core.rules import reload_rules
 from core.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import csrf_of, login
 
 POINT = {"latitude": 26.3905, "longitude": 117.7915}  # micro2
 
-
-@pytest.fixture
-def override(tmp_path, monkeypatch):
-    def write(text: str) -> None:
-        path = tmp_path / "limits-rules.toml"
-        path.write_text(text, "utf-8")
-        monkeypatch.setenv(rules.RULES_ENV, str(path))
-        reload_rules()
-
-    yield write
-    monkeypatch.delenv(rules.RULES_ENV, raising=False)
-    reload_rules()
 
 
 async def _act(client, number, action, **data):

@@ -16,7 +16,6 @@ from core.db import session_scope
 from core.errors import TooManyPetitions
 from core.flood import DUPLICATE, FLOOD
 from core.models import Case, CaseEvent, CaseStatus, Channel, GazetteerEntry
-from core.rules import reload_rules
 from tests.core.district import build_district
 
 POINT = {"latitude": 26.3905, "longitude": 117.7915}  # inside micro2, which has a grid worker
@@ -31,18 +30,6 @@ def district(engine):
         session.add(GazetteerEntry(name="罗布社区", kind="community", grid_id=d.grids["community"].id))
         return d
 
-
-@pytest.fixture
-def override(tmp_path, monkeypatch):
-    def write(text: str) -> None:
-        path = tmp_path / "flood-rules.toml"
-        path.write_text(text, "utf-8")
-        monkeypatch.setenv(rules.RULES_ENV, str(path))
-        reload_rules()
-
-    yield write
-    monkeypatch.delenv(rules.RULES_ENV, raising=False)
-    reload_rules()
 
 
 def file(engine, key: str, **kw):

@@ -12,7 +12,6 @@ from core.actions import Petition
 from core.db import session_scope
 from core.errors import InvalidInput, TextTooLong
 from core.models import Case, CaseEvent, CaseStatus, Channel, Survey
-from core.rules import reload_rules
 from tests.core.district import build_district
 
 POINT = {"latitude": 26.3905, "longitude": 117.7915}
@@ -24,18 +23,6 @@ def district(engine):
     with session_scope(engine) as session:
         return build_district(session)
 
-
-@pytest.fixture
-def override(tmp_path, monkeypatch):
-    def write(text: str) -> None:
-        path = tmp_path / "limit-rules.toml"
-        path.write_text(text, "utf-8")
-        monkeypatch.setenv(rules.RULES_ENV, str(path))
-        reload_rules()
-
-    yield write
-    monkeypatch.delenv(rules.RULES_ENV, raising=False)
-    reload_rules()
 
 
 def over(field: str) -> str:

@@ -11,22 +11,6 @@ from core import rules, sweeps
 from core.rules import RulesError, build_rules, load_rules, packaged_rules, reload_rules
 
 
-@pytest.fixture
-def override(tmp_path, monkeypatch):
-    """Write a rules file and point GRIDLINE_RULES at it; rules are reloaded around the test."""
-    path = tmp_path / "district-rules.toml"
-
-    def write(text: str):
-        path.write_text(text, "utf-8")
-        monkeypatch.setenv(rules.RULES_ENV, str(path))
-        reload_rules()
-        return path
-
-    yield write
-    monkeypatch.delenv(rules.RULES_ENV, raising=False)
-    reload_rules()
-
-
 def test_without_an_override_the_packaged_rules_apply(monkeypatch):
     monkeypatch.delenv(rules.RULES_ENV, raising=False)
     reload_rules()
