@@ -25,6 +25,7 @@ from core.actions import Petition
 from core.db import session_scope
 from core.models import Channel
 from core.settings import Settings
+from gridline import metrics
 from gridline.app import SERVICES, build_app
 from gridline.metrics import METRICS
 from speech_models.pool import SpeechPool
@@ -87,7 +88,10 @@ def settings(tmp_path, **kw) -> Settings:
     return Settings(data_dir=tmp_path, public_url=PUBLIC, twilio_auth_token=TWILIO_TOKEN, metrics_token=TOKEN, **kw)
 
 
-async def test_a_scrape_after_a_console_page_a_twilio_webhook_and_jobs(engine, tmp_path):
+async def test_a_scrape_after_a_console_page_a_twilio_webhook_and_jobs(engine, tmp_path, monkeypatch):
+    # The metric objects live once per process; an earlier test in this process may have run
+    # the bot and made its gauge. A server process builds one app: start from a fresh set.
+    monkeypatch.setattr(metrics, "_families", None)
     add_admin(engine)
     with session_scope(engine) as session:
         case, _ = actions.submit_petition(session, Petition(channel=Channel.console, description="路灯不亮"))
