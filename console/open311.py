@@ -270,6 +270,11 @@ async def service_definition(request: web.Request) -> web.Response:
     return answer(_fmt(request), "service_definitions", "service_definition", rows)
 
 
+# The years a date parameter may name: beyond them a date is a typing slip (0001, 9999), and
+# near datetime's own limits the time zone and the default span overflow.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+
+
 def _parse_w3c(name: str, value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
@@ -278,6 +283,8 @@ def _parse_w3c(name: str, value: str) -> datetime:
                             f"not {value!r}") from None
     if parsed.tzinfo is None:
         raise ApiError(400, f"{name} must say its time zone (Z or +08:00): {value!r}")
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise ApiError(400, f"{name} must be a date between {FIRST_YEAR} and {LAST_YEAR}, not {value!r}")
     return parsed.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -458,6 +465,7 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
     try:
         return await handler(request)
     except ApiError as exc:
+        log.info("open311: %s %s answered %d: %s", request.method, request.path, exc.status, exc.description)
         return error(fmt, exc.status, exc.description, exc.code)
     except DatabaseBusy:
         raise  # the app answers 503 with Retry-After
@@ -471,6 +479,7 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
         return error(fmt, 413, f"the request body is larger than {limits.limit_of('form_body_bytes')} bytes; "
                                "a service request is a small form")
     except DomainError as exc:
+        log.info("open311: %s %s refused: %s", request.method, request.path, exc.message.splitlines()[0][:200])
         return error(fmt, 404 if exc.__class__.__name__ == "NotFound" else 400, exc.message)
     except web.HTTPException as exc:
         if exc.status == 405:
