@@ -228,6 +228,13 @@ async def _db(request: web.Request, fn, *args):  # noqa: ANN001, ANN202
     return await services.db.run(work, services.engine, *args)
 
 
+def _refuse_nul(fields) -> None:  # noqa: ANN001
+    """No text we keep or search holds a NUL (PostgreSQL refuses one): a clear 400 instead."""
+    for key, value in fields.items():
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise ApiError(400, f"{key!r} contains a NUL character")
+
+
 def _check_jurisdiction(request: web.Request, value: str | None = None) -> None:
     expected = str(rules().get("jurisdiction_id", "") or "")
     given = value if value is not None else request.query.get("jurisdiction_id", "")
@@ -439,6 +446,7 @@ async def create_request(request: web.Request) -> web.Response:
     fmt = _fmt(request)
     data = await request.post()
     form = {k: v for k, v in data.items() if isinstance(v, str)}
+    _refuse_nul(form)
     _check_jurisdiction(request, form.get("jurisdiction_id") or None)
     client_id = (request.headers.get("Idempotency-Key") or form.get("client_request_id") or "").strip()
     if not client_id:
@@ -463,6 +471,7 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
     """Every failure answered in the spec's error format, in the format asked for."""
     fmt = request.match_info.get("fmt", "json")
     try:
+        _refuse_nul(request.query)
         return await handler(request)
     except ApiError as exc:
         log.info("open311: %s %s answered %d: %s", request.method, request.path, exc.status, exc.description)

@@ -92,7 +92,8 @@ class SearchFilters:
 
     @classmethod
     def from_query(cls, query) -> SearchFilters:  # noqa: ANN001
-        return cls(**{k: (query.get(k) or "").strip()[:100] for k in cls.__dataclass_fields__})
+        # No stored text holds a NUL (PostgreSQL refuses one in a query): it can match nothing.
+        return cls(**{k: (query.get(k) or "").replace("\x00", "").strip()[:100] for k in cls.__dataclass_fields__})
 
     def any(self) -> bool:
         return any(getattr(self, k) for k in self.__dataclass_fields__)
