@@ -67,7 +67,7 @@ from telegram.ext import (
     filters,
 )
 
-from chat import dialog, followup, inbox, redact, worker, worker_jobs
+from chat import dialog, followup, inbox, redact, shape, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
@@ -326,12 +326,14 @@ class ChatBot:
         log.error("error while handling an update", exc_info=context.error)
         if not isinstance(update, Update):
             return
-        language = lang(update)
-        with contextlib.suppress(TelegramError):
+        try:
+            language = lang(update)
             if update.callback_query is not None:
                 await answer(self.deps, update.callback_query, t(language, "dialog.error"))
             elif update.effective_message is not None:
                 await reply(update, t(language, "dialog.error"), language)
+        except Exception as exc:  # saying sorry failed too: the error above is what matters
+            log.info("could not tell the chat about the error: %s", _short(exc))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -416,6 +418,10 @@ class ChatBot:
     async def _accept_polled(self, update: Update) -> bool:
         # The updater confirms an update to Telegram with its next getUpdates, which waits
         # for this: retry (the database may be restarting) rather than lose it.
+        wrong = shape.problem(update.to_dict())
+        if wrong:
+            log.warning("telegram update %s ignored: %s", update.update_id, wrong)
+            return False
         delay = 0.5
         while True:
             try:
@@ -702,6 +708,10 @@ class ChatBot:
             log.warning("telegram update %s nested deeper than %d levels: refused", data["update_id"],
                         MAX_UPDATE_DEPTH)
             return web.Response(status=400, text="nested too deeply")
+        wrong = shape.problem(data)
+        if wrong:  # Telegram never sends it: nothing a handler could answer, nothing to keep
+            log.warning("telegram update %s ignored: %s", data["update_id"], wrong)
+            return web.Response(status=200)
         try:
             update = Update.de_json(data, self.application.bot)
         except Exception as exc:

@@ -228,6 +228,13 @@ async def _db(request: web.Request, fn, *args):  # noqa: ANN001, ANN202
     return await services.db.run(work, services.engine, *args)
 
 
+def _refuse_nul(fields) -> None:  # noqa: ANN001
+    """No text we keep or search holds a NUL (PostgreSQL refuses one): a clear 400 instead."""
+    for key, value in fields.items():
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise ApiError(400, f"{key!r} contains a NUL character")
+
+
 def _check_jurisdiction(request: web.Request, value: str | None = None) -> None:
     expected = str(rules().get("jurisdiction_id", "") or "")
     given = value if value is not None else request.query.get("jurisdiction_id", "")
@@ -270,6 +277,11 @@ async def service_definition(request: web.Request) -> web.Response:
     return answer(_fmt(request), "service_definitions", "service_definition", rows)
 
 
+# The years a date parameter may name: beyond them a date is a typing slip (0001, 9999), and
+# near datetime's own limits the time zone and the default span overflow.
+FIRST_YEAR, LAST_YEAR = 1900, 2999
+
+
 def _parse_w3c(name: str, value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
@@ -278,6 +290,8 @@ def _parse_w3c(name: str, value: str) -> datetime:
                             f"not {value!r}") from None
     if parsed.tzinfo is None:
         raise ApiError(400, f"{name} must say its time zone (Z or +08:00): {value!r}")
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:
+        raise ApiError(400, f"{name} must be a date between {FIRST_YEAR} and {LAST_YEAR}, not {value!r}")
     return parsed.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -432,6 +446,7 @@ async def create_request(request: web.Request) -> web.Response:
     fmt = _fmt(request)
     data = await request.post()
     form = {k: v for k, v in data.items() if isinstance(v, str)}
+    _refuse_nul(form)
     _check_jurisdiction(request, form.get("jurisdiction_id") or None)
     client_id = (request.headers.get("Idempotency-Key") or form.get("client_request_id") or "").strip()
     if not client_id:
@@ -456,8 +471,10 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
     """Every failure answered in the spec's error format, in the format asked for."""
     fmt = request.match_info.get("fmt", "json")
     try:
+        _refuse_nul(request.query)
         return await handler(request)
     except ApiError as exc:
+        log.info("open311: %s %s answered %d: %s", request.method, request.path, exc.status, exc.description)
         return error(fmt, exc.status, exc.description, exc.code)
     except DatabaseBusy:
         raise  # the app answers 503 with Retry-After
@@ -471,6 +488,7 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
         return error(fmt, 413, f"the request body is larger than {limits.limit_of('form_body_bytes')} bytes; "
                                "a service request is a small form")
     except DomainError as exc:
+        log.info("open311: %s %s refused: %s", request.method, request.path, exc.message.splitlines()[0][:200])
         return error(fmt, 404 if exc.__class__.__name__ == "NotFound" else 400, exc.message)
     except web.HTTPException as exc:
         if exc.status == 405:

@@ -92,7 +92,8 @@ class SearchFilters:
 
     @classmethod
     def from_query(cls, query) -> SearchFilters:  # noqa: ANN001
-        return cls(**{k: (query.get(k) or "").strip()[:100] for k in cls.__dataclass_fields__})
+        # No stored text holds a NUL (PostgreSQL refuses one in a query): it can match nothing.
+        return cls(**{k: (query.get(k) or "").replace("\x00", "").strip()[:100] for k in cls.__dataclass_fields__})
 
     def any(self) -> bool:
         return any(getattr(self, k) for k in self.__dataclass_fields__)
@@ -100,17 +101,47 @@ class SearchFilters:
     def as_query(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k)}
 
+    def check_dates(self) -> None:
+        """Raise ``SearchDateError`` for the first date filter that is not a searchable day."""
+        for name in ("date_from", "date_to"):
+            if getattr(self, name):
+                search_day(name, getattr(self, name))
+
+
+# The days a search may name. Outside them a date is a slip of the keyboard (0001, 9999), and
+# near datetime's own limits the time zone and the day added to date_to overflow.
+FIRST_SEARCH_DAY = date(1900, 1, 1)
+LAST_SEARCH_DAY = date(2999, 12, 31)
+
+
+class SearchDateError(InvalidInput):
+    """A date filter that is not a date (``reason`` "format") or not a searchable day ("range")."""
+
+    code = "search_date"
+
+    def __init__(self, field: str, value: str, reason: str):
+        super().__init__(f"{field} {value!r}: " + ("not a date (use YYYY-MM-DD)" if reason == "format" else
+                                                    f"not between {FIRST_SEARCH_DAY} and {LAST_SEARCH_DAY}"),
+                         field=field, value=value, reason=reason)
+        self.field, self.value, self.reason = field, value, reason
+
+
+def search_day(field: str, value: str) -> date:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise SearchDateError(field, value, "format") from None
+    if not FIRST_SEARCH_DAY <= day <= LAST_SEARCH_DAY:
+        raise SearchDateError(field, value, "range")
+    return day
+
 
 def _like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _local_day_start(day: str, tz: str) -> datetime:
-    try:
-        d = date.fromisoformat(day)
-    except ValueError as exc:
-        raise InvalidInput(f"not a date: {day!r} (use YYYY-MM-DD)") from exc
-    local = datetime.combine(d, time(0), tzinfo=ZoneInfo(tz))
+def _local_day_start(field: str, day: str, tz: str) -> datetime:
+    local = datetime.combine(search_day(field, day), time(0), tzinfo=ZoneInfo(tz))
     return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
 
 
@@ -167,9 +198,9 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
             raise InvalidInput(f"no channel {f.channel!r}") from exc
     tz = get_settings().timezone
     if f.date_from:
-        stmt = stmt.where(Case.created_at >= _local_day_start(f.date_from, tz))
+        stmt = stmt.where(Case.created_at >= _local_day_start("date_from", f.date_from, tz))
     if f.date_to:
-        stmt = stmt.where(Case.created_at < _local_day_start(f.date_to, tz) + timedelta(days=1))
+        stmt = stmt.where(Case.created_at < _local_day_start("date_to", f.date_to, tz) + timedelta(days=1))
     stmt = scoped(stmt, principal)
     if masked:
         return _search_masked(session, principal, stmt, term, after, limit)

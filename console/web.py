@@ -123,6 +123,7 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
     try:
         return await handler(request)
     except DomainError as exc:
+        log.info("console: %s %s refused: %s", request.method, request.path, exc.message.splitlines()[0][:200])
         return error_page(request, status_for(exc), error_text(lang(request), exc))
     except web.HTTPRequestEntityTooLarge as exc:  # more than [limits] form_body_bytes
         log.info("console: %s %s: %s", request.method, request.path, exc.text)

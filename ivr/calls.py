@@ -112,10 +112,15 @@ def load_call(engine: Engine, call_sid: str) -> Call | None:
     return Call.of(row) if row is not None else None
 
 
+class UnknownCall(NotFound):
+    """A webhook that moves a call on names a CallSid we have no row for (never started
+    here, or forged with a valid signature): the caller hears a polite goodbye."""
+
+
 def _locked(session: Session, call_sid: str) -> CallSession:
     row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid).with_for_update()).first()
     if row is None:
-        raise NotFound(f"no call {call_sid}")
+        raise UnknownCall(f"no call {call_sid}")
     return row
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from core import logcontext
 from ivr import calls
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 MAX_MESSAGE_BYTES = 64 * 1024  # a media message is about 300 bytes
+INVALID_STREAM = 4001  # the close code for a start without a call, token or segment, or a wrong token
+VERDICT_WAIT_S = 5.0  # a socket that ended during its token check waits this long for the verdict
 KEEP_FINISHED = 512  # finished segments remembered (for the flow's next round and the job)
 
 Db = Callable[..., Awaitable[Any]]
@@ -352,6 +354,10 @@ class _Connection:
         self.dropped_bytes = 0
         self.end_reason: str | None = None
         self.closed_at: float | None = None
+        # How the socket is closed when the handler closes it: 4001 for a bad start or token.
+        self.close_code = WSCloseCode.OK
+        self.close_message = b""
+        self.verdict = asyncio.Event()  # set once the token check knows the answer (or gave up)
 
     def start(self, data: dict) -> bool:
         start = data.get("start") if isinstance(data.get("start"), dict) else {}
@@ -391,10 +397,14 @@ class _Connection:
         self.closed_at = time.monotonic()
         self.end("dropped")
 
+    def refuse(self, reason: bytes) -> None:
+        self.close_code, self.close_message = INVALID_STREAM, reason
+
     async def _verify(self, call_sid: str, token: str, name: str) -> None:
         try:
             await self._check_and_open(call_sid, token, name)
         finally:
+            self.verdict.set()
             self.registry.connecting.discard((call_sid, name))
             self.registry.wake_waiters(call_sid, name)
 
@@ -420,8 +430,9 @@ class _Connection:
             reg.stats["rejected"] += 1
             log.warning("stream for call %s refused: wrong token", call_sid)
             self.pending.clear()
+            self.refuse(b"invalid stream token")
             if not self.ws.closed:
-                await self.ws.close(code=4001, message=b"invalid stream token")
+                await self.ws.close(code=self.close_code, message=self.close_message)
             return
         seg = reg.open_segment(call_sid, name, stored)
         for chunk, ts in self.pending:
@@ -603,8 +614,13 @@ class StreamRegistry:
         finally:
             self._sockets.discard(ws)
             conn.closed()
+        if conn.started and not conn.verdict.is_set() and not ws.closed:
+            # The stream ended (stop) while its token was being checked: a wrong token is
+            # still answered with 4001, not a plain close that looks like success.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.verdict.wait(), VERDICT_WAIT_S)
         if not ws.closed:
-            await ws.close()
+            await ws.close(code=conn.close_code, message=conn.close_message)
         return ws
 
     def _message(self, conn: _Connection, text: str) -> bool:
@@ -625,7 +641,8 @@ class StreamRegistry:
                 return True
             if not conn.start(data):
                 self.stats["rejected"] += 1
-                self.spawn(conn.ws.close(code=4001, message=b"invalid stream start"), "close stream")
+                log.warning("stream refused: a start without a call, token or segment")
+                conn.refuse(b"invalid stream start")  # the handler closes with it
                 return False
         elif event == "media":
             media = data.get("media") if isinstance(data.get("media"), dict) else {}

@@ -123,6 +123,9 @@ def webhook(fn: Handler):
         started = time.perf_counter()
         try:
             return twiml(await fn(hotline, request, form, call_sid))
+        except calls.UnknownCall:
+            log.warning("%s for unknown call %s: said goodbye", request.path, call_sid)
+            return twiml(hotline.flow.goodbye("unknown_call"))
         except Exception:
             log.exception("%s failed for call %s", request.path, call_sid)
             return twiml(hotline.flow.error())

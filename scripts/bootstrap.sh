@@ -27,12 +27,30 @@ if [ "$mode" = dev ]; then
   # Chinese glyphs in the console's test screenshots
   fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need_apt+=(fonts-wqy-microhei)
 fi
+# Another apt or dpkg (automatic updates on a fresh Debian machine) may hold the package
+# locks: wait for them up to GRIDLINE_APT_LOCK_WAIT seconds rather than fail at once.
+# apt-get install waits by itself (DPkg::Lock::Timeout); apt-get update (apt 2.6) ignores
+# that option for the package lists' lock, so it is tried again while the lock is held.
+lock_wait="${GRIDLINE_APT_LOCK_WAIT:-600}"
+apt_update() {
+  local deadline=$((SECONDS + lock_wait)) out told=""
+  until out=$(LC_ALL=C apt-get -o DPkg::Lock::Timeout="$lock_wait" update -qq 2>&1); do
+    if ! grep -q "Could not get lock" <<<"$out" || [ "$SECONDS" -ge "$deadline" ]; then
+      printf '%s\n' "$out" >&2
+      return 1
+    fi
+    [ -n "$told" ] || echo "bootstrap: another apt/dpkg process holds the package lists; waiting (up to ${lock_wait}s)"
+    told=1
+    sleep 2
+  done
+  [ -z "$out" ] || printf '%s\n' "$out"
+}
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    apt_update
+    apt-get -o DPkg::Lock::Timeout="$lock_wait" install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     echo "bootstrap: please install ${need_apt[*]} (needs root)" >&2
     exit 1

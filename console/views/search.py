@@ -8,6 +8,7 @@ on every instance and across restarts); past that it is answered 429."""
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -30,6 +31,22 @@ from console.web import error_page
 from core.models import CaseStatus, Category, Channel
 from core.redaction import is_personal_query
 
+log = logging.getLogger(__name__)
+
+
+def _categories(session):  # noqa: ANN001, ANN202
+    return session.exec(select(Category).order_by(Category.code)).all()
+
+
+def _form(filters: queries.SearchFilters, categories: list, **more: object) -> dict:
+    return {"f": filters, "categories": categories, "statuses": [s.value for s in CaseStatus],
+            "channels": [c.value for c in Channel], "error": None, **more}
+
+
+def _date_error(language: str, bad: queries.SearchDateError) -> str:
+    return t(language, f"search.date_{bad.reason}", field=t(language, f"search.{bad.field}_name"),
+             value=bad.value, first=queries.FIRST_SEARCH_DAY.isoformat(), last=queries.LAST_SEARCH_DAY.isoformat())
+
 
 def _run(session, p, filters, after, who_):  # noqa: ANN001, ANN202
     personal = bool(filters.phone) or is_personal_query(filters.text)
@@ -43,8 +60,7 @@ def _run(session, p, filters, after, who_):  # noqa: ANN001, ANN202
     elif personal:
         audit_view(session, who_, "case.search_text", "text", filters.text[:64],
                    {"results": len(page.rows), "masked": not p.sees_phone})
-    categories = session.exec(select(Category).order_by(Category.code)).all()
-    return page, colours(session, page.rows), categories
+    return page, colours(session, page.rows), _categories(session)
 
 
 @needs_page("search")
@@ -53,6 +69,13 @@ async def search(request: web.Request) -> web.Response:
     filters = queries.SearchFilters.from_query(request.query)
     if filters.phone and not p.sees_phone:
         raise web.HTTPForbidden()
+    try:
+        filters.check_dates()
+    except queries.SearchDateError as bad:  # the form again, saying which date is wrong
+        log.info("console search: %s", bad.message)
+        categories = await db.run(request, _categories)
+        return render(request, "search.html", _form(filters, categories, page=queries.Page([]),
+                                                    error=_date_error(lang(request), bad)), status=422)
     after = decode_cursor(request.query.get("after"))
     found = await db.run(request, _run, p, filters, after, who(request))
     if found is None:
@@ -61,10 +84,7 @@ async def search(request: web.Request) -> web.Response:
     more = None
     if page.next_cursor:
         more = "?" + urlencode({**filters.as_query(), "after": encode_cursor(*page.next_cursor)})
-    return render(request, "search.html", {
-        "f": filters, "page": page, "sla": sla, "more": more, "categories": categories,
-        "statuses": [s.value for s in CaseStatus], "channels": [c.value for c in Channel],
-    })
+    return render(request, "search.html", _form(filters, categories, page=page, sla=sla, more=more))
 
 
 def setup(app: web.Application) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def simulate_call(
@@ -28,10 +29,19 @@ def simulate_call(
 ) -> None:
     """Simulate a caller: signed webhooks, TwiML, audio streamed as 20 ms µ-law frames."""
     from core.settings import get_settings
-    from ivr.simulator import CallScript, Simulator, Turn
+    from ivr.simulator import CallScript, Simulator, Turn, audio_frames
+    from speech_models.audio import AudioError
 
     if end not in ("#", "silence", "hangup", "drop"):
         raise typer.BadParameter("--end must be '#', 'silence', 'hangup' or 'drop'")
+    spoken: list[bytes] = []
+    for path in say:  # decoded before the call: a file that is not audio stops nothing half-way
+        try:
+            spoken.append(b"".join(audio_frames(path)))
+        except AudioError as exc:
+            err_console.print(f"error: --say {exc}", markup=False,
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     settings = get_settings()
     server = server or f"http://{settings.host}:{settings.port}"
     sim = Simulator(server, settings.twilio_auth_token, public_url=public_url or settings.public_url,
@@ -41,7 +51,7 @@ def simulate_call(
         from_number=from_number,
         to_number=to_number or settings.hotline_number or "+8657100000000",
         digits=[None if d in ("-", "") else d for d in digits],
-        turns=[Turn(path, end=end) for path in say],
+        turns=[Turn(mulaw, end=end) for mulaw in spoken],
         operator_answers=operator_answers,
         default_digit="1" if confirm else None,
     )

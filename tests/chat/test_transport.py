@@ -268,3 +268,47 @@ async def test_the_send_queue_on_metrics_counts_messages_on_their_way(fake, engi
         assert await send_queue() == 0
     finally:
         await h.stop()
+
+
+async def test_updates_of_a_shape_telegram_never_sends_are_ignored_with_a_warning(harness, caplog):
+    """A message without its chat or sender, text as a list, a longitude as a string: PTB
+    passed them to the handlers, which raised (and so did the error handler, saying sorry to
+    a chat it did not have). Now each is ignored at the webhook with one WARNING line naming
+    what is wrong; nothing is kept or answered, and the bot goes on."""
+    import aiohttp
+
+    from chat import inbox
+
+    h = harness
+    h.fake.add_user(USER, "Fu", language_code="zh-hans")
+    text = h.fake.make_text_update(USER, "路灯坏了")
+    where = h.fake.make_location_update(26.39, 117.79, user_id=USER)
+    odd = []
+    for drop in ("chat", "from"):
+        update = copy.deepcopy(text)
+        del update["message"][drop]
+        odd.append((update, f"message.{drop} is missing"))
+    listed = copy.deepcopy(text)
+    listed["message"]["text"] = ["路灯", "坏了"]
+    odd.append((listed, "message.text is not a str"))
+    east = copy.deepcopy(where)
+    east["message"]["location"]["longitude"] = "117.79"
+    odd.append((east, "message.location.longitude is not a number between -180 and 180"))
+    press = load_fixture("update_callback_query")
+    press["callback_query"]["data"] = {"survey": "yes"}
+    odd.append((press, "callback_query.data is not a str"))
+    headers = {"X-Telegram-Bot-Api-Secret-Token": h.services.settings.telegram_secret}
+    caplog.set_level(logging.INFO)
+    async with aiohttp.ClientSession() as client:
+        for i, (update, _) in enumerate(odd):
+            update["update_id"] = h.fake.next_update_id()
+            async with client.post(h.url + "/telegram/webhook", json=update, headers=headers) as resp:
+                assert resp.status == 200, i
+    ignored = [r for r in caplog.records if "ignored" in r.getMessage() and r.name == "chat.web"]
+    assert [r.getMessage().split(": ", 1)[1] for r in ignored] == [reason for _, reason in odd]
+    assert all(r.levelno == logging.WARNING for r in ignored)
+    assert inbox.pending_ids(h.engine) == []
+    await h.say(USER, "路灯坏了")
+    await h.reply(USER, "问题发生在哪里")
+    assert len(h.fake.sent_messages(USER)) == 1  # the odd updates got no answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

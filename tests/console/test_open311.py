@@ -160,6 +160,25 @@ async def test_bad_requests_get_the_spec_error_format(api, world):
     assert xml_rows(await resp.text(), "errors", "error")[0]["code"] == "404"
 
 
+async def test_a_date_beyond_the_calendar_is_a_400_naming_the_parameter(api, world, caplog):
+    """start_date=9999-12-31T00:00:00Z overflowed (start + 90 days): a traceback in the log and
+    a vague "general service error". Now a 400 that names the parameter, logged at INFO."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    cases = (("start_date=9999-12-31T00:00:00Z", "start_date"), ("end_date=0001-01-01T00:00:00%2B08:00", "end_date"),
+             ("start_date=2026-11-01T00:00:00Z&end_date=9999-12-31T23:59:59Z", "end_date"))
+    for query, name in cases:
+        errors = await get_json(api, f"/open311/v2/requests.json?{query}", 400)
+        assert errors == [{"code": 400, "description": errors[0]["description"]}]
+        assert errors[0]["description"].startswith(f"{name} must be a date between 1900 and 2999"), errors
+    resp = await api.get("/open311/v2/requests.xml?start_date=9999-12-31T00:00:00Z")
+    assert resp.status == 400 and "start_date must be a date between" in await resp.text()
+    answered = [r for r in caplog.records if r.name == "console.open311" and "answered 400" in r.getMessage()]
+    assert len(answered) == len(cases) + 1 and all(r.levelno == logging.INFO for r in answered)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 async def post(api, fmt: str = "json", headers: dict | None = None, **form):  # noqa: ANN001
     resp = await api.post(f"/open311/v2/requests.{fmt}", data=form, headers=headers or {})
     return resp.status, await resp.text()

@@ -3,6 +3,8 @@ pages (never a 500) — over a real aiohttp server on both databases."""
 
 from __future__ import annotations
 
+import logging
+
 from sqlmodel import select
 
 from core.db import session_scope
@@ -128,6 +130,29 @@ async def test_bad_input_is_a_clear_page_never_a_500(client, world):
         resp = await client.get(path)
         assert resp.status == status, (path, resp.status)
         assert "<h1>" in await resp.text()
+
+
+async def test_a_search_date_outside_the_calendar_is_a_form_error_not_a_500(client, world, caplog):
+    """date_to=0001-01-01 overflowed in the time zone conversion (OverflowError, a 500 and a
+    traceback). Now the search form again, saying which date is wrong, in the page's language."""
+    await login(client, "op")
+    caplog.set_level(logging.INFO)
+    cases = (("date_to=0001-01-01", "截止日期 0001-01-01 超出了可查询的范围"),
+             ("date_from=9999-12-31", "起始日期 9999-12-31 超出了可查询的范围"),
+             ("date_from=2026-02-30", "起始日期“2026-02-30”看不懂"),
+             ("date_to=0001-01-01&lang=en", "The end date 0001-01-01 is outside the dates a search can cover"))
+    for query, message in cases:
+        resp = await client.get(f"/console/search?text=路灯&{query}")
+        html = await resp.text()
+        assert resp.status == 422, (query, resp.status)
+        assert message in html and 'id="error"' in html and 'name="date_to"' in html, query
+        assert 'id="results"' not in html
+    refused = [r for r in caplog.records if r.name == "console.views.search"]
+    assert len(refused) == len(cases) and all(r.levelno == logging.INFO for r in refused)
+    assert "date_to '0001-01-01'" in refused[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    ok = await client.get("/console/search?text=路灯&date_from=1900-01-01&date_to=2999-12-31&lang=zh")
+    assert ok.status == 200 and 'id="results"' in await ok.text()
 
 
 async def test_roles_open_only_their_pages(client, world):

@@ -117,6 +117,57 @@ async def test_socket_with_wrong_token_is_closed_unheard(rig):
     assert session.audio_path is None and not session.state.get("segments")
 
 
+@pytest.mark.parametrize("case", ["no token", "no call", "wrong token, then stop", "wrong token, unknown call"])
+async def test_a_stream_without_its_token_is_closed_with_4001(rig, case, caplog):
+    """A start without a token was closed with 1000 (the handler's plain close raced the
+    spawned 4001), and so was a wrong token when the stream stopped before the check ended.
+    Every refusal is now 4001, as documented, with one WARNING line and no audio kept."""
+    import logging
+
+    params = fixture("voice_incoming.json")
+    await post(f"{rig.url}/twilio/voice", params)
+    start = fixture("media_stream_start.json")
+    start["start"]["callSid"] = "CA00000000000000000000000000000998" if "unknown" in case else params["CallSid"]
+    custom = {"no token": {"segment": "petition-1"}, "no call": {"token": "x", "segment": "petition-1"}}
+    start["start"]["customParameters"] = custom.get(case, {"token": "guessed", "segment": "petition-1"})
+    if case == "no call":
+        start["start"]["callSid"] = ""
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{rig.url.replace('http', 'ws')}/twilio/stream") as ws:
+        await ws.send_str(json.dumps(fixture("media_stream_connected.json")))
+        await ws.send_str(json.dumps(start))
+        await ws.send_str(json.dumps(fixture("media_stream_media.json")))
+        if "stop" in case:
+            await ws.send_str(json.dumps({"event": "stop", "sequenceNumber": "4", "streamSid": start["streamSid"]}))
+        msg = await ws.receive()
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    assert ws.close_code == 4001
+    assert rig.hotline.registry.stats["rejected"] == 1
+    refused = [r for r in caplog.records if "refused" in r.getMessage() and r.name == "ivr.stream"]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not list((rig.settings.data_dir / "recordings").rglob("*.wav"))
+
+
+@pytest.mark.parametrize("path", ["/twilio/case-status", "/twilio/operator/after"])
+async def test_a_signed_webhook_for_an_unknown_call_gets_a_polite_goodbye(rig, path, caplog):
+    """A signed request naming a CallSid we have no row for logged a full NotFound traceback.
+    Now: valid TwiML that says sorry and hangs up, one WARNING line, nothing written."""
+    import logging
+    import xml.etree.ElementTree as ET
+
+    params = {**fixture("voice_incoming.json"), "CallSid": "CA00000000000000000000000000000999",
+              "Digits": "2611220001#", "DialCallStatus": "no-answer"}
+    status, body = await post(f"{rig.url}{path}", params)
+    assert status == 200
+    root = ET.fromstring(body)
+    assert root.tag == "Response" and [el.tag for el in root] == ["Say", "Hangup"]
+    assert "没有找到这通电话的记录" in root[0].text
+    warned = [r for r in caplog.records if "unknown call CA00000000000000000000000000000999" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING and path in warned[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert sessions(rig.engine) == []
+
+
 async def test_replayed_call_never_makes_a_second_case(rig, fake_speech):
     fake_speech.say("路灯 坏 了")
     sim = rig.simulator()
