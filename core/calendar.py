@@ -47,7 +47,7 @@ def default_working_hours() -> list[tuple[time, time]]:
     """Working hours from ``[sla.calendar] working_hours`` in rules.toml, else 08:30–12:00, 13:30–17:30."""
     from core.rules import load_rules
 
-    spec = load_rules().get("sla", {}).get("calendar", {}).get("working_hours")
+    spec = load_rules()["sla"]["calendar"]["working_hours"]
     return parse_hours(spec) if spec else list(DEFAULT_HOURS)
 
 
