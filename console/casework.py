@@ -144,7 +144,10 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
         view.people = known_names(session, [case, *(d.case for d in duplicates)])
     if principal.rules.actions:
         view.choices = {
-            "categories": session.exec(select(Category).order_by(Category.code)).all(),
+            # Retired categories are not offered; the case's own stays visible.
+            "categories": session.exec(select(Category).where(
+                (Category.active == True) | (Category.id == case.category_id))  # noqa: E712
+                .order_by(Category.code)).all(),
             "grids": session.exec(select(Grid).order_by(Grid.code)).all(),
             "workers": session.exec(select(Worker).where(Worker.active == True)  # noqa: E712
                                     .order_by(Worker.code)).all(),

@@ -239,6 +239,8 @@ def _service_rows(session: Session) -> list[dict]:
     names = Names(session)
     out = []
     for category in sorted(names.categories.values(), key=lambda c: c.code):
+        if not category.active:  # retired: no longer offered, still named in old requests
+            continue
         department = names.departments.get(category.department_id) if category.department_id else None
         out.append({
             "service_code": category.code,
@@ -262,7 +264,7 @@ async def service_definition(request: web.Request) -> web.Response:
     code = request.match_info["code"]
 
     def find(session):  # noqa: ANN001, ANN202
-        return session.exec(select(Category.code).where(Category.code == code)).first()
+        return session.exec(select(Category.code).where(Category.code == code, Category.active == True)).first()  # noqa: E712
 
     if await _db(request, find) is None:
         raise ApiError(404, f"service_code {code!r} was not found")
@@ -420,7 +422,7 @@ def _file(session: Session, form: dict, api_key: str, client_id: str) -> tuple[s
         raise ApiError(403, "Invalid api_key received -- cannot create a service request")
     petition = petition_from(form, client_id, key.id)
     category = session.exec(select(Category).where(Category.code == petition.category_code)).first()
-    if category is None:
+    if category is None or not category.active:
         raise ApiError(404, f"service_code {petition.category_code!r} was not found")
     if not petition.description:  # the service's own name says what it is about
         petition = dataclasses.replace(petition, description=category.name)
