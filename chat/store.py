@@ -128,7 +128,8 @@ def category_options(engine: Engine, text: str, limit: int = 6) -> list[tuple[st
     with session_scope(engine) as session:
         suggested = [c for c, _ in suggest_categories(session, text, limit=3)]
         if len(suggested) < 2:
-            rest = session.exec(select(Category).where(Category.code != "other").order_by(Category.id)).all()
+            rest = session.exec(select(Category).where(Category.code != "other", Category.active == True)  # noqa: E712
+                                .order_by(Category.id)).all()
             suggested += [c for c in rest if c not in suggested]
         return [(c.code, c.name) for c in suggested[:limit] if c.code != "other"]
 

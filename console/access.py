@@ -33,12 +33,12 @@ def role_rules(role: str) -> RoleRules:
     entry = console_rules()["roles"].get(role)
     if entry is None:  # a role removed from the rules opens nothing
         return RoleRules("own", False, frozenset(), frozenset())
-    return RoleRules(str(entry.get("scope", "own")), bool(entry.get("see_phone", False)),
-                     frozenset(entry.get("pages", ())), frozenset(entry.get("actions", ())))
+    return RoleRules(str(entry["scope"]), bool(entry["see_phone"]), frozenset(entry["pages"]),
+                     frozenset(entry["actions"]))
 
 
 def console_rules() -> dict:
-    return load_rules().get("console", {})
+    return load_rules()["console"]
 
 
 @dataclass(frozen=True)

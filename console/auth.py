@@ -55,7 +55,7 @@ MIN_PASSWORD = 10
 
 
 def login_rules() -> dict:
-    return console_rules().get("login", {})
+    return console_rules()["login"]
 
 
 # ---- accounts ----------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def _load(session: DbSession, digest: str) -> tuple[dict, Principal] | None:
     if row is None:
         return None
     rules = login_rules()
-    idle = timedelta(minutes=float(rules.get("idle_minutes", 120)))
+    idle = timedelta(minutes=float(rules["idle_minutes"]))
     if row.expires_at <= now or row.last_seen_at + idle <= now:
         session.delete(row)
         return None
@@ -286,7 +286,7 @@ def _store(session: DbSession, digest: str | None, data: dict, remote: str) -> s
         return None
     token = secrets.token_urlsafe(32)
     now = utcnow()
-    hours = float(login_rules().get("max_hours", 12))
+    hours = float(login_rules()["max_hours"])
     session.add(ConsoleSession(id=_digest(token), user_id=int(data["user_id"]), data=dict(data), remote=remote,
                                created_at=now, last_seen_at=now, expires_at=now + timedelta(hours=hours)))
     return token

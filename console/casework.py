@@ -144,12 +144,15 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
         view.people = known_names(session, [case, *(d.case for d in duplicates)])
     if principal.rules.actions:
         view.choices = {
-            "categories": session.exec(select(Category).order_by(Category.code)).all(),
+            # Retired categories are not offered; the case's own stays visible.
+            "categories": session.exec(select(Category).where(
+                (Category.active == True) | (Category.id == case.category_id))  # noqa: E712
+                .order_by(Category.code)).all(),
             "grids": session.exec(select(Grid).order_by(Grid.code)).all(),
             "workers": session.exec(select(Worker).where(Worker.active == True)  # noqa: E712
                                     .order_by(Worker.code)).all(),
             "departments": session.exec(select(Department).order_by(Department.code)).all(),
-            "close_reasons": list(console_rules().get("close_reasons", ())),
+            "close_reasons": list(console_rules()["close_reasons"]),
         }
     actor, remote = who
     audit.record(session, actor=actor, action="case.view", target_type="case", target_id=case.number,
@@ -174,7 +177,7 @@ def _by_code(session: Session, model, code: str, what: str):  # noqa: ANN001, AN
 
 
 def _clear_flags(session: Session, case: Case, action: str, actor: str) -> None:
-    clears = console_rules().get("clears_flags", {}).get(action, ())
+    clears = console_rules()["clears_flags"].get(action, ())
     present = tuple(f for f in clears if f in (case.flags or ()))
     if present:
         actions.set_flags(session, case, actor=actor, remove=present)
@@ -261,7 +264,7 @@ def _annotate(session, case, form, p):  # noqa: ANN001, ANN202
 
 
 def _review(session, case, form, p):  # noqa: ANN001, ANN202
-    present = tuple(f for f in console_rules().get("clears_flags", {}).get("review", ()) if f in (case.flags or ()))
+    present = tuple(f for f in console_rules()["clears_flags"]["review"] if f in (case.flags or ()))
     if not present:
         raise InvalidInput("nothing left to review on this case")
     actions.set_flags(session, case, actor=p.actor, remove=present)

@@ -56,7 +56,7 @@ SERVICES = web.AppKey("open311_services", object)
 
 
 def rules() -> dict:
-    return load_rules().get("open311", {})
+    return load_rules()["open311"]
 
 
 class ApiError(Exception):
@@ -79,8 +79,8 @@ def public_text(text: str | None, names: tuple[str, ...] = ()) -> str:
 def public_description(case: Case, category: Category | None, names: tuple[str, ...]) -> str | None:
     """The description as published: masked, or (``[open311] publish_descriptions = false``)
     the category's name alone, a summary that cannot carry anyone's words."""
-    if not rules().get("publish_descriptions", True):
-        return category.name if category else str(rules().get("summary_without_category", "群众诉求"))
+    if not rules()["publish_descriptions"]:
+        return category.name if category else str(rules()["summary_without_category"])
     return public_text(case.description, names) or None
 
 
@@ -126,7 +126,7 @@ def request_dict(case: Case, names: Names, merged_into: str | None, tz: str,
                  people: tuple[str, ...] = ()) -> dict:
     category = names.categories.get(case.category_id) if case.category_id else None
     department = names.departments.get(case.department_id) if case.department_id else None
-    decimals = int(rules().get("coordinate_decimals", 3))
+    decimals = int(rules()["coordinate_decimals"])
     closed = case.status in CLOSED
     return {
         "service_request_id": case.number,
@@ -236,7 +236,7 @@ def _refuse_nul(fields) -> None:  # noqa: ANN001
 
 
 def _check_jurisdiction(request: web.Request, value: str | None = None) -> None:
-    expected = str(rules().get("jurisdiction_id", "") or "")
+    expected = str(rules()["jurisdiction_id"])
     given = value if value is not None else request.query.get("jurisdiction_id", "")
     if expected and given and given != expected:
         raise ApiError(404, f"jurisdiction_id {given!r} was not found (this endpoint serves {expected!r})")
@@ -246,6 +246,8 @@ def _service_rows(session: Session) -> list[dict]:
     names = Names(session)
     out = []
     for category in sorted(names.categories.values(), key=lambda c: c.code):
+        if not category.active:  # retired: no longer offered, still named in old requests
+            continue
         department = names.departments.get(category.department_id) if category.department_id else None
         out.append({
             "service_code": category.code,
@@ -269,7 +271,7 @@ async def service_definition(request: web.Request) -> web.Response:
     code = request.match_info["code"]
 
     def find(session):  # noqa: ANN001, ANN202
-        return session.exec(select(Category.code).where(Category.code == code)).first()
+        return session.exec(select(Category.code).where(Category.code == code, Category.active == True)).first()  # noqa: E712
 
     if await _db(request, find) is None:
         raise ApiError(404, f"service_code {code!r} was not found")
@@ -303,7 +305,7 @@ def _list(session: Session, query, tz: str) -> list[dict]:  # noqa: ANN001
             raise ApiError(400, f"at most {MAX_IDS} service_request_id at once")
         stmt = stmt.where(Case.number.in_(ids))  # overrides every other argument (the spec)
     else:
-        days = int(rules().get("default_days", 90))
+        days = int(rules()["default_days"])
         start_text, end_text = query.get("start_date") or "", query.get("end_date") or ""
         end = _parse_w3c("end_date", end_text) if end_text else None
         start = _parse_w3c("start_date", start_text) if start_text else None
@@ -332,7 +334,7 @@ def _list(session: Session, query, tz: str) -> list[dict]:  # noqa: ANN001
             stmt = stmt.where(Case.status.not_in(CLOSED))
         elif statuses == {"closed"}:
             stmt = stmt.where(Case.status.in_(CLOSED))
-    limit = int(rules().get("max_results", 1000))
+    limit = int(rules()["max_results"])
     cases = list(session.exec(stmt.order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)).all())
     return requests_out(session, cases, tz)
 
@@ -434,7 +436,7 @@ def _file(session: Session, form: dict, api_key: str, client_id: str) -> tuple[s
         raise ApiError(403, "Invalid api_key received -- cannot create a service request")
     petition = petition_from(form, client_id, key.id)
     category = session.exec(select(Category).where(Category.code == petition.category_code)).first()
-    if category is None:
+    if category is None or not category.active:
         raise ApiError(404, f"service_code {petition.category_code!r} was not found")
     if not petition.description:  # the service's own name says what it is about
         petition = dataclasses.replace(petition, description=category.name)
@@ -457,7 +459,7 @@ async def create_request(request: web.Request) -> web.Response:
     number, created, held = await _db(request, _file, form, form.get("api_key") or "", client_id)
     log.info("open311: %s request %s (client id %s)%s", "filed" if created else "repeated", number, client_id,
              f", held ({held.reason})" if held else "")
-    notice = rules().get("service_notice") or None
+    notice = rules()["service_notice"] or None
     if held is not None:  # kept for an operator (core.flood): the client is told, in the notice
         notice = (rules()["duplicate_notice"].format(earlier=held.duplicate_of) if held.duplicate_of
                   else rules()["held_notice"])

@@ -38,11 +38,11 @@ class Page:
 
 
 def page_size() -> int:
-    return int(console_rules().get("page_size", 50))
+    return int(console_rules()["page_size"])
 
 
 def triage_flags() -> list[str]:
-    return list(console_rules().get("triage_flags", ()))
+    return list(console_rules()["triage_flags"])
 
 
 def names_for(session: Session, cases: list[Case], principal: Principal | None = None) -> dict:
@@ -251,7 +251,7 @@ PERSONAL_SEARCHES = ("case.search_phone", "case.search_text")
 
 
 def personal_searches_allowed() -> int:
-    return int(console_rules().get("search", {}).get("personal_per_hour", 60))
+    return int(console_rules()["search"]["personal_per_hour"])
 
 
 def personal_searches_made(session: Session, actor: str) -> int:

@@ -68,14 +68,14 @@ class Policy:
     @classmethod
     def from_rules(cls, rules: dict) -> Policy:
         return cls(
-            window=timedelta(minutes=float(rules.get("window_minutes", 1440))),
-            base_seconds=float(rules.get("base_delay_seconds", 5)),
-            max_seconds=float(rules.get("max_delay_seconds", 900)),
-            free_per_pair=int(rules.get("free_failures_per_pair", 3)),
-            spray_accounts=int(rules.get("spray_accounts_per_address", 8)),
-            free_per_account=int(rules.get("free_failures_per_account", 10)),
-            free_per_device=int(rules.get("free_failures_per_device", 5)),
-            device_trust=timedelta(days=float(rules.get("device_trust_days", 60))),
+            window=timedelta(minutes=float(rules["window_minutes"])),
+            base_seconds=float(rules["base_delay_seconds"]),
+            max_seconds=float(rules["max_delay_seconds"]),
+            free_per_pair=int(rules["free_failures_per_pair"]),
+            spray_accounts=int(rules["spray_accounts_per_address"]),
+            free_per_account=int(rules["free_failures_per_account"]),
+            free_per_device=int(rules["free_failures_per_device"]),
+            device_trust=timedelta(days=float(rules["device_trust_days"])),
         )
 
     def delay(self, beyond: int) -> timedelta:

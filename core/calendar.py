@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 from core.models import CalendarDay
 
 DEFAULT_TZ = "Asia/Shanghai"
-DEFAULT_HOURS: tuple[tuple[time, time], ...] = ((time(8, 30), time(12, 0)), (time(13, 30), time(17, 30)))
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 _US_PER_HOUR = 3_600_000_000
@@ -44,11 +43,11 @@ def parse_hours(spec: Iterable[Iterable[str | time]]) -> list[tuple[time, time]]
 
 
 def default_working_hours() -> list[tuple[time, time]]:
-    """Working hours from ``[sla.calendar] working_hours`` in rules.toml, else 08:30–12:00, 13:30–17:30."""
+    """Working hours from ``[sla.calendar] working_hours`` in rules.toml."""
     from core.rules import load_rules
 
-    spec = load_rules().get("sla", {}).get("calendar", {}).get("working_hours")
-    return parse_hours(spec) if spec else list(DEFAULT_HOURS)
+    spec = load_rules()["sla"]["calendar"]["working_hours"]
+    return parse_hours(spec)
 
 
 def load_calendar_file(path: str | Path) -> list[CalendarDay]:
@@ -101,7 +100,7 @@ class WorkingCalendar:
         tz: str = DEFAULT_TZ,
     ) -> None:
         self.exceptions: dict[date, bool] = dict(exceptions or {})
-        self.hours: list[tuple[time, time]] = list(DEFAULT_HOURS if hours is None else hours)
+        self.hours: list[tuple[time, time]] = list(default_working_hours() if hours is None else hours)
         self.tz = ZoneInfo(tz)
         periods = sorted((_us_of_day(a), _us_of_day(b)) for a, b in self.hours)
         if not periods:

@@ -37,32 +37,26 @@ from __future__ import annotations
 
 import json
 import random
-import tomllib
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from shapely.geometry import box, mapping
 from shapely.geometry.polygon import orient
 from shapely.ops import unary_union
 from sqlmodel import Session, func, select
 
+from core.actions import categories
 from core.errors import DomainError, InvalidInput
 from core.models import (
-    Category,
-    CategorySla,
-    Department,
     GazetteerEntry,
     Grid,
     GridLevel,
     Household,
     Resident,
-    Urgency,
     Worker,
     WorkerGrid,
     WorkerRole,
 )
-from core.rules import DATA_DIR, load_categories
+from core.rules import load_categories
 
 DISTRICT_CODE = "350499"
 DISTRICT_NAME = "清溪区"
@@ -172,65 +166,6 @@ class DemoSummary:
         return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in asdict(self).items())
 
 
-# -- categories and departments (also usable on their own, e.g. after editing the TOML) ----
-
-
-def load_departments(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """The ``[[department]]`` tables of categories.toml."""
-    file = Path(path) if path else DATA_DIR / "categories.toml"
-    return tomllib.loads(file.read_text("utf-8")).get("department", [])
-
-
-def sync_categories(session: Session, path: str | Path | None = None) -> tuple[int, int]:
-    """Insert or update departments, categories and their SLA rows from categories.toml
-    (matched by code). Returns (departments, categories)."""
-    departments = load_departments(path)
-    categories = load_categories(path)
-    by_code = {d.code: d for d in session.exec(select(Department)).all()}
-    for item in departments:
-        dept = by_code.get(item["code"])
-        if dept is None:
-            dept = by_code[item["code"]] = Department(code=item["code"], name=item["name"])
-            session.add(dept)
-        dept.name = item["name"]
-        dept.phone = item.get("phone")
-    session.flush()
-
-    existing = {c.code: c for c in session.exec(select(Category)).all()}
-    rows: list[tuple[Category, dict]] = []
-    for item in categories:
-        dept_code = item.get("department")
-        if dept_code and dept_code not in by_code:
-            raise InvalidInput(f"category {item['code']!r} names unknown department {dept_code!r}")
-        missing = {u.value for u in Urgency} - set(item.get("sla", {}))
-        if missing:
-            raise InvalidInput(f"category {item['code']!r} has no SLA for {', '.join(sorted(missing))}")
-        cat = existing.get(item["code"])
-        if cat is None:
-            cat = Category(code=item["code"], name=item["name"])
-            session.add(cat)
-        cat.name = item["name"]
-        cat.department_id = by_code[dept_code].id if dept_code else None
-        cat.keywords = list(item.get("keywords", []))
-        cat.duplicate_radius_m = float(item.get("duplicate_radius_m", 100.0))
-        cat.duplicate_window_hours = float(item.get("duplicate_window_hours", 72.0))
-        rows.append((cat, item["sla"]))
-    session.flush()
-
-    slas = {(s.category_id, s.urgency): s for s in session.exec(select(CategorySla)).all()}
-    for cat, sla in rows:
-        for urgency in Urgency:
-            response, resolution = sla[urgency.value]
-            row = slas.get((cat.id, urgency))
-            if row is None:
-                row = CategorySla(category_id=cat.id, urgency=urgency, response_hours=0, resolution_hours=0)
-                session.add(row)
-            row.response_hours = float(response)
-            row.resolution_hours = float(resolution)
-    session.flush()
-    return len(departments), len(rows)
-
-
 # -- geometry --------------------------------------------------------------------------
 
 
@@ -304,7 +239,9 @@ def load_demo(session: Session, *, seed: int = 2026) -> DemoSummary:
     taken |= {p for p in session.exec(select(Worker.phone).where(Worker.phone.is_not(None))).all()}
     people = _People(rng, taken)
 
-    n_departments, n_categories = sync_categories(session)
+    reference = load_categories()
+    categories.sync_categories(session, actor="demo", data=reference)
+    n_departments, n_categories = len(reference["department"]), len(reference["category"])
     calendar_days = _load_calendar(session)
 
     # -- grids, level by level so each level can point at its parent's id --------------

@@ -175,9 +175,7 @@ def hold_of(session: Session, case: Case) -> Hold | None:
 def check_rules(all_rules: dict) -> None:
     from core.rules import RulesError
 
-    r = all_rules.get("intake", {}).get("flood")
-    if r is None:
-        return
+    r = all_rules["intake"]["flood"]
     for key in ("window_minutes", "max_petitions", "refuse_above", "duplicate_window_minutes"):
         if not r[key] > 0:
             raise RulesError(f"intake.flood.{key}: must be greater than 0, not {r[key]!r}")

@@ -48,7 +48,7 @@ def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tupl
     characters, so a specific phrase beats a vague one)."""
     text = (text or "").replace(" ", "")
     scored: list[tuple[Category, float]] = []
-    for category in session.exec(select(Category)).all():
+    for category in session.exec(select(Category).where(Category.active == True)).all():  # noqa: E712
         words = [category.name, *(category.keywords or [])]
         score = sum(len(w) for w in words if w and w in text)
         if score:

@@ -71,11 +71,11 @@ def check_rules(rules: dict) -> None:
     """rules.toml [limits]: whole positive numbers, within the columns' sizes."""
     from core.rules import RulesError
 
-    section = rules.get("limits", {})
+    section = rules["limits"]
     for key, value in section.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RulesError(f"limits.{key}: must be a whole number ≥ 1, not {value!r}")
         if key in COLUMN_SIZES and value > COLUMN_SIZES[key]:
             raise RulesError(f"limits.{key}: at most {COLUMN_SIZES[key]} (what the database column holds)")
-    if section.get("transcript", 0) < section.get("description", 0):
+    if section["transcript"] < section["description"]:
         raise RulesError("limits.transcript: must be at least limits.description")

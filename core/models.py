@@ -135,6 +135,9 @@ class Category(SQLModel, table=True):
     # Duplicate detection: open cases of the same category this close in space and time.
     duplicate_radius_m: float = 100.0
     duplicate_window_hours: float = 72.0
+    # False once categories.toml no longer has it (``gridline categories sync``): kept for the
+    # cases that name it, no longer offered.
+    active: bool = True
 
 
 class CategorySla(SQLModel, table=True):

@@ -33,6 +33,11 @@ def parse_age(text: str) -> timedelta:
     return timedelta(days=n * {"d": 1, "w": 7, "y": 365}[unit])
 
 
+def retention_age() -> timedelta:
+    """How long a closed case keeps its personal data: rules.toml ``[privacy] retention_days``."""
+    return timedelta(days=float(load_rules()["privacy"]["retention_days"]))
+
+
 def due_for_shredding(cutoff: datetime):  # noqa: ANN201
     """Cases whose life ended before ``cutoff`` and are not shredded yet: closed before it, or
     merged into another case before it."""
@@ -55,15 +60,16 @@ class ShredSummary:
     numbers: list[str] = field(default_factory=list)
 
 
-def shred_older_than(engine: Engine, age: timedelta, *, data_dir: str | os.PathLike, dry_run: bool = False,
+def shred_older_than(engine: Engine, age: timedelta | None = None, *, data_dir: str | os.PathLike, dry_run: bool = False,
                      actor: str = "cli", now: datetime | None = None, batch: int | None = None,
                      store: MediaStore | None = None) -> ShredSummary:
-    """Shred every case that closed more than ``age`` ago (``dry_run``: only count them and
-    their files). One transaction per batch of cases."""
+    """Shred every case that closed more than ``age`` (default: ``retention_age()``) ago
+    (``dry_run``: only count them and their files). One transaction per batch of cases."""
+    age = retention_age() if age is None else age
     if age < timedelta(days=1):
         raise InvalidInput("the retention age must be at least a day")
     cutoff = (now or utcnow()) - age
-    batch = batch or int(load_rules().get("privacy", {}).get("batch_size", 200))
+    batch = batch or int(load_rules()["privacy"]["batch_size"])
     summary = ShredSummary(cutoff, dry_run)
     store = store or LocalStore(Path(data_dir))
     after = 0

@@ -102,7 +102,7 @@ def queue_reminders(engine: Engine, *, now: datetime | None = None, limit: int =
 
 
 def sweep_minutes() -> float:
-    return float(staff.worker_rules().get("sweep_minutes", 5))
+    return float(staff.worker_rules()["sweep_minutes"])
 
 
 def schedule_sweep(engine: Engine, *, now: datetime | None = None) -> None:
@@ -129,13 +129,13 @@ def _enqueue_once(engine: Engine, kind: str, payload: dict, key: str, run_at: da
 
 
 def digest_time() -> time:
-    raw = str(staff.worker_rules().get("digest_time", "08:30"))
+    raw = str(staff.worker_rules()["digest_time"])
     hours, _, minutes = raw.partition(":")
     return time(int(hours), int(minutes or 0))
 
 
 def digest_late_limit() -> timedelta:
-    return timedelta(minutes=float(staff.worker_rules().get("digest_late_minutes", 180)))
+    return timedelta(minutes=float(staff.worker_rules()["digest_late_minutes"]))
 
 
 def schedule_digest(engine: Engine, tz: str, *, now: datetime | None = None) -> date | None:

@@ -58,7 +58,7 @@ TREND_DAYS = 90
 
 
 def report_rules() -> dict:
-    return load_rules().get("reports", {})
+    return load_rules()["reports"]
 
 
 # ---- periods ------------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def make_filters(session: Session, *, level: str | None = None, category_code: s
             raise InvalidInput(f"no grid {grid_code!r}")
         grid_ids = descendants(grid_tree(session), {grid.id})
     if level is None:
-        level = _level_below(grid.level) if grid is not None else report_rules().get("grid_level", "community")
+        level = _level_below(grid.level) if grid is not None else report_rules()["grid_level"]
     if level not in LEVELS:
         raise InvalidInput(f"no grid level {level!r} (one of {', '.join(LEVELS)})")
     return Filters(level=level, category=category, grid=grid, grid_ids=grid_ids)
@@ -788,7 +788,7 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
     if kind not in KINDS:
         raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})")
     as_of = as_of or utcnow()
-    limit = int(report_rules().get("list_limit", 100))
+    limit = int(report_rules()["list_limit"])
     previous = period.previous()
     start, end = period.bounds(tz)
     prev_start, prev_end = previous.bounds(tz)

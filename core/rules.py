@@ -1,73 +1,50 @@
-"""Rules as data: ``core/data/rules.toml`` (deadlines, escalation, intake and survey policy,
-periodic work) and ``core/data/categories.toml``.
+"""Rules as data, one loader for every file of them (``RuleFile``):
 
-A deployment changes its rules without editing the package: ``GRIDLINE_RULES`` names a TOML
-file that is merged over the packaged rules key by key (a table in the file replaces only
-the keys it names). The merged rules are checked when they are loaded; a bad file raises
-:class:`RulesError` with one line that names the key and what is wrong with it. Rules are
-loaded once per process (``reload_rules`` forgets them, for tests).
+    core/data/rules.toml       GRIDLINE_RULES       deadlines, escalation, intake, survey policy, periodic work …
+    core/data/categories.toml  GRIDLINE_CATEGORIES  departments and petition categories
+    ivr/flow.toml              GRIDLINE_FLOW        the hotline's timeouts, menu and tries (``ivr.config``)
+    ivr/survey_flow.toml       GRIDLINE_SURVEY_FLOW the follow-up call's (``ivr.survey_twiml``)
+
+A deployment changes its rules without editing the package: the variable names a TOML file
+that is merged over the packaged file key by key (a table in the file replaces only the keys
+it names; a list is replaced whole). The packaged file holds every key with its default:
+there are no defaults in code. A key the packaged file does not have, or a value of another
+type, is refused; then the merged whole is checked for meaning. A bad file raises
+:class:`RulesError` with one line that names the file, the key and what is wrong with it.
+Each file is loaded once per process (``reload_rules`` forgets them all, for tests).
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 RULES_ENV = "GRIDLINE_RULES"
-
-# Used where rules.toml says nothing; rules.toml wins key by key.
-DEFAULTS: dict[str, Any] = {
-    "intake": {
-        # A route this sure (and a known category) dispatches without an operator.
-        "auto_dispatch_min_confidence": 0.8,
-        # Transcripts below this mean confidence are flagged for operator review.
-        "low_confidence": 0.6,
-    },
-    "dispatch": {
-        # Who in a grid takes a dispatched case, first to last.
-        "role_order": ["grid_worker", "grid_leader", "micro_leader"],
-    },
-    "survey": {
-        "solved_scale": ["solved", "partly", "not"],
-        "satisfied_scale": ["satisfied", "basically", "not"],
-        "closes_when_solved": ["solved", "partly"],
-        "closes_when_satisfied": ["satisfied", "basically"],
-        # Dissatisfaction reopens the case this many times; after that it also escalates.
-        "reopen_without_escalation": 1,
-    },
-    "notify": {
-        # Status changes a resident hears about on their channel.
-        "statuses": ["dispatched", "accepted", "reported_done", "verified", "closed", "reopened", "merged"],
-    },
-    "sweeps": {
-        "sla_period_minutes": 5,
-        "schedule_check_seconds": 60,
-    },
-    "indexes": {
-        "check_seconds": 1.0,
-    },
-    "instances": {
-        "heartbeat_seconds": 5,
-        "lease_seconds": 20,
-    },
-}
+CATEGORIES_ENV = "GRIDLINE_CATEGORIES"
 
 
 class RulesError(ValueError):
     """A rules file that cannot be used; the message is one line naming the key."""
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
+def deep_merge(base: dict, override: dict) -> dict:
+    """``override`` over ``base``, key by key: a table replaces only the keys it names, any
+    other value (a list too, ``[[category]]`` included) replaces the whole value. Neither
+    argument is changed; the result shares nothing mutable with them."""
+    out = copy.deepcopy(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -99,22 +76,41 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _check_shape(packaged: Any, given: Any, where: str) -> None:
-    """``given`` (from the override file) has the keys and types of ``packaged``."""
+def _template(items: list[dict]) -> dict:
+    """The keys the packaged tables of an array of tables use, with a value of each."""
+    out: dict = {}
+    for item in items:
+        for key, value in item.items():
+            out.setdefault(key, value)
+    return out
+
+
+def _check_shape(packaged: Any, given: Any, where: str, open_tables: frozenset[str] = frozenset()) -> None:
+    """``given`` (from the override file) has the keys and types of ``packaged``. The keys of
+    a table in ``open_tables`` are data (menu digits, category codes): new ones are allowed,
+    their values are checked against the packaged ones."""
     if isinstance(packaged, dict):
         if not isinstance(given, dict):
             raise RulesError(f"{where}: must be a table, not {_kind(given)}")
         for key, value in given.items():
             path = f"{where}.{key}" if where else key
+            if key not in packaged and where in open_tables and packaged:
+                _check_shape(next(iter(packaged.values())), value, path, open_tables)
+                continue
             if key not in packaged:
                 close = difflib.get_close_matches(key, list(packaged), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(packaged))})"
                 raise RulesError(f"{path}: unknown key{hint}")
-            _check_shape(packaged[key], value, path)
+            _check_shape(packaged[key], value, path, open_tables)
         return
     if _kind(packaged) != _kind(given):
         raise RulesError(f"{where}: must be {_kind(packaged)}, not {_kind(given)} ({given!r})")
     if isinstance(packaged, list) and packaged:
+        if all(isinstance(item, dict) for item in packaged):
+            element = _template(packaged)
+            for i, item in enumerate(given):
+                _check_shape(element, item, f"{where}[{i}]", open_tables)
+            return
         element = packaged[0]
         for i, item in enumerate(given):
             if _kind(item) != _kind(element):
@@ -167,10 +163,7 @@ def _check_values(rules: dict[str, Any]) -> None:
     from core.models import CaseStatus, GridLevel, Urgency, WorkerRole
 
     def section(name: str) -> dict:
-        value = rules.get(name, {})
-        if not isinstance(value, dict):
-            raise RulesError(f"{name}: must be a table, not {_kind(value)}")
-        return value
+        return rules[name]
 
     intake = section("intake")
     for key in ("auto_dispatch_min_confidence", "low_confidence"):
@@ -191,19 +184,16 @@ def _check_values(rules: dict[str, Any]) -> None:
         raise RulesError("survey.reopen_without_escalation: must be a whole number ≥ 0")
 
     _check_phone_survey(survey)
-    _check_sms(section("sms") if "sms" in rules else None)
+    _check_sms(section("sms"))
     from core import flood, limits
 
     limits.check_rules(rules)
     flood.check_rules(rules)
 
     sla = section("sla")
-    if "warn_fraction" in sla:
-        _fraction(sla["warn_fraction"], "sla.warn_fraction", open_low=True)
-    hours = sla.get("calendar", {}).get("working_hours")
-    if hours is not None:
-        _check_working_hours(hours, "sla.calendar.working_hours")
-    for urgency, entry in sla.get("default", {}).items():
+    _fraction(sla["warn_fraction"], "sla.warn_fraction", open_low=True)
+    _check_working_hours(sla["calendar"]["working_hours"], "sla.calendar.working_hours")
+    for urgency, entry in sla["default"].items():
         where = f"sla.default.{urgency}"
         if urgency not in {u.value for u in Urgency}:
             raise RulesError(f"{where}: unknown urgency (one of {', '.join(u.value for u in Urgency)})")
@@ -214,7 +204,7 @@ def _check_values(rules: dict[str, Any]) -> None:
         if entry["response_hours"] > entry["resolution_hours"]:
             raise RulesError(f"{where}: response_hours is longer than resolution_hours")
 
-    ladder = section("escalation").get("ladder", [])
+    ladder = section("escalation")["ladder"]
     levels = [lv.value for lv in GridLevel]
     _one_of(ladder, levels, "escalation.ladder", "grid level")
     order = [levels.index(lv) for lv in ladder]
@@ -244,12 +234,10 @@ def _check_values(rules: dict[str, Any]) -> None:
 def _check_phone_survey(survey: dict[str, Any]) -> None:
     from core.models import Channel
 
-    for origin, ways in survey.get("channels_by_case", {}).items():
+    for origin, ways in survey["channels_by_case"].items():
         _one_of([origin], [c.value for c in Channel], "survey.channels_by_case", "case channel")
         _one_of(ways, ["chat", "phone"], f"survey.channels_by_case.{origin}", "survey channel")
-    phone = survey.get("phone")
-    if phone is None:
-        return
+    phone = survey["phone"]
     where = "survey.phone"
     if int(phone["attempts"]) != phone["attempts"] or phone["attempts"] < 1:
         raise RulesError(f"{where}.attempts: must be a whole number ≥ 1")
@@ -268,11 +256,9 @@ def _check_phone_survey(survey: dict[str, Any]) -> None:
             raise RulesError(f"{where}.{key}: {phone[key]!r} is not one of manual, not_evaluated")
 
 
-def _check_sms(sms: dict[str, Any] | None) -> None:
+def _check_sms(sms: dict[str, Any]) -> None:
     from core.models import CaseStatus, Channel
 
-    if sms is None:
-        return
     _one_of(sms["statuses"], [s.value for s in CaseStatus], "sms.statuses", "status")
     _one_of(sms["case_channels"], [c.value for c in Channel], "sms.case_channels", "case channel")
     if not all(str(w).strip() for w in sms["opt_out_words"]):
@@ -286,45 +272,134 @@ EXTRA_CHECKS: list[Callable[[dict[str, Any]], None]] = []
 # -- loading -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RuleFile:
+    """One file of rules as data, read, checked and overridden like every other: the packaged
+    TOML holds every key with its default; the variable ``env`` may name a deployment's file
+    merged over it (``deep_merge``) after checking its keys and types against the packaged
+    ones (``_check_shape``); then ``check`` judges the meaning of the merged whole. A bad file
+    raises :class:`RulesError` with one line naming the file, the key and what is wrong.
+    Loaded once per process; ``reload_rules()`` forgets every file (tests)."""
+
+    label: str  # how messages name the packaged file: "core/data/rules.toml"
+    packaged: Path
+    env: str
+    check: Callable[[dict[str, Any]], None] | None = None
+    open_tables: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        RULE_FILES.append(self)
+
+    def packaged_data(self) -> dict[str, Any]:
+        return _read_toml(self.packaged, self.label)
+
+    def build(self, override: str | Path | None) -> dict[str, Any]:
+        """The packaged file with the file ``override`` merged over it, checked."""
+        data = self.packaged_data()
+        label = self.label
+        if override:
+            label = f"{self.env}={override}"
+            given = _read_toml(Path(override), label)
+            try:
+                _check_shape(data, given, "", self.open_tables)
+            except RulesError as exc:
+                raise RulesError(f"{label}: {exc}") from None
+            data = deep_merge(data, given)
+        if self.check is not None:
+            try:
+                self.check(data)
+            except RulesError as exc:
+                raise RulesError(f"{label}: {exc}") from None
+        return data
+
+    def load(self) -> dict[str, Any]:
+        """This process's version: packaged, with ``$env``'s file merged over it."""
+        override = os.environ.get(self.env, "").strip()
+        key = (self.env, override)
+        data = _LOADED.get(key)
+        if data is None:
+            data = _LOADED[key] = self.build(override or None)
+        return data
+
+
+RULE_FILES: list[RuleFile] = []
+_LOADED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def load_every_file() -> None:
+    """Load and check every rules file registered so far (start-up: a bad one stops it)."""
+    for rule_file in RULE_FILES:
+        rule_file.load()
+
+
+def reload_rules() -> None:
+    """Forget every loaded rules file (a test changed ``GRIDLINE_RULES`` or a sibling)."""
+    _LOADED.clear()
+
+
+# -- categories.toml -------------------------------------------------------------------------
+
+
+def _check_categories(data: dict[str, Any]) -> None:
+    """Every department and category has its keys; codes are unique; a category's department
+    exists; every urgency has deadlines, the response no later than the resolution."""
+    from core.models import Urgency
+
+    needed = {"department": ("code", "name", "phone"),
+              "category": ("code", "name", "department", "keywords", "duplicate_radius_m",
+                           "duplicate_window_hours", "sla")}
+    for table, keys in needed.items():
+        seen: set[str] = set()
+        for i, item in enumerate(data[table]):
+            where = f"{table}[{i}]"
+            for key in keys:
+                if key not in item:
+                    raise RulesError(f"{where}.{key}: missing")
+            code = item["code"]
+            if not code.isascii() or not code.replace("_", "").isalnum() or len(code) > 32:
+                raise RulesError(f"{where}.code: {code!r} is not an ascii slug of at most 32 characters")
+            if code in seen:
+                raise RulesError(f"{where}.code: {code!r} is given twice")
+            seen.add(code)
+    departments = {d["code"] for d in data["department"]}
+    urgencies = [u.value for u in Urgency]
+    for i, item in enumerate(data["category"]):
+        where = f"category[{i}]"
+        if item["department"] not in departments:
+            raise RulesError(f"{where}.department: unknown department {item['department']!r}")
+        if item["duplicate_radius_m"] < 0 or item["duplicate_window_hours"] < 0:
+            raise RulesError(f"{where}: duplicate_radius_m and duplicate_window_hours must be 0 or more")
+        for urgency in urgencies:
+            hours = item["sla"].get(urgency)
+            if hours is None:
+                raise RulesError(f"{where}.sla.{urgency}: missing")
+            if len(hours) != 2 or not all(h > 0 for h in hours) or hours[0] > hours[1]:
+                raise RulesError(f"{where}.sla.{urgency}: must be [response_hours, resolution_hours], "
+                                 f"both greater than 0, the response no longer, not {hours!r}")
+
+
+RULES = RuleFile("core/data/rules.toml", DATA_DIR / "rules.toml", RULES_ENV, _check_values,
+                 open_tables=frozenset({"worker.report.min_photos_by_category"}))
+CATEGORIES = RuleFile("core/data/categories.toml", DATA_DIR / "categories.toml", CATEGORIES_ENV,
+                      _check_categories)
+
+
 def packaged_rules() -> dict[str, Any]:
-    """The defaults above with ``core/data/rules.toml`` over them."""
-    return _merge(DEFAULTS, _read_toml(DATA_DIR / "rules.toml", "core/data/rules.toml"))
+    """``core/data/rules.toml`` as packaged."""
+    return RULES.packaged_data()
 
 
 def build_rules(override: str | Path | None) -> dict[str, Any]:
     """The packaged rules with the file ``override`` merged over them, checked."""
-    rules = packaged_rules()
-    label = "core/data/rules.toml"
-    if override:
-        label = f"{RULES_ENV}={override}"
-        given = _read_toml(Path(override), label)
-        try:
-            _check_shape(rules, given, "")
-        except RulesError as exc:
-            raise RulesError(f"{label}: {exc}") from None
-        rules = _merge(rules, given)
-    try:
-        _check_values(rules)
-    except RulesError as exc:
-        raise RulesError(f"{label}: {exc}") from None
-    return rules
-
-
-@lru_cache
-def _load(override: str) -> dict[str, Any]:
-    return build_rules(override or None)
+    return RULES.build(override)
 
 
 def load_rules() -> dict[str, Any]:
     """This process's rules: packaged, with ``$GRIDLINE_RULES`` merged over them."""
-    return _load(os.environ.get(RULES_ENV, "").strip())
+    return RULES.load()
 
 
-def reload_rules() -> None:
-    """Forget the loaded rules (a test changed ``GRIDLINE_RULES``)."""
-    _load.cache_clear()
-
-
-def load_categories(path: str | Path | None = None) -> list[dict[str, Any]]:
-    file = Path(path) if path else DATA_DIR / "categories.toml"
-    return tomllib.loads(file.read_text("utf-8"))["category"]
+def load_categories() -> dict[str, Any]:
+    """This process's departments and categories: ``core/data/categories.toml`` with
+    ``$GRIDLINE_CATEGORIES`` merged over it (``{"department": [...], "category": [...]}``)."""
+    return CATEGORIES.load()

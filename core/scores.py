@@ -44,13 +44,11 @@ from core.clock import utcnow
 from core.db import plan_with
 from core.errors import InvalidInput
 from core.models import Case, CaseEvent, Survey, SurveyStatus, Worker
-from core.rules import load_rules
+from core.rules import deep_merge, load_rules
 
 ASSIGNING = ("dispatch", "escalate")
 ENDING = frozenset({"dispatch", "escalate", "return", "merge", "reopen", "close"})
 LEFT_OUT = frozenset({"return", "merge"})
-DEFAULT_POINTS = {"satisfied": 100, "basically": 80, "not": 0}
-DEFAULT_WORK = {"response_on_time": 0.3, "resolution_on_time": 0.4, "closure": 0.3}
 
 
 def parse_quarter(text: str) -> tuple[date, date]:
@@ -100,10 +98,10 @@ class WorkerScore:
 
     @property
     def work_score(self) -> float | None:
-        weights = self.rules.get("work", DEFAULT_WORK)
-        parts = [(float(weights.get("response_on_time", 0)), self.response_rate),
-                 (float(weights.get("resolution_on_time", 0)), self.resolution_rate),
-                 (float(weights.get("closure", 0)), self.closure_rate)]
+        weights = self.rules["work"]
+        parts = [(float(weights["response_on_time"]), self.response_rate),
+                 (float(weights["resolution_on_time"]), self.resolution_rate),
+                 (float(weights["closure"]), self.closure_rate)]
         present = [(w, r) for w, r in parts if r is not None and w > 0]
         total = sum(w for w, _ in present)
         if not total:
@@ -119,8 +117,7 @@ class WorkerScore:
         work, evaluation = self.work_score, self.evaluation_score
         if work is None or evaluation is None:
             return None
-        return (float(self.rules.get("work_weight", 0.7)) * work
-                + float(self.rules.get("evaluation_weight", 0.3)) * evaluation)
+        return float(self.rules["work_weight"]) * work + float(self.rules["evaluation_weight"]) * evaluation
 
 
 def quarter_scores(session: Session, quarter: str, *, tz: str = "Asia/Shanghai",
@@ -134,8 +131,8 @@ def quarter_scores(session: Session, quarter: str, *, tz: str = "Asia/Shanghai",
 def scores_between(session: Session, start: datetime, end: datetime, *, as_of: datetime | None = None,
                    rules: dict | None = None) -> list[WorkerScore]:
     as_of = as_of or utcnow()
-    rules = rules if rules is not None else load_rules().get("scores", {})
-    points = {**DEFAULT_POINTS, **rules.get("points", {})}
+    rules = deep_merge(load_rules()["scores"], rules or {})  # ``rules``: a test's changes
+    points = rules["points"]
     workers = {w.code: w for w in session.exec(select(Worker).order_by(Worker.code)).all()}
     out = {code: WorkerScore(code, w.name, rules=rules) for code, w in workers.items()}
     # The planner's row counts for the numbered events are far off (it cannot know how many

@@ -16,14 +16,6 @@ from core.rules import load_rules
 
 Colour = Literal["green", "yellow", "red"]
 
-# Used only if rules.toml has no [sla.default] entry for an urgency.
-_FALLBACK_SLA = {
-    Urgency.normal: (4.0, 37.5),
-    Urgency.urgent: (1.0, 8.0),
-    Urgency.emergency: (0.5, 4.0),
-}
-
-
 class SlaLike(Protocol):
     response_hours: float
     resolution_hours: float
@@ -53,9 +45,7 @@ def default_sla(urgency: Urgency | str, rules: dict[str, Any] | None = None) -> 
     """Deadlines of an urgency when its category has no ``CategorySla`` row."""
     urgency = Urgency(urgency)
     rules = load_rules() if rules is None else rules
-    entry = rules.get("sla", {}).get("default", {}).get(urgency.value)
-    if entry is None:
-        return SlaHours(*_FALLBACK_SLA[urgency])
+    entry = rules["sla"]["default"][urgency.value]
     return SlaHours(float(entry["response_hours"]), float(entry["resolution_hours"]))
 
 
@@ -96,7 +86,7 @@ def deadlines_for_case(
 
 def warn_fraction(rules: dict[str, Any] | None = None) -> float:
     rules = load_rules() if rules is None else rules
-    return float(rules.get("sla", {}).get("warn_fraction", 0.75))
+    return float(rules["sla"]["warn_fraction"])
 
 
 def sla_colour(
@@ -127,8 +117,7 @@ def on_time(done_at: datetime, due: datetime | None) -> bool:
 
 def escalation_ladder(rules: dict[str, Any] | None = None) -> tuple[GridLevel, ...]:
     rules = load_rules() if rules is None else rules
-    names = rules.get("escalation", {}).get("ladder")
-    return tuple(GridLevel(n) for n in names) if names else GRID_LEVELS
+    return tuple(GridLevel(n) for n in rules["escalation"]["ladder"])
 
 
 def next_owner_level(level: GridLevel | str, rules: dict[str, Any] | None = None) -> GridLevel | None:

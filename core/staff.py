@@ -54,16 +54,6 @@ log = logging.getLogger(__name__)
 
 INVITE_DAYS = 7
 
-# Used where rules.toml says nothing ([worker], [check]); rules.toml wins key by key.
-DEFAULT_MESSAGES: dict[str, dict[str, Any]] = {
-    "dispatch": {"send": "dispatch", "to": ["owner", "department"]},
-    "escalate": {"send": "dispatch", "to": ["owner"]},
-    "report_done": {"send": "check", "to": ["checker"]},
-    "verify:in_progress": {"send": "check_failed", "to": ["owner", "department"]},
-}
-DEFAULT_REMINDERS = {"yellow": ["owner", "department"], "red": ["owner", "department", "leader:up"]}
-DEFAULT_CHECKER = "leader:community"
-DEFAULT_MIN_PHOTOS = 1
 
 
 # ---------------------------------------------------------------- who
@@ -342,7 +332,7 @@ def redeem_invite(session: Session, token: str, key: bytes, chat_id: str | int, 
 
 
 def worker_rules() -> dict[str, Any]:
-    return load_rules().get("worker", {})
+    return load_rules()["worker"]
 
 
 def _leaders(session: Session, grid_id: int) -> list[Worker]:
@@ -407,7 +397,7 @@ def recipients(session: Session, case: Case, specs: list[str]) -> list[Staff]:
 
 def checker(session: Session, case: Case) -> Staff | None:
     """Who checks (核查) the case's reported work: rules.toml ``[check] checker``."""
-    spec = load_rules().get("check", {}).get("checker", DEFAULT_CHECKER)
+    spec = load_rules()["check"]["checker"]
     if spec == "checker":
         raise InvalidInput("[check] checker cannot be 'checker'")
     found = _resolve(session, case, spec)
@@ -422,18 +412,16 @@ def owners(session: Session, case: Case) -> list[Staff]:
 
 def required_photos(session: Session, case: Case) -> int:
     """Photos a report (办结上报) needs: rules.toml ``[worker.report]``, per category."""
-    report = worker_rules().get("report", {})
-    default = int(report.get("min_photos", DEFAULT_MIN_PHOTOS))
+    report = worker_rules()["report"]
+    default = int(report["min_photos"])
     if case.category_id is None:
         return default
     category = session.get(Category, case.category_id)
-    by_category = report.get("min_photos_by_category", {})
-    return int(by_category.get(category.code, default)) if category else default
+    return int(report["min_photos_by_category"].get(category.code, default)) if category else default
 
 
 def reminder_recipients(session: Session, case: Case, colour: str) -> list[Staff]:
-    specs = worker_rules().get("reminders", {}).get(colour, DEFAULT_REMINDERS.get(colour, []))
-    return recipients(session, case, list(specs))
+    return recipients(session, case, list(worker_rules()["reminders"][colour]))
 
 
 def linked(session: Session, staff: list[Staff]) -> list[Staff]:
@@ -467,7 +455,7 @@ def stamp(at: datetime | None) -> str:
 
 
 def message_rule(action: str, to_status: CaseStatus) -> dict[str, Any] | None:
-    table = {**DEFAULT_MESSAGES, **worker_rules().get("messages", {})}
+    table = worker_rules()["messages"]
     return table.get(f"{action}:{to_status.value}") or table.get(action)
 
 
@@ -480,7 +468,7 @@ def queue_case_messages(session: Session, case: Case, action: str, to_status: Ca
     if not rule:
         return
     with session.no_autoflush:  # the lookups read grids and people, not the changing case
-        to = linked(session, recipients(session, case, list(rule.get("to", []))))
+        to = linked(session, recipients(session, case, list(rule["to"])))
     if not to:
         return
     from core import jobs

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def escalate_overdue(engine: Engine, *, now: datetime | None = None, limit: int = 500) -> list[str]:
     """Escalate dispatched cases past their response deadline; returns their numbers."""
-    if not load_rules().get("escalation", {}).get("auto_on_response_breach", True):
+    if not load_rules()["escalation"]["auto_on_response_breach"]:
         return []
     now = now or utcnow()
     with session_scope(engine) as session:

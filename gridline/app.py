@@ -18,13 +18,14 @@ from core.dbpool import DatabasePool
 from core.errors import DatabaseBusy
 from core.instances import InstanceLease
 from core.media import MediaStore, media_store
-from core.rules import load_rules
+from core.rules import load_every_file, load_rules
 from core.runner import JobRunner
 from core.settings import Settings, get_settings
 from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
+from ivr import config as _ivr_config  # noqa: F401 (registers the hotline's rules files for load_every_file)
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,9 @@ def build_app(
     app has started (``gridline serve``; off in tests, which build many apps in one process)."""
     settings = settings or get_settings()
     engine = engine or engine_from_settings(settings)
-    rules = load_rules()  # a bad GRIDLINE_RULES stops the start, with one line naming the key
+    # A bad GRIDLINE_RULES (or a sibling) stops the start, with one line naming the key.
+    load_every_file()
+    rules = load_rules()
     unknown = [name for name in channels if name not in CHANNELS]
     if unknown:
         raise ValueError(f"unknown channel(s) {', '.join(unknown)}; known: {', '.join(CHANNELS)}")

@@ -1,8 +1,9 @@
-"""The hotline's rules and words as data: ``flow.toml`` and ``prompts/<lang>.toml``."""
+"""The hotline's rules and words as data: ``flow.toml`` and ``survey_flow.toml``, read like
+every rules file (``core.rules.RuleFile``: ``GRIDLINE_FLOW`` and ``GRIDLINE_SURVEY_FLOW`` may
+name a deployment's file over them), and ``prompts/<lang>.toml``."""
 
 from __future__ import annotations
 
-import copy
 import tomllib
 from dataclasses import dataclass
 from datetime import time
@@ -10,25 +11,66 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.rules import RuleFile, RulesError, deep_merge
+
 HERE = Path(__file__).resolve().parent
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def _check_flow(flow: dict[str, Any]) -> None:
+    """Meaning, on the merged flow: its language has prompts, the menu's digits lead
+    somewhere, times and tries are positive."""
+    if not (HERE / "prompts" / f"{flow['language']}.toml").is_file():
+        raise RulesError(f"language: no prompt catalogue ivr/prompts/{flow['language']}.toml")
+    for digit, action in flow["menu"]["digits"].items():
+        if len(digit) != 1 or digit not in "0123456789*#":
+            raise RulesError(f"menu.digits.{digit}: a key is one of 0-9, * or #")
+        if action not in MENU_ACTIONS:
+            raise RulesError(f"menu.digits.{digit}: {action!r} is not one of {', '.join(MENU_ACTIONS)}")
+    positive_numbers(flow, "")
 
 
-@lru_cache
-def load_flow(path: str | None = None) -> dict[str, Any]:
-    data = tomllib.loads((HERE / "flow.toml").read_text("utf-8"))
-    if path:
-        data = _merge(data, tomllib.loads(Path(path).read_text("utf-8")))
-    return data
+def positive_numbers(table: dict[str, Any], where: str) -> None:
+    """Every number in a flow file counts seconds, tries or a level: none is 0 or less."""
+    for key, value in table.items():
+        path = f"{where}.{key}" if where else key
+        if isinstance(value, dict):
+            positive_numbers(value, path)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            raise RulesError(f"{path}: must be greater than 0, not {value!r}")
+
+
+MENU_ACTIONS = ("petition", "status", "operator")
+FLOW = RuleFile("ivr/flow.toml", HERE / "flow.toml", "GRIDLINE_FLOW", _check_flow,
+                open_tables=frozenset({"menu.digits"}))
+
+
+def _check_survey_flow(flow: dict[str, Any]) -> None:
+    """Meaning, on the merged file: its language has prompts, the questions are the two the
+    survey asks, each once, the keys are keypad keys and numbers are positive."""
+    if not (HERE / "prompts" / f"{flow['language']}.toml").is_file():
+        raise RulesError(f"language: no prompt catalogue ivr/prompts/{flow['language']}.toml")
+    order = flow["questions"]["order"]
+    if sorted(order) != sorted(QUESTIONS):
+        raise RulesError(f"questions.order: must name {' and '.join(QUESTIONS)}, each once, not {order!r}")
+    keys = flow["keys"]
+    for name, key in keys.items():
+        if len(key) != 1 or key not in "0123456789*#":
+            raise RulesError(f"keys.{name}: {key!r} is not one of 0-9, * or #")
+    if len(set(keys.values())) != len(keys):
+        raise RulesError("keys: two actions share a key")
+    if not flow["voice"]["rate"].endswith("%"):
+        raise RulesError(f"voice.rate: {flow['voice']['rate']!r} is not a percentage like \"85%\"")
+    positive_numbers(flow, "")
+
+
+QUESTIONS = ("solved", "satisfied")
+SURVEY_FLOW = RuleFile("ivr/survey_flow.toml", HERE / "survey_flow.toml", "GRIDLINE_SURVEY_FLOW",
+                       _check_survey_flow)
+
+
+def load_flow() -> dict[str, Any]:
+    """The hotline's flow: ``ivr/flow.toml`` with ``$GRIDLINE_FLOW`` merged over it."""
+    return FLOW.load()
 
 
 @lru_cache
@@ -47,14 +89,14 @@ class FlowConfig:
 
     @classmethod
     def load(cls, **overrides: dict[str, Any]) -> FlowConfig:
-        return cls(_merge(load_flow(), overrides))
+        return cls(deep_merge(load_flow(), overrides))
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
     @property
     def language(self) -> str:
-        return self.data.get("language", "zh")
+        return self.data["language"]
 
 
 def parse_service_hours(spec: str) -> list[tuple[time, time]]:

@@ -460,9 +460,9 @@ class StreamRegistry:
                                     budget=CallBudget(600.0, 1800.0))
         self.speech_rms = float(stream_cfg["speech_rms"])
         self.hangup_grace_s = float(stream_cfg["hangup_grace_s"])
-        self.drain_s = float(stream_cfg.get("drain_s", 0.2))
-        self.max_drain_s = float(stream_cfg.get("max_drain_s", 1.5))
-        self.token_retry_s = float(stream_cfg.get("token_retry_s", 30.0))
+        self.drain_s = float(stream_cfg["drain_s"])
+        self.max_drain_s = float(stream_cfg["max_drain_s"])
+        self.token_retry_s = float(stream_cfg["token_retry_s"])
         self.max_pending_bytes = int(max_pending_s * 8000)
         self.slots = RecognitionSlots(live_capacity if pool is not None else 0)
         self.segments: dict[tuple[str, str], Segment] = {}  # open

@@ -7,51 +7,34 @@ step comes next. Every sentence is said slowly (SSML prosody, ``survey_flow.toml
 
 from __future__ import annotations
 
-import copy
-import tomllib
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from ivr.config import HERE, load_prompts
-
-
-@lru_cache
-def _load_survey_flow() -> dict[str, Any]:
-    return tomllib.loads((HERE / "survey_flow.toml").read_text("utf-8"))
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+from core.rules import deep_merge
+from ivr.config import SURVEY_FLOW, load_prompts
 
 
 @dataclass(frozen=True)
 class SurveyFlowConfig:
-    """``ivr/survey_flow.toml``, with overrides for tests (``SurveyFlowConfig.load(comment={...})``)."""
+    """``ivr/survey_flow.toml`` (``GRIDLINE_SURVEY_FLOW``), with overrides for tests (``load(comment={...})``)."""
 
     data: dict[str, Any]
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: dict[str, Any]) -> SurveyFlowConfig:
-        data = _load_survey_flow()
-        if path:
-            data = _merge(data, tomllib.loads(Path(path).read_text("utf-8")))
-        return cls(_merge(data, overrides))
+    def load(cls, **overrides: dict[str, Any]) -> SurveyFlowConfig:
+        """``ivr/survey_flow.toml`` with ``$GRIDLINE_SURVEY_FLOW`` merged over it, then ``overrides``."""
+        return cls(deep_merge(SURVEY_FLOW.load(), overrides))
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
     @property
     def language(self) -> str:
-        return self.data.get("language", "zh")
+        return self.data["language"]
 
 
 @dataclass(frozen=True)

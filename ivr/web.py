@@ -653,7 +653,7 @@ def _operator_hours(settings) -> list:
     ``GRIDLINE_SERVICE_HOURS`` overrides them (``08:30-12:00,13:30-17:30``; empty: never)."""
     if "service_hours" in settings.model_fields_set:
         return parse_service_hours(settings.service_hours)
-    return parse_hours(load_rules().get("hotline", {}).get("operator_hours", [["08:30", "17:30"]]))
+    return parse_hours(load_rules()["hotline"]["operator_hours"])
 
 
 def setup(app: web.Application, services) -> Hotline:

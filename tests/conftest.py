@@ -124,17 +124,22 @@ def _unfrozen_clock():
 @pytest.fixture
 def override(tmp_path, monkeypatch):
     """A deployment's rules file: ``override(text)`` writes it, points GRIDLINE_RULES at it
-    and reloads the rules; the packaged rules are back after the test."""
+    and reloads the rules; ``override(text, "GRIDLINE_FLOW")`` does the same for a sibling
+    (GRIDLINE_CATEGORIES, GRIDLINE_FLOW, GRIDLINE_SURVEY_FLOW). The packaged files are back
+    after the test."""
     from core import rules
 
-    path = tmp_path / "district-rules.toml"
+    used: set[str] = set()
 
-    def write(text: str):
+    def write(text: str, variable: str = rules.RULES_ENV):
+        path = tmp_path / ("district-rules.toml" if variable == rules.RULES_ENV else f"district-{variable.lower()}.toml")
         path.write_text(text, "utf-8")
-        monkeypatch.setenv(rules.RULES_ENV, str(path))
+        monkeypatch.setenv(variable, str(path))
+        used.add(variable)
         rules.reload_rules()
         return path
 
     yield write
-    monkeypatch.delenv(rules.RULES_ENV, raising=False)
+    for variable in used:
+        monkeypatch.delenv(variable, raising=False)
     rules.reload_rules()

@@ -51,7 +51,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         view = await db.run(request, casework.case_view, p, number, who(request))
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
-    threshold = float(console_rules().get("low_word_confidence", 0.6))
+    threshold = float(console_rules()["low_word_confidence"])
     states = await file_states(request.config_dict[db.SERVICES].media, view.files)
     people = view.people.get(view.case.id, ())
     return render(request, "case.html", {

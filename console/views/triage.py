@@ -24,7 +24,7 @@ async def triage(request: web.Request) -> web.Response:
         "page": page, "sla": sla, "flags_shown": queries.triage_flags(),
         "next": encode_cursor(*page.next_cursor) if page.next_cursor else None,
         "after": request.query.get("after", ""),
-        "refresh": int(console_rules().get("triage_refresh_seconds", 30)),
+        "refresh": int(console_rules()["triage_refresh_seconds"]),
     })
 
 

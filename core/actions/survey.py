@@ -45,7 +45,7 @@ def survey_channel(case: Case, resident: Resident | None) -> str:
     do-not-call is never phoned: ``[survey.phone] do_not_call`` says what instead
     ("manual", or "not_evaluated")."""
     rules = load_rules()["survey"]
-    order = rules.get("channels_by_case", {}).get(case.channel.value, rules.get("channels", ("chat", "phone")))
+    order = rules["channels_by_case"].get(case.channel.value, rules["channels"])
     not_to_call = False
     for channel in order:
         if channel == "chat" and resident is not None and resident.chat_id:
@@ -57,7 +57,7 @@ def survey_channel(case: Case, resident: Resident | None) -> str:
             return "phone"
     if not_to_call:
         return survey_policy.phone_rules().do_not_call
-    return str(rules.get("fallback_channel", "manual"))
+    return str(rules["fallback_channel"])
 
 
 def start_survey(session: Session, case: Case) -> Survey:

@@ -9,6 +9,7 @@ import typer
 def register_all(app: typer.Typer) -> None:
     from gridline.commands import (
         apikeys,
+        categories,
         hotline,
         media,
         privacy,
@@ -27,6 +28,7 @@ def register_all(app: typer.Typer) -> None:
     app.add_typer(workers.workers_app, name="workers")
     app.add_typer(reports.report_app, name="report")
     app.add_typer(apikeys.apikeys_app, name="apikeys")
+    app.add_typer(categories.categories_app, name="categories")
     app.command("shred")(privacy.shred)
     app.add_typer(media.media_app, name="media")
     app.command("worker")(worker.worker)

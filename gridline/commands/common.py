@@ -14,15 +14,23 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
     one line, see ``gridline.cli.explain``). ``migrated``: refuse a database that is not at
     the newest schema, saying to run `gridline db upgrade`."""
     from core.db import engine_from_settings, require_schema
-    from core.rules import load_rules
     from core.settings import get_settings
 
     settings = get_settings()
-    load_rules()
+    check_rules()
     engine = engine_from_settings(settings)
     if migrated:
         require_schema(engine)
     return engine
+
+
+def check_rules() -> None:
+    """Load every rules file with its deployment's override: a bad one raises ``RulesError``
+    with one line naming the file and the key."""
+    from core.rules import load_every_file
+    from ivr import config  # noqa: F401 (registers the hotline's flow files)
+
+    load_every_file()
 
 
 def fail(message: str) -> None:

@@ -8,7 +8,8 @@ from gridline.commands.common import console, fail, open_database
 
 
 def shred(
-    older_than: str = typer.Option(..., "--older-than", help="shred cases closed more than this long ago: 365d, 52w, 1y"),
+    older_than: str = typer.Option("", "--older-than", help="shred cases closed more than this long ago: 365d, 52w, 1y "
+                                   "(default: rules.toml [privacy] retention_days)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="only count what would be shredded"),
 ) -> None:
     """Remove recordings, photos, voice notes, transcripts, names and phone numbers of cases
@@ -19,7 +20,7 @@ def shred(
     from core.settings import get_settings
 
     try:
-        age = parse_age(older_than)
+        age = parse_age(older_than) if older_than.strip() else None
         engine = open_database()
         settings = get_settings()
         summary = shred_older_than(engine, age, data_dir=settings.data_dir, dry_run=dry_run, actor="cli",

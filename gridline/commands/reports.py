@@ -93,7 +93,7 @@ def scores(
             rows = quarter_scores(session, quarter, tz=get_settings().timezone)
     except DomainError as exc:
         fail(exc.message)
-    rules = load_rules().get("scores", {})
+    rules = load_rules()["scores"]
     header = ["code", "name", "assignments", "response_on_time", "response_counted", "response_rate",
               "resolution_on_time", "resolution_counted", "resolution_rate", "closed", "closure_rate",
               "work_score", "evaluated", "evaluation_points", "evaluation_score", "score"]
@@ -112,12 +112,12 @@ def scores(
                       _num(r.score))
     # Wide enough for every column whatever the terminal says: a report is read whole.
     Console(width=max(console.width, 150)).print(table)
-    work = rules.get("work", {})
+    work = rules["work"]
     console.print(
-        f"score = {rules.get('work_weight', 0.7)} × work + {rules.get('evaluation_weight', 0.3)} × evaluation; "
-        f"work = weighted mean of on-time response ({work.get('response_on_time')}), on-time resolution "
-        f"({work.get('resolution_on_time')}) and closure ({work.get('closure')}) over the rates that have cases; "
-        f"evaluation = mean points per survey answer {rules.get('points', {})}; {DASH} = no evaluated case",
+        f"score = {rules['work_weight']} × work + {rules['evaluation_weight']} × evaluation; "
+        f"work = weighted mean of on-time response ({work['response_on_time']}), on-time resolution "
+        f"({work['resolution_on_time']}) and closure ({work['closure']}) over the rates that have cases; "
+        f"evaluation = mean points per survey answer {rules['points']}; {DASH} = no evaluated case",
         soft_wrap=True, highlight=False)
     if csv_file is not None:
         with csv_file.open("w", newline="", encoding="utf-8") as f:

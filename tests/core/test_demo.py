@@ -13,9 +13,11 @@ from shapely.ops import unary_union
 from sqlmodel import Session, func, select
 
 from core.actions import responsible_worker
-from core.demo import DISTRICT_CODE, grid_centre, load_demo, sync_categories
+from core.actions.categories import sync_categories
+from core.demo import DISTRICT_CODE, grid_centre, load_demo
 from core.errors import DomainError
 from core.models import (
+    AuditEntry,
     CalendarDay,
     Category,
     CategorySla,
@@ -180,10 +182,15 @@ def test_categories_departments_and_deadlines(session, demo):
         assert all(s.response_hours <= s.resolution_hours for s in (n, u, e)), c.code
 
 
-def test_sync_categories_is_an_upsert(session, demo):
+def test_the_demo_loads_categories_through_their_writer_and_a_second_sync_changes_nothing(session, demo):
+    entry = session.exec(select(AuditEntry).where(AuditEntry.action == "category.sync")).one()
+    assert entry.actor == "demo" and entry.detail["counts"]["added"] == demo.categories
+    assert entry.detail["counts"]["departments_added"] == demo.departments
     before = session.exec(select(func.count()).select_from(CategorySla)).one()
-    assert sync_categories(session) == (demo.departments, demo.categories)
+    plan = sync_categories(session, actor="test")
+    assert plan.empty and plan.unchanged == demo.categories
     assert session.exec(select(func.count()).select_from(CategorySla)).one() == before
+    assert len(session.exec(select(AuditEntry).where(AuditEntry.action == "category.sync")).all()) == 1
 
 
 def test_calendar_2026_is_loaded(session, demo):

@@ -57,10 +57,16 @@ def assert_short_error(result: subprocess.CompletedProcess, *fragments: str) -> 
     ({"GRIDLINE_SERVICE_HOURS": "8-17"}, ("GRIDLINE_SERVICE_HOURS='8-17'", "08:30-17:30")),
     ({"GRIDLINE_PUBLIC_URL": "hotline.example.org"}, ("GRIDLINE_PUBLIC_URL", "https://")),
     ({"GRIDLINE_RULES": "{tmp}/rules.toml"}, ("GRIDLINE_RULES=", "notify.statuses[0]: unknown status 'done'")),
+    ({"GRIDLINE_FLOW": "{tmp}/flow.toml"}, ("GRIDLINE_FLOW=", "petition.max_second: unknown key")),
+    ({"GRIDLINE_SURVEY_FLOW": "{tmp}/flow.toml"}, ("GRIDLINE_SURVEY_FLOW=", "petition: unknown key")),
+    ({"GRIDLINE_CATEGORIES": "{tmp}/categories.toml"}, ("GRIDLINE_CATEGORIES=", "category[0].colour: unknown key")),
 ], ids=["unmigrated", "unparsable-url", "unsupported-driver", "unreachable", "missing-sqlite-folder",
-        "bad-port", "bad-timezone", "negative-workers", "bad-service-hours", "bad-public-url", "bad-rules"])
+        "bad-port", "bad-timezone", "negative-workers", "bad-service-hours", "bad-public-url", "bad-rules",
+        "bad-flow", "bad-survey-flow", "bad-categories"])
 def test_database_and_settings_problems_are_one_line(tmp_path, env, fragments):
     (tmp_path / "rules.toml").write_text('[notify]\nstatuses = ["done"]\n', "utf-8")
+    (tmp_path / "flow.toml").write_text("[petition]\nmax_second = 90\n", "utf-8")
+    (tmp_path / "categories.toml").write_text('[[category]]\ncode = "x"\ncolour = "red"\n', "utf-8")
     env = {k: v.format(tmp=tmp_path) for k, v in env.items()}
     env.setdefault("GRIDLINE_DATA_DIR", str(tmp_path / "data"))
     result = gridline("cases", "list", env=env, cwd=tmp_path)

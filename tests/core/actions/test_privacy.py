@@ -197,3 +197,15 @@ def test_ages():
     for bad in ("", "0d", "year", "12m", "-5d"):
         with pytest.raises(InvalidInput):
             parse_age(bad)
+
+
+def test_without_an_age_the_rules_retention_days_apply(engine, pw, override):
+    # Packaged: 365 days, so the cases of November 2026 are due and last month's is not.
+    packaged = shred_older_than(engine, data_dir=pw.data_dir, dry_run=True)
+    assert packaged.cutoff == LATER - timedelta(days=365)
+    assert {pw.hotline, pw.chat} <= set(packaged.numbers) and pw.recent not in packaged.numbers
+    # A district that keeps personal data 20 days: last month's case is due too.
+    override("[privacy]\nretention_days = 20\n")
+    shorter = shred_older_than(engine, data_dir=pw.data_dir, dry_run=True)
+    assert shorter.cutoff == LATER - timedelta(days=20)
+    assert pw.recent in shorter.numbers and shorter.cases == packaged.cases + 1

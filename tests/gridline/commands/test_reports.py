@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
@@ -103,3 +104,13 @@ def test_shred_dry_run_then_for_real(engine, cli_env):
         assert session.exec(select(Case).where(Case.number == pw.hotline)).one().shredded_at is not None
     bad = runner.invoke(app, ["shred", "--older-than", "a while"])
     assert bad.exit_code == 1 and "365d" in bad.output
+
+
+def test_shred_without_older_than_keeps_the_rules_retention(engine, cli_env, override):
+    pw = build_privacy_world(engine, cli_env / "data")
+    clock.freeze(LATER)
+    override("[privacy]\nretention_days = 20\n")
+    dry = runner.invoke(app, ["shred", "--dry-run"])
+    cutoff = LATER - timedelta(days=20)
+    assert dry.exit_code == 0 and f"closed before {cutoff:%Y-%m-%d %H:%M} UTC" in dry.output, dry.output
+    assert pw.recent in dry.output and pw.hotline in dry.output
