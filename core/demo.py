@@ -201,10 +201,10 @@ def sync_categories(session: Session, path: str | Path | None = None) -> tuple[i
     for item in categories:
         dept_code = item.get("department")
         if dept_code and dept_code not in by_code:
-            raise InvalidInput(f"category {item['code']!r} names unknown department {dept_code!r}")
+            raise InvalidInput(f"category {item['code']!r} names unknown department {dept_code!r}", code="demo.unknown_department", category=item['code'], department=dept_code)
         missing = {u.value for u in Urgency} - set(item.get("sla", {}))
         if missing:
-            raise InvalidInput(f"category {item['code']!r} has no SLA for {', '.join(sorted(missing))}")
+            raise InvalidInput(f"category {item['code']!r} has no SLA for {', '.join(sorted(missing))}", code="demo.no_sla", category=item['code'], urgencies=', '.join(sorted(missing)))
         cat = existing.get(item["code"])
         if cat is None:
             cat = Category(code=item["code"], name=item["name"])
@@ -298,6 +298,7 @@ def load_demo(session: Session, *, seed: int = 2026) -> DemoSummary:
             f"the database already has {existing} grid(s); the demo district loads only into "
             "a database without grids",
             grids=existing,
+            code="demo.not_empty",
         )
     rng = random.Random(seed)
     taken = {p for p in session.exec(select(Resident.phone).where(Resident.phone.is_not(None))).all()}
@@ -520,7 +521,7 @@ def grid_centre(session: Session, code: str) -> tuple[float, float]:
     """(latitude, longitude) of the centre of a grid's polygon, for demos and tests."""
     grid = session.exec(select(Grid).where(Grid.code == code)).first()
     if grid is None or not grid.geometry:
-        raise InvalidInput(f"no grid with a boundary has code {code!r}")
+        raise InvalidInput(f"no grid with a boundary has code {code!r}", code="demo.no_boundary", grid=code)
     from shapely.geometry import shape
 
     point = shape(grid.geometry).representative_point()

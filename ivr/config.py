@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.i18n import CORE, Catalogue
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -31,12 +33,15 @@ def load_flow(path: str | None = None) -> dict[str, Any]:
     return data
 
 
-@lru_cache
+# The hotline's words, through the one catalogue mechanism (core/i18n.py): a language is a
+# ``prompts/<lang>.toml`` (or one in a GRIDLINE_LOCALES folder's ``ivr/``).
+PROMPTS = Catalogue("ivr", HERE / "prompts", fallback=CORE)
+
+
 def load_prompts(language: str = "zh") -> dict[str, Any]:
-    path = HERE / "prompts" / f"{language}.toml"
-    if not path.is_file():
-        raise ValueError(f"no prompt catalogue for language {language!r} ({path})")
-    return tomllib.loads(path.read_text("utf-8"))
+    if language not in PROMPTS.languages:
+        raise ValueError(f"no prompt catalogue for language {language!r} ({HERE / 'prompts'})")
+    return PROMPTS.table(language)
 
 
 @dataclass(frozen=True)
