@@ -182,8 +182,9 @@ def link_chat(session: Session, chat_id: str | int, staff: Staff, *, via: str, a
         session.delete(earlier)
         session.flush()
     worker_id, department_id = _ids(staff)
+    # The bot chose the language among those it has words for (chat/locales); core keeps it.
     link = StaffChat(chat_id=chat_id, worker_id=worker_id, department_id=department_id,
-                     language=language if language in ("zh", "en") else "zh", via=via, linked_at=utcnow())
+                     language=language or "zh", via=via, linked_at=utcnow())
     session.add(link)
     try:
         with session.begin_nested():
