@@ -109,7 +109,8 @@ def _local_day_start(day: str, tz: str) -> datetime:
     try:
         d = date.fromisoformat(day)
     except ValueError as exc:
-        raise InvalidInput(f"not a date: {day!r} (use YYYY-MM-DD)", code="console.search.bad_date", text=day) from exc
+        raise InvalidInput(f"not a date: {day!r} (use YYYY-MM-DD)",
+                           code="console.search.bad_date", text=day) from exc
     local = datetime.combine(d, time(0), tzinfo=ZoneInfo(tz))
     return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
 
@@ -129,10 +130,12 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         stmt = stmt.where(Case.number == f.number)
     if f.phone:
         if not principal.sees_phone:
-            raise InvalidInput("your role may not search by phone number", code="console.search.phone_not_allowed")
+            raise InvalidInput("your role may not search by phone number",
+                               code="console.search.phone_not_allowed")
         variants = sorted(phone_variants(f.phone))
         if sum(ch.isdigit() for ch in f.phone) < 5 or not variants:
-            raise InvalidInput(f"not a phone number: {f.phone!r}", code="console.search.bad_phone", text=f.phone)
+            raise InvalidInput(f"not a phone number: {f.phone!r}",
+                               code="console.search.bad_phone", text=f.phone)
         # Resident ids first, as literals: an OR of two plain index lookups the planner can
         # combine (a sub-select inside the OR made it scan every case by date instead).
         residents = sorted(session.exec(select(Resident.id).where(Resident.phone.in_(variants))).all())
@@ -159,12 +162,14 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         try:
             stmt = stmt.where(Case.status == CaseStatus(f.status))
         except ValueError as exc:
-            raise InvalidInput(f"no status {f.status!r}", code="console.search.no_status", status=f.status) from exc
+            raise InvalidInput(f"no status {f.status!r}",
+                               code="console.search.no_status", status=f.status) from exc
     if f.channel:
         try:
             stmt = stmt.where(Case.channel == Channel(f.channel))
         except ValueError as exc:
-            raise InvalidInput(f"no channel {f.channel!r}", code="console.search.no_channel", channel=f.channel) from exc
+            raise InvalidInput(f"no channel {f.channel!r}",
+                               code="console.search.no_channel", channel=f.channel) from exc
     tz = get_settings().timezone
     if f.date_from:
         stmt = stmt.where(Case.created_at >= _local_day_start(f.date_from, tz))

@@ -27,7 +27,8 @@ def add_key(session: Session, name: str, *, actor: str) -> tuple[ApiKey, str]:
     """A new key for ``name``: (row, the key itself, to be shown once)."""
     name = (name or "").strip()
     if not _NAME.fullmatch(name):
-        raise InvalidInput(f"a key's name is 1-64 letters, digits, dots, dashes or underscores, not {name!r}", code="apikey.bad_name", name=name)
+        raise InvalidInput(f"a key's name is 1-64 letters, digits, dots, dashes or underscores, not {name!r}",
+                           code="apikey.bad_name", name=name)
     if session.exec(select(ApiKey).where(ApiKey.name == name)).first() is not None:
         raise InvalidInput(f"there is already a key named {name!r}", code="apikey.exists", name=name)
     key = PREFIX + secrets.token_urlsafe(32)

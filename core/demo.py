@@ -201,10 +201,12 @@ def sync_categories(session: Session, path: str | Path | None = None) -> tuple[i
     for item in categories:
         dept_code = item.get("department")
         if dept_code and dept_code not in by_code:
-            raise InvalidInput(f"category {item['code']!r} names unknown department {dept_code!r}", code="demo.unknown_department", category=item['code'], department=dept_code)
+            raise InvalidInput(f"category {item['code']!r} names unknown department {dept_code!r}",
+                               code="demo.unknown_department", category=item['code'], department=dept_code)
         missing = {u.value for u in Urgency} - set(item.get("sla", {}))
         if missing:
-            raise InvalidInput(f"category {item['code']!r} has no SLA for {', '.join(sorted(missing))}", code="demo.no_sla", category=item['code'], urgencies=', '.join(sorted(missing)))
+            raise InvalidInput(f"category {item['code']!r} has no SLA for {', '.join(sorted(missing))}",
+                               code="demo.no_sla", category=item['code'], urgencies=', '.join(sorted(missing)))
         cat = existing.get(item["code"])
         if cat is None:
             cat = Category(code=item["code"], name=item["name"])

@@ -28,7 +28,8 @@ def parse_age(text: str) -> timedelta:
     """``365d`` (days), ``52w`` (weeks), ``1y`` (365 days) or a bare number of days."""
     match = _AGE.fullmatch(text or "")
     if not match or int(match.group(1)) == 0:
-        raise InvalidInput(f"an age is written like 365d, 52w or 1y, not {text!r}", code="privacy.bad_age", text=text)
+        raise InvalidInput(f"an age is written like 365d, 52w or 1y, not {text!r}",
+                           code="privacy.bad_age", text=text)
     n, unit = int(match.group(1)), (match.group(2) or "d").lower()
     return timedelta(days=n * {"d": 1, "w": 7, "y": 365}[unit])
 

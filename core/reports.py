@@ -180,7 +180,8 @@ def current_period(kind: str, today: date) -> Period:
     if kind == "quarter":
         start = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
         return Period("quarter", start, _add_months(start, 3))
-    raise InvalidInput(f"no period kind {kind!r} (week, month, quarter)", code="period.unknown_kind", kind=kind)
+    raise InvalidInput(f"no period kind {kind!r} (week, month, quarter)",
+                       code="period.unknown_kind", kind=kind)
 
 
 def last_complete(kind: str, today: date) -> Period:
@@ -191,7 +192,8 @@ def last_complete(kind: str, today: date) -> Period:
 def period_for_report(kind: str, text: str | None, today: date) -> Period:
     """The period of a ``weekly|monthly|quarterly`` report: as written, or the last whole one."""
     if kind not in KINDS:
-        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})", code="report.unknown_kind", kind=kind)
+        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})",
+                           code="report.unknown_kind", kind=kind)
     if not text:
         return last_complete(PERIOD_OF_KIND[kind], today)
     period = parse_period(text)
@@ -264,7 +266,8 @@ def make_filters(session: Session, *, level: str | None = None, category_code: s
     if category_code:
         category = session.exec(select(Category).where(Category.code == category_code.strip())).first()
         if category is None:
-            raise InvalidInput(f"no category {category_code!r}", code="category.not_found", category=category_code)
+            raise InvalidInput(f"no category {category_code!r}",
+                               code="category.not_found", category=category_code)
     if grid_code:
         grid = session.exec(select(Grid).where(Grid.code == grid_code.strip())).first()
         if grid is None:
@@ -273,7 +276,8 @@ def make_filters(session: Session, *, level: str | None = None, category_code: s
     if level is None:
         level = _level_below(grid.level) if grid is not None else report_rules().get("grid_level", "community")
     if level not in LEVELS:
-        raise InvalidInput(f"no grid level {level!r} (one of {', '.join(LEVELS)})", code="report.unknown_level", level=level)
+        raise InvalidInput(f"no grid level {level!r} (one of {', '.join(LEVELS)})",
+                           code="report.unknown_level", level=level)
     return Filters(level=level, category=category, grid=grid, grid_ids=grid_ids)
 
 
@@ -792,7 +796,8 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
     previous period, overdue and escalated cases, repeated complaints, worker scores. Its
     title and the names of rows without a category or grid are in ``language``."""
     if kind not in KINDS:
-        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})", code="report.unknown_kind", kind=kind)
+        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})",
+                           code="report.unknown_kind", kind=kind)
     as_of = as_of or utcnow()
     limit = int(report_rules().get("list_limit", 100))
     previous = period.previous()

@@ -297,7 +297,8 @@ def issue_invite(session: Session, staff: Staff, key: bytes, *, actor: str,
     if not key:
         raise InvalidInput("no signing key: set GRIDLINE_TELEGRAM_TOKEN", code="staff.no_signing_key")
     if not _active(session, staff):
-        raise InvalidInput(f"{staff.kind} {staff.code} is not active", code="staff.inactive", kind=staff.kind, staff=staff.code)
+        raise InvalidInput(f"{staff.kind} {staff.code} is not active",
+                           code="staff.inactive", kind=staff.kind, staff=staff.code)
     now = utcnow()
     expires_at = (now + timedelta(days=days)).replace(microsecond=0)
     nonce = secrets.token_hex(5)

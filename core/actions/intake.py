@@ -205,12 +205,14 @@ def _link_files(session: Session, case: Case, files: tuple[FileRef, ...],
         found = {a.id for a in rows}
         missing = sorted(set(attachment_ids) - found)
         if missing:
-            raise InvalidInput(f"no attachment {missing[0]}", attachment=missing[0], code="intake.no_attachment")
+            raise InvalidInput(f"no attachment {missing[0]}", attachment=missing[0],
+                               code="intake.no_attachment")
         for att in rows:
             if att.case_id == case.id:
                 continue
             if att.case_id is not None:
-                raise InvalidInput(f"attachment {att.id} belongs to another case", attachment=att.id, code="intake.attachment_elsewhere")
+                raise InvalidInput(f"attachment {att.id} belongs to another case", attachment=att.id,
+                                   code="intake.attachment_elsewhere")
             att.case_id = case.id
             session.add(att)
             linked.append(att)

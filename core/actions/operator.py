@@ -42,7 +42,8 @@ def classify(
         changes["description_before"] = case.description
         case.description = description.strip()
     if not changes:
-        raise InvalidInput("classify needs a category, an urgency or a description", code="classify.nothing_to_change")
+        raise InvalidInput("classify needs a category, an urgency or a description",
+                           code="classify.nothing_to_change")
     event(session, case, "classify", actor, case.status, reason=reason, data=changes)
     return case
 
@@ -86,7 +87,8 @@ def dispatch(
     limits.check_text("reason", reason)
     grid_id = grid_id or case.grid_id
     if grid_id is None:
-        raise InvalidInput(f"case {case.number}: choose a grid before dispatching", code="routing.no_grid", case=case.number)
+        raise InvalidInput(f"case {case.number}: choose a grid before dispatching",
+                           code="routing.no_grid", case=case.number)
     grid = session.get(Grid, grid_id)
     if grid is None:
         raise NotFound(f"no grid {grid_id}", code="grid.not_found", grid=grid_id)
@@ -94,7 +96,8 @@ def dispatch(
     if worker_id is not None:
         worker = session.get(Worker, worker_id)
         if worker is None or not worker.active:
-            raise InvalidInput(f"worker {worker_id} does not exist or is inactive", code="worker.not_active", worker=worker_id)
+            raise InvalidInput(f"worker {worker_id} does not exist or is inactive",
+                               code="worker.not_active", worker=worker_id)
         owner_grid, owner_level = grid, grid.level
     else:
         owner_grid, owner_level, worker = owner_for(session, grid, level)
@@ -160,7 +163,8 @@ def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str |
     if into.id == case.id:
         raise InvalidInput("a case cannot be merged into itself", code="merge.same_case", case=case.number)
     if into.status not in (set(CaseStatus) - {S.merged, S.closed}):
-        raise IllegalTransition(f"case {into.number} is {into.status.value}; merge into an open case", code="merge.into_closed", case=into.number, status=into.status.value)
+        raise IllegalTransition(f"case {into.number} is {into.status.value}; merge into an open case",
+                                code="merge.into_closed", case=into.number, status=into.status.value)
     case.merged_into_id = into.id
     clear_ownership(case)
     event(session, case, "merge", actor, S.merged, reason=reason, data={"into": into.number})

@@ -21,13 +21,15 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str, reason_pa
     check(case, "escalate")
     limits.check_text("reason", reason)
     if case.grid_id is None:
-        raise InvalidInput(f"case {case.number} has no grid to escalate from", code="escalate.no_grid", case=case.number)
+        raise InvalidInput(f"case {case.number} has no grid to escalate from",
+                           code="escalate.no_grid", case=case.number)
     from core.sla import next_owner_level
 
     current = case.owner_level or GridLevel.micro
     higher = next_owner_level(current)
     if higher is None:
-        raise IllegalTransition(f"case {case.number} is already owned at the top level ({current.value})", code="escalate.at_top", case=case.number, level=current.value)
+        raise IllegalTransition(f"case {case.number} is already owned at the top level ({current.value})",
+                                code="escalate.at_top", case=case.number, level=current.value)
     grid = session.get(Grid, case.grid_id)
     owner_grid, owner_level, worker = owner_for(session, grid, higher)
     now = utcnow()
