@@ -17,6 +17,7 @@ in: ``{status:@status}`` says the status ``closed`` as ``status.closed`` of the 
 
 from __future__ import annotations
 
+import logging
 import os
 import string
 import tomllib
@@ -26,6 +27,7 @@ from typing import Any
 
 DEFAULT = "zh"
 ENV = "GRIDLINE_LOCALES"
+log = logging.getLogger(__name__)
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -128,9 +130,15 @@ def say(language: str, code: str, params: dict | None = None, *, catalogue: Cata
         default: str | None = None) -> str:
     """The words of a core code (``errors.<code>`` or ``reasons.<code>`` …, the full key) in
     ``language``; ``default`` (else the code) where no catalogue knows it."""
+    fallback = default if default is not None else code
     if not catalogue.has(language, code) or not isinstance(catalogue.get(language, code), str):
-        return default if default is not None else code
-    return catalogue.t(language, code, **(params or {}))
+        return fallback
+    try:  # always formatted: the words of a code are a template, even when it has no parameters
+        return _Lookup(catalogue, language).vformat(str(catalogue.get(language, code)), (), params or {})
+    except (KeyError, IndexError):  # a parameter the words ask for is missing: say what we can
+        log.warning("%s catalogue: %s in %s lacks a parameter (has %s)", catalogue.name, code, language,
+                    sorted(params or {}))
+        return fallback
 
 
 def error_text(language: str, exc: Exception, *, catalogue: Catalogue = CORE) -> str:

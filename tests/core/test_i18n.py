@@ -113,3 +113,8 @@ def test_a_missing_key_is_a_bug():
     with pytest.raises(KeyError):
         Catalogue("nothing", ROOT / "core" / "locales").get("zh", "no.such.key")
     assert say("zh", "errors.no.such", default="as written") == "as written"
+
+
+def test_words_missing_a_parameter_fall_back_to_what_was_written(caplog):
+    assert reason_text("zh", "sweep.response_overdue", {}) == "sweep.response_overdue"
+    assert "lacks a parameter" in caplog.text
