@@ -36,10 +36,10 @@ class TextTooLong(InvalidInput):
     """A text longer than rules.toml ``[limits]`` allows for its kind of field; channels
     say so in the person's language from ``field`` and ``limit`` (characters)."""
 
-    code = "text_too_long"
+    code = "text.too_long"
 
     def __init__(self, field: str, limit: int, length: int):
-        super().__init__(f"{field} is too long: {length} characters, at most {limit}", code="text.too_long",
+        super().__init__(f"{field} is too long: {length} characters, at most {limit}",
                          field=field, limit=limit, length=length)
         self.field, self.limit, self.length = field, limit, length
 
@@ -48,12 +48,11 @@ class TooManyPetitions(DomainError):
     """More petitions from one resident or phone number within the window than a channel
     that may refuse accepts (rules.toml ``[intake.flood]``); ``retry_after`` in seconds."""
 
-    code = "too_many_petitions"
+    code = "intake.too_many_petitions"
 
     def __init__(self, count: int, window_minutes: int, retry_after: int):
         super().__init__(f"{count} petitions from this resident or phone number in the last {window_minutes} "
                          f"minutes; send again in {retry_after} seconds",
-                         code="intake.too_many_petitions",
                          count=count, window_minutes=window_minutes, retry_after=retry_after)
         self.retry_after = retry_after
 
