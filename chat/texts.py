@@ -1,19 +1,18 @@
 """The bot's words: ``chat/locales/<lang>.toml`` (Mandarin first), looked up by dotted key.
 
 The language of a resident comes from Telegram's ``language_code`` (``zh-hans`` → zh,
-``en-GB`` → en, anything else → zh) and is stored on ``Resident.language`` for the
+``en-GB`` → en, a language without a catalogue file → zh) and is stored on ``Resident.language`` for the
 messages the bot sends on its own (notifications, surveys).
 """
 
 from __future__ import annotations
 
-import tomllib
-from functools import lru_cache
 from pathlib import Path
 
+from core.i18n import CORE, DEFAULT, Catalogue
+
 LOCALES = Path(__file__).resolve().parent / "locales"
-DEFAULT = "zh"
-LANGUAGES = ("zh", "en")
+BOT = Catalogue("chat", LOCALES, fallback=CORE)
 
 # Bot API limits (https://core.telegram.org/bots/api): counted in UTF-16 code units.
 MAX_MESSAGE = 4096
@@ -22,24 +21,24 @@ MAX_CALLBACK_DATA = 64  # bytes
 MAX_DOWNLOAD = 20 * 1024 * 1024  # getFile refuses bigger files
 
 
-@lru_cache
+def __getattr__(name: str) -> object:  # ``LANGUAGES`` follows the files present
+    if name == "LANGUAGES":
+        return BOT.languages
+    raise AttributeError(name)
+
+
 def catalogue(language: str) -> dict:
-    return tomllib.loads((LOCALES / f"{language}.toml").read_text("utf-8"))
+    return BOT.table(language)
 
 
 def language_of(code: str | None) -> str:
-    """Telegram's IETF tag -> one of ours; Mandarin unless the user's app speaks English."""
-    if code and code.lower().split("-")[0] == "en":
-        return "en"
-    return DEFAULT
+    """Telegram's IETF tag -> one of ours; Mandarin unless the user's app speaks a language
+    we have words for (a ``chat/locales/<lang>.toml``)."""
+    return BOT.language(code.lower().split("-")[0] if code else None)
 
 
 def t(language: str, key: str, **values: object) -> str:
-    table: object = catalogue(language if language in LANGUAGES else DEFAULT)
-    for part in key.split("."):
-        table = table[part]  # a missing key is a bug: fail loudly in tests
-    text = str(table)
-    return text.format(**values) if values else text
+    return BOT.t(language, key, **values)  # a missing key is a bug: fail loudly in tests
 
 
 def utf16_len(text: str) -> int:

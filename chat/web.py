@@ -72,7 +72,7 @@ from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.persistence import CHAT, CONV, DbPersistence
-from chat.texts import t
+from chat.texts import BOT, t
 from core.clock import utcnow
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class ChatBot:
                                             drop_pending_updates=False, poll_interval=0.0)
             log.info("telegram polling started")
         with contextlib.suppress(TelegramError):
-            for language in ("zh", "en"):
+            for language in BOT.languages:
                 commands = [BotCommand(c, t(language, f"commands.{c}")) for c in ("new", "mine", "status", "cancel", "help")]
                 await app.bot.set_my_commands(commands, language_code=None if language == "zh" else language)
         self.ready.set()

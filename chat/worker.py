@@ -43,8 +43,9 @@ from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 
 from chat import media, store, worker_store
 from chat.common import Context, Deps, answer, deps, drop_buttons, lang, log, reply
-from chat.texts import clip, t
+from chat.texts import BOT, clip, t
 from core import limits
+from core.i18n import error_text
 from core.staff import LinkRefused
 from core.texts import status_name
 
@@ -379,14 +380,19 @@ def parse(fields: list[str] | None) -> tuple[int, str, str] | None:
     return int(case_id), act, stamp
 
 
+def refusal_text(language: str, refused: worker_store.Refused) -> str:
+    if refused.why == "unlinked":
+        return t(language, "staff.unlinked")
+    if refused.why == "refused" and refused.error is not None:
+        return error_text(language, refused.error, catalogue=BOT)  # core's code in the worker's words
+    return t(language, "staff.not_yours")
+
+
 async def _refused(update: Update, context: Context, refused: worker_store.Refused) -> None:
     d = deps(context)
     language = lang(update)
     query = update.callback_query
-    if refused.why == "unlinked":
-        text = t(language, "staff.unlinked")
-    else:
-        text = t(language, "staff.not_yours")
+    text = refusal_text(language, refused)
     if query is not None:
         await answer(d, query, text)
         if refused.why == "not_yours":

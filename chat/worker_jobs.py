@@ -36,9 +36,10 @@ from telegram.error import Forbidden, TelegramError
 
 from chat import store, worker, worker_store
 from chat.followup import JobHandlers
-from chat.texts import t
+from chat.texts import BOT, t
 from core import reminders, staff
 from core.clock import utcnow
+from core.i18n import reason_text
 from core.media import MediaMissing, MediaUnavailable, fetched
 from core.models import Job
 
@@ -149,7 +150,8 @@ class StaffJobs(JobHandlers):
         if view is None:
             return
         chat_id, language = int(target.chat_id), target.language
-        reason = p.get("reason")
+        # A reason core wrote as a code (the SLA sweep's) in the worker's words; typed ones as they are.
+        reason = reason_text(language, p.get("reason"), p, catalogue=BOT)
         if send == "dispatch":
             if not await self._photos(chat_id, view.photos, view.number, language, "staff.photo_caption"):
                 return

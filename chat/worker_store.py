@@ -20,7 +20,7 @@ from sqlmodel import select
 from core import actions, reminders, staff
 from core.actions import OWNED, TRANSITIONS
 from core.db import session_scope
-from core.errors import DomainError, NotFound
+from core.errors import DomainError, IllegalTransition, NotFound
 from core.models import (
     Attachment,
     Case,
@@ -159,12 +159,14 @@ def card(engine: Engine, case_id: int) -> Card | None:
 
 class Refused(Exception):
     """``why``: unlinked (the chat is no staff chat any more), not_yours (somebody else's,
-    or the case has moved on), note (a report needs a note), photos (more photos needed)."""
+    or the case has moved on), note (a report needs a note), photos (more photos needed),
+    refused (core refused what was sent: ``error``, said in the staff member's words)."""
 
-    def __init__(self, why: str, *, needed: int = 0):
+    def __init__(self, why: str, *, needed: int = 0, error: DomainError | None = None):
         super().__init__(why)
         self.why = why
         self.needed = needed
+        self.error = error
 
 
 # button action -> (core transition it needs, who may press it, the stamp it carries)
@@ -236,8 +238,10 @@ def act(engine: Engine, chat_id: int, case_id: int, action: str, stamp: str, *, 
                 actions.verify(session, case, actor=actor, passed=True, note=text)
             elif action == "fail":
                 actions.verify(session, case, actor=actor, passed=False, note=text or "")
-        except DomainError:
+        except IllegalTransition:  # the case moved on meanwhile
             raise Refused("not_yours") from None
+        except DomainError as exc:  # what was sent does not do (a reason missing …)
+            raise Refused("refused", error=exc) from None
         return Done(case.number, case.status.value, case.id, staff.stamp(case.dispatched_at),
                     staff.stamp(case.reported_done_at))
 

@@ -31,6 +31,7 @@ from sqlmodel import select
 from console import db, throttle
 from console.access import ROLES, Principal, console_rules, principal_for
 from console.config import get_console_settings
+from console.i18n import languages
 from console.throttle import Policy, Throttle
 from core import audit
 from core.clock import utcnow
@@ -95,8 +96,9 @@ def add_user(session: DbSession, name: str, password: str, role: str, *, grid_co
         raise InvalidInput("a worker account needs --worker CODE or --grid CODE")
     if role == "department" and department is None and not grids:
         raise InvalidInput("a department account needs --department CODE or --grid CODE")
-    if language not in ("zh", "en"):
-        raise InvalidInput("language is zh or en")
+    if language not in languages():  # one console/locales/<lang>.toml each
+        raise InvalidInput(f"language is one of {', '.join(languages())}", code="console.no_language",
+                           language=language)
     user = ConsoleUser(name=name, password_hash=hash_password(password), role=role,
                        worker_id=worker.id if worker else None,
                        department_id=department.id if department else None, language=language)

@@ -39,7 +39,7 @@ def find_case(session: Session, principal: Principal, number: str) -> Case:
     """The case by number, if this account may see it: NotFound, else Forbidden."""
     case = session.exec(select(Case).where(Case.number == number.strip())).first()
     if case is None:
-        raise NotFound(f"no case {number}")
+        raise NotFound(f"no case {number}", code="case.not_found", case=number)
     if not can_see(session, principal, case.id):
         raise Forbidden()
     return case
@@ -106,7 +106,8 @@ def _same_sender(session: Session, case: Case) -> list[DuplicateCandidate]:
     if earlier is None or earlier.id == case.id:
         return []
     hours = abs((case.created_at - earlier.created_at).total_seconds()) / 3600
-    return [DuplicateCandidate(earlier, None, hours, f"同一居民重复反映，文字相似度{hold.similarity or 0:.0f}%")]
+    return [DuplicateCandidate(earlier, None, hours, "duplicate.same_sender",
+                               {"similarity": f"{hold.similarity or 0:.0f}"})]
 
 
 def case_view(session: Session, principal: Principal, number: str, who: tuple[str, str]) -> CaseView:
@@ -165,14 +166,14 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
 def _need(form: dict, key: str, message: str) -> str:
     value = (form.get(key) or "").strip()
     if not value:
-        raise InvalidInput(message)
+        raise InvalidInput(message, code=f"console.required.{key}")
     return value
 
 
 def _by_code(session: Session, model, code: str, what: str):  # noqa: ANN001, ANN202
     row = session.exec(select(model).where(model.code == code)).first()
     if row is None:
-        raise NotFound(f"no {what} {code}")
+        raise NotFound(f"no {what} {code}", code="console.no_such", what=what, item=code)
     return row
 
 
@@ -186,7 +187,7 @@ def _clear_flags(session: Session, case: Case, action: str, actor: str) -> None:
 def _classify(session, case, form, p):  # noqa: ANN001, ANN202
     urgency = form.get("urgency") or None
     if urgency is not None and urgency not in Urgency.__members__:
-        raise InvalidInput(f"no urgency {urgency!r}")
+        raise InvalidInput(f"no urgency {urgency!r}", code="console.no_urgency", urgency=urgency)
     category = form.get("category") or None
     if category == (session.get(Category, case.category_id).code if case.category_id else None):
         category = None
@@ -198,12 +199,12 @@ def _classify(session, case, form, p):  # noqa: ANN001, ANN202
 
 def _edit_text(session, case, form, p):  # noqa: ANN001, ANN202
     text = _need(form, "description", "the text may not be empty")
-    actions.classify(session, case, actor=p.actor, description=text, reason="更正转写文字")
+    actions.classify(session, case, actor=p.actor, description=text, reason="console.text_corrected")
 
 
 def _locate(session, case, form, p):  # noqa: ANN001, ANN202
     grid = _by_code(session, Grid, _need(form, "grid", "choose a grid"), "grid")
-    actions.locate(session, case, actor=p.actor, grid_id=grid.id, reason=form.get("reason") or "话务员人工定位",
+    actions.locate(session, case, actor=p.actor, grid_id=grid.id, reason=form.get("reason") or "console.located",
                    confidence=1.0)
 
 
@@ -214,7 +215,7 @@ def _dispatch(session, case, form, p):  # noqa: ANN001, ANN202
     department = _by_code(session, Department, form["department"], "department") if form.get("department") else None
     actions.dispatch(session, case, actor=p.actor, grid_id=grid.id if grid else None,
                      worker_id=worker.id if worker else None, department_id=department.id if department else None,
-                     reason=form.get("reason") or "话务员派遣")
+                     reason=form.get("reason") or "console.dispatched")
 
 
 def _accept(session, case, form, p):  # noqa: ANN001, ANN202
@@ -236,7 +237,7 @@ def _return(session, case, form, p):  # noqa: ANN001, ANN202
 
 
 def _escalate(session, case, form, p):  # noqa: ANN001, ANN202
-    actions.escalate(session, case, actor=p.actor, reason=form.get("reason") or "督办升级")
+    actions.escalate(session, case, actor=p.actor, reason=form.get("reason") or "console.escalated")
 
 
 def _verify(session, case, form, p):  # noqa: ANN001, ANN202
@@ -266,7 +267,7 @@ def _annotate(session, case, form, p):  # noqa: ANN001, ANN202
 def _review(session, case, form, p):  # noqa: ANN001, ANN202
     present = tuple(f for f in console_rules()["clears_flags"]["review"] if f in (case.flags or ()))
     if not present:
-        raise InvalidInput("nothing left to review on this case")
+        raise InvalidInput("nothing left to review on this case", code="console.nothing_to_review")
     actions.set_flags(session, case, actor=p.actor, remove=present)
 
 

@@ -117,12 +117,12 @@ LAST_SEARCH_DAY = date(2999, 12, 31)
 class SearchDateError(InvalidInput):
     """A date filter that is not a date (``reason`` "format") or not a searchable day ("range")."""
 
-    code = "search_date"
+    code = "console.search.bad_date"
 
     def __init__(self, field: str, value: str, reason: str):
         super().__init__(f"{field} {value!r}: " + ("not a date (use YYYY-MM-DD)" if reason == "format" else
                                                     f"not between {FIRST_SEARCH_DAY} and {LAST_SEARCH_DAY}"),
-                         field=field, value=value, reason=reason)
+                         field=field, value=value, reason=reason, text=value)
         self.field, self.value, self.reason = field, value, reason
 
 
@@ -160,10 +160,12 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         stmt = stmt.where(Case.number == f.number)
     if f.phone:
         if not principal.sees_phone:
-            raise InvalidInput("your role may not search by phone number")
+            raise InvalidInput("your role may not search by phone number",
+                               code="console.search.phone_not_allowed")
         variants = sorted(phone_variants(f.phone))
         if sum(ch.isdigit() for ch in f.phone) < 5 or not variants:
-            raise InvalidInput(f"not a phone number: {f.phone!r}")
+            raise InvalidInput(f"not a phone number: {f.phone!r}",
+                               code="console.search.bad_phone", text=f.phone)
         # Resident ids first, as literals: an OR of two plain index lookups the planner can
         # combine (a sub-select inside the OR made it scan every case by date instead).
         residents = sorted(session.exec(select(Resident.id).where(Resident.phone.in_(variants))).all())
@@ -178,24 +180,26 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
     if f.grid:
         grid = session.exec(select(Grid).where(or_(Grid.code == f.grid, Grid.name == f.grid))).first()
         if grid is None:
-            raise InvalidInput(f"no grid {f.grid!r}")
+            raise InvalidInput(f"no grid {f.grid!r}", code="grid.not_found", grid=f.grid)
         stmt = stmt.where(Case.grid_id.in_(sorted(with_descendants(session, {grid.id}))))
     if f.category:
         category = session.exec(select(Category).where(or_(Category.code == f.category,
                                                            Category.name == f.category))).first()
         if category is None:
-            raise InvalidInput(f"no category {f.category!r}")
+            raise InvalidInput(f"no category {f.category!r}", code="category.not_found", category=f.category)
         stmt = stmt.where(Case.category_id == category.id)
     if f.status:
         try:
             stmt = stmt.where(Case.status == CaseStatus(f.status))
         except ValueError as exc:
-            raise InvalidInput(f"no status {f.status!r}") from exc
+            raise InvalidInput(f"no status {f.status!r}",
+                               code="console.search.no_status", status=f.status) from exc
     if f.channel:
         try:
             stmt = stmt.where(Case.channel == Channel(f.channel))
         except ValueError as exc:
-            raise InvalidInput(f"no channel {f.channel!r}") from exc
+            raise InvalidInput(f"no channel {f.channel!r}",
+                               code="console.search.no_channel", channel=f.channel) from exc
     tz = get_settings().timezone
     if f.date_from:
         stmt = stmt.where(Case.created_at >= _local_day_start("date_from", f.date_from, tz))

@@ -198,7 +198,8 @@ def render(report: Report, fmt: str, *, tz: str, lang: str = "zh") -> RenderedRe
     if fmt not in FORMATS:
         from core.errors import InvalidInput
 
-        raise InvalidInput(f"no report format {fmt!r} (one of {', '.join(FORMATS)})")
+        raise InvalidInput(f"no report format {fmt!r} (one of {', '.join(FORMATS)})",
+                           code="console.no_report_format", format=fmt)
     if fmt == "html":
         body = html(report, tz=tz, lang=lang).encode("utf-8")
     elif fmt == "csv":

@@ -30,8 +30,9 @@ from console import db
 from console.access import text_for
 from console.auth import PRINCIPAL, DatabaseStorage, count_users
 from console.config import get_console_settings
-from console.i18n import LANG_COOKIE, LANGUAGES, has, language_of, t
+from console.i18n import CONSOLE, LANG_COOKIE, has, language_of, languages, t
 from console.nav import NAV
+from core import i18n
 from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
 from core.limits import limit_of
 
@@ -73,12 +74,12 @@ def status_for(exc: DomainError) -> int:
 
 
 def error_text(language: str, exc: DomainError) -> str:
-    """A refusal of the core in the page's language where the catalogue has words for its
-    code (``errors.codes.<code>``), else the core's own message."""
+    """A refusal of the core (or of the console) in the page's language: ``errors.<code>``
+    with the error's parameters, from the console catalogue or the core one behind it."""
     if isinstance(exc, TextTooLong):
         field = t(language, f"fields.{exc.field}") if has(language, f"fields.{exc.field}") else exc.field
         return t(language, "errors.codes.text_too_long", field=field, limit=exc.limit, length=exc.length)
-    return exc.message
+    return i18n.error_text(language, exc, catalogue=CONSOLE)
 
 
 def render(request: web.Request, template: str, context: dict | None = None, *, status: int = 200) -> web.Response:
@@ -92,12 +93,15 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
         "nav": [item for item in NAV if p is not None and p.may_open(item.page)],
         "path": request.path,
         "query": request.query,
-        "languages": LANGUAGES,
+        "languages": languages(),
         "static": lambda name: str(request.app.router["static"].url_for(filename=name)),
         "mask": (lambda value, people=(): text_for(p, value, people)) if p is not None else (lambda value, people=(): value),
         "has_flag": lambda flag: has(language, f"flags.{flag}"),
         "has_event": lambda action: has(language, f"events.{action}"),
         "has_close": lambda reason: has(language, f"close_reasons.{reason}"),
+        # A reason core (or a console default) wrote as a code, in the page's words; typed
+        # reasons and rows from before codes as they are.
+        "reason": lambda code, data=None: i18n.reason_text(language, code, data, catalogue=CONSOLE),
     }
     ctx.update(context or {})
     response = aiohttp_jinja2.render_template(template, request, ctx, status=status)
@@ -150,7 +154,7 @@ async def guard(request: web.Request, handler):  # noqa: ANN001, ANN201
         request[CSRF_TOKEN] = session.get("csrf", "")
     response = await handler(request)
     asked = request.query.get("lang")
-    if asked in LANGUAGES:
+    if asked in languages():
         response.set_cookie(LANG_COOKIE, asked, path=f"{PREFIX}/", max_age=365 * 86400, httponly=True,
                             samesite="Lax", secure=get_console_settings().secure_cookies)
     if not request.path.startswith("/console/static/"):

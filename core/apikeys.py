@@ -27,9 +27,10 @@ def add_key(session: Session, name: str, *, actor: str) -> tuple[ApiKey, str]:
     """A new key for ``name``: (row, the key itself, to be shown once)."""
     name = (name or "").strip()
     if not _NAME.fullmatch(name):
-        raise InvalidInput(f"a key's name is 1-64 letters, digits, dots, dashes or underscores, not {name!r}")
+        raise InvalidInput(f"a key's name is 1-64 letters, digits, dots, dashes or underscores, not {name!r}",
+                           code="apikey.bad_name", name=name)
     if session.exec(select(ApiKey).where(ApiKey.name == name)).first() is not None:
-        raise InvalidInput(f"there is already a key named {name!r}")
+        raise InvalidInput(f"there is already a key named {name!r}", code="apikey.exists", name=name)
     key = PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, key_hash=digest(key), prefix=key[:10])
     session.add(row)
@@ -42,7 +43,7 @@ def add_key(session: Session, name: str, *, actor: str) -> tuple[ApiKey, str]:
 def disable_key(session: Session, name: str, *, actor: str) -> ApiKey:
     row = session.exec(select(ApiKey).where(ApiKey.name == name)).first()
     if row is None:
-        raise NotFound(f"no key named {name!r}")
+        raise NotFound(f"no key named {name!r}", code="apikey.not_found", name=name)
     if row.disabled_at is None:
         row.disabled_at = utcnow()
         session.add(row)

@@ -233,6 +233,7 @@ def load_demo(session: Session, *, seed: int = 2026) -> DemoSummary:
             f"the database already has {existing} grid(s); the demo district loads only into "
             "a database without grids",
             grids=existing,
+            code="demo.not_empty",
         )
     rng = random.Random(seed)
     taken = {p for p in session.exec(select(Resident.phone).where(Resident.phone.is_not(None))).all()}
@@ -457,7 +458,7 @@ def grid_centre(session: Session, code: str) -> tuple[float, float]:
     """(latitude, longitude) of the centre of a grid's polygon, for demos and tests."""
     grid = session.exec(select(Grid).where(Grid.code == code)).first()
     if grid is None or not grid.geometry:
-        raise InvalidInput(f"no grid with a boundary has code {code!r}")
+        raise InvalidInput(f"no grid with a boundary has code {code!r}", code="demo.no_boundary", grid=code)
     from shapely.geometry import shape
 
     point = shape(grid.geometry).representative_point()

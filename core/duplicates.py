@@ -8,7 +8,7 @@ Suggestions only: merging is an operator's decision (``actions.merge``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlmodel import Session, select
@@ -31,7 +31,8 @@ class DuplicateCandidate:
     case: Case
     distance_m: float | None
     hours_apart: float
-    reason: str
+    reason: str  # a code the edges say: ``reasons.<reason>`` of the catalogues, with ``params``
+    params: dict = field(default_factory=dict)
 
 
 def suggest_duplicates(session: Session, case: Case, limit: int = 5) -> list[DuplicateCandidate]:
@@ -66,8 +67,10 @@ def suggest_duplicates(session: Session, case: Case, limit: int = 5) -> list[Dup
             d = distance_m(case.latitude, case.longitude, other.latitude, other.longitude)
             if d > category.duplicate_radius_m:
                 continue
-            found.append(DuplicateCandidate(other, d, hours, f"{category.name}，相距{d:.0f}米，间隔{hours:.1f}小时"))
+            found.append(DuplicateCandidate(other, d, hours, "duplicate.near",
+                                            {"category": category.name, "metres": f"{d:.0f}", "hours": f"{hours:.1f}"}))
         else:
-            found.append(DuplicateCandidate(other, None, hours, f"{category.name}，同一网格，间隔{hours:.1f}小时"))
+            found.append(DuplicateCandidate(other, None, hours, "duplicate.same_grid",
+                                            {"category": category.name, "hours": f"{hours:.1f}"}))
     found.sort(key=lambda c: (c.distance_m if c.distance_m is not None else 0.0, c.hours_apart))
     return found[:limit]

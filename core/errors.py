@@ -1,15 +1,23 @@
-"""Domain errors: each says in plain words what was refused and why."""
+"""Domain errors: each says what was refused and why, twice — as a ``code`` with ``params``
+for the edges to put into the person's words (``core/i18n.py``, ``errors.<code>`` of
+``core/locales/<lang>.toml``), and as an English sentence for logs and the CLI (``str(e)``)."""
 
 from __future__ import annotations
 
 
 class DomainError(Exception):
-    code = "domain_error"
+    code = "domain_error"  # each class's default; a raise names its precise code
 
-    def __init__(self, message: str, **details):
+    def __init__(self, message: str, *, code: str | None = None, **params):
         super().__init__(message)
         self.message = message
-        self.details = details
+        if code is not None:
+            self.code = code
+        self.params = params
+
+    @property
+    def details(self) -> dict:  # the older name of ``params``
+        return self.params
 
 
 class NotFound(DomainError):
@@ -28,7 +36,7 @@ class TextTooLong(InvalidInput):
     """A text longer than rules.toml ``[limits]`` allows for its kind of field; channels
     say so in the person's language from ``field`` and ``limit`` (characters)."""
 
-    code = "text_too_long"
+    code = "text.too_long"
 
     def __init__(self, field: str, limit: int, length: int):
         super().__init__(f"{field} is too long: {length} characters, at most {limit}",
@@ -40,7 +48,7 @@ class TooManyPetitions(DomainError):
     """More petitions from one resident or phone number within the window than a channel
     that may refuse accepts (rules.toml ``[intake.flood]``); ``retry_after`` in seconds."""
 
-    code = "too_many_petitions"
+    code = "intake.too_many_petitions"
 
     def __init__(self, count: int, window_minutes: int, retry_after: int):
         super().__init__(f"{count} petitions from this resident or phone number in the last {window_minutes} "
@@ -57,7 +65,8 @@ class ImportFailed(DomainError):
     def __init__(self, source: str, problems: list[tuple[int, str]]):
         lines = "\n".join(f"  {source}:{line}: {msg}" for line, msg in problems[:50])
         more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{source}: {len(problems)} problem(s), nothing imported\n{lines}{more}")
+        super().__init__(f"{source}: {len(problems)} problem(s), nothing imported\n{lines}{more}",
+                         code="import.failed", source=source, count=len(problems))
         self.problems = problems
 
 

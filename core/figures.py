@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from core.i18n import CORE, DEFAULT
 from core.models import Case, CaseStatus, Category, Grid, GridLevel, Worker
 
 GROUPINGS = ("district", "street", "community", "area", "micro", "category", "worker")
@@ -113,27 +114,29 @@ def raw_rates(session: Session, start: datetime, end: datetime, keys: Sequence, 
 
 
 def rates(session: Session, start: datetime, end: datetime, group_by: str = "community", *,
-          where: Sequence = ()) -> list[Rates]:
+          where: Sequence = (), language: str = DEFAULT) -> list[Rates]:
     """Rates of the cases received in [start, end) (naive UTC), one row per group. ``where``:
     more conditions on ``Case`` (a category, a grid and the grids below it, a reader's scope)."""
     if group_by not in GROUPINGS:
         raise ValueError(f"group_by must be one of {GROUPINGS}")
     key_col = {"category": Case.category_id, "worker": Case.worker_id}.get(group_by, Case.grid_id)
     per_key = {key[0]: row for key, row in raw_rates(session, start, end, (key_col,), where=where).items()}
-    return fold(session, per_key, group_by)
+    return fold(session, per_key, group_by, language)
 
 
-def fold(session: Session, per_key: dict, group_by: str) -> list[Rates]:
+def fold(session: Session, per_key: dict, group_by: str, language: str = DEFAULT) -> list[Rates]:
     """Counts per category id, worker id or grid id, as named rows of ``group_by`` (grids
-    folded into their ancestor at that level)."""
+    folded into their ancestor at that level); the row of cases without one (``-``) is named
+    in ``language`` (``report.*`` of the core catalogue)."""
     if group_by == "category":
         names = {c.id: (c.code, c.name) for c in session.exec(select(Category)).all()}
-        return _fold(per_key, lambda k: names.get(k, ("-", "未分类")))
+        return _fold(per_key, lambda k: names.get(k, ("-", CORE.t(language, "report.uncategorised"))))
     if group_by == "worker":
         names = {w.id: (w.code, w.name) for w in session.exec(select(Worker)).all()}
-        return _fold(per_key, lambda k: names.get(k, ("-", "未派遣")))
+        return _fold(per_key, lambda k: names.get(k, ("-", CORE.t(language, "report.undispatched"))))
     ancestors = _ancestor_map(session, GridLevel(group_by))
-    return _fold(per_key, lambda k: (ancestors[k].code, ancestors[k].name) if k in ancestors else ("-", "待分拨"))
+    unplaced = ("-", CORE.t(language, "report.unplaced"))
+    return _fold(per_key, lambda k: (ancestors[k].code, ancestors[k].name) if k in ancestors else unplaced)
 
 
 def project(per_key: dict[tuple, Rates], index: int) -> dict:
@@ -152,8 +155,8 @@ def _fold(per_key: dict, label) -> list[Rates]:  # noqa: ANN001
     return sorted(out.values(), key=lambda r: r.key)
 
 
-def totals(rows: list[Rates]) -> Rates:
-    total = Rates("*", "合计")
+def totals(rows: list[Rates], language: str = DEFAULT) -> Rates:
+    total = Rates("*", CORE.t(language, "report.total"))
     for row in rows:
         total.add(row)
     return total

@@ -44,4 +44,5 @@ def owner_for(session: Session, grid: Grid, level: GridLevel) -> tuple[Grid, Gri
         worker = responsible_worker(session, owner_grid.id)
         if worker is not None:
             return owner_grid, lvl, worker
-    raise InvalidInput(f"no worker is responsible for grid {grid.code} or any grid above it")
+    raise InvalidInput(f"no worker is responsible for grid {grid.code} or any grid above it",
+                       code="routing.no_owner", grid=grid.code)

@@ -28,7 +28,8 @@ def parse_age(text: str) -> timedelta:
     """``365d`` (days), ``52w`` (weeks), ``1y`` (365 days) or a bare number of days."""
     match = _AGE.fullmatch(text or "")
     if not match or int(match.group(1)) == 0:
-        raise InvalidInput(f"an age is written like 365d, 52w or 1y, not {text!r}")
+        raise InvalidInput(f"an age is written like 365d, 52w or 1y, not {text!r}",
+                           code="privacy.bad_age", text=text)
     n, unit = int(match.group(1)), (match.group(2) or "d").lower()
     return timedelta(days=n * {"d": 1, "w": 7, "y": 365}[unit])
 
@@ -67,7 +68,7 @@ def shred_older_than(engine: Engine, age: timedelta | None = None, *, data_dir: 
     (``dry_run``: only count them and their files). One transaction per batch of cases."""
     age = retention_age() if age is None else age
     if age < timedelta(days=1):
-        raise InvalidInput("the retention age must be at least a day")
+        raise InvalidInput("the retention age must be at least a day", code="privacy.age_too_short")
     cutoff = (now or utcnow()) - age
     batch = batch or int(load_rules()["privacy"]["batch_size"])
     summary = ShredSummary(cutoff, dry_run)

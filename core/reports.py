@@ -32,6 +32,7 @@ from core.clock import utcnow
 from core.db import plan_with
 from core.errors import InvalidInput
 from core.figures import Rates
+from core.i18n import CORE, DEFAULT
 from core.models import (
     CLOSED_PREDICATE,
     OPEN_STATUSES,
@@ -84,16 +85,19 @@ class Period:
             return f"{self.start.year}Q{(self.start.month - 1) // 3 + 1}"
         return f"{self.start.isoformat()}..{(self.end - timedelta(days=1)).isoformat()}"
 
-    def label_zh(self) -> str:
+    def label_words(self, language: str = DEFAULT) -> str:
+        """The period as a title says it (``report.period.*`` of the core catalogue)."""
         last = self.end - timedelta(days=1)
         if self.kind == "week":
             year, week, _ = self.start.isocalendar()
-            return f"{year}年第{week}周（{self.start.month}月{self.start.day}日—{last.month}月{last.day}日）"
+            return CORE.t(language, "report.period.week", year=year, week=week, start_month=self.start.month,
+                          start_day=self.start.day, end_month=last.month, end_day=last.day)
         if self.kind == "month":
-            return f"{self.start.year}年{self.start.month}月"
+            return CORE.t(language, "report.period.month", year=self.start.year, month=self.start.month)
         if self.kind == "quarter":
-            return f"{self.start.year}年第{'一二三四'[(self.start.month - 1) // 3]}季度"
-        return f"{self.start.isoformat()}至{last.isoformat()}"
+            name = CORE.get(language, "report.quarter_names")[(self.start.month - 1) // 3]
+            return CORE.t(language, "report.period.quarter", year=self.start.year, quarter_name=name)
+        return CORE.t(language, "report.period.days", start=self.start.isoformat(), end=last.isoformat())
 
     def previous(self) -> Period:
         if self.kind == "week":
@@ -160,9 +164,9 @@ def parse_period(text: str) -> Period:
                 raise ValueError("a range of 1 to 367 days")
             return Period("days", first, last + timedelta(days=1))
     except ValueError as exc:
-        raise InvalidInput(f"not a period: {raw!r} ({exc})") from None
+        raise InvalidInput(f"not a period: {raw!r} ({exc})", code="period.invalid", text=raw) from None
     raise InvalidInput(f"not a period: {raw!r}: write a week 2026-W48, a month 2026-11, a quarter 2026Q4 "
-                       f"or days 2026-11-01..2026-11-15")
+                       f"or days 2026-11-01..2026-11-15", code="period.invalid", text=raw)
 
 
 def current_period(kind: str, today: date) -> Period:
@@ -176,7 +180,8 @@ def current_period(kind: str, today: date) -> Period:
     if kind == "quarter":
         start = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
         return Period("quarter", start, _add_months(start, 3))
-    raise InvalidInput(f"no period kind {kind!r} (week, month, quarter)")
+    raise InvalidInput(f"no period kind {kind!r} (week, month, quarter)",
+                       code="period.unknown_kind", kind=kind)
 
 
 def last_complete(kind: str, today: date) -> Period:
@@ -187,14 +192,15 @@ def last_complete(kind: str, today: date) -> Period:
 def period_for_report(kind: str, text: str | None, today: date) -> Period:
     """The period of a ``weekly|monthly|quarterly`` report: as written, or the last whole one."""
     if kind not in KINDS:
-        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})")
+        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})",
+                           code="report.unknown_kind", kind=kind)
     if not text:
         return last_complete(PERIOD_OF_KIND[kind], today)
     period = parse_period(text)
     if period.kind != PERIOD_OF_KIND[kind]:
         raise InvalidInput(f"a {kind} report takes a {PERIOD_OF_KIND[kind]} "
                            f"({ {'weekly': '2026-W48', 'monthly': '2026-11', 'quarterly': '2026Q4'}[kind] }), "
-                           f"not {text!r}")
+                           f"not {text!r}", code="report.period_mismatch", kind=kind, text=text)
     return period
 
 
@@ -260,16 +266,18 @@ def make_filters(session: Session, *, level: str | None = None, category_code: s
     if category_code:
         category = session.exec(select(Category).where(Category.code == category_code.strip())).first()
         if category is None:
-            raise InvalidInput(f"no category {category_code!r}")
+            raise InvalidInput(f"no category {category_code!r}",
+                               code="category.not_found", category=category_code)
     if grid_code:
         grid = session.exec(select(Grid).where(Grid.code == grid_code.strip())).first()
         if grid is None:
-            raise InvalidInput(f"no grid {grid_code!r}")
+            raise InvalidInput(f"no grid {grid_code!r}", code="grid.not_found", grid=grid_code)
         grid_ids = descendants(grid_tree(session), {grid.id})
     if level is None:
         level = _level_below(grid.level) if grid is not None else report_rules()["grid_level"]
     if level not in LEVELS:
-        raise InvalidInput(f"no grid level {level!r} (one of {', '.join(LEVELS)})")
+        raise InvalidInput(f"no grid level {level!r} (one of {', '.join(LEVELS)})",
+                           code="report.unknown_level", level=level)
     return Filters(level=level, category=category, grid=grid, grid_ids=grid_ids)
 
 
@@ -436,10 +444,11 @@ def _ancestor_at(grids: dict[int, Grid], level: str) -> dict[int, Grid]:
     return out
 
 
-UNPLACED = ("-", "待分拨")
+UNPLACED = "-"  # the code of the row of cases without a grid; its name: ``report.unplaced``
 
 
-def grid_loads(session: Session, level: str, conditions: Sequence, as_of: datetime) -> list[GridLoad]:
+def grid_loads(session: Session, level: str, conditions: Sequence, as_of: datetime,
+               language: str = DEFAULT) -> list[GridLoad]:
     """Open and overdue cases now, per grid of ``level`` (cases with no grid: ``-``)."""
     overdue = overdue_condition(as_of)
     rows = session.exec(
@@ -450,7 +459,8 @@ def grid_loads(session: Session, level: str, conditions: Sequence, as_of: dateti
     ancestors = _ancestor_at(grid_tree(session), level)
     out: dict[str, GridLoad] = {}
     for grid_id, n_open, n_overdue in rows:
-        code, name = (ancestors[grid_id].code, ancestors[grid_id].name) if grid_id in ancestors else UNPLACED
+        code, name = ((ancestors[grid_id].code, ancestors[grid_id].name) if grid_id in ancestors
+                      else (UNPLACED, CORE.t(language, "report.unplaced")))
         load = out.setdefault(code, GridLoad(code, name))
         load.open += n_open or 0
         load.overdue += int(n_overdue or 0)
@@ -477,6 +487,7 @@ class DashboardAsk:
     tz: str
     as_of: datetime
     top: int = 10
+    language: str = DEFAULT  # of the names of rows without a category or grid
 
     @property
     def trend_span(self) -> tuple[date, date]:
@@ -486,8 +497,8 @@ class DashboardAsk:
 
 
 def dashboard_ask(period: Period, filters: Filters, *, scope: Scope = EVERYTHING, tz: str = "Asia/Shanghai",
-                  as_of: datetime | None = None, top: int = 10) -> DashboardAsk:
-    return DashboardAsk(period, filters, tuple(filters.conditions(scope)), tz, as_of or utcnow(), top)
+                  as_of: datetime | None = None, top: int = 10, language: str = DEFAULT) -> DashboardAsk:
+    return DashboardAsk(period, filters, tuple(filters.conditions(scope)), tz, as_of or utcnow(), top, language)
 
 
 # The dashboard's four queries, in two lanes of about equal cost: the console runs the lanes
@@ -503,11 +514,11 @@ def dashboard_rates(session: Session, ask: DashboardAsk) -> dict:
     start, end = ask.period.bounds(ask.tz)
     raw = figures.raw_rates(session, start, end, (Case.category_id, Case.grid_id, Case.channel),
                             where=ask.conditions)
-    by_category = figures.fold(session, figures.project(raw, 0), "category")
-    totals = figures.totals(by_category)
+    by_category = figures.fold(session, figures.project(raw, 0), "category", ask.language)
+    totals = figures.totals(by_category, ask.language)
     return {
         "totals": totals, "rates": rate_ratios(totals), "by_category": _counts(by_category),
-        "by_grid": _counts(figures.fold(session, figures.project(raw, 1), ask.filters.level)),
+        "by_grid": _counts(figures.fold(session, figures.project(raw, 1), ask.filters.level, ask.language)),
         "channels": sorted((Count(getattr(ch, "value", ch), getattr(ch, "value", ch), r.received)
                             for ch, r in figures.project(raw, 2).items() if r.received),
                            key=lambda c: (-c.value, c.code)),
@@ -523,7 +534,7 @@ def dashboard_closed(session: Session, ask: DashboardAsk) -> dict:
 
 
 def dashboard_loads(session: Session, ask: DashboardAsk) -> dict:
-    loads = grid_loads(session, ask.filters.level, ask.conditions, ask.as_of)
+    loads = grid_loads(session, ask.filters.level, ask.conditions, ask.as_of, ask.language)
     return {
         "most_open": sorted((x for x in loads if x.open), key=lambda x: (-x.open, x.code))[:ask.top],
         "most_overdue": sorted((x for x in loads if x.overdue), key=lambda x: (-x.overdue, x.code))[:ask.top],
@@ -632,30 +643,28 @@ class Report:
         return rate_ratios(self.totals_previous)
 
 
-KIND_TITLES = {"weekly": "诉求办理周汇总", "monthly": "诉求办理月通报", "quarterly": "诉求办理季度考核"}
-
-
 def _compare(this: list[Rates], previous: list[Rates]) -> list[Compared]:
     prev = {r.key: r for r in previous}
     out = [Compared(r.key, r.name, r, prev.pop(r.key, Rates(r.key, r.name))) for r in this]
     out += [Compared(r.key, r.name, Rates(r.key, r.name), r) for r in prev.values()]
-    return sorted(out, key=lambda c: (c.code == UNPLACED[0], c.code))
+    return sorted(out, key=lambda c: (c.code == UNPLACED, c.code))
 
 
 def _names(session: Session) -> tuple[dict[int, Category], dict[int, Grid]]:
     return ({c.id: c for c in session.exec(select(Category)).all()}, grid_tree(session))
 
 
-def _line(case_row, categories, grids, **extra) -> CaseLine:  # noqa: ANN001
+def _line(case_row, categories, grids, language: str = DEFAULT, **extra) -> CaseLine:  # noqa: ANN001
     number, created, category_id, grid_id, status = case_row[:5]
     return CaseLine(number=number, created_at=created,
-                    category=categories[category_id].name if category_id in categories else "未分类",
-                    grid=grids[grid_id].name if grid_id in grids else UNPLACED[1],
+                    category=(categories[category_id].name if category_id in categories
+                              else CORE.t(language, "report.uncategorised")),
+                    grid=grids[grid_id].name if grid_id in grids else CORE.t(language, "report.unplaced"),
                     status=getattr(status, "value", status), **extra)
 
 
 def overdue_cases(session: Session, start: datetime, end: datetime, conditions: Sequence, as_of: datetime,
-                  limit: int) -> tuple[list[CaseLine], int]:
+                  limit: int, language: str = DEFAULT) -> tuple[list[CaseLine], int]:
     """Cases received in the period that missed a deadline: accepted late, reported done late,
     or running past a deadline now. Oldest first."""
     late = sa.or_(Case.responded_on_time.is_(False), Case.resolved_on_time.is_(False), overdue_condition(as_of))
@@ -676,12 +685,12 @@ def overdue_cases(session: Session, start: datetime, end: datetime, conditions: 
             what.append("resolution_late")
         if row[7] is None and row[4] in RUNNING:
             what.append("running_overdue")
-        out.append(_line(row, categories, grids, due=row[5], detail=",".join(what)))
+        out.append(_line(row, categories, grids, language, due=row[5], detail=",".join(what)))
     return out, total
 
 
 def escalated_cases(session: Session, start: datetime, end: datetime, conditions: Sequence,
-                    limit: int) -> tuple[list[CaseLine], int]:
+                    limit: int, language: str = DEFAULT) -> tuple[list[CaseLine], int]:
     """Cases escalated (升级) inside the period, from their ``escalate`` events; most
     escalations first."""
     escalations = (
@@ -695,12 +704,12 @@ def escalated_cases(session: Session, start: datetime, end: datetime, conditions
     total = session.exec(select(func.count()).select_from(base.subquery())).one()
     rows = session.exec(base.order_by(escalations.c.n.desc(), Case.created_at, Case.id).limit(limit)).all()
     categories, grids = _names(session)
-    return [_line(row, categories, grids, due=row[5], detail=getattr(row[6], "value", row[6]) or "",
+    return [_line(row, categories, grids, language, due=row[5], detail=getattr(row[6], "value", row[6]) or "",
                   count=row[7]) for row in rows], total
 
 
 def repeated_complaints(session: Session, start: datetime, end: datetime, conditions: Sequence,
-                        limit: int) -> tuple[list[Repeat], int]:
+                        limit: int, language: str = DEFAULT) -> tuple[list[Repeat], int]:
     """Places that raised the same category at least twice in the period (重复投诉). A place
     is the resident's registered household, else the address given; cases with neither are
     not counted."""
@@ -745,7 +754,7 @@ def repeated_complaints(session: Session, start: datetime, end: datetime, condit
         grid_id = next((g for _, g in found if g is not None), None)
         label = households.get(int(key[2:]), key[2:]) if key.startswith("h:") else key[2:]
         out.append(Repeat(category=categories[cat].name if cat in categories else str(cat), place=label,
-                          grid=grids[grid_id].name if grid_id in grids else UNPLACED[1], count=n,
+                          grid=grids[grid_id].name if grid_id in grids else CORE.t(language, "report.unplaced"), count=n,
                           numbers=[num for num, _ in found]))
     return out, total
 
@@ -782,11 +791,13 @@ def district_name(session: Session) -> str:
 
 
 def report(session: Session, kind: str, period: Period, filters: Filters, *, scope: Scope = EVERYTHING,
-           tz: str = "Asia/Shanghai", as_of: datetime | None = None) -> Report:
+           tz: str = "Asia/Shanghai", as_of: datetime | None = None, language: str = DEFAULT) -> Report:
     """A weekly, monthly or quarterly report: the rates by grid and category against the
-    previous period, overdue and escalated cases, repeated complaints, worker scores."""
+    previous period, overdue and escalated cases, repeated complaints, worker scores. Its
+    title and the names of rows without a category or grid are in ``language``."""
     if kind not in KINDS:
-        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})")
+        raise InvalidInput(f"no report {kind!r} (one of {', '.join(KINDS)})",
+                           code="report.unknown_kind", kind=kind)
     as_of = as_of or utcnow()
     limit = int(report_rules()["list_limit"])
     previous = period.previous()
@@ -796,18 +807,21 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
     keys = (Case.category_id, Case.grid_id)
     this, before = (figures.raw_rates(session, a, b, keys, where=conds)
                     for a, b in ((start, end), (prev_start, prev_end)))
-    grid_this, grid_prev = (figures.fold(session, figures.project(raw, 1), filters.level) for raw in (this, before))
-    cat_this, cat_prev = (figures.fold(session, figures.project(raw, 0), "category") for raw in (this, before))
-    overdue, overdue_total = overdue_cases(session, start, end, conds, as_of, limit)
-    escalated, escalated_total = escalated_cases(session, start, end, conds, limit)
-    repeats, repeats_total = repeated_complaints(session, start, end, conds, limit)
+    grid_this, grid_prev = (figures.fold(session, figures.project(raw, 1), filters.level, language)
+                            for raw in (this, before))
+    cat_this, cat_prev = (figures.fold(session, figures.project(raw, 0), "category", language)
+                          for raw in (this, before))
+    overdue, overdue_total = overdue_cases(session, start, end, conds, as_of, limit, language)
+    escalated, escalated_total = escalated_cases(session, start, end, conds, limit, language)
+    repeats, repeats_total = repeated_complaints(session, start, end, conds, limit, language)
     scored = scores_period(kind, period)
     place = filters.grid.name if filters.grid is not None else district_name(session)
-    title = f"{place}{period.label_zh()}{KIND_TITLES[kind]}"
+    title = CORE.t(language, "report.title", place=place, period=period.label_words(language),
+                   kind=CORE.t(language, f"report.kind.{kind}"))
     return Report(
         kind=kind, period=period, previous=previous, filters=filters, place=place, title=title,
         generated_at=as_of,
-        totals=figures.totals(cat_this), totals_previous=figures.totals(cat_prev),
+        totals=figures.totals(cat_this, language), totals_previous=figures.totals(cat_prev, language),
         by_grid=_compare(grid_this, grid_prev), by_category=_compare(cat_this, cat_prev),
         overdue=overdue, overdue_total=overdue_total,
         escalated=escalated, escalated_total=escalated_total,

@@ -55,7 +55,8 @@ def parse_quarter(text: str) -> tuple[date, date]:
     """``2026Q4`` -> (first day, first day of the next quarter)."""
     match = re.fullmatch(r"\s*(\d{4})\s*-?\s*[Qq]([1-4])\s*", text or "")
     if not match:
-        raise InvalidInput(f"a quarter is written like 2026Q4, not {text!r}")
+        raise InvalidInput(f"a quarter is written like 2026Q4, not {text!r}",
+                           code="period.invalid_quarter", text=text)
     year, quarter = int(match.group(1)), int(match.group(2))
     start = date(year, 3 * quarter - 2, 1)
     end = date(year + 1, 1, 1) if quarter == 4 else date(year, 3 * quarter + 1, 1)

@@ -109,7 +109,7 @@ def staff_by_code(session: Session, code: str, *, department: bool = False) -> S
             return of_worker(worker)
     found = session.exec(select(Department).where(Department.code == code)).first()
     if found is None:
-        raise NotFound(f"no worker or department with code {code!r}", code=code)
+        raise NotFound(f"no worker or department with code {code!r}", code="staff.not_found", staff=code)
     return of_department(found)
 
 
@@ -172,8 +172,9 @@ def link_chat(session: Session, chat_id: str | int, staff: Staff, *, via: str, a
         session.delete(earlier)
         session.flush()
     worker_id, department_id = _ids(staff)
+    # The bot chose the language among those it has words for (chat/locales); core keeps it.
     link = StaffChat(chat_id=chat_id, worker_id=worker_id, department_id=department_id,
-                     language=language if language in ("zh", "en") else "zh", via=via, linked_at=utcnow())
+                     language=language or "zh", via=via, linked_at=utcnow())
     session.add(link)
     try:
         with session.begin_nested():
@@ -284,9 +285,10 @@ def issue_invite(session: Session, staff: Staff, key: bytes, *, actor: str,
                  days: float = INVITE_DAYS) -> tuple[str, datetime]:
     """A new invitation for ``staff``: (token, expiry in naive UTC)."""
     if not key:
-        raise InvalidInput("no signing key: set GRIDLINE_TELEGRAM_TOKEN")
+        raise InvalidInput("no signing key: set GRIDLINE_TELEGRAM_TOKEN", code="staff.no_signing_key")
     if not _active(session, staff):
-        raise InvalidInput(f"{staff.kind} {staff.code} is not active")
+        raise InvalidInput(f"{staff.kind} {staff.code} is not active",
+                           code="staff.inactive", kind=staff.kind, staff=staff.code)
     now = utcnow()
     expires_at = (now + timedelta(days=days)).replace(microsecond=0)
     nonce = secrets.token_hex(5)
@@ -382,7 +384,7 @@ def _resolve(session: Session, case: Case, spec: str) -> list[Staff]:
             level = GridLevel(wanted)
         leader = leader_from(session, case, level)
         return [of_worker(leader)] if leader else []
-    raise InvalidInput(f"unknown recipient {spec!r} in rules.toml")
+    raise InvalidInput(f"unknown recipient {spec!r} in rules.toml", code="rules.unknown_recipient", spec=spec)
 
 
 def recipients(session: Session, case: Case, specs: list[str]) -> list[Staff]:
@@ -399,7 +401,7 @@ def checker(session: Session, case: Case) -> Staff | None:
     """Who checks (核查) the case's reported work: rules.toml ``[check] checker``."""
     spec = load_rules()["check"]["checker"]
     if spec == "checker":
-        raise InvalidInput("[check] checker cannot be 'checker'")
+        raise InvalidInput("[check] checker cannot be 'checker'", code="rules.checker_loop")
     found = _resolve(session, case, spec)
     return found[0] if found else None
 
@@ -460,7 +462,7 @@ def message_rule(action: str, to_status: CaseStatus) -> dict[str, Any] | None:
 
 
 def queue_case_messages(session: Session, case: Case, action: str, to_status: CaseStatus,
-                        reason: str | None = None) -> None:
+                        reason: str | None = None, reason_params: dict | None = None) -> None:
     """Called by ``core.actions`` with every case event (after the case changed): queue the
     staff messages rules.toml names for this change, one job per linked recipient, in the
     caller's transaction."""
@@ -478,4 +480,5 @@ def queue_case_messages(session: Session, case: Case, action: str, to_status: Ca
         jobs.enqueue(session, MESSAGE_JOB, {
             "send": rule["send"], "case_id": case.id, "case": case.number, "to": staff.key,
             "action": action, "stamp": stamp(moment), "reason": reason,
+            **({"reason_params": reason_params} if reason_params else {}),
         })

@@ -42,8 +42,8 @@ def escalate_overdue(engine: Engine, *, now: datetime | None = None, limit: int 
                 case = actions.get_case(session, case_id, lock=True)
                 if case.status != CaseStatus.dispatched or not case.response_due or case.response_due >= now:
                     continue  # someone accepted it meanwhile
-                actions.escalate(session, case, actor="system:sla",
-                                 reason=f"未在响应时限内签收（时限 {case.response_due:%Y-%m-%d %H:%M} UTC）")
+                actions.escalate(session, case, actor="system:sla", reason="sweep.response_overdue",
+                                 reason_params={"due": f"{case.response_due:%Y-%m-%d %H:%M}"})
                 done.append(case.number)
         except DomainError as exc:  # already at the top: nothing higher to hand it to
             log.info("sla sweep: case %s not escalated: %s", case_id, exc)

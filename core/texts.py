@@ -1,22 +1,15 @@
-"""Catalogue of resident-facing words shared by the channels (status names …)."""
+"""Resident-facing names shared by the channels (status names …), from the core catalogue
+(``core/locales/<lang>.toml``, ``[status]``)."""
 
 from __future__ import annotations
 
-import tomllib
-from functools import lru_cache
-
+from core.i18n import CORE, DEFAULT
 from core.models import CaseStatus
-from core.rules import DATA_DIR
 
-DEFAULT_LANGUAGE = "zh"
-
-
-@lru_cache
-def _catalogue() -> dict:
-    return tomllib.loads((DATA_DIR / "texts.toml").read_text("utf-8"))
+DEFAULT_LANGUAGE = DEFAULT
 
 
 def status_name(status: CaseStatus | str, language: str = DEFAULT_LANGUAGE) -> str:
     value = status.value if isinstance(status, CaseStatus) else status
-    table = _catalogue().get(language) or _catalogue()[DEFAULT_LANGUAGE]
-    return table["status"].get(value, value)
+    key = f"status.{value}"
+    return CORE.t(language, key) if CORE.has(language, key) else value

@@ -4,13 +4,12 @@ name a deployment's file over them), and ``prompts/<lang>.toml``."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.i18n import CORE, Catalogue
 from core.rules import RuleFile, RulesError, deep_merge
 
 HERE = Path(__file__).resolve().parent
@@ -19,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 def _check_flow(flow: dict[str, Any]) -> None:
     """Meaning, on the merged flow: its language has prompts, the menu's digits lead
     somewhere, times and tries are positive."""
-    if not (HERE / "prompts" / f"{flow['language']}.toml").is_file():
+    if flow["language"] not in PROMPTS.languages:
         raise RulesError(f"language: no prompt catalogue ivr/prompts/{flow['language']}.toml")
     for digit, action in flow["menu"]["digits"].items():
         if len(digit) != 1 or digit not in "0123456789*#":
@@ -47,7 +46,7 @@ FLOW = RuleFile("ivr/flow.toml", HERE / "flow.toml", "GRIDLINE_FLOW", _check_flo
 def _check_survey_flow(flow: dict[str, Any]) -> None:
     """Meaning, on the merged file: its language has prompts, the questions are the two the
     survey asks, each once, the keys are keypad keys and numbers are positive."""
-    if not (HERE / "prompts" / f"{flow['language']}.toml").is_file():
+    if flow["language"] not in PROMPTS.languages:
         raise RulesError(f"language: no prompt catalogue ivr/prompts/{flow['language']}.toml")
     order = flow["questions"]["order"]
     if sorted(order) != sorted(QUESTIONS):
@@ -73,12 +72,15 @@ def load_flow() -> dict[str, Any]:
     return FLOW.load()
 
 
-@lru_cache
+# The hotline's words, through the one catalogue mechanism (core/i18n.py): a language is a
+# ``prompts/<lang>.toml`` (or one in a GRIDLINE_LOCALES folder's ``ivr/``).
+PROMPTS = Catalogue("ivr", HERE / "prompts", fallback=CORE)
+
+
 def load_prompts(language: str = "zh") -> dict[str, Any]:
-    path = HERE / "prompts" / f"{language}.toml"
-    if not path.is_file():
-        raise ValueError(f"no prompt catalogue for language {language!r} ({path})")
-    return tomllib.loads(path.read_text("utf-8"))
+    if language not in PROMPTS.languages:
+        raise ValueError(f"no prompt catalogue for language {language!r} ({HERE / 'prompts'})")
+    return PROMPTS.table(language)
 
 
 @dataclass(frozen=True)

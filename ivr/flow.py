@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from ivr.config import FlowConfig, load_prompts
+from ivr.config import PROMPTS, FlowConfig, load_prompts
 
 
 def read_digits(number: str, prompts: dict) -> str:
@@ -44,7 +44,7 @@ class Flow:
         return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/twilio/stream"
 
     def text(self, key: str, **values: object) -> str:
-        return self.prompts["prompts"][key].format(**values)
+        return PROMPTS.t(self.config.language, f"prompts.{key}", **values)
 
     def say(self, parent: VoiceResponse | Gather, text: str, repeat: int = 1) -> None:
         for i in range(repeat):

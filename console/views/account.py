@@ -27,7 +27,8 @@ async def save(request: web.Request) -> web.Response:
     data = await form(request)
     language = data.get("language", "")
     if language not in LANGUAGES:
-        raise InvalidInput(f"language is one of {', '.join(LANGUAGES)}")
+        raise InvalidInput(f"language is one of {', '.join(LANGUAGES)}",
+                           code="console.no_language", language=language)
     await db.run(request, _set_language, principal(request).id, language, who(request))
     response = web.HTTPSeeOther(f"{PREFIX}/account")
     response.del_cookie(LANG_COOKIE, path=f"{PREFIX}/")  # the preference speaks now

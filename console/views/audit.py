@@ -35,7 +35,7 @@ async def index(request: web.Request) -> web.Response:
     q = {k: (request.query.get(k) or "").strip()[:64] for k in ("actor", "action", "target")}
     before = request.query.get("before")
     if before is not None and not before.isdigit():
-        raise InvalidInput("this page link is damaged; start the list again")
+        raise InvalidInput("this page link is damaged; start the list again", code="console.damaged_link")
     rows, last = await db.run(request, _entries, q["actor"], q["action"], q["target"],
                               int(before) if before else None)
     more = "?" + urlencode({**{k: v for k, v in q.items() if v}, "before": last}) if last else None

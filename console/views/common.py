@@ -63,4 +63,5 @@ def decode_cursor(cursor: str | None) -> tuple[datetime | None, int] | None:
         at, row_id = raw.split("|")
         return (datetime.fromisoformat(at) if at else None), int(row_id)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("this page link is damaged; start the list again") from exc
+        raise InvalidInput("this page link is damaged; start the list again",
+                           code="console.damaged_link") from exc

@@ -27,13 +27,13 @@ def _tz() -> str:
     return get_settings().timezone
 
 
-def _dashboard_ask(session, p, query):  # noqa: ANN001, ANN202
+def _dashboard_ask(session, p, query, language):  # noqa: ANN001, ANN202
     tz = _tz()
     today = reports.local_today(tz)
     period = reports.parse_period(query["period"]) if query.get("period") else reports.current_period("month", today)
     filters = reports.make_filters(session, level=query.get("level") or None,
                                    category_code=query.get("category") or None, grid_code=query.get("grid") or None)
-    ask = reports.dashboard_ask(period, filters, scope=report_scope(session, p), tz=tz)
+    ask = reports.dashboard_ask(period, filters, scope=report_scope(session, p), tz=tz, language=language)
     categories = session.exec(select(Category).order_by(Category.code)).all()
     suggestions = [reports.current_period("month", today), reports.last_complete("month", today),
                    reports.current_period("week", today), reports.last_complete("week", today),
@@ -68,7 +68,7 @@ def dashboard_charts(data: reports.Dashboard, language: str) -> dict:
 async def dashboard(request: web.Request) -> web.Response:
     p = principal(request)
     query = {k: (request.query.get(k) or "").strip()[:40] for k in ("period", "level", "category", "grid")}
-    ask, categories, suggestions = await db.run(request, _dashboard_ask, p, query)
+    ask, categories, suggestions = await db.run(request, _dashboard_ask, p, query, lang(request))
     # The dashboard's lanes of queries at once, each on a connection of its own (core.reports).
     lanes = await asyncio.gather(*(db.run(request, reports.dashboard_lane, ask, lane)
                                    for lane in reports.DASHBOARD_LANES))
@@ -84,12 +84,12 @@ async def dashboard(request: web.Request) -> web.Response:
     })
 
 
-def _report(session, p, query, who_):  # noqa: ANN001, ANN202
+def _report(session, p, query, who_, language):  # noqa: ANN001, ANN202
     tz = _tz()
     kind = query["kind"]
     period = reports.period_for_report(kind, query.get("period") or None, reports.local_today(tz))
     filters = reports.make_filters(session, grid_code=query.get("grid") or None)
-    data = reports.report(session, kind, period, filters, scope=report_scope(session, p), tz=tz)
+    data = reports.report(session, kind, period, filters, scope=report_scope(session, p), tz=tz, language=language)
     audit_view(session, who_, "report.download", "report", f"{kind}:{period.label}",
                {"grid": query.get("grid") or None, "format": query["format"], "scope": "all" if p.sees_all else "own"})
     return data
@@ -101,9 +101,10 @@ async def download(request: web.Request) -> web.StreamResponse:
     query = {k: (request.query.get(k) or "").strip()[:40] for k in ("kind", "period", "grid", "format")}
     query["format"] = query["format"] or "pdf"
     if query["format"] not in report_files.FORMATS:
-        raise InvalidInput(f"no report format {query['format']!r} (one of {', '.join(report_files.FORMATS)})")
-    data = await db.run(request, _report, p, query, who(request))
+        raise InvalidInput(f"no report format {query['format']!r} (one of {', '.join(report_files.FORMATS)})",
+                           code="console.no_report_format", format=query["format"])
     language = lang(request)
+    data = await db.run(request, _report, p, query, who(request), language)
     if query["format"] == "pdf":
         async with PDF_AT_ONCE:
             out = await asyncio.to_thread(report_files.render, data, "pdf", tz=_tz(), lang=language)

@@ -41,7 +41,7 @@ def _queue(session, p, kind: str, code: str, after):  # noqa: ANN001, ANN202
     model = Worker if kind == "worker" else Department
     owner = session.exec(select(model).where(model.code == code)).first()
     if owner is None:
-        raise NotFound(f"no {kind} {code}")
+        raise NotFound(f"no {kind} {code}", code="console.no_such", what=kind, item=code)
     if not p.sees_all and owner.id != (p.worker_id if kind == "worker" else p.department_id):
         return owner, None, {}
     page = queries.queue(session, p, after=after, **({"worker_id": owner.id} if kind == "worker"

@@ -49,9 +49,11 @@ async def manual(request: web.Request) -> web.Response:
 def _record(session, p, survey_id: int, what: str, data: dict, who_):  # noqa: ANN001, ANN202
     survey = session.get(Survey, survey_id, with_for_update=True)
     if survey is None or survey.channel != "manual":
-        raise NotFound(f"no survey {survey_id} on the manual-call list")
+        raise NotFound(f"no survey {survey_id} on the manual-call list",
+                       code="console.no_manual_survey", survey=survey_id)
     if session.exec(scoped(select(Case.id).where(Case.id == survey.case_id), p)).first() is None:
-        raise NotFound(f"no survey {survey_id} on the manual-call list")
+        raise NotFound(f"no survey {survey_id} on the manual-call list",
+                       code="console.no_manual_survey", survey=survey_id)
     actor = f"operator:{p.name}"
     if what == "answer":
         actions.survey_attempt(session, survey, actor=actor, outcome="answered")
@@ -60,7 +62,7 @@ def _record(session, p, survey_id: int, what: str, data: dict, who_):  # noqa: A
     elif what == "attempt":
         outcome = data.get("outcome", "")
         if outcome not in OUTCOMES:
-            raise NotFound(f"no outcome {outcome!r}")
+            raise NotFound(f"no outcome {outcome!r}", code="console.no_outcome", outcome=outcome)
         actions.survey_attempt(session, survey, actor=actor, outcome=outcome, data={"by": "phone, manually"})
     else:  # give up: closes as not evaluated
         actions.survey_unreachable(session, survey, actor=actor)

@@ -48,6 +48,7 @@ def check(case: Case, action: str) -> None:
             case=case.number,
             action=action,
             status=case.status.value,
+            code="case.illegal_transition",
         )
 
 
@@ -87,7 +88,7 @@ def event(
     session.add(row)  # flushed with the case at the next query or commit: fewer round trips
     from core.staff import queue_case_messages  # staff imports models and rules only
 
-    queue_case_messages(session, case, action, to_status, reason)
+    queue_case_messages(session, case, action, to_status, reason, (data or {}).get("reason_params"))
     return row
 
 
@@ -115,7 +116,7 @@ def get_case(session: Session, number_or_id: str | int, *, lock: bool = False) -
         stmt = stmt.with_for_update()
     case = session.exec(stmt).first()
     if case is None:
-        raise NotFound(f"no case {number_or_id}", case=str(number_or_id))
+        raise NotFound(f"no case {number_or_id}", case=str(number_or_id), code="case.not_found")
     return case
 
 

@@ -23,7 +23,7 @@ def verify(session: Session, case: Case, *, actor: str, passed: bool = True, not
         start_survey(session, case)
     else:
         if not note:
-            raise InvalidInput("say why the check failed")
+            raise InvalidInput("say why the check failed", code="verify.reason_required")
         case.reported_done_at = None
         event(session, case, "verify", actor, S.in_progress, reason=note, data={"passed": False}, at=now)
     return case

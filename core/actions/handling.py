@@ -35,7 +35,7 @@ def report_done(
     """The handler says it is done (回单), with a note and optionally photos."""
     check(case, "report_done")
     if not note.strip():
-        raise InvalidInput("report what was done: the note may not be empty")
+        raise InvalidInput("report what was done: the note may not be empty", code="report.note_required")
     limits.check_text("note", note)
     now = utcnow()
     on_time = case.resolution_due is None or now <= case.resolution_due

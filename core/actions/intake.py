@@ -71,7 +71,7 @@ def category_by_code(session: Session, code: str | None) -> Category | None:
         return None
     category = session.exec(select(Category).where(Category.code == code)).first()
     if category is None:
-        raise InvalidInput(f"unknown category {code!r}", category=code)
+        raise InvalidInput(f"unknown category {code!r}", category=code, code="intake.unknown_category")
     return category
 
 
@@ -82,7 +82,7 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
     retried webhooks and racing workers never make a second one.
     """
     if not petition.description.strip() and not petition.files and not petition.attachment_ids:
-        raise InvalidInput("a petition needs a description, a recording or a photo")
+        raise InvalidInput("a petition needs a description, a recording or a photo", code="intake.empty")
     if petition.idempotency_key:
         existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()
         if existing is not None:
@@ -205,12 +205,14 @@ def _link_files(session: Session, case: Case, files: tuple[FileRef, ...],
         found = {a.id for a in rows}
         missing = sorted(set(attachment_ids) - found)
         if missing:
-            raise InvalidInput(f"no attachment {missing[0]}", attachment=missing[0])
+            raise InvalidInput(f"no attachment {missing[0]}", attachment=missing[0],
+                               code="intake.no_attachment")
         for att in rows:
             if att.case_id == case.id:
                 continue
             if att.case_id is not None:
-                raise InvalidInput(f"attachment {att.id} belongs to another case", attachment=att.id)
+                raise InvalidInput(f"attachment {att.id} belongs to another case", attachment=att.id,
+                                   code="intake.attachment_elsewhere")
             att.case_id = case.id
             session.add(att)
             linked.append(att)

@@ -42,7 +42,8 @@ def classify(
         changes["description_before"] = case.description
         case.description = description.strip()
     if not changes:
-        raise InvalidInput("classify needs a category, an urgency or a description")
+        raise InvalidInput("classify needs a category, an urgency or a description",
+                           code="classify.nothing_to_change")
     event(session, case, "classify", actor, case.status, reason=reason, data=changes)
     return case
 
@@ -54,7 +55,7 @@ def locate(
     check(case, "classify")
     limits.check_text("reason", reason)
     if session.get(Grid, grid_id) is None:
-        raise NotFound(f"no grid {grid_id}")
+        raise NotFound(f"no grid {grid_id}", code="grid.not_found", grid=grid_id)
     case.grid_id = grid_id
     case.routing_reason = reason[:256]
     case.routing_confidence = confidence
@@ -86,15 +87,17 @@ def dispatch(
     limits.check_text("reason", reason)
     grid_id = grid_id or case.grid_id
     if grid_id is None:
-        raise InvalidInput(f"case {case.number}: choose a grid before dispatching")
+        raise InvalidInput(f"case {case.number}: choose a grid before dispatching",
+                           code="routing.no_grid", case=case.number)
     grid = session.get(Grid, grid_id)
     if grid is None:
-        raise NotFound(f"no grid {grid_id}")
+        raise NotFound(f"no grid {grid_id}", code="grid.not_found", grid=grid_id)
     level = level or case.owner_level or (GridLevel.micro if grid.level == GridLevel.micro else grid.level)
     if worker_id is not None:
         worker = session.get(Worker, worker_id)
         if worker is None or not worker.active:
-            raise InvalidInput(f"worker {worker_id} does not exist or is inactive")
+            raise InvalidInput(f"worker {worker_id} does not exist or is inactive",
+                               code="worker.not_active", worker=worker_id)
         owner_grid, owner_level = grid, grid.level
     else:
         owner_grid, owner_level, worker = owner_for(session, grid, level)
@@ -130,7 +133,7 @@ def reopen(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     """重办: back to triage/dispatch with the clocks stopped until it is dispatched again."""
     check(case, "reopen")
     if not reason.strip():
-        raise InvalidInput("say why the case is reopened")
+        raise InvalidInput("say why the case is reopened", code="reopen.reason_required")
     limits.check_text("reason", reason)
     case.reopen_count += 1
     case.closed_at = None
@@ -144,7 +147,7 @@ def return_case(session: Session, case: Case, *, actor: str, reason: str) -> Cas
     """退单: the grid or department says the case is not theirs."""
     check(case, "return")
     if not reason.strip():
-        raise InvalidInput("say why the case is returned")
+        raise InvalidInput("say why the case is returned", code="return.reason_required")
     limits.check_text("reason", reason)
     previous = {"worker_id": case.worker_id, "grid_id": case.grid_id}
     clear_ownership(case)
@@ -158,9 +161,10 @@ def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str |
     check(case, "merge")
     limits.check_text("reason", reason)
     if into.id == case.id:
-        raise InvalidInput("a case cannot be merged into itself")
+        raise InvalidInput("a case cannot be merged into itself", code="merge.same_case", case=case.number)
     if into.status not in (set(CaseStatus) - {S.merged, S.closed}):
-        raise IllegalTransition(f"case {into.number} is {into.status.value}; merge into an open case")
+        raise IllegalTransition(f"case {into.number} is {into.status.value}; merge into an open case",
+                                code="merge.into_closed", case=into.number, status=into.status.value)
     case.merged_into_id = into.id
     clear_ownership(case)
     event(session, case, "merge", actor, S.merged, reason=reason, data={"into": into.number})
@@ -173,7 +177,7 @@ def close(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     (not a petition, withdrawn by the resident)."""
     check(case, "close")
     if not reason.strip():
-        raise InvalidInput("say why the case is closed")
+        raise InvalidInput("say why the case is closed", code="close.reason_required")
     limits.check_text("reason", reason)
     case.closed_at = utcnow()
     case.close_reason = reason[:64]

@@ -92,7 +92,8 @@ def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLi
     """Shred one closed (or merged) case's personal data; see the module's docstring."""
     check(case, "shred")
     if case.shredded_at is not None:
-        raise IllegalTransition(f"case {case.number} was already shredded on {case.shredded_at:%Y-%m-%d}")
+        raise IllegalTransition(f"case {case.number} was already shredded on {case.shredded_at:%Y-%m-%d}",
+                                code="case.already_shredded", case=case.number, date=f"{case.shredded_at:%Y-%m-%d}")
     out = Shredded(case.number)
     attachments, calls, keys = files_of(session, case, data_dir)
     store = store or LocalStore(Path(data_dir))

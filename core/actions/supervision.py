@@ -13,19 +13,23 @@ from core.models import Case, Grid, GridLevel
 from core.owners import owner_for
 
 
-def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
+def escalate(session: Session, case: Case, *, actor: str, reason: str, reason_params: dict | None = None) -> Case:
     """升级: ownership climbs one level of the ladder; the new owner must accept anew.
-    The resolution deadline is the resident's and stays; the response clock restarts."""
+    The resolution deadline is the resident's and stays; the response clock restarts.
+    ``reason`` is what a person typed, or a code the edges say (``reasons.<code>`` of the
+    catalogues) filled with ``reason_params``."""
     check(case, "escalate")
     limits.check_text("reason", reason)
     if case.grid_id is None:
-        raise InvalidInput(f"case {case.number} has no grid to escalate from")
+        raise InvalidInput(f"case {case.number} has no grid to escalate from",
+                           code="escalate.no_grid", case=case.number)
     from core.sla import next_owner_level
 
     current = case.owner_level or GridLevel.micro
     higher = next_owner_level(current)
     if higher is None:
-        raise IllegalTransition(f"case {case.number} is already owned at the top level ({current.value})")
+        raise IllegalTransition(f"case {case.number} is already owned at the top level ({current.value})",
+                                code="escalate.at_top", case=case.number, level=current.value)
     grid = session.get(Grid, case.grid_id)
     owner_grid, owner_level, worker = owner_for(session, grid, higher)
     now = utcnow()
@@ -41,5 +45,5 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     case.accepted_at = None
     event(session, case, "escalate", actor, S.dispatched, reason=reason,
           data={"from_level": from_level, "to_level": owner_level.value, "grid": owner_grid.code,
-                "worker": worker.code}, at=now)
+                "worker": worker.code, **({"reason_params": reason_params} if reason_params else {})}, at=now)
     return case

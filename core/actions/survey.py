@@ -80,7 +80,8 @@ def start_survey(session: Session, case: Case) -> Survey:
 
 def _pending(survey: Survey) -> None:
     if survey.status != SurveyStatus.pending:
-        raise IllegalTransition(f"survey {survey.id} is already {survey.status.value}")
+        raise IllegalTransition(f"survey {survey.id} is already {survey.status.value}",
+                                code="survey.already_answered", survey=survey.id, status=survey.status.value)
 
 
 def survey_attempt(session: Session, survey: Survey, *, actor: str, outcome: str,
@@ -113,7 +114,8 @@ def record_survey(
     one heard from a voice note (``comment_heard``) is kept up to the transcript cap."""
     solved_scale, satisfied_scale = survey_policy.solved_scale(), survey_policy.satisfied_scale()
     if solved not in solved_scale or satisfied not in satisfied_scale:
-        raise InvalidInput(f"survey answers must be one of {solved_scale} and {satisfied_scale}")
+        raise InvalidInput(f"survey answers must be one of {solved_scale} and {satisfied_scale}",
+                           code="survey.answers_out_of_scale")
     if comment_heard:
         comment, _ = limits.keep_words(comment)
     else:
@@ -181,9 +183,11 @@ def survey_answer(session: Session, survey: Survey, *, question: str, answer: st
     and no answer came. The survey's result is written by ``record_survey`` once both are in."""
     scales = {"solved": survey_policy.solved_scale(), "satisfied": survey_policy.satisfied_scale()}
     if question not in scales:
-        raise InvalidInput(f"no survey question {question!r} (one of {', '.join(scales)})")
+        raise InvalidInput(f"no survey question {question!r} (one of {', '.join(scales)})",
+                           code="survey.no_question", question=question)
     if answer is not None and answer not in scales[question]:
-        raise InvalidInput(f"{question}: answer must be one of {scales[question]}")
+        raise InvalidInput(f"{question}: answer must be one of {scales[question]}",
+                           code="survey.answer_out_of_scale", question=question)
     _pending(survey)
     case = session.get(Case, survey.case_id)
     check(case, "annotate")

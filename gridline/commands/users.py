@@ -27,7 +27,7 @@ def add(
     grid: list[str] = typer.Option([], "--grid", help="a grid code the account answers for (repeatable)"),
     worker: str = typer.Option(None, "--worker", help="the worker code of a worker account"),
     department: str = typer.Option(None, "--department", help="the department code of a department account"),
-    language: str = typer.Option("zh", help="zh or en"),
+    language: str = typer.Option("zh", help="a console language: zh, en or one added as console/locales/<lang>.toml"),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input"),
 ) -> None:
     """Create a console account (asks for the password twice, or reads it with --password-stdin)."""

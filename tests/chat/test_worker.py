@@ -438,3 +438,23 @@ async def test_escalation_reaches_the_new_owner(harness):
     await h.reply(LEADER, f"已签收 {number}")
     case = case_of(h.engine, number)
     assert case.status == CaseStatus.accepted and case.owner_level == GridLevel.area
+
+
+async def test_a_core_refusal_is_said_in_the_workers_words(harness):
+    """Core refuses a return without a reason: the worker hears why in their language,
+    not "somebody else's case" and not core's English sentence."""
+    import pytest
+
+    from chat import worker, worker_store
+
+    h = harness
+    demo = h.extra["demo"]
+    await link(h, WORKER, owner_of(h.engine, demo.micro_id))
+    number = file_case(h.engine, demo.micro_id)
+    case = case_of(h.engine, number)
+    with pytest.raises(worker_store.Refused) as refused:
+        worker_store.act(h.engine, WORKER, case.id, "return", staff.stamp(case.dispatched_at), text="")
+    assert refused.value.why == "refused" and refused.value.error.code == "return.reason_required"
+    assert worker.refusal_text("zh", refused.value) == "请填写退单原因。"
+    assert worker.refusal_text("en", refused.value) == "Write why the case is returned."
+    assert case_of(h.engine, number).status == CaseStatus.dispatched

@@ -95,7 +95,8 @@ async def test_review_clears_the_flags(client, engine, world):
     assert (await _act(client, world.triage_case, "review")).status == 303
     assert _case(engine, world.triage_case)[0].flags is None
     again = await _act(client, world.triage_case, "review")
-    assert again.status == 422 and "nothing left to review" in await again.text()
+    # The console's own refusal in the page's language (it was an English sentence on a zh page).
+    assert again.status == 422 and "这件诉求没有需要核对的内容了" in await again.text()
 
 
 async def test_duplicate_suggestions_offer_a_merge(client, engine, world):
@@ -108,3 +109,38 @@ async def test_duplicate_suggestions_offer_a_merge(client, engine, world):
     await login(client, "op")
     html = await (await client.get(f"/console/cases/{twin.number}")).text()
     assert "可能重复的诉求" in html and f'name="into" value="{world.other_grid_case}"' in html
+
+
+# Core refusals, each with the words a Chinese and an English reader must see, and the
+# English sentence core keeps for its logs (which a Chinese page must not show).
+REFUSALS = [
+    ("reopen", {"reason": "居民不满意"}, "当前为“已受理”，不能重办", "is received: you cannot reopen it",
+     "cannot reopen a case that is received"),
+    ("merge", {"into": "SELF"}, "不能把诉求并入它自己", "A case cannot be merged into itself",
+     "a case cannot be merged into itself"),
+    ("close", {"reason": "", "note": ""}, "请选择或填写结案原因", "Choose or write why the case is closed",
+     "say why the case is closed"),
+]
+
+
+async def test_core_refusals_are_said_in_the_readers_language(client, engine, world):
+    await login(client, "sup")
+    n = world.triage_case
+    for action, form, zh, en, core_sentence in REFUSALS:
+        data = {k: (n if v == "SELF" else v) for k, v in form.items()}
+        refused = await _act(client, n, f"{action}?lang=zh", **data)  # ?lang= is remembered: say which
+        page = await refused.text()
+        assert refused.status in (409, 422), action
+        assert zh in page and core_sentence not in page, action
+        refused = await _act(client, n, f"{action}?lang=en", **data)
+        page = await refused.text()
+        assert en in page and zh not in page, action
+    assert _case(engine, n)[0].status == CaseStatus.received  # nothing was written
+
+
+async def test_a_case_number_that_is_not_there_is_said_too(client, world):
+    await login(client, "op")
+    resp = await client.get("/console/cases/2699999999")
+    assert resp.status == 404 and "没有找到诉求 2699999999" in await resp.text()
+    resp = await client.get("/console/cases/2699999999?lang=en")
+    assert resp.status == 404 and "There is no case 2699999999" in await resp.text()

@@ -94,6 +94,24 @@ async def test_bad_filters_get_a_clear_page(client, world):
     assert resp.status == 422
 
 
+
+async def test_a_bad_period_is_said_in_the_readers_language(client, world):
+    await login(client, "op")
+    page = await (await client.get("/console/dashboard?period=2026-13")).text()
+    assert "“2026-13”不是有效的期间" in page and "not a period" not in page
+    page = await (await client.get("/console/dashboard?period=2026-13&lang=en")).text()
+    assert "2026-13 is not a period: write a week 2026-W48" in page and "不是有效的期间" not in page
+    resp = await client.get("/console/reports/download?kind=monthly&period=2026-W48&format=csv")
+    assert resp.status == 422 and "“2026-W48”不是这种报表的期间" in await resp.text()
+
+
+async def test_a_report_is_titled_in_the_readers_language(client, world):
+    await login(client, "sup")
+    zh = await (await client.get("/console/reports/download?kind=monthly&period=2026-11&format=html&lang=zh")).text()
+    en = await (await client.get("/console/reports/download?kind=monthly&period=2026-11&format=html&lang=en")).text()
+    assert "2026年11月诉求办理月通报</h1>" in zh
+    assert ": Monthly report of petitions, 2026-11</h1>" in en and "诉求办理月通报" not in en
+
 def csv_blocks(body: bytes) -> dict[str, list[dict]]:
     text = body.decode("utf-8-sig")
     blocks, name, rows = {}, None, []

@@ -115,10 +115,12 @@ async def test_an_illegal_transition_shows_the_cores_message(client, world):
     resp = await client.post(f"/console/cases/{world.triage_case}/act/verify", data={"_csrf": token})
     assert resp.status == 409
     html = await resp.text()
-    assert "cannot verify a case that is received" in html
+    # core's refusal in the page's words (it was core's English sentence on a zh page)
+    assert f"诉求 {world.triage_case} 当前为“已受理”，不能核查。" in html
+    assert "cannot verify a case that is received" not in html
     assert 'id="error"' in html
     bad = await client.post(f"/console/cases/{world.triage_case}/act/close", data={"_csrf": token})
-    assert bad.status == 422 and "say why the case is closed" in await bad.text()
+    assert bad.status == 422 and "请选择或填写结案原因。" in await bad.text()
 
 
 async def test_bad_input_is_a_clear_page_never_a_500(client, world):

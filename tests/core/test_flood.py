@@ -145,7 +145,7 @@ def test_open311_is_refused_above_the_hard_cap_and_the_hotline_never(engine, dis
         file(engine, "o3", channel=Channel.open311, contact_phone=phone, description="井盖坏了")
     # the oldest of the window ages out 50 minutes from now
     assert 49 * 60 <= refused.value.retry_after <= 50 * 60 + 1
-    assert refused.value.code == "too_many_petitions"
+    assert refused.value.code == "intake.too_many_petitions"
     assert len(cases(engine)) == 3  # refused before anything was written
     # a retry of a request filed before is answered with its case, never refused
     again = file(engine, "o0", channel=Channel.open311, contact_phone=phone, description="路灯不亮了")

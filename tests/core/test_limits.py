@@ -37,7 +37,7 @@ def count(engine, model) -> int:
 def test_a_typed_description_over_the_limit_is_refused_and_nothing_is_written(engine, district):
     with pytest.raises(TextTooLong) as refused:
         intake.file_petition(engine, Petition(channel=Channel.chat, description=over("description"), **POINT))
-    assert refused.value.code == "text_too_long"
+    assert refused.value.code == "text.too_long"
     assert (refused.value.field, refused.value.limit) == ("description", 4000)
     assert refused.value.length == 4001
     assert isinstance(refused.value, InvalidInput)  # every edge that handles a refused input handles this

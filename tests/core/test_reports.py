@@ -66,7 +66,7 @@ def test_periods_parse_and_step_back():
     assert month.previous() == Period("month", date(2025, 12, 1), date(2026, 1, 1))
     quarter = parse_period("2026Q1")
     assert (quarter.end, quarter.previous().label) == (date(2026, 4, 1), "2025Q4")
-    assert quarter.label_zh() == "2026年第一季度"
+    assert quarter.label_words("zh") == "2026年第一季度"
     days = parse_period("2026-11-01..2026-11-10")
     assert days.days == 10 and days.previous() == Period("days", date(2026, 10, 22), date(2026, 11, 1))
     assert parse_period("2026-11").bounds(TZ) == NOV_BOUNDS

@@ -7,6 +7,7 @@ from sqlmodel import func, select
 from core import actions, clock, sweeps
 from core.actions import Petition
 from core.db import session_scope
+from core.i18n import reason_text
 from core.models import CaseEvent, Channel, GridLevel, Job
 from tests.core.district import build_district
 
@@ -35,7 +36,12 @@ def test_unaccepted_case_climbs_once_per_lapsed_deadline(engine):
         assert case.owner_level == GridLevel.area and case.worker_id == d.workers["W-A"].id
         event = session.exec(select(CaseEvent).where(CaseEvent.case_id == late.id)
                              .order_by(CaseEvent.id.desc())).first()
-        assert event.actor == "system:sla" and "响应时限" in event.reason
+        # A code with its parameters, said in the reader's words at the edge.
+        assert event.actor == "system:sla" and event.reason == "sweep.response_overdue"
+        assert event.data["reason_params"] == {"due": "2026-11-17 06:30"}
+        assert reason_text("zh", event.reason, event.data) == "未在响应时限内签收（时限 2026-11-17 06:30 UTC）"
+        assert reason_text("en", event.reason, event.data) == (
+            "not accepted within the response deadline (2026-11-17 06:30 UTC)")
 
 
 def test_sweep_is_scheduled_once_per_slot(engine):
