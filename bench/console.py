@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import sys
@@ -223,6 +224,11 @@ def run(args: argparse.Namespace, url: str) -> None:
     print(f"rows: {counts[0]:,} cases, {counts[1]:,} events, {counts[2]:,} surveys; "
           f"baseline SELECT 1 median {statistics.median(base):.3f} ms")
     with tempfile.TemporaryDirectory() as tmp:
+        # One account makes --repeat phone searches, more than [console.search] personal_per_hour
+        # lets an account make in an hour (a 429 after 60): the limit is lifted for this process.
+        override = Path(tmp) / "rules.toml"
+        override.write_text("[console.search]\npersonal_per_hour = 1000000\n", "utf-8")
+        os.environ["GRIDLINE_RULES"] = str(override)
         results = asyncio.run(_measure(engine, Path(tmp), args.repeat))
     report_times = results.pop("monthly report")
     print(f"\n{'page (server time)':24} {'p50 ms':>8} {'p99 ms':>8}  target")
