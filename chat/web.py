@@ -71,6 +71,7 @@ from chat import dialog, followup, inbox, redact, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
+from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import t
 from core.clock import utcnow
@@ -792,7 +793,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     services.gauges["gridline_chat_send_queue"] = lambda: bot.send_queue  # for /metrics
     app.router.add_post(WEBHOOK_PATH, bot.webhook)
     jobs = followup.JobHandlers(bot)
-    services.jobs.register("notify_resident", jobs.notify_resident)
+    services.jobs.register(NOTIFY_JOB, jobs.notify_resident)
     services.jobs.register("survey_chat", jobs.survey_chat)
     services.jobs.register(followup.SURVEY_FINISH_JOB, jobs.chat_survey_finish)
     worker_jobs.setup(app, services, bot)

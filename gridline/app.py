@@ -25,6 +25,7 @@ from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
+from gridline.wiring import wire
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ def build_app(
 ) -> web.Application:
     """The one web app of every channel. ``server_gc``: settle the garbage collector once the
     app has started (``gridline serve``; off in tests, which build many apps in one process)."""
+    wire()  # what follows a case change, before any channel can change one
     settings = settings or get_settings()
     engine = engine or engine_from_settings(settings)
     rules = load_rules()  # a bad GRIDLINE_RULES stops the start, with one line naming the key

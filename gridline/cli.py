@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.settings import get_settings
+from gridline.wiring import wire
 
 
 def explain(error: BaseException) -> str | None:
@@ -41,6 +42,7 @@ class _ExplainingGroup(typer.core.TyperGroup):
     """Turns the problems :func:`explain` knows into one ``error:`` line and exit status 1."""
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201
+        wire()  # any command may change a case: what follows a change is wired first
         try:
             return super().invoke(ctx)
         except Exception as error:  # explain() picks what it knows; the rest goes on up
