@@ -67,7 +67,7 @@ from telegram.ext import (
     filters,
 )
 
-from chat import dialog, followup, inbox, redact, worker, worker_jobs
+from chat import dialog, followup, inbox, redact, welcome, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
@@ -316,7 +316,7 @@ class ChatBot:
                                        followup.survey_comment), group=-1)
         # The dialog, then what is left when no dialog took the update.
         app.add_handler(dialog.build(), group=0)
-        app.add_handler(CommandHandler("start", followup.greet), group=0)
+        app.add_handler(CommandHandler("start", welcome.greet), group=0)
         app.add_handler(CommandHandler("cancel", _nothing_to_cancel), group=0)
         app.add_handler(MessageHandler(filters.CONTACT, followup.contact), group=0)
         app.add_handler(MessageHandler(filters.ALL, followup.unsupported), group=0)
