@@ -84,9 +84,9 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
         with session_scope(engine) as session:
             if session.exec(select(Grid.id).limit(1)).first() is not None:
                 return False
-            from core.demo import load_demo as load
+            from core.actions.reference import load_demo as load
 
-            load(session)
+            load(session, actor="system:serve")
             return True
 
 
