@@ -46,6 +46,7 @@ from core import actions, clock, figures, indexes, intake, queries, rules  # noq
 from core.db import make_engine, session_scope, upgrade  # noqa: E402
 from core.dbpool import DatabasePool  # noqa: E402
 from core.models import CaseEvent, Channel  # noqa: E402
+from gridline.wiring import wire  # noqa: E402
 
 NOW = datetime(2026, 11, 20, 2, 0)  # 10:00 in the district, a working Friday
 
@@ -258,6 +259,7 @@ def main() -> None:
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
+    wire()  # filed petitions queue what a deployment queues (chat notices, SMS, staff messages)
 
     with tempfile.TemporaryDirectory() as tmp:
         # Check the index version at every request, so "now" shows the background rebuild

@@ -44,6 +44,7 @@ from chat.common import (
     where_keyboard,
 )
 from chat.texts import clip, t
+from chat.welcome import greet, link_contact
 from core import limits
 from core.actions import Petition, idempotency_key
 from core.models import Channel
@@ -518,28 +519,8 @@ async def cancel(update: Update, context: Context) -> str:
 
 
 async def restart(update: Update, context: Context) -> str:
-    from chat.followup import greet
-
     await greet(update, context)
     return _end(context)
-
-
-async def link_contact(update: Update, context: Context) -> str | None:
-    """Shared contact -> linked household (only the resident's own number)."""
-    d = deps(context)
-    language = lang(update)
-    contact = update.effective_message.contact
-    user = update.effective_user
-    if contact.user_id is None or user is None or contact.user_id != user.id:
-        await reply(update, t(language, "contact.not_yours"), language)
-        return None
-    address = await d.db(store.link_contact, update.effective_chat.id, contact.phone_number, language,
-                         user.full_name)
-    if address:
-        await reply(update, t(language, "contact.linked", address=address), language, reply_markup=main_menu(language))
-    else:
-        await reply(update, t(language, "contact.saved"), language, reply_markup=main_menu(language))
-    return address
 
 
 async def contact_in_dialog(update: Update, context: Context) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from sqlmodel import select
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.error import BadRequest, Forbidden, TelegramError
 from telegram.ext import ApplicationHandlerStop
@@ -35,11 +36,12 @@ from chat.common import (
     unsupported_key,
 )
 from chat.texts import clip, fit_message, language_of, t
+from chat.welcome import link_contact
 from core import jobs, limits
 from core.actions import FileRef
 from core.clock import utcnow
 from core.db import session_scope
-from core.models import Job
+from core.models import Case, CaseEvent, CaseStatus, Job, Resident
 from core.rules import load_rules
 from core.runner import RetryLater
 from core.texts import status_name
@@ -53,15 +55,6 @@ _CODE_OF_SATISFIED = {v: k for k, v in SATISFIED_CODES.items()}
 
 
 # ---------------------------------------------------------------- commands
-
-
-async def greet(update: Update, context: Context) -> None:
-    language = lang(update)
-    user = update.effective_user
-    name = ""
-    if user and user.first_name:
-        name = f"，{user.first_name}" if language == "zh" else f", {user.first_name}"
-    await reply(update, t(language, "start.greeting", name=name), language, reply_markup=main_menu(language))
 
 
 async def help_(update: Update, context: Context) -> None:
@@ -116,8 +109,6 @@ async def mine(update: Update, context: Context) -> None:
 
 
 async def contact(update: Update, context: Context) -> None:
-    from chat.dialog import link_contact
-
     await link_contact(update, context)
 
 
@@ -363,10 +354,6 @@ class JobHandlers:
 def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:
     """Whether the case's latest ``action`` to ``status`` came from the resident answering
     the survey in this chat (``store.record_survey``'s actor)."""
-    from sqlmodel import select
-
-    from core.models import Case, CaseEvent, CaseStatus
-
     if status not in CaseStatus.__members__:
         return False
     with session_scope(engine) as session:
@@ -379,10 +366,6 @@ def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:
 
 
 def _language_of_chat(engine, chat_id: str) -> str:
-    from sqlmodel import select
-
-    from core.models import Resident
-
     with session_scope(engine) as session:
         resident = session.exec(select(Resident).where(Resident.chat_id == chat_id)).first()
         return resident.language if resident else "zh"

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core import actions, limits, media_types, uploads
+from core import actions, media_types, uploads
 from core.db import session_scope
 from core.errors import DomainError, NotFound
 from core.indexes import indexes_for
@@ -49,18 +49,16 @@ def _chat_residents(session, chat_id: int) -> list[Resident]:
 
 
 def resident_for_chat(engine: Engine, chat_id: int, language: str, name: str | None = None) -> ResidentInfo:
+    actor = f"resident:chat:{chat_id}"
     with session_scope(engine) as session:
         rows = _chat_residents(session, chat_id)
         if rows:
             resident = rows[0]
             if resident.language != language:
                 for r in rows:
-                    r.language = language
-                    session.add(r)
+                    actions.set_language(session, r, language, actor=actor)
         else:
-            resident = Resident(chat_id=str(chat_id), language=language, name=limits.clip_name(name))
-            session.add(resident)
-            session.flush()
+            resident = actions.create_for_chat(session, chat_id, actor=actor, language=language, name=name)
         household = session.get(Household, resident.household_id) if resident.household_id else None
         return ResidentInfo(resident.id, resident.language, resident.phone, household.address if household else None)
 
@@ -88,8 +86,7 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
         if own:
             resident = own[0]
         else:
-            resident = Resident(chat_id=str(chat_id), language=language, name=limits.clip_name(name))
-            session.add(resident)
+            resident = actions.create_for_chat(session, chat_id, actor=actor, language=language, name=name)
         actions.set_phone(session, resident, normal, actor=actor)
         return None
 

@@ -67,10 +67,11 @@ from telegram.ext import (
     filters,
 )
 
-from chat import dialog, followup, inbox, redact, shape, worker, worker_jobs
+from chat import dialog, followup, inbox, redact, shape, welcome, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
+from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import BOT, t
 from core.clock import utcnow
@@ -315,7 +316,7 @@ class ChatBot:
                                        followup.survey_comment), group=-1)
         # The dialog, then what is left when no dialog took the update.
         app.add_handler(dialog.build(), group=0)
-        app.add_handler(CommandHandler("start", followup.greet), group=0)
+        app.add_handler(CommandHandler("start", welcome.greet), group=0)
         app.add_handler(CommandHandler("cancel", _nothing_to_cancel), group=0)
         app.add_handler(MessageHandler(filters.CONTACT, followup.contact), group=0)
         app.add_handler(MessageHandler(filters.ALL, followup.unsupported), group=0)
@@ -802,7 +803,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     services.gauges["gridline_chat_send_queue"] = lambda: bot.send_queue  # for /metrics
     app.router.add_post(WEBHOOK_PATH, bot.webhook)
     jobs = followup.JobHandlers(bot)
-    services.jobs.register("notify_resident", jobs.notify_resident)
+    services.jobs.register(NOTIFY_JOB, jobs.notify_resident)
     services.jobs.register("survey_chat", jobs.survey_chat)
     services.jobs.register(followup.SURVEY_FINISH_JOB, jobs.chat_survey_finish)
     worker_jobs.setup(app, services, bot)

@@ -40,6 +40,7 @@ from shapely.geometry import shape
 from shapely.validation import explain_validity
 from sqlmodel import Session, select
 
+from core.actions.residents import rehouse
 from core.errors import ImportFailed
 from core.models import (
     GRID_LEVELS,
@@ -483,8 +484,9 @@ def import_workers_csv(session: Session, path: str | Path) -> int:
     return len(parsed)
 
 
-def import_households_csv(session: Session, path: str | Path) -> int:
-    """Insert or update households and their residents; returns the number of households."""
+def import_households_csv(session: Session, path: str | Path, *, actor: str = "import") -> int:
+    """Insert or update households and their residents; returns the number of households.
+    A registered person the file moves or renames is audited as ``actor`` (one row each)."""
     path = Path(path)
     source = str(path)
     rows, problems = _read_csv(path, source, HOUSEHOLD_COLUMNS)
@@ -558,8 +560,8 @@ def import_households_csv(session: Session, path: str | Path) -> int:
     for _, code, name, phone in residents:
         hid = existing[code].id
         if phone and phone in registered:
-            res = registered[phone][0]  # the same person (by phone): adopt and rename
-            res.household_id, res.name = hid, name or res.name
+            # the same person (by phone): adopt and rename
+            rehouse(session, registered[phone][0], hid, name, actor=actor)
         elif (hid, "", name or "") in current or (phone and (hid, phone, name or "") in current):
             continue  # already there: importing the same file twice adds nobody
         else:

@@ -2,13 +2,15 @@
 (rules.toml ``[sms]``), queued as a durable job in the transaction of the change, once per
 case and status. Only a mobile number gets one (``core.phones.is_mobile``); a caller who
 replied 退订/TD (``Resident.sms_opted_out_at``) gets none. Sending is the hotline's
-(``ivr/sms.py``, Twilio Messages)."""
+(``ivr/sms.py``, Twilio Messages). It follows a change as a subscriber (``core.events``)."""
 
 from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import jobs
+from core import events, jobs
+from core.actions.survey import contact_resident
+from core.events import CaseChange
 from core.models import Case, CaseStatus, Resident
 from core.phones import is_mobile
 from core.rules import load_rules
@@ -28,8 +30,6 @@ def is_opt_out(text: str | None) -> bool:
 
 def sms_number(session: Session, case: Case) -> tuple[str | None, Resident | None]:
     """The number a progress SMS for ``case`` goes to (``None``: none goes), and its resident."""
-    from core.actions.survey import contact_resident
-
     resident = contact_resident(session, case)
     phone = case.contact_phone or (resident.phone if resident is not None else None)
     if resident is not None and resident.sms_opted_out_at is not None:
@@ -38,7 +38,7 @@ def sms_number(session: Session, case: Case) -> tuple[str | None, Resident | Non
 
 
 def queue_progress_sms(session: Session, case: Case, to_status: CaseStatus) -> None:
-    """Called with every status change (``core.actions._base.event``)."""
+    """Queue the SMS a case's new status ``to_status`` calls for, if any."""
     rules = sms_rules()
     if to_status.value not in rules["statuses"] or case.channel.value not in rules["case_channels"]:
         return
@@ -47,3 +47,14 @@ def queue_progress_sms(session: Session, case: Case, to_status: CaseStatus) -> N
         return
     jobs.enqueue(session, SMS_JOB, {"case_id": case.id, "status": to_status.value},
                  dedupe_key=f"sms:{case.id}:{to_status.value}")
+
+
+def on_case_change(change: CaseChange) -> None:
+    """The subscriber (``core.events``): a new status may be news for an SMS."""
+    if change.status_changed:
+        queue_progress_sms(change.session, change.case, change.to_status)
+
+
+def subscribe() -> None:
+    """Registered at start-up by the composition root (``gridline.wiring``)."""
+    events.subscribe("sms.progress", on_case_change)

@@ -9,8 +9,9 @@
   maps an action (or ``action:status``) to a message and its recipients — ``owner`` (the
   case's worker), ``department`` (the linked contact of the case's department),
   ``checker`` (rules.toml ``[check] checker``) and ``leader:up`` / ``leader:<level>``.
-  ``queue_case_messages`` runs inside ``core.actions``' event writer, so the job that
-  carries the message commits with the change that caused it.
+  ``queue_case_messages`` runs as a subscriber of every case change (``core.events``),
+  in the action's transaction, so the job that carries the message commits with the
+  change that caused it.
 * **Authority.** ``owners`` and ``checker`` answer "who may act on this case now"; the
   channel asks them at the moment a button is pressed.
 
@@ -31,9 +32,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import audit, jobs
+from core import audit, events, jobs
 from core.clock import utcnow
 from core.errors import DomainError, InvalidInput, NotFound
+from core.events import CaseChange
 from core.models import (
     GRID_LEVELS,
     Case,
@@ -473,8 +475,6 @@ def queue_case_messages(session: Session, case: Case, action: str, to_status: Ca
         to = linked(session, recipients(session, case, list(rule["to"])))
     if not to:
         return
-    from core import jobs
-
     moment = case.reported_done_at if rule["send"] == "check" else case.dispatched_at
     for staff in to:
         jobs.enqueue(session, MESSAGE_JOB, {
@@ -482,3 +482,14 @@ def queue_case_messages(session: Session, case: Case, action: str, to_status: Ca
             "action": action, "stamp": stamp(moment), "reason": reason,
             **({"reason_params": reason_params} if reason_params else {}),
         })
+
+
+def on_case_change(change: CaseChange) -> None:
+    """The subscriber (``core.events``): every change, a new status or not, may be news for staff."""
+    queue_case_messages(change.session, change.case, change.action, change.to_status, change.reason,
+                        (change.data or {}).get("reason_params"))
+
+
+def subscribe() -> None:
+    """Registered at start-up by the composition root (``gridline.wiring``)."""
+    events.subscribe("staff.messages", on_case_change)

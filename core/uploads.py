@@ -17,6 +17,7 @@ import hashlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +32,19 @@ from core.models import Attachment
 log = logging.getLogger(__name__)
 
 MEDIA_UPLOAD_JOB = jobs.declare("media_upload", "core/uploads.py (gridline/app.py): a spooled file reaches the store")
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file kept in the media store (``core.media.keep``), to become an ``Attachment``."""
+
+    kind: str  # recording, voice, photo
+    path: str  # its key: relative to the data directory (core.storage.stored_path)
+    mime_type: str | None = None  # read from the bytes (core.media_types.detect), never a sender's word
+    size: int | None = None
+    sha256: str | None = None
+    # The store could not take it yet: the spool it waits in (core.uploads.spool_name).
+    waiting_in: str | None = None
 
 
 def spool_name(data_dir: str | Path) -> str:
@@ -143,15 +157,13 @@ def upload_handler(engine: Engine, store: MediaStore, here: str, retry: timedelt
 
 
 def kept_file(store: MediaStore, spool: str, kind: str, key: str, mime_type: str | None, *,
-              min_bytes: int = 1):  # noqa: ANN201 (core.actions.FileRef)
+              min_bytes: int = 1) -> FileRef | None:
     """A finished spool file kept in the store, as the ``FileRef`` that attaches it: its
     size and sha256, and ``waiting_in`` when the store could not take it yet. ``None``
     when there is no such file (or it is under ``min_bytes``: a WAV header and no audio).
 
     Filing may run again (a retried webhook, a transaction that failed after the upload):
     a file no longer in the spool is then taken from the store as it was kept."""
-    from core.actions import FileRef
-
     spooled = store.spool_path(key)
     if spooled.is_file():
         if spooled.stat().st_size < min_bytes:

@@ -25,6 +25,7 @@ from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
+from gridline.wiring import wire
 from ivr import config as _ivr_config  # noqa: F401 (registers the hotline's rules files for load_every_file)
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,9 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
         with session_scope(engine) as session:
             if session.exec(select(Grid.id).limit(1)).first() is not None:
                 return False
-            from core.demo import load_demo as load
+            from core.actions.reference import load_demo as load
 
-            load(session)
+            load(session, actor="system:serve")
             return True
 
 
@@ -203,6 +204,7 @@ def build_app(
 ) -> web.Application:
     """The one web app of every channel. ``server_gc``: settle the garbage collector once the
     app has started (``gridline serve``; off in tests, which build many apps in one process)."""
+    wire()  # what follows a case change, before any channel can change one
     settings = settings or get_settings()
     engine = engine or engine_from_settings(settings)
     # A bad GRIDLINE_RULES (or a sibling) stops the start, with one line naming the key.

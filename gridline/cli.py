@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.settings import get_settings
+from gridline.wiring import wire
 
 
 def explain(error: BaseException) -> str | None:
@@ -41,6 +42,7 @@ class _ExplainingGroup(typer.core.TyperGroup):
     """Turns the problems :func:`explain` knows into one ``error:`` line and exit status 1."""
 
     def invoke(self, ctx):  # noqa: ANN001, ANN201
+        wire()  # any command may change a case: what follows a change is wired first
         try:
             return super().invoke(ctx)
         except Exception as error:  # explain() picks what it knows; the rest goes on up
@@ -179,32 +181,32 @@ def db_revision(message: str = typer.Option(..., "-m", "--message", help="what t
 @demo_app.command("load")
 def demo_load() -> None:
     """Load the demo district (grids, workers, 500 households, categories, 2026 calendar)."""
+    from core.actions.reference import load_demo
     from core.db import session_scope, upgrade
-    from core.demo import load_demo
     from core.errors import DomainError
 
     engine = _engine(migrated=False)
     upgrade(engine)
     try:
         with session_scope(engine) as session:
-            summary = load_demo(session)
+            summary = load_demo(session, actor=_cli_actor())
     except DomainError as exc:
         _fail(exc.message)
     console.print(f"demo district loaded: {summary}")
 
 
 def _import(kind: str, path: Path) -> None:
-    from core import importers
+    from core.actions import reference
     from core.db import session_scope, upgrade
     from core.errors import DomainError
 
     engine = _engine(migrated=False)
     upgrade(engine)
-    func = {"grids": importers.import_grids_geojson, "workers": importers.import_workers_csv,
-            "households": importers.import_households_csv}[kind]
+    func = {"grids": reference.import_grids, "workers": reference.import_workers,
+            "households": reference.import_households}[kind]
     try:
         with session_scope(engine) as session:
-            count = func(session, path)
+            count = func(session, path, actor=_cli_actor())
     except DomainError as exc:
         _fail(exc.message)
     console.print(f"imported {count} {kind} from {path}")

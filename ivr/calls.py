@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, delete, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -30,12 +30,24 @@ from core.db import session_scope
 from core.errors import NotFound
 from core.intake import file_petition_in, route_after_words
 from core.media import LocalStore, MediaStore
-from core.models import CallSession, Case, Channel, Grid, GridLevel, Job, JobStatus, Resident
+from core.models import (
+    AudioPart,
+    CallSession,
+    Case,
+    Channel,
+    Grid,
+    GridLevel,
+    Job,
+    JobStatus,
+    Resident,
+)
 from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
+from core.sla import calendar_for
 from core.storage import data_dir as data_dir_default
 from core.storage import resolve, stored_path
 from core.texts import status_name
-from ivr.spool import KEEP_HELD_JOB, mark_held
+from ivr.loudness import pcm_speech_seconds
+from ivr.spool import KEEP_HELD_JOB, assemble, delete_store_parts, held_parts_in, mark_held
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
 
@@ -175,8 +187,6 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
     another) are measured from their WAV on disk: the audio is there even if nothing else
     is. Their words are left to a transcribe_recording job. ``repair`` (after a crash:
     nobody writes the file any more) makes the WAV header match the audio."""
-    from ivr.stream import pcm_speech_seconds
-
     for name, rec in call.state.recordings():
         if rec.ended or not rec.audio_path:
             continue
@@ -206,12 +216,6 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
 
 def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float) -> Recording | None:
     """A turn whose spool file is gone, made whole from its parts and kept in the store."""
-    from sqlalchemy import delete
-
-    from core.models import AudioPart
-    from ivr.spool import assemble, delete_store_parts, held_parts_in
-    from ivr.stream import pcm_speech_seconds
-
     db_parts = held_parts_in(session, rec.audio_path) if session is not None else []
     whole = assemble(store, None, rec.audio_path, db_parts=db_parts)
     if whole is None:
@@ -454,7 +458,5 @@ def case_status(engine: Engine, number: str, tz: str, language: str = "zh") -> C
 
 def operator_calendar_exceptions(engine: Engine, tz: str) -> dict:
     """The working calendar's holidays and make-up days (the operator keeps office days)."""
-    from core.sla import calendar_for
-
     with session_scope(engine) as session:
         return calendar_for(session, tz).exceptions

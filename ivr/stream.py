@@ -41,13 +41,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from core import logcontext
 from ivr import calls
+from ivr.loudness import speech_seconds
 from ivr.spool import CallBudget, Placed, SegmentAudio, Spool
 from ivr.state import Recording
 from speech_models.audio import MULAW_TABLE
+from speech_models.pool import SpeechPool
 
 log = logging.getLogger(__name__)
 
-FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 MAX_MESSAGE_BYTES = 64 * 1024  # a media message is about 300 bytes
 INVALID_STREAM = 4001  # the close code for a start without a call, token or segment, or a wrong token
 VERDICT_WAIT_S = 5.0  # a socket that ended during its token check waits this long for the verdict
@@ -56,34 +57,8 @@ KEEP_FINISHED = 512  # finished segments remembered (for the flow's next round a
 Db = Callable[..., Awaitable[Any]]
 
 
-def frame_rms(mulaw: bytes) -> np.ndarray:
-    """RMS of each 20 ms frame of µ-law audio (pcm16 scale)."""
-    x = MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].astype(np.float64)
-    n = len(x) // FRAME_BYTES
-    if n == 0:
-        return np.zeros(0)
-    return np.sqrt((x[: n * FRAME_BYTES].reshape(n, FRAME_BYTES) ** 2).mean(axis=1))
-
-
-def speech_seconds(mulaw: bytes, threshold: float) -> float:
-    return float((frame_rms(mulaw) > threshold).sum()) * 0.02
-
-
-def pcm_speech_seconds(pcm: bytes, sample_rate: int, threshold: float) -> float:
-    """Seconds of 20 ms pcm16 frames louder than ``threshold`` (same measure as live)."""
-    x = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float64)
-    step = sample_rate // 50
-    n = len(x) // step
-    if n == 0:
-        return 0.0
-    rms = np.sqrt((x[: n * step].reshape(n, step) ** 2).mean(axis=1))
-    return float((rms > threshold).sum()) * 0.02
-
-
 def speech_pool(speech: Any, workers: int):
     """The app's ``SpeechPool``; a bare transcriber (tests) gets a pool of its own."""
-    from speech_models.pool import SpeechPool
-
     if speech is None or isinstance(speech, SpeechPool):
         return speech
     if hasattr(speech, "open_stream"):

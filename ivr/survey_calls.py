@@ -51,6 +51,7 @@ from core.models import (
 )
 from core.storage import data_dir as data_dir_default
 from core.storage import resolve, stored_path
+from ivr.loudness import pcm_speech_seconds
 from ivr.state import Recording, recording_path
 
 log = logging.getLogger(__name__)
@@ -605,7 +606,6 @@ def comment_from_disk(engine: Engine, call_sid: str, data_dir: Path | None, spee
     is gone (killed mid-comment) or by another one. Nobody writes the file any more (the
     call is over, or the turn ended), so its header is made true first, as the hotline's
     recovery does: a crash leaves up to a second of audio outside the header."""
-    from ivr.stream import pcm_speech_seconds
     from speech_models.audio import AudioError, read_wav, repair_wav_header
 
     pending = comment_pending(engine, call_sid)

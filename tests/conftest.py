@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from core import clock
 from core.db import make_engine, session_scope, upgrade
 from core.settings import normalise_database_url
+from gridline.wiring import wire
 from tests.support.seaweed import s3_bucket, seaweed  # noqa: F401 (fixtures: a real S3 server)
 
 PG_URL = os.environ.get("GRIDLINE_TEST_PG", "")
@@ -113,6 +114,13 @@ def engine(request, tmp_path) -> Iterator[Engine]:
 def session(engine):
     with session_scope(engine) as s:
         yield s
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _subscribers_wired() -> None:
+    """What follows a case change (SMS, chat notices, staff messages), wired as every entry
+    point wires it."""
+    wire()
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,10 @@ or changes what a case owns (its files, its survey).
     supervision  escalation (督办)
     survey       the follow-up: open, attempts, answers, comments, call outcomes, manual list, unreachable
     transcription  the recogniser: the transcript of a case filed before it was recognised
-    residents    a resident's contact details and wishes: do-not-call, SMS opt-out (audited, not case events)
+    residents    a resident: created for a chat, language, contact details and wishes (do-not-call,
+                 SMS opt-out), moved by a household import (audited, not case events)
+    reference    grids, workers, households from a district's files or the demo district (one
+                 audit row per run); imported by who needs it (``core.actions.reference``)
     privacy      retention: shredding a closed case's personal data
 
 Case numbering (``core.numbering``), owner resolution (``core.owners``) and survey policy
@@ -45,9 +48,12 @@ from core.actions.operator import (
 )
 from core.actions.privacy import shred
 from core.actions.residents import (
+    create_for_chat,
     link_chat,
+    rehouse,
     resident_for_phone,
     set_do_not_call,
+    set_language,
     set_phone,
     sms_opt_out,
 )
@@ -75,10 +81,10 @@ from core.owners import responsible_worker
 
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
-    "attach", "classify", "close", "contact_resident", "dispatch", "escalate", "find_resident_by_phone",
+    "attach", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
     "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number",
-    "phone_to_call", "record_survey", "reopen", "report_done", "resident_for_phone", "responsible_worker",
-    "return_case", "set_do_not_call", "set_flags", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
+    "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",
+    "return_case", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
     "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",
     "survey_to_manual", "survey_unreachable", "verify",
 ]

@@ -7,15 +7,13 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from core import jobs
+from core import events
 from core.clock import utcnow
 from core.errors import IllegalTransition, NotFound
-from core.models import Case, CaseEvent, CaseStatus, Resident
-from core.rules import load_rules
+from core.events import CaseChange
+from core.models import Case, CaseEvent, CaseStatus
 
 S = CaseStatus
-
-NOTIFY_JOB = jobs.declare("notify_resident", "chat/followup.py: a resident's chat hears of a status change")
 
 # action -> statuses it may start from. This table is the lifecycle of DESIGN.md.
 TRANSITIONS: dict[str, frozenset[CaseStatus]] = {
@@ -66,44 +64,26 @@ def event(
 ) -> CaseEvent:
     """Move the case to ``to_status`` and write its ``CaseEvent`` (one per change)."""
     at = at or utcnow()
+    from_status = case.status if action != "submit" else None
     row = CaseEvent(
         case_id=case.id,
         at=at,
         actor=actor,
         action=action,
-        from_status=case.status if action != "submit" else None,
+        from_status=from_status,
         to_status=to_status,
         reason=reason,
         on_time=on_time,
         data=data,
     )
-    if case.status != to_status or action == "submit":
-        queue_notification(session, case, to_status, action)
-        from core.sms import queue_progress_sms  # sms reads the survey's contact rules
-
-        queue_progress_sms(session, case, to_status)
     case.status = to_status
     case.updated_at = at
     session.add(case)
     session.add(row)  # flushed with the case at the next query or commit: fewer round trips
-    from core.staff import queue_case_messages  # staff imports models and rules only
-
-    queue_case_messages(session, case, action, to_status, reason, (data or {}).get("reason_params"))
+    # What follows the change (SMS, chat notice, staff messages) is its subscribers' business.
+    events.publish(CaseChange(session=session, case=case, action=action, actor=actor,
+                              from_status=from_status, to_status=to_status, reason=reason, data=data, at=at))
     return row
-
-
-def queue_notification(session: Session, case: Case, to_status: CaseStatus, action: str) -> None:
-    """A resident who reached us by chat hears of the status changes the rules name."""
-    if case.resident_id is None or to_status.value not in load_rules()["notify"]["statuses"]:
-        return
-    resident = session.get(Resident, case.resident_id)
-    if resident is None or not resident.chat_id:
-        return
-    jobs.enqueue(
-        session,
-        NOTIFY_JOB,
-        {"case": case.number, "status": to_status.value, "action": action, "chat_id": resident.chat_id},
-    )
 
 
 def get_case(session: Session, number_or_id: str | int, *, lock: bool = False) -> Case:

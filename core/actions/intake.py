@@ -14,19 +14,7 @@ from core.clock import utcnow
 from core.errors import InvalidInput
 from core.models import Attachment, Case, Category, Channel, Resident, Urgency
 from core.numbering import next_case_number
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A file kept in the media store (``core.media.keep``), to become an ``Attachment``."""
-
-    kind: str  # recording, voice, photo
-    path: str  # its key: relative to the data directory (core.storage.stored_path)
-    mime_type: str | None = None  # read from the bytes (core.media_types.detect), never a sender's word
-    size: int | None = None
-    sha256: str | None = None
-    # The store could not take it yet: the spool it waits in (core.uploads.spool_name).
-    waiting_in: str | None = None
+from core.uploads import FileRef
 
 
 @dataclass(frozen=True)

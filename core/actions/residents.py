@@ -1,14 +1,54 @@
-"""Writers of a resident's contact details and contact wishes (do-not-call, no SMS). A
-resident is not a case, so these write an ``AuditEntry`` (who, what, before and after)
-instead of a ``CaseEvent``."""
+"""Writers of a resident: a new resident (a chat's own, a caller's), their language, contact
+details and contact wishes (do-not-call, no SMS), and a registered person moved by a
+household import. A resident is not a case, so these write an ``AuditEntry`` (who, what,
+before and after) instead of a ``CaseEvent``."""
 
 from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import audit
+from core import audit, limits
+from core.actions.intake import find_resident_by_phone
 from core.clock import utcnow
 from core.models import Resident
+from core.routing import normalise_phone
+
+
+def create_for_chat(session: Session, chat_id: int | str, *, actor: str, language: str,
+                    name: str | None = None) -> Resident:
+    """A chat that is nobody we know yet gets a resident of its own."""
+    resident = Resident(chat_id=str(chat_id), language=language, name=limits.clip_name(name))
+    session.add(resident)
+    session.flush()
+    audit.record(session, actor=actor, action="resident.create", target_type="resident",
+                 target_id=resident.id, detail={"chat_id": resident.chat_id, "language": language})
+    return resident
+
+
+def set_language(session: Session, resident: Resident, language: str, *, actor: str) -> Resident:
+    """The language the resident is spoken to in (their chat's, as it last spoke)."""
+    before = resident.language
+    resident.language = language
+    session.add(resident)
+    if before != language:
+        session.flush()
+        audit.record(session, actor=actor, action="resident.set_language", target_type="resident",
+                     target_id=resident.id, detail={"language": language, "before": before})
+    return resident
+
+
+def rehouse(session: Session, resident: Resident, household_id: int, name: str | None, *, actor: str) -> Resident:
+    """A registered person (found by phone) now belongs to ``household_id``, under ``name``
+    when one is given (a household import's row for them)."""
+    before = (resident.household_id, resident.name)
+    resident.household_id, resident.name = household_id, name or resident.name
+    session.add(resident)
+    if before != (resident.household_id, resident.name):
+        session.flush()
+        audit.record(session, actor=actor, action="resident.rehouse", target_type="resident",
+                     target_id=resident.id, detail={"household_id": household_id, "before": before[0],
+                                                    "renamed": before[1] != resident.name})
+    return resident
 
 
 def link_chat(session: Session, resident: Resident, chat_id: str, *, actor: str,
@@ -17,7 +57,7 @@ def link_chat(session: Session, resident: Resident, chat_id: str, *, actor: str,
     before = resident.chat_id
     resident.chat_id = str(chat_id)
     if language:
-        resident.language = language
+        set_language(session, resident, language, actor=actor)
     session.add(resident)
     if before != resident.chat_id:
         session.flush()
@@ -63,9 +103,6 @@ def sms_opt_out(session: Session, resident: Resident, *, actor: str, word: str |
 def resident_for_phone(session: Session, phone: str, *, actor: str) -> Resident:
     """The resident registered under ``phone``; a caller who is not in the registry gets a
     row of their own (no household), so what they asked for (no SMS, no calls) is kept."""
-    from core.actions.intake import find_resident_by_phone
-    from core.routing import normalise_phone
-
     resident = find_resident_by_phone(session, phone)
     if resident is None:
         resident = Resident(phone=normalise_phone(phone) or phone.strip())

@@ -14,7 +14,9 @@ from core.actions.operator import dispatch, reopen
 from core.clock import utcnow
 from core.errors import IllegalTransition, InvalidInput
 from core.models import SATISFIED, Case, GridLevel, Resident, Survey, SurveyStatus
+from core.phones import dialable
 from core.rules import load_rules
+from core.sla import next_owner_level
 
 SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
 SURVEY_PHONE_JOB = jobs.declare("survey_phone", "ivr/survey_jobs.py: one follow-up call (an attempt)")
@@ -33,8 +35,6 @@ def contact_resident(session: Session, case: Case) -> Resident | None:
 
 def phone_to_call(case: Case, resident: Resident | None) -> str | None:
     """The number a phone follow-up dials (E.164), or ``None`` when there is none that works."""
-    from core.phones import dialable
-
     return dialable(case.contact_phone) or dialable(resident.phone if resident is not None else None)
 
 
@@ -139,8 +139,6 @@ def record_survey(
     reopen(session, case, actor=actor, reason=comment or "resident not satisfied")
     if case.reopen_count > survey_policy.reopenings_before_escalation() and case.grid_id:
         # Dissatisfied again: dispatch straight to the next level up.
-        from core.sla import next_owner_level
-
         current = case.owner_level or GridLevel.micro
         dispatch(session, case, actor="system", level=next_owner_level(current) or current,
                  reason="dissatisfied again: dispatched one level up")

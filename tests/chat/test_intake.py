@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from core.db import session_scope
-from core.models import Attachment, Case, CaseStatus, Channel, Resident
+from core.models import Attachment, AuditEntry, Case, CaseStatus, Channel, Resident
 
 USER = 5213748891
 
@@ -129,6 +129,29 @@ async def test_english_user_gets_english(harness):
     await h.reply(user, "What is the problem")
     await h.command(user, "cancel")
     await h.reply(user, "Cancelled")
+
+
+async def test_a_new_chat_resident_and_a_change_of_language_are_audited(harness):
+    h = harness
+    user = 7004
+    h.fake.add_user(user, "Ann", language_code="en-GB")
+    await h.say(user, "Report a problem")
+    await h.reply(user, "What is the problem")
+    await h.command(user, "cancel")
+    await h.reply(user, "Cancelled")
+    h.fake.add_user(user, "Ann", language_code="zh-hans")  # her phone now speaks Chinese
+    await h.say(user, "我要反映")
+    await h.reply(user, "遇到了什么问题")
+    with session_scope(h.engine) as session:
+        resident = session.exec(select(Resident).where(Resident.chat_id == str(user))).one()
+        rows = session.exec(select(AuditEntry).where(AuditEntry.target_type == "resident",
+                                                     AuditEntry.target_id == str(resident.id))
+                            .order_by(AuditEntry.id)).all()
+    assert resident.language == "zh"
+    assert [(r.actor, r.action, r.detail) for r in rows] == [
+        (f"resident:chat:{user}", "resident.create", {"chat_id": str(user), "language": "en"}),
+        (f"resident:chat:{user}", "resident.set_language", {"language": "zh", "before": "en"}),
+    ]
 
 
 async def test_location_first_starts_a_report_there(harness):

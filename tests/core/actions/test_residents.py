@@ -27,3 +27,19 @@ def test_linking_a_chat_and_setting_a_phone_are_audited(engine):
         assert rows[0].detail == {"chat_id": "4242", "before": None}
         assert rows[1].detail == {"phone": "13900000002", "before": "13800000001"}
         assert session.get(Resident, rid).chat_id == "4242"
+
+
+def test_a_chat_resident_and_their_language_are_audited(engine):
+    with session_scope(engine) as session:
+        resident = actions.create_for_chat(session, 5151, actor="resident:chat:5151", language="zh", name="小王")
+        actions.set_language(session, resident, "zh", actor="resident:chat:5151")  # no change, no row
+        actions.set_language(session, resident, "en", actor="resident:chat:5151")
+        rid = resident.id
+    with session_scope(engine) as session:
+        rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()
+        assert [(r.actor, r.action, r.target_id, r.detail) for r in rows] == [
+            ("resident:chat:5151", "resident.create", str(rid), {"chat_id": "5151", "language": "zh"}),
+            ("resident:chat:5151", "resident.set_language", str(rid), {"language": "en", "before": "zh"}),
+        ]
+        resident = session.get(Resident, rid)
+        assert (resident.chat_id, resident.language, resident.name) == ("5151", "en", "小王")

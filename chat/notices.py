@@ -1,0 +1,35 @@
+"""A resident who reached us by chat hears of the status changes rules.toml ``[notify]``
+names. This is the chat's subscriber to case changes (``core.events``): it queues a
+``notify_resident`` job in the action's transaction; ``chat/followup.py`` sends it once
+the change has committed."""
+
+from __future__ import annotations
+
+from core import events, jobs
+from core.events import CaseChange
+from core.models import Resident
+from core.rules import load_rules
+
+NOTIFY_JOB = jobs.declare("notify_resident", "chat/followup.py: a resident's chat hears of a status change")
+
+
+def on_case_change(change: CaseChange) -> None:
+    case = change.case
+    if not change.status_changed or case.resident_id is None:
+        return
+    if change.to_status.value not in load_rules()["notify"]["statuses"]:
+        return
+    resident = change.session.get(Resident, case.resident_id)
+    if resident is None or not resident.chat_id:
+        return
+    jobs.enqueue(
+        change.session,
+        NOTIFY_JOB,
+        {"case": case.number, "status": change.to_status.value, "action": change.action,
+         "chat_id": resident.chat_id},
+    )
+
+
+def subscribe() -> None:
+    """Registered at start-up by the composition root (``gridline.wiring``)."""
+    events.subscribe("chat.notice", on_case_change)
