@@ -1,6 +1,6 @@
 """category.active: a category no longer in categories.toml is retired, never deleted
 
-Revision ID: 0017
+Revision ID: 0016
 Revises: 0015
 Create Date: 2026-12-06 21:30:00
 """
@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0017'
-# 0016 is held for the "events" branch; the lead re-points this at merge if it lands.
+revision: str = '0016'
 down_revision: str | None = '0015'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
