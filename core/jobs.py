@@ -17,8 +17,12 @@ from sqlmodel import Session, select
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import Job, JobStatus
+from core.retry import wait_backoff
 
 LEASE = timedelta(minutes=5)
+# A failed job's next try: 30 s after its first attempt, doubling with each attempt, at most an
+# hour later (at least what a server's Retry-After asked for, when the runner passes the error).
+BACKOFF = wait_backoff(30.0, 3600.0)
 
 # Every kind of job the code base queues, and who takes it. A module declares its kinds
 # when it is imported (``X_JOB = jobs.declare("x", "who handles it")``); ``enqueue`` refuses
@@ -111,17 +115,20 @@ def complete(engine: Engine, job_id: int) -> None:
                         .execution_options(synchronize_session=False))
 
 
-def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None) -> Job:
-    """Record a failure; retry later (with backoff) until ``max_attempts``."""
+def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None,
+         give_up: bool = False) -> Job:
+    """Record a failure. The job is queued again after ``retry_in`` (default ``BACKOFF``)
+    until ``max_attempts``; with ``give_up`` (the error would only come back: the runner asks
+    ``core.retry.transient``) it fails for good now."""
     with session_scope(engine) as session:
         job = session.get(Job, job_id)
         job.last_error = error[:2000]
         job.locked_until = None
-        if job.attempts >= job.max_attempts:
+        if give_up or job.attempts >= job.max_attempts:
             job.status = JobStatus.failed
         else:
             job.status = JobStatus.queued
-            job.run_at = utcnow() + (retry_in or timedelta(seconds=30 * 2 ** max(job.attempts - 1, 0)))
+            job.run_at = utcnow() + (retry_in or timedelta(seconds=BACKOFF.pause(job.attempts)))
         session.add(job)
         return job
 
