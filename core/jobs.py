@@ -1,7 +1,7 @@
 """Durable background work as rows: notifications, survey attempts, SLA sweeps.
 
 A job is written in the same transaction as the change that asks for it, so it is never
-lost to a crash. Workers claim due jobs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+lost to a crash. Job runners claim due jobs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
 several Gridline instances can share one database; SQLite has one writer at a time and
 claims with a conditional UPDATE instead.
 """
@@ -66,7 +66,7 @@ def enqueue(
         session.flush()
         return job
     try:
-        # Several instances (or workers) queue the same periodic work at the same moment:
+        # Several instances (or processes) queue the same periodic work at the same moment:
         # the one that comes second finds the first's row instead of failing.
         with session.begin_nested():
             session.add(job)
@@ -76,14 +76,14 @@ def enqueue(
     return job
 
 
-def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: int = 10,
+def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: int = 10,
           ids: list[int] | None = None) -> list[Job]:
-    """Take up to ``limit`` due jobs for this worker (of ``kinds``; only ``ids`` when given).
-    A job whose lease ran out (its worker died) is due again."""
+    """Take up to ``limit`` due jobs for ``holder`` (a runner's name; of ``kinds``; only ``ids``
+    when given). A job whose lease ran out (its holder died) is due again."""
     now = utcnow()
     due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
     stale = (Job.status == JobStatus.running) & (Job.locked_until < now)
-    taken = {"status": JobStatus.running, "locked_by": worker, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
+    taken = {"status": JobStatus.running, "locked_by": holder, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
     with session_scope(engine) as session:
         stmt = select(Job).where(or_(due, stale)).order_by(Job.run_at, Job.id).limit(limit)
         if kinds:
@@ -101,7 +101,7 @@ def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: in
         candidates = session.exec(stmt).all()
         claimed: list[Job] = []
         for job in candidates:
-            # The WHERE repeats the claim condition so two SQLite workers cannot both win.
+            # The WHERE repeats the claim condition so two SQLite processes cannot both win.
             result = session.execute(update(Job).where(Job.id == job.id, or_(due, stale)).values(**taken))
             if result.rowcount == 1:
                 session.refresh(job)

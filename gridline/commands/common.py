@@ -1,5 +1,5 @@
 """What every command shares: the configured database (settings and rules checked first,
-each problem one line) and the one way to fail with a message."""
+each problem one line), the one way to fail with a message, and the note on an old name."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
     if migrated:
         require_schema(engine)
     return engine
+
+
+def deprecated(old: str, new: str) -> None:
+    """Say on stderr that ``gridline <old>`` is an old name kept for one release."""
+    Console(stderr=True).print(f"[yellow]warning:[/yellow] `gridline {old}` is deprecated and goes away in the "
+                               f"next release: use `gridline {new}`", soft_wrap=True)
 
 
 def fail(message: str) -> None:

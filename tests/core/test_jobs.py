@@ -23,14 +23,14 @@ def test_dedupe_key_queues_once(engine):
     assert a.id == b.id
 
 
-def test_concurrent_workers_never_claim_the_same_job(engine):
+def test_concurrent_claims_never_take_the_same_job(engine):
     with session_scope(engine) as session:
         for i in range(40):
             jobs.enqueue(session, "notify_resident", {"i": i})
     claimed: list[int] = []
     lock = threading.Lock()
 
-    def worker(name):
+    def take(name):
         while True:
             got = jobs.claim(engine, name, ["notify_resident"], limit=3)
             if not got:
@@ -40,7 +40,7 @@ def test_concurrent_workers_never_claim_the_same_job(engine):
             for j in got:
                 jobs.complete(engine, j.id)
 
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    threads = [threading.Thread(target=take, args=(f"p{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -67,7 +67,7 @@ def test_expired_lease_is_claimed_again(engine):
     clock.freeze(datetime(2026, 11, 17, 2, 0))
     with session_scope(engine) as session:
         jobs.enqueue(session, "x")
-    (got,) = jobs.claim(engine, "crashed-worker", ["x"])
+    (got,) = jobs.claim(engine, "crashed-process", ["x"])
     clock.freeze(datetime(2026, 11, 17, 2, 0) + jobs.LEASE + timedelta(seconds=1))
     (again,) = jobs.claim(engine, "w2", ["x"])
     assert again.id == got.id and again.attempts == 2 and again.locked_by == "w2"
