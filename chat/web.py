@@ -578,11 +578,11 @@ class ChatBot:
             failure = retry_state.outcome.exception()
             return self.stopping.is_set() or (not transient(failure) and tries >= STUBBORN_ATTEMPTS)
 
-        handle_again = log_retry(log, lambda _: f"update {update.update_id}", logging.WARNING)
-
         def again(retry_state: RetryCallState) -> None:
             self.retried += 1
-            handle_again(retry_state)
+            log.warning("update %s failed (%s); handling it again in %.2fs (attempt %d)", update.update_id,
+                        short(retry_state.outcome.exception().error), retry_state.upcoming_sleep,
+                        retry_state.attempt_number + 1)
 
         retrying = AsyncRetrying(retry=retry_if_exception_type(HandlersFailed), stop=enough,
                                  wait=wait_backoff(self.retry_first, self.retry_longest), sleep=self._pause,
