@@ -88,7 +88,7 @@ def serve(
     no_demo: bool = typer.Option(False, "--no-demo", help="do not load the demo district into an empty database"),
     listen_fd: int = typer.Option(None, "--listen-fd", help="serve on this already listening socket, "
                                   "inherited from a supervisor (socket activation); --host/--port are then ignored"),
-    processes: int = typer.Option(None, "--processes", min=1, show_default="1",
+    processes: int = typer.Option(1, "--processes", min=1,
                                   help="processes serving the one port, to use every core (e.g. the number of "
                                   "cores); a process that dies is started again"),
     workers: int = typer.Option(None, "--workers", min=1, hidden=True,
@@ -98,14 +98,13 @@ def serve(
 ) -> None:
     """Upgrade the database, load the demo district if it is empty, and serve everything."""
     if workers is not None:
-        if processes is not None and processes != workers:
+        if processes not in (1, workers):
             _fail(f"--workers {workers} and --processes {processes}: --workers is the old name of --processes; "
                   "give only --processes")
         from gridline.commands.common import deprecated
 
         deprecated("serve --workers", "serve --processes")
         processes = workers
-    processes = processes or 1
     from aiohttp import web
 
     from gridline.access_log import RedactingAccessLogger
