@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,21 +28,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
-import psycopg
-import requests
-from botocore.exceptions import ClientError as S3ClientError
-from botocore.exceptions import ConnectionError as S3ConnectionError
-from botocore.exceptions import HTTPClientError as S3HTTPClientError
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from telegram.error import BadRequest, NetworkError, RetryAfter
 from tenacity import RetryCallState, retry_if_exception
 from tenacity.retry import retry_base
 from tenacity.wait import wait_base
-from twilio.base.exceptions import TwilioRestException
-
-log = logging.getLogger(__name__)
 
 # PostgreSQL's SQLSTATEs worth another try: class 08 (connection exception), class 40
 # (transaction rollback: serialization failure, deadlock), the server shutting down or
@@ -71,6 +62,14 @@ def transient(exc: BaseException | None) -> bool:
     return any(_transient_itself(e) for e in causes(exc))
 
 
+def _loaded(module: str, *names: str) -> tuple[type, ...]:
+    """The classes ``names`` of ``module`` when it is imported, else none: an error of a
+    client library this process never imported cannot be in the chain (so the classifier
+    does not import Telegram's, Twilio's and S3's clients into every command)."""
+    found = sys.modules.get(module)
+    return tuple(getattr(found, name) for name in names) if found is not None else ()
+
+
 def _transient_itself(e: BaseException) -> bool:
     if getattr(e, "transient", False) is True:  # ours that say so: DatabaseBusy, MediaUnavailable, …
         return True
@@ -79,29 +78,27 @@ def _transient_itself(e: BaseException) -> bool:
         return e.connection_invalidated or (e.orig is not None and _transient_itself(e.orig))
     if isinstance(e, DisconnectionError | PoolTimeout):
         return True
-    if isinstance(e, psycopg.Error):
+    if isinstance(e, _loaded("psycopg", "Error")):
         state = e.sqlstate
         if state is None:  # raised by the client: the connection failed or was lost
-            return isinstance(e, psycopg.OperationalError)
+            return isinstance(e, _loaded("psycopg", "OperationalError"))
         return state.startswith(PG_TRANSIENT_CLASSES) or state in PG_TRANSIENT_STATES
     if isinstance(e, sqlite3.OperationalError):
         code = getattr(e, "sqlite_errorcode", None)
         if code is not None:
             return code & 0xFF in SQLITE_BUSY_CODES
         return "locked" in str(e)
-    if isinstance(e, RetryAfter):
+    if isinstance(e, _loaded("telegram.error", "RetryAfter")):
         return True
-    if isinstance(e, NetworkError):  # PTB's timeouts, resets and 5xx; BadRequest is one too
-        return not isinstance(e, BadRequest)
-    if isinstance(e, TwilioRestException):
+    if isinstance(e, _loaded("telegram.error", "NetworkError")):  # PTB's timeouts, resets and 5xx
+        return not isinstance(e, _loaded("telegram.error", "BadRequest"))  # a NetworkError too
+    if isinstance(e, _loaded("twilio.base.exceptions", "TwilioRestException") + _loaded("aiohttp", "ClientResponseError")):
         return _status_transient(e.status)
-    if isinstance(e, aiohttp.ClientResponseError):
-        return _status_transient(e.status)
-    if isinstance(e, aiohttp.ClientConnectionError | requests.ConnectionError | requests.Timeout):
+    if isinstance(e, _loaded("aiohttp", "ClientConnectionError") + _loaded("requests", "ConnectionError", "Timeout")):
         return True
-    if isinstance(e, S3ClientError):
+    if isinstance(e, _loaded("botocore.exceptions", "ClientError")):
         return _status_transient(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
-    if isinstance(e, S3ConnectionError | S3HTTPClientError):
+    if isinstance(e, _loaded("botocore.exceptions", "ConnectionError", "HTTPClientError")):
         return True
     return isinstance(e, TimeoutError | ConnectionError)  # socket timeouts, resets, refusals
 
@@ -114,17 +111,17 @@ def retry_after(exc: BaseException | None) -> float | None:
     """Seconds a server asked us to wait before the next try (Telegram's ``RetryAfter``, a
     ``Retry-After`` header on an HTTP answer), or None when none did."""
     for e in causes(exc):
-        if isinstance(e, RetryAfter):
+        if isinstance(e, _loaded("telegram.error", "RetryAfter")):
             with warnings.catch_warnings():  # PTB 22 warns that the int will become a timedelta
                 warnings.simplefilter("ignore")
                 value = e.retry_after
             return value.total_seconds() if isinstance(value, timedelta) else float(value)
         headers: Any = None
-        if isinstance(e, aiohttp.ClientResponseError):
+        if isinstance(e, _loaded("aiohttp", "ClientResponseError")):
             headers = e.headers
-        elif isinstance(e, S3ClientError):
+        elif isinstance(e, _loaded("botocore.exceptions", "ClientError")):
             headers = e.response.get("ResponseMetadata", {}).get("HTTPHeaders")
-        elif isinstance(e, requests.HTTPError) and e.response is not None:
+        elif isinstance(e, _loaded("requests", "HTTPError")) and e.response is not None:
             headers = e.response.headers
         seconds = _header_seconds(headers)
         if seconds is not None:
