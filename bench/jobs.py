@@ -1,19 +1,19 @@
-"""Durable jobs at scale: N due jobs taken by W worker processes on PostgreSQL.
+"""Durable jobs at scale: N due jobs taken by P job processes on PostgreSQL.
 
-    .venv/bin/python bench/jobs.py                              # 10,000 no-op jobs, 2 workers, 600 calls at 5/s
+    .venv/bin/python bench/jobs.py                              # 10,000 no-op jobs, 2 processes, 600 calls at 5/s
     .venv/bin/python bench/jobs.py --jobs 500 --calls 40        # a quick check
 
 1. **No-op jobs.** N jobs of a kind whose handler does nothing but write down its job id
-   are queued; W processes (a ``core.runner.JobRunner`` each, as ``gridline serve`` and
-   ``gridline worker`` run it, claiming with ``FOR UPDATE SKIP LOCKED``) take them. Prints
+   are queued; P processes (a ``core.runner.JobRunner`` each, as ``gridline serve`` and
+   ``gridline jobs`` run it, claiming with ``FOR UPDATE SKIP LOCKED``) take them. Prints
    jobs per second (from the moment the jobs are due to the last one done) and the number
    of jobs run more than once (must be 0). Target: ≥ 500 jobs/s.
-2. **Follow-up calls.** M verified hotline cases with a phone follow-up due now; W
-   ``gridline worker --surveys`` processes place the calls with the real twilio client at
+2. **Follow-up calls.** M verified hotline cases with a phone follow-up due now; P
+   ``gridline jobs --surveys`` processes place the calls with the real twilio client at
    the fake Twilio REST server (``tests/support/fake_twilio.py``, in this process) under a
    calls-per-second cap (rules ``[survey.phone] calls_per_second``, ``--cps``). Prints the
    calls per second Twilio saw against the cap, and the residents called more than once
-   (must be 0). Target: the cap, not less (the workers share it through the database).
+   (must be 0). Target: the cap, not less (the processes share it through the database).
 
 PostgreSQL comes from GRIDLINE_BENCH_PG (default: the local test server); the benchmark
 makes a database of its own there and drops it at the end.
@@ -49,11 +49,11 @@ from core.models import Job, JobStatus  # noqa: E402
 NOOP_JOB = jobs.declare("bench_noop", "bench/jobs.py: does nothing, writes down its id")
 
 
-# ---------------------------------------------------------------- the no-op worker process
+# ---------------------------------------------------------------- the no-op job process
 
 
-def noop_worker(url: str, out: Path, ready: Path, batch: int) -> None:
-    """A worker process: a JobRunner taking only bench_noop jobs until SIGTERM."""
+def noop_process(url: str, out: Path, ready: Path, batch: int) -> None:
+    """A job process: a JobRunner taking only bench_noop jobs until SIGTERM."""
     from core.runner import JobRunner
 
     engine = make_engine(url)
@@ -93,18 +93,18 @@ def done_count(engine, kind: str) -> int:
         return s.exec(select(func.count()).select_from(Job).where(Job.kind == kind, Job.status == JobStatus.done)).one()
 
 
-def noop_phase(engine, url: str, n: int, workers: int, batch: int, tmp: Path) -> None:
+def noop_phase(engine, url: str, n: int, processes: int, batch: int, tmp: Path) -> None:
     later = utcnow() + timedelta(hours=1)
     with session_scope(engine) as s:
         for start in range(0, n, 5000):
             s.add_all([Job(kind=NOOP_JOB, payload={"i": i}, run_at=later) for i in range(start, min(n, start + 5000))])
     procs, outs = [], []
-    for i in range(workers):
+    for i in range(processes):
         out, ready = tmp / f"noop-{i}.ids", tmp / f"noop-{i}.ready"
         outs.append(out)
-        procs.append(subprocess.Popen([sys.executable, __file__, "_noop-worker", url, str(out), str(ready), str(batch)],
+        procs.append(subprocess.Popen([sys.executable, __file__, "_noop-process", url, str(out), str(ready), str(batch)],
                                       cwd=ROOT))
-        wait_until(ready.exists, 60, f"worker {i} to start")
+        wait_until(ready.exists, 60, f"process {i} to start")
     with session_scope(engine) as s:  # every job due at once
         s.execute(update(Job).where(Job.kind == NOOP_JOB).values(run_at=utcnow()))
     started = time.perf_counter()
@@ -115,10 +115,10 @@ def noop_phase(engine, url: str, n: int, workers: int, batch: int, tmp: Path) ->
     for p in procs:
         p.wait(60)
     runs = Counter(int(line) for out in outs for line in out.read_text().split())
-    per_worker = [len(out.read_text().split()) for out in outs]
+    per_process = [len(out.read_text().split()) for out in outs]
     duplicates = sum(c - 1 for c in runs.values() if c > 1)
-    print(f"no-op jobs: {n} by {workers} worker processes (batch {batch}) in {elapsed:.2f} s: "
-          f"{n / elapsed:.0f} jobs/s; duplicates: {duplicates}; per worker {per_worker}")
+    print(f"no-op jobs: {n} by {processes} job processes (batch {batch}) in {elapsed:.2f} s: "
+          f"{n / elapsed:.0f} jobs/s; duplicates: {duplicates}; per process {per_process}")
 
 
 def due_surveys(engine, count: int) -> None:
@@ -140,7 +140,7 @@ def due_surveys(engine, count: int) -> None:
                        run_at=now + timedelta(hours=1)) for sv in surveys])
 
 
-def calls_phase(engine, url: str, m: int, workers: int, cps: float, tmp: Path) -> None:
+def calls_phase(engine, url: str, m: int, processes: int, cps: float, tmp: Path) -> None:
     from tests.support.fake_twilio import FakeTwilio
 
     due_surveys(engine, m)
@@ -153,8 +153,8 @@ def calls_phase(engine, url: str, m: int, workers: int, cps: float, tmp: Path) -
                     "GRIDLINE_TWILIO_AUTH_TOKEN": fake.auth_token, "GRIDLINE_TWILIO_API_URL": fake.base_url,
                     "GRIDLINE_HOTLINE_NUMBER": fake.phone_number, "GRIDLINE_PUBLIC_URL": "http://127.0.0.1:9",
                     "GRIDLINE_RULES": str(rules), "GRIDLINE_DATA_DIR": str(tmp), "GRIDLINE_TELEGRAM_TOKEN": ""})
-        procs = [subprocess.Popen([sys.executable, "-m", "gridline.cli", "worker", "--surveys"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
+        procs = [subprocess.Popen([sys.executable, "-m", "gridline.cli", "jobs", "--surveys"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(processes)]
         time.sleep(3)  # let them start (they find nothing due)
         with session_scope(engine) as s:
             s.execute(update(Job).where(Job.kind == "survey_phone").values(run_at=utcnow()))
@@ -171,19 +171,20 @@ def calls_phase(engine, url: str, m: int, workers: int, cps: float, tmp: Path) -
     moments = sorted(parsedate_to_datetime(c["date_created"]).timestamp() for c in created)
     # Twilio's dates are to the second: the rate over the whole run, first to last call.
     span = max(moments[-1] - moments[0], 1.0) if moments else 1.0
-    print(f"follow-up calls: {len(created)} placed for {m} due surveys by {workers} `gridline worker --surveys` "
+    print(f"follow-up calls: {len(created)} placed for {m} due surveys by {processes} `gridline jobs --surveys` "
           f"in {elapsed:.1f} s; {(len(created) - 1) / span:.2f} calls/s at Twilio with a cap of {cps:g}/s; "
           f"residents called twice: {twice}")
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_noop-worker":
-        noop_worker(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_noop-process":
+        noop_process(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=10_000, help="no-op jobs (0: skip)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--batch", type=int, default=10, help="jobs a worker claims at once (the runner's default)")
+    parser.add_argument("--processes", "--workers", dest="processes", type=int, default=2,
+                        help="job processes (--workers: the old name)")
+    parser.add_argument("--batch", type=int, default=10, help="jobs a process claims at once (the runner's default)")
     parser.add_argument("--calls", type=int, default=600, help="due follow-up calls (0: skip)")
     parser.add_argument("--cps", type=float, default=5.0, help="the calls-per-second cap")
     args = parser.parse_args()
@@ -193,9 +194,9 @@ def main() -> None:
         upgrade(engine)
         with tempfile.TemporaryDirectory() as tmp:
             if args.jobs:
-                noop_phase(engine, url, args.jobs, args.workers, args.batch, Path(tmp))
+                noop_phase(engine, url, args.jobs, args.processes, args.batch, Path(tmp))
             if args.calls:
-                calls_phase(engine, url, args.calls, args.workers, args.cps, Path(tmp))
+                calls_phase(engine, url, args.calls, args.processes, args.cps, Path(tmp))
         engine.dispose()
 
 

@@ -10,13 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    InterfaceError,
-    OperationalError,
     SQLAlchemyError,
 )
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from telegram import (
     CallbackQuery,
     KeyboardButton,
@@ -24,11 +19,12 @@ from telegram import (
     ReplyKeyboardMarkup,
     Update,
 )
-from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from chat.callbacks import CallbackCodec
 from chat.texts import fit_message, language_of, t
+from core.retry import causes, transient
 
 log = logging.getLogger("chat")
 
@@ -85,35 +81,10 @@ class Deps:
         return await self.services.db.run(func, self.engine, *args, **kw)
 
 
-def _chain(exc: BaseException):  # noqa: ANN202
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def transient(exc: BaseException) -> bool:
-    """A failure that goes away by itself: a lost or busy database connection, a network
-    problem with the Bot API, Telegram asking us to slow down."""
-    for e in _chain(exc):
-        if getattr(e, "transient", False):  # a "busy" error that says so
-            return True
-        if isinstance(e, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
-            return True
-        if isinstance(e, DBAPIError) and e.connection_invalidated:
-            return True
-        if isinstance(e, RetryAfter) or (isinstance(e, NetworkError) and not isinstance(e, BadRequest)):
-            return True
-        if isinstance(e, TimeoutError | ConnectionError):
-            return True
-    return False
-
-
 def retryable(exc: BaseException) -> bool:
-    """Worth handling the update again: a transient failure, or any database error (a
-    constraint race, a statement the database refused this time)."""
-    return transient(exc) or any(isinstance(e, SQLAlchemyError) for e in _chain(exc))
+    """Worth handling the update again: a transient failure (``core.retry.transient``), or any
+    database error (a constraint race, a statement the database refused this time)."""
+    return transient(exc) or any(isinstance(e, SQLAlchemyError) for e in causes(exc))
 
 
 DEPS_KEY = "gridline_deps"

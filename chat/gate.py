@@ -73,7 +73,7 @@ SELECT
 class GateUnavailable(Exception):
     """The lock connection failed (the database restarting): worth trying again."""
 
-    transient = True  # chat.common.transient
+    transient = True  # core.retry.transient
 
 
 class GateClosed(Exception):

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 from telegram import Bot
 from telegram.error import BadRequest, TelegramError
 
-from chat.common import transient
 from chat.texts import MAX_DOWNLOAD
 from core import media_types
 from core.clock import utcnow
 from core.media import MediaMissing, MediaStore, fetched, keep
+from core.retry import transient
 
 log = logging.getLogger(__name__)
 

@@ -66,15 +66,32 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_chain,
+    wait_fixed,
+)
 
 from chat import dialog, followup, inbox, redact, shape, welcome, worker, worker_jobs
 from chat.callbacks import CallbackCodec
-from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, transient
+from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import BOT, t
 from core.clock import utcnow
+from core.retry import (
+    log_retry,
+    retry_if_transient,
+    retry_unless_set,
+    short,
+    transient,
+    wait_backoff,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +111,24 @@ STUBBORN_ATTEMPTS = 6
 STUBBORN_AGAIN_S = 300.0
 # Keeping an update in the inbox on a lost connection: quick tries before Telegram hears 503.
 ACCEPT_PAUSES_S = (0.05, 0.25)
+# Starting the bot (setWebhook …), and keeping a polled update: first pause, doubling up to the longest.
+START_FIRST_S, START_LONGEST_S = 1.0, 60.0
+POLLED_FIRST_S, POLLED_LONGEST_S = 0.5, 30.0
+
+
+class BotStopping(RuntimeError):
+    """A job asked to change a chat while the bot stops: the job is tried again later."""
+
+    transient = True  # core.retry.transient
+
+
+class HandlersFailed(Exception):
+    """An update's handlers failed (``ChatBot.failed``): its chat is rolled back and the
+    update handled again. The failure is ``error`` (and the cause)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(short(error))
+        self.error = error
 
 
 class CountingRateLimiter(AIORateLimiter):
@@ -334,7 +369,7 @@ class ChatBot:
             elif update.effective_message is not None:
                 await reply(update, t(language, "dialog.error"), language)
         except Exception as exc:  # saying sorry failed too: the error above is what matters
-            log.info("could not tell the chat about the error: %s", _short(exc))
+            log.info("could not tell the chat about the error: %s", short(exc))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -361,18 +396,18 @@ class ChatBot:
         self.ready.set()
 
     async def _start_with_retries(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self._start_once()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Bot API unreachable, bad token: the rest of Gridline runs
-                log.error("telegram bot failed to start (%s); retrying in %.0fs", exc, delay)
-                await self._shutdown_app()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+        # Whatever the failure (the Bot API unreachable, a webhook URL Telegram cannot reach
+        # yet, a bad token), the rest of Gridline runs and the bot keeps trying to start.
+        retrying = AsyncRetrying(retry=retry_if_exception_type(Exception), wait=wait_backoff(START_FIRST_S, START_LONGEST_S),
+                                 before_sleep=log_retry(log, lambda _: "telegram bot start"), reraise=True)
+        await retrying(self._start_once_or_shut_down)
+
+    async def _start_once_or_shut_down(self) -> None:
+        try:
+            await self._start_once()
+        except Exception:
+            await self._shutdown_app()
+            raise
 
     async def start(self, *, wait: bool = False) -> None:
         self.stopping.clear()
@@ -418,19 +453,14 @@ class ChatBot:
 
     async def _accept_polled(self, update: Update) -> bool:
         # The updater confirms an update to Telegram with its next getUpdates, which waits
-        # for this: retry (the database may be restarting) rather than lose it.
+        # for this: retry whatever failed (the database may be restarting) rather than lose it.
         wrong = shape.problem(update.to_dict())
         if wrong:
             log.warning("telegram update %s ignored: %s", update.update_id, wrong)
             return False
-        delay = 0.5
-        while True:
-            try:
-                return await self.accept(update, update.to_dict())
-            except Exception:
-                log.exception("could not keep update %s; retrying in %.1fs", update.update_id, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        retrying = AsyncRetrying(retry=retry_if_exception_type(Exception), wait=wait_backoff(POLLED_FIRST_S, POLLED_LONGEST_S),
+                                 before_sleep=log_retry(log, lambda _: f"keeping update {update.update_id}"), reraise=True)
+        return await retrying(self.accept, update, update.to_dict())
 
     # -- handling, and handling again ---------------------------------------------------
 
@@ -479,21 +509,21 @@ class ChatBot:
         and bring this process's copy of it up to date; None when stopping."""
         app = self.application
         persistence: DbPersistence = app.persistence
-        pause = self.retry_first
-        while True:
+        keys: set[str] = set()
+
+        async def enter() -> Turn:
+            nonlocal keys
             keys = persistence.chat_keys(app, chat_id, user_id)
-            try:
-                turn = await self.gate.enter(chat_id, update_id, seen=persistence.seen.get((chat_id, user_id), NEVER_SEEN),
-                                             conv_keys=sorted(keys), now=utcnow(), stopping=self.stopping)
-                break
-            except GateClosed:
-                return None
-            except Exception as exc:
-                if not transient(exc) or self.stopping.is_set():
-                    raise
-                log.warning("could not take chat %s (%s); trying again in %.2fs", chat_id, _short(exc), pause)
-                await self._pause(pause)
-                pause = min(pause * 2, self.retry_longest)
+            return await self.gate.enter(chat_id, update_id, seen=persistence.seen.get((chat_id, user_id), NEVER_SEEN),
+                                         conv_keys=sorted(keys), now=utcnow(), stopping=self.stopping)
+
+        retrying = AsyncRetrying(retry=retry_if_transient & retry_unless_set(self.stopping),
+                                 wait=wait_backoff(self.retry_first, self.retry_longest), sleep=self._pause,
+                                 before_sleep=log_retry(log, lambda _: f"taking chat {chat_id}"), reraise=True)
+        try:
+            turn = await retrying(enter)
+        except GateClosed:
+            return None
         if turn.state is not None:
             persistence.load_chat(app, chat_id, keys, turn.state)
         persistence.seen[(chat_id, user_id)] = turn.version
@@ -526,9 +556,8 @@ class ChatBot:
         if version is not None and self.gate is not None:
             user_id = update.effective_user.id if update.effective_user else None
             await self._refresh_user(chat_key(update), user_id, version)
-        attempt, pause = 0, self.retry_first
-        while True:
-            attempt += 1
+
+        async def attempt() -> None:
             before = self._chat_data(chat_id)
             try:
                 await process(update)
@@ -541,24 +570,42 @@ class ChatBot:
                 await self.finish(update, version)
                 raise
             error = self._failures.pop(update.update_id, None)
-            if error is None:
-                break
-            self._restore_chat_data(chat_id, before)
-            await self._tell_delayed(update)
+            if error is not None:
+                self._restore_chat_data(chat_id, before)
+                await self._tell_delayed(update)
+                raise HandlersFailed(error) from error
+
+        tries = 0
+
+        def enough(retry_state: RetryCallState) -> bool:
+            # A transient failure is waited out for as long as it lasts; another one is tried
+            # a few times while the chat waits, then parked (the chat moves on).
+            nonlocal tries
+            tries = retry_state.attempt_number
+            failure = retry_state.outcome.exception()
+            return self.stopping.is_set() or (not transient(failure) and tries >= STUBBORN_ATTEMPTS)
+
+        def again(retry_state: RetryCallState) -> None:
+            self.retried += 1
+            log.warning("update %s failed (%s); handling it again in %.2fs (attempt %d)", update.update_id,
+                        short(retry_state.outcome.exception().error), retry_state.upcoming_sleep,
+                        retry_state.attempt_number + 1)
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(HandlersFailed), stop=enough,
+                                 wait=wait_backoff(self.retry_first, self.retry_longest), sleep=self._pause,
+                                 before_sleep=again, reraise=True)
+        try:
+            await retrying(attempt)
+        except HandlersFailed as failed:
             if self.stopping.is_set():
                 log.warning("update %s failed (%s) while stopping; it stays in the inbox for the next start",
-                            update.update_id, _short(error))
-                return None
-            if not transient(error) and attempt >= STUBBORN_ATTEMPTS:
+                            update.update_id, short(failed.error))
+            else:
                 log.error("update %s failed %d times (%s); kept in the inbox and tried again in %.0fs",
-                          update.update_id, attempt, _short(error), self.stubborn_again, exc_info=error)
+                          update.update_id, tries, short(failed.error),
+                          self.stubborn_again, exc_info=failed.error)
                 await self._handle_later(update)
-                return None
-            self.retried += 1
-            log.warning("update %s failed (%s); handling it again in %.2fs (attempt %d)",
-                        update.update_id, _short(error), pause, attempt + 1)
-            await self._pause(pause)
-            pause = min(pause * 2, self.retry_longest)
+            return None
         self.deps.delayed.discard(update.update_id)
         return await self.finish(update, version)
 
@@ -618,26 +665,23 @@ class ChatBot:
         await app.update_persistence()  # fills the persistence's buffer; no I/O
         writes = app.persistence.take(chat.id if chat else None)
         heads = {chat.id: version + 1} if version is not None and chat is not None and writes else {}
-        pause = self.retry_first
-        while True:
-            try:
-                await self.commits.run(inbox.finish_op(update.update_id, writes, heads))
-                if heads:
-                    app.persistence.seen[(chat.id, update.effective_user.id if update.effective_user else None)] = \
-                        version + 1
-                return version + 1 if heads else version
-            except Exception as exc:
-                if self.stopping.is_set() or not retryable(exc):
-                    app.persistence.back(writes)
-                    if chat is not None:
-                        app.persistence.forget(chat.id)
-                    log.exception("could not record the end of update %s; it will be handled again",
-                                  update.update_id)
-                    return None
-                log.warning("could not record the end of update %s (%s); trying again in %.2fs",
-                            update.update_id, _short(exc), pause)
-                await self._pause(pause)
-                pause = min(pause * 2, self.retry_longest)
+        # Any database error is worth another try here (chat.common.retryable): until it is
+        # written, the update would be handled again.
+        retrying = AsyncRetrying(retry=retry_if_exception(retryable) & retry_unless_set(self.stopping),
+                                 wait=wait_backoff(self.retry_first, self.retry_longest), sleep=self._pause,
+                                 before_sleep=log_retry(log, lambda _: f"recording the end of update {update.update_id}"),
+                                 reraise=True)
+        try:
+            await retrying(self.commits.run, inbox.finish_op(update.update_id, writes, heads))
+        except Exception:
+            app.persistence.back(writes)
+            if chat is not None:
+                app.persistence.forget(chat.id)
+            log.exception("could not record the end of update %s; it will be handled again", update.update_id)
+            return None
+        if heads:
+            app.persistence.seen[(chat.id, update.effective_user.id if update.effective_user else None)] = version + 1
+        return version + 1 if heads else version
 
     async def edit_chat(self, chat_id: int, change: Callable[[dict], bool]) -> None:
         """Change a chat's data outside an update (a job): ``change`` gets the chat's data as
@@ -650,7 +694,7 @@ class ChatBot:
             if self.gate is not None:
                 turn = await self._enter(chat_id, None, None)
                 if turn is None:
-                    raise RuntimeError("the bot is stopping")
+                    raise BotStopping("the bot is stopping")
                 version = turn.version
             try:
                 if not change(app.chat_data[chat_id]):
@@ -716,7 +760,7 @@ class ChatBot:
         try:
             update = Update.de_json(data, self.application.bot)
         except Exception as exc:
-            log.warning("unreadable telegram update %s: %s", data.get("update_id"), _short(exc))
+            log.warning("unreadable telegram update %s: %s", data.get("update_id"), short(exc))
             return web.Response(status=200)  # redelivering it would not help
         # Kept and queued in a task of its own: a dropped connection cancelling this handler
         # must not leave an update kept (so redeliveries are ignored) but never queued.
@@ -726,20 +770,16 @@ class ChatBot:
             await asyncio.shield(intake)
         except Exception as exc:
             log.error("could not keep telegram update %s (%s); Telegram will deliver it again",
-                      update.update_id, _short(exc), exc_info=None if transient(exc) else exc)
+                      update.update_id, short(exc), exc_info=None if transient(exc) else exc)
             return web.Response(status=503, text="try again")  # Telegram redelivers
         return web.Response(status=200)
 
     async def _keep_and_queue(self, update: Update, data: dict) -> None:
-        for pause in (*ACCEPT_PAUSES_S, None):
-            try:
-                fresh = await self.accept(update, data)
-                break
-            except Exception as exc:
-                if pause is None or not transient(exc):
-                    raise
-                log.warning("could not keep telegram update %s (%s); trying again", update.update_id, _short(exc))
-                await asyncio.sleep(pause)
+        retrying = AsyncRetrying(retry=retry_if_transient, stop=stop_after_attempt(len(ACCEPT_PAUSES_S) + 1),
+                                 wait=wait_chain(*map(wait_fixed, ACCEPT_PAUSES_S)),
+                                 before_sleep=log_retry(log, lambda _: f"keeping telegram update {update.update_id}"),
+                                 reraise=True)
+        fresh = await retrying(self.accept, update, data)
         if fresh:
             self.application.update_queue.put_accepted(update)
 
@@ -783,11 +823,6 @@ def _chat_rows(engine: Any, chat_id: int, conv_keys: list[str]) -> list[tuple[st
             and_(table.c.namespace == CHAT, table.c.key == str(chat_id)),
             and_(table.c.namespace == CONV, table.c.key.in_(conv_keys))))).all()
     return [(ns, key, data) for ns, key, data in rows]
-
-
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    return text[:200]
 
 
 CHATBOT = web.AppKey("gridline_chatbot", ChatBot)

@@ -1,7 +1,7 @@
 """Durable background work as rows: notifications, survey attempts, SLA sweeps.
 
 A job is written in the same transaction as the change that asks for it, so it is never
-lost to a crash. Workers claim due jobs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+lost to a crash. Job runners claim due jobs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
 several Gridline instances can share one database; SQLite has one writer at a time and
 claims with a conditional UPDATE instead.
 """
@@ -17,8 +17,12 @@ from sqlmodel import Session, select
 from core.clock import utcnow
 from core.db import session_scope
 from core.models import Job, JobStatus
+from core.retry import wait_backoff
 
 LEASE = timedelta(minutes=5)
+# A failed job's next try: 30 s after its first attempt, doubling with each attempt, at most an
+# hour later (at least what a server's Retry-After asked for, when the runner passes the error).
+BACKOFF = wait_backoff(30.0, 3600.0)
 
 # Every kind of job the code base queues, and who takes it. A module declares its kinds
 # when it is imported (``X_JOB = jobs.declare("x", "who handles it")``); ``enqueue`` refuses
@@ -62,7 +66,7 @@ def enqueue(
         session.flush()
         return job
     try:
-        # Several instances (or workers) queue the same periodic work at the same moment:
+        # Several instances (or processes) queue the same periodic work at the same moment:
         # the one that comes second finds the first's row instead of failing.
         with session.begin_nested():
             session.add(job)
@@ -72,14 +76,14 @@ def enqueue(
     return job
 
 
-def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: int = 10,
+def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: int = 10,
           ids: list[int] | None = None) -> list[Job]:
-    """Take up to ``limit`` due jobs for this worker (of ``kinds``; only ``ids`` when given).
-    A job whose lease ran out (its worker died) is due again."""
+    """Take up to ``limit`` due jobs for ``holder`` (a runner's name; of ``kinds``; only ``ids``
+    when given). A job whose lease ran out (its holder died) is due again."""
     now = utcnow()
     due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
     stale = (Job.status == JobStatus.running) & (Job.locked_until < now)
-    taken = {"status": JobStatus.running, "locked_by": worker, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
+    taken = {"status": JobStatus.running, "locked_by": holder, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
     with session_scope(engine) as session:
         stmt = select(Job).where(or_(due, stale)).order_by(Job.run_at, Job.id).limit(limit)
         if kinds:
@@ -97,7 +101,7 @@ def claim(engine: Engine, worker: str, kinds: list[str] | None = None, limit: in
         candidates = session.exec(stmt).all()
         claimed: list[Job] = []
         for job in candidates:
-            # The WHERE repeats the claim condition so two SQLite workers cannot both win.
+            # The WHERE repeats the claim condition so two SQLite processes cannot both win.
             result = session.execute(update(Job).where(Job.id == job.id, or_(due, stale)).values(**taken))
             if result.rowcount == 1:
                 session.refresh(job)
@@ -111,17 +115,20 @@ def complete(engine: Engine, job_id: int) -> None:
                         .execution_options(synchronize_session=False))
 
 
-def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None) -> Job:
-    """Record a failure; retry later (with backoff) until ``max_attempts``."""
+def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None,
+         give_up: bool = False) -> Job:
+    """Record a failure. The job is queued again after ``retry_in`` (default ``BACKOFF``)
+    until ``max_attempts``; with ``give_up`` (the error would only come back: the runner asks
+    ``core.retry.transient``) it fails for good now."""
     with session_scope(engine) as session:
         job = session.get(Job, job_id)
         job.last_error = error[:2000]
         job.locked_until = None
-        if job.attempts >= job.max_attempts:
+        if give_up or job.attempts >= job.max_attempts:
             job.status = JobStatus.failed
         else:
             job.status = JobStatus.queued
-            job.run_at = utcnow() + (retry_in or timedelta(seconds=30 * 2 ** max(job.attempts - 1, 0)))
+            job.run_at = utcnow() + (retry_in or timedelta(seconds=BACKOFF.pause(job.attempts)))
         session.add(job)
         return job
 

@@ -54,6 +54,8 @@ class MediaUnavailable(MediaError):
     """The store cannot be reached now (endpoint down, bucket gone, timeout): transient.
     The caller keeps its spool copy and a ``media_upload`` job tries again later."""
 
+    transient = True  # core.retry.transient
+
 
 class MediaMissing(MediaError, FileNotFoundError):
     """No object under this key (a ``FileNotFoundError`` too, for callers that catch that)."""

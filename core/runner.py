@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from core import jobs
 from core.models import Job, JobStatus
+from core.retry import short, transient
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,22 @@ class JobRunner:
             outcome = "later"
             await self.db(jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
         except Exception as exc:  # a failing handler must not stop the other jobs
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            failed = await self.db(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}")
+            # A transient failure (core.retry) is tried again after the backoff; any other
+            # would only come back: the job fails for good now.
+            again = transient(exc)
+            retry_in = timedelta(seconds=jobs.BACKOFF.pause(job.attempts, exc))
+            failed = await self.db(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}",
+                                   retry_in=retry_in, give_up=not again)
             outcome = "failed" if failed.status == JobStatus.failed else "retry"
+            if outcome == "retry":
+                log.warning("job %s (%s) failed (%s); attempt %d of %d, the next in %.0f s", job.id, job.kind,
+                            short(exc), job.attempts, job.max_attempts, retry_in.total_seconds())
+            elif again:
+                log.error("job %s (%s) failed at its last attempt (%d): %s", job.id, job.kind, job.attempts,
+                          short(exc))
+            else:
+                log.error("job %s (%s) failed; not tried again (the error is not transient)", job.id, job.kind,
+                          exc_info=exc)
         else:
             outcome = "done"
             await self.db(jobs.complete, self.engine, job.id)
@@ -134,8 +148,11 @@ class JobRunner:
             wake.clear()
             try:
                 busy = await self.run_once(lane)
-            except Exception:  # e.g. the database restarting: wait and try again
-                log.exception("job runner (%s): claim failed", lane)
+            except Exception as exc:  # e.g. the database restarting: wait and try again
+                if transient(exc):
+                    log.warning("job runner (%s): claim failed (%s)", lane, short(exc))
+                else:
+                    log.exception("job runner (%s): claim failed", lane)
                 busy = 0
             self.rounds += 1
             if busy:

@@ -90,25 +90,36 @@ def serve(
     no_demo: bool = typer.Option(False, "--no-demo", help="do not load the demo district into an empty database"),
     listen_fd: int = typer.Option(None, "--listen-fd", help="serve on this already listening socket, "
                                   "inherited from a supervisor (socket activation); --host/--port are then ignored"),
-    workers: int = typer.Option(1, "--workers", min=1, help="processes serving the one port, to use every core "
-                                "(e.g. the number of cores); a worker that dies is started again"),
-    worker_index: int = typer.Option(None, "--worker-index", hidden=True,
-                                     help="set by `serve --workers` for each worker it starts"),
+    processes: int = typer.Option(1, "--processes", min=1,
+                                  help="processes serving the one port, to use every core (e.g. the number of "
+                                  "cores); a process that dies is started again"),
+    workers: int = typer.Option(None, "--workers", min=1, hidden=True,
+                                help="deprecated name of --processes (a worker is a grid worker)"),
+    process_index: int = typer.Option(None, "--process-index", hidden=True,
+                                      help="set by `serve --processes` for each process it starts"),
 ) -> None:
     """Upgrade the database, load the demo district if it is empty, and serve everything."""
+    if workers is not None:
+        if processes not in (1, workers):
+            _fail(f"--workers {workers} and --processes {processes}: --workers is the old name of --processes; "
+                  "give only --processes")
+        from gridline.commands.common import deprecated
+
+        deprecated("serve --workers", "serve --processes")
+        processes = workers
     from aiohttp import web
 
     from gridline.access_log import RedactingAccessLogger
     from gridline.app import build_app, prepare_database
     from gridline.logs import configure as configure_logging
 
-    several = workers > 1 or worker_index is not None
+    several = processes > 1 or process_index is not None
     settings = get_settings()
-    # text, or one JSON object per line; ids on each line (and, under --workers, the process)
+    # text, or one JSON object per line; ids on each line (and, under --processes, the process)
     configure_logging(settings.log_format, with_process=several)
     # With JSON logs every line the server writes is a log record, for the log shipper.
     say = _log_line if settings.log_format == "json" else console.print
-    if worker_index is None:  # a worker's supervisor prepared the database for all of them
+    if process_index is None:  # a served process's supervisor prepared the database for all of them
         engine = _engine(migrated=False)
         from core.media import media_store
 
@@ -116,25 +127,25 @@ def serve(
         store.check()  # a wrong bucket, endpoint or key: one line naming the setting, before anything starts
         if prepare_database(engine, load_demo=settings.load_demo_on_empty and not no_demo):
             say("loaded the demo district into the empty database")
-    if workers > 1:
+    if processes > 1:
         import socket
 
-        from gridline.workers import Supervisor, listening_socket
+        from gridline.processes import Supervisor, listening_socket
 
         if settings.telegram_token and settings.telegram_mode == "polling":
-            _fail("--workers needs GRIDLINE_TELEGRAM_MODE=webhook: a bot is polled by one process only")
-        engine.dispose()  # the workers open their own connections
+            _fail("--processes needs GRIDLINE_TELEGRAM_MODE=webhook: a bot is polled by one process only")
+        engine.dispose()  # the processes open their own connections
         sock = socket.socket(fileno=listen_fd) if listen_fd is not None else \
             listening_socket(host or settings.host, port if port is not None else settings.port)
-        raise typer.Exit(Supervisor(workers, sock).run())
-    if worker_index is not None:
+        raise typer.Exit(Supervisor(processes, sock).run())
+    if process_index is not None:
         engine = _engine()
     from gridline.speech import build_speech
 
     app_ = build_app(settings, engine=engine, speech=build_speech(settings), server_gc=True)
     banner = _log_line if settings.log_format == "json" else print
-    if worker_index is not None:
-        from gridline.workers import stop_with_supervisor
+    if process_index is not None:
+        from gridline.processes import stop_with_supervisor
 
         stop_with_supervisor(app_)
     if listen_fd is not None:

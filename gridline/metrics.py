@@ -11,19 +11,19 @@ What is counted, and where the numbers come from:
 * what a package holds in memory now (Media Streams sockets, live recognitions, the speech
   queue, the chat bot's send queue, the database threads; the media upload queue and spool
   once the media store registers them): ``services.gauges``, a name → callable each package
-  fills at setup, read when a scrape comes (and every few seconds by each worker under
-  ``--workers``, so the sum over the workers is fresh);
+  fills at setup, read when a scrape comes (and every few seconds by each process under
+  ``--processes``, so the sum over the processes is fresh);
 * what only the database knows (jobs due, running and failed by kind; calls in progress):
   one small query, at most every ``SNAPSHOT_SECONDS``, started by a scrape that finds the
   last one old and awaited for at most ``SNAPSHOT_WAIT_SECONDS``. A scrape never waits for
   the database beyond that: with every database thread taken it answers with the last
   figures, and ``gridline_database_snapshot_timestamp_seconds`` says how old they are.
 
-Several processes (``gridline serve --workers N``) share one port: each writes its figures
-to files in ``PROMETHEUS_MULTIPROC_DIR`` (set, to a fresh folder, before the workers start)
-and whichever worker a scrape reaches adds them up (prometheus_client's multiprocess mode;
-each gauge says how: the sum over live workers, or the newest value for the figures from
-the database). A supervisor calls :func:`process_exited` for a worker that ended, so its
+Several processes (``gridline serve --processes N``) share one port: each writes its figures
+to files in ``PROMETHEUS_MULTIPROC_DIR`` (set, to a fresh folder, before the processes start)
+and whichever process a scrape reaches adds them up (prometheus_client's multiprocess mode;
+each gauge says how: the sum over live processes, or the newest value for the figures from
+the database). A supervisor calls :func:`process_exited` for a process that ended, so its
 gauges stop counting.
 
 Who may scrape: ``/metrics`` is off (404) unless ``GRIDLINE_METRICS_TOKEN`` (sent as
@@ -63,7 +63,7 @@ REQUEST_ID = web.RequestKey("gridline_request_id", str)
 SNAPSHOT_SECONDS = 10.0
 SNAPSHOT_WAIT_SECONDS = 1.0
 SNAPSHOT_TIMEOUT_SECONDS = 10.0
-# Under --workers each process writes its in-memory gauges this often.
+# Under --processes each process writes its in-memory gauges this often.
 SAMPLE_SECONDS = 5.0
 # A call with no end and no webhook for this long is not counted as in progress (its
 # status callback never came; the recovery sweep files it).
@@ -81,8 +81,8 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 @dataclass(frozen=True)
 class GaugeSpec:
     help: str
-    # How the workers' values add up under --workers: livesum (each worker holds its own
-    # part), livemax (every worker sees the same thing, e.g. one spool folder per machine).
+    # How the processes' values add up under --processes: livesum (each process holds its own
+    # part), livemax (every process sees the same thing, e.g. one spool folder per machine).
     mode: str = "livesum"
 
 
@@ -213,8 +213,8 @@ def _observe_jobs_and_speech(f: _Families) -> None:
 
 
 def process_exited(pid: int, folder: str | None = None) -> None:
-    """A worker of ``gridline serve --workers`` ended: its live gauges stop counting (its
-    counters stay, as Prometheus expects). ``folder``: the workers' PROMETHEUS_MULTIPROC_DIR
+    """A process of ``gridline serve --processes`` ended: its live gauges stop counting (its
+    counters stay, as Prometheus expects). ``folder``: the processes' PROMETHEUS_MULTIPROC_DIR
     (by default this process's)."""
     folder = folder or multiprocess_dir()
     if folder:
@@ -225,7 +225,7 @@ def process_exited(pid: int, folder: str | None = None) -> None:
 
 def exposition() -> tuple[bytes, str]:
     """The text of a scrape, and its content type: this process's metrics, or under
-    ``--workers`` every worker's, added up."""
+    ``--processes`` every process's, added up."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     if multiprocess_dir():
@@ -485,7 +485,7 @@ async def _echo_request_id(request: web.Request, response: web.StreamResponse) -
 
 
 def install(app: web.Application, metrics: Metrics) -> Metrics:
-    """Mount ``/metrics``, the request-id header, and (under ``--workers``) each worker's
+    """Mount ``/metrics``, the request-id header, and (under ``--processes``) each process's
     sampling of its gauges. The middleware itself is ``Metrics.middleware``: build_app puts
     it first, so it sees every answer, 503s and 500s included."""
     app[METRICS] = metrics

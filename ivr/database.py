@@ -8,49 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from tenacity import AsyncRetrying, stop_before_delay
+
+from core.retry import log_retry, retry_if_transient, wait_backoff
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 RETRY_FOR_S = 8.0  # a webhook must still answer within Twilio's 15 s
+RETRY_FIRST_S = 0.05  # the first pause, doubling up to the longest
+RETRY_LONGEST_S = 1.0
 
 
-def transient(exc: BaseException | None) -> bool:
-    """An error that another attempt on a fresh connection may not meet: a dropped or
-    refused connection, also when it surfaces as a later error of the same transaction
-    (a ``PendingRollbackError`` caused by it)."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OperationalError | InterfaceError):
-            return True
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-async def run_db(fn: Callable[..., T], *args: Any, retry_for_s: float = RETRY_FOR_S,
+async def run_db(fn: Callable[..., T], *args: Any, retry_for_s: float | None = None,
                  runner: Callable[..., Awaitable[T]] | None = None, **kw: Any) -> T:
     """``fn(*args, **kw)`` through ``runner`` (the app's database pool, ``services.db.run``;
-    a plain thread without one); transient database errors are retried with backoff for up
-    to ``retry_for_s``, then raised."""
+    a plain thread without one); transient database errors (``core.retry.transient``) are
+    retried with backoff while the next try can still start within ``retry_for_s`` (default
+    ``RETRY_FOR_S``), then raised."""
     runner = runner or asyncio.to_thread
-    deadline = time.monotonic() + retry_for_s
-    delay = 0.05
-    while True:
-        try:
-            return await runner(fn, *args, **kw)
-        except Exception as exc:
-            if not transient(exc) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("database error in %s, trying again in %.2f s: %s", getattr(fn, "__name__", fn), delay,
-                        str(exc).splitlines()[0][:200])
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    name = getattr(fn, "__name__", str(fn))
+    retrying = AsyncRetrying(
+        retry=retry_if_transient,
+        wait=wait_backoff(RETRY_FIRST_S, RETRY_LONGEST_S),
+        stop=stop_before_delay(RETRY_FOR_S if retry_for_s is None else retry_for_s),
+        before_sleep=log_retry(log, lambda _: f"database work {name}"),
+        reraise=True,
+    )
+    return await retrying(runner, fn, *args, **kw)

@@ -38,8 +38,10 @@ from typing import Any
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
+from tenacity import AsyncRetrying, RetryCallState
 
 from core import logcontext
+from core.retry import log_retry, retry_if_transient, short, transient, wait_backoff
 from ivr import calls
 from ivr.loudness import speech_seconds
 from ivr.spool import CallBudget, Placed, SegmentAudio, Spool
@@ -55,6 +57,10 @@ VERDICT_WAIT_S = 5.0  # a socket that ended during its token check waits this lo
 KEEP_FINISHED = 512  # finished segments remembered (for the flow's next round and the job)
 
 Db = Callable[..., Awaitable[Any]]
+
+# The stream's token check, when the database is away: the first pause, doubling up to the longest.
+TOKEN_RETRY_FIRST_S = 0.1
+TOKEN_RETRY_LONGEST_S = 2.0
 
 
 def speech_pool(speech: Any, workers: int):
@@ -385,22 +391,30 @@ class _Connection:
 
     async def _check_and_open(self, call_sid: str, token: str, name: str) -> None:
         reg = self.registry
-        delay = 0.1
-        while True:
-            try:
-                stored = await reg.db(calls.stream_path, reg.engine, call_sid, token, name)
-                break
-            except Exception as exc:  # the database is away: keep the audio in memory, try again
-                reg.stats["token_retries"] += 1
-                if self.closed_at is not None and time.monotonic() - self.closed_at > reg.token_retry_s:
-                    log.error("stream of call %s %s: token not checked for %.0f s after the socket closed "
-                              "(%s); %d bytes of audio not kept", call_sid, name, reg.token_retry_s, exc,
-                              self.pending_bytes)
-                    return
-                log.warning("stream of call %s %s: token check failed (%s); retrying, audio kept in memory",
-                            call_sid, name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+
+        def socket_gone_long_enough(_: RetryCallState) -> bool:
+            # While the socket is open the caller is still talking: keep trying.
+            return self.closed_at is not None and time.monotonic() - self.closed_at > reg.token_retry_s
+
+        keep_trying = log_retry(log, lambda _: f"stream of call {call_sid} {name}: token check (audio kept in memory)")
+
+        def counted(retry_state: RetryCallState) -> None:
+            reg.stats["token_retries"] += 1
+            keep_trying(retry_state)
+
+        retrying = AsyncRetrying(retry=retry_if_transient, wait=wait_backoff(TOKEN_RETRY_FIRST_S, TOKEN_RETRY_LONGEST_S),
+                                 stop=socket_gone_long_enough, before_sleep=counted, reraise=True)
+        try:
+            stored = await retrying(reg.db, calls.stream_path, reg.engine, call_sid, token, name)
+        except Exception as exc:
+            if transient(exc):
+                log.error("stream of call %s %s: token not checked for %.0f s after the socket closed "
+                          "(%s); %d bytes of audio not kept", call_sid, name, reg.token_retry_s, short(exc),
+                          self.pending_bytes)
+            else:
+                log.exception("stream of call %s %s: token check failed; %d bytes of audio not kept",
+                              call_sid, name, self.pending_bytes)
+            return
         if stored is None:
             reg.stats["rejected"] += 1
             log.warning("stream for call %s refused: wrong token", call_sid)

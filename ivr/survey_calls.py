@@ -8,9 +8,9 @@ Synchronous functions, one transaction each; ``ivr/survey_jobs.py`` and
 Exactly once: before ``calls.create`` an attempt is written down with a random token
 (``prepare_attempt``); every URL of the call carries it. The attempt is *placed* — its
 CallSid stored with the survey's ``survey_attempt`` event, one transaction — by whichever
-comes first: the worker after ``calls.create`` returned (``record_placed``), or the first
+comes first: the process after ``calls.create`` returned (``record_placed``), or the first
 request of that call carrying the token (Twilio's "initiated" callback, the answer). A
-worker that died in between leaves the token written down: the next worker looks for the
+process that died in between leaves the token written down: the next process looks for the
 call at Twilio before placing another (``ivr.twilio_api.TwilioApi.find_calls``). How the
 call ended is settled once, when it is both placed and over (``call_status``); repeated
 or late callbacks change nothing.
@@ -157,7 +157,7 @@ def reserve_slot(session: Session, calls_per_second: float) -> float:
                 row = ChannelState(namespace=PACE[0], key=PACE[1], data={"next": 0.0})
                 session.add(row)
                 session.flush()
-        except IntegrityError:  # another worker made it first
+        except IntegrityError:  # another process made it first
             row = _lock(session, ChannelState, *where)
     now = time.time()
     slot = max(now, float((row.data or {}).get("next") or 0.0))
@@ -182,7 +182,7 @@ def _stop_calling(session: Session, survey: Survey, follow: str, why: str) -> No
 def prepare_attempt(engine: Engine, survey_id: int, attempt: int, *, any_time: bool = False) -> AttemptPlan:
     """Whether attempt ``attempt`` of the survey is to be called now, and how: written down
     with its token before the call (``call``), looked for at Twilio first because an earlier
-    worker wrote it down and never recorded it (``reconcile``), not yet (``wait``: outside
+    process wrote it down and never recorded it (``reconcile``), not yet (``wait``: outside
     calling hours, unless ``any_time``: a local simulation), or not at all (``done``)."""
     rules = survey_policy.phone_rules()
     with session_scope(engine) as session:
@@ -192,7 +192,7 @@ def prepare_attempt(engine: Engine, survey_id: int, attempt: int, *, any_time: b
         row = _attempt_row(session, survey_id, attempt)
         if row is not None and (row.placed_at is not None or row.ended_at is not None):
             return AttemptPlan("done", "this attempt was placed already")
-        if row is not None and row.call_sid:  # a request of the call came, the worker died
+        if row is not None and row.call_sid:  # a request of the call came, the process died
             _record_placed(session, row, row.call_sid, actor=ACTOR)
             return AttemptPlan("done", "this attempt was placed already (recorded from its callback)")
         if survey.status != SurveyStatus.pending or survey.channel != "phone":
@@ -215,8 +215,8 @@ def prepare_attempt(engine: Engine, survey_id: int, attempt: int, *, any_time: b
         if not hours.allowed(now) and not any_time:
             return AttemptPlan("wait", "outside calling hours", wait=hours.next_allowed(now) - now)
         plan = AttemptPlan("call", survey_id=survey_id, attempt=attempt, to=to)
-        if row is not None:  # written down by a worker that died before recording it
-            plan.action, plan.why = "reconcile", "a call may have been placed by a worker that died"
+        if row is not None:  # written down by a process that died before recording it
+            plan.action, plan.why = "reconcile", "a call may have been placed by a process that died"
         else:
             row = SurveyCall(survey_id=survey_id, attempt=attempt, token=secrets.token_urlsafe(24), intent_at=now)
             session.add(row)
@@ -378,7 +378,7 @@ def _view(session: Session, row: SurveyCall, call: CallSession, tz: str) -> Call
 def answered(engine: Engine, survey_id: int, token: str, call_sid: str, *, to_number: str | None,
              answered_by: str | None, tz: str) -> CallView | None:
     """Twilio requests the call's TwiML: the callee picked up. The attempt is placed (if
-    the worker has not recorded it yet), the call's session opened. ``None``: an answering
+    the process has not recorded it yet), the call's session opened. ``None``: an answering
     machine (nothing is said to it)."""
     with session_scope(engine) as session:
         row = _by_token(session, survey_id, token, call_sid)

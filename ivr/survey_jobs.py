@@ -12,8 +12,8 @@ API, ``survey_call_check`` reads a call's status when no callback came, and
    timeout and answering-machine detection.
 3. ``record_placed``: the CallSid stored with the ``survey_attempt`` event.
 
-A worker that died between 2 and 3 left the token written down and its job running; after
-the job's lease the next worker finds the attempt and asks Twilio for calls to the number
+A process that died between 2 and 3 left the token written down and its job running; after
+the job's lease the next process finds the attempt and asks Twilio for calls to the number
 since then before placing one (``TwilioApi.find_calls``, matched by the token in the URLs
 Twilio requested). The call's own requests record the attempt too when they come first.
 """
@@ -98,7 +98,7 @@ class SurveyJobs:
         log.info("survey %s attempt %s: call %s placed", survey_id, attempt, sid)
 
     async def _adopt(self, plan: survey_calls.AttemptPlan) -> bool:
-        """A worker wrote this attempt down and died: was its call placed? Then it is the
+        """A process wrote this attempt down and died: was its call placed? Then it is the
         attempt's call, and nobody is called twice."""
         found = await asyncio.to_thread(self.api.find_calls, to=plan.to, from_=self.from_number,
                                         since=plan.intent_at, token=plan.token)
@@ -112,7 +112,7 @@ class SurveyJobs:
                 log.warning("survey %s attempt %s: %d queued call(s) to the number cannot be told apart; "
                             "placing the attempt's own", plan.survey_id, plan.attempt, len(found.unattributed))
             return False
-        log.warning("survey %s attempt %s: call %s was placed by a worker that stopped before recording it; "
+        log.warning("survey %s attempt %s: call %s was placed by a process that stopped before recording it; "
                     "recorded now, not called again", plan.survey_id, plan.attempt, ours.sid)
         await self.db(survey_calls.record_placed, self.engine, plan.survey_call_id, ours.sid)
         if ours.ended:
@@ -156,7 +156,7 @@ class CommentTranscriber:
 
 
 def comment_from_disk_taker(engine: Engine, data_dir: Any, db: Db) -> Callable[[int, str], Awaitable[None]]:
-    """``call_over`` for a process without the Media Streams socket (``gridline worker
+    """``call_over`` for a process without the Media Streams socket (``gridline jobs
     --surveys``): a comment left pending is taken from its WAV in the data directory."""
     from ivr.config import FlowConfig
     from ivr.survey_twiml import SurveyFlowConfig
@@ -174,9 +174,9 @@ def comment_from_disk_taker(engine: Engine, data_dir: Any, db: Db) -> Callable[[
     return call_over
 
 
-async def run_survey_worker(engine: Engine, settings: Any, stop: asyncio.Event, *, poll_seconds: float = 1.0,
-                            batch: int = 10) -> SurveyJobs:
-    """``gridline worker --surveys``: place the follow-up calls and send the progress SMS
+async def run_survey_jobs(engine: Engine, settings: Any, stop: asyncio.Event, *, poll_seconds: float = 1.0,
+                          batch: int = 10) -> SurveyJobs:
+    """``gridline jobs --surveys``: place the follow-up calls and send the progress SMS
     until ``stop`` is set. Any number of these may run against one PostgreSQL (jobs are
     claimed with SKIP LOCKED; the calls per second are shared through the database)."""
     from core.runner import JobRunner
@@ -198,7 +198,7 @@ async def run_survey_worker(engine: Engine, settings: Any, stop: asyncio.Event, 
     runner.register(SURVEY_PHONE_JOB, handlers.survey_phone, lane="survey_calls")
     runner.register(CHECK_JOB, handlers.check_call, lane="survey_calls")
     runner.register(SMS_JOB, progress.handle)
-    log.info("survey worker %s: taking %s", runner.name, ", ".join(runner.handlers))
+    log.info("survey jobs %s: taking %s", runner.name, ", ".join(runner.handlers))
     runner.start()
     try:
         await stop.wait()

@@ -276,6 +276,6 @@ def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml,
         if hotline.speech_runners:
             jobs.handled_elsewhere(kind, "the hotline's speech runner")
         else:
-            jobs.pause(kind, "no speech model in this process; a `gridline worker --speech` with one takes them")
+            jobs.pause(kind, "no speech model in this process; a `gridline jobs --speech` with one takes them")
     services.extras.setdefault("survey_jobs", survey_jobs)
     return survey_jobs

@@ -5,8 +5,8 @@ every live recognition slot busy, or recognition slower than the caller could wa
 carries the flag ``transcript_pending`` and a job queued in the same transaction. Any
 Gridline process that shares the database and the data directory and has a speech model
 takes such jobs: ``gridline serve`` (one at a time, when a recognition slot is free, so
-live calls come first) and ``gridline worker --speech`` (only these jobs, as many at once
-as it has workers) — that is how a busy district adds recognition on a second machine.
+live calls come first) and ``gridline jobs --speech`` (only these jobs, as many at once
+as its ``--concurrency``) — that is how a busy district adds recognition on a second machine.
 
 The words go to the case through ``core.actions.set_transcript``. When the live
 recogniser of the same turn is still running in this process, the job waits for it rather
@@ -36,7 +36,7 @@ from speech_models.audio import AudioError, read_wav
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPEECH_JOB_KINDS", "TRANSCRIBE_JOB", "Transcriptions", "run_speech_worker", "speech_runners"]
+__all__ = ["SPEECH_JOB_KINDS", "TRANSCRIBE_JOB", "Transcriptions", "run_speech_jobs", "speech_runners"]
 
 LIVE_WAIT_S = 600.0  # a live recogniser still working on the same turn: wait this long for it
 
@@ -141,14 +141,14 @@ def speech_runners(engine: Engine, handler: Transcriptions, count: int, *, poll_
     return runners
 
 
-async def run_speech_worker(engine: Engine, pool: Any, data_dir: Path, concurrency: int,
-                            stop: asyncio.Event, store: MediaStore | None = None) -> Transcriptions:
-    """``gridline worker --speech``: take transcription jobs until ``stop`` is set."""
+async def run_speech_jobs(engine: Engine, pool: Any, data_dir: Path, concurrency: int,
+                          stop: asyncio.Event, store: MediaStore | None = None) -> Transcriptions:
+    """``gridline jobs --speech``: take transcription jobs until ``stop`` is set."""
     handler = Transcriptions(engine, pool, data_dir=data_dir, db=run_db, slots=RecognitionSlots(concurrency),
                              store=store)
     await pool.warm_up()
     runners = speech_runners(engine, handler, concurrency)
-    log.info("speech worker: up to %d recording(s) transcribed at once; taking %s jobs", concurrency,
+    log.info("speech jobs: up to %d recording(s) transcribed at once; taking %s jobs", concurrency,
              ", ".join(runners[0].handlers))
     for runner in runners:
         runner.start()

@@ -1,5 +1,5 @@
 """What Gridline asks of Twilio's REST API, through the real ``twilio`` client: place a
-follow-up call, find the calls already placed for one (after a worker died between
+follow-up call, find the calls already placed for one (after a process died between
 ``calls.create`` and recording it), read a call's status, send a progress SMS and find
 one already sent.
 

@@ -585,7 +585,7 @@ class Hotline:
                         "signatures (key %r) only; do not expose this server to Twilio", SIMULATOR_TOKEN)
         if self.pool is None:
             log.warning("hotline: no speech model; calls are recorded and filed with transcript_pending "
-                        "(a `gridline worker --speech` with a model transcribes them)")
+                        "(a `gridline jobs --speech` with a model transcribes them)")
         else:
             log.info("hotline: up to %d calls recognised live (GRIDLINE_SPEECH_LIVE_STREAMS) on %d speech "
                      "worker(s); further calls are recorded and transcribed afterwards", self.live_capacity,

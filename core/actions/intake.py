@@ -67,7 +67,7 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
     """Write a new case in status ``received``, with its files. Returns ``(case, created)``.
 
     The same ``idempotency_key`` (a CallSid, a chat dialog) always yields the same case:
-    retried webhooks and racing workers never make a second one.
+    retried webhooks and racing processes never make a second one.
     """
     if not petition.description.strip() and not petition.files and not petition.attachment_ids:
         raise InvalidInput("a petition needs a description, a recording or a photo", code="intake.empty")

@@ -1,5 +1,5 @@
 """Command groups that belong to one part of Gridline each (speech, hotline simulator, staff chats, reports,
-the background workers, the follow-up call)."""
+the background job processes, the follow-up call)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ def register_all(app: typer.Typer) -> None:
         apikeys,
         categories,
         hotline,
+        jobs,
         media,
         privacy,
         reports,
         speech,
         survey,
         users,
-        worker,
         workers,
     )
 
@@ -31,7 +31,8 @@ def register_all(app: typer.Typer) -> None:
     app.add_typer(categories.categories_app, name="categories")
     app.command("shred")(privacy.shred)
     app.add_typer(media.media_app, name="media")
-    app.command("worker")(worker.worker)
+    app.command("jobs")(jobs.jobs)
+    app.command("worker", hidden=True)(jobs.worker)  # the old name, for one release
     app.command("simulate-survey")(survey.simulate_survey)
     app.add_typer(survey.residents_app, name="residents")
     demo = next(group.typer_instance for group in app.registered_groups if group.name == "demo")

@@ -1,5 +1,5 @@
 """What every command shares: the configured database (settings and rules checked first,
-each problem one line) and the one way to fail with a message."""
+each problem one line), the one way to fail with a message, and the note on an old name."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def check_rules() -> None:
     from ivr import config  # noqa: F401 (registers the hotline's flow files)
 
     load_every_file()
+
+
+def deprecated(old: str, new: str) -> None:
+    """Say on stderr that ``gridline <old>`` is an old name kept for one release."""
+    Console(stderr=True).print(f"[yellow]warning:[/yellow] `gridline {old}` is deprecated and goes away in the "
+                               f"next release: use `gridline {new}`", soft_wrap=True)
 
 
 def fail(message: str) -> None:

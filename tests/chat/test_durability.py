@@ -9,6 +9,7 @@ import copy
 import re
 from datetime import timedelta
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from sqlmodel import select
@@ -140,7 +141,7 @@ async def test_old_update_ids_are_forgotten_daily(harness):
 
 
 def _lost_connection() -> OperationalError:
-    return OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+    return OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection unexpectedly"))
 
 
 class Faulty:

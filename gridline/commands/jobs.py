@@ -1,6 +1,7 @@
-"""``gridline worker``: a process that takes one part of the background jobs from the shared
+"""``gridline jobs``: a process that takes one part of the background jobs from the shared
 database: ``--speech`` recognises deferred recordings, ``--surveys`` places the follow-up
-calls and sends the progress SMS."""
+calls and sends the progress SMS. ``gridline worker`` is its old name, kept (hidden, with a
+warning) for one release: a worker is a grid worker (``gridline workers``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import signal
 
 import typer
 
-from gridline.commands.common import fail, open_database
+from gridline.commands.common import deprecated, fail, open_database
 
 
-def worker(
+def jobs(
     speech: bool = typer.Option(False, "--speech", help="take the speech jobs (transcribe_recording, "
                                 "transcribe_survey_comment)"),
     surveys: bool = typer.Option(False, "--surveys", help="take the follow-up calls (survey_phone, "
@@ -47,8 +48,8 @@ def worker(
 
     async def main() -> None:
         from core.media import media_store
-        from ivr.survey_jobs import run_survey_worker
-        from ivr.transcription import run_speech_worker
+        from ivr.survey_jobs import run_survey_jobs
+        from ivr.transcription import run_speech_jobs
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -56,11 +57,11 @@ def worker(
             loop.add_signal_handler(sig, stop.set)
         work = []
         if pool is not None:
-            work.append(run_speech_worker(engine, pool, settings.data_dir,
-                                          concurrency or max(1, settings.speech_workers), stop,
-                                          store=media_store(settings)))
+            work.append(run_speech_jobs(engine, pool, settings.data_dir,
+                                        concurrency or max(1, settings.speech_workers), stop,
+                                        store=media_store(settings)))
         if surveys:
-            work.append(run_survey_worker(engine, settings, stop))
+            work.append(run_survey_jobs(engine, settings, stop))
         try:
             await asyncio.gather(*work)
         finally:
@@ -68,3 +69,13 @@ def worker(
                 await pool.close()
 
     asyncio.run(main())
+
+
+def worker(
+    speech: bool = typer.Option(False, "--speech"),
+    surveys: bool = typer.Option(False, "--surveys"),
+    concurrency: int = typer.Option(0),
+) -> None:
+    """The old name of `gridline jobs` (deprecated; goes away in the next release)."""
+    deprecated("worker", "jobs")
+    jobs(speech=speech, surveys=surveys, concurrency=concurrency)
