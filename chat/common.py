@@ -56,8 +56,8 @@ class Deps:
         return Path(self.services.settings.data_dir)
 
     @property
-    def media(self):  # noqa: ANN201 (core.media.MediaStore)
-        """Where residents' files are kept (core.media); the spool is ``data_dir``."""
+    def media(self):  # noqa: ANN201 (core.platform.media.MediaStore)
+        """Where residents' files are kept (core.platform.media); the spool is ``data_dir``."""
         return self.services.media
 
     @property

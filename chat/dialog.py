@@ -44,9 +44,9 @@ from chat.common import (
     where_keyboard,
 )
 from chat.texts import clip, t
-from core import limits
 from core.actions import Petition, idempotency_key
-from core.models import Channel
+from core.cases import limits
+from core.cases.models import Channel
 
 NAME = "intake"
 

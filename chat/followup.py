@@ -35,14 +35,15 @@ from chat.common import (
     unsupported_key,
 )
 from chat.texts import clip, fit_message, language_of, t
-from core import jobs, limits
 from core.actions import FileRef
-from core.clock import utcnow
-from core.db import session_scope
-from core.models import Job
-from core.rules import load_rules
-from core.runner import RetryLater
-from core.texts import status_name
+from core.cases import limits
+from core.cases.texts import status_name
+from core.platform import jobs
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Job
+from core.platform.rules import load_rules
+from core.platform.runner import RetryLater
 
 CASE_NUMBER = re.compile(r"^\d{6,14}$")
 SURVEY_FINISH_JOB = jobs.declare("chat_survey_finish", "chat/followup.py: records chat survey answers when no comment came")
@@ -365,7 +366,7 @@ def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:
     the survey in this chat (``store.record_survey``'s actor)."""
     from sqlmodel import select
 
-    from core.models import Case, CaseEvent, CaseStatus
+    from core.cases.models import Case, CaseEvent, CaseStatus
 
     if status not in CaseStatus.__members__:
         return False
@@ -381,7 +382,7 @@ def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:
 def _language_of_chat(engine, chat_id: str) -> str:
     from sqlmodel import select
 
-    from core.models import Resident
+    from core.people.models import Resident
 
     with session_scope(engine) as session:
         resident = session.exec(select(Resident).where(Resident.chat_id == chat_id)).first()

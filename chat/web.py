@@ -73,7 +73,7 @@ from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable, 
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import t
-from core.clock import utcnow
+from core.platform.clock import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -764,7 +764,7 @@ def _chat_rows(engine: Any, chat_id: int, conv_keys: list[str]) -> list[tuple[st
     """A chat's data row and the conversation rows under ``conv_keys``."""
     from sqlalchemy import and_, or_, select
 
-    from core.models import ChannelState
+    from core.platform.models import ChannelState
 
     table = ChannelState.__table__
     with engine.connect() as conn:

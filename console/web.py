@@ -32,8 +32,8 @@ from console.auth import PRINCIPAL, DatabaseStorage, count_users
 from console.config import get_console_settings
 from console.i18n import LANG_COOKIE, LANGUAGES, has, language_of, t
 from console.nav import NAV
+from core.cases.limits import limit_of
 from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
-from core.limits import limit_of
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def new_csrf_token() -> str:
 async def _first_start_hint(app: web.Application) -> None:
     try:
 
-        from core.db import session_scope
+        from core.platform.db import session_scope
 
         def users(engine):  # noqa: ANN001, ANN202
             with session_scope(engine) as session:

@@ -13,16 +13,16 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import Engine, text
 
-from core.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
-from core.dbpool import DatabasePool
+from core.deadlines.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.errors import DatabaseBusy
-from core.instances import InstanceLease
-from core.media import MediaStore, media_store
-from core.rules import load_rules
-from core.runner import JobRunner
-from core.settings import Settings, get_settings
-from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
-from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
+from core.platform.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
+from core.platform.dbpool import DatabasePool
+from core.platform.instances import InstanceLease
+from core.platform.media import MediaStore, media_store
+from core.platform.rules import load_rules
+from core.platform.runner import JobRunner
+from core.platform.settings import Settings, get_settings
+from core.platform.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
 
@@ -45,11 +45,11 @@ class Services:
     # ``services.db.run`` and turn its DatabaseBusy into 503 / "please try again".
     # Sized to the engine's connection pool when not given.
     db: DatabasePool = None  # type: ignore[assignment]
-    # Where files of cases live (core.media): the data directory, a folder or a bucket.
+    # Where files of cases live (core.platform.media): the data directory, a folder or a bucket.
     media: MediaStore = None  # type: ignore[assignment]
-    # Which spool this instance's waiting files lie in (core.uploads.spool_name).
+    # Which spool this instance's waiting files lie in (core.platform.uploads.spool_name).
     spool: str = ""
-    # This process's lease among the instances sharing the database (core.instances).
+    # This process's lease among the instances sharing the database (core.platform.instances).
     instance: InstanceLease = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -78,12 +78,12 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
             return False
         from sqlmodel import select
 
-        from core.models import Grid
+        from core.places.models import Grid
 
         with session_scope(engine) as session:
             if session.exec(select(Grid.id).limit(1)).first() is not None:
                 return False
-            from core.demo import load_demo as load
+            from core.reference.demo import load_demo as load
 
             load(session)
             return True
@@ -256,7 +256,7 @@ def build_app(
             await asyncio.sleep(check_every)
 
     async def warm_indexes() -> None:
-        from core.indexes import indexes_for
+        from core.places.indexes import indexes_for
 
         try:
             await db.run(indexes_for, engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from core.settings import Settings
+from core.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

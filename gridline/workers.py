@@ -11,7 +11,7 @@ stops the whole service with one line saying so, rather than looping.
 Everything that runs in the background is safe in every worker, as it is in every
 instance: jobs are claimed with ``FOR UPDATE SKIP LOCKED`` (a conditional UPDATE on
 SQLite), periodic work is queued under a dedupe key, a call is filed once (its row is
-locked), and each worker holds a lease of its own (``core.instances``). ``/metrics``
+locked), and each worker holds a lease of its own (``core.platform.instances``). ``/metrics``
 adds up the workers through ``PROMETHEUS_MULTIPROC_DIR``, set here to a fresh empty
 folder before the workers start.
 """

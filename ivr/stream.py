@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from core import logcontext
+from core.platform import logcontext
 from ivr import calls
 from ivr.spool import CallBudget, Placed, SegmentAudio, Spool
 from ivr.state import Recording

@@ -33,24 +33,20 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs, media_types, survey_policy, uploads
-from core.clock import utcnow
-from core.db import session_scope
+from core import actions
+from core.cases.models import CallSession, Case, Category
 from core.errors import DomainError
-from core.media import LocalStore, MediaStore
-from core.models import (
-    CallSession,
-    Case,
-    Category,
-    ChannelState,
-    Grid,
-    GridLevel,
-    Survey,
-    SurveyCall,
-    SurveyStatus,
-)
-from core.storage import data_dir as data_dir_default
-from core.storage import resolve, stored_path
+from core.followup import survey_policy
+from core.followup.models import Survey, SurveyStatus
+from core.places.models import Grid, GridLevel
+from core.platform import jobs, media_types, uploads
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.media import LocalStore, MediaStore
+from core.platform.models import ChannelState
+from core.platform.storage import data_dir as data_dir_default
+from core.platform.storage import resolve, stored_path
+from ivr.models import SurveyCall
 from ivr.state import Recording, recording_path
 
 log = logging.getLogger(__name__)
@@ -147,7 +143,7 @@ def _attempt_row(session: Session, survey_id: int, attempt: int) -> SurveyCall |
 
 def reserve_slot(session: Session, calls_per_second: float) -> float:
     """The moment (epoch seconds) the next call may be placed, at most ``calls_per_second``
-    across every process: one row, locked. Real time, not ``core.clock`` (a rate)."""
+    across every process: one row, locked. Real time, not ``core.platform.clock`` (a rate)."""
     where = (ChannelState.namespace == PACE[0], ChannelState.key == PACE[1])
     row = _lock(session, ChannelState, *where)
     if row is None:

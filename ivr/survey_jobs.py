@@ -30,10 +30,10 @@ from typing import Any
 from sqlalchemy import Engine
 from twilio.base.exceptions import TwilioRestException
 
-from core import survey_policy
 from core.actions.survey import SURVEY_PHONE_JOB
-from core.models import Job
-from core.runner import RetryLater
+from core.followup import survey_policy
+from core.platform.models import Job
+from core.platform.runner import RetryLater
 from ivr import survey_calls
 from ivr.survey_twiml import SurveyTwiml
 from ivr.twilio_api import PlaceCall
@@ -179,8 +179,8 @@ async def run_survey_worker(engine: Engine, settings: Any, stop: asyncio.Event, 
     """``gridline worker --surveys``: place the follow-up calls and send the progress SMS
     until ``stop`` is set. Any number of these may run against one PostgreSQL (jobs are
     claimed with SKIP LOCKED; the calls per second are shared through the database)."""
-    from core.runner import JobRunner
-    from core.sms import SMS_JOB
+    from core.followup.sms import SMS_JOB
+    from core.platform.runner import JobRunner
     from ivr.config import load_prompts
     from ivr.database import run_db
     from ivr.sms import ProgressSms

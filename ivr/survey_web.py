@@ -28,9 +28,11 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from twilio.twiml.messaging_response import MessagingResponse
 
-from core import actions, logcontext, sms
+from core import actions
 from core.actions.survey import SURVEY_PHONE_JOB
-from core.db import session_scope
+from core.followup import sms
+from core.platform import logcontext
+from core.platform.db import session_scope
 from ivr import survey_calls
 from ivr.calls import TRANSCRIBE_JOB
 from ivr.signature import is_valid

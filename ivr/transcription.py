@@ -22,10 +22,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core.media import LocalStore, MediaMissing, MediaStore, fetched
-from core.models import Job
-from core.runner import JobRunner
-from core.storage import resolve, stored_path
+from core.platform.media import LocalStore, MediaMissing, MediaStore, fetched
+from core.platform.models import Job
+from core.platform.runner import JobRunner
+from core.platform.storage import resolve, stored_path
 from ivr import calls
 from ivr.address import file_phrase_pass, hear_address
 from ivr.calls import SPEECH_JOB_KINDS, TRANSCRIBE_JOB
@@ -81,7 +81,7 @@ class Transcriptions:
     async def settle_address(self, text: str, recording: dict) -> str:
         """The address words that route deepest: the free words, or the gazetteer's phrase
         list pass over the same WAV (``ivr.address``)."""
-        from core.indexes import indexes_for
+        from core.places.indexes import indexes_for
 
         snapshot = await self.db(indexes_for, self.engine)
         gazetteer = snapshot.gazetteer_at(self.address_min_confidence)

@@ -132,7 +132,7 @@ def http_client_from_settings(
 ) -> TwilioHttpClient:
     """The sync HTTP client for ``twilio.rest.Client``, honouring GRIDLINE_TWILIO_API_URL."""
     if api_url is None:
-        from core.settings import get_settings
+        from core.platform.settings import get_settings
 
         api_url = get_settings().twilio_api_url
     if api_url:

@@ -7,11 +7,12 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from core import jobs
-from core.clock import utcnow
+from core.cases.models import Case, CaseEvent, CaseStatus
 from core.errors import IllegalTransition, NotFound
-from core.models import Case, CaseEvent, CaseStatus, Resident
-from core.rules import load_rules
+from core.people.models import Resident
+from core.platform import jobs
+from core.platform.clock import utcnow
+from core.platform.rules import load_rules
 
 S = CaseStatus
 
@@ -78,14 +79,14 @@ def event(
     )
     if case.status != to_status or action == "submit":
         queue_notification(session, case, to_status, action)
-        from core.sms import queue_progress_sms  # sms reads the survey's contact rules
+        from core.followup.sms import queue_progress_sms  # sms reads the survey's contact rules
 
         queue_progress_sms(session, case, to_status)
     case.status = to_status
     case.updated_at = at
     session.add(case)
     session.add(row)  # flushed with the case at the next query or commit: fewer round trips
-    from core.staff import queue_case_messages  # staff imports models and rules only
+    from core.people.staff import queue_case_messages  # staff imports models and rules only
 
     queue_case_messages(session, case, action, to_status, reason)
     return row

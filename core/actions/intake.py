@@ -8,24 +8,26 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import limits, media_types, uploads
 from core.actions._base import S, check, event
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Attachment, Case, Category, Channel, Urgency
+from core.cases.numbering import next_case_number
 from core.errors import InvalidInput
-from core.models import Attachment, Case, Category, Channel, Resident, Urgency
-from core.numbering import next_case_number
+from core.people.models import Resident
+from core.platform import media_types, uploads
+from core.platform.clock import utcnow
 
 
 @dataclass(frozen=True)
 class FileRef:
-    """A file kept in the media store (``core.media.keep``), to become an ``Attachment``."""
+    """A file kept in the media store (``core.platform.media.keep``), to become an ``Attachment``."""
 
     kind: str  # recording, voice, photo
-    path: str  # its key: relative to the data directory (core.storage.stored_path)
-    mime_type: str | None = None  # read from the bytes (core.media_types.detect), never a sender's word
+    path: str  # its key: relative to the data directory (core.platform.storage.stored_path)
+    mime_type: str | None = None  # read from the bytes (core.platform.media_types.detect), never a sender's word
     size: int | None = None
     sha256: str | None = None
-    # The store could not take it yet: the spool it waits in (core.uploads.spool_name).
+    # The store could not take it yet: the spool it waits in (core.platform.uploads.spool_name).
     waiting_in: str | None = None
 
 
@@ -60,7 +62,7 @@ class Petition:
 
 
 def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
-    from core.routing import phone_variants
+    from core.places.routing import phone_variants
 
     variants = sorted(phone_variants(phone))
     return session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import audit
-from core.clock import utcnow
-from core.models import Resident
+from core.people import audit
+from core.people.models import Resident
+from core.platform.clock import utcnow
 
 
 def link_chat(session: Session, resident: Resident, chat_id: str, *, actor: str,
@@ -64,7 +64,7 @@ def resident_for_phone(session: Session, phone: str, *, actor: str) -> Resident:
     """The resident registered under ``phone``; a caller who is not in the registry gets a
     row of their own (no household), so what they asked for (no SMS, no calls) is kept."""
     from core.actions.intake import find_resident_by_phone
-    from core.routing import normalise_phone
+    from core.places.routing import normalise_phone
 
     resident = find_resident_by_phone(session, phone)
     if resident is None:

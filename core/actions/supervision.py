@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import limits
 from core.actions._base import S, check, event
 from core.actions.operator import deadlines
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case
 from core.errors import IllegalTransition, InvalidInput
-from core.models import Case, Grid, GridLevel
-from core.owners import owner_for
+from core.people.owners import owner_for
+from core.places.models import Grid, GridLevel
+from core.platform.clock import utcnow
 
 
 def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
@@ -20,7 +21,7 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     limits.check_text("reason", reason)
     if case.grid_id is None:
         raise InvalidInput(f"case {case.number} has no grid to escalate from")
-    from core.sla import next_owner_level
+    from core.deadlines.sla import next_owner_level
 
     current = case.owner_level or GridLevel.micro
     higher = next_owner_level(current)

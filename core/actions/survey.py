@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import jobs, limits, survey_policy
 from core.actions._base import S, check, event
 from core.actions.intake import FileRef, attach, find_resident_by_phone
 from core.actions.operator import dispatch, reopen
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case
 from core.errors import IllegalTransition, InvalidInput
-from core.models import SATISFIED, Case, GridLevel, Resident, Survey, SurveyStatus
-from core.rules import load_rules
+from core.followup import survey_policy
+from core.followup.models import SATISFIED, Survey, SurveyStatus
+from core.people.models import Resident
+from core.places.models import GridLevel
+from core.platform import jobs
+from core.platform.clock import utcnow
+from core.platform.rules import load_rules
 
 SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
 SURVEY_PHONE_JOB = jobs.declare("survey_phone", "ivr/survey_jobs.py: one follow-up call (an attempt)")
@@ -33,7 +38,7 @@ def contact_resident(session: Session, case: Case) -> Resident | None:
 
 def phone_to_call(case: Case, resident: Resident | None) -> str | None:
     """The number a phone follow-up dials (E.164), or ``None`` when there is none that works."""
-    from core.phones import dialable
+    from core.people.phones import dialable
 
     return dialable(case.contact_phone) or dialable(resident.phone if resident is not None else None)
 
@@ -107,7 +112,7 @@ def record_survey(
     actor: str = "resident",
     comment_heard: bool = False,
 ) -> Case:
-    """A resident's answer. What it does is rules data (``core.survey_policy``): a closing
+    """A resident's answer. What it does is rules data (``core.followup.survey_policy``): a closing
     answer closes the case; any other reopens it, and after the allowed reopenings it is
     also dispatched one level up. A typed comment over ``[limits] comment`` is refused;
     one heard from a voice note (``comment_heard``) is kept up to the transcript cap."""
@@ -125,7 +130,7 @@ def record_survey(
     survey.status = SurveyStatus.answered
     survey.answered_at = utcnow()
     session.add(survey)
-    # The case carries its answers' counts for the figures (core.figures: the satisfaction rate).
+    # The case carries its answers' counts for the figures (core.reporting.figures: the satisfaction rate).
     case.surveys_answered += 1
     case.surveys_satisfied += satisfied in SATISFIED
     answer = {"survey_id": survey.id, "solved": solved, "satisfied": satisfied}
@@ -137,7 +142,7 @@ def record_survey(
     reopen(session, case, actor=actor, reason=comment or "resident not satisfied")
     if case.reopen_count > survey_policy.reopenings_before_escalation() and case.grid_id:
         # Dissatisfied again: dispatch straight to the next level up.
-        from core.sla import next_owner_level
+        from core.deadlines.sla import next_owner_level
 
         current = case.owner_level or GridLevel.micro
         dispatch(session, case, actor="system", level=next_owner_level(current) or current,

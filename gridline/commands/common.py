@@ -13,9 +13,9 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
     """The configured database, after checking the settings and the rules (each problem is
     one line, see ``gridline.cli.explain``). ``migrated``: refuse a database that is not at
     the newest schema, saying to run `gridline db upgrade`."""
-    from core.db import engine_from_settings, require_schema
-    from core.rules import load_rules
-    from core.settings import get_settings
+    from core.platform.db import engine_from_settings, require_schema
+    from core.platform.rules import load_rules
+    from core.platform.settings import get_settings
 
     settings = get_settings()
     load_rules()

@@ -27,7 +27,7 @@ def simulate_call(
     operator_answers: bool = typer.Option(False, help="the operator picks up a <Dial>"),
 ) -> None:
     """Simulate a caller: signed webhooks, TwiML, audio streamed as 20 ms µ-law frames."""
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from ivr.simulator import CallScript, Simulator, Turn
 
     if end not in ("#", "silence", "hangup", "drop"):

@@ -13,10 +13,10 @@ def shred(
 ) -> None:
     """Remove recordings, photos, voice notes, transcripts, names and phone numbers of cases
     closed before the cut-off; keep their anonymous figures (category, grid, times, outcome)."""
+    from core.cases.privacy import parse_age, shred_older_than
     from core.errors import DomainError
-    from core.media import media_store
-    from core.privacy import parse_age, shred_older_than
-    from core.settings import get_settings
+    from core.platform.media import media_store
+    from core.platform.settings import get_settings
 
     try:
         age = parse_age(older_than)

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from core.settings import get_settings
+from core.platform.settings import get_settings
 
 models_app = typer.Typer(help="Speech recognition models: what is installed, fetch more.")
 out = Console()

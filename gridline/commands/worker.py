@@ -25,7 +25,7 @@ def worker(
     through Twilio (GRIDLINE_TWILIO_*, GRIDLINE_HOTLINE_NUMBER; GRIDLINE_PUBLIC_URL is where
     Twilio reaches the server's webhooks). Run on any machine that shares the database
     (GRIDLINE_DATABASE_URL), as many as needed."""
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from ivr.twilio_api import missing_credentials
 
     if not (speech or surveys):
@@ -46,7 +46,7 @@ def worker(
             fail("no speech model: set GRIDLINE_SPEECH_MODEL or run `gridline models fetch vosk-model-small-cn-0.22`")
 
     async def main() -> None:
-        from core.media import media_store
+        from core.platform.media import media_store
         from ivr.survey_jobs import run_survey_worker
         from ivr.transcription import run_speech_worker
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from console import report_files
-from core import reports
-from core.db import session_scope
+from core.platform.db import session_scope
+from core.reporting import reports
 from tests.conftest import IN_CI
 from tests.console.test_dashboard import csv_blocks
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world

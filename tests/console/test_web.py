@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import ConsoleSession
+from console.models import ConsoleSession
+from core.platform.db import session_scope
 from tests.console.conftest import csrf_of, login
 
 
@@ -44,7 +44,7 @@ async def test_secure_cookie_when_the_public_url_is_https(engine, world, monkeyp
     from aiohttp.test_utils import TestClient, TestServer
 
     from console.config import get_console_settings
-    from core.settings import Settings
+    from core.platform.settings import Settings
     from gridline.app import build_app
 
     monkeypatch.setenv("GRIDLINE_PUBLIC_URL", "https://hotline.example.org")
