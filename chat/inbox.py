@@ -35,6 +35,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from chat.models import ChatHead, ChatInbox, SeenMessage
 from core.platform import jobs
 from core.platform.clock import utcnow
+from core.platform.db import session_scope
 from core.platform.models import ChannelState
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,6 @@ def forget_seen(engine: Engine, keep: timedelta = SEEN_KEEP) -> int:
 
 def schedule_cleanup(engine: Engine) -> None:
     """Queue today's cleanup (a no-op when this or another instance already did)."""
-    from core.platform import jobs
-    from core.platform.db import session_scope
 
     try:
         with session_scope(engine) as session:

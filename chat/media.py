@@ -27,6 +27,7 @@ from chat.texts import MAX_DOWNLOAD
 from core.platform import media_types
 from core.platform.clock import utcnow
 from core.platform.media import MediaMissing, MediaStore, fetched, keep
+from speech_models.audio import AudioError
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,6 @@ async def transcribe(speech: object, path: Path | str, store: MediaStore | None 
     func = getattr(speech, "transcribe_file", None)
     if func is None:
         raise SpeechUnavailable()
-    from speech_models.audio import AudioError
 
     try:
         if inspect.iscoroutinefunction(func):

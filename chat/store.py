@@ -23,6 +23,7 @@ from core.followup.models import Survey, SurveyStatus
 from core.people.models import Resident
 from core.places.indexes import indexes_for
 from core.places.models import Grid, Household
+from core.places.routing import normalise_phone, phone_variants
 from core.platform import media_types, uploads
 from core.platform.db import session_scope
 
@@ -65,7 +66,6 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
     """The chat shared its own phone number: link the registered resident with that number
     to this chat. Returns the household address, or None when the number is not registered
     (it is then kept on the chat's own resident)."""
-    from core.places.routing import normalise_phone, phone_variants
 
     normal = normalise_phone(phone) or phone.strip()
     actor = f"resident:chat:{chat_id}"

@@ -74,6 +74,7 @@ from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import t
 from core.platform.clock import utcnow
+from core.platform.models import ChannelState
 
 log = logging.getLogger(__name__)
 
@@ -763,8 +764,6 @@ def _nesting(value: Any, limit: int) -> int:
 def _chat_rows(engine: Any, chat_id: int, conv_keys: list[str]) -> list[tuple[str, str, Any]]:
     """A chat's data row and the conversation rows under ``conv_keys``."""
     from sqlalchemy import and_, or_, select
-
-    from core.platform.models import ChannelState
 
     table = ChannelState.__table__
     with engine.connect() as conn:

@@ -42,6 +42,7 @@ from core.people import staff
 from core.platform.clock import utcnow
 from core.platform.media import MediaMissing, MediaUnavailable, fetched
 from core.platform.models import Job
+from speech_models.audio import decode_file
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ def voice_from_recording(path: Path) -> tuple[bytes, int]:
     """A recording (WAV or anything PyAV reads) as OGG/Opus mono: (bytes, seconds)."""
     import av
     import numpy as np
-
-    from speech_models.audio import decode_file
 
     audio = decode_file(path, sample_rate=OPUS_RATE)
     samples = np.frombuffer(audio.pcm, dtype="<i2")

@@ -20,6 +20,7 @@ from core.people.models import WorkerGrid
 from core.people.redaction import STAFF, mask_name, mask_phone, redact
 from core.places.models import Grid
 from core.platform.rules import load_rules
+from core.reporting.reports import Scope, workers_of_grids
 
 ROLES = ("admin", "operator", "supervisor", "worker", "department", "viewer")
 
@@ -173,7 +174,6 @@ def text_for(principal: Principal, text: str | None, names: Iterable[str] = ()) 
 def report_scope(session: Session, principal: Principal):  # noqa: ANN201
     """What the dashboard and the reports may count for this account: its cases (the same
     ``case_scope``) and the scores of the workers of its grids (and its own)."""
-    from core.reporting.reports import Scope, workers_of_grids
 
     if principal.sees_all:
         return Scope()

@@ -41,7 +41,9 @@ from core.people import apikeys
 from core.people.models import Department
 from core.people.redaction import PUBLIC, redact
 from core.places.models import Grid
+from core.places.routing import normalise_phone
 from core.platform.clock import utcnow
+from core.platform.db import session_scope
 from core.platform.rules import load_rules
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,6 @@ async def _db(request: web.Request, fn, *args):  # noqa: ANN001, ANN202
     services = _services(request)
 
     def work(engine, *a):  # noqa: ANN001, ANN202
-        from core.platform.db import session_scope
 
         with session_scope(engine) as session:
             return fn(session, *a)
@@ -403,8 +404,6 @@ def petition_from(form: dict, client_id: str, key_id: int) -> actions.Petition:
             raise ApiError(400, f"{key} is limited to {limits.limit_of('name')} characters")
     phone = (form.get("phone") or "").strip() or None
     if phone is not None:
-        from core.places.routing import normalise_phone
-
         phone = normalise_phone(phone) or None
     return actions.Petition(
         channel=Channel.open311,

@@ -12,9 +12,12 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Engine, text
+from sqlmodel import select
 
 from core.deadlines.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.errors import DatabaseBusy
+from core.places.indexes import indexes_for
+from core.places.models import Grid
 from core.platform.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
 from core.platform.dbpool import DatabasePool
 from core.platform.instances import InstanceLease
@@ -23,6 +26,7 @@ from core.platform.rules import load_rules
 from core.platform.runner import JobRunner
 from core.platform.settings import Settings, get_settings
 from core.platform.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
+from core.reference.demo import load_demo as load_demo_district
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
 
@@ -76,16 +80,10 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
         upgrade(engine)
         if not load_demo:
             return False
-        from sqlmodel import select
-
-        from core.places.models import Grid
-
         with session_scope(engine) as session:
             if session.exec(select(Grid.id).limit(1)).first() is not None:
                 return False
-            from core.reference.demo import load_demo as load
-
-            load(session)
+            load_demo_district(session)
             return True
 
 
@@ -123,26 +121,26 @@ async def busy_is_503(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 
 def _setup_ivr(app: web.Application, services: Services) -> None:
-    from ivr.survey_web import setup as setup_surveys
-    from ivr.web import setup
+    from ivr.survey_web import setup as setup_surveys  # a channel loads only when served
+    from ivr.web import setup  # a channel loads only when served
 
     setup_surveys(app, services, setup(app, services))
 
 
 def _setup_chat(app: web.Application, services: Services) -> None:
-    from chat.web import setup
+    from chat.web import setup  # a channel loads only when served
 
     setup(app, services)
 
 
 def _setup_console(app: web.Application, services: Services) -> None:
-    from console.web import setup
+    from console.web import setup  # a channel loads only when served
 
     setup(app, services)
 
 
 def _setup_open311(app: web.Application, services: Services) -> None:
-    from console.open311 import setup
+    from console.open311 import setup  # a channel loads only when served
 
     setup(app, services)
 
@@ -256,8 +254,6 @@ def build_app(
             await asyncio.sleep(check_every)
 
     async def warm_indexes() -> None:
-        from core.places.indexes import indexes_for
-
         try:
             await db.run(indexes_for, engine)
         except Exception:  # the first request builds them instead

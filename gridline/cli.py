@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.platform.settings import get_settings
+from core.errors import DomainError, NotFound
+from core.platform.settings import SettingsInvalid, get_settings
+from gridline.commands import register_all
+from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 
 def explain(error: BaseException) -> str | None:
@@ -21,7 +27,6 @@ def explain(error: BaseException) -> str | None:
     from core.platform.db import explain_error
     from core.platform.media import MediaSettingInvalid
     from core.platform.rules import RulesError
-    from core.platform.settings import SettingsInvalid
 
     if isinstance(error, SettingsInvalid | RulesError | MediaSettingInvalid):
         return str(error)
@@ -63,21 +68,15 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(grids_app, name="grids")
 app.add_typer(cases_app, name="cases")
 
-from gridline.commands.common import console  # noqa: E402
-
 # `cases list` and `grids households` print at most this many rows at once.
 MAX_ROWS = 1000
 
 
 def _engine(*, migrated: bool = True):
-    from gridline.commands.common import open_database
-
     return open_database(migrated=migrated)
 
 
 def _fail(message: str) -> None:
-    from gridline.commands.common import fail
-
     fail(message)
 
 
@@ -179,7 +178,6 @@ def db_revision(message: str = typer.Option(..., "-m", "--message", help="what t
 @demo_app.command("load")
 def demo_load() -> None:
     """Load the demo district (grids, workers, 500 households, categories, 2026 calendar)."""
-    from core.errors import DomainError
     from core.platform.db import session_scope, upgrade
     from core.reference.demo import load_demo
 
@@ -194,7 +192,6 @@ def demo_load() -> None:
 
 
 def _import(kind: str, path: Path) -> None:
-    from core.errors import DomainError
     from core.platform.db import session_scope, upgrade
     from core.reference import importers
 
@@ -284,7 +281,6 @@ def cases_show(number: str) -> None:
     from core.actions import get_case
     from core.cases.models import CaseEvent, Category
     from core.cases.queries import case_files
-    from core.errors import NotFound
     from core.followup.models import Survey
     from core.places.models import Grid
     from core.platform.db import session_scope
@@ -425,7 +421,6 @@ def _grid_and_below(session, grid_id: int) -> list[int]:  # noqa: ANN001
 
 def _register_optional_commands() -> None:
     """Commands that live beside their channel's composition code."""
-    from gridline.commands import register_all
 
     register_all(app)
 

@@ -50,7 +50,13 @@ from typing import Any
 
 from aiohttp import web
 
-from core.platform import logcontext
+from console.config import get_console_settings
+from core.cases.models import Attachment, CallSession
+from core.platform import jobs, logcontext, runner
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from speech_models import pool
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +202,6 @@ def families() -> _Families:
 
 
 def _observe_jobs_and_speech(f: _Families) -> None:
-    from core.platform import runner
-    from speech_models import pool
 
     def job_finished(kind: str, outcome: str, seconds: float) -> None:
         f.jobs_finished.labels(kind, outcome).inc()
@@ -255,8 +259,6 @@ def _within(address: str | None, networks: tuple) -> bool:
 
 
 def _trusted_proxies() -> tuple:
-    from console.config import get_console_settings
-
     return get_console_settings().proxy_networks()
 
 
@@ -278,11 +280,6 @@ def take_snapshot(engine) -> Snapshot:  # noqa: ANN001
     newest by id)."""
     from sqlalchemy import func
     from sqlmodel import select
-
-    from core.cases.models import Attachment, CallSession
-    from core.platform.clock import utcnow
-    from core.platform.db import session_scope
-    from core.platform.models import Job, JobStatus
 
     now = utcnow()
     with session_scope(engine) as session:
@@ -354,8 +351,6 @@ class Metrics:
     # -- figures from the database -----------------------------------------------------------
 
     async def _refresh_snapshot(self) -> None:
-        from core.platform import jobs
-
         f = self.families
         services = self.services
         try:

@@ -30,6 +30,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from gridline.metrics import process_exited
+
 log = logging.getLogger("gridline.workers")
 
 MAX_RESTARTS = 5  # a worker dying this often ...
@@ -108,7 +110,6 @@ class Supervisor:
                 code = proc.poll()
                 if code is None or self.stopping:
                     continue
-                from gridline.metrics import process_exited
 
                 process_exited(proc.pid, self.metrics_dir)  # its live gauges stop counting in /metrics
                 now = time.monotonic()

@@ -47,7 +47,10 @@ from core.platform.models import ChannelState
 from core.platform.storage import data_dir as data_dir_default
 from core.platform.storage import resolve, stored_path
 from ivr.models import SurveyCall
+from ivr.spool import mark_held
 from ivr.state import Recording, recording_path
+from ivr.stream import pcm_speech_seconds
+from speech_models.audio import AudioError, read_wav, repair_wav_header
 
 log = logging.getLogger(__name__)
 
@@ -571,8 +574,6 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
                 actions.survey_comment(session, survey, actor=RESIDENT, text=text, file=ref,
                                        data={"call_sid": call_sid, "speech_s": recording.speech_s})
                 if recording.held:
-                    from ivr.spool import mark_held
-
                     mark_held(session, ref.path)
                 if text is None:
                     jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
@@ -601,8 +602,6 @@ def comment_from_disk(engine: Engine, call_sid: str, data_dir: Path | None, spee
     is gone (killed mid-comment) or by another one. Nobody writes the file any more (the
     call is over, or the turn ended), so its header is made true first, as the hotline's
     recovery does: a crash leaves up to a second of audio outside the header."""
-    from ivr.stream import pcm_speech_seconds
-    from speech_models.audio import AudioError, read_wav, repair_wav_header
 
     pending = comment_pending(engine, call_sid)
     if pending is None or not pending[2]:

@@ -37,6 +37,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from core.deadlines.calendar import WorkingCalendar, parse_hours
+from core.places.indexes import indexes_for
 from core.platform import logcontext
 from core.platform.clock import utcnow
 from core.platform.rules import load_rules
@@ -208,8 +209,6 @@ class Hotline:
         return call
 
     async def gazetteer(self):
-        from core.places.indexes import indexes_for
-
         snapshot = await self.db(indexes_for, self.engine)
         return snapshot.gazetteer_at(self.config["address"]["min_confidence"])
 

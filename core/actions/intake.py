@@ -14,6 +14,7 @@ from core.cases.models import Attachment, Case, Category, Channel, Urgency
 from core.cases.numbering import next_case_number
 from core.errors import InvalidInput
 from core.people.models import Resident
+from core.places.routing import phone_variants
 from core.platform import media_types, uploads
 from core.platform.clock import utcnow
 
@@ -62,8 +63,6 @@ class Petition:
 
 
 def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
-    from core.places.routing import phone_variants
-
     variants = sorted(phone_variants(phone))
     return session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
 

@@ -11,6 +11,7 @@ from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
 from core.cases import limits
 from core.cases.models import Case, CaseEvent, CaseStatus, Category, Urgency
+from core.deadlines import sla
 from core.errors import IllegalTransition, InvalidInput, NotFound
 from core.people.models import Worker
 from core.people.owners import owner_for
@@ -66,8 +67,6 @@ def locate(
 
 
 def deadlines(session: Session, case: Case, at: datetime) -> tuple[datetime, datetime]:
-    from core.deadlines import sla
-
     return sla.deadlines_for_case(session, case, at)
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from core.actions.intake import find_resident_by_phone
 from core.people import audit
 from core.people.models import Resident
+from core.places.routing import normalise_phone
 from core.platform.clock import utcnow
 
 
@@ -63,8 +65,6 @@ def sms_opt_out(session: Session, resident: Resident, *, actor: str, word: str |
 def resident_for_phone(session: Session, phone: str, *, actor: str) -> Resident:
     """The resident registered under ``phone``; a caller who is not in the registry gets a
     row of their own (no household), so what they asked for (no SMS, no calls) is kept."""
-    from core.actions.intake import find_resident_by_phone
-    from core.places.routing import normalise_phone
 
     resident = find_resident_by_phone(session, phone)
     if resident is None:

@@ -8,6 +8,7 @@ from core.actions._base import S, check, event
 from core.actions.operator import deadlines
 from core.cases import limits
 from core.cases.models import Case
+from core.deadlines.sla import next_owner_level
 from core.errors import IllegalTransition, InvalidInput
 from core.people.owners import owner_for
 from core.places.models import Grid, GridLevel
@@ -21,7 +22,6 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     limits.check_text("reason", reason)
     if case.grid_id is None:
         raise InvalidInput(f"case {case.number} has no grid to escalate from")
-    from core.deadlines.sla import next_owner_level
 
     current = case.owner_level or GridLevel.micro
     higher = next_owner_level(current)

@@ -28,11 +28,12 @@ from rapidfuzz import fuzz
 from sqlalchemy import or_, text
 from sqlmodel import Session, func, select
 
-from core.cases.models import OPEN_STATUSES, Case, Channel
+from core.cases.models import OPEN_STATUSES, Case, CaseEvent, Channel
 from core.errors import TooManyPetitions
+from core.places.routing import normalise_phone, phone_variants
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
-from core.platform.rules import load_rules
+from core.platform.rules import RulesError, load_rules
 
 DUPLICATE = "suggested_duplicate"
 FLOOD = "flood_held"
@@ -51,8 +52,6 @@ class Sender:
         return self.resident_id is not None or bool(self.phone)
 
     def lock_keys(self) -> list[str]:
-        from core.places.routing import normalise_phone
-
         keys = []
         if self.resident_id is not None:
             keys.append(f"resident:{self.resident_id}")
@@ -62,7 +61,6 @@ class Sender:
 
     def clause(self):  # noqa: ANN201
         """Cases this sender filed: by the resident, or under any spelling of the number."""
-        from core.places.routing import phone_variants
 
         parts = []
         if self.resident_id is not None:
@@ -162,7 +160,6 @@ def screen(session: Session, case: Case) -> Hold | None:
 
 def hold_of(session: Session, case: Case) -> Hold | None:
     """The hold intake wrote on ``case`` (its latest ``hold`` event), or None."""
-    from core.cases.models import CaseEvent
 
     row = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.action == "hold")
                        .order_by(CaseEvent.id.desc()).limit(1)).first()
@@ -173,8 +170,6 @@ def hold_of(session: Session, case: Case) -> Hold | None:
 
 
 def check_rules(all_rules: dict) -> None:
-    from core.platform.rules import RulesError
-
     r = all_rules.get("intake", {}).get("flood")
     if r is None:
         return

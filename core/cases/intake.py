@@ -17,7 +17,7 @@ from core import actions
 from core.cases import flood
 from core.cases.models import Case, CaseStatus, Category
 from core.errors import DomainError
-from core.places import indexes
+from core.places import indexes, routing
 from core.platform.db import session_scope
 from core.platform.rules import load_rules
 
@@ -133,8 +133,6 @@ def route_and_dispatch(session: Session, case: Case, *, actor: str = "system") -
 
 
 def _route_and_dispatch(session: Session, case: Case, *, actor: str) -> IntakeResult:
-    from core.places import routing
-
     rules = load_rules()["intake"]
     # Screened before routing, so a held petition is flagged whatever routing finds; it is
     # still classified and placed, for the operator who decides.

@@ -13,7 +13,7 @@ characters are kept; beyond it the text is cut (:func:`keep_words`) and the case
 from __future__ import annotations
 
 from core.errors import TextTooLong
-from core.platform.rules import load_rules
+from core.platform.rules import RulesError, load_rules
 
 # The kinds of text and what each covers; rules.toml [limits] gives the numbers.
 FIELDS = {
@@ -69,7 +69,6 @@ def clip_name(value: str | None) -> str | None:
 
 def check_rules(rules: dict) -> None:
     """rules.toml [limits]: whole positive numbers, within the columns' sizes."""
-    from core.platform.rules import RulesError
 
     section = rules.get("limits", {})
     for key, value in section.items():

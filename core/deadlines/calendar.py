@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from core.deadlines.models import CalendarDay
+from core.platform.rules import load_rules
 
 DEFAULT_TZ = "Asia/Shanghai"
 DEFAULT_HOURS: tuple[tuple[time, time], ...] = ((time(8, 30), time(12, 0)), (time(13, 30), time(17, 30)))
@@ -45,7 +46,6 @@ def parse_hours(spec: Iterable[Iterable[str | time]]) -> list[tuple[time, time]]
 
 def default_working_hours() -> list[tuple[time, time]]:
     """Working hours from ``[sla.calendar] working_hours`` in rules.toml, else 08:30–12:00, 13:30–17:30."""
-    from core.platform.rules import load_rules
 
     spec = load_rules().get("sla", {}).get("calendar", {}).get("working_hours")
     return parse_hours(spec) if spec else list(DEFAULT_HOURS)

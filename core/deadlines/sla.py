@@ -13,8 +13,10 @@ from typing import Any, Literal, NamedTuple, Protocol
 from core.cases.models import Urgency
 from core.deadlines.calendar import WorkingCalendar
 from core.deadlines.models import CategorySla
+from core.places import indexes
 from core.places.models import GRID_LEVELS, GridLevel
 from core.platform.rules import load_rules
+from core.platform.settings import get_settings
 
 Colour = Literal["green", "yellow", "red"]
 
@@ -72,18 +74,14 @@ def sla_for(session: Any, category_id: int | None, urgency: Urgency | str) -> Sl
 
 def invalidate_calendars() -> None:
     """Forget this process's calendars: they live in the one index cache (``core.places.indexes``)."""
-    from core.places import indexes
 
     indexes.invalidate()
 
 
 def calendar_for(session: Any, tz: str | None = None) -> WorkingCalendar:
     """The working calendar stored in the database, from the one index cache."""
-    from core.places import indexes
 
     if tz is None:
-        from core.platform.settings import get_settings
-
         tz = get_settings().timezone
     return indexes.routing_indexes(session).calendar(tz)
 

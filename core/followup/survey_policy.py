@@ -10,7 +10,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from core.deadlines.sla import calendar_for
 from core.platform.rules import load_rules
+from core.platform.settings import get_settings
 
 
 def _survey() -> dict:
@@ -114,11 +116,8 @@ class CallingHours:
 
 def calling_hours(session: Any, tz: str | None = None) -> CallingHours:
     """The calling hours with the holidays of the working calendar stored in the database."""
-    from core.deadlines.sla import calendar_for
 
     if tz is None:
-        from core.platform.settings import get_settings
-
         tz = get_settings().timezone
     rules = phone_rules()
     holidays = [day for day, working in calendar_for(session, tz).exceptions.items() if not working]

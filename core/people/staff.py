@@ -32,10 +32,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.cases.models import Case, CaseStatus, Category
+from core.deadlines.sla import next_owner_level
 from core.errors import DomainError, InvalidInput, NotFound
 from core.people import audit
 from core.people.models import Department, Resident, StaffChat, StaffInvite, Worker, WorkerGrid
 from core.places.models import GRID_LEVELS, Grid, GridLevel
+from core.places.routing import phone_variants
 from core.platform import jobs
 from core.platform.clock import utcnow
 from core.platform.rules import load_rules
@@ -202,7 +204,6 @@ def unlink(session: Session, staff: Staff, *, actor: str) -> str | None:
     session.delete(link)
     audit.record(session, actor=actor, action="staff.unlink_chat", target_type=staff.kind, target_id=staff.code,
                  detail={"chat_id": chat_id})
-    from core.platform import jobs
 
     jobs.enqueue(session, UNLINKED_JOB, {"chat_id": chat_id, "language": link.language})
     return chat_id
@@ -211,7 +212,6 @@ def unlink(session: Session, staff: Staff, *, actor: str) -> str | None:
 def staff_by_phone(session: Session, phone: str) -> Staff | None:
     """The active worker (else the department) whose registered number this is, compared
     in every form intake normalises a number to."""
-    from core.places.routing import phone_variants
 
     variants = sorted(phone_variants(phone))
     if not variants:
@@ -371,8 +371,6 @@ def _resolve(session: Session, case: Case, spec: str) -> list[Staff]:
         found = checker(session, case)
         return [found] if found else []
     if spec.startswith("leader:"):
-        from core.deadlines.sla import next_owner_level
-
         wanted = spec.split(":", 1)[1]
         if wanted == "up":
             level = next_owner_level(case.owner_level or GridLevel.micro)
@@ -473,7 +471,6 @@ def queue_case_messages(session: Session, case: Case, action: str, to_status: Ca
         to = linked(session, recipients(session, case, list(rule.get("to", []))))
     if not to:
         return
-    from core.platform import jobs
 
     moment = case.reported_done_at if rule["send"] == "check" else case.dispatched_at
     for staff in to:

@@ -26,9 +26,13 @@ from sqlalchemy import Engine, event, insert, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import Session as ModelSession
 
+from core.deadlines.calendar import WorkingCalendar, default_working_hours
 from core.deadlines.models import CalendarDay
 from core.places.models import GazetteerEntry, Grid, Household, IndexVersion
+from core.places.routing import Gazetteer, GridLocator
 from core.platform.clock import utcnow
+from core.platform.rules import load_rules
+from core.platform.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +112,6 @@ class RoutingIndexes:
 
     def calendar(self, tz: str) -> Any:
         """The working calendar (rules' working hours) in the district's time zone."""
-        from core.deadlines.calendar import WorkingCalendar, default_working_hours
 
         hours = tuple(default_working_hours())
         cal = self._calendars.get((tz, hours))
@@ -119,8 +122,6 @@ class RoutingIndexes:
 
 def build(session: Session) -> RoutingIndexes:
     """Read the version first, then the rows: the indexes hold at least that version's changes."""
-    from core.places.routing import Gazetteer, GridLocator
-    from core.platform.settings import get_settings
 
     started = time.perf_counter()
     version = current_version(session)
@@ -268,8 +269,6 @@ class IndexCache:
 
 
 def _check_seconds() -> float:
-    from core.platform.rules import load_rules
-
     return float(load_rules()["indexes"]["check_seconds"])
 
 

@@ -379,7 +379,7 @@ def build_store(url: str, data_dir: Path) -> MediaStore:
         return LocalStore(data_dir)
     if scheme == "file":
         return LocalStore(Path(where), spool_root=data_dir)
-    from core.platform.media_s3 import S3Store
+    from core.platform.media_s3 import S3Store  # boto3 is loaded only when the store is a bucket
 
     return S3Store(where, prefix, spool_root=data_dir, addressing=options.get("addressing", "auto"))
 

@@ -19,6 +19,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.cases.models import CaseStatus, Channel, Urgency
+from core.people.models import WorkerRole
+from core.places.models import GridLevel
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RULES_ENV = "GRIDLINE_RULES"
 
@@ -164,9 +168,6 @@ def _check_working_hours(periods: list, where: str) -> None:
 def _check_values(rules: dict[str, Any]) -> None:
     """Meaning, on the merged rules: statuses, levels and roles exist, times parse,
     fractions are fractions, the survey's closing answers are on its scales."""
-    from core.cases.models import CaseStatus, Urgency
-    from core.people.models import WorkerRole
-    from core.places.models import GridLevel
 
     def section(name: str) -> dict:
         value = rules.get(name, {})
@@ -194,7 +195,7 @@ def _check_values(rules: dict[str, Any]) -> None:
 
     _check_phone_survey(survey)
     _check_sms(section("sms") if "sms" in rules else None)
-    from core.cases import flood, limits
+    from core.cases import flood, limits  # cycle: both read their rules through this module
 
     limits.check_rules(rules)
     flood.check_rules(rules)
@@ -244,8 +245,6 @@ def _check_values(rules: dict[str, Any]) -> None:
 
 
 def _check_phone_survey(survey: dict[str, Any]) -> None:
-    from core.cases.models import Channel
-
     for origin, ways in survey.get("channels_by_case", {}).items():
         _one_of([origin], [c.value for c in Channel], "survey.channels_by_case", "case channel")
         _one_of(ways, ["chat", "phone"], f"survey.channels_by_case.{origin}", "survey channel")
@@ -271,8 +270,6 @@ def _check_phone_survey(survey: dict[str, Any]) -> None:
 
 
 def _check_sms(sms: dict[str, Any] | None) -> None:
-    from core.cases.models import CaseStatus, Channel
-
     if sms is None:
         return
     _one_of(sms["statuses"], [s.value for s in CaseStatus], "sms.statuses", "status")

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from core.platform import jobs
+from core.platform.clock import utcnow
 from core.platform.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,6 @@ class JobRunner:
         return len(claimed)
 
     async def _run(self, job: Job) -> None:
-        from core.platform.clock import utcnow
-
         started = time.perf_counter()
         try:
             await self.handlers[job.kind](job)

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.platform.media import parse_media_url
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -101,8 +103,6 @@ class Settings(BaseSettings):
     @field_validator("media_url")
     @classmethod
     def _media_url(cls, value: str) -> str:
-        from core.platform.media import parse_media_url
-
         parse_media_url(value)  # its ValueError says what is wrong
         return value.strip()
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from core.platform.settings import get_settings
+
 
 def data_dir() -> Path:
-    from core.platform.settings import get_settings
-
     return Path(get_settings().data_dir)
 
 

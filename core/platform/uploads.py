@@ -28,6 +28,7 @@ from core.people import audit
 from core.platform import jobs
 from core.platform.db import session_scope
 from core.platform.media import MediaStore, MediaUnavailable, keep, sha256_of_file
+from core.platform.runner import RetryLater
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,6 @@ def upload_one(engine: Engine, store: MediaStore, key: str, spool: str, here: st
 def upload_handler(engine: Engine, store: MediaStore, here: str, retry: timedelta,
                    ) -> Callable[[object], Awaitable[None]]:
     """The ``media_upload`` handler for a job runner (``gridline.app`` registers it)."""
-    from core.platform.runner import RetryLater
 
     async def handle(job) -> None:  # noqa: ANN001 (core.platform.models.Job)
         key = job.payload["key"]
@@ -151,7 +151,7 @@ def kept_file(store: MediaStore, spool: str, kind: str, key: str, mime_type: str
 
     Filing may run again (a retried webhook, a transaction that failed after the upload):
     a file no longer in the spool is then taken from the store as it was kept."""
-    from core.actions import FileRef
+    from core.actions import FileRef  # cycle: core.actions.intake files spooled uploads
 
     spooled = store.spool_path(key)
     if spooled.is_file():

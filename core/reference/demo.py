@@ -48,10 +48,12 @@ from shapely.ops import unary_union
 from sqlmodel import Session, func, select
 
 from core.cases.models import Category, Urgency
+from core.deadlines.calendar import bundled_calendar_files, load_calendar_file, sync_calendar_days
 from core.deadlines.models import CategorySla
 from core.errors import DomainError, InvalidInput
 from core.people.models import Department, Resident, Worker, WorkerGrid, WorkerRole
 from core.places.models import GazetteerEntry, Grid, GridLevel, Household
+from core.places.routing import normalise_phone
 from core.platform.rules import DATA_DIR, load_categories
 
 DISTRICT_CODE = "350499"
@@ -252,8 +254,6 @@ class _People:
     ``core.places.routing.normalise_phone`` gives (mobiles as 11 digits, landlines with 0598)."""
 
     def __init__(self, rng: random.Random, taken_phones: set[str]):
-        from core.places.routing import normalise_phone
-
         self.rng = rng
         self.phones = set(taken_phones)
         self.normalise = normalise_phone
@@ -500,12 +500,6 @@ def _buildings(cell: dict) -> list[int]:
 
 
 def _load_calendar(session: Session) -> int:
-    from core.deadlines.calendar import (
-        bundled_calendar_files,
-        load_calendar_file,
-        sync_calendar_days,
-    )
-
     rows = [row for path in bundled_calendar_files() for row in load_calendar_file(path)]
     return sync_calendar_days(session, rows)
 

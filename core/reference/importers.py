@@ -43,6 +43,7 @@ from sqlmodel import Session, select
 from core.errors import ImportFailed
 from core.people.models import Resident, Worker, WorkerGrid, WorkerRole
 from core.places.models import GRID_LEVELS, Grid, GridLevel, Household
+from core.places.routing import valid_phone
 
 Problems = list[tuple[int, str]]
 
@@ -82,7 +83,6 @@ def _read_text(path: Path, source: str) -> str:
 
 def _phone(raw: str, errors: list[str]) -> str | None:
     """The stored spelling of a CSV phone cell (empty: ``None``); a bad one is added to ``errors``."""
-    from core.places.routing import valid_phone
 
     if not raw:
         return None

@@ -37,7 +37,7 @@ from core.cases.models import (
     Category,
 )
 from core.errors import InvalidInput
-from core.people.models import Resident, WorkerGrid
+from core.people.models import Resident, Worker, WorkerGrid
 from core.places.models import Grid, GridLevel, Household
 from core.platform.clock import utcnow
 from core.platform.db import plan_with
@@ -758,7 +758,6 @@ def worker_scores(session: Session, period: Period, scope: Scope, filters: Filte
         allowed = in_grids if allowed is None else allowed & in_grids
     if allowed is None:
         return rows
-    from core.people.models import Worker
 
     codes = set(session.exec(select(Worker.code).where(Worker.id.in_(sorted(allowed) or [-1]))).all())
     return [r for r in rows if r.code in codes]

@@ -6,6 +6,11 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from core.platform.settings import get_settings
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
+
 console = Console()
 
 
@@ -15,7 +20,6 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
     the newest schema, saying to run `gridline db upgrade`."""
     from core.platform.db import engine_from_settings, require_schema
     from core.platform.rules import load_rules
-    from core.platform.settings import get_settings
 
     settings = get_settings()
     load_rules()

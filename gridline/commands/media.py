@@ -7,7 +7,11 @@ from pathlib import Path
 
 import typer
 
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 media_app = typer.Typer(help="Files of cases in the media store (GRIDLINE_MEDIA_URL).", no_args_is_help=True)
 
@@ -40,7 +44,6 @@ def migrate(
     names, confirming each by sha256. Resumable: a file already in the bucket with the
     recorded sha256 is skipped. The local files are left where they are."""
     from core.platform.media import LocalStore, MediaMismatch, MediaUnavailable, media_store
-    from core.platform.settings import get_settings
 
     settings = get_settings()
     engine = open_database()
@@ -97,7 +100,6 @@ def check(
     """List attachments whose object is missing from the store, or whose size (or with
     --sha256 content) differs from what was recorded. Exit status 1 when any is."""
     from core.platform.media import MediaUnavailable, media_store
-    from core.platform.settings import get_settings
 
     settings = get_settings()
     engine = open_database()

@@ -10,7 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.errors import DomainError
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 report_app = typer.Typer(help="Reports: weekly, monthly and quarterly reports, worker scores.",
                          no_args_is_help=True)
@@ -20,9 +25,7 @@ DASH = "—"
 
 def _write_report(kind: str, period: str | None, grid: str | None, fmt: str, out: Path) -> None:
     from console import report_files
-    from core.errors import DomainError
     from core.platform.db import session_scope
-    from core.platform.settings import get_settings
     from core.reporting import reports
 
     if fmt not in report_files.FORMATS:
@@ -82,10 +85,8 @@ def scores(
     csv_file: Path = typer.Option(None, "--csv", dir_okay=False, help="also write the table as CSV"),
 ) -> None:
     """Quarterly worker scores (70 % work, 30 % residents' evaluation) with their inputs."""
-    from core.errors import DomainError
     from core.platform.db import session_scope
     from core.platform.rules import load_rules
-    from core.platform.settings import get_settings
     from core.reporting.scores import quarter_scores
 
     try:

@@ -12,7 +12,13 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from core.errors import DomainError
+from core.platform.clock import utcnow
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 residents_app = typer.Typer(help="Residents' contact wishes.", no_args_is_help=True)
 
@@ -29,7 +35,6 @@ def _due(engine, case: str, any_time: bool) -> tuple[list, list]:  # noqa: ANN00
     from sqlmodel import select
 
     from core.actions.survey import SURVEY_PHONE_JOB
-    from core.platform.clock import utcnow
     from core.platform.db import session_scope
     from core.platform.models import Job, JobStatus
 
@@ -46,7 +51,6 @@ def _due(engine, case: str, any_time: bool) -> tuple[list, list]:  # noqa: ANN00
 def _due_now(engine, job_id: int) -> None:  # noqa: ANN001
     from sqlalchemy import update
 
-    from core.platform.clock import utcnow
     from core.platform.db import session_scope
     from core.platform.models import Job, JobStatus
 
@@ -75,10 +79,8 @@ def simulate_survey(
     from core.cases.models import Case
     from core.followup.models import Survey
     from core.platform import jobs
-    from core.platform.clock import utcnow
     from core.platform.db import session_scope
     from core.platform.runner import RetryLater
-    from core.platform.settings import get_settings
     from ivr.database import run_db
     from ivr.simulator import CallScript, Simulator, Turn
     from ivr.survey_jobs import SurveyJobs
@@ -153,7 +155,6 @@ def demo_handle(
     core's actions as `demo:operator`, `demo:worker` and `demo:leader`."""
     from core import actions
     from core.cases.models import CaseStatus as S
-    from core.errors import DomainError
     from core.platform.db import session_scope
 
     engine = open_database()

@@ -7,7 +7,11 @@ import sys
 
 import typer
 
+from core.errors import DomainError
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
 
@@ -32,7 +36,6 @@ def add(
 ) -> None:
     """Create a console account (asks for the password twice, or reads it with --password-stdin)."""
     from console.auth import add_user
-    from core.errors import DomainError
     from core.platform.db import session_scope
 
     engine = open_database()
@@ -71,7 +74,6 @@ def list_users() -> None:
 
 def _toggle(name: str, disabled: bool) -> None:
     from console.auth import set_disabled
-    from core.errors import DomainError
     from core.platform.db import session_scope
 
     try:
@@ -101,7 +103,6 @@ def password(
 ) -> None:
     """Set a new password; the account's sessions end."""
     from console.auth import set_password
-    from core.errors import DomainError
     from core.platform.db import session_scope
 
     engine = open_database()

@@ -9,7 +9,11 @@ import signal
 
 import typer
 
+from core.platform.settings import get_settings
 from gridline.commands.common import fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 
 def worker(
@@ -25,7 +29,6 @@ def worker(
     through Twilio (GRIDLINE_TWILIO_*, GRIDLINE_HOTLINE_NUMBER; GRIDLINE_PUBLIC_URL is where
     Twilio reaches the server's webhooks). Run on any machine that shares the database
     (GRIDLINE_DATABASE_URL), as many as needed."""
-    from core.platform.settings import get_settings
     from ivr.twilio_api import missing_credentials
 
     if not (speech or surveys):

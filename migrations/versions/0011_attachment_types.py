@@ -35,7 +35,7 @@ CHUNK = 500
 
 def _data_dir() -> Path | None:
     try:
-        from core.platform.storage import data_dir
+        from core.platform.storage import data_dir  # a revision loads the code only when it runs
 
         root = data_dir()
     except Exception as exc:  # settings that do not load: the rows still become downloads
@@ -45,8 +45,8 @@ def _data_dir() -> Path | None:
 
 
 def _type_of(root: Path | None, stored: str) -> str:
-    from core.platform.media_types import detect
-    from core.platform.storage import resolve
+    from core.platform.media_types import detect  # a revision loads the code only when it runs
+    from core.platform.storage import resolve  # a revision loads the code only when it runs
 
     path = resolve(stored, root) if root is not None or Path(stored).is_absolute() else None
     if path is None or not path.is_file():
