@@ -165,7 +165,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 @db_app.command("revision")
 def db_revision(message: str = typer.Option(..., "-m", "--message", help="what the migration changes")) -> None:
-    """Write a new migration from the difference between core/models.py and the database."""
+    """Write a new migration from the difference between the tables (gridline/tables.py) and the database."""
     from alembic import command
 
     from core.platform.db import alembic_config, upgrade

@@ -51,7 +51,7 @@ GRID_PROPERTIES = ("code", "name", "level", "parent_code")
 WORKER_COLUMNS = ("code", "name", "role", "phone", "grid_codes", "is_leader")
 HOUSEHOLD_COLUMNS = ("code", "address", "grid_code", "resident_name", "phone")
 
-# Lengths of the columns they end up in (core/models.py).
+# Lengths of the columns they end up in (core/places/models.py, core/people/models.py).
 _CODE_MAX, _GRID_NAME_MAX, _WORKER_NAME_MAX, _ADDRESS_MAX = 32, 128, 64, 256
 
 ROLE_ALIASES = {

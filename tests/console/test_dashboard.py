@@ -18,8 +18,8 @@ from core.platform.db import session_scope
 from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import add_users, login
+from tests.core.reporting.test_reports import sql, totals_sql
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world
-from tests.core.test_reports import sql, totals_sql
 
 RATE = re.compile(r'data-rate="(\w+)" data-numerator="(\d+)"(?: data-denominator="(\d+)")?')
 

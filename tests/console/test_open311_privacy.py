@@ -21,7 +21,7 @@ from core.platform.rules import reload_rules
 from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.core.district import build_district
-from tests.core.test_redaction import CORPUS, digits_of, leaks
+from tests.core.people.test_redaction import CORPUS, digits_of, leaks
 
 
 @pytest.fixture

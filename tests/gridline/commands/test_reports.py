@@ -18,8 +18,8 @@ from core.platform.db import session_scope
 from core.platform.settings import get_settings
 from gridline.cli import app
 from tests.core.actions.test_privacy import LATER, build_privacy_world
+from tests.core.reporting.test_reports import totals_sql
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world
-from tests.core.test_reports import totals_sql
 from tests.support.serve import database_url
 
 runner = CliRunner()

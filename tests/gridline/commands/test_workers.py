@@ -22,7 +22,7 @@ from core.platform.db import session_scope
 from core.platform.settings import Settings, get_settings
 from gridline.cli import app
 from tests.core.district import build_district
-from tests.core.test_scores import fixture  # noqa: F401  (the hand-computed scores fixture)
+from tests.core.reporting.test_scores import fixture  # noqa: F401  (the hand-computed scores fixture)
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.serve import database_url
 
