@@ -4,12 +4,12 @@ reaches the right grid.
     .venv/bin/python bench/address.py                  # every place, 3 draws per kind
     .venv/bin/python bench/address.py --draws 1 --show-misses 5
 
-Variants are generated from the demo district (core/demo.py) the way residents say
+Variants are generated from the demo district (core/reference/demo.py) the way residents say
 addresses and recognisers write them: other measure words (幢 栋 号楼 座; 室 号 or
 nothing), numbers said or written every way (九 玖 十二 一十二 三零一 三百零一 幺 两),
 homophones drawn from ALL readings of a character (幢 → 撞 or 床, 长 → 常 or 张), Vosk's
 spaces between words, words around the address (我家住在…门口), and the community name
-left out. Each variant is matched by ``core.routing.Gazetteer``; the result is right (the
+left out. Each variant is matched by ``core.places.routing.Gazetteer``; the result is right (the
 place's own grid), coarser (an ancestor of it: sure only of the community or estate),
 wrong (any other grid) or nothing (triage). Targets: at least 98 % right, 0 % wrong.
 """
@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlmodel import select  # noqa: E402
 
-from core.address import is_han, number_words, readings  # noqa: E402
-from core.db import make_engine, session_scope, upgrade  # noqa: E402
-from core.demo import load_demo  # noqa: E402
-from core.models import GazetteerEntry, Grid, GridLevel, Household  # noqa: E402
-from core.routing import Gazetteer  # noqa: E402
+from core.places.address import is_han, number_words, readings  # noqa: E402
+from core.places.models import GazetteerEntry, Grid, GridLevel, Household  # noqa: E402
+from core.places.routing import Gazetteer  # noqa: E402
+from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.reference.demo import load_demo  # noqa: E402
 
 TARGET_RIGHT = 0.98
 NUMERALS = set("零〇一二两三四五六七八九十百千幺壹贰叁肆伍陆柒捌玖拾佰仟")

@@ -54,11 +54,13 @@ from sqlmodel import select  # noqa: E402
 from chat.texts import t  # noqa: E402
 from chat.web import CHATBOT  # noqa: E402
 from chat.web import setup as setup_chat  # noqa: E402
-from core import staff  # noqa: E402
-from core.db import make_engine, session_scope, upgrade  # noqa: E402
-from core.demo import grid_centre, load_demo  # noqa: E402
-from core.models import Case, Grid, GridLevel, Worker  # noqa: E402
-from core.settings import Settings, normalise_database_url  # noqa: E402
+from core.cases.models import Case  # noqa: E402
+from core.people import staff  # noqa: E402
+from core.people.models import Worker  # noqa: E402
+from core.places.models import Grid, GridLevel  # noqa: E402
+from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.settings import Settings, normalise_database_url  # noqa: E402
+from core.reference.demo import grid_centre, load_demo  # noqa: E402
 from gridline.app import SERVICES, build_app  # noqa: E402
 from tests.support.fake_bot_api import FakeBotApi  # noqa: E402
 

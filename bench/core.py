@@ -42,10 +42,14 @@ import dataset  # noqa: E402  (bench/dataset.py)
 from sqlalchemy import text  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from core import actions, clock, figures, indexes, intake, queries, rules  # noqa: E402
-from core.db import make_engine, session_scope, upgrade  # noqa: E402
-from core.dbpool import DatabasePool  # noqa: E402
-from core.models import CaseEvent, Channel  # noqa: E402
+from core import actions  # noqa: E402  # noqa: E402
+from core.cases import intake, queries  # noqa: E402  # noqa: E402
+from core.cases.models import CaseEvent, Channel  # noqa: E402  # noqa: E402
+from core.places import indexes  # noqa: E402  # noqa: E402
+from core.platform import clock, rules  # noqa: E402  # noqa: E402
+from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402  # noqa: E402
+from core.platform.dbpool import DatabasePool  # noqa: E402  # noqa: E402
+from core.reporting import figures  # noqa: E402  # noqa: E402
 from gridline.wiring import wire  # noqa: E402
 
 NOW = datetime(2026, 11, 20, 2, 0)  # 10:00 in the district, a working Friday
@@ -237,7 +241,7 @@ def measure(engine, label: str, n: int) -> dict:
 def demo_load(tmp: Path) -> None:
     """The demo district into an empty SQLite database (what ``make run`` does at first start),
     beside the same database's ``SELECT 1``."""
-    from core.demo import load_demo
+    from core.reference.demo import load_demo
 
     times = []
     for i in range(3):

@@ -37,21 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, text  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from core import indexes  # noqa: E402
-from core.db import session_scope  # noqa: E402
-from core.demo import MOBILE_PREFIXES, load_demo  # noqa: E402
-from core.models import (  # noqa: E402
-    SATISFIED,
-    Category,
-    CategorySla,
-    Channel,
-    GazetteerEntry,
-    Grid,
-    GridLevel,
-    Urgency,
-    WorkerGrid,
-)
-from core.sla import calendar_for, compute_deadlines  # noqa: E402
+from core.cases.models import Category, Channel, Urgency  # noqa: E402
+from core.deadlines.models import CategorySla  # noqa: E402
+from core.deadlines.sla import calendar_for, compute_deadlines  # noqa: E402
+from core.followup.models import SATISFIED  # noqa: E402
+from core.people.models import WorkerGrid  # noqa: E402
+from core.places import indexes  # noqa: E402
+from core.places.models import GazetteerEntry, Grid, GridLevel  # noqa: E402
+from core.platform.db import session_scope  # noqa: E402
+from core.reference.demo import MOBILE_PREFIXES, load_demo  # noqa: E402
 
 START = datetime(2025, 12, 1)
 DAYS = 365
@@ -380,8 +374,8 @@ def scratch_database(tag: str, server: str | None = None) -> Iterator[str]:
     the local test server) for one benchmark run; yields its URL and drops it afterwards."""
     from sqlalchemy.engine import make_url
 
-    from core.db import make_engine
-    from core.settings import normalise_database_url
+    from core.platform.db import make_engine
+    from core.platform.settings import normalise_database_url
 
     server = normalise_database_url(server or os.environ.get("GRIDLINE_BENCH_PG", DEFAULT_BENCH_PG))
     admin = make_engine(server, isolation_level="AUTOCOMMIT", pool_size=1)
@@ -406,7 +400,7 @@ def describe(engine: Engine) -> dict[str, int]:
 if __name__ == "__main__":  # a quick look: python bench/dataset.py 2000
     import tempfile
 
-    from core.db import make_engine, upgrade
+    from core.platform.db import make_engine, upgrade
 
     with tempfile.TemporaryDirectory() as tmp:
         eng = make_engine(f"sqlite:///{tmp}/d.sqlite3")

@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlmodel import select  # noqa: E402
 
-from core.db import make_engine, session_scope  # noqa: E402
-from core.models import Attachment, CallSession  # noqa: E402
+from core.cases.models import Attachment, CallSession  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
 from tests.deploy.rig import TOKEN, Deployment  # noqa: E402
 from tests.ivr.conftest import silence, tone  # noqa: E402
 from tests.ivr.load import CallPlan, demo_phones, known_caller  # noqa: E402

@@ -87,8 +87,8 @@ def prepare(db_url: str) -> list[str]:
     """Migrate, load the demo district, return callers' numbers (registered households)."""
     from sqlmodel import select
 
-    from core.db import make_engine, session_scope
-    from core.models import Resident
+    from core.people.models import Resident
+    from core.platform.db import make_engine, session_scope
     from gridline.app import prepare_database
 
     engine = make_engine(db_url)
@@ -162,10 +162,10 @@ def audio_kept(db_url: str, data_dir: Path, results) -> tuple[float, int, int]:
 
     from sqlmodel import select
 
-    from core.db import make_engine, session_scope
-    from core.models import CallSession, Case
-    from core.queries import case_files
-    from core.storage import resolve
+    from core.cases.models import CallSession, Case
+    from core.cases.queries import case_files
+    from core.platform.db import make_engine, session_scope
+    from core.platform.storage import resolve
 
     engine = make_engine(db_url)
     kept, pending, asked = 0.0, 0, 0
@@ -205,7 +205,7 @@ def main() -> None:
         n, rtf = args.calls, None
     else:
         n, rtf = capacity(audio)
-    from core.settings import normalise_database_url
+    from core.platform.settings import normalise_database_url
 
     db_url = normalise_database_url(args.database_url) if args.database_url else f"sqlite:///{tmp / 'gridline.sqlite3'}"
     phones = prepare(db_url)

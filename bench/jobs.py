@@ -4,7 +4,7 @@
     .venv/bin/python bench/jobs.py --jobs 500 --calls 40        # a quick check
 
 1. **No-op jobs.** N jobs of a kind whose handler does nothing but write down its job id
-   are queued; P processes (a ``core.runner.JobRunner`` each, as ``gridline serve`` and
+   are queued; P processes (a ``core.platform.runner.JobRunner`` each, as ``gridline serve`` and
    ``gridline jobs`` run it, claiming with ``FOR UPDATE SKIP LOCKED``) take them. Prints
    jobs per second (from the moment the jobs are due to the last one done) and the number
    of jobs run more than once (must be 0). Target: ≥ 500 jobs/s.
@@ -41,10 +41,10 @@ from dataset import scratch_database  # noqa: E402  (bench/dataset.py)
 from sqlalchemy import func, update  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from core import jobs  # noqa: E402
-from core.clock import utcnow  # noqa: E402
-from core.db import make_engine, session_scope, upgrade  # noqa: E402
-from core.models import Job, JobStatus  # noqa: E402
+from core.platform import jobs  # noqa: E402
+from core.platform.clock import utcnow  # noqa: E402
+from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.models import Job, JobStatus  # noqa: E402
 
 NOOP_JOB = jobs.declare("bench_noop", "bench/jobs.py: does nothing, writes down its id")
 
@@ -54,7 +54,7 @@ NOOP_JOB = jobs.declare("bench_noop", "bench/jobs.py: does nothing, writes down 
 
 def noop_process(url: str, out: Path, ready: Path, batch: int) -> None:
     """A job process: a JobRunner taking only bench_noop jobs until SIGTERM."""
-    from core.runner import JobRunner
+    from core.platform.runner import JobRunner
 
     engine = make_engine(url)
     log = open(out, "a", buffering=1)  # noqa: SIM115 - one line per job, flushed as it runs
@@ -122,7 +122,9 @@ def noop_phase(engine, url: str, n: int, processes: int, batch: int, tmp: Path) 
 
 
 def due_surveys(engine, count: int) -> None:
-    from core.models import Case, CaseStatus, Channel, Resident, Survey
+    from core.cases.models import Case, CaseStatus, Channel
+    from core.followup.models import Survey
+    from core.people.models import Resident
 
     now = utcnow()
     with session_scope(engine) as s:

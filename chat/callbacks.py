@@ -25,7 +25,7 @@ MAX_BYTES = 64
 SIG_CHARS = 8
 _FIELD = re.compile(r"^[A-Za-z0-9_\-.]{1,24}$")
 
-# Survey answer letters -> the answer scales of rules.toml [survey] (core.survey_policy).
+# Survey answer letters -> the answer scales of rules.toml [survey] (core.followup.survey_policy).
 SOLVED_CODES = {"s": "solved", "p": "partly", "n": "not"}
 SATISFIED_CODES = {"s": "satisfied", "b": "basically", "n": "not"}
 

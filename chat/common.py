@@ -24,7 +24,7 @@ from telegram.ext import ContextTypes
 
 from chat.callbacks import CallbackCodec
 from chat.texts import fit_message, language_of, t
-from core.retry import causes, transient
+from core.platform.retry import causes, transient
 
 log = logging.getLogger("chat")
 
@@ -52,8 +52,8 @@ class Deps:
         return Path(self.services.settings.data_dir)
 
     @property
-    def media(self):  # noqa: ANN201 (core.media.MediaStore)
-        """Where residents' files are kept (core.media); the spool is ``data_dir``."""
+    def media(self):  # noqa: ANN201 (core.platform.media.MediaStore)
+        """Where residents' files are kept (core.platform.media); the spool is ``data_dir``."""
         return self.services.media
 
     @property
@@ -82,7 +82,7 @@ class Deps:
 
 
 def retryable(exc: BaseException) -> bool:
-    """Worth handling the update again: a transient failure (``core.retry.transient``), or any
+    """Worth handling the update again: a transient failure (``core.platform.retry.transient``), or any
     database error (a constraint race, a statement the database refused this time)."""
     return transient(exc) or any(isinstance(e, SQLAlchemyError) for e in causes(exc))
 

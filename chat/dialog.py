@@ -45,9 +45,9 @@ from chat.common import (
 )
 from chat.texts import clip, t
 from chat.welcome import greet, link_contact
-from core import limits
 from core.actions import Petition, idempotency_key
-from core.models import Channel
+from core.cases import limits
+from core.cases.models import Channel
 
 NAME = "intake"
 

@@ -37,14 +37,17 @@ from chat.common import (
 )
 from chat.texts import clip, fit_message, language_of, t
 from chat.welcome import link_contact
-from core import jobs, limits
 from core.actions import FileRef
-from core.clock import utcnow
-from core.db import session_scope
-from core.models import Case, CaseEvent, CaseStatus, Job, Resident
-from core.rules import load_rules
-from core.runner import RetryLater
-from core.texts import status_name
+from core.cases import limits
+from core.cases.models import Case, CaseEvent, CaseStatus
+from core.cases.texts import status_name
+from core.people.models import Resident
+from core.platform import jobs
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Job
+from core.platform.rules import load_rules
+from core.platform.runner import RetryLater
 
 CASE_NUMBER = re.compile(r"^\d{6,14}$")
 SURVEY_FINISH_JOB = jobs.declare("chat_survey_finish", "chat/followup.py: records chat survey answers when no comment came")

@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 log = logging.getLogger(__name__)
 
 # The first key of PostgreSQL's two-key advisory locks: ours for chats ("chat"), so no
-# other user of advisory locks (core.flood's "grid") ever waits for a chat.
+# other user of advisory locks (core.cases.flood's "grid") ever waits for a chat.
 LOCK_NAMESPACE = 0x6368_6174
 # Waiting for a chat held by another instance: the first pause, doubling up to the longest.
 WAIT_FIRST_S = 0.005
@@ -73,7 +73,7 @@ SELECT
 class GateUnavailable(Exception):
     """The lock connection failed (the database restarting): worth trying again."""
 
-    transient = True  # core.retry.transient
+    transient = True  # core.platform.retry.transient
 
 
 class GateClosed(Exception):

@@ -32,9 +32,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from core import jobs
-from core.clock import utcnow
-from core.models import ChannelState, ChatHead, ChatInbox, SeenMessage
+from chat.models import ChatHead, ChatInbox, SeenMessage
+from core.platform import jobs
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import ChannelState
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +160,6 @@ def forget_seen(engine: Engine, keep: timedelta = SEEN_KEEP) -> int:
 
 def schedule_cleanup(engine: Engine) -> None:
     """Queue today's cleanup (a no-op when this or another instance already did)."""
-    from core import jobs
-    from core.db import session_scope
 
     try:
         with session_scope(engine) as session:

@@ -3,7 +3,7 @@ and transcription with our own speech recogniser (the same path as the hotline's
 recordings).
 
 Files are written to ``<data_dir>/chat/<yyyy>/<mm>/<kind>-<random>.<ext>`` (the spool) and
-kept in the media store (``core.media``) under that relative path, the key that the
+kept in the media store (``core.platform.media``) under that relative path, the key that the
 ``Attachment`` row records.
 """
 
@@ -23,10 +23,11 @@ from telegram import Bot
 from telegram.error import BadRequest, TelegramError
 
 from chat.texts import MAX_DOWNLOAD
-from core import media_types
-from core.clock import utcnow
-from core.media import MediaMissing, MediaStore, fetched, keep
-from core.retry import transient
+from core.platform import media_types
+from core.platform.clock import utcnow
+from core.platform.media import MediaMissing, MediaStore, fetched, keep
+from core.platform.retry import transient
+from speech_models.audio import AudioError
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ class Stored:
     path: str  # relative to the data directory
     size: int
     sha256: str
-    mime_type: str  # read from the bytes (core.media_types), never the type the sender declared
-    waiting_in: str | None = None  # the store could not take it yet: it waits in this spool (core.uploads)
+    mime_type: str  # read from the bytes (core.platform.media_types), never the type the sender declared
+    waiting_in: str | None = None  # the store could not take it yet: it waits in this spool (core.platform.uploads)
 
 
 def _write(root: Path, relative: str, data: bytes) -> str:
@@ -150,7 +151,6 @@ async def transcribe(speech: object, path: Path | str, store: MediaStore | None 
     func = getattr(speech, "transcribe_file", None)
     if func is None:
         raise SpeechUnavailable()
-    from speech_models.audio import AudioError
 
     try:
         if inspect.iscoroutinefunction(func):

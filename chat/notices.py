@@ -1,14 +1,15 @@
 """A resident who reached us by chat hears of the status changes rules.toml ``[notify]``
-names. This is the chat's subscriber to case changes (``core.events``): it queues a
+names. This is the chat's subscriber to case changes (``core.cases.events``): it queues a
 ``notify_resident`` job in the action's transaction; ``chat/followup.py`` sends it once
 the change has committed."""
 
 from __future__ import annotations
 
-from core import events, jobs
-from core.events import CaseChange
-from core.models import Resident
-from core.rules import load_rules
+from core.cases import events
+from core.cases.events import CaseChange
+from core.people.models import Resident
+from core.platform import jobs
+from core.platform.rules import load_rules
 
 NOTIFY_JOB = jobs.declare("notify_resident", "chat/followup.py: a resident's chat hears of a status change")
 

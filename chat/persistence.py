@@ -39,8 +39,8 @@ from sqlmodel import select
 from telegram.ext import Application, BasePersistence, ConversationHandler, PersistenceInput
 
 from chat.inbox import write_state
-from core.db import session_scope
-from core.models import ChannelState
+from core.platform.db import session_scope
+from core.platform.models import ChannelState
 
 log = logging.getLogger(__name__)
 

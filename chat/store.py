@@ -1,7 +1,7 @@
 """What the bot asks of the database, as plain synchronous functions.
 
 The handlers call these through ``Deps.db`` (off the event loop) so it never waits on
-the database. Case state changes only through ``core.actions`` / ``core.intake``; this
+the database. Case state changes only through ``core.actions`` / ``core.cases.intake``; this
 module reads, links residents to their chat, and stores attachments.
 """
 
@@ -14,21 +14,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core import actions, media_types, uploads
-from core.db import session_scope
+from core import actions
+from core.cases.intake import file_petition_in, suggest_categories
+from core.cases.models import Attachment, Case, Category
 from core.errors import DomainError, NotFound
-from core.indexes import indexes_for
-from core.intake import file_petition_in, suggest_categories
-from core.models import (
-    Attachment,
-    Case,
-    Category,
-    Grid,
-    Household,
-    Resident,
-    Survey,
-    SurveyStatus,
-)
+from core.followup.models import Survey, SurveyStatus
+from core.people.models import Resident
+from core.places.indexes import indexes_for
+from core.places.models import Grid, Household
+from core.places.routing import normalise_phone, phone_variants
+from core.platform import media_types, uploads
+from core.platform.db import session_scope
 
 # ---------------------------------------------------------------- residents
 
@@ -67,7 +63,6 @@ def link_contact(engine: Engine, chat_id: int, phone: str, language: str, name: 
     """The chat shared its own phone number: link the registered resident with that number
     to this chat. Returns the household address, or None when the number is not registered
     (it is then kept on the chat's own resident)."""
-    from core.routing import normalise_phone, phone_variants
 
     normal = normalise_phone(phone) or phone.strip()
     actor = f"resident:chat:{chat_id}"
@@ -145,7 +140,7 @@ def category_name(engine: Engine, code: str | None) -> str | None:
 def save_attachment(engine: Engine, kind: str, path: str, mime: str | None, size: int, sha256: str,
                     waiting_in: str | None = None) -> int:
     """``mime`` is the type detected from the file's bytes (``chat.media.Stored``);
-    ``waiting_in``: the media store could not take it yet (``core.uploads``)."""
+    ``waiting_in``: the media store could not take it yet (``core.platform.uploads``)."""
     with session_scope(engine) as session:
         att = Attachment(kind=kind, path=path, mime_type=media_types.servable(mime), size=size, sha256=sha256)
         session.add(att)
@@ -162,7 +157,7 @@ class Filed:
     dispatched: bool
     grid: str | None
     due: datetime | None
-    # Kept for an operator instead of dispatched (core.flood): "duplicate" (of the case
+    # Kept for an operator instead of dispatched (core.cases.flood): "duplicate" (of the case
     # ``duplicate_of``) or "flood".
     held: str | None = None
     duplicate_of: str | None = None

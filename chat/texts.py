@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.i18n import CORE, DEFAULT, Catalogue
+from core.platform.i18n import CORE, DEFAULT, Catalogue
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 BOT = Catalogue("chat", LOCALES, fallback=CORE)

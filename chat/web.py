@@ -83,8 +83,9 @@ from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import BOT, t
-from core.clock import utcnow
-from core.retry import (
+from core.platform.clock import utcnow
+from core.platform.models import ChannelState
+from core.platform.retry import (
     log_retry,
     retry_if_transient,
     retry_unless_set,
@@ -119,7 +120,7 @@ POLLED_FIRST_S, POLLED_LONGEST_S = 0.5, 30.0
 class BotStopping(RuntimeError):
     """A job asked to change a chat while the bot stops: the job is tried again later."""
 
-    transient = True  # core.retry.transient
+    transient = True  # core.platform.retry.transient
 
 
 class HandlersFailed(Exception):
@@ -814,8 +815,6 @@ def _nesting(value: Any, limit: int) -> int:
 def _chat_rows(engine: Any, chat_id: int, conv_keys: list[str]) -> list[tuple[str, str, Any]]:
     """A chat's data row and the conversation rows under ``conv_keys``."""
     from sqlalchemy import and_, or_, select
-
-    from core.models import ChannelState
 
     table = ChannelState.__table__
     with engine.connect() as conn:

@@ -44,10 +44,10 @@ from telegram.ext import Application, ApplicationHandlerStop, TypeHandler
 from chat import media, store, worker_store
 from chat.common import Context, Deps, answer, deps, drop_buttons, lang, log, reply
 from chat.texts import BOT, clip, t
-from core import limits
-from core.i18n import error_text
-from core.staff import LinkRefused
-from core.texts import status_name
+from core.cases import limits
+from core.cases.texts import status_name
+from core.people.staff import LinkRefused
+from core.platform.i18n import error_text
 
 GROUP = -3
 DIRECTORY_KEY = "gridline_staff_directory"

@@ -1,9 +1,9 @@
 """The worker side's durable jobs, and the ticker that schedules the periodic ones.
 
     staff_message      a dispatch (or escalation), a check request, a failed check
-                       (queued by ``core.staff`` with the case change that causes it)
+                       (queued by ``core.people.staff`` with the case change that causes it)
     staff_reminder     a yellow or red deadline (queued by the reminder sweep)
-    staff_sweep        the reminder sweep (``core.reminders.queue_reminders``)
+    staff_sweep        the reminder sweep (``core.deadlines.reminders.queue_reminders``)
     staff_digest       the daily digest, fanned out as ``staff_digest_chat`` per chat
     staff_unlinked     tell a chat it was unlinked (``gridline workers unlink``)
 
@@ -37,11 +37,13 @@ from telegram.error import Forbidden, TelegramError
 from chat import store, worker, worker_store
 from chat.followup import JobHandlers
 from chat.texts import BOT, t
-from core import reminders, staff
-from core.clock import utcnow
-from core.i18n import reason_text
-from core.media import MediaMissing, MediaUnavailable, fetched
-from core.models import Job
+from core.deadlines import reminders
+from core.people import staff
+from core.platform.clock import utcnow
+from core.platform.i18n import reason_text
+from core.platform.media import MediaMissing, MediaUnavailable, fetched
+from core.platform.models import Job
+from speech_models.audio import decode_file
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ def voice_from_recording(path: Path) -> tuple[bytes, int]:
     """A recording (WAV or anything PyAV reads) as OGG/Opus mono: (bytes, seconds)."""
     import av
     import numpy as np
-
-    from speech_models.audio import decode_file
 
     audio = decode_file(path, sample_rate=OPUS_RATE)
     samples = np.frombuffer(audio.pcm, dtype="<i2")

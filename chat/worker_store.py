@@ -17,21 +17,16 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core import actions, reminders, staff
+from core import actions
 from core.actions import OWNED, TRANSITIONS
-from core.db import session_scope
+from core.cases.models import Attachment, Case, CaseEvent, CaseStatus, Category
+from core.cases.queries import case_files
+from core.deadlines import reminders
 from core.errors import DomainError, IllegalTransition, NotFound
-from core.models import (
-    Attachment,
-    Case,
-    CaseEvent,
-    CaseStatus,
-    Category,
-    Grid,
-    StaffChat,
-    Worker,
-)
-from core.queries import case_files
+from core.people import staff
+from core.people.models import StaffChat, Worker
+from core.places.models import Grid
+from core.platform.db import session_scope
 
 
 def invite_key(settings) -> bytes:  # noqa: ANN001

@@ -14,9 +14,13 @@ from sqlalchemy import false, or_
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, select
 
-from core.models import Case, ConsoleUser, ConsoleUserGrid, Grid, WorkerGrid
-from core.redaction import STAFF, mask_name, mask_phone, redact
-from core.rules import load_rules
+from console.models import ConsoleUser, ConsoleUserGrid
+from core.cases.models import Case
+from core.people.models import WorkerGrid
+from core.people.redaction import STAFF, mask_name, mask_phone, redact
+from core.places.models import Grid
+from core.platform.rules import load_rules
+from core.reporting.reports import Scope, workers_of_grids
 
 ROLES = ("admin", "operator", "supervisor", "worker", "department", "viewer")
 
@@ -149,7 +153,7 @@ def can_see(session: Session, principal: Principal, case_id: int) -> bool:
     return session.exec(scoped(select(Case.id).where(Case.id == case_id), principal)).first() is not None
 
 
-# ---- masking: core.redaction does it; these choose by role ----------------------------------
+# ---- masking: core.people.redaction does it; these choose by role ----------------------------------
 
 
 def phone_for(principal: Principal, phone: str | None) -> str:
@@ -170,7 +174,6 @@ def text_for(principal: Principal, text: str | None, names: Iterable[str] = ()) 
 def report_scope(session: Session, principal: Principal):  # noqa: ANN201
     """What the dashboard and the reports may count for this account: its cases (the same
     ``case_scope``) and the scores of the workers of its grids (and its own)."""
-    from core.reports import Scope, workers_of_grids
 
     if principal.sees_all:
         return Scope()

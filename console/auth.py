@@ -32,18 +32,13 @@ from console import db, throttle
 from console.access import ROLES, Principal, console_rules, principal_for
 from console.config import get_console_settings
 from console.i18n import languages
+from console.models import ConsoleSession, ConsoleUser, ConsoleUserGrid
 from console.throttle import Policy, Throttle
-from core import audit
-from core.clock import utcnow
 from core.errors import InvalidInput, NotFound
-from core.models import (
-    ConsoleSession,
-    ConsoleUser,
-    ConsoleUserGrid,
-    Department,
-    Grid,
-    Worker,
-)
+from core.people import audit
+from core.people.models import Department, Worker
+from core.places.models import Grid
+from core.platform.clock import utcnow
 
 COOKIE = "gridline_console"
 # A trusted browser's tokens (console.throttle); sent only to the login page.

@@ -12,23 +12,16 @@ from sqlmodel import Session, select
 
 from console import svgmap
 from console.access import Principal, can_see, console_rules
-from core import actions, audit, flood
-from core.duplicates import DuplicateCandidate, suggest_duplicates
+from core import actions
+from core.cases import flood
+from core.cases.duplicates import DuplicateCandidate, suggest_duplicates
+from core.cases.models import Case, CaseEvent, Category, Urgency
+from core.cases.queries import case_files, known_names
 from core.errors import InvalidInput, NotFound
-from core.models import (
-    Case,
-    CaseEvent,
-    Category,
-    Department,
-    Grid,
-    GridLevel,
-    Household,
-    Resident,
-    Survey,
-    Urgency,
-    Worker,
-)
-from core.queries import case_files, known_names
+from core.followup.models import Survey
+from core.people import audit
+from core.people.models import Department, Resident, Worker
+from core.places.models import Grid, GridLevel, Household
 
 
 class Forbidden(Exception):
@@ -98,7 +91,7 @@ def _map(session: Session, case: Case, grid: Grid | None) -> svgmap.Drawing | No
 
 def _same_sender(session: Session, case: Case) -> list[DuplicateCandidate]:
     """The earlier case intake said this one repeats (same resident or phone, nearly the same
-    words: ``core.flood``), first among the suggestions, with its merge button."""
+    words: ``core.cases.flood``), first among the suggestions, with its merge button."""
     hold = flood.hold_of(session, case) if flood.DUPLICATE in (case.flags or ()) else None
     if hold is None or not hold.duplicate_of:
         return []

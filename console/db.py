@@ -1,5 +1,5 @@
 """The console's one door to the database: every page's work runs in a worker thread, in
-one transaction (``core.db.session_scope``), so the event loop never waits on a query."""
+one transaction (``core.platform.db.session_scope``), so the event loop never waits on a query."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 from sqlalchemy import Engine
 
-from core.db import session_scope
+from core.platform.db import session_scope
 
 T = TypeVar("T")
 ENGINE = web.AppKey("console_engine", Engine)
-POOL = web.AppKey("console_db_pool", object)  # core.dbpool.DatabasePool, shared with the other channels
+POOL = web.AppKey("console_db_pool", object)  # core.platform.dbpool.DatabasePool, shared with the other channels
 DATA_DIR = web.AppKey("console_data_dir", object)  # pathlib.Path: where Attachment paths are relative to
 SERVICES = web.AppKey("console_services", object)  # gridline's Services: database threads, channel reports
 

@@ -8,13 +8,12 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from core.texts import status_name
+from core.cases.texts import status_name
+from core.platform.settings import get_settings
 
 
 @lru_cache
 def _zone() -> ZoneInfo:
-    from core.settings import get_settings
-
     return ZoneInfo(get_settings().timezone)
 
 

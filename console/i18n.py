@@ -1,5 +1,5 @@
 """The console's words: ``console/locales/<lang>.toml`` (Mandarin first, English second),
-looked up by dotted key through the one catalogue mechanism (``core/i18n.py``); what core's
+looked up by dotted key through the one catalogue mechanism (``core/platform/i18n.py``); what core's
 codes mean comes from the core catalogue behind it. The language of a page: ``?lang=``
 (remembered in a cookie), else the cookie, else the account's preference, else Mandarin."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from core.i18n import CORE, DEFAULT, Catalogue
+from core.platform.i18n import CORE, DEFAULT, Catalogue
 
 LOCALES = Path(__file__).resolve().parent / "locales"
 CONSOLE = Catalogue("console", LOCALES, fallback=CORE)

@@ -4,14 +4,14 @@ platform, a mobile app) exchange cases through.
     GET  services.{json,xml}                our categories (metadata false, type realtime)
     GET  services/{code}.{json,xml}         a service definition (no extra attributes)
     GET  requests.{json,xml}                service_request_id | service_code, start_date, end_date, status
-    POST requests.{json,xml}                api_key + service_code + a place: files a case (core.intake)
+    POST requests.{json,xml}                api_key + service_code + a place: files a case (core.cases.intake)
     GET  requests/{id}.{json,xml}           one request
     GET  tokens/{token}.{json,xml}          the request a client's own request id (its token) filed
 
-A channel like the hotline: it translates a request into one ``core.intake`` call and
+A channel like the hotline: it translates a request into one ``core.cases.intake`` call and
 renders cases back. It publishes no personal data: no phone numbers, names or household
 addresses; the place is the grid (most specific first) and a point rounded to about 100 m;
-the description is masked by ``core.redaction`` with the names known for the case, or not
+the description is masked by ``core.people.redaction`` with the names known for the case, or not
 published at all (a rule). Shredded cases are not served at all.
 
 POST is idempotent per client request id: the ``Idempotency-Key`` header or a
@@ -30,15 +30,21 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from sqlmodel import Session, select
 
-from core import actions, apikeys, limits
-from core.clock import utcnow
+from core import actions
+from core.cases import limits
+from core.cases.intake import file_petition_in
+from core.cases.models import Case, CaseStatus, Category, Channel
+from core.cases.queries import known_names
+from core.cases.texts import status_name
 from core.errors import DatabaseBusy, DomainError, TooManyPetitions
-from core.intake import file_petition_in
-from core.models import Case, CaseStatus, Category, Channel, Department, Grid
-from core.queries import known_names
-from core.redaction import PUBLIC, redact
-from core.rules import load_rules
-from core.texts import status_name
+from core.people import apikeys
+from core.people.models import Department
+from core.people.redaction import PUBLIC, redact
+from core.places.models import Grid
+from core.places.routing import normalise_phone
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.rules import load_rules
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +76,7 @@ class ApiError(Exception):
 # ---- what is published ----------------------------------------------------------------------
 
 def public_text(text: str | None, names: tuple[str, ...] = ()) -> str:
-    """A resident's words as the public may read them (``core.redaction``, ``PUBLIC``):
+    """A resident's words as the public may read them (``core.people.redaction``, ``PUBLIC``):
     no e-mail, phone or identity number, no building, unit or room number, no name of the
     case's resident or household, nor one the text introduces."""
     return redact(text, names, PUBLIC)[:MAX_DESCRIPTION]
@@ -220,7 +226,6 @@ async def _db(request: web.Request, fn, *args):  # noqa: ANN001, ANN202
     services = _services(request)
 
     def work(engine, *a):  # noqa: ANN001, ANN202
-        from core.db import session_scope
 
         with session_scope(engine) as session:
             return fn(session, *a)
@@ -415,8 +420,6 @@ def petition_from(form: dict, client_id: str, key_id: int) -> actions.Petition:
             raise ApiError(400, f"{key} is limited to {limits.limit_of('name')} characters")
     phone = (form.get("phone") or "").strip() or None
     if phone is not None:
-        from core.routing import normalise_phone
-
         phone = normalise_phone(phone) or None
     return actions.Petition(
         channel=Channel.open311,
@@ -460,7 +463,7 @@ async def create_request(request: web.Request) -> web.Response:
     log.info("open311: %s request %s (client id %s)%s", "filed" if created else "repeated", number, client_id,
              f", held ({held.reason})" if held else "")
     notice = rules()["service_notice"] or None
-    if held is not None:  # kept for an operator (core.flood): the client is told, in the notice
+    if held is not None:  # kept for an operator (core.cases.flood): the client is told, in the notice
         notice = (rules()["duplicate_notice"].format(earlier=held.duplicate_of) if held.duplicate_of
                   else rules()["held_notice"])
     rows = [{"service_request_id": number, "service_notice": notice,

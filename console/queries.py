@@ -13,21 +13,15 @@ from sqlmodel import Session, select
 
 from console.access import Principal, console_rules, scoped, with_descendants
 from core.actions import OWNED
+from core.cases.models import TRIAGE_INDEX_PREDICATE, Case, CaseStatus, Category, Channel
+from core.cases.queries import known_names
 from core.errors import InvalidInput
-from core.models import (
-    TRIAGE_INDEX_PREDICATE,
-    AuditEntry,
-    Case,
-    CaseStatus,
-    Category,
-    Channel,
-    Department,
-    Grid,
-    Resident,
-    Worker,
-)
-from core.queries import known_names
-from core.redaction import STAFF, redact
+from core.people.models import AuditEntry, Department, Resident, Worker
+from core.people.redaction import STAFF, redact
+from core.places.models import Grid
+from core.places.routing import phone_variants
+from core.platform.clock import utcnow
+from core.platform.settings import get_settings
 
 
 @dataclass
@@ -151,8 +145,6 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
     A role that reads masked text searches the text as it reads it: a case matches when its
     masked description contains the words, so no search can find what the page hides (the
     middle of a phone number, an identity number, a resident's name)."""
-    from core.routing import phone_variants
-    from core.settings import get_settings
 
     limit = limit or page_size()
     stmt = select(Case)
@@ -260,7 +252,6 @@ def personal_searches_allowed() -> int:
 
 def personal_searches_made(session: Session, actor: str) -> int:
     """How many personal searches this account made in the last hour (audit rows)."""
-    from core.clock import utcnow
 
     return int(session.exec(select(func.count()).select_from(AuditEntry).where(
         AuditEntry.actor == actor, AuditEntry.action.in_(PERSONAL_SEARCHES),

@@ -1,4 +1,4 @@
-"""A report (``core.reports.Report``) as a file: HTML, CSV, XLSX or PDF. The console's
+"""A report (``core.reporting.reports.Report``) as a file: HTML, CSV, XLSX or PDF. The console's
 downloads and ``gridline report`` write the same files from the same figures.
 
 The PDF is the HTML page printed by WeasyPrint, charts included (they are SVG, see
@@ -18,9 +18,9 @@ import jinja2
 
 from console import charts
 from console.i18n import t
-from core.figures import Rates
-from core.reports import RATE_NAMES, Report, rate_ratios
-from core.texts import status_name
+from core.cases.texts import status_name
+from core.reporting.figures import Rates
+from core.reporting.reports import RATE_NAMES, Report, rate_ratios
 
 FORMATS = {
     "html": "text/html; charset=utf-8",

@@ -37,9 +37,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, text
 from sqlmodel import Session, select
 
-from core import audit
-from core.clock import utcnow
-from core.models import AuditEntry
+from core.people import audit
+from core.people.models import AuditEntry
+from core.platform.clock import utcnow
 
 FAILED = "console.login_failed"
 SUCCEEDED = "console.login"

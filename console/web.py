@@ -26,15 +26,16 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import get_session, session_middleware
 
-from console import db
+from console import db, filters
 from console.access import text_for
 from console.auth import PRINCIPAL, DatabaseStorage, count_users
 from console.config import get_console_settings
 from console.i18n import CONSOLE, LANG_COOKIE, has, language_of, languages, t
 from console.nav import NAV
-from core import i18n
+from core.cases.limits import limit_of
 from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
-from core.limits import limit_of
+from core.platform import i18n
+from core.platform.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +195,6 @@ def new_csrf_token() -> str:
 
 async def _first_start_hint(app: web.Application) -> None:
     try:
-
-        from core.db import session_scope
-
         def users(engine):  # noqa: ANN001, ANN202
             with session_scope(engine) as session:
                 return count_users(session)
@@ -222,7 +220,6 @@ def build_console(services) -> web.Application:  # noqa: ANN001
     console[db.SERVICES] = services
     env = aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
-    from console import filters
 
     filters.install(env)
     console.router.add_static("/static/", HERE / "static", name="static", append_version=True)

@@ -1,5 +1,5 @@
 """Domain errors: each says what was refused and why, twice — as a ``code`` with ``params``
-for the edges to put into the person's words (``core/i18n.py``, ``errors.<code>`` of
+for the edges to put into the person's words (``core/platform/i18n.py``, ``errors.<code>`` of
 ``core/locales/<lang>.toml``), and as an English sentence for logs and the CLI (``str(e)``)."""
 
 from __future__ import annotations

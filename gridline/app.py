@@ -12,17 +12,20 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import Engine, text
+from sqlmodel import select
 
-from core.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
-from core.dbpool import DatabasePool
+from core.deadlines.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.errors import DatabaseBusy
-from core.instances import InstanceLease
-from core.media import MediaStore, media_store
-from core.rules import load_every_file, load_rules
-from core.runner import JobRunner
-from core.settings import Settings, get_settings
-from core.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
-from core.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
+from core.places.indexes import indexes_for
+from core.places.models import Grid
+from core.platform.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
+from core.platform.dbpool import DatabasePool
+from core.platform.instances import InstanceLease
+from core.platform.media import MediaStore, media_store
+from core.platform.rules import load_every_file, load_rules
+from core.platform.runner import JobRunner
+from core.platform.settings import Settings, get_settings
+from core.platform.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
 from gridline.wiring import wire
@@ -47,11 +50,11 @@ class Services:
     # ``services.db.run`` and turn its DatabaseBusy into 503 / "please try again".
     # Sized to the engine's connection pool when not given.
     db: DatabasePool = None  # type: ignore[assignment]
-    # Where files of cases live (core.media): the data directory, a folder or a bucket.
+    # Where files of cases live (core.platform.media): the data directory, a folder or a bucket.
     media: MediaStore = None  # type: ignore[assignment]
-    # Which spool this instance's waiting files lie in (core.uploads.spool_name).
+    # Which spool this instance's waiting files lie in (core.platform.uploads.spool_name).
     spool: str = ""
-    # This process's lease among the instances sharing the database (core.instances).
+    # This process's lease among the instances sharing the database (core.platform.instances).
     instance: InstanceLease = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -78,10 +81,6 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
         upgrade(engine)
         if not load_demo:
             return False
-        from sqlmodel import select
-
-        from core.models import Grid
-
         with session_scope(engine) as session:
             if session.exec(select(Grid.id).limit(1)).first() is not None:
                 return False
@@ -125,26 +124,26 @@ async def busy_is_503(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 
 def _setup_ivr(app: web.Application, services: Services) -> None:
-    from ivr.survey_web import setup as setup_surveys
-    from ivr.web import setup
+    from ivr.survey_web import setup as setup_surveys  # a channel loads only when served
+    from ivr.web import setup  # a channel loads only when served
 
     setup_surveys(app, services, setup(app, services))
 
 
 def _setup_chat(app: web.Application, services: Services) -> None:
-    from chat.web import setup
+    from chat.web import setup  # a channel loads only when served
 
     setup(app, services)
 
 
 def _setup_console(app: web.Application, services: Services) -> None:
-    from console.web import setup
+    from console.web import setup  # a channel loads only when served
 
     setup(app, services)
 
 
 def _setup_open311(app: web.Application, services: Services) -> None:
-    from console.open311 import setup
+    from console.open311 import setup  # a channel loads only when served
 
     setup(app, services)
 
@@ -261,8 +260,6 @@ def build_app(
             await asyncio.sleep(check_every)
 
     async def warm_indexes() -> None:
-        from core.indexes import indexes_for
-
         try:
             await db.run(indexes_for, engine)
         except Exception:  # the first request builds them instead

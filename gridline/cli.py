@@ -11,18 +11,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from core.settings import get_settings
+from core.errors import DomainError, NotFound
+from core.platform.settings import SettingsInvalid, get_settings
+from gridline.commands import register_all
+from gridline.commands.common import console, fail, open_database
 from gridline.wiring import wire
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 
 def explain(error: BaseException) -> str | None:
     """What a person should read instead of a traceback: one line that says what is wrong
     and what to do, for the problems of configuration, database and files that a
     newcomer meets. ``None`` for anything else (a bug keeps its traceback)."""
-    from core.db import explain_error
-    from core.media import MediaSettingInvalid
-    from core.rules import RulesError
-    from core.settings import SettingsInvalid
+    from core.platform.db import explain_error
+    from core.platform.media import MediaSettingInvalid
+    from core.platform.rules import RulesError
 
     if isinstance(error, SettingsInvalid | RulesError | MediaSettingInvalid):
         return str(error)
@@ -65,21 +70,15 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(grids_app, name="grids")
 app.add_typer(cases_app, name="cases")
 
-from gridline.commands.common import console  # noqa: E402
-
 # `cases list` and `grids households` print at most this many rows at once.
 MAX_ROWS = 1000
 
 
 def _engine(*, migrated: bool = True):
-    from gridline.commands.common import open_database
-
     return open_database(migrated=migrated)
 
 
 def _fail(message: str) -> None:
-    from gridline.commands.common import fail
-
     fail(message)
 
 
@@ -121,7 +120,7 @@ def serve(
     say = _log_line if settings.log_format == "json" else console.print
     if process_index is None:  # a served process's supervisor prepared the database for all of them
         engine = _engine(migrated=False)
-        from core.media import media_store
+        from core.platform.media import media_store
 
         store = media_store(settings)
         store.check()  # a wrong bucket, endpoint or key: one line naming the setting, before anything starts
@@ -169,7 +168,7 @@ def _log_line(*parts: object) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from core.db import current_revision, schema_lock, upgrade
+    from core.platform.db import current_revision, schema_lock, upgrade
 
     engine = _engine(migrated=False)
     with schema_lock(engine):
@@ -179,10 +178,10 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 @db_app.command("revision")
 def db_revision(message: str = typer.Option(..., "-m", "--message", help="what the migration changes")) -> None:
-    """Write a new migration from the difference between core/models.py and the database."""
+    """Write a new migration from the difference between the tables (gridline/tables.py) and the database."""
     from alembic import command
 
-    from core.db import alembic_config, upgrade
+    from core.platform.db import alembic_config, upgrade
 
     engine = _engine(migrated=False)
     upgrade(engine)  # compare against the newest schema, not an old one
@@ -193,8 +192,7 @@ def db_revision(message: str = typer.Option(..., "-m", "--message", help="what t
 def demo_load() -> None:
     """Load the demo district (grids, workers, 500 households, categories, 2026 calendar)."""
     from core.actions.reference import load_demo
-    from core.db import session_scope, upgrade
-    from core.errors import DomainError
+    from core.platform.db import session_scope, upgrade
 
     engine = _engine(migrated=False)
     upgrade(engine)
@@ -208,8 +206,7 @@ def demo_load() -> None:
 
 def _import(kind: str, path: Path) -> None:
     from core.actions import reference
-    from core.db import session_scope, upgrade
-    from core.errors import DomainError
+    from core.platform.db import session_scope, upgrade
 
     engine = _engine(migrated=False)
     upgrade(engine)
@@ -232,8 +229,8 @@ def grids_import(path: Path = typer.Argument(..., exists=True, dir_okay=False, h
 @grids_app.command("export")
 def grids_export(path: Path = typer.Argument(..., dir_okay=False, help="GeoJSON file to write")) -> None:
     """Write every grid as a GeoJSON FeatureCollection (re-importable with `grids import`)."""
-    from core.db import session_scope
-    from core.importers import export_grids_geojson
+    from core.platform.db import session_scope
+    from core.reference.importers import export_grids_geojson
 
     path = path.expanduser()
     if not path.parent.is_dir():
@@ -263,8 +260,9 @@ def cases_list(
     """The newest cases."""
     from sqlmodel import select
 
-    from core.db import session_scope
-    from core.models import Case, CaseStatus, Category, Grid
+    from core.cases.models import Case, CaseStatus, Category
+    from core.places.models import Grid
+    from core.platform.db import session_scope
 
     with session_scope(_engine()) as session:
         stmt = (
@@ -294,11 +292,12 @@ def cases_show(number: str) -> None:
     from sqlmodel import select
 
     from core.actions import get_case
-    from core.db import session_scope
-    from core.errors import NotFound
-    from core.models import CaseEvent, Category, Grid, Survey
-    from core.queries import case_files
-    from core.storage import resolve
+    from core.cases.models import CaseEvent, Category
+    from core.cases.queries import case_files
+    from core.followup.models import Survey
+    from core.places.models import Grid
+    from core.platform.db import session_scope
+    from core.platform.storage import resolve
 
     settings = get_settings()
     with session_scope(_engine()) as session:
@@ -335,7 +334,7 @@ def cases_show(number: str) -> None:
     if files:
         # One line per file, never cut or wrapped, so a path can be copied as printed.
         console.print("recordings and attachments:")
-        from core.media import MediaUnavailable, media_store
+        from core.platform.media import MediaUnavailable, media_store
 
         store = media_store(settings)
         for f in files:
@@ -388,9 +387,10 @@ def grids_households(
     numbers is routed by their household). The view is written to the audit trail."""
     from sqlmodel import select
 
-    from core import audit
-    from core.db import session_scope
-    from core.models import Grid, Household, Resident
+    from core.people import audit
+    from core.people.models import Resident
+    from core.places.models import Grid, Household
+    from core.platform.db import session_scope
 
     with session_scope(_engine()) as session:
         stmt = (select(Household, Grid, Resident).join(Grid, Grid.id == Household.grid_id)
@@ -423,7 +423,7 @@ def _cli_actor() -> str:
 def _grid_and_below(session, grid_id: int) -> list[int]:  # noqa: ANN001
     from sqlmodel import select
 
-    from core.models import Grid
+    from core.places.models import Grid
 
     ids, frontier = [grid_id], [grid_id]
     while frontier:
@@ -434,7 +434,6 @@ def _grid_and_below(session, grid_id: int) -> list[int]:  # noqa: ANN001
 
 def _register_optional_commands() -> None:
     """Commands that live beside their channel's composition code."""
-    from gridline.commands import register_all
 
     register_all(app)
 

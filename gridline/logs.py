@@ -1,6 +1,6 @@
 """How the server's log lines look: text for people, or one JSON object per line for log
 shippers (``GRIDLINE_LOG_FORMAT=json``). Either way every line carries the request id and
-the call id it was written for (``core.logcontext``), when there is one.
+the call id it was written for (``core.platform.logcontext``), when there is one.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from core import logcontext
+from core.platform import logcontext
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s"
 FORMATS = ("text", "json")

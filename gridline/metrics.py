@@ -5,7 +5,7 @@ What is counted, and where the numbers come from:
 * HTTP requests by route pattern (``/console/cases/{number}``, never the path as sent: no
   case number or token reaches a label), method and status, with latency histograms, and
   the requests in progress: the middleware here;
-* jobs finished by kind and outcome, and their duration: ``core.runner.observers``;
+* jobs finished by kind and outcome, and their duration: ``core.platform.runner.observers``;
 * speech recognised (seconds of audio, seconds of work, real-time factor):
   ``speech_models.pool.observers``;
 * what a package holds in memory now (Media Streams sockets, live recognitions, the speech
@@ -50,7 +50,13 @@ from typing import Any
 
 from aiohttp import web
 
-from core import logcontext
+from console.config import get_console_settings
+from core.cases.models import Attachment, CallSession
+from core.platform import jobs, logcontext, runner
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from speech_models import pool
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +166,7 @@ class _Families:
                                  ["kind"], **snapshot)
         self.calls_in_progress = Gauge("gridline_calls_in_progress", "Hotline calls not ended, on every instance, "
                                        "by direction (inbound; outbound: survey calls)", ["direction"], **snapshot)
-        # Files that wait in a spool for the media store, on every instance (core.uploads):
+        # Files that wait in a spool for the media store, on every instance (core.platform.uploads):
         # counted in the database with the jobs, so a scrape never walks a folder.
         self.uploads_pending = Gauge("gridline_media_uploads_pending", "Files waiting in an instance's spool, "
                                      "not yet confirmed in the media store (every instance)", **snapshot)
@@ -196,8 +202,6 @@ def families() -> _Families:
 
 
 def _observe_jobs_and_speech(f: _Families) -> None:
-    from core import runner
-    from speech_models import pool
 
     def job_finished(kind: str, outcome: str, seconds: float) -> None:
         f.jobs_finished.labels(kind, outcome).inc()
@@ -255,8 +259,6 @@ def _within(address: str | None, networks: tuple) -> bool:
 
 
 def _trusted_proxies() -> tuple:
-    from console.config import get_console_settings
-
     return get_console_settings().proxy_networks()
 
 
@@ -278,10 +280,6 @@ def take_snapshot(engine) -> Snapshot:  # noqa: ANN001
     newest by id)."""
     from sqlalchemy import func
     from sqlmodel import select
-
-    from core.clock import utcnow
-    from core.db import session_scope
-    from core.models import Attachment, CallSession, Job, JobStatus
 
     now = utcnow()
     with session_scope(engine) as session:
@@ -353,8 +351,6 @@ class Metrics:
     # -- figures from the database -----------------------------------------------------------
 
     async def _refresh_snapshot(self) -> None:
-        from core import jobs
-
         f = self.families
         services = self.services
         try:

@@ -11,7 +11,7 @@ stops the whole service with one line saying so, rather than looping.
 Everything that runs in the background is safe in every process, as it is in every
 instance: jobs are claimed with ``FOR UPDATE SKIP LOCKED`` (a conditional UPDATE on
 SQLite), periodic work is queued under a dedupe key, a call is filed once (its row is
-locked), and each process holds a lease of its own (``core.instances``). ``/metrics``
+locked), and each process holds a lease of its own (``core.platform.instances``). ``/metrics``
 adds up the processes through ``PROMETHEUS_MULTIPROC_DIR``, set here to a fresh empty
 folder before the processes start.
 """
@@ -29,6 +29,8 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+from gridline.metrics import process_exited
 
 log = logging.getLogger("gridline.processes")
 
@@ -108,7 +110,6 @@ class Supervisor:
                 code = proc.poll()
                 if code is None or self.stopping:
                     continue
-                from gridline.metrics import process_exited
 
                 process_exited(proc.pid, self.metrics_dir)  # its live gauges stop counting in /metrics
                 now = time.monotonic()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from core.settings import Settings
+from core.platform.settings import Settings
+from speech_models.catalogue import ModelNotFound, same_language
+from speech_models.pool import SpeechPool
+from speech_models.transcriber import get_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -13,9 +16,6 @@ def build_speech(settings: Settings):  # noqa: ANN201
     """A ``SpeechPool`` over the configured Vosk model, or ``None`` when no model is
     installed: the hotline and the bot still take petitions (audio kept, transcripts left
     for an operator) and the log says how to install one."""
-    from speech_models.catalogue import ModelNotFound, same_language
-    from speech_models.pool import SpeechPool
-    from speech_models.transcriber import get_transcriber
 
     try:
         transcriber = get_transcriber(settings.speech_model or None, language=settings.speech_language)

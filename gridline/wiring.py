@@ -1,9 +1,9 @@
 """What follows a change of a case, wired once per process: each package that owns a
-consequence registers its subscriber (``core.events``), here, in a fixed order, which is
+consequence registers its subscriber (``core.cases.events``), here, in a fixed order, which is
 also the order their jobs are queued in. Every entry point that can change a case calls
 ``wire()`` before it does: the web app (``gridline.app.build_app``), every CLI command
 (``gridline.cli``), the bench scripts and the tests' fixtures. A process that did not is
-told so by the first change (``core.events.NotWired``), never silently left without its
+told so by the first change (``core.cases.events.NotWired``), never silently left without its
 SMS and notices."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import threading
 
 import chat.notices
-import core.sms
-import core.staff
-from core import events
+import core.followup.sms
+import core.people.staff
+from core.cases import events
 
 _lock = threading.Lock()
 
@@ -24,6 +24,6 @@ def wire() -> None:
         if events.SUBSCRIBERS.wired:
             return
         chat.notices.subscribe()  # the resident's chat hears of a new status
-        core.sms.subscribe()  # a hotline caller's mobile hears of a new status
-        core.staff.subscribe()  # grid workers, departments and leaders hear of what concerns them
+        core.followup.sms.subscribe()  # a hotline caller's mobile hears of a new status
+        core.people.staff.subscribe()  # grid workers, departments and leaders hear of what concerns them
         events.SUBSCRIBERS.mark_wired()

@@ -1,13 +1,13 @@
 """The unknown caller's address: what was said → the gazetteer's grid, as deep as it is sure.
 
 Two passes. The turn is recognised freely first (the live recogniser, or the transcribe
-job), and the words go to ``core.routing.Gazetteer``. Only when that does not settle the
+job), and the words go to ``core.places.routing.Gazetteer``. Only when that does not settle the
 micro grid (nothing matched, or only an ancestor: the estate, not the building) is the
 turn's WAV recognised once more with the gazetteer's phrase list
 (``Gazetteer.phrases``: names as said, measure words, numerals, fillers), which makes the
 recogniser prefer the names that exist. The phrase pass can only go deeper under what the
 free pass was sure of, never sideways: a wrong grid is worse than a coarse one. The list
-is rebuilt with the gazetteer (``core.indexes``), so a new estate is in it at once.
+is rebuilt with the gazetteer (``core.places.indexes``), so a new estate is in it at once.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.models import GridLevel
-from core.routing import Gazetteer, RouteResult
+from core.places.models import GridLevel
+from core.places.routing import Gazetteer, RouteResult
 
 if TYPE_CHECKING:
     from speech_models.pool import SpeechPool

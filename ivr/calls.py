@@ -4,7 +4,7 @@ arrive later.
 Synchronous functions; ``ivr.web.Hotline.db`` runs them off the event loop (and retries
 them when the database connection drops). A call's flow state is ``ivr.state.CallState``
 in ``CallSession.state``; it changes only through ``apply`` with a named transition.
-Case state is never touched here except through ``core.intake.file_petition_in`` and
+Case state is never touched here except through ``core.cases.intake.file_petition_in`` and
 ``core.actions``.
 """
 
@@ -24,29 +24,27 @@ from sqlalchemy import Engine, delete, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs, media_types, uploads
-from core.clock import utcnow
-from core.db import session_scope
+from core import actions
+from core.cases.intake import file_petition_in, route_after_words
+from core.cases.models import CallSession, Case, Channel
+from core.cases.texts import status_name
+from core.deadlines.sla import calendar_for
 from core.errors import NotFound
-from core.intake import file_petition_in, route_after_words
-from core.media import LocalStore, MediaStore
-from core.models import (
-    AudioPart,
-    CallSession,
-    Case,
-    Channel,
-    Grid,
-    GridLevel,
-    Job,
-    JobStatus,
-    Resident,
+from core.people.models import Resident
+from core.places.models import Grid, GridLevel
+from core.places.routing import (  # imported now: heavy (pypinyin, shapely)  # imported now: heavy (pypinyin, shapely)
+    normalise_phone,
+    route_by_phone,
 )
-from core.routing import normalise_phone, route_by_phone  # imported now: heavy (pypinyin, shapely)
-from core.sla import calendar_for
-from core.storage import data_dir as data_dir_default
-from core.storage import resolve, stored_path
-from core.texts import status_name
+from core.platform import jobs, media_types, uploads
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.media import LocalStore, MediaStore
+from core.platform.models import Job, JobStatus
+from core.platform.storage import data_dir as data_dir_default
+from core.platform.storage import resolve, stored_path
 from ivr.loudness import pcm_speech_seconds
+from ivr.models import AudioPart
 from ivr.spool import KEEP_HELD_JOB, assemble, delete_store_parts, held_parts_in, mark_held
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
@@ -177,7 +175,7 @@ class Filed:
     number: str | None
     created: bool = False
     outcome: str = ""
-    # Kept for an operator instead of dispatched (core.flood): "duplicate" or "flood".
+    # Kept for an operator instead of dispatched (core.cases.flood): "duplicate" or "flood".
     held: str | None = None
 
 

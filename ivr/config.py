@@ -1,5 +1,5 @@
 """The hotline's rules and words as data: ``flow.toml`` and ``survey_flow.toml``, read like
-every rules file (``core.rules.RuleFile``: ``GRIDLINE_FLOW`` and ``GRIDLINE_SURVEY_FLOW`` may
+every rules file (``core.platform.rules.RuleFile``: ``GRIDLINE_FLOW`` and ``GRIDLINE_SURVEY_FLOW`` may
 name a deployment's file over them), and ``prompts/<lang>.toml``."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
-from core.i18n import CORE, Catalogue
-from core.rules import RuleFile, RulesError, deep_merge
+from core.platform.i18n import CORE, Catalogue
+from core.platform.rules import RuleFile, RulesError, deep_merge
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,7 +72,7 @@ def load_flow() -> dict[str, Any]:
     return FLOW.load()
 
 
-# The hotline's words, through the one catalogue mechanism (core/i18n.py): a language is a
+# The hotline's words, through the one catalogue mechanism (core/platform/i18n.py): a language is a
 # ``prompts/<lang>.toml`` (or one in a GRIDLINE_LOCALES folder's ``ivr/``).
 PROMPTS = Catalogue("ivr", HERE / "prompts", fallback=CORE)
 

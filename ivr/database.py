@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, stop_before_delay
 
-from core.retry import log_retry, retry_if_transient, wait_backoff
+from core.platform.retry import log_retry, retry_if_transient, wait_backoff
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ RETRY_LONGEST_S = 1.0
 async def run_db(fn: Callable[..., T], *args: Any, retry_for_s: float | None = None,
                  runner: Callable[..., Awaitable[T]] | None = None, **kw: Any) -> T:
     """``fn(*args, **kw)`` through ``runner`` (the app's database pool, ``services.db.run``;
-    a plain thread without one); transient database errors (``core.retry.transient``) are
+    a plain thread without one); transient database errors (``core.platform.retry.transient``) are
     retried with backoff while the next try can still start within ``retry_for_s`` (default
     ``RETRY_FOR_S``), then raised."""
     runner = runner or asyncio.to_thread

@@ -8,7 +8,7 @@ audio closes (where the WAV is, seconds, seconds of speech), and when recognitio
 (the transcript). The webhook's instance asks the socket's instance to stop taking audio
 by writing ``end_requested`` on the row, and waits, bounded by the flow's waits, for the
 audio and the words. A PostgreSQL ``NOTIFY`` on each write wakes the other side at once
-(``core.notify``); SQLite, and a missed notification, are covered by looking at the rows.
+(``core.platform.notify``); SQLite, and a missed notification, are covered by looking at the rows.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core.clock import utcnow
-from core.db import session_scope
-from core.models import StreamSegment
-from core.notify import Listener, notify
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import StreamSegment
+from core.platform.notify import Listener, notify
 from ivr.state import Recording, TurnKind
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@ status callback ever came) becomes a case, so nothing a caller said is lost.
 
 Several instances share the database, so a call is taken only when nobody is moving it
 on: the instance that last moved it (``CallSession.instance_id``) has let its lease run
-out (``core.instances``: it was killed, or stopped), or the call has been untouched for
+out (``core.platform.instances``: it was killed, or stopped), or the call has been untouched for
 ``recovery.stale_after_s``; and never while a stream of the call is open on an instance
 that is alive. The sweep runs in the background at start-up and every
 ``recovery.sweep_every_s``, in every instance (filing is idempotent per call).
@@ -22,11 +22,12 @@ from pathlib import Path
 from sqlalchemy import Engine, exists, or_
 from sqlmodel import select
 
-from core import instances
-from core.clock import utcnow
-from core.db import session_scope
-from core.media import MediaStore
-from core.models import CallSession, StreamSegment
+from core.cases.models import CallSession
+from core.platform import instances
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.media import MediaStore
+from core.platform.models import StreamSegment
 from ivr import calls
 from ivr.stream import Db
 

@@ -1,4 +1,4 @@
-"""Progress SMS (``sms_progress`` jobs, queued by ``core.sms``): a short Mandarin message to
+"""Progress SMS (``sms_progress`` jobs, queued by ``core.followup.sms``): a short Mandarin message to
 a hotline caller's mobile when the case is dispatched (the grid and the due date) and when
 it is closed, through Twilio Messages, from the Messaging Service when one is set
 (``GRIDLINE_TWILIO_MESSAGING_SERVICE_SID``), else from the hotline number.
@@ -17,10 +17,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from core import sms
-from core.db import session_scope
-from core.models import Case, Category, Grid, Job
-from core.phones import dialable
+from core.cases.models import Case, Category
+from core.followup import sms
+from core.people.phones import dialable
+from core.places.models import Grid
+from core.platform.db import session_scope
+from core.platform.models import Job
 
 log = logging.getLogger(__name__)
 

@@ -42,9 +42,14 @@ from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from core import jobs
-from core.db import session_scope
-from core.models import AudioPart, Job
+from core.cases.models import Attachment
+from core.platform import jobs
+from core.platform.db import session_scope
+from core.platform.models import Job
+from core.platform.runner import RetryLater
+from core.platform.storage import resolve
+from core.platform.uploads import record_uploaded
+from ivr.models import AudioPart
 from speech_models.audio import WavWriter, _wav_header
 
 log = logging.getLogger(__name__)
@@ -103,7 +108,6 @@ def queue_keep_held(engine: Engine, key: str, size: int, sha256: str) -> None:
 def mark_held(session: Any, key: str) -> None:
     """The attachments of ``key`` wait for the store (the console says so) until
     ``keep_held_audio`` has put the WAV there; in the caller's transaction."""
-    from core.models import Attachment
 
     for row in session.exec(select(Attachment).where(Attachment.path == key)).all():
         row.upload_pending = True
@@ -148,14 +152,14 @@ class CallBudget:
 class Spool:
     """What every segment of a process shares: the store, the database, the bounds."""
 
-    store: Any  # core.media.MediaStore, or None: the data directory is the store
+    store: Any  # core.platform.media.MediaStore, or None: the data directory is the store
     data_dir: Path
     engine: Engine | None
     db: Db | None
     budget: CallBudget
     part_s: float = 10.0
     sample_rate: int = 8000
-    name: str = ""  # this spool, for files that wait in it (core.uploads.spool_name)
+    name: str = ""  # this spool, for files that wait in it (core.platform.uploads.spool_name)
     stats: dict[str, int] = field(default_factory=lambda: {"parts_stored": 0, "parts_in_database": 0,
                                                             "spool_faults": 0, "bytes_lost": 0})
 
@@ -167,7 +171,6 @@ class Spool:
     def path(self, key: str) -> Path:
         if self.store is not None:
             return Path(self.store.spool_path(key))
-        from core.storage import resolve
 
         return resolve(key, self.data_dir)
 
@@ -558,8 +561,6 @@ class KeepHeld:
     async def handle(self, job: Job) -> None:
         from datetime import timedelta
 
-        from core.runner import RetryLater
-
         p = job.payload or {}
         key = str(p["key"])
         whole = await self.db(_assemble_held, self.engine, key)
@@ -577,7 +578,6 @@ class KeepHeld:
         if stored.sha256 != digest:
             raise RetryLater(timedelta(seconds=KEEP_HELD_RETRY_S), f"{key}: stored with another sha256")
         await self.db(drop_parts, self.engine, key)
-        from core.uploads import record_uploaded
 
         await self.db(record_uploaded, self.engine, key, stored.size, stored.sha256)
         log.info("%s: %d bytes held in the database are in the media store now", key, len(whole))

@@ -20,8 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.clock import utcnow
-from core.models import CallSession
+from core.cases.models import CallSession
+from core.platform.clock import utcnow
 
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 RECORDINGS_DIR = "recordings"  # under the data directory
@@ -62,7 +62,7 @@ class Recording(_Model):
     frame still leaves the path on record; complete once the turn ended (``ended_by``)."""
 
     kind: TurnKind = "petition"
-    audio_path: str | None = None  # relative to the data directory (core.storage)
+    audio_path: str | None = None  # relative to the data directory (core.platform.storage)
     speech_s: float = 0.0
     duration: float = 0.0
     text: str = ""
@@ -76,7 +76,7 @@ class Recording(_Model):
     size: int | None = None
     sha256: str | None = None
     held: bool = False  # waits in the database (audio_part) for the media store
-    waiting_in: str | None = None  # the spool it waits in for the media store (core.uploads.spool_name)
+    waiting_in: str | None = None  # the spool it waits in for the media store (core.platform.uploads.spool_name)
     heard_s: float | None = None  # seconds of audio received
     kept_s: float | None = None  # seconds kept: less than heard when the spool and every fallback failed
 

@@ -40,8 +40,8 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 from tenacity import AsyncRetrying, RetryCallState
 
-from core import logcontext
-from core.retry import log_retry, retry_if_transient, short, transient, wait_backoff
+from core.platform import logcontext
+from core.platform.retry import log_retry, retry_if_transient, short, transient, wait_backoff
 from ivr import calls
 from ivr.loudness import speech_seconds
 from ivr.spool import CallBudget, Placed, SegmentAudio, Spool

@@ -33,26 +33,24 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import actions, jobs, media_types, survey_policy, uploads
-from core.clock import utcnow
-from core.db import session_scope
+from core import actions
+from core.cases.models import CallSession, Case, Category
 from core.errors import DomainError
-from core.media import LocalStore, MediaStore
-from core.models import (
-    CallSession,
-    Case,
-    Category,
-    ChannelState,
-    Grid,
-    GridLevel,
-    Survey,
-    SurveyCall,
-    SurveyStatus,
-)
-from core.storage import data_dir as data_dir_default
-from core.storage import resolve, stored_path
+from core.followup import survey_policy
+from core.followup.models import Survey, SurveyStatus
+from core.places.models import Grid, GridLevel
+from core.platform import jobs, media_types, uploads
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.media import LocalStore, MediaStore
+from core.platform.models import ChannelState
+from core.platform.storage import data_dir as data_dir_default
+from core.platform.storage import resolve, stored_path
 from ivr.loudness import pcm_speech_seconds
+from ivr.models import SurveyCall
+from ivr.spool import mark_held
 from ivr.state import Recording, recording_path
+from speech_models.audio import AudioError, read_wav, repair_wav_header
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +146,7 @@ def _attempt_row(session: Session, survey_id: int, attempt: int) -> SurveyCall |
 
 def reserve_slot(session: Session, calls_per_second: float) -> float:
     """The moment (epoch seconds) the next call may be placed, at most ``calls_per_second``
-    across every process: one row, locked. Real time, not ``core.clock`` (a rate)."""
+    across every process: one row, locked. Real time, not ``core.platform.clock`` (a rate)."""
     where = (ChannelState.namespace == PACE[0], ChannelState.key == PACE[1])
     row = _lock(session, ChannelState, *where)
     if row is None:
@@ -576,8 +574,6 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
                 actions.survey_comment(session, survey, actor=RESIDENT, text=text, file=ref,
                                        data={"call_sid": call_sid, "speech_s": recording.speech_s})
                 if recording.held:
-                    from ivr.spool import mark_held
-
                     mark_held(session, ref.path)
                 if text is None:
                     jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
@@ -606,7 +602,6 @@ def comment_from_disk(engine: Engine, call_sid: str, data_dir: Path | None, spee
     is gone (killed mid-comment) or by another one. Nobody writes the file any more (the
     call is over, or the turn ended), so its header is made true first, as the hotline's
     recovery does: a crash leaves up to a second of audio outside the header."""
-    from speech_models.audio import AudioError, read_wav, repair_wav_header
 
     pending = comment_pending(engine, call_sid)
     if pending is None or not pending[2]:

@@ -30,13 +30,18 @@ from typing import Any
 from sqlalchemy import Engine
 from twilio.base.exceptions import TwilioRestException
 
-from core import survey_policy
 from core.actions.survey import SURVEY_PHONE_JOB
-from core.models import Job
-from core.runner import RetryLater
+from core.followup import survey_policy
+from core.followup.sms import SMS_JOB
+from core.platform.models import Job
+from core.platform.runner import JobRunner, RetryLater
 from ivr import survey_calls
-from ivr.survey_twiml import SurveyTwiml
-from ivr.twilio_api import PlaceCall
+from ivr.config import FlowConfig, load_prompts
+from ivr.database import run_db
+from ivr.sms import ProgressSms
+from ivr.survey_calls import CHECK_JOB
+from ivr.survey_twiml import SurveyFlowConfig, SurveyTwiml
+from ivr.twilio_api import PlaceCall, TwilioApi
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +163,6 @@ class CommentTranscriber:
 def comment_from_disk_taker(engine: Engine, data_dir: Any, db: Db) -> Callable[[int, str], Awaitable[None]]:
     """``call_over`` for a process without the Media Streams socket (``gridline jobs
     --surveys``): a comment left pending is taken from its WAV in the data directory."""
-    from ivr.config import FlowConfig
-    from ivr.survey_twiml import SurveyFlowConfig
 
     speech_rms = float(FlowConfig.load()["stream"]["speech_rms"])
     min_speech_s = float(SurveyFlowConfig.load()["comment"]["min_speech_s"])
@@ -179,14 +182,6 @@ async def run_survey_jobs(engine: Engine, settings: Any, stop: asyncio.Event, *,
     """``gridline jobs --surveys``: place the follow-up calls and send the progress SMS
     until ``stop`` is set. Any number of these may run against one PostgreSQL (jobs are
     claimed with SKIP LOCKED; the calls per second are shared through the database)."""
-    from core.runner import JobRunner
-    from core.sms import SMS_JOB
-    from ivr.config import load_prompts
-    from ivr.database import run_db
-    from ivr.sms import ProgressSms
-    from ivr.survey_calls import CHECK_JOB
-    from ivr.survey_twiml import SurveyFlowConfig
-    from ivr.twilio_api import TwilioApi
 
     api = TwilioApi.from_settings(settings)
     config = SurveyFlowConfig.load()

@@ -28,12 +28,15 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from twilio.twiml.messaging_response import MessagingResponse
 
-from core import actions, logcontext, sms
+from core import actions
 from core.actions.survey import SURVEY_PHONE_JOB
-from core.db import session_scope
+from core.followup import sms
+from core.platform import logcontext
+from core.platform.db import session_scope
 from ivr import survey_calls
 from ivr.calls import TRANSCRIBE_JOB
 from ivr.signature import is_valid
+from ivr.sms import ProgressSms
 from ivr.survey_calls import CHECK_JOB, COMMENT_JOB, Refused, Step
 from ivr.survey_jobs import SurveyJobs
 from ivr.survey_twiml import Intro, SurveyFlowConfig, SurveyTwiml
@@ -250,7 +253,6 @@ def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml,
     """The survey calls on a lane of their own; the SMS with the other notifications; the
     recognition of comments with the hotline's speech runners. Without Twilio credentials
     the calls and SMS are paused (their jobs wait queued, the log says why once)."""
-    from ivr.sms import ProgressSms
 
     settings, jobs = services.settings, services.jobs
     api = services.extras.get("twilio_api")

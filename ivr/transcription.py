@@ -22,16 +22,19 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from core.media import LocalStore, MediaMissing, MediaStore, fetched
-from core.models import Job
-from core.runner import JobRunner
-from core.storage import resolve, stored_path
+from core.places.indexes import indexes_for
+from core.platform.media import LocalStore, MediaMissing, MediaStore, fetched
+from core.platform.models import Job
+from core.platform.runner import JobRunner
+from core.platform.storage import resolve, stored_path
 from ivr import calls
 from ivr.address import file_phrase_pass, hear_address
 from ivr.calls import SPEECH_JOB_KINDS, TRANSCRIBE_JOB
 from ivr.config import FlowConfig
 from ivr.database import run_db
 from ivr.stream import Db, RecognitionSlots, StreamRegistry
+from ivr.survey_calls import COMMENT_JOB
+from ivr.survey_jobs import CommentTranscriber
 from speech_models.audio import AudioError, read_wav
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,6 @@ class Transcriptions:
     async def settle_address(self, text: str, recording: dict) -> str:
         """The address words that route deepest: the free words, or the gazetteer's phrase
         list pass over the same WAV (``ivr.address``)."""
-        from core.indexes import indexes_for
 
         snapshot = await self.db(indexes_for, self.engine)
         gazetteer = snapshot.gazetteer_at(self.address_min_confidence)
@@ -128,8 +130,6 @@ class Transcriptions:
 
 def speech_runners(engine: Engine, handler: Transcriptions, count: int, *, poll_seconds: float = 2.0) -> list[JobRunner]:
     """``count`` job runners that take only speech jobs, one job at a time each."""
-    from ivr.survey_calls import COMMENT_JOB
-    from ivr.survey_jobs import CommentTranscriber
 
     comments = CommentTranscriber(handler)  # the follow-up call's comments, recognised the same way
     runners = []

@@ -28,6 +28,8 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response
 
+from core.platform.settings import get_settings
+
 DEFAULT_TIMEOUT = 15.0
 TWILIO_DOMAIN = "twilio.com"
 
@@ -132,8 +134,6 @@ def http_client_from_settings(
 ) -> TwilioHttpClient:
     """The sync HTTP client for ``twilio.rest.Client``, honouring GRIDLINE_TWILIO_API_URL."""
     if api_url is None:
-        from core.settings import get_settings
-
         api_url = get_settings().twilio_api_url
     if api_url:
         return BaseUrlHttpClient(api_url, timeout=timeout)

@@ -36,11 +36,12 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from core import logcontext
-from core.calendar import WorkingCalendar, parse_hours
-from core.clock import utcnow
-from core.rules import load_rules
-from core.storage import resolve
+from core.deadlines.calendar import WorkingCalendar, parse_hours
+from core.places.indexes import indexes_for
+from core.platform import logcontext
+from core.platform.clock import utcnow
+from core.platform.rules import load_rules
+from core.platform.storage import resolve
 from ivr import calls, handover
 from ivr.address import file_phrase_pass, hear_address
 from ivr.config import FlowConfig, parse_service_hours
@@ -211,8 +212,6 @@ class Hotline:
         return call
 
     async def gazetteer(self):
-        from core.indexes import indexes_for
-
         snapshot = await self.db(indexes_for, self.engine)
         return snapshot.gazetteer_at(self.config["address"]["min_confidence"])
 

@@ -1,15 +1,15 @@
-"""Alembic environment: the engine is handed in by ``core.db`` (no alembic.ini needed)."""
+"""Alembic environment: the engine is handed in by ``core.platform.db`` (no alembic.ini needed)."""
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import gridline.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:  # `alembic` run by hand: take the URL from the settings
-    from core.db import engine_from_settings
-    from core.settings import get_settings
+    from core.platform.db import engine_from_settings
+    from core.platform.settings import get_settings
 
     engine = engine_from_settings(get_settings())
 

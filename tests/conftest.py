@@ -12,10 +12,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
 
-from core import clock
-from core.db import make_engine, session_scope, upgrade
-from core.settings import normalise_database_url
+import gridline.tables  # noqa: F401 (every table on the metadata: the truncation names them all)
+from core.platform import clock
+from core.platform.db import make_engine, session_scope, upgrade
+from core.platform.settings import normalise_database_url
 from gridline.wiring import wire
 from tests.support.seaweed import s3_bucket, seaweed  # noqa: F401 (fixtures: a real S3 server)
 
@@ -81,8 +83,6 @@ def sqlite_template(tmp_path_factory) -> str:
 
 
 def _truncate_all(engine: Engine) -> None:
-    from sqlmodel import SQLModel
-
     names = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
@@ -93,8 +93,8 @@ def engine(request, tmp_path) -> Iterator[Engine]:
     """A migrated, empty database: SQLite (a copy of a migrated template) or PostgreSQL."""
     # The process caches routing indexes and the calendar per database URL; the PostgreSQL
     # URL is the same for every test, its rows are not.
-    from core.intake import invalidate_routing
-    from core.sla import invalidate_calendars
+    from core.cases.intake import invalidate_routing
+    from core.deadlines.sla import invalidate_calendars
 
     invalidate_routing()
     invalidate_calendars()
@@ -135,7 +135,7 @@ def override(tmp_path, monkeypatch):
     and reloads the rules; ``override(text, "GRIDLINE_FLOW")`` does the same for a sibling
     (GRIDLINE_CATEGORIES, GRIDLINE_FLOW, GRIDLINE_SURVEY_FLOW). The packaged files are back
     after the test."""
-    from core import rules
+    from core.platform import rules
 
     used: set[str] = set()
 

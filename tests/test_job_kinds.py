@@ -1,5 +1,5 @@
 """No job is ever queued that no handler takes: every ``jobs.enqueue`` in the code base names
-a declared kind (``core.jobs.declare``; ``enqueue`` refuses any other), and the server with
+a declared kind (``core.platform.jobs.declare``; ``enqueue`` refuses any other), and the server with
 every channel configured takes every declared kind."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs
-from core.settings import Settings
+from core.platform import jobs
+from core.platform.settings import Settings
 from tests.support.fake_transcriber import FakeTranscriber
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +101,7 @@ def test_every_enqueued_kind_is_declared():
 
 
 def test_enqueue_refuses_an_undeclared_kind(engine):
-    from core.db import session_scope
+    from core.platform.db import session_scope
 
     with pytest.raises(jobs.UnknownJobKind, match="survey_fone"), session_scope(engine) as session:
         jobs.enqueue(session, "survey_fone", {})

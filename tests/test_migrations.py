@@ -8,8 +8,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401
-from core.db import current_revision, downgrade, make_engine, upgrade
+import gridline.tables  # noqa: F401
+from core.platform.db import current_revision, downgrade, make_engine, upgrade
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -104,7 +104,7 @@ def test_0011_gives_attachments_the_type_of_their_bytes(empty_engine, tmp_path, 
     """Rows off the allow-list (a sender's text/html, a missing type) take the type their
     file's bytes have, read from the settings' data directory; a file that is not there,
     or is no allowed media, becomes application/octet-stream; allow-listed rows stay."""
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from tests.support.media_samples import audio
 
     data = tmp_path / "data"

@@ -6,10 +6,10 @@ from aiohttp import web
 
 from console import db
 from console.i18n import LANG_COOKIE, LANGUAGES
+from console.models import ConsoleUser
 from console.views.common import audit_view, form, principal, render, who
 from console.web import PREFIX
 from core.errors import InvalidInput
-from core.models import ConsoleUser
 
 
 async def show(request: web.Request) -> web.Response:

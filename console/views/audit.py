@@ -12,7 +12,7 @@ from console import db
 from console.queries import page_size
 from console.views.common import needs_page, render
 from core.errors import InvalidInput
-from core.models import AuditEntry
+from core.people.models import AuditEntry
 
 
 def _entries(session, actor: str, action: str, target: str, before: int | None):  # noqa: ANN001, ANN202

@@ -12,9 +12,10 @@ from console import db
 from console.auth import DEVICE_COOKIE, attempt_login, client_address, login_policy
 from console.config import get_console_settings
 from console.i18n import t
+from console.models import ConsoleSession
 from console.views.common import form, lang, principal, render
 from console.web import LOGIN_CSRF_COOKIE, PREFIX, new_csrf_token
-from core.models import ConsoleSession
+from core.people import audit
 
 
 def _next(target: str | None) -> str:
@@ -87,8 +88,6 @@ async def logout(request: web.Request) -> web.Response:
     session = await get_session(request)
     p = principal(request)
     if p is not None:
-        from core import audit
-
         def record(s):  # noqa: ANN001, ANN202
             audit.record(s, actor=p.actor, action="console.logout", target_type="console_user",
                          target_id=p.name, remote=client_address(request))

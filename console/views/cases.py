@@ -9,8 +9,9 @@ from console.access import console_rules, name_for, phone_for, text_for
 from console.views.common import form, lang, principal, render, who
 from console.views.files import file_states
 from console.web import PREFIX, error_text, status_for
-from core import limits, media_types
+from core.cases import limits
 from core.errors import DomainError
+from core.platform import media_types
 
 
 def _transcript(case, p, threshold: float, people: tuple[str, ...]) -> list[dict]:  # noqa: ANN001

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from console.auth import client_address
 from console.web import lang, principal, render  # noqa: F401  (re-exported for the pages)
-from core import audit
 from core.errors import InvalidInput
+from core.people import audit
 
 
 def needs_page(page: str):  # noqa: ANN201

@@ -1,5 +1,5 @@
 """The managers' dashboard (``/console/dashboard``) and report downloads
-(``/console/reports/download``). Figures come from ``core.reports``, counted within what the
+(``/console/reports/download``). Figures come from ``core.reporting.reports``, counted within what the
 account may see (``console.access.report_scope``: a worker account sees its grids' figures).
 A download is an audit row: a report lists case numbers and places."""
 
@@ -14,10 +14,11 @@ from console import charts, db, report_files
 from console.access import report_scope
 from console.i18n import t
 from console.views.common import audit_view, lang, needs_page, principal, render, who
-from core import reports
+from core.cases.models import Category
 from core.errors import InvalidInput
-from core.models import Category, GridLevel
-from core.settings import get_settings
+from core.places.models import GridLevel
+from core.platform.settings import get_settings
+from core.reporting import reports
 
 # Rendering a PDF takes a core for a second or two: at most this many at once per process.
 PDF_AT_ONCE = asyncio.Semaphore(2)
@@ -69,7 +70,7 @@ async def dashboard(request: web.Request) -> web.Response:
     p = principal(request)
     query = {k: (request.query.get(k) or "").strip()[:40] for k in ("period", "level", "category", "grid")}
     ask, categories, suggestions = await db.run(request, _dashboard_ask, p, query, lang(request))
-    # The dashboard's lanes of queries at once, each on a connection of its own (core.reports).
+    # The dashboard's lanes of queries at once, each on a connection of its own (core.reporting.reports).
     lanes = await asyncio.gather(*(db.run(request, reports.dashboard_lane, ask, lane)
                                    for lane in reports.DASHBOARD_LANES))
     data = reports.assemble_dashboard(ask, [part for lane in lanes for part in lane])

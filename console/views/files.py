@@ -1,12 +1,12 @@
 """A case's recordings and photos, for accounts that may see the case, streamed from the
-media store (``core.media``: the data directory or a bucket) in chunks, never read whole.
+media store (``core.platform.media``: the data directory or a bucket) in chunks, never read whole.
 Range requests are answered with 206 and their Content-Range (416 for a range past the
 end), so the player can seek; each request is an audit row, since a recording is the
 resident's own voice. A file still waiting in this instance's spool for the bucket is
 served from the spool; a missing object is a 404 that says so ("录音文件缺失").
 
 A resident's file is never trusted, even when its row is older than the type detection
-(``core.media_types``): it is served with the type re-checked against the allow-list (so
+(``core.platform.media_types``): it is served with the type re-checked against the allow-list (so
 a row saying ``text/html`` goes out as a download), ``nosniff`` (a browser may not take
 it for a script or a page), and a CSP of its own whose ``sandbox`` gives whatever opens it
 an opaque origin with no scripts. Anything that is not audio a browser plays or an image
@@ -23,9 +23,10 @@ from sqlmodel import select
 from console import casework, db
 from console.i18n import t
 from console.views.common import lang, principal, who
-from core import audit, media_types
-from core.media import LocalStore, MediaMissing, MediaStore, MediaUnavailable
-from core.models import Attachment
+from core.cases.models import Attachment
+from core.people import audit
+from core.platform import media_types
+from core.platform.media import LocalStore, MediaMissing, MediaStore, MediaUnavailable
 
 # Replaces the console's page CSP (the guard middleware only sets one where none is set).
 FILE_CSP = "default-src 'none'; media-src 'self'; img-src 'self'; sandbox"

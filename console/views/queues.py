@@ -10,7 +10,7 @@ from console.views.common import decode_cursor, encode_cursor, needs_page, princ
 from console.views.sla import colours
 from console.web import PREFIX
 from core.errors import NotFound
-from core.models import Department, Worker
+from core.people.models import Department, Worker
 
 
 def _owners(session, p):  # noqa: ANN001, ANN202

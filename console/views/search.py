@@ -2,7 +2,7 @@
 channel and date range; newest first, keyset pages.
 
 A search for a person — by phone, or by text with a digit, an ``@`` or the shape of a name
-in it (``core.redaction.is_personal_query``) — is an audit row, and an account may make
+in it (``core.people.redaction.is_personal_query``) — is an audit row, and an account may make
 ``[console.search] personal_per_hour`` of them in an hour (counted from the audit rows, so
 on every instance and across restarts); past that it is answered 429."""
 
@@ -28,8 +28,8 @@ from console.views.common import (
 )
 from console.views.sla import colours
 from console.web import error_page
-from core.models import CaseStatus, Category, Channel
-from core.redaction import is_personal_query
+from core.cases.models import CaseStatus, Category, Channel
+from core.people.redaction import is_personal_query
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.clock import utcnow
-from core.models import Case, CaseStatus
-from core.sla import calendar_for, sla_colour
+from core.cases.models import Case, CaseStatus
+from core.deadlines.sla import calendar_for, sla_colour
+from core.platform.clock import utcnow
 
 _RUNNING = {CaseStatus.dispatched, CaseStatus.accepted, CaseStatus.in_progress}
 

@@ -10,9 +10,12 @@ from console import db
 from console.access import phone_for, scoped
 from console.views.common import audit_view, form, lang, needs_page, principal, render, who
 from console.web import PREFIX, error_text, status_for
-from core import actions, survey_policy
+from core import actions
+from core.cases.models import Case, Category
 from core.errors import DomainError, NotFound
-from core.models import Case, Category, Resident, Survey, SurveyStatus
+from core.followup import survey_policy
+from core.followup.models import Survey, SurveyStatus
+from core.people.models import Resident
 
 OUTCOMES = ("no_answer", "busy", "wrong_number", "call_back_later")
 

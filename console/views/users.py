@@ -8,9 +8,11 @@ from aiohttp import web
 from sqlmodel import select
 
 from console import auth, db, throttle
+from console.models import ConsoleUser, ConsoleUserGrid
 from console.views.common import form, needs_page, principal, render, who
 from console.web import PREFIX
-from core.models import ConsoleUser, ConsoleUserGrid, Department, Grid, Worker
+from core.people.models import Department, Worker
+from core.places.models import Grid
 
 
 def _list(session):  # noqa: ANN001, ANN202

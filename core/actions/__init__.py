@@ -1,7 +1,7 @@
 """The only writers of case state, one module per writer role.
 
 Every function here checks that its transition is legal, changes the case and writes one
-``CaseEvent`` in the caller's transaction (``core.db.session_scope``), so the change and
+``CaseEvent`` in the caller's transaction (``core.platform.db.session_scope``), so the change and
 its audit row commit or vanish together. An illegal call raises a ``DomainError`` before
 anything is written. Channels and the console call these; nothing else sets ``Case.status``
 or changes what a case owns (its files, its survey).
@@ -19,8 +19,8 @@ or changes what a case owns (its files, its survey).
                  audit row per run); imported by who needs it (``core.actions.reference``)
     privacy      retention: shredding a closed case's personal data
 
-Case numbering (``core.numbering``), owner resolution (``core.owners``) and survey policy
-(``core.survey_policy``) are separate concerns these writers use.
+Case numbering (``core.cases.numbering``), owner resolution (``core.people.owners``) and survey policy
+(``core.followup.survey_policy``) are separate concerns these writers use.
 """
 
 from core.actions._base import OWNED, TRANSITIONS, get_case
@@ -76,8 +76,8 @@ from core.actions.transcription import (
     is_low_confidence,
     set_transcript,
 )
-from core.numbering import next_case_number
-from core.owners import responsible_worker
+from core.cases.numbering import next_case_number
+from core.people.owners import responsible_worker
 
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",

@@ -7,11 +7,11 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from core import events
-from core.clock import utcnow
+from core.cases import events
+from core.cases.events import CaseChange
+from core.cases.models import Case, CaseEvent, CaseStatus
 from core.errors import IllegalTransition, NotFound
-from core.events import CaseChange
-from core.models import Case, CaseEvent, CaseStatus
+from core.platform.clock import utcnow
 
 S = CaseStatus
 

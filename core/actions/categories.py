@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from core import audit
-from core.models import Category, CategorySla, Department, Urgency
-from core.rules import load_categories
+from core.cases.models import Category, Urgency
+from core.deadlines.models import CategorySla
+from core.people import audit
+from core.people.models import Department
+from core.platform.rules import load_categories
 
 
 @dataclass

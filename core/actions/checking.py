@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import limits
 from core.actions._base import S, check, event
 from core.actions.survey import start_survey
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case
 from core.errors import InvalidInput
-from core.models import Case
+from core.platform.clock import utcnow
 
 
 def verify(session: Session, case: Case, *, actor: str, passed: bool = True, note: str | None = None) -> Case:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import limits
 from core.actions._base import S, check, event
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case
 from core.errors import InvalidInput
-from core.models import Case
+from core.platform.clock import utcnow
 
 
 def accept(session: Session, case: Case, *, actor: str) -> Case:

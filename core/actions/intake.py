@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core import limits, media_types, uploads
 from core.actions._base import S, check, event
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Attachment, Case, Category, Channel, Urgency
+from core.cases.numbering import next_case_number
 from core.errors import InvalidInput
-from core.models import Attachment, Case, Category, Channel, Resident, Urgency
-from core.numbering import next_case_number
-from core.uploads import FileRef
+from core.people.models import Resident
+from core.places.routing import phone_variants
+from core.platform import media_types, uploads
+from core.platform.clock import utcnow
+from core.platform.uploads import FileRef
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,6 @@ class Petition:
 
 
 def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
-    from core.routing import phone_variants
-
     variants = sorted(phone_variants(phone))
     return session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
 

@@ -7,13 +7,16 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from core import limits
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case, CaseEvent, CaseStatus, Category, Urgency
+from core.deadlines import sla
 from core.errors import IllegalTransition, InvalidInput, NotFound
-from core.models import Case, CaseEvent, CaseStatus, Category, Grid, GridLevel, Urgency, Worker
-from core.owners import owner_for
+from core.people.models import Worker
+from core.people.owners import owner_for
+from core.places.models import Grid, GridLevel
+from core.platform.clock import utcnow
 
 
 def classify(
@@ -65,8 +68,6 @@ def locate(
 
 
 def deadlines(session: Session, case: Case, at: datetime) -> tuple[datetime, datetime]:
-    from core import sla
-
     return sla.deadlines_for_case(session, case, at)
 
 

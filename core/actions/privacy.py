@@ -10,7 +10,7 @@ case's audit rows. What stays: the anonymous figures (category, grid, urgency, c
 every time and on-time flag, the outcome and the survey's answers), so the rates of past
 periods do not change. The case's ``shred`` event and an ``AuditEntry`` record it.
 
-Files are removed through the media store (``core.media``: the data directory or a bucket),
+Files are removed through the media store (``core.platform.media``: the data directory or a bucket),
 with any copy still waiting in this instance's spool, before the transaction commits: if
 the commit fails (or the bucket cannot be reached, which stops the shredding), the rows
 still name files that are gone, and the next run finishes the job; a file is never left
@@ -26,13 +26,15 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from core import audit
 from core.actions._base import check, event
-from core.clock import utcnow
+from core.cases.models import Attachment, CallSession, Case, CaseEvent
 from core.errors import IllegalTransition
-from core.media import LocalStore, MediaStore
-from core.models import Attachment, AuditEntry, CallSession, Case, CaseEvent, Resident, Survey
-from core.storage import resolve, stored_path
+from core.followup.models import Survey
+from core.people import audit
+from core.people.models import AuditEntry, Resident
+from core.platform.clock import utcnow
+from core.platform.media import LocalStore, MediaStore
+from core.platform.storage import resolve, stored_path
 
 # Keys of event data that are figures or references, never a person's words or files.
 KEPT_EVENT_DATA = frozenset({

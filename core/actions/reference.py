@@ -1,6 +1,6 @@
 """Writers of reference data: grids, workers, households and their residents, from the files
-a district office keeps (``core.importers``, which reads and checks a whole file before it
-writes) or the fictional demo district (``core.demo``). Reference data is not a case, so
+a district office keeps (``core.reference.importers``, which reads and checks a whole file before it
+writes) or the fictional demo district (``core.reference.demo``). Reference data is not a case, so
 each run writes one ``AuditEntry`` with what it counted, in the transaction of the rows it
 wrote; a registered person whom a household import moves or renames gets a row of their
 own (``core.actions.residents.rehouse``). Categories are synced on their own
@@ -13,8 +13,10 @@ from pathlib import Path
 
 from sqlmodel import Session, func, select
 
-from core import audit, demo, importers
-from core.models import Grid, Household, Resident, Worker, WorkerGrid
+from core.people import audit
+from core.people.models import Resident, Worker, WorkerGrid
+from core.places.models import Grid, Household
+from core.reference import demo, importers
 
 
 def _count(session: Session, table: type) -> int:
@@ -57,7 +59,7 @@ def import_households(session: Session, path: str | Path, *, actor: str) -> int:
 
 
 def load_demo(session: Session, *, actor: str, seed: int = 2026) -> demo.DemoSummary:
-    """The demo district into a database without grids (``core.demo.load_demo``)."""
+    """The demo district into a database without grids (``core.reference.demo.load_demo``)."""
     summary = demo.load_demo(session, seed=seed)
     audit.record(session, actor=actor, action="reference.load_demo", target_type="district",
                  detail={"seed": seed, **asdict(summary)})

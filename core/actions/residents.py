@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import audit, limits
 from core.actions.intake import find_resident_by_phone
-from core.clock import utcnow
-from core.models import Resident
-from core.routing import normalise_phone
+from core.cases import limits
+from core.people import audit
+from core.people.models import Resident
+from core.places.routing import normalise_phone
+from core.platform.clock import utcnow
 
 
 def create_for_chat(session: Session, chat_id: int | str, *, actor: str, language: str,
@@ -103,6 +104,7 @@ def sms_opt_out(session: Session, resident: Resident, *, actor: str, word: str |
 def resident_for_phone(session: Session, phone: str, *, actor: str) -> Resident:
     """The resident registered under ``phone``; a caller who is not in the registry gets a
     row of their own (no household), so what they asked for (no SMS, no calls) is kept."""
+
     resident = find_resident_by_phone(session, phone)
     if resident is None:
         resident = Resident(phone=normalise_phone(phone) or phone.strip())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import limits
 from core.actions._base import S, check, event
 from core.actions.operator import deadlines
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case
+from core.deadlines.sla import next_owner_level
 from core.errors import IllegalTransition, InvalidInput
-from core.models import Case, Grid, GridLevel
-from core.owners import owner_for
+from core.people.owners import owner_for
+from core.places.models import Grid, GridLevel
+from core.platform.clock import utcnow
 
 
 def escalate(session: Session, case: Case, *, actor: str, reason: str, reason_params: dict | None = None) -> Case:
@@ -23,7 +25,6 @@ def escalate(session: Session, case: Case, *, actor: str, reason: str, reason_pa
     if case.grid_id is None:
         raise InvalidInput(f"case {case.number} has no grid to escalate from",
                            code="escalate.no_grid", case=case.number)
-    from core.sla import next_owner_level
 
     current = case.owner_level or GridLevel.micro
     higher = next_owner_level(current)

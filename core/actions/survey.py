@@ -7,16 +7,21 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import jobs, limits, survey_policy
 from core.actions._base import S, check, event
 from core.actions.intake import FileRef, attach, find_resident_by_phone
 from core.actions.operator import dispatch, reopen
-from core.clock import utcnow
+from core.cases import limits
+from core.cases.models import Case
+from core.deadlines.sla import next_owner_level
 from core.errors import IllegalTransition, InvalidInput
-from core.models import SATISFIED, Case, GridLevel, Resident, Survey, SurveyStatus
-from core.phones import dialable
-from core.rules import load_rules
-from core.sla import next_owner_level
+from core.followup import survey_policy
+from core.followup.models import SATISFIED, Survey, SurveyStatus
+from core.people.models import Resident
+from core.people.phones import dialable
+from core.places.models import GridLevel
+from core.platform import jobs
+from core.platform.clock import utcnow
+from core.platform.rules import load_rules
 
 SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
 SURVEY_PHONE_JOB = jobs.declare("survey_phone", "ivr/survey_jobs.py: one follow-up call (an attempt)")
@@ -108,7 +113,7 @@ def record_survey(
     actor: str = "resident",
     comment_heard: bool = False,
 ) -> Case:
-    """A resident's answer. What it does is rules data (``core.survey_policy``): a closing
+    """A resident's answer. What it does is rules data (``core.followup.survey_policy``): a closing
     answer closes the case; any other reopens it, and after the allowed reopenings it is
     also dispatched one level up. A typed comment over ``[limits] comment`` is refused;
     one heard from a voice note (``comment_heard``) is kept up to the transcript cap."""
@@ -127,7 +132,7 @@ def record_survey(
     survey.status = SurveyStatus.answered
     survey.answered_at = utcnow()
     session.add(survey)
-    # The case carries its answers' counts for the figures (core.figures: the satisfaction rate).
+    # The case carries its answers' counts for the figures (core.reporting.figures: the satisfaction rate).
     case.surveys_answered += 1
     case.surveys_satisfied += satisfied in SATISFIED
     answer = {"survey_id": survey.id, "solved": solved, "satisfied": satisfied}

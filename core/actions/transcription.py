@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from core import limits
 from core.actions._base import check, event
-from core.models import Case, CaseEvent
-from core.rules import load_rules
+from core.cases import limits
+from core.cases.models import Case, CaseEvent
+from core.platform.rules import load_rules
 
 # Flag of a case whose recording is waiting for recognition (a ``transcribe_recording`` job).
 TRANSCRIPT_PENDING = "transcript_pending"

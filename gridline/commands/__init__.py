@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import typer
 
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
+
 
 def register_all(app: typer.Typer) -> None:
     from gridline.commands import (

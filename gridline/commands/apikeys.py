@@ -5,7 +5,11 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from core.errors import DomainError
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 apikeys_app = typer.Typer(help="Keys for other systems filing requests through Open311 (/open311/v2/).",
                           no_args_is_help=True)
@@ -14,9 +18,8 @@ apikeys_app = typer.Typer(help="Keys for other systems filing requests through O
 @apikeys_app.command("add")
 def add(name: str = typer.Argument(..., help="who the key is for, e.g. city-12345")) -> None:
     """Make a key. It is printed once: only its hash is kept."""
-    from core import apikeys
-    from core.db import session_scope
-    from core.errors import DomainError
+    from core.people import apikeys
+    from core.platform.db import session_scope
 
     try:
         with session_scope(open_database()) as session:
@@ -30,8 +33,8 @@ def add(name: str = typer.Argument(..., help="who the key is for, e.g. city-1234
 @apikeys_app.command("list")
 def list_keys() -> None:
     """The keys, their first characters and when they were last used (UTC)."""
-    from core import apikeys
-    from core.db import session_scope
+    from core.people import apikeys
+    from core.platform.db import session_scope
 
     table = Table("name", "starts with", "created", "last used", "state")
     with session_scope(open_database()) as session:
@@ -45,9 +48,8 @@ def list_keys() -> None:
 @apikeys_app.command("disable")
 def disable(name: str = typer.Argument(...)) -> None:
     """Refuse the key from now on."""
-    from core import apikeys
-    from core.db import session_scope
-    from core.errors import DomainError
+    from core.people import apikeys
+    from core.platform.db import session_scope
 
     try:
         with session_scope(open_database()) as session:

@@ -18,8 +18,8 @@ def sync(
     duplicate windows and deadlines, and retire categories no longer in the file (kept for the
     cases that name them, no longer offered). One audit row per run that changes anything."""
     from core.actions.categories import sync_categories
-    from core.db import session_scope
     from core.errors import DomainError
+    from core.platform.db import session_scope
 
     try:
         with session_scope(open_database()) as session:

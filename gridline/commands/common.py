@@ -6,6 +6,11 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from core.platform.settings import get_settings
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
+
 console = Console()
 
 
@@ -13,8 +18,7 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
     """The configured database, after checking the settings and the rules (each problem is
     one line, see ``gridline.cli.explain``). ``migrated``: refuse a database that is not at
     the newest schema, saying to run `gridline db upgrade`."""
-    from core.db import engine_from_settings, require_schema
-    from core.settings import get_settings
+    from core.platform.db import engine_from_settings, require_schema
 
     settings = get_settings()
     check_rules()
@@ -27,7 +31,7 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
 def check_rules() -> None:
     """Load every rules file with its deployment's override: a bad one raises ``RulesError``
     with one line naming the file and the key."""
-    from core.rules import load_every_file
+    from core.platform.rules import load_every_file
     from ivr import config  # noqa: F401 (registers the hotline's flow files)
 
     load_every_file()

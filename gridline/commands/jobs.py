@@ -10,7 +10,11 @@ import signal
 
 import typer
 
+from core.platform.settings import get_settings
 from gridline.commands.common import deprecated, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 
 def jobs(
@@ -26,7 +30,6 @@ def jobs(
     through Twilio (GRIDLINE_TWILIO_*, GRIDLINE_HOTLINE_NUMBER; GRIDLINE_PUBLIC_URL is where
     Twilio reaches the server's webhooks). Run on any machine that shares the database
     (GRIDLINE_DATABASE_URL), as many as needed."""
-    from core.settings import get_settings
     from ivr.twilio_api import missing_credentials
 
     if not (speech or surveys):
@@ -47,7 +50,7 @@ def jobs(
             fail("no speech model: set GRIDLINE_SPEECH_MODEL or run `gridline models fetch vosk-model-small-cn-0.22`")
 
     async def main() -> None:
-        from core.media import media_store
+        from core.platform.media import media_store
         from ivr.survey_jobs import run_survey_jobs
         from ivr.transcription import run_speech_jobs
 

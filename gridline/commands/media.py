@@ -1,4 +1,4 @@
-"""``gridline media``: the media store (``core.media``): move a local store into a bucket,
+"""``gridline media``: the media store (``core.platform.media``): move a local store into a bucket,
 and list attachments whose file is missing."""
 
 from __future__ import annotations
@@ -7,7 +7,11 @@ from pathlib import Path
 
 import typer
 
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 media_app = typer.Typer(help="Files of cases in the media store (GRIDLINE_MEDIA_URL).", no_args_is_help=True)
 
@@ -17,8 +21,8 @@ BATCH = 500
 def _attachments(engine, after: int):  # noqa: ANN001, ANN202
     from sqlmodel import select
 
-    from core.db import session_scope
-    from core.models import Attachment
+    from core.cases.models import Attachment
+    from core.platform.db import session_scope
 
     with session_scope(engine) as session:
         rows = session.exec(select(Attachment).where(Attachment.id > after).order_by(Attachment.id).limit(BATCH)).all()
@@ -39,8 +43,7 @@ def migrate(
     """Copy every attachment's file from the local folder into the store GRIDLINE_MEDIA_URL
     names, confirming each by sha256. Resumable: a file already in the bucket with the
     recorded sha256 is skipped. The local files are left where they are."""
-    from core.media import LocalStore, MediaMismatch, MediaUnavailable, media_store
-    from core.settings import get_settings
+    from core.platform.media import LocalStore, MediaMismatch, MediaUnavailable, media_store
 
     settings = get_settings()
     engine = open_database()
@@ -96,8 +99,7 @@ def check(
 ) -> None:
     """List attachments whose object is missing from the store, or whose size (or with
     --sha256 content) differs from what was recorded. Exit status 1 when any is."""
-    from core.media import MediaUnavailable, media_store
-    from core.settings import get_settings
+    from core.platform.media import MediaUnavailable, media_store
 
     settings = get_settings()
     engine = open_database()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from core.errors import DomainError
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 
 def shred(
@@ -14,10 +19,8 @@ def shred(
 ) -> None:
     """Remove recordings, photos, voice notes, transcripts, names and phone numbers of cases
     closed before the cut-off; keep their anonymous figures (category, grid, times, outcome)."""
-    from core.errors import DomainError
-    from core.media import media_store
-    from core.privacy import parse_age, shred_older_than
-    from core.settings import get_settings
+    from core.cases.privacy import parse_age, shred_older_than
+    from core.platform.media import media_store
 
     try:
         age = parse_age(older_than) if older_than.strip() else None

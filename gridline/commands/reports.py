@@ -10,7 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.errors import DomainError
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 report_app = typer.Typer(help="Reports: weekly, monthly and quarterly reports, worker scores.",
                          no_args_is_help=True)
@@ -20,10 +25,8 @@ DASH = "—"
 
 def _write_report(kind: str, period: str | None, grid: str | None, fmt: str, out: Path) -> None:
     from console import report_files
-    from core import reports
-    from core.db import session_scope
-    from core.errors import DomainError
-    from core.settings import get_settings
+    from core.platform.db import session_scope
+    from core.reporting import reports
 
     if fmt not in report_files.FORMATS:
         fail(f"--format must be one of {', '.join(report_files.FORMATS)}, not {fmt!r}")
@@ -35,7 +38,7 @@ def _write_report(kind: str, period: str | None, grid: str | None, fmt: str, out
             chosen = reports.period_for_report(kind, period, reports.local_today(tz))
             filters = reports.make_filters(session, grid_code=grid)
             data = reports.report(session, kind, chosen, filters, tz=tz)
-            from core import audit
+            from core.people import audit
 
             audit.record(session, actor="cli", action="report.write", target_type="report",
                          target_id=f"{kind}:{chosen.label}", detail={"grid": grid, "format": fmt, "out": str(out)})
@@ -82,11 +85,9 @@ def scores(
     csv_file: Path = typer.Option(None, "--csv", dir_okay=False, help="also write the table as CSV"),
 ) -> None:
     """Quarterly worker scores (70 % work, 30 % residents' evaluation) with their inputs."""
-    from core.db import session_scope
-    from core.errors import DomainError
-    from core.rules import load_rules
-    from core.scores import quarter_scores
-    from core.settings import get_settings
+    from core.platform.db import session_scope
+    from core.platform.rules import load_rules
+    from core.reporting.scores import quarter_scores
 
     try:
         with session_scope(open_database()) as session:

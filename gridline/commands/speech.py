@@ -21,7 +21,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from core.settings import get_settings
+from core.platform.settings import get_settings
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 models_app = typer.Typer(help="Speech recognition models: what is installed, fetch more.")
 out = Console()

@@ -12,7 +12,13 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from core.errors import DomainError
+from core.platform.clock import utcnow
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 residents_app = typer.Typer(help="Residents' contact wishes.", no_args_is_help=True)
 
@@ -29,9 +35,8 @@ def _due(engine, case: str, any_time: bool) -> tuple[list, list]:  # noqa: ANN00
     from sqlmodel import select
 
     from core.actions.survey import SURVEY_PHONE_JOB
-    from core.clock import utcnow
-    from core.db import session_scope
-    from core.models import Job, JobStatus
+    from core.platform.db import session_scope
+    from core.platform.models import Job, JobStatus
 
     with session_scope(engine) as session:
         queued = session.exec(select(Job).where(Job.kind == SURVEY_PHONE_JOB, Job.status == JobStatus.queued)
@@ -46,9 +51,8 @@ def _due(engine, case: str, any_time: bool) -> tuple[list, list]:  # noqa: ANN00
 def _due_now(engine, job_id: int) -> None:  # noqa: ANN001
     from sqlalchemy import update
 
-    from core.clock import utcnow
-    from core.db import session_scope
-    from core.models import Job, JobStatus
+    from core.platform.db import session_scope
+    from core.platform.models import Job, JobStatus
 
     with session_scope(engine) as session:
         session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(run_at=utcnow()))
@@ -71,13 +75,12 @@ def simulate_survey(
     """Play Twilio and the resident for the follow-up calls (回访) due now, against a running
     `gridline serve` without Twilio credentials: each call is placed by the same job handler
     the server runs, and the resident answers, presses --digits and says --say."""
-    from core import jobs
     from core.actions.survey import SURVEY_PHONE_JOB
-    from core.clock import utcnow
-    from core.db import session_scope
-    from core.models import Case, Survey
-    from core.runner import RetryLater
-    from core.settings import get_settings
+    from core.cases.models import Case
+    from core.followup.models import Survey
+    from core.platform import jobs
+    from core.platform.db import session_scope
+    from core.platform.runner import RetryLater
     from ivr.database import run_db
     from ivr.simulator import CallScript, Simulator, Turn
     from ivr.survey_jobs import SurveyJobs
@@ -151,9 +154,8 @@ def demo_handle(
     category yet), dispatch to its grid, accept, report done and verify, each through the
     core's actions as `demo:operator`, `demo:worker` and `demo:leader`."""
     from core import actions
-    from core.db import session_scope
-    from core.errors import DomainError
-    from core.models import CaseStatus as S
+    from core.cases.models import CaseStatus as S
+    from core.platform.db import session_scope
 
     engine = open_database()
     try:
@@ -187,7 +189,7 @@ def do_not_call(
     """Never phone this resident for a follow-up: it goes to the operator's manual-call list
     (or is not evaluated), as rules.toml [survey.phone] do_not_call says. Audited."""
     from core import actions
-    from core.db import session_scope
+    from core.platform.db import session_scope
 
     engine = open_database()
     with session_scope(engine) as session:

@@ -7,7 +7,11 @@ import sys
 
 import typer
 
+from core.errors import DomainError
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
 
@@ -32,8 +36,7 @@ def add(
 ) -> None:
     """Create a console account (asks for the password twice, or reads it with --password-stdin)."""
     from console.auth import add_user
-    from core.db import session_scope
-    from core.errors import DomainError
+    from core.platform.db import session_scope
 
     engine = open_database()
     password = _read_password(password_stdin)
@@ -51,8 +54,10 @@ def list_users() -> None:
     """Every console account with its role, scope and last login."""
     from sqlmodel import select
 
-    from core.db import session_scope
-    from core.models import ConsoleUser, ConsoleUserGrid, Department, Grid, Worker
+    from console.models import ConsoleUser, ConsoleUserGrid
+    from core.people.models import Department, Worker
+    from core.places.models import Grid
+    from core.platform.db import session_scope
 
     lines = ["name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login (UTC)"]
     with session_scope(open_database()) as session:
@@ -69,8 +74,7 @@ def list_users() -> None:
 
 def _toggle(name: str, disabled: bool) -> None:
     from console.auth import set_disabled
-    from core.db import session_scope
-    from core.errors import DomainError
+    from core.platform.db import session_scope
 
     try:
         with session_scope(open_database()) as session:
@@ -99,8 +103,7 @@ def password(
 ) -> None:
     """Set a new password; the account's sessions end."""
     from console.auth import set_password
-    from core.db import session_scope
-    from core.errors import DomainError
+    from core.platform.db import session_scope
 
     engine = open_database()
     new = _read_password(password_stdin)
@@ -117,7 +120,7 @@ def throttles() -> None:
     """The login throttles that make someone wait now (as on the console's users page)."""
     from console.auth import login_policy
     from console.throttle import current_throttles
-    from core.db import session_scope
+    from core.platform.db import session_scope
 
     lines = ["kind\taccount\taddress\tfailures\twait until (UTC)"]
     with session_scope(open_database()) as session:
@@ -134,7 +137,7 @@ def unthrottle(
 ) -> None:
     """Forget the failed logins of an account, an address, or the two together (audited)."""
     from console.throttle import clear
-    from core.db import session_scope
+    from core.platform.db import session_scope
 
     if not account and not address:
         fail("name --account, --address or both")

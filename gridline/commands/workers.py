@@ -7,7 +7,12 @@ import asyncio
 import typer
 from rich.table import Table
 
+from core.errors import DomainError
+from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
+
+# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
+# command load only their own modules (all of them take several times longer to import).
 
 workers_app = typer.Typer(help="Workers' and departments' chats with the bot.", no_args_is_help=True)
 
@@ -36,10 +41,8 @@ def invite(
 ) -> None:
     """Print a single-use link that links the opener's chat to the worker (or department)."""
     from chat.worker_store import invite_key
-    from core import staff
-    from core.db import session_scope
-    from core.errors import DomainError
-    from core.settings import get_settings
+    from core.people import staff
+    from core.platform.db import session_scope
 
     settings = get_settings()
     if not settings.telegram_token:
@@ -67,9 +70,8 @@ def unlink(
     department: bool = typer.Option(False, "--department", help="CODE is a department's code"),
 ) -> None:
     """Unlink the worker's (or department's) chat: it gets no more tasks and its buttons stop working."""
-    from core import staff
-    from core.db import session_scope
-    from core.errors import DomainError
+    from core.people import staff
+    from core.platform.db import session_scope
 
     try:
         with session_scope(open_database()) as session:
@@ -88,9 +90,9 @@ def list_links() -> None:
     """Linked staff chats."""
     from sqlmodel import select
 
-    from core import staff
-    from core.db import session_scope
-    from core.models import StaffChat
+    from core.people import staff
+    from core.people.models import StaffChat
+    from core.platform.db import session_scope
 
     table = Table("kind", "code", "name", "chat", "via", "linked (UTC)")
     with session_scope(open_database()) as session:

@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _relative(path: str) -> str:
-    from core.storage import stored_path
+    from core.platform.storage import stored_path  # a revision loads the code only when it runs
 
     return stored_path(Path(path))
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-from core.models import TRIAGE_INDEX_PREDICATE
+from core.cases.models import TRIAGE_INDEX_PREDICATE
 
 revision: str = '0006'
 down_revision: str | None = '0003'

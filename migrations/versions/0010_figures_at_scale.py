@@ -26,7 +26,7 @@ COVERING = [
     ("ix_caseevent_action_at", "caseevent", ["action", "at"], ["case_id", "id"]),
     ("ix_caseevent_case_at", "caseevent", ["case_id", "at"], ["id", "action", "on_time"]),
 ]
-# The daily trend's counts (index, column, the predicate as core.models writes it)
+# The daily trend's counts (index, column, the predicate as core.cases.models writes it)
 PER_DAY = [
     ("ix_case_received_day", "created_at", "status <> 'merged'"),
     ("ix_case_closed_day", "closed_at", "status = 'closed'"),
@@ -40,7 +40,7 @@ def _postgres() -> bool:
 def upgrade() -> None:
     op.add_column('case', sa.Column('surveys_answered', sa.Integer(), nullable=False, server_default='0'))
     op.add_column('case', sa.Column('surveys_satisfied', sa.Integer(), nullable=False, server_default='0'))
-    # The answers given so far, counted the way core.figures counted them from the surveys.
+    # The answers given so far, counted the way core.reporting.figures counted them from the surveys.
     op.execute(
         'UPDATE "case" SET surveys_answered = s.answered, surveys_satisfied = s.satisfied FROM ('
         " SELECT case_id, count(*) AS answered,"

@@ -3,7 +3,7 @@
 Before 0011 a chat voice note kept the ``mime_type`` its sender declared, and the console
 served it back inline with it (issue 20: a "voice note" of type text/html ran script in
 an operator's session). Every row whose type is not on the allow-list (or is missing) gets
-the type its bytes have, read by ``core.media_types.detect`` from the data directory of
+the type its bytes have, read by ``core.platform.media_types.detect`` from the data directory of
 the settings the migration runs with, and ``application/octet-stream`` when the file is
 not there (or is no allowed audio or image). Rows already on the allow-list keep their
 type: the console serves every file with nosniff and a sandboxing CSP whatever it says.
@@ -35,7 +35,7 @@ CHUNK = 500
 
 def _data_dir() -> Path | None:
     try:
-        from core.storage import data_dir
+        from core.platform.storage import data_dir  # a revision loads the code only when it runs
 
         root = data_dir()
     except Exception as exc:  # settings that do not load: the rows still become downloads
@@ -45,8 +45,8 @@ def _data_dir() -> Path | None:
 
 
 def _type_of(root: Path | None, stored: str) -> str:
-    from core.media_types import detect
-    from core.storage import resolve
+    from core.platform.media_types import detect  # a revision loads the code only when it runs
+    from core.platform.storage import resolve  # a revision loads the code only when it runs
 
     path = resolve(stored, root) if root is not None or Path(stored).is_absolute() else None
     if path is None or not path.is_file():

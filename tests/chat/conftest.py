@@ -13,10 +13,11 @@ from sqlmodel import select
 
 from chat.web import CHATBOT, ChatBot
 from chat.web import setup as setup_chat
-from core.db import session_scope
-from core.demo import grid_centre, load_demo
-from core.models import GazetteerEntry, Grid, GridLevel, Household, Resident
-from core.settings import Settings
+from core.people.models import Resident
+from core.places.models import GazetteerEntry, Grid, GridLevel, Household
+from core.platform.db import session_scope
+from core.platform.settings import Settings
+from core.reference.demo import grid_centre, load_demo
 from gridline.app import SERVICES, build_app
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.fake_transcriber import FakeTranscriber

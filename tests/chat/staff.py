@@ -8,11 +8,14 @@ import asyncio
 from sqlmodel import select
 
 from chat import worker_store
-from core import actions, staff
+from core import actions
 from core.actions import Petition
-from core.db import session_scope
-from core.models import Case, CaseEvent, Channel, Grid, GridLevel, Worker
-from core.owners import grid_at_level
+from core.cases.models import Case, CaseEvent, Channel
+from core.people import staff
+from core.people.models import Worker
+from core.people.owners import grid_at_level
+from core.places.models import Grid, GridLevel
+from core.platform.db import session_scope
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4 + b"\xff\xd9"
 

@@ -8,8 +8,9 @@ import re
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Case, GazetteerEntry, Grid, Household
+from core.cases.models import Case
+from core.places.models import GazetteerEntry, Grid, Household
+from core.platform.db import session_scope
 
 # A flat registered in another micro grid than its building's: only the full address finds it.
 FLAT = "罗布社区洋坊新村9幢3单元808室"

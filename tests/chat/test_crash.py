@@ -9,8 +9,10 @@ import pytest
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
-from core.models import Case, Grid, GridLevel, Survey, SurveyStatus
+from core.cases.models import Case
+from core.followup.models import Survey, SurveyStatus
+from core.places.models import Grid, GridLevel
+from core.platform.db import session_scope
 from tests.support.chat_driver import (
     FILED,
     all_cases,

@@ -15,10 +15,12 @@ from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from sqlmodel import select
 
 from chat import inbox, store
+from chat.models import SeenMessage
 from chat.web import STUBBORN_ATTEMPTS
-from core.clock import utcnow
-from core.db import session_scope
-from core.models import Case, ChannelState, Job, JobStatus, SeenMessage
+from core.cases.models import Case
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import ChannelState, Job, JobStatus
 from tests.support.waiting import until
 
 USER = 9401

@@ -6,8 +6,10 @@ from sqlmodel import select
 
 from core import actions
 from core.actions import Petition
-from core.db import session_scope
-from core.models import Case, CaseStatus, Channel, Resident, Survey, SurveyStatus
+from core.cases.models import Case, CaseStatus, Channel
+from core.followup.models import Survey, SurveyStatus
+from core.people.models import Resident
+from core.platform.db import session_scope
 from tests.support.waiting import until
 
 USER = 9201
@@ -216,8 +218,8 @@ async def test_survey_recorded_after_the_comment_wait_is_notified(harness):
     nothing was said in the chat, so the closed notification is sent."""
     from datetime import timedelta
 
-    from core import clock
-    from core.clock import utcnow
+    from core.platform import clock
+    from core.platform.clock import utcnow
 
     h = harness
     demo = h.extra["demo"]
@@ -245,9 +247,9 @@ async def test_rules_decide_silent_statuses_and_the_comment_wait(harness, monkey
     from datetime import timedelta
 
     from chat import followup
-    from core.clock import utcnow
-    from core.models import Job
-    from core.rules import load_rules
+    from core.platform.clock import utcnow
+    from core.platform.models import Job
+    from core.platform.rules import load_rules
 
     h = harness
     demo = h.extra["demo"]
@@ -284,7 +286,7 @@ async def test_rules_decide_silent_statuses_and_the_comment_wait(harness, monkey
 async def test_voice_comment_joins_the_case_with_the_answers(harness):
     """A voice note as the survey's comment: kept on disk, attached to the case in the
     transaction that records the answers (an ``attach`` event), its words in the comment."""
-    from core.models import Attachment, CaseEvent
+    from core.cases.models import Attachment, CaseEvent
     from speech_models.pool import SpeechPool
     from tests.chat.voice import voice_note
     from tests.support.fake_transcriber import FakeTranscriber

@@ -15,21 +15,15 @@ from sqlmodel import select
 from telegram import Update
 
 from chat import dialog, inbox
+from chat.models import ChatHead
 from chat.persistence import conversation_states, persistent_conversations
 from chat.web import WEBHOOK_PATH
-from core import clock
-from core.clock import utcnow
-from core.db import make_engine, session_scope
-from core.models import (
-    Attachment,
-    Case,
-    CaseStatus,
-    Category,
-    ChannelState,
-    ChatHead,
-    Survey,
-    SurveyStatus,
-)
+from core.cases.models import Attachment, Case, CaseStatus, Category
+from core.followup.models import Survey, SurveyStatus
+from core.platform import clock
+from core.platform.clock import utcnow
+from core.platform.db import make_engine, session_scope
+from core.platform.models import ChannelState
 from speech_models.pool import SpeechPool
 from tests.chat.conftest import Harness, _fake_speech
 from tests.chat.staff import invite, owner_of

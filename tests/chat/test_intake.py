@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Attachment, AuditEntry, Case, CaseStatus, Channel, Resident
+from core.cases.models import Attachment, Case, CaseStatus, Channel
+from core.people.models import AuditEntry, Resident
+from core.platform.db import session_scope
 
 USER = 5213748891
 

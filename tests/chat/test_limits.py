@@ -8,9 +8,10 @@ import re
 
 from sqlmodel import select
 
-from core.db import session_scope
-from core.flood import DUPLICATE
-from core.models import Case, CaseEvent, CaseStatus, Resident
+from core.cases.flood import DUPLICATE
+from core.cases.models import Case, CaseEvent, CaseStatus
+from core.people.models import Resident
+from core.platform.db import session_scope
 
 USER = 5213748800
 PROBLEM = "小区门口的路灯坏了，晚上一片漆黑"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Attachment
+from core.cases.models import Attachment
+from core.platform.db import session_scope
 from tests.chat.conftest import Harness, _fake_speech
 
 USER = 8301
@@ -59,7 +59,7 @@ async def test_local_mode_reads_the_path_it_is_given(mode, fake, engine, demo, t
 async def test_a_stored_file_has_the_type_of_its_bytes_not_the_senders(harness):
     """The Bot API passes on whatever ``mime_type`` the sender's client declared: a page
     declared as a voice note, a script as audio/ogg, a PNG sent as a photo are stored as
-    what their bytes are (core.media_types), never as what they were called."""
+    what their bytes are (core.platform.media_types), never as what they were called."""
     from tests.support.media_samples import audio, image
 
     h = harness

@@ -11,10 +11,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import func, select
 
+from chat.models import SeenMessage
 from chat.web import CHATBOT
-from core.db import session_scope
-from core.models import Case, ChannelState, SeenMessage
-from core.settings import Settings
+from core.cases.models import Case
+from core.platform.db import session_scope
+from core.platform.models import ChannelState
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.support.fake_bot_api import FIXTURES, load_fixture
 from tests.support.waiting import until

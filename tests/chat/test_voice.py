@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Attachment, Case
+from core.cases.models import Attachment, Case
+from core.platform.db import session_scope
 from speech_models.pool import SpeechPool
 from speech_models.transcriber import get_transcriber
 from tests.chat.voice import voice_note

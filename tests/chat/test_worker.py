@@ -8,9 +8,12 @@ import re
 
 from sqlmodel import select
 
-from core import actions, staff
-from core.db import session_scope
-from core.models import Attachment, AuditEntry, CaseStatus, GridLevel, Resident, StaffChat
+from core import actions
+from core.cases.models import Attachment, CaseStatus
+from core.people import staff
+from core.people.models import AuditEntry, Resident, StaffChat
+from core.places.models import GridLevel
+from core.platform.db import session_scope
 from tests.chat.staff import (
     JPEG,
     accept,
@@ -245,7 +248,7 @@ async def test_partial_report_survives_a_restart(harness):
 async def test_tasks_are_listed_most_urgent_first(harness):
     from datetime import timedelta
 
-    from core import clock
+    from core.platform import clock
     from tests.core.shanghai import utc
 
     h = harness
@@ -336,8 +339,8 @@ async def test_linking_by_own_contact_and_never_from_a_resident_chat(harness):
 async def test_invitation_expired_reused_or_forged(harness):
     from datetime import timedelta
 
-    from core import clock
-    from core.clock import utcnow
+    from core.platform import clock
+    from core.platform.clock import utcnow
     from tests.chat.staff import invite
 
     h = harness
@@ -383,7 +386,7 @@ async def test_a_hotline_recording_arrives_as_a_voice_message(harness):
     import av
 
     from core.actions import FileRef
-    from core.models import Channel
+    from core.cases.models import Channel
     from speech_models.audio import write_wav
 
     h = harness
@@ -413,7 +416,8 @@ async def test_a_hotline_recording_arrives_as_a_voice_message(harness):
 async def test_escalation_reaches_the_new_owner(harness):
     from datetime import timedelta
 
-    from core import clock, sweeps
+    from core.deadlines import sweeps
+    from core.platform import clock
     from tests.core.shanghai import utc
 
     h = harness

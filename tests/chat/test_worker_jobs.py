@@ -8,9 +8,15 @@ import math
 
 from sqlmodel import select
 
-from core import actions, clock, reminders, staff
-from core.db import session_scope
-from core.models import Attachment, GridLevel, Job, JobStatus, Worker
+from core import actions
+from core.cases.models import Attachment
+from core.deadlines import reminders
+from core.people import staff
+from core.people.models import Worker
+from core.places.models import GridLevel
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
 from tests.chat.staff import (
     JPEG,
     accept,
@@ -237,8 +243,8 @@ async def test_the_job_runner_is_woken_when_a_job_commits(engine):
     import asyncio
 
     from chat.worker_jobs import wake_on_commit
-    from core import jobs
-    from core.models import Job as JobRow
+    from core.platform import jobs
+    from core.platform.models import Job as JobRow
 
     class Runner:
         wakes = 0

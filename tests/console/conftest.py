@@ -14,10 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from console.access import invalidate_grid_tree
+from console.models import ConsoleUser
 from core import actions
-from core.db import session_scope
-from core.models import Channel, ConsoleUser, Department, Survey
-from core.settings import Settings
+from core.cases.models import Channel
+from core.followup.models import Survey
+from core.people.models import Department
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.core.district import District, build_district
 
@@ -109,7 +112,7 @@ def world(engine, tmp_path) -> World:
         actions.dispatch(session, other, actor="system", grid_id=district.grids["micro2"].id)
         session.flush()
         recording = actions.get_case(session, case.number)
-        from core.queries import case_files
+        from core.cases.queries import case_files
 
         rec_id = case_files(session, recording.id, "recording")[0].id
         return World(district, data_dir, case.number, other.number, rec_id)

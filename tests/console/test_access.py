@@ -12,9 +12,11 @@ from console.access import (
     role_rules,
     scoped,
 )
+from console.models import ConsoleUser
 from core import actions
-from core.db import session_scope
-from core.models import AuditEntry, Case, Channel, ConsoleUser
+from core.cases.models import Case, Channel
+from core.people.models import AuditEntry
+from core.platform.db import session_scope
 from tests.console.conftest import PHONE, csrf_of, login
 
 

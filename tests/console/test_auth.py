@@ -17,10 +17,11 @@ from console.auth import (
     hash_password,
     set_disabled,
 )
-from core import clock
-from core.db import session_scope
+from console.models import ConsoleUser
 from core.errors import InvalidInput, NotFound
-from core.models import AuditEntry, ConsoleUser
+from core.people.models import AuditEntry
+from core.platform import clock
+from core.platform.db import session_scope
 from tests.console.conftest import PASSWORD, csrf_of, login
 
 

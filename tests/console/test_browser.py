@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestServer
 
-from core.db import session_scope
-from core.models import Case
-from core.settings import Settings
+from core.cases.models import Case
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.conftest import IN_CI
 from tests.console.conftest import PASSWORD

@@ -6,8 +6,9 @@ from __future__ import annotations
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
-from core.models import AuditEntry, CaseEvent, CaseStatus, Channel
+from core.cases.models import CaseEvent, CaseStatus, Channel
+from core.people.models import AuditEntry
+from core.platform.db import session_scope
 from tests.console.conftest import csrf_of, login
 
 

@@ -12,14 +12,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from core import clock
-from core.db import session_scope
-from core.models import AuditEntry
-from core.settings import Settings
+from core.people.models import AuditEntry
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import add_users, login
+from tests.core.reporting.test_reports import sql, totals_sql
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world
-from tests.core.test_reports import sql, totals_sql
 
 RATE = re.compile(r'data-rate="(\w+)" data-numerator="(\d+)"(?: data-denominator="(\d+)")?')
 

@@ -42,8 +42,8 @@ FILE_CSP = "default-src 'none'; media-src 'self'; img-src 'self'; sandbox"
 def _attach_raw(engine, world, kind: str, name: str, data: bytes, mime: str | None) -> int:
     """An Attachment row as an older Gridline stored it: the sender's type, unchecked
     (written past core's actions, which no longer record a type off the allow-list)."""
-    from core.db import session_scope
-    from core.models import Attachment, Case
+    from core.cases.models import Attachment, Case
+    from core.platform.db import session_scope
 
     path = world.data_dir / "chat" / name
     path.parent.mkdir(parents=True, exist_ok=True)

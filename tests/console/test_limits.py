@@ -11,12 +11,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from core import actions, apikeys, intake
+from core import actions
 from core.actions import Petition
-from core.db import session_scope
-from core.flood import DUPLICATE, FLOOD
-from core.models import Case, CaseEvent, CaseStatus, Channel
-from core.settings import Settings
+from core.cases import intake
+from core.cases.flood import DUPLICATE, FLOOD
+from core.cases.models import Case, CaseEvent, CaseStatus, Channel
+from core.people import apikeys
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import csrf_of, login
 

@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from core.db import session_scope
-from core.media import media_store
-from core.models import Attachment
-from core.settings import Settings
+from core.cases.models import Attachment
+from core.platform.db import session_scope
+from core.platform.media import media_store
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import login
 

@@ -1,6 +1,6 @@
 """Open311 GeoReport v2 over a real aiohttp server on both databases: every response checked
 against the spec's fields and types (JSON and XML), the standard filters, POST through
-core.intake idempotent per client request id, API keys, errors in the spec's format, and
+core.cases.intake idempotent per client request id, API keys, errors in the spec's format, and
 no personal data published."""
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from console.open311 import public_text
-from core import apikeys, clock
-from core.db import session_scope
-from core.models import AuditEntry, Case, CaseEvent, Channel, Survey
-from core.settings import Settings
+from core.cases.models import Case, CaseEvent, Channel
+from core.followup.models import Survey
+from core.people import apikeys
+from core.people.models import AuditEntry
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.core.reports_world import NOW, build_reports_world
 

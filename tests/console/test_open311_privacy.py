@@ -11,14 +11,17 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from core import actions, rules
-from core.db import session_scope
-from core.models import Channel, Household, Resident
-from core.rules import reload_rules
-from core.settings import Settings
+from core import actions
+from core.cases.models import Channel
+from core.people.models import Resident
+from core.places.models import Household
+from core.platform import rules
+from core.platform.db import session_scope
+from core.platform.rules import reload_rules
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.core.district import build_district
-from tests.core.test_redaction import CORPUS, digits_of, leaks
+from tests.core.people.test_redaction import CORPUS, digits_of, leaks
 
 
 @pytest.fixture

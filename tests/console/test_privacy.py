@@ -13,11 +13,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from core import actions, rules
-from core.db import session_scope
-from core.models import AuditEntry, Channel, Household, Resident
-from core.rules import reload_rules
-from core.settings import Settings
+from core import actions
+from core.cases.models import Channel
+from core.people.models import AuditEntry, Resident
+from core.places.models import Household
+from core.platform import rules
+from core.platform.db import session_scope
+from core.platform.rules import reload_rules
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import login
 

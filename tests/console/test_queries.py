@@ -11,10 +11,12 @@ from sqlmodel import select
 
 from console import queries
 from console.access import principal_for
-from core import actions, clock
-from core.db import session_scope
+from console.models import ConsoleUser
+from core import actions
+from core.cases.models import Channel
 from core.errors import InvalidInput
-from core.models import Channel, ConsoleUser
+from core.platform import clock
+from core.platform.db import session_scope
 
 
 def _p(session, name="op"):

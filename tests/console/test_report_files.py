@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from console import report_files
-from core import reports
-from core.db import session_scope
+from core.platform.db import session_scope
+from core.reporting import reports
 from tests.conftest import IN_CI
 from tests.console.test_dashboard import csv_blocks
+from tests.core.reporting.test_reports import sql, totals_sql
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world
-from tests.core.test_reports import sql, totals_sql
 
 TZ = "Asia/Shanghai"
 POPPLER = shutil.which("pdftoppm") and shutil.which("pdftotext") and shutil.which("pdffonts")

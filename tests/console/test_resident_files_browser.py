@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestServer
 from sqlmodel import select
 
 from console.access import invalidate_grid_tree
-from core.db import session_scope
-from core.models import Attachment
-from core.settings import Settings
+from core.cases.models import Attachment
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from speech_models.pool import SpeechPool
 from tests.chat.conftest import Harness, _fake_speech, demo  # noqa: F401  (demo: the chat tests' district)

@@ -10,10 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Attachment, Case
-from core.privacy import parse_age, shred_older_than
-from core.settings import Settings
+from core.cases.models import Attachment, Case
+from core.cases.privacy import parse_age, shred_older_than
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import add_users, login
 from tests.core.actions.test_privacy import PHONE, build_privacy_world

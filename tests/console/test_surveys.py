@@ -6,8 +6,10 @@ from __future__ import annotations
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
-from core.models import AuditEntry, CaseEvent, CaseStatus, Survey, SurveyStatus
+from core.cases.models import CaseEvent, CaseStatus
+from core.followup.models import Survey, SurveyStatus
+from core.people.models import AuditEntry
+from core.platform.db import session_scope
 from tests.console.conftest import csrf_of, login, manual_survey
 
 

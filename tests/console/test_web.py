@@ -7,8 +7,8 @@ import logging
 
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import ConsoleSession
+from console.models import ConsoleSession
+from core.platform.db import session_scope
 from tests.console.conftest import csrf_of, login
 
 
@@ -46,7 +46,7 @@ async def test_secure_cookie_when_the_public_url_is_https(engine, world, monkeyp
     from aiohttp.test_utils import TestClient, TestServer
 
     from console.config import get_console_settings
-    from core.settings import Settings
+    from core.platform.settings import Settings
     from gridline.app import build_app
 
     monkeypatch.setenv("GRIDLINE_PUBLIC_URL", "https://hotline.example.org")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.calendar import DATA_DIR, WorkingCalendar
+from core.deadlines.calendar import DATA_DIR, WorkingCalendar
 
 
 @pytest.fixture(scope="module")

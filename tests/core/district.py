@@ -7,20 +7,11 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from core.calendar import bundled_calendar_files, load_calendar_file, sync_calendar_days
-from core.models import (
-    Category,
-    CategorySla,
-    Department,
-    Grid,
-    GridLevel,
-    Household,
-    Resident,
-    Urgency,
-    Worker,
-    WorkerGrid,
-    WorkerRole,
-)
+from core.cases.models import Category, Urgency
+from core.deadlines.calendar import bundled_calendar_files, load_calendar_file, sync_calendar_days
+from core.deadlines.models import CategorySla
+from core.people.models import Department, Resident, Worker, WorkerGrid, WorkerRole
+from core.places.models import Grid, GridLevel, Household
 
 
 @dataclass

@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 
 from sqlmodel import select
 
-from core import actions, clock
-from core.db import session_scope
-from core.models import Channel, Survey
+from core import actions
+from core.cases.models import Channel
+from core.followup.models import Survey
+from core.platform import clock
+from core.platform.db import session_scope
 from tests.core.district import District, build_district
 
 # Naive UTC; the district is Asia/Shanghai (+8). Nov 2026 = [2026-10-31 16:00, 2026-11-30 16:00) UTC.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from core import actions, staff
+from core import actions
 from core.actions import Petition
-from core.db import session_scope
-from core.models import Channel, Grid
+from core.cases.models import Channel
+from core.people import staff
+from core.places.models import Grid
+from core.platform.db import session_scope
 
 
 def link(engine, chat_id: int, code: str) -> None:

@@ -29,18 +29,11 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
-from core.models import (
-    Attachment,
-    CallSession,
-    Case,
-    Channel,
-    Grid,
-    GridLevel,
-    Job,
-    Survey,
-    SurveyStatus,
-)
+from core.cases.models import Attachment, CallSession, Case, Channel
+from core.followup.models import Survey, SurveyStatus
+from core.places.models import Grid, GridLevel
+from core.platform.db import session_scope
+from core.platform.models import Job
 from tests.deploy.rig import TOKEN, ConsoleReader, Deployment
 from tests.ivr.conftest import silence, tone
 from tests.ivr.load import CallPlan, demo_phones, known_caller, place_calls
@@ -105,7 +98,7 @@ def verified_case(engine, phone: str) -> int:
         actions.verify(s, case, actor="test")
         case_id = case.id
     with session_scope(engine) as s:
-        from core import clock
+        from core.platform import clock
 
         s.execute(update(Job).where(Job.kind == "survey_phone").values(run_at=clock.utcnow()))
     return case_id
@@ -156,7 +149,7 @@ def cases_of_call(engine, call_sid: str, phone: str) -> tuple[int | None, int]:
 
 
 def _variants(phone: str) -> list[str]:
-    from core.routing import phone_variants
+    from core.places.routing import phone_variants
 
     return sorted(phone_variants(phone))
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from console.auth import add_user
 from core import actions
 from core.actions import Petition
-from core.db import make_engine, session_scope
-from core.models import Channel
-from core.settings import Settings
+from core.cases.models import Channel
+from core.platform.db import make_engine, session_scope
+from core.platform.settings import Settings
 from gridline.app import HSTS, SERVER_GC_THRESHOLDS, build_app
 from tests.support.waiting import until
 
@@ -29,7 +29,7 @@ async def test_health_and_readiness(engine, tmp_path):
 
 
 async def test_the_system_page_shows_jobs_nobody_takes_and_paused_kinds_to_admins_only(engine, tmp_path):
-    from core import jobs
+    from core.platform import jobs
     from tests.support.console_admin import add_admin, admin_json
 
     add_admin(engine)
@@ -79,7 +79,7 @@ async def test_readiness_reports_a_missing_database(tmp_path):
 
 
 def test_cli_db_upgrade_and_cases(monkeypatch, tmp_path, engine):
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from gridline.cli import app
 
     monkeypatch.setenv("GRIDLINE_DATABASE_URL", str(engine.url.render_as_string(hide_password=False)))
@@ -121,7 +121,7 @@ async def test_a_busy_database_is_a_503_with_retry_after(engine, tmp_path):
     app.router.add_get("/test/slow", slow)
     async with TestClient(TestServer(app)) as client:
         db = app[SERVICES].db
-        from core.indexes import CACHE
+        from core.places.indexes import CACHE
 
         # The start-up warming of the routing indexes has used its thread and is done.
         await until(lambda: CACHE.current(engine) is not None and db.busy == 0 and db.waiting == 0)

@@ -16,10 +16,12 @@ from typer.testing import CliRunner
 
 from core import actions
 from core.actions import FileRef, Petition
-from core.db import session_scope
-from core.demo import load_demo
-from core.models import AuditEntry, Channel, Household, Resident
-from core.settings import get_settings
+from core.cases.models import Channel
+from core.people.models import AuditEntry, Resident
+from core.places.models import Household
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
+from core.reference.demo import load_demo
 from tests.support.serve import database_url
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,10 +22,13 @@ import pytest
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from core.db import make_engine, session_scope
-from core.models import CallSession, Case, Department, Grid, GridLevel, Instance, StreamSegment
-from core.queries import case_files
-from core.settings import normalise_database_url
+from core.cases.models import CallSession, Case
+from core.cases.queries import case_files
+from core.people.models import Department
+from core.places.models import Grid, GridLevel
+from core.platform.db import make_engine, session_scope
+from core.platform.models import Instance, StreamSegment
+from core.platform.settings import normalise_database_url
 from ivr.simulator import CallScript, Simulator, Turn, audio_frames
 from tests.conftest import PG_URL
 from tests.ivr.conftest import TOKEN, UNKNOWN_PHONE

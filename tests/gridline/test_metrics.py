@@ -20,11 +20,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import actions, jobs
+from core import actions
 from core.actions import Petition
-from core.db import session_scope
-from core.models import Channel
-from core.settings import Settings
+from core.cases.models import Channel
+from core.platform import jobs
+from core.platform.db import session_scope
+from core.platform.settings import Settings
 from gridline import metrics
 from gridline.app import SERVICES, build_app
 from gridline.metrics import METRICS
@@ -393,7 +394,7 @@ def test_json_logs_of_a_real_server_one_object_a_line_with_the_callsid(engine, t
 
 
 async def test_files_waiting_for_the_media_store_are_counted_with_their_bytes(engine, tmp_path):
-    from core.models import Attachment
+    from core.cases.models import Attachment
 
     with session_scope(engine) as session:
         session.add(Attachment(kind="recording", path="recordings/a.wav", size=1000, sha256="0" * 64,

@@ -42,7 +42,7 @@ def test_serve_on_empty_database_loads_demo_and_is_ready(tmp_path):
 
 
 def test_demo_load_and_grid_import_errors_through_the_cli(tmp_path, monkeypatch):
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from gridline.cli import app
 
     monkeypatch.setenv("GRIDLINE_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.sqlite3'}")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from core.settings import Settings
+from core.platform.settings import Settings
 from gridline.speech import build_speech
 from speech_models import catalogue
 

@@ -7,15 +7,16 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from core.db import session_scope
-from core.models import AuditEntry, ConsoleUser
+from console.models import ConsoleUser
+from core.people.models import AuditEntry
+from core.platform.db import session_scope
 from tests.core.district import build_district
 from tests.support.serve import ServeProcess, database_url
 
 
 @pytest.fixture
 def cli(monkeypatch, engine, tmp_path):
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from gridline.cli import app
 
     monkeypatch.setenv("GRIDLINE_DATABASE_URL", database_url(engine))

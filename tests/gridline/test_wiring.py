@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core import events
+from core.cases import events
 from gridline.wiring import wire
 
 ROOT = Path(__file__).resolve().parents[2]

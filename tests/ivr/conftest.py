@@ -12,22 +12,12 @@ import pytest
 from aiohttp import web
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import (
-    CallSession,
-    Case,
-    Category,
-    GazetteerEntry,
-    Grid,
-    GridLevel,
-    Household,
-    Resident,
-    Worker,
-    WorkerGrid,
-    WorkerRole,
-)
-from core.runner import JobRunner
-from core.settings import Settings
+from core.cases.models import CallSession, Case, Category
+from core.people.models import Resident, Worker, WorkerGrid, WorkerRole
+from core.places.models import GazetteerEntry, Grid, GridLevel, Household
+from core.platform.db import session_scope
+from core.platform.runner import JobRunner
+from core.platform.settings import Settings
 from gridline.app import SERVICES, Services
 from ivr.config import FlowConfig
 from ivr.simulator import Simulator
@@ -120,7 +110,7 @@ class Rig:
 
     def path(self, stored: str) -> Path:
         """A recording on disk from the path the database keeps (relative to the data dir)."""
-        from core.storage import resolve
+        from core.platform.storage import resolve
 
         assert not Path(stored).is_absolute(), f"stored absolute: {stored}"
         return resolve(stored, self.settings.data_dir)
@@ -130,15 +120,15 @@ class Rig:
             return s.get(Case, case_id)
 
     def jobs(self, kind: str = "transcribe_recording") -> list:
-        from core.models import Job
+        from core.platform.models import Job
 
         with session_scope(self.engine) as s:
             return list(s.exec(select(Job).where(Job.kind == kind).order_by(Job.id)).all())
 
     def recordings(self, case: Case) -> list[Path]:
         """The case's recordings on disk, in the order they were attached."""
-        from core.queries import case_files
-        from core.storage import resolve
+        from core.cases.queries import case_files
+        from core.platform.storage import resolve
 
         with session_scope(self.engine) as s:
             return [resolve(a.path, self.settings.data_dir) for a in case_files(s, case.id, "recording")]

@@ -20,10 +20,10 @@ from pathlib import Path
 import aiohttp
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import CallSession, Case
-from core.queries import case_files
-from core.storage import resolve
+from core.cases.models import CallSession, Case
+from core.cases.queries import case_files
+from core.platform.db import session_scope
+from core.platform.storage import resolve
 from ivr.simulator import CallResult, CallScript, Simulator, Turn, audio_frames
 
 KOREAN = "안녕하세요 우리 아파트 앞에 가로등이 고장났어요 빨리 고쳐 주세요"
@@ -44,7 +44,7 @@ def korean_speech(directory: Path, repeat: int = 1, name: str | None = None) -> 
 
 def demo_phones(engine, n: int) -> list[str]:
     """Numbers of registered households (known callers: no address turn), +86 form."""
-    from core.models import Resident
+    from core.people.models import Resident
 
     with session_scope(engine) as s:
         phones = s.exec(select(Resident.phone).where(Resident.phone.like("1%")).order_by(Resident.id).limit(n)).all()

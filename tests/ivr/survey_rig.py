@@ -14,14 +14,18 @@ import pytest
 from aiohttp import web
 from sqlmodel import select
 
-from core import actions, clock
-from core.db import session_scope
-from core.models import Case, CaseEvent, Channel, Job, JobStatus, Survey, SurveyCall
-from core.rules import reload_rules
-from core.runner import JobRunner
-from core.settings import Settings
+from core import actions
+from core.cases.models import Case, CaseEvent, Channel
+from core.followup.models import Survey
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from core.platform.rules import reload_rules
+from core.platform.runner import JobRunner
+from core.platform.settings import Settings
 from gridline.app import SERVICES, Services
 from ivr.config import FlowConfig
+from ivr.models import SurveyCall
 from ivr.survey_web import SURVEY_LANE
 from ivr.survey_web import setup as setup_surveys
 from ivr.web import setup

@@ -7,11 +7,13 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from core import indexes
-from core.address import spoken
-from core.db import session_scope
-from core.demo import load_demo
-from core.models import Case, GazetteerEntry, Grid, Household, Resident
+from core.cases.models import Case
+from core.people.models import Resident
+from core.places import indexes
+from core.places.address import spoken
+from core.places.models import GazetteerEntry, Grid, Household
+from core.platform.db import session_scope
+from core.reference.demo import load_demo
 from ivr.simulator import CallScript, Turn
 from tests.ivr.conftest import start_rig, tone
 

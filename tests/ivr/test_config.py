@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.rules import RulesError
+from core.platform.rules import RulesError
 from ivr.config import FLOW, SURVEY_FLOW, FlowConfig, load_flow
 from ivr.flow import Flow
 from ivr.survey_twiml import SurveyFlowConfig

@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlmodel import select
 
-from core import clock
-from core.db import session_scope
-from core.models import Attachment, CalendarDay, CaseEvent, CaseStatus
-from core.queries import case_files
+from core.cases.models import Attachment, CaseEvent, CaseStatus
+from core.cases.queries import case_files
+from core.deadlines.models import CalendarDay
+from core.platform import clock
+from core.platform.db import session_scope
 from ivr.simulator import CallScript, Turn
 from speech_models.audio import read_wav
 
@@ -243,7 +244,7 @@ async def test_operator_hours_follow_the_working_calendar(engine, tmp_path, fake
         with session_scope(engine) as s:
             s.add(CalendarDay(day=datetime(2026, 10, 1).date(), is_working=False, note="国庆节"))
             s.add(CalendarDay(day=datetime(2026, 9, 20).date(), is_working=True, note="国庆节调休上班"))
-        from core.sla import invalidate_calendars
+        from core.deadlines.sla import invalidate_calendars
 
         invalidate_calendars()
         rig.hotline.operator_hours = [(datetime(1, 1, 1, 8, 30).time(), datetime(1, 1, 1, 17, 30).time())]
@@ -260,7 +261,7 @@ async def test_operator_hours_follow_the_working_calendar(engine, tmp_path, fake
 async def test_a_call_stored_in_the_old_state_shape_goes_on(rig, fake_speech):
     """Rows written before the state was typed (string-keyed JSON, absolute paths) are read
     into the typed state: a call in the middle of its read-back finishes normally."""
-    from core.models import CallSession
+    from core.cases.models import CallSession
 
     fake_speech.say("路灯 坏 了")
     first = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1", "1"],

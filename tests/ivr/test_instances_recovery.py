@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from core import instances
-from core.clock import utcnow
-from core.db import session_scope
-from core.models import CallSession, Instance, StreamSegment
+from core.cases.models import CallSession
+from core.platform import instances
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Instance, StreamSegment
 from ivr.recovery import pending_calls
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from core import rules
-from core.db import session_scope
-from core.flood import DUPLICATE, FLOOD
-from core.models import CaseEvent, CaseStatus
-from core.rules import reload_rules
+from core.cases.flood import DUPLICATE, FLOOD
+from core.cases.models import CaseEvent, CaseStatus
+from core.platform import rules
+from core.platform.db import session_scope
+from core.platform.rules import reload_rules
 from ivr.simulator import CallScript, Turn
 
 from .conftest import KNOWN_PHONE, silence, tone

@@ -12,8 +12,8 @@ import uuid
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Case
+from core.cases.models import Case
+from core.platform.db import session_scope
 from tests.support.console_admin import add_admin, admin_json_over_http
 from tests.support.serve import ServeProcess, database_url
 

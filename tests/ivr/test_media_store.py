@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Attachment
-from core.uploads import MEDIA_UPLOAD_JOB, upload_handler
+from core.cases.models import Attachment
+from core.platform.db import session_scope
+from core.platform.uploads import MEDIA_UPLOAD_JOB, upload_handler
 from gridline.app import SERVICES
 from ivr.simulator import CallScript, Turn
 

@@ -13,10 +13,10 @@ import uuid
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import CallSession, Case
-from core.queries import case_files
-from core.storage import resolve
+from core.cases.models import CallSession, Case
+from core.cases.queries import case_files
+from core.platform.db import session_scope
+from core.platform.storage import resolve
 from tests.support.serve import ServeProcess, database_url
 
 from .conftest import TOKEN, wait_until

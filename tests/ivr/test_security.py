@@ -10,8 +10,8 @@ import pytest
 from sqlmodel import select
 from twilio.request_validator import RequestValidator
 
-from core.db import session_scope
-from core.models import CallSession
+from core.cases.models import CallSession
+from core.platform.db import session_scope
 from ivr.simulator import CallResult, CallScript, Turn
 
 from .conftest import FIXTURES, KNOWN_PHONE, TOKEN, tone

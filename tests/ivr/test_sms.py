@@ -8,9 +8,12 @@ import aiohttp
 from sqlalchemy import update
 from sqlmodel import select
 
-from core import actions, clock
-from core.db import session_scope
-from core.models import AuditEntry, Channel, Job, JobStatus, Resident
+from core import actions
+from core.cases.models import Channel
+from core.people.models import AuditEntry, Resident
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
 from ivr.sms import ProgressSms
 from tests.support.fake_twilio import Callee
 from tests.support.twilio_signing import signed_headers

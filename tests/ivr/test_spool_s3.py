@@ -16,10 +16,10 @@ from datetime import timedelta
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Attachment, CallSession, Case
-from core.queries import case_files
-from core.uploads import MEDIA_UPLOAD_JOB, upload_handler
+from core.cases.models import Attachment, CallSession, Case
+from core.cases.queries import case_files
+from core.platform.db import session_scope
+from core.platform.uploads import MEDIA_UPLOAD_JOB, upload_handler
 from ivr.simulator import CallScript, Turn
 from speech_models.audio import read_wav
 from tests.support.serve import ServeProcess, database_url

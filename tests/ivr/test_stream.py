@@ -229,7 +229,7 @@ async def test_recovery_after_restart(engine, tmp_path, fake_speech):
         assert case.description == "小区路灯坏了"
         await wait_until(lambda: [j.status for j in rig2.jobs()] == ["done"], what="the job to be done")
         # a second sweep finds nothing more to do
-        from core.clock import utcnow
+        from core.platform.clock import utcnow
 
         assert await rig2.hotline.recover(utcnow()) == []
     finally:

@@ -15,21 +15,17 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import func, select
 
-from core import actions, clock, jobs
-from core.db import session_scope
-from core.models import (
-    CalendarDay,
-    Case,
-    CaseStatus,
-    Channel,
-    Job,
-    JobStatus,
-    Resident,
-    Survey,
-    SurveyCall,
-)
-from core.runner import JobRunner
+from core import actions
+from core.cases.models import Case, CaseStatus, Channel
+from core.deadlines.models import CalendarDay
+from core.followup.models import Survey
+from core.people.models import Resident
+from core.platform import clock, jobs
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from core.platform.runner import JobRunner
 from ivr import survey_calls
+from ivr.models import SurveyCall
 from tests.conftest import _truncate_all
 from tests.support.fake_twilio import Callee, FakeTwilio, make_twilio_client
 from tests.support.jobs_process import JobsProcess
@@ -339,7 +335,7 @@ async def test_marked_do_not_call_after_the_survey_started(srig, fake):
 async def test_no_twilio_credentials_leaves_the_jobs_queued_and_says_why_once(engine, tmp_path, fake_speech, caplog):
     from aiohttp import web
 
-    from core.settings import Settings
+    from core.platform.settings import Settings
     from gridline.app import SERVICES, Services
     from ivr.survey_web import setup as setup_surveys
     from ivr.web import setup

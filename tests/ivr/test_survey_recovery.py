@@ -15,10 +15,13 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
-from core import actions, clock
-from core.db import session_scope
-from core.models import Attachment, CaseEvent, Channel, Job, JobStatus, Survey
-from core.storage import resolve
+from core import actions
+from core.cases.models import Attachment, CaseEvent, Channel
+from core.followup.models import Survey
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from core.platform.storage import resolve
 from ivr import survey_calls
 from ivr.simulator import CallScript, Simulator, Turn
 from tests.support.fake_twilio import FakeTwilio, make_twilio_client

@@ -8,9 +8,10 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from core import clock
-from core.db import session_scope
-from core.models import Attachment, CaseStatus, SurveyStatus
+from core.cases.models import Attachment, CaseStatus
+from core.followup.models import SurveyStatus
+from core.platform import clock
+from core.platform.db import session_scope
 from tests.support.fake_twilio import Callee
 
 from .conftest import KNOWN_PHONE, silence, tone

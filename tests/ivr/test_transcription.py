@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import Case, CaseEvent
+from core.cases.models import Case, CaseEvent
+from core.platform.db import session_scope
 from ivr.config import FlowConfig
 from ivr.simulator import CallScript, Turn
 from ivr.transcription import run_speech_jobs

@@ -59,7 +59,7 @@ def test_service_hours_override_is_parsed():
 
 
 async def test_cli_simulate_call(rig, fake_speech, tmp_path, monkeypatch):
-    from core.settings import get_settings
+    from core.platform.settings import get_settings
     from gridline.cli import app
     from speech_models.audio import mulaw_decode, write_wav
 
@@ -84,7 +84,7 @@ async def test_cli_simulate_call(rig, fake_speech, tmp_path, monkeypatch):
 async def test_the_composed_app_serves_the_hotline(engine, tmp_path, fake_speech):
     from aiohttp.test_utils import TestClient, TestServer
 
-    from core.settings import Settings
+    from core.platform.settings import Settings
     from gridline.app import build_app
     from tests.support.console_admin import add_admin, admin_json
 

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from core.settings import get_settings
+from core.platform.settings import get_settings
 from gridline.commands import speech as cmd
 from speech_models import catalogue as cat
 from speech_models.audio import decode_file, write_wav

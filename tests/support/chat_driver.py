@@ -25,9 +25,9 @@ import aiohttp
 from sqlmodel import select
 
 from chat import inbox
-from core.db import session_scope
-from core.models import Case
-from core.models import Resident as ResidentRow
+from core.cases.models import Case
+from core.people.models import Resident as ResidentRow
+from core.platform.db import session_scope
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.serve import ServeProcess
 

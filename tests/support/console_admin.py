@@ -11,7 +11,7 @@ import urllib.request
 
 from sqlalchemy import Engine
 
-from core.db import session_scope
+from core.platform.db import session_scope
 
 ADMIN = "sysadmin"
 PASSWORD = "correct horse battery staple"

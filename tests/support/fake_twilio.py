@@ -57,7 +57,7 @@ import aiohttp
 from aiohttp import web
 from twilio.rest import Client
 
-from core import clock
+from core.platform import clock
 from ivr.simulator import CallResult, CallScript, Simulator, Turn
 from ivr.twilio_http import AsyncBaseUrlHttpClient, BaseUrlHttpClient
 from tests.support.twilio_signing import SIGNATURE_HEADER, sign_twilio_request
@@ -73,7 +73,7 @@ _MULTI_VALUED = {"StatusCallbackEvent", "RecordingStatusCallbackEvent"}
 
 
 def _now() -> datetime:
-    """The fake's clock is the app's (``core.clock``): a test that freezes time freezes both."""
+    """The fake's clock is the app's (``core.platform.clock``): a test that freezes time freezes both."""
     return clock.utcnow().replace(tzinfo=UTC)
 
 

@@ -19,8 +19,8 @@ import threading
 
 from sqlalchemy import text
 
-from core.db import make_engine
-from core.settings import normalise_database_url
+from core.platform.db import make_engine
+from core.platform.settings import normalise_database_url
 
 _TERMINATE = text(
     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

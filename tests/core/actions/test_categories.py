@@ -9,9 +9,10 @@ from sqlmodel import select
 
 from chat.store import category_options
 from core.actions.categories import sync_categories
-from core.db import session_scope
-from core.models import AuditEntry, Category
-from core.rules import load_categories
+from core.cases.models import Category
+from core.people.models import AuditEntry
+from core.platform.db import session_scope
+from core.platform.rules import load_categories
 from tests.core.district import build_district
 
 

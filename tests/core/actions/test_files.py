@@ -7,11 +7,11 @@ import pytest
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
+from core.cases.models import Attachment, CaseEvent, Channel
+from core.cases.queries import case_files
 from core.errors import InvalidInput
-from core.models import Attachment, CaseEvent, Channel
-from core.queries import case_files
-from core.storage import resolve, stored_path
+from core.platform.db import session_scope
+from core.platform.storage import resolve, stored_path
 from tests.core.district import build_district
 
 

@@ -13,22 +13,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from sqlmodel import func, select
 
-from core import actions, clock, jobs, survey_policy
+from core import actions
 from core.actions import Petition
-from core.db import session_scope
+from core.cases.models import OPEN_STATUSES, Case, CaseEvent, CaseStatus, Channel
 from core.errors import IllegalTransition, InvalidInput
-from core.models import (
-    OPEN_STATUSES,
-    Case,
-    CaseEvent,
-    CaseStatus,
-    Channel,
-    GridLevel,
-    Job,
-    Resident,
-    Survey,
-    SurveyStatus,
-)
+from core.followup import survey_policy
+from core.followup.models import Survey, SurveyStatus
+from core.people.models import Resident
+from core.places.models import GridLevel
+from core.platform import clock, jobs
+from core.platform.db import session_scope
+from core.platform.models import Job
 from tests.core.district import build_district
 
 S = CaseStatus

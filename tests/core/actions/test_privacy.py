@@ -1,4 +1,4 @@
-"""Shredding a case past retention (core/actions/privacy.py and core/privacy.py) on both
+"""Shredding a case past retention (core/actions/privacy.py and core/cases/privacy.py) on both
 databases: files gone from disk with their rows, personal data gone from the case, its
 events, survey, calls, audit rows and its chat-only resident; the figures of past periods
 unchanged; open and recent cases untouched; every shredding audited."""
@@ -13,20 +13,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core import actions, clock, reports
-from core.db import session_scope
+from core import actions
+from core.cases.models import Attachment, CallSession, Case, CaseEvent, Channel
+from core.cases.privacy import parse_age, shred_older_than
 from core.errors import IllegalTransition, InvalidInput
-from core.models import (
-    Attachment,
-    AuditEntry,
-    CallSession,
-    Case,
-    CaseEvent,
-    Channel,
-    Resident,
-    Survey,
-)
-from core.privacy import parse_age, shred_older_than
+from core.followup.models import Survey
+from core.people.models import AuditEntry, Resident
+from core.platform import clock
+from core.platform.db import session_scope
+from core.reporting import reports
 from tests.core.reports_world import NOW, ReportsWorld, build_reports_world
 
 LATER = NOW + timedelta(days=400)  # November 2026 is past a year's retention by then

@@ -8,8 +8,9 @@ from sqlmodel import Session, select
 
 from core import actions
 from core.actions import reference
-from core.models import AuditEntry, Grid, Household, Resident
-from tests.core.test_importers import FIXTURES
+from core.people.models import AuditEntry, Resident
+from core.places.models import Grid, Household
+from tests.core.reference.test_importers import FIXTURES
 
 
 def audited(session: Session, action: str) -> list[AuditEntry]:

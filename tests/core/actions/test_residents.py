@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
-from core.models import AuditEntry, Resident
+from core.people.models import AuditEntry, Resident
+from core.platform.db import session_scope
 
 
 def test_linking_a_chat_and_setting_a_phone_are_audited(engine):

@@ -1,4 +1,4 @@
-"""core.actions.survey and core.survey_policy: attempts are case events; what an answer
+"""core.actions.survey and core.followup.survey_policy: attempts are case events; what an answer
 does is rules data; who gets which follow-up, and what follows each phone call, too."""
 
 from __future__ import annotations
@@ -9,11 +9,16 @@ from datetime import datetime, timedelta
 import pytest
 from sqlmodel import select
 
-from core import actions, clock, jobs, survey_policy
-from core.db import session_scope
+from core import actions
+from core.cases.models import Case, CaseEvent, CaseStatus, Channel
 from core.errors import IllegalTransition, InvalidInput
-from core.models import Case, CaseEvent, CaseStatus, Channel, Job, Resident, Survey, SurveyStatus
-from core.rules import load_rules
+from core.followup import survey_policy
+from core.followup.models import Survey, SurveyStatus
+from core.people.models import Resident
+from core.platform import clock, jobs
+from core.platform.db import session_scope
+from core.platform.models import Job
+from core.platform.rules import load_rules
 from tests.core.actions.test_lifecycle import _verified_case, act, district, submit  # noqa: F401  (fixture)
 
 
@@ -178,7 +183,7 @@ def test_answers_and_a_comment_are_events(engine, district, tmp_path):  # noqa: 
 
 
 def test_the_case_counts_its_answered_surveys_for_the_figures(engine, district):  # noqa: F811
-    """core.figures reads the satisfaction rate off the case: every answer is counted there,
+    """core.reporting.figures reads the satisfaction rate off the case: every answer is counted there,
     in the transaction that records it, and agrees with the Survey rows."""
     case = _verified_case(engine, district)
     with session_scope(engine) as session:

@@ -7,8 +7,8 @@ import pytest
 from sqlmodel import select
 
 from core import actions
-from core.db import session_scope
-from core.models import CaseEvent, Channel
+from core.cases.models import CaseEvent, Channel
+from core.platform.db import session_scope
 from tests.core.district import build_district
 
 REC = actions.FileRef(kind="recording", path="recordings/20261201/CA1-petition-1.wav", mime_type="audio/wav")

@@ -8,12 +8,14 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from core import actions
-from core.db import session_scope
-from core.demo import load_demo
-from core.intake import suggest_categories
-from core.models import AuditEntry, Case, Category, CategorySla, Channel, Department, Urgency
-from core.rules import CATEGORIES_ENV, DATA_DIR
-from core.settings import get_settings
+from core.cases.intake import suggest_categories
+from core.cases.models import Case, Category, Channel, Urgency
+from core.deadlines.models import CategorySla
+from core.people.models import AuditEntry, Department
+from core.platform.db import session_scope
+from core.platform.rules import CATEGORIES_ENV, DATA_DIR
+from core.platform.settings import get_settings
+from core.reference.demo import load_demo
 from gridline.cli import app
 from tests.support.serve import database_url
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from core.db import session_scope
-from core.models import CallSession
+from core.cases.models import CallSession
+from core.platform.db import session_scope
 from tests.ivr.conftest import TOKEN, fake_speech, rig  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[3]

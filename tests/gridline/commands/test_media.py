@@ -8,9 +8,9 @@ import hashlib
 import pytest
 from typer.testing import CliRunner
 
-from core.db import session_scope
-from core.models import Attachment
-from core.settings import get_settings
+from core.cases.models import Attachment
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
 from tests.gridline.test_cli import assert_short_error, gridline
 from tests.support.serve import database_url
 

@@ -11,14 +11,16 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from core import apikeys, clock
-from core.db import session_scope
-from core.models import ApiKey, AuditEntry, Case
-from core.settings import get_settings
+from core.cases.models import Case
+from core.people import apikeys
+from core.people.models import ApiKey, AuditEntry
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
 from gridline.cli import app
 from tests.core.actions.test_privacy import LATER, build_privacy_world
+from tests.core.reporting.test_reports import totals_sql
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world
-from tests.core.test_reports import totals_sql
 from tests.support.serve import database_url
 
 runner = CliRunner()

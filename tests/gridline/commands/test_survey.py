@@ -11,10 +11,13 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from core import actions, clock
-from core.db import session_scope
-from core.models import Attachment, AuditEntry, CaseStatus, Channel, SurveyStatus
-from core.settings import get_settings
+from core import actions
+from core.cases.models import Attachment, CaseStatus, Channel
+from core.followup.models import SurveyStatus
+from core.people.models import AuditEntry
+from core.platform import clock
+from core.platform.db import session_scope
+from core.platform.settings import get_settings
 from gridline.cli import app
 from tests.ivr.conftest import KNOWN_PHONE, TOKEN, fake_speech  # noqa: F401  (fixture)
 from tests.ivr.survey_rig import fake, fast_calls, local, srig  # noqa: F401  (fixtures)

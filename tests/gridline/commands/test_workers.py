@@ -16,13 +16,13 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from chat.worker_store import invite_key
-from core import staff
-from core.db import session_scope
-from core.models import StaffChat
-from core.settings import Settings, get_settings
+from core.people import staff
+from core.people.models import StaffChat
+from core.platform.db import session_scope
+from core.platform.settings import Settings, get_settings
 from gridline.cli import app
 from tests.core.district import build_district
-from tests.core.test_scores import fixture  # noqa: F401  (the hand-computed scores fixture)
+from tests.core.reporting.test_scores import fixture  # noqa: F401  (the hand-computed scores fixture)
 from tests.support.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
 from tests.support.serve import database_url
 
@@ -92,7 +92,7 @@ async def test_invite_asks_the_bot_api_for_the_bot_name(engine, district, tmp_pa
 def test_report_scores_with_csv(engine, fixture, cli_env, tmp_path):  # noqa: F811
     from datetime import datetime
 
-    from core import clock
+    from core.platform import clock
 
     clock.freeze(datetime(2027, 1, 5))  # the same "as of" as the hand computation
     target = tmp_path / "scores.csv"

@@ -1,0 +1,187 @@
+"""Floods and repeats from one sender: rules.toml ``[intake.flood]``.
+
+A sender is a resident (their chat, or the registry) and a phone number: a petition counts
+against both. Nothing a resident sends is lost: every petition is stored and numbered.
+What this decides is whether intake dispatches it:
+
+* a *suggested duplicate* — its words nearly the same (``duplicate_similarity``, a
+  rapidfuzz ratio) as an open petition from the same sender within
+  ``duplicate_window_minutes`` — waits for an operator (flag ``suggested_duplicate``,
+  linked to the earlier case's number), so the worker is not sent the same thing twice;
+* a petition beyond ``max_petitions`` within ``window_minutes`` waits too (``flood_held``);
+* beyond ``refuse_above``, a channel in ``refuse_channels`` (Open311: another system that
+  keeps its request and may send it again) is refused with ``TooManyPetitions`` before
+  anything is written.
+
+Counting is done under a lock per sender (PostgreSQL advisory locks, taken before the case
+is written; SQLite has one writer at a time anyway), so a burst of parallel petitions from
+one chat is counted one after the other and exactly one of them is dispatched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from rapidfuzz import fuzz
+from sqlalchemy import or_, text
+from sqlmodel import Session, func, select
+
+from core.cases.models import OPEN_STATUSES, Case, CaseEvent, Channel
+from core.errors import TooManyPetitions
+from core.places.routing import normalise_phone, phone_variants
+from core.platform.clock import utcnow
+from core.platform.db import is_postgres
+from core.platform.rules import RulesError, load_rules
+
+DUPLICATE = "suggested_duplicate"
+FLOOD = "flood_held"
+# The first key of PostgreSQL's two-key advisory locks: ours, so another user of advisory
+# locks in the same database never waits for a sender's petitions.
+LOCK_NAMESPACE = 0x6772_6964  # "grid"
+
+
+@dataclass(frozen=True)
+class Sender:
+    resident_id: int | None
+    phone: str | None
+
+    @property
+    def known(self) -> bool:
+        return self.resident_id is not None or bool(self.phone)
+
+    def lock_keys(self) -> list[str]:
+        keys = []
+        if self.resident_id is not None:
+            keys.append(f"resident:{self.resident_id}")
+        if self.phone and (normal := normalise_phone(self.phone)):
+            keys.append(f"phone:{normal}")
+        return sorted(keys)
+
+    def clause(self):  # noqa: ANN201
+        """Cases this sender filed: by the resident, or under any spelling of the number."""
+
+        parts = []
+        if self.resident_id is not None:
+            parts.append(Case.resident_id == self.resident_id)
+        if self.phone:
+            parts.append(Case.contact_phone.in_(sorted(phone_variants(self.phone))))
+        return or_(*parts)
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why intake did not dispatch a petition: ``reason`` is ``duplicate`` or ``flood``."""
+
+    reason: str
+    recent: int  # petitions from the same sender within the window before this one
+    duplicate_of: str | None = None  # the earlier case's number
+    similarity: float | None = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (DUPLICATE,) if self.reason == "duplicate" else (FLOOD,)
+
+    def data(self) -> dict:
+        out: dict = {"reason": self.reason, "recent": self.recent}
+        if self.duplicate_of:
+            out.update(duplicate_of=self.duplicate_of, similarity=self.similarity)
+        return out
+
+
+def rules() -> dict:
+    return load_rules()["intake"]["flood"]
+
+
+def lock(session: Session, sender: Sender) -> None:
+    """Hold the sender's locks to the end of the transaction (PostgreSQL), so two petitions
+    of one sender are screened one after the other."""
+    if not is_postgres(session.get_bind()):
+        return
+    for key in sender.lock_keys():  # sorted: two senders' locks are always taken in one order
+        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": LOCK_NAMESPACE, "key": number})
+
+
+def may_refuse(channel: Channel, sender: Sender) -> bool:
+    return sender.known and channel.value in rules()["refuse_channels"]
+
+
+def refuse_if_over(session: Session, channel: Channel, sender: Sender) -> None:
+    """For a channel that may refuse: ``TooManyPetitions`` (with when to try again) when the
+    sender has filed ``refuse_above`` or more in the window. Call before writing the case."""
+    if not may_refuse(channel, sender):
+        return
+    r = rules()
+    window = timedelta(minutes=r["window_minutes"])
+    since = utcnow() - window
+    count, oldest = session.exec(
+        select(func.count(Case.id), func.min(Case.created_at)).where(sender.clause(), Case.created_at >= since)
+    ).one()
+    if count >= r["refuse_above"]:
+        retry_after = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
+        raise TooManyPetitions(count, int(r["window_minutes"]), retry_after)
+
+
+def comparable(words: str | None) -> str:
+    """Words as compared for duplicates: letters and digits only, lower case."""
+    return "".join(ch for ch in (words or "").lower() if ch.isalnum())
+
+
+def screen(session: Session, case: Case) -> Hold | None:
+    """Whether intake should hold ``case`` instead of dispatching it. Counts only petitions
+    filed before it (by id), so the answer for a case never changes when later ones come."""
+    sender = Sender(case.resident_id, case.contact_phone)
+    if not sender.known:
+        return None
+    lock(session, sender)
+    r = rules()
+    earlier = select(Case).where(sender.clause(), Case.id < case.id)
+    recent = session.exec(
+        select(func.count(Case.id)).where(sender.clause(), Case.id < case.id,
+                                          Case.created_at >= case.created_at - timedelta(minutes=r["window_minutes"]))
+    ).one()
+    words = comparable(case.description)
+    if words:
+        since = case.created_at - timedelta(minutes=r["duplicate_window_minutes"])
+        candidates = session.exec(
+            earlier.where(Case.created_at >= since, Case.status.in_([s.value for s in OPEN_STATUSES]),
+                          Case.description != "").order_by(Case.id).limit(200)
+        ).all()
+        for other in candidates:
+            score = fuzz.ratio(words, comparable(other.description))
+            if score >= r["duplicate_similarity"]:
+                return Hold("duplicate", recent, other.number, round(score, 1))
+    if recent >= r["max_petitions"]:
+        return Hold("flood", recent)
+    return None
+
+
+def hold_of(session: Session, case: Case) -> Hold | None:
+    """The hold intake wrote on ``case`` (its latest ``hold`` event), or None."""
+
+    row = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.action == "hold")
+                       .order_by(CaseEvent.id.desc()).limit(1)).first()
+    if row is None or not row.data:
+        return None
+    d = row.data
+    return Hold(d.get("reason", "flood"), int(d.get("recent", 0)), d.get("duplicate_of"), d.get("similarity"))
+
+
+def check_rules(all_rules: dict) -> None:
+
+    r = all_rules["intake"]["flood"]
+    for key in ("window_minutes", "max_petitions", "refuse_above", "duplicate_window_minutes"):
+        if not r[key] > 0:
+            raise RulesError(f"intake.flood.{key}: must be greater than 0, not {r[key]!r}")
+    if r["refuse_above"] < r["max_petitions"]:
+        raise RulesError("intake.flood.refuse_above: must be at least intake.flood.max_petitions")
+    if not 0 < r["duplicate_similarity"] <= 100:
+        raise RulesError(f"intake.flood.duplicate_similarity: must be between 0 and 100, not "
+                         f"{r['duplicate_similarity']!r}")
+    channels = [c.value for c in Channel]
+    for i, name in enumerate(r["refuse_channels"]):
+        if name not in channels:
+            raise RulesError(f"intake.flood.refuse_channels[{i}]: unknown channel {name!r} "
+                             f"(one of {', '.join(channels)})")

@@ -1,0 +1,68 @@
+"""Read-side lookups the channels and console share (no writes here)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from core.actions import OWNED
+from core.cases.models import Attachment, Case, CaseStatus
+from core.people.models import Resident
+
+
+def worker_queue(session: Session, worker_id: int, limit: int = 100) -> list[Case]:
+    """A worker's open cases, most urgent deadline first."""
+    return list(
+        session.exec(
+            select(Case)
+            .where(Case.worker_id == worker_id, Case.status.in_([s for s in OWNED if s != CaseStatus.verified]))
+            .order_by(Case.resolution_due, Case.id)
+            .limit(limit)
+        ).all()
+    )
+
+
+def resident_cases(session: Session, resident_id: int, limit: int = 20) -> list[Case]:
+    return list(
+        session.exec(
+            select(Case).where(Case.resident_id == resident_id).order_by(Case.created_at.desc()).limit(limit)
+        ).all()
+    )
+
+
+def resident_by_chat(session: Session, chat_id: str) -> Resident | None:
+    return session.exec(select(Resident).where(Resident.chat_id == str(chat_id))).first()
+
+
+def case_files(session: Session, case_id: int, kind: str | None = None) -> list[Attachment]:
+    """A case's files (recordings, voice notes, photos), oldest first; paths are relative to
+    the data directory (``core.platform.storage.resolve``)."""
+    stmt = select(Attachment).where(Attachment.case_id == case_id).order_by(Attachment.id)
+    if kind is not None:
+        stmt = stmt.where(Attachment.kind == kind)
+    return list(session.exec(stmt).all())
+
+
+def known_names(session: Session, cases: list[Case]) -> dict[int, tuple[str, ...]]:
+    """The names known for each case: its resident's and their household's (two queries for
+    a page of cases). What ``core.people.redaction.redact`` masks for certain in the case's text."""
+    resident_ids = sorted({c.resident_id for c in cases if c.resident_id is not None})
+    if not resident_ids:
+        return {}
+    residents = {r.id: r for r in session.exec(select(Resident).where(Resident.id.in_(resident_ids))).all()}
+    households = sorted({r.household_id for r in residents.values() if r.household_id is not None})
+    members: dict[int, set[str]] = {}
+    if households:
+        for household_id, name in session.exec(select(Resident.household_id, Resident.name)
+                                               .where(Resident.household_id.in_(households))).all():
+            if name:
+                members.setdefault(household_id, set()).add(name)
+    out: dict[int, tuple[str, ...]] = {}
+    for case in cases:
+        resident = residents.get(case.resident_id) if case.resident_id is not None else None
+        if resident is None:
+            continue
+        names = set(members.get(resident.household_id, ())) if resident.household_id is not None else set()
+        if resident.name:
+            names.add(resident.name)
+        out[case.id] = tuple(sorted(names))
+    return out

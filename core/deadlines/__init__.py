@@ -1,0 +1,2 @@
+"""Deadlines: the working calendar, deadlines and their colours (SLA), the escalation sweep,
+and staff reminders."""

@@ -1,0 +1,62 @@
+"""Progress SMS for hotline callers: which changes of a case a caller hears about by SMS
+(rules.toml ``[sms]``), queued as a durable job in the transaction of the change, once per
+case and status. Only a mobile number gets one (``core.people.phones.is_mobile``); a caller who
+replied 退订/TD (``Resident.sms_opted_out_at``) gets none. Sending is the hotline's
+(``ivr/sms.py``, Twilio Messages). It follows a change as a subscriber (``core.cases.events``)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from core.actions.survey import contact_resident
+from core.cases import events
+from core.cases.events import CaseChange
+from core.cases.models import Case, CaseStatus
+from core.people.models import Resident
+from core.people.phones import is_mobile
+from core.platform import jobs
+from core.platform.rules import load_rules
+
+SMS_JOB = jobs.declare("sms_progress", "ivr/sms.py: a progress SMS to a hotline caller's mobile")
+
+
+def sms_rules() -> dict:
+    return load_rules()["sms"]
+
+
+def is_opt_out(text: str | None) -> bool:
+    """A reply that stops the SMS (退订, TD, td …)."""
+    said = "".join((text or "").split()).casefold()
+    return bool(said) and said in {"".join(w.split()).casefold() for w in sms_rules()["opt_out_words"]}
+
+
+def sms_number(session: Session, case: Case) -> tuple[str | None, Resident | None]:
+    """The number a progress SMS for ``case`` goes to (``None``: none goes), and its resident."""
+    resident = contact_resident(session, case)
+    phone = case.contact_phone or (resident.phone if resident is not None else None)
+    if resident is not None and resident.sms_opted_out_at is not None:
+        return None, resident
+    return (phone if is_mobile(phone) else None), resident
+
+
+def queue_progress_sms(session: Session, case: Case, to_status: CaseStatus) -> None:
+    """Queue the SMS a case's new status ``to_status`` calls for, if any."""
+    rules = sms_rules()
+    if to_status.value not in rules["statuses"] or case.channel.value not in rules["case_channels"]:
+        return
+    phone, _ = sms_number(session, case)
+    if phone is None:
+        return
+    jobs.enqueue(session, SMS_JOB, {"case_id": case.id, "status": to_status.value},
+                 dedupe_key=f"sms:{case.id}:{to_status.value}")
+
+
+def on_case_change(change: CaseChange) -> None:
+    """The subscriber (``core.cases.events``): a new status may be news for an SMS."""
+    if change.status_changed:
+        queue_progress_sms(change.session, change.case, change.to_status)
+
+
+def subscribe() -> None:
+    """Registered at start-up by the composition root (``gridline.wiring``)."""
+    events.subscribe("sms.progress", on_case_change)

@@ -1,0 +1,143 @@
+"""Instances sharing one database: each running process has a lease, renewed by a
+heartbeat, so another process can tell a colleague that is busy from one that is gone.
+
+An instance's id is new at every start (a restarted process is a new instance: what its
+predecessor held is recovered once the predecessor's lease has run out). Work an instance
+holds records its id (``CallSession.instance_id``, ``StreamSegment.instance_id``); the
+hotline's recovery sweep takes a call only when its holder's lease is over (or the call
+is stale for everyone). Rules: ``[instances]`` in rules.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, exists, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Instance
+from core.platform.rules import load_rules
+
+log = logging.getLogger(__name__)
+
+FORGET_AFTER = timedelta(days=1)  # rows of instances gone this long are deleted
+
+DbRunner = Callable[..., Awaitable[Any]]
+
+
+def lease_length() -> timedelta:
+    return timedelta(seconds=float(load_rules()["instances"]["lease_seconds"]))
+
+
+def heartbeat_every() -> float:
+    return float(load_rules()["instances"]["heartbeat_seconds"])
+
+
+def beat(engine: Engine, instance_id: str, *, host: str = "", pid: int = 0) -> None:
+    """Renew the lease (made at the first beat)."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        row = session.get(Instance, instance_id)
+        if row is None:
+            session.add(Instance(id=instance_id, host=host[:128], pid=pid, started_at=now, heartbeat_at=now))
+        else:
+            row.heartbeat_at = now
+            session.add(row)
+
+
+def release(engine: Engine, instance_id: str) -> None:
+    """A clean stop: the lease ends now, so what is left is recovered at once."""
+    with session_scope(engine) as session:
+        session.execute(delete(Instance).where(Instance.id == instance_id))
+
+
+def forget_gone(engine: Engine, now: datetime | None = None) -> int:
+    with session_scope(engine) as session:
+        result = session.execute(delete(Instance).where(Instance.heartbeat_at < (now or utcnow()) - FORGET_AFTER))
+        return result.rowcount or 0
+
+
+def held_by_live(holder: Any, now: datetime | None = None) -> ColumnElement[bool]:
+    """SQL: the instance id in column ``holder`` has a lease that is still running."""
+    cutoff = (now or utcnow()) - lease_length()
+    return exists(select(Instance.id).where(Instance.id == holder, Instance.heartbeat_at >= cutoff))
+
+
+def gone(holder: Any, now: datetime | None = None) -> ColumnElement[bool]:
+    """SQL: ``holder`` names an instance whose lease has run out (or that left)."""
+    return (holder.is_not(None)) & ~held_by_live(holder, now)
+
+
+def held_or_unknown(holder: Any, now: datetime | None = None) -> ColumnElement[bool]:
+    return or_(holder.is_(None), held_by_live(holder, now))
+
+
+def alive(engine: Engine, instance_id: str, now: datetime | None = None) -> bool:
+    cutoff = (now or utcnow()) - lease_length()
+    with session_scope(engine) as session:
+        row = session.get(Instance, instance_id)
+        return row is not None and row.heartbeat_at >= cutoff
+
+
+class InstanceLease:
+    """This process's lease: ``start`` beats at once and then every ``heartbeat_seconds``;
+    ``stop`` releases it. Starting twice (the app and the hotline both ask) is one lease."""
+
+    def __init__(self, engine: Engine, *, db: DbRunner | None = None, instance_id: str | None = None):
+        self.engine = engine
+        self.db: DbRunner = db or asyncio.to_thread
+        self.id = instance_id or secrets.token_hex(8)
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._task: asyncio.Task | None = None
+        self._users = 0
+
+    def __repr__(self) -> str:
+        return f"instance {self.id} ({self.host}:{self.pid})"
+
+    async def start(self) -> None:
+        self._users += 1
+        if self._task is not None:
+            return
+        try:
+            await self.db(beat, self.engine, self.id, host=self.host, pid=self.pid)
+        except Exception:  # the database is away: the loop tries again
+            log.warning("%s: first heartbeat failed; retrying", self, exc_info=True)
+        self._task = asyncio.get_running_loop().create_task(self._beat_forever(), name="gridline-heartbeat")
+        log.info("%s: lease held (heartbeat every %.0f s, lease %.0f s)", self, heartbeat_every(),
+                 lease_length().total_seconds())
+
+    async def _beat_forever(self) -> None:
+        beats = 0
+        while True:
+            await asyncio.sleep(heartbeat_every())
+            try:
+                await self.db(beat, self.engine, self.id, host=self.host, pid=self.pid)
+                beats += 1
+                if beats % 720 == 1:  # now and then, not at every beat
+                    await self.db(forget_gone, self.engine)
+            except Exception as exc:  # a missed beat; the lease is long enough for a few
+                log.warning("%s: heartbeat failed: %s", self, exc)
+
+    async def stop(self) -> None:
+        self._users -= 1
+        if self._users > 0 or self._task is None:
+            return
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await self.db(release, self.engine, self.id)
+        except Exception as exc:
+            log.warning("%s: lease not released (%s); it runs out by itself", self, exc)

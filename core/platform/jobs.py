@@ -1,0 +1,156 @@
+"""Durable background work as rows: notifications, survey attempts, SLA sweeps.
+
+A job is written in the same transaction as the change that asks for it, so it is never
+lost to a crash. Job runners claim due jobs with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+several Gridline instances can share one database; SQLite has one writer at a time and
+claims with a conditional UPDATE instead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from core.platform.retry import wait_backoff
+
+LEASE = timedelta(minutes=5)
+# A failed job's next try: 30 s after its first attempt, doubling with each attempt, at most an
+# hour later (at least what a server's Retry-After asked for, when the runner passes the error).
+BACKOFF = wait_backoff(30.0, 3600.0)
+
+# Every kind of job the code base queues, and who takes it. A module declares its kinds
+# when it is imported (``X_JOB = jobs.declare("x", "who handles it")``); ``enqueue`` refuses
+# a kind nobody declared, so no job is ever queued that no handler was written for. Which
+# of them a process actually takes is the job runner's business (``core.platform.runner``).
+KINDS: dict[str, str] = {}
+
+
+class UnknownJobKind(ValueError):
+    """``enqueue`` of a kind no module declared: a typo or a handler never written."""
+
+
+def declare(kind: str, handled_by: str) -> str:
+    """Make ``kind`` known (``handled_by`` says where its handler is); returns ``kind``."""
+    if not kind or len(kind) > 32:
+        raise ValueError(f"job kind {kind!r}: 1 to 32 characters")
+    KINDS[kind] = handled_by
+    return kind
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict | None = None,
+    *,
+    run_at: datetime | None = None,
+    dedupe_key: str | None = None,
+    max_attempts: int = 5,
+) -> Job | None:
+    """Queue a job; with a ``dedupe_key`` a second enqueue of the same work is a no-op."""
+    if kind not in KINDS:
+        raise UnknownJobKind(f"job kind {kind!r} is not declared (core.platform.jobs.declare): no handler would take it")
+    if dedupe_key is not None:
+        existing = session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).first()
+        if existing is not None:
+            return existing
+    job = Job(kind=kind, payload=payload or {}, run_at=run_at or utcnow(), dedupe_key=dedupe_key,
+              max_attempts=max_attempts)
+    if dedupe_key is None:
+        session.add(job)
+        session.flush()
+        return job
+    try:
+        # Several instances (or processes) queue the same periodic work at the same moment:
+        # the one that comes second finds the first's row instead of failing.
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        return session.exec(select(Job).where(Job.dedupe_key == dedupe_key)).one()
+    return job
+
+
+def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: int = 10,
+          ids: list[int] | None = None) -> list[Job]:
+    """Take up to ``limit`` due jobs for ``holder`` (a runner's name; of ``kinds``; only ``ids``
+    when given). A job whose lease ran out (its holder died) is due again."""
+    now = utcnow()
+    due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
+    stale = (Job.status == JobStatus.running) & (Job.locked_until < now)
+    taken = {"status": JobStatus.running, "locked_by": holder, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
+    with session_scope(engine) as session:
+        stmt = select(Job).where(or_(due, stale)).order_by(Job.run_at, Job.id).limit(limit)
+        if kinds:
+            stmt = stmt.where(Job.kind.in_(kinds))
+        if ids is not None:
+            stmt = stmt.where(Job.id.in_(ids))
+        if engine.dialect.name == "postgresql":
+            # One statement: the due rows nobody else holds, locked and taken (SKIP LOCKED),
+            # returned as they are now.
+            chosen = stmt.with_only_columns(Job.id).with_for_update(skip_locked=True).scalar_subquery()
+            taken_rows = session.scalars(
+                update(Job).where(Job.id.in_(chosen)).values(**taken).returning(Job)
+                .execution_options(synchronize_session=False)).all()
+            return sorted(taken_rows, key=lambda j: (j.run_at, j.id))
+        candidates = session.exec(stmt).all()
+        claimed: list[Job] = []
+        for job in candidates:
+            # The WHERE repeats the claim condition so two SQLite processes cannot both win.
+            result = session.execute(update(Job).where(Job.id == job.id, or_(due, stale)).values(**taken))
+            if result.rowcount == 1:
+                session.refresh(job)
+                claimed.append(job)
+        return claimed
+
+
+def complete(engine: Engine, job_id: int) -> None:
+    with session_scope(engine) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.done, locked_until=None)
+                        .execution_options(synchronize_session=False))
+
+
+def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None,
+         give_up: bool = False) -> Job:
+    """Record a failure. The job is queued again after ``retry_in`` (default ``BACKOFF``)
+    until ``max_attempts``; with ``give_up`` (the error would only come back: the runner asks
+    ``core.platform.retry.transient``) it fails for good now."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        job.last_error = error[:2000]
+        job.locked_until = None
+        if give_up or job.attempts >= job.max_attempts:
+            job.status = JobStatus.failed
+        else:
+            job.status = JobStatus.queued
+            job.run_at = utcnow() + (retry_in or timedelta(seconds=BACKOFF.pause(job.attempts)))
+        session.add(job)
+        return job
+
+
+def waiting_by_kind(engine: Engine) -> dict[str, int]:
+    """Jobs not done yet (queued, or running), by kind."""
+    from sqlalchemy import func
+
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Job.kind, func.count()).where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+            .group_by(Job.kind)
+        ).all()
+    return {kind: int(n) for kind, n in rows}
+
+
+def reschedule(engine: Engine, job_id: int, run_at: datetime) -> None:
+    """Put a claimed job back without counting an attempt (e.g. outside calling hours)."""
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        job.status = JobStatus.queued
+        job.run_at = run_at
+        job.attempts = max(job.attempts - 1, 0)
+        job.locked_until = None
+        session.add(job)

@@ -1,0 +1,92 @@
+"""core.platform.runner: a job runner stops when asked, even when a wake-up arrives at the same
+moment (Python 3.11's wait_for swallowed that cancel and stop() never returned)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.platform.runner import JobRunner
+
+
+class IdleRunner(JobRunner):
+    async def run_once(self, lane: str | None = None) -> int:
+        return 0
+
+
+async def test_stop_right_after_wake_returns():
+    for _ in range(200):
+        runner = IdleRunner(None, poll_seconds=5)
+        runner.register("anything", None)
+        runner.start()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the runner now waits for a wake-up or its poll
+        runner.wake()
+        stopping = asyncio.ensure_future(runner.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+        assert stopping in done, "stop() did not return"
+
+
+async def test_lanes_do_not_wait_for_each_other(engine):
+    """A slow kind on a lane of its own (the paced survey calls) never holds up the others."""
+    from core.platform import jobs
+    from core.platform.db import session_scope
+
+    for kind in ("lane_slow", "lane_quick"):
+        jobs.declare(kind, "tests/core/platform/test_runner.py")
+    with session_scope(engine) as session:
+        jobs.enqueue(session, "lane_slow")
+        jobs.enqueue(session, "lane_quick")
+    release, quick_done = asyncio.Event(), asyncio.Event()
+
+    async def slow(job):
+        await release.wait()
+
+    async def quick(job):
+        quick_done.set()
+
+    runner = JobRunner(engine, poll_seconds=0.05)
+    runner.register("lane_slow", slow, lane="calls")
+    runner.register("lane_quick", quick)
+    runner.start()
+    try:
+        await asyncio.wait_for(quick_done.wait(), 30)  # while the slow one is still running
+    finally:
+        release.set()
+        await runner.stop()
+
+
+async def test_queued_jobs_without_a_handler_are_reported_at_start_and_in_health(engine, caplog):
+    import logging
+
+    from core.platform import jobs
+    from core.platform.db import session_scope
+
+    jobs.declare("orphan_kind", "tests/core/platform/test_runner.py: nobody here")
+    jobs.declare("handled_kind", "tests/core/platform/test_runner.py")
+    with session_scope(engine) as session:
+        jobs.enqueue(session, "orphan_kind")
+        jobs.enqueue(session, "orphan_kind")
+        jobs.enqueue(session, "handled_kind", run_at=jobs.utcnow() + jobs.LEASE)
+
+    async def handle(job):
+        pass
+
+    runner = JobRunner(engine, poll_seconds=0.05, reports_orphans=True)
+    runner.register("handled_kind", handle)
+    runner.pause("paused_kind", "no credentials")
+    with caplog.at_level(logging.INFO, logger="core.platform.runner"):
+        runner.start()
+        for _ in range(200):
+            if any("no handler" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        await runner.stop()
+    warned = [r.getMessage() for r in caplog.records if "no handler" in r.getMessage()]
+    assert warned == ["queued jobs that no handler in this process takes: orphan_kind (2, tests/core/platform/test_runner.py: "
+                      "nobody here)"]
+    assert any(r.getMessage() == "not taken by this process, left queued for one that can: paused_kind "
+               "(no credentials)" for r in caplog.records)
+    health = await runner.health()
+    assert health["queued_without_handler"] == {"orphan_kind": 2}
+    assert health["paused"] == {"paused_kind": {"why": "no credentials", "waiting": 0}}
+    assert health["lanes"] == {"main": ["handled_kind"]}
