@@ -162,6 +162,8 @@ class Filed:
     outcome: str = ""
     # Kept for an operator instead of dispatched (core.flood): "duplicate" or "flood".
     held: str | None = None
+    # Recordings filed as waiting in this instance's spool: to upload now the case is committed.
+    to_upload: tuple[str, ...] = ()
 
 
 def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False,
@@ -358,29 +360,23 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
     CallSid). One transaction: the case with every recording, the transcription job when
     words are still to be recognised, and the call's outcome. Recordings still in this
     instance's spool are filed as waiting there and uploaded after the commit, so the call
-    and case rows are never held locked while the bucket answers."""
-    filed, upload = _file_case(engine, call_sid, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
-                               data_dir=data_dir, speech_rms=speech_rms, store=store, spool=spool)
-    if upload and store is not None:
-        uploads.upload_after_commit(engine, store, upload, spool)
-    return filed
-
-
-def _file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bool, recovered: bool,
-               data_dir: Path | None, speech_rms: float, store: MediaStore | None,
-               spool: str) -> tuple[Filed, list[str]]:
+    and case rows are never held locked while the bucket answers.
+    ``Filed.to_upload`` names them: the caller uploads them once the caller has its answer
+    (``core.uploads.upload_after_commit``), and their ``media_upload`` jobs if it cannot."""
     with session_scope(engine) as session:
         call = Call.of(_locked(session, call_sid))
         if call.row.case_id is not None:
             case = session.get(Case, call.row.case_id)
-            return Filed(case.number if case else None, False, call.row.outcome or "case_filed"), []
+            return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
+        # the turns whose upload ivr.spool tried as they ended (the bucket was away): their job retries
+        tried = {rec.audio_path for _, rec in call.state.recordings() if rec.waiting_in}
         complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session, spool=spool)
         made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
                            data_dir=data_dir, store=store, spool=spool)
         if made is None or not (made.petition.description or made.petition.files):
             outcome = call.end("no_petition")
             _store(session, call)
-            return Filed(None, False, outcome), []
+            return Filed(None, False, outcome)
         result = file_petition_in(session, made.petition, actor="hotline")
         for _, rec in call.state.recordings():
             if rec.held and rec.audio_path and result.created:
@@ -391,8 +387,9 @@ def _file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: b
         outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
         call.filed(result.case.id, outcome)
         _store(session, call)
-        upload = [f.path for f in made.petition.files if spool and f.waiting_in == spool] if result.created else []
-    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None), upload
+        upload = tuple(f.path for f in made.petition.files
+                       if spool and f.waiting_in == spool and f.path not in tried) if result.created else ()
+    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None, upload)
 
 
 # ---------------------------------------------------------------- transcripts that come later

@@ -15,6 +15,7 @@ through the speech pool of whichever process has a model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import Engine, exists, or_
 from sqlmodel import select
 
-from core import instances
+from core import instances, uploads
 from core.clock import utcnow
 from core.db import session_scope
 from core.media import MediaStore
@@ -74,5 +75,7 @@ async def sweep(db: Db, engine: Engine, flow: dict, *, before: datetime, data_di
             log.exception("recovery of call %s failed; will retry on the next sweep", call_sid)
             continue
         log.info("recovered call %s: %s %s", call_sid, filed.outcome, filed.number or "")
+        if filed.to_upload and store is not None:  # the case is committed: now the bucket
+            await asyncio.to_thread(uploads.upload_after_commit, engine, store, list(filed.to_upload), spool)
         out.append(filed)
     return out

@@ -596,7 +596,7 @@ def _take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: s
                     jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
                                                         "segment": state.comment_segment, "path": ref.path},
                                  dedupe_key=f"{COMMENT_JOB}:{call_sid}", max_attempts=8)
-                if spool and ref.waiting_in == spool:
+                if spool and ref.waiting_in == spool and not recording.sha256:  # not tried as the turn ended
                     upload.append(ref.path)
                 kept = True
         _store(session, call, state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 
 from aiohttp import web
@@ -107,16 +108,18 @@ def missing_text(request: web.Request, kind: str) -> str:
 
 
 class KnownMissing:
-    """Keys a download found missing in the store, remembered in this process (bounded) so
-    the case page can say "录音文件缺失" without asking the store about every file at every
-    view; a later download that finds the object forgets it again."""
+    """Keys a download found missing in the store, remembered by this console (bounded, for
+    ``forget_after`` seconds) so the case page can say "录音文件缺失" without asking the store
+    about every file at every view. A later download that finds the object forgets it, and
+    after ``forget_after`` the page offers the player again (the object may be back)."""
 
-    def __init__(self, limit: int = 10_000):
+    def __init__(self, limit: int = 10_000, forget_after: float = 300.0):
         self.limit = limit
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        self.forget_after = forget_after
+        self._keys: OrderedDict[str, float] = OrderedDict()
 
     def add(self, key: str) -> None:
-        self._keys[key] = None
+        self._keys[key] = time.monotonic()
         self._keys.move_to_end(key)
         while len(self._keys) > self.limit:
             self._keys.popitem(last=False)
@@ -125,10 +128,16 @@ class KnownMissing:
         self._keys.pop(key, None)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        seen = self._keys.get(key)  # type: ignore[arg-type]
+        if seen is None:
+            return False
+        if time.monotonic() - seen > self.forget_after:
+            self._keys.pop(key, None)  # type: ignore[arg-type]
+            return False
+        return True
 
 
-MISSING = KnownMissing()
+MISSING = web.AppKey("known_missing_files", KnownMissing)
 
 
 def _failed(session, keys: list[str]) -> dict[str, str]:  # noqa: ANN001
@@ -147,7 +156,7 @@ async def file_states(request: web.Request, files: list) -> dict[int, str]:
     for f in files:
         if f.upload_pending:
             states[f.id] = "failed" if f.path in failed else "pending"
-        elif f.path in MISSING:
+        elif f.path in request.config_dict[MISSING]:
             states[f.id] = "missing"
     return states
 
@@ -170,10 +179,10 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     except MediaUnavailable:
         return web.Response(status=503, text=t(lang(request), "case.file_unreachable"), headers={"Retry-After": "5"})
     if size is None:
-        MISSING.add(key)
+        request.config_dict[MISSING].add(key)
         return web.Response(status=404, text=missing_text(request, kind), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
-    MISSING.discard(key)
+    request.config_dict[MISSING].discard(key)
     headers = file_headers(number, attachment_id, recorded_type)
     headers["Accept-Ranges"] = "bytes"
     wanted = byte_range(request.headers.get("Range"), size)
@@ -191,7 +200,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     try:
         chunks = await asyncio.to_thread(source.open_range, key, start, end + 1)
     except MediaMissing:  # gone between the stat and now
-        MISSING.add(key)
+        request.config_dict[MISSING].add(key)
         return web.Response(status=404, text=missing_text(request, kind), content_type="text/plain", charset="utf-8")
     except MediaUnavailable:
         return web.Response(status=503, text=t(lang(request), "case.file_unreachable"), headers={"Retry-After": "5"})
@@ -208,4 +217,5 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
+    app[MISSING] = KnownMissing()
     app.router.add_get(r"/cases/{number:\d{1,16}}/files/{attachment:\d{1,12}}", serve_file)
