@@ -159,8 +159,9 @@ CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console, "
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready: the database answers and has its schema (503 otherwise). Files waiting in a
-    spool for the media store make it ``degraded`` with their count, still 200: the
-    instance takes calls and keeps what it hears; a balancer must not drop it for that."""
+    spool for the media store make it ``degraded`` with their count (and those whose upload
+    was given up, ``failed_uploads``), still 200: the instance takes calls and keeps what it
+    hears; a balancer must not drop it for that."""
     services = request.app[SERVICES]
 
     def probe() -> tuple[int, int] | None:
