@@ -107,15 +107,15 @@ def test_a_recovered_turn_is_filed_first_and_uploaded_after_the_commit(engine, t
         with engine.connect() as conn:
             filed = conn.execute(text("SELECT case_id FROM callsession WHERE call_sid = :sid"),
                                  {"sid": call_sid}).scalar()
-            free = True
-            if engine.dialect.name == "postgresql":
-                with conn.begin():
-                    conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
-                    try:
-                        conn.execute(text("SELECT id FROM callsession WHERE call_sid = :sid FOR UPDATE"),
-                                     {"sid": call_sid})
-                    except Exception:
-                        free = False
+        free = True
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn, conn.begin():
+                conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                try:
+                    conn.execute(text("SELECT id FROM callsession WHERE call_sid = :sid FOR UPDATE"),
+                                 {"sid": call_sid})
+                except Exception:
+                    free = False
         seen.append((k, filed is not None, free))
         return real_put(k, path)
 
