@@ -218,10 +218,14 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                 calls = asyncio.ensure_future(place_calls(deployment.url, TOKEN, plans, speed=1))
                 survey_cases = [verified_case(engine, phone) for phone in survey_phones]
 
-                # Mid-load: a few chats filed, calls under way; then instance 2's machine is gone.
-                # (Not waiting for chats longer than 30 s: a dialog that stalls is a finding, reported below.)
+                # Mid-load: a few chats filed, and every caller speaking, with a first part of
+                # their petition in the bucket (a call cut off before its first part has nothing
+                # left anywhere to file: the bound is "at most the last part"); then instance 2's
+                # machine is gone. (Not waiting for chats longer than 30 s: a dialog that stalls
+                # is a finding, reported below.)
                 started = asyncio.get_running_loop().time()
-                await until(lambda: _count(engine, CallSession) >= 2 and (
+                sids = [plan.script.call_sid for plan in plans]
+                await until(lambda: _speaking(bucket, sids) and (
                     _count(engine, Case, Case.channel == Channel.chat) >= 3 or
                     asyncio.get_running_loop().time() - started > 30), timeout=180, message="the load under way")
                 await deployment.kill(VICTIM, delete_data=True)
@@ -354,6 +358,12 @@ class BucketListing:
         if key not in self.objects:
             self.objects = self.bucket.objects()
         return self.objects.get(key)
+
+
+def _speaking(bucket: S3Bucket, call_sids: list[str]) -> bool:
+    """Every call has a part of a recording in the bucket (``<key>.parts/00000``)."""
+    firsts = [key for key in bucket.objects() if key.endswith(".parts/00000")]
+    return all(any(sid in key for key in firsts) for sid in call_sids)
 
 
 def _short(error: object) -> str:
