@@ -218,10 +218,11 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                 calls = asyncio.ensure_future(place_calls(deployment.url, TOKEN, plans, speed=1))
                 survey_cases = [verified_case(engine, phone) for phone in survey_phones]
 
-                # Mid-load: a few chats filed, and every caller speaking, with a first part of
-                # their petition in the bucket (a call cut off before its first part has nothing
-                # left anywhere to file: the bound is "at most the last part"); then instance 2's
-                # machine is gone. (Not waiting for chats longer than 30 s: a dialog that stalls
+                # Mid-load: a few chats filed, and every caller speaking, with two parts (4 s) of
+                # their petition in the bucket: more than [petition] min_speech_s survives the
+                # machine (a call cut off before that has too little left anywhere to be a
+                # petition: the bound is "at most the last part"); then instance 2's machine is
+                # gone. (Not waiting for chats longer than 30 s: a dialog that stalls
                 # is a finding, reported below.)
                 started = asyncio.get_running_loop().time()
                 sids = [plan.script.call_sid for plan in plans]
@@ -361,8 +362,8 @@ class BucketListing:
 
 
 def _speaking(bucket: S3Bucket, call_sids: list[str]) -> bool:
-    """Every call has a part of a recording in the bucket (``<key>.parts/00000``)."""
-    firsts = [key for key in bucket.objects() if key.endswith(".parts/00000")]
+    """Every call has two parts of a recording in the bucket (``<key>.parts/00001``)."""
+    firsts = [key for key in bucket.objects() if key.endswith(".parts/00001")]
     return all(any(sid in key for key in firsts) for sid in call_sids)
 
 
