@@ -142,6 +142,17 @@ def pending(engine: Engine) -> list[tuple[int, dict]]:
     return [(update_id, data) for update_id, data in rows]
 
 
+def left_behind(engine: Engine, accepted_before: Any, now: Any) -> list[tuple[int, dict]]:
+    """Updates accepted before ``accepted_before`` and still not handled (nor parked for
+    later): the instance that accepted them is gone, or far behind. Oldest first."""
+    due = (_INBOX.c.retry_at.is_(None)) | (_INBOX.c.retry_at <= now)
+    with engine.connect() as conn:
+        rows = conn.execute(select(_INBOX.c.update_id, _INBOX.c.data)
+                            .where(_INBOX.c.accepted_at < accepted_before, due)
+                            .order_by(_INBOX.c.update_id)).all()
+    return [(update_id, data) for update_id, data in rows]
+
+
 def pending_ids(engine: Engine) -> list[int]:
     """The ids of the updates in the inbox, oldest first (tests, the command line)."""
     with engine.connect() as conn:

@@ -296,6 +296,9 @@ class ChatBot:
         # Several instances on one PostgreSQL: one holds a chat at a time (None on SQLite).
         self.gate = ChatGate.for_engine(services.engine, chat_ns=CHAT, conv_ns=CONV)
         self.skipped = 0  # updates another instance had handled already (tests, the log)
+        self.adopted = 0  # updates another instance accepted and left behind (tests, the log)
+        self._adopter: asyncio.Task | None = None
+        self._adopted_at: dict[int, float] = {}
         self.application = self._build(rate_limit, concurrency)
 
     @property
@@ -395,6 +398,9 @@ class ChatBot:
                 commands = [BotCommand(c, t(language, f"commands.{c}")) for c in ("new", "mine", "status", "cancel", "help")]
                 await app.bot.set_my_commands(commands, language_code=None if language == "zh" else language)
         self.ready.set()
+        if self.gate is not None and (self._adopter is None or self._adopter.done()):
+            self._adopter = asyncio.get_running_loop().create_task(self._adopt_periodically(),
+                                                                   name="telegram-left-behind")
 
     async def _start_with_retries(self) -> None:
         # Whatever the failure (the Bot API unreachable, a webhook URL Telegram cannot reach
@@ -437,6 +443,11 @@ class ChatBot:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._starter
         self.ready.clear()
+        if self._adopter is not None:
+            self._adopter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adopter
+            self._adopter = None
         await self._shutdown_app()
         await self.commits.wait_idle()
         if self.gate is not None:
@@ -731,6 +742,42 @@ class ChatBot:
             queue.put_accepted(update)
         if left:
             log.warning("replaying %d telegram update(s) left unfinished", len(left))
+
+    async def _adopt_periodically(self) -> None:
+        """Several instances: an update another instance accepted (Telegram heard 200) and
+        did not finish within an instance's lease (``[instances] lease_seconds``) was left
+        behind by an instance that is gone; nobody replays it until the chat's next update
+        or that instance's restart, and the resident waits for a reply that never comes.
+        Queue it here. The gate makes this safe: the chat is taken first, and an update
+        that its instance handled meanwhile is not handled again."""
+        from core.platform.instances import lease_length
+
+        lease = lease_length()
+        every = max(lease.total_seconds() / 4, 0.5)
+        loop = asyncio.get_running_loop()
+        while not self.stopping.is_set():
+            await asyncio.sleep(every)
+            try:
+                now = utcnow()
+                left = await self.deps.db(inbox.left_behind, now - lease, now)
+            except Exception as exc:  # the database restarting: the next round
+                log.warning("could not look for updates left behind: %s", short(exc))
+                continue
+            queue: InboxQueue = self.application.update_queue
+            for update_id, data in left:
+                if loop.time() - self._adopted_at.get(update_id, -1e9) < lease.total_seconds():
+                    continue  # queued here a moment ago: still on its way
+                try:
+                    update = Update.de_json(data, self.application.bot)
+                except Exception:
+                    continue  # the replay at a start drops it
+                self._adopted_at[update_id] = loop.time()
+                self.adopted += 1
+                log.warning("telegram update %s was accepted over %s ago and never handled: taken here",
+                            update_id, lease)
+                queue.put_accepted(update)
+            for update_id in [u for u, at in self._adopted_at.items() if loop.time() - at > 10 * lease.total_seconds()]:
+                del self._adopted_at[update_id]
 
     # -- the webhook --------------------------------------------------------------------
 

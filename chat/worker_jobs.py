@@ -306,7 +306,7 @@ def setup(app: web.Application, services: Any, chatbot: Any) -> StaffJobs:
             try:
                 # Only where jobs run (not in tests that drive jobs by hand, nor in a
                 # web-only instance): the sweep and digest are for the job runners.
-                if getattr(services.jobs, "_task", None) is not None:
+                if services.jobs.running:
                     await deps.db(reminders.schedule_sweep)
                     await deps.db(reminders.schedule_digest, deps.tz)
                 if chatbot.ready.is_set():

@@ -7,7 +7,6 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +24,14 @@ from core.platform.media import MediaStore, media_store
 from core.platform.rules import load_every_file, load_rules
 from core.platform.runner import JobRunner
 from core.platform.settings import Settings, get_settings
-from core.platform.uploads import MEDIA_UPLOAD_JOB, pending_count, spool_name, upload_handler
+from core.platform.uploads import (
+    MEDIA_UPLOAD_JOB,
+    UploadPolicy,
+    failed_count,
+    pending_count,
+    spool_name,
+    upload_handler,
+)
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
 from gridline.wiring import wire
@@ -154,24 +160,30 @@ CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console, "
 
 async def readyz(request: web.Request) -> web.Response:
     """Ready: the database answers and has its schema (503 otherwise). Files waiting in a
-    spool for the media store make it ``degraded`` with their count, still 200: the
-    instance takes calls and keeps what it hears; a balancer must not drop it for that."""
+    spool for the media store make it ``degraded`` with their count (and those whose upload
+    was given up, ``failed_uploads``), still 200: the instance takes calls and keeps what it
+    hears; a balancer must not drop it for that."""
     services = request.app[SERVICES]
 
-    def probe() -> int | None:
+    def probe() -> tuple[int, int] | None:
         with services.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         if not has_tables(services.engine):
             return None
         with session_scope(services.engine) as session:
-            return pending_count(session)
+            pending = pending_count(session)
+            return pending, failed_count(session) if pending else 0
 
     try:
-        pending = await asyncio.wait_for(services.db.run(probe), 5)
+        counts = await asyncio.wait_for(services.db.run(probe), 5)
     except Exception as exc:  # database down, restarting or busy
         return web.json_response({"status": "unavailable", "database": str(exc)[:200]}, status=503)
-    if pending is None:
+    if counts is None:
         return web.json_response({"status": "unavailable", "database": "schema missing"}, status=503)
+    pending, failed = counts
+    if failed:  # given up after media.upload_attempts: kept in a spool, someone must look
+        return web.json_response({"status": "degraded", "media": "uploads failed", "pending_uploads": pending,
+                                  "failed_uploads": failed})
     if pending:
         return web.json_response({"status": "degraded", "media": "uploads pending", "pending_uploads": pending})
     return web.json_response({"status": "ready", "pending_uploads": 0})
@@ -246,7 +258,7 @@ def build_app(
 
     services.jobs.register(SLA_SWEEP_JOB, sla_sweep)
     services.jobs.register(MEDIA_UPLOAD_JOB, upload_handler(
-        engine, services.media, services.spool, timedelta(seconds=float(rules["media"]["upload_retry_seconds"]))))
+        engine, services.media, services.spool, UploadPolicy.from_rules(rules)))
 
     check_every = float(rules["sweeps"]["schedule_check_seconds"])
 

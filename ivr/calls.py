@@ -177,10 +177,12 @@ class Filed:
     outcome: str = ""
     # Kept for an operator instead of dispatched (core.cases.flood): "duplicate" or "flood".
     held: str | None = None
+    # Recordings filed as waiting in this instance's spool: to upload now the case is committed.
+    to_upload: tuple[str, ...] = ()
 
 
 def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False,
-                       store: Any = None, session: Session | None = None) -> None:
+                       store: Any = None, session: Session | None = None, spool: str = "") -> None:
     """Turns that never ended in this process (it died, or the stream was served by
     another) are measured from their WAV on disk: the audio is there even if nothing else
     is. Their words are left to a transcribe_recording job. ``repair`` (after a crash:
@@ -193,7 +195,7 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
             # The instance that held the stream is gone with its disk: the parts it sent
             # while the call went on (the store, or the database) make the recording.
             if repair:
-                rebuilt = rebuild_from_parts(rec, store, session, speech_rms)
+                rebuilt = rebuild_from_parts(rec, store, session, speech_rms, spool)
                 if rebuilt is not None:
                     log.info("recording %s of call %s: assembled from its parts (%.2f s)", rec.audio_path,
                              call.call_sid, rebuilt.duration)
@@ -212,13 +214,32 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
         call.turn_heard(name, heard)
 
 
-def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float) -> Recording | None:
-    """A turn whose spool file is gone, made whole from its parts and kept in the store."""
+def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float,
+                       spool: str = "") -> Recording | None:
+    """A turn whose spool file is gone, made whole from its parts. The WAV is written to
+    this instance's spool and filed as waiting there (``spool``): the upload comes after the
+    case's transaction, and the parts go once the whole file is confirmed in the store
+    (``core.platform.uploads``). A spool that cannot take it: put to the store now, as a last resort."""
+
+    from core.platform.media import _write_atomically
+    from ivr.loudness import pcm_speech_seconds
+
     db_parts = held_parts_in(session, rec.audio_path) if session is not None else []
     whole = assemble(store, None, rec.audio_path, db_parts=db_parts)
     if whole is None:
         return None
     digest = hashlib.sha256(whole).hexdigest()
+    audio = read_wav(whole)
+    measured = {"speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+                "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True,
+                "size": len(whole), "sha256": digest}
+    if spool and not getattr(store, "spool_is_store", True):
+        try:
+            _write_atomically(store.spool_path(rec.audio_path), iter((whole,)))
+            return rec.model_copy(update={**measured, "waiting_in": spool})
+        except OSError as exc:
+            log.warning("recording %s: assembled from its parts, the spool cannot take it (%s): to the store now",
+                        rec.audio_path, exc)
     held = False
     try:
         stored = store.put_bytes(rec.audio_path, whole)
@@ -235,17 +256,15 @@ def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, spee
         delete_store_parts(store, rec.audio_path)
         if session is not None:
             session.execute(delete(AudioPart).where(AudioPart.key == rec.audio_path))
-    audio = read_wav(whole)
-    return rec.model_copy(update={
-        "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
-        "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True,
-        "size": len(whole), "sha256": digest, "held": held})
+    return rec.model_copy(update={**measured, "held": held})
 
 
 def _file_ref(rec: Recording, data_dir: Path | None, store: MediaStore | None, spool: str) -> actions.FileRef | None:
-    """The turn's WAV kept in the media store (uploaded now; waiting in the spool when the
-    bucket cannot be reached). Our own WAV writer made it (never a caller's upload): its
-    type is known, not guessed. 44 bytes: a header and no audio."""
+    """The turn's WAV as a file of the case: kept already by ``ivr.spool`` as the turn ended,
+    or still in the spool (never ended here: the process died, or the turn was measured from
+    disk), then filed as waiting in the spool and uploaded after the case's transaction
+    (``core.platform.uploads.upload_after_commit``). Our own WAV writer made it (never a caller's
+    upload): its type is known, not guessed. 44 bytes: a header and no audio."""
     if rec.audio_path and rec.sha256 and rec.size and rec.size > 44:
         # kept by ivr.spool as the turn ended (in the store, waiting in the spool, or held in
         # the database for the store): known without the file
@@ -254,8 +273,8 @@ def _file_ref(rec: Recording, data_dir: Path | None, store: MediaStore | None, s
     if not rec.audio_path:
         return None
     key = stored_path(resolve(rec.audio_path, data_dir), data_dir)
-    return uploads.kept_file(store or LocalStore(Path(data_dir or data_dir_default())), spool, "recording", key,
-                             media_types.WAV, min_bytes=45)
+    return uploads.spooled_file(store or LocalStore(Path(data_dir or data_dir_default())), spool, "recording", key,
+                                media_types.WAV, min_bytes=45)
 
 
 @dataclass
@@ -349,13 +368,19 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
               store: MediaStore | None = None, spool: str = "") -> Filed:
     """Turn what the caller said into a case through the core intake (idempotent per
     CallSid). One transaction: the case with every recording, the transcription job when
-    words are still to be recognised, and the call's outcome."""
+    words are still to be recognised, and the call's outcome. Recordings still in this
+    instance's spool are filed as waiting there and uploaded after the commit, so the call
+    and case rows are never held locked while the bucket answers.
+    ``Filed.to_upload`` names them: the caller uploads them once the caller has its answer
+    (``core.platform.uploads.upload_after_commit``), and their ``media_upload`` jobs if it cannot."""
     with session_scope(engine) as session:
         call = Call.of(_locked(session, call_sid))
         if call.row.case_id is not None:
             case = session.get(Case, call.row.case_id)
             return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
-        complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session)
+        # the turns whose upload ivr.spool tried as they ended (the bucket was away): their job retries
+        tried = {rec.audio_path for _, rec in call.state.recordings() if rec.waiting_in}
+        complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session, spool=spool)
         made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
                            data_dir=data_dir, store=store, spool=spool)
         if made is None or not (made.petition.description or made.petition.files):
@@ -372,7 +397,9 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         outcome = "recovered_case" if recovered else ("hung_up_case" if hung_up else "case_filed")
         call.filed(result.case.id, outcome)
         _store(session, call)
-    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None)
+        upload = tuple(f.path for f in made.petition.files
+                       if spool and f.waiting_in == spool and f.path not in tried) if result.created else ()
+    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None, upload)
 
 
 # ---------------------------------------------------------------- transcripts that come later

@@ -15,6 +15,7 @@ through the speech pool of whichever process has a model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from sqlalchemy import Engine, exists, or_
 from sqlmodel import select
 
 from core.cases.models import CallSession
-from core.platform import instances
+from core.platform import instances, uploads
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.media import MediaStore
@@ -75,5 +76,7 @@ async def sweep(db: Db, engine: Engine, flow: dict, *, before: datetime, data_di
             log.exception("recovery of call %s failed; will retry on the next sweep", call_sid)
             continue
         log.info("recovered call %s: %s %s", call_sid, filed.outcome, filed.number or "")
+        if filed.to_upload and store is not None:  # the case is committed: now the bucket
+            await asyncio.to_thread(uploads.upload_after_commit, engine, store, list(filed.to_upload), spool)
         out.append(filed)
     return out

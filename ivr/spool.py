@@ -48,7 +48,7 @@ from core.platform.db import session_scope
 from core.platform.models import Job
 from core.platform.runner import RetryLater
 from core.platform.storage import resolve
-from core.platform.uploads import record_uploaded
+from core.platform.uploads import delete_store_parts, part_key, record_uploaded  # noqa: F401 (ivr.calls and tests import them from here)
 from ivr.models import AudioPart
 from speech_models.audio import WavWriter, _wav_header
 
@@ -62,10 +62,6 @@ HEADER_BYTES = 44
 # Moves a recording held in the database into the media store once the store takes it.
 KEEP_HELD_JOB = jobs.declare("keep_held_audio", "ivr/spool.py: puts a recording held in the database into the media store")
 KEEP_HELD_RETRY_S = 60.0
-
-
-def part_key(key: str, seq: int) -> str:
-    return f"{key}.parts/{seq:05d}"
 
 
 def wav_bytes(pcm: bytes, sample_rate: int = 8000) -> bytes:
@@ -498,20 +494,6 @@ class SegmentAudio:
             with contextlib.suppress(OSError):  # (with the default store the spool file is the store's)
                 self.path.unlink()
         return True
-
-
-def delete_store_parts(store: Any, key: str, count: int | None = None) -> None:
-    """Remove ``<key>.parts/…`` (``count`` of them, or as many as there are)."""
-    if store is None or getattr(store, "spool_is_store", True):
-        return
-    seq = 0
-    while count is None or seq < count:
-        name = part_key(key, seq)
-        if count is None and store.stat(name) is None:
-            return
-        with contextlib.suppress(Exception):
-            store.delete(name)
-        seq += 1
 
 
 def held_parts_in(session: Any, key: str) -> list[tuple[int, int, bytes]]:

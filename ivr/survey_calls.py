@@ -540,8 +540,9 @@ def comment_file(recording: Recording, data_dir: Path | None, store: MediaStore 
     if not recording.audio_path:
         return None
     key = stored_path(resolve(recording.audio_path, data_dir), data_dir)
-    return uploads.kept_file(store or LocalStore(Path(data_dir) if data_dir else data_dir_default()), spool,
-                             "survey_comment", key, media_types.WAV, min_bytes=45)
+    # filed as waiting in the spool; take_comment uploads it once its transaction is committed
+    return uploads.spooled_file(store or LocalStore(Path(data_dir) if data_dir else data_dir_default()), spool,
+                                "survey_comment", key, media_types.WAV, min_bytes=45)
 
 
 def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: str, recording: Recording | None,
@@ -550,7 +551,20 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
     """The comment turn ended (#, silence, hang-up): the recording is attached to the case
     and its words (if recognised in time) kept on the survey, through
     ``actions.survey_comment``; words still to come get a ``transcribe_survey_comment`` job
-    in the same transaction. Returns whether a comment was kept."""
+    in the same transaction. Returns whether a comment was kept. A comment still in this
+    instance's spool is uploaded after the commit (no survey row held while the bucket
+    answers)."""
+    upload: list[str] = []
+    kept = _take_comment(engine, survey_id, token, call_sid, recording, min_speech_s=min_speech_s,
+                         data_dir=data_dir, store=store, spool=spool, upload=upload)
+    if upload and store is not None:
+        uploads.upload_after_commit(engine, store, upload, spool)
+    return kept
+
+
+def _take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: str, recording: Recording | None,
+                  *, min_speech_s: float, data_dir: Path | None, store: MediaStore | None, spool: str,
+                  upload: list[str]) -> bool:
     with session_scope(engine) as session:
         if token:
             _by_token(session, survey_id, token, call_sid)
@@ -579,6 +593,8 @@ def take_comment(engine: Engine, survey_id: int, token: str | None, call_sid: st
                     jobs.enqueue(session, COMMENT_JOB, {"survey_id": survey_id, "call_sid": call_sid,
                                                         "segment": state.comment_segment, "path": ref.path},
                                  dedupe_key=f"{COMMENT_JOB}:{call_sid}", max_attempts=8)
+                if spool and ref.waiting_in == spool and not recording.sha256:  # not tried as the turn ended
+                    upload.append(ref.path)
                 kept = True
         _store(session, call, state)
         return kept

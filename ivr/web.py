@@ -38,7 +38,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from core.deadlines.calendar import WorkingCalendar, parse_hours
 from core.places.indexes import indexes_for
-from core.platform import logcontext
+from core.platform import logcontext, uploads
 from core.platform.clock import utcnow
 from core.platform.rules import load_rules
 from core.platform.storage import resolve
@@ -180,6 +180,7 @@ class Hotline:
         self._operator_calendar: tuple[object, WorkingCalendar] | None = None
         self._sweeper: asyncio.Task | None = None
         self._sweeps_stop = asyncio.Event()
+        self._uploads: set[asyncio.Task] = set()  # recordings uploaded after their case was filed
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -339,7 +340,17 @@ class Hotline:
                                   store=self.services.media, spool=self.services.spool)
         for runner in self.speech_runners:  # a transcription may have been queued
             runner.wake()
+        if filed.to_upload:  # the case is committed; the caller hears its number without waiting for the bucket
+            self._upload_soon(filed.to_upload)
         return filed
+
+    def _upload_soon(self, keys: tuple[str, ...]) -> None:
+        services = self.services
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(
+            uploads.upload_after_commit, self.engine, services.media, list(keys), services.spool),
+            name=f"upload {keys[0]}")
+        self._uploads.add(task)
+        task.add_done_callback(self._uploads.discard)
 
     async def file_and_say(self, call_sid: str, *, stop: str | None = None, notice: str | None = None) -> str:
         filed = await self.file(call_sid)
@@ -633,6 +644,8 @@ class Hotline:
         await self.registry.close_sockets()
 
     async def cleanup(self, app: web.Application) -> None:
+        if self._uploads:  # under way: let them end (a file not uploaded waits for its job)
+            await asyncio.wait(list(self._uploads), timeout=30)
         if self._sweeper is not None:
             self._sweeps_stop.set()
             self._sweeper.cancel()

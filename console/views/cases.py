@@ -53,7 +53,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
     threshold = float(console_rules()["low_word_confidence"])
-    states = await file_states(request.config_dict[db.SERVICES].media, view.files)
+    states = await file_states(request, view.files)
     people = view.people.get(view.case.id, ())
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
@@ -63,6 +63,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         "transcript": _transcript(view.case, p, threshold, people),
         "recordings": [f for f in view.files if f.kind in ("recording", "voice") and _plays(f)],
         "photos": [f for f in view.files if f.kind == "photo" and _shows(f)],
+        "comments": [f for f in view.files if f.kind == "survey_comment" and _plays(f)],
         # a file that is neither (its bytes were no audio or image we allow): a download only
         "downloads": [f for f in view.files if f.kind in ("recording", "voice", "photo")
                       and not (_plays(f) if f.kind != "photo" else _shows(f))],

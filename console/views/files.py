@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections import OrderedDict
 
 from aiohttp import web
 from sqlmodel import select
@@ -25,7 +27,7 @@ from console.i18n import t
 from console.views.common import lang, principal, who
 from core.cases.models import Attachment
 from core.people import audit
-from core.platform import media_types
+from core.platform import media_types, uploads
 from core.platform.media import LocalStore, MediaMissing, MediaStore, MediaUnavailable
 
 # Replaces the console's page CSP (the guard middleware only sets one where none is set).
@@ -106,23 +108,58 @@ def missing_text(request: web.Request, kind: str) -> str:
     return t(lang(request), "case.file_missing" if kind in VOICES else "case.file_missing_other")
 
 
-async def file_states(store: MediaStore, files: list) -> dict[int, str]:
-    """attachment id → "pending" (waiting in a spool for the bucket) or "missing" (no
-    object), for the case page; a store that cannot be reached now says nothing."""
+class KnownMissing:
+    """Keys a download found missing in the store, remembered by this console (bounded, for
+    ``forget_after`` seconds) so the case page can say "录音文件缺失" without asking the store
+    about every file at every view. A later download that finds the object forgets it, and
+    after ``forget_after`` the page offers the player again (the object may be back)."""
 
-    async def state(f) -> str | None:  # noqa: ANN001
+    def __init__(self, limit: int = 10_000, forget_after: float = 300.0):
+        self.limit = limit
+        self.forget_after = forget_after
+        self._keys: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str) -> None:
+        self._keys[key] = time.monotonic()
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.limit:
+            self._keys.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._keys.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        seen = self._keys.get(key)  # type: ignore[arg-type]
+        if seen is None:
+            return False
+        if time.monotonic() - seen > self.forget_after:
+            self._keys.pop(key, None)  # type: ignore[arg-type]
+            return False
+        return True
+
+
+MISSING = web.AppKey("known_missing_files", KnownMissing)
+
+
+def _failed(session, keys: list[str]) -> dict[str, str]:  # noqa: ANN001
+    return uploads.failed_keys(session, keys)
+
+
+async def file_states(request: web.Request, files: list) -> dict[int, str]:
+    """attachment id → "pending" (waiting in a spool for the bucket), "failed" (its upload
+    was given up: kept in a spool) or "missing" (a download found no object), for the case
+    page. From what the database and this process know: a page view costs no round trip
+    to the store per file (the sha256 was confirmed when each was kept; a missing object
+    is found when it is downloaded, and listed by ``gridline media check``)."""
+    pending = [f.path for f in files if f.upload_pending]
+    failed = await db.run(request, _failed, pending) if pending else {}
+    states: dict[int, str] = {}
+    for f in files:
         if f.upload_pending:
-            return "pending"
-        try:
-            size = await asyncio.to_thread(store.stat, f.path)
-        except MediaUnavailable:
-            return None
-        except (MediaMissing, OSError):
-            size = None
-        return "missing" if size is None else None
-
-    found = await asyncio.gather(*(state(f) for f in files))
-    return {f.id: s for f, s in zip(files, found, strict=True) if s}
+            states[f.id] = "failed" if f.path in failed else "pending"
+        elif f.path in request.config_dict[MISSING]:
+            states[f.id] = "missing"
+    return states
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:
@@ -143,8 +180,10 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     except MediaUnavailable:
         return web.Response(status=503, text=t(lang(request), "case.file_unreachable"), headers={"Retry-After": "5"})
     if size is None:
+        request.config_dict[MISSING].add(key)
         return web.Response(status=404, text=missing_text(request, kind), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+    request.config_dict[MISSING].discard(key)
     headers = file_headers(number, attachment_id, recorded_type)
     headers["Accept-Ranges"] = "bytes"
     wanted = byte_range(request.headers.get("Range"), size)
@@ -162,6 +201,7 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
     try:
         chunks = await asyncio.to_thread(source.open_range, key, start, end + 1)
     except MediaMissing:  # gone between the stat and now
+        request.config_dict[MISSING].add(key)
         return web.Response(status=404, text=missing_text(request, kind), content_type="text/plain", charset="utf-8")
     except MediaUnavailable:
         return web.Response(status=503, text=t(lang(request), "case.file_unreachable"), headers={"Retry-After": "5"})
@@ -178,4 +218,5 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
+    app[MISSING] = KnownMissing()
     app.router.add_get(r"/cases/{number:\d{1,16}}/files/{attachment:\d{1,12}}", serve_file)

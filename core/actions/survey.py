@@ -208,9 +208,13 @@ def survey_comment(session: Session, survey: Survey, *, actor: str, text: str | 
     check(case, "annotate")
     described: dict = {"survey_id": survey.id, **(data or {})}
     if file is not None:
+        # attach flags a file still in a spool (``waiting_in``) upload_pending and queues its
+        # upload, as for a petition's recordings; the event says so too
         linked = attach(session, case, actor=actor, files=[file])
         described["attachment"] = file.path
         described["attached"] = bool(linked)
+        if file.waiting_in:
+            described["upload_pending"] = True
     if text is not None:  # words from the resident's voice: never refused, kept up to a cap
         text, cut = limits.keep_words(text)
         if cut:

@@ -220,7 +220,12 @@ def _check_values(rules: dict[str, Any]) -> None:
     _positive(sweeps["schedule_check_seconds"], "sweeps.schedule_check_seconds")
     if sweeps["schedule_check_seconds"] > sweeps["sla_period_minutes"] * 60:
         raise RulesError("sweeps.schedule_check_seconds: longer than sweeps.sla_period_minutes, so slots would be missed")
-    _positive(section("media")["upload_retry_seconds"], "media.upload_retry_seconds")
+    media = section("media")
+    _positive(media["upload_retry_seconds"], "media.upload_retry_seconds")
+    if media["upload_retry_longest_seconds"] < media["upload_retry_seconds"]:
+        raise RulesError("media.upload_retry_longest_seconds: must be at least media.upload_retry_seconds")
+    if not isinstance(media["upload_attempts"], int) or media["upload_attempts"] < 1:
+        raise RulesError(f"media.upload_attempts: a whole number of at least 1, not {media['upload_attempts']!r}")
     instances = section("instances")
     _positive(instances["heartbeat_seconds"], "instances.heartbeat_seconds")
     _positive(instances["lease_seconds"], "instances.lease_seconds")

@@ -96,6 +96,12 @@ class JobRunner:
         self.elsewhere[kind] = by
         self.paused.pop(kind, None)
 
+    @property
+    def running(self) -> bool:
+        """The runner takes jobs in this process (``start`` was called and not ``stop``):
+        periodic work is scheduled only where jobs are run."""
+        return bool(self._tasks)
+
     def wake(self) -> None:
         """Look for work now rather than at the next poll (after an action queued a job)."""
         for event in self._wakes.values():

@@ -36,14 +36,46 @@ def _all_attachments(engine):  # noqa: ANN001, ANN202
         after = rows[-1][0]
 
 
+# Folders of the data directory that hold residents' files (ivr.state.RECORDINGS_DIR, chat
+# media); never the database file, the speech models or anything else the folder holds.
+MEDIA_FOLDERS = ("recordings", "chat")
+
+
+def _unattached_files(root: Path, folders: set[str], named: set[str]):  # noqa: ANN202
+    """(key, path) of the files under ``folders`` of ``root`` that no attachment names,
+    in key order; temporary files (a leading dot: atomic writes, local parts) are skipped."""
+    for folder in sorted(folders):
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if not path.is_file() or path.is_symlink():
+                continue
+            relative = path.relative_to(root)
+            if any(part.startswith(".") for part in relative.parts):
+                continue
+            key = relative.as_posix()
+            if key not in named:
+                yield key, path
+
+
 @media_app.command("migrate")
 def migrate(
     source: Path = typer.Option(None, "--from", help="the local folder to move (default: GRIDLINE_DATA_DIR)"),
 ) -> None:
     """Copy every attachment's file from the local folder into the store GRIDLINE_MEDIA_URL
-    names, confirming each by sha256. Resumable: a file already in the bucket with the
-    recorded sha256 is skipped. The local files are left where they are."""
-    from core.platform.media import LocalStore, MediaMismatch, MediaUnavailable, media_store
+    names, confirming each by sha256, then every other file of the media folders
+    (recordings/, chat/, and the first folder of any attachment's key) that no attachment
+    names: a survey comment or a turn whose call never filed it, kept under its own key so
+    nothing a resident said stays on one machine. Resumable: a file already in the bucket
+    with the recorded sha256 is skipped. The local files are left where they are."""
+    from core.platform.media import (
+        LocalStore,
+        MediaMismatch,
+        MediaUnavailable,
+        media_store,
+        sha256_of_file,
+    )
 
     settings = get_settings()
     engine = open_database()
@@ -53,9 +85,15 @@ def migrate(
              "set it to s3://bucket/prefix")
     target.check()
     local = LocalStore(Path(source) if source else Path(settings.data_dir))
-    counts = {"uploaded": 0, "already": 0, "waiting": 0, "missing": 0, "mismatch": 0, "outside": 0}
+    counts = {"uploaded": 0, "already": 0, "waiting": 0, "missing": 0, "mismatch": 0, "outside": 0,
+              "unattached": 0}
     problems: list[str] = []
+    named: set[str] = set()
+    folders = set(MEDIA_FOLDERS)
     for att_id, key, size, sha256, pending, _case in _all_attachments(engine):
+        named.add(key)
+        if not key.startswith("/") and "/" in key:
+            folders.add(key.split("/", 1)[0])
         if pending:  # its media_upload job takes it
             counts["waiting"] += 1
             continue
@@ -85,6 +123,27 @@ def migrate(
                             "(uploaded as it is)")
             continue
         counts["uploaded"] += 1
+    for key, path in _unattached_files(local.root, folders, named):
+        try:
+            size, digest = sha256_of_file(path)
+            if target.recorded_sha256(key) == digest and target.stat(key) == size:
+                counts["already"] += 1
+                continue
+            stored = target.put_file(key, path)
+        except MediaMismatch as exc:
+            counts["mismatch"] += 1
+            problems.append(f"{key} (no attachment): {exc}")
+            continue
+        except MediaUnavailable as exc:
+            fail(f"{target.description} cannot be reached ({exc}); run `gridline media migrate` again to resume")
+        except OSError as exc:  # gone meanwhile (an upload job took it), unreadable
+            problems.append(f"{key} (no attachment): {exc.strerror or exc}")
+            continue
+        if stored.sha256 != digest:
+            counts["mismatch"] += 1
+            problems.append(f"{key} (no attachment): stored with sha256 {stored.sha256}, the file has {digest}")
+            continue
+        counts["unattached"] += 1
     for line in problems[:200]:
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"into {target.description}: " + ", ".join(f"{n} {what}" for what, n in counts.items()),
@@ -93,12 +152,21 @@ def migrate(
         raise typer.Exit(1)
 
 
+def _failed_uploads(engine) -> dict[str, str]:  # noqa: ANN001
+    from core.platform.db import session_scope
+    from core.platform.uploads import failed_keys
+
+    with session_scope(engine) as session:
+        return failed_keys(session)
+
+
 @media_app.command("check")
 def check(
     sha256: bool = typer.Option(False, "--sha256", help="also read every object back and compare its sha256"),
 ) -> None:
-    """List attachments whose object is missing from the store, or whose size (or with
-    --sha256 content) differs from what was recorded. Exit status 1 when any is."""
+    """List attachments whose object is missing from the store, whose size (or with
+    --sha256 content) differs from what was recorded, or whose upload was given up (the
+    file kept in a spool). Exit status 1 when any is."""
     from core.platform.media import MediaUnavailable, media_store
 
     settings = get_settings()
@@ -107,9 +175,13 @@ def check(
     store.check()
     checked = waiting = 0
     problems: list[tuple[int, int | None, str, str]] = []
+    failed = _failed_uploads(engine)
     for att_id, key, size, digest, pending, case_id in _all_attachments(engine):
         if pending:
-            waiting += 1
+            if key in failed:  # given up after media.upload_attempts: someone must take it
+                problems.append((att_id, case_id, key, f"failed to upload; the file is kept in {failed[key] or 'a spool'}"))
+            else:
+                waiting += 1
             continue
         checked += 1
         try:

@@ -280,3 +280,33 @@ async def test_the_job_runner_is_woken_when_a_job_commits(engine):
             assert len(session.exec(select(JobRow)).all()) == 2
     finally:
         remove()
+
+
+async def test_the_served_app_schedules_the_staff_sweep_and_the_daily_digest(fake, engine, demo, tmp_path):
+    """``gridline serve`` builds the app with the bot and runs jobs: its staff ticker queues
+    the reminder sweep and the day's digest (it once looked for a runner attribute that did
+    not exist, and never did)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from core.platform.settings import Settings
+    from gridline.app import build_app
+    from tests.chat.conftest import SECRET
+    from tests.support.waiting import until
+
+    clock.freeze(TUESDAY_9)  # a working day, before the digest's hour
+    settings = Settings(data_dir=tmp_path / "data", public_url="http://127.0.0.1:9", telegram_token=fake.token,
+                        telegram_secret=SECRET, telegram_api_url=fake.root_url, telegram_mode="webhook")
+    app = build_app(settings, engine=engine, channels=("chat",), run_jobs=True)
+
+    def scheduled() -> set[str]:
+        with session_scope(engine) as session:
+            return set(session.exec(select(Job.kind).where(Job.kind.in_([reminders.SWEEP_JOB,
+                                                                          reminders.DIGEST_JOB]))).all())
+
+    assert scheduled() == set()
+    async with TestClient(TestServer(app)):
+        await until(lambda: scheduled() == {reminders.SWEEP_JOB, reminders.DIGEST_JOB}, timeout=30,
+                    message="the staff sweep and the digest queued by the served app")
+    with session_scope(engine) as session:
+        digest = session.exec(select(Job).where(Job.kind == reminders.DIGEST_JOB)).one()
+    assert digest.payload["day"] == "2026-11-17"

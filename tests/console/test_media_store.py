@@ -83,16 +83,32 @@ async def test_a_range_asks_the_store_for_that_range_only(client, world, setting
 
 
 async def test_a_missing_object_is_said_on_the_page_and_the_file_is_404(client, world, settings):
+    """The page does not ask the store about each file; the player's download finds the
+    object missing ("录音文件缺失", 404), and from then on the page says so too."""
     media_store(settings).delete(REC)
     await login(client, "op")
+    missing = await client.get(f"/console/cases/{world.triage_case}/files/{world.recording_id}")
+    assert missing.status == 404 and "录音文件缺失" in await missing.text()
     page = await client.get(f"/console/cases/{world.triage_case}")
     assert page.status == 200
     html = await page.text()
     assert "录音文件缺失" in html and f"/files/{world.recording_id}\"></audio>" not in html
-    missing = await client.get(f"/console/cases/{world.triage_case}/files/{world.recording_id}")
-    assert missing.status == 404 and "录音文件缺失" in await missing.text()
     en = await client.get(f"/console/cases/{world.triage_case}?lang=en")
     assert "Recording file missing" in await en.text()
+
+
+async def test_a_case_page_asks_the_store_nothing(client, world, settings, monkeypatch):
+    """Each file's state comes from the database (upload_pending, a given-up upload) and
+    what downloads found: a page view is no round trip to the bucket per file."""
+    store = media_store(settings)
+    asked = []
+    for name in ("stat", "open_range", "sha256", "recorded_sha256"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _name=name, _real=real, **k: asked.append(_name) or _real(*a, **k))
+    await login(client, "op")
+    page = await client.get(f"/console/cases/{world.triage_case}")
+    assert page.status == 200 and f"/files/{world.recording_id}\"></audio>" in await page.text()
+    assert asked == []
 
 
 async def test_a_file_waiting_for_the_bucket_is_said_and_played_from_the_spool(engine, client, world, settings):
@@ -112,3 +128,41 @@ async def test_a_file_waiting_for_the_bucket_is_said_and_played_from_the_spool(e
     resp = await client.get(f"/console/cases/{world.triage_case}/files/{world.recording_id}",
                             headers={"Range": "bytes=0-99"})
     assert resp.status == 206 and await resp.read() == data[:100]
+
+
+async def test_a_survey_comment_waiting_for_the_bucket_is_flagged_and_shown(engine, client, world, settings):
+    """A follow-up call's comment filed while its WAV is still in a spool: the attachment is
+    upload_pending with its media_upload job queued (as a petition's recordings are), the
+    comment's event says so, and the case page shows the comment "waiting to be uploaded"."""
+    from core import actions
+    from core.cases.models import Case, CaseEvent
+    from core.followup.models import Survey
+    from core.platform import uploads
+    from core.platform.models import Job
+
+    comment_key = "recordings/20261120/CA-test-survey-comment.wav"
+    spooled = media_store(settings).spool_path(comment_key)
+    spooled.parent.mkdir(parents=True, exist_ok=True)
+    spooled.write_bytes((world.data_dir / REC).read_bytes() if (world.data_dir / REC).exists()
+                        else media_store(settings).get_bytes(REC))
+    with session_scope(engine) as session:
+        case = session.exec(select(Case).where(Case.number == world.triage_case)).one()
+        survey = Survey(case_id=case.id, channel="phone")
+        session.add(survey)
+        session.flush()
+        actions.survey_comment(session, survey, actor="resident", file=actions.FileRef(
+            kind="survey_comment", path=comment_key, mime_type="audio/wav", size=spooled.stat().st_size,
+            sha256="0" * 64, waiting_in="this-host:/data"))
+    with session_scope(engine) as session:
+        att = session.exec(select(Attachment).where(Attachment.path == comment_key)).one()
+        assert att.upload_pending and att.kind == "survey_comment"
+        job = session.exec(select(Job).where(Job.kind == uploads.MEDIA_UPLOAD_JOB)).one()
+        assert job.payload == {"key": comment_key, "spool": "this-host:/data"}
+        said = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id,
+                                                    CaseEvent.action == "survey_comment")).one()
+        assert said.data["upload_pending"] is True
+        comment_id = att.id
+    await login(client, "op")
+    html = await (await client.get(f"/console/cases/{world.triage_case}")).text()
+    assert "回访评价录音" in html and f"/files/{comment_id}\"></audio>" in html
+    assert f'class="file-state pending" data-file="{comment_id}">录音等待上传' in html

@@ -45,21 +45,22 @@ calls_per_second = 1000.0
 
 class Deployment:
     """``instances`` × ``gridline serve`` + HAProxy. ``media_env`` (``GRIDLINE_MEDIA_URL``
-    and the ``AWS_*`` variables) is given to every instance; ``env`` adds settings."""
+    and the ``AWS_*`` variables) is given to every instance; ``env`` adds settings and
+    ``rules`` TOML of its own to the rules file."""
 
     def __init__(self, root: Path, database_url: str, bot: FakeBotApi | None, twilio: FakeTwilio | None, *,
                  instances: int = 2, media_env: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()):
+                 args: tuple[str, ...] = (), rules: str = ""):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        rules = self.root / "rules.toml"
-        rules.write_text(RULES)
+        rules_file = self.root / "rules.toml"
+        rules_file.write_text(RULES + rules)
         self.servers = [ServeProcess(self.root / f"instance{i}", database_url, args=args)
                         for i in range(1, instances + 1)]
         self.balancer = HaproxyProcess([s.port for s in self.servers], self.root / "haproxy")
         common = {
             "GRIDLINE_PUBLIC_URL": self.balancer.url,
-            "GRIDLINE_RULES": str(rules),
+            "GRIDLINE_RULES": str(rules_file),
             "GRIDLINE_TRUSTED_PROXIES": "127.0.0.1/32",
             "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN,
             "GRIDLINE_SERVICE_HOURS": "00:00-23:59",

@@ -48,18 +48,32 @@ from tests.support.waiting import until
 
 pytestmark = [
     pytest.mark.slow,
-    # Issue 21 is open: this test reports every check that does not hold yet (as of the merge
-    # of the store, spool, instances and chat work, chats whose voice note meets an instance
-    # without the speech model wait for a reply the test does not expect, and not every file
-    # of the killed instance has been checked in the bucket). It runs in full so the list is
-    # printed; it becomes a plain test when the deployment holds.
-    pytest.mark.xfail(reason="issue 21: the two-instance deployment does not hold in full yet", strict=False),
+    # Held in full (204 checks) when the kill leaves every turn to the recovery sweep; one
+    # case still fails: a turn whose "#" webhook lands on the survivor while the turn's socket
+    # dies with the other instance. The survivor waits for the handover, hears "no audio stream
+    # arrived", records the turn as ended with no audio, and the call's end (status callback)
+    # files no petition; the turn's parts in the bucket are never assembled (complete_from_disk
+    # rebuilds only not-ended turns, and only when recovering). Until that is fixed this stays
+    # non-strict xfail; every check is still made and reported.
+    pytest.mark.xfail(reason="issue 21: a turn cut off by the kill while its '#' webhook waits on the survivor "
+                             "is not assembled from its parts", strict=False),
 ]
 
 CALLS = 4
 CHATS = 10
 SURVEYS = 2
 VICTIM = 2  # the instance that is killed
+# A vanished instance is taken for gone after its lease: short here, so the survivor takes
+# over its calls and chats seconds after the kill instead of 20 s (the shipped default).
+LEASE_RULES = """
+[instances]
+heartbeat_seconds = 1
+lease_seconds = 3
+"""
+# Live audio reaches the bucket in parts of this many seconds (10 s by default, the bound
+# the issue names): shorter than a petition here, so a call cut off by the kill has parts
+# in the bucket for the survivor to file it from.
+PART_S = "2"
 
 
 def bucket_env(bucket: S3Bucket) -> dict[str, str]:
@@ -110,19 +124,31 @@ async def chat_petition(resident: Resident, fake: FakeBotApi, i: int, files: dic
     note = fake.add_file(audio("ogg", 1.0 + i / 10), kind="voice", mime_type="audio/ogg")
     photo = fake.add_file(image("jpeg", (64 + i, 48)), kind="photo", mime_type="image/jpeg")
     files[resident.user_id] = {hashlib.sha256(note.data).hexdigest(), hashlib.sha256(photo.data).hexdigest()}
-    await resident.send(fake.make_voice_update(note.file_id, duration=2, user_id=resident.user_id))
-    await resident.reply("录音已保存")
-    await resident.send(fake.make_photo_update(photo.file_id, caption=f"第{i}号楼门口的垃圾好几天没人清运",
-                                               user_id=resident.user_id))
-    await resident.reply("问题发生在哪里")
-    await resident.say("跳过")
-    await resident.reply("哪一类问题")
-    await resident.press("其他 / 不确定")
-    await resident.reply("请确认")
-    await resident.press("✅ 确认提交")
     from tests.support.chat_driver import FILED, number_in
 
-    return number_in((await resident.reply(FILED))["text"])
+    step = "the voice note"
+    try:
+        await resident.send(fake.make_voice_update(note.file_id, duration=2, user_id=resident.user_id))
+        # No instance has a speech model: the note is kept and the resident is told so and
+        # asked to type (chat.dialog's voice_unavailable); the photo's caption is the words.
+        step = "录音已保存 (the voice note kept, no speech model)"
+        await resident.reply("录音已保存")
+        step = "the photo"
+        await resident.send(fake.make_photo_update(photo.file_id, caption=f"第{i}号楼门口的垃圾好几天没人清运",
+                                                   user_id=resident.user_id))
+        step = "问题发生在哪里"
+        await resident.reply("问题发生在哪里")
+        await resident.say("跳过")
+        step = "哪一类问题"
+        await resident.reply("哪一类问题")
+        await resident.press("其他 / 不确定")
+        step = "请确认"
+        await resident.reply("请确认")
+        await resident.press("✅ 确认提交")
+        step = "the case number"
+        return number_in((await resident.reply(FILED))["text"])
+    except (TimeoutError, AssertionError) as exc:
+        raise AssertionError(f"stalled at {step}; the bot sent {resident.texts()} ({_short(exc)[:80]})") from None
 
 
 def call_plans(engine) -> list[CallPlan]:
@@ -174,9 +200,13 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
     async with FakeBotApi() as bot:
         with FakeTwilio(auth_token=TOKEN) as twilio:
             deployment = Deployment(tmp_path / "deployment", database_url(engine), bot, twilio, media_env=media_env,
-                                    env={"GRIDLINE_SPEECH_MODEL": str(tmp_path / "no-model")})
+                                    env={"GRIDLINE_SPEECH_MODEL": str(tmp_path / "no-model"),
+                                         "GRIDLINE_SPOOL_PART_S": PART_S}, rules=LEASE_RULES)
             try:
-                await deployment.start()
+                clock = asyncio.get_running_loop().time
+                phases = {"start": clock()}
+                await deployment.start(together=True)
+                phases["instances up"] = clock()
                 add_admin(engine)
                 survey_phones = demo_phones(engine, 2 + SURVEYS)[2:]
                 for phone in survey_phones:
@@ -190,22 +220,33 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                 calls = asyncio.ensure_future(place_calls(deployment.url, TOKEN, plans, speed=1))
                 survey_cases = [verified_case(engine, phone) for phone in survey_phones]
 
-                # Mid-load: a few chats filed, calls under way; then instance 2's machine is gone.
-                # (Not waiting for chats longer than 30 s: a dialog that stalls is a finding, reported below.)
+                # Mid-load: a few chats filed, and every caller speaking, with two parts (4 s) of
+                # their petition in the bucket: more than [petition] min_speech_s survives the
+                # machine (a call cut off before that has too little left anywhere to be a
+                # petition: the bound is "at most the last part"); then instance 2's machine is
+                # gone. (Not waiting for chats longer than 30 s: a dialog that stalls
+                # is a finding, reported below.)
                 started = asyncio.get_running_loop().time()
-                await until(lambda: _count(engine, CallSession) >= 2 and (
+                sids = [plan.script.call_sid for plan in plans]
+                await until(lambda: _speaking(bucket, sids) and (
                     _count(engine, Case, Case.channel == Channel.chat) >= 3 or
                     asyncio.get_running_loop().time() - started > 30), timeout=180, message="the load under way")
                 await deployment.kill(VICTIM, delete_data=True)
                 killed_at = _count(engine, Case)
+                phases["kill"] = clock()
 
                 numbers = await chats
+                phases["chats done"] = clock()
                 outcomes = await calls
+                phases["calls done"] = clock()
                 for case_id in survey_cases:
                     await _wait_quietly(lambda c=case_id: _survey_done(engine, c), 180)
+                phases["surveys done"] = clock()
                 await _wait_quietly(lambda: inbox_left(engine) == [], 60)
+                phases["inbox empty"] = clock()
                 reader = ConsoleReader(deployment.url)
                 await asyncio.to_thread(reader.login)
+                listing = BucketListing(bucket)
 
                 # -- chat petitions: each filed once, the resident has its number; the voice
                 #    note and the photo download whole from the survivor
@@ -223,9 +264,11 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                                  f"[chat] {who}: files {[a.kind for a in files]} instead of a photo and a voice note")
                     got = set()
                     for att in files:
-                        got.add(await _download(reader, checks, number, att, f"[chat] {who} {att.kind}", bucket))
+                        got.add(await _download(reader, checks, number, att, f"[chat] {who} {att.kind}", listing))
                     checks.check(got == sent_files[resident.user_id],
                                  f"[chat] {who}: the files served are not the bytes the resident sent")
+
+                phases["chats checked"] = clock()
 
                 # -- calls: each filed once; every recording plays from the survivor
                 for plan, outcome in zip(plans, outcomes, strict=True):
@@ -241,12 +284,19 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                         checks.check(outcome.result.case_number == number,
                                      f"[call] {sid}: the caller heard {outcome.result.case_number}, case is {number}")
                     recordings = [a for a in attachments(engine, case_id) if a.kind == "recording"]
-                    turns = len(plan.script.turns)
+                    # Every turn the caller was asked for and spoke is attached. Not every turn
+                    # of the script: with no speech model a petition is filed as soon as it is
+                    # heard (transcript_pending; the caller is never made to repeat, and an
+                    # address is asked only after words were recognised), so an unknown
+                    # caller's address turns are never played.
+                    turns = sum("/done" in path for path in outcome.result.webhook_paths) if not outcome.error else 0
                     checks.check(len(recordings) == turns or outcome.error,
-                                 f"[call] {sid}: {len(recordings)} of {turns} recordings attached")
+                                 f"[call] {sid}: {len(recordings)} of the {turns} recordings the caller made attached")
                     checks.check(recordings, f"[call] {sid}{cut}: no recording attached")
                     for att in recordings:
-                        await _download(reader, checks, number, att, f"[call] {sid} recording {att.id}{cut}", bucket)
+                        await _download(reader, checks, number, att, f"[call] {sid} recording {att.id}{cut}", listing)
+
+                phases["calls checked"] = clock()
 
                 # -- follow-up calls: placed once each, the comment plays from the survivor
                 for phone, case_id in zip(survey_phones, survey_cases, strict=True):
@@ -258,19 +308,21 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                     comments = [a for a in attachments(engine, case_id) if a.kind == "survey_comment"]
                     if checks.check(len(comments) == 1, f"[survey] case {case_id}: {len(comments)} comments attached"):
                         await _download(reader, checks, number_of(engine, case_id), comments[0],
-                                        f"[survey] case {case_id} comment", bucket)
+                                        f"[survey] case {case_id} comment", listing)
 
                 checks.check(_count(engine, Case) == CHATS + CALLS + SURVEYS,
                              f"[cases] {_count(engine, Case)} cases in all, "
                              f"expected {CHATS + CALLS + SURVEYS}")
                 served = deployment.balancer.requests_by_server()
                 checks.check(len(served) == 2, f"[balancer] requests went to {served}: both instances served")
+                phases["checked"] = clock()
             finally:
                 await asyncio.to_thread(deployment.close)
             (tmp_path / "instances.log").write_text(deployment.logs())
 
     print(f"deployment: {checks.passed} checks held, {len(checks.failed)} failed; cases before the kill "
           f"{killed_at}; requests by instance {served}")
+    print("seconds from the start: " + ", ".join(f"{name} {at - phases['start']:.1f}" for name, at in phases.items()))
     for key, value in (("checks_passed", checks.passed), ("checks_failed", len(checks.failed)),
                        ("cases_stored", _count(engine, Case))):
         record_property(key, value)
@@ -278,12 +330,12 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
 
 
 async def _download(reader: ConsoleReader, checks: Checks, number: str, att: Attachment, what: str,
-                    bucket: S3Bucket) -> str:
+                    bucket: BucketListing) -> str:
     """The file is an object in the bucket (not waiting in a spool), and the console serves
     it whole (200, its size and sha256) and its first 100 bytes (206); returns the sha256 of
     what was served."""
     checks.check(not att.upload_pending, f"{what}: still waiting to be uploaded")
-    in_bucket = bucket.objects().get(att.path)
+    in_bucket = bucket.size(att.path)
     checks.check(in_bucket == att.size, f"{what}: {att.path} in the bucket: {in_bucket} bytes, {att.size} on file")
     path = f"/console/cases/{number}/files/{att.id}"
     whole = await asyncio.to_thread(reader.get, path)
@@ -295,6 +347,26 @@ async def _download(reader: ConsoleReader, checks: Checks, number: str, att: Att
         checks.check(part.status == 206 and part.body == whole.body[:100],
                      f"{what}: Range 0-99 answered {part.status}, {len(part.body)} bytes")
     return digest
+
+
+class BucketListing:
+    """The bucket's objects, listed once and again only for a key not seen yet (a listing
+    per file made the checks slow; an object uploaded after the listing is still found)."""
+
+    def __init__(self, bucket: S3Bucket):
+        self.bucket = bucket
+        self.objects = bucket.objects()
+
+    def size(self, key: str) -> int | None:
+        if key not in self.objects:
+            self.objects = self.bucket.objects()
+        return self.objects.get(key)
+
+
+def _speaking(bucket: S3Bucket, call_sids: list[str]) -> bool:
+    """Every call has two parts of a recording in the bucket (``<key>.parts/00001``)."""
+    firsts = [key for key in bucket.objects() if key.endswith(".parts/00001")]
+    return all(any(sid in key for key in firsts) for sid in call_sids)
 
 
 def _short(error: object) -> str:

@@ -68,3 +68,70 @@ async def test_with_the_bucket_away_the_case_is_filed_and_its_recording_waits(en
     assert not att.upload_pending and not spooled.exists()
     assert hashlib.sha256(s3_bucket.read(att.path)).hexdigest() == att.sha256
     await rig.stop()
+
+
+def test_a_recovered_turn_is_filed_first_and_uploaded_after_the_commit(engine, tmp_path, s3_bucket):
+    """A turn that never ended in a live process (the recovery files it from its spool WAV):
+    the case is filed with the recording as waiting in this spool, committed, and only then
+    uploaded, so no call or case row is held while the bucket answers; the spool copy goes
+    once the bucket's copy is confirmed."""
+    from sqlalchemy import text
+
+    from core.cases.models import CallSession, Case
+    from core.platform import uploads
+    from core.platform.media import media_store
+    from core.platform.settings import Settings
+    from ivr import calls
+    from ivr.spool import wav_bytes
+    from ivr.state import CallState, Recording
+    from speech_models.audio import mulaw_decode
+
+    call_sid = "CA" + "7" * 32
+    key = f"recordings/2026/12/{call_sid}-petition-1.wav"
+    store = media_store(Settings(data_dir=tmp_path, media_url=s3_bucket.url))
+    spooled = store.spool_path(key)
+    spooled.parent.mkdir(parents=True, exist_ok=True)
+    spooled.write_bytes(wav_bytes(mulaw_decode(tone(3.0))))
+    state = CallState()
+    state.petition.segment = "petition-1"
+    state.petition.attempt = 1
+    state.segments["petition-1"] = Recording(kind="petition", audio_path=key)
+    with session_scope(engine) as s:
+        s.add(CallSession(call_sid=call_sid, from_number=KNOWN_PHONE, state=state.model_dump(mode="json")))
+
+    seen = []
+    real_put = store.put_file
+
+    def put_file(k, path):
+        # from another connection: is the case there (committed), is the call's row free?
+        with engine.connect() as conn:
+            filed = conn.execute(text("SELECT case_id FROM callsession WHERE call_sid = :sid"),
+                                 {"sid": call_sid}).scalar()
+        free = True
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn, conn.begin():
+                conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                try:
+                    conn.execute(text("SELECT id FROM callsession WHERE call_sid = :sid FOR UPDATE"),
+                                 {"sid": call_sid})
+                except Exception:
+                    free = False
+        seen.append((k, filed is not None, free))
+        return real_put(k, path)
+
+    store.put_file = put_file
+    try:
+        filed = calls.file_case(engine, call_sid, min_speech_s=0.5, recovered=True, data_dir=tmp_path,
+                                store=store, spool="this-spool")
+        assert filed.created and filed.to_upload == (key,) and seen == []  # nothing sent while filing
+        (att,) = _attachments(engine)
+        assert att.upload_pending and spooled.exists()
+        uploads.upload_after_commit(engine, store, list(filed.to_upload), "this-spool")
+    finally:
+        del store.put_file
+    assert seen == [(key, True, True)]
+    (att,) = _attachments(engine)
+    data = s3_bucket.read(key)
+    assert not att.upload_pending and att.sha256 == hashlib.sha256(data).hexdigest() and not spooled.exists()
+    with session_scope(engine) as s:
+        assert "recovered_after_restart" in s.get(Case, att.case_id).flags

@@ -130,3 +130,69 @@ def test_uploaded_before_a_crash_is_recognised(engine, seaweed, s3_bucket, tmp_p
         uploads.mark_waiting(session, att, "here")
     assert uploads.upload_one(engine, store, KEY, "here", "here") == "already"
     assert not _row(engine).upload_pending
+
+
+async def test_an_upload_that_never_gets_through_is_given_up_and_its_file_kept(engine, seaweed, s3_bucket,
+                                                                                override, tmp_path):
+    """[media] upload_attempts bounds the job: the waits double from upload_retry_seconds
+    up to upload_retry_longest_seconds; then the job fails, the attachment stays
+    upload_pending with its file in the spool, and the case page, /readyz and `gridline
+    media check` say it failed."""
+    override("[media]\nupload_retry_seconds = 30\nupload_retry_longest_seconds = 50\nupload_attempts = 3\n")
+    app = build_app(Settings(data_dir=tmp_path, media_url=s3_bucket.url), engine=engine, channels=(),
+                    run_jobs=False)
+    async with TestClient(TestServer(app)) as client:
+        services = app[SERVICES]
+        try:
+            _file_while_down(services, engine, seaweed)
+            waits = []
+            for _ in range(3):
+                _due_now(engine)
+                before = utcnow()
+                assert await services.jobs.run_once() == 1
+                with session_scope(engine) as session:
+                    job = session.exec(select(Job).where(Job.kind == uploads.MEDIA_UPLOAD_JOB)).one()
+                    waits.append((job.status, round((job.run_at - before).total_seconds() / 10) * 10))
+        finally:
+            seaweed.start()
+        # two waits (30 s, then 50 s: doubled, capped), then given up at the third try
+        assert [w for w in waits[:2]] == [(JobStatus.queued, 30), (JobStatus.queued, 50)]
+        assert waits[2][0] == JobStatus.failed
+        row = _row(engine)
+        assert row.upload_pending and services.media.spool_path(KEY).read_bytes() == AUDIO  # never deleted
+        assert KEY not in s3_bucket.objects()
+        with session_scope(engine) as session:
+            audited = session.exec(select(AuditEntry).where(AuditEntry.action == "media_upload_failed")).one()
+            assert audited.target_id == str(row.id) and audited.detail["tries"] == 3
+            assert uploads.failed_keys(session) == {KEY: services.spool}
+        assert await (await client.get("/readyz")).json() == {
+            "status": "degraded", "media": "uploads failed", "pending_uploads": 1, "failed_uploads": 1}
+        _due_now(engine)
+        assert await services.jobs.run_once() == 0  # failed is final: nothing tries it again
+
+
+def test_the_parts_of_a_recording_go_once_the_whole_file_is_confirmed(engine, seaweed, s3_bucket, tmp_path):
+    """A bucket that went away mid-call leaves ``<key>.parts/`` objects (and parts held in
+    the database): the upload that confirms the whole WAV removes them."""
+    from ivr.models import AudioPart
+    from ivr.spool import part_key
+
+    store = media_store(Settings(data_dir=tmp_path, media_url=s3_bucket.url))
+    for seq in range(3):
+        store.put_bytes(part_key(KEY, seq), AUDIO[seq * 100:(seq + 1) * 100])
+    spooled = store.spool_path(KEY)
+    spooled.parent.mkdir(parents=True, exist_ok=True)
+    spooled.write_bytes(AUDIO)
+    with session_scope(engine) as session:
+        session.add(AudioPart(key=KEY, seq=3, start=300, data=AUDIO[300:400]))
+        att = Attachment(kind="recording", path=KEY, size=len(AUDIO), sha256=hashlib.sha256(AUDIO).hexdigest())
+        session.add(att)
+        uploads.mark_waiting(session, att, "here")
+    assert {k for k in s3_bucket.objects() if k.startswith(KEY)} == {part_key(KEY, n) for n in range(3)}
+    assert uploads.upload_one(engine, store, KEY, "here", "here") == "uploaded"
+    assert {k for k in s3_bucket.objects() if k.startswith(KEY)} == {KEY}
+    assert s3_bucket.read(KEY) == AUDIO and not spooled.exists()
+    with session_scope(engine) as session:
+        assert session.exec(select(AudioPart).where(AudioPart.key == KEY)).all() == []
+        # its job has nothing left to do
+        assert session.exec(select(Job.status).where(Job.kind == uploads.MEDIA_UPLOAD_JOB)).one() == JobStatus.done

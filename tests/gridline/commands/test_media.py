@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from core.cases.models import Attachment
@@ -102,3 +103,39 @@ def test_serve_with_a_wrong_store_is_one_line(tmp_path, engine, seaweed, s3_buck
            "GRIDLINE_MEDIA_URL": s3_bucket.url, **change}
     result = gridline("serve", "--port", "1", env=env, cwd=tmp_path)
     assert_short_error(result, fragment)
+
+
+def test_migrate_also_takes_the_files_no_attachment_names(cli, s3_bucket, local_store):
+    """A survey comment whose call never attached it, a turn of a call never filed: moved
+    under their own keys (nothing a resident said stays on one machine). Temporary files
+    and whatever lies outside the media folders stay where they are."""
+    comment = "recordings/2026/12/CA9-survey-comment.wav"
+    (local_store / comment).write_bytes(b"RIFF" + b"\x05" * 700)
+    (local_store / "recordings/2026/12/.CA9-2.wav.123.tmp").write_bytes(b"half a write")
+    (local_store / "notes.txt").write_bytes(b"not a resident's file")
+    first = cli("media", "migrate")
+    assert "3 uploaded" in first.output and "1 unattached" in first.output, first.output
+    assert s3_bucket.read(comment) == (local_store / comment).read_bytes()
+    held = set(s3_bucket.objects())
+    assert not any(".tmp" in key or key.endswith("notes.txt") for key in held)
+    again = cli("media", "migrate")
+    assert "0 uploaded, 4 already" in again.output and "0 unattached" in again.output, again.output
+
+
+def test_check_lists_a_file_whose_upload_was_given_up(cli, engine, s3_bucket):
+    from core.platform import uploads
+    from core.platform.models import Job, JobStatus
+
+    cli("media", "migrate")
+    with session_scope(engine) as session:
+        att = Attachment(kind="survey_comment", path="recordings/2026/12/CA7-comment.wav", size=10, sha256="1" * 64)
+        session.add(att)
+        uploads.mark_waiting(session, att, "host-a:/srv/gridline")
+    with session_scope(engine) as session:
+        job = session.exec(select(Job).where(Job.kind == uploads.MEDIA_UPLOAD_JOB)).one()
+        job.status = JobStatus.failed
+        session.add(job)
+    result = cli("media", "check")
+    assert result.exit_code == 1
+    assert ("recordings/2026/12/CA7-comment.wav: failed to upload; the file is kept in host-a:/srv/gridline"
+            in result.output), result.output
