@@ -21,7 +21,7 @@ from core.deadlines.models import CalendarDay
 from core.platform.rules import load_rules
 
 DEFAULT_TZ = "Asia/Shanghai"
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 86_400_000_000

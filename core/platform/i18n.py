@@ -123,7 +123,7 @@ class Catalogue:
         return asked if asked in self._files() else DEFAULT
 
 
-CORE = Catalogue("core", Path(__file__).resolve().parent / "locales")
+CORE = Catalogue("core", Path(__file__).resolve().parent.parent / "locales")
 
 
 def say(language: str, code: str, params: dict | None = None, *, catalogue: Catalogue = CORE,
