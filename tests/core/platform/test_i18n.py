@@ -12,7 +12,7 @@ from core.errors import IllegalTransition, InvalidInput, NotFound
 from core.platform import i18n
 from core.platform.i18n import CORE, Catalogue, error_text, reason_text, say
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CODE = re.compile(r"""code=f?"([a-z_]+\.[a-z_.{}]+)\"""")
 
 

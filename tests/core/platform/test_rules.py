@@ -94,7 +94,7 @@ def test_a_missing_override_file_is_named(tmp_path):
 
 # -- every key is read ------------------------------------------------------------------
 
-SOURCE = Path(__file__).resolve().parents[2]
+SOURCE = Path(__file__).resolve().parents[3]
 # Tables whose keys are data, not names the code spells: each is read whole and looked up
 # by a value (an urgency, a role, a category code …). Their own name must still be read.
 DATA_KEYED = {
