@@ -32,7 +32,7 @@ from core.deadlines.sla import calendar_for
 from core.errors import NotFound
 from core.people.models import Resident
 from core.places.models import Grid, GridLevel
-from core.places.routing import (  # imported now: heavy (pypinyin, shapely)  # imported now: heavy (pypinyin, shapely)
+from core.places.routing import (  # imported now: heavy (pypinyin, shapely)
     normalise_phone,
     route_by_phone,
 )
@@ -192,9 +192,10 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
             continue
         path = resolve(rec.audio_path, data_dir)
         if not path.is_file():
-            # The instance that held the stream is gone with its disk: the parts it sent
-            # while the call went on (the store, or the database) make the recording.
-            if repair:
+            # The instance that held the stream is gone with its disk (a crash, or its socket
+            # died while this instance waited for its handover): the parts it sent while the
+            # call went on (the store, or the database) make the recording.
+            if store is not None:
                 rebuilt = rebuild_from_parts(rec, store, session, speech_rms, spool)
                 if rebuilt is not None:
                     log.info("recording %s of call %s: assembled from its parts (%.2f s)", rec.audio_path,
@@ -212,6 +213,21 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
             "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
             "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True})
         call.turn_heard(name, heard)
+
+
+def turn_from_parts(engine: Engine, call_sid: str, name: str, store: Any, speech_rms: float,
+                    spool: str = "") -> Recording | None:
+    """The turn ``name`` made whole from the parts its stream's instance sent, for a webhook
+    that waited in vain for that instance's handover (it died with the socket). ``None``:
+    no parts anywhere."""
+    with session_scope(engine) as session:
+        row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
+        if row is None:
+            return None
+        rec = Call.of(row).state.segments.get(name)
+        if rec is None or rec.ended or not rec.audio_path:
+            return None
+        return rebuild_from_parts(rec, store, session, speech_rms, spool)
 
 
 def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float,

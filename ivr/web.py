@@ -284,6 +284,14 @@ class Hotline:
             return planned
         if not last_round:
             return None
+        # The instance holding the socket never handed the turn over (it died with it): what
+        # it sent while the caller spoke is in the store's parts.
+        rebuilt = await self.db(calls.turn_from_parts, self.engine, call_sid, name, self.services.media,
+                                float(self.config["stream"]["speech_rms"]), self.services.spool)
+        if rebuilt is not None:
+            log.warning("call %s %s: no handover of this turn arrived; assembled from its parts (%.2f s)",
+                        call_sid, name, rebuilt.duration)
+            return rebuilt
         log.warning("call %s %s: no audio stream arrived for this turn", call_sid, name)
         return (planned or Recording(kind=kind)).model_copy(update={"ended_by": "webhook", "deferred": True})
 
