@@ -40,11 +40,10 @@ from core.platform import jobs, media_types, uploads
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.media import LocalStore, MediaStore
-from core.platform.models import Job, JobStatus
+from core.platform.models import AudioPart, Job, JobStatus
 from core.platform.storage import data_dir as data_dir_default
 from core.platform.storage import resolve, stored_path
 from ivr.loudness import pcm_speech_seconds
-from ivr.models import AudioPart
 from ivr.spool import KEEP_HELD_JOB, assemble, delete_store_parts, held_parts_in, mark_held
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from core.platform.i18n import CORE, Catalogue
-from core.platform.rules import RuleFile, RulesError, deep_merge
+from core.platform.merging import deep_merge
+from core.platform.rules import RuleFile, RulesError
 
 HERE = Path(__file__).resolve().parent
 

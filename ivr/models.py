@@ -1,11 +1,9 @@
-"""Tables only the hotline uses: the live audio parts of a recording, and phone survey calls.
-"""
+"""Tables only the hotline uses: phone survey calls."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from pydantic import NaiveDatetime
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.platform.clock import utcnow
@@ -36,21 +34,3 @@ class SurveyCall(SQLModel, table=True):
     intent_at: NaiveDatetime = Field(default_factory=utcnow)
     placed_at: NaiveDatetime | None = None
     ended_at: NaiveDatetime | None = None
-
-
-class AudioPart(SQLModel, table=True):
-    """A stretch of a call's live audio kept in the database, the last resort when neither
-    the spool folder nor the media store would take it (a full or read-only disk, the bucket
-    away). ``key`` is the recording's storage key; ``start`` the offset of ``data`` (pcm16)
-    in the recording's audio. ``ivr.spool`` writes them while the call goes on and moves
-    them into the media store as one WAV when it can, deleting them after."""
-
-    __tablename__ = "audio_part"
-    __table_args__ = (UniqueConstraint("key", "seq"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    key: str = Field(max_length=512, index=True)
-    seq: int
-    start: int
-    data: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
-    created_at: NaiveDatetime = Field(default_factory=utcnow)

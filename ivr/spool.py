@@ -45,11 +45,10 @@ from sqlmodel import select
 from core.cases.models import Attachment
 from core.platform import jobs
 from core.platform.db import session_scope
-from core.platform.models import Job
+from core.platform.models import AudioPart, Job
 from core.platform.runner import RetryLater
 from core.platform.storage import resolve
 from core.platform.uploads import delete_store_parts, part_key, record_uploaded  # noqa: F401 (ivr.calls and tests import them from here)
-from ivr.models import AudioPart
 from speech_models.audio import WavWriter, _wav_header
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from core.platform.rules import deep_merge
+from core.platform.merging import deep_merge
 from ivr.config import SURVEY_FLOW, load_prompts
 
 

@@ -25,16 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.platform.merging import deep_merge
+
 DEFAULT = "zh"
 ENV = "GRIDLINE_LOCALES"
 log = logging.getLogger(__name__)
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def _extra_folders() -> tuple[Path, ...]:
@@ -55,7 +50,7 @@ def _files(name: str, packaged: Path, extra: tuple[Path, ...]) -> dict[str, tupl
 def _load(paths: tuple[Path, ...]) -> dict:
     table: dict = {}
     for path in paths:
-        table = _merge(table, tomllib.loads(path.read_text("utf-8")))
+        table = deep_merge(table, tomllib.loads(path.read_text("utf-8")))
     return table
 
 

@@ -102,3 +102,22 @@ class StreamSegment(SQLModel, table=True):
     end_requested: str | None = Field(default=None, max_length=16)  # the flow's reason to stop
     created_at: NaiveDatetime = Field(default_factory=utcnow)
     updated_at: NaiveDatetime = Field(default_factory=utcnow, index=True)
+
+
+class AudioPart(SQLModel, table=True):
+    """A stretch of a call's live audio kept in the database, the last resort when neither
+    the spool folder nor the media store would take it (a full or read-only disk, the bucket
+    away). ``key`` is the recording's storage key; ``start`` the offset of ``data`` (pcm16)
+    in the recording's audio. ``ivr.spool`` writes them while the call goes on and moves
+    them into the media store as one WAV when it can; ``core.platform.uploads`` deletes them
+    once that WAV is confirmed in the store."""
+
+    __tablename__ = "audio_part"
+    __table_args__ = (UniqueConstraint("key", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=512, index=True)
+    seq: int
+    start: int
+    data: bytes = Field(sa_column=Column(sa.LargeBinary, nullable=False))
+    created_at: NaiveDatetime = Field(default_factory=utcnow)

@@ -16,7 +16,6 @@ Each file is loaded once per process (``reload_rules`` forgets them all, for tes
 
 from __future__ import annotations
 
-import copy
 import difflib
 import os
 import tomllib
@@ -29,6 +28,7 @@ from typing import Any
 from core.cases.models import CaseStatus, Channel, Urgency
 from core.people.models import WorkerRole
 from core.places.models import GridLevel
+from core.platform.merging import deep_merge
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RULES_ENV = "GRIDLINE_RULES"
@@ -37,19 +37,6 @@ CATEGORIES_ENV = "GRIDLINE_CATEGORIES"
 
 class RulesError(ValueError):
     """A rules file that cannot be used; the message is one line naming the key."""
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` over ``base``, key by key: a table replaces only the keys it names, any
-    other value (a list too, ``[[category]]`` included) replaces the whole value. Neither
-    argument is changed; the result shares nothing mutable with them."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def _read_toml(file: Path, label: str) -> dict[str, Any]:

@@ -37,10 +37,9 @@ from core.people import audit
 from core.platform import jobs
 from core.platform.db import session_scope
 from core.platform.media import MediaStore, MediaUnavailable, keep, sha256_of_file
-from core.platform.models import Job, JobStatus
+from core.platform.models import AudioPart, Job, JobStatus
 from core.platform.rules import load_rules
 from core.platform.runner import RetryLater
-from ivr.models import AudioPart
 
 log = logging.getLogger(__name__)
 
@@ -312,13 +311,11 @@ def upload_after_commit(engine: Engine, store: MediaStore, keys: list[str], here
 
 
 def spooled_file(store: MediaStore, spool: str, kind: str, key: str, mime_type: str | None, *,
-                 min_bytes: int = 1):  # noqa: ANN201 (core.actions.FileRef)
+                 min_bytes: int = 1) -> FileRef | None:
     """A finished spool file as the ``FileRef`` that files it *before* it is uploaded: its
     size and sha256 read from the spool, ``waiting_in`` this spool (the upload comes after
     the commit, ``upload_after_commit``, or by its job). With the default store the spool
     is the store: nothing waits. A file no longer in the spool is as ``kept_file`` finds it."""
-    from core.actions import FileRef
-
     spooled = store.spool_path(key)
     if spooled.is_file():
         if spooled.stat().st_size < min_bytes:

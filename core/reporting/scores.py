@@ -46,7 +46,8 @@ from core.followup.models import Survey, SurveyStatus
 from core.people.models import Worker
 from core.platform.clock import utcnow
 from core.platform.db import plan_with
-from core.platform.rules import deep_merge, load_rules
+from core.platform.merging import deep_merge
+from core.platform.rules import load_rules
 
 ASSIGNING = ("dispatch", "escalate")
 ENDING = frozenset({"dispatch", "escalate", "return", "merge", "reopen", "close"})

@@ -14,8 +14,8 @@ from core.cases.models import Attachment, Case
 from core.cases.queries import case_files
 from core.platform.db import session_scope
 from core.platform.media import LocalStore
+from core.platform.models import AudioPart
 from ivr import calls
-from ivr.models import AudioPart
 from ivr.spool import HEADER_BYTES, save_part
 from ivr.state import Call
 

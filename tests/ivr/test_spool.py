@@ -26,8 +26,7 @@ from core.cases.models import Attachment, CaseEvent
 from core.cases.queries import case_files
 from core.platform import clock
 from core.platform.db import session_scope
-from core.platform.models import Job
-from ivr.models import AudioPart
+from core.platform.models import AudioPart, Job
 from ivr.simulator import CallScript, Turn
 from ivr.spool import KEEP_HELD_JOB
 from speech_models.audio import MULAW_TABLE, read_wav

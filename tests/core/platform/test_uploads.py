@@ -174,7 +174,7 @@ async def test_an_upload_that_never_gets_through_is_given_up_and_its_file_kept(e
 def test_the_parts_of_a_recording_go_once_the_whole_file_is_confirmed(engine, seaweed, s3_bucket, tmp_path):
     """A bucket that went away mid-call leaves ``<key>.parts/`` objects (and parts held in
     the database): the upload that confirms the whole WAV removes them."""
-    from ivr.models import AudioPart
+    from core.platform.models import AudioPart
     from ivr.spool import part_key
 
     store = media_store(Settings(data_dir=tmp_path, media_url=s3_bucket.url))
