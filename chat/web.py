@@ -84,6 +84,7 @@ from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import BOT, t
 from core.platform.clock import utcnow
+from core.platform.instances import lease_length
 from core.platform.models import ChannelState
 from core.platform.retry import (
     log_retry,
@@ -750,8 +751,6 @@ class ChatBot:
         or that instance's restart, and the resident waits for a reply that never comes.
         Queue it here. The gate makes this safe: the chat is taken first, and an update
         that its instance handled meanwhile is not handled again."""
-        from core.platform.instances import lease_length
-
         lease = lease_length()
         every = max(lease.total_seconds() / 4, 0.5)
         loop = asyncio.get_running_loop()

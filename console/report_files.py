@@ -19,6 +19,7 @@ import jinja2
 from console import charts
 from console.i18n import t
 from core.cases.texts import status_name
+from core.errors import InvalidInput
 from core.reporting.figures import Rates
 from core.reporting.reports import RATE_NAMES, Report, rate_ratios
 
@@ -196,8 +197,6 @@ def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
 
 def render(report: Report, fmt: str, *, tz: str, lang: str = "zh") -> RenderedReport:
     if fmt not in FORMATS:
-        from core.errors import InvalidInput
-
         raise InvalidInput(f"no report format {fmt!r} (one of {', '.join(FORMATS)})",
                            code="console.no_report_format", format=fmt)
     if fmt == "html":

@@ -39,7 +39,7 @@ from core.places.routing import (  # imported now: heavy (pypinyin, shapely)
 from core.platform import jobs, media_types, uploads
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
-from core.platform.media import LocalStore, MediaStore
+from core.platform.media import LocalStore, MediaStore, _write_atomically
 from core.platform.models import AudioPart, Job, JobStatus
 from core.platform.storage import data_dir as data_dir_default
 from core.platform.storage import resolve, stored_path
@@ -235,9 +235,6 @@ def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, spee
     this instance's spool and filed as waiting there (``spool``): the upload comes after the
     case's transaction, and the parts go once the whole file is confirmed in the store
     (``core.platform.uploads``). A spool that cannot take it: put to the store now, as a last resort."""
-
-    from core.platform.media import _write_atomically
-    from ivr.loudness import pcm_speech_seconds
 
     db_parts = held_parts_in(session, rec.audio_path) if session is not None else []
     whole = assemble(store, None, rec.audio_path, db_parts=db_parts)

@@ -175,7 +175,7 @@ def _check_values(rules: dict[str, Any]) -> None:
 
     _check_phone_survey(survey)
     _check_sms(section("sms"))
-    from core.cases import flood, limits
+    from core.cases import flood, limits  # a cycle: both read their own rules through this module
 
     limits.check_rules(rules)
     flood.check_rules(rules)
@@ -251,8 +251,6 @@ def _check_phone_survey(survey: dict[str, Any]) -> None:
 
 
 def _check_sms(sms: dict[str, Any]) -> None:
-    from core.cases.models import CaseStatus
-
     _one_of(sms["statuses"], [s.value for s in CaseStatus], "sms.statuses", "status")
     _one_of(sms["case_channels"], [c.value for c in Channel], "sms.case_channels", "case channel")
     if not all(str(w).strip() for w in sms["opt_out_words"]):
@@ -337,8 +335,6 @@ def reload_rules() -> None:
 def _check_categories(data: dict[str, Any]) -> None:
     """Every department and category has its keys; codes are unique; a category's department
     exists; every urgency has deadlines, the response no later than the resolution."""
-    from core.cases.models import Urgency
-
     needed = {"department": ("code", "name", "phone"),
               "category": ("code", "name", "department", "keywords", "duplicate_radius_m",
                            "duplicate_window_hours", "sla")}
