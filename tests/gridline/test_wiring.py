@@ -28,7 +28,7 @@ ENTRY_POINTS = {
 def test_an_entry_point_wires_the_subscribers_before_anything_changes(entry, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDLINE_")}
     env.update(GRIDLINE_DATA_DIR=str(tmp_path), GRIDLINE_DATABASE_URL=f"sqlite:///{tmp_path / 'g.sqlite3'}")
-    script = "from core import events\n" + ENTRY_POINTS[entry]
+    script = "from core.cases import events\n" + ENTRY_POINTS[entry]
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
