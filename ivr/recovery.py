@@ -39,14 +39,23 @@ def pending_calls(engine: Engine, before: datetime, *, stale_before: datetime | 
                   now: datetime | None = None) -> list[str]:
     """Calls with a recording on record, no case, no outcome, that nobody is moving on:
     their instance is gone, or they were untouched since ``stale_before``, or (calls that
-    name no instance, from before instances kept leases) since ``before``; and none of
-    their streams is open on a live instance."""
+    name no instance, from before instances kept leases) since ``before``, or a stream of
+    theirs was open on an instance that is gone and no webhook came for a lease; and none
+    of their streams is open on a live instance."""
     now = now or utcnow()
     holder = CallSession.instance_id
     stream_open_on_live = exists(select(StreamSegment.id).where(
         StreamSegment.call_sid == CallSession.call_sid, StreamSegment.audio_closed.is_(False),
         StreamSegment.instance_id.is_not(None), instances.held_by_live(StreamSegment.instance_id, now)))
-    takeable = or_(instances.gone(holder, now), holder.is_(None) & (CallSession.updated_at <= before))
+    # The call's socket was on an instance that is gone while the call's webhooks went to a
+    # live one: once no webhook moved the call on for a lease, nobody will (the caller's
+    # audio died with that socket); its parts make the recording.
+    stream_on_gone = exists(select(StreamSegment.id).where(
+        StreamSegment.call_sid == CallSession.call_sid, StreamSegment.audio_closed.is_(False),
+        instances.gone(StreamSegment.instance_id, now)))
+    quiet_for_a_lease = CallSession.updated_at <= now - instances.lease_length()
+    takeable = or_(instances.gone(holder, now), holder.is_(None) & (CallSession.updated_at <= before),
+                   stream_on_gone & quiet_for_a_lease)
     if stale_before is not None:
         takeable = or_(takeable, CallSession.updated_at <= stale_before)
     with session_scope(engine) as session:

@@ -34,8 +34,14 @@ def test_the_sweep_takes_only_calls_nobody_is_moving_on(engine):
         s.add(StreamSegment(call_sid="CA-streaming", segment="petition-1", instance_id="live"))
         call(s, "CA-closed", holder="gone", age_s=1)  # its stream on the live instance is over
         s.add(StreamSegment(call_sid="CA-closed", segment="petition-1", instance_id="live", audio_closed=True))
+        # moved on by a live instance, its socket died with "gone": taken once no webhook came for a lease
+        quiet = lease.total_seconds() + 5
+        call(s, "CA-socket-died", holder="live", age_s=quiet)
+        s.add(StreamSegment(call_sid="CA-socket-died", segment="petition-1", instance_id="gone"))
+        call(s, "CA-socket-died-just-now", holder="live", age_s=1)  # its caller's webhook may still come
+        s.add(StreamSegment(call_sid="CA-socket-died-just-now", segment="petition-1", instance_id="gone"))
     taken = pending_calls(engine, now - timedelta(seconds=30), stale_before=now - timedelta(minutes=15))
-    assert sorted(taken) == ["CA-closed", "CA-gone", "CA-left", "CA-old", "CA-stale"]
+    assert sorted(taken) == ["CA-closed", "CA-gone", "CA-left", "CA-old", "CA-socket-died", "CA-stale"]
 
     instances.release(engine, "live")  # the live instance stops: its calls are free at once
     taken = pending_calls(engine, now - timedelta(seconds=30))
