@@ -182,10 +182,14 @@ class JobRunner:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Cancelled again until it ends: a cancel that lands as a wait or a database call
+            # completes can be absorbed (seen on PostgreSQL with the chat bot's jobs), and a
+            # stop must not wait for ever.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("job runner task %s ended with an error", task.get_name(), exc_info=task.exception())
         self._wakes.clear()
 
     # -- what waits without a handler -----------------------------------------------------
