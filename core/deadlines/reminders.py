@@ -94,12 +94,8 @@ def queue_reminders(engine: Engine, *, now: datetime | None = None, limit: int =
             payload = {"case_id": case.id, "case": case.number, "clock": clock, "colour": colour,
                        "due": deadline.isoformat(), "stamp": staff.stamp(case.dispatched_at),
                        "to": [s.key for s in to], "owner": case.worker_id}
-            if session.exec(select(Job.id).where(Job.dedupe_key == key)).first() is not None:
-                continue  # another instance queued it since we looked
-            try:
-                with session.begin_nested():
-                    jobs.enqueue(session, REMIND_JOB, payload, dedupe_key=key)
-            except IntegrityError:  # ... or is queuing it right now
+            # another instance queued it since we looked, or is queuing it right now
+            if jobs.enqueue_once(session, REMIND_JOB, payload, dedupe_key=key) is None:
                 continue
             queued.append(key)
     return queued

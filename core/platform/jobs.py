@@ -76,6 +76,24 @@ def enqueue(
     return job
 
 
+def enqueue_once(session: Session, kind: str, payload: dict, *, dedupe_key: str, **options) -> Job | None:
+    """Queue a job unless the same work (``dedupe_key``) is queued already; ``None`` when it
+    is, or when another transaction queues it at the same moment (it commits first)."""
+    if session.exec(select(Job.id).where(Job.dedupe_key == dedupe_key)).first() is not None:
+        return None
+    if kind not in KINDS:
+        raise UnknownJobKind(f"job kind {kind!r} is not declared (core.platform.jobs.declare): no handler would take it")
+    job = Job(kind=kind, payload=payload, run_at=options.get("run_at") or utcnow(), dedupe_key=dedupe_key,
+              max_attempts=options.get("max_attempts", 5))
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        return None
+    return job
+
+
 def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: int = 10,
           ids: list[int] | None = None) -> list[Job]:
     """Take up to ``limit`` due jobs for ``holder`` (a runner's name; of ``kinds``; only ``ids``
