@@ -70,12 +70,14 @@ def _resolve(module, node: ast.expr):
 
 
 def enqueued_kinds() -> dict[str, list[str]]:
-    """Every kind any ``jobs.enqueue(session, KIND, …)`` of the code base queues → where."""
+    """Every kind any ``jobs.enqueue(session, KIND, …)`` (or ``enqueue_once``) of the code base
+    queues → where."""
     found: dict[str, list[str]] = {}
     for name, path in _modules():
         tree = ast.parse(path.read_text("utf-8"))
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-                 and n.func.attr == "enqueue" and isinstance(n.func.value, ast.Name) and n.func.value.id == "jobs"]
+                 and n.func.attr in ("enqueue", "enqueue_once") and isinstance(n.func.value, ast.Name)
+                 and n.func.value.id == "jobs"]
         if not calls:
             continue
         module = importlib.import_module(name)
