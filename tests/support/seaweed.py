@@ -125,12 +125,26 @@ class SeaweedServer(Child):
     def start(self) -> None:
         if self.running:
             return
-        handle = open(self.log, "ab")  # noqa: SIM115 (the child keeps it; closed in _drain)
-        self.proc = subprocess.Popen(self.command(), cwd=self.folder, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self._reader = threading.Thread(target=self._drain, args=(handle,), daemon=True)
-        self._reader.start()
-        self.wait_ready()
+        for attempt in range(3):
+            handle = open(self.log, "ab")  # noqa: SIM115 (the child keeps it; closed in _drain)
+            self.proc = subprocess.Popen(self.command(), cwd=self.folder, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self._reader = threading.Thread(target=self._drain, args=(handle,), daemon=True)
+            self._reader.start()
+            try:
+                self.wait_ready()
+                self.started_once = True
+                return
+            except RuntimeError:
+                # A first start whose ports (a gRPC port is the HTTP one + 10000, not checked
+                # free) another test took meanwhile: other ports. A restart keeps its own.
+                self._reader.join(timeout=5)
+                taken = "address already in use" in self.log.read_text("utf-8", errors="replace")
+                if getattr(self, "started_once", False) or not taken or attempt == 2:
+                    raise
+                master, volume, filer, s3 = _free_ports(4)
+                self.ports = {"master": master, "volume": volume, "filer": filer, "s3": s3}
+                self.endpoint = f"http://127.0.0.1:{s3}"
 
     def _drain(self, handle) -> None:  # noqa: ANN001
         with handle:
