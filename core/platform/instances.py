@@ -11,7 +11,6 @@ is stale for everyone). Rules: ``[instances]`` in rules.toml.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -27,6 +26,7 @@ from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.models import Instance
 from core.platform.rules import load_rules
+from core.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,7 @@ class InstanceLease:
         if self._users > 0 or self._task is None:
             return
         task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         try:
             await self.db(release, self.engine, self.id)
         except Exception as exc:

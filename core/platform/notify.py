@@ -8,12 +8,13 @@ connection is down, waiters look at the rows every ``poll_seconds``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 from sqlmodel import Session
+
+from core.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ class Listener:
         if self._users > 0 or self._task is None:
             return
         task, self._task = self._task, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         self.connected = False
 
     async def _listen(self) -> None:

@@ -28,6 +28,7 @@ from core.platform import jobs
 from core.platform.clock import utcnow
 from core.platform.models import Job, JobStatus
 from core.platform.retry import short, transient
+from core.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +183,7 @@ class JobRunner:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            # Cancelled again until it ends: a cancel that lands as a wait or a database call
-            # completes can be absorbed (seen on PostgreSQL with the chat bot's jobs), and a
-            # stop must not wait for ever.
-            while not task.done():
-                task.cancel()
-                await asyncio.wait({task}, timeout=1.0)
+            await cancel_and_wait(task)
             if not task.cancelled() and task.exception() is not None:
                 log.error("job runner task %s ended with an error", task.get_name(), exc_info=task.exception())
         self._wakes.clear()
