@@ -38,7 +38,7 @@ from core.places.routing import (  # imported now: heavy (pypinyin, shapely)
 )
 from core.platform import jobs, media_types, uploads
 from core.platform.clock import utcnow
-from core.platform.db import session_scope
+from core.platform.db import savepoint, session_scope
 from core.platform.media import LocalStore, MediaStore, _write_atomically
 from core.platform.models import AudioPart, Job, JobStatus
 from core.platform.storage import data_dir as data_dir_default
@@ -102,7 +102,7 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
             instance_id=holder,
         )
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 session.add(row)
                 session.flush()
         except IntegrityError:  # a concurrent retry of the same webhook created it

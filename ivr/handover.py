@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.platform.clock import utcnow
-from core.platform.db import session_scope
+from core.platform.db import savepoint, session_scope
 from core.platform.models import StreamSegment
 from core.platform.notify import Listener, notify
 from ivr.state import Recording, TurnKind
@@ -50,7 +50,7 @@ def _row(session: Session, call_sid: str, segment: str) -> StreamSegment:
     if row is not None:
         return row
     try:
-        with session.begin_nested():
+        with savepoint(session):
             row = StreamSegment(call_sid=call_sid, segment=segment)
             session.add(row)
             session.flush()

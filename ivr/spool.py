@@ -44,7 +44,7 @@ from sqlmodel import select
 
 from core.cases.models import Attachment
 from core.platform import jobs
-from core.platform.db import session_scope
+from core.platform.db import savepoint, session_scope
 from core.platform.models import AudioPart, Job
 from core.platform.runner import RetryLater
 from core.platform.storage import resolve
@@ -74,7 +74,7 @@ def wav_bytes(pcm: bytes, sample_rate: int = 8000) -> bytes:
 def save_part(engine: Engine, key: str, seq: int, start: int, data: bytes) -> None:
     with session_scope(engine) as session:
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 session.add(AudioPart(key=key, seq=seq, start=start, data=data))
                 session.flush()
         except IntegrityError:  # the same part again (a retry after a lost answer)

@@ -41,7 +41,7 @@ from core.followup.models import Survey, SurveyStatus
 from core.places.models import Grid, GridLevel
 from core.platform import jobs, media_types, uploads
 from core.platform.clock import utcnow
-from core.platform.db import session_scope
+from core.platform.db import savepoint, session_scope
 from core.platform.media import LocalStore, MediaStore
 from core.platform.models import ChannelState
 from core.platform.storage import data_dir as data_dir_default
@@ -151,7 +151,7 @@ def reserve_slot(session: Session, calls_per_second: float) -> float:
     row = _lock(session, ChannelState, *where)
     if row is None:
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 row = ChannelState(namespace=PACE[0], key=PACE[1], data={"next": 0.0})
                 session.add(row)
                 session.flush()

@@ -17,6 +17,7 @@ from core.people.models import Resident
 from core.places.routing import phone_variants
 from core.platform import media_types, uploads
 from core.platform.clock import utcnow
+from core.platform.db import savepoint
 from core.platform.uploads import FileRef
 
 
@@ -114,7 +115,7 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         updated_at=now,
     )
     try:
-        with session.begin_nested():
+        with savepoint(session):
             case.number = next_case_number(session, now)
             session.add(case)
             session.flush()

@@ -18,7 +18,7 @@ from core.cases import flood
 from core.cases.models import Case, CaseStatus, Category
 from core.errors import DomainError
 from core.places import indexes, routing
-from core.platform.db import session_scope
+from core.platform.db import savepoint, session_scope
 from core.platform.rules import load_rules
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
     if not created:
         return IntakeResult(case, False, case.status != CaseStatus.received, held=_held(session, case))
     try:
-        with session.begin_nested():
+        with savepoint(session):
             return route_and_dispatch(session, case, actor=actor)
     except Exception:  # the case is safe in triage; an operator will route it
         log.exception("auto-routing of case %s failed; left in triage", case.number)
@@ -110,7 +110,7 @@ def route_after_words(session: Session, case: Case, *, actor: str = "system") ->
     if case.status != CaseStatus.received:
         return None
     try:
-        with session.begin_nested():
+        with savepoint(session):
             actions.set_flags(session, case, actor=actor, remove=("needs_triage",))
             return route_and_dispatch(session, case, actor=actor)
     except Exception:  # the words are kept; the case stays in triage as it was

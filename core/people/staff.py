@@ -43,6 +43,7 @@ from core.places.models import GRID_LEVELS, Grid, GridLevel
 from core.places.routing import phone_variants
 from core.platform import jobs
 from core.platform.clock import utcnow
+from core.platform.db import savepoint
 from core.platform.rules import load_rules
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def link_chat(session: Session, chat_id: str | int, staff: Staff, *, via: str, a
                      language=language or "zh", via=via, linked_at=utcnow())
     session.add(link)
     try:
-        with session.begin_nested():
+        with savepoint(session):
             session.flush()
     except IntegrityError:  # the same chat linked at the same moment by a racing update
         raise LinkRefused("taken", f"chat {chat_id} is already linked") from None

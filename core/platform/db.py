@@ -159,6 +159,20 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A SAVEPOINT inside the session's transaction, rolled back alone when its block raises.
+    pysqlite opens no transaction before the first write, and a SAVEPOINT outside one is a
+    transaction of its own whose RELEASE commits at once: a later failure in the session
+    could not take the block's writes back. On SQLite a real transaction is begun first
+    (IMMEDIATE: these blocks write, and waiting for the write lock here cannot fail later)."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    with session.begin_nested():
+        yield
+
+
 def alembic_config(engine: Engine):
     from alembic.config import Config
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.platform.clock import utcnow
-from core.platform.db import session_scope
+from core.platform.db import savepoint, session_scope
 from core.platform.models import Job, JobStatus
 from core.platform.retry import wait_backoff
 
@@ -68,7 +68,7 @@ def enqueue(
     try:
         # Several instances (or processes) queue the same periodic work at the same moment:
         # the one that comes second finds the first's row instead of failing.
-        with session.begin_nested():
+        with savepoint(session):
             session.add(job)
             session.flush()
     except IntegrityError:
@@ -86,7 +86,7 @@ def enqueue_once(session: Session, kind: str, payload: dict, *, dedupe_key: str,
     job = Job(kind=kind, payload=payload, run_at=options.get("run_at") or utcnow(), dedupe_key=dedupe_key,
               max_attempts=options.get("max_attempts", 5))
     try:
-        with session.begin_nested():
+        with savepoint(session):
             session.add(job)
             session.flush()
     except IntegrityError:
