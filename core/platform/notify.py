@@ -14,6 +14,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
+from core.platform.retry import wait_backoff
 from core.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,14 @@ class Listener:
     async def _listen(self) -> None:
         import psycopg
 
-        delay = 0.2
+        backoff, failures = wait_backoff(first=0.2, longest=5.0), 0
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(libpq_url(self.engine), autocommit=True) as conn:
                     for channel in self.callbacks:
                         await conn.execute(f'LISTEN "{channel}"')  # our own constant names, never input
                     self.connected = True
-                    delay = 0.2
+                    failures = 0
                     async for note in conn.notifies():
                         for callback in self.callbacks.get(note.channel, ()):
                             try:
@@ -96,5 +97,5 @@ class Listener:
                 if self.connected:
                     log.warning("listening for notifications stopped (%s); polling until it is back", exc)
                 self.connected = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                failures += 1
+                await asyncio.sleep(backoff.pause(failures, exc))
