@@ -30,6 +30,7 @@ _EXPORTS = {
         "resolve_model",
     ],
     "pool": ["PooledStream", "SpeechPool"],
+    "procpool": ["ProcessSpeechPool", "RecogniserDied"],
     "text": ["Word", "convert_numerals", "normalize_text", "normalize_words"],
     "transcriber": [
         "Segment",

@@ -110,8 +110,7 @@ class PooledStream:
         chunk = b"".join(self._pending)
         self._pending.clear()
         self._pending_bytes = 0
-        self._job = self._pool._recognise("stream", len(chunk) / self._bytes_per_second,
-                                          self._stream.accept, chunk)
+        self._job = self._pool._stream_accept(self._stream, chunk, len(chunk) / self._bytes_per_second)
         self._job.add_done_callback(self._done)
 
     def _done(self, fut: asyncio.Future) -> None:
@@ -157,13 +156,8 @@ class PooledStream:
             tail = b"".join(self._pending)
             self._pending.clear()
             self._pending_bytes = 0
-
-            def last_step() -> tuple[list[Segment], Transcript]:
-                segs = self._stream.accept(tail) if tail else []
-                return segs, self._stream.finish()
-
-            segs, transcript = await self._pool._recognise("stream", len(tail) / self._bytes_per_second,
-                                                           last_step)
+            segs, transcript = await self._pool._stream_finish(self._stream, tail,
+                                                               len(tail) / self._bytes_per_second)
             self._publish(segs)
             self._publish(transcript.segments[self._finals_queued :])
             self._transcript = transcript
@@ -198,6 +192,7 @@ class SpeechPool:
         recordings: str | os.PathLike | None = None,
     ):
         self.transcriber = transcriber
+        self.info = getattr(transcriber, "info", None)  # the model (speech_models.catalogue.InstalledModel)
         self.workers = workers or os.cpu_count() or 1
         self.recordings = Path(recordings) if recordings else None
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="speech",
@@ -239,6 +234,29 @@ class SpeechPool:
         fut.add_done_callback(done)
         return fut
 
+    # What a PooledStream asks of its pool; a pool of recogniser processes does these
+    # over a pipe instead (speech_models.procpool).
+
+    def _stream_accept(self, stream, chunk: bytes, audio_s: float) -> asyncio.Future:
+        """Segments of ``chunk`` fed to ``stream`` (the backend's stream object)."""
+        return self._recognise("stream", audio_s, stream.accept, chunk)
+
+    def _stream_finish(self, stream, tail: bytes, audio_s: float) -> asyncio.Future:
+        """``(segments of tail, transcript)`` once ``stream`` has its last audio."""
+
+        def last_step() -> tuple[list[Segment], Transcript]:
+            segs = stream.accept(tail) if tail else []
+            return segs, stream.finish()
+
+        return self._recognise("stream", audio_s, last_step)
+
+    async def _open_backend_stream(self, sample_rate: int, encoding: Encoding,
+                                   phrases: Sequence[str] | None, partials: bool):
+        # Creating a recogniser compiles the phrase grammar and may load the model.
+        return await self._submit(
+            lambda: self.transcriber.open_stream(sample_rate, phrases, encoding, partials=partials)
+        )
+
     def _submit(self, fn, *args) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         self._in_flight += 1
@@ -268,10 +286,7 @@ class SpeechPool:
         Audio is recorded to ``record_to``, else to a new file under ``recordings``,
         else not at all.
         """
-        # Creating a recogniser compiles the phrase grammar and may load the model.
-        stream = await self._submit(
-            lambda: self.transcriber.open_stream(sample_rate, phrases, encoding, partials=partials)
-        )
+        stream = await self._open_backend_stream(sample_rate, encoding, phrases, partials)
         path = Path(record_to) if record_to else None
         if path is None and self.recordings is not None:
             path = self.recordings / f"{uuid.uuid4().hex}.wav"

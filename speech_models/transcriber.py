@@ -6,11 +6,13 @@ size (pcm16 or 8-bit µ-law, at the caller's rate), returns partial and final
 synchronous and not thread-safe; ``speech_models.pool.SpeechPool`` runs them off the
 event loop.
 
-Threads, not processes: the Vosk binding calls libvosk through cffi, which releases the
-GIL for the duration of each foreign call, so recognisers in different threads decode
-in parallel on all cores while sharing one model in memory (a process per worker would
-load the ~250 MB model once per process). ``tests/speech_models/test_transcriber.py``
-checks that the GIL is released; ``bench/speech.py`` measures the scaling.
+The Vosk binding calls libvosk through cffi, which releases the GIL for the duration of
+each foreign call, so recognisers in different threads decode in parallel on all cores
+while sharing one model in memory (``SpeechPool``; ``tests/speech_models/test_transcriber.py``
+checks that the GIL is released). ``gridline serve`` still runs them in processes of their
+own (``speech_models.procpool``, a copy of the model each): a crash or a leak in the
+decoder then costs a restarted process, not the server, and the server's event loop never
+waits for the GIL behind recognition. ``bench/speech.py`` measures both ways.
 """
 
 from __future__ import annotations

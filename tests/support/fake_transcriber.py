@@ -20,7 +20,7 @@ from speech_models.audio import decode_file
 from speech_models.text import Word
 from speech_models.transcriber import Encoding, Segment, Transcriber, Transcript, TranscriptStream
 
-__all__ = ["FakeStream", "FakeTranscriber", "audio_key"]
+__all__ = ["FakeStream", "FakeTranscriber", "audio_key", "scripted_fake"]
 
 
 def audio_key(data: bytes) -> str:
@@ -39,6 +39,8 @@ class FakeStream(TranscriptStream):
         self.received = 0  # bytes fed
 
     def accept(self, data) -> list[Segment]:
+        if self._fake.poison and self._fake.poison in bytes(data):
+            os._exit(70)  # as a crash in the decoder ends its process
         pcm = self._to_pcm(data)
         self._hash.update(bytes(data))
         self.received += len(data)
@@ -87,6 +89,7 @@ class FakeTranscriber(Transcriber):
     confidence: float = 0.9
     partials: bool = False
     sample_rate: int = 16000
+    poison: bytes = b""  # audio containing these bytes ends the process (recogniser processes' tests)
     _queue: deque = field(default_factory=deque, repr=False)
     _grammar_queue: deque = field(default_factory=deque, repr=False)
     _by_hash: dict = field(default_factory=dict, repr=False)
@@ -178,3 +181,14 @@ class FakeTranscriber(Transcriber):
         stream._hash = hashlib.sha256(raw_bytes)  # files are keyed by their bytes
         stream._samples_in = len(audio.pcm) // 2
         return stream.finish()
+
+
+def scripted_fake(scripts: dict[str, str] | None = None, *, default: str = "", confidence: float = 0.9,
+                  poison: bytes = b"") -> FakeTranscriber:
+    """A ``FakeTranscriber`` made from picklable arguments, for a recogniser process:
+    ``ProcessSpeechPool(functools.partial(scripted_fake, {audio_key(audio): text}))``.
+    Its streams and transcripts stay in that process; tests read what came back."""
+    fake = FakeTranscriber(default=default, confidence=confidence, poison=poison)
+    for key, text in (scripts or {}).items():
+        fake.script(key, text)
+    return fake
