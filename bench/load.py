@@ -238,9 +238,10 @@ def run_backend(name: str, url: str, cases: int, args: argparse.Namespace, data_
             return "GET", "/healthz", None, None, None
 
         # warm-up: routing indexes, connections, the first of each code path
-        asyncio.run(drive(server.url, 2, 2.0, petition, Tally()))
+        warm = Tally()
+        asyncio.run(drive(server.url, 2, 2.0, petition, warm))
         print(f"   gridline serve --processes {args.processes}; load average {os.getloadavg()[0]:.2f}", flush=True)
-        filed: list[str] = []
+        filed: list[str] = list(warm.filed_ids)
         for clients in args.clients:
             tally = Tally()
             asyncio.run(drive(server.url, clients, args.seconds, petition, tally))
