@@ -247,6 +247,7 @@ def build_app(
     services.gauges["gridline_db_threads_in_use"] = lambda: db.busy
     services.gauges["gridline_db_calls_waiting"] = lambda: db.waiting
     services.gauges["gridline_http_requests_admitted"] = lambda: admission.in_flight
+    services.gauges["gridline_http_admission_limit"] = lambda: admission.limit
     services.extras.setdefault("health", {})["jobs"] = services.jobs.health  # for /console/system
     add_security_headers(app, settings)
     app.router.add_get("/healthz", healthz)

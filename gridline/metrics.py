@@ -108,6 +108,8 @@ SAMPLED: dict[str, GaugeSpec] = {
     "gridline_db_threads": GaugeSpec("Database threads (as many as the connection pool holds)"),
     "gridline_db_threads_in_use": GaugeSpec("Database threads running a call now"),
     "gridline_db_calls_waiting": GaugeSpec("Database calls waiting for a free thread"),
+    "gridline_http_admission_limit": GaugeSpec("Requests admitted at once now ([admission]: what the process "
+                                               "finishes in target_seconds, within min_in_flight..max_in_flight)"),
     "gridline_http_requests_admitted": GaugeSpec("Requests being answered under the admission limit "
                                                  "([admission] max_in_flight; exempt paths not counted)"),
 }

@@ -59,6 +59,51 @@ async def test_a_request_over_the_limit_is_refused_at_once_and_exempt_paths_neve
         assert again.status == 200
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_requests(admission: Admission, clock: Clock, *, at_once: int, seconds_each: float, rounds: int) -> None:
+    """``rounds`` batches of ``at_once`` requests taken together, each batch answered after
+    ``seconds_each``: a process finishing at_once / seconds_each requests per busy second."""
+    for _ in range(rounds):
+        for _ in range(at_once):
+            assert admission.admit()
+        clock.now += seconds_each
+        for _ in range(at_once):
+            admission.finish()
+
+
+def test_the_limit_follows_what_the_process_finishes_in_the_target_time():
+    clock = Clock()
+    admission = Admission(max_in_flight=64, target_seconds=0.25, min_in_flight=2, clock=clock)
+    assert admission.limit == 64  # nothing measured yet: the ceiling
+    run_requests(admission, clock, at_once=4, seconds_each=0.1, rounds=40)  # 40 per busy second
+    assert 30 <= admission.rate <= 50
+    limit = admission.limit
+    assert 7 <= limit <= 12  # ~40/s x 0.25 s
+    for _ in range(limit):
+        assert admission.admit()
+    assert not admission.admit() and admission.refused == 1  # one more would wait too long: refused
+    for _ in range(limit):
+        admission.finish()
+    before = admission.rate
+    clock.now += 600  # an idle while measures nothing: quiet is not mistaken for slowness
+    assert admission.admit()
+    clock.now += 0.025
+    admission.finish()
+    assert admission.rate >= before
+    run_requests(admission, clock, at_once=2, seconds_each=0.005, rounds=1000)  # a fast process
+    assert admission.limit == 64  # capped by max_in_flight
+    run_requests(admission, clock, at_once=1, seconds_each=2.0, rounds=12)  # a starved one
+    assert admission.limit == 2  # never below min_in_flight
+    assert admission.admit() and admission.admit() and not admission.admit()
+
+
 def test_exempt_paths_match_whole_paths_or_what_is_under_a_folder():
     admission = Admission(max_in_flight=1, exempt_paths=("/twilio/", "/healthz"))
     assert admission.exempt("/twilio/voice") and admission.exempt("/twilio/survey/3/answer")
