@@ -105,6 +105,19 @@ def measure(url: str, cases: int, petitions: int) -> None:
     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(r"gridline|core|console", 25)
     print("\ncProfile, cumulative, our code:\n" + "\n".join(out.getvalue().splitlines()[6:40]))
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    def rate(callers: int, each: int) -> float:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(callers) as threads:
+            list(threads.map(lambda _: [one() for _ in range(each)], range(callers)))
+        return callers * each / (time.perf_counter() - t0)
+
+    print(f"\npetitions filed by threads at once (the GIL and the database's locks, no HTTP), "
+          f"load average {os.getloadavg()[0]:.2f}:")
+    for callers in (1, 8):
+        print(f"  {callers} thread(s)  {rate(callers, max(5, petitions // (2 * callers))):7.1f} petitions/s")
+
     print("\nper-request costs, each alone:")
 
     def session_only() -> None:
