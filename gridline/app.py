@@ -32,6 +32,7 @@ from core.platform.uploads import (
     spool_name,
     upload_handler,
 )
+from gridline.admission import Admission
 from gridline.metrics import Metrics
 from gridline.metrics import install as install_metrics
 from gridline.wiring import wire
@@ -62,6 +63,8 @@ class Services:
     spool: str = ""
     # This process's lease among the instances sharing the database (core.platform.instances).
     instance: InstanceLease = None  # type: ignore[assignment]
+    # Requests this process answers at once; more are refused with 503 (gridline.admission).
+    admission: Admission = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.media is None:
@@ -74,6 +77,8 @@ class Services:
                                               wait_seconds=self.settings.db_wait_seconds)
         if self.instance is None:
             self.instance = InstanceLease(self.engine, db=self.db.run)
+        if self.admission is None:
+            self.admission = Admission.from_rules(load_rules())
 
 
 SERVICES = web.AppKey("gridline_services", Services)
@@ -228,17 +233,21 @@ def build_app(
     db = services.db
     services.jobs.db = db.run
     # The metrics' middleware first: it counts every answer (503s included) and gives every
-    # log line of the request its id.
+    # log line of the request its id. Admission next: a request over the limit is refused
+    # before any handler (or database call) starts.
     metrics = Metrics(services)
+    admission = services.admission
     # Bodies aiohttp reads for a handler (console forms, Open311) are small forms; webhooks read
     # their own bodies with their own bounds (Twilio 64 KiB, Telegram 1 MiB). Larger: 413.
     app = web.Application(client_max_size=int(rules["limits"]["form_body_bytes"]),
-                          middlewares=[metrics.middleware, busy_is_503])
+                          middlewares=[metrics.middleware, admission.middleware, busy_is_503])
     app[SERVICES] = services
     install_metrics(app, metrics)
     services.gauges["gridline_db_threads"] = lambda: db.threads
     services.gauges["gridline_db_threads_in_use"] = lambda: db.busy
     services.gauges["gridline_db_calls_waiting"] = lambda: db.waiting
+    services.gauges["gridline_http_requests_admitted"] = lambda: admission.in_flight
+    services.gauges["gridline_http_admission_limit"] = lambda: admission.limit
     services.extras.setdefault("health", {})["jobs"] = services.jobs.health  # for /console/system
     add_security_headers(app, settings)
     app.router.add_get("/healthz", healthz)

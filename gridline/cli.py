@@ -188,14 +188,40 @@ def db_revision(message: str = typer.Option(..., "-m", "--message", help="what t
     command.revision(alembic_config(engine), message=message, autogenerate=True)
 
 
+DEMO_SIZES = ("demo", "district-year")
+
+
 @demo_app.command("load")
-def demo_load() -> None:
-    """Load the demo district (grids, workers, 500 households, categories, 2026 calendar)."""
+def demo_load(
+    size: str = typer.Option("demo", "--size", help="demo: the district alone; district-year: the district with a "
+                             "year of its history (1,000,000 cases with their events and surveys, a household "
+                             "registry), into an empty database"),
+    cases: int = typer.Option(None, "--cases", min=1, help="with --size district-year: this many cases instead"),
+) -> None:
+    """Load the demo district (grids, workers, 500 households, categories, 2026 calendar),
+    with --size district-year a year of its history too."""
     from core.actions.reference import load_demo
     from core.platform.db import session_scope, upgrade
 
+    if size not in DEMO_SIZES:
+        _fail(f"--size {size!r}: one of {', '.join(DEMO_SIZES)}")
+    if cases is not None and size != "district-year":
+        _fail("--cases goes with --size district-year")
     engine = _engine(migrated=False)
     upgrade(engine)
+    if size == "district-year":
+        from core.actions.reference import load_district_year
+        from core.reference.history import DISTRICT_YEAR_CASES
+
+        count = cases or DISTRICT_YEAR_CASES
+        console.print(f"loading the demo district with a year of history: {count:,} cases "
+                      "(a few minutes per million on PostgreSQL) ...")
+        try:
+            data = load_district_year(engine, cases=count, actor=_cli_actor())
+        except DomainError as exc:
+            _fail(exc.message)
+        console.print(f"loaded {data}")
+        return
     try:
         with session_scope(engine) as session:
             summary = load_demo(session, actor=_cli_actor())

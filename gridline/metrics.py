@@ -108,6 +108,10 @@ SAMPLED: dict[str, GaugeSpec] = {
     "gridline_db_threads": GaugeSpec("Database threads (as many as the connection pool holds)"),
     "gridline_db_threads_in_use": GaugeSpec("Database threads running a call now"),
     "gridline_db_calls_waiting": GaugeSpec("Database calls waiting for a free thread"),
+    "gridline_http_admission_limit": GaugeSpec("Requests admitted at once now ([admission]: what the process "
+                                               "finishes in target_seconds, within min_in_flight..max_in_flight)"),
+    "gridline_http_requests_admitted": GaugeSpec("Requests being answered under the admission limit "
+                                                 "([admission] max_in_flight; exempt paths not counted)"),
 }
 
 GaugeSource = Callable[[], float]
@@ -158,6 +162,8 @@ class _Families:
                                     ["mode"], buckets=RTF_BUCKETS, registry=r)
         self.db_refused = Counter("gridline_db_calls_refused", "Database calls told 'busy' (no thread free in "
                                   "time, or too many waiting): answered 503", registry=r)
+        self.http_refused = Counter("gridline_http_requests_refused", "Requests refused at once with 503 and "
+                                    "Retry-After because [admission] max_in_flight were in progress", registry=r)
         snapshot = {"registry": r, "multiprocess_mode": "mostrecent"}
         self.jobs_due = Gauge("gridline_jobs_due", "Jobs queued whose time has come, by kind", ["kind"], **snapshot)
         self.jobs_running = Gauge("gridline_jobs_running", "Jobs claimed by a runner now, by kind", ["kind"],
@@ -318,6 +324,7 @@ class Metrics:
         self._snapshot_failing = False
         self._kinds_seen: set[str] = set()
         self._refused_seen = 0
+        self._turned_away_seen = 0
 
     @property
     def enabled(self) -> bool:
@@ -342,6 +349,11 @@ class Metrics:
         if refused > self._refused_seen:
             f.db_refused.inc(refused - self._refused_seen)
         self._refused_seen = refused
+        admission = getattr(self.services, "admission", None)
+        turned_away = admission.refused if admission is not None else 0
+        if turned_away > self._turned_away_seen:
+            f.http_refused.inc(turned_away - self._turned_away_seen)
+        self._turned_away_seen = turned_away
 
     async def sample_periodically(self) -> None:
         while True:

@@ -65,15 +65,18 @@ def category_by_code(session: Session, code: str | None) -> Category | None:
     return category
 
 
-def submit_petition(session: Session, petition: Petition, *, actor: str = "system") -> tuple[Case, bool]:
+def submit_petition(session: Session, petition: Petition, *, actor: str = "system",
+                    key_checked: bool = False) -> tuple[Case, bool]:
     """Write a new case in status ``received``, with its files. Returns ``(case, created)``.
 
     The same ``idempotency_key`` (a CallSid, a chat dialog) always yields the same case:
-    retried webhooks and racing processes never make a second one.
+    retried webhooks and racing processes never make a second one. ``key_checked``: the
+    caller has just looked the key up in this transaction (intake does) and found no case;
+    a racing process that files it meanwhile is still caught by the unique index.
     """
     if not petition.description.strip() and not petition.files and not petition.attachment_ids:
         raise InvalidInput("a petition needs a description, a recording or a photo", code="intake.empty")
-    if petition.idempotency_key:
+    if petition.idempotency_key and not key_checked:
         existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()
         if existing is not None:
             return existing, False

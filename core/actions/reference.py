@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
+from core.cases.models import Case
+from core.errors import InvalidInput
 from core.people import audit
 from core.people.models import Resident, Worker, WorkerGrid
 from core.places.models import Grid, Household
-from core.reference import demo, importers
+from core.platform.db import session_scope
+from core.reference import demo, history, importers
 
 
 def _count(session: Session, table: type) -> int:
@@ -64,3 +68,23 @@ def load_demo(session: Session, *, actor: str, seed: int = 2026) -> demo.DemoSum
     audit.record(session, actor=actor, action="reference.load_demo", target_type="district",
                  detail={"seed": seed, **asdict(summary)})
     return summary
+
+
+def load_district_year(engine: Engine, *, cases: int, actor: str, seed: int = 7) -> history.Dataset:
+    """The demo district with a year of its history (``core.reference.history``: ``cases``
+    cases with their events and surveys, a household registry in proportion) into a migrated
+    database that has no grids and no cases yet. The rows are bulk-written in several
+    transactions (COPY on PostgreSQL); one ``AuditEntry`` then says what was loaded."""
+    if cases < 1:
+        raise InvalidInput(f"a year of history needs at least one case, not {cases}", code="demo.no_cases")
+    with session_scope(engine) as session:
+        if session.exec(select(Grid.id).limit(1)).first() is not None or \
+                session.exec(select(Case.id).limit(1)).first() is not None:
+            raise InvalidInput("the database already holds a district or cases: a year of history is loaded "
+                               "only into an empty database (a new GRIDLINE_DATABASE_URL)", code="demo.not_empty")
+    data = history.load(engine, cases, seed=seed)
+    with session_scope(engine) as session:
+        audit.record(session, actor=actor, action="reference.load_district_year", target_type="district",
+                     detail={"seed": seed, "cases": data.cases, "events": data.events, "surveys": data.surveys,
+                             "households": data.households, "residents": data.residents})
+    return data

@@ -99,9 +99,24 @@ def lock(session: Session, sender: Sender) -> None:
     of one sender are screened one after the other."""
     if not is_postgres(session.get_bind()):
         return
+    # Intake locks before it writes the case and screens (which locks too) after: a lock this
+    # transaction holds already is not asked for again (a round trip each).
+    transaction = session.get_transaction()
+    held = session.info.get(_HELD_LOCKS)
+    if held is None or held[0] is not transaction:
+        held = (transaction, set())
+        session.info[_HELD_LOCKS] = held
     for key in sender.lock_keys():  # sorted: two senders' locks are always taken in one order
+        if key in held[1]:
+            continue
         number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": LOCK_NAMESPACE, "key": number})
+        if not session.in_nested_transaction():  # one taken in a savepoint goes if it is rolled back
+            held[1].add(key)
+
+
+# session.info key: (the transaction, the sender keys whose advisory locks it holds)
+_HELD_LOCKS = "gridline.flood.held_locks"
 
 
 def may_refuse(channel: Channel, sender: Sender) -> bool:

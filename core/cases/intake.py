@@ -75,9 +75,11 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
     own bookkeeping (the call session, an attachment) in the same commit."""
     sender = flood.Sender(petition.resident_id, petition.contact_phone)
     flood.lock(session, sender)  # before the case is written: see core.cases.flood
-    if flood.may_refuse(petition.channel, sender) and not _filed_already(session, petition):
+    earlier = _filed_already(session, petition)  # a retry is answered with its case, never refused
+    if earlier is None and flood.may_refuse(petition.channel, sender):
         flood.refuse_if_over(session, petition.channel, sender)
-    case, created = actions.submit_petition(session, petition, actor=actor)
+    case, created = (earlier, False) if earlier is not None else \
+        actions.submit_petition(session, petition, actor=actor, key_checked=True)
     if not created:
         return IntakeResult(case, False, case.status != CaseStatus.received, held=_held(session, case))
     try:
@@ -89,10 +91,10 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
         return IntakeResult(case, True, False)
 
 
-def _filed_already(session: Session, petition: actions.Petition) -> bool:
-    """A retry of a petition filed before: answered with its case, never refused."""
+def _filed_already(session: Session, petition: actions.Petition) -> Case | None:
+    """The case a petition with the same idempotency key filed before (a retry), or None."""
     key = petition.idempotency_key
-    return key is not None and session.exec(select(Case.id).where(Case.idempotency_key == key)).first() is not None
+    return session.exec(select(Case).where(Case.idempotency_key == key)).first() if key else None
 
 
 def _held(session: Session, case: Case) -> flood.Hold | None:

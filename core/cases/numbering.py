@@ -1,12 +1,26 @@
 """Readable case numbers: the local date and a per-day sequence (``2611170001``), short
 enough to read out digit by digit on the phone, sortable, and unique without a global
-counter row."""
+counter row.
+
+On PostgreSQL a number is taken in a short transaction of its own, on a connection of its
+own (a small pool beside the engine's), and committed at once. Taken in the petition's
+transaction, the day's counter row stayed locked until that transaction committed — after
+routing, dispatch and their events — so every petition of the day waited for the one
+before it, whatever the number of clients, processes or cores (bench/intake_profile.py,
+bench/load.py). The price: a petition whose transaction fails after it was numbered leaves
+a gap in the day's numbers; a number is still never given twice. Its commit need not reach
+the disk by itself (``synchronous_commit`` off): the petition's own commit, later in the
+same log, flushes it, and a number whose petition was never committed may be lost.
+SQLite has one writer at a time: there the number is taken in the petition's transaction.
+"""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -22,12 +36,39 @@ def local_day(at: datetime, tz: str) -> str:
 def next_case_number(session: Session, at: datetime | None = None, tz: str = "Asia/Shanghai") -> str:
     """YYMMDD + a per-day sequence of at least four digits."""
     day = local_day(at or utcnow(), tz)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        seq = session.execute(_take(sqlite_insert, day)).scalar_one()
+        return f"{day}{seq:04d}"
+    with _side_engine(getattr(bind, "engine", bind)).begin() as conn:
+        conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        seq = conn.execute(_take(pg_insert, day)).scalar_one()
+    return f"{day}{seq:04d}"
+
+
+def _take(insert, day: str):  # noqa: ANN001, ANN202
+    return (
         insert(CaseSequence)
         .values(day=day, last=1)
         .on_conflict_do_update(index_elements=["day"], set_={"last": CaseSequence.last + 1})
         .returning(CaseSequence.last)
     )
-    seq = session.execute(stmt).scalar_one()
-    return f"{day}{seq:04d}"
+
+
+# The numbering connections of each database, beside (never from) its engine's pool: a
+# database thread holding one of the pool's connections for its petition must never wait for
+# a second one from the same pool.
+_SIDE_ENGINES: dict[str, Engine] = {}
+_SIDE_LOCK = threading.Lock()
+
+
+def _side_engine(engine: Engine) -> Engine:
+    key = engine.url.render_as_string(hide_password=False)
+    side = _SIDE_ENGINES.get(key)
+    if side is None:
+        with _SIDE_LOCK:
+            side = _SIDE_ENGINES.get(key)
+            if side is None:
+                side = _SIDE_ENGINES[key] = create_engine(engine.url, pool_size=2, max_overflow=14, pool_timeout=10,
+                                                          pool_pre_ping=True)
+    return side

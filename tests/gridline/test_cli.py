@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import select
 from typer.testing import CliRunner
 
@@ -167,3 +168,22 @@ def test_grids_households_lists_phone_numbers_and_is_audited(cli, engine):
     assert narrowed.exit_code == 1 and "no grid has code" in narrowed.output
     with session_scope(engine) as session:
         assert session.exec(select(AuditEntry).where(AuditEntry.action == "view_households")).first() is not None
+
+
+def test_demo_load_district_year_loads_cases_and_a_filed_petition_gets_the_next_number(cli, engine):
+    result = cli("demo", "load", "--size", "district-year", "--cases", "200")
+    assert result.exit_code == 0, result.output
+    assert "loaded 200 cases" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(text('SELECT count(*) FROM "case"')).scalar() == 200
+    from core import actions
+    from core.cases.intake import file_petition
+    from core.cases.models import Channel
+
+    filed = file_petition(engine, actions.Petition(channel=Channel.hotline, description="路灯不亮了",
+                                                   idempotency_key="after-history", contact_phone="19900000001"))
+    assert filed.created  # the numbering and id sequences continue after the loaded year
+    again = cli("demo", "load", "--size", "district-year", "--cases", "10")
+    assert again.exit_code != 0 and "only into an empty database" in again.output
+    wrong = cli("demo", "load", "--size", "city")
+    assert wrong.exit_code != 0 and "district-year" in wrong.output

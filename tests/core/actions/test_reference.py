@@ -66,3 +66,28 @@ def test_the_demo_district_is_one_row_with_its_summary(session):
     assert row.detail["seed"] == 2026
     assert row.detail["households"] == summary.households > 0
     assert row.detail["residents"] == summary.residents > 0
+
+
+def test_a_year_of_history_loads_into_an_empty_database_once_with_one_audit_row(engine):
+    from sqlalchemy import text
+
+    from core.errors import InvalidInput
+    from core.platform.db import session_scope
+
+    data = reference.load_district_year(engine, cases=300, actor="cli:li")
+    assert data.cases == 300 and data.events >= 5 * 300 and data.households >= 500
+    with session_scope(engine) as session:
+        (row,) = audited(session, "reference.load_district_year")
+        assert (row.actor, row.target_type) == ("cli:li", "district")
+        assert row.detail["cases"] == 300 and row.detail["events"] == data.events
+        counts = session.exec(text('SELECT count(*), count(DISTINCT number) FROM "case"')).one()
+    assert tuple(counts) == (300, 300)
+    try:  # a second load would collide with the first: refused, nothing written
+        reference.load_district_year(engine, cases=10, actor="cli:li")
+    except InvalidInput as exc:
+        assert exc.code == "demo.not_empty"
+    else:
+        raise AssertionError("a second load into a full database must be refused")
+    with session_scope(engine) as session:
+        assert session.exec(text('SELECT count(*) FROM "case"')).one()[0] == 300
+        assert len(audited(session, "reference.load_district_year")) == 1
