@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from console import open311
+
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 0.5  # how often the rate is measured again
@@ -98,6 +100,19 @@ class Admission:
         if self._busy_since is not None:
             self._busy_since = now
 
+    def refusal(self, request: web.Request) -> web.Response:
+        """503 with Retry-After, in the shape the caller reads: Open311 clients get the
+        GeoReport error list (JSON or XML, as asked), everyone else a small JSON object."""
+        seconds = str(self.retry_after_seconds)
+        detail = f"the server is busy; please try again in {seconds} s"
+        if request.path.startswith(open311.PREFIX + "/"):
+            fmt = "xml" if request.path.endswith(".xml") else "json"
+            refused = open311.error(fmt, 503, detail)
+        else:
+            refused = web.json_response({"status": "busy", "detail": detail}, status=503)
+        refused.headers["Retry-After"] = seconds
+        return refused
+
     @web.middleware
     async def middleware(self, request: web.Request, handler):  # noqa: ANN001, ANN201
         if self.max_in_flight <= 0 or self.exempt(request.path):
@@ -107,8 +122,7 @@ class Admission:
                 log.warning("%d requests in progress (limit %d now, %.0f/s): refusing %s %s with 503 "
                             "(%d refused so far)", self.in_flight, self.limit, self.rate, request.method,
                             request.path, self.refused)
-            return web.json_response({"status": "busy", "detail": "please try again"}, status=503,
-                                     headers={"Retry-After": str(self.retry_after_seconds)})
+            return self.refusal(request)
         try:
             return await handler(request)
         finally:

@@ -34,6 +34,8 @@ async def test_a_request_over_the_limit_is_refused_at_once_and_exempt_paths_neve
 
     app = web.Application(middlewares=[admission.middleware])
     app.router.add_post("/open311/v2/requests.json", slow)
+    app.router.add_post("/open311/v2/requests.xml", slow)
+    app.router.add_post("/console/cases/1/close", slow)
     app.router.add_post("/twilio/voice", slow)
     app.router.add_get("/healthz", healthz)
     async with TestClient(TestServer(app)) as client:
@@ -43,8 +45,12 @@ async def test_a_request_over_the_limit_is_refused_at_once_and_exempt_paths_neve
         refused = await client.post("/open311/v2/requests.json")
         assert refused.status == 503
         assert refused.headers["Retry-After"] == "3"
-        assert (await refused.json())["status"] == "busy"
+        assert (await refused.json()) == [{"code": 503, "description": "the server is busy; please try again in 3 s"}]
         assert entered == ["/open311/v2/requests.json"]  # the refused one never reached the handler
+        as_xml = await client.post("/open311/v2/requests.xml")  # Open311's error list, as asked
+        assert as_xml.status == 503 and "<code>503</code>" in await as_xml.text()
+        console = await client.post("/console/cases/1/close")
+        assert console.status == 503 and (await console.json())["status"] == "busy"
         call = asyncio.create_task(client.post("/twilio/voice"))  # a caller is never turned away
         health = await client.get("/healthz")
         assert health.status == 200
@@ -54,7 +60,7 @@ async def test_a_request_over_the_limit_is_refused_at_once_and_exempt_paths_neve
         release.set()
         assert (await first).status == 200
         assert (await call).status == 200
-        assert admission.in_flight == 0 and admission.refused == 1
+        assert admission.in_flight == 0 and admission.refused == 3
         again = await client.post("/open311/v2/requests.json")  # below the limit again: admitted
         assert again.status == 200
 
