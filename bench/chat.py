@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -62,7 +63,7 @@ from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
 from core.platform.settings import Settings, normalise_database_url  # noqa: E402
 from core.reference.demo import grid_centre, load_demo  # noqa: E402
 from gridline.app import SERVICES, build_app  # noqa: E402
-from tests.support.fake_bot_api import FakeBotApi  # noqa: E402
+from tests.support.fake_bot_api import FakeBotApi, TelegramLimits, counted_message  # noqa: E402
 
 SECRET = "bench-secret"
 RESIDENT_BASE = 6_000_000_000
@@ -151,7 +152,9 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
     commits = [0]
     rng = random.Random(7)
 
-    async with FakeBotApi() as fake:
+    # With the limits on, the fake answers 429 past Telegram's (30 messages/s per bot, about
+    # 1/s per chat), as Telegram would.
+    async with FakeBotApi(limits=TelegramLimits() if rate_limit else None) as fake:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -224,6 +227,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         gate = app[CHATBOT].gate
         gate_figures = (gate.round_trips, gate.waits, gate.loads) if gate is not None else None
         await replies.stop()
+        checks = _delivery_checks(fake, submitted)
         with session_scope(engine) as session:
             cases = session.exec(select(func.count()).select_from(Case)).one() - cases_before
         await runner.cleanup()
@@ -246,7 +250,70 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "backend": engine.dialect.name,
         "transactions": transactions,
         "gate": gate_figures,
+        **checks,
     }
+
+
+def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float]) -> dict:
+    """What the fake received: each resident's answers in the order of the dialog, no
+    message twice, each dispatch message once; 429s; the most messages in any second."""
+    steps = ("您好", "问题发生在哪里", "哪一类问题", "请确认您的诉求", "诉求已受理")
+    texts: dict[int, list[str]] = {}
+    dispatches: dict[str, int] = {}
+    sent_at: list[float] = []
+    refused = 0
+    for req in fake.requests:
+        if not counted_message(req.method):
+            continue
+        if req.status == 429:
+            refused += 1
+        if req.status != 200:
+            continue
+        sent_at.append(req.at)
+        if req.method != "sendMessage":
+            continue
+        chat_id, text = int(req.params["chat_id"]), req.params.get("text", "")
+        if chat_id >= WORKER_BASE:
+            found = DISPATCHED.search(text)
+            if found:
+                dispatches[found.group(1)] = dispatches.get(found.group(1), 0) + 1
+        else:
+            texts.setdefault(chat_id, []).append(text)
+    out_of_order = doubled = 0
+    for received in texts.values():
+        if len(set(received)) != len(received):
+            doubled += 1
+        firsts = [next((i for i, text in enumerate(received) if step in text), -1) for step in steps]
+        if -1 in firsts or firsts != sorted(firsts):
+            out_of_order += 1
+    sent_at.sort()
+    busiest, start = 0, 0
+    for end, at in enumerate(sent_at):
+        while sent_at[start] <= at - 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return {
+        "out_of_order": out_of_order,
+        "doubled_chats": doubled,
+        "dispatch_doubled": sum(1 for n in dispatches.values() if n > 1),
+        "dispatch_missing": sum(1 for number in submitted if number not in dispatches),
+        "refused_429": refused,
+        "busiest_second": busiest,
+    }
+
+
+def _beside(before: dict, after: dict) -> None:
+    """The figures of the issue's table, the baseline's beside this run's."""
+    rows = [("updates/s", "per_second", "{:.1f}"), ("webhook -> answer p50 ms", "p50_ms", "{:.0f}"),
+            ("webhook -> answer p99 ms", "p99_ms", "{:.0f}"),
+            ("确认提交 -> dispatch message p50 ms", "dispatch_p50_ms", "{:.0f}"),
+            ("确认提交 -> dispatch message p99 ms", "dispatch_p99_ms", "{:.0f}"),
+            ("answers out of order", "out_of_order", "{}"), ("dispatch messages doubled", "dispatch_doubled", "{}"),
+            ("429 answers", "refused_429", "{}"), ("most messages in one second", "busiest_second", "{}")]
+    print(f"  {'figure':<36} {'baseline':>10} {'this run':>10}")
+    for label, key, fmt in rows:
+        cells = [fmt.format(side[key]) if side.get(key) is not None else "—" for side in (before, after)]
+        print(f"  {label:<36} {cells[0]:>10} {cells[1]:>10}")
 
 
 @contextlib.contextmanager
@@ -269,6 +336,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer")
     parser.add_argument("--database-url", default=os.environ.get("GRIDLINE_DATABASE_URL", ""))
     parser.add_argument("--pg", default="", help="PostgreSQL server URL: a scratch database is made there")
+    parser.add_argument("--save", default="", help="write the figures to this JSON file (a baseline for later)")
+    parser.add_argument("--baseline", default="", help="a JSON file written by --save: printed beside this run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with _scratch_pg(args.pg) as url:
@@ -289,6 +358,14 @@ def main() -> None:
         print(f"  chat gate (PostgreSQL, one chat at a time across instances): {trips} round trips on the lock "
               f"connection ({trips / max(result['updates'], 1):.2f} per update), {waits} waits, "
               f"{loads} chats loaded from the database")
+    print(f"  delivery: {result['out_of_order']} residents' answers out of order, {result['doubled_chats']} chats "
+          f"with a message twice, dispatch messages doubled {result['dispatch_doubled']}, missing "
+          f"{result['dispatch_missing']}; 429 answers {result['refused_429']}; most messages in one second "
+          f"{result['busiest_second']}")
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, default=str, indent=1), encoding="utf-8")
+    if args.baseline:
+        _beside(json.loads(Path(args.baseline).read_text(encoding="utf-8")), result)
     for failure in result["failures"][:10]:
         print(f"  failed: {failure}")
     if result["failures"] or result["dispatch_messages"] < result["filed"]:

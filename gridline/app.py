@@ -283,6 +283,10 @@ def build_app(
         warming = loop.create_task(warm_indexes(), name="gridline-warm-indexes")
         ticker = None
         if run_jobs:
+            # Jobs are held in the name of this instance's lease: killed, its jobs are due
+            # again once the lease ran out (core.platform.jobs.claim), not after 5 minutes.
+            await services.instance.start()
+            services.jobs.name = services.instance.id
             services.jobs.start()
             ticker = loop.create_task(schedule_sweeps(), name="gridline-sla-ticker")
         yield
@@ -290,6 +294,8 @@ def build_app(
         if ticker is not None:
             ticker.cancel()
         await services.jobs.stop()
+        if run_jobs:
+            await services.instance.stop()
 
     app.cleanup_ctx.append(jobs_lifecycle)
 
