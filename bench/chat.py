@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -60,6 +61,8 @@ from core.people import staff  # noqa: E402
 from core.people.models import Worker  # noqa: E402
 from core.places.models import Grid, GridLevel  # noqa: E402
 from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.models import Job  # noqa: E402
+from core.platform.runner import observers as runner_observers  # noqa: E402
 from core.platform.settings import Settings, normalise_database_url  # noqa: E402
 from core.reference.demo import grid_centre, load_demo  # noqa: E402
 from gridline.app import SERVICES, build_app  # noqa: E402
@@ -150,6 +153,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
     with session_scope(engine) as session:
         cases_before = session.exec(select(func.count()).select_from(Case)).one()
     commits = [0]
+    job_seconds: dict[str, list[float]] = {}  # handler time of each job, by kind
     rng = random.Random(7)
 
     # With the limits on, the fake answers 429 past Telegram's (30 messages/s per bot, about
@@ -216,6 +220,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
                     failures.append(f"resident {i}: {type(exc).__name__}: {exc}")
 
             event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+            runner_observers.append(lambda kind, outcome, seconds: job_seconds.setdefault(kind, []).append(seconds))
             t0 = time.time()
             await asyncio.gather(*(resident(i) for i in range(users)))
             t_filed = time.time()
@@ -228,6 +233,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         gate_figures = (gate.round_trips, gate.waits, gate.loads) if gate is not None else None
         await replies.stop()
         checks = _delivery_checks(fake, submitted)
+        checks["dispatch_parts"] = _dispatch_parts(engine, submitted, replies.dispatched, job_seconds)
         with session_scope(engine) as session:
             cases = session.exec(select(func.count()).select_from(Case)).one() - cases_before
         await runner.cleanup()
@@ -252,6 +258,27 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "gate": gate_figures,
         **checks,
     }
+
+
+def _dispatch_parts(engine, submitted: dict[str, float], dispatched: dict[str, float],  # noqa: ANN001
+                    job_seconds: dict[str, list[float]]) -> dict:
+    """Where the time from 确认提交 to the dispatch message goes (p50, p99 in ms): until the
+    job is queued (the case filed and dispatched), queued until a runner starts it, and the
+    handler itself (its database look-ups, the wait for a token, the Bot API call)."""
+    with session_scope(engine) as session:
+        rows = session.exec(select(Job.payload, Job.created_at).where(Job.kind == staff.MESSAGE_JOB)).all()
+    queued = {p["case"]: created.replace(tzinfo=UTC).timestamp() for p, created in rows
+              if p.get("send") == "dispatch"}
+    handler = job_seconds.get(staff.MESSAGE_JOB, [])
+    filed, waiting = [], []
+    for number, at in submitted.items():
+        if number in queued and number in dispatched:
+            filed.append(queued[number] - at)
+            waiting.append(dispatched[number] - queued[number])
+    def both(values: list[float]) -> tuple[float, float]:
+        return ((statistics.median(values) * 1000, _percentile(values, 99) * 1000) if values
+                else (float("nan"), float("nan")))
+    return {"to_queued": both(filed), "queued_to_sent": both(waiting), "handler": both(handler)}
 
 
 def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float]) -> dict:
@@ -351,6 +378,10 @@ def main() -> None:
     print(f"  webhook -> the bot's answer: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
     print(f"  确认提交 -> the worker's dispatch message: p50 {result['dispatch_p50_ms']:.0f} ms, "
           f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
+    parts = result["dispatch_parts"]
+    print("  where the dispatch message's time goes (p50/p99 ms): 确认提交 -> job queued "
+          f"{parts['to_queued'][0]:.0f}/{parts['to_queued'][1]:.0f}; queued -> sent {parts['queued_to_sent'][0]:.0f}/"
+          f"{parts['queued_to_sent'][1]:.0f}, of which the handler {parts['handler'][0]:.0f}/{parts['handler'][1]:.0f}")
     print(f"  database transactions: {result['transactions']} "
           f"({result['transactions'] / max(result['updates'], 1):.2f} per update)")
     if result["gate"] is not None:

@@ -28,6 +28,7 @@ import itertools
 import logging
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +40,12 @@ from core.platform.rules import load_rules
 from core.platform.runner import current_job
 
 log = logging.getLogger(__name__)
+
+# The update's place among those handled at once (the update processor's semaphore), set
+# while an update's handlers run: a handler waiting for Telegram's permission to send steps
+# aside, so that the other residents' updates (a case being filed, whose worker is waiting
+# for it) are not held up behind answers that only wait for their turn.
+update_slot: ContextVar[asyncio.Semaphore | None] = ContextVar("gridline_update_slot", default=None)
 
 # Bot API methods Telegram counts as messages.
 COUNTED = frozenset({"copyMessage", "copyMessages", "forwardMessage", "forwardMessages"})
@@ -135,6 +142,22 @@ class SharedSender:
             await asyncio.sleep(taken.wait)  # the chat's next token, out of everyone's way
 
     async def send(self, chat: str, priority: int, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        slot = update_slot.get()
+        if slot is None:
+            return await self._send(chat, priority, call)
+        slot.release()
+        try:
+            return await self._send(chat, priority, call)
+        finally:
+            try:
+                await slot.acquire()
+            except asyncio.CancelledError:
+                # Stopping: the processor gives the place back when the update ends; take it
+                # without waiting so that the count stays right.
+                slot._value -= 1  # noqa: SLF001
+                raise
+
+    async def _send(self, chat: str, priority: int, call: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         entry = self._chat_locks.setdefault(chat, [asyncio.Lock(), 0])
         entry[1] += 1
         self.pending += 1
@@ -212,8 +235,11 @@ async def _patiently(callback, args, kwargs, sender: SharedSender):  # noqa: ANN
     return None  # not reached
 
 
-# The job runner's lane of the chat's message jobs (``[chat.send] jobs_at_once`` at once).
+# The job runner's lanes of the chat's message jobs (``[chat.send] jobs_at_once`` at once
+# each). A worker's new task has a lane of its own: its jobs are claimed first anyway, but
+# in a shared lane they could find every place taken by notices waiting for their tokens.
 CHAT_LANE = "chat"
+URGENT_LANE = "chat-urgent"
 
 
 def chat_of_job(job: Any) -> str | None:
@@ -223,5 +249,6 @@ def chat_of_job(job: Any) -> str | None:
     return f"chat:{target}" if isinstance(target, (str, int)) and target != "" else None
 
 
-def register_lane(runner: Any) -> None:
-    runner.set_concurrency(CHAT_LANE, int(send_rules()["jobs_at_once"]))
+def register_lanes(runner: Any) -> None:
+    for lane in (CHAT_LANE, URGENT_LANE):
+        runner.set_concurrency(lane, int(send_rules()["jobs_at_once"]))

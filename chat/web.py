@@ -167,7 +167,11 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
             await coroutine
             return
         async with self.holding(key):
-            await coroutine
+            slot = sending.update_slot.set(self._semaphore)
+            try:
+                await coroutine
+            finally:
+                sending.update_slot.reset(slot)
 
     async def initialize(self) -> None:
         return None
@@ -870,7 +874,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     app.router.add_post(WEBHOOK_PATH, bot.webhook)
     jobs = followup.JobHandlers(bot)
     messages = {"lane": sending.CHAT_LANE, "order_key": sending.chat_of_job}
-    sending.register_lane(services.jobs)
+    sending.register_lanes(services.jobs)
     services.jobs.register(NOTIFY_JOB, jobs.notify_resident, **messages)
     services.jobs.register("survey_chat", jobs.survey_chat, **messages)
     services.jobs.register(followup.SURVEY_FINISH_JOB, jobs.chat_survey_finish, **messages)

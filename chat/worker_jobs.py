@@ -36,7 +36,7 @@ from telegram.error import Forbidden, TelegramError
 
 from chat import store, worker, worker_store
 from chat.followup import JobHandlers
-from chat.sending import CHAT_LANE, chat_of_job
+from chat.sending import CHAT_LANE, URGENT_LANE, chat_of_job
 from chat.texts import BOT, t
 from core.deadlines import reminders
 from core.people import staff
@@ -296,7 +296,7 @@ def setup(app: web.Application, services: Any, chatbot: Any) -> StaffJobs:
     handlers = StaffJobs(chatbot)
     # The messages on the chat's lane, several at once, a chat's own in order (chat.sending).
     messages = {"lane": CHAT_LANE, "order_key": chat_of_job}
-    services.jobs.register(staff.MESSAGE_JOB, handlers.message, **messages)
+    services.jobs.register(staff.MESSAGE_JOB, handlers.message, lane=URGENT_LANE, order_key=chat_of_job)
     services.jobs.register(reminders.REMIND_JOB, handlers.reminder, **messages)
     services.jobs.register(reminders.SWEEP_JOB, handlers.sweep)
     services.jobs.register(reminders.DIGEST_JOB, handlers.digest)
