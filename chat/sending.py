@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # for it) are not held up behind answers that only wait for their turn.
 update_slot: ContextVar[asyncio.Semaphore | None] = ContextVar("gridline_update_slot", default=None)
 
+CHAT_BUCKETS = "tg:chat:"  # key prefix of the chats' buckets (the bot's: "tg:bot:<id>")
+
 # Bot API methods Telegram counts as messages.
 COUNTED = frozenset({"copyMessage", "copyMessages", "forwardMessage", "forwardMessages"})
 
@@ -119,7 +121,7 @@ class SharedSender:
             thread.shutdown(wait=False)
 
     def _chat_bucket(self, chat: str) -> buckets.Bucket:
-        return buckets.Bucket(f"tg:chat:{chat}", self.chat_rate, self.chat_burst)
+        return buckets.Bucket(f"{CHAT_BUCKETS}{chat}", self.chat_rate, self.chat_burst)
 
     async def _token(self, chat: str, priority: int) -> None:
         wanted = [self._chat_bucket(chat), self.bot_bucket]  # the bot's, the hot row, last

@@ -83,6 +83,7 @@ from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import BOT, t
+from core.platform import buckets
 from core.platform.clock import utcnow
 from core.platform.instances import lease_length
 from core.platform.models import ChannelState
@@ -883,6 +884,8 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     async def seen_cleanup(job) -> None:  # noqa: ANN001
         forgotten = await bot.deps.db(inbox.forget_seen)
         log.info("forgot %d telegram update id(s) older than %s", forgotten, inbox.SEEN_KEEP)
+        # A chat's send bucket idle for an hour is full again: its row says nothing more.
+        await bot.deps.db(buckets.forget, sending.CHAT_BUCKETS, 3600.0)
 
     services.jobs.register(inbox.CLEANUP_JOB, seen_cleanup)
 

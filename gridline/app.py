@@ -285,9 +285,10 @@ def build_app(
         if run_jobs:
             # Jobs are held in the name of this instance's lease: killed, its jobs are due
             # again once the lease ran out (core.platform.jobs.claim), not after 5 minutes.
-            await services.instance.start()
+            # (Started first: the channels' tickers look at ``jobs.running`` as they start.)
             services.jobs.name = services.instance.id
             services.jobs.start()
+            await services.instance.start()
             ticker = loop.create_task(schedule_sweeps(), name="gridline-sla-ticker")
         yield
         warming.cancel()

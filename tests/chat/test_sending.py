@@ -143,3 +143,28 @@ async def test_sigkill_mid_burst_loses_and_doubles_no_notice(pg, tmp_path):
     assert sorted(counts) == [(c, k) for c in range(chats) for k in range(per_chat)]  # none lost
     assert set(counts.values()) == {1}  # none twice
     assert not _jobs(pg, JobStatus.failed)
+
+
+async def test_the_turn_goes_to_the_most_urgent_waiter_first():
+    """``PriorityTurn``: while one sender holds the turn, waiters are let in by priority,
+    then by arrival."""
+    import asyncio
+
+    from chat.sending import PriorityTurn
+
+    turn = PriorityTurn()
+    await turn.acquire(1)  # held
+    order: list[str] = []
+
+    async def waiter(name: str, priority: int) -> None:
+        await turn.acquire(priority)
+        order.append(name)
+        turn.release()
+
+    tasks = [asyncio.create_task(waiter(name, p)) for name, p in
+             [("bulk", jobs.BULK), ("answer-1", jobs.PROMPT), ("dispatch", jobs.URGENT), ("answer-2", jobs.PROMPT)]]
+    while turn.waiting < 4:
+        await asyncio.sleep(0)
+    turn.release()
+    await asyncio.gather(*tasks)
+    assert order == ["dispatch", "answer-1", "answer-2", "bulk"]

@@ -157,6 +157,7 @@ class TelegramLimits:
     chat_per_second: float = 1.0
     chat_burst: float = 3.0
     enforce: bool = True
+    window_seconds: float = 1.0  # ``per_bot`` counts within this window (tests may widen it)
 
 
 class _LimitKeeper:
@@ -169,13 +170,13 @@ class _LimitKeeper:
     def check(self, params: dict, now: float) -> None:
         """Raise 429 if this message would break a limit; else count it."""
         limits = self.limits
-        self.accepted = [at for at in self.accepted if at > now - 1.0]
+        self.accepted = [at for at in self.accepted if at > now - limits.window_seconds]
         chat = str(params.get("chat_id"))
         tokens, at = self.chats.get(chat, (limits.chat_burst, now))
         tokens = min(limits.chat_burst, tokens + (now - at) * limits.chat_per_second)
         wait = 0.0
         if len(self.accepted) >= limits.per_bot:
-            wait = self.accepted[0] + 1.0 - now
+            wait = self.accepted[0] + limits.window_seconds - now
         if tokens < 1:
             wait = max(wait, (1 - tokens) / limits.chat_per_second)
         if wait > 0:
