@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -42,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -59,10 +61,12 @@ from core.people import staff  # noqa: E402
 from core.people.models import Worker  # noqa: E402
 from core.places.models import Grid, GridLevel  # noqa: E402
 from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.models import Job  # noqa: E402
+from core.platform.runner import observers as runner_observers  # noqa: E402
 from core.platform.settings import Settings, normalise_database_url  # noqa: E402
 from core.reference.demo import grid_centre, load_demo  # noqa: E402
 from gridline.app import SERVICES, build_app  # noqa: E402
-from tests.support.fake_bot_api import FakeBotApi  # noqa: E402
+from tests.support.fake_bot_api import FakeBotApi, TelegramLimits, counted_message  # noqa: E402
 
 SECRET = "bench-secret"
 RESIDENT_BASE = 6_000_000_000
@@ -149,9 +153,12 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
     with session_scope(engine) as session:
         cases_before = session.exec(select(func.count()).select_from(Case)).one()
     commits = [0]
+    job_seconds: dict[str, list[float]] = {}  # handler time of each job, by kind
     rng = random.Random(7)
 
-    async with FakeBotApi() as fake:
+    # With the limits on, the fake answers 429 past Telegram's (30 messages/s per bot, about
+    # 1/s per chat), as Telegram would.
+    async with FakeBotApi(limits=TelegramLimits() if rate_limit else None) as fake:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -213,6 +220,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
                     failures.append(f"resident {i}: {type(exc).__name__}: {exc}")
 
             event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+            runner_observers.append(lambda kind, outcome, seconds: job_seconds.setdefault(kind, []).append(seconds))
             t0 = time.time()
             await asyncio.gather(*(resident(i) for i in range(users)))
             t_filed = time.time()
@@ -224,6 +232,8 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         gate = app[CHATBOT].gate
         gate_figures = (gate.round_trips, gate.waits, gate.loads) if gate is not None else None
         await replies.stop()
+        checks = _delivery_checks(fake, submitted)
+        checks["dispatch_parts"] = _dispatch_parts(engine, submitted, replies.dispatched, job_seconds)
         with session_scope(engine) as session:
             cases = session.exec(select(func.count()).select_from(Case)).one() - cases_before
         await runner.cleanup()
@@ -246,7 +256,91 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "backend": engine.dialect.name,
         "transactions": transactions,
         "gate": gate_figures,
+        **checks,
     }
+
+
+def _dispatch_parts(engine, submitted: dict[str, float], dispatched: dict[str, float],  # noqa: ANN001
+                    job_seconds: dict[str, list[float]]) -> dict:
+    """Where the time from 确认提交 to the dispatch message goes (p50, p99 in ms): until the
+    job is queued (the case filed and dispatched), queued until a runner starts it, and the
+    handler itself (its database look-ups, the wait for a token, the Bot API call)."""
+    with session_scope(engine) as session:
+        rows = session.exec(select(Job.payload, Job.created_at).where(Job.kind == staff.MESSAGE_JOB)).all()
+    queued = {p["case"]: created.replace(tzinfo=UTC).timestamp() for p, created in rows
+              if p.get("send") == "dispatch"}
+    handler = job_seconds.get(staff.MESSAGE_JOB, [])
+    filed, waiting = [], []
+    for number, at in submitted.items():
+        if number in queued and number in dispatched:
+            filed.append(queued[number] - at)
+            waiting.append(dispatched[number] - queued[number])
+    def both(values: list[float]) -> tuple[float, float]:
+        return ((statistics.median(values) * 1000, _percentile(values, 99) * 1000) if values
+                else (float("nan"), float("nan")))
+    return {"to_queued": both(filed), "queued_to_sent": both(waiting), "handler": both(handler)}
+
+
+def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float]) -> dict:
+    """What the fake received: each resident's answers in the order of the dialog, no
+    message twice, each dispatch message once; 429s; the most messages in any second."""
+    steps = ("您好", "问题发生在哪里", "哪一类问题", "请确认您的诉求", "诉求已受理")
+    texts: dict[int, list[str]] = {}
+    dispatches: dict[str, int] = {}
+    sent_at: list[float] = []
+    refused = 0
+    for req in fake.requests:
+        if not counted_message(req.method):
+            continue
+        if req.status == 429:
+            refused += 1
+        if req.status != 200:
+            continue
+        sent_at.append(req.at)
+        if req.method != "sendMessage":
+            continue
+        chat_id, text = int(req.params["chat_id"]), req.params.get("text", "")
+        if chat_id >= WORKER_BASE:
+            found = DISPATCHED.search(text)
+            if found:
+                dispatches[found.group(1)] = dispatches.get(found.group(1), 0) + 1
+        else:
+            texts.setdefault(chat_id, []).append(text)
+    out_of_order = doubled = 0
+    for received in texts.values():
+        if len(set(received)) != len(received):
+            doubled += 1
+        firsts = [next((i for i, text in enumerate(received) if step in text), -1) for step in steps]
+        if -1 in firsts or firsts != sorted(firsts):
+            out_of_order += 1
+    sent_at.sort()
+    busiest, start = 0, 0
+    for end, at in enumerate(sent_at):
+        while sent_at[start] <= at - 1.0:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    return {
+        "out_of_order": out_of_order,
+        "doubled_chats": doubled,
+        "dispatch_doubled": sum(1 for n in dispatches.values() if n > 1),
+        "dispatch_missing": sum(1 for number in submitted if number not in dispatches),
+        "refused_429": refused,
+        "busiest_second": busiest,
+    }
+
+
+def _beside(before: dict, after: dict) -> None:
+    """The figures of the issue's table, the baseline's beside this run's."""
+    rows = [("updates/s", "per_second", "{:.1f}"), ("webhook -> answer p50 ms", "p50_ms", "{:.0f}"),
+            ("webhook -> answer p99 ms", "p99_ms", "{:.0f}"),
+            ("确认提交 -> dispatch message p50 ms", "dispatch_p50_ms", "{:.0f}"),
+            ("确认提交 -> dispatch message p99 ms", "dispatch_p99_ms", "{:.0f}"),
+            ("answers out of order", "out_of_order", "{}"), ("dispatch messages doubled", "dispatch_doubled", "{}"),
+            ("429 answers", "refused_429", "{}"), ("most messages in one second", "busiest_second", "{}")]
+    print(f"  {'figure':<36} {'baseline':>10} {'this run':>10}")
+    for label, key, fmt in rows:
+        cells = [fmt.format(side[key]) if side.get(key) is not None else "—" for side in (before, after)]
+        print(f"  {label:<36} {cells[0]:>10} {cells[1]:>10}")
 
 
 @contextlib.contextmanager
@@ -269,6 +363,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer")
     parser.add_argument("--database-url", default=os.environ.get("GRIDLINE_DATABASE_URL", ""))
     parser.add_argument("--pg", default="", help="PostgreSQL server URL: a scratch database is made there")
+    parser.add_argument("--save", default="", help="write the figures to this JSON file (a baseline for later)")
+    parser.add_argument("--baseline", default="", help="a JSON file written by --save: printed beside this run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with _scratch_pg(args.pg) as url:
@@ -282,6 +378,10 @@ def main() -> None:
     print(f"  webhook -> the bot's answer: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
     print(f"  确认提交 -> the worker's dispatch message: p50 {result['dispatch_p50_ms']:.0f} ms, "
           f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
+    parts = result["dispatch_parts"]
+    print("  where the dispatch message's time goes (p50/p99 ms): 确认提交 -> job queued "
+          f"{parts['to_queued'][0]:.0f}/{parts['to_queued'][1]:.0f}; queued -> sent {parts['queued_to_sent'][0]:.0f}/"
+          f"{parts['queued_to_sent'][1]:.0f}, of which the handler {parts['handler'][0]:.0f}/{parts['handler'][1]:.0f}")
     print(f"  database transactions: {result['transactions']} "
           f"({result['transactions'] / max(result['updates'], 1):.2f} per update)")
     if result["gate"] is not None:
@@ -289,6 +389,14 @@ def main() -> None:
         print(f"  chat gate (PostgreSQL, one chat at a time across instances): {trips} round trips on the lock "
               f"connection ({trips / max(result['updates'], 1):.2f} per update), {waits} waits, "
               f"{loads} chats loaded from the database")
+    print(f"  delivery: {result['out_of_order']} residents' answers out of order, {result['doubled_chats']} chats "
+          f"with a message twice, dispatch messages doubled {result['dispatch_doubled']}, missing "
+          f"{result['dispatch_missing']}; 429 answers {result['refused_429']}; most messages in one second "
+          f"{result['busiest_second']}")
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, default=str, indent=1), encoding="utf-8")
+    if args.baseline:
+        _beside(json.loads(Path(args.baseline).read_text(encoding="utf-8")), result)
     for failure in result["failures"][:10]:
         print(f"  failed: {failure}")
     if result["failures"] or result["dispatch_messages"] < result["filed"]:

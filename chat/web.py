@@ -32,8 +32,9 @@ Around PTB's own machinery:
   hears once that it will be handled. A database error that is not a lost connection is
   tried a few times inline, then the chat moves on and the update is tried again later
   (it is still in the inbox, so a restart tries it too);
-* outgoing calls go through PTB's ``AIORateLimiter`` (Telegram's 30 messages/s overall,
-  20/min per group) with retries on 429;
+* outgoing messages take tokens from buckets in the database, the bot's and the chat's, shared
+  by every instance (``chat.sending``: Telegram's 30 messages/s per bot and about 1/s per
+  chat), a chat's messages in order, the most urgent first; a 429 is waited out;
 * the token (and the webhook secret) never reach a log line (``chat.redact``); a Bot API
   ``file_path`` naming a local file is refused unless ``GRIDLINE_TELEGRAM_LOCAL_MODE`` says a
   local Bot API server is in use (``chat.media``).
@@ -56,7 +57,6 @@ from aiohttp import web
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationHandlerStop,
     BaseUpdateProcessor,
@@ -76,13 +76,14 @@ from tenacity import (
     wait_fixed,
 )
 
-from chat import dialog, followup, inbox, redact, shape, welcome, worker, worker_jobs
+from chat import dialog, followup, inbox, redact, sending, shape, welcome, worker, worker_jobs
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
 from chat.notices import NOTIFY_JOB
 from chat.persistence import CHAT, CONV, DbPersistence
 from chat.texts import BOT, t
+from core.platform import buckets
 from core.platform.clock import utcnow
 from core.platform.instances import lease_length
 from core.platform.models import ChannelState
@@ -133,22 +134,6 @@ class HandlersFailed(Exception):
         self.error = error
 
 
-class CountingRateLimiter(AIORateLimiter):
-    """PTB's rate limiter, counting the Bot API calls (messages, answers, files) that wait
-    for it or are on their way: the bot's send queue, for /metrics."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.pending = 0
-
-    async def process_request(self, *args: Any, **kwargs: Any) -> Any:
-        self.pending += 1
-        try:
-            return await super().process_request(*args, **kwargs)
-        finally:
-            self.pending -= 1
-
-
 def chat_key(update: Update) -> int | None:
     """The chat an update belongs to (its user when it has none): the unit of ordering."""
     if update.effective_chat is not None:
@@ -183,7 +168,11 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
             await coroutine
             return
         async with self.holding(key):
-            await coroutine
+            slot = sending.update_slot.set(self._semaphore)
+            try:
+                await coroutine
+            finally:
+                sending.update_slot.reset(slot)
 
     async def initialize(self) -> None:
         return None
@@ -293,7 +282,7 @@ class ChatBot:
         self._later: dict[int, asyncio.TimerHandle] = {}
         self.retried = 0  # updates handled again after a failure (tests, the log)
         self.commits = inbox.GroupCommit(services.engine, run=self.deps.db)
-        self.limiter: CountingRateLimiter | None = None
+        self.limiter: sending.SharedRateLimiter | None = None
         # Several instances on one PostgreSQL: one holds a chat at a time (None on SQLite).
         self.gate = ChatGate.for_engine(services.engine, chat_ns=CHAT, conv_ns=CONV)
         self.skipped = 0  # updates another instance had handled already (tests, the log)
@@ -332,7 +321,9 @@ class ChatBot:
         if settings.telegram_local_mode:
             builder = builder.local_mode(True)
         if rate_limit:
-            self.limiter = CountingRateLimiter(max_retries=2)
+            # Telegram's limits, kept by all instances together (buckets in the database).
+            bot_id = settings.telegram_token.split(":", 1)[0]  # the bot's public id, never the secret
+            self.limiter = sending.SharedRateLimiter(sending.SharedSender(self.services.engine, bot_id))
             builder = builder.rate_limiter(self.limiter)
         app: GridlineApplication = builder.build()
         app.persistence.shared = self.gate is not None
@@ -883,14 +874,18 @@ def setup(app: web.Application, services: Any, **options: Any) -> ChatBot | None
     services.gauges["gridline_chat_send_queue"] = lambda: bot.send_queue  # for /metrics
     app.router.add_post(WEBHOOK_PATH, bot.webhook)
     jobs = followup.JobHandlers(bot)
-    services.jobs.register(NOTIFY_JOB, jobs.notify_resident)
-    services.jobs.register("survey_chat", jobs.survey_chat)
-    services.jobs.register(followup.SURVEY_FINISH_JOB, jobs.chat_survey_finish)
+    messages = {"lane": sending.CHAT_LANE, "order_key": sending.chat_of_job}
+    sending.register_lanes(services.jobs)
+    services.jobs.register(NOTIFY_JOB, jobs.notify_resident, **messages)
+    services.jobs.register("survey_chat", jobs.survey_chat, **messages)
+    services.jobs.register(followup.SURVEY_FINISH_JOB, jobs.chat_survey_finish, **messages)
     worker_jobs.setup(app, services, bot)
 
     async def seen_cleanup(job) -> None:  # noqa: ANN001
         forgotten = await bot.deps.db(inbox.forget_seen)
         log.info("forgot %d telegram update id(s) older than %s", forgotten, inbox.SEEN_KEEP)
+        # A chat's send bucket idle for an hour is full again: its row says nothing more.
+        await bot.deps.db(buckets.forget, sending.CHAT_BUCKETS, 3600.0)
 
     services.jobs.register(inbox.CLEANUP_JOB, seen_cleanup)
 

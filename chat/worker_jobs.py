@@ -36,6 +36,7 @@ from telegram.error import Forbidden, TelegramError
 
 from chat import store, worker, worker_store
 from chat.followup import JobHandlers
+from chat.sending import CHAT_LANE, URGENT_LANE, chat_of_job
 from chat.texts import BOT, t
 from core.deadlines import reminders
 from core.people import staff
@@ -293,12 +294,14 @@ def wake_on_commit(engine: Any, runner: Any, loop: asyncio.AbstractEventLoop):  
 def setup(app: web.Application, services: Any, chatbot: Any) -> StaffJobs:
     """Register the jobs and start the ticker with the aiohttp app."""
     handlers = StaffJobs(chatbot)
-    services.jobs.register(staff.MESSAGE_JOB, handlers.message)
-    services.jobs.register(reminders.REMIND_JOB, handlers.reminder)
+    # The messages on the chat's lane, several at once, a chat's own in order (chat.sending).
+    messages = {"lane": CHAT_LANE, "order_key": chat_of_job}
+    services.jobs.register(staff.MESSAGE_JOB, handlers.message, lane=URGENT_LANE, order_key=chat_of_job)
+    services.jobs.register(reminders.REMIND_JOB, handlers.reminder, **messages)
     services.jobs.register(reminders.SWEEP_JOB, handlers.sweep)
     services.jobs.register(reminders.DIGEST_JOB, handlers.digest)
-    services.jobs.register(reminders.DIGEST_CHAT_JOB, handlers.digest_chat)
-    services.jobs.register(staff.UNLINKED_JOB, handlers.unlinked)
+    services.jobs.register(reminders.DIGEST_CHAT_JOB, handlers.digest_chat, **messages)
+    services.jobs.register(staff.UNLINKED_JOB, handlers.unlinked, **messages)
     deps = chatbot.deps
 
     async def tick() -> None:

@@ -292,13 +292,20 @@ def build_app(
         warming = loop.create_task(warm_indexes(), name="gridline-warm-indexes")
         ticker = None
         if run_jobs:
+            # Jobs are held in the name of this instance's lease: killed, its jobs are due
+            # again once the lease ran out (core.platform.jobs.claim), not after 5 minutes.
+            # (Started first: the channels' tickers look at ``jobs.running`` as they start.)
+            services.jobs.name = services.instance.id
             services.jobs.start()
+            await services.instance.start()
             ticker = loop.create_task(schedule_sweeps(), name="gridline-sla-ticker")
         yield
         warming.cancel()
         if ticker is not None:
             ticker.cancel()
         await services.jobs.stop()
+        if run_jobs:
+            await services.instance.stop()
 
     app.cleanup_ctx.append(jobs_lifecycle)
 

@@ -38,9 +38,9 @@ from core.platform.models import Job
 log = logging.getLogger(__name__)
 
 SWEEP_JOB = jobs.declare("staff_sweep", "chat/worker_jobs.py: looks for cases turned yellow or red")
-REMIND_JOB = jobs.declare("staff_reminder", "chat/worker_jobs.py: a yellow/red reminder to staff")
-DIGEST_JOB = jobs.declare("staff_digest", "chat/worker_jobs.py: queues each staff chat's daily digest")
-DIGEST_CHAT_JOB = jobs.declare("staff_digest_chat", "chat/worker_jobs.py: one staff chat's daily digest")
+REMIND_JOB = jobs.declare("staff_reminder", "chat/worker_jobs.py: a yellow/red reminder to staff", priority=jobs.BULK)
+DIGEST_JOB = jobs.declare("staff_digest", "chat/worker_jobs.py: queues each staff chat's daily digest", priority=jobs.BULK)
+DIGEST_CHAT_JOB = jobs.declare("staff_digest_chat", "chat/worker_jobs.py: one staff chat's daily digest", priority=jobs.BULK)
 
 # Statuses whose clock runs for the owner: response until accepted, resolution after.
 CLOCKED = (CaseStatus.dispatched, CaseStatus.accepted, CaseStatus.in_progress)

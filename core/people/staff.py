@@ -437,7 +437,7 @@ def linked(session: Session, staff: list[Staff]) -> list[Staff]:
 # ---------------------------------------------------------------- the hook in core.actions
 
 
-MESSAGE_JOB = jobs.declare("staff_message", "chat/worker_jobs.py: a case message to staff")
+MESSAGE_JOB = jobs.declare("staff_message", "chat/worker_jobs.py: a case message to staff", priority=jobs.URGENT)
 
 
 def stamp(at: datetime | None) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, exists, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.platform.clock import utcnow
 from core.platform.db import savepoint, session_scope
-from core.platform.models import Job, JobStatus
+from core.platform.instances import lease_length
+from core.platform.models import Instance, Job, JobStatus
 from core.platform.retry import wait_backoff
 
 LEASE = timedelta(minutes=5)
@@ -30,16 +31,26 @@ BACKOFF = wait_backoff(30.0, 3600.0)
 # of them a process actually takes is the job runner's business (``core.platform.runner``).
 KINDS: dict[str, str] = {}
 
+# The order jobs are claimed in, lowest first (``Job.priority``): what someone is waiting
+# for at this moment (a worker's new task), then what a person should hear soon (a case's
+# progress, a survey), then bulk (reminders, digests).
+URGENT, PROMPT, BULK = 0, 1, 2
+PRIORITIES: dict[str, int] = {}
+
 
 class UnknownJobKind(ValueError):
     """``enqueue`` of a kind no module declared: a typo or a handler never written."""
 
 
-def declare(kind: str, handled_by: str) -> str:
-    """Make ``kind`` known (``handled_by`` says where its handler is); returns ``kind``."""
+def declare(kind: str, handled_by: str, *, priority: int = PROMPT) -> str:
+    """Make ``kind`` known (``handled_by`` says where its handler is; ``priority``: URGENT,
+    PROMPT or BULK); returns ``kind``."""
     if not kind or len(kind) > 32:
         raise ValueError(f"job kind {kind!r}: 1 to 32 characters")
+    if priority not in (URGENT, PROMPT, BULK):
+        raise ValueError(f"job kind {kind!r}: priority {priority!r} is not URGENT, PROMPT or BULK")
     KINDS[kind] = handled_by
+    PRIORITIES[kind] = priority
     return kind
 
 
@@ -60,7 +71,7 @@ def enqueue(
         if existing is not None:
             return existing
     job = Job(kind=kind, payload=payload or {}, run_at=run_at or utcnow(), dedupe_key=dedupe_key,
-              max_attempts=max_attempts)
+              max_attempts=max_attempts, priority=PRIORITIES.get(kind, PROMPT))
     if dedupe_key is None:
         session.add(job)
         session.flush()
@@ -84,7 +95,7 @@ def enqueue_once(session: Session, kind: str, payload: dict, *, dedupe_key: str,
     if kind not in KINDS:
         raise UnknownJobKind(f"job kind {kind!r} is not declared (core.platform.jobs.declare): no handler would take it")
     job = Job(kind=kind, payload=payload, run_at=options.get("run_at") or utcnow(), dedupe_key=dedupe_key,
-              max_attempts=options.get("max_attempts", 5))
+              max_attempts=options.get("max_attempts", 5), priority=PRIORITIES.get(kind, PROMPT))
     try:
         with savepoint(session):
             session.add(job)
@@ -97,13 +108,18 @@ def enqueue_once(session: Session, kind: str, payload: dict, *, dedupe_key: str,
 def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: int = 10,
           ids: list[int] | None = None) -> list[Job]:
     """Take up to ``limit`` due jobs for ``holder`` (a runner's name; of ``kinds``; only ``ids``
-    when given). A job whose lease ran out (its holder died) is due again."""
+    when given), the most urgent first. A job whose lease ran out is due again, and so is a
+    job held by an instance (``core.platform.instances``) whose own lease ran out: a
+    process killed mid-burst gives its jobs back after ``[instances] lease_seconds``, not
+    after the job's five minutes."""
     now = utcnow()
     due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
-    stale = (Job.status == JobStatus.running) & (Job.locked_until < now)
+    holder_gone = exists(select(Instance.id).where(Instance.id == Job.locked_by,
+                                                   Instance.heartbeat_at < now - lease_length()))
+    stale = (Job.status == JobStatus.running) & ((Job.locked_until < now) | holder_gone)
     taken = {"status": JobStatus.running, "locked_by": holder, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
     with session_scope(engine) as session:
-        stmt = select(Job).where(or_(due, stale)).order_by(Job.run_at, Job.id).limit(limit)
+        stmt = select(Job).where(or_(due, stale)).order_by(Job.priority, Job.run_at, Job.id).limit(limit)
         if kinds:
             stmt = stmt.where(Job.kind.in_(kinds))
         if ids is not None:
@@ -115,7 +131,7 @@ def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: in
             taken_rows = session.scalars(
                 update(Job).where(Job.id.in_(chosen)).values(**taken).returning(Job)
                 .execution_options(synchronize_session=False)).all()
-            return sorted(taken_rows, key=lambda j: (j.run_at, j.id))
+            return sorted(taken_rows, key=lambda j: (j.priority, j.run_at, j.id))
         candidates = session.exec(stmt).all()
         claimed: list[Job] = []
         for job in candidates:

@@ -51,10 +51,24 @@ class Job(SQLModel, table=True):
     run_at: NaiveDatetime = Field(default_factory=utcnow)
     attempts: int = 0
     max_attempts: int = 5
+    # Claimed lowest first (core.platform.jobs.URGENT, PROMPT, BULK): a worker's dispatch
+    # message goes ahead of a reminder queued before it.
+    priority: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     locked_by: str | None = Field(default=None, max_length=64)
     locked_until: NaiveDatetime | None = None
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
+class SendBucket(SQLModel, table=True):
+    """A token bucket of outgoing messages (per bot, per chat), shared by every process on
+    the database (core.platform.buckets): ``tokens`` as they were at ``stamp`` (epoch seconds)."""
+
+    __tablename__ = "send_bucket"
+
+    key: str = Field(primary_key=True, max_length=96)
+    tokens: float = 0.0
+    stamp: float = 0.0
 
 
 class ChannelState(SQLModel, table=True):

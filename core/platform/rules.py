@@ -180,6 +180,15 @@ def _check_values(rules: dict[str, Any]) -> None:
     limits.check_rules(rules)
     flood.check_rules(rules)
 
+    send = section("chat")["send"]
+    for key in ("bot_per_second", "chat_per_second"):
+        _positive(send[key], f"chat.send.{key}")
+    for key in ("bot_burst", "chat_burst", "jobs_at_once"):
+        if send[key] < 1:
+            raise RulesError(f"chat.send.{key}: must be at least 1")
+    if send["max_refusals"] < 0:
+        raise RulesError("chat.send.max_refusals: must be ≥ 0")
+
     sla = section("sla")
     _fraction(sla["warn_fraction"], "sla.warn_fraction", open_low=True)
     _check_working_hours(sla["calendar"]["working_hours"], "sla.calendar.working_hours")

@@ -4,7 +4,10 @@ nothing about how a message or a call is made.
 
 Handlers run one at a time per *lane*: kinds registered on a lane of their own (the
 survey calls, paced to Twilio's calls per second) never hold up the kinds of another
-lane (notifications). A kind this process cannot take is *paused* with the reason (no
+lane (notifications). A lane given a ``concurrency`` runs that many jobs at once (the
+chat's messages, which wait for Telegram's limits, not for each other); jobs with the same
+*order key* (their chat) still run one after another, in the order they were claimed
+(most urgent first). A kind this process cannot take is *paused* with the reason (no
 Twilio credentials): its jobs stay queued, and the reason is logged once at start-up and
 shown in ``/healthz``. A runner that reports orphans (the server's) also warns at
 start-up about queued jobs of a kind no handler in this process takes.
@@ -19,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +37,12 @@ from core.platform.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Awaitable[None]]
+# Jobs that must not overtake each other (the same chat) share a key; None: no order.
+OrderKey = Callable[[Job], str | None]
+
+# The job whose handler is running in this task (None outside a job): a sender asks it for
+# the job's priority.
+current_job: ContextVar[Job | None] = ContextVar("gridline_current_job", default=None)
 # Runs a blocking database call off the event loop: the server's DatabasePool.run.
 DbRunner = Callable[..., Awaitable[Any]]
 
@@ -71,6 +81,9 @@ class JobRunner:
         self.batch = batch
         self.handlers: dict[str, Handler] = {}
         self.lanes: dict[str, list[str]] = {}  # lane -> its kinds
+        self.concurrency: dict[str, int] = {}  # lane -> jobs at once (1 when not given)
+        self.order_keys: dict[str, OrderKey] = {}  # kind -> what its jobs keep their order by
+        self._key_locks: dict[str, list] = {}  # order key -> [lock, users]
         self.paused: dict[str, str] = {}  # kind -> why this process does not take it
         self.elsewhere: dict[str, str] = {}  # kind -> which other runner of this process takes it
         self.reports_orphans = reports_orphans
@@ -79,13 +92,20 @@ class JobRunner:
         self._wakes: dict[str, asyncio.Event] = {}
         self.rounds = 0  # claims tried, all lanes (so a test can wait for polls, not sleep)
 
-    def register(self, kind: str, handler: Handler, *, lane: str = MAIN_LANE) -> None:
+    def register(self, kind: str, handler: Handler, *, lane: str = MAIN_LANE,
+                 order_key: OrderKey | None = None) -> None:
         for kinds in self.lanes.values():
             if kind in kinds:
                 kinds.remove(kind)
         self.handlers[kind] = handler
         self.lanes.setdefault(lane, []).append(kind)
         self.paused.pop(kind, None)
+        if order_key is not None:
+            self.order_keys[kind] = order_key
+
+    def set_concurrency(self, lane: str, jobs_at_once: int) -> None:
+        """Run up to ``jobs_at_once`` jobs of ``lane`` at a time (before ``start``)."""
+        self.concurrency[lane] = max(1, int(jobs_at_once))
 
     def pause(self, kind: str, why: str) -> None:
         """This process cannot take ``kind`` (say why): its jobs wait queued for one that can."""
@@ -117,8 +137,26 @@ class JobRunner:
             await self._run(job)
         return len(claimed)
 
+    async def _run_in_order(self, job: Job) -> None:
+        """``_run`` after the jobs claimed before it with the same order key."""
+        order_key = self.order_keys.get(job.kind)
+        key = order_key(job) if order_key is not None else None
+        if key is None:
+            await self._run(job)
+            return
+        entry = self._key_locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                await self._run(job)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._key_locks.pop(key, None)
+
     async def _run(self, job: Job) -> None:
         started = time.perf_counter()
+        token = current_job.set(job)
         try:
             await self.handlers[job.kind](job)
         except RetryLater as later:
@@ -144,9 +182,59 @@ class JobRunner:
         else:
             outcome = "done"
             await self.db(jobs.complete, self.engine, job.id)
+        finally:
+            current_job.reset(token)
         _tell(job.kind, outcome, time.perf_counter() - started)
 
+    async def _loop_concurrent(self, lane: str, limit: int) -> None:
+        """Claim while there is room for more, run each claimed job in a task of its own."""
+        wake = self._wakes[lane]
+        slot_freed = asyncio.Event()
+        running: set[asyncio.Task] = set()
+
+        def finished(task: asyncio.Task) -> None:
+            running.discard(task)
+            slot_freed.set()
+
+        try:
+            while True:
+                wake.clear()
+                slot_freed.clear()
+                claimed: list[Job] = []
+                room = limit - len(running)
+                kinds = self.lanes.get(lane, [])
+                if room > 0 and kinds:
+                    try:
+                        claimed = await self.db(jobs.claim, self.engine, self.name, kinds, room)
+                    except Exception as exc:  # e.g. the database restarting: wait and try again
+                        if transient(exc):
+                            log.warning("job runner (%s): claim failed (%s)", lane, short(exc))
+                        else:
+                            log.exception("job runner (%s): claim failed", lane)
+                    self.rounds += 1
+                for job in claimed:
+                    task = asyncio.get_running_loop().create_task(self._run_in_order(job), name=f"job-{job.id}")
+                    running.add(task)
+                    task.add_done_callback(finished)
+                if claimed and len(running) < limit:
+                    continue  # there may be more due
+                waits = [asyncio.ensure_future(slot_freed.wait())]
+                if len(running) < limit:
+                    waits.append(asyncio.ensure_future(wake.wait()))
+                try:
+                    await asyncio.wait(waits, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+        finally:
+            for task in list(running):
+                await cancel_and_wait(task)
+
     async def _loop(self, lane: str) -> None:
+        limit = self.concurrency.get(lane, 1)
+        if limit > 1:
+            await self._loop_concurrent(lane, limit)
+            return
         wake = self._wakes[lane]
         while True:
             # Cleared before claiming: a wake that comes while a claim runs (its job was

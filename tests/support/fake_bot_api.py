@@ -138,6 +138,56 @@ _FILE_PATH_DIR = {
 }
 
 
+def counted_message(method: str) -> bool:
+    """A call Telegram counts against its message limits (``sendChatAction`` is not one)."""
+    low = method.lower()
+    return (low.startswith("send") and low != "sendchataction") or low in {
+        "copymessage", "copymessages", "forwardmessage", "forwardmessages"}
+
+
+@dataclass
+class TelegramLimits:
+    """Telegram's flood limits as the fake enforces them: at most ``per_bot`` messages in
+    any second, and per chat about ``chat_per_second`` with bursts up to ``chat_burst`` (a
+    token bucket). Past them: 429 with ``parameters.retry_after`` in whole seconds, as
+    Telegram answers. ``enforce=False`` only records: a test then counts on
+    ``FakeBotApi.requests`` what the bot tried to send."""
+
+    per_bot: int = 30
+    chat_per_second: float = 1.0
+    chat_burst: float = 3.0
+    enforce: bool = True
+    window_seconds: float = 1.0  # ``per_bot`` counts within this window (tests may widen it)
+
+
+class _LimitKeeper:
+    def __init__(self, limits: TelegramLimits) -> None:
+        self.limits = limits
+        self.accepted: list[float] = []  # the bot's counted messages, last second
+        self.chats: dict[str, tuple[float, float]] = {}  # chat -> (tokens, at)
+        self.refused = 0
+
+    def check(self, params: dict, now: float) -> None:
+        """Raise 429 if this message would break a limit; else count it."""
+        limits = self.limits
+        self.accepted = [at for at in self.accepted if at > now - limits.window_seconds]
+        chat = str(params.get("chat_id"))
+        tokens, at = self.chats.get(chat, (limits.chat_burst, now))
+        tokens = min(limits.chat_burst, tokens + (now - at) * limits.chat_per_second)
+        wait = 0.0
+        if len(self.accepted) >= limits.per_bot:
+            wait = self.accepted[0] + limits.window_seconds - now
+        if tokens < 1:
+            wait = max(wait, (1 - tokens) / limits.chat_per_second)
+        if wait > 0:
+            self.refused += 1  # refused, or (not enforcing) one that would have been
+        if wait > 0 and limits.enforce:
+            retry_after = max(1, int(wait + 0.999))
+            raise BotApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+        self.accepted.append(now)
+        self.chats[chat] = (tokens - 1, now)
+
+
 class BotApiError(Exception):
     """An error answer of the Bot API (raised inside method handlers)."""
 
@@ -262,6 +312,7 @@ class FakeBotApi:
         bot_first_name: str = "Gridline",
         bot_username: str = "gridline_test_bot",
         first_update_id: int = 846_300_001,
+        limits: TelegramLimits | None = None,
     ) -> None:
         if not TOKEN_RE.fullmatch(token):
             raise ValueError(f"not a Bot API token: {token!r}")
@@ -300,6 +351,8 @@ class FakeBotApi:
         self._messages: dict[tuple[int, int], dict] = {}
         self._issued_callback_ids: set[str] = set()
         self._failures: list[_FailureRule] = []
+        # Telegram's flood limits (None: every message is taken, as most tests want).
+        self.limits = _LimitKeeper(limits) if limits is not None else None
         self._holds: list[Hold] = []
         self._waited: set[int] = set()
         self._file_counter = 0
@@ -895,6 +948,8 @@ class FakeBotApi:
         self.requests.append(record)
         try:
             self._maybe_fail(canonical)
+            if self.limits is not None and counted_message(canonical) and "chat_id" in params:
+                self.limits.check(params, record.at)
             if handler is None:
                 raise BotApiError(404, "Not Found")
             result = handler(params)

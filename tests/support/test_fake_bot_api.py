@@ -20,7 +20,7 @@ from telegram.ext import (
     filters,
 )
 
-from tests.support.fake_bot_api import SECRET_HEADER, FakeBotApi, load_fixture
+from tests.support.fake_bot_api import SECRET_HEADER, FakeBotApi, TelegramLimits, load_fixture
 
 FIXTURE_NAMES = [
     "update_text",
@@ -308,3 +308,26 @@ async def test_builders_follow_fixture_shapes(fake: FakeBotApi):
         assert parsed.message is not None
     ids = [fake.make_text_update(1, "x")["update_id"] for _ in range(3)]
     assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+async def test_telegrams_limits_answer_429_with_retry_after():
+    """Past ``per_bot`` messages in a second, or a chat's burst, Telegram's 429 with
+    ``retry_after`` in whole seconds; answering a button is not a message and never counts."""
+    # A window of a minute: the counts hold however slowly the machine answers.
+    limits = TelegramLimits(per_bot=5, chat_per_second=0.01, chat_burst=2, window_seconds=60.0)
+    async with FakeBotApi(limits=limits) as fake, aiohttp.ClientSession() as http:
+
+        async def send(chat: int) -> tuple[int, dict]:
+            async with http.post(f"{fake.api_url}/sendMessage", json={"chat_id": chat, "text": "hi"}) as resp:
+                return resp.status, await resp.json()
+
+        assert [(await send(1))[0] for _ in range(2)] == [200, 200]
+        status, body = await send(1)  # the chat's burst is spent
+        assert status == 429 and body["parameters"]["retry_after"] >= 1
+        assert "retry after" in body["description"]
+        async with http.post(f"{fake.api_url}/sendChatAction", json={"chat_id": 2, "action": "typing"}) as resp:
+            assert resp.status in (200, 404)  # whichever: it is not counted
+        assert [(await send(chat))[0] for chat in (2, 3, 4)] == [200, 200, 200]
+        status, body = await send(5)  # the 6th message within the window (the refused one did not count)
+        assert status == 429 and body["parameters"]["retry_after"] >= 1
+    assert fake.limits.refused == 2

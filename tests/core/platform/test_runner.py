@@ -90,3 +90,62 @@ async def test_queued_jobs_without_a_handler_are_reported_at_start_and_in_health
     assert health["queued_without_handler"] == {"orphan_kind": 2}
     assert health["paused"] == {"paused_kind": {"why": "no credentials", "waiting": 0}}
     assert health["lanes"] == {"main": ["handled_kind"]}
+
+
+async def test_a_concurrent_lane_runs_other_keys_at_once_and_one_keys_jobs_in_order(engine):
+    """A lane with ``concurrency``: jobs of different chats run at the same time (chat 1's
+    first job waits until chat 2's is running: one at a time would never end), while a
+    chat's own jobs run one after another, in the order they were queued."""
+    from core.platform import jobs
+    from core.platform.db import session_scope
+
+    jobs.declare("keyed", "tests/core/platform/test_runner.py")
+    with session_scope(engine) as session:
+        for i in range(4):
+            for chat in (1, 2):
+                jobs.enqueue(session, "keyed", {"chat": chat, "i": i})
+    chat2_running = asyncio.Event()
+    running: dict[int, bool] = {1: False, 2: False}
+    seen: dict[int, list[int]] = {1: [], 2: []}
+    overlaps: list[int] = []
+    all_done = asyncio.Event()
+
+    async def handle(job):
+        chat, i = job.payload["chat"], job.payload["i"]
+        if running[chat]:
+            overlaps.append(chat)
+        running[chat] = True
+        if chat == 2:
+            chat2_running.set()
+        elif i == 0:
+            await chat2_running.wait()
+        await asyncio.sleep(0)
+        seen[chat].append(i)
+        running[chat] = False
+        if sum(len(v) for v in seen.values()) == 8:
+            all_done.set()
+
+    runner = JobRunner(engine, poll_seconds=0.05)
+    runner.register("keyed", handle, lane="many", order_key=lambda job: str(job.payload["chat"]))
+    runner.set_concurrency("many", 4)
+    runner.start()
+    try:
+        await asyncio.wait_for(all_done.wait(), 60)
+    finally:
+        await runner.stop()
+    assert seen == {1: [0, 1, 2, 3], 2: [0, 1, 2, 3]}
+    assert overlaps == []
+
+
+async def test_urgent_jobs_are_claimed_before_bulk_ones_queued_earlier(engine):
+    from core.platform import jobs
+    from core.platform.db import session_scope
+
+    jobs.declare("bulk_kind", "tests/core/platform/test_runner.py", priority=jobs.BULK)
+    jobs.declare("urgent_kind", "tests/core/platform/test_runner.py", priority=jobs.URGENT)
+    with session_scope(engine) as session:
+        for _ in range(3):
+            jobs.enqueue(session, "bulk_kind")
+        jobs.enqueue(session, "urgent_kind")
+    claimed = jobs.claim(engine, "w1", ["bulk_kind", "urgent_kind"], limit=2)
+    assert [job.kind for job in claimed] == ["urgent_kind", "bulk_kind"]
