@@ -23,13 +23,10 @@ from sqlmodel import select
 from core.people.models import Resident
 from core.places.address import (
     BUILDING,
-    DOOR,
     FILLER_WORDS,
     FLOOR,
     MEASURE_WORDS,
     NUMERAL_WORDS,
-    ROOM,
-    UNIT,
     Comps,
     Part,
     canonical,
@@ -45,13 +42,22 @@ from core.places.address import (
     spoken,
 )
 from core.places.models import GazetteerEntry, Grid, GridLevel, Household
+from core.platform.i18n import routing_text
+
+# Why a case went to its grid, as steps ``{"code": …, "params": {…}}`` (``routing.<code>``
+# of core/locales): stored with the case, put into words by each edge in its reader's language.
+Trace = tuple[dict[str, Any], ...]
+
+
+def step(code: str, **params: Any) -> dict[str, Any]:
+    return {"code": code, "params": {k: v for k, v in params.items() if v is not None}}
 
 
 @dataclass(frozen=True)
 class RouteResult:
     grid_id: int
     confidence: float  # 0..1
-    reason: str  # for the operator: why this grid
+    reason: str  # English words of ``trace``, for logs
     method: str  # "point", "household", "gazetteer"
     # Address matches only (core.places.routing.Gazetteer):
     level: str | None = None  # the grid's level
@@ -59,6 +65,13 @@ class RouteResult:
     needs_building: bool = False  # a building number (Gazetteer.match_building) would settle it
     place: str | None = None  # the registered name that matched, to read back
     scope: str | None = None  # the estate whose buildings Gazetteer.match_building picks from
+    trace: Trace = ()  # why this grid, as codes (see ``step``)
+    # Close candidates the caller may choose between (the read-back asks): (grid id, place name).
+    choices: tuple[tuple[int, str], ...] = ()
+
+
+def routed(grid_id: int, confidence: float, method: str, trace: Trace, **more: Any) -> RouteResult:
+    return RouteResult(grid_id, confidence, routing_text("en", list(trace))[:256], method, trace=tuple(trace), **more)
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,11 +117,9 @@ class GridLocator:
             return None
         i = int(hits.min())
         if len(hits) == 1:
-            return RouteResult(self.grid_ids[i], 1.0, f"point in polygon {self.codes[i]}", "point")
+            return routed(self.grid_ids[i], 1.0, "point", (step("point", grid=self.codes[i]),))
         others = ", ".join(self.codes[int(j)] for j in sorted(hits) if j != i)
-        return RouteResult(
-            self.grid_ids[i], 0.9, f"point on boundary of {self.codes[i]} (also {others}); lowest code", "point"
-        )
+        return routed(self.grid_ids[i], 0.9, "point", (step("point_boundary", grid=self.codes[i], others=others),))
 
     def locate_many(self, lats: Sequence[float], lons: Sequence[float]) -> list[int | None]:
         """Grid ids for many points at once (one vectorised tree query), ``None`` outside."""
@@ -223,25 +234,16 @@ def route_by_phone(session: Any, phone: str | None) -> RouteResult | None:
     grids = {r[2] for r in rows}
     _, code, grid_id, _ = rows[0]
     if len(grids) == 1:
-        return RouteResult(grid_id, 0.9, f"registered household {code}", "household")
+        return routed(grid_id, 0.9, "household", (step("household", household=code),))
     # One number, households in several grids (a shared landline, a landlord): weak evidence.
-    return RouteResult(grid_id, 0.5, f"registered household {code} (number also in {len(grids) - 1} other grids)",
-                       "household")
+    return routed(grid_id, 0.5, "household", (step("household_shared", household=code, others=len(grids) - 1),))
 
 
 # ---------------------------------------------------------------------------------------
 # Address text against the gazetteer
 
-_LEVEL_ZH = {"district": "区", "street": "街道", "community": "社区", "area": "片区", "micro": "微网格"}
-_PART_ZH = {BUILDING: "幢", UNIT: "单元", ROOM: "室", DOOR: "号"}
-
-
 def _by_sound(how: str, used: list[Part]) -> str:
-    return how if all(p.sure >= 1 for p in used) else f"{how}, measure word by sound"
-
-
-def _describe(found: Comps) -> str:
-    return "".join(f"{n}{_PART_ZH.get(kind, '')}" for kind, n in found)
+    return how if all(p.sure >= 1 for p in used) else f"{how}+by_sound"
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,7 @@ class Candidate:
     start: int
     end: int
     scope: str | None = None
-    note: str | None = None
+    note: dict | None = None  # a step of the trace: what was heard but not used
     numbered: bool = False  # a numbered place (building, flat), not a name alone
 
 
@@ -480,9 +482,9 @@ class Gazetteer:
         both sides (a recogniser writes a homophone of any of them), the local reading surest."""
         scores = (
             (self.PINYIN, "pinyin"),
-            (self.PINYIN_OTHER, "pinyin, other reading"),
-            (self.PINYIN_FOLDED, "pinyin, accent-tolerant"),
-            (self.PINYIN_FOLDED_OTHER, "pinyin, accent-tolerant, other reading"),
+            (self.PINYIN_OTHER, "pinyin_other"),
+            (self.PINYIN_FOLDED, "accent"),
+            (self.PINYIN_FOLDED_OTHER, "accent_other"),
         )
         out = []
         for i, ch in enumerate(text):
@@ -534,7 +536,7 @@ class Gazetteer:
             if _DIGITS.findall(heard) != _DIGITS.findall(key):
                 continue  # 洋坊新村8幢 is one character from 9幢, and a different building
             out.append((place, res.dest_start, res.dest_end, self.FUZZY_MAX * res.score / 100.0,
-                        f"fuzzy {res.score:.0f}"))
+                        "fuzzy"))
         return out
 
     # -- from names to places -------------------------------------------------------------
@@ -554,14 +556,16 @@ class Gazetteer:
                         used = numbered[:k]
                         return self._numbered(items, min([confidence] + [p.sure for p in used]), _by_sound(how, used),
                                               text[start:used[-1].end], start, used[-1].end)
-                note = f"{_describe(found[:1])}不在地名库"
+                note = step("building_not_registered", number=found[0][1]) if found[0][0] == BUILDING else step(
+                    "part_not_registered", number=found[0][1])
             elif found and found[0][0] == BUILDING and place.item.grid_id is not None:
                 items = self._buildings_under.get(place.item.grid_id, {}).get(found[0][1], [])
                 grids = {i.grid_id for i in items}
                 if len(grids) == 1:
                     return self._numbered(items, min(confidence, numbered[0].sure), _by_sound(how, numbered[:1]),
                                           text[start:numbered[0].end], start, numbered[0].end)
-                note = f"{_describe(found[:1])}在{place.item.name}{'不唯一' if grids else '不在地名库'}"
+                note = step("building_not_unique" if grids else "building_not_registered", number=found[0][1],
+                            place=place.item.name)
         if not place.standalone or place.item.grid_id is None:
             return None
         scope = place.key if place.has_buildings() else None
@@ -576,7 +580,7 @@ class Gazetteer:
         if common is None:
             return None
         item = GazetteerItem(items[0].name, items[0].kind, common)
-        return Candidate(item, confidence, how, heard, start, end, note="同一地址登记在多个网格", numbered=True)
+        return Candidate(item, confidence, how, heard, start, end, note=step("several_grids"), numbered=True)
 
     def candidates(self, text: str) -> list[Candidate]:
         """Every place found in the text above ``min_confidence``, surest first."""
@@ -620,43 +624,45 @@ class Gazetteer:
             common = self._lca(c.entry.grid_id for c in involved)
             if common is None:
                 return None
-            names = "、".join(dict.fromkeys(c.entry.name for c in involved))
+            names = list(dict.fromkeys(c.entry.name for c in involved))
             confidence = min(c.confidence for c in involved) * self.CONFLICT_FACTOR
-            return self._result(common, confidence, f"gazetteer conflict {names}", None,
-                                note=f"地名指向不同网格：{names}")
+            return self._result(common, confidence, [step("conflict", names=names)], None)
         surest = max(c.confidence for c in accepted)
         pick = max((c for c in accepted if c.confidence >= surest - self.SPECIFIC_SLACK),
                    key=lambda c: (self._depth(c.entry.grid_id), c.confidence, c.end - c.start))
-        e = pick.entry
-        if pick.heard == canonical(e.name):
-            reason = f"gazetteer {pick.how} {e.name}"
-        else:
-            reason = f"gazetteer {pick.how} {pick.heard}→{e.name}"
-        if e.code:
-            reason += f" ({e.code})"
-        return self._result(e.grid_id, pick.confidence, reason, pick, note=pick.note)
+        return self._result(pick.entry.grid_id, pick.confidence, self._found_steps(pick), pick, note=pick.note)
 
-    def _result(self, grid_id: int, confidence: float, reason: str, pick: Candidate | None,
-                note: str | None = None) -> RouteResult:
+    @staticmethod
+    def _found_steps(pick: Candidate) -> list[dict]:
+        e = pick.entry
+        how, _, by_sound = pick.how.partition("+")
+        heard = None if pick.heard == canonical(e.name) else pick.heard
+        steps = [step("gazetteer_heard" if heard else "gazetteer", how=how, place=e.name, heard=heard)]
+        if by_sound:
+            steps.append(step("measure_by_sound"))
+        if e.code:
+            steps.append(step("household_address", household=e.code))
+        return steps
+
+    def _result(self, grid_id: int, confidence: float, steps: list[dict], pick: Candidate | None,
+                note: dict | None = None) -> RouteResult:
         level = self.levels.get(grid_id)
         ancestor_only = level is not None and level != GridLevel.micro.value
         scope = pick.scope if pick is not None else None
         needs_building = False
         if ancestor_only:
             if pick is not None and pick.numbered:
-                missing = "单元"  # the building is known; it spans several micro grids
+                missing = "unit"  # the building is known; it spans several micro grids
             else:
                 numbers = self._building_numbers(self._scope_place(scope, grid_id), grid_id)
                 needs_building = any(len({i.grid_id for i in items}) == 1 for items in numbers.values())
-                missing = "楼栋" if numbers else "具体位置"
-            statement = f"{_LEVEL_ZH.get(level, level)}确定，{missing}未知" + (f"（{note}）" if note else "")
-            tag = f" [ancestor_only level={level} needs_building={'yes' if needs_building else 'no'}]"
-            reason = f"{reason[:256 - len(statement) - len(tag) - 2]}; {statement}{tag}"
-        elif note:
-            reason = f"{reason}; {note}"
-        return RouteResult(grid_id, round(confidence, 3), reason[:256], "gazetteer", level=level,
-                           ancestor_only=ancestor_only, needs_building=needs_building,
-                           place=pick.entry.name if pick is not None else None, scope=scope)
+                missing = "building" if numbers else "place"
+            steps = [*steps, step("partial", level=level, missing=missing, needs_building=needs_building)]
+        if note:
+            steps = [*steps, note]
+        return routed(grid_id, round(confidence, 3), "gazetteer", steps, level=level,
+                      ancestor_only=ancestor_only, needs_building=needs_building,
+                      place=pick.entry.name if pick is not None else None, scope=scope)
 
     def _building_numbers(self, place: _Place | None, grid_id: int) -> dict[int, list[GazetteerItem]]:
         """Building number → the gazetteer's buildings of that number, in the estate
@@ -692,8 +698,8 @@ class Gazetteer:
         if len({i.grid_id for i in items}) != 1:
             return None
         item = items[0]
-        reason = f"gazetteer building number {number} under {under}→{item.name}"
-        return self._result(item.grid_id, confidence, reason,
+        steps = [step("building_number", number=number, under=under, place=item.name)]
+        return self._result(item.grid_id, confidence, steps,
                             Candidate(item, confidence, "keypad", str(number), 0, 0, numbered=True))
 
     # -- what the recogniser should expect ------------------------------------------------
