@@ -210,10 +210,17 @@ def measure_homophone(place: Place, homophones: Homophones, rng: random.Random) 
     return homophones.swap(place.measure, rng) if len(place.measure) == 1 else place.measure
 
 
-def add_one(name: str, rng: random.Random, homophones: Homophones) -> str:
-    """The name with one common character slipped in somewhere inside it."""
-    i = rng.randrange(1, len(name))
-    return name[:i] + rng.choice(homophones.common) + name[i:]
+def add_one(name: str, rng: random.Random, homophones: Homophones, registered: set[str]) -> str:
+    """The name with one common character slipped in somewhere inside it, unless that
+    makes it sound like another registered name (翠竹园 → 翠竹龚园 reads 翠竹公园, a
+    different place, not a mistake)."""
+    for _ in range(20):
+        i = rng.randrange(1, len(name))
+        out = name[:i] + rng.choice(homophones.common) + name[i:]
+        if not any(len(r) == len(out) and r != name and all(readings(a) & readings(b) for a, b in zip(r, out, strict=True))
+                   for r in registered):
+            return out
+    return name
 
 
 @dataclass
@@ -323,7 +330,7 @@ def variants(homophones: Homophones, registered: set[str],
         "one character of the name missing (洋坊村)": (
             lambda p: len(p.name) >= 4, lambda p, r: spell(p, r, name=drop_one(p.name, r, registered))),
         "one character too many in the name": (
-            named, lambda p, r: spell(p, r, name=add_one(p.name, r, homophones))),
+            named, lambda p, r: spell(p, r, name=add_one(p.name, r, homophones, registered))),
         "self-correction (…七幢，不对，是九幢)": (correctable, lambda p, r: self_correction(p, district, r)),
         "building first (九幢，洋坊新村那边)": (building, lambda p, r: building_first(p, r)),
         "words between (洋坊新村那边九幢)": (

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from pypinyin import Style, lazy_pinyin, pinyin
 
-from core.platform.rules import DATA_DIR
+from core.platform.rules import DATA_DIR, load_rules
 
 # ---------------------------------------------------------------------------------------
 # Numbers
@@ -162,17 +162,39 @@ def readings(ch: str) -> frozenset[str]:
     return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
 
 
-# Accent-tolerant syllables: callers from the south (and recognisers) blur these pairs.
-_FOLD_INITIAL = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"))
-_FOLD_FINAL = (("ing", "in"), ("eng", "en"))
+# Accent-tolerant syllables: callers from the south (and recognisers) blur these pairs;
+# rules.toml [address] accent_classes says which (each folds to its first spelling).
+ACCENT_INITIALS = {"n/l": ("l", "n"), "f/h": ("h", "f"), "z/zh": ("zh", "z"), "c/ch": ("ch", "c"),
+                   "s/sh": ("sh", "s")}
+ACCENT_FINALS = {"an/ang": ("ang", "an"), "en/eng": ("eng", "en"), "in/ing": ("ing", "in")}
+
+
+@lru_cache(maxsize=1)
+def accent_rules() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(initials, finals) to fold, from rules.toml ``[address] accent_classes``."""
+    classes = [str(c).strip() for c in load_rules()["address"]["accent_classes"]]
+    unknown = [c for c in classes if c not in ACCENT_INITIALS and c not in ACCENT_FINALS]
+    if unknown:
+        raise ValueError(f"rules.toml [address] accent_classes: unknown {unknown}; "
+                         f"known: {sorted({**ACCENT_INITIALS, **ACCENT_FINALS})}")
+    initials = tuple(ACCENT_INITIALS[c] for c in classes if c in ACCENT_INITIALS)
+    finals = tuple(ACCENT_FINALS[c] for c in classes if c in ACCENT_FINALS)
+    return tuple(sorted(initials, key=lambda p: -len(p[0]))), finals
+
+
+def set_accent_rules_changed() -> None:
+    """Forget the folded readings (after the rules changed, as tests do)."""
+    accent_rules.cache_clear()
+    folded_readings.cache_clear()
 
 
 def fold(syllable: str) -> str:
-    for a, b in _FOLD_INITIAL:
-        if syllable.startswith(a):
+    initials, finals = accent_rules()
+    for a, b in initials:
+        if syllable.startswith(a) and not (a == "n" and syllable.startswith("ng")):
             syllable = b + syllable[len(a):]
             break
-    for a, b in _FOLD_FINAL:
+    for a, b in finals:
         if syllable.endswith(a):
             return syllable[: -len(a)] + b
     return syllable

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import phonenumbers
@@ -319,6 +319,10 @@ class Gazetteer:
     # ancestor. Any difference decides (a local reading beats another reading by 0.01).
     TIE = 1e-6
     CONFLICT_FACTOR = 0.7
+    # A name with one character missing or one too many, when no other name is that close:
+    # below every reading-alike match, above the 0.78 an exact community lets a deeper match win by.
+    NEAR = 0.8
+    MIN_NEAR = 4  # names this long may lose a character (洋坊新村 → 洋坊村); three may gain one
 
     def __init__(
         self,
@@ -376,6 +380,21 @@ class Gazetteer:
             if len(place.key) >= self.MIN_SOUNDALIKE:
                 for r in place.every_folded[0]:
                     self._by_first[r].append(place)
+        # One character off: each name without one of its characters → the names that gives
+        # (only a variant that gives one name is used), and names by first character for
+        # a character slipped inside them. Names with digits are left out: 51路 is not 5路.
+        self._minus_one: dict[str, set[str]] = defaultdict(set)
+        self._near_by_first: dict[str, list[str]] = defaultdict(list)
+        for key in self._by_key:
+            if any(ch.isdigit() for ch in key) or len(key) < self.MIN_SOUNDALIKE:
+                continue
+            self._near_by_first[key[0]].append(key)
+            if len(key) >= self.MIN_NEAR:
+                for i in range(len(key)):
+                    variant = key[:i] + key[i + 1:]
+                    if variant not in self._by_key:
+                        self._minus_one[variant].add(key)
+        self._minus_lengths = sorted({len(v) for v in self._minus_one})
         # Building numbers under each grid (gazetteer buildings only: the household registry
         # is never complete, so it cannot say a number is unique).
         self._buildings_under: dict[int, dict[int, list[GazetteerItem]]] = defaultdict(dict)
@@ -545,6 +564,12 @@ class Gazetteer:
                 runs: list[list[Part]], text: str) -> Candidate | None:
         """What a name found in the text stands for, with the numbers that follow it."""
         run = next((r for r in runs if end <= r[0].start <= end + self.PARTS_GAP), None)
+        if run is None:
+            # The building said before the name, or further away (九幢，洋坊新村那边): taken
+            # when it is the only building in the text.
+            apart = [r for r in runs if r[0].kind == BUILDING and (r[-1].end <= start or r[0].start >= end)]
+            if len(apart) == 1:
+                run = apart[0]
         note = None
         if run is not None:
             numbered = [p for p in run if p.kind != FLOOR]
@@ -554,16 +579,18 @@ class Gazetteer:
                     items = place.numbered.get(found[:k])
                     if items:
                         used = numbered[:k]
+                        a, b = min(start, used[0].start), max(end, used[-1].end)
                         return self._numbered(items, min([confidence] + [p.sure for p in used]), _by_sound(how, used),
-                                              text[start:used[-1].end], start, used[-1].end)
+                                              text[a:b], a, b)
                 note = step("building_not_registered", number=found[0][1]) if found[0][0] == BUILDING else step(
                     "part_not_registered", number=found[0][1])
             elif found and found[0][0] == BUILDING and place.item.grid_id is not None:
                 items = self._buildings_under.get(place.item.grid_id, {}).get(found[0][1], [])
                 grids = {i.grid_id for i in items}
                 if len(grids) == 1:
+                    a, b = min(start, numbered[0].start), max(end, numbered[0].end)
                     return self._numbered(items, min(confidence, numbered[0].sure), _by_sound(how, numbered[:1]),
-                                          text[start:numbered[0].end], start, numbered[0].end)
+                                          text[a:b], a, b)
                 note = step("building_not_unique" if grids else "building_not_registered", number=found[0][1],
                             place=place.item.name)
         if not place.standalone or place.item.grid_id is None:
@@ -582,14 +609,54 @@ class Gazetteer:
         item = GazetteerItem(items[0].name, items[0].kind, common)
         return Candidate(item, confidence, how, heard, start, end, note=step("several_grids"), numbered=True)
 
+    def _near(self, text: str, exact: list) -> list[tuple[_Place, int, int, float, str]]:
+        """Names with one character missing (洋坊村) or one slipped inside (洋坊讨新村), where
+        that is one name only; never inside a name found as written."""
+        spans = [(s, e) for _, s, e, _, _ in exact]
+        out = []
+
+        def add(key: str, i: int, j: int, how: str) -> None:
+            if not any(a <= i and j <= b for a, b in spans):
+                out.extend((place, i, j, self.NEAR, how) for place in self._by_key[key])
+
+        for length in self._minus_lengths:
+            for i in range(len(text) - length + 1):
+                keys = self._minus_one.get(text[i:i + length])
+                if keys is not None and len(keys) == 1:
+                    add(next(iter(keys)), i, i + length, "missing_char")
+        for i, ch in enumerate(text):
+            hits = set()
+            for key in self._near_by_first.get(ch, ()):
+                j = i + len(key) + 1
+                if j > len(text) or text[j - 1] != key[-1]:
+                    continue
+                window = text[i:j]
+                if any(window[:k] + window[k + 1:] == key for k in range(1, len(key))):
+                    hits.add(key)
+            if len(hits) == 1:
+                key = hits.pop()
+                add(key, i, i + len(key) + 1, "extra_char")
+        return out
+
     def candidates(self, text: str) -> list[Candidate]:
         """Every place found in the text above ``min_confidence``, surest first."""
-        key = canonical(text)
+        return self._candidates(canonical(text))[0]
+
+    def _candidates(self, key: str) -> tuple[list[Candidate], list[dict]]:
+        """The candidates, and what the trace should say about the text as a whole."""
         if not key or not self._places:
-            return []
+            return [], []
         exact = self._exact(key)
         runs = part_runs(parse_parts(key, protected=tuple((s, e) for _, s, e, _, _ in exact)))
-        found = exact + self._soundalike(key) + self._fuzzy(key, {id(p) for p, *_ in exact})
+        found = exact + self._soundalike(key) + self._fuzzy(key, {id(p) for p, *_ in exact}) + self._near(key, exact)
+        # Two different buildings and no repair word: neither is sure (the read-back asks).
+        # A building number after a unit or a room (…单元301号楼下) is the flat's, not another building.
+        buildings = {p.number for r in runs for k, p in enumerate(r)
+                     if p.kind == BUILDING and (k == 0 or r[k - 1].kind == BUILDING)}
+        steps = []
+        if len(buildings) > 1:
+            runs = [r for r in runs if all(p.kind != BUILDING for p in r)]
+            steps.append(step("two_buildings", numbers=sorted(buildings)))
         best: dict[tuple, Candidate] = {}
         for place, start, end, confidence, how in found:
             c = self._derive(place, start, end, confidence, how, runs, key)
@@ -599,16 +666,59 @@ class Gazetteer:
             if k not in best or best[k].confidence < c.confidence:
                 best[k] = c
         return sorted(best.values(), key=lambda c: (-c.confidence, -self._depth(c.entry.grid_id),
-                                                    -(c.end - c.start), c.entry.grid_id or 0))
+                                                    -(c.end - c.start), c.entry.grid_id or 0)), steps
+
+    def _repaired(self, key: str) -> tuple[str, list[dict]]:
+        """The text a caller meant after correcting themselves: what follows the last
+        repair word (不对, 错了, 我说错了, 应该是, 不是…是) wins; a repair that names only a
+        number keeps the place said before it (洋坊新村七幢，不对，九幢); 不是 X drops X
+        (是九幢不是七幢). A repair word followed by nothing of an address is not one (灯装错了)."""
+        steps: list[dict] = []
+        cancels = list(_REPAIR.finditer(key))
+        for m in reversed(cancels):
+            before, after = key[:m.start()], key[m.end():]
+            named = bool(self._candidates(after)[0]) if after else False
+            numbers = part_runs(parse_parts(after)) if after else []
+            if not named and not numbers:
+                continue
+            if not named:
+                runs = part_runs(parse_parts(before))
+                if runs:  # the number being corrected goes; the place it was in stays
+                    before = before[:runs[-1][0].start] + before[runs[-1][-1].end:]
+                after = before + after
+            steps.append(step("repair", heard=key[m.start():]))
+            key = after
+            break
+        while (m := _NEGATED.search(key)) is not None:
+            stop = key.find("是", m.end())
+            stop = len(key) if stop == -1 else stop
+            steps.append(step("negated", heard=key[m.end():stop]))
+            key = key[:m.start()] + key[stop:]
+        return key, steps
 
     # -- the answer -----------------------------------------------------------------------
 
     def match(self, text: str) -> RouteResult | None:
         """The grid an address names, as deep as the text makes sure; ``None`` when nothing
         in it is sure enough (triage)."""
-        found = self.candidates(text)
+        key, repairs = self._repaired(canonical(text))
+        found, notes = self._candidates(key)
         if not found:
             return None
+        result = self._choose(found)
+        if notes and result.scope is not None:
+            # Two buildings of one estate: sure of the micro grid only when both lie in it.
+            numbers = next(s["params"]["numbers"] for s in notes if s["code"] == "two_buildings")
+            each = [self.match_building(result, str(n)) for n in numbers]
+            if all(each) and len({r.grid_id for r in each}) == 1:
+                result = replace(each[0], choices=())
+            else:
+                result = replace(result, choices=tuple((r.grid_id, r.place) for r in each if r is not None))
+        extra = [s for s in repairs + notes if s not in result.trace]
+        return replace(result, trace=result.trace + tuple(extra),
+                       reason=routing_text("en", list(result.trace) + extra)[:256]) if extra else result
+
+    def _choose(self, found: list[Candidate]) -> RouteResult:
         accepted: list[Candidate] = []
         conflicting: list[Candidate] = []
         for c in found:
@@ -626,10 +736,23 @@ class Gazetteer:
                 return None
             names = list(dict.fromkeys(c.entry.name for c in involved))
             confidence = min(c.confidence for c in involved) * self.CONFLICT_FACTOR
-            return self._result(common, confidence, [step("conflict", names=names)], None)
+            choices = tuple(dict.fromkeys((c.entry.grid_id, c.entry.name) for c in involved
+                                          if c.entry.grid_id != common and c.entry.kind not in ("alias",)))
+            return replace(self._result(common, confidence, [step("conflict", names=names)], None),
+                           choices=choices[:4])
         surest = max(c.confidence for c in accepted)
         pick = max((c for c in accepted if c.confidence >= surest - self.SPECIFIC_SLACK),
                    key=lambda c: (self._depth(c.entry.grid_id), c.confidence, c.end - c.start))
+        if pick.note is not None and pick.note["code"] == "building_not_registered":
+            # The building said is not this place's; another name heard in the text has it:
+            # not a guess between them.
+            rivals = [c for c in found if c.numbered and not self._on_one_line(c.entry.grid_id, pick.entry.grid_id)]
+            common = self._lca([pick.entry.grid_id, *(c.entry.grid_id for c in rivals)]) if rivals else None
+            if common is not None:
+                names = list(dict.fromkeys([pick.entry.name, *(c.entry.name for c in rivals)]))
+                return replace(self._result(common, pick.confidence * self.CONFLICT_FACTOR,
+                                            [step("conflict", names=names)], None),
+                               choices=tuple((c.entry.grid_id, c.entry.name) for c in rivals[:3]))
         return self._result(pick.entry.grid_id, pick.confidence, self._found_steps(pick), pick, note=pick.note)
 
     @staticmethod
@@ -734,6 +857,9 @@ def address_phrases(gazetteer: Gazetteer) -> AddressPhrases:
 
 
 _DIGITS = re.compile(r"\d+")
+# Repair words in canonical text (no punctuation): the last one says the address follows.
+_REPAIR = re.compile(r"我?说错了|(?:不对)+|弄错了|错了|应该是|不是(?=是)")
+_NEGATED = re.compile(r"不是(?!是)")
 
 
 # ---------------------------------------------------------------------------------------
