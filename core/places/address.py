@@ -169,10 +169,15 @@ ACCENT_INITIALS = {"n/l": ("l", "n"), "f/h": ("h", "f"), "z/zh": ("zh", "z"), "c
 ACCENT_FINALS = {"an/ang": ("ang", "an"), "en/eng": ("eng", "en"), "in/ing": ("ing", "in")}
 
 
-@lru_cache(maxsize=1)
-def accent_rules() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
-    """(initials, finals) to fold, from rules.toml ``[address] accent_classes``."""
-    classes = [str(c).strip() for c in load_rules()["address"]["accent_classes"]]
+def accent_classes() -> tuple[str, ...]:
+    """This process's rules.toml ``[address] accent_classes``. A gazetteer takes them when
+    it is built (a rules change applies from the next index rebuild)."""
+    return tuple(str(c).strip() for c in load_rules()["address"]["accent_classes"])
+
+
+@lru_cache(maxsize=16)
+def accent_rules(classes: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(initials, finals) to fold for these classes."""
     unknown = [c for c in classes if c not in ACCENT_INITIALS and c not in ACCENT_FINALS]
     if unknown:
         raise ValueError(f"rules.toml [address] accent_classes: unknown {unknown}; "
@@ -182,14 +187,10 @@ def accent_rules() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], 
     return tuple(sorted(initials, key=lambda p: -len(p[0]))), finals
 
 
-def set_accent_rules_changed() -> None:
-    """Forget the folded readings (after the rules changed, as tests do)."""
-    accent_rules.cache_clear()
-    folded_readings.cache_clear()
-
-
-def fold(syllable: str) -> str:
-    initials, finals = accent_rules()
+@lru_cache(maxsize=50000)
+def fold(syllable: str, classes: tuple[str, ...] | None = None) -> str:
+    """The syllable as the accent classes blur it (``None``: the rules' classes)."""
+    initials, finals = accent_rules(accent_classes() if classes is None else classes)
     for a, b in initials:
         if syllable.startswith(a) and not (a == "n" and syllable.startswith("ng")):
             syllable = b + syllable[len(a):]
@@ -201,8 +202,8 @@ def fold(syllable: str) -> str:
 
 
 @lru_cache(maxsize=50000)
-def folded_readings(ch: str) -> frozenset[str]:
-    return frozenset(fold(r) for r in readings(ch))
+def folded_readings(ch: str, classes: tuple[str, ...] | None = None) -> frozenset[str]:
+    return frozenset(fold(r, classes) for r in readings(ch))
 
 
 @lru_cache(maxsize=1)

@@ -29,6 +29,7 @@ from core.places.address import (
     NUMERAL_WORDS,
     Comps,
     Part,
+    accent_classes,
     canonical,
     comps,
     fold,
@@ -332,6 +333,7 @@ class Gazetteer:
         *,
         levels: dict[int, str] | None = None,
         households: Iterable[tuple[str, str, int]] = (),
+        accents: Iterable[str] | None = None,
     ) -> None:
         """``entries``: ``(name, kind, grid_id)``; kind ``building``, ``landmark``,
         ``community``, ``street``, ``alias`` or ``grid:<level>`` for a grid's own name.
@@ -339,6 +341,8 @@ class Gazetteer:
         without it a match cannot be checked against the others or said to be partial.
         ``households``: ``(code, address, grid_id)``; a full address routes to its grid."""
         self.min_confidence = min_confidence
+        # Accent classes blurred (rules.toml [address]); a rules change applies from the next build.
+        self.accents = accent_classes() if accents is None else tuple(accents)
         self.parents = dict(parents or {})
         self.levels = dict(levels or {})
         self.entries: list[GazetteerItem] = []
@@ -371,7 +375,7 @@ class Gazetteer:
                 if common is None:
                     place.standalone = False
             place.every = tuple(readings(ch) for ch in place.key)
-            place.every_folded = tuple(folded_readings(ch) for ch in place.key)
+            place.every_folded = tuple(folded_readings(ch, self.accents) for ch in place.key)
             place.local = local_readings(place.key)
         # Index by each reading of the first character: a pinyin scan then only tries the
         # names that can start at a given position of the text.
@@ -508,7 +512,7 @@ class Gazetteer:
         out = []
         for i, ch in enumerate(text):
             tried: set[int] = set()
-            for r in folded_readings(ch):
+            for r in folded_readings(ch, self.accents):
                 for place in self._by_first.get(r, ()):
                     if id(place) in tried or i + len(place.key) > len(text):
                         continue
@@ -519,8 +523,7 @@ class Gazetteer:
                         out.append((place, i, i + len(place.key), confidence, how))
         return out
 
-    @staticmethod
-    def _grade(place: _Place, window: str) -> int | None:
+    def _grade(self, place: _Place, window: str) -> int | None:
         """0 all through local readings, 1 some through other readings, 2 and 3 the same
         accent-tolerant; ``None`` when a character does not read alike or nothing differs."""
         worst, differs = 0, False
@@ -533,9 +536,9 @@ class Gazetteer:
                 grade = 0
             elif place.every[j] & heard:
                 grade = 1
-            elif fold(place.local[j]) in folded_readings(ch):
+            elif fold(place.local[j], self.accents) in folded_readings(ch, self.accents):
                 grade = 2
-            elif place.every_folded[j] & folded_readings(ch):
+            elif place.every_folded[j] & folded_readings(ch, self.accents):
                 grade = 3
             else:
                 return None

@@ -489,3 +489,103 @@ def test_route_case_builds_its_own_indexes(session, district):
     r = route_case(session, latitude=26.085, longitude=119.325)
     assert r.grid_id == district["yf01"]
     assert route_case(session, address_text="洋坊新村九幢").grid_id == district["yf01"]
+
+
+# -- spoken addresses as callers garble them (issue 27) -----------------------------------------
+
+
+def _codes(route: RouteResult) -> list[str]:
+    return [s["code"] for s in route.trace]
+
+
+def test_the_address_after_a_repair_wins(estate_gazetteer, estates):
+    repaired = _lands(estate_gazetteer, [
+        "洋坊新村十二幢，不对不对，是九幢",
+        "洋坊新村12幢，我说错了，应该是9幢",
+        "洋坊新村一幢 错了 洋坊新村九幢",
+        "洋坊新村十二栋应该是九栋",
+        "是洋坊新村九幢，不是十二幢",
+        "洋坊新村，不是十二幢，是九幢",
+        "罗布新苑九幢，不对，洋坊新村九幢",
+    ], estates["m1"])
+    assert all({"repair", "negated"} & set(_codes(r)) for r in repaired)
+    # The other way round: the first number said never wins for being first.
+    _lands(estate_gazetteer, ["洋坊新村九幢，不对不对，是十二幢", "是洋坊新村十二幢不是九幢"], estates["m2"])
+    said = estate_gazetteer.match("洋坊新村十二幢，不对，是九幢")
+    assert "按更正后的说法" in zh(said)
+
+
+def test_words_like_a_repair_with_no_address_after_them_are_not_one(estate_gazetteer, estates):
+    _lands(estate_gazetteer, ["洋坊新村9幢的电表装错了", "洋坊新村九幢，不对，灯还是不亮", "洋坊新村九幢门口应该是电线老化了"],
+           estates["m1"])
+    assert estate_gazetteer.match("灯装错了，不对") is None
+
+
+def test_two_buildings_and_no_repair_go_coarse_and_offer_both(estate_gazetteer, estates):
+    for text in ["洋坊新村九幢十二幢", "洋坊新村1幢和9幢", "洋坊新村十二栋，九号楼那边"]:
+        r = estate_gazetteer.match(text)
+        assert r.grid_id == estates["yangfang"] and r.ancestor_only, text  # never either micro grid
+        assert "two_buildings" in _codes(r)
+        assert {g for g, _ in r.choices} <= {estates["m1"], estates["m2"], estates["m3"]} and len(r.choices) == 2
+    # A flat's number after its unit (…单元301号楼下) is not a second building.
+    flat = estate_gazetteer.match("洋坊新村5幢2单元301号楼下")
+    assert "two_buildings" not in _codes(flat) and flat.grid_id in (estates["m2"], estates["yangfang"])
+
+
+def test_the_building_wherever_it_is_said(estate_gazetteer, estates):
+    _lands(estate_gazetteer, ["九幢，洋坊新村那边", "9号楼在洋坊新村", "九栋 罗布社区洋坊新村", "洋坊新村那边的九幢",
+                              "洋坊新村里面的九幢"], estates["m1"])
+    _lands(estate_gazetteer, ["十二幢，就在洋坊新村那里"], estates["m2"])
+    # A building only the other estate has, said apart from this one: the estate, not a guess.
+    assert estate_gazetteer.match("三十幢，洋坊新村那边").grid_id == estates["yangfang"]
+
+
+def test_a_name_with_a_character_missing_or_too_many(estate_gazetteer, estates):
+    missing = _lands(estate_gazetteer, ["洋坊村9幢", "洋新村九栋", "坊新村9幢"], estates["m1"])
+    assert all(r.trace[0]["params"]["how"] == "missing_char" for r in missing)
+    extra = _lands(estate_gazetteer, ["洋坊讨新村9幢", "洋坊新新村九幢"], estates["m1"])
+    assert extra[0].confidence < 1.0
+    assert zh(estate_gazetteer.match("洋坊讨新村9幢")) == "地名库多字匹配：洋坊讨新村9幢→洋坊新村9幢"
+    assert estate_gazetteer.match("罗新苑九幢").grid_id == estates["n1"]
+
+
+def test_a_name_off_by_a_character_that_could_be_two_names_goes_coarse():
+    parents = {1: None, 2: 1, 3: 1}
+    levels = {1: "community", 2: "micro", 3: "micro"}
+    gaz = Gazetteer([("金桥新村", "building", 2), ("金湖新村", "building", 3), ("城东社区", "community", 1)],
+                    parents=parents, levels=levels)
+    assert gaz.match("金桥新村门口").grid_id == 2
+    either = gaz.match("金新村门口")  # 金桥新村 or 金湖新村: not a guess, the choice is offered
+    assert either.grid_id == 1 and either.ancestor_only and set(either.choices) == {(2, "金桥新村"), (3, "金湖新村")}
+    assert gaz.match("城东社区金新村门口").grid_id == 1
+
+
+def test_accent_classes_rank_below_exact_and_can_be_switched_off(session, estates):
+    on = Gazetteer.from_session(session)
+    exact, fh, nl = on.match("洋坊新村九幢"), on.match("洋航新村九幢"), on.match("罗布新院九幢")  # f/h; 院/苑 are alike
+    assert exact.grid_id == fh.grid_id == estates["m1"]
+    assert fh.trace[0]["params"]["how"] == "accent" and fh.confidence < exact.confidence
+    assert nl.grid_id == estates["n1"]
+    an_ang = on.match("洋坊新村九幢")  # exact ahead of every accent reading of the same name
+    assert an_ang.confidence == 1.0
+    off = Gazetteer([(e.name, e.kind, e.grid_id) for e in on.entries], parents=on.parents, levels=on.levels,
+                    accents=["n/l"])
+    assert off.match("洋航新村九幢") is None or off.match("洋航新村九幢").grid_id != estates["m1"] or \
+        off.match("洋航新村九幢").trace[0]["params"]["how"] != "accent"
+
+
+def test_accent_classes_come_from_the_rules(override, session, estates):
+    override('[address]\naccent_classes = ["n/l"]\n')
+    assert Gazetteer.from_session(session).accents == ("n/l",)
+    override('[address]\naccent_classes = ["n/l", "f/h", "an/ang"]\n')
+    gaz = Gazetteer.from_session(session)
+    assert gaz.accents == ("n/l", "f/h", "an/ang") and gaz.match("洋航新村九幢").grid_id == estates["m1"]
+    override('[address]\naccent_classes = ["k/g"]\n')
+    with pytest.raises(ValueError, match="k/g"):
+        Gazetteer.from_session(session)
+
+
+def test_places_not_in_the_gazetteer_never_reach_a_micro_grid(estate_gazetteer, estates):
+    for text in ["金沙湾9幢", "新华小区九幢", "洋坊花园九幢", "五四新村九幢，不对，是十二幢"]:
+        r = estate_gazetteer.match(text)
+        assert r is None or r.level != "micro", (text, r and r.reason)
