@@ -407,12 +407,35 @@ def verdict(found, expected: int | None, parents: dict[int, int | None], coarse_
     return "wrong"
 
 
+def gazetteer_at(revision: str, session) -> Gazetteer | None:
+    """The matcher as it is at a git revision (core/places/routing.py there, this tree's
+    other modules), built over the same data: a baseline measured in the same run."""
+    import importlib.util
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        source = subprocess.run(["git", "show", f"{revision}:core/places/routing.py"], cwd=root, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"baseline {revision}: not available ({exc})")
+        return None
+    spec = importlib.util.spec_from_loader(f"routing_at_{revision}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    exec(compile(source, f"{revision}:core/places/routing.py", "exec"), module.__dict__)  # noqa: S102
+    return module.Gazetteer.from_session(session)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draws", type=int, default=3, help="random variants per place and kind")
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--households", type=int, default=0, help="households to use (0 = all 500)")
     ap.add_argument("--show-misses", type=int, default=10, help="print this many misses per kind")
+    ap.add_argument("--baseline", default="", metavar="REV",
+                    help="also match every text with core/places/routing.py of this git revision (e.g. main), "
+                         "and print its figures beside this tree's")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -424,6 +447,7 @@ def main() -> int:
             started = time.perf_counter()
             gazetteer = Gazetteer.from_session(session)
             build_s = time.perf_counter() - started
+            baseline = gazetteer_at(args.baseline, session) if args.baseline else None
             places = demo_places(session)
             registered = {e.name for e in session.exec(select(GazetteerEntry)).all() if len(e.name) >= 3}
             parents = {g.id: g.parent_id for g in session.exec(select(Grid)).all()}
@@ -448,8 +472,11 @@ def main() -> int:
     counts: dict[str, dict[str, int]] = {}
     misses: dict[str, list[str]] = defaultdict(list)
     timings: list[float] = []
+    base_counts: dict[str, dict[str, int]] = {}
+    base_timings: list[float] = []
     for kind, (applies, say) in variants(homophones, registered, district).items():
         tally = dict.fromkeys(("right", "coarser", "wrong", "nothing"), 0)
+        base_tally = dict.fromkeys(("right", "coarser", "wrong", "nothing"), 0)
         for place in places:
             if not applies(place):
                 continue
@@ -460,11 +487,17 @@ def main() -> int:
                 found = gazetteer.match(text)
                 timings.append(time.perf_counter() - started)
                 v = verdict(found, expected, parents, kind.startswith(COARSE_IS_SAFE))
+                if baseline is not None:  # the same text, one after the other: the same load
+                    started = time.perf_counter()
+                    then = baseline.match(text)
+                    base_timings.append(time.perf_counter() - started)
+                    base_tally[verdict(then, expected, parents, kind.startswith(COARSE_IS_SAFE))] += 1
                 tally[v] += 1
                 if v != "right" and len(misses[kind]) < args.show_misses:
                     got = f"{names.get(found.grid_id)} ({found.reason})" if found else "nothing"
                     misses[kind].append(f"  {v:8} {text!r} [{place.kind}] → {got}; expected {names.get(expected)}")
         counts[kind] = tally
+        base_counts[kind] = base_tally
 
     p99 = sorted(timings)[int(len(timings) * 0.99)]
     print(f"demo gazetteer: {len(gazetteer)} entries, {len(places)} places to say; index built in "
@@ -486,6 +519,20 @@ def main() -> int:
             total[k] += tally[k]
         print(row(kind, tally))
     print(row("all", total))
+    if baseline is not None:
+        print()
+        b99 = sorted(base_timings)[int(len(base_timings) * 0.99)]
+        print(f"baseline {args.baseline} (same texts, same run): match p50 {statistics.median(base_timings) * 1000:.2f} ms, "
+              f"p99 {b99 * 1000:.2f} ms")
+        print()
+        print(f"| {'variant':44} | {'n':>5} | " + " | ".join(f"{k:>8}" for k in columns) + " |")
+        print(f"|{'-' * 46}|{'-' * 7}|" + "|".join("-" * 10 for _ in columns) + "|")
+        base_total = dict.fromkeys(columns, 0)
+        for kind, tally in base_counts.items():
+            for k in columns:
+                base_total[k] += tally[k]
+            print(row(kind, tally))
+        print(row("all", base_total))
     print()
     for kind, lines in misses.items():
         if lines:
