@@ -47,7 +47,7 @@ from chat.texts import BOT, clip, t
 from core.cases import limits
 from core.cases.texts import status_name
 from core.people.staff import LinkRefused
-from core.platform.i18n import error_text
+from core.platform.i18n import case_routing_text, error_text
 
 GROUP = -3
 DIRECTORY_KEY = "gridline_staff_directory"
@@ -166,6 +166,9 @@ def card_text(language: str, tz: str, case: worker_store.Card, header: str, *, e
              response_due=store.local(case.response_due, tz) or "—",
              resolution_due=store.local(case.resolution_due, tz) or "—")
     lines = [t(language, header, number=case.number), body]
+    routing = case_routing_text(language, case.routing_trace, case.routing_reason, catalogue=BOT)
+    if routing:
+        lines.append(t(language, "staff.card_routing", routing=routing))
     media_line = []
     if case.photos:
         media_line.append(t(language, "staff.card_photos", count=len(case.photos)))

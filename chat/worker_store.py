@@ -113,6 +113,8 @@ class Card:
     recordings: list[str] = field(default_factory=list)
     report_note: str | None = None
     report_photos: list[str] = field(default_factory=list)
+    routing_trace: list[dict] | None = None  # why routing chose this grid (codes; said by the card)
+    routing_reason: str | None = None  # older rows, or an operator's words
 
 
 def _report(session, case: Case) -> tuple[str | None, list[str], int | None]:
@@ -146,6 +148,7 @@ def card(engine: Engine, case_id: int) -> Card | None:
             photos=[f.path for f in files if f.kind == "photo" and f.path not in report_set],
             recordings=[f.path for f in files if f.kind == "recording"],
             report_note=note, report_photos=report_photos,
+            routing_trace=case.routing_trace, routing_reason=case.routing_reason,
         )
 
 

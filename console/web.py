@@ -103,6 +103,9 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
         # A reason core (or a console default) wrote as a code, in the page's words; typed
         # reasons and rows from before codes as they are.
         "reason": lambda code, data=None: i18n.reason_text(language, code, data, catalogue=CONSOLE),
+        # Why routing chose the case's grid: its trace of codes, or the reason of older rows.
+        "routing": lambda case: i18n.case_routing_text(language, case.routing_trace, case.routing_reason,
+                                                       catalogue=CONSOLE),
     }
     ctx.update(context or {})
     response = aiohttp_jinja2.render_template(template, request, ctx, status=status)

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import DomainError, NotFound
+from core.platform.i18n import DEFAULT as DEFAULT_LANGUAGE
+from core.platform.i18n import case_routing_text, reason_text
 from core.platform.settings import SettingsInvalid, get_settings
 from gridline.commands import register_all
 from gridline.commands.common import console, fail, open_database
@@ -338,9 +340,11 @@ def cases_show(number: str) -> None:
         grid = session.get(Grid, case.grid_id) if case.grid_id else None
     info = Table(show_header=False)
     named = {"category": f"{category.name} ({category.code})" if category else "",
-             "grid": f"{grid.name} ({grid.code})" if grid else ""}
+             "grid": f"{grid.name} ({grid.code})" if grid else "",
+             # Said in the district's language: the words the console shows by default.
+             "routing": case_routing_text(DEFAULT_LANGUAGE, case.routing_trace, case.routing_reason) or ""}
     for key in ("number", "status", "channel", "description", "address_text", "category", "grid", "owner_level",
-                "worker_id", "department_id", "response_due", "resolution_due", "routing_reason", "flags"):
+                "worker_id", "department_id", "response_due", "resolution_due", "routing", "flags"):
         value = named[key] if key in named else getattr(case, key)
         info.add_row(key, escape(str(value.value if hasattr(value, "value") else value or "")))
     console.print(info)
@@ -390,7 +394,7 @@ def cases_show(number: str) -> None:
     for ev in events:
         history.add_row(ev.at.strftime("%Y-%m-%d %H:%M:%S"), ev.action,
                         ev.from_status.value if ev.from_status else "", ev.to_status.value, ev.actor,
-                        escape(ev.reason or ""))
+                        escape(reason_text(DEFAULT_LANGUAGE, ev.reason, ev.data) or ""))
     console.print(history)
 
 

@@ -173,3 +173,51 @@ def test_0014_moves_the_telegram_inbox_with_each_update_s_chat_and_back(empty_en
         back = {r[0]: (json.loads(r[1]) if isinstance(r[1], str) else r[1]) for r in conn.execute(
             text("SELECT key, data FROM channelstate WHERE namespace = 'tg_inbox'"))}
     assert back == updates
+
+
+def test_0017_turns_routing_reasons_routing_wrote_into_traces_and_keeps_the_rest(empty_engine):
+    """Reasons routing wrote in English before traces become codes every edge can say;
+    gazetteer sentences, typed reasons and console codes stay as they were (shown as text);
+    going back says each trace in English again."""
+    import json
+
+    from core.platform.i18n import case_routing_text
+
+    upgrade(empty_engine, "0016")
+    reasons = ["point in polygon 3501020010010102",
+               "point on boundary of 3501020010010101 (also 3501020010010102); lowest code",
+               "registered household H0012",
+               "registered household H0013 (number also in 2 other grids)",
+               "gazetteer exact 洋坊新村; 片区确定，楼栋未知 [ancestor_only level=area needs_building=yes]",
+               "console.located",
+               None]
+    with empty_engine.begin() as conn:
+        for i, reason in enumerate(reasons, start=1):
+            conn.execute(text(
+                "INSERT INTO \"case\" (id, number, channel, status, description, urgency, reopen_count, "
+                "escalation_count, created_at, updated_at, routing_reason) VALUES "
+                f"({i}, '26110100{i:02d}', 'hotline', 'new', '', 'normal', 0, 0, '2026-11-01 01:00:00', "
+                "'2026-11-01 01:00:00', :reason)"), {"reason": reason})
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        rows = conn.execute(text('SELECT routing_trace, routing_reason FROM "case" ORDER BY id')).all()
+    traces = [json.loads(t) if isinstance(t, str) else t for t, _ in rows]
+    assert traces[:4] == [
+        [{"code": "point", "params": {"grid": "3501020010010102"}}],
+        [{"code": "point_boundary", "params": {"grid": "3501020010010101", "others": "3501020010010102"}}],
+        [{"code": "household", "params": {"household": "H0012"}}],
+        [{"code": "household_shared", "params": {"household": "H0013", "others": 2}}],
+    ]
+    assert [r for _, r in rows[:4]] == [None] * 4
+    assert traces[4:] == [None, None, None]
+    assert [r for _, r in rows[4:]] == reasons[4:]
+    # Each edge says them in its reader's language; older words as they were.
+    assert case_routing_text("zh", traces[2], None) == "登记住户 H0012"
+    assert case_routing_text("en", traces[0], None) == "point in polygon 3501020010010102"
+    assert case_routing_text("zh", None, reasons[5]) == "话务员人工定位"
+    assert case_routing_text("zh", None, reasons[4]) == reasons[4]
+    downgrade(empty_engine, "0016")
+    with empty_engine.connect() as conn:
+        back = [r for (r,) in conn.execute(text('SELECT routing_reason FROM "case" ORDER BY id')).all()]
+    assert back == reasons
+    assert "routing_trace" not in {c["name"] for c in inspect(empty_engine).get_columns("case")}

@@ -17,6 +17,7 @@ from core.people.models import Worker
 from core.people.owners import owner_for
 from core.places.models import Grid, GridLevel
 from core.platform.clock import utcnow
+from core.platform.i18n import ROUTING_TRACE
 
 
 def classify(
@@ -52,18 +53,28 @@ def classify(
 
 
 def locate(
-    session: Session, case: Case, *, actor: str, grid_id: int, reason: str, confidence: float | None = None
+    session: Session, case: Case, *, actor: str, grid_id: int, reason: str | None = None,
+    confidence: float | None = None, trace: list[dict] | tuple[dict, ...] | None = None,
 ) -> Case:
-    """Record which grid the case belongs to (by routing or an operator), before dispatch."""
+    """Record which grid the case belongs to (by routing or an operator), before dispatch.
+    Routing gives its ``trace`` (codes, core.places.routing.step) and no reason; an operator
+    a reason (typed, or a console code)."""
     check(case, "classify")
+    if trace:
+        reason = ROUTING_TRACE
+    if not reason:
+        raise InvalidInput("locate needs a reason or a routing trace", code="routing.no_reason")
     limits.check_text("reason", reason)
     if session.get(Grid, grid_id) is None:
         raise NotFound(f"no grid {grid_id}", code="grid.not_found", grid=grid_id)
     case.grid_id = grid_id
-    case.routing_reason = reason[:256]
+    case.routing_trace = list(trace) if trace else None
+    case.routing_reason = None if trace else reason[:256]
     case.routing_confidence = confidence
-    event(session, case, "locate", actor, case.status, reason=reason,
-          data={"grid_id": grid_id, "confidence": confidence})
+    data: dict = {"grid_id": grid_id, "confidence": confidence}
+    if trace:
+        data["routing_trace"] = list(trace)
+    event(session, case, "locate", actor, case.status, reason=reason, data=data)
     return case
 
 
@@ -115,7 +126,7 @@ def dispatch(
     case.response_due, case.resolution_due = deadlines(session, case, now)
     if routing_confidence is not None:
         case.routing_confidence = routing_confidence
-    if reason and not case.routing_reason:
+    if reason and reason != ROUTING_TRACE and not case.routing_reason and not case.routing_trace:
         case.routing_reason = reason[:256]
     event(
         session,
@@ -124,7 +135,8 @@ def dispatch(
         actor,
         S.dispatched,
         reason=reason,
-        data={"grid": owner_grid.code, "level": owner_level.value, "worker": worker.code},
+        data={"grid": owner_grid.code, "level": owner_level.value, "worker": worker.code,
+              **({"routing_trace": case.routing_trace} if reason == ROUTING_TRACE and case.routing_trace else {})},
         at=now,
     )
     return case

@@ -132,6 +132,7 @@ def shred(session: Session, case: Case, *, actor: str, data_dir: str | os.PathLi
     case.address_text = None
     case.latitude = case.longitude = None
     case.routing_reason = None
+    case.routing_trace = None  # what was heard, and a household code
     case.resident_id = None
     case.idempotency_key = None  # a CallSid or a chat's ids: a way back to the person
     case.close_reason = _close_reason(case.close_reason)

@@ -19,6 +19,7 @@ from core.cases.models import Case, CaseStatus, Category
 from core.errors import DomainError
 from core.places import indexes, routing
 from core.platform.db import savepoint, session_scope
+from core.platform.i18n import ROUTING_TRACE
 from core.platform.rules import load_rules
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _route_and_dispatch(session: Session, case: Case, *, actor: str) -> IntakeRe
     if route is None:
         actions.set_flags(session, case, actor=actor, add=("needs_triage",))
         return IntakeResult(case, True, False, held=held)
-    actions.locate(session, case, actor=actor, grid_id=route.grid_id, reason=route.reason,
+    actions.locate(session, case, actor=actor, grid_id=route.grid_id, trace=route.trace,
                    confidence=route.confidence)
     if held is not None:
         return IntakeResult(case, True, False, route.reason, held=held)
@@ -170,7 +171,7 @@ def _route_and_dispatch(session: Session, case: Case, *, actor: str) -> IntakeRe
         return IntakeResult(case, True, False, route.reason)
     try:
         # dispatch refuses (no one on duty, say) before it changes anything
-        actions.dispatch(session, case, actor=actor, reason=route.reason)
+        actions.dispatch(session, case, actor=actor, reason=ROUTING_TRACE)
     except DomainError as exc:
         actions.set_flags(session, case, actor=actor, add=("needs_triage",))
         log.warning("case %s not dispatched: %s", case.number, exc)

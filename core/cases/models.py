@@ -110,7 +110,10 @@ class Case(SQLModel, table=True):
     category_id: int | None = Field(default=None, foreign_key="category.id")
     urgency: Urgency = Field(default=Urgency.normal, sa_type=enum_type(Urgency))
     grid_id: int | None = Field(default=None, foreign_key="grid.id")
-    routing_reason: str | None = Field(default=None, max_length=256)
+    routing_reason: str | None = Field(default=None, max_length=256)  # typed, a console code, or written before traces
+    # Why routing chose the grid, as codes with parameters (core.places.routing.step); the
+    # edges say it in their reader's language (core.platform.i18n.case_routing_text).
+    routing_trace: list[dict] | None = json_column()
     routing_confidence: float | None = None
     owner_level: GridLevel | None = Field(default=None, sa_type=enum_type(GridLevel))
     worker_id: int | None = Field(default=None, foreign_key="worker.id")

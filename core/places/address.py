@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from pypinyin import Style, lazy_pinyin, pinyin
 
-from core.platform.rules import DATA_DIR
+from core.platform.rules import DATA_DIR, load_rules
 
 # ---------------------------------------------------------------------------------------
 # Numbers
@@ -162,25 +162,48 @@ def readings(ch: str) -> frozenset[str]:
     return frozenset(pinyin(ch, style=Style.NORMAL, heteronym=True, errors="default")[0])
 
 
-# Accent-tolerant syllables: callers from the south (and recognisers) blur these pairs.
-_FOLD_INITIAL = (("zh", "z"), ("ch", "c"), ("sh", "s"), ("n", "l"))
-_FOLD_FINAL = (("ing", "in"), ("eng", "en"))
+# Accent-tolerant syllables: callers from the south (and recognisers) blur these pairs;
+# rules.toml [address] accent_classes says which (each folds to its first spelling).
+ACCENT_INITIALS = {"n/l": ("l", "n"), "f/h": ("h", "f"), "z/zh": ("zh", "z"), "c/ch": ("ch", "c"),
+                   "s/sh": ("sh", "s")}
+ACCENT_FINALS = {"an/ang": ("ang", "an"), "en/eng": ("eng", "en"), "in/ing": ("ing", "in")}
 
 
-def fold(syllable: str) -> str:
-    for a, b in _FOLD_INITIAL:
-        if syllable.startswith(a):
+def accent_classes() -> tuple[str, ...]:
+    """This process's rules.toml ``[address] accent_classes``. A gazetteer takes them when
+    it is built (a rules change applies from the next index rebuild)."""
+    return tuple(str(c).strip() for c in load_rules()["address"]["accent_classes"])
+
+
+@lru_cache(maxsize=16)
+def accent_rules(classes: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(initials, finals) to fold for these classes."""
+    unknown = [c for c in classes if c not in ACCENT_INITIALS and c not in ACCENT_FINALS]
+    if unknown:
+        raise ValueError(f"rules.toml [address] accent_classes: unknown {unknown}; "
+                         f"known: {sorted({**ACCENT_INITIALS, **ACCENT_FINALS})}")
+    initials = tuple(ACCENT_INITIALS[c] for c in classes if c in ACCENT_INITIALS)
+    finals = tuple(ACCENT_FINALS[c] for c in classes if c in ACCENT_FINALS)
+    return tuple(sorted(initials, key=lambda p: -len(p[0]))), finals
+
+
+@lru_cache(maxsize=50000)
+def fold(syllable: str, classes: tuple[str, ...] | None = None) -> str:
+    """The syllable as the accent classes blur it (``None``: the rules' classes)."""
+    initials, finals = accent_rules(accent_classes() if classes is None else classes)
+    for a, b in initials:
+        if syllable.startswith(a) and not (a == "n" and syllable.startswith("ng")):
             syllable = b + syllable[len(a):]
             break
-    for a, b in _FOLD_FINAL:
+    for a, b in finals:
         if syllable.endswith(a):
             return syllable[: -len(a)] + b
     return syllable
 
 
 @lru_cache(maxsize=50000)
-def folded_readings(ch: str) -> frozenset[str]:
-    return frozenset(fold(r) for r in readings(ch))
+def folded_readings(ch: str, classes: tuple[str, ...] | None = None) -> frozenset[str]:
+    return frozenset(fold(r, classes) for r in readings(ch))
 
 
 @lru_cache(maxsize=1)

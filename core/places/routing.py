@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import phonenumbers
@@ -23,15 +23,13 @@ from sqlmodel import select
 from core.people.models import Resident
 from core.places.address import (
     BUILDING,
-    DOOR,
     FILLER_WORDS,
     FLOOR,
     MEASURE_WORDS,
     NUMERAL_WORDS,
-    ROOM,
-    UNIT,
     Comps,
     Part,
+    accent_classes,
     canonical,
     comps,
     fold,
@@ -45,13 +43,22 @@ from core.places.address import (
     spoken,
 )
 from core.places.models import GazetteerEntry, Grid, GridLevel, Household
+from core.platform.i18n import routing_text
+
+# Why a case went to its grid, as steps ``{"code": …, "params": {…}}`` (``routing.<code>``
+# of core/locales): stored with the case, put into words by each edge in its reader's language.
+Trace = tuple[dict[str, Any], ...]
+
+
+def step(code: str, **params: Any) -> dict[str, Any]:
+    return {"code": code, "params": {k: v for k, v in params.items() if v is not None}}
 
 
 @dataclass(frozen=True)
 class RouteResult:
     grid_id: int
     confidence: float  # 0..1
-    reason: str  # for the operator: why this grid
+    reason: str  # English words of ``trace``, for logs
     method: str  # "point", "household", "gazetteer"
     # Address matches only (core.places.routing.Gazetteer):
     level: str | None = None  # the grid's level
@@ -59,6 +66,13 @@ class RouteResult:
     needs_building: bool = False  # a building number (Gazetteer.match_building) would settle it
     place: str | None = None  # the registered name that matched, to read back
     scope: str | None = None  # the estate whose buildings Gazetteer.match_building picks from
+    trace: Trace = ()  # why this grid, as codes (see ``step``)
+    # Close candidates the caller may choose between (the read-back asks): (grid id, place name).
+    choices: tuple[tuple[int, str], ...] = ()
+
+
+def routed(grid_id: int, confidence: float, method: str, trace: Trace, **more: Any) -> RouteResult:
+    return RouteResult(grid_id, confidence, routing_text("en", list(trace))[:256], method, trace=tuple(trace), **more)
 
 
 # ---------------------------------------------------------------------------------------
@@ -104,11 +118,9 @@ class GridLocator:
             return None
         i = int(hits.min())
         if len(hits) == 1:
-            return RouteResult(self.grid_ids[i], 1.0, f"point in polygon {self.codes[i]}", "point")
+            return routed(self.grid_ids[i], 1.0, "point", (step("point", grid=self.codes[i]),))
         others = ", ".join(self.codes[int(j)] for j in sorted(hits) if j != i)
-        return RouteResult(
-            self.grid_ids[i], 0.9, f"point on boundary of {self.codes[i]} (also {others}); lowest code", "point"
-        )
+        return routed(self.grid_ids[i], 0.9, "point", (step("point_boundary", grid=self.codes[i], others=others),))
 
     def locate_many(self, lats: Sequence[float], lons: Sequence[float]) -> list[int | None]:
         """Grid ids for many points at once (one vectorised tree query), ``None`` outside."""
@@ -223,25 +235,16 @@ def route_by_phone(session: Any, phone: str | None) -> RouteResult | None:
     grids = {r[2] for r in rows}
     _, code, grid_id, _ = rows[0]
     if len(grids) == 1:
-        return RouteResult(grid_id, 0.9, f"registered household {code}", "household")
+        return routed(grid_id, 0.9, "household", (step("household", household=code),))
     # One number, households in several grids (a shared landline, a landlord): weak evidence.
-    return RouteResult(grid_id, 0.5, f"registered household {code} (number also in {len(grids) - 1} other grids)",
-                       "household")
+    return routed(grid_id, 0.5, "household", (step("household_shared", household=code, others=len(grids) - 1),))
 
 
 # ---------------------------------------------------------------------------------------
 # Address text against the gazetteer
 
-_LEVEL_ZH = {"district": "区", "street": "街道", "community": "社区", "area": "片区", "micro": "微网格"}
-_PART_ZH = {BUILDING: "幢", UNIT: "单元", ROOM: "室", DOOR: "号"}
-
-
 def _by_sound(how: str, used: list[Part]) -> str:
-    return how if all(p.sure >= 1 for p in used) else f"{how}, measure word by sound"
-
-
-def _describe(found: Comps) -> str:
-    return "".join(f"{n}{_PART_ZH.get(kind, '')}" for kind, n in found)
+    return how if all(p.sure >= 1 for p in used) else f"{how}+by_sound"
 
 
 @dataclass(frozen=True)
@@ -283,7 +286,7 @@ class Candidate:
     start: int
     end: int
     scope: str | None = None
-    note: str | None = None
+    note: dict | None = None  # a step of the trace: what was heard but not used
     numbered: bool = False  # a numbered place (building, flat), not a name alone
 
 
@@ -317,6 +320,10 @@ class Gazetteer:
     # ancestor. Any difference decides (a local reading beats another reading by 0.01).
     TIE = 1e-6
     CONFLICT_FACTOR = 0.7
+    # A name with one character missing or one too many, when no other name is that close:
+    # below every reading-alike match, above the 0.78 an exact community lets a deeper match win by.
+    NEAR = 0.8
+    MIN_NEAR = 4  # names this long may lose a character (洋坊新村 → 洋坊村); three may gain one
 
     def __init__(
         self,
@@ -326,6 +333,7 @@ class Gazetteer:
         *,
         levels: dict[int, str] | None = None,
         households: Iterable[tuple[str, str, int]] = (),
+        accents: Iterable[str] | None = None,
     ) -> None:
         """``entries``: ``(name, kind, grid_id)``; kind ``building``, ``landmark``,
         ``community``, ``street``, ``alias`` or ``grid:<level>`` for a grid's own name.
@@ -333,6 +341,8 @@ class Gazetteer:
         without it a match cannot be checked against the others or said to be partial.
         ``households``: ``(code, address, grid_id)``; a full address routes to its grid."""
         self.min_confidence = min_confidence
+        # Accent classes blurred (rules.toml [address]); a rules change applies from the next build.
+        self.accents = accent_classes() if accents is None else tuple(accents)
         self.parents = dict(parents or {})
         self.levels = dict(levels or {})
         self.entries: list[GazetteerItem] = []
@@ -365,7 +375,7 @@ class Gazetteer:
                 if common is None:
                     place.standalone = False
             place.every = tuple(readings(ch) for ch in place.key)
-            place.every_folded = tuple(folded_readings(ch) for ch in place.key)
+            place.every_folded = tuple(folded_readings(ch, self.accents) for ch in place.key)
             place.local = local_readings(place.key)
         # Index by each reading of the first character: a pinyin scan then only tries the
         # names that can start at a given position of the text.
@@ -374,6 +384,21 @@ class Gazetteer:
             if len(place.key) >= self.MIN_SOUNDALIKE:
                 for r in place.every_folded[0]:
                     self._by_first[r].append(place)
+        # One character off: each name without one of its characters → the names that gives
+        # (only a variant that gives one name is used), and names by first character for
+        # a character slipped inside them. Names with digits are left out: 51路 is not 5路.
+        self._minus_one: dict[str, set[str]] = defaultdict(set)
+        self._near_by_first: dict[str, list[str]] = defaultdict(list)
+        for key in self._by_key:
+            if any(ch.isdigit() for ch in key) or len(key) < self.MIN_SOUNDALIKE:
+                continue
+            self._near_by_first[key[0]].append(key)
+            if len(key) >= self.MIN_NEAR:
+                for i in range(len(key)):
+                    variant = key[:i] + key[i + 1:]
+                    if variant not in self._by_key:
+                        self._minus_one[variant].add(key)
+        self._minus_lengths = sorted({len(v) for v in self._minus_one})
         # Building numbers under each grid (gazetteer buildings only: the household registry
         # is never complete, so it cannot say a number is unique).
         self._buildings_under: dict[int, dict[int, list[GazetteerItem]]] = defaultdict(dict)
@@ -480,14 +505,14 @@ class Gazetteer:
         both sides (a recogniser writes a homophone of any of them), the local reading surest."""
         scores = (
             (self.PINYIN, "pinyin"),
-            (self.PINYIN_OTHER, "pinyin, other reading"),
-            (self.PINYIN_FOLDED, "pinyin, accent-tolerant"),
-            (self.PINYIN_FOLDED_OTHER, "pinyin, accent-tolerant, other reading"),
+            (self.PINYIN_OTHER, "pinyin_other"),
+            (self.PINYIN_FOLDED, "accent"),
+            (self.PINYIN_FOLDED_OTHER, "accent_other"),
         )
         out = []
         for i, ch in enumerate(text):
             tried: set[int] = set()
-            for r in folded_readings(ch):
+            for r in folded_readings(ch, self.accents):
                 for place in self._by_first.get(r, ()):
                     if id(place) in tried or i + len(place.key) > len(text):
                         continue
@@ -498,8 +523,7 @@ class Gazetteer:
                         out.append((place, i, i + len(place.key), confidence, how))
         return out
 
-    @staticmethod
-    def _grade(place: _Place, window: str) -> int | None:
+    def _grade(self, place: _Place, window: str) -> int | None:
         """0 all through local readings, 1 some through other readings, 2 and 3 the same
         accent-tolerant; ``None`` when a character does not read alike or nothing differs."""
         worst, differs = 0, False
@@ -512,9 +536,9 @@ class Gazetteer:
                 grade = 0
             elif place.every[j] & heard:
                 grade = 1
-            elif fold(place.local[j]) in folded_readings(ch):
+            elif fold(place.local[j], self.accents) in folded_readings(ch, self.accents):
                 grade = 2
-            elif place.every_folded[j] & folded_readings(ch):
+            elif place.every_folded[j] & folded_readings(ch, self.accents):
                 grade = 3
             else:
                 return None
@@ -534,7 +558,7 @@ class Gazetteer:
             if _DIGITS.findall(heard) != _DIGITS.findall(key):
                 continue  # 洋坊新村8幢 is one character from 9幢, and a different building
             out.append((place, res.dest_start, res.dest_end, self.FUZZY_MAX * res.score / 100.0,
-                        f"fuzzy {res.score:.0f}"))
+                        "fuzzy"))
         return out
 
     # -- from names to places -------------------------------------------------------------
@@ -543,6 +567,12 @@ class Gazetteer:
                 runs: list[list[Part]], text: str) -> Candidate | None:
         """What a name found in the text stands for, with the numbers that follow it."""
         run = next((r for r in runs if end <= r[0].start <= end + self.PARTS_GAP), None)
+        if run is None:
+            # The building said before the name, or further away (九幢，洋坊新村那边): taken
+            # when it is the only building in the text.
+            apart = [r for r in runs if r[0].kind == BUILDING and (r[-1].end <= start or r[0].start >= end)]
+            if len(apart) == 1:
+                run = apart[0]
         note = None
         if run is not None:
             numbered = [p for p in run if p.kind != FLOOR]
@@ -552,16 +582,20 @@ class Gazetteer:
                     items = place.numbered.get(found[:k])
                     if items:
                         used = numbered[:k]
+                        a, b = min(start, used[0].start), max(end, used[-1].end)
                         return self._numbered(items, min([confidence] + [p.sure for p in used]), _by_sound(how, used),
-                                              text[start:used[-1].end], start, used[-1].end)
-                note = f"{_describe(found[:1])}不在地名库"
+                                              text[a:b], a, b)
+                note = step("building_not_registered", number=found[0][1]) if found[0][0] == BUILDING else step(
+                    "part_not_registered", number=found[0][1])
             elif found and found[0][0] == BUILDING and place.item.grid_id is not None:
                 items = self._buildings_under.get(place.item.grid_id, {}).get(found[0][1], [])
                 grids = {i.grid_id for i in items}
                 if len(grids) == 1:
+                    a, b = min(start, numbered[0].start), max(end, numbered[0].end)
                     return self._numbered(items, min(confidence, numbered[0].sure), _by_sound(how, numbered[:1]),
-                                          text[start:numbered[0].end], start, numbered[0].end)
-                note = f"{_describe(found[:1])}在{place.item.name}{'不唯一' if grids else '不在地名库'}"
+                                          text[a:b], a, b)
+                note = step("building_not_unique" if grids else "building_not_registered", number=found[0][1],
+                            place=place.item.name)
         if not place.standalone or place.item.grid_id is None:
             return None
         scope = place.key if place.has_buildings() else None
@@ -576,16 +610,56 @@ class Gazetteer:
         if common is None:
             return None
         item = GazetteerItem(items[0].name, items[0].kind, common)
-        return Candidate(item, confidence, how, heard, start, end, note="同一地址登记在多个网格", numbered=True)
+        return Candidate(item, confidence, how, heard, start, end, note=step("several_grids"), numbered=True)
+
+    def _near(self, text: str, exact: list) -> list[tuple[_Place, int, int, float, str]]:
+        """Names with one character missing (洋坊村) or one slipped inside (洋坊讨新村), where
+        that is one name only; never inside a name found as written."""
+        spans = [(s, e) for _, s, e, _, _ in exact]
+        out = []
+
+        def add(key: str, i: int, j: int, how: str) -> None:
+            if not any(a <= i and j <= b for a, b in spans):
+                out.extend((place, i, j, self.NEAR, how) for place in self._by_key[key])
+
+        for length in self._minus_lengths:
+            for i in range(len(text) - length + 1):
+                keys = self._minus_one.get(text[i:i + length])
+                if keys is not None and len(keys) == 1:
+                    add(next(iter(keys)), i, i + length, "missing_char")
+        for i, ch in enumerate(text):
+            hits = set()
+            for key in self._near_by_first.get(ch, ()):
+                j = i + len(key) + 1
+                if j > len(text) or text[j - 1] != key[-1]:
+                    continue
+                window = text[i:j]
+                if any(window[:k] + window[k + 1:] == key for k in range(1, len(key))):
+                    hits.add(key)
+            if len(hits) == 1:
+                key = hits.pop()
+                add(key, i, i + len(key) + 1, "extra_char")
+        return out
 
     def candidates(self, text: str) -> list[Candidate]:
         """Every place found in the text above ``min_confidence``, surest first."""
-        key = canonical(text)
+        return self._candidates(canonical(text))[0]
+
+    def _candidates(self, key: str) -> tuple[list[Candidate], list[dict]]:
+        """The candidates, and what the trace should say about the text as a whole."""
         if not key or not self._places:
-            return []
+            return [], []
         exact = self._exact(key)
         runs = part_runs(parse_parts(key, protected=tuple((s, e) for _, s, e, _, _ in exact)))
-        found = exact + self._soundalike(key) + self._fuzzy(key, {id(p) for p, *_ in exact})
+        found = exact + self._soundalike(key) + self._fuzzy(key, {id(p) for p, *_ in exact}) + self._near(key, exact)
+        # Two different buildings and no repair word: neither is sure (the read-back asks).
+        # A building number after a unit or a room (…单元301号楼下) is the flat's, not another building.
+        buildings = {p.number for r in runs for k, p in enumerate(r)
+                     if p.kind == BUILDING and (k == 0 or r[k - 1].kind == BUILDING)}
+        steps = []
+        if len(buildings) > 1:
+            runs = [r for r in runs if all(p.kind != BUILDING for p in r)]
+            steps.append(step("two_buildings", numbers=sorted(buildings)))
         best: dict[tuple, Candidate] = {}
         for place, start, end, confidence, how in found:
             c = self._derive(place, start, end, confidence, how, runs, key)
@@ -595,16 +669,59 @@ class Gazetteer:
             if k not in best or best[k].confidence < c.confidence:
                 best[k] = c
         return sorted(best.values(), key=lambda c: (-c.confidence, -self._depth(c.entry.grid_id),
-                                                    -(c.end - c.start), c.entry.grid_id or 0))
+                                                    -(c.end - c.start), c.entry.grid_id or 0)), steps
+
+    def _repaired(self, key: str) -> tuple[str, list[dict]]:
+        """The text a caller meant after correcting themselves: what follows the last
+        repair word (不对, 错了, 我说错了, 应该是, 不是…是) wins; a repair that names only a
+        number keeps the place said before it (洋坊新村七幢，不对，九幢); 不是 X drops X
+        (是九幢不是七幢). A repair word followed by nothing of an address is not one (灯装错了)."""
+        steps: list[dict] = []
+        cancels = list(_REPAIR.finditer(key))
+        for m in reversed(cancels):
+            before, after = key[:m.start()], key[m.end():]
+            named = bool(self._candidates(after)[0]) if after else False
+            numbers = part_runs(parse_parts(after)) if after else []
+            if not named and not numbers:
+                continue
+            if not named:
+                runs = part_runs(parse_parts(before))
+                if runs:  # the number being corrected goes; the place it was in stays
+                    before = before[:runs[-1][0].start] + before[runs[-1][-1].end:]
+                after = before + after
+            steps.append(step("repair", heard=key[m.start():]))
+            key = after
+            break
+        while (m := _NEGATED.search(key)) is not None:
+            stop = key.find("是", m.end())
+            stop = len(key) if stop == -1 else stop
+            steps.append(step("negated", heard=key[m.end():stop]))
+            key = key[:m.start()] + key[stop:]
+        return key, steps
 
     # -- the answer -----------------------------------------------------------------------
 
     def match(self, text: str) -> RouteResult | None:
         """The grid an address names, as deep as the text makes sure; ``None`` when nothing
         in it is sure enough (triage)."""
-        found = self.candidates(text)
+        key, repairs = self._repaired(canonical(text))
+        found, notes = self._candidates(key)
         if not found:
             return None
+        result = self._choose(found)
+        if notes and result.scope is not None:
+            # Two buildings of one estate: sure of the micro grid only when both lie in it.
+            numbers = next(s["params"]["numbers"] for s in notes if s["code"] == "two_buildings")
+            each = [self.match_building(result, str(n)) for n in numbers]
+            if all(each) and len({r.grid_id for r in each}) == 1:
+                result = replace(each[0], choices=())
+            else:
+                result = replace(result, choices=tuple((r.grid_id, r.place) for r in each if r is not None))
+        extra = [s for s in repairs + notes if s not in result.trace]
+        return replace(result, trace=result.trace + tuple(extra),
+                       reason=routing_text("en", list(result.trace) + extra)[:256]) if extra else result
+
+    def _choose(self, found: list[Candidate]) -> RouteResult:
         accepted: list[Candidate] = []
         conflicting: list[Candidate] = []
         for c in found:
@@ -620,43 +737,58 @@ class Gazetteer:
             common = self._lca(c.entry.grid_id for c in involved)
             if common is None:
                 return None
-            names = "、".join(dict.fromkeys(c.entry.name for c in involved))
+            names = list(dict.fromkeys(c.entry.name for c in involved))
             confidence = min(c.confidence for c in involved) * self.CONFLICT_FACTOR
-            return self._result(common, confidence, f"gazetteer conflict {names}", None,
-                                note=f"地名指向不同网格：{names}")
+            choices = tuple(dict.fromkeys((c.entry.grid_id, c.entry.name) for c in involved
+                                          if c.entry.grid_id != common and c.entry.kind not in ("alias",)))
+            return replace(self._result(common, confidence, [step("conflict", names=names)], None),
+                           choices=choices[:4])
         surest = max(c.confidence for c in accepted)
         pick = max((c for c in accepted if c.confidence >= surest - self.SPECIFIC_SLACK),
                    key=lambda c: (self._depth(c.entry.grid_id), c.confidence, c.end - c.start))
-        e = pick.entry
-        if pick.heard == canonical(e.name):
-            reason = f"gazetteer {pick.how} {e.name}"
-        else:
-            reason = f"gazetteer {pick.how} {pick.heard}→{e.name}"
-        if e.code:
-            reason += f" ({e.code})"
-        return self._result(e.grid_id, pick.confidence, reason, pick, note=pick.note)
+        if pick.note is not None and pick.note["code"] == "building_not_registered":
+            # The building said is not this place's; another name heard in the text has it:
+            # not a guess between them.
+            rivals = [c for c in found if c.numbered and not self._on_one_line(c.entry.grid_id, pick.entry.grid_id)]
+            common = self._lca([pick.entry.grid_id, *(c.entry.grid_id for c in rivals)]) if rivals else None
+            if common is not None:
+                names = list(dict.fromkeys([pick.entry.name, *(c.entry.name for c in rivals)]))
+                return replace(self._result(common, pick.confidence * self.CONFLICT_FACTOR,
+                                            [step("conflict", names=names)], None),
+                               choices=tuple((c.entry.grid_id, c.entry.name) for c in rivals[:3]))
+        return self._result(pick.entry.grid_id, pick.confidence, self._found_steps(pick), pick, note=pick.note)
 
-    def _result(self, grid_id: int, confidence: float, reason: str, pick: Candidate | None,
-                note: str | None = None) -> RouteResult:
+    @staticmethod
+    def _found_steps(pick: Candidate) -> list[dict]:
+        e = pick.entry
+        how, _, by_sound = pick.how.partition("+")
+        heard = None if pick.heard == canonical(e.name) else pick.heard
+        steps = [step("gazetteer_heard" if heard else "gazetteer", how=how, place=e.name, heard=heard)]
+        if by_sound:
+            steps.append(step("measure_by_sound"))
+        if e.code:
+            steps.append(step("household_address", household=e.code))
+        return steps
+
+    def _result(self, grid_id: int, confidence: float, steps: list[dict], pick: Candidate | None,
+                note: dict | None = None) -> RouteResult:
         level = self.levels.get(grid_id)
         ancestor_only = level is not None and level != GridLevel.micro.value
         scope = pick.scope if pick is not None else None
         needs_building = False
         if ancestor_only:
             if pick is not None and pick.numbered:
-                missing = "单元"  # the building is known; it spans several micro grids
+                missing = "unit"  # the building is known; it spans several micro grids
             else:
                 numbers = self._building_numbers(self._scope_place(scope, grid_id), grid_id)
                 needs_building = any(len({i.grid_id for i in items}) == 1 for items in numbers.values())
-                missing = "楼栋" if numbers else "具体位置"
-            statement = f"{_LEVEL_ZH.get(level, level)}确定，{missing}未知" + (f"（{note}）" if note else "")
-            tag = f" [ancestor_only level={level} needs_building={'yes' if needs_building else 'no'}]"
-            reason = f"{reason[:256 - len(statement) - len(tag) - 2]}; {statement}{tag}"
-        elif note:
-            reason = f"{reason}; {note}"
-        return RouteResult(grid_id, round(confidence, 3), reason[:256], "gazetteer", level=level,
-                           ancestor_only=ancestor_only, needs_building=needs_building,
-                           place=pick.entry.name if pick is not None else None, scope=scope)
+                missing = "building" if numbers else "place"
+            steps = [*steps, step("partial", level=level, missing=missing, needs_building=needs_building)]
+        if note:
+            steps = [*steps, note]
+        return routed(grid_id, round(confidence, 3), "gazetteer", steps, level=level,
+                      ancestor_only=ancestor_only, needs_building=needs_building,
+                      place=pick.entry.name if pick is not None else None, scope=scope)
 
     def _building_numbers(self, place: _Place | None, grid_id: int) -> dict[int, list[GazetteerItem]]:
         """Building number → the gazetteer's buildings of that number, in the estate
@@ -692,8 +824,8 @@ class Gazetteer:
         if len({i.grid_id for i in items}) != 1:
             return None
         item = items[0]
-        reason = f"gazetteer building number {number} under {under}→{item.name}"
-        return self._result(item.grid_id, confidence, reason,
+        steps = [step("building_number", number=number, under=under, place=item.name)]
+        return self._result(item.grid_id, confidence, steps,
                             Candidate(item, confidence, "keypad", str(number), 0, 0, numbered=True))
 
     # -- what the recogniser should expect ------------------------------------------------
@@ -728,6 +860,9 @@ def address_phrases(gazetteer: Gazetteer) -> AddressPhrases:
 
 
 _DIGITS = re.compile(r"\d+")
+# Repair words in canonical text (no punctuation): the last one says the address follows.
+_REPAIR = re.compile(r"我?说错了|(?:不对)+|弄错了|错了|应该是|不是(?=是)")
+_NEGATED = re.compile(r"不是(?!是)")
 
 
 # ---------------------------------------------------------------------------------------

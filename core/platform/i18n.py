@@ -147,10 +147,42 @@ def error_text(language: str, exc: Exception, *, catalogue: Catalogue = CORE) ->
     return say(language, f"errors.{code}", params, catalogue=catalogue, default=message)
 
 
+ROUTING_TRACE = "routing.trace"  # an event reason whose words are the trace in its data
+
+
+def routing_text(language: str, trace: list | tuple | None, *, catalogue: Catalogue = CORE) -> str:
+    """Why a case went to its grid, in ``language``: each step of the trace core recorded
+    (``{"code": …, "params": {…}}``, words at ``routing.<code>``), joined. A list parameter
+    (the names of a conflict) is joined the language's way; a step no catalogue knows is
+    shown as its code, so nothing recorded is hidden."""
+    separator = say(language, "routing.separator", catalogue=catalogue, default="; ")
+    joiner = say(language, "routing.list_separator", catalogue=catalogue, default=", ")
+    out = []
+    for s in trace or ():
+        if not isinstance(s, dict) or not s.get("code"):
+            continue
+        params = {k: joiner.join(map(str, v)) if isinstance(v, list | tuple) else v
+                  for k, v in (s.get("params") or {}).items()}
+        out.append(say(language, f"routing.{s['code']}", params, catalogue=catalogue, default=str(s["code"])))
+    return separator.join(out)
+
+
+def case_routing_text(language: str, trace: list | None, reason: str | None, *,
+                      catalogue: Catalogue = CORE) -> str | None:
+    """A case's routing for people: its trace where core recorded one, else the reason
+    written before traces (or typed, or a console code such as ``console.located``)."""
+    if trace:
+        return routing_text(language, trace, catalogue=catalogue)
+    return reason_text(language, reason, catalogue=catalogue)
+
+
 def reason_text(language: str, reason: str | None, data: dict | None = None, *,
                 catalogue: Catalogue = CORE) -> str | None:
     """An event's reason for people. Core writes a code (``sweep.response_overdue``) with its
     parameters in the event's data (``data["reason_params"]``); rows written before codes,
-    and reasons people typed, are shown as they are."""
+    and reasons people typed, are shown as they are. A routing event's reason is
+    ``routing.trace``: its words are the trace in ``data["routing_trace"]``."""
+    if reason == ROUTING_TRACE and (data or {}).get("routing_trace"):
+        return routing_text(language, data["routing_trace"], catalogue=catalogue)
     params = (data or {}).get("reason_params") or {}
     return say(language, f"reasons.{reason}", params, catalogue=catalogue, default=reason) if reason else reason

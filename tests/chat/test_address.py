@@ -11,6 +11,7 @@ from sqlmodel import select
 from core.cases.models import Case
 from core.places.models import GazetteerEntry, Grid, Household
 from core.platform.db import session_scope
+from core.platform.i18n import case_routing_text
 
 # A flat registered in another micro grid than its building's: only the full address finds it.
 FLAT = "罗布社区洋坊新村9幢3单元808室"
@@ -75,5 +76,6 @@ async def test_estate_only_lands_in_its_area_and_says_so(places, harness):
     grid_id, grid_name = places["estate"]
     assert "洋坊新村" in offered and grid_name in offered
     assert case.grid_id == grid_id
-    assert "片区确定，楼栋未知" in case.routing_reason
-    assert "[ancestor_only level=area needs_building=yes]" in case.routing_reason
+    assert "片区确定，楼栋未知" in case_routing_text("zh", case.routing_trace, case.routing_reason)
+    assert {"code": "partial", "params": {"level": "area", "missing": "building", "needs_building": True}} \
+        in case.routing_trace

@@ -145,3 +145,22 @@ async def test_a_case_number_that_is_not_there_is_said_too(client, world):
     assert resp.status == 404 and "没有找到诉求 2699999999" in await resp.text()
     resp = await client.get("/console/cases/2699999999?lang=en")
     assert resp.status == 404 and "There is no case 2699999999" in await resp.text()
+
+
+async def test_the_case_page_says_why_routing_chose_the_grid_in_the_readers_language(client, engine, world):
+    """Routing records codes (case.routing_trace); the page says them in Chinese or English,
+    and a reason written before traces as it was written."""
+    with session_scope(engine) as session:
+        routed, _ = actions.submit_petition(session, actions.Petition(channel=Channel.chat, description="路灯坏了"))
+        trace = [{"code": "gazetteer_heard", "params": {"how": "pinyin", "heard": "羊坊新村", "place": "洋坊新村"}},
+                 {"code": "partial", "params": {"level": "area", "missing": "building", "needs_building": True}}]
+        actions.locate(session, routed, actor="t", grid_id=world.district.grids["micro1"].id, trace=trace)
+        old, _ = actions.submit_petition(session, actions.Petition(channel=Channel.chat, description="路灯坏了"))
+        actions.locate(session, old, actor="t", grid_id=world.district.grids["micro1"].id,
+                       reason="gazetteer exact 洋坊新村 (written before traces)")
+    await login(client, "op")
+    zh = await (await client.get(f"/console/cases/{routed.number}")).text()
+    assert "地名库同音匹配：羊坊新村→洋坊新村；片区确定，楼栋未知" in zh
+    en = await (await client.get(f"/console/cases/{routed.number}?lang=en")).text()
+    assert "gazetteer sound-alike match: 羊坊新村 → 洋坊新村; area certain, building unknown" in en
+    assert "gazetteer exact 洋坊新村 (written before traces)" in await (await client.get(f"/console/cases/{old.number}")).text()

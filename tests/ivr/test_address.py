@@ -13,6 +13,7 @@ from core.places import indexes
 from core.places.address import spoken
 from core.places.models import GazetteerEntry, Grid, Household
 from core.platform.db import session_scope
+from core.platform.i18n import case_routing_text
 from core.reference.demo import load_demo
 from ivr.simulator import CallScript, Turn
 from tests.ivr.conftest import start_rig, tone
@@ -59,7 +60,7 @@ async def test_building_said_zhuang_and_written_as_a_homophone_lands_in_its_micr
     case = _the_case(demo_rig)
     assert result.case_number == case.number
     assert (case.grid_id, case.address_text) == (places["building"], "洋坊新村9幢")
-    assert "ancestor_only" not in (case.routing_reason or "")
+    assert all(s["code"] != "partial" for s in case.routing_trace)
 
 
 async def test_estate_only_asks_the_building_number_by_keypad(demo_rig, fake_speech, places):
@@ -83,7 +84,9 @@ async def test_unknown_building_number_keeps_the_estate_and_says_so(demo_rig, fa
     assert result.case_number == case.number
     assert case.grid_id == places["estate"]  # never a guess below what is sure
     assert "building_not_found" in case.flags
-    assert "楼栋未知" in case.routing_reason and "[ancestor_only level=area" in case.routing_reason
+    assert {"code": "partial", "params": {"level": "area", "missing": "building", "needs_building": True}} \
+        in case.routing_trace
+    assert "片区确定，楼栋未知" in case_routing_text("zh", case.routing_trace, case.routing_reason)
 
 
 async def test_no_key_for_the_building_files_at_the_estate(demo_rig, fake_speech, places):

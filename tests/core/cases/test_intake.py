@@ -37,7 +37,8 @@ def test_shared_location_dispatches_to_that_micro_grid(engine, district):
     assert case.grid_id == district.grids["micro2"].id
     assert case.worker_id == district.workers["W-M2"].id
     assert case.category_id == district.categories["flying_lead"].id  # suggested from the words
-    assert "point in polygon" in case.routing_reason
+    assert case.routing_trace == [{"code": "point", "params": {"grid": district.grids["micro2"].code}}]
+    assert case.routing_reason is None  # the words are the edges' (core.platform.i18n.case_routing_text)
 
 
 def test_registered_caller_is_routed_by_household(engine, district):

@@ -17,6 +17,12 @@ from core.places.routing import (
     route_case,
     valid_phone,
 )
+from core.platform.i18n import routing_text
+
+
+def zh(route: RouteResult) -> str:
+    """Why, in the words the console shows by default."""
+    return routing_text("zh", route.trace)
 
 
 def square(lon0: float, lat0: float, lon1: float, lat1: float) -> dict:
@@ -89,7 +95,8 @@ def gazetteer(session, district) -> Gazetteer:
 
 def test_point_inside(locator, district):
     r = locator.locate_point(26.085, 119.315)
-    assert r == RouteResult(district["lb02"], 1.0, "point in polygon 3501020010010102", "point")
+    assert r == RouteResult(district["lb02"], 1.0, "point in polygon 3501020010010102", "point",
+                            trace=({"code": "point", "params": {"grid": "3501020010010102"}},))
     assert locator.locate_point(26.095, 119.305).grid_id == district["lb03"]
     assert len(locator) == 4  # micro grids only
 
@@ -191,6 +198,7 @@ def test_route_by_phone(session, district, phone, key):
     r = route_by_phone(session, phone)
     assert r is not None and r.grid_id == district[key] and r.method == "household"
     assert r.reason.startswith("registered household H0012")
+    assert r.trace[0]["code"] in ("household", "household_shared") and r.trace[0]["params"]["household"].startswith("H0012")
 
 
 def test_route_by_phone_unknown(session, district):
@@ -204,10 +212,15 @@ def test_route_by_phone_unknown(session, district):
 
 def test_address_exact(gazetteer, district):
     r = gazetteer.match("罗布社区门口的路灯坏了")
-    assert r == RouteResult(
-        district["luobu"], 1.0,
-        "gazetteer exact 罗布社区; 社区确定，具体位置未知 [ancestor_only level=community needs_building=no]",
-        "gazetteer", level="community", ancestor_only=True, place="罗布社区")
+    assert (r.grid_id, r.confidence, r.method, r.level, r.ancestor_only, r.place) == (
+        district["luobu"], 1.0, "gazetteer", "community", True, "罗布社区")
+    # Why, as codes; each edge says them in its reader's language.
+    assert r.trace == (
+        {"code": "gazetteer", "params": {"how": "exact", "place": "罗布社区"}},
+        {"code": "partial", "params": {"level": "community", "missing": "place", "needs_building": False}},
+    )
+    assert zh(r) == "地名库精确匹配：罗布社区；社区确定，具体位置未知"
+    assert r.reason == "gazetteer exact match: 罗布社区; community certain, exact place unknown"
     assert gazetteer.match("罗布菜市场旁边").grid_id == district["lb02"]
     assert gazetteer.match("三坊七巷").grid_id == district["lb03"]
 
@@ -221,17 +234,17 @@ def test_building_beats_community(gazetteer, district):
     assert gazetteer.match("洋坊新村").grid_id == district["yangfang"]
     assert gazetteer.match("洋坊新村7幢").grid_id == district["yangfang"]  # unknown building: the community
     # Spoken 十二 becomes 12, which names a building of its own.
-    assert "12幢" in gazetteer.match("洋坊新村十二幢").reason
+    assert "12幢" in zh(gazetteer.match("洋坊新村十二幢"))
 
 
 def test_address_homophone_by_pinyin(gazetteer, district):
     # ASR writes 萝卜 (luó bo, "radish") for 罗布 (luó bù).
     r = gazetteer.match("萝卜社区有人飞线充电")
     assert r.grid_id == district["luobu"]
-    assert r.reason.startswith("gazetteer pinyin 萝卜社区→罗布社区; 社区确定")
+    assert zh(r).startswith("地名库同音匹配：萝卜社区→罗布社区；社区确定")
     assert 0.8 <= r.confidence < 1
     r = gazetteer.match("羊坊新村九栋")
-    assert r.grid_id == district["yf01"] and "pinyin" in r.reason
+    assert r.grid_id == district["yf01"] and r.trace[0]["params"]["how"] == "pinyin"
 
 
 def test_address_numeral_variants(gazetteer, district):
@@ -244,7 +257,7 @@ def test_address_numeral_variants(gazetteer, district):
 def test_address_fuzzy_on_characters(gazetteer, district):
     # One character dropped from a five-character name.
     r = gazetteer.match("罗布菜场门口")
-    assert r.grid_id == district["lb02"] and r.reason.startswith("gazetteer fuzzy")
+    assert r.grid_id == district["lb02"] and r.trace[0]["params"]["how"] in ("fuzzy", "missing_char")
     assert 0.6 <= r.confidence < 0.85
 
 
@@ -335,8 +348,8 @@ def test_building_said_as_residents_say_it(estate_gazetteer, estates):
     # Residents say 幢 zhuàng; a recogniser writes 撞, 状, 壮 or 装.
     found = _lands(estate_gazetteer, ["洋坊新村九撞", "洋坊新村九状", "洋坊新村九壮", "洋坊新村九装"], estates["m1"])
     assert [r.confidence for r in found] == [0.9] * 4
-    assert found[0].reason == "gazetteer exact, measure word by sound 洋坊新村9撞→洋坊新村9幢"
-    assert all(r.reason.endswith("→洋坊新村9幢") and r.place == "洋坊新村9幢" for r in found)
+    assert zh(found[0]) == "地名库精确匹配：洋坊新村9撞→洋坊新村9幢；量词按读音认出"
+    assert all(r.trace[0]["params"]["place"] == r.place == "洋坊新村9幢" for r in found)
     # The dictionary's reading (chuáng) still finds the building, a little less surely.
     by_dictionary = estate_gazetteer.match("洋坊新村九床")
     assert by_dictionary.grid_id == estates["m1"] and by_dictionary.confidence < found[0].confidence
@@ -346,7 +359,7 @@ def test_heteronym_names_match_on_every_reading(estate_gazetteer, estates):
     local = estate_gazetteer.match("常乐幼儿园门口")  # 长 as locals read it: cháng
     other = estate_gazetteer.match("张乐幼儿园门口")  # 长 as zhǎng
     assert local.grid_id == other.grid_id == estates["m3"]
-    assert local.confidence > other.confidence and "other reading" in other.reason
+    assert local.confidence > other.confidence and other.trace[0]["params"]["how"] == "pinyin_other"
     _lands(estate_gazetteer, ["虫阳养老院", "中阳养老院"], estates["m2"])
     _lands(estate_gazetteer, ["工商银航罗布支航", "工商银星罗布支星"], estates["n1"])
     _lands(estate_gazetteer, ["潮阳路", "招阳路"], estates["xinyuan"])
@@ -367,12 +380,12 @@ def test_household_full_address_routes_to_its_micro_grid(estate_gazetteer, estat
     # Building 5 spans two micro grids: the flat decides.
     building = estate_gazetteer.match("洋坊新村5幢")
     assert building.grid_id == estates["yangfang"] and building.ancestor_only and not building.needs_building
-    assert "片区确定，单元未知" in building.reason
+    assert "片区确定，单元未知" in zh(building)
     flat = _lands(estate_gazetteer, [
         "罗布社区洋坊新村5幢2单元301室", "洋坊新村5幢2单元301", "洋坊新村五栋二单元三零一", "洋坊新村五号楼两单元三百零一号",
         "洋坊新村5-2-301", "洋坊新村五号二单元三零幺", "我家住在 洋坊 新村 五 撞 二 单元 三 零 一 门口",
     ], estates["m2"])
-    assert flat[0].place == "罗布社区洋坊新村5幢2单元301室" and "(H2)" in flat[0].reason
+    assert flat[0].place == "罗布社区洋坊新村5幢2单元301室" and "住户 H2" in zh(flat[0])
     assert flat[0].level == "micro" and not flat[0].ancestor_only
     _lands(estate_gazetteer, ["洋坊新村5幢1单元101室", "洋坊新村五栋一单元幺零幺"], estates["m1"])
     # A flat not in the registry: as far as the building goes.
@@ -397,15 +410,16 @@ def test_sure_only_of_an_ancestor_says_so(estate_gazetteer, estates):
     estate = estate_gazetteer.match("我家在洋坊新村")
     assert (estate.grid_id, estate.level, estate.ancestor_only, estate.needs_building) == (
         estates["yangfang"], "area", True, True)
-    assert estate.reason == ("gazetteer exact 洋坊新村; 片区确定，楼栋未知 "
-                             "[ancestor_only level=area needs_building=yes]")
+    assert zh(estate) == "地名库精确匹配：洋坊新村；片区确定，楼栋未知"
+    assert estate.trace[-1] == {"code": "partial", "params": {"level": "area", "missing": "building",
+                                                              "needs_building": True}}
     unknown = estate_gazetteer.match("洋坊新村30幢")
-    assert unknown.grid_id == estates["yangfang"] and "（30幢不在地名库）" in unknown.reason
+    assert unknown.grid_id == estates["yangfang"] and zh(unknown).endswith("；30幢不在地名库")
     community = estate_gazetteer.match("罗布社区")
-    assert community.level == "community" and "社区确定，楼栋未知" in community.reason
+    assert community.level == "community" and "社区确定，楼栋未知" in zh(community)
     # Building 9 is in both estates: the community is all that is sure.
     both = estate_gazetteer.match("罗布九幢")
-    assert both.grid_id == estates["luobu"] and "9幢在罗布不唯一" in both.reason
+    assert both.grid_id == estates["luobu"] and "9幢在罗布不唯一" in zh(both)
     # Building 12 is only in one.
     assert estate_gazetteer.match("罗布社区十二幢").grid_id == estates["m2"]
 
@@ -413,7 +427,7 @@ def test_sure_only_of_an_ancestor_says_so(estate_gazetteer, estates):
 def test_never_below_the_level_it_is_sure_of(estate_gazetteer, estates):
     # Two places on different branches, equally sure: their common ancestor, for triage.
     r = estate_gazetteer.match("洋坊新村9幢和罗布新苑9幢之间")
-    assert r.grid_id == estates["luobu"] and r.confidence < 0.8 and "地名指向不同网格" in r.reason
+    assert r.grid_id == estates["luobu"] and r.confidence < 0.8 and "地名指向不同网格" in zh(r)
     assert r.place is None and r.ancestor_only
     # A building number a name does not have is not guessed from a similar one.
     assert estate_gazetteer.match("洋坊新村8幢").grid_id == estates["yangfang"]
@@ -426,7 +440,7 @@ def test_keypad_building_number_for_a_partial_match(estate_gazetteer, estates):
     estate = gaz.match("洋坊新村")
     r = gaz.match_building(estate, "9")
     assert (r.grid_id, r.level, r.ancestor_only, r.place) == (estates["m1"], "micro", False, "洋坊新村9幢")
-    assert r.reason.startswith("gazetteer building number 9 under 洋坊新村→洋坊新村9幢")
+    assert zh(r).startswith("在洋坊新村下按楼号 9 找到 洋坊新村9幢")
     assert gaz.match_building(estate, "12#").grid_id == estates["m2"]
     assert gaz.match_building(estate, "30") is None
     assert gaz.match_building(estate, "") is None
@@ -475,3 +489,103 @@ def test_route_case_builds_its_own_indexes(session, district):
     r = route_case(session, latitude=26.085, longitude=119.325)
     assert r.grid_id == district["yf01"]
     assert route_case(session, address_text="洋坊新村九幢").grid_id == district["yf01"]
+
+
+# -- spoken addresses as callers garble them (issue 27) -----------------------------------------
+
+
+def _codes(route: RouteResult) -> list[str]:
+    return [s["code"] for s in route.trace]
+
+
+def test_the_address_after_a_repair_wins(estate_gazetteer, estates):
+    repaired = _lands(estate_gazetteer, [
+        "洋坊新村十二幢，不对不对，是九幢",
+        "洋坊新村12幢，我说错了，应该是9幢",
+        "洋坊新村一幢 错了 洋坊新村九幢",
+        "洋坊新村十二栋应该是九栋",
+        "是洋坊新村九幢，不是十二幢",
+        "洋坊新村，不是十二幢，是九幢",
+        "罗布新苑九幢，不对，洋坊新村九幢",
+    ], estates["m1"])
+    assert all({"repair", "negated"} & set(_codes(r)) for r in repaired)
+    # The other way round: the first number said never wins for being first.
+    _lands(estate_gazetteer, ["洋坊新村九幢，不对不对，是十二幢", "是洋坊新村十二幢不是九幢"], estates["m2"])
+    said = estate_gazetteer.match("洋坊新村十二幢，不对，是九幢")
+    assert "按更正后的说法" in zh(said)
+
+
+def test_words_like_a_repair_with_no_address_after_them_are_not_one(estate_gazetteer, estates):
+    _lands(estate_gazetteer, ["洋坊新村9幢的电表装错了", "洋坊新村九幢，不对，灯还是不亮", "洋坊新村九幢门口应该是电线老化了"],
+           estates["m1"])
+    assert estate_gazetteer.match("灯装错了，不对") is None
+
+
+def test_two_buildings_and_no_repair_go_coarse_and_offer_both(estate_gazetteer, estates):
+    for text in ["洋坊新村九幢十二幢", "洋坊新村1幢和9幢", "洋坊新村十二栋，九号楼那边"]:
+        r = estate_gazetteer.match(text)
+        assert r.grid_id == estates["yangfang"] and r.ancestor_only, text  # never either micro grid
+        assert "two_buildings" in _codes(r)
+        assert {g for g, _ in r.choices} <= {estates["m1"], estates["m2"], estates["m3"]} and len(r.choices) == 2
+    # A flat's number after its unit (…单元301号楼下) is not a second building.
+    flat = estate_gazetteer.match("洋坊新村5幢2单元301号楼下")
+    assert "two_buildings" not in _codes(flat) and flat.grid_id in (estates["m2"], estates["yangfang"])
+
+
+def test_the_building_wherever_it_is_said(estate_gazetteer, estates):
+    _lands(estate_gazetteer, ["九幢，洋坊新村那边", "9号楼在洋坊新村", "九栋 罗布社区洋坊新村", "洋坊新村那边的九幢",
+                              "洋坊新村里面的九幢"], estates["m1"])
+    _lands(estate_gazetteer, ["十二幢，就在洋坊新村那里"], estates["m2"])
+    # A building only the other estate has, said apart from this one: the estate, not a guess.
+    assert estate_gazetteer.match("三十幢，洋坊新村那边").grid_id == estates["yangfang"]
+
+
+def test_a_name_with_a_character_missing_or_too_many(estate_gazetteer, estates):
+    missing = _lands(estate_gazetteer, ["洋坊村9幢", "洋新村九栋", "坊新村9幢"], estates["m1"])
+    assert all(r.trace[0]["params"]["how"] == "missing_char" for r in missing)
+    extra = _lands(estate_gazetteer, ["洋坊讨新村9幢", "洋坊新新村九幢"], estates["m1"])
+    assert extra[0].confidence < 1.0
+    assert zh(estate_gazetteer.match("洋坊讨新村9幢")) == "地名库多字匹配：洋坊讨新村9幢→洋坊新村9幢"
+    assert estate_gazetteer.match("罗新苑九幢").grid_id == estates["n1"]
+
+
+def test_a_name_off_by_a_character_that_could_be_two_names_goes_coarse():
+    parents = {1: None, 2: 1, 3: 1}
+    levels = {1: "community", 2: "micro", 3: "micro"}
+    gaz = Gazetteer([("金桥新村", "building", 2), ("金湖新村", "building", 3), ("城东社区", "community", 1)],
+                    parents=parents, levels=levels)
+    assert gaz.match("金桥新村门口").grid_id == 2
+    either = gaz.match("金新村门口")  # 金桥新村 or 金湖新村: not a guess, the choice is offered
+    assert either.grid_id == 1 and either.ancestor_only and set(either.choices) == {(2, "金桥新村"), (3, "金湖新村")}
+    assert gaz.match("城东社区金新村门口").grid_id == 1
+
+
+def test_accent_classes_rank_below_exact_and_can_be_switched_off(session, estates):
+    on = Gazetteer.from_session(session)
+    exact, fh, nl = on.match("洋坊新村九幢"), on.match("洋航新村九幢"), on.match("罗布新院九幢")  # f/h; 院/苑 are alike
+    assert exact.grid_id == fh.grid_id == estates["m1"]
+    assert fh.trace[0]["params"]["how"] == "accent" and fh.confidence < exact.confidence
+    assert nl.grid_id == estates["n1"]
+    an_ang = on.match("洋坊新村九幢")  # exact ahead of every accent reading of the same name
+    assert an_ang.confidence == 1.0
+    off = Gazetteer([(e.name, e.kind, e.grid_id) for e in on.entries], parents=on.parents, levels=on.levels,
+                    accents=["n/l"])
+    assert off.match("洋航新村九幢") is None or off.match("洋航新村九幢").grid_id != estates["m1"] or \
+        off.match("洋航新村九幢").trace[0]["params"]["how"] != "accent"
+
+
+def test_accent_classes_come_from_the_rules(override, session, estates):
+    override('[address]\naccent_classes = ["n/l"]\n')
+    assert Gazetteer.from_session(session).accents == ("n/l",)
+    override('[address]\naccent_classes = ["n/l", "f/h", "an/ang"]\n')
+    gaz = Gazetteer.from_session(session)
+    assert gaz.accents == ("n/l", "f/h", "an/ang") and gaz.match("洋航新村九幢").grid_id == estates["m1"]
+    override('[address]\naccent_classes = ["k/g"]\n')
+    with pytest.raises(ValueError, match="k/g"):
+        Gazetteer.from_session(session)
+
+
+def test_places_not_in_the_gazetteer_never_reach_a_micro_grid(estate_gazetteer, estates):
+    for text in ["金沙湾9幢", "新华小区九幢", "洋坊花园九幢", "五四新村九幢，不对，是十二幢"]:
+        r = estate_gazetteer.match(text)
+        assert r is None or r.level != "micro", (text, r and r.reason)
