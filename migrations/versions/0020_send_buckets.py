@@ -6,7 +6,7 @@ and about one a second per chat. Jobs get a priority: a worker's dispatch messag
 claimed ahead of the day's digests and reminders.
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-07 00:30:00
 """
 from collections.abc import Sequence
