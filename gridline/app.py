@@ -73,7 +73,9 @@ class Services:
                                               queue=self.settings.db_queue,
                                               wait_seconds=self.settings.db_wait_seconds)
         if self.instance is None:
-            self.instance = InstanceLease(self.engine, db=self.db.run)
+            local = self.engine.dialect.name == "postgresql" and getattr(self.media, "spool_is_store", False)
+            self.instance = InstanceLease(self.engine, db=self.db.run,
+                                          local_media=self.media.description if local else None)
 
 
 SERVICES = web.AppKey("gridline_services", Services)

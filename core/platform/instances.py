@@ -89,12 +89,44 @@ def alive(engine: Engine, instance_id: str, now: datetime | None = None) -> bool
         return row is not None and row.heartbeat_at >= cutoff
 
 
+def others_alive(engine: Engine, instance_id: str, now: datetime | None = None) -> int:
+    """How many other instances hold a running lease."""
+    cutoff = (now or utcnow()) - lease_length()
+    with session_scope(engine) as session:
+        return len(session.execute(select(Instance.id).where(Instance.id != instance_id,
+                                                             Instance.heartbeat_at >= cutoff)).all())
+
+
+_local_media_warned = False
+
+
+def warn_local_media(others: int, where: str, seen: str = "") -> bool:
+    """Say once per process, clearly, that this instance shares the database with others
+    while it keeps residents' files in a folder of its own. Returns whether it said it now."""
+    global _local_media_warned
+    if _local_media_warned:
+        return False
+    _local_media_warned = True
+    log.warning(
+        "this instance shares the database with %s other running instance(s) but keeps residents' files in "
+        "a local folder of its own (%s; GRIDLINE_MEDIA_URL names no bucket)%s. A call's turns are copied "
+        "through the database so every petition is filed with its recording, but each file is kept on one "
+        "machine only: another instance cannot play it, and it is lost with that machine. Set "
+        "GRIDLINE_MEDIA_URL=s3://bucket/prefix on every instance (README: Running on several machines).",
+        others, where, f" ({seen})" if seen else "")
+    return True
+
+
 class InstanceLease:
     """This process's lease: ``start`` beats at once and then every ``heartbeat_seconds``;
     ``stop`` releases it. Starting twice (the app and the hotline both ask) is one lease."""
 
-    def __init__(self, engine: Engine, *, db: DbRunner | None = None, instance_id: str | None = None):
+    def __init__(self, engine: Engine, *, db: DbRunner | None = None, instance_id: str | None = None,
+                 local_media: str | None = None):
         self.engine = engine
+        # Where this instance keeps files when that is a folder of its own (no bucket), on a
+        # database other instances may share: warned about once another instance is seen.
+        self.local_media = local_media
         self.db: DbRunner = db or asyncio.to_thread
         self.id = instance_id or secrets.token_hex(8)
         self.host = socket.gethostname()
@@ -116,6 +148,21 @@ class InstanceLease:
         self._task = asyncio.get_running_loop().create_task(self._beat_forever(), name="gridline-heartbeat")
         log.info("%s: lease held (heartbeat every %.0f s, lease %.0f s)", self, heartbeat_every(),
                  lease_length().total_seconds())
+        await self._look_for_colleagues()
+
+    async def _look_for_colleagues(self) -> None:
+        """With files in a local folder: warn once another instance shares the database
+        (at start, and at each beat until then: instances started together see each other
+        a beat later)."""
+        if not self.local_media or _local_media_warned:
+            return
+        try:
+            others = await self.db(others_alive, self.engine, self.id)
+        except Exception as exc:
+            log.debug("%s: could not count the other instances: %s", self, exc)
+            return
+        if others:
+            warn_local_media(others, self.local_media)
 
     async def _beat_forever(self) -> None:
         beats = 0
@@ -123,6 +170,7 @@ class InstanceLease:
             await asyncio.sleep(heartbeat_every())
             try:
                 await self.db(beat, self.engine, self.id, host=self.host, pid=self.pid)
+                await self._look_for_colleagues()
                 beats += 1
                 if beats % 720 == 1:  # now and then, not at every beat
                     await self.db(forget_gone, self.engine)
