@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -75,7 +76,7 @@ class Services:
         if self.instance is None:
             local = self.engine.dialect.name == "postgresql" and getattr(self.media, "spool_is_store", False)
             self.instance = InstanceLease(self.engine, db=self.db.run,
-                                          local_media=self.media.description if local else None)
+                                          local_folder=Path(self.settings.data_dir) if local else None)
 
 
 SERVICES = web.AppKey("gridline_services", Services)

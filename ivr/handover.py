@@ -80,27 +80,29 @@ def opened(engine: Engine, instance_id: str, call_sid: str, segment: str, audio_
 
 
 def audio_closed(engine: Engine, call_sid: str, segment: str, *, audio_path: str, duration: float, speech_s: float,
-                 ended_by: str | None, copy_from: str | None = None, instance_id: str = "") -> int:
+                 ended_by: str | None, copy_from: str | None = None, instance_id: str = "",
+                 folder: str | None = None) -> int:
     """The turn's audio is over. ``copy_from`` (the finished WAV, when this instance keeps
-    files in a local folder of its own): if another instance is alive, the WAV goes into the
-    database in the same commit, so the instance that serves the call's next webhook, which
-    cannot read this disk, files the turn with its recording. Returns the bytes copied."""
+    files in the local ``folder``): if an instance that keeps its files elsewhere is alive,
+    the WAV goes into the database in the same commit, so whichever instance serves the
+    call's next webhook, even one that cannot read this disk, files the turn with its
+    recording. Returns the bytes copied."""
     with session_scope(engine) as session:
         row = _row(session, call_sid, segment)
         row.audio_path, row.duration, row.speech_s = audio_path, duration, speech_s
         row.ended_by, row.audio_closed = ended_by, True
         copied = 0
-        if copy_from and _others_alive(session, instance_id):
+        if copy_from and folder and _elsewhere_alive(session, instance_id, Path(folder)):
             copied = save_handover_copy(session, audio_path, Path(copy_from))
         _touch(session, row, HEARD_CHANNEL, f"{call_sid}{SEP}{segment}")
         return copied
 
 
-def _others_alive(session: Session, instance_id: str) -> int:
-    """How many other instances hold a running lease."""
+def _elsewhere_alive(session: Session, instance_id: str, folder: Path) -> list[str]:
+    """Other instances holding a running lease that keep their files out of ``folder``."""
     cutoff = utcnow() - instances.lease_length()
-    return len(session.exec(select(Instance.id).where(Instance.id != instance_id,
-                                                      Instance.heartbeat_at >= cutoff)).all())
+    ids = session.exec(select(Instance.id).where(Instance.id != instance_id, Instance.heartbeat_at >= cutoff)).all()
+    return instances.elsewhere(list(ids), folder)
 
 
 def finished(engine: Engine, call_sid: str, segment: str, *, audio_path: str, duration: float, speech_s: float,
@@ -175,6 +177,7 @@ class Handover:
         store = getattr(spool, "store", None)
         self.copies_audio = engine.dialect.name == "postgresql" and (
             store is None or getattr(store, "spool_is_store", True))
+        self.folder = str(getattr(registry, "data_dir", "")) or None  # where the instances mark themselves
         self._heard: dict[Key, asyncio.Event] = {}
         self._writes: dict[Key, asyncio.Task] = {}  # each segment's writes, in order
         self._poller: asyncio.Task | None = None
@@ -214,8 +217,7 @@ class Handover:
                 seg.request_end(result, *self._drain(result))
             if fn is audio_closed and result:
                 self.copied_bytes += result
-                instances.warn_local_media(1, getattr(self.registry.spool.store, "description", "the data directory"),
-                                           "seen as a call's turn was copied through the database")
+                instances.warn_local_media(1, str(self.folder), "seen as a call's turn was copied through the database")
 
         # Not the registry's task set: its close() cancels those, and the last writes (a
         # shutdown ends every segment) must still reach the database.
@@ -232,7 +234,8 @@ class Handover:
         # copy goes with the row (a faulted spool puts its audio in the database already).
         copy = str(seg.path) if self.copies_audio and getattr(seg.audio, "fault", None) is None else None
         self._write(seg, audio_closed, seg.call_sid, seg.name, audio_path=seg.stored_path, duration=rec.duration,
-                    speech_s=rec.speech_s, ended_by=seg.ended_by, copy_from=copy, instance_id=self.instance_id)
+                    speech_s=rec.speech_s, ended_by=seg.ended_by, copy_from=copy, instance_id=self.instance_id,
+                    folder=self.folder)
 
     def segment_done(self, seg: Any) -> None:
         rec = seg.result()

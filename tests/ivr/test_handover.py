@@ -204,7 +204,7 @@ async def test_a_turn_the_socket_instance_served_itself_leaves_no_copy_behind(
 
 
 def instances_alive(engine) -> int:
-    return others_alive(engine, "")
+    return len(others_alive(engine, ""))
 
 
 def audio_parts(engine, key: str) -> list[int]:
