@@ -220,14 +220,19 @@ async def test_two_instances_behind_haproxy_lose_nothing_when_one_machine_goes(e
                 # is a finding, reported below.)
                 started = asyncio.get_running_loop().time()
                 sids = [plan.script.call_sid for plan in plans]
-                # Parts go once a turn's whole WAV is kept: once every call was seen speaking, that
-                # is remembered (a slow machine's chats must not let the moment pass unseen), and a
-                # call being filed already means the kill must not wait for the chats any longer.
-                spoke = Latch(lambda: _speaking(bucket, sids))
-                await until(lambda: spoke() and (
-                    _count(engine, Case, Case.channel == Channel.chat) >= 3 or
-                    _count(engine, CallSession, CallSession.call_sid.in_(sids), CallSession.case_id.is_not(None)) or
-                    asyncio.get_running_loop().time() - started > 30), timeout=180, message="the load under way")
+                # Parts go once a turn's whole WAV is kept, and the calls speak at different
+                # moments: each call seen speaking is remembered (the moment all four speak at
+                # once is short, and a loaded machine's polls miss it), as is a call already
+                # filed (it spoke between two polls); then the kill waits for the chats no longer.
+                seen: set[str] = set()
+
+                def load_under_way() -> bool:
+                    seen.update(_speaking_calls(bucket, sids) | _filed_calls(engine, sids))
+                    return seen == set(sids) and (
+                        _count(engine, Case, Case.channel == Channel.chat) >= 3 or bool(_filed_calls(engine, sids)) or
+                        asyncio.get_running_loop().time() - started > 30)
+
+                await until(load_under_way, timeout=180, message="the load under way")
                 await deployment.kill(VICTIM, delete_data=True)
                 killed_at = _count(engine, Case)
                 phases["kill"] = clock()
@@ -361,18 +366,6 @@ class BucketListing:
         return self.objects.get(key)
 
 
-class Latch:
-    """A condition that, once true, stays true."""
-
-    def __init__(self, condition):
-        self.condition = condition
-        self.seen = False
-
-    def __call__(self) -> bool:
-        self.seen = self.seen or bool(self.condition())
-        return self.seen
-
-
 def _turns_ended(requests: list[tuple[str, dict]]) -> set[tuple[str, str]]:
     """The turns the caller ended (path, segment): each "/done" webhook names its segment."""
     from urllib.parse import parse_qs, urlsplit
@@ -385,10 +378,16 @@ def _turns_ended(requests: list[tuple[str, dict]]) -> set[tuple[str, str]]:
     return ended
 
 
-def _speaking(bucket: S3Bucket, call_sids: list[str]) -> bool:
-    """Every call has two parts of a recording in the bucket (``<key>.parts/00001``)."""
+def _speaking_calls(bucket: S3Bucket, call_sids: list[str]) -> set[str]:
+    """The calls with two parts of a recording in the bucket now (``<key>.parts/00001``)."""
     firsts = [key for key in bucket.objects() if key.endswith(".parts/00001")]
-    return all(any(sid in key for key in firsts) for sid in call_sids)
+    return {sid for sid in call_sids if any(sid in key for key in firsts)}
+
+
+def _filed_calls(engine, call_sids: list[str]) -> set[str]:
+    with session_scope(engine) as s:
+        return set(s.exec(select(CallSession.call_sid).where(CallSession.call_sid.in_(call_sids),
+                                                             CallSession.case_id.is_not(None))).all())
 
 
 def _short(error: object) -> str:
