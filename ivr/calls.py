@@ -268,7 +268,9 @@ def turn_elsewhere(session: Session, call_sid: str, name: str, rec: Recording, s
     if rebuilt is not None:
         if handed is None:
             return rebuilt
-        return handed.model_copy(update={k: getattr(rebuilt, k) for k in ("size", "sha256", "held", "waiting_in")})
+        # the words and speech the handover row says; the seconds the file has (parts may lack the last)
+        return handed.model_copy(update={k: getattr(rebuilt, k)
+                                         for k in ("size", "sha256", "held", "waiting_in", "duration")})
     if getattr(store, "spool_is_store", True):
         return handed
     try:
