@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -76,7 +77,9 @@ class Services:
                                               queue=self.settings.db_queue,
                                               wait_seconds=self.settings.db_wait_seconds)
         if self.instance is None:
-            self.instance = InstanceLease(self.engine, db=self.db.run)
+            local = self.engine.dialect.name == "postgresql" and getattr(self.media, "spool_is_store", False)
+            self.instance = InstanceLease(self.engine, db=self.db.run,
+                                          local_folder=Path(self.settings.data_dir) if local else None)
         if self.admission is None:
             self.admission = Admission.from_rules(load_rules())
 

@@ -40,11 +40,20 @@ from core.platform import jobs, media_types, uploads
 from core.platform.clock import utcnow
 from core.platform.db import savepoint, session_scope
 from core.platform.media import LocalStore, MediaStore, _write_atomically
-from core.platform.models import AudioPart, Job, JobStatus
+from core.platform.models import AudioPart, Job, JobStatus, StreamSegment
 from core.platform.storage import data_dir as data_dir_default
 from core.platform.storage import resolve, stored_path
+from ivr.handover import recording_of
 from ivr.loudness import pcm_speech_seconds
-from ivr.spool import KEEP_HELD_JOB, assemble, delete_store_parts, held_parts_in, mark_held
+from ivr.spool import (
+    HEADER_BYTES,
+    KEEP_HELD_JOB,
+    assemble,
+    delete_store_parts,
+    drop_handover_copies,
+    held_parts_in,
+    mark_held,
+)
 from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
 
@@ -185,21 +194,32 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
     """Turns that never ended in this process (it died, or the stream was served by
     another) are measured from their WAV on disk: the audio is there even if nothing else
     is. Their words are left to a transcribe_recording job. ``repair`` (after a crash:
-    nobody writes the file any more) makes the WAV header match the audio."""
+    nobody writes the file any more) makes the WAV header match the audio.
+
+    A turn whose WAV is not on this instance's disk was heard by another instance's socket:
+    what that instance handed over (``ivr.handover``: the turn's seconds and words, and
+    without a bucket a copy of the WAV in the database) or kept (the whole WAV in the
+    store, else the parts it sent while the caller spoke) makes it (``turn_elsewhere``)."""
     for name, rec in call.state.recordings():
-        if rec.ended or not rec.audio_path:
+        if not rec.audio_path:
             continue
         path = resolve(rec.audio_path, data_dir)
+        if rec.ended:
+            if not (rec.sha256 and rec.size) and session is not None and store is not None and not path.is_file():
+                # Ended through the handover, its WAV on the socket's instance: without a
+                # bucket that instance left a copy in the database, kept here now.
+                copied = _copy_in(rec, store, session, speech_rms, spool)
+                if copied is not None:
+                    call.turn_heard(name, copied)
+            continue
         if not path.is_file():
-            # The instance that held the stream is gone with its disk (a crash, or its socket
-            # died while this instance waited for its handover): the parts it sent while the
-            # call went on (the store, or the database) make the recording.
-            if store is not None:
-                rebuilt = rebuild_from_parts(rec, store, session, speech_rms, spool)
-                if rebuilt is not None:
-                    log.info("recording %s of call %s: assembled from its parts (%.2f s)", rec.audio_path,
-                             call.call_sid, rebuilt.duration)
-                    call.turn_heard(name, rebuilt)
+            if store is not None and session is not None:
+                found = turn_elsewhere(session, call.call_sid, name, rec, store, speech_rms, spool)
+                if found is not None:
+                    log.info("recording %s of call %s: %s (%.2f s)", rec.audio_path, call.call_sid,
+                             "handed over by the instance that heard it" if found.ended_by != "recovered"
+                             else "made from what its instance kept", found.duration)
+                    call.turn_heard(name, found)
             continue
         try:
             if repair and repair_wav_header(path):
@@ -214,11 +234,69 @@ def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, 
         call.turn_heard(name, heard)
 
 
+def _handed_over(session: Session, call_sid: str, name: str, rec: Recording) -> Recording | None:
+    """The turn as the socket's instance wrote it down once its audio closed (seconds,
+    seconds of speech, the words if recognised); ``None`` if it never closed there."""
+    row = session.exec(select(StreamSegment).where(StreamSegment.call_sid == call_sid,
+                                                   StreamSegment.segment == name)).first()
+    if row is None or not row.audio_closed:
+        return None
+    heard = recording_of(row, rec.kind)
+    return heard.model_copy(update={"audio_path": rec.audio_path or heard.audio_path})
+
+
+def _copy_in(rec: Recording, store: Any, session: Session, speech_rms: float, spool: str) -> Recording | None:
+    """``rec`` (its seconds and words known) with the WAV the socket's instance left in the
+    database kept here; ``None`` when there is no such copy."""
+    if not held_parts_in(session, rec.audio_path):
+        return None
+    rebuilt = rebuild_from_parts(rec, store, session, speech_rms, spool)
+    if rebuilt is None:
+        return None
+    return rec.model_copy(update={k: getattr(rebuilt, k) for k in ("size", "sha256", "held", "waiting_in")})
+
+
+def turn_elsewhere(session: Session, call_sid: str, name: str, rec: Recording, store: Any, speech_rms: float,
+                   spool: str = "") -> Recording | None:
+    """A turn that never ended here and whose WAV is not on this disk, as the instance that
+    held its socket left it: its handover row (the turn's numbers and words), and its audio
+    from the database copy or the parts (``rebuild_from_parts``), else the whole WAV in the
+    store (measured from it when no handover row says how much was speech). ``None``:
+    nothing of it anywhere."""
+    handed = _handed_over(session, call_sid, name, rec)
+    rebuilt = rebuild_from_parts(rec, store, session, speech_rms, spool)
+    if rebuilt is not None:
+        if handed is None:
+            return rebuilt
+        # the words and speech the handover row says; the seconds the file has (parts may lack the last)
+        return handed.model_copy(update={k: getattr(rebuilt, k)
+                                         for k in ("size", "sha256", "held", "waiting_in", "duration")})
+    if getattr(store, "spool_is_store", True):
+        return handed
+    try:
+        size = store.stat(rec.audio_path)
+    except Exception as exc:  # the bucket is away: the next sweep looks again
+        log.warning("recording %s of call %s: cannot look in the store: %s", rec.audio_path, call_sid, exc)
+        return handed
+    if size is None or size <= HEADER_BYTES:
+        return handed
+    # The socket's instance kept the whole WAV (uploaded, parts removed) before the webhook
+    # that ended the turn could store it with the call: the object is the turn.
+    if handed is not None:
+        return handed  # _file_ref attaches the object as it is kept
+    whole = store.get_bytes(rec.audio_path)
+    audio = read_wav(whole)
+    return rec.model_copy(update={
+        "speech_s": round(pcm_speech_seconds(audio.pcm, audio.sample_rate, speech_rms), 2),
+        "duration": round(audio.duration, 2), "ended_by": "recovered", "final": False, "deferred": True,
+        "size": len(whole), "sha256": hashlib.sha256(whole).hexdigest()})
+
+
 def turn_from_parts(engine: Engine, call_sid: str, name: str, store: Any, speech_rms: float,
                     spool: str = "") -> Recording | None:
-    """The turn ``name`` made whole from the parts its stream's instance sent, for a webhook
-    that waited in vain for that instance's handover (it died with the socket). ``None``:
-    no parts anywhere."""
+    """The turn ``name`` made whole from what its stream's instance left (``turn_elsewhere``),
+    for a webhook that waited in vain for that instance's handover (it died with the socket,
+    or the webhook that asked for it died). ``None``: nothing of it anywhere."""
     with session_scope(engine) as session:
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
         if row is None:
@@ -226,7 +304,7 @@ def turn_from_parts(engine: Engine, call_sid: str, name: str, store: Any, speech
         rec = Call.of(row).state.segments.get(name)
         if rec is None or rec.ended or not rec.audio_path:
             return None
-        return rebuild_from_parts(rec, store, session, speech_rms, spool)
+        return turn_elsewhere(session, call_sid, name, rec, store, speech_rms, spool)
 
 
 def rebuild_from_parts(rec: Recording, store: Any, session: Session | None, speech_rms: float,
@@ -335,6 +413,12 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         flags.append("transcript_unconfirmed")
     event_data = None
     incomplete = {n: {"kept_s": r.kept_s, "heard_s": r.heard_s} for n, r in state.recordings() if r.incomplete}
+    refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()}
+    for n, r in state.recordings():
+        if refs[n] is None and r.speech_s > 0 and n not in incomplete:
+            # heard (the handover says how much), but its WAV is nowhere this instance can
+            # reach (the instance that heard it is gone with its disk): filed all the same
+            incomplete[n] = {"kept_s": 0.0, "heard_s": r.heard_s if r.heard_s is not None else r.duration}
     if incomplete:  # the spool and every fallback failed: say how much of what was said is kept
         flags.append(RECORDING_INCOMPLETE)
         event_data = {RECORDING_INCOMPLETE: incomplete}
@@ -358,7 +442,7 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
             if actions.TRANSCRIPT_PENDING not in flags:
                 flags.append(actions.TRANSCRIPT_PENDING)
 
-    files = tuple(ref for _, rec in state.recordings() if (ref := _file_ref(rec, data_dir, store, spool)) is not None)
+    files = tuple(ref for ref in refs.values() if ref is not None)
     petition = actions.Petition(
         channel=Channel.hotline,
         description=text,
@@ -395,7 +479,9 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session, spool=spool)
         made = petition_of(call, min_speech_s=min_speech_s, hung_up=hung_up, recovered=recovered,
                            data_dir=data_dir, store=store, spool=spool)
-        if made is None or not (made.petition.description or made.petition.files):
+        # The turns' database copies (``ivr.handover``) are no longer needed either way.
+        drop_handover_copies(session, [rec.audio_path for _, rec in call.state.recordings() if rec.audio_path])
+        if made is None:
             outcome = call.end("no_petition")
             _store(session, call)
             return Filed(None, False, outcome)

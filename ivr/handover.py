@@ -19,16 +19,19 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from core.platform import instances
 from core.platform.clock import utcnow
 from core.platform.db import savepoint, session_scope
-from core.platform.models import StreamSegment
+from core.platform.models import Instance, StreamSegment
 from core.platform.notify import Listener, notify
+from ivr.spool import save_handover_copy
 from ivr.state import Recording, TurnKind
 
 log = logging.getLogger(__name__)
@@ -77,12 +80,29 @@ def opened(engine: Engine, instance_id: str, call_sid: str, segment: str, audio_
 
 
 def audio_closed(engine: Engine, call_sid: str, segment: str, *, audio_path: str, duration: float, speech_s: float,
-                 ended_by: str | None) -> None:
+                 ended_by: str | None, copy_from: str | None = None, instance_id: str = "",
+                 folder: str | None = None) -> int:
+    """The turn's audio is over. ``copy_from`` (the finished WAV, when this instance keeps
+    files in the local ``folder``): if an instance that keeps its files elsewhere is alive,
+    the WAV goes into the database in the same commit, so whichever instance serves the
+    call's next webhook, even one that cannot read this disk, files the turn with its
+    recording. Returns the bytes copied."""
     with session_scope(engine) as session:
         row = _row(session, call_sid, segment)
         row.audio_path, row.duration, row.speech_s = audio_path, duration, speech_s
         row.ended_by, row.audio_closed = ended_by, True
+        copied = 0
+        if copy_from and folder and _elsewhere_alive(session, instance_id, Path(folder)):
+            copied = save_handover_copy(session, audio_path, Path(copy_from))
         _touch(session, row, HEARD_CHANNEL, f"{call_sid}{SEP}{segment}")
+        return copied
+
+
+def _elsewhere_alive(session: Session, instance_id: str, folder: Path) -> list[str]:
+    """Other instances holding a running lease that keep their files out of ``folder``."""
+    cutoff = utcnow() - instances.lease_length()
+    ids = session.exec(select(Instance.id).where(Instance.id != instance_id, Instance.heartbeat_at >= cutoff)).all()
+    return instances.elsewhere(list(ids), folder)
 
 
 def finished(engine: Engine, call_sid: str, segment: str, *, audio_path: str, duration: float, speech_s: float,
@@ -151,9 +171,17 @@ class Handover:
         self.registry = registry
         self.instance_id = instance_id
         self.listener = listener or Listener(engine)
+        # Files in a local folder of this instance (no bucket), and instances sharing the
+        # database (PostgreSQL): finished turns are copied for the others (audio_closed).
+        spool = getattr(registry, "spool", None)
+        store = getattr(spool, "store", None)
+        self.copies_audio = engine.dialect.name == "postgresql" and (
+            store is None or getattr(store, "spool_is_store", True))
+        self.folder = str(getattr(registry, "data_dir", "")) or None  # where the instances mark themselves
         self._heard: dict[Key, asyncio.Event] = {}
         self._writes: dict[Key, asyncio.Task] = {}  # each segment's writes, in order
         self._poller: asyncio.Task | None = None
+        self.copied_bytes = 0  # finished turns copied into the database for other instances
         self.listener.subscribe(END_CHANNEL, self._end_noted)
         self.listener.subscribe(HEARD_CHANNEL, self._heard_noted)
         registry.observers.append(self)
@@ -187,6 +215,9 @@ class Handover:
                 return
             if fn is opened and result:  # an instance asked for the end before the stream opened
                 seg.request_end(result, *self._drain(result))
+            if fn is audio_closed and result:
+                self.copied_bytes += result
+                instances.warn_local_media(1, str(self.folder), "seen as a call's turn was copied through the database")
 
         # Not the registry's task set: its close() cancels those, and the last writes (a
         # shutdown ends every segment) must still reach the database.
@@ -199,8 +230,12 @@ class Handover:
 
     def segment_audio_closed(self, seg: Any) -> None:
         rec = seg.result()
+        # Without a bucket the WAV stays on this disk, which another instance cannot read: a
+        # copy goes with the row (a faulted spool puts its audio in the database already).
+        copy = str(seg.path) if self.copies_audio and getattr(seg.audio, "fault", None) is None else None
         self._write(seg, audio_closed, seg.call_sid, seg.name, audio_path=seg.stored_path, duration=rec.duration,
-                    speech_s=rec.speech_s, ended_by=seg.ended_by)
+                    speech_s=rec.speech_s, ended_by=seg.ended_by, copy_from=copy, instance_id=self.instance_id,
+                    folder=self.folder)
 
     def segment_done(self, seg: Any) -> None:
         rec = seg.result()

@@ -114,6 +114,44 @@ def drop_parts(engine: Engine, key: str) -> None:
         session.execute(delete(AudioPart).where(AudioPart.key == key))
 
 
+# A finished turn's whole audio, left in the database by the instance that heard it when
+# the instances keep files each in a local folder (no bucket): whichever instance files the
+# call keeps it in its own folder (ivr.handover, ivr.calls). Not a part of a faulted spool.
+HANDOVER_COPY_SEQ = -2
+
+
+def save_handover_copy(session: Any, key: str, wav: Path) -> int:
+    """The finished WAV at ``wav`` (its audio, without the header) as the database copy of
+    ``key``, in the caller's transaction; returns the bytes copied (0: no audio, or the
+    file cannot be read: the webhook's instance then files the turn without it)."""
+    try:
+        pcm = wav.read_bytes()[HEADER_BYTES:]
+    except OSError as exc:
+        log.warning("%s: no copy for the other instances (%s)", key, exc)
+        return 0
+    if not pcm:
+        return 0
+    with session.begin_nested():
+        session.execute(delete(AudioPart).where(AudioPart.key == key, AudioPart.seq == HANDOVER_COPY_SEQ))
+        session.add(AudioPart(key=key, seq=HANDOVER_COPY_SEQ, start=0, data=pcm))
+        session.flush()
+    return len(pcm)
+
+
+def drop_handover_copies(session: Any, keys: list[str]) -> None:
+    """The turns of a call are filed (or the call ended without a case): their database
+    copies go, in the caller's transaction."""
+    if keys:
+        session.execute(delete(AudioPart).where(AudioPart.key.in_(keys), AudioPart.seq == HANDOVER_COPY_SEQ))
+
+
+def forget_handover_copies(engine: Engine, before: Any) -> int:
+    """Copies of turns no call filed (the call never got that far), older than ``before``."""
+    with session_scope(engine) as session:
+        return session.execute(delete(AudioPart).where(AudioPart.seq == HANDOVER_COPY_SEQ,
+                                                       AudioPart.created_at < before)).rowcount or 0
+
+
 # ---------------------------------------------------------------- bounds per call
 
 
@@ -520,7 +558,11 @@ def assemble(store: Any, engine: Engine | None, key: str, spool_file: Path | Non
                 break
             seq += 1
     if not pcm and (engine is not None or db_parts):
-        for seq, start, data in (db_parts if db_parts is not None else held_parts(engine, key)):
+        rows = db_parts if db_parts is not None else held_parts(engine, key)
+        copy = next((data for seq, _, data in rows if seq == HANDOVER_COPY_SEQ), None)
+        if copy is not None:  # the whole turn, as the instance that heard it finished it
+            return wav_bytes(copy)
+        for seq, start, data in rows:
             if seq == -1 or start == len(pcm):
                 pcm += data
             elif start > len(pcm):

@@ -50,7 +50,7 @@ from ivr.flow import Flow
 from ivr.handover import Handover
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
-from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool
+from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool, forget_handover_copies
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
@@ -642,6 +642,8 @@ class Hotline:
             if sweeps % max(1, int(3600 / every)) == 0:  # hourly: handed-over turns of a day ago
                 with contextlib.suppress(Exception):
                     await self.db(handover.forget_before, self.engine, utcnow() - timedelta(days=1))
+                with contextlib.suppress(Exception):  # and copies of turns no call filed
+                    await self.db(forget_handover_copies, self.engine, utcnow() - timedelta(days=1))
             sweeps += 1
             # Waits on an event, not only on cancel: a cancel that lands inside a database
             # call may be taken by it, and the sweep must still end when the hotline stops.

@@ -11,12 +11,14 @@ is stale for everyone). Rules: ``[instances]`` in rules.toml.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, delete, exists, or_, select
@@ -89,12 +91,68 @@ def alive(engine: Engine, instance_id: str, now: datetime | None = None) -> bool
         return row is not None and row.heartbeat_at >= cutoff
 
 
+def others_alive(engine: Engine, instance_id: str, now: datetime | None = None) -> list[str]:
+    """The ids of the other instances holding a running lease."""
+    cutoff = (now or utcnow()) - lease_length()
+    with session_scope(engine) as session:
+        return list(session.execute(select(Instance.id).where(Instance.id != instance_id,
+                                                              Instance.heartbeat_at >= cutoff)).scalars())
+
+
+# Each instance that keeps files in a local folder leaves its id there while it runs: the
+# processes of one `serve --processes N` (or instances on one machine sharing the folder) see
+# each other's marks, and only instances without a mark keep their files somewhere else.
+MARKS = ".gridline-instances"
+
+
+def mark_folder(folder: Path, instance_id: str) -> None:
+    try:
+        (folder / MARKS).mkdir(parents=True, exist_ok=True)
+        (folder / MARKS / instance_id).touch()
+    except OSError as exc:  # a read-only folder: the others are taken to be elsewhere
+        log.warning("cannot mark %s as used by instance %s: %s", folder, instance_id, exc)
+
+
+def unmark_folder(folder: Path, instance_id: str) -> None:
+    with contextlib.suppress(OSError):
+        (folder / MARKS / instance_id).unlink()
+
+
+def elsewhere(instance_ids: list[str], folder: Path) -> list[str]:
+    """Those of ``instance_ids`` that do not keep their files in ``folder``."""
+    return [i for i in instance_ids if not (folder / MARKS / i).exists()]
+
+
+_local_media_warned = False
+
+
+def warn_local_media(others: int, where: str, seen: str = "") -> bool:
+    """Say once per process, clearly, that this instance shares the database with others
+    while it keeps residents' files in a folder of its own. Returns whether it said it now."""
+    global _local_media_warned
+    if _local_media_warned:
+        return False
+    _local_media_warned = True
+    log.warning(
+        "this instance shares the database with %s other running instance(s) but keeps residents' files in "
+        "a local folder of its own (%s; GRIDLINE_MEDIA_URL names no bucket)%s. A call's turns are copied "
+        "through the database so every petition is filed with its recording, but each file is kept on one "
+        "machine only: another instance cannot play it, and it is lost with that machine. Set "
+        "GRIDLINE_MEDIA_URL=s3://bucket/prefix on every instance (README: Running on several machines).",
+        others, where, f" ({seen})" if seen else "")
+    return True
+
+
 class InstanceLease:
     """This process's lease: ``start`` beats at once and then every ``heartbeat_seconds``;
     ``stop`` releases it. Starting twice (the app and the hotline both ask) is one lease."""
 
-    def __init__(self, engine: Engine, *, db: DbRunner | None = None, instance_id: str | None = None):
+    def __init__(self, engine: Engine, *, db: DbRunner | None = None, instance_id: str | None = None,
+                 local_folder: Path | None = None):
         self.engine = engine
+        # Where this instance keeps files when that is a local folder (no bucket), on a database
+        # other instances may share: warned about once an instance keeping its files elsewhere is seen.
+        self.local_folder = Path(local_folder) if local_folder is not None else None
         self.db: DbRunner = db or asyncio.to_thread
         self.id = instance_id or secrets.token_hex(8)
         self.host = socket.gethostname()
@@ -113,9 +171,26 @@ class InstanceLease:
             await self.db(beat, self.engine, self.id, host=self.host, pid=self.pid)
         except Exception:  # the database is away: the loop tries again
             log.warning("%s: first heartbeat failed; retrying", self, exc_info=True)
+        if self.local_folder is not None:
+            await asyncio.to_thread(mark_folder, self.local_folder, self.id)
         self._task = asyncio.get_running_loop().create_task(self._beat_forever(), name="gridline-heartbeat")
         log.info("%s: lease held (heartbeat every %.0f s, lease %.0f s)", self, heartbeat_every(),
                  lease_length().total_seconds())
+        await self._look_for_colleagues()
+
+    async def _look_for_colleagues(self) -> None:
+        """With files in a local folder: warn once another instance shares the database
+        (at start, and at each beat until then: instances started together see each other
+        a beat later)."""
+        if self.local_folder is None or _local_media_warned:
+            return
+        try:
+            others = elsewhere(await self.db(others_alive, self.engine, self.id), self.local_folder)
+        except Exception as exc:
+            log.debug("%s: could not count the other instances: %s", self, exc)
+            return
+        if others:
+            warn_local_media(len(others), str(self.local_folder))
 
     async def _beat_forever(self) -> None:
         beats = 0
@@ -123,6 +198,7 @@ class InstanceLease:
             await asyncio.sleep(heartbeat_every())
             try:
                 await self.db(beat, self.engine, self.id, host=self.host, pid=self.pid)
+                await self._look_for_colleagues()
                 beats += 1
                 if beats % 720 == 1:  # now and then, not at every beat
                     await self.db(forget_gone, self.engine)
@@ -135,6 +211,8 @@ class InstanceLease:
             return
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        if self.local_folder is not None:
+            unmark_folder(self.local_folder, self.id)
         try:
             await self.db(release, self.engine, self.id)
         except Exception as exc:
