@@ -131,7 +131,7 @@ def save_handover_copy(session: Any, key: str, wav: Path) -> int:
         return 0
     if not pcm:
         return 0
-    with session.begin_nested():
+    with savepoint(session):
         session.execute(delete(AudioPart).where(AudioPart.key == key, AudioPart.seq == HANDOVER_COPY_SEQ))
         session.add(AudioPart(key=key, seq=HANDOVER_COPY_SEQ, start=0, data=pcm))
         session.flush()
