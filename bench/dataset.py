@@ -400,7 +400,8 @@ def describe(engine: Engine) -> dict[str, int]:
 if __name__ == "__main__":  # a quick look: python bench/dataset.py 2000
     import tempfile
 
-    from core.platform.db import make_engine, upgrade
+    from core.platform.db import make_engine
+    from core.platform.migrations import upgrade
 
     with tempfile.TemporaryDirectory() as tmp:
         eng = make_engine(f"sqlite:///{tmp}/d.sqlite3")
