@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import psycopg
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
@@ -74,8 +75,6 @@ class Listener:
         self.connected = False
 
     async def _listen(self) -> None:
-        import psycopg
-
         delay = 0.2
         while True:
             try:
