@@ -5,6 +5,7 @@ importing any of them (together they take several times longer to import than on
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,16 @@ class LazyGroup(typer.core.TyperGroup):
         if self._listing:
             return typer.core.TyperCommand(cmd_name, help=entry.summary, hidden=entry.hidden)
         return load_command(cmd_name, entry)
+
+    def resolve_command(self, ctx: typer.Context, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as error:  # "No such command": suggest from the table
+            shown = [name for name, entry in COMMANDS.items() if not entry.hidden]
+            close = difflib.get_close_matches(args[0], shown) if args else []
+            if close and hasattr(error, "message"):
+                error.message = f"{error.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
+            raise
 
     def format_help(self, ctx: typer.Context, formatter: Any) -> None:
         self._listing = True
