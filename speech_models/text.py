@@ -3,8 +3,8 @@
 Vosk's Chinese models emit words separated by spaces ("三 号 楼 二 单元") and numbers
 as characters. ``normalize_text`` turns that into "3号楼2单元"; ``normalize_words``
 does the same for timed words, merging the words a number spans so timings and
-confidences survive. It imports only the standard library and cn2an (no numpy, vosk or
-PyAV), so ``core`` can use this for typed addresses as well.
+confidences survive. Only the standard library is imported at module level (cn2an is
+loaded on first use), so ``core`` can use this for typed addresses as well.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import cn2an
 
 __all__ = ["Word", "convert_numerals", "normalize_text", "normalize_words", "strip_cjk_spaces"]
 
@@ -96,6 +94,8 @@ def _digit_string(run: str) -> str:
 
 
 def _cn2an(run: str) -> str | None:
+    import cn2an  # lazy: 0.15 s to import, wanted only when a number with units appears
+
     try:
         value = cn2an.cn2an(run.replace("两", "二").replace("幺", "一"), "strict")
     except (ValueError, KeyError, IndexError, TypeError):

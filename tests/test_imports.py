@@ -22,6 +22,7 @@ ALLOWED_IMPORTS_IN_FUNCTIONS = {
     ("console.report_files", "weasyprint"): "loads Pango (about a second): only a PDF needs it",
     ("console.report_files", "openpyxl"): "under a second to import: only an XLSX needs it",
     ("core.platform.media_stores", "core.platform.media_s3"): "boto3 (about a second): only a bucket needs it",
+    ("speech_models.text", "cn2an"): "0.15 s, in every process that reads an address: only numbers with units need it",
 }
 # importlib.import_module calls (imports a reader cannot see at the top either), with reasons.
 ALLOWED_DYNAMIC_IMPORTS = {
