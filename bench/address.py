@@ -41,7 +41,8 @@ from sqlmodel import select  # noqa: E402
 from core.places.address import is_han, number_words, readings  # noqa: E402
 from core.places.models import GazetteerEntry, Grid, GridLevel, Household  # noqa: E402
 from core.places.routing import Gazetteer  # noqa: E402
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 from core.reference.demo import load_demo  # noqa: E402
 
 TARGET_RIGHT = 0.95  # issue 27: overall, with 0 % to a wrong grid

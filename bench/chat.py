@@ -60,7 +60,8 @@ from core.cases.models import Case  # noqa: E402
 from core.people import staff  # noqa: E402
 from core.people.models import Worker  # noqa: E402
 from core.places.models import Grid, GridLevel  # noqa: E402
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 from core.platform.models import Job  # noqa: E402
 from core.platform.runner import observers as runner_observers  # noqa: E402
 from core.platform.settings import Settings, normalise_database_url  # noqa: E402

@@ -32,7 +32,8 @@ sys.path.append(str(Path(__file__).resolve().parent))  # bench/dataset.py, after
 
 from sqlalchemy import text  # noqa: E402
 
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 from core.platform.settings import Settings  # noqa: E402
 
 PASSWORD = "bench password 1"

@@ -47,8 +47,9 @@ from core.cases import intake, queries  # noqa: E402  # noqa: E402
 from core.cases.models import CaseEvent, Channel  # noqa: E402  # noqa: E402
 from core.places import indexes  # noqa: E402  # noqa: E402
 from core.platform import clock, rules  # noqa: E402  # noqa: E402
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402  # noqa: E402
 from core.platform.dbpool import DatabasePool  # noqa: E402  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402  # noqa: E402
 from core.reporting import figures  # noqa: E402  # noqa: E402
 from gridline.wiring import wire  # noqa: E402
 

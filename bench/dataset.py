@@ -55,7 +55,8 @@ def describe(engine: Engine) -> dict[str, int]:
 if __name__ == "__main__":
     import tempfile
 
-    from core.platform.db import make_engine, upgrade
+    from core.platform.db import make_engine
+    from core.platform.migrations import upgrade
 
     with tempfile.TemporaryDirectory() as tmp:
         eng = make_engine(f"sqlite:///{tmp}/d.sqlite3")

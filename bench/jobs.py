@@ -43,7 +43,8 @@ from sqlmodel import select  # noqa: E402
 
 from core.platform import jobs  # noqa: E402
 from core.platform.clock import utcnow  # noqa: E402
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 from core.platform.models import Job, JobStatus  # noqa: E402
 
 NOOP_JOB = jobs.declare("bench_noop", "bench/jobs.py: does nothing, writes down its id")

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ class ChatGate:
         return cls(url.render_as_string(hide_password=False), chat_ns=chat_ns, conv_ns=conv_ns)
 
     async def _connection(self) -> Any:
-        import psycopg
-
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
                                                                application_name="gridline-chat-gate")
@@ -140,8 +139,6 @@ class ChatGate:
                     now: datetime, stopping: asyncio.Event | None = None) -> Turn:
         """Take the chat (waiting while another instance holds it) and say how it stands.
         ``update_id`` None (a job): no inbox to look at."""
-        import psycopg
-
         lock = {"ns": LOCK_NAMESPACE, "key": lock_key(chat_id)}
         look = {"chat": chat_id, "upto": update_id if update_id is not None else -(1 << 62), "now": now,
                 "seen": seen, "chat_ns": self._chat_ns, "chat_key": str(chat_id), "conv_ns": self._conv_ns,
@@ -185,8 +182,6 @@ class ChatGate:
         task.add_done_callback(self._releases.discard)
 
     async def _unlock(self, chat_id: int, generation: int) -> None:
-        import psycopg
-
         async with self._use:
             if self._conn is None or self._conn.closed or generation != self._generation:
                 return  # the lock went with the connection that took it

@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chat.models import ChatHead, ChatInbox, SeenMessage
@@ -54,11 +55,7 @@ _HEAD = ChatHead.__table__
 
 
 def _insert(conn: Connection, table):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 # ---------------------------------------------------------------- operations (sync)

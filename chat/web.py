@@ -54,6 +54,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import and_, or_, select
 from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -851,8 +852,6 @@ def _nesting(value: Any, limit: int) -> int:
 
 def _chat_rows(engine: Any, chat_id: int, conv_keys: list[str]) -> list[tuple[str, str, Any]]:
     """A chat's data row and the conversation rows under ``conv_keys``."""
-    from sqlalchemy import and_, or_, select
-
     table = ChannelState.__table__
     with engine.connect() as conn:
         rows = conn.execute(select(table.c.namespace, table.c.key, table.c.data).where(or_(

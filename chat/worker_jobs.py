@@ -28,6 +28,8 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import av
+import numpy as np
 from aiohttp import web
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -57,9 +59,6 @@ OPUS_RATE = 48000
 
 def voice_from_recording(path: Path) -> tuple[bytes, int]:
     """A recording (WAV or anything PyAV reads) as OGG/Opus mono: (bytes, seconds)."""
-    import av
-    import numpy as np
-
     audio = decode_file(path, sample_rate=OPUS_RATE)
     samples = np.frombuffer(audio.pcm, dtype="<i2")
     out = io.BytesIO()

@@ -21,6 +21,7 @@ always answer with the same case."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import xml.etree.ElementTree as ET
@@ -201,8 +202,6 @@ def answer(fmt: str, root: str, item: str, rows: list[dict], status: int = 200) 
 
 
 def _dumps(value: object) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 

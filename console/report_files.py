@@ -102,7 +102,7 @@ def html(report: Report, *, tz: str, lang: str = "zh", for_pdf: bool = False) ->
 
 
 def pdf(report: Report, *, tz: str, lang: str = "zh") -> bytes:
-    from weasyprint import HTML  # imported when a PDF is asked for: it loads Pango
+    from weasyprint import HTML  # lazy: it loads Pango (about a second), wanted only for a PDF
 
     return HTML(string=html(report, tz=tz, lang=lang, for_pdf=True), base_url=str(HERE)).write_pdf()
 
@@ -165,9 +165,11 @@ def csv_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
 
 def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
     """One sheet per table, plus a bar chart of the rates on the first sheet."""
-    from openpyxl import Workbook
-    from openpyxl.chart import BarChart, Reference
-    from openpyxl.styles import Font
+    from openpyxl import (  # lazy: under a second to import, wanted only for an XLSX
+        Workbook,
+        chart,
+        styles,
+    )
 
     book = Workbook()
     book.remove(book.active)
@@ -175,7 +177,7 @@ def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
         sheet = book.create_sheet(name[:31])
         sheet.append(header)
         for cell in sheet[1]:
-            cell.font = Font(bold=True)
+            cell.font = styles.Font(bold=True)
         for row in rows:
             sheet.append(row)
     rates = book.create_sheet("rate_chart", 1)
@@ -184,12 +186,12 @@ def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
         a, b = report.rates[key].value, report.rates_previous[key].value
         rates.append([t(lang, f"rates.{key}"), None if a is None else round(100 * a, 1),
                       None if b is None else round(100 * b, 1)])
-    chart = BarChart()
-    chart.title = report.title
-    chart.y_axis.title = "%"
-    chart.add_data(Reference(rates, min_col=2, max_col=3, min_row=1, max_row=1 + len(RATE_NAMES)), titles_from_data=True)
-    chart.set_categories(Reference(rates, min_col=1, min_row=2, max_row=1 + len(RATE_NAMES)))
-    rates.add_chart(chart, "E2")
+    bars = chart.BarChart()
+    bars.title = report.title
+    bars.y_axis.title = "%"
+    bars.add_data(chart.Reference(rates, min_col=2, max_col=3, min_row=1, max_row=1 + len(RATE_NAMES)), titles_from_data=True)
+    bars.set_categories(chart.Reference(rates, min_col=1, min_row=2, max_row=1 + len(RATE_NAMES)))
+    rates.add_chart(bars, "E2")
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

@@ -1,6 +1,6 @@
 """The operator console inside Gridline's one aiohttp application, under ``/console/``.
 
-``setup(app, services)`` mounts a sub-application with its own middlewares, so nothing of
+``console.app.setup(app, services)`` mounts a sub-application with its own middlewares, so nothing of
 the console (sessions, CSRF, login redirects) touches the webhooks beside it:
 
     errors     a refused action shows the core's message; no traceback reaches a page
@@ -20,22 +20,20 @@ import logging
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp_jinja2
-import jinja2
 from aiohttp import web
-from aiohttp_session import get_session, session_middleware
+from aiohttp_session import get_session
 
-from console import db, filters
 from console.access import text_for
-from console.auth import PRINCIPAL, DatabaseStorage, count_users
+from console.auth import PRINCIPAL
 from console.config import get_console_settings
 from console.i18n import CONSOLE, LANG_COOKIE, has, language_of, languages, t
 from console.nav import NAV
 from core.cases.limits import limit_of
 from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
 from core.platform import i18n
-from core.platform.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +42,6 @@ PREFIX = "/console"
 PUBLIC = ("/console/login", "/console/static/")
 LOGIN_CSRF_COOKIE = "gridline_login_csrf"
 CSRF_TOKEN = web.RequestKey("console_csrf_token", str)
-VIEW_MODULES = ("auth", "triage", "cases", "files", "search", "queues", "surveys", "users", "audit", "account",
-                "dashboard", "system")
-FIRST_ADMIN_HINT = (
-    "console: no console users yet. Create the first administrator with\n"
-    "    gridline users add NAME --role admin\n"
-    "(it asks for the password; or pipe it in with --password-stdin). "
-    "Then log in at {url}/console/"
-)
 
 CSP = ("default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self' 'unsafe-inline'; "
        "script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -171,8 +161,6 @@ async def guard(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 
 def _safe_next(target: str) -> str:
-    from urllib.parse import quote
-
     return quote(target if target.startswith(f"{PREFIX}/") else f"{PREFIX}/", safe="")
 
 
@@ -194,51 +182,3 @@ async def csrf(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(32)
-
-
-async def _first_start_hint(app: web.Application) -> None:
-    try:
-        def users(engine):  # noqa: ANN001, ANN202
-            with session_scope(engine) as session:
-                return count_users(session)
-
-        n = await app[db.POOL].run(users, app[db.ENGINE])
-    except Exception as exc:  # schema not there yet: readyz says so
-        log.warning("console: could not count users: %s", exc)
-        return
-    if n == 0:
-        message = FIRST_ADMIN_HINT.format(url=get_console_settings().public_url.rstrip("/"))
-        if app[db.SERVICES].settings.log_format != "json":  # JSON logs: every line is a record
-            print(message, flush=True)
-        log.warning(message.replace("\n", " "))
-
-
-def build_console(services) -> web.Application:  # noqa: ANN001
-    settings = get_console_settings()
-    storage = DatabaseStorage(secure=settings.secure_cookies, path=f"{PREFIX}/")
-    console = web.Application(middlewares=[timing, errors, session_middleware(storage), guard, csrf])
-    console[db.ENGINE] = services.engine
-    console[db.POOL] = services.db
-    console[db.DATA_DIR] = services.settings.data_dir
-    console[db.SERVICES] = services
-    env = aiohttp_jinja2.setup(console, loader=jinja2.FileSystemLoader(str(HERE / "templates")),
-                               autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
-
-    filters.install(env)
-    console.router.add_static("/static/", HERE / "static", name="static", append_version=True)
-    for name in VIEW_MODULES:
-        module = __import__(f"console.views.{name}", fromlist=["setup"])
-        module.setup(console)
-    console.on_startup.append(_first_start_hint)
-    return console
-
-
-def setup(app: web.Application, services) -> web.Application:  # noqa: ANN001
-    console = build_console(services)
-    app.add_subapp(PREFIX, console)
-
-    async def bare(request: web.Request) -> web.Response:
-        raise web.HTTPPermanentRedirect(f"{PREFIX}/")
-
-    app.router.add_get(PREFIX, bare)
-    return console

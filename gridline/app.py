@@ -14,14 +14,22 @@ from aiohttp import web
 from sqlalchemy import Engine, text
 from sqlmodel import select
 
+import chat.web
+import console.app
+import console.open311
+import ivr.survey_web
+import ivr.web
+from core.actions import reference
 from core.deadlines.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.errors import DatabaseBusy
 from core.places.indexes import indexes_for
 from core.places.models import Grid
-from core.platform.db import engine_from_settings, has_tables, schema_lock, session_scope, upgrade
+from core.platform.db import engine_from_settings, has_tables, schema_lock, session_scope
 from core.platform.dbpool import DatabasePool
 from core.platform.instances import InstanceLease
-from core.platform.media import MediaStore, media_store
+from core.platform.media import MediaStore
+from core.platform.media_stores import media_store
+from core.platform.migrations import upgrade
 from core.platform.rules import load_every_file, load_rules
 from core.platform.runner import JobRunner
 from core.platform.settings import Settings, get_settings
@@ -98,9 +106,7 @@ def prepare_database(engine: Engine, *, load_demo: bool) -> bool:
         with session_scope(engine) as session:
             if session.exec(select(Grid.id).limit(1)).first() is not None:
                 return False
-            from core.actions.reference import load_demo as load
-
-            load(session, actor="system:serve")
+            reference.load_demo(session, actor="system:serve")
             return True
 
 
@@ -138,32 +144,12 @@ async def busy_is_503(request: web.Request, handler):  # noqa: ANN001, ANN201
 
 
 def _setup_ivr(app: web.Application, services: Services) -> None:
-    from ivr.survey_web import setup as setup_surveys  # a channel loads only when served
-    from ivr.web import setup  # a channel loads only when served
-
-    setup_surveys(app, services, setup(app, services))
+    ivr.survey_web.setup(app, services, ivr.web.setup(app, services))
 
 
-def _setup_chat(app: web.Application, services: Services) -> None:
-    from chat.web import setup  # a channel loads only when served
-
-    setup(app, services)
-
-
-def _setup_console(app: web.Application, services: Services) -> None:
-    from console.web import setup  # a channel loads only when served
-
-    setup(app, services)
-
-
-def _setup_open311(app: web.Application, services: Services) -> None:
-    from console.open311 import setup  # a channel loads only when served
-
-    setup(app, services)
-
-
-# Each channel mounts its routes; imported only when it is served.
-CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": _setup_console, "open311": _setup_open311}
+# Each channel mounts its routes.
+CHANNELS = {"ivr": _setup_ivr, "chat": chat.web.setup, "console": console.app.setup,
+            "open311": console.open311.setup}
 
 
 async def readyz(request: web.Request) -> web.Response:

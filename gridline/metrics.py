@@ -49,6 +49,20 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from sqlalchemy import func
+from sqlmodel import select
 
 from console.config import get_console_settings
 from core.cases.models import Attachment, CallSession
@@ -127,16 +141,12 @@ class _Families:
     many apps in one process, and Prometheus' client refuses a name twice)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
-
         if multiprocess_dir() and values.ValueClass is values.MutexValue:
             # prometheus_client chose in-memory values when it was imported, before a
             # supervisor set the folder: choose again, so this process writes its files.
             values.ValueClass = values.get_value_class()
         self.registry = CollectorRegistry(auto_describe=True)
         if not multiprocess_dir():
-            from prometheus_client import PlatformCollector, ProcessCollector
-
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
         r = self.registry
@@ -228,19 +238,13 @@ def process_exited(pid: int, folder: str | None = None) -> None:
     (by default this process's)."""
     folder = folder or multiprocess_dir()
     if folder:
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(pid, folder)
 
 
 def exposition() -> tuple[bytes, str]:
     """The text of a scrape, and its content type: this process's metrics, or under
     ``--processes`` every process's, added up."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
     if multiprocess_dir():
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -284,9 +288,6 @@ def take_snapshot(engine) -> Snapshot:  # noqa: ANN001
     """Jobs due, running and failed by kind, and calls in progress by direction: three
     small grouped counts (jobs by the claim index on status and run_at; calls among the
     newest by id)."""
-    from sqlalchemy import func
-    from sqlmodel import select
-
     now = utcnow()
     with session_scope(engine) as session:
         due = session.exec(select(Job.kind, func.count()).where(Job.status == JobStatus.queued, Job.run_at <= now)

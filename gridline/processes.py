@@ -18,6 +18,8 @@ folder before the processes start.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -143,9 +145,6 @@ class Supervisor:
 def stop_with_supervisor(app) -> None:  # noqa: ANN001 (aiohttp.web.Application)
     """In a served process: stop when the supervisor is gone (killed, so it could not say so),
     so that no process is left serving the port on its own."""
-    import asyncio
-    import contextlib
-
     supervisor = os.getppid()
 
     async def watch() -> None:

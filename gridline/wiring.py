@@ -2,7 +2,8 @@
 consequence registers its subscriber (``core.cases.events``), here, in a fixed order, which is
 also the order their jobs are queued in. Every entry point that can change a case calls
 ``wire()`` before it does: the web app (``gridline.app.build_app``), every CLI command
-(``gridline.cli``), the bench scripts and the tests' fixtures. A process that did not is
+when it opens the database (``gridline.commands.common.open_database``), the bench scripts
+and the tests' fixtures. A process that did not is
 told so by the first change (``core.cases.events.NotWired``), never silently left without its
 SMS and notices."""
 

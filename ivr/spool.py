@@ -35,6 +35,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -582,8 +583,6 @@ class KeepHeld:
         self.engine, self.store, self.db = engine, store, db
 
     async def handle(self, job: Job) -> None:
-        from datetime import timedelta
-
         p = job.payload or {}
         key = str(p["key"])
         whole = await self.db(_assemble_held, self.engine, key)

@@ -1,4 +1,4 @@
-"""Alembic environment: the engine is handed in by ``core.platform.db`` (no alembic.ini needed)."""
+"""Alembic environment: the engine is handed in by ``core.platform.migrations`` (no alembic.ini needed)."""
 
 from alembic import context
 from sqlmodel import SQLModel

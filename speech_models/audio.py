@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import av
 import numpy as np
 
 __all__ = [
@@ -110,8 +111,6 @@ class Resampler:
         x = pcm if isinstance(pcm, np.ndarray) else _pcm16_array(pcm)
         if self.identity or not len(x):
             return x.astype("<i2").tobytes()
-        import av  # imported here: only resampling and container decoding need FFmpeg
-
         if self._swr is None:
             self._swr = av.AudioResampler(format="s16", layout="mono", rate=self.rate_out)
         frame = av.AudioFrame.from_ndarray(
@@ -341,8 +340,6 @@ def decode_file(path: str | os.PathLike | bytes, sample_rate: int = 16000) -> De
 
 def _decode_with_av(path, name: str, sample_rate: int | None) -> DecodedAudio:
     """Mono pcm16 at ``sample_rate`` (``None``: the file's own rate)."""
-    import av  # imported here: only resampling and container decoding need FFmpeg
-
     source = io.BytesIO(path) if isinstance(path, bytes) else str(path)
     out = bytearray()
     try:

@@ -94,7 +94,7 @@ def _digit_string(run: str) -> str:
 
 
 def _cn2an(run: str) -> str | None:
-    import cn2an  # 0.15 s to import: only when a number with units appears
+    import cn2an  # lazy: 0.15 s to import, wanted only when a number with units appears
 
     try:
         value = cn2an.cn2an(run.replace("两", "二").replace("幺", "一"), "strict")

@@ -22,11 +22,15 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import vosk
 
 from .audio import AudioError, Resampler, decode_file, dither, mulaw_decode
 from .catalogue import DEFAULT_LANGUAGE, MODELS_DIR, InstalledModel, resolve_model
@@ -201,8 +205,6 @@ class VoskStream(TranscriptStream):
         partials: bool,
     ):
         super().__init__(sample_rate, encoding, phrases)
-        import vosk
-
         self._t = transcriber
         rate = transcriber.sample_rate
         grammar, self._allowed = transcriber.grammar(phrases)
@@ -382,9 +384,6 @@ def reproducible_model_dir(
 
 
 def _make_view(model: Path, mfcc_conf: str, view: Path) -> None:
-    import shutil
-    import tempfile
-
     view.parent.mkdir(parents=True, exist_ok=True)
     # Built under a temporary name and renamed: a half-made view is never loaded.
     staging = Path(tempfile.mkdtemp(prefix=f".{view.name}.", dir=view.parent))
@@ -414,8 +413,6 @@ def load_vosk_model(path: str | os.PathLike):
     with _models_lock:
         model = _models.get(key)
         if model is None:
-            import vosk
-
             vosk.SetLogLevel(-1)
             try:
                 model = vosk.Model(key)

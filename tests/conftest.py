@@ -16,7 +16,8 @@ from sqlmodel import SQLModel
 
 import gridline.tables  # noqa: F401 (every table on the metadata: the truncation names them all)
 from core.platform import clock
-from core.platform.db import make_engine, session_scope, upgrade
+from core.platform.db import make_engine, session_scope
+from core.platform.migrations import upgrade
 from core.platform.settings import normalise_database_url
 from gridline.wiring import wire
 from tests.support.seaweed import s3_bucket, seaweed  # noqa: F401 (fixtures: a real S3 server)

@@ -11,14 +11,22 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("core", "ivr", "chat", "console", "gridline", "speech_models")
 ABOVE_CORE = ("ivr", "chat", "console", "gridline")
 
-# Cycles outside the case core's event flow, left to the helpers restructuring those rooms
-# (issue 22): the rules loader validates [limits] and [flood] through modules that read the
-# rules; the media store builds its S3 store, which extends it. Listed so that no new cycle
-# comes in unseen; the test fails when one of these is gone, so the list only shrinks.
-KNOWN_CYCLES = {
-    frozenset({"core.platform.media", "core.platform.media_s3"}),
-    frozenset({"core.places.address", "core.deadlines.calendar", "core.platform.db", "core.cases.flood", "core.places.indexes", "core.cases.limits",
-               "core.places.routing", "core.platform.rules"}),
+# Import cycles still to break, each a frozenset of its modules. The test fails when one of
+# these is gone, so the list only shrinks (it is empty: keep it so).
+KNOWN_CYCLES: set[frozenset[str]] = set()
+
+# The imports that stay inside a function, each with its reason: every other import of
+# production code is at the top of its module, where a reader sees what the module needs.
+# Keyed (module, the imported module); the line itself carries a `# lazy: …` comment too.
+ALLOWED_IMPORTS_IN_FUNCTIONS = {
+    ("console.report_files", "weasyprint"): "loads Pango (about a second): only a PDF needs it",
+    ("console.report_files", "openpyxl"): "under a second to import: only an XLSX needs it",
+    ("core.platform.media_stores", "core.platform.media_s3"): "boto3 (about a second): only a bucket needs it",
+    ("speech_models.text", "cn2an"): "0.15 s, in every process that reads an address: only numbers with units need it",
+}
+# importlib.import_module calls (imports a reader cannot see at the top either), with reasons.
+ALLOWED_DYNAMIC_IMPORTS = {
+    "gridline.cli": "each command's module loads when that command runs: `gridline --help` imports none",
 }
 
 
@@ -132,3 +140,71 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones(tmp_path):
     assert graph["core.a"] == {"core.b": 2}
     assert graph["core.b"] == {"core.a": 1, "chat.bot": 2}
     assert cycles(graph) == [frozenset({"core.a", "core.b"})]
+
+
+def imports_in_functions(modules: dict[str, Path]) -> list[tuple[str, int, str, str]]:
+    """(module, line, imported module, the source line) of every ``import`` inside a function
+    body, and of every ``importlib.import_module(...)`` or ``__import__(...)`` call anywhere
+    (as the imported module ``importlib``)."""
+    found = []
+    for name, path in modules.items():
+        source = path.read_text("utf-8")
+        lines = source.splitlines()
+        pending: list[tuple[ast.AST, bool]] = [(ast.parse(source), False)]
+        while pending:
+            node, in_function = pending.pop()
+            for child in ast.iter_child_nodes(node):
+                if in_function and isinstance(child, ast.Import):
+                    found += [(name, child.lineno, alias.name, lines[child.lineno - 1]) for alias in child.names]
+                elif in_function and isinstance(child, ast.ImportFrom):
+                    found.append((name, child.lineno, child.module or "." * child.level, lines[child.lineno - 1]))
+                elif isinstance(child, ast.Call) and ast.unparse(child.func) in DYNAMIC_IMPORTS:
+                    found.append((name, child.lineno, "importlib", lines[child.lineno - 1]))
+                function = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
+                pending.append((child, in_function or function))
+    return sorted(found)
+
+
+DYNAMIC_IMPORTS = ("importlib.import_module", "import_module", "__import__")
+
+
+def _allowed(module: str, imported: str) -> bool:
+    if imported == "importlib":
+        return module in ALLOWED_DYNAMIC_IMPORTS
+    return any(module == m and (imported == i or imported.startswith(f"{i}."))
+               for m, i in ALLOWED_IMPORTS_IN_FUNCTIONS)
+
+
+def test_imports_sit_at_the_top_but_for_a_handful_each_with_its_reason():
+    found = imports_in_functions(project_modules())
+    hidden = [f"{module}:{line} {text.strip()}" for module, line, imported, text in found
+              if not _allowed(module, imported)]
+    assert hidden == [], "move these to the top of their module (or, with a reason, onto the allowed list)"
+    used = {(module, imported) for module, _, imported, _ in found}
+    unused = [key for key in ALLOWED_IMPORTS_IN_FUNCTIONS
+              if not any(m == key[0] and (i == key[1] or i.startswith(f"{key[1]}.")) for m, i in used)]
+    unused += [m for m in ALLOWED_DYNAMIC_IMPORTS if (m, "importlib") not in used]
+    assert unused == [], "no longer lazy: take it off the allowed list"
+    assert len(ALLOWED_IMPORTS_IN_FUNCTIONS) + len(ALLOWED_DYNAMIC_IMPORTS) <= 6  # a handful, not a habit
+    for module, line, _, text in found:  # the reason is beside the import too
+        source = project_modules()[module].read_text("utf-8").splitlines()
+        near = " ".join(source[max(0, line - 2):line]).lower()  # the line above, and the import's own
+        assert "# lazy: " in near, f"{module}:{line} {text.strip()}: say why in a `# lazy: …` comment beside it"
+
+
+def test_the_count_sees_imports_in_functions_methods_and_importlib(tmp_path):
+    """The check above would pass on a blind counter: this one proves it can fail."""
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "__init__.py").write_text("")
+    (tmp_path / "core" / "a.py").write_text(
+        "import json\n"
+        "import importlib\n"
+        "def f():\n    import csv\n    return csv\n"
+        "class C:\n    async def g(self):\n        from core import b\n        return b\n"
+        "    h = lambda self: importlib.import_module('core.b')\n")
+    (tmp_path / "core" / "b.py").write_text("x = 1\n")
+    found = imports_in_functions(project_modules(tmp_path))
+    assert [(module, line, imported) for module, line, imported, _ in found] == [
+        ("core.a", 4, "csv"), ("core.a", 8, "core"), ("core.a", 10, "importlib")]
+    assert not _allowed("core.a", "csv") and not _allowed("core.a", "importlib")
+    assert _allowed("gridline.cli", "importlib") and _allowed("core.platform.media_stores", "core.platform.media_s3")

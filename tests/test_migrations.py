@@ -9,7 +9,8 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import gridline.tables  # noqa: F401
-from core.platform.db import current_revision, downgrade, make_engine, upgrade
+from core.platform.db import make_engine
+from core.platform.migrations import current_revision, downgrade, upgrade
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -33,7 +33,7 @@ from core.errors import TooManyPetitions
 from core.places.routing import normalise_phone, phone_variants
 from core.platform.clock import utcnow
 from core.platform.db import is_postgres
-from core.platform.rules import RulesError, load_rules
+from core.platform.rules import load_rules
 
 DUPLICATE = "suggested_duplicate"
 FLOOD = "flood_held"
@@ -182,21 +182,3 @@ def hold_of(session: Session, case: Case) -> Hold | None:
         return None
     d = row.data
     return Hold(d.get("reason", "flood"), int(d.get("recent", 0)), d.get("duplicate_of"), d.get("similarity"))
-
-
-def check_rules(all_rules: dict) -> None:
-
-    r = all_rules["intake"]["flood"]
-    for key in ("window_minutes", "max_petitions", "refuse_above", "duplicate_window_minutes"):
-        if not r[key] > 0:
-            raise RulesError(f"intake.flood.{key}: must be greater than 0, not {r[key]!r}")
-    if r["refuse_above"] < r["max_petitions"]:
-        raise RulesError("intake.flood.refuse_above: must be at least intake.flood.max_petitions")
-    if not 0 < r["duplicate_similarity"] <= 100:
-        raise RulesError(f"intake.flood.duplicate_similarity: must be between 0 and 100, not "
-                         f"{r['duplicate_similarity']!r}")
-    channels = [c.value for c in Channel]
-    for i, name in enumerate(r["refuse_channels"]):
-        if name not in channels:
-            raise RulesError(f"intake.flood.refuse_channels[{i}]: unknown channel {name!r} "
-                             f"(one of {', '.join(channels)})")

@@ -13,7 +13,7 @@ characters are kept; beyond it the text is cut (:func:`keep_words`) and the case
 from __future__ import annotations
 
 from core.errors import TextTooLong
-from core.platform.rules import RulesError, load_rules
+from core.platform.rules import COLUMN_SIZES, load_rules
 
 # The kinds of text and what each covers; rules.toml [limits] gives the numbers.
 FIELDS = {
@@ -24,8 +24,6 @@ FIELDS = {
     "comment": "a resident's comment in a follow-up survey",
     "name": "a person's name (resident, account)",
 }
-# Fields whose database column has a size: the rules may not allow more than it holds.
-COLUMN_SIZES = {"address": 256, "name": 64}
 # The flag of a case whose machine-written words were longer than [limits] transcript.
 TEXT_CUT = "text_cut"
 
@@ -65,16 +63,3 @@ def clip_name(value: str | None) -> str | None:
     if not value:
         return None
     return value[:min(limit_of("name"), COLUMN_SIZES["name"])]
-
-
-def check_rules(rules: dict) -> None:
-    """rules.toml [limits]: whole positive numbers, within the columns' sizes."""
-
-    section = rules["limits"]
-    for key, value in section.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RulesError(f"limits.{key}: must be a whole number ≥ 1, not {value!r}")
-        if key in COLUMN_SIZES and value > COLUMN_SIZES[key]:
-            raise RulesError(f"limits.{key}: at most {COLUMN_SIZES[key]} (what the database column holds)")
-    if section["transcript"] < section["description"]:
-        raise RulesError("limits.transcript: must be at least limits.description")

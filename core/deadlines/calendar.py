@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlmodel import select
+
 from core.deadlines.models import CalendarDay
 from core.platform.rules import load_rules
 
@@ -135,8 +137,6 @@ class WorkingCalendar:
         cls, session: Any, tz: str = DEFAULT_TZ, hours: Iterable[tuple[time, time]] | None = None
     ) -> WorkingCalendar:
         """The calendar stored in ``CalendarDay``; hours default to rules.toml."""
-        from sqlmodel import select
-
         rows = session.exec(select(CalendarDay)).all()
         return cls.from_rows(rows, hours=default_working_hours() if hours is None else hours, tz=tz)
 

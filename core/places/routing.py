@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import phonenumbers
 import shapely
 from rapidfuzz import fuzz
@@ -124,8 +125,6 @@ class GridLocator:
 
     def locate_many(self, lats: Sequence[float], lons: Sequence[float]) -> list[int | None]:
         """Grid ids for many points at once (one vectorised tree query), ``None`` outside."""
-        import numpy as np
-
         points = shapely.points(np.asarray(lons, dtype=float), np.asarray(lats, dtype=float))
         out: list[int | None] = [None] * len(points)
         if not self.codes:

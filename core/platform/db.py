@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,8 +12,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlmodel import Session, create_engine
 
 import core.places.indexes  # noqa: F401  (its session hook versions every change to the routing indexes' rows)
-
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 URL_EXAMPLES = "postgresql://USER@HOST:5432/DATABASE or sqlite:////absolute/path/gridline.sqlite3"
 
@@ -111,27 +110,6 @@ def explain_error(error: BaseException, database: Engine | str | None = None) ->
     return None
 
 
-def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
-
-
-def require_schema(engine: Engine) -> None:
-    """Raise :class:`DatabaseProblem` unless the database is at the newest migration."""
-    current, head = current_revision(engine), head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise DatabaseProblem(f"{where(engine)} has no Gridline tables yet: run `gridline db upgrade`")
-    from alembic.script import ScriptDirectory
-
-    known = {s.revision for s in ScriptDirectory.from_config(alembic_config(None)).walk_revisions()}
-    if current not in known:
-        raise DatabaseProblem(f"{where(engine)} is at revision {current}, which this Gridline does not know "
-                              "(made by a newer version?); upgrade Gridline")
-    raise DatabaseProblem(f"{where(engine)} is at revision {current}, this Gridline needs {head}: "
-                          "run `gridline db upgrade`")
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -173,15 +151,6 @@ def savepoint(session: Session) -> Iterator[None]:
         yield
 
 
-def alembic_config(engine: Engine):
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["engine"] = engine
-    return cfg
-
-
 # The key of the session-level advisory lock that serialises schema changes and the demo load
 # across every instance on one PostgreSQL (any constant; "gridline" in ASCII).
 SCHEMA_LOCK_KEY = 0x6772_6964_6C69_6E65
@@ -199,8 +168,6 @@ def schema_lock(engine: Engine) -> Iterator[None]:
         if not database or database == ":memory:":
             yield
             return
-        import fcntl
-
         with open(f"{database}.schema-lock", "a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
@@ -218,23 +185,7 @@ def schema_lock(engine: Engine) -> Iterator[None]:
             conn.commit()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
-
-
-def downgrade(engine: Engine, revision: str) -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(engine), revision)
-
-
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
 
 
 def has_tables(engine: Engine) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, exists, or_, update
+from sqlalchemy import Engine, exists, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -169,8 +169,6 @@ def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None 
 
 def waiting_by_kind(engine: Engine) -> dict[str, int]:
     """Jobs not done yet (queued, or running), by kind."""
-    from sqlalchemy import func
-
     with session_scope(engine) as session:
         rows = session.exec(
             select(Job.kind, func.count()).where(Job.status.in_([JobStatus.queued, JobStatus.running]))

@@ -358,34 +358,6 @@ def parse_media_url(url: str) -> tuple[str, str, str, dict[str, str]]:
     raise ValueError("must be empty (the data directory), file:///folder or s3://bucket/prefix")
 
 
-_stores: dict[tuple, MediaStore] = {}
-_stores_lock = threading.Lock()
-
-
-def media_store(settings) -> MediaStore:  # noqa: ANN001 (core.platform.settings.Settings)
-    """The store ``settings`` name; one per configuration and process (its S3 client is
-    thread-safe and keeps its connections)."""
-    url = getattr(settings, "media_url", "") or ""
-    environment = tuple(os.environ.get(name, "") for name in AWS_SETTINGS)
-    cache_key = (url, str(settings.data_dir), environment)
-    with _stores_lock:
-        store = _stores.get(cache_key)
-        if store is None:
-            store = _stores[cache_key] = build_store(url, Path(settings.data_dir))
-        return store
-
-
-def build_store(url: str, data_dir: Path) -> MediaStore:
-    scheme, where, prefix, options = parse_media_url(url)
-    if scheme == "local":
-        return LocalStore(data_dir)
-    if scheme == "file":
-        return LocalStore(Path(where), spool_root=data_dir)
-    from core.platform.media_s3 import S3Store  # boto3 is loaded only when the store is a bucket
-
-    return S3Store(where, prefix, spool_root=data_dir, addressing=options.get("addressing", "auto"))
-
-
 @dataclass(frozen=True)
 class Kept:
     """What ``keep`` did: the file's size and sha256, and whether it still waits in the

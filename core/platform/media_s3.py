@@ -21,6 +21,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
 from core.platform.media import (
     CHUNK,
     MIN_PART_BYTES,
@@ -70,9 +74,6 @@ class S3Store(MediaStore):
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    import boto3
-                    from botocore.config import Config
-
                     config = Config(
                         s3={"addressing_style": self.addressing},
                         connect_timeout=5, read_timeout=30,
@@ -95,8 +96,6 @@ class S3Store(MediaStore):
 
     def _translate(self, exc: Exception, key: str | None = None) -> Exception:
         """botocore's exceptions as ours."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
         if isinstance(exc, ClientError):
             code = _code(exc)
             if code in MISSING_CODES and key is not None:
@@ -192,8 +191,6 @@ class S3Store(MediaStore):
     def check(self) -> None:
         """Bucket there, endpoint reachable, credentials accepted: HEAD the bucket, then write,
         read back and delete a small probe (a read-only key would fail every upload later)."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or ""
         where = f"AWS_ENDPOINT_URL={endpoint}" if endpoint else "AWS (AWS_ENDPOINT_URL not set)"
         try:

@@ -18,6 +18,9 @@ import logging
 import os
 from pathlib import Path
 
+import av
+from PIL import Image
+
 log = logging.getLogger(__name__)
 
 OCTET_STREAM = "application/octet-stream"
@@ -104,8 +107,6 @@ def _audio_signature(head: bytes) -> str | None:
 
 
 def _image(path: Path) -> str | None:
-    from PIL import Image
-
     with Image.open(path, formats=tuple(_IMAGE_FORMATS)) as im:
         if im.width * im.height > MAX_IMAGE_PIXELS:
             return None
@@ -132,8 +133,6 @@ def _ends_whole(path: Path, mime: str) -> bool:
 
 
 def _audio(path: Path, container: str) -> str | None:
-    import av
-
     mime, codecs = _CONTAINERS[container]
     with av.open(str(path), mode="r", format=container, metadata_errors="ignore") as media:
         audio = next((s for s in media.streams if s.type == "audio"), None)

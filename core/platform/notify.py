@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import psycopg
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
@@ -75,8 +76,6 @@ class Listener:
         self.connected = False
 
     async def _listen(self) -> None:
-        import psycopg
-
         backoff, failures = wait_backoff(first=0.2, longest=5.0), 0
         while True:
             try:

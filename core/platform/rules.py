@@ -30,6 +30,9 @@ from core.people.models import WorkerRole
 from core.places.models import GridLevel
 from core.platform.merging import deep_merge
 
+# Text fields whose database column has a size: [limits] may not allow more than it holds.
+COLUMN_SIZES = {"address": 256, "name": 64}
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RULES_ENV = "GRIDLINE_RULES"
 CATEGORIES_ENV = "GRIDLINE_CATEGORIES"
@@ -175,10 +178,8 @@ def _check_values(rules: dict[str, Any]) -> None:
 
     _check_phone_survey(survey)
     _check_sms(section("sms"))
-    from core.cases import flood, limits  # a cycle: both read their own rules through this module
-
-    limits.check_rules(rules)
-    flood.check_rules(rules)
+    _check_limits(section("limits"))
+    _check_flood(section("intake")["flood"])
 
     send = section("chat")["send"]
     for key in ("bot_per_second", "chat_per_second"):
@@ -402,3 +403,31 @@ def load_categories() -> dict[str, Any]:
     """This process's departments and categories: ``core/data/categories.toml`` with
     ``$GRIDLINE_CATEGORIES`` merged over it (``{"department": [...], "category": [...]}``)."""
     return CATEGORIES.load()
+
+
+def _check_limits(section: dict) -> None:
+    """[limits] (core.cases.limits): whole positive numbers, within the columns' sizes."""
+    for key, value in section.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RulesError(f"limits.{key}: must be a whole number ≥ 1, not {value!r}")
+        if key in COLUMN_SIZES and value > COLUMN_SIZES[key]:
+            raise RulesError(f"limits.{key}: at most {COLUMN_SIZES[key]} (what the database column holds)")
+    if section["transcript"] < section["description"]:
+        raise RulesError("limits.transcript: must be at least limits.description")
+
+
+def _check_flood(r: dict) -> None:
+    """[intake.flood] (core.cases.flood)."""
+    for key in ("window_minutes", "max_petitions", "refuse_above", "duplicate_window_minutes"):
+        if not r[key] > 0:
+            raise RulesError(f"intake.flood.{key}: must be greater than 0, not {r[key]!r}")
+    if r["refuse_above"] < r["max_petitions"]:
+        raise RulesError("intake.flood.refuse_above: must be at least intake.flood.max_petitions")
+    if not 0 < r["duplicate_similarity"] <= 100:
+        raise RulesError(f"intake.flood.duplicate_similarity: must be between 0 and 100, not "
+                         f"{r['duplicate_similarity']!r}")
+    channels = [c.value for c in Channel]
+    for i, name in enumerate(r["refuse_channels"]):
+        if name not in channels:
+            raise RulesError(f"intake.flood.refuse_channels[{i}]: unknown channel {name!r} "
+                             f"(one of {', '.join(channels)})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
@@ -133,8 +134,6 @@ class Settings(BaseSettings):
     @field_validator("metrics_allow")
     @classmethod
     def _networks(cls, value: str) -> str:
-        import ipaddress
-
         for part in filter(None, (p.strip() for p in value.split(","))):
             try:
                 ipaddress.ip_network(part, strict=False)

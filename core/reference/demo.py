@@ -39,7 +39,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 
-from shapely.geometry import box, mapping
+from shapely.geometry import box, mapping, shape
 from shapely.geometry.polygon import orient
 from shapely.ops import unary_union
 from sqlmodel import Session, func, select
@@ -449,7 +449,5 @@ def grid_centre(session: Session, code: str) -> tuple[float, float]:
     grid = session.exec(select(Grid).where(Grid.code == code)).first()
     if grid is None or not grid.geometry:
         raise InvalidInput(f"no grid with a boundary has code {code!r}", code="demo.no_boundary", grid=code)
-    from shapely.geometry import shape
-
     point = shape(grid.geometry).representative_point()
     return point.y, point.x

@@ -6,10 +6,9 @@ import typer
 from rich.table import Table
 
 from core.errors import DomainError
+from core.people import apikeys
+from core.platform.db import session_scope
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
 
 apikeys_app = typer.Typer(help="Keys for other systems filing requests through Open311 (/open311/v2/).",
                           no_args_is_help=True)
@@ -18,9 +17,6 @@ apikeys_app = typer.Typer(help="Keys for other systems filing requests through O
 @apikeys_app.command("add")
 def add(name: str = typer.Argument(..., help="who the key is for, e.g. city-12345")) -> None:
     """Make a key. It is printed once: only its hash is kept."""
-    from core.people import apikeys
-    from core.platform.db import session_scope
-
     try:
         with session_scope(open_database()) as session:
             _, key = apikeys.add_key(session, name, actor="cli")
@@ -33,9 +29,6 @@ def add(name: str = typer.Argument(..., help="who the key is for, e.g. city-1234
 @apikeys_app.command("list")
 def list_keys() -> None:
     """The keys, their first characters and when they were last used (UTC)."""
-    from core.people import apikeys
-    from core.platform.db import session_scope
-
     table = Table("name", "starts with", "created", "last used", "state")
     with session_scope(open_database()) as session:
         for row in apikeys.list_keys(session):
@@ -48,9 +41,6 @@ def list_keys() -> None:
 @apikeys_app.command("disable")
 def disable(name: str = typer.Argument(...)) -> None:
     """Refuse the key from now on."""
-    from core.people import apikeys
-    from core.platform.db import session_scope
-
     try:
         with session_scope(open_database()) as session:
             apikeys.disable_key(session, name, actor="cli")

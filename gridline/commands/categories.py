@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import typer
 
+from core.actions.categories import sync_categories
+from core.errors import DomainError
+from core.platform.db import session_scope
 from gridline.commands.common import console, fail, open_database
 
 categories_app = typer.Typer(help="Departments and petition categories (categories.toml).", no_args_is_help=True)
@@ -17,10 +20,6 @@ def sync(
     """Add new departments and categories, update changed names, departments, keywords,
     duplicate windows and deadlines, and retire categories no longer in the file (kept for the
     cases that name them, no longer offered). One audit row per run that changes anything."""
-    from core.actions.categories import sync_categories
-    from core.errors import DomainError
-    from core.platform.db import session_scope
-
     try:
         with session_scope(open_database()) as session:
             plan = sync_categories(session, actor="cli", dry_run=dry_run)

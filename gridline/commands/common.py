@@ -1,25 +1,35 @@
 """What every command shares: the configured database (settings and rules checked first,
-each problem one line), the one way to fail with a message, and the note on an old name."""
+each problem one line, what follows a change of a case wired), the one way to fail with a
+message, the explanation of a known problem instead of a traceback, and the note on an old
+name."""
 
 from __future__ import annotations
+
+import getpass
 
 import typer
 from rich.console import Console
 
-from core.platform.settings import get_settings
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
+import ivr.config  # noqa: F401 (registers the hotline's flow files, so that check_rules loads them too)
+from core.platform.db import engine_from_settings, explain_error
+from core.platform.media import MediaSettingInvalid
+from core.platform.migrations import require_schema
+from core.platform.rules import RulesError, load_every_file
+from core.platform.settings import SettingsInvalid, get_settings
+from gridline.wiring import wire
 
 console = Console()
+
+# `cases list` and `grids households` print at most this many rows at once.
+MAX_ROWS = 1000
 
 
 def open_database(*, migrated: bool = True):  # noqa: ANN201
     """The configured database, after checking the settings and the rules (each problem is
-    one line, see ``gridline.cli.explain``). ``migrated``: refuse a database that is not at
-    the newest schema, saying to run `gridline db upgrade`."""
-    from core.platform.db import engine_from_settings, require_schema
-
+    one line, see :func:`explain`). ``migrated``: refuse a database that is not at the newest
+    schema, saying to run `gridline db upgrade`. A command changes cases only through the
+    database it opens here, so what follows a change is wired here first."""
+    wire()
     settings = get_settings()
     check_rules()
     engine = engine_from_settings(settings)
@@ -31,10 +41,33 @@ def open_database(*, migrated: bool = True):  # noqa: ANN201
 def check_rules() -> None:
     """Load every rules file with its deployment's override: a bad one raises ``RulesError``
     with one line naming the file and the key."""
-    from core.platform.rules import load_every_file
-    from ivr import config  # noqa: F401 (registers the hotline's flow files)
-
     load_every_file()
+
+
+def explain(error: BaseException) -> str | None:
+    """What a person should read instead of a traceback: one line that says what is wrong
+    and what to do, for the problems of configuration, database and files that a
+    newcomer meets. ``None`` for anything else (a bug keeps its traceback)."""
+    if isinstance(error, SettingsInvalid | RulesError | MediaSettingInvalid):
+        return str(error)
+    try:
+        database = get_settings().effective_database_url
+    except SettingsInvalid:
+        database = None
+    message = explain_error(error, database)
+    if message is not None:
+        return message
+    if isinstance(error, OSError) and error.filename:
+        return f"cannot use {error.filename}: {error.strerror or error}"
+    return None
+
+
+def cli_actor() -> str:
+    """Who the audit trail names for a command: the login name."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name in a bare container
+        return "cli"
 
 
 def deprecated(old: str, new: str) -> None:

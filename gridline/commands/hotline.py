@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 
 from core.platform.settings import get_settings
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
+from ivr.simulator import CallScript, Simulator, Turn, audio_frames
+from speech_models.audio import AudioError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,9 +32,6 @@ def simulate_call(
     operator_answers: bool = typer.Option(False, help="the operator picks up a <Dial>"),
 ) -> None:
     """Simulate a caller: signed webhooks, TwiML, audio streamed as 20 ms µ-law frames."""
-    from ivr.simulator import CallScript, Simulator, Turn, audio_frames
-    from speech_models.audio import AudioError
-
     if end not in ("#", "silence", "hangup", "drop"):
         raise typer.BadParameter("--end must be '#', 'silence', 'hangup' or 'drop'")
     spoken: list[bytes] = []

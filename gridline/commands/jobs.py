@@ -10,11 +10,14 @@ import signal
 
 import typer
 
+from core.platform.media_stores import media_store
 from core.platform.settings import get_settings
 from gridline.commands.common import deprecated, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
+from gridline.logs import configure as configure_logging
+from gridline.speech import build_speech
+from ivr.survey_jobs import run_survey_jobs
+from ivr.transcription import run_speech_jobs
+from ivr.twilio_api import missing_credentials
 
 
 def jobs(
@@ -30,12 +33,8 @@ def jobs(
     through Twilio (GRIDLINE_TWILIO_*, GRIDLINE_HOTLINE_NUMBER; GRIDLINE_PUBLIC_URL is where
     Twilio reaches the server's webhooks). Run on any machine that shares the database
     (GRIDLINE_DATABASE_URL), as many as needed."""
-    from ivr.twilio_api import missing_credentials
-
     if not (speech or surveys):
         fail("say which work to take: --speech and/or --surveys")
-    from gridline.logs import configure as configure_logging
-
     settings = get_settings()
     configure_logging(settings.log_format)
     engine = open_database()  # settings, rules and schema checked first, one line each if wrong
@@ -43,17 +42,11 @@ def jobs(
         fail(f"--surveys: {why}")
     pool = None
     if speech:
-        from gridline.speech import build_speech
-
         pool = build_speech(settings)
         if pool is None:
             fail("no speech model: set GRIDLINE_SPEECH_MODEL or run `gridline models fetch vosk-model-small-cn-0.22`")
 
     async def main() -> None:
-        from core.platform.media import media_store
-        from ivr.survey_jobs import run_survey_jobs
-        from ivr.transcription import run_speech_jobs
-
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,12 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from sqlmodel import select
 
+from core.cases.models import Attachment
+from core.platform.db import session_scope
+from core.platform.media import (
+    LocalStore,
+    MediaMismatch,
+    MediaUnavailable,
+    sha256_of_file,
+)
+from core.platform.media_stores import media_store
 from core.platform.settings import get_settings
+from core.platform.uploads import failed_keys
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
 
 media_app = typer.Typer(help="Files of cases in the media store (GRIDLINE_MEDIA_URL).", no_args_is_help=True)
 
@@ -19,11 +27,6 @@ BATCH = 500
 
 
 def _attachments(engine, after: int):  # noqa: ANN001, ANN202
-    from sqlmodel import select
-
-    from core.cases.models import Attachment
-    from core.platform.db import session_scope
-
     with session_scope(engine) as session:
         rows = session.exec(select(Attachment).where(Attachment.id > after).order_by(Attachment.id).limit(BATCH)).all()
         return [(a.id, a.path, a.size, a.sha256, a.upload_pending, a.case_id) for a in rows]
@@ -69,14 +72,6 @@ def migrate(
     names: a survey comment or a turn whose call never filed it, kept under its own key so
     nothing a resident said stays on one machine. Resumable: a file already in the bucket
     with the recorded sha256 is skipped. The local files are left where they are."""
-    from core.platform.media import (
-        LocalStore,
-        MediaMismatch,
-        MediaUnavailable,
-        media_store,
-        sha256_of_file,
-    )
-
     settings = get_settings()
     engine = open_database()
     target = media_store(settings)
@@ -153,9 +148,6 @@ def migrate(
 
 
 def _failed_uploads(engine) -> dict[str, str]:  # noqa: ANN001
-    from core.platform.db import session_scope
-    from core.platform.uploads import failed_keys
-
     with session_scope(engine) as session:
         return failed_keys(session)
 
@@ -167,8 +159,6 @@ def check(
     """List attachments whose object is missing from the store, whose size (or with
     --sha256 content) differs from what was recorded, or whose upload was given up (the
     file kept in a spool). Exit status 1 when any is."""
-    from core.platform.media import MediaUnavailable, media_store
-
     settings = get_settings()
     engine = open_database()
     store = media_store(settings)

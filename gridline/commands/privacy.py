@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from core.cases.privacy import parse_age, shred_older_than
 from core.errors import DomainError
+from core.platform.media_stores import media_store
 from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
 
 
 def shred(
@@ -19,9 +18,6 @@ def shred(
 ) -> None:
     """Remove recordings, photos, voice notes, transcripts, names and phone numbers of cases
     closed before the cut-off; keep their anonymous figures (category, grid, times, outcome)."""
-    from core.cases.privacy import parse_age, shred_older_than
-    from core.platform.media import media_store
-
     try:
         age = parse_age(older_than) if older_than.strip() else None
         engine = open_database()

@@ -10,12 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from console import report_files
 from core.errors import DomainError
+from core.people import audit
+from core.platform.db import session_scope
+from core.platform.rules import load_rules
 from core.platform.settings import get_settings
+from core.reporting import reports
+from core.reporting.scores import quarter_scores
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
 
 report_app = typer.Typer(help="Reports: weekly, monthly and quarterly reports, worker scores.",
                          no_args_is_help=True)
@@ -24,10 +27,6 @@ DASH = "—"
 
 
 def _write_report(kind: str, period: str | None, grid: str | None, fmt: str, out: Path) -> None:
-    from console import report_files
-    from core.platform.db import session_scope
-    from core.reporting import reports
-
     if fmt not in report_files.FORMATS:
         fail(f"--format must be one of {', '.join(report_files.FORMATS)}, not {fmt!r}")
     if not out.parent.is_dir():
@@ -38,8 +37,6 @@ def _write_report(kind: str, period: str | None, grid: str | None, fmt: str, out
             chosen = reports.period_for_report(kind, period, reports.local_today(tz))
             filters = reports.make_filters(session, grid_code=grid)
             data = reports.report(session, kind, chosen, filters, tz=tz)
-            from core.people import audit
-
             audit.record(session, actor="cli", action="report.write", target_type="report",
                          target_id=f"{kind}:{chosen.label}", detail={"grid": grid, "format": fmt, "out": str(out)})
     except DomainError as exc:
@@ -85,10 +82,6 @@ def scores(
     csv_file: Path = typer.Option(None, "--csv", dir_okay=False, help="also write the table as CSV"),
 ) -> None:
     """Quarterly worker scores (70 % work, 30 % residents' evaluation) with their inputs."""
-    from core.platform.db import session_scope
-    from core.platform.rules import load_rules
-    from core.reporting.scores import quarter_scores
-
     try:
         with session_scope(open_database()) as session:
             rows = quarter_scores(session, quarter, tz=get_settings().timezone)

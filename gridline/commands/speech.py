@@ -22,9 +22,18 @@ from rich.progress import (
 from rich.table import Table
 
 from core.platform.settings import get_settings
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
+from speech_models.audio import AudioError
+from speech_models.catalogue import (
+    CATALOGUE,
+    ENV_VAR,
+    FetchError,
+    ModelNotFound,
+    fetch,
+    install_archive,
+    installed_models,
+    resolve_model,
+)
+from speech_models.transcriber import get_transcriber
 
 models_app = typer.Typer(help="Speech recognition models: what is installed, fetch more.")
 out = Console()
@@ -36,14 +45,6 @@ def list_models(
     json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show installed models, the catalogue, and which model Gridline would use."""
-    from speech_models.catalogue import (
-        CATALOGUE,
-        ENV_VAR,
-        ModelNotFound,
-        installed_models,
-        resolve_model,
-    )
-
     installed = installed_models()
     try:
         active = resolve_model(language=get_settings().speech_language)
@@ -94,8 +95,6 @@ def fetch_model(
     ] = None,
 ) -> None:
     """Download a model, verify its sha256 and unpack it into speech_models/models/."""
-    from speech_models.catalogue import CATALOGUE, FetchError, fetch, install_archive
-
     try:
         if archive is not None:
             path = install_archive(name, archive, force=force)
@@ -135,10 +134,6 @@ def transcribe(
     ] = None,
 ) -> None:
     """Transcribe audio files locally and print the text with timings and confidence."""
-    from speech_models.audio import AudioError
-    from speech_models.catalogue import ModelNotFound
-    from speech_models.transcriber import get_transcriber
-
     try:
         transcriber = get_transcriber(model, language=get_settings().speech_language)
         transcriber.warm_up()

@@ -1,7 +1,7 @@
 """The follow-up call from the command line: ``gridline simulate-survey`` (Twilio and the
-resident for the calls due now, against a running server), ``gridline demo handle`` (the
-grid's part on a demo case, so its follow-up becomes due) and ``gridline residents
-do-not-call``."""
+resident for the calls due now, against a running server) and ``gridline residents
+do-not-call``. The grid's part on a demo case, so its follow-up becomes due, is ``gridline
+demo handle`` (gridline.commands.demo)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,25 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
+from sqlalchemy import update
+from sqlmodel import select
 
-from core.errors import DomainError
+from core import actions
+from core.actions.survey import SURVEY_PHONE_JOB
+from core.cases.models import Case
+from core.followup.models import Survey
+from core.platform import jobs
 from core.platform.clock import utcnow
+from core.platform.db import session_scope
+from core.platform.models import Job, JobStatus
+from core.platform.runner import RetryLater
 from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
+from ivr.database import run_db
+from ivr.simulator import CallScript, Simulator, Turn
+from ivr.survey_jobs import SurveyJobs
+from ivr.survey_sim import SimulatedTwilio
+from ivr.survey_twiml import SurveyFlowConfig, SurveyTwiml
 
 residents_app = typer.Typer(help="Residents' contact wishes.", no_args_is_help=True)
 
@@ -32,12 +43,6 @@ def _actor() -> str:
 
 def _due(engine, case: str, any_time: bool) -> tuple[list, list]:  # noqa: ANN001
     """(the queued follow-up calls due now — or all with ``any_time`` — , those not due yet)."""
-    from sqlmodel import select
-
-    from core.actions.survey import SURVEY_PHONE_JOB
-    from core.platform.db import session_scope
-    from core.platform.models import Job, JobStatus
-
     with session_scope(engine) as session:
         queued = session.exec(select(Job).where(Job.kind == SURVEY_PHONE_JOB, Job.status == JobStatus.queued)
                               .order_by(Job.run_at, Job.id)).all()
@@ -49,11 +54,6 @@ def _due(engine, case: str, any_time: bool) -> tuple[list, list]:  # noqa: ANN00
 
 
 def _due_now(engine, job_id: int) -> None:  # noqa: ANN001
-    from sqlalchemy import update
-
-    from core.platform.db import session_scope
-    from core.platform.models import Job, JobStatus
-
     with session_scope(engine) as session:
         session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(run_at=utcnow()))
 
@@ -75,18 +75,6 @@ def simulate_survey(
     """Play Twilio and the resident for the follow-up calls (回访) due now, against a running
     `gridline serve` without Twilio credentials: each call is placed by the same job handler
     the server runs, and the resident answers, presses --digits and says --say."""
-    from core.actions.survey import SURVEY_PHONE_JOB
-    from core.cases.models import Case
-    from core.followup.models import Survey
-    from core.platform import jobs
-    from core.platform.db import session_scope
-    from core.platform.runner import RetryLater
-    from ivr.database import run_db
-    from ivr.simulator import CallScript, Simulator, Turn
-    from ivr.survey_jobs import SurveyJobs
-    from ivr.survey_sim import SimulatedTwilio
-    from ivr.survey_twiml import SurveyFlowConfig, SurveyTwiml
-
     if answer not in ("human", "machine", "busy", "no-answer", "failed"):
         raise typer.BadParameter("--answer must be human, machine, busy, no-answer or failed")
     settings = get_settings()
@@ -146,40 +134,6 @@ def simulate_survey(
         fail(f"cannot reach {server}: {exc}. Is `gridline serve` running?")
 
 
-def demo_handle(
-    number: str = typer.Argument(..., help="the case number"),
-    category: str = typer.Option("", help="category code for a case that has none yet (e.g. streetlight)"),
-) -> None:
-    """The grid's part on a demo case, so its follow-up becomes due: classify (when it has no
-    category yet), dispatch to its grid, accept, report done and verify, each through the
-    core's actions as `demo:operator`, `demo:worker` and `demo:leader`."""
-    from core import actions
-    from core.cases.models import CaseStatus as S
-    from core.platform.db import session_scope
-
-    engine = open_database()
-    try:
-        with session_scope(engine) as session:
-            case = actions.get_case(session, number)
-            if case.status in (S.received, S.returned, S.reopened):
-                if case.category_id is None:
-                    if not category:
-                        fail(f"case {number} has no category yet: say --category (e.g. streetlight)")
-                    actions.classify(session, case, actor="demo:operator", category_code=category)
-                if case.grid_id is None:
-                    fail(f"case {number} has no grid yet: an operator places it in the console's triage first")
-                actions.dispatch(session, case, actor="demo:operator", reason="demo")
-            if case.status == S.dispatched:
-                actions.accept(session, case, actor="demo:worker")
-            if case.status in (S.accepted, S.in_progress):
-                actions.report_done(session, case, actor="demo:worker", note="演示：已处理完毕")
-            if case.status == S.reported_done:
-                actions.verify(session, case, actor="demo:leader")
-            status = case.status.value
-    except DomainError as exc:
-        fail(exc.message)
-    console.print(f"case {number}: {status}; its follow-up is queued (`gridline simulate-survey --case {number}`)")
-
 
 @residents_app.command("do-not-call")
 def do_not_call(
@@ -188,9 +142,6 @@ def do_not_call(
 ) -> None:
     """Never phone this resident for a follow-up: it goes to the operator's manual-call list
     (or is not evaluated), as rules.toml [survey.phone] do_not_call says. Audited."""
-    from core import actions
-    from core.platform.db import session_scope
-
     engine = open_database()
     with session_scope(engine) as session:
         resident = actions.resident_for_phone(session, phone, actor=_actor())

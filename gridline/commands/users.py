@@ -6,12 +6,16 @@ from __future__ import annotations
 import sys
 
 import typer
+from sqlmodel import select
 
+from console.auth import add_user, login_policy, set_disabled, set_password
+from console.models import ConsoleUser, ConsoleUserGrid
+from console.throttle import clear, current_throttles
 from core.errors import DomainError
+from core.people.models import Department, Worker
+from core.places.models import Grid
+from core.platform.db import session_scope
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
 
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
 
@@ -35,9 +39,6 @@ def add(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input"),
 ) -> None:
     """Create a console account (asks for the password twice, or reads it with --password-stdin)."""
-    from console.auth import add_user
-    from core.platform.db import session_scope
-
     engine = open_database()
     password = _read_password(password_stdin)
     try:
@@ -52,13 +53,6 @@ def add(
 @users_app.command("list")
 def list_users() -> None:
     """Every console account with its role, scope and last login."""
-    from sqlmodel import select
-
-    from console.models import ConsoleUser, ConsoleUserGrid
-    from core.people.models import Department, Worker
-    from core.places.models import Grid
-    from core.platform.db import session_scope
-
     lines = ["name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login (UTC)"]
     with session_scope(open_database()) as session:
         for user in session.exec(select(ConsoleUser).order_by(ConsoleUser.name)).all():
@@ -73,9 +67,6 @@ def list_users() -> None:
 
 
 def _toggle(name: str, disabled: bool) -> None:
-    from console.auth import set_disabled
-    from core.platform.db import session_scope
-
     try:
         with session_scope(open_database()) as session:
             set_disabled(session, name, disabled, actor="cli")
@@ -102,9 +93,6 @@ def password(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from standard input"),
 ) -> None:
     """Set a new password; the account's sessions end."""
-    from console.auth import set_password
-    from core.platform.db import session_scope
-
     engine = open_database()
     new = _read_password(password_stdin)
     try:
@@ -118,10 +106,6 @@ def password(
 @users_app.command("throttles")
 def throttles() -> None:
     """The login throttles that make someone wait now (as on the console's users page)."""
-    from console.auth import login_policy
-    from console.throttle import current_throttles
-    from core.platform.db import session_scope
-
     lines = ["kind\taccount\taddress\tfailures\twait until (UTC)"]
     with session_scope(open_database()) as session:
         for th in current_throttles(session, login_policy()):
@@ -136,9 +120,6 @@ def unthrottle(
     address: str = typer.Option(None, "--address", help="the address whose failures to forget (default: any)"),
 ) -> None:
     """Forget the failed logins of an account, an address, or the two together (audited)."""
-    from console.throttle import clear
-    from core.platform.db import session_scope
-
     if not account and not address:
         fail("name --account, --address or both")
     with session_scope(open_database()) as session:

@@ -6,23 +6,23 @@ import asyncio
 
 import typer
 from rich.table import Table
+from sqlmodel import select
+from telegram import Bot
 
+from chat.web import api_urls
+from chat.worker_store import invite_key
 from core.errors import DomainError
+from core.people import staff
+from core.people.models import StaffChat
+from core.platform.db import session_scope
 from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
-
-# Lazy on purpose: each command imports in its body what it runs, so `gridline --help` and a
-# command load only their own modules (all of them take several times longer to import).
 
 workers_app = typer.Typer(help="Workers' and departments' chats with the bot.", no_args_is_help=True)
 
 
 def _bot_username(settings) -> str:  # noqa: ANN001
     """The bot's username, asked from the Bot API with the configured token."""
-    from telegram import Bot
-
-    from chat.web import api_urls
-
     base_url, base_file_url = api_urls(settings.telegram_api_url)
 
     async def ask() -> str:
@@ -40,10 +40,6 @@ def invite(
     days: float = typer.Option(7, min=0.01, max=30, help="days the link stays valid"),
 ) -> None:
     """Print a single-use link that links the opener's chat to the worker (or department)."""
-    from chat.worker_store import invite_key
-    from core.people import staff
-    from core.platform.db import session_scope
-
     settings = get_settings()
     if not settings.telegram_token:
         fail("GRIDLINE_TELEGRAM_TOKEN is not set: invitations are signed with the bot's token")
@@ -70,9 +66,6 @@ def unlink(
     department: bool = typer.Option(False, "--department", help="CODE is a department's code"),
 ) -> None:
     """Unlink the worker's (or department's) chat: it gets no more tasks and its buttons stop working."""
-    from core.people import staff
-    from core.platform.db import session_scope
-
     try:
         with session_scope(open_database()) as session:
             who = staff.staff_by_code(session, code, department=department)
@@ -88,12 +81,6 @@ def unlink(
 @workers_app.command("list")
 def list_links() -> None:
     """Linked staff chats."""
-    from sqlmodel import select
-
-    from core.people import staff
-    from core.people.models import StaffChat
-    from core.platform.db import session_scope
-
     table = Table("kind", "code", "name", "chat", "via", "linked (UTC)")
     with session_scope(open_database()) as session:
         for link in session.exec(select(StaffChat).order_by(StaffChat.linked_at)).all():

@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from core.cases.models import Attachment
 from core.platform.db import session_scope
-from core.platform.media import media_store
+from core.platform.media_stores import media_store
 from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.console.conftest import login

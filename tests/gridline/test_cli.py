@@ -187,3 +187,37 @@ def test_demo_load_district_year_loads_cases_and_a_filed_petition_gets_the_next_
     assert again.exit_code != 0 and "only into an empty database" in again.output
     wrong = cli("demo", "load", "--size", "city")
     assert wrong.exit_code != 0 and "district-year" in wrong.output
+
+
+def test_help_lists_every_command_without_importing_their_modules(tmp_path):
+    """`gridline --help` comes from the table: no command module (nor what they import) loads."""
+    script = ("import sys\nfrom gridline.cli import main\nsys.argv = ['gridline', '--help']\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\n"
+              "print('LOADED', sorted(m for m in sys.modules if m.startswith(('gridline.commands', 'core.'))))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "LOADED []"
+    from gridline.cli import COMMANDS
+
+    listed = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 1}
+    assert {name for name, entry in COMMANDS.items() if not entry.hidden} <= listed
+    assert "worker" not in listed  # the old name of `jobs`: hidden
+
+
+def test_every_command_in_the_table_loads_and_answers_its_help():
+    from gridline.cli import COMMANDS, app
+
+    runner = CliRunner()
+    for name in COMMANDS:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Usage:" in result.output and name in result.output, name
+
+
+def test_an_unknown_command_is_refused_with_the_nearest_names():
+    from gridline.cli import app
+
+    result = CliRunner().invoke(app, ["workerz"])
+    assert result.exit_code == 2
+    assert "No such command 'workerz'. Did you mean 'workers'?" in " ".join(result.output.split())

@@ -18,7 +18,7 @@ WIRED = "chat.notice,sms.progress,staff.messages"
 
 REPORT = "print(events.SUBSCRIBERS.wired, ','.join(events.SUBSCRIBERS.names()))"
 ENTRY_POINTS = {
-    # any CLI command (gridline serve, gridline worker, imports, the simulator …) goes through the group
+    # any CLI command that changes cases (serve, jobs, imports …) opens its database through open_database
     "cli": "from gridline.cli import app\n" + REPORT + "\napp(['db', 'upgrade'], standalone_mode=False)\n" + REPORT,
     "app": "from gridline.app import build_app\n" + REPORT + "\nbuild_app(channels=(), run_jobs=False)\n" + REPORT,
 }

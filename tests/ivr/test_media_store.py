@@ -79,7 +79,7 @@ def test_a_recovered_turn_is_filed_first_and_uploaded_after_the_commit(engine, t
 
     from core.cases.models import CallSession, Case
     from core.platform import uploads
-    from core.platform.media import media_store
+    from core.platform.media_stores import media_store
     from core.platform.settings import Settings
     from ivr import calls
     from ivr.spool import wav_bytes

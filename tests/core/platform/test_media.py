@@ -15,9 +15,9 @@ from core.platform.media import (
     MediaSettingInvalid,
     MediaUnavailable,
     keep,
-    media_store,
     parse_media_url,
 )
+from core.platform.media_stores import media_store
 from core.platform.settings import Settings
 
 

@@ -17,7 +17,8 @@ from core.people.models import AuditEntry
 from core.platform import uploads
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
-from core.platform.media import keep, media_store
+from core.platform.media import keep
+from core.platform.media_stores import media_store
 from core.platform.models import Job, JobStatus
 from core.platform.settings import Settings
 from gridline.app import SERVICES, build_app

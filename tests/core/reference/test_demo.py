@@ -199,7 +199,8 @@ def test_loading_twice_is_refused_and_changes_nothing(session, demo):
 
 
 def test_same_seed_same_district(session, demo, tmp_path):
-    from core.platform.db import make_engine, session_scope, upgrade
+    from core.platform.db import make_engine, session_scope
+    from core.platform.migrations import upgrade
 
     def fingerprint(s: Session) -> tuple:
         code = {g.id: g.code for g in s.exec(select(Grid)).all()}

@@ -183,7 +183,8 @@ def test_export_round_trips_the_demo_district(session, tmp_path):
     assert snapshot(session)["grids"] == before["grids"]
 
     # Into an empty database: the same tree with the same boundaries.
-    from core.platform.db import make_engine, session_scope, upgrade
+    from core.platform.db import make_engine, session_scope
+    from core.platform.migrations import upgrade
 
     other = make_engine(f"sqlite:///{tmp_path / 'fresh.sqlite3'}")
     upgrade(other)
