@@ -237,3 +237,20 @@ async def test_a_wrong_key_at_the_choice_is_no_choice(demo_rig, fake_speech, pla
     case = _the_case(demo_rig)
     assert result.case_number == case.number
     assert case.grid_id == places["estate"] and "address_unconfirmed" in case.flags
+
+
+async def test_a_caller_who_hangs_up_at_the_choice_keeps_the_case_at_the_common_grid(demo_rig, fake_speech, places):
+    _said_two_buildings(fake_speech)
+    answered = await demo_rig.simulator().call(_choice_call("2"))  # the same call answered: where the question is
+    asked_after = next(i for i, h in enumerate(answered.heard) if CHOICE in h) + 1
+    _said_two_buildings(fake_speech)
+    script = _choice_call("2")
+    script.hangup_after_prompts = asked_after
+    gone = await demo_rig.simulator().call(script)
+    assert gone.case_number is None and any(CHOICE in h for h in gone.heard)
+    call = demo_rig.call_session(gone.call_sid)
+    assert call.outcome == "hung_up_case" and call.case_id is not None
+    with session_scope(demo_rig.engine) as session:
+        case = session.get(Case, call.case_id)
+        assert case.grid_id == places["estate"]  # the petition is kept; the place stays what was sure
+        assert {"caller_hung_up", "address_unconfirmed"} <= set(case.flags)
