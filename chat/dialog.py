@@ -54,13 +54,15 @@ NAME = "intake"
 PROBLEM, VOICE_OK, WHERE, ADDRESS_OK, CATEGORY, CONFIRM = (
     "problem", "voice_ok", "where", "address_ok", "category", "confirm",
 )
+ADDRESS_PICK = "address_pick"  # two or more close places offered as buttons
 END = ConversationHandler.END
 
 MAX_PHOTOS = 5
 SUMMARY_DESCRIPTION = 600  # characters echoed back in the confirmation
 
 # dialog callback actions -> whether they carry a value
-ACTIONS = {"vy": False, "vn": False, "ay": False, "an": False, "c": True, "ok": False, "no": False}
+ACTIONS = {"vy": False, "vn": False, "ay": False, "an": False, "c": True, "ok": False, "no": False,
+           "ap": True, "ax": False}  # ap <n>: the n-th close place chosen; ax: none of them
 
 
 # ---------------------------------------------------------------- helpers
@@ -306,6 +308,9 @@ async def where_text(update: Update, context: Context) -> str:
         await reply(update, t(language, "dialog.address_unknown", text=clip(text, 60)), language,
                     reply_markup=where_keyboard(language))
         return WHERE
+    choices = await d.db(store.address_choices, text)
+    if choices:
+        return await _offer_places(update, context, draft, text, found[1], choices)
     place, grid = found
     draft["candidate"] = {"typed": text, "place": place, "grid": grid}
     shown = place if not grid or grid in place else f"{place}（{grid}）"
@@ -335,6 +340,62 @@ async def address_choice(update: Update, context: Context) -> str:
     draft["candidate"] = None
     await reply(update, t(language, "dialog.address_retry"), language, reply_markup=where_keyboard(language))
     return WHERE
+
+
+async def _offer_places(update: Update, context: Context, draft: dict, typed: str, common: str,
+                        choices: list[tuple[int, str]]) -> str:
+    """The matcher is unsure between close places: each is a button, with 都不是."""
+    language = lang(update)
+    draft["offered"] = {"typed": typed, "common": common, "choices": [list(c) for c in choices]}
+    rows = [[_button(context, draft, name, "ap", str(i))] for i, (_, name) in enumerate(choices)]
+    rows.append([_button(context, draft, t(language, "dialog.address_none_of_them"), "ax")])
+    await reply(update, t(language, "dialog.address_which"), language, reply_markup=InlineKeyboardMarkup(rows))
+    return ADDRESS_PICK
+
+
+async def _place_picked(update: Update, context: Context, index: int | None) -> str:
+    """One of the offered places (its registered name is the address: routing matches it
+    exactly), or none (``None``): the typed words stay the address, which routing takes no
+    deeper than the places' common grid; staff check it."""
+    draft = _draft(context)
+    language = lang(update)
+    offered = draft.pop("offered", None) or {}
+    choices = offered.get("choices") or []
+    if index is not None and 0 <= index < len(choices):
+        name = choices[index][1]
+        draft["address_text"] = draft["place"] = name
+        await reply(update, t(language, "dialog.place_chosen", place=name), language, reply_markup=main_menu(language))
+    else:
+        draft["address_text"] = offered.get("typed") or draft.get("address_text")
+        draft["place"] = offered.get("common") or draft["address_text"]
+        await reply(update, t(language, "dialog.address_not_chosen", place=draft["place"]), language,
+                    reply_markup=main_menu(language))
+    return await ask_category(update, context)
+
+
+async def place_button(update: Update, context: Context) -> str:
+    choice = await _dialog_button(update, context)
+    if choice is None:
+        return ADDRESS_PICK
+    action, value = choice
+    return await _place_picked(update, context, int(value) if action == "ap" and (value or "").isdigit() else None)
+
+
+async def place_typed(update: Update, context: Context) -> str:
+    """Typed instead of pressed: matched against the offered places only. Words naming
+    none of them that name another place start over with that address; 都不是, or
+    anything else, is none of them."""
+    d = deps(context)
+    draft = await _ensure_draft(update, context)
+    text = (update.effective_message.text or "").strip()[:200]
+    choices = (draft.get("offered") or {}).get("choices") or []
+    if not choices:
+        return await where_text(update, context)
+    index = await d.db(store.pick_address, text, choices)
+    if index is None and await d.db(store.match_address, text) is not None:
+        draft.pop("offered", None)
+        return await where_text(update, context)
+    return await _place_picked(update, context, index)
 
 
 async def where_contact(update: Update, context: Context) -> str:
@@ -599,6 +660,13 @@ def _conversation(lead, common, with_buttons, report_button, free_text, voice) -
                 CallbackQueryHandler(address_choice),
                 MessageHandler(filters.LOCATION, where_location),
                 MessageHandler(free_text, where_text),  # another address
+                *common,
+            ],
+            ADDRESS_PICK: [
+                *lead,
+                CallbackQueryHandler(place_button),
+                MessageHandler(filters.LOCATION, where_location),
+                MessageHandler(free_text, place_typed),
                 *common,
             ],
             CATEGORY: [*lead, CallbackQueryHandler(category_choice), *with_buttons],

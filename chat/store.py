@@ -112,6 +112,21 @@ def match_address(engine: Engine, text: str) -> tuple[str, str] | None:
     return place or grid_name, grid_name
 
 
+def address_choices(engine: Engine, text: str) -> list[tuple[int, str]]:
+    """Close places a typed address could be and the matcher would not choose between
+    (``RouteResult.choices``: two buildings, two estates a character apart): the resident
+    is asked. Empty when the match is sure, or names nothing."""
+    found = indexes_for(engine).gazetteer.match(text)
+    if found is None or len(found.choices) < 2:
+        return []
+    return [(int(grid_id), name) for grid_id, name in found.choices]
+
+
+def pick_address(engine: Engine, text: str, choices: list[tuple[int, str]]) -> int | None:
+    """Which of ``choices`` a typed answer names (``Gazetteer.pick``), or ``None``."""
+    return indexes_for(engine).gazetteer.pick(text, [(int(g), str(n)) for g, n in choices])
+
+
 # ---------------------------------------------------------------- categories
 
 

@@ -54,7 +54,8 @@ class HeardAddress:
             return None
         return {"name": r.place or self.text, "grid_id": r.grid_id, "confidence": r.confidence,
                 "level": r.level, "scope": r.scope, "needs_building": r.needs_building,
-                "reason": r.reason, "phrase_pass": self.phrase_pass}
+                "reason": r.reason, "phrase_pass": self.phrase_pass,
+                "choices": [[grid_id, name] for grid_id, name in r.choices]}
 
 
 async def hear_address(gazetteer: Gazetteer, free_text: str, phrase_pass: PhrasePass | None) -> HeardAddress:

@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from core.places.address import canonical, spoken
+from core.places.routing import shared_ends
 from ivr.config import PROMPTS, FlowConfig, load_prompts
 
 
@@ -20,6 +22,26 @@ def read_digits(number: str, prompts: dict) -> str:
     names = prompts["numbers"]["digits"]
     sep = prompts["numbers"].get("separator", " ")
     return sep.join(names[int(c)] if c.isdigit() else c for c in number)
+
+
+def choice_names(names: list[str]) -> list[str]:
+    """The candidates as said in a question: the first in full, the others by their own
+    part when they differ only in a number (洋坊新村七幢，还是九幢), else in full."""
+    said = [spoken(n) for n in names]
+    short = short_names(said)
+    return [said[0], *short[1:]]
+
+
+def short_names(said: list[str]) -> list[str]:
+    """Each candidate by what sets it apart, when that is a number and what follows it
+    (七幢, 九幢); in full otherwise (金桥新村, 金湖新村)."""
+    prefix, _ = shared_ends([canonical(n) for n in said])
+    if len(prefix) < 2:
+        return list(said)
+    own = [canonical(n)[len(prefix):] for n in said]
+    if not all(o and o[0].isdigit() for o in own):
+        return list(said)
+    return [spoken(o) for o in own]
 
 
 @dataclass
@@ -117,9 +139,34 @@ class Flow:
         self.say(g, self.text(key, text=text, address=text), self.repeat)
         return str(r)
 
-    def building_ask(self) -> str:
+    def choice(self, *, names: list[str], segment: str, token: str | None, call_sid: str, stop: str | None) -> str:
+        """"是洋坊新村七幢，还是九幢？七幢请按1，九幢请按2，或者直接说。" A key 1..n answers at
+        once; words said instead go to a stream of their own (``segment``), read when the
+        keypad times out. ``stop`` ends the address turn's stream."""
+        r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
+        stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
+        stream.parameter(name="token", value=token)
+        stream.parameter(name="callSid", value=call_sid)
+        stream.parameter(name="segment", value=segment)
+        said = choice_names(names)
+        sep, last = self.text("address_choice_sep"), self.text("address_choice_or")
+        question = self.text("address_choice", names=self.text("address_choice_list_sep").join(said[:-1]) + last
+                             + said[-1])
+        keys = sep.join(self.text("address_choice_key", name=name, digit=i)
+                        for i, name in enumerate(short_names([spoken(n) for n in names]), 1))
+        g = r.gather(input="dtmf", num_digits=1, timeout=self.config["address"]["choice_timeout_s"],
+                     action=self.url("/twilio/address/choice", seg=segment), method="POST",
+                     action_on_empty_result=True)
+        self.say(g, question + keys + self.text("address_choice_tail"))
+        return str(r)
+
+    def building_ask(self, stop: str | None = None) -> str:
         """The building number by keypad, for an estate the caller's words named only."""
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         g = r.gather(input="dtmf", finish_on_key="#", timeout=self.config["address"]["building_timeout_s"],
                      action=self.url("/twilio/address/building"), method="POST", action_on_empty_result=True)
         self.say(g, self.text("address_building"), self.repeat)

@@ -55,7 +55,8 @@ class Turn:
 class CallScript:
     from_number: str = "+8613800000000"
     to_number: str = "+8657100000000"
-    digits: list[str | None] = field(default_factory=list)  # per <Gather>; None/"" = no key
+    # per <Gather>; None/"" = no key; a Turn = words said (to the open stream) instead of a key
+    digits: list[str | Turn | None] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)  # per <Record>
     operator_answers: bool = False
     hangup_after_prompts: int | None = None  # hang up after hearing this many prompts
@@ -312,6 +313,16 @@ class Simulator:
                 if self._heard_enough(script, result):
                     return None, None, True
                 pressed = digits.pop(0) if digits else None
+                if isinstance(pressed, Turn):  # words said instead of a key, heard by the open stream
+                    stream = next(reversed(streams.values()), None) if streams else None
+                    frames = audio_frames(pressed.audio) if pressed.audio is not None else []
+                    await self._send_frames(stream, frames)
+                    await self._send_frames(stream, [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50))
+                    pressed = None
+                    if verb.get("actionOnEmptyResult") == "true":
+                        action = self._absolute(verb.get("action") or current, current)
+                        return action, dict(base, CallStatus="in-progress", Digits=""), False
+                    continue
                 if pressed is None and not digits and script.default_digit and \
                         verb.get("numDigits") == "1" and verb.get("actionOnEmptyResult") == "true":
                     pressed = script.default_digit

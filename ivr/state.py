@@ -34,8 +34,9 @@ class Stage(enum.StrEnum):
     petition = "petition"  # the caller describes the problem (recording)
     readback = "readback"  # "您反映的是……" 1 confirm / 2 again
     address = "address"  # an unknown caller says where (recording)
-    address_confirm = "address_confirm"  # "您的地址是……" 1 / 2
+    address_confirm = "address_confirm"  # "是洋坊新村9幢吗？" 1 / 2
     address_building = "address_building"  # only the estate is sure: the building number by keypad
+    address_choice = "address_choice"  # two or more close places: "是A，还是B？" by key 1..n or by voice
     status = "status"  # keying a case number
     operator = "operator"  # <Dial> to the operator
     filed = "filed"  # a case exists; its number was read out
@@ -110,6 +111,12 @@ class AddressTurn(Turn):
     needs_building: bool = False  # sure of the estate only; a building number would settle it
     building_asked: bool = False
     building_keyed: str | None = None  # the digits the caller keyed, found or not
+    # Close candidates the matcher could not choose between ([grid id, name]); the caller is asked.
+    choices: list[tuple[int, str]] = Field(default_factory=list)
+    choice_segment: str | None = None  # the stream that hears a spoken answer
+    chosen: int | None = None  # 1-based, the candidate the caller chose
+    chosen_by: str | None = None  # "key" or "voice"
+    choice_heard: str | None = None  # the words of a spoken answer, chosen or not
 
 
 class CallState(_Model):
@@ -241,12 +248,43 @@ class Call:
         a.heard = heard or a.heard
         a.name = a.grid_id = a.confidence = a.level = a.scope = None
         a.needs_building = False
+        a.choices = []
         if match:
             a.name, a.grid_id, a.confidence = match["name"], match["grid_id"], match["confidence"]
             a.level, a.scope = match.get("level"), match.get("scope")
             a.needs_building = bool(match.get("needs_building"))
-            self.ask_confirm("address")
+            a.choices = [(int(g), str(n)) for g, n in match.get("choices") or ()]
+            if len(a.choices) < 2:
+                a.choices = []
+                self.ask_confirm("address")
         return a.attempt
+
+    def ask_choice(self) -> tuple[str, str | None]:
+        """Two or more close candidates: the caller chooses by key or says which. A stream
+        of its own hears the spoken answer. Returns (segment, stream token)."""
+        a = self.state.address
+        a.choice_segment = f"address-choice-{a.attempt}"
+        a.chosen = a.chosen_by = a.choice_heard = None
+        self.state.segments[a.choice_segment] = Recording(kind="address",
+                                                          audio_path=recording_path(self.call_sid, a.choice_segment))
+        self.state.stage = Stage.address_choice
+        return a.choice_segment, self.row.stream_token
+
+    def address_chosen(self, number: int, by: str, heard: str | None, match: dict) -> None:
+        """The caller chose candidate ``number`` (1-based): the address is that place,
+        confirmed by the choice itself."""
+        a = self.state.address
+        a.chosen, a.chosen_by, a.choice_heard = number, by, heard
+        a.name, a.grid_id, a.confidence = match["name"], match["grid_id"], match["confidence"]
+        a.level, a.scope = match.get("level"), match.get("scope")
+        a.needs_building = bool(match.get("needs_building"))
+        self.confirm("address", keyed=True)
+
+    def address_not_chosen(self, heard: str | None) -> None:
+        """No key, no words, neither, or words naming none of them: the address stays what
+        the matcher was sure of (the candidates' common grid) or triage, unconfirmed."""
+        a = self.state.address
+        a.chosen, a.chosen_by, a.choice_heard = None, None, heard
 
     def ask_building(self) -> None:
         """Asked once, by keypad, for the building number of an estate matched only in part."""

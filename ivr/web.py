@@ -13,6 +13,7 @@ Every database call goes through ``Hotline.db``; the gazetteer through
     /twilio/address/done       unknown caller's address → gazetteer → read back
     /twilio/address/confirm    1 confirm, 2 say again → file the case (or ask the building)
     /twilio/address/building   only the estate was sure: building number keyed → file the case
+    /twilio/address/choice     two or more close places: a key 1..n or the words said → that place, else coarse
     /twilio/case-status        case number keyed → status read out
     /twilio/operator/after     <Dial> to the operator ended
     /twilio/status             call status callback (hang-ups, duration)
@@ -43,7 +44,7 @@ from core.platform.clock import utcnow
 from core.platform.rules import load_rules
 from core.platform.storage import resolve
 from ivr import calls, handover
-from ivr.address import file_phrase_pass, hear_address
+from ivr.address import HeardAddress, file_phrase_pass, hear_address
 from ivr.config import FlowConfig, parse_service_hours
 from ivr.database import run_db
 from ivr.flow import Flow
@@ -51,7 +52,7 @@ from ivr.handover import Handover
 from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
 from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool, forget_handover_copies
-from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, TurnKind
+from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, Stage, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
 
@@ -508,7 +509,11 @@ class Hotline:
                                            float(self.config["address"]["phrase_pass_s"]))
             best = await hear_address(gaz, said, phrase_pass)
             match = best.as_match()
-        _, attempt = await self.apply(call_sid, Call.address_heard, said, match)
+        call, attempt = await self.apply(call_sid, Call.address_heard, said, match)
+        if match and call.state.address.choices:
+            _, (choice, token) = await self.apply(call_sid, Call.ask_choice)
+            return self.flow.choice(names=[name for _, name in call.state.address.choices], segment=choice,
+                                    token=token, call_sid=call_sid, stop=segment)
         if match:
             return self.flow.readback(segment=segment, text=match["name"], kind="address")
         if attempt < self.config["address"]["attempts"]:
@@ -523,6 +528,58 @@ class Hotline:
             return self.flow.readback(segment=a.segment, text=a.name or "", kind="address", notice=notice)
 
         return await self._confirm(call_sid, form, "address", again)
+
+    @webhook
+    async def address_choice(self, request, form, call_sid) -> str:
+        """The caller's answer to "是A，还是B？": a key 1..n, else the words said on the
+        choice's stream matched against the candidates only (``Gazetteer.pick``). Neither,
+        no answer, or words naming none of them: the case is filed at what the matcher was
+        sure of (the candidates' common grid, or triage), never at a guess."""
+        call = await self.load_call(call_sid)
+        if call.row.case_id is not None:
+            return await self.file_and_say(call_sid)
+        if form.get("Digits") == "hangup":
+            await self.hung_up(call_sid)
+            return self.flow.empty()
+        a = call.state.address
+        segment = a.choice_segment or request.query.get("seg", "")
+        if call.state.stage != Stage.address_choice or not a.choices or not segment:
+            log.warning("call %s: an answer to a choice that was not asked", call_sid)
+            return await self.file_and_say(call_sid, stop=segment or None)
+        key = (form.get("Digits") or "").strip()[:1]
+        picked, by, words = None, None, None
+        if key.isdigit() and 1 <= int(key) <= len(a.choices):
+            picked, by = int(key) - 1, "key"
+        else:
+            try:
+                round_ = max(0, int(request.query.get("round", "0") or 0))
+            except ValueError:
+                round_ = 0
+            heard = await self.heard(call_sid, segment, "address", round_)
+            if heard is None:
+                return self.flow.wait("/twilio/address/choice", seg=segment, round=round_ + 1)
+            await self.apply(call_sid, Call.turn_heard, segment, heard)
+            words = heard.text.strip() if heard.final else ""
+            if words:
+                gaz = await self.gazetteer()
+                picked = gaz.pick(words, a.choices)
+                by = "voice" if picked is not None else None
+        if picked is None:
+            await self.apply(call_sid, Call.address_not_chosen, words or None)
+            return await self.file_and_say(call_sid, stop=segment, notice="address_choice_none")
+        grid_id, name = a.choices[picked]
+        gaz = await self.gazetteer()
+        found = gaz.match(name)
+        if found is not None and found.grid_id == grid_id:
+            match = HeardAddress(name, found).as_match()
+        else:  # a candidate the matcher does not give back by its name alone: its grid as offered
+            match = {"name": name, "grid_id": grid_id, "confidence": a.confidence or 0.0,
+                     "level": gaz.levels.get(grid_id)}
+        call, _ = await self.apply(call_sid, Call.address_chosen, picked + 1, by, words, match)
+        if call.state.address.needs_building and not call.state.address.building_asked:
+            await self.apply(call_sid, Call.ask_building)
+            return self.flow.building_ask(stop=segment)
+        return await self.file_and_say(call_sid, stop=segment)
 
     @webhook
     async def address_building(self, request, form, call_sid) -> str:
@@ -700,6 +757,7 @@ def setup(app: web.Application, services) -> Hotline:
         ("/twilio/address/done", Hotline.address_done),
         ("/twilio/address/confirm", Hotline.address_confirm),
         ("/twilio/address/building", Hotline.address_building),
+        ("/twilio/address/choice", Hotline.address_choice),
         ("/twilio/case-status", Hotline.case_status),
         ("/twilio/operator/after", Hotline.operator_after),
         ("/twilio/status", Hotline.status),

@@ -827,6 +827,43 @@ class Gazetteer:
         return self._result(item.grid_id, confidence, steps,
                             Candidate(item, confidence, "keypad", str(number), 0, 0, numbered=True))
 
+    # -- a choice between close candidates -------------------------------------------------
+
+    def pick(self, text: str, choices: Sequence[tuple[int, str]]) -> int | None:
+        """Which of ``choices`` ((grid id, name), as ``RouteResult.choices``) an answer names:
+        its index, or ``None`` (neither, unsure, or nothing of them). The answer is matched by
+        this matcher restricted to the candidates (readings, accents, a character off); the
+        part they share may be left out (九幢 for 洋坊新村九幢, 金桥 for 金桥新村), and
+        "第二个" or a bare "二" names the second. Two candidates both heard: none."""
+        key, _ = self._repaired(canonical(text))
+        names = [canonical(name) for _, name in choices]
+        if not key or len(choices) < 2 or _NEITHER.search(key):
+            return None
+        ordinal = _ORDINAL.fullmatch(key)
+        if ordinal is not None:
+            n = int(ordinal.group(1))
+            return n - 1 if 1 <= n <= len(choices) else None
+        kinds = {(e.name, e.grid_id): e.kind for e in self.entries}
+        restricted = Gazetteer([(name, kinds.get((name, grid), "place"), grid) for grid, name in choices],
+                               self.min_confidence, self.parents, levels=self.levels, accents=self.accents)
+        prefix, suffix = shared_ends(names)
+        tries = [key]
+        if prefix and not key.startswith(prefix):
+            tries.append(prefix + key)
+        if suffix and not key.endswith(suffix):
+            tries += [t + suffix for t in list(tries)]
+        for attempt in tries:
+            found = restricted.match(attempt)
+            if found is None:
+                continue
+            by_name = [i for i, (_, name) in enumerate(choices) if name == found.place]
+            by_grid = [i for i, (grid, _) in enumerate(choices) if grid == found.grid_id]
+            if len(by_name) == 1:
+                return by_name[0]
+            if len(by_grid) == 1 and not found.choices:
+                return by_grid[0]
+        return None
+
     # -- what the recogniser should expect ------------------------------------------------
 
     def phrases(self) -> AddressPhrases:
@@ -862,6 +899,29 @@ _DIGITS = re.compile(r"\d+")
 # Repair words in canonical text (no punctuation): the last one says the address follows.
 _REPAIR = re.compile(r"我?说错了|(?:不对)+|弄错了|错了|应该是|不是(?=是)")
 _NEGATED = re.compile(r"不是(?!是)")
+# An answer to "A, or B?" that takes neither.
+_NEITHER = re.compile(r"都不是|都不对|哪个都不|两个都不|都没有|不是这")
+# "第二个", "二", "按二" (numbers are digits by now): the n-th of the candidates read out.
+_ORDINAL = re.compile(r"(?:按|选)?(?:第)?([0-9])(?:个|号)?(?:吧|啊|呀)?")
+
+
+def shared_ends(names: Sequence[str]) -> tuple[str, str]:
+    """The start and the end every name shares, leaving each name something of its own:
+    洋坊新村7幢, 洋坊新村9幢 → (洋坊新村, 幢); 金桥新村, 金湖新村 → (金, 新村)."""
+    if len(names) < 2:
+        return "", ""
+    shortest = min(len(n) for n in names)
+    start = 0
+    while start < shortest - 1 and len({n[start] for n in names}) == 1:
+        start += 1
+    while start and names[0][start - 1].isdigit():  # 洋坊新村12幢, 洋坊新村15幢: not 1 shared
+        start -= 1
+    end = 0
+    while end < shortest - start - 1 and len({n[-1 - end] for n in names}) == 1:
+        end += 1
+    while end and names[0][-end].isdigit():
+        end -= 1
+    return names[0][:start], names[0][len(names[0]) - end:] if end else ""
 
 
 # ---------------------------------------------------------------------------------------

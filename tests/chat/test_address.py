@@ -79,3 +79,66 @@ async def test_estate_only_lands_in_its_area_and_says_so(places, harness):
     assert "片区确定，楼栋未知" in case_routing_text("zh", case.routing_trace, case.routing_reason)
     assert {"code": "partial", "params": {"level": "area", "missing": "building", "needs_building": True}} \
         in case.routing_trace
+
+
+# -- two close places: the resident chooses ---------------------------------------------------
+
+TWO_BUILDINGS = "洋坊新村1幢和9幢"
+
+
+async def _offered_two(h, user: int) -> dict:
+    h.fake.add_user(user, "Mei", language_code="zh-hans")
+    await h.say(user, "楼道里的灯坏了，晚上看不见")
+    await h.reply(user, "问题发生在哪里")
+    await h.say(user, TWO_BUILDINGS)
+    return await h.reply(user, "您说的是哪一个")
+
+
+async def _finish(h, user: int) -> Case:
+    await h.reply(user, "哪一类问题")
+    await h.press(user, "路灯故障")
+    await h.reply(user, "请确认")
+    await h.press(user, "✅ 确认提交")
+    number = re.search(r"\d{10,}", (await h.reply(user, "诉求已受理"))["text"]).group(0)
+    with session_scope(h.engine) as session:
+        return session.exec(select(Case).where(Case.number == number)).one()
+
+
+async def test_close_places_are_buttons_and_a_press_chooses(places, harness):
+    offered = await _offered_two(harness, 7201)
+    labels = [b["text"] for row in offered["reply_markup"]["inline_keyboard"] for b in row]
+    assert labels == ["洋坊新村1幢", "洋坊新村9幢", "都不是"]
+    await harness.press(7201, "洋坊新村9幢")
+    assert "洋坊新村9幢" in (await harness.reply(7201, "地点："))["text"]
+    case = await _finish(harness, 7201)
+    assert (case.grid_id, case.address_text) == (places["building"][0], "洋坊新村9幢")
+
+
+async def test_none_of_the_close_places_stays_at_their_common_grid(places, harness):
+    await _offered_two(harness, 7202)
+    await harness.press(7202, "都不是")
+    said = (await harness.reply(7202, "工作人员核实"))["text"]
+    assert places["estate"][1] in said
+    case = await _finish(harness, 7202)
+    assert case.grid_id == places["estate"][0]  # never a guess between the two buildings
+    assert case.address_text == TWO_BUILDINGS
+    assert any(s["code"] == "two_buildings" for s in case.routing_trace)
+
+
+@pytest.mark.parametrize(("typed", "lands"), [
+    ("九撞", "building"),  # the part that differs, 幢 as a recogniser writes it
+    ("第一个", "flat"),  # 洋坊新村1幢's micro grid (the fixture's "flat" grid)
+    ("都不是", "estate"),
+    ("十二幢", "estate"),  # a building not offered: none of them
+])
+async def test_typed_instead_of_pressed_is_matched_against_the_places_offered(places, harness, typed, lands):
+    await _offered_two(harness, 7203)
+    await harness.say(7203, typed)
+    case = await _finish(harness, 7203)
+    assert case.grid_id == places[lands][0]
+
+
+async def test_another_place_typed_at_the_choice_starts_over_with_it(places, harness):
+    await _offered_two(harness, 7204)
+    await harness.say(7204, "罗布新苑3幢")
+    assert "罗布新苑3幢" in (await harness.reply(7204, "您说的是「"))["text"]

@@ -31,7 +31,7 @@ def places(engine) -> dict[str, int]:
             return session.exec(select(GazetteerEntry).where(GazetteerEntry.name == name)).one().grid_id
 
         return {"building": grid_of("洋坊新村9幢"), "estate": grid_of("洋坊新村"),
-                "other_building": grid_of("洋坊新村1幢")}
+                "other_building": grid_of("洋坊新村1幢"), "far_building": grid_of("洋坊新村12幢")}
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def _the_case(rig) -> Case:
 async def test_building_said_zhuang_and_written_as_a_homophone_lands_in_its_micro_grid(demo_rig, fake_speech, places):
     fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村 九 撞")
     result = await demo_rig.simulator().call(_call([]))
-    assert any("您的地址是：洋坊新村9幢" in h for h in result.heard)
+    assert any("是洋坊新村9幢吗？" in h for h in result.heard)
     assert not any("请输入楼栋号" in h for h in result.heard)  # the building is sure: no keypad question
     case = _the_case(demo_rig)
     assert result.case_number == case.number
@@ -67,7 +67,7 @@ async def test_estate_only_asks_the_building_number_by_keypad(demo_rig, fake_spe
     fake_speech.say("楼道 里 的 灯 不亮 了", "我家 住在 洋坊 新村 门口")
     result = await demo_rig.simulator().call(_call(["9#"]))
     asked = [h for h in result.heard if "请输入楼栋号，按井号键结束" in h]
-    assert asked and any("您的地址是：洋坊新村。" in h for h in result.heard)
+    assert asked and any("是洋坊新村吗？" in h for h in result.heard)
     case = _the_case(demo_rig)
     assert result.case_number == case.number
     assert (case.grid_id, case.address_text) == (places["building"], "洋坊新村9幢")
@@ -103,7 +103,7 @@ async def test_phrase_list_pass_settles_what_the_free_words_could_not(demo_rig, 
     # list, the same audio gives a name that exists.
     fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村 就 状 吧").say_in_grammar("洋坊新村九幢")
     result = await demo_rig.simulator().call(_call([]))
-    assert any("您的地址是：洋坊新村9幢" in h for h in result.heard)
+    assert any("是洋坊新村9幢吗？" in h for h in result.heard)
     case = _the_case(demo_rig)
     assert case.grid_id == places["building"]
     phrase_streams = [s for s in fake_speech.streams if s.phrases]
@@ -164,3 +164,93 @@ async def test_a_phrase_pass_that_fails_leaves_the_free_words(demo_rig, places):
     heard = await hear_address(gaz, "洋坊 新村", refused)
     assert (heard.route.grid_id, heard.phrase_pass, heard.as_match()["needs_building"]) == (
         places["estate"], False, True)
+
+
+# -- two close places: the caller chooses ---------------------------------------------------
+
+CHOICE = "是洋坊新村一幢，还是九幢？一幢请按1，九幢请按2，或者直接说出来。"
+
+
+def _choice_call(answer: str | Turn | None) -> CallScript:
+    """Menu 1, a petition (read back, 1), an address naming two buildings, then ``answer``
+    to "是A，还是B？": a key, words said (a Turn), or nothing."""
+    return CallScript(from_number=CALLER, digits=["1", "1", answer],
+                      turns=[Turn(tone(2.5)), Turn(tone(1.5))])
+
+
+def _said_two_buildings(fake_speech, answer: str = "") -> None:
+    fake_speech.say("楼道 里 的 灯 不亮 了", "洋坊 新村 一 幢 和 九 幢", answer)
+
+
+async def test_two_close_places_are_offered_and_a_key_chooses(demo_rig, fake_speech, places):
+    _said_two_buildings(fake_speech)
+    result = await demo_rig.simulator().call(_choice_call("2"))
+    assert any(CHOICE in h for h in result.heard)
+    assert not any("吗？确认请按1" in h for h in result.heard)  # the choice is the confirmation
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert (case.grid_id, case.address_text) == (places["building"], "洋坊新村9幢")
+    assert "address_unconfirmed" not in (case.flags or [])
+    address = demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"]) == (2, "key")
+    assert [g for g, _ in address["choices"]] == [places["other_building"], places["building"]]
+
+
+async def test_a_choice_answered_by_voice_with_the_part_that_differs(demo_rig, fake_speech, places):
+    _said_two_buildings(fake_speech, "一 撞")  # 幢 heard as 撞, the estate left out
+    result = await demo_rig.simulator().call(_choice_call(Turn(tone(1.0))))
+    assert any(CHOICE in h for h in result.heard)
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert (case.grid_id, case.address_text) == (places["other_building"], "洋坊新村1幢")
+    address = demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"], address["choice_heard"]) == (1, "voice", "一撞")
+    assert address["choice_segment"] in demo_rig.call_session(result.call_sid).state["segments"]
+
+
+async def test_a_choice_not_answered_files_at_the_common_grid(demo_rig, fake_speech, places):
+    _said_two_buildings(fake_speech)
+    result = await demo_rig.simulator().call(_choice_call(None))
+    assert any("工作人员会和您核实具体位置" in h for h in result.heard)
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert case.grid_id == places["estate"]  # never a guess between the two
+    assert "address_unconfirmed" in case.flags
+    assert any(s["code"] == "two_buildings" for s in case.routing_trace)
+    assert demo_rig.call_session(result.call_sid).state["address"]["chosen"] is None
+
+
+@pytest.mark.parametrize("answer", ["都 不是", "十二 幢", "翠 湖 花园"])
+async def test_neither_or_a_place_not_offered_never_reaches_a_micro_grid(demo_rig, fake_speech, places, answer):
+    _said_two_buildings(fake_speech, answer)
+    result = await demo_rig.simulator().call(_choice_call(Turn(tone(1.0))))
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert case.grid_id == places["estate"] and case.grid_id not in (places["building"], places["far_building"])
+    address = demo_rig.call_session(result.call_sid).state["address"]
+    assert address["chosen"] is None and address["choice_heard"]
+
+
+async def test_a_wrong_key_at_the_choice_is_no_choice(demo_rig, fake_speech, places):
+    _said_two_buildings(fake_speech)
+    result = await demo_rig.simulator().call(_choice_call("7"))
+    case = _the_case(demo_rig)
+    assert result.case_number == case.number
+    assert case.grid_id == places["estate"] and "address_unconfirmed" in case.flags
+
+
+async def test_a_caller_who_hangs_up_at_the_choice_keeps_the_case_at_the_common_grid(demo_rig, fake_speech, places):
+    _said_two_buildings(fake_speech)
+    answered = await demo_rig.simulator().call(_choice_call("2"))  # the same call answered: where the question is
+    asked_after = next(i for i, h in enumerate(answered.heard) if CHOICE in h) + 1
+    _said_two_buildings(fake_speech)
+    script = _choice_call("2")
+    script.hangup_after_prompts = asked_after
+    gone = await demo_rig.simulator().call(script)
+    assert gone.case_number is None and any(CHOICE in h for h in gone.heard)
+    call = demo_rig.call_session(gone.call_sid)
+    assert call.outcome == "hung_up_case" and call.case_id is not None
+    with session_scope(demo_rig.engine) as session:
+        case = session.get(Case, call.case_id)
+        assert case.grid_id == places["estate"]  # the petition is kept; the place stays what was sure
+        assert {"caller_hung_up", "address_unconfirmed"} <= set(case.flags)

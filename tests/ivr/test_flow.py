@@ -67,7 +67,7 @@ async def test_unknown_caller_gives_address_matched_by_gazetteer(rig, fake_speec
         turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
     assert "幸福社区" not in result.heard[0]
     assert any("请说出您的住址" in h for h in result.heard)
-    assert any("您的地址是：阳光花园3幢" in h for h in result.heard)
+    assert any("是阳光花园3幢吗？确认请按1" in h for h in result.heard)
     (case,) = rig.cases()
     assert result.case_number == case.number
     assert case.address_text == "阳光花园3幢"

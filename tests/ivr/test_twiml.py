@@ -53,6 +53,25 @@ def test_record_forks_audio_to_our_socket_with_the_call_token():
     assert root[-1].tag == "Redirect"  # Twilio skips the action of an empty recording
 
 
+def test_a_choice_streams_the_answer_and_takes_one_key():
+    f = flow()
+    root = ET.fromstring(f.choice(names=["洋坊新村7幢", "洋坊新村12幢"], segment="address-choice-1", token="tok",
+                                  call_sid="CA9", stop="address-1"))
+    assert root.find("Stop/Stream").get("name") == "address-1"
+    stream = root.find("Start/Stream")
+    assert stream.get("name") == "address-choice-1"
+    assert {p.get("name"): p.get("value") for p in stream}["segment"] == "address-choice-1"
+    gather = root.find("Gather")
+    assert (gather.get("input"), gather.get("numDigits"), gather.get("actionOnEmptyResult")) == ("dtmf", "1", "true")
+    assert gather.get("action") == "https://hotline.example.org/twilio/address/choice?seg=address-choice-1"
+    assert gather.find("Say").text == "是洋坊新村七幢，还是十二幢？七幢请按1，十二幢请按2，或者直接说出来。"
+    # Names that differ in more than a number are said in full, three of them as a list.
+    three = ET.fromstring(f.choice(names=["金桥新村", "金湖新村", "金河新村"], segment="address-choice-1",
+                                   token="tok", call_sid="CA9", stop=None))
+    assert three.find("Gather/Say").text == ("是金桥新村、金湖新村，还是金河新村？金桥新村请按1，金湖新村请按2，"
+                                             "金河新村请按3，或者直接说出来。")
+
+
 def test_service_hours_override_is_parsed():
     assert parse_service_hours("08:30-12:00, 13:30-17:30") == [(time(8, 30), time(12)), (time(13, 30), time(17, 30))]
     assert parse_service_hours("") == []

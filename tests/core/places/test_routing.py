@@ -589,3 +589,30 @@ def test_places_not_in_the_gazetteer_never_reach_a_micro_grid(estate_gazetteer, 
     for text in ["金沙湾9幢", "新华小区九幢", "洋坊花园九幢", "五四新村九幢，不对，是十二幢"]:
         r = estate_gazetteer.match(text)
         assert r is None or r.level != "micro", (text, r and r.reason)
+
+
+def test_an_answer_to_a_choice_is_matched_against_the_candidates_only(estate_gazetteer, estates):
+    offered = estate_gazetteer.match("洋坊新村1幢和9幢")
+    choices = list(offered.choices)
+    names = [name for _, name in choices]
+    assert sorted(names) == ["洋坊新村1幢", "洋坊新村9幢"]
+    nine = names.index("洋坊新村9幢")
+    # the whole name, its own part, a homophone of the measure word, or the n-th one read out
+    for answer in ["洋坊新村九幢", "九幢", "是九撞", "9号楼", "九幢，不是一幢"]:
+        assert estate_gazetteer.pick(answer, choices) == nine, answer
+    assert estate_gazetteer.pick("第二个", choices) == 1 and estate_gazetteer.pick("一", choices) == 0
+    # neither, both, nothing of them, an ordinal past the list, a building not offered: no pick
+    for answer in ["都不是", "一幢和九幢", "罗布新苑", "第三个", "十二幢", "", "嗯"]:
+        assert estate_gazetteer.pick(answer, choices) is None, answer
+
+
+def test_an_answer_between_two_names_may_leave_out_what_they_share():
+    parents = {1: None, 2: 1, 3: 1}
+    levels = {1: "community", 2: "micro", 3: "micro"}
+    gaz = Gazetteer([("金桥新村", "building", 2), ("金湖新村", "building", 3), ("城东社区", "community", 1)],
+                    parents=parents, levels=levels)
+    choices = list(gaz.match("金新村门口").choices)
+    qiao = [name for _, name in choices].index("金桥新村")
+    assert gaz.pick("金桥", choices) == qiao and gaz.pick("金桥新村那边", choices) == qiao
+    assert gaz.pick("金湖新村", choices) == 1 - qiao
+    assert gaz.pick("城东社区", choices) is None  # the common ancestor is not a candidate
