@@ -12,7 +12,6 @@ accepted, stale or forged buttons get "expired". Filing is idempotent per dialog
 from __future__ import annotations
 
 import contextlib
-import secrets
 import warnings
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
@@ -43,24 +42,29 @@ from chat.common import (
     unsupported_key,
     where_keyboard,
 )
+from chat.intake import (  # the channel-agnostic dialog: states, draft, words, the petition
+    ACTIONS,
+    ADDRESS_OK,
+    CATEGORY,
+    CONFIRM,
+    MAX_PHOTOS,
+    PROBLEM,
+    SUMMARY_DESCRIPTION,
+    VOICE_OK,
+    WHERE,
+    address_chosen,
+    address_shown,
+    filed_text,
+    new_draft,
+    petition,
+    summary,
+)
 from chat.texts import clip, t
 from chat.welcome import greet, link_contact
-from core.actions import Petition, idempotency_key
 from core.cases import limits
-from core.cases.models import Channel
 
 NAME = "intake"
-
-PROBLEM, VOICE_OK, WHERE, ADDRESS_OK, CATEGORY, CONFIRM = (
-    "problem", "voice_ok", "where", "address_ok", "category", "confirm",
-)
 END = ConversationHandler.END
-
-MAX_PHOTOS = 5
-SUMMARY_DESCRIPTION = 600  # characters echoed back in the confirmation
-
-# dialog callback actions -> whether they carry a value
-ACTIONS = {"vy": False, "vn": False, "ay": False, "an": False, "c": True, "ok": False, "no": False}
 
 
 # ---------------------------------------------------------------- helpers
@@ -81,26 +85,7 @@ async def _new_draft(update: Update, context: Context) -> dict:
     user = update.effective_user
     info = await d.db(store.resident_for_chat, update.effective_chat.id, language,
                       user.full_name if user else None)
-    draft = {
-        "id": secrets.token_hex(4),
-        "resident": info.id,
-        "phone": info.phone,
-        "household": info.household_address,
-        "description": None,
-        "transcript": None,
-        "confidence": None,
-        "voice": None,
-        "photos": [],
-        "attachments": [],
-        "lat": None,
-        "lon": None,
-        "place": None,
-        "address_text": None,
-        "address_typed": None,
-        "candidate": None,
-        "categories": [],
-        "category": None,
-    }
+    draft = new_draft(info.id, info.phone, info.household_address)
     context.chat_data["draft"] = draft
     return draft
 
@@ -308,7 +293,7 @@ async def where_text(update: Update, context: Context) -> str:
         return WHERE
     place, grid = found
     draft["candidate"] = {"typed": text, "place": place, "grid": grid}
-    shown = place if not grid or grid in place else f"{place}（{grid}）"
+    shown = address_shown(place, grid)
     buttons = InlineKeyboardMarkup([[
         _button(context, draft, t(language, "dialog.address_yes"), "ay"),
         _button(context, draft, t(language, "dialog.address_no"), "an"),
@@ -325,10 +310,7 @@ async def address_choice(update: Update, context: Context) -> str:
     language = lang(update)
     candidate = draft.get("candidate")
     if choice[0] == "ay" and candidate:
-        # The registered name first: routing then matches it exactly, whatever was typed.
-        typed = candidate["typed"]
-        draft["address_text"] = candidate["place"] if typed == candidate["place"] else f"{candidate['place']}（{typed}）"
-        draft["place"] = candidate["place"]
+        address_chosen(draft)  # the registered name first: routing then matches it exactly
         await reply(update, t(language, "dialog.place_chosen", place=candidate["place"]), language,
                     reply_markup=main_menu(language))
         return await ask_category(update, context)
@@ -381,20 +363,7 @@ async def category_choice(update: Update, context: Context) -> str:
 
 
 def _summary(draft: dict, language: str) -> str:
-    names = dict(tuple(o) for o in draft.get("categories") or [])
-    extras = ""
-    if draft["photos"]:
-        extras += t(language, "dialog.confirm_photos", count=len(draft["photos"]))
-    if draft["voice"]:
-        extras += t(language, "dialog.confirm_voice")
-    return t(
-        language,
-        "dialog.confirm",
-        description=clip(draft.get("description") or "", SUMMARY_DESCRIPTION),
-        place=draft.get("place") or t(language, "dialog.place_unknown"),
-        category=names.get(draft.get("category")) or t(language, "dialog.category_unknown"),
-        extras=extras,
-    )
+    return summary(draft, language)
 
 
 def _confirm_buttons(context: Context, draft: dict, language: str) -> InlineKeyboardMarkup:
@@ -429,22 +398,8 @@ async def submit(update: Update, context: Context) -> str:
     draft = _draft(context)
     language = lang(update)
     chat_id = update.effective_chat.id
-    petition = Petition(
-        channel=Channel.chat,
-        description=draft.get("description") or "",
-        idempotency_key=idempotency_key("chat", chat_id, draft["id"]),
-        contact_phone=draft.get("phone"),
-        resident_id=draft.get("resident"),
-        transcript=draft.get("transcript"),
-        transcript_confidence=draft.get("confidence"),
-        attachment_ids=tuple(draft["attachments"]),
-        latitude=draft.get("lat"),
-        longitude=draft.get("lon"),
-        address_text=draft.get("address_text"),
-        category_code=draft.get("category"),
-    )
     try:
-        filed = await d.db(store.file, petition)
+        filed = await d.db(store.file, petition(draft, "chat", chat_id))
     except Exception as exc:
         # The pressed button is gone: the answer carries the buttons again, so the resident
         # always has something to press. A failure worth waiting out is raised on: the update
@@ -461,15 +416,7 @@ async def submit(update: Update, context: Context) -> str:
         if again:
             raise
         return CONFIRM
-    if filed.held == "duplicate" and filed.duplicate_of:
-        routing = t(language, "dialog.filed_duplicate", earlier=filed.duplicate_of)
-    elif filed.held:
-        routing = t(language, "dialog.filed_held")
-    elif filed.dispatched and filed.grid:
-        routing = t(language, "dialog.filed_dispatched", grid=filed.grid, due=store.local(filed.due, d.tz) or "—")
-    else:
-        routing = t(language, "dialog.filed_triage")
-    await reply(update, t(language, "dialog.filed", number=filed.number, routing=routing), language,
+    await reply(update, filed_text(filed, language, store.local(filed.due, d.tz)), language,
                 reply_markup=main_menu(language))
     return _end(context)
 

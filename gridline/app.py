@@ -137,9 +137,11 @@ def _setup_ivr(app: web.Application, services: Services) -> None:
 
 
 def _setup_chat(app: web.Application, services: Services) -> None:
+    from chat.resident_web import setup as setup_web_chat  # a channel loads only when served
     from chat.web import setup  # a channel loads only when served
 
     setup(app, services)
+    setup_web_chat(app, services)
 
 
 def _setup_console(app: web.Application, services: Services) -> None:
