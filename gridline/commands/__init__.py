@@ -17,6 +17,7 @@ def register_all(app: typer.Typer) -> None:
         jobs,
         media,
         privacy,
+        qr,
         reports,
         speech,
         survey,
@@ -33,6 +34,7 @@ def register_all(app: typer.Typer) -> None:
     app.add_typer(apikeys.apikeys_app, name="apikeys")
     app.add_typer(categories.categories_app, name="categories")
     app.command("shred")(privacy.shred)
+    app.command("qr")(qr.qr)
     app.add_typer(media.media_app, name="media")
     app.command("jobs")(jobs.jobs)
     app.command("worker", hidden=True)(jobs.worker)  # the old name, for one release
