@@ -360,3 +360,19 @@ async def test_language_switch(server, phone):
 
 def test_chat_key_is_never_a_telegram_chat():
     assert not chat_key("abc").lstrip("-").isdigit()
+
+
+async def test_grid_map_gives_the_outlines_and_a_picked_point_finds_its_grid(server, phone):
+    demo = server.extra["demo"]
+    async with phone.http.get(f"{server.url}/chat/api/map") as r:
+        assert r.status == 200
+        grid_map = await r.json()
+    names = {g["name"] for g in grid_map["grids"]}
+    assert demo.micro_name in names
+    x0, y0, x1, y1 = grid_map["box"]
+    lat, lon = demo.point
+    assert x0 <= lon <= x1 and y0 <= lat <= y1
+    await phone.post({"kind": "start"})
+    await phone.say("垃圾没人清")
+    answer = await phone.post({"kind": "location", "lat": lat, "lon": lon})
+    assert demo.micro_name in answer["replies"][0]["text"] and answer["state"] == "category"
