@@ -45,7 +45,7 @@ from chat.intake import Dialog, Event, Reply, new_draft
 from chat.media import Heard
 from chat.texts import t
 from core.cases.texts import status_name
-from core.errors import DomainError
+from core.errors import DatabaseBusy, DomainError
 from core.platform.clock import utcnow
 from core.platform.media import keep
 from core.platform.rules import load_rules
@@ -173,7 +173,7 @@ class WebChat:
     services: Any
     signer: Signer | None = None
     rules: dict = field(default_factory=web_rules)
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    locks: dict[str, list] = field(default_factory=dict)  # device -> [lock, holders and waiters]
     speech: Any = None
     _map: dict | None = None
 
@@ -234,8 +234,9 @@ class WebChat:
         grid_code = self.signer.grid_of(request.query.get("g"))
         if request.query.get("g") and grid_code is None:
             log.info("web chat: a grid code that is not ours (%.40r) ignored", request.query.get("g"))
-        grid = await self.db(_grid_name, self.services.engine, grid_code) if grid_code else None
-        await self.db(web_store.open_device, self.services.engine, device_id, language, grid)
+        if grid_code:  # the device's row is made here with its hint; otherwise by its first state read
+            grid = await self.db(_grid_name, self.services.engine, grid_code)
+            await self.db(web_store.open_device, self.services.engine, device_id, language, grid)
         boot = {"lang": language, "labels": self._labels(language), "other": self._labels(_other(language))}
         html = self.page.replace("__BOOT__", json.dumps(boot, ensure_ascii=False).replace("</", "<\\/"))
         html = html.replace("__LANG__", "zh-CN" if language == "zh" else "en")
@@ -263,9 +264,7 @@ class WebChat:
         device_id = self._device(request)
         if device_id is None:
             return _error(403, "zh", "web.refused")
-        dev = await self.db(web_store.device, self.services.engine, device_id)
-        if dev is None:
-            dev = await self.db(web_store.open_device, self.services.engine, device_id, "zh", None)
+        dev = await self.db(web_store.open_device, self.services.engine, device_id, self._language(request), None)
         grid_note = t(dev.language, "web.grid_hint", grid=dev.grid_hint) if dev.grid_hint else None
         return web.json_response({
             "csrf": self.signer.csrf(device_id),
@@ -306,51 +305,61 @@ class WebChat:
         dev = await self.db(web_store.device, self.services.engine, device_id) if device_id else None
         return dev.language if dev else "zh"
 
-    async def _step(self, device_id: str, key: str, event: Event | Callable[[Any], Awaitable[Event]],
-                    shown: str | None, dialog_id: str | None) -> web.Response:
+    async def _step(self, device_id: str, key: str, event: Event, shown: str | None,
+                    dialog_id: str | None) -> web.Response:
+        # One step at a time per device in this instance (its version check covers the others);
+        # the lock is forgotten when nobody holds or waits for it.
+        held = self.locks.setdefault(device_id, [asyncio.Lock(), 0])
+        held[1] += 1
+        try:
+            async with held[0]:
+                return await self._step_locked(device_id, key, event, shown, dialog_id)
+        finally:
+            held[1] -= 1
+            if held[1] == 0:
+                self.locks.pop(device_id, None)
+
+    async def _step_locked(self, device_id: str, key: str, event: Event, shown: str | None,
+                           dialog_id: str | None) -> web.Response:
         engine = self.services.engine
-        earlier = await self.db(web_store.answered, engine, device_id, key)
+        earlier, dev = await self.db(web_store.for_step, engine, device_id, key)
         if earlier is not None:
             return web.json_response({**earlier, "replayed": True})
-        lock = self.locks.setdefault(device_id, asyncio.Lock())
-        async with lock:
+        if dev is None:
+            return _error(403, "zh", "web.refused")
+        if event.kind == "button" and dialog_id and dialog_id != (dev.draft or {}).get("id"):
+            # A button of an earlier dialog (a page left open, a replayed post): expired.
+            return _error(409, dev.language, "survey.expired")
+        dialog = Dialog(self.ports, dev.language, "web", lambda: self._fresh(dev), "web", device_id)
+        try:
+            turn = await dialog.step(dev.state, copy.deepcopy(dev.draft), event)
+        except DomainError as exc:
+            log.info("web chat %s: filing refused (%s)", device_id, exc)
+            return _error(422, dev.language, "dialog.filing_refused")
+        except DatabaseBusy:
+            return _error(503, dev.language, "web.busy")
+        except Exception:
+            # The draft on the server is as it was; the page keeps the post and sends it again.
+            log.exception("web chat %s: a step failed", device_id)
+            return _error(503, dev.language, "web.busy")
+        now = utcnow().isoformat(timespec="seconds")
+        said = [{"from": "me", "text": shown, "at": now}] if shown else []
+        said += [_reply_json(r, now) for r in turn.replies]
+        answer = {
+            "state": turn.state,
+            "dialog": (turn.draft or {}).get("id"),
+            "replies": [_reply_json(r, now) for r in turn.replies],
+            "case": turn.filed.number if turn.filed is not None else None,
+            "version": dev.version + 1,
+        }
+        saved = await self.db(web_store.save_step, engine, device_id, dev.version, turn.state, turn.draft,
+                              said, key, answer)
+        if not saved:
             earlier = await self.db(web_store.answered, engine, device_id, key)
             if earlier is not None:
                 return web.json_response({**earlier, "replayed": True})
-            dev = await self.db(web_store.device, engine, device_id)
-            if dev is None:
-                return _error(403, "zh", "web.refused")
-            if event.kind == "button" and dialog_id and dialog_id != (dev.draft or {}).get("id"):
-                # A button of an earlier dialog (a page left open, a replayed post): expired.
-                return _error(409, dev.language, "survey.expired")
-            dialog = Dialog(self.ports, dev.language, "web", lambda: self._fresh(dev), "web", device_id)
-            try:
-                turn = await dialog.step(dev.state, copy.deepcopy(dev.draft), event)
-            except DomainError as exc:
-                log.info("web chat %s: filing refused (%s)", device_id, exc)
-                return _error(422, dev.language, "dialog.filing_refused")
-            except Exception:
-                # The draft on the server is as it was; the page keeps the post and sends it again.
-                log.exception("web chat %s: a step failed", device_id)
-                return _error(503, dev.language, "web.busy")
-            now = utcnow().isoformat(timespec="seconds")
-            said = [{"from": "me", "text": shown, "at": now}] if shown else []
-            said += [_reply_json(r, now) for r in turn.replies]
-            answer = {
-                "state": turn.state,
-                "dialog": (turn.draft or {}).get("id"),
-                "replies": [_reply_json(r, now) for r in turn.replies],
-                "case": turn.filed.number if turn.filed is not None else None,
-                "version": dev.version + 1,
-            }
-            saved = await self.db(web_store.save_step, engine, device_id, dev.version, turn.state, turn.draft,
-                                  said, key, answer)
-            if not saved:
-                earlier = await self.db(web_store.answered, engine, device_id, key)
-                if earlier is not None:
-                    return web.json_response({**earlier, "replayed": True})
-                return _error(409, dev.language, "web.refused")
-            return web.json_response({**answer, "version": dev.version + 1})
+            return _error(409, dev.language, "web.refused")
+        return web.json_response({**answer, "version": dev.version + 1})
 
     async def _fresh(self, dev: web_store.Device) -> dict:
         engine = self.services.engine
@@ -567,7 +576,7 @@ def _no_store() -> dict[str, str]:
 
 
 def _error(status: int, language: str, key: str, **values: Any) -> web.Response:
-    headers = {"Retry-After": str(values["seconds"])} if status == 429 else None
+    headers = {"Retry-After": str(values["seconds"])} if status == 429 else {"Retry-After": "2"} if status == 503 else None
     return web.json_response({"error": key, "text": t(language, key, **values)}, status=status, headers=headers)
 
 

@@ -95,6 +95,16 @@ def set_resident(engine: Engine, device_id: str, resident_id: int) -> None:
         session.execute(update(WebChatDevice).where(WebChatDevice.id == device_id).values(resident_id=resident_id))
 
 
+def for_step(engine: Engine, device_id: str, key: str) -> tuple[dict | None, Device | None]:
+    """The answer already given to this post (if it was), and the device: one round trip."""
+    with session_scope(engine) as session:
+        row = session.get(WebChatRequest, (device_id, key))
+        if row is not None:
+            return row.answer, None
+        device_row = session.get(WebChatDevice, device_id)
+        return None, _device(device_row) if device_row is not None else None
+
+
 def answered(engine: Engine, device_id: str, key: str) -> dict | None:
     with session_scope(engine) as session:
         row = session.get(WebChatRequest, (device_id, key))
