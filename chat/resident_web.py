@@ -49,6 +49,7 @@ from core.errors import DatabaseBusy, DomainError
 from core.platform.clock import utcnow
 from core.platform.media import keep
 from core.platform.rules import load_rules
+from core.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -690,10 +691,25 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
     if "notify_resident" not in services.jobs.handlers:
         services.jobs.register("notify_resident", functools.partial(notice_for_web, services))
 
-    async def start(app: web.Application) -> None:
-        await chat.start()
+    async def forget_old_posts() -> None:
+        """Answers to posts older than a page's offline queue can be are forgotten, hourly."""
+        while True:
+            try:
+                forgotten = await chat.db(web_store.forget_requests, services.engine)
+                if forgotten:
+                    log.info("web chat: forgot %d answered post(s) older than %s", forgotten,
+                             web_store.REQUESTS_KEPT)
+            except Exception as exc:  # the database restarting: next hour
+                log.warning("web chat: could not forget old posts: %s", exc)
+            await asyncio.sleep(3600)
 
-    app.on_startup.append(start)
+    async def lifecycle(app: web.Application):  # noqa: ANN202
+        await chat.start()
+        cleaner = asyncio.get_running_loop().create_task(forget_old_posts(), name="web-chat-cleanup")
+        yield
+        await cancel_and_wait(cleaner)
+
+    app.cleanup_ctx.append(lifecycle)
     return chat
 
 

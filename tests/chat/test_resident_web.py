@@ -376,3 +376,24 @@ async def test_grid_map_gives_the_outlines_and_a_picked_point_finds_its_grid(ser
     await phone.say("垃圾没人清")
     answer = await phone.post({"kind": "location", "lat": lat, "lon": lon})
     assert demo.micro_name in answer["replies"][0]["text"] and answer["state"] == "category"
+
+
+def test_answered_posts_are_forgotten_after_the_offline_window(engine):
+    from datetime import timedelta
+
+    from chat import web_store
+    from chat.models import WebChatRequest
+    from core.platform.clock import utcnow
+
+    web_store.open_device(engine, "device-old-0001", "zh", None)
+    assert web_store.save_step(engine, "device-old-0001", 0, None, None, [], "key-old-00001", {"ok": 1})
+    assert web_store.save_step(engine, "device-old-0001", 1, None, None, [], "key-new-00001", {"ok": 2})
+    with session_scope(engine) as session:
+        row = session.get(WebChatRequest, ("device-old-0001", "key-old-00001"))
+        row.at = utcnow() - web_store.REQUESTS_KEPT - timedelta(minutes=1)
+        session.add(row)
+    assert web_store.forget_requests(engine) == 1
+    assert web_store.answered(engine, "device-old-0001", "key-old-00001") is None
+    assert web_store.answered(engine, "device-old-0001", "key-new-00001") == {"ok": 2}
+    # a stale version is refused: another instance moved the dialog on
+    assert not web_store.save_step(engine, "device-old-0001", 1, None, None, [], "key-other-0001", {})
