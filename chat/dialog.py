@@ -1,4 +1,8 @@
-"""The intake dialog: problem -> where -> category -> confirm -> case number.
+"""The intake dialog on Telegram: problem -> where -> category -> confirm -> case number.
+
+The dialog itself (states, transitions, words) is ``chat.intake``; this is its Telegram
+adapter: each handler turns an update into an ``Event`` for ``Dialog.step`` and sends the
+answers with Telegram's keyboards; downloads, contacts and the filing's retries are its own.
 
 A persistent ``ConversationHandler`` (state diagram in ``chat/dialog.md``). The resident's
 unfinished petition (the "draft") lives in ``chat_data`` and is written to the database
@@ -42,32 +46,31 @@ from chat.common import (
     unsupported_key,
     where_keyboard,
 )
-from chat.intake import (  # the channel-agnostic dialog: states, draft, words, the petition
+from chat.intake import (  # the channel-agnostic dialog: states, transitions, words, the petition
     ACTIONS,
     ADDRESS_OK,
     CATEGORY,
     CONFIRM,
     MAX_PHOTOS,
     PROBLEM,
-    SUMMARY_DESCRIPTION,
+    SKIP,
     VOICE_OK,
     WHERE,
-    address_chosen,
-    address_shown,
-    filed_text,
+    Dialog,
+    Event,
+    Reply,
+    Turn,
     new_draft,
-    petition,
     summary,
 )
-from chat.texts import clip, t
+from chat.texts import t
 from chat.welcome import greet, link_contact
-from core.cases import limits
 
 NAME = "intake"
 END = ConversationHandler.END
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- the adapter
 
 
 def _draft(context: Context) -> dict | None:
@@ -99,42 +102,78 @@ def _end(context: Context) -> str:
     return END
 
 
+class _Ports:
+    """``chat.intake.Ports`` on the bot's database threads."""
+
+    def __init__(self, context: Context):
+        self.d = deps(context)
+
+    async def grid_at(self, lat: float, lon: float) -> str | None:
+        return await self.d.db(store.grid_at, lat, lon)
+
+    async def match_address(self, text: str) -> tuple[str, str] | None:
+        return await self.d.db(store.match_address, text)
+
+    async def category_options(self, text: str) -> list[tuple[str, str]]:
+        return await self.d.db(store.category_options, text)
+
+    async def file(self, petition) -> store.Filed:  # noqa: ANN001
+        return await self.d.db(store.file, petition)
+
+    def due_text(self, due) -> str:  # noqa: ANN001
+        return store.local(due, self.d.tz)
+
+
+def _markup(context: Context, draft: dict | None, said: Reply, language: str):  # noqa: ANN202
+    if said.buttons and draft is not None:
+        row = []
+        for label, action in said.buttons:
+            name, _, value = action.partition(":")
+            row.append(_button(context, draft, label, name, value or None))
+        # Categories one to a row (long names); the two-choice questions side by side.
+        return InlineKeyboardMarkup([[b] for b in row] if said.buttons[0][1].startswith("c:") else [row])
+    if said.controls == "where":
+        return where_keyboard(language)
+    if said.keyboard == "menu":
+        return main_menu(language)
+    if said.keyboard == "remove":
+        return ReplyKeyboardRemove()
+    return None
+
+
+async def _step(update: Update, context: Context, state: str | None, event: Event) -> str:
+    """One turn of the channel-agnostic dialog (``chat.intake``): its answers sent with
+    Telegram's keyboards, its draft kept in ``chat_data``; its state is the conversation's."""
+    language = lang(update)
+    dialog = Dialog(_Ports(context), language, "telegram", lambda: _new_draft(update, context), "chat",
+                    update.effective_chat.id)
+    turn = await dialog.step(state, _draft(context), event)
+    await _say(update, context, turn, language)
+    if turn.state is None:
+        return _end(context)
+    context.chat_data["draft"] = turn.draft
+    return turn.state
+
+
+async def _say(update: Update, context: Context, turn: Turn, language: str) -> None:
+    for said in turn.replies:
+        await reply(update, said.text, language, reply_markup=_markup(context, turn.draft, said, language))
+
+
 # ---------------------------------------------------------------- entry and problem
 
 
 async def start_report(update: Update, context: Context) -> str:
     """"我要反映" / /new: a fresh draft, then ask for the problem."""
-    await _new_draft(update, context)
-    language = lang(update)
-    await reply(update, t(language, "dialog.ask_problem"), language, reply_markup=ReplyKeyboardRemove())
-    return PROBLEM
+    return await _step(update, context, None, Event("start"))
 
 
 async def problem_text(update: Update, context: Context) -> str:
-    draft = await _ensure_draft(update, context)
-    text = (update.effective_message.text or "").strip()
-    if not text:
-        return await start_report(update, context)
-    if not await _fits(update, text):
-        return PROBLEM
-    draft["description"] = text
-    draft["transcript"] = None
-    draft["confidence"] = None
-    return await ask_where(update, context)
-
-
-async def _fits(update: Update, text: str) -> bool:
-    """A typed description within ``[limits] description``; if not, the resident is told how
-    long it may be (their text is still in their own chat, to shorten and send again)."""
-    if limits.fits("description", text):
-        return True
-    language = lang(update)
-    await reply(update, t(language, "dialog.too_long_text", limit=limits.limit_of("description"), length=len(text)),
-                language)
-    return False
+    return await _step(update, context, PROBLEM, Event("text", text=update.effective_message.text or ""))
 
 
 async def problem_voice(update: Update, context: Context) -> str:
+    """Telegram's part: the length, the download, the recogniser; the dialog's part: the rest."""
     d = deps(context)
     draft = await _ensure_draft(update, context)
     language = lang(update)
@@ -149,30 +188,21 @@ async def problem_voice(update: Update, context: Context) -> str:
         return PROBLEM
     att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256,
                      stored.waiting_in)
-    draft["voice"] = stored.path
-    draft["attachments"].append(att)
+    event = Event("voice", attachment=att, path=stored.path)
     try:
         heard = await media.transcribe(d.speech, stored.path, d.media)
     except media.SpeechUnavailable:
-        await reply(update, t(language, "dialog.voice_unavailable"), language)
-        return PROBLEM
+        event.voice_problem = "unavailable"
     except media.Unreadable as exc:
         log.info("unreadable voice note %s: %s", stored.path, exc)
-        await reply(update, t(language, "dialog.voice_failed"), language)
-        return PROBLEM
-    if not heard.text:
-        await reply(update, t(language, "dialog.voice_unclear"), language)
-        return PROBLEM
-    draft["description"] = heard.text  # heard, not typed: never refused (core keeps up to a cap)
-    draft["transcript"] = heard.transcript
-    draft["confidence"] = heard.confidence
-    buttons = InlineKeyboardMarkup([[
-        _button(context, draft, t(language, "dialog.voice_yes"), "vy"),
-        _button(context, draft, t(language, "dialog.voice_retry"), "vn"),
-    ]])
-    await reply(update, t(language, "dialog.voice_heard", text=clip(heard.text, SUMMARY_DESCRIPTION)), language,
-                reply_markup=buttons)
-    return VOICE_OK
+        event.voice_problem = "failed"
+    else:
+        if heard.text:  # heard, not typed: never refused (core keeps up to a cap)
+            event.heard = heard
+        else:
+            event.voice_problem = "unclear"
+    context.chat_data["draft"] = draft
+    return await _step(update, context, PROBLEM, event)
 
 
 async def _fetch(update: Update, context: Context, file, kind: str, ext: str, language: str):  # noqa: ANN001, ANN202
@@ -195,128 +225,48 @@ async def problem_photo(update: Update, context: Context) -> str:
     draft = await _ensure_draft(update, context)
     language = lang(update)
     message = update.effective_message
-    if len(draft["photos"]) >= MAX_PHOTOS:
-        await reply(update, t(language, "dialog.photo_too_many", max=MAX_PHOTOS), language)
-        return PROBLEM
-    largest = message.photo[-1]
-    stored = await _fetch(update, context, largest, "photo", ".jpg", language)
+    caption = message.caption or ""
+    if len(draft["photos"]) >= MAX_PHOTOS:  # said by the dialog, nothing downloaded
+        return await _step(update, context, PROBLEM, Event("photo", text=caption))
+    stored = await _fetch(update, context, message.photo[-1], "photo", ".jpg", language)
     if stored is None:
         return PROBLEM
     att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256,
                      stored.waiting_in)
-    draft["photos"].append(stored.path)
-    draft["attachments"].append(att)
-    caption = (message.caption or "").strip()
-    if caption and await _fits(update, caption):
-        draft["description"] = caption
-    if draft["description"]:
-        return await ask_where(update, context)
-    await reply(update, t(language, "dialog.photo_saved"), language)
-    return PROBLEM
+    return await _step(update, context, PROBLEM, Event("photo", text=caption, attachment=att, path=stored.path))
 
 
-async def _keep_location(update: Update, context: Context, language: str) -> str:
-    """Store the shared point and its micro grid in the draft; returns the sentence
-    telling the resident which grid that is (or that it lies outside every grid)."""
-    draft = await _ensure_draft(update, context)
+def _location(update: Update) -> Event:
     loc = update.effective_message.location
-    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
-    grid = await deps(context).db(store.grid_at, loc.latitude, loc.longitude)
-    draft["place"] = grid
-    return t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+    return Event("location", lat=loc.latitude, lon=loc.longitude)
 
 
 async def location_first(update: Update, context: Context) -> str:
     """A location before any words (outside a dialog, or while we wait for the problem):
     keep it as the place and ask what the problem is; "where" is then not asked."""
-    language = lang(update)
-    where = await _keep_location(update, context, language)
-    await reply(update, f"{where}\n{t(language, 'dialog.ask_problem_there')}", language,
-                reply_markup=ReplyKeyboardRemove())
-    return PROBLEM
+    return await _step(update, context, PROBLEM, _location(update))
 
 
 async def voice_choice(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None:
-        return VOICE_OK
-    action, _ = choice
-    if action == "vy":
-        return await ask_where(update, context)
-    if action == "vn":
-        language = lang(update)
-        await reply(update, t(language, "dialog.ask_problem"), language)
-        return PROBLEM
-    return VOICE_OK
+    return await _pressed(update, context, VOICE_OK)
 
 
 # ---------------------------------------------------------------- where
 
 
-async def ask_where(update: Update, context: Context) -> str:
-    draft = _draft(context)
-    if draft is not None and draft.get("lat") is not None:
-        return await ask_category(update, context)  # the location came first
-    language = lang(update)
-    await reply(update, t(language, "dialog.ask_where"), language, reply_markup=where_keyboard(language))
-    return WHERE
-
-
 async def where_location(update: Update, context: Context) -> str:
-    language = lang(update)
-    text = await _keep_location(update, context, language)
-    await reply(update, text, language, reply_markup=main_menu(language))
-    return await ask_category(update, context)
+    return await _step(update, context, WHERE, _location(update))
 
 
 async def where_text(update: Update, context: Context) -> str:
-    d = deps(context)
-    draft = await _ensure_draft(update, context)
-    language = lang(update)
     text = (update.effective_message.text or "").strip()
-    if text in labels("menu.skip"):
-        if draft.get("household"):
-            draft["place"] = draft["household"]
-            note = t(language, "dialog.where_household", address=draft["household"])
-        else:
-            draft["address_text"] = draft.get("address_typed")
-            draft["place"] = draft.get("address_typed")
-            note = t(language, "dialog.where_skipped")
-        await reply(update, note, language, reply_markup=main_menu(language))
-        return await ask_category(update, context)
-    text = text[:200]
-    found = await d.db(store.match_address, text)
-    if found is None:
-        draft["address_typed"] = text
-        await reply(update, t(language, "dialog.address_unknown", text=clip(text, 60)), language,
-                    reply_markup=where_keyboard(language))
-        return WHERE
-    place, grid = found
-    draft["candidate"] = {"typed": text, "place": place, "grid": grid}
-    shown = address_shown(place, grid)
-    buttons = InlineKeyboardMarkup([[
-        _button(context, draft, t(language, "dialog.address_yes"), "ay"),
-        _button(context, draft, t(language, "dialog.address_no"), "an"),
-    ]])
-    await reply(update, t(language, "dialog.address_confirm", place=shown), language, reply_markup=buttons)
-    return ADDRESS_OK
+    if text in labels("menu.skip"):  # the reply keyboard's 跳过
+        return await _step(update, context, WHERE, Event("button", action=SKIP))
+    return await _step(update, context, WHERE, Event("text", text=text))
 
 
 async def address_choice(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None:
-        return ADDRESS_OK
-    draft = _draft(context)
-    language = lang(update)
-    candidate = draft.get("candidate")
-    if choice[0] == "ay" and candidate:
-        address_chosen(draft)  # the registered name first: routing then matches it exactly
-        await reply(update, t(language, "dialog.place_chosen", place=candidate["place"]), language,
-                    reply_markup=main_menu(language))
-        return await ask_category(update, context)
-    draft["candidate"] = None
-    await reply(update, t(language, "dialog.address_retry"), language, reply_markup=where_keyboard(language))
-    return WHERE
+    return await _pressed(update, context, ADDRESS_OK)
 
 
 async def where_contact(update: Update, context: Context) -> str:
@@ -326,40 +276,20 @@ async def where_contact(update: Update, context: Context) -> str:
         draft["household"] = address
         draft["place"] = address
         draft["phone"] = update.effective_message.contact.phone_number
-        return await ask_category(update, context)
+        turn = Turn(CATEGORY, draft, [])
+        dialog = Dialog(_Ports(context), lang(update), "telegram", lambda: _new_draft(update, context), "chat",
+                        update.effective_chat.id)
+        state = await dialog._ask_category(draft, turn.replies)
+        await _say(update, context, turn, lang(update))
+        return state
     return WHERE
 
 
 # ---------------------------------------------------------------- category and confirm
 
 
-async def ask_category(update: Update, context: Context) -> str:
-    d = deps(context)
-    draft = _draft(context)
-    language = lang(update)
-    text = " ".join(x for x in (draft.get("description"), draft.get("address_text")) if x)
-    options = await d.db(store.category_options, text)
-    draft["categories"] = [list(o) for o in options]
-    rows = [[_button(context, draft, name, "c", str(i))] for i, (_, name) in enumerate(options)]
-    rows.append([_button(context, draft, t(language, "dialog.category_other"), "c", "x")])
-    await reply(update, t(language, "dialog.ask_category"), language, reply_markup=InlineKeyboardMarkup(rows))
-    return CATEGORY
-
-
 async def category_choice(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None or choice[0] != "c":
-        return CATEGORY
-    draft = _draft(context)
-    value = choice[1] or ""
-    options = draft.get("categories") or []
-    if value == "x":
-        draft["category"] = None
-    elif value.isdigit() and int(value) < len(options):
-        draft["category"] = options[int(value)][0]
-    else:  # signed by us but not one of this draft's options: treat as stale
-        return CATEGORY
-    return await ask_confirm(update, context)
+    return await _pressed(update, context, CATEGORY)
 
 
 def _summary(draft: dict, language: str) -> str:
@@ -373,33 +303,19 @@ def _confirm_buttons(context: Context, draft: dict, language: str) -> InlineKeyb
     ]])
 
 
-async def ask_confirm(update: Update, context: Context) -> str:
-    draft = _draft(context)
-    language = lang(update)
-    await reply(update, _summary(draft, language), language, reply_markup=_confirm_buttons(context, draft, language))
-    return CONFIRM
-
-
 async def confirm_choice(update: Update, context: Context) -> str:
     choice = await _dialog_button(update, context)
     if choice is None:
         return CONFIRM
-    language = lang(update)
-    if choice[0] == "no":
-        await reply(update, t(language, "dialog.cancelled"), language, reply_markup=main_menu(language))
-        return _end(context)
+    event = Event("button", action=choice[0])
     if choice[0] != "ok":
-        return CONFIRM
-    return await submit(update, context)
-
-
-async def submit(update: Update, context: Context) -> str:
+        return await _step(update, context, CONFIRM, event)
     d = deps(context)
     draft = _draft(context)
     language = lang(update)
     chat_id = update.effective_chat.id
     try:
-        filed = await d.db(store.file, petition(draft, "chat", chat_id))
+        return await _step(update, context, CONFIRM, event)
     except Exception as exc:
         # The pressed button is gone: the answer carries the buttons again, so the resident
         # always has something to press. A failure worth waiting out is raised on: the update
@@ -416,9 +332,15 @@ async def submit(update: Update, context: Context) -> str:
         if again:
             raise
         return CONFIRM
-    await reply(update, filed_text(filed, language, store.local(filed.due, d.tz)), language,
-                reply_markup=main_menu(language))
-    return _end(context)
+
+
+async def _pressed(update: Update, context: Context, state: str) -> str:
+    """A dialog button, checked (signature, this dialog), as the dialog's event."""
+    choice = await _dialog_button(update, context)
+    if choice is None:
+        return state
+    action, value = choice
+    return await _step(update, context, state, Event("button", action=f"{action}:{value}" if value else action))
 
 
 # ---------------------------------------------------------------- buttons, cancel, the rest
@@ -460,9 +382,7 @@ async def not_here(update: Update, context: Context) -> None:
 
 
 async def cancel(update: Update, context: Context) -> str:
-    language = lang(update)
-    await reply(update, t(language, "dialog.cancelled"), language, reply_markup=main_menu(language))
-    return _end(context)
+    return await _step(update, context, None, Event("cancel"))
 
 
 async def restart(update: Update, context: Context) -> str:

@@ -148,6 +148,9 @@ class Reply:
     buttons: list[tuple[str, str]] = field(default_factory=list)
     controls: str | None = None
     case: str | None = None  # the case number, on the answer that filed it
+    # What a channel with a keyboard of its own shows with it: "remove" it while the problem
+    # is asked, "menu" again once the place is settled or the dialog ends.
+    keyboard: str | None = None
 
 
 @dataclass
@@ -155,7 +158,7 @@ class Event:
     """What the resident did: ``kind`` is start, text, location, button, photo, voice or cancel."""
 
     kind: str
-    text: str = ""
+    text: str = ""  # the words, or a photo's caption
     action: str = ""
     lat: float | None = None
     lon: float | None = None
@@ -190,9 +193,12 @@ class Dialog:
     """``step(state, draft, event)`` -> ``Turn``. ``fresh`` makes a draft for this resident."""
 
     def __init__(self, ports: Ports, language: str, channel: str, fresh: Callable[[], Awaitable[dict]],
-                 source: str, conversation: object):
+                 source: str, conversation: object, *, file_unheard_voice: bool = False):
         self.ports, self.language, self.channel = ports, language, channel
         self.fresh, self.source, self.conversation = fresh, source, conversation
+        # With no recogniser: file the voice note for an operator (the web, like the hotline),
+        # or ask the resident to type (the bot, where typing is at hand).
+        self.file_unheard_voice = file_unheard_voice
 
     def _say(self, key: str, **values: object) -> str:
         return say(self.language, key, self.channel, **values)
@@ -203,9 +209,11 @@ class Dialog:
     async def step(self, state: str | None, draft: dict | None, event: Event) -> Turn:
         replies: list[Reply] = []
         if event.kind == "cancel":
-            return Turn(IDLE, None, [Reply(self._say("dialog.cancelled"))])
+            return Turn(IDLE, None, [Reply(self._say("dialog.cancelled"), keyboard="menu")])
+        if event.kind == "text" and not event.text.strip() and state in (IDLE, PROBLEM, VOICE_OK):
+            event = Event("start")  # nothing said: begin again, asking for the problem
         if event.kind == "start":
-            return Turn(PROBLEM, await self.fresh(), [Reply(self._say("dialog.ask_problem"))])
+            return Turn(PROBLEM, await self.fresh(), [Reply(self._say("dialog.ask_problem"), keyboard="remove")])
         if draft is None or state not in STATES:
             draft, state = await self.fresh(), PROBLEM
         if event.kind == "photo" and state not in (PROBLEM, VOICE_OK):
@@ -241,6 +249,12 @@ class Dialog:
                 return PROBLEM
             draft["photos"].append(event.path)
             draft["attachments"].append(event.attachment)
+            caption = event.text.strip()
+            if caption and limits.fits("description", caption):
+                draft["description"] = caption
+            elif caption:  # too long: said so; the photo is kept
+                replies.append(Reply(self._say("dialog.too_long_text", limit=limits.limit_of("description"),
+                                               length=len(caption))))
             if draft["description"]:  # a typed correction came before: go on
                 return await self._ask_where(draft, replies)
             replies.append(Reply(self._say("dialog.photo_saved")))
@@ -249,7 +263,7 @@ class Dialog:
             if event.attachment is not None:
                 draft["voice"] = event.path
                 draft["attachments"].append(event.attachment)
-            if event.voice_problem == "unavailable" and event.attachment is not None:
+            if event.voice_problem == "unavailable" and event.attachment is not None and self.file_unheard_voice:
                 # No recogniser here: the note is kept and filed for an operator to write down.
                 draft["pending_voice"] = True
                 draft["description"] = draft["description"] or t(self.language, "web.voice_pending_description")
@@ -265,7 +279,7 @@ class Dialog:
             return VOICE_OK
         if event.kind == "location":
             where = await self._keep_location(draft, event)
-            replies.append(Reply(f"{where}\n{self._say('dialog.ask_problem_there')}"))
+            replies.append(Reply(f"{where}\n{self._say('dialog.ask_problem_there')}", keyboard="remove"))
             return PROBLEM
         replies.append(Reply(self._say("dialog.not_here")))
         return PROBLEM
@@ -278,7 +292,8 @@ class Dialog:
             return PROBLEM
         if event.kind in ("text", "voice", "photo"):  # a typed correction, another try
             return await self._problem(draft, event, replies)
-        replies.append(Reply(self._say("dialog.use_buttons")))
+        if event.kind != "button":
+            replies.append(Reply(self._say("dialog.use_buttons")))
         return VOICE_OK
 
     # ---- where
@@ -298,16 +313,16 @@ class Dialog:
 
     async def _where(self, draft: dict, event: Event, replies: list[Reply]) -> str | None:
         if event.kind == "location":
-            replies.append(Reply(await self._keep_location(draft, event)))
+            replies.append(Reply(await self._keep_location(draft, event), keyboard="menu"))
             return await self._ask_category(draft, replies)
         if event.kind == "button" and event.action == SKIP:
             if draft.get("household"):
                 draft["place"] = draft["household"]
-                replies.append(Reply(self._say("dialog.where_household", address=draft["household"])))
+                replies.append(Reply(self._say("dialog.where_household", address=draft["household"]), keyboard="menu"))
             else:
                 draft["address_text"] = draft.get("address_typed")
                 draft["place"] = draft.get("address_typed")
-                replies.append(Reply(self._say("dialog.where_skipped")))
+                replies.append(Reply(self._say("dialog.where_skipped"), keyboard="menu"))
             return await self._ask_category(draft, replies)
         if event.kind != "text" or not event.text.strip():
             replies.append(Reply(self._say("dialog.ask_where"), controls="where"))
@@ -327,14 +342,14 @@ class Dialog:
     async def _address_ok(self, draft: dict, event: Event, replies: list[Reply]) -> str | None:
         if event.kind == "button" and event.action == "ay" and draft.get("candidate"):
             address_chosen(draft)
-            replies.append(Reply(self._say("dialog.place_chosen", place=draft["place"])))
+            replies.append(Reply(self._say("dialog.place_chosen", place=draft["place"]), keyboard="menu"))
             return await self._ask_category(draft, replies)
-        if event.kind == "button" and event.action == "an":
+        if event.kind in ("text", "location") or (event.kind == "button" and event.action == SKIP):
+            return await self._where(draft, event, replies)  # another address, a point, or skip
+        if event.kind == "button":  # "no", or "yes" with nothing to say yes to
             draft["candidate"] = None
             replies.append(Reply(self._say("dialog.address_retry"), controls="where"))
             return WHERE
-        if event.kind in ("text", "location"):
-            return await self._where(draft, event, replies)
         replies.append(Reply(self._say("dialog.use_buttons")))
         return ADDRESS_OK
 
@@ -355,6 +370,8 @@ class Dialog:
         if event.kind == "button" and action == "c" and (value == "x" or (value.isdigit() and int(value) < len(options))):
             draft["category"] = None if value == "x" else options[int(value)][0]
             return self._ask_confirm(draft, replies)
+        if event.kind == "button":  # ours but not one of this draft's options: stale, nothing to say
+            return CATEGORY
         replies.append(Reply(self._say("dialog.use_buttons"),
                              [(name, f"c:{i}") for i, (_, name) in enumerate(options)]
                              + [self._b("dialog.category_other", "c:x")]))
@@ -369,9 +386,11 @@ class Dialog:
 
     async def _confirm(self, draft: dict, event: Event, replies: list[Reply]) -> str | None:
         if event.kind == "button" and event.action == "no":
-            replies.append(Reply(self._say("dialog.cancelled")))
+            replies.append(Reply(self._say("dialog.cancelled"), keyboard="menu"))
             return IDLE
-        if event.kind != "button" or event.action != "ok":
+        if event.kind == "button" and event.action != "ok":
+            return CONFIRM
+        if event.kind != "button":
             replies.append(Reply(self._say("dialog.use_buttons"), self._confirm_buttons()))
             return CONFIRM
         # A failure here is raised: the adapter keeps the draft (and the state) as it was,
@@ -380,5 +399,5 @@ class Dialog:
         filed = await self.ports.file(petition(draft, self.source, self.conversation, flags=flags))
         self._filed = filed
         replies.append(Reply(filed_text(filed, self.language, self.ports.due_text(filed.due), self.channel),
-                             case=filed.number))
+                             case=filed.number, keyboard="menu"))
         return IDLE

@@ -177,6 +177,7 @@ class WebChat:
     locks: dict[str, list] = field(default_factory=dict)  # device -> [lock, holders and waiters]
     speech: Any = None
     _map: dict | None = None
+    _starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.by_device = Buckets(self.rules["device_per_minute"])
@@ -189,10 +190,15 @@ class WebChat:
         return await self.services.db.run(func, *args)
 
     async def start(self) -> None:
-        if self.signer is None:
-            secret = getattr(self.services.settings, "web_chat_secret", "") or ""
-            key = secret.encode() if secret else await self.db(web_store.signing_secret, self.services.engine)
-            self.signer = Signer(key)
+        """The signing key, read (or made) on the first request: nothing waits for the
+        database while the app starts (the other channels' start-up goes on undisturbed)."""
+        if self.signer is not None:
+            return
+        async with self._starting:
+            if self.signer is None:
+                secret = getattr(self.services.settings, "web_chat_secret", "") or ""
+                key = secret.encode() if secret else await self.db(web_store.signing_secret, self.services.engine)
+                self.signer = Signer(key)
 
     # ---- who is asking
 
@@ -331,7 +337,8 @@ class WebChat:
         if event.kind == "button" and dialog_id and dialog_id != (dev.draft or {}).get("id"):
             # A button of an earlier dialog (a page left open, a replayed post): expired.
             return _error(409, dev.language, "survey.expired")
-        dialog = Dialog(self.ports, dev.language, "web", lambda: self._fresh(dev), "web", device_id)
+        dialog = Dialog(self.ports, dev.language, "web", lambda: self._fresh(dev), "web", device_id,
+                        file_unheard_voice=True)
         try:
             turn = await dialog.step(dev.state, copy.deepcopy(dev.draft), event)
         except DomainError as exc:
@@ -673,17 +680,25 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
     """Mount ``/chat/`` on the Gridline app (``options`` go to ``WebChat``: tests, bench)."""
     chat = WebChat(services, **options)
     app[WEB_CHAT] = chat
+    def started(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):  # noqa: ANN202
+        @functools.wraps(handler)
+        async def with_key(request: web.Request) -> web.StreamResponse:
+            await chat.start()
+            return await handler(request)
+
+        return with_key
+
     app.router.add_get("/chat", _to_page)
-    app.router.add_get("/chat/", chat.page_view)
-    app.router.add_get("/chat/api/state", chat.state_view)
-    app.router.add_post("/chat/api/step", chat.step_post)
-    app.router.add_post("/chat/api/photo", chat.photo_post)
-    app.router.add_post("/chat/api/voice", chat.voice_post)
-    app.router.add_post("/chat/api/language", chat.language_post)
-    app.router.add_get("/chat/api/cases", chat.cases_view)
-    app.router.add_post("/chat/api/survey", chat.survey_post)
-    app.router.add_get("/chat/api/events", chat.events_view)
-    app.router.add_get("/chat/api/map", chat.map_view)
+    app.router.add_get("/chat/", started(chat.page_view))
+    app.router.add_get("/chat/api/state", started(chat.state_view))
+    app.router.add_post("/chat/api/step", started(chat.step_post))
+    app.router.add_post("/chat/api/photo", started(chat.photo_post))
+    app.router.add_post("/chat/api/voice", started(chat.voice_post))
+    app.router.add_post("/chat/api/language", started(chat.language_post))
+    app.router.add_get("/chat/api/cases", started(chat.cases_view))
+    app.router.add_post("/chat/api/survey", started(chat.survey_post))
+    app.router.add_get("/chat/api/events", started(chat.events_view))
+    app.router.add_get("/chat/api/map", started(chat.map_view))
 
     # With the Telegram bot off, the chat's jobs still come for web residents.
     if "survey_chat" not in services.jobs.handlers:
@@ -704,7 +719,6 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
             await asyncio.sleep(3600)
 
     async def lifecycle(app: web.Application):  # noqa: ANN202
-        await chat.start()
         cleaner = asyncio.get_running_loop().create_task(forget_old_posts(), name="web-chat-cleanup")
         yield
         await cancel_and_wait(cleaner)

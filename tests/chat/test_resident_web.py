@@ -326,6 +326,7 @@ async def test_progress_arrives_live(server, phone, engine):
 
 async def test_grid_code_from_a_qr_code_is_a_hint(server, engine):
     demo = server.extra["demo"]
+    await server.chat.start()  # the key is read on the first request; this test signs before one
     signed = server.chat.signer.grid_code(demo.micro_code)
     p = Phone(server.url)
     try:
