@@ -1,4 +1,8 @@
-"""The intake dialog: problem -> where -> category -> confirm -> case number.
+"""The intake dialog on Telegram: problem -> where -> category -> confirm -> case number.
+
+The dialog itself (states, transitions, words) is ``chat.intake``; this is its Telegram
+adapter: each handler turns an update into an ``Event`` for ``Dialog.step`` and sends the
+answers with Telegram's keyboards; downloads, contacts and the filing's retries are its own.
 
 A persistent ``ConversationHandler`` (state diagram in ``chat/dialog.md``). The resident's
 unfinished petition (the "draft") lives in ``chat_data`` and is written to the database
@@ -12,7 +16,6 @@ accepted, stale or forged buttons get "expired". Filing is idempotent per dialog
 from __future__ import annotations
 
 import contextlib
-import secrets
 import warnings
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardRemove, Update
@@ -43,29 +46,32 @@ from chat.common import (
     unsupported_key,
     where_keyboard,
 )
-from chat.texts import clip, t
+from chat.intake import (  # the channel-agnostic dialog: states, transitions, words, the petition
+    ACTIONS,
+    ADDRESS_OK,
+    ADDRESS_PICK,
+    CATEGORY,
+    CONFIRM,
+    MAX_PHOTOS,
+    PROBLEM,
+    SKIP,
+    VOICE_OK,
+    WHERE,
+    Dialog,
+    Event,
+    Reply,
+    Turn,
+    new_draft,
+    summary,
+)
+from chat.texts import t
 from chat.welcome import greet, link_contact
-from core.actions import Petition, idempotency_key
-from core.cases import limits
-from core.cases.models import Channel
 
 NAME = "intake"
-
-PROBLEM, VOICE_OK, WHERE, ADDRESS_OK, CATEGORY, CONFIRM = (
-    "problem", "voice_ok", "where", "address_ok", "category", "confirm",
-)
-ADDRESS_PICK = "address_pick"  # two or more close places offered as buttons
 END = ConversationHandler.END
 
-MAX_PHOTOS = 5
-SUMMARY_DESCRIPTION = 600  # characters echoed back in the confirmation
 
-# dialog callback actions -> whether they carry a value
-ACTIONS = {"vy": False, "vn": False, "ay": False, "an": False, "c": True, "ok": False, "no": False,
-           "ap": True, "ax": False}  # ap <n>: the n-th close place chosen; ax: none of them
-
-
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- the adapter
 
 
 def _draft(context: Context) -> dict | None:
@@ -83,26 +89,7 @@ async def _new_draft(update: Update, context: Context) -> dict:
     user = update.effective_user
     info = await d.db(store.resident_for_chat, update.effective_chat.id, language,
                       user.full_name if user else None)
-    draft = {
-        "id": secrets.token_hex(4),
-        "resident": info.id,
-        "phone": info.phone,
-        "household": info.household_address,
-        "description": None,
-        "transcript": None,
-        "confidence": None,
-        "voice": None,
-        "photos": [],
-        "attachments": [],
-        "lat": None,
-        "lon": None,
-        "place": None,
-        "address_text": None,
-        "address_typed": None,
-        "candidate": None,
-        "categories": [],
-        "category": None,
-    }
+    draft = new_draft(info.id, info.phone, info.household_address)
     context.chat_data["draft"] = draft
     return draft
 
@@ -116,42 +103,85 @@ def _end(context: Context) -> str:
     return END
 
 
+class _Ports:
+    """``chat.intake.Ports`` on the bot's database threads."""
+
+    def __init__(self, context: Context):
+        self.d = deps(context)
+
+    async def grid_at(self, lat: float, lon: float) -> str | None:
+        return await self.d.db(store.grid_at, lat, lon)
+
+    async def match_address(self, text: str) -> tuple[str, str] | None:
+        return await self.d.db(store.match_address, text)
+
+    async def address_choices(self, text: str) -> list[tuple[int, str]]:
+        return await self.d.db(store.address_choices, text)
+
+    async def pick_address(self, text: str, choices: list[tuple[int, str]]) -> int | None:
+        return await self.d.db(store.pick_address, text, choices)
+
+    async def category_options(self, text: str) -> list[tuple[str, str]]:
+        return await self.d.db(store.category_options, text)
+
+    async def file(self, petition) -> store.Filed:  # noqa: ANN001
+        return await self.d.db(store.file, petition)
+
+    def due_text(self, due) -> str:  # noqa: ANN001
+        return store.local(due, self.d.tz)
+
+
+def _markup(context: Context, draft: dict | None, said: Reply, language: str):  # noqa: ANN202
+    if said.buttons and draft is not None:
+        row = []
+        for label, action in said.buttons:
+            name, _, value = action.partition(":")
+            row.append(_button(context, draft, label, name, value or None))
+        # Categories and places one to a row (long names); the two-choice questions side by side.
+        one_a_row = said.buttons[0][1].startswith(("c:", "ap:"))
+        return InlineKeyboardMarkup([[b] for b in row] if one_a_row else [row])
+    if said.controls == "where":
+        return where_keyboard(language)
+    if said.keyboard == "menu":
+        return main_menu(language)
+    if said.keyboard == "remove":
+        return ReplyKeyboardRemove()
+    return None
+
+
+async def _step(update: Update, context: Context, state: str | None, event: Event) -> str:
+    """One turn of the channel-agnostic dialog (``chat.intake``): its answers sent with
+    Telegram's keyboards, its draft kept in ``chat_data``; its state is the conversation's."""
+    language = lang(update)
+    dialog = Dialog(_Ports(context), language, "telegram", lambda: _new_draft(update, context), "chat",
+                    update.effective_chat.id)
+    turn = await dialog.step(state, _draft(context), event)
+    await _say(update, context, turn, language)
+    if turn.state is None:
+        return _end(context)
+    context.chat_data["draft"] = turn.draft
+    return turn.state
+
+
+async def _say(update: Update, context: Context, turn: Turn, language: str) -> None:
+    for said in turn.replies:
+        await reply(update, said.text, language, reply_markup=_markup(context, turn.draft, said, language))
+
+
 # ---------------------------------------------------------------- entry and problem
 
 
 async def start_report(update: Update, context: Context) -> str:
     """"我要反映" / /new: a fresh draft, then ask for the problem."""
-    await _new_draft(update, context)
-    language = lang(update)
-    await reply(update, t(language, "dialog.ask_problem"), language, reply_markup=ReplyKeyboardRemove())
-    return PROBLEM
+    return await _step(update, context, None, Event("start"))
 
 
 async def problem_text(update: Update, context: Context) -> str:
-    draft = await _ensure_draft(update, context)
-    text = (update.effective_message.text or "").strip()
-    if not text:
-        return await start_report(update, context)
-    if not await _fits(update, text):
-        return PROBLEM
-    draft["description"] = text
-    draft["transcript"] = None
-    draft["confidence"] = None
-    return await ask_where(update, context)
-
-
-async def _fits(update: Update, text: str) -> bool:
-    """A typed description within ``[limits] description``; if not, the resident is told how
-    long it may be (their text is still in their own chat, to shorten and send again)."""
-    if limits.fits("description", text):
-        return True
-    language = lang(update)
-    await reply(update, t(language, "dialog.too_long_text", limit=limits.limit_of("description"), length=len(text)),
-                language)
-    return False
+    return await _step(update, context, PROBLEM, Event("text", text=update.effective_message.text or ""))
 
 
 async def problem_voice(update: Update, context: Context) -> str:
+    """Telegram's part: the length, the download, the recogniser; the dialog's part: the rest."""
     d = deps(context)
     draft = await _ensure_draft(update, context)
     language = lang(update)
@@ -166,30 +196,21 @@ async def problem_voice(update: Update, context: Context) -> str:
         return PROBLEM
     att = await d.db(store.save_attachment, "voice", stored.path, stored.mime_type, stored.size, stored.sha256,
                      stored.waiting_in)
-    draft["voice"] = stored.path
-    draft["attachments"].append(att)
+    event = Event("voice", attachment=att, path=stored.path)
     try:
         heard = await media.transcribe(d.speech, stored.path, d.media)
     except media.SpeechUnavailable:
-        await reply(update, t(language, "dialog.voice_unavailable"), language)
-        return PROBLEM
+        event.voice_problem = "unavailable"
     except media.Unreadable as exc:
         log.info("unreadable voice note %s: %s", stored.path, exc)
-        await reply(update, t(language, "dialog.voice_failed"), language)
-        return PROBLEM
-    if not heard.text:
-        await reply(update, t(language, "dialog.voice_unclear"), language)
-        return PROBLEM
-    draft["description"] = heard.text  # heard, not typed: never refused (core keeps up to a cap)
-    draft["transcript"] = heard.transcript
-    draft["confidence"] = heard.confidence
-    buttons = InlineKeyboardMarkup([[
-        _button(context, draft, t(language, "dialog.voice_yes"), "vy"),
-        _button(context, draft, t(language, "dialog.voice_retry"), "vn"),
-    ]])
-    await reply(update, t(language, "dialog.voice_heard", text=clip(heard.text, SUMMARY_DESCRIPTION)), language,
-                reply_markup=buttons)
-    return VOICE_OK
+        event.voice_problem = "failed"
+    else:
+        if heard.text:  # heard, not typed: never refused (core keeps up to a cap)
+            event.heard = heard
+        else:
+            event.voice_problem = "unclear"
+    context.chat_data["draft"] = draft
+    return await _step(update, context, PROBLEM, event)
 
 
 async def _fetch(update: Update, context: Context, file, kind: str, ext: str, language: str):  # noqa: ANN001, ANN202
@@ -212,190 +233,56 @@ async def problem_photo(update: Update, context: Context) -> str:
     draft = await _ensure_draft(update, context)
     language = lang(update)
     message = update.effective_message
-    if len(draft["photos"]) >= MAX_PHOTOS:
-        await reply(update, t(language, "dialog.photo_too_many", max=MAX_PHOTOS), language)
-        return PROBLEM
-    largest = message.photo[-1]
-    stored = await _fetch(update, context, largest, "photo", ".jpg", language)
+    caption = message.caption or ""
+    if len(draft["photos"]) >= MAX_PHOTOS:  # said by the dialog, nothing downloaded
+        return await _step(update, context, PROBLEM, Event("photo", text=caption))
+    stored = await _fetch(update, context, message.photo[-1], "photo", ".jpg", language)
     if stored is None:
         return PROBLEM
     att = await d.db(store.save_attachment, "photo", stored.path, stored.mime_type, stored.size, stored.sha256,
                      stored.waiting_in)
-    draft["photos"].append(stored.path)
-    draft["attachments"].append(att)
-    caption = (message.caption or "").strip()
-    if caption and await _fits(update, caption):
-        draft["description"] = caption
-    if draft["description"]:
-        return await ask_where(update, context)
-    await reply(update, t(language, "dialog.photo_saved"), language)
-    return PROBLEM
+    return await _step(update, context, PROBLEM, Event("photo", text=caption, attachment=att, path=stored.path))
 
 
-async def _keep_location(update: Update, context: Context, language: str) -> str:
-    """Store the shared point and its micro grid in the draft; returns the sentence
-    telling the resident which grid that is (or that it lies outside every grid)."""
-    draft = await _ensure_draft(update, context)
+def _location(update: Update) -> Event:
     loc = update.effective_message.location
-    draft["lat"], draft["lon"] = loc.latitude, loc.longitude
-    grid = await deps(context).db(store.grid_at, loc.latitude, loc.longitude)
-    draft["place"] = grid
-    return t(language, "dialog.location_in_grid", grid=grid) if grid else t(language, "dialog.location_outside")
+    return Event("location", lat=loc.latitude, lon=loc.longitude)
 
 
 async def location_first(update: Update, context: Context) -> str:
     """A location before any words (outside a dialog, or while we wait for the problem):
     keep it as the place and ask what the problem is; "where" is then not asked."""
-    language = lang(update)
-    where = await _keep_location(update, context, language)
-    await reply(update, f"{where}\n{t(language, 'dialog.ask_problem_there')}", language,
-                reply_markup=ReplyKeyboardRemove())
-    return PROBLEM
+    return await _step(update, context, PROBLEM, _location(update))
 
 
 async def voice_choice(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None:
-        return VOICE_OK
-    action, _ = choice
-    if action == "vy":
-        return await ask_where(update, context)
-    if action == "vn":
-        language = lang(update)
-        await reply(update, t(language, "dialog.ask_problem"), language)
-        return PROBLEM
-    return VOICE_OK
+    return await _pressed(update, context, VOICE_OK)
 
 
 # ---------------------------------------------------------------- where
 
 
-async def ask_where(update: Update, context: Context) -> str:
-    draft = _draft(context)
-    if draft is not None and draft.get("lat") is not None:
-        return await ask_category(update, context)  # the location came first
-    language = lang(update)
-    await reply(update, t(language, "dialog.ask_where"), language, reply_markup=where_keyboard(language))
-    return WHERE
-
-
 async def where_location(update: Update, context: Context) -> str:
-    language = lang(update)
-    text = await _keep_location(update, context, language)
-    await reply(update, text, language, reply_markup=main_menu(language))
-    return await ask_category(update, context)
+    return await _step(update, context, WHERE, _location(update))
 
 
 async def where_text(update: Update, context: Context) -> str:
-    d = deps(context)
-    draft = await _ensure_draft(update, context)
-    language = lang(update)
     text = (update.effective_message.text or "").strip()
-    if text in labels("menu.skip"):
-        if draft.get("household"):
-            draft["place"] = draft["household"]
-            note = t(language, "dialog.where_household", address=draft["household"])
-        else:
-            draft["address_text"] = draft.get("address_typed")
-            draft["place"] = draft.get("address_typed")
-            note = t(language, "dialog.where_skipped")
-        await reply(update, note, language, reply_markup=main_menu(language))
-        return await ask_category(update, context)
-    text = text[:200]
-    found = await d.db(store.match_address, text)
-    if found is None:
-        draft["address_typed"] = text
-        await reply(update, t(language, "dialog.address_unknown", text=clip(text, 60)), language,
-                    reply_markup=where_keyboard(language))
-        return WHERE
-    choices = await d.db(store.address_choices, text)
-    if choices:
-        return await _offer_places(update, context, draft, text, found[1], choices)
-    place, grid = found
-    draft["candidate"] = {"typed": text, "place": place, "grid": grid}
-    shown = place if not grid or grid in place else f"{place}（{grid}）"
-    buttons = InlineKeyboardMarkup([[
-        _button(context, draft, t(language, "dialog.address_yes"), "ay"),
-        _button(context, draft, t(language, "dialog.address_no"), "an"),
-    ]])
-    await reply(update, t(language, "dialog.address_confirm", place=shown), language, reply_markup=buttons)
-    return ADDRESS_OK
+    if text in labels("menu.skip"):  # the reply keyboard's 跳过
+        return await _step(update, context, WHERE, Event("button", action=SKIP))
+    return await _step(update, context, WHERE, Event("text", text=text))
 
 
 async def address_choice(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None:
-        return ADDRESS_OK
-    draft = _draft(context)
-    language = lang(update)
-    candidate = draft.get("candidate")
-    if choice[0] == "ay" and candidate:
-        # The registered name first: routing then matches it exactly, whatever was typed.
-        typed = candidate["typed"]
-        draft["address_text"] = candidate["place"] if typed == candidate["place"] else f"{candidate['place']}（{typed}）"
-        draft["place"] = candidate["place"]
-        await reply(update, t(language, "dialog.place_chosen", place=candidate["place"]), language,
-                    reply_markup=main_menu(language))
-        return await ask_category(update, context)
-    draft["candidate"] = None
-    await reply(update, t(language, "dialog.address_retry"), language, reply_markup=where_keyboard(language))
-    return WHERE
+    return await _pressed(update, context, ADDRESS_OK)
 
 
-async def _offer_places(update: Update, context: Context, draft: dict, typed: str, common: str,
-                        choices: list[tuple[int, str]]) -> str:
-    """The matcher is unsure between close places: each is a button, with 都不是."""
-    language = lang(update)
-    draft["offered"] = {"typed": typed, "common": common, "choices": [list(c) for c in choices]}
-    rows = [[_button(context, draft, name, "ap", str(i))] for i, (_, name) in enumerate(choices)]
-    rows.append([_button(context, draft, t(language, "dialog.address_none_of_them"), "ax")])
-    await reply(update, t(language, "dialog.address_which"), language, reply_markup=InlineKeyboardMarkup(rows))
-    return ADDRESS_PICK
-
-
-async def _place_picked(update: Update, context: Context, index: int | None) -> str:
-    """One of the offered places (its registered name is the address: routing matches it
-    exactly), or none (``None``): the typed words stay the address, which routing takes no
-    deeper than the places' common grid; staff check it."""
-    draft = _draft(context)
-    language = lang(update)
-    offered = draft.pop("offered", None) or {}
-    choices = offered.get("choices") or []
-    if index is not None and 0 <= index < len(choices):
-        name = choices[index][1]
-        draft["address_text"] = draft["place"] = name
-        await reply(update, t(language, "dialog.place_chosen", place=name), language, reply_markup=main_menu(language))
-    else:
-        draft["address_text"] = offered.get("typed") or draft.get("address_text")
-        draft["place"] = offered.get("common") or draft["address_text"]
-        await reply(update, t(language, "dialog.address_not_chosen", place=draft["place"]), language,
-                    reply_markup=main_menu(language))
-    return await ask_category(update, context)
-
-
-async def place_button(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None:
-        return ADDRESS_PICK
-    action, value = choice
-    return await _place_picked(update, context, int(value) if action == "ap" and (value or "").isdigit() else None)
+async def place_choice(update: Update, context: Context) -> str:
+    return await _pressed(update, context, ADDRESS_PICK)
 
 
 async def place_typed(update: Update, context: Context) -> str:
-    """Typed instead of pressed: matched against the offered places only. Words naming
-    none of them that name another place start over with that address; 都不是, or
-    anything else, is none of them."""
-    d = deps(context)
-    draft = await _ensure_draft(update, context)
-    text = (update.effective_message.text or "").strip()[:200]
-    choices = (draft.get("offered") or {}).get("choices") or []
-    if not choices:
-        return await where_text(update, context)
-    index = await d.db(store.pick_address, text, choices)
-    if index is None and await d.db(store.match_address, text) is not None:
-        draft.pop("offered", None)
-        return await where_text(update, context)
-    return await _place_picked(update, context, index)
+    return await _step(update, context, ADDRESS_PICK, Event("text", text=(update.effective_message.text or "")))
 
 
 async def where_contact(update: Update, context: Context) -> str:
@@ -405,57 +292,24 @@ async def where_contact(update: Update, context: Context) -> str:
         draft["household"] = address
         draft["place"] = address
         draft["phone"] = update.effective_message.contact.phone_number
-        return await ask_category(update, context)
+        turn = Turn(CATEGORY, draft, [])
+        dialog = Dialog(_Ports(context), lang(update), "telegram", lambda: _new_draft(update, context), "chat",
+                        update.effective_chat.id)
+        state = await dialog._ask_category(draft, turn.replies)
+        await _say(update, context, turn, lang(update))
+        return state
     return WHERE
 
 
 # ---------------------------------------------------------------- category and confirm
 
 
-async def ask_category(update: Update, context: Context) -> str:
-    d = deps(context)
-    draft = _draft(context)
-    language = lang(update)
-    text = " ".join(x for x in (draft.get("description"), draft.get("address_text")) if x)
-    options = await d.db(store.category_options, text)
-    draft["categories"] = [list(o) for o in options]
-    rows = [[_button(context, draft, name, "c", str(i))] for i, (_, name) in enumerate(options)]
-    rows.append([_button(context, draft, t(language, "dialog.category_other"), "c", "x")])
-    await reply(update, t(language, "dialog.ask_category"), language, reply_markup=InlineKeyboardMarkup(rows))
-    return CATEGORY
-
-
 async def category_choice(update: Update, context: Context) -> str:
-    choice = await _dialog_button(update, context)
-    if choice is None or choice[0] != "c":
-        return CATEGORY
-    draft = _draft(context)
-    value = choice[1] or ""
-    options = draft.get("categories") or []
-    if value == "x":
-        draft["category"] = None
-    elif value.isdigit() and int(value) < len(options):
-        draft["category"] = options[int(value)][0]
-    else:  # signed by us but not one of this draft's options: treat as stale
-        return CATEGORY
-    return await ask_confirm(update, context)
+    return await _pressed(update, context, CATEGORY)
 
 
 def _summary(draft: dict, language: str) -> str:
-    names = dict(tuple(o) for o in draft.get("categories") or [])
-    extras = ""
-    if draft["photos"]:
-        extras += t(language, "dialog.confirm_photos", count=len(draft["photos"]))
-    if draft["voice"]:
-        extras += t(language, "dialog.confirm_voice")
-    return t(
-        language,
-        "dialog.confirm",
-        description=clip(draft.get("description") or "", SUMMARY_DESCRIPTION),
-        place=draft.get("place") or t(language, "dialog.place_unknown"),
-        category=names.get(draft.get("category")) or t(language, "dialog.category_unknown"),
-        extras=extras,
-    )
+    return summary(draft, language)
 
 
 def _confirm_buttons(context: Context, draft: dict, language: str) -> InlineKeyboardMarkup:
@@ -465,47 +319,19 @@ def _confirm_buttons(context: Context, draft: dict, language: str) -> InlineKeyb
     ]])
 
 
-async def ask_confirm(update: Update, context: Context) -> str:
-    draft = _draft(context)
-    language = lang(update)
-    await reply(update, _summary(draft, language), language, reply_markup=_confirm_buttons(context, draft, language))
-    return CONFIRM
-
-
 async def confirm_choice(update: Update, context: Context) -> str:
     choice = await _dialog_button(update, context)
     if choice is None:
         return CONFIRM
-    language = lang(update)
-    if choice[0] == "no":
-        await reply(update, t(language, "dialog.cancelled"), language, reply_markup=main_menu(language))
-        return _end(context)
+    event = Event("button", action=choice[0])
     if choice[0] != "ok":
-        return CONFIRM
-    return await submit(update, context)
-
-
-async def submit(update: Update, context: Context) -> str:
+        return await _step(update, context, CONFIRM, event)
     d = deps(context)
     draft = _draft(context)
     language = lang(update)
     chat_id = update.effective_chat.id
-    petition = Petition(
-        channel=Channel.chat,
-        description=draft.get("description") or "",
-        idempotency_key=idempotency_key("chat", chat_id, draft["id"]),
-        contact_phone=draft.get("phone"),
-        resident_id=draft.get("resident"),
-        transcript=draft.get("transcript"),
-        transcript_confidence=draft.get("confidence"),
-        attachment_ids=tuple(draft["attachments"]),
-        latitude=draft.get("lat"),
-        longitude=draft.get("lon"),
-        address_text=draft.get("address_text"),
-        category_code=draft.get("category"),
-    )
     try:
-        filed = await d.db(store.file, petition)
+        return await _step(update, context, CONFIRM, event)
     except Exception as exc:
         # The pressed button is gone: the answer carries the buttons again, so the resident
         # always has something to press. A failure worth waiting out is raised on: the update
@@ -522,17 +348,15 @@ async def submit(update: Update, context: Context) -> str:
         if again:
             raise
         return CONFIRM
-    if filed.held == "duplicate" and filed.duplicate_of:
-        routing = t(language, "dialog.filed_duplicate", earlier=filed.duplicate_of)
-    elif filed.held:
-        routing = t(language, "dialog.filed_held")
-    elif filed.dispatched and filed.grid:
-        routing = t(language, "dialog.filed_dispatched", grid=filed.grid, due=store.local(filed.due, d.tz) or "—")
-    else:
-        routing = t(language, "dialog.filed_triage")
-    await reply(update, t(language, "dialog.filed", number=filed.number, routing=routing), language,
-                reply_markup=main_menu(language))
-    return _end(context)
+
+
+async def _pressed(update: Update, context: Context, state: str) -> str:
+    """A dialog button, checked (signature, this dialog), as the dialog's event."""
+    choice = await _dialog_button(update, context)
+    if choice is None:
+        return state
+    action, value = choice
+    return await _step(update, context, state, Event("button", action=f"{action}:{value}" if value else action))
 
 
 # ---------------------------------------------------------------- buttons, cancel, the rest
@@ -574,9 +398,7 @@ async def not_here(update: Update, context: Context) -> None:
 
 
 async def cancel(update: Update, context: Context) -> str:
-    language = lang(update)
-    await reply(update, t(language, "dialog.cancelled"), language, reply_markup=main_menu(language))
-    return _end(context)
+    return await _step(update, context, None, Event("cancel"))
 
 
 async def restart(update: Update, context: Context) -> str:
@@ -664,7 +486,7 @@ def _conversation(lead, common, with_buttons, report_button, free_text, voice) -
             ],
             ADDRESS_PICK: [
                 *lead,
-                CallbackQueryHandler(place_button),
+                CallbackQueryHandler(place_choice),
                 MessageHandler(filters.LOCATION, where_location),
                 MessageHandler(free_text, place_typed),
                 *common,

@@ -324,6 +324,8 @@ class JobHandlers:
         if view is None or not view.pending or not view.chat_id:
             return
         await d.db(store.count_attempt, survey_id)
+        if not view.chat_id.lstrip("-").isdigit():
+            return  # a web chat's (chat.resident_web): its page shows the survey under "my cases"
         language = language_of(view.language)
         text = t(language, "survey.ask_solved", number=view.case_number, description=clip(view.description, 60))
         delivered = await self._send(int(view.chat_id), text, reply_markup=_survey_buttons(d, survey_id, language))

@@ -45,3 +45,45 @@ class SeenMessage(SQLModel, table=True):
     channel: str = Field(primary_key=True, max_length=16)
     external_id: str = Field(primary_key=True, max_length=128)
     at: NaiveDatetime = Field(default_factory=utcnow, index=True)
+
+
+class WebChatDevice(SQLModel, table=True):
+    """A phone's browser in the web chat (``chat.resident_web``): no account, a signed
+    HttpOnly cookie names the row. The dialog's state and the draft are written after every
+    step, with ``version`` raised, so a reload or another instance continues it."""
+
+    __tablename__ = "web_chat_device"
+
+    id: str = Field(primary_key=True, max_length=40)
+    resident_id: int | None = Field(default=None, index=True)
+    language: str = Field(default="zh", max_length=8)
+    state: str | None = Field(default=None, max_length=16)
+    draft: dict | None = json_column()
+    messages: dict | None = json_column()  # {"items": [...]}: the conversation the page shows
+    grid_hint: str | None = Field(default=None, max_length=64)  # from a grid's QR code: a hint only
+    version: int = Field(default=0, sa_type=sa.BigInteger)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
+
+
+class WebChatRequest(SQLModel, table=True):
+    """A post of the page already answered: its idempotency key (made by the page, kept
+    with a message queued offline) and the answer, so a post sent again is answered the
+    same and does nothing twice."""
+
+    __tablename__ = "web_chat_request"
+
+    device_id: str = Field(primary_key=True, max_length=40)
+    key: str = Field(primary_key=True, max_length=64)
+    answer: dict | None = json_column()
+    at: NaiveDatetime = Field(default_factory=utcnow, index=True)
+
+
+class WebChatSecret(SQLModel, table=True):
+    """The key that signs the web chat's device cookies, CSRF tokens and grid codes: made
+    once by the first instance, shared by all (``GRIDLINE_WEB_CHAT_SECRET`` overrides it)."""
+
+    __tablename__ = "web_chat_secret"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    secret: str = Field(max_length=128)

@@ -14,6 +14,7 @@ from aiohttp import web
 from sqlalchemy import Engine, text
 from sqlmodel import select
 
+import chat.resident_web
 import chat.web
 import console.app
 import console.open311
@@ -147,8 +148,13 @@ def _setup_ivr(app: web.Application, services: Services) -> None:
     ivr.survey_web.setup(app, services, ivr.web.setup(app, services))
 
 
+def _setup_chat(app: web.Application, services: Services) -> None:
+    chat.web.setup(app, services)
+    chat.resident_web.setup(app, services)
+
+
 # Each channel mounts its routes.
-CHANNELS = {"ivr": _setup_ivr, "chat": chat.web.setup, "console": console.app.setup,
+CHANNELS = {"ivr": _setup_ivr, "chat": _setup_chat, "console": console.app.setup,
             "open311": console.open311.setup}
 
 

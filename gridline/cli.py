@@ -55,6 +55,7 @@ COMMANDS: dict[str, Entry] = {
     "categories": Entry("categories", "categories_app", "Departments and petition categories (categories.toml)."),
     "media": Entry("media", "media_app", "Files of cases in the media store (GRIDLINE_MEDIA_URL)."),
     "residents": Entry("survey", "residents_app", "Residents' contact wishes."),
+    "qr": Entry("qr", "qr", "A grid's QR code for the residents' web chat: a PNG and an A4 poster PDF."),
 }
 
 

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     telegram_mode: str = "webhook"
     telegram_local_mode: bool = Field(default=False, description="the Bot API server is a local one started "
                                       "with --local: files may be read from the paths it names")
+    # web chat (chat.resident_web): the key that signs device cookies and grid QR codes;
+    # empty: one made by the first instance and kept in the database
+    web_chat_secret: str = ""
 
     # observability (gridline.metrics, gridline.logs)
     log_format: str = Field(default="text", description="text, or json: one JSON object per line")

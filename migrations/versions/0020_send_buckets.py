@@ -6,7 +6,7 @@ and about one a second per chat. Jobs get a priority: a worker's dispatch messag
 claimed ahead of the day's digests and reminders.
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07 00:30:00
 """
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0020'
-down_revision: str | None = '0017'
+down_revision: str | None = '0018'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
