@@ -55,6 +55,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     threshold = float(console_rules()["low_word_confidence"])
     states = await file_states(request, view.files)
     people = view.people.get(view.case.id, ())
+    offered = casework.offered(p, view.case)
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
         "phone": phone_for(p, view.case.contact_phone or (view.resident.phone if view.resident else None)),
@@ -71,6 +72,8 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         "kept": lambda action, field: typed[1].get(field, "") if typed and typed[0] == action else "",
         "limit": limits.limit_of,
         "file_state": states,
+        "offered": offered,
+        "can": lambda action: action in offered,
     }, status=status)
 
 
