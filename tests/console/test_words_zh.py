@@ -17,7 +17,8 @@ from tests.console.conftest import csrf_of, login
 # What a person reads: text, and the attributes a browser shows (placeholder, title, alt …).
 SHOWN_ATTRIBUTES = ("placeholder", "title", "alt", "aria-label")
 SNAKE = re.compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b")
-SENTENCE = re.compile(r"\b[A-Za-z]{2,}(?:[ ,'’]+[A-Za-z]{2,}){2,}")
+# Two English words in a row are a phrase ("via hotline"); a single Latin word may be a name.
+SENTENCE = re.compile(r"\b[A-Za-z]{2,}(?:[ ,'’]+[A-Za-z]{2,})+")
 ACTOR_CODE = re.compile(r"\b(?:system|hotline|console|resident|worker|leader|demo|cli)(?::|\b(?= ))")
 # ASCII that is not a word to translate: the language switch's own name, account names,
 # worker codes and the numbers of cases.
