@@ -58,7 +58,8 @@ def login_rules() -> dict:
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"a password needs at least {MIN_PASSWORD} characters")
+        raise InvalidInput(f"a password needs at least {MIN_PASSWORD} characters", code="console.user.short_password",
+                           min=MIN_PASSWORD)
     return _hasher.hash(password)
 
 
@@ -67,30 +68,32 @@ def add_user(session: DbSession, name: str, password: str, role: str, *, grid_co
              actor: str = "cli") -> ConsoleUser:
     name = name.strip()
     if not name or len(name) > 64 or any(c.isspace() for c in name):
-        raise InvalidInput("a user name is 1 to 64 characters without spaces")
+        raise InvalidInput("a user name is 1 to 64 characters without spaces", code="console.user.bad_name")
     if role not in ROLES:
-        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        raise InvalidInput(f"unknown role {role!r}; one of {', '.join(ROLES)}", code="console.user.no_role", role=role)
     if session.exec(select(ConsoleUser.id).where(ConsoleUser.name == name)).first() is not None:
-        raise InvalidInput(f"user {name} exists already")
+        raise InvalidInput(f"user {name} exists already", code="console.user.exists", name=name)
     worker = department = None
     if worker_code:
         worker = session.exec(select(Worker).where(Worker.code == worker_code)).first()
         if worker is None:
-            raise NotFound(f"no worker {worker_code}")
+            raise NotFound(f"no worker {worker_code}", code="console.no_such", what="worker", item=worker_code)
     if department_code:
         department = session.exec(select(Department).where(Department.code == department_code)).first()
         if department is None:
-            raise NotFound(f"no department {department_code}")
+            raise NotFound(f"no department {department_code}", code="console.no_such", what="department",
+                               item=department_code)
     grids = []
     for code in grid_codes:
         grid = session.exec(select(Grid).where(Grid.code == code)).first()
         if grid is None:
-            raise NotFound(f"no grid {code}")
+            raise NotFound(f"no grid {code}", code="console.no_such", what="grid", item=code)
         grids.append(grid)
     if role == "worker" and worker is None and not grids:
-        raise InvalidInput("a worker account needs --worker CODE or --grid CODE")
+        raise InvalidInput("a worker account needs --worker CODE or --grid CODE", code="console.user.worker_needs_owner")
     if role == "department" and department is None and not grids:
-        raise InvalidInput("a department account needs --department CODE or --grid CODE")
+        raise InvalidInput("a department account needs --department CODE or --grid CODE",
+                           code="console.user.department_needs_owner")
     if language not in languages():  # one console/locales/<lang>.toml each
         raise InvalidInput(f"language is one of {', '.join(languages())}", code="console.no_language",
                            language=language)
@@ -110,7 +113,7 @@ def add_user(session: DbSession, name: str, password: str, role: str, *, grid_co
 def set_disabled(session: DbSession, name: str, disabled: bool, *, actor: str, remote: str | None = None) -> ConsoleUser:
     user = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first()
     if user is None:
-        raise NotFound(f"no user {name}")
+        raise NotFound(f"no user {name}", code="console.user.not_found", name=name)
     if user.disabled != disabled:
         user.disabled = disabled
         session.add(user)
@@ -124,7 +127,7 @@ def set_disabled(session: DbSession, name: str, disabled: bool, *, actor: str, r
 def set_password(session: DbSession, name: str, password: str, *, actor: str) -> ConsoleUser:
     user = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first()
     if user is None:
-        raise NotFound(f"no user {name}")
+        raise NotFound(f"no user {name}", code="console.user.not_found", name=name)
     user.password_hash = hash_password(password)
     session.add(user)
     session.exec(delete(ConsoleSession).where(ConsoleSession.user_id == user.id))

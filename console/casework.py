@@ -52,6 +52,7 @@ class CaseView:
     surveys: list[Survey]
     duplicates: list
     merged_into: str | None
+    absorbed: list[str]  # the numbers of the duplicates merged into this case
     drawing: svgmap.Drawing | None
     choices: dict = field(default_factory=dict)
     # The names known for this case and for each duplicate suggested (case id → names): what
@@ -132,6 +133,8 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
         surveys=surveys,
         duplicates=duplicates,
         merged_into=merged_into,
+        absorbed=list(session.exec(select(Case.number).where(Case.merged_into_id == case.id)
+                                   .order_by(Case.id)).all()),
         drawing=_map(session, case, grid_path[-1] if grid_path else None),
     )
     if not principal.sees_phone:
@@ -152,6 +155,30 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
     audit.record(session, actor=actor, action="case.view", target_type="case", target_id=case.number,
                  detail={"phone_shown": principal.sees_phone, "files": len(view.files)}, remote=remote)
     return view
+
+
+# ---- what the page offers ----------------------------------------------------------------
+
+# The core step whose starting states a console form needs (the rest are named alike).
+STEP_OF = {"edit_text": "classify", "locate": "classify", "review": "annotate"}
+
+
+def offered(principal: Principal, case: Case) -> frozenset[str]:
+    """The forms the case page shows: what the role may do and the case's status allows
+    (the core's transition table), so that no button is there that can only fail."""
+    if case.shredded_at is not None:
+        return frozenset()
+    out = set()
+    for action in principal.rules.actions & ACTIONS.keys():
+        if case.status not in actions.TRANSITIONS[STEP_OF.get(action, action)]:
+            continue
+        if action == "review" and not set(console_rules()["clears_flags"]["review"]) & set(case.flags or ()):
+            continue
+        if action in ("accept", "start", "report_done", "return") and principal.worker_id is not None \
+                and case.worker_id not in (None, principal.worker_id) and not principal.sees_all:
+            continue  # another worker's case seen through a grid: its owner acts on it
+        out.add(action)
+    return frozenset(out)
 
 
 # ---- the forms ---------------------------------------------------------------------------
@@ -202,6 +229,16 @@ def _locate(session, case, form, p):  # noqa: ANN001, ANN202
 
 
 def _dispatch(session, case, form, p):  # noqa: ANN001, ANN202
+    # A case goes out with a category (its department and deadlines follow from it) and a grid.
+    chosen = form.get("category")
+    if chosen and (case.category_id is None or chosen != session.get(Category, case.category_id).code):
+        actions.classify(session, case, actor=p.actor, category_code=chosen)
+    if case.category_id is None:
+        raise InvalidInput(f"case {case.number}: choose a category before dispatching",
+                           code="console.dispatch_needs_category", case=case.number)
+    if not form.get("grid") and case.grid_id is None:
+        raise InvalidInput(f"case {case.number}: choose a grid before dispatching", code="routing.no_grid",
+                           case=case.number)
     grid_code = form.get("grid") or None
     grid = _by_code(session, Grid, grid_code, "grid") if grid_code else None
     worker = _by_code(session, Worker, form["worker"], "worker") if form.get("worker") else None
@@ -238,9 +275,19 @@ def _verify(session, case, form, p):  # noqa: ANN001, ANN202
     actions.verify(session, case, actor=p.actor, passed=passed, note=form.get("note") or None)
 
 
+def _confirmed(case: Case, form: dict) -> None:
+    """A step that cannot simply be taken back: its form has a box to tick (confirmed=yes);
+    without it nothing is written."""
+    if form.get("confirmed") != "yes":
+        raise InvalidInput(f"case {case.number}: tick the box to confirm", code="console.not_confirmed",
+                           case=case.number)
+
+
 def _close(session, case, form, p):  # noqa: ANN001, ANN202
     reason = form.get("reason") or ""
     note = form.get("note") or ""
+    if reason or note:  # without either the core says what is missing
+        _confirmed(case, form)
     actions.close(session, case, actor=p.actor, reason=f"{reason}: {note}" if reason and note else reason or note)
 
 
@@ -250,6 +297,8 @@ def _reopen(session, case, form, p):  # noqa: ANN001, ANN202
 
 def _merge(session, case, form, p):  # noqa: ANN001, ANN202
     into = find_case(session, p, _need(form, "into", "which case is the original?"))
+    if into.id != case.id:
+        _confirmed(case, form)
     actions.merge(session, case, into, actor=p.actor, reason=form.get("reason") or None)
 
 

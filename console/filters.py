@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
+from console.i18n import CONSOLE
 from core.cases.texts import status_name
 from core.platform.settings import get_settings
 
@@ -33,6 +34,20 @@ def status_label(value: object, language: str = "zh") -> str:
         return str(getattr(value, "value", value))
 
 
+def actor_label(actor: str | None, language: str = "zh") -> str:
+    """Who wrote an event, in words: ``system`` 系统, ``console:zhang`` 控制台 · zhang,
+    ``console:sup for W-M2`` 控制台 · sup · 代 W-M2. The parts that are names or codes of
+    people (an account, a worker's code) are shown as they are."""
+    if not actor:
+        return ""
+    head, _, behalf = actor.partition(" for ")
+    words = [CONSOLE.t(language, f"actors.{part}") if CONSOLE.has(language, f"actors.{part}") else part
+             for part in head.split(":") if part]
+    if behalf:
+        words.append(CONSOLE.t(language, "actors.for", who=behalf))
+    return " · ".join(words)
+
+
 def enum_value(value: object) -> str:
     return "" if value is None else str(getattr(value, "value", value))
 
@@ -41,3 +56,4 @@ def install(env: jinja2.Environment) -> None:
     env.filters["local"] = local
     env.filters["status_label"] = status_label
     env.filters["v"] = enum_value
+    env.filters["actor"] = actor_label

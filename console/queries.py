@@ -22,6 +22,7 @@ from core.places.models import Grid
 from core.places.routing import phone_variants
 from core.platform.clock import utcnow
 from core.platform.settings import get_settings
+from core.reporting.reports import workers_of_grids
 
 
 @dataclass
@@ -292,7 +293,13 @@ def queue_owners(session: Session, principal: Principal) -> tuple[list, list]:
         .group_by(Case.department_id), principal)).all())
     workers = session.exec(select(Worker).where(Worker.active == True).order_by(Worker.code)).all()  # noqa: E712
     departments = session.exec(select(Department).order_by(Department.code)).all()
-    if not principal.sees_all:
+    if not principal.sees_all and (principal.worker_id is not None or principal.department_id is not None):
         workers = [w for w in workers if w.id == principal.worker_id]
         departments = [d for d in departments if d.id == principal.department_id]
+    elif not principal.sees_all:
+        # An account scoped to a community (grids, no worker or department of its own): the
+        # workers of its grids, and whoever owns a case it can see.
+        own = workers_of_grids(session, principal.grid_ids) if principal.grid_ids else frozenset()
+        workers = [w for w in workers if w.id in own or counts_w.get(w.id)]
+        departments = [d for d in departments if counts_d.get(d.id)]
     return ([(w, counts_w.get(w.id, 0)) for w in workers], [(d, counts_d.get(d.id, 0)) for d in departments])

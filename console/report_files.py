@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from console import charts
-from console.i18n import t
+from console.i18n import has, t
 from core.cases.texts import status_name
 from core.errors import InvalidInput
 from core.reporting.figures import Rates
@@ -98,6 +98,7 @@ def html(report: Report, *, tz: str, lang: str = "zh", for_pdf: bool = False) ->
         t=lambda key, **kw: t(lang, key, **kw), pct=pct, num=num, change=change,
         local=lambda v, fmt="%Y-%m-%d %H:%M": local(v, tz, fmt),
         status=lambda s: status_name(s, lang), rate_names=RATE_NAMES, rate_cells=rate_cells,
+        rate_ratio=lambda rates, key: rate_ratios(rates)[key],
     )
 
 
@@ -111,14 +112,48 @@ def _rate_row(label_code: str, name: str, this: Rates, previous: Rates) -> list:
     row: list = [label_code, name, this.received, previous.received]
     for key in RATE_NAMES:
         a, b = rate_ratios(this)[key], rate_ratios(previous)[key]
-        row += [a.numerator, a.denominator, pct(a.value), b.numerator, b.denominator, pct(b.value)]
+        row += [a.numerator, a.denominator, a.value, b.numerator, b.denominator, b.value]
     return row
 
 
+# How each column's values are written: a share (0.353, shown 35.3%), a figure with two
+# decimals, a local time, a whole number; anything else is text.
+PERCENT = {f"{k}_rate{p}" for k in RATE_NAMES for p in ("", "_previous")} | {"this_period", "previous_period_rate"}
+DECIMAL = {"work_score", "evaluation_score", "score", "evaluation_points"}
+TIMES = {"generated_at", "received_at", "due"}
+
+
+def column_words(key: str, lang: str = "zh") -> str:
+    """A column's header in ``lang``: ``closure_numerator_previous`` 办结率·分子（上期）."""
+    if has(lang, f"export.columns.{key}"):
+        return t(lang, f"export.columns.{key}")
+    previous = key.endswith("_previous")
+    base = key.removesuffix("_previous")
+    rate, _, part = base.rpartition("_")
+    if rate in RATE_NAMES and part in ("numerator", "denominator", "rate"):
+        words = t(lang, "export.rate_part", rate=t(lang, f"rates.{rate}"), part=t(lang, f"export.parts.{part}"))
+        return t(lang, "export.previous", what=words) if previous else words
+    raise KeyError(f"no words for the export column {key!r}")
+
+
+def table_words(name: str, lang: str = "zh") -> str:
+    return t(lang, f"export.tables.{name}")
+
+
+def _detail_words(detail: str, lang: str) -> str:
+    return "，".join(t(lang, f"report.{what}") for what in detail.split(",") if what)
+
+
 def tables(report: Report, *, tz: str, lang: str = "zh") -> list[tuple[str, list[str], list[list]]]:
-    """The report as named tables (sheet name, header, rows): the CSV's blocks, the XLSX's
-    sheets. Column names are English identifiers, so a spreadsheet formula survives a
-    change of language; names of places, categories and people stay as written."""
+    """The report as named tables (table key, column keys, rows): the CSV's blocks, the XLSX's
+    sheets, each said in ``lang`` by ``table_words`` and ``column_words``. Shares are numbers
+    (0.353), times local datetimes of the district; codes (statuses, channels, levels) in words;
+    names of places, categories and people stay as written."""
+    zone = ZoneInfo(tz)
+
+    def when(value: datetime | None) -> datetime | None:  # local, without a zone: what a sheet shows
+        return None if value is None else value.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None, microsecond=0)
+
     rate_header = ["code", "name", "received", "received_previous"]
     for key in RATE_NAMES:
         rate_header += [f"{key}_numerator", f"{key}_denominator", f"{key}_rate",
@@ -128,70 +163,112 @@ def tables(report: Report, *, tz: str, lang: str = "zh") -> list[tuple[str, list
     escalated_header = ["number", "received_at", "category", "grid", "status", "escalations", "owner_level"]
     out = [
         ("summary", ["title", "period", "previous_period", "generated_at"],
-         [[report.title, report.period.label, report.previous.label, local(report.generated_at, tz)]]),
+         [[report.title, report.period.label, report.previous.label, when(report.generated_at)]]),
         ("rates", rate_header, summary),
         ("by_grid", rate_header, [_rate_row(c.code, c.name, c.this, c.previous) for c in report.by_grid]),
         ("by_category", rate_header, [_rate_row(c.code, c.name, c.this, c.previous) for c in report.by_category]),
-        ("overdue", case_header, [[x.number, local(x.created_at, tz), x.category, x.grid, x.status,
-                                   local(x.due, tz), x.detail] for x in report.overdue]),
-        ("escalated", escalated_header, [[x.number, local(x.created_at, tz), x.category, x.grid, x.status, x.count,
-                                          x.detail] for x in report.escalated]),
+        ("overdue", case_header, [[x.number, when(x.created_at), x.category, x.grid, status_name(x.status, lang),
+                                   when(x.due), _detail_words(x.detail, lang)] for x in report.overdue]),
+        ("escalated", escalated_header, [[x.number, when(x.created_at), x.category, x.grid,
+                                          status_name(x.status, lang), x.count,
+                                          t(lang, f"levels.{x.detail}") if x.detail else ""]
+                                         for x in report.escalated]),
         ("repeats", ["category", "place", "grid", "count", "cases"],
          [[x.category, x.place, x.grid, x.count, " ".join(x.numbers)] for x in report.repeats]),
         ("scores", ["code", "name", "assignments", "response_on_time", "response_counted", "resolution_on_time",
                     "resolution_counted", "closed", "work_score", "evaluated", "evaluation_points",
                     "evaluation_score", "score"],
          [[s.code, s.name, s.assignments, s.response_on_time, s.response_counted, s.resolution_on_time,
-           s.resolution_counted, s.closed, num(s.work_score), s.evaluated, f"{s.points:g}", num(s.evaluation_score),
-           num(s.score)] for s in report.scores]),
-        ("trend", ["day", "received", "closed"], [[d.day.isoformat(), d.received, d.closed] for d in report.trend]),
-        ("channels", ["channel", "received"], [[c.code, c.value] for c in report.channels]),
+           s.resolution_counted, s.closed, s.work_score, s.evaluated, s.points, s.evaluation_score,
+           s.score] for s in report.scores]),
+        ("trend", ["day", "received", "closed"], [[d.day, d.received, d.closed] for d in report.trend]),
+        ("channels", ["channel", "received"], [[t(lang, f"channel.{c.code}"), c.value] for c in report.channels]),
     ]
     return out
 
 
+def _csv_cell(key: str, value: object) -> object:
+    if value is None:
+        return ""
+    if key in PERCENT:
+        return f"{value * 100:.1f}%"  # a spreadsheet reads it back as the number 0.353
+    if key in DECIMAL:
+        return f"{value:.2f}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return value
+
+
 def csv_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
-    """One block per table: a line with its name, its header, its rows, a blank line. UTF-8
-    with a byte-order mark, so a spreadsheet opens the Chinese right."""
+    """One block per table: a line with its name, its header, its rows, a blank line, in the
+    language of the report. UTF-8 with a byte-order mark, so a spreadsheet opens the Chinese right."""
     buf = io.StringIO()
     writer = csv.writer(buf)
-    for name, header, rows in tables(report, tz=tz, lang=lang):
-        writer.writerow([f"# {name}"])
-        writer.writerow(header)
-        writer.writerows(rows)
+    for name, keys, rows in tables(report, tz=tz, lang=lang):
+        writer.writerow([f"# {table_words(name, lang)}"])
+        writer.writerow([column_words(k, lang) for k in keys])
+        writer.writerows([[_csv_cell(k, v) for k, v in zip(keys, row, strict=True)] for row in rows])
         writer.writerow([])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
+def _width(value: object) -> int:
+    """Columns a value takes in a sheet: a Chinese character is two."""
+    text = value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else str(value if value is not None else "")
+    return sum(2 if ord(ch) > 0x2E7F else 1 for ch in text)
+
+
 def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
-    """One sheet per table, plus a bar chart of the rates on the first sheet."""
-    from openpyxl import (  # lazy: under a second to import, wanted only for an XLSX
-        Workbook,
-        chart,
-        styles,
-    )
+    """One sheet per table with its header in words, frozen, and columns as wide as their
+    contents; numbers are numbers and shares are numbers shown as percentages. A bar chart
+    of the rates on a sheet of its own."""
+    from openpyxl import Workbook  # lazy: under a second to import, wanted only for an XLSX
+    from openpyxl.chart import BarChart, Reference  # lazy: as above
+    from openpyxl.styles import Alignment, Font, PatternFill  # lazy: as above
+    from openpyxl.utils import get_column_letter  # lazy: as above
 
     book = Workbook()
     book.remove(book.active)
-    for name, header, rows in tables(report, tz=tz, lang=lang):
-        sheet = book.create_sheet(name[:31])
+    head_fill = PatternFill("solid", fgColor="EEF2F6")
+    for name, keys, rows in tables(report, tz=tz, lang=lang):
+        sheet = book.create_sheet(table_words(name, lang)[:31])
+        header = [column_words(k, lang) for k in keys]
         sheet.append(header)
         for cell in sheet[1]:
-            cell.font = styles.Font(bold=True)
+            cell.font = Font(bold=True)
+            cell.fill = head_fill
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
         for row in rows:
             sheet.append(row)
-    rates = book.create_sheet("rate_chart", 1)
-    rates.append(["rate", "this_period", "previous_period"])
+        widths = [_width(h) for h in header]
+        for index, key in enumerate(keys, start=1):
+            fmt = ("0.0%" if key in PERCENT else "0.00" if key in DECIMAL else "yyyy-mm-dd hh:mm" if key in TIMES
+                   else "yyyy-mm-dd" if key == "day" else None)
+            for (cell,) in sheet.iter_rows(min_row=2, min_col=index, max_col=index):
+                if fmt:
+                    cell.number_format = fmt
+                widths[index - 1] = max(widths[index - 1], _width(cell.value) if not fmt else 16 if "hh" in fmt else 8)
+            sheet.column_dimensions[get_column_letter(index)].width = min(60, max(6, widths[index - 1] + 2))
+        sheet.freeze_panes = "A2"
+    rates = book.create_sheet(table_words("rate_chart", lang), 1)
+    rates.append([column_words(k, lang) for k in ("rate", "this_period", "previous_period_rate")])
+    for cell in rates[1]:
+        cell.font = Font(bold=True)
     for key in RATE_NAMES:
         a, b = report.rates[key].value, report.rates_previous[key].value
-        rates.append([t(lang, f"rates.{key}"), None if a is None else round(100 * a, 1),
-                      None if b is None else round(100 * b, 1)])
-    bars = chart.BarChart()
-    bars.title = report.title
-    bars.y_axis.title = "%"
-    bars.add_data(chart.Reference(rates, min_col=2, max_col=3, min_row=1, max_row=1 + len(RATE_NAMES)), titles_from_data=True)
-    bars.set_categories(chart.Reference(rates, min_col=1, min_row=2, max_row=1 + len(RATE_NAMES)))
-    rates.add_chart(bars, "E2")
+        rates.append([t(lang, f"rates.{key}"), a, b])
+    for row in rates.iter_rows(min_row=2, min_col=2, max_col=3):
+        for cell in row:
+            cell.number_format = "0.0%"
+    rates.column_dimensions["A"].width = 16
+    rates.column_dimensions["B"].width = rates.column_dimensions["C"].width = 12
+    rates.freeze_panes = "A2"
+    chart = BarChart()
+    chart.title = report.title
+    chart.y_axis.number_format = "0%"
+    chart.add_data(Reference(rates, min_col=2, max_col=3, min_row=1, max_row=1 + len(RATE_NAMES)), titles_from_data=True)
+    chart.set_categories(Reference(rates, min_col=1, min_row=2, max_row=1 + len(RATE_NAMES)))
+    rates.add_chart(chart, "E2")
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

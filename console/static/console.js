@@ -19,3 +19,25 @@ document.addEventListener("timeupdate", function (event) {
   });
   if (current) current.classList.add("now");
 }, true);
+// A form is sent once: its button says it is working and cannot be pressed again until the
+// next page arrives (a slow action pressed twice would be taken twice).
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (form.method.toLowerCase() !== "post") return;
+  if (form.dataset.sending === "1") { event.preventDefault(); return; }
+  form.dataset.sending = "1";
+  form.querySelectorAll("button[type=submit]").forEach(function (b) {
+    b.disabled = true;
+    b.classList.add("busy");
+    b.setAttribute("aria-busy", "true");
+  });
+});
+// A page restored from the back/forward cache gets its buttons back.
+window.addEventListener("pageshow", function () {
+  document.querySelectorAll("form[data-sending]").forEach(function (form) {
+    delete form.dataset.sending;
+    form.querySelectorAll("button.busy").forEach(function (b) {
+      b.disabled = false; b.classList.remove("busy"); b.removeAttribute("aria-busy");
+    });
+  });
+});

@@ -6,12 +6,13 @@ from aiohttp import web
 
 from console import casework, db
 from console.access import console_rules, name_for, phone_for, text_for
+from console.i18n import CONSOLE, has, t
 from console.views.common import form, lang, principal, render, who
 from console.views.files import file_states
-from console.web import PREFIX, error_text, status_for
+from console.web import PREFIX, close_reason_text, error_text, status_for
 from core.cases import limits
 from core.errors import DomainError
-from core.platform import media_types
+from core.platform import i18n, media_types
 
 
 def _transcript(case, p, threshold: float, people: tuple[str, ...]) -> list[dict]:  # noqa: ANN001
@@ -32,6 +33,18 @@ def _transcript(case, p, threshold: float, people: tuple[str, ...]) -> list[dict
                        "end": float(seg.get("end", 0.0)), "conf": conf, "low": conf < threshold}]
         out.append({"start": float(seg.get("start", 0.0)), "words": pieces})
     return out
+
+
+def event_reason(language: str, e) -> str | None:  # noqa: ANN001
+    """An event's reason in words: intake writes ``via <channel>``, a close its reason code
+    with the note typed; the rest are core's reason codes or words people typed."""
+    if e.action == "submit" and (e.reason or "").startswith("via "):
+        channel = e.reason[4:]
+        if has(language, f"channel.{channel}"):
+            return t(language, "timeline.via", channel=t(language, f"channel.{channel}"))
+    if e.action == "close":
+        return close_reason_text(language, e.reason)
+    return i18n.reason_text(language, e.reason, e.data, catalogue=CONSOLE)
 
 
 def _plays(f) -> bool:  # noqa: ANN001
@@ -55,6 +68,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     threshold = float(console_rules()["low_word_confidence"])
     states = await file_states(request, view.files)
     people = view.people.get(view.case.id, ())
+    offered = casework.offered(p, view.case)
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
         "phone": phone_for(p, view.case.contact_phone or (view.resident.phone if view.resident else None)),
@@ -71,6 +85,9 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         "kept": lambda action, field: typed[1].get(field, "") if typed and typed[0] == action else "",
         "limit": limits.limit_of,
         "file_state": states,
+        "offered": offered,
+        "event_reason": lambda e: event_reason(lang(request), e),
+        "can": lambda action: action in offered,
     }, status=status)
 
 

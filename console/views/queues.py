@@ -42,7 +42,10 @@ def _queue(session, p, kind: str, code: str, after):  # noqa: ANN001, ANN202
     owner = session.exec(select(model).where(model.code == code)).first()
     if owner is None:
         raise NotFound(f"no {kind} {code}", code="console.no_such", what=kind, item=code)
-    if not p.sees_all and owner.id != (p.worker_id if kind == "worker" else p.department_id):
+    own = p.worker_id if kind == "worker" else p.department_id
+    community = p.worker_id is None and p.department_id is None and bool(p.grid_ids)
+    # A community account opens any queue: the rows are its own grids' cases only (scoped).
+    if not p.sees_all and owner.id != own and not community:
         return owner, None, {}
     page = queries.queue(session, p, after=after, **({"worker_id": owner.id} if kind == "worker"
                                                      else {"department_id": owner.id}))

@@ -12,6 +12,7 @@ from core.cases.events import CaseChange
 from core.cases.models import Case, CaseEvent, CaseStatus
 from core.errors import IllegalTransition, NotFound
 from core.platform.clock import utcnow
+from core.platform.rules import load_rules
 
 S = CaseStatus
 
@@ -65,6 +66,10 @@ def event(
     """Move the case to ``to_status`` and write its ``CaseEvent`` (one per change)."""
     at = at or utcnow()
     from_status = case.status if action != "submit" else None
+    settled = [f for f in load_rules()["flags"]["settled_by"].get(action, ()) if f in (case.flags or ())]
+    if settled:  # the step settles them: the same event says so
+        case.flags = sorted(set(case.flags) - set(settled)) or None
+        data = {**(data or {}), "flags_cleared": settled}
     row = CaseEvent(
         case_id=case.id,
         at=at,

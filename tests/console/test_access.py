@@ -17,7 +17,7 @@ from core import actions
 from core.cases.models import Case, Channel
 from core.people.models import AuditEntry
 from core.platform.db import session_scope
-from tests.console.conftest import PHONE, csrf_of, login
+from tests.console.conftest import PASSWORD, PHONE, csrf_of, login
 
 
 def _principal(engine, name) -> Principal:
@@ -136,7 +136,8 @@ async def test_admins_read_the_audit_log(client, world):
     await client.get(f"/console/cases/{world.triage_case}")
     await login(client, "admin")
     html = await (await client.get("/console/audit?actor=console:op")).text()
-    assert "case.view" in html and world.triage_case in html
+    assert "查看诉求" in html and world.triage_case in html  # the action in words (issue 26)
+    assert ">case.view<" not in html
     await login(client, "op")
     assert (await client.get("/console/audit")).status == 403
 
@@ -146,3 +147,20 @@ async def test_chat_case_for_scoping_needs_no_grid(engine, world):
     with session_scope(engine) as session:
         case, _ = actions.submit_petition(session, actions.Petition(channel=Channel.chat, description="无网格"))
     assert case.number in _visible(engine, "op") and case.number not in _visible(engine, "w2")
+
+
+async def test_a_community_account_lands_on_its_communitys_queues(client, engine, world):
+    """Issue 26: an account scoped to a community (grids, no worker or department of its own)
+    landed on an empty queue page. Now it sees the workers of its grids with their open
+    cases, and opens their queues (its own grids' cases only)."""
+    from console.auth import add_user
+
+    with session_scope(engine) as session:
+        add_user(session, "luobu", PASSWORD, "department", grid_codes=[world.district.grids["community"].code])
+    await login(client, "luobu")
+    home = await client.get("/console/", allow_redirects=True)
+    html = await home.text()
+    assert home.url.path == "/console/queues"
+    assert 'href="/console/queues/worker/W-M2"' in html and 'href="/console/queues/worker/W-C"' in html
+    queue = await client.get("/console/queues/worker/W-M2")
+    assert queue.status == 200 and world.other_grid_case in await queue.text()

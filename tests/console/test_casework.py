@@ -3,6 +3,8 @@ writes its CaseEvent and an audit row, and settles the flags the rules name."""
 
 from __future__ import annotations
 
+import re
+
 from sqlmodel import select
 
 from core import actions
@@ -61,7 +63,8 @@ async def test_supervisor_moves_a_stuck_case_through_its_life(client, engine, wo
     assert (await _act(client, n, "report_done", note="都拆了")).status == 303
     assert (await _act(client, n, "verify", passed="yes")).status == 303
     assert _case(engine, n)[0].status == CaseStatus.verified
-    assert (await _act(client, n, "close", reason="resolved_on_the_phone", note="居民来电说已好")).status == 303
+    assert (await _act(client, n, "close", reason="resolved_on_the_phone", note="居民来电说已好",
+                      confirmed="yes")).status == 303
     assert _case(engine, n)[0].status == CaseStatus.closed
     assert (await _act(client, n, "reopen", reason="又有人飞线")).status == 303
     assert _case(engine, n)[0].status == CaseStatus.reopened
@@ -75,7 +78,7 @@ async def test_return_and_merge(client, engine, world):
     assert resp.status == 303
     assert _case(engine, world.other_grid_case)[0].status == CaseStatus.returned
     await login(client, "op")
-    resp = await _act(client, world.other_grid_case, "merge", into=world.triage_case)
+    resp = await _act(client, world.other_grid_case, "merge", into=world.triage_case, confirmed="yes")
     assert resp.status == 303
     case, _ = _case(engine, world.other_grid_case)
     assert case.status == CaseStatus.merged
@@ -164,3 +167,62 @@ async def test_the_case_page_says_why_routing_chose_the_grid_in_the_readers_lang
     en = await (await client.get(f"/console/cases/{routed.number}?lang=en")).text()
     assert "gazetteer sound-alike match: 羊坊新村 → 洋坊新村; area certain, building unknown" in en
     assert "gazetteer exact 洋坊新村 (written before traces)" in await (await client.get(f"/console/cases/{old.number}")).text()
+
+
+def _forms(html: str) -> set[str]:
+    return set(re.findall(r'id="act-([a-z_]+)"', html))
+
+
+async def test_the_page_offers_only_what_the_status_and_role_allow(client, engine, world):
+    """Issue 26: every action was offered in every state. Now a received case offers no
+    accept or verify, a dispatched one no dispatch, a closed one only reopen and a note."""
+    await login(client, "sup")
+    received = _forms(await (await client.get(f"/console/cases/{world.triage_case}")).text())
+    assert {"classify", "edit_text", "locate", "dispatch", "close", "merge", "annotate", "review"} <= received
+    assert not received & {"accept", "start", "report_done", "verify", "reopen", "return"}
+    dispatched = _forms(await (await client.get(f"/console/cases/{world.other_grid_case}")).text())
+    assert {"accept", "return", "escalate", "classify", "merge", "annotate"} <= dispatched
+    assert not dispatched & {"dispatch", "verify", "close", "reopen", "start", "report_done"}
+    assert (await _act(client, world.triage_case, "close", reason="withdrawn", confirmed="yes")).status == 303
+    closed_html = await (await client.get(f"/console/cases/{world.triage_case}")).text()
+    assert _forms(closed_html) == {"reopen", "annotate"}
+    assert "居民撤回" in closed_html  # the close reason in words, not its code
+    await login(client, "viewer")
+    html = await (await client.get(f"/console/cases/{world.triage_case}")).text()
+    assert _forms(html) == set() and 'id="actions"' not in html
+    await login(client, "w1")  # another worker's case, seen through no grid of theirs: refused outright
+    assert (await client.get(f"/console/cases/{world.other_grid_case}")).status == 403
+
+
+async def test_dispatch_needs_a_category_and_a_grid_and_says_so(client, engine, world):
+    await login(client, "op")
+    n = world.triage_case
+    with session_scope(engine) as session:
+        assert actions.get_case(session, n).category_id is None
+    html = await (await client.get(f"/console/cases/{n}")).text()
+    assert 'id="dispatch-needs-category"' in html and 'id="dispatch-needs-grid"' in html
+    grid = world.district.grids["micro1"].code
+    refused = await _act(client, n, "dispatch", grid=grid)
+    assert refused.status == 422 and "派遣前请先选择诉求类别" in await refused.text()
+    assert _case(engine, n)[0].status == CaseStatus.received
+    assert (await _act(client, n, "dispatch", category="streetlight", grid=grid)).status == 303
+    case, events = _case(engine, n)
+    assert case.status == CaseStatus.dispatched and case.category_id is not None
+    assert [a for a, _ in events][-2:] == ["classify", "dispatch"]
+    assert "needs_triage" not in (case.flags or ())
+
+
+async def test_merge_and_close_wait_for_the_confirmation_box(client, engine, world):
+    await login(client, "op")
+    html = await (await client.get(f"/console/cases/{world.triage_case}")).text()
+    assert html.count('name="confirmed"') >= 2  # the close and the merge forms each have their box
+    for action, form in (("merge", {"into": world.other_grid_case}), ("close", {"reason": "withdrawn"})):
+        refused = await _act(client, world.triage_case, action, **form)
+        page = await refused.text()
+        assert refused.status == 422 and "请先勾选确认框" in page, action
+        assert _case(engine, world.triage_case)[0].status == CaseStatus.received
+    assert (await _act(client, world.triage_case, "merge", into=world.other_grid_case, confirmed="yes")).status == 303
+    original = await (await client.get(f"/console/cases/{world.other_grid_case}")).text()
+    assert 'id="absorbed"' in original and world.triage_case in original
+    merged = await (await client.get(f"/console/cases/{world.triage_case}")).text()
+    assert f'href="/console/cases/{world.other_grid_case}"' in merged

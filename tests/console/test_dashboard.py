@@ -112,16 +112,33 @@ async def test_a_report_is_titled_in_the_readers_language(client, world):
     assert "2026年11月诉求办理月通报</h1>" in zh
     assert ": Monthly report of petitions, 2026-11</h1>" in en and "诉求办理月通报" not in en
 
-def csv_blocks(body: bytes) -> dict[str, list[dict]]:
+def export_keys(lang: str = "zh") -> tuple[dict[str, str], dict[str, str]]:
+    """The words of the export's tables and columns back to their keys (each word names one)."""
+    from console import report_files
+    from console.i18n import catalogue
+    from core.reporting.reports import RATE_NAMES
+
+    columns = set(catalogue(lang)["export"]["columns"]) | {
+        f"{r}_{part}{when}" for r in RATE_NAMES for part in ("numerator", "denominator", "rate")
+        for when in ("", "_previous")}
+    words = {report_files.column_words(k, lang): k for k in columns}
+    assert len(words) == len(columns), "two columns with the same words"
+    tables = {report_files.table_words(k, lang): k for k in catalogue(lang)["export"]["tables"]}
+    return tables, words
+
+
+def csv_blocks(body: bytes, lang: str = "zh") -> dict[str, list[dict]]:
+    """The CSV's blocks by table key, each row by column key (the file says them in words)."""
+    table_keys, column_keys = export_keys(lang)
     text = body.decode("utf-8-sig")
     blocks, name, rows = {}, None, []
     for row in csv.reader(io.StringIO(text)):
         if row and row[0].startswith("# "):
-            name, rows = row[0][2:], []
+            name, rows = table_keys[row[0][2:]], []
             blocks[name] = rows
         elif row and name is not None:
             rows.append(row)
-    return {k: [dict(zip(v[0], r, strict=True)) for r in v[1:]] for k, v in blocks.items()}
+    return {k: [dict(zip([column_keys[w] for w in v[0]], r, strict=True)) for r in v[1:]] for k, v in blocks.items()}
 
 
 async def test_report_downloads_are_scoped_and_audited(client, engine, world):

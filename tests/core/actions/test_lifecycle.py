@@ -220,6 +220,31 @@ def test_close_from_triage_needs_reason(engine, district):
     assert case.status == S.closed
 
 
+def test_the_step_that_settles_a_flag_clears_it_and_says_so(engine, district):
+    """Issue 26: a closed case carried needs_triage. The step whose rules ([flags.settled_by])
+    name a flag removes it in its own event, whoever takes the step; transcript_pending
+    stays until the words are recognised."""
+    doubtful = ("needs_triage", "low_confidence", "transcript_pending")
+    dispatched = submit(engine, flags=doubtful)
+    case = act(engine, dispatched.id, actions.dispatch, actor="demo:operator", grid_id=district.grids["micro1"].id)
+    assert case.flags == ["low_confidence", "transcript_pending"]
+    with session_scope(engine) as session:
+        assert events_of(session, case)[-1].data["flags_cleared"] == ["needs_triage"]
+    closed = submit(engine, flags=doubtful)
+    case = act(engine, closed.id, actions.close, actor="cli", reason="咨询类，已当场答复")
+    assert case.flags == ["transcript_pending"]
+    with session_scope(engine) as session:
+        close_event = events_of(session, case)[-1]
+    assert close_event.action == "close" and close_event.data == {"flags_cleared": ["needs_triage", "low_confidence"]}
+    first, dup = submit(engine), submit(engine, flags=("suggested_duplicate",))
+    case = act(engine, dup.id, actions.merge, act_into(engine, first.id), actor="op")
+    assert case.flags is None
+    plain = submit(engine)
+    case = act(engine, plain.id, actions.close, actor="op", reason="咨询类")
+    with session_scope(engine) as session:
+        assert events_of(session, case)[-1].data is None  # nothing to settle, nothing said
+
+
 def test_unreachable_resident_closes_not_evaluated(engine, district):
     case = _verified_case(engine, district)
     with session_scope(engine) as session:

@@ -3,8 +3,6 @@ process against the test database (the console and the API read what they write)
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import timedelta
 
 import pytest
@@ -18,6 +16,7 @@ from core.platform import clock
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
 from gridline.cli import app
+from tests.console.test_dashboard import csv_blocks
 from tests.core.actions.test_privacy import LATER, build_privacy_world
 from tests.core.reporting.test_reports import totals_sql
 from tests.core.reports_world import NOV_BOUNDS, NOW, build_reports_world
@@ -44,7 +43,7 @@ def test_monthly_report_files(engine, cli_env):
     assert "清溪区2026年11月诉求办理月通报" in result.output and f"wrote {out}" in result.output
     text = out.read_text("utf-8-sig")
     totals = totals_sql(engine, *NOV_BOUNDS)
-    rates = list(csv.DictReader(io.StringIO(text.split("# rates\n", 1)[1].split("\n\n", 1)[0])))[0]
+    rates = csv_blocks(text.encode("utf-8"))["rates"][0]  # the file says its tables in Chinese
     assert int(rates["received"]) == totals["received"] and int(rates["closure_numerator"]) == totals["closed"]
     for fmt in ("pdf", "xlsx", "html"):
         target = cli_env / f"m.{fmt}"
