@@ -9,6 +9,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Text, and_, cast, func, or_, text
+from sqlalchemy import case as sql_case
 from sqlmodel import Session, select
 
 from console.access import Principal, console_rules, scoped, with_descendants
@@ -30,6 +31,7 @@ class Page:
     rows: list
     next_cursor: tuple | None = None
     names: dict = field(default_factory=dict)
+    total: int | None = None  # how many rows match, on the lists that count them
 
 
 def page_size() -> int:
@@ -55,22 +57,152 @@ def names_for(session: Session, cases: list[Case], principal: Principal | None =
     return out
 
 
-def triage(session: Session, principal: Principal, after: tuple | None, limit: int | None = None) -> Page:
-    """Open cases that need a person: a triage flag, or no grid, or no category; oldest first."""
-    limit = limit or page_size()
+# The sorts the triage page offers; the first is the default.
+TRIAGE_SORTS = ("oldest", "newest", "most_overdue")
+# The statuses a case in triage may hold (verified cases wait only for closing: not triage's).
+TRIAGE_STATUSES = tuple(s.value for s in CaseStatus
+                        if s not in (CaseStatus.verified, CaseStatus.closed, CaseStatus.merged))
+# What a triage case may be missing, besides its flags.
+TRIAGE_GAPS = ("no_grid", "no_category")
+# Accepted cases run against their resolution deadline; the others against the response one.
+RESOLVING = (CaseStatus.accepted, CaseStatus.in_progress, CaseStatus.reported_done)
+# A case with no deadline sorts after every dated one under "most overdue".
+NO_DEADLINE = datetime(9999, 12, 31)
+
+
+class TriageFilterError(InvalidInput):
+    """A triage filter whose value is not one the page offers."""
+
+    code = "console.triage.bad_filter"
+
+    def __init__(self, field: str, value: str):
+        super().__init__(f"triage filter {field}: {value!r} is not a value it takes", field=field, value=value,
+                         text=value)
+        self.field, self.value = field, value
+
+
+@dataclass
+class TriageFilters:
+    """The triage page's filters and sort, as they stand in its URL."""
+
+    status: str = ""
+    category: str = ""
+    grid: str = ""
+    channel: str = ""
+    flag: str = ""
+    date_from: str = ""
+    date_to: str = ""
+    overdue: str = ""
+    sort: str = ""
+
+    @classmethod
+    def from_query(cls, query) -> TriageFilters:  # noqa: ANN001
+        return cls(**{k: (query.get(k) or "").replace("\x00", "").strip()[:100] for k in cls.__dataclass_fields__})
+
+    def as_query(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k)}
+
+    def any(self) -> bool:
+        return any(getattr(self, k) for k in self.__dataclass_fields__ if k != "sort")
+
+    @property
+    def order(self) -> str:
+        return self.sort or TRIAGE_SORTS[0]
+
+    def check(self) -> None:
+        """Raise ``TriageFilterError`` (or ``SearchDateError``) for the first value the page does not offer;
+        grid and category are checked against the database by ``triage``."""
+        offered = {"status": TRIAGE_STATUSES, "channel": tuple(c.value for c in Channel),
+                   "flag": (*triage_flags(), *TRIAGE_GAPS), "overdue": ("yes", "no"), "sort": TRIAGE_SORTS}
+        for name, values in offered.items():
+            if getattr(self, name) and getattr(self, name) not in values:
+                raise TriageFilterError(name, getattr(self, name))
+        for name in ("date_from", "date_to"):
+            if getattr(self, name):
+                search_day(name, getattr(self, name))
+
+
+def current_due():  # noqa: ANN201
+    """The deadline a case is running against: the response until it is accepted, then the resolution."""
+    return sql_case((Case.status.in_(RESOLVING), Case.resolution_due),
+                else_=Case.response_due)
+
+
+def _triage_where(session: Session, principal: Principal, f: TriageFilters):  # noqa: ANN202
     flags = triage_flags()
     needs = [Case.grid_id.is_(None), Case.category_id.is_(None),
              *[cast(Case.flags, Text).like(f'%"{flag}"%') for flag in flags]]
     # The index predicate, verbatim, lets both databases use the partial index ix_case_triage.
-    stmt = select(Case).where(text(TRIAGE_INDEX_PREDICATE)).where(or_(*needs))
-    if after is not None:
-        at, row_id = after
-        stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
-    stmt = scoped(stmt, principal).order_by(Case.created_at, Case.id).limit(limit + 1)
-    rows = list(session.exec(stmt).all())
-    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    stmt = (select(Case).where(text(TRIAGE_INDEX_PREDICATE)).where(or_(*needs))
+            .where(Case.status != CaseStatus.verified))
+    if f.status:
+        stmt = stmt.where(Case.status == CaseStatus(f.status))
+    if f.channel:
+        stmt = stmt.where(Case.channel == Channel(f.channel))
+    if f.flag == "no_grid":
+        stmt = stmt.where(Case.grid_id.is_(None))
+    elif f.flag == "no_category":
+        stmt = stmt.where(Case.category_id.is_(None))
+    elif f.flag:
+        stmt = stmt.where(cast(Case.flags, Text).like(f'%"{f.flag}"%'))
+    if f.grid:
+        grid = session.exec(select(Grid).where(or_(Grid.code == f.grid, Grid.name == f.grid))).first()
+        if grid is None:
+            raise TriageFilterError("grid", f.grid)
+        stmt = stmt.where(Case.grid_id.in_(sorted(with_descendants(session, {grid.id}))))
+    if f.category:
+        category = session.exec(select(Category).where(or_(Category.code == f.category,
+                                                           Category.name == f.category))).first()
+        if category is None:
+            raise TriageFilterError("category", f.category)
+        stmt = stmt.where(Case.category_id == category.id)
+    tz = get_settings().timezone
+    if f.date_from:
+        stmt = stmt.where(Case.created_at >= _local_day_start("date_from", f.date_from, tz))
+    if f.date_to:
+        stmt = stmt.where(Case.created_at < _local_day_start("date_to", f.date_to, tz) + timedelta(days=1))
+    if f.overdue == "yes":
+        stmt = stmt.where(current_due() < utcnow())
+    elif f.overdue == "no":
+        stmt = stmt.where(or_(current_due().is_(None), current_due() >= utcnow()))
+    return scoped(stmt, principal)
+
+
+def triage(session: Session, principal: Principal, after: tuple | None, limit: int | None = None,
+           filters: TriageFilters | None = None) -> Page:
+    """Open cases that need a person: a triage flag, or no grid, or no category; filtered, in the
+    sort chosen (oldest first unless told), with the total that match (``Page.total``)."""
+    limit = limit or page_size()
+    f = filters or TriageFilters()
+    f.check()
+    stmt = _triage_where(session, principal, f)
+    total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
+    if f.order == "most_overdue":
+        key = func.coalesce(current_due(), NO_DEADLINE)
+        if after is not None:
+            at, row_id = after
+            at = at or NO_DEADLINE
+            stmt = stmt.where(or_(key > at, and_(key == at, Case.id > row_id)))
+        stmt = stmt.order_by(key, Case.id)
+    elif f.order == "newest":
+        stmt = _newest_after(stmt, after)
+    else:
+        if after is not None:
+            at, row_id = after
+            stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
+        stmt = stmt.order_by(Case.created_at, Case.id)
+    rows = list(session.exec(stmt.limit(limit + 1)).all())
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        at = (_due_of(last) or NO_DEADLINE) if f.order == "most_overdue" else last.created_at
+        nxt = (at, last.id)
     rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows, principal))
+    return Page(rows, nxt, names_for(session, rows, principal), total)
+
+
+def _due_of(c: Case) -> datetime | None:
+    return c.resolution_due if c.status in RESOLVING else c.response_due
 
 
 @dataclass
