@@ -397,21 +397,22 @@ QUEUE_STATUSES = sorted(s.value for s in OWNED if s != CaseStatus.verified)
 
 def queue(session: Session, principal: Principal, *, worker_id: int | None = None,
           department_id: int | None = None, after: tuple | None = None, limit: int | None = None) -> Page:
-    """A worker's or a department's open cases, the nearest deadline first."""
+    """A worker's or a department's open cases, the nearest deadline first, with how many there are."""
     limit = limit or page_size()
     stmt = select(Case).where(Case.status.in_(QUEUE_STATUSES), Case.resolution_due.is_not(None))
     if worker_id is not None:
         stmt = stmt.where(Case.worker_id == worker_id)
     else:
         stmt = stmt.where(Case.department_id == department_id)
+    stmt = scoped(stmt, principal)
+    total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
     if after is not None:
         at, row_id = after
         stmt = stmt.where(or_(Case.resolution_due > at, and_(Case.resolution_due == at, Case.id > row_id)))
-    stmt = scoped(stmt, principal).order_by(Case.resolution_due, Case.id).limit(limit + 1)
-    rows = list(session.exec(stmt).all())
+    rows = list(session.exec(stmt.order_by(Case.resolution_due, Case.id).limit(limit + 1)).all())
     nxt = (rows[limit - 1].resolution_due, rows[limit - 1].id) if len(rows) > limit else None
     rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows, principal))
+    return Page(rows, nxt, names_for(session, rows, principal), total)
 
 
 def queue_owners(session: Session, principal: Principal) -> tuple[list, list]:

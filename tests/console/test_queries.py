@@ -119,6 +119,7 @@ def test_queues_nearest_deadline_first(engine, world):
         rest = queries.queue(session, p, worker_id=world.district.workers["W-M2"].id, after=page.next_cursor)
         rows = page.rows + rest.rows
         assert len(rows) == 4 and [c.resolution_due for c in rows] == sorted(c.resolution_due for c in rows)
+        assert page.total == rest.total == 4  # the whole queue, on every page
 
 
 def test_triage_reads_the_partial_index(engine, world):

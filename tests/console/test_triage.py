@@ -185,3 +185,10 @@ async def test_a_bad_value_is_said_in_the_pages_language_never_a_500(client, wor
     assert "The filter “Sort” cannot be “sideways”" in html
     html = await page(client, "status=received&after=%%%&lang=zh", status=422)  # a damaged page link: said so
     assert "这个翻页链接已损坏" in html
+
+
+async def test_a_queue_says_how_many_cases_it_holds(client, world, waiting):
+    await login(client, "sup")
+    html = await (await client.get("/console/queues/worker/W-M1")).text()
+    assert waiting.dispatched in html
+    assert html.split('id="queue-total">', 1)[1].split("<", 1)[0] == "共 1 件"
