@@ -18,6 +18,7 @@ NAV: list[NavItem] = [
     NavItem("queues", "/console/queues", "nav.queues"),
     NavItem("search", "/console/search", "nav.search"),
     NavItem("dashboard", "/console/dashboard", "nav.dashboard"),
+    NavItem("scores", "/console/scores", "nav.scores"),
     NavItem("manual_calls", "/console/surveys/manual", "nav.manual_calls"),
     NavItem("users", "/console/users", "nav.users"),
     NavItem("audit", "/console/audit", "nav.audit"),

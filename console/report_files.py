@@ -162,8 +162,8 @@ def tables(report: Report, *, tz: str, lang: str = "zh") -> list[tuple[str, list
     case_header = ["number", "received_at", "category", "grid", "status", "due", "detail"]
     escalated_header = ["number", "received_at", "category", "grid", "status", "escalations", "owner_level"]
     out = [
-        ("summary", ["title", "period", "previous_period", "generated_at"],
-         [[report.title, report.period.label, report.previous.label, when(report.generated_at)]]),
+        ("summary", ["title", "period", "until", "previous_period", "generated_at"],
+         [[report.title, report.period.label, report.until, report.previous.label, when(report.generated_at)]]),
         ("rates", rate_header, summary),
         ("by_grid", rate_header, [_rate_row(c.code, c.name, c.this, c.previous) for c in report.by_grid]),
         ("by_category", rate_header, [_rate_row(c.code, c.name, c.this, c.previous) for c in report.by_category]),
@@ -177,10 +177,10 @@ def tables(report: Report, *, tz: str, lang: str = "zh") -> list[tuple[str, list
          [[x.category, x.place, x.grid, x.count, " ".join(x.numbers)] for x in report.repeats]),
         ("scores", ["code", "name", "assignments", "response_on_time", "response_counted", "resolution_on_time",
                     "resolution_counted", "closed", "work_score", "evaluated", "evaluation_points",
-                    "evaluation_score", "score"],
+                    "evaluation_score", "score", "sample"],
          [[s.code, s.name, s.assignments, s.response_on_time, s.response_counted, s.resolution_on_time,
            s.resolution_counted, s.closed, s.work_score, s.evaluated, s.points, s.evaluation_score,
-           s.score] for s in report.scores]),
+           s.standing_score, t(lang, "report.too_few") if s.too_few else ""] for s in report.scores]),
         ("trend", ["day", "received", "closed"], [[d.day, d.received, d.closed] for d in report.trend]),
         ("channels", ["channel", "received"], [[t(lang, f"channel.{c.code}"), c.value] for c in report.channels]),
     ]

@@ -186,6 +186,28 @@ def last_complete(kind: str, today: date) -> Period:
     return current_period(kind, today).previous()
 
 
+def partial_until(period: Period, today: date) -> date | None:
+    """``today`` when ``period`` is still running (a partial period, counted up to now: 截至
+    today), else None."""
+    return today if period.start <= today < period.end else None
+
+
+def until_words(until: date | None, language: str = DEFAULT) -> str:
+    """"截至12月6日" for a partial period, "" for a whole one."""
+    return "" if until is None else CORE.t(language, "report.period.until", month=until.month, day=until.day)
+
+
+def comparable_previous(period: Period, today: date) -> Period:
+    """What ``period`` is compared with: the previous period, or for a partial one the same
+    days of it (the first N days, N the days counted so far; never past its end)."""
+    previous = period.previous()
+    until = partial_until(period, today)
+    if until is None:
+        return previous
+    counted = (until - period.start).days + 1
+    return Period("days", previous.start, min(previous.end, previous.start + timedelta(days=counted)))
+
+
 def period_for_report(kind: str, text: str | None, today: date) -> Period:
     """The period of a ``weekly|monthly|quarterly`` report: as written, or the last whole one."""
     if kind not in KINDS:
@@ -350,6 +372,7 @@ class Dashboard:
     most_overdue: list[GridLoad]
     channels: list[Count]
     as_of: datetime
+    until: date | None = None  # a partial period: counted up to this day (today)
 
 
 @dataclass(frozen=True)
@@ -555,6 +578,7 @@ def assemble_dashboard(ask: DashboardAsk, parts: Sequence[dict]) -> Dashboard:
         by_category=got["by_category"], by_grid=got["by_grid"],
         trend=trend_days(*ask.trend_span, got["received_per_day"], got["closed_per_day"]),
         most_open=got["most_open"], most_overdue=got["most_overdue"], channels=got["channels"], as_of=ask.as_of,
+        until=partial_until(ask.period, local_today(ask.tz, ask.as_of)),
     )
 
 
@@ -630,6 +654,7 @@ class Report:
     channels: list[Count]
     list_limit: int
     scope_label: str = ""
+    until: date | None = None  # a partial period: counted up to this day; compared with the same days before
 
     @property
     def rates(self) -> dict[str, Ratio]:
@@ -796,7 +821,9 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
                            code="report.unknown_kind", kind=kind)
     as_of = as_of or utcnow()
     limit = int(report_rules()["list_limit"])
-    previous = period.previous()
+    today = local_today(tz, as_of)
+    until = partial_until(period, today)
+    previous = comparable_previous(period, today)
     start, end = period.bounds(tz)
     prev_start, prev_end = previous.bounds(tz)
     conds = filters.conditions(scope)
@@ -814,6 +841,8 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
     place = filters.grid.name if filters.grid is not None else district_name(session)
     title = CORE.t(language, "report.title", place=place, period=period.label_words(language),
                    kind=CORE.t(language, f"report.kind.{kind}"))
+    if until is not None:
+        title = CORE.t(language, "report.partial_title", title=title, until=until_words(until, language))
     return Report(
         kind=kind, period=period, previous=previous, filters=filters, place=place, title=title,
         generated_at=as_of,
@@ -823,7 +852,8 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
         escalated=escalated, escalated_total=escalated_total,
         repeats=repeats, repeats_total=repeats_total,
         scores=worker_scores(session, scored, scope, filters, tz, as_of), scores_period=scored,
-        trend=trend(session, period.start, period.end, conds, tz),
+        # A partial period's trend stops at today: the days after it have nothing yet.
+        trend=trend(session, period.start, period.end if until is None else until + timedelta(days=1), conds, tz),
         channels=channel_counts(session, start, end, conds),
-        list_limit=limit, scope_label=scope.label,
+        list_limit=limit, scope_label=scope.label, until=until,
     )

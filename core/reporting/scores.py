@@ -22,7 +22,9 @@ What counts, so that anyone can recompute a score from the printed inputs:
 
 work = (Σ weight × rate) / (Σ weight of the rates that have cases) × 100;
 evaluation = mean points; score = work_weight × work + evaluation_weight × evaluation.
-A worker with no evaluated case has no score ("—"), not 0.
+A worker with no evaluated case has no score ("—"), not 0. A worker with fewer assignments
+than ``min_cases`` has a score computed but marked ``too_few`` ("样本不足"): it is shown as
+such, not as a number, and ranked after the workers whose score stands.
 
 The counts come from one query (``_assignments_by_worker``); the test suite replays random
 histories event by event and checks the query agrees.
@@ -113,6 +115,20 @@ class WorkerScore:
         return 100 * sum(w * r for w, r in present) / total
 
     @property
+    def min_cases(self) -> int:
+        return int(self.rules.get("min_cases", 0))
+
+    @property
+    def too_few(self) -> bool:
+        """Too few assignments in the period for the score to mean anything (rules ``min_cases``)."""
+        return self.assignments < self.min_cases
+
+    @property
+    def standing_score(self) -> float | None:
+        """The score as it is shown and ranked: none when there are too few cases."""
+        return None if self.too_few else self.score
+
+    @property
     def evaluation_score(self) -> float | None:
         return self.points / self.evaluated if self.evaluated else None
 
@@ -153,7 +169,7 @@ def scores_between(session: Session, start: datetime, end: datetime, *, as_of: d
         score.resolution_on_time, score.resolution_counted = (int(row.resolution_on_time or 0),
                                                               int(row.resolution_counted))
         score.closed, score.evaluated, score.points = int(row.closed), int(row.evaluated), float(row.points or 0)
-    return sorted(out.values(), key=lambda r: (r.score is None, -(r.score or 0), r.code))
+    return sorted(out.values(), key=lambda r: (r.score is None, r.too_few, -(r.score or 0), r.code))
 
 
 def _assignments_by_worker(start: datetime, end: datetime, as_of: datetime, points: dict):  # noqa: ANN202

@@ -90,10 +90,11 @@ def scores(
     rules = load_rules()["scores"]
     header = ["code", "name", "assignments", "response_on_time", "response_counted", "response_rate",
               "resolution_on_time", "resolution_counted", "resolution_rate", "closed", "closure_rate",
-              "work_score", "evaluated", "evaluation_points", "evaluation_score", "score"]
+              "work_score", "evaluated", "evaluation_points", "evaluation_score", "score", "too_few"]
     lines = [[r.code, r.name, r.assignments, r.response_on_time, r.response_counted, _pct(r.response_rate),
               r.resolution_on_time, r.resolution_counted, _pct(r.resolution_rate), r.closed, _pct(r.closure_rate),
-              _num(r.work_score), r.evaluated, f"{r.points:g}", _num(r.evaluation_score), _num(r.score)]
+              _num(r.work_score), r.evaluated, f"{r.points:g}", _num(r.evaluation_score), _num(r.standing_score),
+              "yes" if r.too_few else ""]
              for r in rows]
     table = Table("worker", "cases", "on-time response", "on-time resolution", "closed", "work",
                   "evaluated", "evaluation", "score", title=f"worker scores {quarter.strip().upper()}")
@@ -103,7 +104,7 @@ def scores(
                       f"{r.resolution_on_time}/{r.resolution_counted} {_pct(r.resolution_rate)}",
                       f"{r.closed}/{r.assignments} {_pct(r.closure_rate)}", _num(r.work_score),
                       str(r.evaluated), f"{r.points:g}/{r.evaluated} = {_num(r.evaluation_score)}",
-                      _num(r.score))
+                      f"too few cases (<{r.min_cases})" if r.too_few else _num(r.score))
     # Wide enough for every column whatever the terminal says: a report is read whole.
     Console(width=max(console.width, 150)).print(table)
     work = rules["work"]
@@ -111,7 +112,8 @@ def scores(
         f"score = {rules['work_weight']} × work + {rules['evaluation_weight']} × evaluation; "
         f"work = weighted mean of on-time response ({work['response_on_time']}), on-time resolution "
         f"({work['resolution_on_time']}) and closure ({work['closure']}) over the rates that have cases; "
-        f"evaluation = mean points per survey answer {rules['points']}; {DASH} = no evaluated case",
+        f"evaluation = mean points per survey answer {rules['points']}; {DASH} = no evaluated case; "
+        f"fewer than {rules.get('min_cases', 0)} cases: too few to score (not ranked)",
         soft_wrap=True, highlight=False)
     if csv_file is not None:
         with csv_file.open("w", newline="", encoding="utf-8") as f:

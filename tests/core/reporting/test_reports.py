@@ -9,8 +9,10 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import event, text
 
-from core.cases.models import Case
+from core import actions
+from core.cases.models import Case, Channel
 from core.errors import InvalidInput
+from core.platform import clock
 from core.platform.db import session_scope
 from core.reporting import reports
 from core.reporting.reports import Period, Scope, parse_period
@@ -270,9 +272,12 @@ def test_a_week_and_a_quarter(engine):
     assert week.totals.received == 8  # every November case came in the week of the 16th
     assert as_dict(quarter.totals) == totals_sql(engine, *parse_period("2026Q4").bounds(TZ))
     assert quarter.totals.received == 3 + 8 + 1 and quarter.scores_period.label == "2026Q4"
-    assert quarter.previous.label == "2026Q3" and quarter.totals_previous.received == 0
-    assert len(quarter.trend) == (date(2027, 1, 1) - date(2026, 10, 1)).days
-    assert week.title.endswith("诉求办理周汇总") and quarter.title.endswith("诉求办理季度考核")
+    # On 2 December the quarter is not over: it is compared with Q3's same 63 days, its trend stops today.
+    assert quarter.until == date(2026, 12, 2) and quarter.totals_previous.received == 0
+    assert quarter.previous == Period("days", date(2026, 7, 1), date(2026, 9, 2))
+    assert len(quarter.trend) == (date(2026, 12, 3) - date(2026, 10, 1)).days
+    assert week.until is None and week.previous.label == "2026-W46"
+    assert week.title.endswith("诉求办理周汇总") and quarter.title.endswith("诉求办理季度考核（截至12月2日）")
     assert timedelta(0) < NOW - datetime(2026, 11, 1)
 
 
@@ -305,3 +310,43 @@ def test_the_daily_trend_reads_the_per_day_indexes(engine):
                 conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
                 plan = " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters).all())
                 assert plan.count(f"Index Only Scan using {index}") == 2, plan
+
+
+# Monday 16 November 2026, 12:00 in the district: the middle of a month and of a quarter.
+MID_NOVEMBER = datetime(2026, 11, 16, 4, 0)
+
+
+def test_a_partial_month_and_quarter_say_so_and_compare_the_same_days(engine):
+    build_reports_world(engine)
+    clock.freeze(datetime(2026, 10, 20, 2, 0))  # late October: in the whole month, not in its first 16 days
+    with session_scope(engine) as session:
+        actions.submit_petition(session, actions.Petition(channel=Channel.hotline, description="十月下旬：路灯坏了",
+                                                          category_code="streetlight"), actor="test")
+    clock.freeze(MID_NOVEMBER)
+    with session_scope(engine) as session:
+        every = reports.make_filters(session)
+        month = reports.report(session, "monthly", parse_period("2026-11"), every, tz=TZ)
+        month_en = reports.report(session, "monthly", parse_period("2026-11"), every, tz=TZ, language="en")
+        quarter = reports.report(session, "quarterly", parse_period("2026Q4"), every, tz=TZ)
+        october = reports.report(session, "monthly", parse_period("2026-10"), every, tz=TZ)
+        board = reports.dashboard(session, parse_period("2026-11"), every, tz=TZ)
+    november_days = [date(2026, 11, 1) + timedelta(days=n) for n in range(16)]
+
+    assert month.until == date(2026, 11, 16) and month.title.endswith("（截至11月16日）")
+    assert "to 11/16" in month_en.title
+    assert month.previous == Period("days", date(2026, 10, 1), date(2026, 10, 17))
+    assert as_dict(month.totals_previous) == totals_sql(engine, *month.previous.bounds(TZ))
+    assert month.totals_previous.received == 3 and totals_sql(engine, *OCT_BOUNDS)["received"] == 4
+    assert [d.day for d in month.trend] == november_days
+
+    assert quarter.until == date(2026, 11, 16)
+    assert quarter.previous == Period("days", date(2026, 7, 1), date(2026, 8, 17))  # Q3's first 47 days
+    assert quarter.trend[-1].day == date(2026, 11, 16) and len(quarter.trend) == 47
+    assert quarter.title.endswith("（截至11月16日）")
+
+    # A whole month is compared with the whole month before and draws all its days.
+    assert october.until is None and october.previous == parse_period("2026-09")
+    assert len(october.trend) == 31 and "截至" not in october.title
+    assert october.totals.received == 4
+
+    assert board.until == date(2026, 11, 16) and board.trend[-1].day == date(2026, 11, 16)

@@ -35,6 +35,7 @@ from core.errors import DomainError, InvalidInput
 from core.followup.models import Survey
 from core.platform import clock
 from core.platform.db import session_scope
+from core.platform.rules import load_rules
 from core.reporting.scores import parse_quarter, quarter_scores
 from tests.core.district import build_district
 from tests.core.shanghai import utc
@@ -249,3 +250,19 @@ def test_scores_agree_with_a_plain_replay_of_any_history(engine, seed):
     expected = {code: row for code, row in expected.items() if code is not None}
     assert sum(row[0] for row in expected.values()) >= 20  # the history did give the quarter work
     assert got == expected
+
+
+def test_too_few_cases_keep_their_figures_but_stand_unranked(engine, fixture):
+    """Below ``min_cases`` assignments a score is "样本不足": its parts are still shown, but it
+    stands for nothing and is ranked after the scores that do."""
+    with session_scope(engine) as session:
+        enough = {r.code: r for r in quarter_scores(session, "2026Q4", as_of=AS_OF, rules={"min_cases": 4})}
+        rows = quarter_scores(session, "2026Q4", as_of=AS_OF, rules={"min_cases": 5})
+    assert not enough["W-M2"].too_few and enough["W-M2"].standing_score == pytest.approx(62.0)
+    m2 = {r.code: r for r in rows}["W-M2"]
+    assert m2.too_few and m2.min_cases == 5
+    assert m2.score == pytest.approx(62.0) and m2.standing_score is None
+    assert m2.work_score == pytest.approx(60.0)  # the parts stay, so anyone can see why
+    assert [r.code for r in rows if r.score is not None] == ["W-M2"]
+    assert rows[0].code == "W-M2"  # the only computed score, though unranked: before those with none
+    assert load_rules()["scores"]["min_cases"] >= 1  # the shipped rule says a minimum

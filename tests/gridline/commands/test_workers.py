@@ -111,3 +111,18 @@ def test_report_scores_with_csv(engine, fixture, cli_env, tmp_path):  # noqa: F8
 
     bad = runner.invoke(app, ["report", "scores", "--quarter", "2026Q7"])
     assert bad.exit_code == 1 and "2026Q4" in bad.output
+
+
+def test_report_scores_below_the_minimum_say_too_few(engine, fixture, cli_env, tmp_path, override):  # noqa: F811
+    from datetime import datetime
+
+    from core.platform import clock
+
+    override("[scores]\nmin_cases = 5\n")  # W-M2 has 4 assignments
+    clock.freeze(datetime(2027, 1, 5))
+    target = tmp_path / "scores.csv"
+    result = runner.invoke(app, ["report", "scores", "--quarter", "2026Q4", "--csv", str(target)])
+    assert result.exit_code == 0, result.output
+    assert "too few cases (<5)" in result.output and "62.00" not in result.output
+    rows = {r["code"]: r for r in csv.DictReader(target.open(encoding="utf-8"))}
+    assert (rows["W-M2"]["score"], rows["W-M2"]["too_few"], rows["W-M2"]["work_score"]) == ("—", "yes", "60.00")
