@@ -106,6 +106,7 @@ DATA_KEYED = {
     ("core/data/rules.toml", "worker.reminders"): "core/people/staff.py reminder_recipients: by colour",
     ("core/data/rules.toml", "scores.points"): "core/reporting/scores.py: by survey answer",
     ("core/data/categories.toml", "category.sla"): "core/actions/categories.py: by urgency",
+    ("core/data/rules.toml", "flags.settled_by"): "core/actions/_base.py: by the lifecycle action taken",
     ("ivr/flow.toml", "menu.digits"): "ivr/web.py: by the key pressed",
 }
 
