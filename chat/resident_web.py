@@ -72,7 +72,7 @@ PAGE_LABELS = (
     "map_pick", "map_use", "photo", "voice", "voice_stop", "big_text", "language", "offline", "sending",
     "mine_empty", "due", "survey_ask", "survey_satisfied", "throttled", "refused", "location_denied", "no_mic",
     "busy", "too_big", "not_audio", "not_photo", "phone_title", "phone_why", "phone_placeholder", "phone_send",
-    "code_placeholder", "code_check",
+    "code_placeholder", "code_check", "phone_ok",
 )
 SOLVED = ("solved", "partly", "not")
 SATISFIED = ("satisfied", "basically", "not")
