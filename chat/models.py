@@ -61,6 +61,11 @@ class WebChatDevice(SQLModel, table=True):
     draft: dict | None = json_column()
     messages: dict | None = json_column()  # {"items": [...]}: the conversation the page shows
     grid_hint: str | None = Field(default=None, max_length=64)  # from a grid's QR code: a hint only
+    phone: str | None = Field(default=None, max_length=32)  # verified by an SMS code
+    phone_verified_at: NaiveDatetime | None = None
+    # A page's progress stream is open until then (refreshed while it runs): progress goes by
+    # SMS only when it has passed.
+    live_until: NaiveDatetime | None = None
     version: int = Field(default=0, sa_type=sa.BigInteger)
     created_at: NaiveDatetime = Field(default_factory=utcnow)
     updated_at: NaiveDatetime = Field(default_factory=utcnow)
@@ -87,3 +92,20 @@ class WebChatSecret(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     secret: str = Field(max_length=128)
+
+
+class WebChatPhoneCode(SQLModel, table=True):
+    """A code sent by SMS to verify a number for a device: kept as an HMAC only, with its
+    expiry and the wrong tries; the rows of the last hour count the sends per device and
+    per number."""
+
+    __tablename__ = "web_chat_phone_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=40, index=True)
+    phone: str = Field(max_length=32, index=True)  # E.164
+    code_hash: str = Field(max_length=64)
+    created_at: NaiveDatetime = Field(default_factory=utcnow, index=True)
+    expires_at: NaiveDatetime
+    attempts: int = 0
+    used_at: NaiveDatetime | None = None

@@ -49,6 +49,8 @@ from chat.media import Heard, _write
 from chat.texts import t
 from core.cases.texts import status_name
 from core.errors import DatabaseBusy, DomainError
+from core.followup import sms as progress_sms
+from core.people.phones import dialable, is_mobile, parse
 from core.places.models import Grid
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
@@ -69,7 +71,8 @@ PAGE_LABELS = (
     "title", "greeting", "placeholder", "send", "report", "mine", "cancel", "next", "skip", "location", "map",
     "map_pick", "map_use", "photo", "voice", "voice_stop", "big_text", "language", "offline", "sending",
     "mine_empty", "due", "survey_ask", "survey_satisfied", "throttled", "refused", "location_denied", "no_mic",
-    "busy", "too_big", "not_audio", "not_photo",
+    "busy", "too_big", "not_audio", "not_photo", "phone_title", "phone_why", "phone_placeholder", "phone_send",
+    "code_placeholder", "code_check", "phone_ok",
 )
 SOLVED = ("solved", "partly", "not")
 SATISFIED = ("satisfied", "basically", "not")
@@ -104,6 +107,10 @@ class Signer:
 
     def csrf(self, device_id: str) -> str:
         return self._mac("csrf", device_id)
+
+    def sms_code(self, device_id: str, phone: str, code: str) -> str:
+        """What is kept of a verification code: an HMAC bound to the device and the number."""
+        return self._mac("sms-code", f"{device_id}\0{phone}\0{code}", 64)
 
     def grid_code(self, code: str) -> str:
         return f"{code}.{self._mac('grid', code, 16)}"
@@ -294,6 +301,7 @@ class WebChat:
             "version": dev.version,
             "messages": dev.messages,
             "grid": grid_note,
+            "phone": await self.db(_verified_phone, self.services.engine, device_id),
         }, headers=_no_store())
 
     async def language_post(self, request: web.Request) -> web.Response:
@@ -540,6 +548,68 @@ class WebChat:
         key = "web.survey_thanks" if status == "closed" else "web.survey_reopen"
         return web.json_response({"text": t(language, key, number=number), "status": status})
 
+    # ---- phone verification by SMS code
+
+    def _code_hash(self, device_id: str) -> Callable[[str, str], str]:
+        return functools.partial(self.signer.sms_code, device_id)
+
+    async def phone_post(self, request: web.Request) -> web.Response:
+        """A number typed in the page: a 6-digit code goes to it by SMS (the hotline's
+        sender), within the limits per device and per number; only its HMAC is kept."""
+        try:
+            device_id = self._posting_device(request)
+            body = await _json(request)
+        except Refused as exc:
+            return _error(exc.status, await self._lang(request), exc.key, **exc.values)
+        language = await self._lang(request)
+        typed = body.get("phone")
+        if not isinstance(typed, str) or len(typed) > 40 or parse(typed) is None:
+            return _error(400, language, "web.phone_invalid")
+        if not is_mobile(typed):
+            return _error(400, language, "web.phone_not_mobile")
+        send = self.services.extras.get("send_sms")
+        if send is None:
+            return _error(503, language, "web.phone_unavailable")
+        phone = dialable(typed)
+        refusal = await self.db(web_store.code_refusal, self.services.engine, device_id, phone, self.rules)
+        if refusal:
+            return _error(429, language, refusal, seconds=int(self.rules["verify_resend_seconds"]))
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        minutes = int(self.rules["verify_code_minutes"])
+        code_id = await self.db(web_store.keep_code, self.services.engine, device_id, phone,
+                                self._code_hash(device_id)(phone, code), minutes)
+        try:
+            await asyncio.to_thread(send, phone, t(language, "web.sms_code", code=code, minutes=minutes))
+        except Exception as exc:  # Twilio refused or is unreachable: the resident may ask again
+            log.warning("web chat: verification SMS to %s not sent: %s", _masked(phone), exc)
+            await self.db(web_store.drop_code, self.services.engine, code_id)
+            return _error(503, language, "web.phone_send_failed")
+        return web.json_response({"text": t(language, "web.phone_sent", phone=_masked(phone), minutes=minutes)})
+
+    async def code_post(self, request: web.Request) -> web.Response:
+        """The code from the SMS: right -> the number is the device's, linked to the resident
+        registered under it; wrong -> counted (``verify_attempts``), expired -> ask again."""
+        try:
+            device_id = self._posting_device(request)
+            body = await _json(request)
+        except Refused as exc:
+            return _error(exc.status, await self._lang(request), exc.key, **exc.values)
+        language = await self._lang(request)
+        code = "".join(str(body.get("code") or "").split())
+        if not re.fullmatch(r"[0-9]{6}", code):
+            return _error(400, language, "web.code_wrong", left="?")
+        checked = await self.db(web_store.check_code, self.services.engine, device_id, self._code_hash(device_id),
+                                code, self.rules, language)
+        if checked.outcome == "wrong":
+            return _error(400, language, "web.code_wrong", left=checked.left)
+        if checked.outcome in ("expired", "locked"):
+            return _error(400 if checked.outcome == "expired" else 429, language, f"web.code_{checked.outcome}",
+                          seconds=int(self.rules["verify_resend_seconds"]))
+        text = t(language, "web.phone_verified", phone=_masked(checked.phone))
+        if checked.household:
+            text += t(language, "web.phone_household", address=checked.household)
+        return web.json_response({"text": text, "phone": _masked(checked.phone)})
+
     async def events_view(self, request: web.Request) -> web.StreamResponse:
         """Progress of the device's cases while the page is open: an event when a case's
         status (or its survey) changes. Reads the database every ``progress_every_s``."""
@@ -553,8 +623,14 @@ class WebChat:
         every = float(self.rules["progress_every_s"])
         seen = await self.db(web_store.statuses, self.services.engine, device_id)
         await response.write(b"retry: 3000\n\n")
+        mark = float(self.rules["live_mark_s"])
+        marked = 0.0
         try:
             while True:
+                if time.monotonic() - marked > mark / 3:  # progress goes by SMS only once this runs out
+                    await self.db(web_store.set_live, self.services.engine, device_id,
+                                  utcnow() + timedelta(seconds=mark))
+                    marked = time.monotonic()
                 await asyncio.sleep(every)
                 now = await self.db(web_store.statuses, self.services.engine, device_id)
                 for number, status in now.items():
@@ -570,10 +646,25 @@ class WebChat:
                 await response.write(b": keep-alive\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass
+        finally:
+            try:  # closed: progress goes by SMS from now on (a failed write lets the mark run out)
+                await asyncio.shield(self.db(web_store.set_live, self.services.engine, device_id, None))
+            except Exception as exc:
+                log.info("web chat: could not unmark the closed page of a device: %s", exc)
         return response
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _masked(phone: str | None) -> str:
+    digits = phone or ""
+    return digits[:-8] + "****" + digits[-4:] if len(digits) > 8 else digits
+
+
+def _verified_phone(engine: Any, device_id: str) -> str | None:
+    dev = web_store.verified(engine, device_id)
+    return _masked(dev) if dev else None
 
 
 def _other(language: str) -> str:
@@ -705,6 +796,11 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
     app.router.add_post("/chat/api/survey", started(chat.survey_post))
     app.router.add_get("/chat/api/events", started(chat.events_view))
     app.router.add_get("/chat/api/map", started(chat.map_view))
+    app.router.add_post("/chat/api/phone", started(chat.phone_post))
+    app.router.add_post("/chat/api/phone/code", started(chat.code_post))
+    # Progress by SMS for a verified number while the page is closed, through the progress-SMS policy.
+    progress_sms.register_channel(progress_sms.OtherChannel("web_chat", web_store.verified_number,
+                                                            web_store.page_open))
 
     # With the Telegram bot off, the chat's jobs still come for web residents.
     if "survey_chat" not in services.jobs.handlers:

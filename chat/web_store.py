@@ -4,19 +4,23 @@ event loop through ``services.db.run``). Case state changes only through ``core.
 
 from __future__ import annotations
 
+import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from chat.models import WebChatDevice, WebChatRequest, WebChatSecret
+from chat.models import WebChatDevice, WebChatPhoneCode, WebChatRequest, WebChatSecret
+from core import actions
 from core.cases.models import Case, Category
 from core.followup.models import Survey, SurveyStatus
 from core.people.models import Resident
-from core.places.models import Grid, GridLevel
+from core.places.models import Grid, GridLevel, Household
+from core.places.routing import phone_variants
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 
@@ -158,7 +162,14 @@ class CaseLine:
 
 
 def _residents(session, device_id: str) -> list[int]:
-    return [r.id for r in session.exec(select(Resident).where(Resident.chat_id == chat_key(device_id))).all()]
+    """The device's residents: its own, the registered one it is linked to, and whoever is
+    registered under the number it verified (their hotline cases are the device's too)."""
+    found = {r.id for r in session.exec(select(Resident).where(Resident.chat_id == chat_key(device_id))).all()}
+    row = session.get(WebChatDevice, device_id)
+    if row is not None and row.phone:
+        variants = sorted(phone_variants(row.phone))
+        found.update(session.exec(select(Resident.id).where(Resident.phone.in_(variants))).all())
+    return sorted(found)
 
 
 def cases(engine: Engine, device_id: str, limit: int = 20) -> list[CaseLine]:
@@ -203,3 +214,116 @@ def grid_map(engine: Engine) -> dict:
                 out.append({"name": grid.name, "rings": rings})
         box = [min(xs), min(ys), max(xs), max(ys)] if xs else [0, 0, 1, 1]
         return {"box": box, "grids": out}
+
+
+# ---------------------------------------------------------------- phone verification
+
+
+def code_refusal(engine: Engine, device_id: str, phone: str, rules: dict) -> str | None:
+    """Why no code may be sent now (a catalogue key), or ``None``: sends in the last
+    ``verify_window_minutes`` per device and per number, and a pause between two sends."""
+    now = utcnow()
+    since = now - timedelta(minutes=float(rules["verify_window_minutes"]))
+    with session_scope(engine) as session:
+        def sent(*where) -> int:
+            return session.exec(select(func.count()).select_from(WebChatPhoneCode)
+                                .where(WebChatPhoneCode.created_at >= since, *where)).one()
+
+        if sent(WebChatPhoneCode.device_id == device_id) >= int(rules["verify_sends_per_device"]):
+            return "web.phone_too_many"
+        if sent(WebChatPhoneCode.phone == phone) >= int(rules["verify_sends_per_number"]):
+            return "web.phone_too_many"
+        last = session.exec(select(func.max(WebChatPhoneCode.created_at))
+                            .where(WebChatPhoneCode.device_id == device_id)).one()
+        if last is not None and (now - last).total_seconds() < float(rules["verify_resend_seconds"]):
+            return "web.phone_wait"
+    return None
+
+
+def keep_code(engine: Engine, device_id: str, phone: str, code_hash: str, minutes: float) -> int:
+    """A code about to be sent (its HMAC only); earlier codes of the device stop working."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        session.execute(update(WebChatPhoneCode).where(WebChatPhoneCode.device_id == device_id,
+                                                       WebChatPhoneCode.used_at.is_(None))
+                        .values(expires_at=now))
+        row = WebChatPhoneCode(device_id=device_id, phone=phone, code_hash=code_hash, created_at=now,
+                               expires_at=now + timedelta(minutes=minutes))
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def drop_code(engine: Engine, code_id: int) -> None:
+    """The SMS could not be sent: the code never reached anyone (the send still counts)."""
+    with session_scope(engine) as session:
+        session.execute(update(WebChatPhoneCode).where(WebChatPhoneCode.id == code_id).values(expires_at=utcnow()))
+
+
+@dataclass
+class Checked:
+    outcome: str  # "ok", "wrong", "expired", "locked"
+    phone: str | None = None
+    left: int = 0
+    household: str | None = None
+
+
+def check_code(engine: Engine, device_id: str, hashed: Callable[[str, str], str], code: str, rules: dict,
+               language: str) -> Checked:
+    """The code the resident typed, against the device's last one: right -> the number is
+    the device's and links it to the resident registered under it (``core.actions``)."""
+    now = utcnow()
+    tries = int(rules["verify_attempts"])
+    with session_scope(engine) as session:
+        row = session.exec(select(WebChatPhoneCode).where(WebChatPhoneCode.device_id == device_id)
+                           .order_by(WebChatPhoneCode.id.desc()).with_for_update()).first()
+        if row is None or row.used_at is not None or row.expires_at <= now:
+            return Checked("expired")
+        if row.attempts >= tries:
+            return Checked("locked")
+        if not hmac.compare_digest(row.code_hash, hashed(row.phone, code)):
+            row.attempts += 1
+            session.add(row)
+            return Checked("wrong" if row.attempts < tries else "locked", left=tries - row.attempts)
+        row.used_at = now
+        session.add(row)
+        resident = actions.link_verified_phone(session, chat_key(device_id), row.phone,
+                                               actor=f"resident:{chat_key(device_id)}", language=language)
+        session.execute(update(WebChatDevice).where(WebChatDevice.id == device_id)
+                        .values(phone=row.phone, phone_verified_at=now, resident_id=resident.id))
+        household = session.get(Household, resident.household_id) if resident.household_id else None
+        return Checked("ok", phone=row.phone, household=household.address if household else None)
+
+
+def set_live(engine: Engine, device_id: str, until: datetime | None) -> None:
+    """The page's progress stream is open until ``until`` (``None``: it closed)."""
+    with session_scope(engine) as session:
+        session.execute(update(WebChatDevice).where(WebChatDevice.id == device_id).values(live_until=until))
+
+
+def _case_device(session, case: Case) -> WebChatDevice | None:
+    if not case.resident_id:
+        return None
+    resident = session.get(Resident, case.resident_id)
+    chat_id = resident.chat_id if resident is not None else None
+    if not chat_id or not chat_id.startswith("web:"):
+        return None
+    return session.get(WebChatDevice, chat_id.removeprefix("web:"))
+
+
+def verified_number(session, case: Case) -> str | None:
+    """For ``core.followup.sms``: the number a web chat case's device verified, if any."""
+    row = _case_device(session, case)
+    return row.phone if row is not None and row.phone_verified_at is not None else None
+
+
+def page_open(session, case: Case) -> bool:
+    """For ``core.followup.sms``: the device's page is open (its stream tells the resident)."""
+    row = _case_device(session, case)
+    return row is not None and row.live_until is not None and row.live_until > utcnow()
+
+
+def verified(engine: Engine, device_id: str) -> str | None:
+    with session_scope(engine) as session:
+        row = session.get(WebChatDevice, device_id)
+        return row.phone if row is not None and row.phone_verified_at is not None else None

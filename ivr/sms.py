@@ -91,3 +91,17 @@ class ProgressSms:
                                       messaging_service_sid=self.settings.twilio_messaging_service_sid)
         self.sent += 1
         log.info("progress SMS for case %s (%s) sent: %s", payload["case_id"], payload["status"], sid)
+
+
+class TextSms:
+    """One SMS now, through the same Twilio Messages sender as the progress SMS (the
+    Messaging Service when set, else the hotline number): the web chat's verification codes
+    (``services.extras["send_sms"]``). Blocking: run it in a thread."""
+
+    def __init__(self, api: Any, settings: Any):
+        self.api = api
+        self.settings = settings
+
+    def send(self, to: str, body: str) -> str:
+        return self.api.send_sms(to=to, body=body, from_=self.settings.hotline_number,
+                                 messaging_service_sid=self.settings.twilio_messaging_service_sid)

@@ -36,7 +36,7 @@ from core.platform.db import session_scope
 from ivr import survey_calls
 from ivr.calls import TRANSCRIBE_JOB
 from ivr.signature import is_valid
-from ivr.sms import ProgressSms
+from ivr.sms import ProgressSms, TextSms
 from ivr.survey_calls import CHECK_JOB, COMMENT_JOB, Refused, Step
 from ivr.survey_jobs import SurveyJobs
 from ivr.survey_twiml import Intro, SurveyFlowConfig, SurveyTwiml
@@ -272,6 +272,7 @@ def register_jobs(services: Any, hotline: Any, survey_twiml: SurveyTwiml,
         progress = ProgressSms(services.engine, api or TwilioApi.from_settings(settings), settings=settings,
                                prompts=hotline.flow.prompts, db=hotline.db)
         jobs.register(sms.SMS_JOB, progress.handle)
+        services.extras.setdefault("send_sms", TextSms(progress.api, settings).send)
     else:
         jobs.pause(sms.SMS_JOB, why_sms)
     for kind in (TRANSCRIBE_JOB, COMMENT_JOB):

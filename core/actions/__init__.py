@@ -50,6 +50,7 @@ from core.actions.privacy import shred
 from core.actions.residents import (
     create_for_chat,
     link_chat,
+    link_verified_phone,
     rehouse,
     resident_for_phone,
     set_do_not_call,
@@ -82,7 +83,7 @@ from core.people.owners import responsible_worker
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
     "attach", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
-    "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "locate", "merge", "next_case_number",
+    "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "link_verified_phone", "locate", "merge", "next_case_number",
     "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",
     "return_case", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
     "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",

@@ -5,13 +5,13 @@ before and after) instead of a ``CaseEvent``."""
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core.actions.intake import find_resident_by_phone
 from core.cases import limits
 from core.people import audit
 from core.people.models import Resident
-from core.places.routing import normalise_phone
+from core.places.routing import normalise_phone, phone_variants
 from core.platform.clock import utcnow
 
 
@@ -112,4 +112,28 @@ def resident_for_phone(session: Session, phone: str, *, actor: str) -> Resident:
         session.flush()
         audit.record(session, actor=actor, action="resident.create", target_type="resident",
                      target_id=resident.id, detail={"phone": resident.phone})
+    return resident
+
+
+def link_verified_phone(session: Session, chat_id: str, phone: str, *, actor: str, language: str) -> Resident:
+    """A chat proved it holds ``phone`` (an SMS code came back): the resident registered
+    under that number speaks through this chat from now on, so their household and their
+    hotline cases are the chat's too. A number nobody has yet goes on the chat's own
+    resident. Returns the resident the number belongs to; one audit row says who linked what."""
+
+    variants = sorted(phone_variants(phone))
+    known = session.exec(select(Resident).where(Resident.phone.in_(variants))
+                         .order_by(Resident.household_id.is_(None), Resident.id)).all()
+    resident = next((r for r in known if r.chat_id in (None, "", chat_id)), None)
+    if resident is not None:
+        link_chat(session, resident, chat_id, actor=actor, language=language)
+    else:
+        own = session.exec(select(Resident).where(Resident.chat_id == chat_id).order_by(Resident.id)).first()
+        resident = own or create_for_chat(session, chat_id, actor=actor, language=language)
+        set_phone(session, resident, normalise_phone(phone) or phone.strip(), actor=actor)
+    session.flush()
+    audit.record(session, actor=actor, action="resident.verify_phone", target_type="resident",
+                 target_id=resident.id, detail={"chat_id": chat_id, "phone": resident.phone,
+                                                "registered": resident.household_id is not None,
+                                                "taken_by_another_chat": [r.id for r in known if r is not resident]})
     return resident

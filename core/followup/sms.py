@@ -6,6 +6,9 @@ replied 退订/TD (``Resident.sms_opted_out_at``) gets none. Sending is the hotl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from sqlmodel import Session
 
 from core.actions.survey import contact_resident
@@ -18,6 +21,32 @@ from core.platform import jobs
 from core.platform.rules import load_rules
 
 SMS_JOB = jobs.declare("sms_progress", "ivr/sms.py: a progress SMS to a hotline caller's mobile")
+
+
+@dataclass(frozen=True)
+class OtherChannel:
+    """A channel outside ``[sms] case_channels`` whose residents may still get the SMS: the
+    web chat, for a number verified by an SMS code, when its page is closed. Registered at
+    start-up by the channel (core imports no channel)."""
+
+    name: str
+    number: Callable[[Session, Case], str | None]  # the verified number for this case, or None
+    live: Callable[[Session, Case], bool]  # the resident hears of it live right now: no SMS
+
+
+_others: dict[str, OtherChannel] = {}
+
+
+def register_channel(other: OtherChannel) -> None:
+    _others[other.name] = other
+
+
+def _other_number(session: Session, case: Case) -> str | None:
+    for other in _others.values():
+        phone = other.number(session, case)
+        if phone:
+            return phone
+    return None
 
 
 def sms_rules() -> dict:
@@ -33,7 +62,7 @@ def is_opt_out(text: str | None) -> bool:
 def sms_number(session: Session, case: Case) -> tuple[str | None, Resident | None]:
     """The number a progress SMS for ``case`` goes to (``None``: none goes), and its resident."""
     resident = contact_resident(session, case)
-    phone = case.contact_phone or (resident.phone if resident is not None else None)
+    phone = case.contact_phone or (resident.phone if resident is not None else None) or _other_number(session, case)
     if resident is not None and resident.sms_opted_out_at is not None:
         return None, resident
     return (phone if is_mobile(phone) else None), resident
@@ -42,7 +71,10 @@ def sms_number(session: Session, case: Case) -> tuple[str | None, Resident | Non
 def queue_progress_sms(session: Session, case: Case, to_status: CaseStatus) -> None:
     """Queue the SMS a case's new status ``to_status`` calls for, if any."""
     rules = sms_rules()
-    if to_status.value not in rules["statuses"] or case.channel.value not in rules["case_channels"]:
+    if to_status.value not in rules["statuses"]:
+        return
+    if case.channel.value not in rules["case_channels"] and not any(
+            other.number(session, case) and not other.live(session, case) for other in _others.values()):
         return
     phone, _ = sms_number(session, case)
     if phone is None:
