@@ -77,6 +77,7 @@ from tenacity import (
 )
 
 from chat import dialog, followup, inbox, redact, sending, shape, welcome, worker, worker_jobs
+from chat.bot_http import AiohttpRequest
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
@@ -311,7 +312,7 @@ class ChatBot:
             .base_file_url(base_file_url)
             .persistence(DbPersistence(self.services.engine, run=self.deps.db))
             .concurrent_updates(PerChatUpdateProcessor(concurrency))
-            .connection_pool_size(max(8, concurrency))
+            .request(AiohttpRequest(max(8, concurrency)))  # httpx's pool cost a third of the CPU (chat.bot_http)
             .update_queue(queue)
         )
         if self.mode == "webhook":
