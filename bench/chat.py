@@ -503,10 +503,16 @@ def main() -> None:
         print("the closed burst beside the offered rate:")
         _beside(*results, headings=("closed", f"{args.rate:g}/s"))
     if args.save:
-        Path(args.save).write_text(json.dumps(results[-1], default=str, indent=1), encoding="utf-8")
+        Path(args.save).write_text(json.dumps(results, default=str, indent=1), encoding="utf-8")
     if args.baseline:
-        print("a saved run beside this one:")
-        _beside(json.loads(Path(args.baseline).read_text(encoding="utf-8")), results[-1])
+        saved = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
+        saved = saved if isinstance(saved, list) else [saved]  # one run, as saved before --rate
+        for before in saved:
+            after = next((r for r in results if r.get("offered") == before.get("offered")), None)
+            if after is not None:
+                kind = "closed burst" if after.get("offered") is None else f"{after['offered']:g} updates/s offered"
+                print(f"a saved run beside this one ({kind}):")
+                _beside(before, after)
     if any(r["failures"] or r["dispatch_messages"] < r["filed"] for r in results):
         sys.exit(1)
 
