@@ -66,6 +66,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -318,7 +319,8 @@ class ChatBot:
         if self.mode == "webhook":
             builder = builder.updater(None)
         else:
-            builder = builder.get_updates_read_timeout(self.poll_timeout + 5)
+            # One long poll at a time: PTB's own httpx client, as before (the pool's cost is per connection).
+            builder = builder.get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 5))
         if settings.telegram_local_mode:
             builder = builder.local_mode(True)
         if rate_limit:
