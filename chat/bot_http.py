@@ -9,15 +9,21 @@ What PTB expects of a request (``telegram.request.BaseRequest.do_request``) is k
 parameters go form-encoded as PTB prepares them (JSON in the values), files as multipart;
 a timeout becomes ``telegram.error.TimedOut`` and any other transport failure
 ``NetworkError`` (both retryable for the dialog, ``chat.common.retryable``); the status and
-body are returned as they came, PTB reads Telegram's errors from them.
+body are returned as they came, PTB reads Telegram's errors from them. Unlike httpx, it logs
+no line per call: only a call Telegram refused or failed (INFO, the token masked by
+``chat.redact``).
 """
 
 from __future__ import annotations
+
+import logging
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+log = logging.getLogger(__name__)
 
 # PTB's own defaults for its httpx client, kept so that behaviour under a slow Bot API does not change.
 CONNECT_S, READ_S, POOL_S, MEDIA_WRITE_S = 5.0, 5.0, 1.0, 20.0
@@ -72,9 +78,14 @@ class AiohttpRequest(BaseRequest):
                 data = request_data.json_parameters
         try:
             async with self._session.request(method, url, data=data, timeout=timeout) as response:
-                return response.status, await response.read()
+                body = await response.read()
         except TimeoutError as err:  # aiohttp's timeouts are TimeoutErrors
             raise TimedOut(f"the Bot API did not answer in time ({type(err).__name__})") from err
         except aiohttp.ClientError as err:
             # The class name says what failed when the message is empty.
             raise NetworkError(f"aiohttp.{type(err).__name__}: {err}") from err
+        if response.status >= 400:
+            # Only refusals and failures: a line per call costs CPU under a burst (httpx logged
+            # every call). The URL holds the token; chat.redact masks it on every handler.
+            log.info("Bot API %s %s answered %d", method, url, response.status)
+        return response.status, body
