@@ -14,10 +14,18 @@ and the job runner sends the dispatch message (新派单) to the worker who owns
 
 Figures: updates/s; webhook → the bot's answer, p50/p99 (every step); from the
 resident's 确认提交 (the webhook POST) to the worker's dispatch message (the fake server
-receiving its ``sendMessage``), p50/p99; database transactions per update.
+receiving its ``sendMessage``), p50/p99; database transactions and statements per update.
 
     .venv/bin/python bench/chat.py --users 200
     .venv/bin/python bench/chat.py --users 200 --no-rate-limit   # without Telegram's 30/s cap
+    .venv/bin/python bench/chat.py --no-rate-limit --rate 100 --seconds 15   # + 100 updates/s offered
+
+``--rate N``: after the closed burst (its baseline in the same run), an open loop: N updates a
+second arrive on a fixed schedule for ``--seconds``, whether or not the bot has answered. An
+arrival is the next step of a resident whose last answer came, or a new resident's /start when
+none is waiting (so an overloaded bot sees mostly /start). Printed: updates/s sent, answered
+within the window, webhook → answer p50/p99 of every update sent (all are waited for), and how
+far the sender itself fell behind its schedule (it shares the event loop: a floor).
     .venv/bin/python bench/chat.py --pg postgresql://postgres@127.0.0.1:5432/test
     GRIDLINE_DATABASE_URL=postgresql://... .venv/bin/python bench/chat.py
 
