@@ -14,10 +14,18 @@ and the job runner sends the dispatch message (新派单) to the worker who owns
 
 Figures: updates/s; webhook → the bot's answer, p50/p99 (every step); from the
 resident's 确认提交 (the webhook POST) to the worker's dispatch message (the fake server
-receiving its ``sendMessage``), p50/p99; database transactions per update.
+receiving its ``sendMessage``), p50/p99; database transactions and statements per update.
 
     .venv/bin/python bench/chat.py --users 200
     .venv/bin/python bench/chat.py --users 200 --no-rate-limit   # without Telegram's 30/s cap
+    .venv/bin/python bench/chat.py --no-rate-limit --rate 100 --seconds 15   # + 100 updates/s offered
+
+``--rate N``: after the closed burst (its baseline in the same run), an open loop: N updates a
+second arrive on a fixed schedule for ``--seconds``, whether or not the bot has answered. An
+arrival is the next step of a resident whose last answer came, or a new resident's /start when
+none is waiting (so an overloaded bot sees mostly /start). Printed: updates/s sent, answered
+within the window, webhook → answer p50/p99 of every update sent (all are waited for), and how
+far the sender itself fell behind its schedule (it shares the event loop: a floor).
     .venv/bin/python bench/chat.py --pg postgresql://postgres@127.0.0.1:5432/test
     GRIDLINE_DATABASE_URL=postgresql://... .venv/bin/python bench/chat.py
 
@@ -145,7 +153,11 @@ def _button(req, label: str) -> str:  # noqa: ANN001
     raise RuntimeError(f"no button {label!r} in {req.params.get('text')!r}")
 
 
-async def run(users: int, rate_limit: bool, database_url: str, concurrency: int, timeout: float) -> dict:
+async def run(users: int, rate_limit: bool, database_url: str, concurrency: int, timeout: float,
+              offered: tuple[float, float] | None = None) -> dict:
+    """The closed burst (``users`` residents, each step after the bot's answer), or with
+    ``offered=(rate, seconds)`` an open-loop arrival of ``rate`` updates a second for
+    ``seconds`` (``_offer``)."""
     tmp = Path(tempfile.mkdtemp(prefix="gridline-bench-chat-"))
     url = normalise_database_url(database_url) if database_url else f"sqlite:///{tmp / 'bench.sqlite3'}"
     engine = make_engine(url)
@@ -154,6 +166,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
     with session_scope(engine) as session:
         cases_before = session.exec(select(func.count()).select_from(Case)).one()
     commits = [0]
+    statements = [0]
     job_seconds: dict[str, list[float]] = {}  # handler time of each job, by kind
     rng = random.Random(7)
 
@@ -178,6 +191,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         submitted: dict[str, float] = {}
         failures: list[str] = []
         updates_sent = [0]
+        answered = [0]  # updates whose answer came
         headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
         target = f"http://127.0.0.1:{port}/telegram/webhook"
         submit_label, category_label = t("zh", "dialog.submit"), "路灯故障"
@@ -201,29 +215,45 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
                     if contains in req.params.get("text", ""):
                         return req
 
-            async def resident(i: int) -> None:
+            async def resident(i: int, turn=None) -> None:  # noqa: ANN001
+                """One resident's whole dialog; each step waits for ``turn()`` (open loop: the
+                schedule's next arrival) or, closed, goes as soon as the answer is there."""
                 uid = RESIDENT_BASE + i
                 fake.add_user(uid, f"R{i}", language_code="zh-hans")
                 lat, lon = rng.choice(places)
+
+                async def step(update_of, contains: str):  # noqa: ANN001, ANN202
+                    if turn is not None:
+                        await turn()
+                    sent = await post(update_of())
+                    got = await answer(uid, sent, contains)
+                    answered[0] += 1
+                    return sent, got
+
                 try:
-                    await answer(uid, await post(fake.make_command(uid, "start")), "您好")
-                    await answer(uid, await post(fake.make_text_update(uid, f"{i}号楼下的路灯坏了，晚上很黑")),
-                                 "问题发生在哪里")
-                    ask = await answer(uid, await post(fake.make_location_update(lat, lon, user_id=uid)),
-                                       "哪一类问题")
-                    press = fake.make_callback_query(uid, _button(ask, category_label), ask.result)
-                    confirm = await answer(uid, await post(press), "请确认您的诉求")
-                    press = fake.make_callback_query(uid, _button(confirm, submit_label), confirm.result)
-                    sent = await post(press)
-                    filed = await answer(uid, sent, "诉求已受理")
+                    await step(lambda: fake.make_command(uid, "start"), "您好")
+                    await step(lambda: fake.make_text_update(uid, f"{i}号楼下的路灯坏了，晚上很黑"), "问题发生在哪里")
+                    _, ask = await step(lambda: fake.make_location_update(lat, lon, user_id=uid), "哪一类问题")
+                    _, confirm = await step(
+                        lambda: fake.make_callback_query(uid, _button(ask, category_label), ask.result), "请确认您的诉求")
+                    sent, filed = await step(
+                        lambda: fake.make_callback_query(uid, _button(confirm, submit_label), confirm.result), "诉求已受理")
                     submitted[FILED.search(filed.params["text"]).group(1)] = sent
+                except _WindowClosed:
+                    return
                 except Exception as exc:  # counted and reported, the others go on
                     failures.append(f"resident {i}: {type(exc).__name__}: {exc}")
 
             event.listen(engine, "commit", lambda conn: commits.__setitem__(0, commits[0] + 1))
+            event.listen(engine, "before_cursor_execute",
+                         lambda *args: statements.__setitem__(0, statements[0] + 1))
             runner_observers.append(lambda kind, outcome, seconds: job_seconds.setdefault(kind, []).append(seconds))
             t0 = time.time()
-            await asyncio.gather(*(resident(i) for i in range(users)))
+            if offered is None:
+                await asyncio.gather(*(resident(i) for i in range(users)))
+                in_window, window = answered[0], time.time() - t0
+            else:
+                users, in_window, window = await _offer(*offered, timeout, resident, answered)
             t_filed = time.time()
             deadline = time.time() + timeout
             while time.time() < deadline and not set(submitted) <= set(replies.dispatched):
@@ -233,7 +263,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         gate = app[CHATBOT].gate
         gate_figures = (gate.round_trips, gate.waits, gate.loads) if gate is not None else None
         await replies.stop()
-        checks = _delivery_checks(fake, submitted)
+        checks = _delivery_checks(fake, submitted, complete=offered is None)
         checks["dispatch_parts"] = _dispatch_parts(engine, submitted, replies.dispatched, job_seconds)
         with session_scope(engine) as session:
             cases = session.exec(select(func.count()).select_from(Case)).one() - cases_before
@@ -249,7 +279,11 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "dispatch_messages": len(to_worker),
         "failures": failures,
         "seconds": t_filed - t0,
-        "per_second": updates_sent[0] / (t_filed - t0) if t_filed > t0 else 0.0,
+        "per_second": updates_sent[0] / window if window > 0 else 0.0,
+        "offered": offered[0] if offered else None,
+        "answered_per_second": in_window / window if window > 0 else 0.0,
+        "statements": statements[0],
+        "statements_per_update": statements[0] / max(updates_sent[0], 1),
         "p50_ms": statistics.median(step_latencies) * 1000 if step_latencies else float("nan"),
         "p99_ms": _percentile(step_latencies, 99) * 1000 if step_latencies else float("nan"),
         "dispatch_p50_ms": statistics.median(to_worker) * 1000 if to_worker else float("nan"),
@@ -259,6 +293,62 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "gate": gate_figures,
         **checks,
     }
+
+
+class _WindowClosed(Exception):
+    """The offered-rate window is over: a resident waiting for its next turn stops there."""
+
+
+class _Turns:
+    """A resident's turns in the open loop: the arrival that started it is its first; each
+    later one waits until the schedule hands it an arrival."""
+
+    def __init__(self, ready: list, closed: list):
+        self.first, self.ready, self.closed = True, ready, closed
+
+    async def __call__(self) -> None:
+        if self.first:
+            self.first = False
+            return
+        if self.closed[0]:
+            raise _WindowClosed
+        go = asyncio.get_running_loop().create_future()
+        self.ready.append(go)
+        await go
+
+
+async def _offer(rate: float, seconds: float, timeout: float, resident, answered: list) -> tuple[int, int, float]:  # noqa: ANN001
+    """Open loop: ``rate`` updates a second for ``seconds``, sent on a fixed schedule whether
+    or not the bot has answered the earlier ones. Each arrival goes to the resident whose last
+    update was answered first (the next step of their dialog) or, when none is waiting, to a
+    new resident's /start, so an arrival never waits for an answer. Every update sent is
+    answered before this returns (its latency counts); residents then waiting for a turn stop.
+    Returns the residents started, the updates answered within the window, its seconds."""
+    loop = asyncio.get_running_loop()
+    start, total = loop.time(), round(rate * seconds)
+    ready: list[asyncio.Future] = []  # residents whose answer came, first come first
+    closed = [False]
+    residents: list[asyncio.Task] = []
+    late: list[float] = []  # how late each arrival left (the driver itself falling behind)
+    for k in range(total):
+        due = start + k / rate
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        late.append(loop.time() - due)
+        if ready:
+            ready.pop(0).set_result(None)
+        else:
+            residents.append(loop.create_task(resident(len(residents), _Turns(ready, closed))))
+    in_window = answered[0]
+    window = loop.time() - start
+    closed[0] = True
+    for go in ready:
+        go.set_exception(_WindowClosed())
+    ready.clear()
+    await asyncio.wait(residents, timeout=timeout)
+    print(f"  offered {rate:g} updates/s for {seconds:g}s: {total} sent in {window:.1f}s by {len(residents)} residents; "
+          f"the sender behind its schedule p99 {_percentile(late, 99) * 1000:.0f} ms")
+    return len(residents), in_window, window
 
 
 def _dispatch_parts(engine, submitted: dict[str, float], dispatched: dict[str, float],  # noqa: ANN001
@@ -282,7 +372,7 @@ def _dispatch_parts(engine, submitted: dict[str, float], dispatched: dict[str, f
     return {"to_queued": both(filed), "queued_to_sent": both(waiting), "handler": both(handler)}
 
 
-def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float]) -> dict:
+def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float], complete: bool = True) -> dict:
     """What the fake received: each resident's answers in the order of the dialog, no
     message twice, each dispatch message once; 429s; the most messages in any second."""
     steps = ("您好", "问题发生在哪里", "哪一类问题", "请确认您的诉求", "诉求已受理")
@@ -312,7 +402,10 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float]) -> dict:
         if len(set(received)) != len(received):
             doubled += 1
         firsts = [next((i for i, text in enumerate(received) if step in text), -1) for step in steps]
-        if -1 in firsts or firsts != sorted(firsts):
+        if not complete and -1 in firsts:  # the open loop's window closed half-way through the dialog:
+            gone = firsts.index(-1)  # the answers it got are the dialog's first ones
+            firsts = firsts[:gone] if set(firsts[gone:]) == {-1} else firsts
+        if -1 in firsts or firsts != sorted(firsts) or len(set(firsts)) < len(firsts):
             out_of_order += 1
     sent_at.sort()
     busiest, start = 0, 0
@@ -330,15 +423,16 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float]) -> dict:
     }
 
 
-def _beside(before: dict, after: dict) -> None:
+def _beside(before: dict, after: dict, headings: tuple[str, str] = ("baseline", "this run")) -> None:
     """The figures of the issue's table, the baseline's beside this run's."""
-    rows = [("updates/s", "per_second", "{:.1f}"), ("webhook -> answer p50 ms", "p50_ms", "{:.0f}"),
+    rows = [("updates/s", "per_second", "{:.1f}"), ("answered/s", "answered_per_second", "{:.1f}"),
+            ("statements per update", "statements_per_update", "{:.1f}"), ("webhook -> answer p50 ms", "p50_ms", "{:.0f}"),
             ("webhook -> answer p99 ms", "p99_ms", "{:.0f}"),
             ("确认提交 -> dispatch message p50 ms", "dispatch_p50_ms", "{:.0f}"),
             ("确认提交 -> dispatch message p99 ms", "dispatch_p99_ms", "{:.0f}"),
             ("answers out of order", "out_of_order", "{}"), ("dispatch messages doubled", "dispatch_doubled", "{}"),
             ("429 answers", "refused_429", "{}"), ("most messages in one second", "busiest_second", "{}")]
-    print(f"  {'figure':<36} {'baseline':>10} {'this run':>10}")
+    print(f"  {'figure':<36} {headings[0]:>10} {headings[1]:>10}")
     for label, key, fmt in rows:
         cells = [fmt.format(side[key]) if side.get(key) is not None else "—" for side in (before, after)]
         print(f"  {label:<36} {cells[0]:>10} {cells[1]:>10}")
@@ -355,11 +449,48 @@ def _scratch_pg(server: str):
         yield url
 
 
+def _report(result: dict, limiter: str) -> None:
+    if result["offered"] is None:
+        print(f"chat burst (closed: each step after the bot's answer): {result['users']} residents filing a case "
+              f"each, {result['updates']} updates, {result['backend']}, rate limiter {limiter}")
+        print(f"  dialogs done in {result['seconds']:.2f}s -> {result['per_second']:.1f} updates/s; "
+              f"cases filed {result['filed']}/{result['users']} (database: {result['cases']} new)")
+    else:
+        print(f"chat offered (open loop): {result['offered']:g} updates/s arriving on a schedule, "
+              f"{result['updates']} updates from {result['users']} residents, {result['backend']}, rate limiter {limiter}")
+        print(f"  achieved: {result['per_second']:.1f} updates/s sent, {result['answered_per_second']:.1f}/s answered "
+              f"within the window; cases filed {result['filed']} (database: {result['cases']} new)")
+    print(f"  webhook -> the bot's answer: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
+    print(f"  确认提交 -> the worker's dispatch message: p50 {result['dispatch_p50_ms']:.0f} ms, "
+          f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
+    parts = result["dispatch_parts"]
+    print("  where the dispatch message's time goes (p50/p99 ms): 确认提交 -> job queued "
+          f"{parts['to_queued'][0]:.0f}/{parts['to_queued'][1]:.0f}; queued -> sent {parts['queued_to_sent'][0]:.0f}/"
+          f"{parts['queued_to_sent'][1]:.0f}, of which the handler {parts['handler'][0]:.0f}/{parts['handler'][1]:.0f}")
+    updates = max(result["updates"], 1)
+    print(f"  database: {result['transactions']} transactions ({result['transactions'] / updates:.2f} per update), "
+          f"{result['statements']} statements ({result['statements'] / updates:.1f} per update, the job runner's "
+          f"included)")
+    if result["gate"] is not None:
+        trips, waits, loads = result["gate"]
+        print(f"  chat gate (PostgreSQL, one chat at a time across instances): {trips} round trips on the lock "
+              f"connection ({trips / updates:.2f} per update), {waits} waits, {loads} chats loaded from the database")
+    print(f"  delivery: {result['out_of_order']} residents' answers out of order, {result['doubled_chats']} chats "
+          f"with a message twice, dispatch messages doubled {result['dispatch_doubled']}, missing "
+          f"{result['dispatch_missing']}; 429 answers {result['refused_429']}; most messages in one second "
+          f"{result['busiest_second']}")
+    for failure in result["failures"][:10]:
+        print(f"  failed: {failure}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200, help="simulated residents (5 updates each, one case)")
     parser.add_argument("--no-rate-limit", action="store_true",
-                        help="without PTB's AIORateLimiter (Telegram allows ~30 messages/s per bot)")
+                        help="without Telegram's limits (30 messages/s per bot, about 1/s per chat)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="also offer this many updates/s on a schedule (open loop), after the closed burst")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long --rate offers updates")
     parser.add_argument("--concurrency", type=int, default=64, help="updates handled at once (across chats)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer")
     parser.add_argument("--database-url", default=os.environ.get("GRIDLINE_DATABASE_URL", ""))
@@ -368,39 +499,30 @@ def main() -> None:
     parser.add_argument("--baseline", default="", help="a JSON file written by --save: printed beside this run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    with _scratch_pg(args.pg) as url:
-        result = asyncio.run(run(args.users, not args.no_rate_limit, url or args.database_url, args.concurrency,
-                                 args.timeout))
     limiter = "off" if args.no_rate_limit else "on (Telegram limits)"
-    print(f"chat burst: {result['users']} residents filing a case each, {result['updates']} updates, "
-          f"{result['backend']}, rate limiter {limiter}")
-    print(f"  dialogs done in {result['seconds']:.2f}s -> {result['per_second']:.1f} updates/s; "
-          f"cases filed {result['filed']}/{result['users']} (database: {result['cases']} new)")
-    print(f"  webhook -> the bot's answer: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
-    print(f"  确认提交 -> the worker's dispatch message: p50 {result['dispatch_p50_ms']:.0f} ms, "
-          f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
-    parts = result["dispatch_parts"]
-    print("  where the dispatch message's time goes (p50/p99 ms): 确认提交 -> job queued "
-          f"{parts['to_queued'][0]:.0f}/{parts['to_queued'][1]:.0f}; queued -> sent {parts['queued_to_sent'][0]:.0f}/"
-          f"{parts['queued_to_sent'][1]:.0f}, of which the handler {parts['handler'][0]:.0f}/{parts['handler'][1]:.0f}")
-    print(f"  database transactions: {result['transactions']} "
-          f"({result['transactions'] / max(result['updates'], 1):.2f} per update)")
-    if result["gate"] is not None:
-        trips, waits, loads = result["gate"]
-        print(f"  chat gate (PostgreSQL, one chat at a time across instances): {trips} round trips on the lock "
-              f"connection ({trips / max(result['updates'], 1):.2f} per update), {waits} waits, "
-              f"{loads} chats loaded from the database")
-    print(f"  delivery: {result['out_of_order']} residents' answers out of order, {result['doubled_chats']} chats "
-          f"with a message twice, dispatch messages doubled {result['dispatch_doubled']}, missing "
-          f"{result['dispatch_missing']}; 429 answers {result['refused_429']}; most messages in one second "
-          f"{result['busiest_second']}")
+    results = []
+    # The closed burst always runs: with --rate it is the baseline of the same run.
+    for offered in [None] + ([(args.rate, args.seconds)] if args.rate > 0 else []):
+        with _scratch_pg(args.pg) as url:
+            result = asyncio.run(run(args.users, not args.no_rate_limit, url or args.database_url, args.concurrency,
+                                     args.timeout, offered))
+        _report(result, limiter)
+        results.append(result)
+    if len(results) == 2:
+        print("the closed burst beside the offered rate:")
+        _beside(*results, headings=("closed", f"{args.rate:g}/s"))
     if args.save:
-        Path(args.save).write_text(json.dumps(result, default=str, indent=1), encoding="utf-8")
+        Path(args.save).write_text(json.dumps(results, default=str, indent=1), encoding="utf-8")
     if args.baseline:
-        _beside(json.loads(Path(args.baseline).read_text(encoding="utf-8")), result)
-    for failure in result["failures"][:10]:
-        print(f"  failed: {failure}")
-    if result["failures"] or result["dispatch_messages"] < result["filed"]:
+        saved = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
+        saved = saved if isinstance(saved, list) else [saved]  # one run, as saved before --rate
+        for before in saved:
+            after = next((r for r in results if r.get("offered") == before.get("offered")), None)
+            if after is not None:
+                kind = "closed burst" if after.get("offered") is None else f"{after['offered']:g} updates/s offered"
+                print(f"a saved run beside this one ({kind}):")
+                _beside(before, after)
+    if any(r["failures"] or r["dispatch_messages"] < r["filed"] for r in results):
         sys.exit(1)
 
 

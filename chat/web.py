@@ -67,6 +67,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.request import HTTPXRequest
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -78,6 +79,7 @@ from tenacity import (
 )
 
 from chat import dialog, followup, inbox, redact, sending, shape, welcome, worker, worker_jobs
+from chat.bot_http import AiohttpRequest
 from chat.callbacks import CallbackCodec
 from chat.common import DEPS_KEY, Deps, answer, labels, lang, reply, retryable
 from chat.gate import NEVER_SEEN, ChatGate, GateClosed, Turn
@@ -312,13 +314,14 @@ class ChatBot:
             .base_file_url(base_file_url)
             .persistence(DbPersistence(self.services.engine, run=self.deps.db))
             .concurrent_updates(PerChatUpdateProcessor(concurrency))
-            .connection_pool_size(max(8, concurrency))
+            .request(AiohttpRequest(max(8, concurrency)))  # httpx's pool cost a third of the CPU (chat.bot_http)
             .update_queue(queue)
         )
         if self.mode == "webhook":
             builder = builder.updater(None)
         else:
-            builder = builder.get_updates_read_timeout(self.poll_timeout + 5)
+            # One long poll at a time: PTB's own httpx client, as before (the pool's cost is per connection).
+            builder = builder.get_updates_request(HTTPXRequest(read_timeout=self.poll_timeout + 5))
         if settings.telegram_local_mode:
             builder = builder.local_mode(True)
         if rate_limit:

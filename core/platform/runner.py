@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from core.platform import jobs
 from core.platform.clock import utcnow
 from core.platform.models import Job, JobStatus
-from core.platform.retry import short, transient
+from core.platform.retry import short, transient, wait_backoff
 from core.platform.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ current_job: ContextVar[Job | None] = ContextVar("gridline_current_job", default
 DbRunner = Callable[..., Awaitable[Any]]
 
 MAIN_LANE = "main"
+# Writing a job's outcome again after a transient failure: the first pause, doubling up to the longest.
+RECORD_BACKOFF = wait_backoff(0.1, 5.0)
 
 # Told of every job a runner of this process finished: (kind, outcome, seconds), the outcome
 # one of ``done``, ``retry`` (failed, tried again later), ``failed`` (failed for good),
@@ -161,14 +163,14 @@ class JobRunner:
             await self.handlers[job.kind](job)
         except RetryLater as later:
             outcome = "later"
-            await self.db(jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
+            await self._record(job, jobs.reschedule, self.engine, job.id, utcnow() + later.delay)
         except Exception as exc:  # a failing handler must not stop the other jobs
             # A transient failure (core.platform.retry) is tried again after the backoff; any other
             # would only come back: the job fails for good now.
             again = transient(exc)
             retry_in = timedelta(seconds=jobs.BACKOFF.pause(job.attempts, exc))
-            failed = await self.db(jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}",
-                                   retry_in=retry_in, give_up=not again)
+            failed = await self._record(job, jobs.fail, self.engine, job.id, f"{type(exc).__name__}: {exc}",
+                                        retry_in=retry_in, give_up=not again)
             outcome = "failed" if failed.status == JobStatus.failed else "retry"
             if outcome == "retry":
                 log.warning("job %s (%s) failed (%s); attempt %d of %d, the next in %.0f s", job.id, job.kind,
@@ -181,10 +183,27 @@ class JobRunner:
                           exc_info=exc)
         else:
             outcome = "done"
-            await self.db(jobs.complete, self.engine, job.id)
+            await self._record(job, jobs.complete, self.engine, job.id)
         finally:
             current_job.reset(token)
         _tell(job.kind, outcome, time.perf_counter() - started)
+
+    async def _record(self, job: Job, write: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """A job's outcome, written while the failure is transient (a full database pool, a
+        lost connection): left running, a job that was sent would be claimed again after its
+        lease and sent twice."""
+        attempt = 0
+        while True:
+            try:
+                return await self.db(write, *args, **kw)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                attempt += 1
+                pause = RECORD_BACKOFF.pause(attempt, exc)
+                log.warning("recording the outcome of job %s (%s) failed (%s); again in %.2f s", job.id, job.kind,
+                            short(exc), pause)
+                await asyncio.sleep(pause)
 
     async def _loop_concurrent(self, lane: str, limit: int) -> None:
         """Claim while there is room for more, run each claimed job in a task of its own."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from sqlmodel import select
+
 from core.platform.runner import JobRunner
 
 
@@ -149,3 +152,44 @@ async def test_urgent_jobs_are_claimed_before_bulk_ones_queued_earlier(engine):
         jobs.enqueue(session, "urgent_kind")
     claimed = jobs.claim(engine, "w1", ["bulk_kind", "urgent_kind"], limit=2)
     assert [job.kind for job in claimed] == ["urgent_kind", "bulk_kind"]
+
+
+async def test_a_jobs_outcome_is_written_when_the_database_pool_is_full_for_a_moment(engine, caplog):
+    """The handler has run (a message went out); the pool's every thread is busy when the runner
+    writes ``done``. Left running, the job would be claimed again after its lease and the
+    message sent twice: the write is tried again until it is in."""
+    import logging
+    import threading
+
+    from core.errors import DatabaseBusy
+    from core.platform import jobs
+    from core.platform.db import session_scope
+    from core.platform.dbpool import DatabasePool
+    from core.platform.models import Job, JobStatus
+
+    jobs.declare("sent_once", "tests/core/platform/test_runner.py")
+    with session_scope(engine) as session:
+        jobs.enqueue(session, "sent_once")
+    pool = DatabasePool(1, queue=0, wait_seconds=0.01)  # one thread, nobody may wait for it
+    blocker_free = threading.Event()
+    runs: list[int] = []
+    blockers: list[asyncio.Task] = []
+
+    async def handle(job):
+        runs.append(job.id)
+        # Another request takes the pool's only thread until a moment from now.
+        blockers.append(asyncio.ensure_future(pool.run(blocker_free.wait, 30)))
+        await asyncio.sleep(0)
+        with pytest.raises(DatabaseBusy):  # the pool is full indeed
+            await pool.run(lambda: None)
+        asyncio.get_running_loop().call_later(0.3, blocker_free.set)
+
+    runner = JobRunner(engine, db=pool.run)
+    runner.register("sent_once", handle)
+    with caplog.at_level(logging.WARNING, logger="core.platform.runner"):
+        assert await runner.run_once() == 1
+    await asyncio.gather(*blockers)
+    assert "recording the outcome of job" in caplog.text
+    with session_scope(engine) as session:
+        statuses = [job.status for job in session.exec(select(Job).where(Job.kind == "sent_once")).all()]
+    assert statuses == [JobStatus.done] and len(runs) == 1
