@@ -18,6 +18,7 @@ from core.platform.settings import Settings
 from gridline.app import build_app
 from tests.conftest import IN_CI
 from tests.console.conftest import PASSWORD
+from tests.support.waiting import until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -74,12 +75,14 @@ async def test_operator_works_a_hotline_case_in_a_real_browser(engine, world, re
             await page.click(f"#triage a:text('{number}')")
             await page.wait_for_url(re.compile(rf".*/console/cases/{number}$"))
             # the recording: the element reaches canplay, its Range request was answered 206
-            await page.wait_for_function("document.getElementById('player').readyState >= 3", timeout=30_000)
+            # page.evaluate, not wait_for_function: its polling needs eval, which the console's CSP refuses
+            await until(lambda: page.evaluate("document.getElementById('player').readyState >= 3"), timeout=30, message="document.getElementById('player').readyState >= 3")
             assert 206 in media_statuses, media_statuses
             low = await page.locator("#transcript .w.low").all_inner_texts()
             assert low == ["九号楼", "坏了"]
             await page.click("#transcript .w:text('路灯')")
-            await page.wait_for_function("document.getElementById('player').currentTime >= 1.5", timeout=30_000)
+            # page.evaluate, not wait_for_function: its polling needs eval, which the console's CSP refuses
+            await until(lambda: page.evaluate("document.getElementById('player').currentTime >= 1.5"), timeout=30, message="document.getElementById('player').currentTime >= 1.5")
             await page.screenshot(path=str(shots / "03-case.png"), full_page=True)
 
             await page.fill("#description", "洋坊新村9号楼路灯坏了，晚上很黑")

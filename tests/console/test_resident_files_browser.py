@@ -32,6 +32,7 @@ from tests.console.test_browser import CHROMIUM, FLAGS
 from tests.support.fake_bot_api import FakeBotApi
 from tests.support.fake_transcriber import FakeTranscriber
 from tests.support.media_samples import audio
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI,
                                 reason="Debian's chromium is not installed (scripts/bootstrap.sh dev installs it)")
@@ -188,7 +189,8 @@ async def test_a_residents_script_never_runs_in_an_admins_session(fake, engine, 
                     if "/files/" in r.url else None)
             await page.goto(f"{base}/console/cases/{number}")
             player = f"audio[src='/console/cases/{number}/files/{voice_id}']"
-            await page.wait_for_function(f"document.querySelector(\"{player}\").readyState >= 3", timeout=30_000)
+            # page.evaluate, not wait_for_function: its polling needs eval, which the console's CSP refuses
+            await until(lambda: page.evaluate(f"document.querySelector(\"{player}\").readyState >= 3"), timeout=30, message=f"document.querySelector(\"{player}\").readyState >= 3")
             assert (f"{files}/{voice_id}", 206, "audio/ogg") in media, media
             # and the two others are offered as downloads, never as a player
             assert await page.locator(f"audio[src$='/files/{page_id}'], audio[src$='/files/{script_id}']").count() == 0
