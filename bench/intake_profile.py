@@ -40,8 +40,9 @@ from console import open311  # noqa: E402
 from core.cases.models import Category  # noqa: E402
 from core.people import apikeys  # noqa: E402
 from core.places import indexes, routing  # noqa: E402
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
 from core.platform.dbpool import DatabasePool  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 from gridline.wiring import wire  # noqa: E402
 
 

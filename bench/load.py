@@ -48,7 +48,8 @@ import dataset  # noqa: E402  (bench/dataset.py)
 from sqlalchemy import text  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 
 SIZES = {"quick": (50_000, 20_000), "district-year": (1_000_000, 200_000)}
 

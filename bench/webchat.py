@@ -45,7 +45,8 @@ from sqlmodel import select  # noqa: E402
 from chat.resident_web import setup as setup_web_chat  # noqa: E402
 from chat.resident_web import web_rules  # noqa: E402
 from core.cases.models import Case  # noqa: E402
-from core.platform.db import make_engine, session_scope, upgrade  # noqa: E402
+from core.platform.db import make_engine, session_scope  # noqa: E402
+from core.platform.migrations import upgrade  # noqa: E402
 from core.platform.settings import Settings, normalise_database_url  # noqa: E402
 from gridline.app import SERVICES, build_app  # noqa: E402
 

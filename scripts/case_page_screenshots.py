@@ -77,7 +77,8 @@ async def photograph(out: Path) -> list[Path]:
     from aiohttp import web
     from playwright.async_api import async_playwright
 
-    from core.platform.db import make_engine, upgrade
+    from core.platform.db import make_engine
+    from core.platform.migrations import upgrade
     from core.platform.settings import Settings
     from gridline.app import build_app
 
