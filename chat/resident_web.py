@@ -230,6 +230,16 @@ class WebChat:
         response.set_cookie(COOKIE, self.signer.device_cookie(device_id), max_age=COOKIE_AGE, path="/chat/",
                             httponly=True, samesite="Lax", secure=https)
 
+    async def _posted(self, request: web.Request) -> tuple[str, dict, str] | web.Response:
+        """A post's device, its JSON body and the page's language; or the refusal to answer
+        with (no device cookie, a bad CSRF token, a body that is not JSON)."""
+        try:
+            device_id = self._posting_device(request)
+            body = await _json(request)
+        except Refused as exc:
+            return _error(exc.status, await self._lang(request), exc.key, **exc.values)
+        return device_id, body, await self._lang(request)
+
     def _posting_device(self, request: web.Request) -> str:
         """A post's device, checked: the signed cookie, the CSRF header made for it, and an
         Origin (when the browser sends one) that is this server; then the rate limits."""
@@ -528,12 +538,10 @@ class WebChat:
         } for c in lines]}, headers=_no_store())
 
     async def survey_post(self, request: web.Request) -> web.Response:
-        try:
-            device_id = self._posting_device(request)
-            body = await _json(request)
-        except Refused as exc:
-            return _error(exc.status, await self._lang(request), exc.key, **exc.values)
-        language = await self._lang(request)
+        posted = await self._posted(request)
+        if isinstance(posted, web.Response):
+            return posted
+        device_id, body, language = posted
         solved, satisfied = body.get("solved"), body.get("satisfied")
         survey_id = body.get("survey")
         if solved not in SOLVED or satisfied not in SATISFIED or not isinstance(survey_id, int):
@@ -556,12 +564,10 @@ class WebChat:
     async def phone_post(self, request: web.Request) -> web.Response:
         """A number typed in the page: a 6-digit code goes to it by SMS (the hotline's
         sender), within the limits per device and per number; only its HMAC is kept."""
-        try:
-            device_id = self._posting_device(request)
-            body = await _json(request)
-        except Refused as exc:
-            return _error(exc.status, await self._lang(request), exc.key, **exc.values)
-        language = await self._lang(request)
+        posted = await self._posted(request)
+        if isinstance(posted, web.Response):
+            return posted
+        device_id, body, language = posted
         typed = body.get("phone")
         if not isinstance(typed, str) or len(typed) > 40 or parse(typed) is None:
             return _error(400, language, "web.phone_invalid")
@@ -589,12 +595,10 @@ class WebChat:
     async def code_post(self, request: web.Request) -> web.Response:
         """The code from the SMS: right -> the number is the device's, linked to the resident
         registered under it; wrong -> counted (``verify_attempts``), expired -> ask again."""
-        try:
-            device_id = self._posting_device(request)
-            body = await _json(request)
-        except Refused as exc:
-            return _error(exc.status, await self._lang(request), exc.key, **exc.values)
-        language = await self._lang(request)
+        posted = await self._posted(request)
+        if isinstance(posted, web.Response):
+            return posted
+        device_id, body, language = posted
         code = "".join(str(body.get("code") or "").split())
         if not re.fullmatch(r"[0-9]{6}", code):
             return _error(400, language, "web.code_wrong", left="?")
