@@ -42,6 +42,8 @@ class Petition:
     category_code: str | None = None
     urgency: Urgency = Urgency.normal
     flags: tuple[str, ...] = ()
+    # The resident asked that their details be kept confidential (保密处理, GB/T 33358-2016).
+    confidential: bool = False
     # What the submit event says besides (a flag's detail: ``recording_incomplete``'s seconds kept).
     event_data: dict | None = None
 
