@@ -21,6 +21,7 @@ from console.i18n import has, t
 from core.cases.texts import status_name
 from core.errors import InvalidInput
 from core.reporting.figures import Rates
+from core.reporting.hotline import CallFigures, targets
 from core.reporting.reports import RATE_NAMES, Report, rate_ratios
 
 FORMATS = {
@@ -62,6 +63,19 @@ def local(value: datetime | None, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
     return value.replace(tzinfo=UTC).astimezone(ZoneInfo(tz)).strftime(fmt)
 
 
+def seconds(value: float | None, lang: str = "zh") -> str:
+    return "—" if value is None else t(lang, "hotline_figures.seconds", value=f"{value:.1f}".removesuffix(".0"))
+
+
+def met_class(met: bool | None) -> str:
+    """The CSS class of a figure against its target (green met, red missed, none without calls)."""
+    return "" if met is None else "met" if met else "missed"
+
+
+def met_code(met: bool | None) -> str:
+    return "" if met is None else "yes" if met else "no"
+
+
 def filename(report: Report, fmt: str) -> str:
     where = f"-{report.filters.grid.code}" if report.filters.grid is not None else ""
     return f"gridline-{report.kind}-{report.period.label}{where}.{fmt}"
@@ -99,6 +113,7 @@ def html(report: Report, *, tz: str, lang: str = "zh", for_pdf: bool = False) ->
         local=lambda v, fmt="%Y-%m-%d %H:%M": local(v, tz, fmt),
         status=lambda s: status_name(s, lang), rate_names=RATE_NAMES, rate_cells=rate_cells,
         rate_ratio=lambda rates, key: rate_ratios(rates)[key],
+        seconds=lambda v: seconds(v, lang), met_class=met_class,
     )
 
 
@@ -118,15 +133,21 @@ def _rate_row(label_code: str, name: str, this: Rates, previous: Rates) -> list:
 
 # How each column's values are written: a share (0.353, shown 35.3%), a figure with two
 # decimals, a local time, a whole number; anything else is text.
-PERCENT = {f"{k}_rate{p}" for k in RATE_NAMES for p in ("", "_previous")} | {"this_period", "previous_period_rate"}
-DECIMAL = {"work_score", "evaluation_score", "score", "evaluation_points"}
+PERCENT = ({f"{k}_rate{p}" for k in RATE_NAMES for p in ("", "_previous")} | {"this_period", "previous_period_rate"}
+           | {"connection_rate", "in_time_rate"})
+DECIMAL = {"work_score", "evaluation_score", "score", "evaluation_points", "average_wait_s", "longest_wait_s",
+           "average_handling_s"}
+# The hotline's service figures, one column each (core.reporting.hotline), after the bucket's key.
+HOTLINE_COLUMNS = ("offered", "answered", "answered_in_time", "connection_rate", "in_time_rate",
+                   "ended_before_case", "filed_from_audio", "transfers", "transfers_answered",
+                   "transfers_not_answered", "average_wait_s", "longest_wait_s", "average_handling_s")
 TIMES = {"generated_at", "received_at", "due"}
 
 
 def column_words(key: str, lang: str = "zh") -> str:
     """A column's header in ``lang``: ``closure_numerator_previous`` 办结率·分子（上期）."""
     if has(lang, f"export.columns.{key}"):
-        return t(lang, f"export.columns.{key}")
+        return t(lang, f"export.columns.{key}", seconds=round(targets().answer_within_s))
     previous = key.endswith("_previous")
     base = key.removesuffix("_previous")
     rate, _, part = base.rpartition("_")
@@ -184,6 +205,16 @@ def tables(report: Report, *, tz: str, lang: str = "zh") -> list[tuple[str, list
         ("trend", ["day", "received", "closed"], [[d.day, d.received, d.closed] for d in report.trend]),
         ("channels", ["channel", "received"], [[t(lang, f"channel.{c.code}"), c.value] for c in report.channels]),
     ]
+    if report.hotline is not None:
+        def hotline_row(x: CallFigures) -> list:
+            return [x.key, *(x.figure(name) for name in HOTLINE_COLUMNS)]
+
+        total = report.hotline.total
+        out += [
+            ("hotline_days", ["day", *HOTLINE_COLUMNS],
+             [hotline_row(x) for x in report.hotline.days] + [[t(lang, "report.total"), *hotline_row(total)[1:]]]),
+            ("hotline_hours", ["hour", *HOTLINE_COLUMNS], [hotline_row(x) for x in report.hotline.hours]),
+        ]
     return out
 
 

@@ -13,7 +13,8 @@ What is counted, and where the numbers come from:
   once the media store registers them): ``services.gauges``, a name → callable each package
   fills at setup, read when a scrape comes (and every few seconds by each process under
   ``--processes``, so the sum over the processes is fresh);
-* what only the database knows (jobs due, running and failed by kind; calls in progress):
+* what only the database knows (jobs due, running and failed by kind; calls in progress; the
+  hotline's service figures of the current local hour, day and month, ``core.reporting.hotline``):
   one small query, at most every ``SNAPSHOT_SECONDS``, started by a scrape that finds the
   last one old and awaited for at most ``SNAPSHOT_WAIT_SECONDS``. A scrape never waits for
   the database beyond that: with every database thread taken it answers with the last
@@ -40,11 +41,12 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -70,6 +72,9 @@ from core.platform import jobs, logcontext, runner
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 from core.platform.models import Job, JobStatus
+from core.platform.settings import get_settings
+from core.reporting import hotline
+from core.reporting.hotline import CallFigures
 from speech_models import pool
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,26 @@ class _Families:
                                      "not yet confirmed in the media store (every instance)", **snapshot)
         self.spool_bytes = Gauge("gridline_media_spool_bytes", "Bytes of the files waiting in the spools for "
                                  "the media store (every instance)", **snapshot)
+        # The hotline's service figures (GB/T 33358-2016) of the current local hour, day and month.
+        self.hotline_calls = Gauge("gridline_hotline_calls", "Inbound hotline calls of the current local period "
+                                   "(hour, day, month), by figure: offered, answered, answered_in_time, "
+                                   "ended_before_case, filed_from_audio, transfers, transfers_answered, "
+                                   "transfers_not_answered", ["period", "figure"], **snapshot)
+        self.hotline_connection = Gauge("gridline_hotline_connection_ratio", "Calls answered / calls offered in "
+                                        "the current local period (NaN without calls)", ["period"], **snapshot)
+        self.hotline_in_time = Gauge("gridline_hotline_answered_in_time_ratio", "Calls answered within "
+                                     "gridline_hotline_target_answer_seconds / calls offered in the current local "
+                                     "period (NaN without calls)", ["period"], **snapshot)
+        self.hotline_wait_max = Gauge("gridline_hotline_answer_seconds_max", "Longest time from a call's arrival "
+                                      "to its first prompt in the current local period (NaN without calls "
+                                      "answered)", ["period"], **snapshot)
+        self.hotline_handling = Gauge("gridline_hotline_handling_seconds_average", "Average handling time of the "
+                                      "calls that ended in the current local period (NaN without)", ["period"],
+                                      **snapshot)
+        self.hotline_target_answer = Gauge("gridline_hotline_target_answer_seconds", "The standard's time to "
+                                           "answer a call ([reports.hotline] answer_within_seconds)", **snapshot)
+        self.hotline_target_connection = Gauge("gridline_hotline_target_connection_ratio", "The standard's "
+                                               "connection rate ([reports.hotline] connection_rate)", **snapshot)
         self.snapshot_time = Gauge("gridline_database_snapshot_timestamp_seconds", "When the figures from the "
                                    "database (jobs, calls in progress) were last taken (Unix time)", **snapshot)
         self.snapshot_errors = Counter("gridline_database_snapshot_errors", "Times the figures from the database "
@@ -282,12 +307,26 @@ class Snapshot:
     calls: dict[str, int]
     uploads_pending: int = 0
     uploads_pending_bytes: int = 0
+    hotline: dict[str, CallFigures] = field(default_factory=dict)  # hour, day, month → figures
 
 
-def take_snapshot(engine) -> Snapshot:  # noqa: ANN001
-    """Jobs due, running and failed by kind, and calls in progress by direction: three
-    small grouped counts (jobs by the claim index on status and run_at; calls among the
-    newest by id)."""
+def current_hotline_figures(session, now, tz: str) -> dict[str, CallFigures]:  # noqa: ANN001
+    """The service figures of the local hour, day and month ``now`` is in: one grouped pass
+    over the month's inbound calls, its hour and day picked out."""
+    periods = hotline.current_periods(now, tz)
+    month = hotline.hotline_figures(session, *periods["month"], tz, grains=("hour", "day"))
+    local_hour, local_day = (hotline.local_key(periods[grain][0], tz, grain) for grain in ("hour", "day"))
+    return {
+        "hour": next((x for x in month.hours if x.key == local_hour), CallFigures(local_hour)),
+        "day": next((x for x in month.days if x.key == local_day), CallFigures(local_day)),
+        "month": month.total,
+    }
+
+
+def take_snapshot(engine, tz: str | None = None) -> Snapshot:  # noqa: ANN001
+    """Jobs due, running and failed by kind, calls in progress by direction, and the hotline's
+    figures of this hour, day and month: small grouped counts (jobs by the claim index on
+    status and run_at; calls among the newest by id; the month's calls by their arrival)."""
     now = utcnow()
     with session_scope(engine) as session:
         due = session.exec(select(Job.kind, func.count()).where(Job.status == JobStatus.queued, Job.run_at <= now)
@@ -302,11 +341,12 @@ def take_snapshot(engine) -> Snapshot:  # noqa: ANN001
         waiting, waiting_bytes = session.exec(
             select(func.count(), func.coalesce(func.sum(Attachment.size), 0))
             .where(Attachment.upload_pending == True)).one()  # noqa: E712
+        figures = current_hotline_figures(session, now, tz or get_settings().timezone)
     return Snapshot(due={k: int(n) for k, n in due},
                     running={k: int(n) for k, s, n in held if s == JobStatus.running},
                     failed={k: int(n) for k, s, n in held if s == JobStatus.failed},
                     calls={d: int(n) for d, n in calls},
-                    uploads_pending=int(waiting), uploads_pending_bytes=int(waiting_bytes))
+                    uploads_pending=int(waiting), uploads_pending_bytes=int(waiting_bytes), hotline=figures)
 
 
 class Metrics:
@@ -387,6 +427,7 @@ class Metrics:
             f.jobs_failed.labels(kind).set(snap.failed.get(kind, 0))
         for direction in {"inbound", "outbound"} | set(snap.calls):
             f.calls_in_progress.labels(direction).set(snap.calls.get(direction, 0))
+        _set_hotline(f, snap.hotline)
         f.uploads_pending.set(snap.uploads_pending)
         f.spool_bytes.set(snap.uploads_pending_bytes)
         f.snapshot_time.set(time.time())
@@ -471,6 +512,26 @@ class Metrics:
             f.http_requests.labels(route, method, str(status)).inc()
             if not websocket:
                 f.http_seconds.labels(route, method).observe(time.perf_counter() - started)
+
+
+HOTLINE_COUNTS = ("offered", "answered", "answered_in_time", "ended_before_case", "filed_from_audio", "transfers",
+                  "transfers_answered", "transfers_not_answered")
+
+
+def _set_hotline(f: _Families, figures: dict[str, CallFigures]) -> None:
+    def value(x: float | None) -> float:
+        return math.nan if x is None else float(x)
+
+    goals = hotline.targets()
+    f.hotline_target_answer.set(goals.answer_within_s)
+    f.hotline_target_connection.set(goals.connection_rate)
+    for period, x in figures.items():
+        for name in HOTLINE_COUNTS:
+            f.hotline_calls.labels(period, name).set(x.figure(name))
+        f.hotline_connection.labels(period).set(value(x.connection_rate))
+        f.hotline_in_time.labels(period).set(value(x.in_time_rate))
+        f.hotline_wait_max.labels(period).set(value(x.longest_wait_s))
+        f.hotline_handling.labels(period).set(value(x.average_handling_s))
 
 
 METRICS = web.AppKey("gridline_metrics", Metrics)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, delete, func
+from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -92,8 +92,10 @@ def _caller(session, phone: str | None) -> Caller:
 
 
 def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_number: str | None,
-              status: str | None, direction: str = "inbound", holder: str | None = None) -> tuple[CallSession, bool]:
-    """The call's session, created on the first webhook (retries find the same row)."""
+              status: str | None, direction: str = "inbound", holder: str | None = None,
+              arrived_at: datetime | None = None) -> tuple[CallSession, bool]:
+    """The call's session, created on the first webhook (retries find the same row).
+    ``arrived_at``: when that webhook reached us (the call's arrival in the service figures)."""
     with session_scope(engine) as session:
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
         if row is not None:
@@ -109,6 +111,7 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
             resident_id=caller.resident_id,
             state=CallState(caller=caller).dump(),
             instance_id=holder,
+            started_at=arrived_at or utcnow(),
         )
         try:
             with savepoint(session):
@@ -118,6 +121,15 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
             row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).one()
             return row, False
         return row, True
+
+
+def mark_answered(engine: Engine, call_sid: str, at: datetime | None = None) -> None:
+    """The call's first prompt (the greeting) is being handed to Twilio: the call is answered
+    (core.reporting.hotline). The first time counts; a retried webhook leaves it."""
+    with session_scope(engine) as session:
+        session.execute(update(CallSession).where(CallSession.call_sid == call_sid,
+                                                  CallSession.answered_at.is_(None))
+                        .values(answered_at=at or utcnow()))
 
 
 def load(engine: Engine, call_sid: str) -> CallSession | None:

@@ -184,6 +184,11 @@ class Call:
 
     def to_operator(self) -> None:
         self.state.stage = Stage.operator
+        self.row.transferred_at = self.row.transferred_at or utcnow()
+
+    def transfer_ended(self, dial_status: str | None) -> None:
+        """The <Dial> to a person ended: Twilio's DialCallStatus (completed: answered)."""
+        self.row.transfer_status = (dial_status or "unknown")[:16]
 
     # -- the caller's turns (petition, address) -------------------------------------------
 

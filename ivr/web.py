@@ -383,12 +383,17 @@ class Hotline:
 
     @webhook
     async def voice(self, request, form, call_sid) -> str:
+        arrived = utcnow()
         row, _ = await self.db(calls.open_call, self.engine, call_sid, from_number=form.get("From"),
                                to_number=form.get("To"), status=form.get("CallStatus"),
-                               direction=form.get("Direction", "inbound"), holder=self.instance.id)
+                               direction=form.get("Direction", "inbound"), holder=self.instance.id,
+                               arrived_at=arrived)
         if row.case_id is not None:  # a retry after the case was filed
             return await self.file_and_say(call_sid)
-        return self.flow.menu(community=CallState.load(row.state).caller.community, greet=True)
+        greeting = self.flow.menu(community=CallState.load(row.state).caller.community, greet=True)
+        # The service figures' "answered": the first prompt leaves now (core.reporting.hotline).
+        await self.db(calls.mark_answered, self.engine, call_sid)
+        return greeting
 
     @webhook
     async def menu(self, request, form, call_sid) -> str:
@@ -621,6 +626,7 @@ class Hotline:
 
     @webhook
     async def operator_after(self, request, form, call_sid) -> str:
+        await self.apply(call_sid, Call.transfer_ended, form.get("DialCallStatus"))
         if form.get("DialCallStatus") == "completed":
             await self.apply(call_sid, Call.end, "operator")
             return self.flow.goodbye("bye")

@@ -80,6 +80,8 @@ async def dashboard(request: web.Request) -> web.Response:
         "levels": [lv.value for lv in GridLevel], "charts": dashboard_charts(data, language),
         "kinds": reports.KINDS, "formats": tuple(report_files.FORMATS), "own": not p.sees_all,
         "pct": report_files.pct, "as_of": report_files.local(data.as_of, _tz()),
+        "seconds": lambda v: report_files.seconds(v, language), "met_class": report_files.met_class,
+        "met_code": report_files.met_code,
         "report_period": {k: reports.last_complete(reports.PERIOD_OF_KIND[k], reports.local_today(_tz())).label
                           for k in reports.KINDS},
     })

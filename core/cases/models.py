@@ -182,9 +182,17 @@ class CallSession(SQLModel, table=True):
     # Where the caller is in the flow, and what they said/keyed so far.
     state: dict | None = json_column()
     outcome: str | None = Field(default=None, max_length=32)
+    # When the call's first webhook reached us (the call's arrival, for the service figures:
+    # core.reporting.hotline).
     started_at: NaiveDatetime = Field(default_factory=utcnow)
+    # When the greeting, the call's first prompt, was handed to Twilio: the call was answered.
+    answered_at: NaiveDatetime | None = None
+    # When the caller was put through to a person (<Dial>), and how that ended: Twilio's
+    # DialCallStatus (completed: the person answered; busy, no-answer, failed, canceled).
+    transferred_at: NaiveDatetime | None = None
+    transfer_status: str | None = Field(default=None, max_length=16)
     ended_at: NaiveDatetime | None = None
-    duration_s: int | None = None
+    duration_s: int | None = None  # Twilio's CallDuration from the status callback
     updated_at: NaiveDatetime = Field(default_factory=utcnow)
     # The instance that last moved the call on (core.platform.instances): the recovery sweep leaves
     # the call alone while that instance's lease is alive.
@@ -286,3 +294,12 @@ UNSETTLED_CALL_PREDICATE = "case_id IS NULL AND outcome IS NULL"
 
 Index("ix_callsession_unsettled", CallSession.updated_at,
       postgresql_where=sa.text(UNSETTLED_CALL_PREDICATE), sqlite_where=sa.text(UNSETTLED_CALL_PREDICATE))
+
+
+# The hotline's service figures (core.reporting.hotline) read a period's inbound calls by
+# their arrival; PostgreSQL answers them from the index alone.
+HOTLINE_FIGURES_COLUMNS = ["answered_at", "transferred_at", "transfer_status", "outcome", "ended_at", "duration_s"]
+
+
+Index("ix_callsession_direction_started", CallSession.direction, CallSession.started_at,
+      postgresql_include=HOTLINE_FIGURES_COLUMNS)

@@ -229,6 +229,9 @@ def _check_values(rules: dict[str, Any]) -> None:
     if instances["lease_seconds"] < 2 * instances["heartbeat_seconds"]:
         raise RulesError("instances.lease_seconds: must be at least twice instances.heartbeat_seconds, "
                          "or a live instance whose heartbeat is a moment late would be taken for dead")
+    hotline_figures = section("reports")["hotline"]
+    _positive(hotline_figures["answer_within_seconds"], "reports.hotline.answer_within_seconds")
+    _fraction(hotline_figures["connection_rate"], "reports.hotline.connection_rate", open_low=True)
     if section("indexes")["check_seconds"] < 0:
         raise RulesError("indexes.check_seconds: must be 0 (every request) or more")
 

@@ -43,8 +43,9 @@ from core.platform.clock import utcnow
 from core.platform.db import plan_with
 from core.platform.i18n import CORE, DEFAULT
 from core.platform.rules import load_rules
-from core.reporting import figures
+from core.reporting import figures, hotline
 from core.reporting.figures import Rates
+from core.reporting.hotline import HotlineFigures
 from core.reporting.scores import WorkerScore, parse_quarter, scores_between
 
 KINDS = ("weekly", "monthly", "quarterly")
@@ -373,6 +374,9 @@ class Dashboard:
     channels: list[Count]
     as_of: datetime
     until: date | None = None  # a partial period: counted up to this day (today)
+    # The hotline's service figures of the period (core.reporting.hotline): for a reader who
+    # sees every case (the calls are the district's, not a grid's), else None.
+    hotline: HotlineFigures | None = None
 
 
 @dataclass(frozen=True)
@@ -508,6 +512,7 @@ class DashboardAsk:
     as_of: datetime
     top: int = 10
     language: str = DEFAULT  # of the names of rows without a category or grid
+    hotline: bool = False  # the hotline's service figures too (a reader who sees everything)
 
     @property
     def trend_span(self) -> tuple[date, date]:
@@ -518,7 +523,8 @@ class DashboardAsk:
 
 def dashboard_ask(period: Period, filters: Filters, *, scope: Scope = EVERYTHING, tz: str = "Asia/Shanghai",
                   as_of: datetime | None = None, top: int = 10, language: str = DEFAULT) -> DashboardAsk:
-    return DashboardAsk(period, filters, tuple(filters.conditions(scope)), tz, as_of or utcnow(), top, language)
+    return DashboardAsk(period, filters, tuple(filters.conditions(scope)), tz, as_of or utcnow(), top, language,
+                        hotline=scope.cases is None)
 
 
 # The dashboard's four queries, in two lanes of about equal cost: the console runs the lanes
@@ -553,6 +559,15 @@ def dashboard_closed(session: Session, ask: DashboardAsk) -> dict:
     return {"closed_per_day": closed_per_day(session, *ask.trend_span, ask.conditions, ask.tz)}
 
 
+def dashboard_hotline(session: Session, ask: DashboardAsk) -> dict:
+    """The hotline's service figures of the period, per local day (one grouped pass over the
+    period's inbound calls)."""
+    if not ask.hotline:
+        return {"hotline": None}
+    start, end = ask.period.bounds(ask.tz)
+    return {"hotline": hotline.hotline_figures(session, start, end, ask.tz, grains=("day",))}
+
+
 def dashboard_loads(session: Session, ask: DashboardAsk) -> dict:
     loads = grid_loads(session, ask.filters.level, ask.conditions, ask.as_of, ask.language)
     return {
@@ -561,8 +576,8 @@ def dashboard_loads(session: Session, ask: DashboardAsk) -> dict:
     }
 
 
-DASHBOARD_PARTS = (dashboard_rates, dashboard_received, dashboard_closed, dashboard_loads)
-DASHBOARD_LANES = ((dashboard_rates, dashboard_loads), (dashboard_received, dashboard_closed))
+DASHBOARD_PARTS = (dashboard_rates, dashboard_received, dashboard_closed, dashboard_loads, dashboard_hotline)
+DASHBOARD_LANES = ((dashboard_rates, dashboard_loads), (dashboard_received, dashboard_closed, dashboard_hotline))
 
 
 def dashboard_lane(session: Session, ask: DashboardAsk, parts: Sequence) -> list[dict]:
@@ -578,7 +593,7 @@ def assemble_dashboard(ask: DashboardAsk, parts: Sequence[dict]) -> Dashboard:
         by_category=got["by_category"], by_grid=got["by_grid"],
         trend=trend_days(*ask.trend_span, got["received_per_day"], got["closed_per_day"]),
         most_open=got["most_open"], most_overdue=got["most_overdue"], channels=got["channels"], as_of=ask.as_of,
-        until=partial_until(ask.period, local_today(ask.tz, ask.as_of)),
+        until=partial_until(ask.period, local_today(ask.tz, ask.as_of)), hotline=got.get("hotline"),
     )
 
 
@@ -655,6 +670,9 @@ class Report:
     list_limit: int
     scope_label: str = ""
     until: date | None = None  # a partial period: counted up to this day; compared with the same days before
+    # The hotline's service figures (core.reporting.hotline), per local day and hour: in a
+    # report of the whole district read by someone who sees every case, else None.
+    hotline: HotlineFigures | None = None
 
     @property
     def rates(self) -> dict[str, Ratio]:
@@ -856,4 +874,6 @@ def report(session: Session, kind: str, period: Period, filters: Filters, *, sco
         trend=trend(session, period.start, period.end if until is None else until + timedelta(days=1), conds, tz),
         channels=channel_counts(session, start, end, conds),
         list_limit=limit, scope_label=scope.label, until=until,
+        hotline=(hotline.hotline_figures(session, start, end, tz)
+                 if scope.cases is None and filters.grid is None else None),
     )
