@@ -148,6 +148,10 @@ async def test_a_scrape_after_a_console_page_a_twilio_webhook_and_jobs(engine, t
                                                                                kind="sla_sweep") == 0
     # the call that rang is in progress (it has not ended)
     assert value(after, "gridline_calls_in_progress", direction="inbound") == 1
+    # and counted in the hotline's service figures of today: offered, its greeting gone out in time
+    for figure in ("offered", "answered", "answered_in_time"):
+        assert value(after, "gridline_hotline_calls", period="day", figure=figure) == 1, figure
+    assert value(after, "gridline_hotline_connection_ratio", period="day") == 1.0
     assert value(after, "gridline_calls_in_progress", direction="outbound") == 0
     assert time.time() - value(after, "gridline_database_snapshot_timestamp_seconds") < 60
     # what the packages hold in memory
