@@ -86,5 +86,5 @@ def load_district_year(engine: Engine, *, cases: int, actor: str, seed: int = 7)
     with session_scope(engine) as session:
         audit.record(session, actor=actor, action="reference.load_district_year", target_type="district",
                      detail={"seed": seed, "cases": data.cases, "events": data.events, "surveys": data.surveys,
-                             "households": data.households, "residents": data.residents})
+                             "calls": data.calls, "households": data.households, "residents": data.residents})
     return data

@@ -13,7 +13,11 @@ dashboard can be tried at a real district's volume, and what the benchmarks meas
 - 5–10 ``CaseEvent`` rows per case, the steps its status implies (submit, locate, dispatch,
   accept, start, report done, verify, survey attempts, the survey's outcome, operator notes);
 - a ``Survey`` row for every verified or closed case (answered, pending or unreachable), so
-  the satisfaction query has work to do.
+  the satisfaction query has work to do;
+- a ``CallSession`` for every hotline case and a fifth as many calls that filed none (status
+  queries, transfers to a person, hang-ups), answered and timed as the hotline records them, a
+  few slow or unanswered and two bad days a year, so the hotline's service figures
+  (``core.reporting.hotline``) have a year to show.
 
 Rows are bulk-written (COPY on PostgreSQL, executemany on SQLite); the events and surveys
 are derived from the cases as stored, in a second pass. ``Dataset`` says what was written
@@ -55,6 +59,12 @@ CASE_COLUMNS = [
     "resident_id", "contact_phone", "address_text",
 ]
 EVENT_COLUMNS = ["case_id", "at", "actor", "action", "from_status", "to_status", "reason", "on_time", "data"]
+CALL_COLUMNS = ["call_sid", "direction", "from_number", "to_number", "status", "resident_id", "case_id",
+                "speech_seconds", "outcome", "started_at", "answered_at", "transferred_at", "transfer_status",
+                "ended_at", "duration_s", "updated_at"]
+HOTLINE_NUMBER = "+8657112345"
+# Two days a year when the lines were bad: one call in eight was not answered.
+BAD_DAYS = (40, 200)
 SURVEY_COLUMNS = ["case_id", "channel", "status", "attempts", "solved", "satisfied", "comment", "created_at",
                   "answered_at"]
 DESCRIPTIONS = ["路灯不亮了", "下水道堵了，污水漫到路上", "楼道里有人飞线给电动车充电", "楼上邻居半夜噪音扰民",
@@ -66,6 +76,7 @@ class Dataset:
     cases: int = 0
     events: int = 0
     surveys: int = 0
+    calls: int = 0
     households: int = 0
     residents: int = 0
     seconds: float = 0.0
@@ -77,7 +88,7 @@ class Dataset:
 
     def __str__(self) -> str:
         return (f"{self.cases:,} cases, {self.events:,} events ({self.events / max(self.cases, 1):.1f} per case), "
-                f"{self.surveys:,} surveys, {self.households:,} households, {self.residents:,} residents "
+                f"{self.surveys:,} surveys, {self.calls:,} calls, {self.households:,} households, {self.residents:,} residents "
                 f"({self.seconds:.1f} s)")
 
 
@@ -299,6 +310,63 @@ def _count_survey_answers(conn) -> None:  # noqa: ANN001
         ' WHERE "case".id = s.case_id'))
 
 
+def _calls(engine: Engine, seed: int) -> int:
+    """The hotline's calls: one per hotline case (filed, or filed after the caller hung up,
+    a few after a transfer nobody answered), and a fifth as many more that filed nothing."""
+    rng = random.Random(seed)
+    with engine.connect() as conn:
+        filed = conn.execute(text("SELECT id, created_at, resident_id, contact_phone FROM \"case\" "
+                                  "WHERE channel = 'hotline' ORDER BY id")).all()
+
+    def call(arrived: datetime, outcome: str, *, case_id: int | None = None, resident_id: int | None = None,
+             phone: str | None = None, transfer: str | None = None, seconds: tuple[int, int] = (60, 240),
+             answered: bool = True) -> list:
+        wait = None if not answered else rng.uniform(15.5, 24.0) if rng.random() < 0.004 else rng.uniform(0.15, 1.5)
+        duration = rng.randrange(*seconds)
+        ended = arrived + timedelta(seconds=duration + (wait or 0))
+        return [f"CA{rng.getrandbits(128):032x}", "inbound",
+                phone or f"+861{rng.randrange(30, 99)}{rng.randrange(10**8):08d}", HOTLINE_NUMBER, "completed",
+                resident_id, case_id, round(rng.uniform(3, 40), 1) if case_id else 0.0, outcome, arrived,
+                None if wait is None else arrived + timedelta(seconds=wait),
+                None if transfer is None else arrived + timedelta(seconds=(wait or 0) + rng.uniform(8, 30)), transfer,
+                ended, duration, ended]
+
+    def missed(arrived: datetime, phone: str | None = None, resident_id: int | None = None) -> Iterator[list]:
+        """Now and then (often on a bad day) an earlier try that was never answered."""
+        if rng.random() < (0.125 if (arrived - START).days in BAD_DAYS else 0.002):
+            yield call(arrived - timedelta(seconds=rng.randrange(60, 600)), "hung_up", phone=phone,
+                       resident_id=resident_id, seconds=(1, 15), answered=False)
+
+    def rows() -> Iterator[list]:
+        for case_id, created, resident_id, phone in filed:
+            arrived = _dt(created) - timedelta(seconds=rng.randrange(60, 300))
+            yield from missed(arrived, phone, resident_id)
+            roll = rng.random()
+            if roll < 0.03:
+                yield call(arrived, "hung_up_case", case_id=case_id, resident_id=resident_id, phone=phone)
+            elif roll < 0.031:
+                yield call(arrived, "recovered_case", case_id=case_id, resident_id=resident_id, phone=phone)
+            elif roll < 0.05:  # the operator line was busy: the caller left the petition
+                yield call(arrived, "case_filed", case_id=case_id, resident_id=resident_id, phone=phone,
+                           transfer=rng.choice(["busy", "no-answer"]))
+            else:
+                yield call(arrived, "case_filed", case_id=case_id, resident_id=resident_id, phone=phone)
+        for _ in range(len(filed) // 5):
+            arrived = START + timedelta(seconds=rng.randrange(DAYS * 86400))
+            yield from missed(arrived)
+            roll = rng.random()
+            if roll < 0.4:
+                yield call(arrived, "status_query", seconds=(30, 90))
+            elif roll < 0.7:
+                yield call(arrived, "operator", transfer="completed", seconds=(120, 600))
+            elif roll < 0.85:
+                yield call(arrived, "hung_up", seconds=(5, 40))
+            else:
+                yield call(arrived, "no_petition", seconds=(20, 45))
+
+    return _write(engine, "callsession", CALL_COLUMNS, rows())
+
+
 def _trim(steps: list[tuple], most: int = 10) -> None:
     """A long life records fewer side steps: drop repeated survey attempts, then the classify."""
     for optional in ("survey_attempt", "survey_attempt", "classify"):
@@ -345,9 +413,10 @@ def load(engine: Engine, cases: int, *, seed: int = 7, households_per_case: floa
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT setval(pg_get_serial_sequence('\"case\"', 'id'), (SELECT MAX(id) FROM \"case\"))"))
     out.events, out.surveys = _events_and_surveys(engine, seed + 1)
+    out.calls = _calls(engine, seed + 2)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            for table in ('"case"', "caseevent", "survey", "resident", "household"):
+            for table in ('"case"', "caseevent", "survey", "resident", "household", "callsession"):
                 conn.execute(text(f"ANALYZE {table}"))
         else:
             conn.execute(text("ANALYZE"))

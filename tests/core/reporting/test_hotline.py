@@ -181,3 +181,25 @@ def test_current_periods_are_local():
     assert periods["day"] == (datetime(2026, 11, 30, 16, 0), datetime(2026, 12, 1, 16, 0))
     assert periods["month"] == (datetime(2026, 11, 30, 16, 0), datetime(2026, 12, 31, 16, 0))
     assert hotline.local_key(now, TZ, "hour") == "2026-12-01 00:00"
+
+
+def test_the_district_year_has_calls_for_the_figures(engine):
+    """``gridline demo load --size district-year``: every hotline case came from a call, and the
+    figures of the year are what a working hotline shows (nearly all answered in time, a few not)."""
+    from sqlalchemy import text
+
+    from core.reference import history
+
+    data = history.load(engine, 400)
+    with session_scope(engine) as session:
+        hotline_cases = session.exec(text("SELECT count(*) FROM \"case\" WHERE channel = 'hotline'")).one()[0]
+        without_call = session.exec(text(
+            "SELECT count(*) FROM \"case\" c WHERE c.channel = 'hotline' AND NOT EXISTS "
+            "(SELECT 1 FROM callsession s WHERE s.case_id = c.id)")).one()[0]
+        year = hotline.hotline_figures(session, history.START - timedelta(days=1),
+                                       history.START + timedelta(days=history.DAYS + 1), TZ, limits=TARGETS)
+    assert hotline_cases > 50 and without_call == 0
+    assert year.total.offered == data.calls >= hotline_cases * 1.1
+    assert 0.95 < year.total.connection_rate < 1.0 or year.total.connection_rate == 1.0
+    assert year.total.transfers > 0 and year.total.ended_before_case > 0 and year.total.filed_from_audio > 0
+    assert year.total.average_handling_s > 30 and len(year.months) >= 12
