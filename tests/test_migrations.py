@@ -222,3 +222,21 @@ def test_0017_turns_routing_reasons_routing_wrote_into_traces_and_keeps_the_rest
         back = [r for (r,) in conn.execute(text('SELECT routing_reason FROM "case" ORDER BY id')).all()]
     assert back == reasons
     assert "routing_trace" not in {c["name"] for c in inspect(empty_engine).get_columns("case")}
+
+
+def test_0023_counts_the_calls_already_taken_as_answered_when_they_arrived(empty_engine):
+    """Calls taken before 0023 had their greeting in the answer to the webhook that wrote their
+    row: the service figures count them answered at arrival (survey calls are not offered calls)."""
+    upgrade(empty_engine, "0021")
+    with empty_engine.begin() as conn:
+        for sid, direction in (("CA-in", "inbound"), ("CA-out", "outbound")):
+            conn.execute(text(
+                "INSERT INTO callsession (call_sid, direction, status, speech_seconds, started_at, updated_at) "
+                "VALUES (:sid, :direction, 'completed', 0, '2026-11-01 01:00:00', '2026-11-01 01:05:00')"),
+                {"sid": sid, "direction": direction})
+    upgrade(empty_engine, "0023")
+    with empty_engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT call_sid, answered_at FROM callsession")).all())
+    assert str(rows["CA-in"]).startswith("2026-11-01 01:00:00") and rows["CA-out"] is None
+    downgrade(empty_engine, "0021")
+    assert "answered_at" not in {c["name"] for c in inspect(empty_engine).get_columns("callsession")}
