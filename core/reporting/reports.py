@@ -6,7 +6,8 @@ Reports are queries over cases, events and surveys, never reconstructions. The r
 ``core.reporting.figures`` (one definition of each rate); this module adds the period arithmetic, the
 filters (category, a grid and the grids below it, the reader's scope), volumes, the daily
 trend, open and overdue cases per grid, channel shares, the lists a report carries
-(overdue, escalated, repeated complaints) and the quarterly worker scores (``core.reporting.scores``).
+(overdue, escalated, repeated complaints), the quarterly worker scores (``core.reporting.scores``) and,
+for a reader who sees the whole district, the hotline's service figures (``core.reporting.hotline``).
 
 Periods are local calendar periods of the district (``2026-W48``, ``2026-11``, ``2026Q4``);
 times in the database are naive UTC. Figures of a period count the cases **received** in it
