@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlmodel import select
 
-from chat.resident_web import Buckets, Signer
+from chat.resident_web import Signer
 from chat.web_store import chat_key
 from core.actions.survey import start_survey
 from core.actions.transcription import TRANSCRIPT_PENDING
@@ -156,16 +156,6 @@ async def test_two_hundred_petitions_a_minute_from_one_device_are_throttled(serv
     assert "太快" in body["text"] and int(retry_after) >= 1
     # the dialog on the server is intact: the last accepted step is there
     assert (await phone.state())["state"] in ("problem", "where")
-
-
-def test_buckets_refill_over_time():
-    now = [0.0]
-    buckets = Buckets(60, clock=lambda: now[0])
-    assert all(buckets.take("a") == 0 for _ in range(60))
-    assert buckets.take("a") > 0
-    assert buckets.take("b") == 0  # another device is not held up
-    now[0] += 1.0
-    assert buckets.take("a") == 0
 
 
 def test_grid_codes_and_cookies_are_signed():
