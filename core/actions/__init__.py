@@ -57,6 +57,7 @@ from core.actions.residents import (
     set_language,
     set_phone,
     sms_opt_out,
+    unlink_verified_phone,
 )
 from core.actions.supervision import escalate
 from core.actions.survey import (
