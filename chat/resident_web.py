@@ -8,7 +8,9 @@ one file with its script and styles) talks to a small JSON API:
 * ``POST /chat/api/step``     a message, a button, a location, start or cancel;
 * ``POST /chat/api/photo``    a photo (multipart), ``POST /chat/api/voice`` a voice note;
 * ``GET  /chat/api/cases``    "my cases", ``POST /chat/api/survey`` the survey's answer;
-* ``GET  /chat/api/events``   progress of the device's cases, live (server-sent events).
+* ``GET  /chat/api/events``   progress of the device's cases, live (server-sent events);
+* ``POST /chat/api/phone``    a number to verify by SMS code, ``POST /chat/api/phone/code`` the code,
+  ``POST /chat/api/phone/unlink`` the verified number let go (to change it, or for good).
 
 Who the resident is: a random device id in a signed HttpOnly cookie. Every post carries
 the CSRF token (an HMAC of the device id; a page of another site cannot read it, nor send
@@ -16,7 +18,8 @@ the header without our CORS consent) and an idempotency key made by the page: a 
 again (an offline queue flushed twice, a retry after a crash) gets the first answer and does
 nothing twice. The dialog's state, the draft and the conversation are written with the
 post's answer after every step (``chat.web_store.save_step``). Posts are limited per device
-and per client address (rules ``[web_chat]``), answered 429 with the wait.
+and per client address (rules ``[web_chat]``), answered 429 with the wait; the buckets are
+rows in the database, so the limits hold however many instances serve the page.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import logging
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -72,7 +74,7 @@ PAGE_LABELS = (
     "map_pick", "map_use", "photo", "voice", "voice_stop", "big_text", "language", "offline", "sending",
     "mine_empty", "due", "survey_ask", "survey_satisfied", "throttled", "refused", "location_denied", "no_mic",
     "busy", "too_big", "not_audio", "not_photo", "phone_title", "phone_why", "phone_placeholder", "phone_send",
-    "code_placeholder", "code_check", "phone_ok",
+    "code_placeholder", "code_check", "phone_ok", "phone_unlink",
 )
 SOLVED = ("solved", "partly", "not")
 SATISFIED = ("satisfied", "basically", "not")
@@ -120,34 +122,6 @@ class Signer:
         if not code or len(code) > 64 or not hmac.compare_digest(sig, self._mac("grid", code, 16)):
             return None
         return code
-
-
-# ---------------------------------------------------------------- rate limits
-
-
-class Buckets:
-    """Token buckets by key (a device, a client address): ``per_minute`` posts, refilled
-    evenly. In memory, per instance; the least recently used keys are forgotten past ``keep``."""
-
-    def __init__(self, per_minute: float, keep: int = 50_000, clock: Callable[[], float] = time.monotonic):
-        self.capacity, self.rate = float(per_minute), float(per_minute) / 60.0
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._keep, self._clock = keep, clock
-
-    def take(self, key: str) -> float:
-        """0 when the post may go on, else the seconds until it may."""
-        now = self._clock()
-        tokens, at = self._buckets.pop(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - at) * self.rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
-            wait = 0.0
-        else:
-            self._buckets[key] = (tokens, now)
-            wait = (1 - tokens) / self.rate if self.rate else 60.0
-        while len(self._buckets) > self._keep:
-            self._buckets.popitem(last=False)
-        return wait
 
 
 # ---------------------------------------------------------------- the dialog's database, for the engine
@@ -200,11 +174,10 @@ class WebChat:
     _starting: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self.by_device = Buckets(self.rules["device_per_minute"])
-        self.by_address = Buckets(self.rules["address_per_minute"])
         self.upload_bytes = int(self.rules["upload_mb"]) * 1024 * 1024
         self.ports = Ports(self.db, self.services.engine, self.services.settings.timezone)
         self.page = (STATIC / "webchat.html").read_text(encoding="utf-8")
+        self.worker = (STATIC / "webchat-sw.js").read_text(encoding="utf-8")
 
     async def db(self, func: Callable[..., Any], *args: Any) -> Any:
         return await self.services.db.run(func, *args)
@@ -234,15 +207,16 @@ class WebChat:
         """A post's device, its JSON body and the page's language; or the refusal to answer
         with (no device cookie, a bad CSRF token, a body that is not JSON)."""
         try:
-            device_id = self._posting_device(request)
+            device_id = await self._posting_device(request)
             body = await _json(request)
         except Refused as exc:
             return _error(exc.status, await self._lang(request), exc.key, **exc.values)
         return device_id, body, await self._lang(request)
 
-    def _posting_device(self, request: web.Request) -> str:
+    async def _posting_device(self, request: web.Request) -> str:
         """A post's device, checked: the signed cookie, the CSRF header made for it, and an
-        Origin (when the browser sends one) that is this server; then the rate limits."""
+        Origin (when the browser sends one) that is this server; then the rate limits, counted
+        in the database (``core.platform.buckets``) so they hold across instances."""
         device_id = self._device(request)
         token = request.headers.get("X-CSRF-Token", "")
         if device_id is None or not hmac.compare_digest(token, self.signer.csrf(device_id)):
@@ -251,9 +225,9 @@ class WebChat:
         if origin and origin.rstrip("/") not in self._own_origins(request):
             raise Refused(403, "web.refused")
         address = request.remote or "?"
-        wait = max(self.by_device.take(device_id), self.by_address.take(address))
-        if wait > 0:
-            raise Refused(429, "web.throttled", seconds=max(1, round(wait + 0.5)))
+        taken = await self.db(web_store.take_post, self.services.engine, device_id, address, self.rules)
+        if not taken.ok:
+            raise Refused(429, "web.throttled", seconds=max(1, round(taken.wait + 0.5)))
         return device_id
 
     def _own_origins(self, request: web.Request) -> set[str]:
@@ -281,6 +255,12 @@ class WebChat:
         if new:
             self._set_cookie(response, device_id)
         return response
+
+    async def worker_view(self, request: web.Request) -> web.Response:
+        """The page's service worker (``chat/static/webchat-sw.js``): keeps the page for a
+        reload with no connection. Checked for a newer version on every visit (no-cache)."""
+        return web.Response(text=self.worker, content_type="text/javascript", charset="utf-8",
+                            headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     def _language(self, request: web.Request) -> str:
         asked = request.query.get("lang") or ""
@@ -316,7 +296,7 @@ class WebChat:
 
     async def language_post(self, request: web.Request) -> web.Response:
         try:
-            device_id = self._posting_device(request)
+            device_id = await self._posting_device(request)
             body = await _json(request)
         except Refused as exc:
             return _error(exc.status, "zh", exc.key, **exc.values)
@@ -330,7 +310,7 @@ class WebChat:
 
     async def step_post(self, request: web.Request) -> web.Response:
         try:
-            device_id = self._posting_device(request)
+            device_id = await self._posting_device(request)
             body = await _json(request)
             key = _key(body.get("key"))
             event, shown = _event(body)
@@ -422,7 +402,7 @@ class WebChat:
 
     async def _file_post(self, request: web.Request, kind: str) -> web.Response:
         try:
-            device_id = self._posting_device(request)
+            device_id = await self._posting_device(request)
             key = _key(request.query.get("key") or request.headers.get("X-Idempotency-Key"))
         except Refused as exc:
             return _error(exc.status, await self._lang(request), exc.key, **exc.values)
@@ -614,6 +594,18 @@ class WebChat:
             text += t(language, "web.phone_household", address=checked.household)
         return web.json_response({"text": text, "phone": _masked(checked.phone)})
 
+    async def unlink_post(self, request: web.Request) -> web.Response:
+        """"解除绑定 / 更换号码": the device lets its verified number go; a number (the same
+        or a new one) is linked again only with a new SMS code."""
+        posted = await self._posted(request)
+        if isinstance(posted, web.Response):
+            return posted
+        device_id, _body, language = posted
+        phone = await self.db(web_store.unlink_phone, self.services.engine, device_id)
+        if phone is None:
+            return _error(409, language, "web.phone_none")
+        return web.json_response({"text": t(language, "web.phone_unlinked", phone=_masked(phone))})
+
     async def events_view(self, request: web.Request) -> web.StreamResponse:
         """Progress of the device's cases while the page is open: an event when a case's
         status (or its survey) changes. Reads the database every ``progress_every_s``."""
@@ -791,6 +783,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
 
     app.router.add_get("/chat", _to_page)
     app.router.add_get("/chat/", started(chat.page_view))
+    app.router.add_get("/chat/sw.js", chat.worker_view)
     app.router.add_get("/chat/api/state", started(chat.state_view))
     app.router.add_post("/chat/api/step", started(chat.step_post))
     app.router.add_post("/chat/api/photo", started(chat.photo_post))
@@ -802,6 +795,7 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
     app.router.add_get("/chat/api/map", started(chat.map_view))
     app.router.add_post("/chat/api/phone", started(chat.phone_post))
     app.router.add_post("/chat/api/phone/code", started(chat.code_post))
+    app.router.add_post("/chat/api/phone/unlink", started(chat.unlink_post))
     # Progress by SMS for a verified number while the page is closed, through the progress-SMS policy.
     progress_sms.register_channel(progress_sms.OtherChannel("web_chat", web_store.verified_number,
                                                             web_store.page_open))
@@ -812,14 +806,26 @@ def setup(app: web.Application, services: Any, **options: Any) -> WebChat:
     if "notify_resident" not in services.jobs.handlers:
         services.jobs.register("notify_resident", functools.partial(notice_for_web, services))
 
+    async def cleanup(job: Any) -> None:
+        swept = await chat.db(web_store.sweep_devices, services.engine, chat.rules)
+        if swept.devices or swept.drafts:
+            log.info("web chat: removed %d unused device(s), let go %d unfinished petition(s); kept %d "
+                     "unused with an open case or survey", swept.devices, swept.drafts, swept.kept)
+
+    services.jobs.register(web_store.CLEANUP_JOB, cleanup)
+
     async def forget_old_posts() -> None:
-        """Answers to posts older than a page's offline queue can be are forgotten, hourly."""
+        """Answers to posts older than a page's offline queue can be are forgotten, hourly;
+        the daily sweep of unused devices is queued (once across instances)."""
         while True:
             try:
+                await chat.db(web_store.schedule_cleanup, services.engine)
+                services.jobs.wake()
                 forgotten = await chat.db(web_store.forget_requests, services.engine)
                 if forgotten:
                     log.info("web chat: forgot %d answered post(s) older than %s", forgotten,
                              web_store.REQUESTS_KEPT)
+                await chat.db(web_store.forget_buckets, services.engine)
             except Exception as exc:  # the database restarting: next hour
                 log.warning("web chat: could not forget old posts: %s", exc)
             await asyncio.sleep(3600)

@@ -15,17 +15,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from chat.models import WebChatDevice, WebChatPhoneCode, WebChatRequest, WebChatSecret
+from chat.texts import t
 from core import actions
-from core.cases.models import Case, Category
+from core.cases.models import OPEN_STATUSES, Case, Category
 from core.followup.models import Survey, SurveyStatus
 from core.people.models import Resident
 from core.places.models import Grid, GridLevel, Household
 from core.places.routing import phone_variants
+from core.platform import buckets, jobs
 from core.platform.clock import utcnow
 from core.platform.db import session_scope
 
 MESSAGES_KEPT = 60  # the conversation the page shows after a reload
 REQUESTS_KEPT = timedelta(days=2)  # an offline page sends its queue within this
+SEEN_EVERY = timedelta(days=1)  # a device's use is noted (``updated_at``) at most this often when it only looks
+CLEANUP_JOB = jobs.declare("web_chat_cleanup", "chat/resident_web.py: removes web chat devices and drafts left unused")
 
 
 def chat_key(device_id: str) -> str:
@@ -84,9 +88,13 @@ def open_device(engine: Engine, device_id: str, language: str, grid_hint: str | 
             except IntegrityError:  # the same new device twice at once
                 session.rollback()
                 row = session.get(WebChatDevice, device_id)
-        elif grid_hint and row.grid_hint != grid_hint:
-            row.grid_hint = grid_hint
-            session.add(row)
+        else:
+            if grid_hint and row.grid_hint != grid_hint:
+                row.grid_hint = grid_hint
+                session.add(row)
+            if row.updated_at < utcnow() - SEEN_EVERY:  # opened again: in use (see ``sweep_devices``)
+                row.updated_at = utcnow()
+                session.add(row)
         return _device(row)
 
 
@@ -144,6 +152,104 @@ def forget_requests(engine: Engine) -> int:
     with session_scope(engine) as session:
         result = session.execute(delete(WebChatRequest).where(WebChatRequest.at < utcnow() - REQUESTS_KEPT))
         return result.rowcount or 0
+
+
+# ---------------------------------------------------------------- devices left unused
+
+
+@dataclass
+class Swept:
+    devices: int = 0  # rows removed, with their answered posts and SMS codes
+    drafts: int = 0  # unfinished petitions let go
+    kept: int = 0  # unused devices kept: a case of theirs is still open or its survey pending
+
+
+def _still_needed(session, device_id: str) -> bool:
+    """A case of the device's residents still open, or a survey of one still waiting for an
+    answer: the page is where the resident will hear of it and answer."""
+    ids = _residents(session, device_id)
+    if not ids:
+        return False
+    open_case = session.exec(select(Case.id).where(Case.resident_id.in_(ids),
+                                                   Case.status.in_(sorted(OPEN_STATUSES))).limit(1)).first()
+    if open_case is not None:
+        return True
+    pending = session.exec(select(Survey.id).join(Case, Case.id == Survey.case_id)
+                           .where(Case.resident_id.in_(ids), Survey.status == SurveyStatus.pending).limit(1)).first()
+    return pending is not None
+
+
+def sweep_devices(engine: Engine, rules: dict, *, now: datetime | None = None, limit: int = 500) -> Swept:
+    """Devices nobody opened for ``device_idle_days`` (rules ``[web_chat]``) are removed, unless
+    a case of theirs is open or its survey pending; a petition left unfinished for
+    ``draft_idle_days`` is let go, with a note the page shows when it is opened again. A device
+    with a verified number lets it go (``core.actions.unlink_verified_phone``), so the
+    registered resident can be linked from another phone."""
+    now = now or utcnow()
+    device_cutoff = now - timedelta(days=float(rules["device_idle_days"]))
+    draft_cutoff = now - timedelta(days=float(rules["draft_idle_days"]))
+    swept = Swept()
+    with session_scope(engine) as session:
+        idle = session.exec(select(WebChatDevice.id).where(WebChatDevice.updated_at < device_cutoff)
+                            .order_by(WebChatDevice.updated_at).limit(limit)).all()
+    for device_id in idle:
+        with session_scope(engine) as session:
+            row = session.exec(select(WebChatDevice).where(WebChatDevice.id == device_id).with_for_update()).first()
+            if row is None or row.updated_at >= device_cutoff:
+                continue  # used meanwhile
+            if _still_needed(session, device_id):
+                swept.kept += 1
+                continue
+            if row.phone:
+                actions.unlink_verified_phone(session, chat_key(device_id), row.phone, actor="system:web_chat_cleanup")
+            session.execute(delete(WebChatRequest).where(WebChatRequest.device_id == device_id))
+            session.execute(delete(WebChatPhoneCode).where(WebChatPhoneCode.device_id == device_id))
+            session.delete(row)
+            swept.devices += 1
+    with session_scope(engine) as session:
+        stale = session.exec(select(WebChatDevice).where(WebChatDevice.state.is_not(None),
+                                                         WebChatDevice.updated_at < draft_cutoff)
+                             .limit(limit).with_for_update()).all()
+        for row in stale:
+            note = {"from": "bot", "kind": "note", "text": t(row.language, "web.draft_expired"),
+                    "at": now.isoformat(timespec="seconds")}
+            items = list((row.messages or {}).get("items") or []) + [note]
+            row.state, row.draft = None, None
+            row.messages = {"items": items[-MESSAGES_KEPT:]}
+            row.version += 1  # a page open on the old step is answered from the new state
+            session.add(row)  # ``updated_at`` stays: the device's idleness goes on counting
+            swept.drafts += 1
+    return swept
+
+
+def schedule_cleanup(engine: Engine) -> None:
+    """Queue today's sweep (one a day across all instances: the dedupe key)."""
+    with session_scope(engine) as session:
+        jobs.enqueue(session, CLEANUP_JOB, {}, dedupe_key=f"{CLEANUP_JOB}:{utcnow():%Y-%m-%d}")
+
+
+# ---------------------------------------------------------------- rate limits
+
+BUCKETS = "webchat:"  # the web chat's rows in ``send_bucket``, beside the Telegram sender's
+
+
+def post_buckets(device_id: str, address: str, rules: dict) -> list[buckets.Bucket]:
+    """A post is counted against its device and its client address (rules ``[web_chat]``
+    ``device_per_minute``, ``address_per_minute``): a minute's worth at once, then evenly."""
+    per_device, per_address = float(rules["device_per_minute"]), float(rules["address_per_minute"])
+    # The device's bucket first, the address's (shared by many devices) last: see buckets.take.
+    return [buckets.Bucket(f"{BUCKETS}device:{device_id}", per_device / 60.0, per_device),
+            buckets.Bucket(f"{BUCKETS}address:{address}", per_address / 60.0, per_address)]
+
+
+def take_post(engine: Engine, device_id: str, address: str, rules: dict) -> buckets.Taken:
+    """A token for one post from the device's and the address's buckets, or the wait."""
+    return buckets.take(engine, post_buckets(device_id, address, rules))
+
+
+def forget_buckets(engine: Engine) -> int:
+    """Buckets untouched for an hour are full again (a minute refills them): their rows go."""
+    return buckets.forget(engine, BUCKETS, older_than_s=3600.0)
 
 
 # ---------------------------------------------------------------- the device's cases
@@ -287,12 +393,37 @@ def check_code(engine: Engine, device_id: str, hashed: Callable[[str, str], str]
             return Checked("wrong" if row.attempts < tries else "locked", left=tries - row.attempts)
         row.used_at = now
         session.add(row)
+        device_row = session.get(WebChatDevice, device_id)
+        if device_row is not None and device_row.phone and device_row.phone != row.phone:
+            # a new number replaces the one verified before: that one is let go first
+            actions.unlink_verified_phone(session, chat_key(device_id), device_row.phone,
+                                          actor=f"resident:{chat_key(device_id)}")
         resident = actions.link_verified_phone(session, chat_key(device_id), row.phone,
                                                actor=f"resident:{chat_key(device_id)}", language=language)
         session.execute(update(WebChatDevice).where(WebChatDevice.id == device_id)
                         .values(phone=row.phone, phone_verified_at=now, resident_id=resident.id))
         household = session.get(Household, resident.household_id) if resident.household_id else None
         return Checked("ok", phone=row.phone, household=household.address if household else None)
+
+
+def unlink_phone(engine: Engine, device_id: str) -> str | None:
+    """The device lets its verified number go (``core.actions.unlink_verified_phone``): its
+    hotline cases leave "my cases", progress SMS stop, codes not yet used stop working, and
+    a number (this one or another) needs a new code to be linked again. Returns the number
+    let go, or ``None`` when the device had none."""
+    now = utcnow()
+    with session_scope(engine) as session:
+        row = session.exec(select(WebChatDevice).where(WebChatDevice.id == device_id).with_for_update()).first()
+        if row is None or not row.phone:
+            return None
+        phone = row.phone
+        actions.unlink_verified_phone(session, chat_key(device_id), phone, actor=f"resident:{chat_key(device_id)}")
+        session.execute(update(WebChatPhoneCode).where(WebChatPhoneCode.device_id == device_id,
+                                                       WebChatPhoneCode.used_at.is_(None))
+                        .values(expires_at=now))
+        row.phone, row.phone_verified_at, row.resident_id = None, None, None
+        session.add(row)
+        return phone
 
 
 def set_live(engine: Engine, device_id: str, until: datetime | None) -> None:

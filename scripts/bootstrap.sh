@@ -3,7 +3,7 @@
 # root and they are missing), a virtualenv in .venv and the project itself.
 #   scripts/bootstrap.sh        runtime only (with what PDF reports need: Pango and a Chinese font)
 #   scripts/bootstrap.sh dev    plus test tools, espeak-ng/sox for test audio, the Korean Vosk model,
-#                               Chromium and a CJK font for the console's browser tests, poppler-utils
+#                               Chromium, a CJK font and an emoji font for the browser tests, poppler-utils
 #                               to check the PDF reports page by page, HAProxy for the deployment test
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ if [ "$mode" = dev ]; then
   [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need_apt+=(haproxy)
   # Chinese glyphs in the console's test screenshots
   fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need_apt+=(fonts-wqy-microhei)
+  # emoji (📍 🗺️ 📷 🎤 on the web chat's buttons) in the phone screenshot, not boxes
+  fc-list 2>/dev/null | grep -qi "noto color emoji" || need_apt+=(fonts-noto-color-emoji)
 fi
 # Another apt or dpkg (automatic updates on a fresh Debian machine) may hold the package
 # locks: wait for them up to GRIDLINE_APT_LOCK_WAIT seconds rather than fail at once.

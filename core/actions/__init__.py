@@ -57,6 +57,7 @@ from core.actions.residents import (
     set_language,
     set_phone,
     sms_opt_out,
+    unlink_verified_phone,
 )
 from core.actions.supervision import escalate
 from core.actions.survey import (
@@ -87,5 +88,5 @@ __all__ = [
     "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",
     "return_case", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
     "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",
-    "survey_to_manual", "survey_unreachable", "verify",
+    "survey_to_manual", "survey_unreachable", "unlink_verified_phone", "verify",
 ]

@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from core.actions.intake import find_resident_by_phone
 from core.cases import limits
 from core.people import audit
-from core.people.models import Resident
+from core.people.models import AuditEntry, Resident
 from core.places.routing import normalise_phone, phone_variants
 from core.platform.clock import utcnow
 
@@ -137,3 +137,38 @@ def link_verified_phone(session: Session, chat_id: str, phone: str, *, actor: st
                                                 "registered": resident.household_id is not None,
                                                 "taken_by_another_chat": [r.id for r in known if r is not resident]})
     return resident
+
+
+def unlink_verified_phone(session: Session, chat_id: str, phone: str, *, actor: str) -> list[int]:
+    """The chat gives up the number it verified (a changed number, a phone handed on): what
+    ``link_verified_phone`` joined is taken apart. A resident registered under the number
+    (a household, or a hotline caller) no longer speaks through this chat; on the chat's own
+    resident the number is cleared, so no more progress SMS go to it. Cases stay with the
+    resident who filed them. Returns the residents changed; an audit row for each says what was
+    undone."""
+
+    variants = sorted(phone_variants(phone))
+    holders = session.exec(select(Resident).where(Resident.chat_id == chat_id, Resident.phone.in_(variants))
+                           .order_by(Resident.id)).all()
+    own_ids = {int(row.target_id) for row in session.exec(
+        select(AuditEntry).where(AuditEntry.action == "resident.create", AuditEntry.target_type == "resident",
+                                 AuditEntry.target_id.in_([str(r.id) for r in holders]))).all()
+        if (row.detail or {}).get("chat_id") == chat_id}
+    changed = []
+    for resident in holders:
+        if resident.id in own_ids and resident.household_id is None:
+            resident.phone = None  # the chat's own resident: the number was only ever the chat's
+            change = "phone_cleared"
+        else:
+            resident.chat_id = None  # someone we knew by this number before the chat linked to them
+            change = "detached"
+        session.add(resident)
+        session.flush()
+        audit.record(session, actor=actor, action="resident.unlink_phone", target_type="resident",
+                     target_id=resident.id, detail={"chat_id": chat_id, "phone": normalise_phone(phone) or phone,
+                                                    "change": change})
+        changed.append(resident.id)
+    if not changed:  # the number had already left the chat's residents: the unlink is still on record
+        audit.record(session, actor=actor, action="resident.unlink_phone", target_type="chat", target_id=chat_id,
+                     detail={"chat_id": chat_id, "phone": normalise_phone(phone) or phone, "change": None})
+    return changed

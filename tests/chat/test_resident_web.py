@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlmodel import select
 
-from chat.resident_web import Buckets, Signer
+from chat.resident_web import Signer
 from chat.web_store import chat_key
 from core.actions.survey import start_survey
 from core.actions.transcription import TRANSCRIPT_PENDING
@@ -134,7 +134,19 @@ async def test_forged_and_replayed_posts_are_refused(server, phone, engine):
 async def test_filing_twice_with_the_same_key_makes_one_case(server, phone, engine):
     demo = server.extra["demo"]
     await _to_confirm(phone, "井盖丢了", demo.building)
-    results = await asyncio.gather(*(phone.press("ok", key="submit-once-01") for _ in range(3)))
+    press = {"kind": "button", "action": "ok", "label": "确认提交", "dialog": phone.dialog, "key": "submit-once-01"}
+
+    async def send_until_answered() -> dict:
+        # As the page does: a busy answer (admission's 503 on a loaded machine) is sent again, same key.
+        while True:
+            async with phone.http.post(f"{server.url}/chat/api/step", json=press,
+                                       headers={"X-CSRF-Token": phone.csrf}) as r:
+                if r.status != 503:
+                    assert r.status == 200, (r.status, await r.text())
+                    return await r.json()
+            await asyncio.sleep(0.2)
+
+    results = await asyncio.gather(*(send_until_answered() for _ in range(3)))
     numbers = {r["case"] for r in results}
     assert len(numbers) == 1
     with session_scope(engine) as session:
@@ -156,16 +168,6 @@ async def test_two_hundred_petitions_a_minute_from_one_device_are_throttled(serv
     assert "太快" in body["text"] and int(retry_after) >= 1
     # the dialog on the server is intact: the last accepted step is there
     assert (await phone.state())["state"] in ("problem", "where")
-
-
-def test_buckets_refill_over_time():
-    now = [0.0]
-    buckets = Buckets(60, clock=lambda: now[0])
-    assert all(buckets.take("a") == 0 for _ in range(60))
-    assert buckets.take("a") > 0
-    assert buckets.take("b") == 0  # another device is not held up
-    now[0] += 1.0
-    assert buckets.take("a") == 0
 
 
 def test_grid_codes_and_cookies_are_signed():

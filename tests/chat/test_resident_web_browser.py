@@ -16,7 +16,7 @@ from PIL import Image
 from sqlmodel import select
 
 from core.actions.survey import start_survey
-from core.cases.models import Case, CaseStatus
+from core.cases.models import Attachment, Case, CaseStatus
 from core.platform.db import session_scope
 from speech_models.audio import write_wav
 from speech_models.pool import SpeechPool
@@ -42,6 +42,18 @@ def speech_wav(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mic") / "speech.wav"
     write_wav(path, silence + pcm + silence, rate)
     return path
+
+
+# What waits in the page's outbox (IndexedDB): the kind of each post, in order.
+OUTBOX = """() => new Promise((ok, fail) => {
+  const r = indexedDB.open("gridline-chat", 1);
+  r.onerror = () => fail(r.error);
+  r.onsuccess = () => {
+    const all = r.result.transaction("outbox", "readonly").objectStore("outbox").getAll();
+    all.onsuccess = () => { ok(all.result.map(item => item.kind)); r.result.close(); };
+    all.onerror = () => fail(all.error);
+  };
+})"""
 
 
 def _flags(wav: Path) -> list[str]:
@@ -139,12 +151,12 @@ async def test_resident_reports_in_a_phone_browser(engine, demo, tmp_path, speec
             await context.set_offline(True)
             await page.click("#now button:has-text('确认提交')")
             await page.wait_for_selector("#toast >> text=网络断开了")
-            assert await page.evaluate("JSON.parse(localStorage.getItem('gl_queue')).length") == 1
+            assert await page.evaluate(OUTBOX) == ["step"]
             await context.set_offline(False)
             await page.evaluate("window.dispatchEvent(new Event('online'))")
             second = await page.locator("#log .case").nth(1).inner_text(timeout=30_000)
             assert second != first
-            assert await page.evaluate("JSON.parse(localStorage.getItem('gl_queue')).length") == 0
+            assert await page.evaluate(OUTBOX) == []
             await page.screenshot(path=str(shots / "02-filed.png"))
 
             # 4. my cases, and the survey: "not solved / unsatisfied" reopens the case
@@ -182,3 +194,71 @@ async def test_resident_reports_in_a_phone_browser(engine, demo, tmp_path, speec
             await browser.close()
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+async def test_a_photo_and_text_taken_offline_survive_a_reload(engine, demo, tmp_path, speech_wav):
+    """Offline: a photo attached and a message typed; the page reloaded with no connection
+    (its service worker serves it, the outbox in IndexedDB still holds both); back online
+    the outbox is sent, once: one case, with the photo."""
+    from playwright.async_api import async_playwright
+
+    server = await WebServer(engine, tmp_path).start()
+    base = server.url
+    photo = tmp_path / "wires.png"
+    buffer = io.BytesIO()
+    Image.new("RGB", (1200, 900), (160, 90, 60)).save(buffer, "PNG")
+    photo.write_bytes(buffer.getvalue())
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=_flags(speech_wav))
+            context = await browser.new_context(locale="zh-CN", viewport={"width": 390, "height": 844},
+                                                is_mobile=True, has_touch=True)
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"{base}/chat/")
+            await page.wait_for_selector("text=不用注册")
+            # the service worker has kept the page
+            await page.wait_for_function("caches.has('gridline-chat-page-1')", timeout=30_000)
+            await page.click("#report")
+            await page.wait_for_selector("#log >> text=遇到了什么问题")
+
+            await context.set_offline(True)
+            assert await page.evaluate("fetch('/chat/api/state').then(() => 'reached', () => 'offline')") == "offline"
+            await page.set_input_files("#photo", str(photo))
+            await page.fill("#text", "楼道里有人飞线充电，电线从窗户拉下来")
+            await page.click("#send")
+            await page.wait_for_selector("#toast >> text=网络断开了")
+            assert await page.evaluate(OUTBOX) == ["photo", "step"]
+
+            await page.reload()  # still offline: the page comes from the service worker
+            await page.wait_for_selector("#log .me[data-pending] >> text=飞线充电")
+            assert await page.locator("#log .me[data-pending]").count() == 2
+            assert await page.evaluate(OUTBOX) == ["photo", "step"]
+            with session_scope(engine) as session:
+                assert session.exec(select(Attachment)).all() == []  # nothing reached the server
+
+            await context.set_offline(False)
+            await page.evaluate("window.dispatchEvent(new Event('online'))")
+            await page.wait_for_selector("#log >> text=照片已收到", timeout=30_000)
+            await page.wait_for_selector("#where:not([hidden])", timeout=30_000)
+            assert await page.evaluate(OUTBOX) == []
+            await page.click("#skip")
+            await page.click("#now button:has-text('其他 / 不确定')")
+            await page.wait_for_selector("#log >> text=照片：1 张")
+            await page.click("#now button:has-text('确认提交')")
+            number = await page.locator("#log .case").last.inner_text(timeout=30_000)
+
+            await page.reload()  # online again: nothing is sent a second time
+            await page.wait_for_selector(f"#log .case >> text={number}")
+            assert await page.locator("#log .me[data-pending]").count() == 0
+            assert errors == [], errors
+            await browser.close()
+    finally:
+        await server.stop()
+    with session_scope(engine) as session:
+        (case,) = session.exec(select(Case)).all()
+        assert case.number == number and "飞线充电" in case.description
+        photos = session.exec(select(Attachment).where(Attachment.kind == "photo")).all()
+        assert [p.case_id for p in photos] == [case.id]

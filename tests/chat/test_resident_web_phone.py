@@ -220,3 +220,71 @@ async def _file(phone: Phone, demo, problem: str) -> str:
     await phone.press("ay")
     await phone.press("c:0")
     return (await phone.press("ok"))["case"]
+
+
+async def _verify(phone: Phone, twilio: FakeTwilio, number: str) -> dict:
+    await post(phone, "phone", {"phone": number}, 200)
+    return await post(phone, "phone/code", {"code": codes_sent(twilio, e164(number))[-1]}, 200)
+
+
+async def test_unlinking_the_number_lets_the_registered_resident_go(server, phone, twilio, engine):
+    demo = server.extra["demo"]
+    with session_scope(engine) as session:
+        registered = actions.find_resident_by_phone(session, demo.household_phone)
+        registered.phone = MOBILE
+        session.add(registered)
+        hotline, _ = actions.submit_petition(session, actions.Petition(
+            channel=Channel.hotline, description="小区门口的路灯不亮", contact_phone=MOBILE,
+            resident_id=registered.id), actor="test")
+        hotline_number, registered_id = hotline.number, registered.id
+    assert (await post(phone, "phone/unlink", {}, 409))["error"] == "web.phone_none"
+    await _verify(phone, twilio, MOBILE)
+    assert [c["number"] for c in await phone.cases()] == [hotline_number]
+
+    gone = await post(phone, "phone/unlink", {}, 200)
+    assert "139****5678" in gone["text"] and "解除" in gone["text"]
+    assert (await phone.state())["phone"] is None
+    assert await phone.cases() == []  # the hotline case is the registered resident's again, not this page's
+    with session_scope(engine) as session:
+        device = session.exec(select(WebChatDevice)).one()
+        assert device.phone is None and device.phone_verified_at is None
+        resident = session.get(Resident, registered_id)
+        assert resident.chat_id is None and resident.phone == MOBILE  # the registry keeps its number
+        (entry,) = session.exec(select(AuditEntry).where(AuditEntry.action == "resident.unlink_phone")).all()
+        assert entry.target_id == str(registered_id)
+        assert entry.detail == {"chat_id": f"web:{device.id}", "phone": MOBILE, "change": "detached"}
+        hotline_case = session.exec(select(Case).where(Case.number == hotline_number)).one()
+        assert hotline_case.resident_id == registered_id  # nothing the resident said is lost
+    # linking again needs a new code: the old one does not work twice
+    again = await post(phone, "phone/code", {"code": codes_sent(twilio, e164(MOBILE))[-1]}, 400)
+    assert again["error"] == "web.code_expired"
+    clock.freeze(clock.utcnow() + timedelta(minutes=2))
+    await _verify(phone, twilio, MOBILE)
+    assert [c["number"] for c in await phone.cases()] == [hotline_number]
+
+
+async def test_a_new_number_replaces_the_old_one_only_with_its_own_code(server, phone, twilio, engine):
+    demo = server.extra["demo"]
+    first = await _file(phone, demo, "楼道里的灯坏了")  # the page's own resident files a case
+    await _verify(phone, twilio, MOBILE)
+    with session_scope(engine) as session:
+        device = session.exec(select(WebChatDevice)).one()
+        own = session.get(Resident, device.resident_id)
+        assert own.phone == MOBILE and own.chat_id == f"web:{device.id}"
+        own_id = own.id
+    new_number = "13700002222"
+    clock.freeze(clock.utcnow() + timedelta(minutes=2))
+    await post(phone, "phone", {"phone": new_number}, 200)
+    # until the new code comes back, the old number is still the verified one
+    assert (await phone.state())["phone"] == "+86139****5678"
+    await post(phone, "phone/code", {"code": codes_sent(twilio, e164(new_number))[-1]}, 200)
+    assert (await phone.state())["phone"] == "+86137****2222"
+    assert [c["number"] for c in await phone.cases()] == [first]  # the page's own cases stay
+    with session_scope(engine) as session:
+        own = session.get(Resident, own_id)
+        assert own.phone == new_number and own.chat_id.startswith("web:")
+        changes = [(e.action, (e.detail or {}).get("change")) for e in session.exec(
+            select(AuditEntry).where(AuditEntry.target_id == str(own_id)).order_by(AuditEntry.id)).all()
+            if e.action in ("resident.unlink_phone", "resident.verify_phone")]
+        assert changes == [("resident.verify_phone", None), ("resident.unlink_phone", "phone_cleared"),
+                           ("resident.verify_phone", None)]

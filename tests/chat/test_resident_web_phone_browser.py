@@ -1,6 +1,7 @@
 """Phone verification in a real phone-sized browser (Debian's Chromium, 390x844): the
 resident types a number in "我的诉求", the code arrives by SMS at the fake Twilio REST
-server, is typed back, and the resident's hotline case appears; no request leaves the server."""
+server, is typed back, and the resident's hotline case appears; unlinked, it goes again; no
+request leaves the server."""
 
 from __future__ import annotations
 
@@ -96,6 +97,15 @@ async def test_resident_verifies_a_phone_number_in_a_phone_browser(engine, demo,
                 await page.click("#tab-mine")
                 await page.wait_for_selector("#phone-msg >> text=已验证手机号")
                 assert await page.is_hidden("#phone-form")
+                # "解除绑定 / 更换号码": the hotline case leaves the list, the form is back
+                await page.click("#phone-unlink")
+                await page.wait_for_selector("#phone-msg >> text=已解除手机号")
+                await page.wait_for_selector(f"#cases >> text={hotline_number}", state="detached")
+                assert await page.is_visible("#phone-form") and await page.is_hidden("#phone-unlink")
+                await page.reload()
+                await page.click("#tab-mine")
+                await page.wait_for_selector("#verify >> text=验证手机号")
+                assert await page.is_visible("#phone-form") and await page.is_hidden("#phone-unlink")
                 await browser.close()
             assert outside == [] and errors == []
         finally:
