@@ -52,7 +52,7 @@ from core.errors import DatabaseBusy, DomainError
 from core.followup import sms as progress_sms
 from core.people.phones import dialable, is_mobile, parse
 from core.places.models import Grid
-from core.platform.clock import utcnow
+from core.platform.clock import to_local, utcnow
 from core.platform.db import session_scope
 from core.platform.media import keep
 from core.platform.rules import load_rules
@@ -471,7 +471,7 @@ class WebChat:
         an unattached ``Attachment`` that the petition takes."""
 
         s = self.services
-        now = utcnow()
+        now = to_local(utcnow())  # the district's day, as case numbers use
         relative = f"chat/{now:%Y}/{now:%m}/web-{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"
         mime = await asyncio.to_thread(_write, Path(s.settings.data_dir), relative, data)
         kept = await asyncio.to_thread(keep, s.media, relative)

@@ -34,6 +34,7 @@ from console.nav import NAV
 from core.cases.limits import limit_of
 from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
 from core.platform import i18n
+from core.platform.clock import zone_label
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
         "path": request.path,
         "query": request.query,
         "languages": languages(),
+        "zone": zone_label(),
         "static": lambda name: str(request.app.router["static"].url_for(filename=name)),
         "mask": (lambda value, people=(): text_for(p, value, people)) if p is not None else (lambda value, people=(): value),
         "has_flag": lambda flag: has(language, f"flags.{flag}"),
