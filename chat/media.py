@@ -24,7 +24,7 @@ from telegram.error import BadRequest, TelegramError
 
 from chat.texts import MAX_DOWNLOAD
 from core.platform import media_types
-from core.platform.clock import utcnow
+from core.platform.clock import to_local, utcnow
 from core.platform.media import MediaMissing, MediaStore, fetched, keep
 from core.platform.retry import transient
 from speech_models.audio import AudioError
@@ -119,7 +119,7 @@ async def download(bot: Bot, file_id: str, declared_size: int | None, kind: str,
         if transient(exc):
             raise
         raise DownloadFailed(str(exc)) from exc
-    now = utcnow()
+    now = to_local(utcnow())  # the district's day, as case numbers use
     relative = f"chat/{now:%Y}/{now:%m}/{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"
     mime_type = await asyncio.to_thread(_write, Path(data_dir), relative, data)
     stored = Stored(relative, len(data), hashlib.sha256(data).hexdigest(), mime_type)

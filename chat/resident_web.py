@@ -29,7 +29,6 @@ import copy
 import functools
 import hashlib
 import hmac
-import io
 import json
 import logging
 import re
@@ -42,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlmodel import select
 
 from chat import media, store, web_store
@@ -54,8 +52,9 @@ from core.errors import DatabaseBusy, DomainError
 from core.followup import sms as progress_sms
 from core.people.phones import dialable, is_mobile, parse
 from core.places.models import Grid
-from core.platform.clock import utcnow
+from core.platform.clock import to_local, utcnow
 from core.platform.db import session_scope
+from core.platform.images import resize_photo
 from core.platform.media import keep
 from core.platform.rules import load_rules
 from core.platform.runner import RetryLater
@@ -451,7 +450,7 @@ class WebChat:
         an unattached ``Attachment`` that the petition takes."""
 
         s = self.services
-        now = utcnow()
+        now = to_local(utcnow())  # the district's day, as case numbers use
         relative = f"chat/{now:%Y}/{now:%m}/web-{kind}-{now:%d%H%M%S}-{secrets.token_hex(6)}{ext}"
         mime = await asyncio.to_thread(_write, Path(s.settings.data_dir), relative, data)
         kept = await asyncio.to_thread(keep, s.media, relative)
@@ -733,25 +732,6 @@ def _reply_json(reply: Reply, at: str) -> dict:
     if reply.case:
         out["case"] = reply.case
     return out
-
-
-def resize_photo(data: bytes, side: int) -> bytes:
-    """Any image Pillow reads -> a JPEG no larger than ``side`` on its longer side, turned
-    upright, without its metadata (a phone's photo carries where it was taken). ValueError
-    when it is not an image."""
-
-    Image.MAX_IMAGE_PIXELS = 80_000_000  # a decompression bomb is refused, not decoded
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image)
-            image.thumbnail((side, side))
-            if image.mode not in ("RGB", "L"):
-                image = image.convert("RGB")
-            out = io.BytesIO()
-            image.save(out, "JPEG", quality=85, optimize=True)
-            return out.getvalue()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def _grid_name(engine: Any, code: str) -> str | None:

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from functools import lru_cache
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import jinja2
+from markupsafe import Markup
 
 from console.i18n import CONSOLE
 from core.cases.texts import status_name
-from core.platform.settings import get_settings
-
-
-@lru_cache
-def _zone() -> ZoneInfo:
-    return ZoneInfo(get_settings().timezone)
+from core.platform.clock import local_text, to_local, zone_label
 
 
 def local(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """Stored times are naive UTC; people read the district's local time."""
+    """Stored times are naive UTC; people read the district's local time. A time of day is
+    a ``<time>`` that carries the instant and names its zone (the page's header names it too)."""
     if value is None:
         return ""
-    return value.replace(tzinfo=UTC).astimezone(_zone()).strftime(fmt)
+    text = local_text(value, fmt, label=False)
+    if "%H" not in fmt:
+        return text  # a date: also used inside sentences
+    moment = to_local(value)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(
+        moment.isoformat(timespec="seconds"), zone_label(None, value), text)
 
 
 def status_label(value: object, language: str = "zh") -> str:

@@ -20,6 +20,7 @@ from console import charts
 from console.i18n import has, t
 from core.cases.texts import status_name
 from core.errors import InvalidInput
+from core.platform.clock import zone_label
 from core.reporting.figures import Rates
 from core.reporting.hotline import CallFigures, targets
 from core.reporting.reports import RATE_NAMES, Report, rate_ratios
@@ -110,7 +111,7 @@ def html(report: Report, *, tz: str, lang: str = "zh", for_pdf: bool = False) ->
     return _env.get_template("report.html").render(
         r=report, lang=lang, tz=tz, for_pdf=for_pdf, charts=report_charts(report, lang),
         t=lambda key, **kw: t(lang, key, **kw), pct=pct, num=num, change=change,
-        local=lambda v, fmt="%Y-%m-%d %H:%M": local(v, tz, fmt),
+        local=lambda v, fmt="%Y-%m-%d %H:%M": local(v, tz, fmt), zone=zone_label(tz),
         status=lambda s: status_name(s, lang), rate_names=RATE_NAMES, rate_cells=rate_cells,
         rate_ratio=lambda rates, key: rate_ratios(rates)[key],
         seconds=lambda v: seconds(v, lang), met_class=met_class,
@@ -144,10 +145,14 @@ HOTLINE_COLUMNS = ("offered", "answered", "answered_in_time", "connection_rate",
 TIMES = {"generated_at", "received_at", "due"}
 
 
-def column_words(key: str, lang: str = "zh") -> str:
-    """A column's header in ``lang``: ``closure_numerator_previous`` 办结率·分子（上期）."""
+def column_words(key: str, lang: str = "zh", tz: str | None = None) -> str:
+    """A column's header in ``lang``: ``closure_numerator_previous`` 办结率·分子（上期）; a column of
+    times names the zone they are in (受理时间（UTC+8）) when ``tz`` is given."""
     if has(lang, f"export.columns.{key}"):
-        return t(lang, f"export.columns.{key}", seconds=round(targets().answer_within_s))
+        words = t(lang, f"export.columns.{key}", seconds=round(targets().answer_within_s))
+        if tz and key in TIMES:
+            words = t(lang, "export.in_zone", what=words, zone=zone_label(tz))
+        return words
     previous = key.endswith("_previous")
     base = key.removesuffix("_previous")
     rate, _, part = base.rpartition("_")
@@ -237,7 +242,7 @@ def csv_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
     writer = csv.writer(buf)
     for name, keys, rows in tables(report, tz=tz, lang=lang):
         writer.writerow([f"# {table_words(name, lang)}"])
-        writer.writerow([column_words(k, lang) for k in keys])
+        writer.writerow([column_words(k, lang, tz) for k in keys])
         writer.writerows([[_csv_cell(k, v) for k, v in zip(keys, row, strict=True)] for row in rows])
         writer.writerow([])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
@@ -263,7 +268,7 @@ def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
     head_fill = PatternFill("solid", fgColor="EEF2F6")
     for name, keys, rows in tables(report, tz=tz, lang=lang):
         sheet = book.create_sheet(table_words(name, lang)[:31])
-        header = [column_words(k, lang) for k in keys]
+        header = [column_words(k, lang, tz) for k in keys]
         sheet.append(header)
         for cell in sheet[1]:
             cell.font = Font(bold=True)

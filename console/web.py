@@ -34,6 +34,7 @@ from console.nav import NAV
 from core.cases.limits import limit_of
 from core.errors import DomainError, IllegalTransition, InvalidInput, NotFound, TextTooLong
 from core.platform import i18n
+from core.platform.clock import zone_label
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
         "path": request.path,
         "query": request.query,
         "languages": languages(),
+        "zone": zone_label(),
         "static": lambda name: str(request.app.router["static"].url_for(filename=name)),
         "mask": (lambda value, people=(): text_for(p, value, people)) if p is not None else (lambda value, people=(): value),
         "has_flag": lambda flag: has(language, f"flags.{flag}"),
@@ -189,6 +191,8 @@ def _safe_next(target: str) -> str:
 async def csrf(request: web.Request, handler):  # noqa: ANN001, ANN201
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return await handler(request)
+    if request.content_type == "multipart/form-data" and getattr(request.match_info.handler, "checks_csrf_itself", False):
+        return await handler(request)  # a large upload: the view reads its token from the first part
     if request.path == f"{PREFIX}/login":
         expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     else:

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.cases.models import CallSession
-from core.platform.clock import utcnow
+from core.platform.clock import local_date, utcnow
 
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 RECORDINGS_DIR = "recordings"  # under the data directory
@@ -148,7 +148,7 @@ class CallState(_Model):
 def recording_path(call_sid: str, segment: str) -> str:
     """Where a turn's WAV goes, relative to the data directory."""
     safe = "".join(c for c in f"{call_sid}-{segment}" if c.isalnum() or c in "-_")
-    return f"{RECORDINGS_DIR}/{utcnow():%Y%m%d}/{safe}.wav"
+    return f"{RECORDINGS_DIR}/{local_date():%Y%m%d}/{safe}.wav"
 
 
 @dataclass

@@ -17,6 +17,7 @@ from console.views.common import audit_view, lang, needs_page, principal, render
 from core.cases.models import Category
 from core.errors import InvalidInput
 from core.places.models import GridLevel
+from core.platform.clock import local_text
 from core.platform.settings import get_settings
 from core.reporting import reports
 
@@ -79,7 +80,7 @@ async def dashboard(request: web.Request) -> web.Response:
         "d": data, "q": query, "categories": categories, "suggestions": suggestions,
         "levels": [lv.value for lv in GridLevel], "charts": dashboard_charts(data, language),
         "kinds": reports.KINDS, "formats": tuple(report_files.FORMATS), "own": not p.sees_all,
-        "pct": report_files.pct, "as_of": report_files.local(data.as_of, _tz()),
+        "pct": report_files.pct, "as_of": local_text(data.as_of, tz=_tz()),
         "seconds": lambda v: report_files.seconds(v, language), "met_class": report_files.met_class,
         "met_code": report_files.met_code,
         "report_period": {k: reports.last_complete(reports.PERIOD_OF_KIND[k], reports.local_today(_tz())).label

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from core.errors import DomainError
 from core.people import apikeys
+from core.platform.clock import local_text, zone_label
 from core.platform.db import session_scope
+from gridline.commands import terminal
 from gridline.commands.common import console, fail, open_database
 
 apikeys_app = typer.Typer(help="Keys for other systems filing requests through Open311 (/open311/v2/).",
@@ -28,12 +29,12 @@ def add(name: str = typer.Argument(..., help="who the key is for, e.g. city-1234
 
 @apikeys_app.command("list")
 def list_keys() -> None:
-    """The keys, their first characters and when they were last used (UTC)."""
-    table = Table("name", "starts with", "created", "last used", "state")
+    """The keys, their first characters and when they were last used (the district's local time)."""
+    table = terminal.table("name", "starts with", f"created ({zone_label()})", f"last used ({zone_label()})", "state")
     with session_scope(open_database()) as session:
         for row in apikeys.list_keys(session):
-            table.add_row(row.name, row.prefix + "…", f"{row.created_at:%Y-%m-%d %H:%M}",
-                          f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "—",
+            table.add_row(row.name, row.prefix + "…", local_text(row.created_at, label=False),
+                          local_text(row.last_used_at, label=False) if row.last_used_at else "—",
                           "disabled" if row.disabled_at else "active")
     console.print(table)
 

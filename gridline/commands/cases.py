@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import typer
 from rich.markup import escape
-from rich.table import Table
 from sqlmodel import select
 
 from core.actions import get_case
@@ -13,6 +14,7 @@ from core.cases.queries import case_files
 from core.errors import NotFound
 from core.followup.models import Survey
 from core.places.models import Grid
+from core.platform.clock import local_text, zone_label
 from core.platform.db import session_scope
 from core.platform.i18n import DEFAULT as DEFAULT_LANGUAGE
 from core.platform.i18n import case_routing_text, reason_text
@@ -20,6 +22,7 @@ from core.platform.media import MediaUnavailable
 from core.platform.media_stores import media_store
 from core.platform.settings import get_settings
 from core.platform.storage import resolve
+from gridline.commands import terminal
 from gridline.commands.common import MAX_ROWS, console, fail, open_database
 
 cases_app = typer.Typer(help="Look at cases.", no_args_is_help=True)
@@ -44,11 +47,11 @@ def cases_list(
             except ValueError:
                 fail(f"unknown status {status!r}; one of {', '.join(s.value for s in CaseStatus)}")
         rows = session.exec(stmt).all()
-    table = Table("number", "status", "channel", "category", "grid", "due", "description")
+    table = terminal.table("number", "status", "channel", "category", "grid", f"due ({zone_label()})", "description")
     for case, category, grid in rows:
-        due = case.resolution_due.strftime("%m-%d %H:%M") if case.resolution_due else ""
+        due = local_text(case.resolution_due, "%m-%d %H:%M", label=False)
         table.add_row(case.number, case.status.value, case.channel.value, category or "", grid or "",
-                      due, (case.description or "")[:40])
+                      due, escape(case.description or ""))
     console.print(table)
 
 
@@ -66,7 +69,7 @@ def cases_show(number: str) -> None:
         surveys = session.exec(select(Survey).where(Survey.case_id == case.id).order_by(Survey.id)).all()
         category = session.get(Category, case.category_id) if case.category_id else None
         grid = session.get(Grid, case.grid_id) if case.grid_id else None
-    info = Table(show_header=False)
+    info = terminal.table("", "", show_header=False)
     named = {"category": f"{category.name} ({category.code})" if category else "",
              "grid": f"{grid.name} ({grid.code})" if grid else "",
              # Said in the district's language: the words the console shows by default.
@@ -74,11 +77,13 @@ def cases_show(number: str) -> None:
     for key in ("number", "status", "channel", "description", "address_text", "category", "grid", "owner_level",
                 "worker_id", "department_id", "response_due", "resolution_due", "routing", "flags"):
         value = named[key] if key in named else getattr(case, key)
+        if isinstance(value, datetime):
+            value = local_text(value)
         info.add_row(key, escape(str(value.value if hasattr(value, "value") else value or "")))
     console.print(info)
 
     if case.transcript:
-        words = Table("from (s)", "to (s)", "confidence", "heard", title="transcript (as recognised)")
+        words = terminal.table("from (s)", "to (s)", "confidence", "heard", title="transcript (as recognised)")
         for seg in case.transcript:
             conf = seg.get("confidence")
             words.add_row(_seconds(seg.get("start")), _seconds(seg.get("end")),
@@ -107,18 +112,19 @@ def cases_show(number: str) -> None:
         console.print("recordings and attachments: none")
 
     if surveys:
-        table = Table("channel", "status", "attempts", "solved", "satisfied", "comment", "answered (UTC)",
+        table = terminal.table("channel", "status", "attempts", "solved", "satisfied", "comment",
+                               f"answered ({zone_label()})",
                       title="follow-up survey")
         for sv in surveys:
             table.add_row(sv.channel, sv.status.value, str(sv.attempts), sv.solved or "", sv.satisfied or "",
-                          escape(sv.comment or ""), sv.answered_at.strftime("%Y-%m-%d %H:%M") if sv.answered_at else "")
+                          escape(sv.comment or ""), local_text(sv.answered_at, label=False))
         console.print(table)
     else:
         console.print("follow-up survey: none yet")
 
-    history = Table("at (UTC)", "action", "from", "to", "actor", "reason", title="history")
+    history = terminal.table(f"at ({zone_label()})", "action", "from", "to", "actor", "reason", title="history")
     for ev in events:
-        history.add_row(ev.at.strftime("%Y-%m-%d %H:%M:%S"), ev.action,
+        history.add_row(local_text(ev.at, "%Y-%m-%d %H:%M:%S", label=False), ev.action,
                         ev.from_status.value if ev.from_status else "", ev.to_status.value, ev.actor,
                         escape(reason_text(DEFAULT_LANGUAGE, ev.reason, ev.data) or ""))
     console.print(history)

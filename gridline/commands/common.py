@@ -8,7 +8,6 @@ from __future__ import annotations
 import getpass
 
 import typer
-from rich.console import Console
 
 import ivr.config  # noqa: F401 (registers the hotline's flow files, so that check_rules loads them too)
 from core.platform.db import engine_from_settings, explain_error
@@ -16,9 +15,10 @@ from core.platform.media import MediaSettingInvalid
 from core.platform.migrations import require_schema
 from core.platform.rules import RulesError, load_every_file
 from core.platform.settings import SettingsInvalid, get_settings
+from gridline.commands.terminal import make_console
 from gridline.wiring import wire
 
-console = Console()
+console = make_console()
 
 # `cases list` and `grids households` print at most this many rows at once.
 MAX_ROWS = 1000
@@ -72,7 +72,7 @@ def cli_actor() -> str:
 
 def deprecated(old: str, new: str) -> None:
     """Say on stderr that ``gridline <old>`` is an old name kept for one release."""
-    Console(stderr=True).print(f"[yellow]warning:[/yellow] `gridline {old}` is deprecated and goes away in the "
+    make_console(stderr=True).print(f"[yellow]warning:[/yellow] `gridline {old}` is deprecated and goes away in the "
                                f"next release: use `gridline {new}`", soft_wrap=True)
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from sqlmodel import select
 
 from core.actions import reference
@@ -17,6 +16,7 @@ from core.places.models import Grid, Household
 from core.platform.db import session_scope
 from core.platform.migrations import upgrade
 from core.reference.importers import export_grids_geojson
+from gridline.commands import terminal
 from gridline.commands.common import MAX_ROWS, cli_actor, console, fail, open_database
 
 grids_app = typer.Typer(help="Grids, workers and households.", no_args_is_help=True)
@@ -82,7 +82,7 @@ def grids_households(
         rows = session.exec(stmt.limit(limit)).all()
         audit.record(session, actor=cli_actor(), action="view_households", target_type="grid",
                      target_id=grid, detail={"rows": len(rows)})
-    table = Table("household", "address", "grid", "resident", "phone")
+    table = terminal.table("household", "address", "grid", "resident", "phone")
     for household, g, resident in rows:
         table.add_row(household.code, escape(household.address), f"{g.name} ({g.code})",
                       escape(resident.name or "") if resident else "", resident.phone or "" if resident else "")

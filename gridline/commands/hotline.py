@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from core.platform.settings import get_settings
+from gridline.commands.terminal import make_console
 from ivr.simulator import CallScript, Simulator, Turn, audio_frames
 from speech_models.audio import AudioError
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def simulate_call(

@@ -6,6 +6,7 @@ import typer
 
 from core.cases.privacy import parse_age, shred_older_than
 from core.errors import DomainError
+from core.platform.clock import local_text
 from core.platform.media_stores import media_store
 from core.platform.settings import get_settings
 from gridline.commands.common import console, fail, open_database
@@ -27,7 +28,7 @@ def shred(
     except DomainError as exc:
         fail(exc.message)
     verb = "would shred" if dry_run else "shredded"
-    console.print(f"{verb} {summary.cases} case(s) closed before {summary.cutoff:%Y-%m-%d %H:%M} UTC: "
+    console.print(f"{verb} {summary.cases} case(s) closed before {local_text(summary.cutoff)}: "
                   f"{summary.files} file(s), {summary.bytes:,} bytes, {summary.calls} call record(s)"
                   + ("" if dry_run else f", {summary.residents} resident(s) forgotten")
                   + (f"; {summary.missing} file(s) already missing" if summary.missing else ""),

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from console import report_files
 from core.errors import DomainError
@@ -18,6 +17,7 @@ from core.platform.rules import load_rules
 from core.platform.settings import get_settings
 from core.reporting import reports
 from core.reporting.scores import quarter_scores
+from gridline.commands import terminal
 from gridline.commands.common import console, fail, open_database
 
 report_app = typer.Typer(help="Reports: weekly, monthly and quarterly reports, worker scores.",
@@ -96,7 +96,7 @@ def scores(
               _num(r.work_score), r.evaluated, f"{r.points:g}", _num(r.evaluation_score), _num(r.standing_score),
               "yes" if r.too_few else ""]
              for r in rows]
-    table = Table("worker", "cases", "on-time response", "on-time resolution", "closed", "work",
+    table = terminal.table("worker", "cases", "on-time response", "on-time resolution", "closed", "work",
                   "evaluated", "evaluation", "score", title=f"worker scores {quarter.strip().upper()}")
     for r in rows:
         table.add_row(f"{r.code} {r.name}", str(r.assignments),

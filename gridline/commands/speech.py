@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from core.platform.settings import get_settings
+from gridline.commands.terminal import make_console
 from speech_models.audio import AudioError
 from speech_models.catalogue import (
     CATALOGUE,
@@ -36,8 +37,8 @@ from speech_models.catalogue import (
 from speech_models.transcriber import get_transcriber
 
 models_app = typer.Typer(help="Speech recognition models: what is installed, fetch more.")
-out = Console()
-err = Console(stderr=True)
+out = make_console()
+err = make_console(stderr=True)
 
 
 @models_app.command("list")

@@ -19,7 +19,7 @@ from core.actions.survey import SURVEY_PHONE_JOB
 from core.cases.models import Case
 from core.followup.models import Survey
 from core.platform import jobs
-from core.platform.clock import utcnow
+from core.platform.clock import local_text, utcnow
 from core.platform.db import session_scope
 from core.platform.models import Job, JobStatus
 from core.platform.runner import RetryLater
@@ -86,7 +86,7 @@ def simulate_survey(
     if not due:
         if later:
             first = min(j.run_at for j in later)
-            fail(f"no follow-up call is due now; {len(later)} waiting, the first at {first:%Y-%m-%d %H:%M} UTC "
+            fail(f"no follow-up call is due now; {len(later)} waiting, the first at {local_text(first)} "
                  "(calling hours, or a retry's wait): --any-time calls now")
         fail(f"no follow-up call is waiting{f' for case {case}' if case else ''}: a hotline case gets one when it "
              "is verified (`gridline demo handle NUMBER` plays the grid's part)")

@@ -14,6 +14,7 @@ from console.throttle import clear, current_throttles
 from core.errors import DomainError
 from core.people.models import Department, Worker
 from core.places.models import Grid
+from core.platform.clock import local_text, zone_label
 from core.platform.db import session_scope
 from gridline.commands.common import console, fail, open_database
 
@@ -53,7 +54,7 @@ def add(
 @users_app.command("list")
 def list_users() -> None:
     """Every console account with its role, scope and last login."""
-    lines = ["name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login (UTC)"]
+    lines = [f"name\trole\tworker\tdepartment\tgrids\tdisabled\tlast login ({zone_label()})"]
     with session_scope(open_database()) as session:
         for user in session.exec(select(ConsoleUser).order_by(ConsoleUser.name)).all():
             grids = session.exec(select(Grid.code).join(ConsoleUserGrid, ConsoleUserGrid.grid_id == Grid.id)
@@ -62,7 +63,7 @@ def list_users() -> None:
             dept = session.get(Department, user.department_id) if user.department_id else None
             lines.append("\t".join((user.name, user.role, worker.code if worker else "", dept.code if dept else "",
                                     " ".join(grids), "yes" if user.disabled else "",
-                                    user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "")))
+                                    local_text(user.last_login_at, label=False))))
     print("\n".join(lines))  # one account a line, tab-separated: easy to read and to grep
 
 
@@ -106,11 +107,11 @@ def password(
 @users_app.command("throttles")
 def throttles() -> None:
     """The login throttles that make someone wait now (as on the console's users page)."""
-    lines = ["kind\taccount\taddress\tfailures\twait until (UTC)"]
+    lines = [f"kind\taccount\taddress\tfailures\twait until ({zone_label()})"]
     with session_scope(open_database()) as session:
         for th in current_throttles(session, login_policy()):
             lines.append("\t".join((th.kind, th.account or "*", th.address or "*", str(th.failures),
-                                    th.wait_until.strftime("%Y-%m-%d %H:%M:%S"))))
+                                    local_text(th.wait_until, "%Y-%m-%d %H:%M:%S", label=False))))
     print("\n".join(lines))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import typer
-from rich.table import Table
 from sqlmodel import select
 from telegram import Bot
 
@@ -14,8 +13,10 @@ from chat.worker_store import invite_key
 from core.errors import DomainError
 from core.people import staff
 from core.people.models import StaffChat
+from core.platform.clock import local_text, zone_label
 from core.platform.db import session_scope
 from core.platform.settings import get_settings
+from gridline.commands import terminal
 from gridline.commands.common import console, fail, open_database
 
 workers_app = typer.Typer(help="Workers' and departments' chats with the bot.", no_args_is_help=True)
@@ -56,7 +57,7 @@ def invite(
     except DomainError as exc:
         fail(exc.message)
     console.print(f"invitation for {who.kind} {who.code} {who.name}, valid until "
-                  f"{expires:%Y-%m-%d %H:%M} UTC, single use:")
+                  f"{local_text(expires)}, single use:")
     console.print(f"https://t.me/{username}?start=w-{token}", soft_wrap=True, highlight=False)
 
 
@@ -81,10 +82,10 @@ def unlink(
 @workers_app.command("list")
 def list_links() -> None:
     """Linked staff chats."""
-    table = Table("kind", "code", "name", "chat", "via", "linked (UTC)")
+    table = terminal.table("kind", "code", "name", "chat", "via", f"linked ({zone_label()})")
     with session_scope(open_database()) as session:
         for link in session.exec(select(StaffChat).order_by(StaffChat.linked_at)).all():
             who = staff.staff_of_chat(session, link.chat_id)
             if who is not None:
-                table.add_row(who.kind, who.code, who.name, link.chat_id, link.via, f"{link.linked_at:%Y-%m-%d %H:%M}")
+                table.add_row(who.kind, who.code, who.name, link.chat_id, link.via, local_text(link.linked_at, label=False))
     console.print(table)

@@ -121,7 +121,7 @@ def export_keys(lang: str = "zh") -> tuple[dict[str, str], dict[str, str]]:
     columns = set(catalogue(lang)["export"]["columns"]) | {
         f"{r}_{part}{when}" for r in RATE_NAMES for part in ("numerator", "denominator", "rate")
         for when in ("", "_previous")}
-    words = {report_files.column_words(k, lang): k for k in columns}
+    words = {report_files.column_words(k, lang, "Asia/Shanghai"): k for k in columns}
     assert len(words) == len(columns), "two columns with the same words"
     tables = {report_files.table_words(k, lang): k for k in catalogue(lang)["export"]["tables"]}
     return tables, words

@@ -6,6 +6,7 @@ tmp/artifacts/console/layout/; one desk and one phone picture go to docs/screens
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from PIL import Image
 
 from core.platform.settings import Settings
 from gridline.app import build_app
@@ -45,6 +47,12 @@ async def _paths(page, base: str, cases: list[str]) -> list[str]:
     await page.goto(f"{base}/console/search")
     menu = await page.eval_on_selector_all("header nav a", "links => links.map(a => a.getAttribute('href'))")
     return [*menu, "/console/account", "/console/queues/mine", *[f"/console/cases/{n}" for n in cases]]
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1200, 900), (90, 140, 200)).save(out, "PNG")
+    return out.getvalue()
 
 
 async def _sideways(page) -> int:
@@ -116,6 +124,14 @@ async def test_every_role_at_a_desk_and_on_a_phone(engine, world, request):
             await page.wait_for_url(re.compile(r".*done=accept$"))
             assert "已签收" in await page.inner_text("h1")
             assert await _sideways(page) == 0
+            # ... and photographs the spot with the phone's camera (a file stands in for it)
+            camera = page.locator("#add-photos input[capture=environment]")
+            await camera.set_input_files([{"name": "IMG_0001.png", "mimeType": "image/png", "buffer": _png()}])
+            await page.locator("#add-photos button[type=submit]").tap()
+            await page.wait_for_url(re.compile(r".*done=photos$"))
+            assert await page.locator(".photos img").count() == 1
+            assert await _sideways(page) == 0
+            await page.screenshot(path=str(shots / "phone-worker-photo.png"), full_page=True)
             await context.close()
 
             context = await browser.new_context(locale="zh-CN", viewport=DESK)

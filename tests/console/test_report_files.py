@@ -172,7 +172,7 @@ def test_xlsx_is_an_office_sheet_chinese_headers_typed_numbers_widths_frozen(mon
     longest = max(len(c.value) for (c,) in names.iter_rows(min_row=2, min_col=2, max_col=2))
     assert names.column_dimensions["B"].width >= 2 * longest
     summary = dict(zip([c.value for c in book["概况"][1]], book["概况"][2], strict=True))
-    assert isinstance(summary["生成时间"].value, datetime) and summary["生成时间"].number_format == "yyyy-mm-dd hh:mm"
+    assert isinstance(summary["生成时间（UTC+8）"].value, datetime) and summary["生成时间（UTC+8）"].number_format == "yyyy-mm-dd hh:mm"
     trend = book["每日趋势"]
     assert isinstance(trend["A2"].value, (date, datetime)) and isinstance(trend["B2"].value, int)
     scores = dict(zip([c.value for c in book["网格员考核"][1]], book["网格员考核"][2], strict=True))
