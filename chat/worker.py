@@ -166,6 +166,8 @@ def card_text(language: str, tz: str, case: worker_store.Card, header: str, *, e
              response_due=store.local(case.response_due, tz) or "—",
              resolution_due=store.local(case.resolution_due, tz) or "—")
     lines = [t(language, header, number=case.number), body]
+    if case.confidential:
+        lines.insert(1, t(language, "staff.card_confidential"))
     routing = case_routing_text(language, case.routing_trace, case.routing_reason, catalogue=BOT)
     if routing:
         lines.append(t(language, "staff.card_routing", routing=routing))

@@ -20,11 +20,12 @@ from sqlmodel import select
 from core import actions
 from core.actions import OWNED, TRANSITIONS
 from core.cases.models import Attachment, Case, CaseEvent, CaseStatus, Category
-from core.cases.queries import case_files
+from core.cases.queries import case_files, known_names
 from core.deadlines import reminders
 from core.errors import DomainError, IllegalTransition, NotFound
 from core.people import staff
 from core.people.models import StaffChat, Worker
+from core.people.redaction import CONFIDENTIAL, redact
 from core.places.models import Grid
 from core.platform.db import session_scope
 
@@ -115,6 +116,8 @@ class Card:
     report_photos: list[str] = field(default_factory=list)
     routing_trace: list[dict] | None = None  # why routing chose this grid (codes; said by the card)
     routing_reason: str | None = None  # older rows, or an operator's words
+    # 保密: the text masked (names, every number of 3 digits or more), no recording sent
+    confidential: bool = False
 
 
 def _report(session, case: Case) -> tuple[str | None, list[str], int | None]:
@@ -140,15 +143,22 @@ def card(engine: Engine, case_id: int) -> Card | None:
         files = case_files(session, case.id)
         note, report_photos, _ = _report(session, case)
         report_set = set(report_photos)
+        description, address = case.description, case.address_text
+        if case.confidential:  # a staff chat is a worker's or a checker's: who the resident is stays out
+            names = known_names(session, [case]).get(case.id, ())
+            description = redact(description, names, CONFIDENTIAL)
+            address = redact(address, names, CONFIDENTIAL) or None
         return Card(
             case.id, case.number, case.status.value, case.channel.value, category.name if category else None,
-            case.urgency.value, grid.name if grid else None, case.address_text, case.description,
+            case.urgency.value, grid.name if grid else None, address, description,
             case.response_due, case.resolution_due, staff.stamp(case.dispatched_at),
             staff.stamp(case.reported_done_at), case.escalation_count, worker.name if worker else None,
             photos=[f.path for f in files if f.kind == "photo" and f.path not in report_set],
-            recordings=[f.path for f in files if f.kind == "recording"],
+            # a voice says who is speaking: a confidential case's recording is never sent
+            recordings=[] if case.confidential else [f.path for f in files if f.kind == "recording"],
             report_note=note, report_photos=report_photos,
             routing_trace=case.routing_trace, routing_reason=case.routing_reason,
+            confidential=case.confidential,
         )
 
 
