@@ -17,7 +17,16 @@ from sqlmodel import Session, select
 from console.models import ConsoleUser, ConsoleUserGrid
 from core.cases.models import Case
 from core.people.models import WorkerGrid
-from core.people.redaction import CONFIDENTIAL, NAME_MASK, NUMBER_MASK, STAFF, Policy, mask_name, mask_phone, redact
+from core.people.redaction import (
+    CONFIDENTIAL,
+    NAME_MASK,
+    NUMBER_MASK,
+    STAFF,
+    Policy,
+    mask_name,
+    mask_phone,
+    redact,
+)
 from core.places.models import Grid
 from core.platform.rules import load_rules
 from core.reporting.reports import Scope, workers_of_grids

@@ -31,7 +31,6 @@ from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
-
 MIN_SECRET_DIGITS = 7  # a landline without area code has 7; nothing shorter is a phone number
 CONFIDENTIAL_DIGITS = 3  # a confidential case: every number that could point at the resident
 

@@ -16,10 +16,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("case") as batch:
-        batch.add_column(sa.Column("confidential", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # add_column, not batch: a batch rebuild of "case" on SQLite would lose its expression
+    # index (ix_case_description_trgm). Every existing case is not confidential.
+    op.add_column('case', sa.Column('confidential', sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("case") as batch:
-        batch.drop_column("confidential")
+    op.drop_column('case', 'confidential')  # SQLite 3.35+ drops a plain column in place
