@@ -11,7 +11,7 @@ Anything else is ``Refused`` and changes nothing.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -295,7 +295,19 @@ def tasks(engine: Engine, chat_id: int | str) -> tuple[staff.Staff, list[reminde
         who = staff.staff_of_chat(session, chat_id)
         if who is None:
             return None
-        return who, reminders.tasks(session, who)
+        return who, _masked(session, reminders.tasks(session, who))
+
+
+def _masked(session, tasks: list[reminders.Task]) -> list[reminders.Task]:  # noqa: ANN001
+    """The task list with a confidential case's words masked, as its card has them."""
+    ids = sorted({task.case_id for task in tasks})
+    secret = {c.id: c for c in session.exec(select(Case).where(Case.id.in_(ids or [-1]),
+                                                               Case.confidential == True)).all()}  # noqa: E712
+    if not secret:
+        return tasks
+    names = known_names(session, list(secret.values()))
+    return [replace(task, description=redact(task.description, names.get(task.case_id, ()), CONFIDENTIAL))
+            if task.case_id in secret else task for task in tasks]
 
 
 def still_current(engine: Engine, case_id: int, send: str, stamp: str, to: str) -> bool:

@@ -104,3 +104,17 @@ async def test_an_ordinary_case_still_sends_its_recording(harness):
     await h.fake.wait_for("sendVoice", lambda p: int(p["chat_id"]) == WORKER)
     card = await h.reply(WORKER, f"新派单 {number}")
     assert "保密件" not in card["text"]
+
+
+async def test_the_task_list_masks_a_confidential_case_and_not_an_ordinary_one(harness):
+    h = harness
+    demo = h.extra["demo"]
+    await link(h, WORKER, owner_of(h.engine, demo.micro_id))
+    secret = file_case(h.engine, demo.micro_id, description="王秀兰13912345678投诉", confidential=True)
+    plain = file_case(h.engine, demo.micro_id, description="李桂英13812345678投诉")
+    await h.command(WORKER, "tasks")
+    listing = (await h.reply(WORKER, "您的待办任务（2 件）"))["text"]
+    (secret_line,) = [line for line in listing.splitlines() if secret in line]
+    (plain_line,) = [line for line in listing.splitlines() if plain in line]
+    assert "王秀兰" not in secret_line and "13912345678" not in secret_line and "投诉" in secret_line
+    assert "李桂英13812345678" in plain_line  # a worker sees an ordinary case's words as they are
