@@ -110,7 +110,7 @@ async def test_the_task_list_masks_a_confidential_case_and_not_an_ordinary_one(h
     h = harness
     demo = h.extra["demo"]
     await link(h, WORKER, owner_of(h.engine, demo.micro_id))
-    secret = file_case(h.engine, demo.micro_id, description="王秀兰13912345678投诉", confidential=True)
+    secret = file_case(h.engine, demo.micro_id, description="我叫王秀兰13912345678投诉", confidential=True)
     plain = file_case(h.engine, demo.micro_id, description="李桂英13812345678投诉")
     await h.command(WORKER, "tasks")
     listing = (await h.reply(WORKER, "您的待办任务（2 件）"))["text"]
