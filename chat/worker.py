@@ -456,6 +456,8 @@ async def _show_card(update: Update, context: Context, case_id: int) -> None:
         extra += report_lines(language, view)
     text = card_text(language, d.tz, view, "staff.card_case", extra=extra)
     await update.effective_message.reply_text(text, reply_markup=buttons(d, language, view, role))
+    if view.confidential:
+        await d.db(worker_store.card_shown, view.case_id, f"chat:{update.effective_chat.id}", "case")
 
 
 async def _ask_input(update: Update, context: Context, case_id: int, act: str, stamp: str) -> None:

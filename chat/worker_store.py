@@ -23,7 +23,7 @@ from core.cases.models import Attachment, Case, CaseEvent, CaseStatus, Category
 from core.cases.queries import case_files, known_names
 from core.deadlines import reminders
 from core.errors import DomainError, IllegalTransition, NotFound
-from core.people import staff
+from core.people import audit, staff
 from core.people.models import StaffChat, Worker
 from core.people.redaction import CONFIDENTIAL, redact
 from core.places.models import Grid
@@ -70,6 +70,15 @@ def chat_for(engine: Engine, key: str) -> Me | None:
         who = staff.staff_by_key(session, key)
         link = staff.chat_of(session, who) if who else None
         return Me(who, link.chat_id, link.language) if link else None
+
+
+def card_shown(engine: Engine, case_id: int, who: str, card: str) -> None:
+    """A confidential case's card sent to a staff chat is a view of it: an audit row, as the
+    console writes for its case page (``who``: the staff key or the chat)."""
+    with session_scope(engine) as session:
+        number = session.exec(select(Case.number).where(Case.id == case_id)).first()
+        audit.record(session, actor=f"telegram:{who}", action="case.view", target_type="case", target_id=number,
+                     detail={"confidential": True, "phone_shown": False, "via": "staff_chat", "card": card})
 
 
 def link_by_invite(engine: Engine, chat_id: int, token: str, key: bytes, language: str) -> staff.Staff:

@@ -9,11 +9,21 @@ import math
 import re
 import struct
 
+from sqlmodel import select
+
 from core.actions import FileRef
 from core.cases.models import Channel
+from core.people.models import AuditEntry
+from core.platform.db import session_scope
 from tests.chat.staff import case_of, drain, events_of, file_case, link, owner_of
 
 RESIDENT, WORKER = 7301, 7302
+
+
+def _card_views(engine, number: str) -> list[AuditEntry]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(AuditEntry).where(AuditEntry.action == "case.view",
+                                                          AuditEntry.target_id == number)).all())
 
 
 def _number(text: str) -> str:
@@ -91,6 +101,9 @@ async def test_the_dispatch_message_of_a_confidential_case_has_no_name_phone_or_
     for secret in ("王秀兰", "秀兰", "13912345678", "5678", "302", "来电录音"):
         assert secret not in text, secret
     assert [c for c in h.fake.calls("sendVoice") if int(c.params["chat_id"]) == WORKER] == []
+    (seen,) = _card_views(h.engine, number)  # the card sent is a view of the case, on the record
+    assert seen.actor.startswith("telegram:worker:") and seen.detail["via"] == "staff_chat"
+    assert seen.detail["confidential"] is True and seen.detail["card"] == "dispatch"
 
 
 async def test_an_ordinary_case_still_sends_its_recording(harness):
@@ -104,6 +117,7 @@ async def test_an_ordinary_case_still_sends_its_recording(harness):
     await h.fake.wait_for("sendVoice", lambda p: int(p["chat_id"]) == WORKER)
     card = await h.reply(WORKER, f"新派单 {number}")
     assert "保密件" not in card["text"]
+    assert _card_views(h.engine, number) == []
 
 
 async def test_the_task_list_masks_a_confidential_case_and_not_an_ordinary_one(harness):
