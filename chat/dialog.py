@@ -61,6 +61,7 @@ from chat.intake import (  # the channel-agnostic dialog: states, transitions, w
     Event,
     Reply,
     Turn,
+    asks_confidential,
     new_draft,
     summary,
 )
@@ -315,6 +316,7 @@ def _summary(draft: dict, language: str) -> str:
 def _confirm_buttons(context: Context, draft: dict, language: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[
         _button(context, draft, t(language, "dialog.submit"), "ok"),
+        _button(context, draft, t(language, "dialog.submit_confidential"), "oks"),
         _button(context, draft, t(language, "dialog.cancel_button"), "no"),
     ]])
 
@@ -324,8 +326,21 @@ async def confirm_choice(update: Update, context: Context) -> str:
     if choice is None:
         return CONFIRM
     event = Event("button", action=choice[0])
-    if choice[0] != "ok":
+    if choice[0] not in ("ok", "oks"):
         return await _step(update, context, CONFIRM, event)
+    return await _file_confirmed(update, context, event)
+
+
+async def confirm_text(update: Update, context: Context) -> str:
+    """Typed at the confirmation: 保密 (rules.toml ``[chat] confidential_words``) files the
+    petition in confidence, as the 🔒 保密提交 button does; other words get the buttons again."""
+    text = (update.effective_message.text or "").strip()
+    if not asks_confidential(text):
+        return await _step(update, context, CONFIRM, Event("text", text=text))
+    return await _file_confirmed(update, context, Event("text", text=text))
+
+
+async def _file_confirmed(update: Update, context: Context, event: Event) -> str:
     d = deps(context)
     draft = _draft(context)
     language = lang(update)
@@ -492,7 +507,8 @@ def _conversation(lead, common, with_buttons, report_button, free_text, voice) -
                 *common,
             ],
             CATEGORY: [*lead, CallbackQueryHandler(category_choice), *with_buttons],
-            CONFIRM: [*lead, CallbackQueryHandler(confirm_choice), *with_buttons],
+            CONFIRM: [*lead, CallbackQueryHandler(confirm_choice), MessageHandler(free_text, confirm_text),
+                      *with_buttons],
         },
         fallbacks=lead,
     )

@@ -22,6 +22,7 @@ from core.actions import Petition, idempotency_key
 from core.actions.transcription import TRANSCRIPT_PENDING
 from core.cases import limits
 from core.cases.models import Channel
+from core.platform.rules import load_rules
 
 PROBLEM, VOICE_OK, WHERE, ADDRESS_OK, CATEGORY, CONFIRM = (
     "problem", "voice_ok", "where", "address_ok", "category", "confirm",
@@ -35,7 +36,7 @@ SUMMARY_DESCRIPTION = 600  # characters echoed back in the confirmation
 
 # dialog button actions -> whether they carry a value
 ACTIONS = {"vy": False, "vn": False, "ay": False, "an": False, "c": True, "ok": False, "no": False,
-           "ap": True, "ax": False}  # ap:<n>: the n-th close place chosen; ax: none of them
+           "ap": True, "ax": False, "oks": False}  # oks: submit, confidential (保密提交)  # ap:<n>: the n-th close place chosen; ax: none of them
 
 
 def new_draft(resident: int | None, phone: str | None, household: str | None) -> dict:
@@ -88,11 +89,26 @@ def summary(draft: dict, language: str, channel: str = "telegram") -> str:
         place=draft.get("place") or t(language, "dialog.place_unknown"),
         category=names.get(draft.get("category")) or t(language, "dialog.category_unknown"),
         extras=extras,
-    )
+    ) + "\n" + t(language, "dialog.confirm_confidential")
+
+
+def confidential_words() -> frozenset[str]:
+    """What a resident types at the confirmation to file in confidence (rules.toml
+    ``[chat] confidential_words``), normalised as ``_plain`` reads the reply."""
+    return frozenset(_plain(w) for w in load_rules()["chat"]["confidential_words"])
+
+
+def _plain(text: str) -> str:
+    """A typed reply without spaces, punctuation and case: 「保密！」 and ``保 密`` read as 保密."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def asks_confidential(text: str) -> bool:
+    return bool(text.strip()) and _plain(text) in confidential_words()
 
 
 def petition(draft: dict, source: str, conversation: object, *, channel: Channel = Channel.chat,
-             flags: tuple[str, ...] = ()) -> Petition:
+             flags: tuple[str, ...] = (), confidential: bool = False) -> Petition:
     """The petition a confirmed draft files; the key is ``<source>|<conversation>|<dialog id>``,
     so pressing submit again (or a retry after a crash) never makes a second case."""
     return Petition(
@@ -109,6 +125,7 @@ def petition(draft: dict, source: str, conversation: object, *, channel: Channel
         address_text=draft.get("address_text"),
         category_code=draft.get("category"),
         flags=flags,
+        confidential=confidential,
     )
 
 
@@ -429,7 +446,8 @@ class Dialog:
         return CATEGORY
 
     def _confirm_buttons(self) -> list[tuple[str, str]]:
-        return [self._b("dialog.submit", "ok"), self._b("dialog.cancel_button", "no")]
+        return [self._b("dialog.submit", "ok"), self._b("dialog.submit_confidential", "oks"),
+                self._b("dialog.cancel_button", "no")]
 
     def _ask_confirm(self, draft: dict, replies: list[Reply]) -> str:
         replies.append(Reply(summary(draft, self.language, self.channel), self._confirm_buttons()))
@@ -439,16 +457,22 @@ class Dialog:
         if event.kind == "button" and event.action == "no":
             replies.append(Reply(self._say("dialog.cancelled"), keyboard="menu"))
             return IDLE
-        if event.kind == "button" and event.action != "ok":
+        if event.kind == "button" and event.action not in ("ok", "oks"):
             return CONFIRM
-        if event.kind != "button":
+        # The typed word 保密 (or another of rules.toml's) is the 保密提交 button in words.
+        typed_confidential = event.kind == "text" and asks_confidential(event.text)
+        if event.kind != "button" and not typed_confidential:
             replies.append(Reply(self._say("dialog.use_buttons"), self._confirm_buttons()))
             return CONFIRM
+        confidential = typed_confidential or event.action == "oks"
         # A failure here is raised: the adapter keeps the draft (and the state) as it was,
         # and a press again files the same case at most once.
         flags = (TRANSCRIPT_PENDING,) if draft.get("pending_voice") else ()
-        filed = await self.ports.file(petition(draft, self.source, self.conversation, flags=flags))
+        filed = await self.ports.file(petition(draft, self.source, self.conversation, flags=flags,
+                                               confidential=confidential))
         self._filed = filed
-        replies.append(Reply(filed_text(filed, self.language, self.ports.due_text(filed.due), self.channel),
-                             case=filed.number, keyboard="menu"))
+        text = filed_text(filed, self.language, self.ports.due_text(filed.due), self.channel)
+        if confidential:
+            text += "\n" + self._say("dialog.filed_confidential")
+        replies.append(Reply(text, case=filed.number, keyboard="menu"))
         return IDLE

@@ -166,6 +166,8 @@ def card_text(language: str, tz: str, case: worker_store.Card, header: str, *, e
              response_due=store.local(case.response_due, tz) or "—",
              resolution_due=store.local(case.resolution_due, tz) or "—")
     lines = [t(language, header, number=case.number), body]
+    if case.confidential:
+        lines.insert(1, t(language, "staff.card_confidential"))
     routing = case_routing_text(language, case.routing_trace, case.routing_reason, catalogue=BOT)
     if routing:
         lines.append(t(language, "staff.card_routing", routing=routing))
@@ -454,6 +456,8 @@ async def _show_card(update: Update, context: Context, case_id: int) -> None:
         extra += report_lines(language, view)
     text = card_text(language, d.tz, view, "staff.card_case", extra=extra)
     await update.effective_message.reply_text(text, reply_markup=buttons(d, language, view, role))
+    if view.confidential:
+        await d.db(worker_store.card_shown, view.case_id, f"chat:{update.effective_chat.id}", "case")
 
 
 async def _ask_input(update: Update, context: Context, case_id: int, act: str, stamp: str) -> None:

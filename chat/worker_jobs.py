@@ -162,6 +162,8 @@ class StaffJobs(JobHandlers):
             header = "staff.card_escalated" if escalated else "staff.card_dispatch"
             await self._send(chat_id, worker.card_text(language, d.tz, view, header, extra=extra),
                              reply_markup=worker.buttons(d, language, view, "owner"))
+            if view.confidential:
+                await d.db(worker_store.card_shown, case_id, to, send)
         elif send == "check":
             if not await self._photos(chat_id, view.report_photos, view.number, language,
                                       "staff.report_photo_caption"):
@@ -169,10 +171,14 @@ class StaffJobs(JobHandlers):
             await self._send(chat_id, worker.card_text(language, d.tz, view, "staff.card_check",
                                                        extra=worker.report_lines(language, view)),
                              reply_markup=worker.buttons(d, language, view, "checker"))
+            if view.confidential:
+                await d.db(worker_store.card_shown, case_id, to, send)
         elif send == "check_failed":
             extra = [t(language, "staff.card_reason", reason=reason or "—"), t(language, "staff.check_failed_hint")]
             await self._send(chat_id, worker.card_text(language, d.tz, view, "staff.card_check_failed", extra=extra),
                              reply_markup=worker.buttons(d, language, view, "owner"))
+            if view.confidential:
+                await d.db(worker_store.card_shown, case_id, to, send)
         else:
             log.warning("unknown staff message %r in job %s", send, job.id)
 

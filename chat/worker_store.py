@@ -11,7 +11,7 @@ Anything else is ``Refused`` and changes nothing.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -20,11 +20,12 @@ from sqlmodel import select
 from core import actions
 from core.actions import OWNED, TRANSITIONS
 from core.cases.models import Attachment, Case, CaseEvent, CaseStatus, Category
-from core.cases.queries import case_files
+from core.cases.queries import case_files, known_names
 from core.deadlines import reminders
 from core.errors import DomainError, IllegalTransition, NotFound
-from core.people import staff
+from core.people import audit, staff
 from core.people.models import StaffChat, Worker
+from core.people.redaction import CONFIDENTIAL, redact
 from core.places.models import Grid
 from core.platform.db import session_scope
 
@@ -71,6 +72,15 @@ def chat_for(engine: Engine, key: str) -> Me | None:
         return Me(who, link.chat_id, link.language) if link else None
 
 
+def card_shown(engine: Engine, case_id: int, who: str, card: str) -> None:
+    """A confidential case's card sent to a staff chat is a view of it: an audit row, as the
+    console writes for its case page (``who``: the staff key or the chat)."""
+    with session_scope(engine) as session:
+        number = session.exec(select(Case.number).where(Case.id == case_id)).first()
+        audit.record(session, actor=f"telegram:{who}", action="case.view", target_type="case", target_id=number,
+                     detail={"confidential": True, "phone_shown": False, "via": "staff_chat", "card": card})
+
+
 def link_by_invite(engine: Engine, chat_id: int, token: str, key: bytes, language: str) -> staff.Staff:
     with session_scope(engine) as session:
         return staff.redeem_invite(session, token, key, chat_id, language=language)
@@ -115,6 +125,8 @@ class Card:
     report_photos: list[str] = field(default_factory=list)
     routing_trace: list[dict] | None = None  # why routing chose this grid (codes; said by the card)
     routing_reason: str | None = None  # older rows, or an operator's words
+    # 保密: the text masked (names, every number of 3 digits or more), no recording sent
+    confidential: bool = False
 
 
 def _report(session, case: Case) -> tuple[str | None, list[str], int | None]:
@@ -140,15 +152,22 @@ def card(engine: Engine, case_id: int) -> Card | None:
         files = case_files(session, case.id)
         note, report_photos, _ = _report(session, case)
         report_set = set(report_photos)
+        description, address = case.description, case.address_text
+        if case.confidential:  # a staff chat is a worker's or a checker's: who the resident is stays out
+            names = known_names(session, [case]).get(case.id, ())
+            description = redact(description, names, CONFIDENTIAL)
+            address = redact(address, names, CONFIDENTIAL) or None
         return Card(
             case.id, case.number, case.status.value, case.channel.value, category.name if category else None,
-            case.urgency.value, grid.name if grid else None, case.address_text, case.description,
+            case.urgency.value, grid.name if grid else None, address, description,
             case.response_due, case.resolution_due, staff.stamp(case.dispatched_at),
             staff.stamp(case.reported_done_at), case.escalation_count, worker.name if worker else None,
             photos=[f.path for f in files if f.kind == "photo" and f.path not in report_set],
-            recordings=[f.path for f in files if f.kind == "recording"],
+            # a voice says who is speaking: a confidential case's recording is never sent
+            recordings=[] if case.confidential else [f.path for f in files if f.kind == "recording"],
             report_note=note, report_photos=report_photos,
             routing_trace=case.routing_trace, routing_reason=case.routing_reason,
+            confidential=case.confidential,
         )
 
 
@@ -285,7 +304,19 @@ def tasks(engine: Engine, chat_id: int | str) -> tuple[staff.Staff, list[reminde
         who = staff.staff_of_chat(session, chat_id)
         if who is None:
             return None
-        return who, reminders.tasks(session, who)
+        return who, _masked(session, reminders.tasks(session, who))
+
+
+def _masked(session, tasks: list[reminders.Task]) -> list[reminders.Task]:  # noqa: ANN001
+    """The task list with a confidential case's words masked, as its card has them."""
+    ids = sorted({task.case_id for task in tasks})
+    secret = {c.id: c for c in session.exec(select(Case).where(Case.id.in_(ids or [-1]),
+                                                               Case.confidential == True)).all()}  # noqa: E712
+    if not secret:
+        return tasks
+    names = known_names(session, list(secret.values()))
+    return [replace(task, description=redact(task.description, names.get(task.case_id, ()), CONFIDENTIAL))
+            if task.case_id in secret else task for task in tasks]
 
 
 def still_current(engine: Engine, case_id: int, send: str, stamp: str, to: str) -> bool:

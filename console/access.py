@@ -17,7 +17,16 @@ from sqlmodel import Session, select
 from console.models import ConsoleUser, ConsoleUserGrid
 from core.cases.models import Case
 from core.people.models import WorkerGrid
-from core.people.redaction import STAFF, mask_name, mask_phone, redact
+from core.people.redaction import (
+    CONFIDENTIAL,
+    NAME_MASK,
+    NUMBER_MASK,
+    STAFF,
+    Policy,
+    mask_name,
+    mask_phone,
+    redact,
+)
 from core.places.models import Grid
 from core.platform.rules import load_rules
 from core.reporting.reports import Scope, workers_of_grids
@@ -31,6 +40,8 @@ class RoleRules:
     see_phone: bool
     pages: frozenset[str]
     actions: frozenset[str]
+    # Who the resident of a confidential case (保密) is: its name, phone and voice.
+    see_confidential: bool = False
 
 
 def role_rules(role: str) -> RoleRules:
@@ -38,7 +49,7 @@ def role_rules(role: str) -> RoleRules:
     if entry is None:  # a role removed from the rules opens nothing
         return RoleRules("own", False, frozenset(), frozenset())
     return RoleRules(str(entry["scope"]), bool(entry["see_phone"]), frozenset(entry["pages"]),
-                     frozenset(entry["actions"]))
+                     frozenset(entry["actions"]), bool(entry.get("see_confidential", False)))
 
 
 def console_rules() -> dict:
@@ -75,6 +86,17 @@ class Principal:
     @property
     def sees_phone(self) -> bool:
         return self.rules.see_phone
+
+    @property
+    def sees_confidential(self) -> bool:
+        return self.rules.see_confidential and self.rules.see_phone
+
+    def sees_person(self, case: Case | None) -> bool:
+        """Whether this account reads who the resident of ``case`` is (name, phone, voice,
+        the words unmasked): its role sees phones and, for a confidential case, may see those."""
+        if case is not None and case.confidential:
+            return self.sees_confidential
+        return self.sees_phone
 
 
 # The grid tree changes rarely; one copy per process, refreshed every minute.
@@ -153,22 +175,44 @@ def can_see(session: Session, principal: Principal, case_id: int) -> bool:
     return session.exec(scoped(select(Case.id).where(Case.id == case_id), principal)).first() is not None
 
 
-# ---- masking: core.people.redaction does it; these choose by role ----------------------------------
+# ---- masking: core.people.redaction does it; these choose by role (and by the case) -------------
 
 
-def phone_for(principal: Principal, phone: str | None) -> str:
-    return (phone or "") if principal.sees_phone else mask_phone(phone)
+def phone_for(principal: Principal, phone: str | None, case: Case | None = None) -> str:
+    if principal.sees_person(case):
+        return phone or ""
+    if case is not None and case.confidential:  # not even the tail: 保密
+        return NUMBER_MASK if phone else ""
+    return mask_phone(phone)
 
 
-def name_for(principal: Principal, name: str | None) -> str:
-    return (name or "") if principal.sees_phone else mask_name(name)
+def name_for(principal: Principal, name: str | None, case: Case | None = None) -> str:
+    if principal.sees_person(case):
+        return name or ""
+    if case is not None and case.confidential:
+        return NAME_MASK if name else ""
+    return mask_name(name)
 
 
-def text_for(principal: Principal, text: str | None, names: Iterable[str] = ()) -> str:
+def text_for(principal: Principal, text: str | None, names: Iterable[str] = (), case: Case | None = None) -> str:
     """Free text (a description, a transcript, a note) as this role may read it: for a role
     that may not see phones and names, the personal data in it masked, the case's known
-    names (``names``: its resident's and household's) included."""
-    return (text or "") if principal.sees_phone else redact(text, names, STAFF)
+    names (``names``: its resident's and household's) included. A confidential case read
+    by a role that may not see its resident: every number of three digits or more, every
+    building, room and door number and every name masked (``CONFIDENTIAL``)."""
+    if principal.sees_person(case):
+        return text or ""
+    return redact(text, names, policy_for(case))
+
+
+def policy_for(case: Case | None) -> Policy:
+    return CONFIDENTIAL if case is not None and case.confidential else STAFF
+
+
+def hides_voice(principal: Principal, case: Case) -> bool:
+    """A confidential case's recordings and voice notes are the resident's voice: a role
+    that may not see its resident neither hears nor downloads them."""
+    return case.confidential and not principal.sees_confidential
 
 
 def report_scope(session: Session, principal: Principal):  # noqa: ANN201

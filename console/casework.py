@@ -137,8 +137,9 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
                                    .order_by(Case.id)).all()),
         drawing=_map(session, case, grid_path[-1] if grid_path else None),
     )
-    if not principal.sees_phone:
-        view.people = known_names(session, [case, *(d.case for d in duplicates)])
+    masked = [c for c in (case, *(d.case for d in duplicates)) if not principal.sees_person(c)]
+    if masked:
+        view.people = known_names(session, masked)
     if principal.rules.actions:
         view.choices = {
             # Retired categories are not offered; the case's own stays visible.
@@ -152,15 +153,18 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
             "close_reasons": list(console_rules()["close_reasons"]),
         }
     actor, remote = who
+    detail = {"phone_shown": principal.sees_person(case), "files": len(view.files)}
+    if case.confidential:  # a view of a confidential case says so, and whether its resident was shown
+        detail["confidential"] = True
     audit.record(session, actor=actor, action="case.view", target_type="case", target_id=case.number,
-                 detail={"phone_shown": principal.sees_phone, "files": len(view.files)}, remote=remote)
+                 detail=detail, remote=remote)
     return view
 
 
 # ---- what the page offers ----------------------------------------------------------------
 
 # The core step whose starting states a console form needs (the rest are named alike).
-STEP_OF = {"edit_text": "classify", "locate": "classify", "review": "annotate"}
+STEP_OF = {"edit_text": "classify", "locate": "classify", "review": "annotate", "confidential": "annotate"}
 
 
 def offered(principal: Principal, case: Case) -> frozenset[str]:
@@ -306,6 +310,15 @@ def _annotate(session, case, form, p):  # noqa: ANN001, ANN202
     actions.annotate(session, case, actor=p.actor, note=_need(form, "note", "the note is empty"))
 
 
+def _confidential(session, case, form, p):  # noqa: ANN001, ANN202
+    value = form.get("confidential", "")
+    if value not in ("yes", "no"):
+        raise InvalidInput(f"confidential: {value!r} is neither yes nor no", code="console.confidential_choice",
+                           value=value)
+    actions.set_confidential(session, case, actor=p.actor, confidential=value == "yes",
+                             reason=form.get("reason") or None)
+
+
 def _review(session, case, form, p):  # noqa: ANN001, ANN202
     present = tuple(f for f in console_rules()["clears_flags"]["review"] if f in (case.flags or ()))
     if not present:
@@ -317,7 +330,7 @@ ACTIONS: dict[str, Callable] = {
     "classify": _classify, "edit_text": _edit_text, "locate": _locate, "dispatch": _dispatch,
     "accept": _accept, "start": _start, "report_done": _report_done, "return": _return,
     "escalate": _escalate, "verify": _verify, "close": _close, "reopen": _reopen, "merge": _merge,
-    "annotate": _annotate, "review": _review,
+    "annotate": _annotate, "review": _review, "confidential": _confidential,
 }
 
 

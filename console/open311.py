@@ -40,7 +40,7 @@ from core.cases.texts import status_name
 from core.errors import DatabaseBusy, DomainError, TooManyPetitions
 from core.people import apikeys
 from core.people.models import Department
-from core.people.redaction import PUBLIC, redact
+from core.people.redaction import CONFIDENTIAL, PUBLIC, redact
 from core.places.models import Grid
 from core.places.routing import normalise_phone
 from core.platform.clock import utcnow
@@ -76,11 +76,12 @@ class ApiError(Exception):
 
 # ---- what is published ----------------------------------------------------------------------
 
-def public_text(text: str | None, names: tuple[str, ...] = ()) -> str:
+def public_text(text: str | None, names: tuple[str, ...] = (), *, confidential: bool = False) -> str:
     """A resident's words as the public may read them (``core.people.redaction``, ``PUBLIC``):
     no e-mail, phone or identity number, no building, unit or room number, no name of the
-    case's resident or household, nor one the text introduces."""
-    return redact(text, names, PUBLIC)[:MAX_DESCRIPTION]
+    case's resident or household, nor one the text introduces. A confidential case (保密)
+    loses every number of three digits or more as well (``CONFIDENTIAL``)."""
+    return redact(text, names, CONFIDENTIAL if confidential else PUBLIC)[:MAX_DESCRIPTION]
 
 
 def public_description(case: Case, category: Category | None, names: tuple[str, ...]) -> str | None:
@@ -88,7 +89,7 @@ def public_description(case: Case, category: Category | None, names: tuple[str, 
     the category's name alone, a summary that cannot carry anyone's words."""
     if not rules()["publish_descriptions"]:
         return category.name if category else str(rules()["summary_without_category"])
-    return public_text(case.description, names) or None
+    return public_text(case.description, names, confidential=case.confidential) or None
 
 
 def w3c(value: datetime | None, tz: str) -> str | None:

@@ -12,13 +12,12 @@ from sqlalchemy import Text, and_, cast, func, or_, text
 from sqlalchemy import case as sql_case
 from sqlmodel import Session, select
 
-from console.access import Principal, console_rules, scoped, with_descendants
+from console.access import Principal, console_rules, scoped, text_for, with_descendants
 from core.actions import OWNED
 from core.cases.models import TRIAGE_INDEX_PREDICATE, Case, CaseStatus, Category, Channel
 from core.cases.queries import known_names
 from core.errors import InvalidInput
 from core.people.models import AuditEntry, Department, Resident, Worker
-from core.people.redaction import STAFF, redact
 from core.places.models import Grid
 from core.places.routing import phone_variants
 from core.platform.clock import utcnow
@@ -47,8 +46,9 @@ def names_for(session: Session, cases: list[Case], principal: Principal | None =
     and, for a role that reads masked text, the people each case knows (``people``: what the
     descriptions are masked with)."""
     out: dict[str, dict[int, object]] = {"category": {}, "grid": {}, "worker": {}, "department": {}, "people": {}}
-    if principal is not None and not principal.sees_phone:
-        out["people"] = known_names(session, cases)
+    masked = [c for c in cases if principal is not None and not principal.sees_person(c)]
+    if masked:
+        out["people"] = known_names(session, masked)
     for key, model, attr in (("category", Category, "category_id"), ("grid", Grid, "grid_id"),
                              ("worker", Worker, "worker_id"), ("department", Department, "department_id")):
         ids = sorted({getattr(c, attr) for c in cases if getattr(c, attr) is not None})
@@ -296,8 +296,12 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         residents = sorted(session.exec(select(Resident.id).where(Resident.phone.in_(variants))).all())
         by_phone = Case.contact_phone.in_(variants)
         stmt = stmt.where(or_(by_phone, Case.resident_id.in_(residents)) if residents else by_phone)
+        if not principal.sees_confidential:  # a confidential case is never found by its resident's phone
+            stmt = stmt.where(Case.confidential == False)  # noqa: E712
     term = f.text.lower()
-    masked = bool(f.text) and not principal.sees_phone
+    # Text some of the cases are read masked in: every case for a role that may not see
+    # phones, the confidential ones for a role that may not see those.
+    masked = bool(f.text) and not principal.sees_confidential
     # For a role that reads masked text, a first sieve: what the masked text contains, the
     # stored text contains too, but for the stars of a mask; the masked text decides below.
     for piece in ([p for p in term.split("*") if p] if masked else [term] if term else []):
@@ -359,9 +363,9 @@ def _search_masked(session: Session, principal: Principal, stmt, term: str, afte
     cursor = after
     while True:
         batch = list(session.exec(_newest_after(stmt, cursor).limit(MASKED_BATCH)).all())
-        people = known_names(session, batch)
+        people = known_names(session, [c for c in batch if not principal.sees_person(c)])
         for case in batch:
-            if term not in redact(case.description, people.get(case.id, ()), STAFF).lower():
+            if term not in text_for(principal, case.description, people.get(case.id, ()), case).lower():
                 continue
             if len(found) == limit:  # one match more: there is a next page, after the last shown
                 return Page(found, (found[-1].created_at, found[-1].id), names_for(session, found, principal))

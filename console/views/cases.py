@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from console import casework, db
-from console.access import console_rules, name_for, phone_for, text_for
+from console.access import console_rules, hides_voice, name_for, phone_for, text_for
 from console.i18n import CONSOLE, has, t
 from console.views.common import form, lang, principal, render, who
 from console.views.files import file_states
@@ -26,13 +26,20 @@ def _transcript(case, p, threshold: float, people: tuple[str, ...]) -> list[dict
                    "end": float(w.get("end", 0.0)), "conf": float(w.get("conf", 1.0)),
                    "low": float(w.get("conf", 1.0)) < threshold} for w in words]
         whole = "".join(piece["text"] for piece in pieces) if pieces else str(seg.get("text", ""))
-        masked = text_for(p, whole, people)
+        masked = text_for(p, whole, people, case)
         if not pieces or masked != whole:
             conf = min([float(seg.get("confidence", 1.0))] + [piece["conf"] for piece in pieces])
             pieces = [{"text": masked, "start": float(seg.get("start", 0.0)),
                        "end": float(seg.get("end", 0.0)), "conf": conf, "low": conf < threshold}]
         out.append({"start": float(seg.get("start", 0.0)), "words": pieces})
     return out
+
+
+def _case_of(view, case_id: int):  # noqa: ANN001, ANN202
+    """The case or suggested duplicate a piece of text belongs to (its confidentiality decides the mask)."""
+    if case_id == view.case.id:
+        return view.case
+    return next((d.case for d in view.duplicates if d.case.id == case_id), view.case)
 
 
 def event_reason(language: str, e) -> str | None:  # noqa: ANN001
@@ -66,22 +73,29 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
     threshold = float(console_rules()["low_word_confidence"])
+    case = view.case
+    # A confidential case read by a role that may not see its resident: no voice to play.
+    voices = () if hides_voice(p, case) else ("recording", "voice", "survey_comment")
     states = await file_states(request, view.files)
     people = view.people.get(view.case.id, ())
     offered = casework.offered(p, view.case)
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
-        "phone": phone_for(p, view.case.contact_phone or (view.resident.phone if view.resident else None)),
-        "resident_name": name_for(p, view.resident.name if view.resident else None),
-        "description": text_for(p, view.case.description, people),
-        "transcript": _transcript(view.case, p, threshold, people),
-        "recordings": [f for f in view.files if f.kind in ("recording", "voice") and _plays(f)],
+        "phone": phone_for(p, case.contact_phone or (view.resident.phone if view.resident else None), case),
+        "resident_name": name_for(p, view.resident.name if view.resident else None, case),
+        "description": text_for(p, case.description, people, case),
+        "transcript": _transcript(case, p, threshold, people),
+        "recordings": [f for f in view.files if f.kind in ("recording", "voice") and f.kind in voices and _plays(f)],
         "photos": [f for f in view.files if f.kind == "photo" and _shows(f)],
-        "comments": [f for f in view.files if f.kind == "survey_comment" and _plays(f)],
+        "comments": [f for f in view.files if f.kind == "survey_comment" and f.kind in voices and _plays(f)],
         # a file that is neither (its bytes were no audio or image we allow): a download only
         "downloads": [f for f in view.files if f.kind in ("recording", "voice", "photo")
+                      and (f.kind == "photo" or f.kind in voices)
                       and not (_plays(f) if f.kind != "photo" else _shows(f))],
-        "text_for": lambda s, case_id=view.case.id: text_for(p, s, view.people.get(case_id, ())),
+        "voice_withheld": sum(1 for f in view.files if f.kind in ("recording", "voice", "survey_comment")
+                              and f.kind not in voices),
+        "text_for": lambda s, case_id=view.case.id: text_for(p, s, view.people.get(case_id, ()),
+                                                             _case_of(view, case_id)),
         "kept": lambda action, field: typed[1].get(field, "") if typed and typed[0] == action else "",
         "limit": limits.limit_of,
         "file_state": states,

@@ -23,6 +23,7 @@ from aiohttp import web
 from sqlmodel import select
 
 from console import casework, db
+from console.access import hides_voice
 from console.i18n import t
 from console.views.common import lang, principal, who
 from core.cases.models import Attachment
@@ -60,9 +61,21 @@ def _locate(session, p, number: str, attachment_id: int, who_: tuple[str, str]):
     if att is None:
         return None
     actor, remote = who_
+    if hides_voice(p, case) and (att.kind in VOICES or media_types.servable(att.mime_type) in media_types.AUDIO):
+        # A confidential case's voice, asked for by a role that may not hear it: refused, and
+        # the attempt is on the record (committed: a refusal is no error of the transaction).
+        audit.record(session, actor=actor, action="case.file_refused", target_type="case", target_id=case.number,
+                     detail={"attachment": att.id, "kind": att.kind, "confidential": True}, remote=remote)
+        return REFUSED
+    detail = {"attachment": att.id, "kind": att.kind}
+    if case.confidential:
+        detail["confidential"] = True
     audit.record(session, actor=actor, action="case.file", target_type="case", target_id=case.number,
-                 detail={"attachment": att.id, "kind": att.kind}, remote=remote)
+                 detail=detail, remote=remote)
     return case.number, att.path, att.mime_type, att.upload_pending, att.kind
+
+
+REFUSED = "refused"
 
 
 RANGE = re.compile(r"bytes=(\d*)-(\d*)")
@@ -171,6 +184,9 @@ async def serve_file(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden() from None
     if found is None:
         raise web.HTTPNotFound()
+    if found == REFUSED:
+        return web.Response(status=403, text=t(lang(request), "case.voice_refused"), content_type="text/plain",
+                            charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
     number, key, recorded_type, pending, kind = found
     source = source_of(request.config_dict[db.SERVICES].media, key, pending)
     try:

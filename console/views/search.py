@@ -59,7 +59,8 @@ def _run(session, p, filters, after, who_):  # noqa: ANN001, ANN202
                    {"results": len(page.rows)})
     elif personal:
         audit_view(session, who_, "case.search_text", "text", filters.text[:64],
-                   {"results": len(page.rows), "masked": not p.sees_phone})
+                   {"results": len(page.rows), "masked": not p.sees_phone,
+                    "confidential": sum(1 for c in page.rows if c.confidential)})
     return page, colours(session, page.rows), _categories(session)
 
 

@@ -29,7 +29,7 @@ def _list(session, p, who_):  # noqa: ANN001, ANN202
         resident = session.get(Resident, case.resident_id) if case.resident_id else None
         category = session.get(Category, case.category_id) if case.category_id else None
         rows.append({"survey": survey, "case": case, "category": category.name if category else "",
-                     "phone": phone_for(p, case.contact_phone or (resident.phone if resident else None))})
+                     "phone": phone_for(p, case.contact_phone or (resident.phone if resident else None), case)})
     if rows:  # the list shows residents' phone numbers
         audit_view(session, who_, "survey.manual_list", "survey", None,
                    {"cases": [r["case"].number for r in rows][:50], "phone_shown": p.sees_phone})

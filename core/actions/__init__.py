@@ -44,6 +44,7 @@ from core.actions.operator import (
     merge,
     reopen,
     return_case,
+    set_confidential,
     set_flags,
 )
 from core.actions.privacy import shred
@@ -86,7 +87,7 @@ __all__ = [
     "attach", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
     "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "link_verified_phone", "locate", "merge", "next_case_number",
     "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",
-    "return_case", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
+    "return_case", "set_confidential", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
     "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",
     "survey_to_manual", "survey_unreachable", "unlink_verified_phone", "verify",
 ]

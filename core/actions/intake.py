@@ -116,6 +116,7 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         address_text=address_text,
         category_id=category.id if category else None,
         urgency=petition.urgency,
+        confidential=petition.confidential,
         created_at=now,
         updated_at=now,
     )
@@ -136,6 +137,8 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         data = {**(data or {}), "text_cut": {"kept": len(description), "said": len(petition.description.strip())}}
     if petition.event_data:
         data = {**(data or {}), **petition.event_data}
+    if petition.confidential:  # the resident's own request, on the record of how the case came in
+        data = {**(data or {}), "confidential": True}
     event(session, case, "submit", actor, S.received, reason=f"via {petition.channel.value}", data=data, at=now)
     return case, True
 

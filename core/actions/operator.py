@@ -213,3 +213,18 @@ def set_flags(session: Session, case: Case, *, actor: str, add: tuple[str, ...] 
     case.flags = sorted(flags) or None
     event(session, case, "flag", actor, case.status, data={"add": list(add), "remove": list(remove)})
     return case
+
+
+def set_confidential(session: Session, case: Case, *, actor: str, confidential: bool,
+                     reason: str | None = None) -> Case:
+    """Mark a case confidential (保密处理) or lift the mark: from then on workers, departments,
+    Open311 and reports read it without the resident's name, phone or voice. Who may do it
+    (operators, admins) is the console's rule. No change: no event. It is no flag: the case
+    does not go to triage for it."""
+    check(case, "annotate")
+    limits.check_text("note", reason)
+    if case.confidential == confidential:
+        return case
+    case.confidential = confidential
+    event(session, case, "confidential", actor, case.status, reason=reason, data={"confidential": confidential})
+    return case

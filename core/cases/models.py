@@ -102,6 +102,10 @@ class Case(SQLModel, table=True):
     transcript_confidence: float | None = None
     # Recordings, voice notes and photos are Attachment rows: the one record of a case's files.
     flags: list[str] | None = json_column()
+    # The resident asked that who they are be kept from everyone but operators and admins
+    # (保密处理): no name, phone or voice for workers, departments, Open311 and reports.
+    # A column, not a flag: a flag would put the case in triage.
+    confidential: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
     latitude: float | None = None
     longitude: float | None = None

@@ -31,6 +31,9 @@ from functools import lru_cache
 
 from pypinyin import lazy_pinyin
 
+MIN_SECRET_DIGITS = 7  # a landline without area code has 7; nothing shorter is a phone number
+CONFIDENTIAL_DIGITS = 3  # a confidential case: every number that could point at the resident
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -39,6 +42,10 @@ class Policy:
     places: bool  # building, unit and room numbers too
     phone_tail: bool  # a mobile number as 138****2419 (enough to tell two apart), else ***
     name_initial: bool  # a name as 陈** (the surname stays), else **
+    # Digit runs this long or longer are masked: 7 catches every phone and identity number;
+    # a confidential case (保密) masks every run of 3 or more (house, room and plate numbers,
+    # ages, sums too: a number the resident spoke may point at them; it prefers a digit too many).
+    min_digits: int = MIN_SECRET_DIGITS
 
 
 # What the public reads (Open311): nothing that points at a person or a flat.
@@ -46,6 +53,10 @@ PUBLIC = Policy(places=True, phone_tail=False, name_initial=False)
 # What a console role that may not see phones and names reads: the place stays (it is the
 # work: a department has to find the broken pipe), the person goes.
 STAFF = Policy(places=False, phone_tail=True, name_initial=True)
+# What a role that may not see a confidential case's resident reads of it (worker,
+# department, supervisor; Open311 too): no name, no number of three digits or more, no
+# building, unit, room or door number, no phone tail.
+CONFIDENTIAL = Policy(places=True, phone_tail=False, name_initial=False, min_digits=CONFIDENTIAL_DIGITS)
 
 NUMBER_MASK = "***"
 PLACE_MASK = "**"
@@ -73,7 +84,6 @@ def _digit_view(text: str) -> str:
 # A run of digits and what people put between them (spaces, dashes, dots, brackets, a plus).
 _RUN = re.compile(r"[+＋(（]?[0-9](?:[\s\-－‐–—.．·()（）/]{0,3}[0-9])*(?:\s?[Xx×])?")
 _DATE = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}")
-MIN_SECRET_DIGITS = 7  # a landline without area code has 7; nothing shorter is a phone number
 
 
 def _number_spans(text: str, view: str, policy: Policy) -> list[tuple[int, int, str]]:
@@ -82,7 +92,7 @@ def _number_spans(text: str, view: str, policy: Policy) -> list[tuple[int, int, 
         raw = m.group(0)
         digits = re.sub(r"\D", "", raw)
         ends_x = raw[-1] in "Xx×"
-        if len(digits) < MIN_SECRET_DIGITS or _DATE.fullmatch(raw.strip()):
+        if len(digits) < policy.min_digits or (_DATE.fullmatch(raw.strip()) and policy.min_digits >= MIN_SECRET_DIGITS):
             continue
         start, end = m.start(), m.end()
         if ends_x and len(digits) != 17:  # an X is part of an identity number only

@@ -752,16 +752,17 @@ def escalated_cases(session: Session, start: datetime, end: datetime, conditions
 def repeated_complaints(session: Session, start: datetime, end: datetime, conditions: Sequence,
                         limit: int, language: str = DEFAULT) -> tuple[list[Repeat], int]:
     """Places that raised the same category at least twice in the period (重复投诉). A place
-    is the resident's registered household, else the address given; cases with neither are
-    not counted."""
+    is the resident's registered household, else the address given; cases with neither, and
+    confidential cases, are not counted."""
     # Literal prefixes written into the SQL (not bound): PostgreSQL must see the same
     # expression in SELECT and GROUP BY.
     place = func.coalesce(
         sa.literal_column("'h:'", sa.String) + sa.cast(Resident.household_id, sa.String),
         sa.literal_column("'a:'", sa.String) + Case.address_text,
     )
+    # A confidential case (保密) is left out: its place is the resident's home, which says who they are.
     cohort = [Case.created_at >= start, Case.created_at < end, Case.status != CaseStatus.merged,
-              Case.category_id.is_not(None), *conditions]
+              Case.category_id.is_not(None), Case.confidential == sa.false(), *conditions]
     # The first ``limit`` groups and, on each row, how many groups there are in all.
     top = (
         select(Case.category_id, place.label("place"), func.count().label("n"), func.count().over().label("total"))

@@ -1,7 +1,7 @@
 """the hotline's service figures (GB/T 33358-2016): when a call was answered, its transfer to a person
 
 Revision ID: 0023
-Revises: 0021 (to be re-chained onto 0022 when both are merged)
+Revises: 0022
 Create Date: 2026-12-07 03:30:00
 """
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0023'
-down_revision: str | None = '0021'
+down_revision: str | None = '0022'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -82,10 +82,12 @@ def leader_at(engine, grid_id: int, level: GridLevel) -> str:
 
 
 def file_case(engine, grid_id: int, *, description: str = "9幢门口的路灯坏了", channel: Channel = Channel.chat,
-              files: tuple = (), category: str = "streetlight", dispatch: bool = True) -> str:
+              files: tuple = (), category: str = "streetlight", dispatch: bool = True,
+              confidential: bool = False, contact_phone: str | None = None) -> str:
     with session_scope(engine) as session:
         case, _ = actions.submit_petition(session, Petition(channel=channel, description=description,
-                                                            category_code=category, files=files))
+                                                            category_code=category, files=files,
+                                                            confidential=confidential, contact_phone=contact_phone))
         if dispatch:
             actions.dispatch(session, case, actor="operator", grid_id=grid_id)
         return case.number
