@@ -36,8 +36,9 @@ def filed(engine):
 
 
 def test_a_piped_case_list_cuts_no_value(engine, filed, tmp_path):
+    # no COLUMNS (a test runner may set it): the command has nothing to size itself by
     env = {"GRIDLINE_DATABASE_URL": database_url(engine), "GRIDLINE_DATA_DIR": str(tmp_path),
-           "GRIDLINE_TIMEZONE": "Asia/Shanghai"}
+           "GRIDLINE_TIMEZONE": "Asia/Shanghai", "COLUMNS": ""}
     done = gridline("cases", "list", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
