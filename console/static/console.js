@@ -61,14 +61,24 @@ document.addEventListener("input", function (event) {
   var f = event.target;
   if (typedFields(f.form || document).indexOf(f) >= 0) store(typedKey(f), f.value);
 });
-document.addEventListener("DOMContentLoaded", function () {
+function forgetTaken() {
+  // The step was taken: its form's words are forgotten, whether or not the form is still on
+  // the page (a merged case shows no merge form).
   var done = new URLSearchParams(location.search).get("done");
+  if (!done) return;
+  var prefix = TYPED + location.pathname + ":act-" + done + ":";
+  try {
+    Object.keys(sessionStorage).filter(function (k) { return k.indexOf(prefix) === 0; })
+      .forEach(function (k) { sessionStorage.removeItem(k); });
+  } catch (e) { /* no storage: nothing kept */ }
+}
+document.addEventListener("DOMContentLoaded", function () {
+  forgetTaken();
   var restored = false;
   typedFields().forEach(function (f) {
-    var key = typedKey(f), kept = null;
-    try { kept = sessionStorage.getItem(key); } catch (e) { return; }
+    var kept = null;
+    try { kept = sessionStorage.getItem(typedKey(f)); } catch (e) { return; }
     if (kept === null) return;
-    if (done && f.form.id === "act-" + done) { sessionStorage.removeItem(key); return; }
     if (kept !== f.value) { f.value = kept; restored = true; f.classList.add("restored-field"); }
   });
   if (restored) {
