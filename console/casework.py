@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlmodel import Session, select
 
@@ -16,12 +17,14 @@ from core import actions
 from core.cases import flood
 from core.cases.duplicates import DuplicateCandidate, suggest_duplicates
 from core.cases.models import Case, CaseEvent, Category, Urgency
-from core.cases.queries import case_files, known_names
+from core.cases.queries import absorbed_cases, case_files, known_names
 from core.errors import InvalidInput, NotFound
 from core.followup.models import Survey
 from core.people import audit
-from core.people.models import Department, Resident, Worker
+from core.people.models import AuditEntry, Department, Resident, Worker
 from core.places.models import Grid, GridLevel, Household
+from core.platform.clock import utcnow
+from core.platform.rules import load_rules
 
 
 class Forbidden(Exception):
@@ -55,6 +58,10 @@ class CaseView:
     absorbed: list[str]  # the numbers of the duplicates merged into this case
     drawing: svgmap.Drawing | None
     choices: dict = field(default_factory=dict)
+    # The callers of this case and of each duplicate merged into it: (case number, resident
+    # name, phone), unmasked here; the page masks them for its role.
+    callers: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    undo_until: datetime | None = None  # a merged case: until when its merge can be undone
     # The names known for this case and for each duplicate suggested (case id → names): what
     # free text is masked with for a role that may not see names.
     people: dict[int, tuple[str, ...]] = field(default_factory=dict)
@@ -104,6 +111,12 @@ def _same_sender(session: Session, case: Case) -> list[DuplicateCandidate]:
                                {"similarity": f"{hold.similarity or 0:.0f}"})]
 
 
+def _caller(session: Session, case: Case) -> tuple[str, str | None, str | None]:
+    resident = session.get(Resident, case.resident_id) if case.resident_id else None
+    return (case.number, resident.name if resident else None,
+            case.contact_phone or (resident.phone if resident else None))
+
+
 def case_view(session: Session, principal: Principal, number: str, who: tuple[str, str]) -> CaseView:
     """Everything the case page shows; the view itself is an audit row (personal data)."""
     case = find_case(session, principal, number)
@@ -133,10 +146,12 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
         surveys=surveys,
         duplicates=duplicates,
         merged_into=merged_into,
-        absorbed=list(session.exec(select(Case.number).where(Case.merged_into_id == case.id)
-                                   .order_by(Case.id)).all()),
+        absorbed=[d.number for d in absorbed_cases(session, case)],
         drawing=_map(session, case, grid_path[-1] if grid_path else None),
+        undo_until=actions.undo_deadline(session, case),
     )
+    if view.absorbed:
+        view.callers = [_caller(session, c) for c in (case, *absorbed_cases(session, case))]
     masked = [c for c in (case, *(d.case for d in duplicates)) if not principal.sees_person(c)]
     if masked:
         view.people = known_names(session, masked)
@@ -167,14 +182,17 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
 STEP_OF = {"edit_text": "classify", "locate": "classify", "review": "annotate", "confidential": "annotate"}
 
 
-def offered(principal: Principal, case: Case) -> frozenset[str]:
+def offered(principal: Principal, case: Case, undo_until: datetime | None = None) -> frozenset[str]:
     """The forms the case page shows: what the role may do and the case's status allows
-    (the core's transition table), so that no button is there that can only fail."""
+    (the core's transition table), so that no button is there that can only fail. A merge
+    can be undone while ``undo_until`` (``actions.undo_deadline``) has not passed."""
     if case.shredded_at is not None:
         return frozenset()
     out = set()
     for action in principal.rules.actions & ACTIONS.keys():
         if case.status not in actions.TRANSITIONS[STEP_OF.get(action, action)]:
+            continue
+        if action == "unmerge" and (undo_until is None or undo_until <= utcnow()):
             continue
         if action == "review" and not set(console_rules()["clears_flags"]["review"]) & set(case.flags or ()):
             continue
@@ -295,6 +313,15 @@ def _close(session, case, form, p):  # noqa: ANN001, ANN202
     actions.close(session, case, actor=p.actor, reason=f"{reason}: {note}" if reason and note else reason or note)
 
 
+def _unmerge(session, case, form, p):  # noqa: ANN001, ANN202
+    actions.unmerge(session, case, actor=p.actor, reason=form.get("reason") or None)
+
+
+def _shred(session, case, form, p, *, data_dir=None, store=None):  # noqa: ANN001, ANN202
+    _confirmed(case, form)
+    actions.shred(session, case, actor=p.actor, data_dir=data_dir, store=store)
+
+
 def _reopen(session, case, form, p):  # noqa: ANN001, ANN202
     actions.reopen(session, case, actor=p.actor, reason=form.get("reason", ""))
 
@@ -330,19 +357,70 @@ ACTIONS: dict[str, Callable] = {
     "classify": _classify, "edit_text": _edit_text, "locate": _locate, "dispatch": _dispatch,
     "accept": _accept, "start": _start, "report_done": _report_done, "return": _return,
     "escalate": _escalate, "verify": _verify, "close": _close, "reopen": _reopen, "merge": _merge,
-    "annotate": _annotate, "review": _review, "confidential": _confidential,
+    "unmerge": _unmerge, "annotate": _annotate, "review": _review, "shred": _shred, "confidential": _confidential,
 }
+
+# Steps that cannot simply be taken back: the case page's button leads to a page that says
+# what will happen (``confirmation``), whose own button sends the form again with
+# ``confirmed=yes``. Works without a script; the server refuses the step unconfirmed.
+CONFIRMED_STEPS = ("merge", "close", "shred")
+
+
+@dataclass
+class Confirmation:
+    case: Case
+    action: str
+    form: dict
+    into: Case | None = None  # merge: the case this one joins
+    callers: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    undo_hours: float = 0.0
+
+
+def confirmation(session: Session, principal: Principal, number: str, action: str, form: dict) -> Confirmation:
+    """What the confirm page of ``action`` shows; refuses as the step itself would (a role
+    without it, a case it cannot start from, a merge into a case not there)."""
+    if action not in CONFIRMED_STEPS or not principal.may(action):
+        raise Forbidden()
+    case = find_case(session, principal, number)
+    actions.check(case, action)
+    out = Confirmation(case, action, {k: v for k, v in form.items() if k not in ("_csrf", "confirmed")})
+    if action == "merge":
+        into = find_case(session, principal, _need(form, "into", "which case is the original?"))
+        if into.id == case.id:
+            raise InvalidInput("a case cannot be merged into itself", code="merge.same_case", case=case.number)
+        out.into = into
+        out.callers = [_caller(session, c) for c in (into, *absorbed_cases(session, into), case)]
+        out.undo_hours = float(load_rules()["merge"]["undo_hours"])
+    elif action == "close" and not (form.get("reason") or form.get("note")):
+        raise InvalidInput("say why the case is closed", code="close.reason_required")
+    return out
+
+
+def _taken_already(session: Session, case: Case, action: str, once: str | None) -> bool:
+    """Whether this very form (its one-time mark, kept in the audit row's detail) was taken on
+    this case already. Asked under the case's row lock, so two presses cannot both pass."""
+    if not once:
+        return False
+    recent = session.exec(select(AuditEntry.detail).where(
+        AuditEntry.target_type == "case", AuditEntry.target_id == case.number, AuditEntry.action == f"case.{action}")
+        .order_by(AuditEntry.id.desc()).limit(20)).all()
+    return any((detail or {}).get("_once") == once for detail in recent)
 
 
 def apply(session: Session, principal: Principal, number: str, action: str, form: dict,
-          who: tuple[str, str]) -> Case:
+          who: tuple[str, str], *, data_dir=None, store=None) -> Case:  # noqa: ANN001
     """One form of the case page: permission, scope, the core action, flags it settles,
     and an audit row. A refused transition raises the core's DomainError (nothing written)."""
     if action not in ACTIONS or not principal.may(action):
         raise Forbidden()
     case = find_case(session, principal, number)
     case = actions.get_case(session, case.id, lock=True)
-    ACTIONS[action](session, case, form, principal)
+    if _taken_already(session, case, action, form.get("_once")):
+        return case  # the same form sent again: it was taken once, and that is the answer
+    if action == "shred":
+        _shred(session, case, form, principal, data_dir=data_dir, store=store)
+    else:
+        ACTIONS[action](session, case, form, principal)
     _clear_flags(session, case, action, principal.actor)
     actor, remote = who
     audit.record(session, actor=actor, action=f"case.{action}", target_type="case", target_id=case.number,

@@ -25,6 +25,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
+from yarl import URL
 
 from console.access import text_for
 from console.auth import PRINCIPAL
@@ -101,6 +102,9 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
         "lang": language,
         "t": lambda key, **kw: t(language, key, **kw),
         "csrf": request.get(CSRF_TOKEN, ""),
+        # A form's one-time mark: the same form sent twice (a double press, a retried request)
+        # is taken once (console.casework.apply).
+        "once": lambda: secrets.token_urlsafe(12),
         "nav": [item for item in NAV if p is not None and p.may_open(item.page)],
         "path": request.path,
         "query": request.query,
@@ -126,8 +130,34 @@ def render(request: web.Request, template: str, context: dict | None = None, *, 
     return response
 
 
-def error_page(request: web.Request, status: int, message: str) -> web.Response:
-    return render(request, "error.html", {"status": status, "message": message}, status=status)
+def error_page(request: web.Request, status: int, message: str, *, login_next: str | None = None) -> web.Response:
+    """Every error the console answers: a page in the page's language with a title in words
+    and a way on (back, home, or, when the session has ended, the login that returns here).
+    An htmx request gets the same page; console.js shows its message in a toast."""
+    language = lang(request)
+    title_key = f"errors.titles.e{status}"
+    return render(request, "error.html", {
+        "status": status, "message": message,
+        "title": t(language, title_key) if has(language, title_key) else t(language, "errors.titles.e500"),
+        "login_next": login_next,
+    }, status=status)
+
+
+def return_target(request: web.Request) -> str:
+    """Where a login after an ended session should bring the person back: the case page a
+    form was sent from, the page a GET asked for, else the page it came from (same site)."""
+    path = request.path
+    if request.method == "GET" and not request.headers.get("HX-Request"):
+        return request.path_qs
+    parts = path.split("/")
+    if len(parts) >= 4 and parts[2] == "cases" and parts[3].isdigit():
+        return f"{PREFIX}/cases/{parts[3]}"
+    came_from = request.headers.get("HX-Current-URL") or request.headers.get("Referer") or ""
+    if came_from:
+        url = URL(came_from)
+        if (not url.is_absolute() or url.host == request.url.host) and url.path.startswith(f"{PREFIX}/"):
+            return url.path_qs
+    return f"{PREFIX}/"
 
 
 @web.middleware
@@ -151,10 +181,19 @@ async def errors(request: web.Request, handler):  # noqa: ANN001, ANN201
         log.info("console: %s %s: %s", request.method, request.path, exc.text)
         return error_page(request, 413, t(lang(request), "errors.too_large", kb=limit_of("form_body_bytes") // 1024))
     except web.HTTPException as exc:
-        if exc.status in (403, 404, 405) and not exc.text.startswith("<"):
-            key = {403: "errors.forbidden", 404: "errors.not_found", 405: "errors.method"}[exc.status]
-            return error_page(request, exc.status, t(lang(request), key))
-        raise
+        if exc.status < 400 or (exc.text or "").startswith("<"):
+            raise  # redirects, and pages already made
+        language = lang(request)
+        if exc.status == 401:  # the session ended (or there was none) on a form or an htmx request
+            message = t(language, "errors.session_ended")
+            response = error_page(request, 401, message, login_next=return_target(request))
+        else:
+            key = {403: "errors.forbidden", 404: "errors.not_found", 405: "errors.method"}.get(exc.status)
+            response = error_page(request, exc.status, t(language, key) if key else t(language, "errors.generic.domain_error"))
+        for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
     except Exception:  # a bug: logged once with its traceback, the page says so plainly
         log.exception("console: %s %s failed", request.method, request.path)
         return error_page(request, 500, t(lang(request), "errors.internal"))
@@ -168,7 +207,7 @@ async def guard(request: web.Request, handler):  # noqa: ANN001, ANN201
         if principal(request) is None:
             if request.method == "GET" and not request.headers.get("HX-Request"):
                 raise web.HTTPSeeOther(f"{PREFIX}/login?next={_safe_next(request.path_qs)}")
-            raise web.HTTPUnauthorized(text=t(lang(request), "errors.login_again"))
+            raise web.HTTPUnauthorized()  # the errors middleware makes it a page with the way back
         request[CSRF_TOKEN] = session.get("csrf", "")
     response = await handler(request)
     asked = request.query.get("lang")

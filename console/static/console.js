@@ -41,3 +41,74 @@ window.addEventListener("pageshow", function () {
     });
   });
 });
+// ---- Typed words survive an ended session --------------------------------------------------
+// What is typed into a form is kept in this tab (sessionStorage, keyed by the page, the form
+// and the field) as it is typed. If the session has ended when the form is sent, the login
+// brings the person back to the page, and the words are put back here. A step that was taken
+// (the page says ?done=<action>) forgets its form's words. sessionStorage: nothing outlives the tab.
+var TYPED = "gridline:typed:";
+function typedFields(root) {
+  return Array.prototype.filter.call((root || document).querySelectorAll("form[method=post] textarea, form[method=post] input"),
+    function (f) {
+      var type = (f.getAttribute("type") || "text").toLowerCase();
+      return f.name && f.name.charAt(0) !== "_" && f.form && f.form.id && (type === "text" || type === "search" || f.tagName === "TEXTAREA");
+    });
+}
+// A refused form answers at .../act/<action>: the same case page, the same words.
+function typedKey(field) { return TYPED + location.pathname.replace(/\/act\/[a-z_]+$/, "") + ":" + field.form.id + ":" + field.name; }
+function store(key, value) { try { sessionStorage.setItem(key, value); } catch (e) { /* private mode, full: the server still keeps refused forms */ } }
+document.addEventListener("input", function (event) {
+  var f = event.target;
+  if (typedFields(f.form || document).indexOf(f) >= 0) store(typedKey(f), f.value);
+});
+function forgetTaken() {
+  // The step was taken: its form's words are forgotten, whether or not the form is still on
+  // the page (a merged case shows no merge form).
+  var done = new URLSearchParams(location.search).get("done");
+  if (!done) return;
+  var prefix = TYPED + location.pathname + ":act-" + done + ":";
+  try {
+    Object.keys(sessionStorage).filter(function (k) { return k.indexOf(prefix) === 0; })
+      .forEach(function (k) { sessionStorage.removeItem(k); });
+  } catch (e) { /* no storage: nothing kept */ }
+}
+document.addEventListener("DOMContentLoaded", function () {
+  forgetTaken();
+  var restored = false;
+  typedFields().forEach(function (f) {
+    var kept = null;
+    try { kept = sessionStorage.getItem(typedKey(f)); } catch (e) { return; }
+    if (kept === null) return;
+    if (kept !== f.value) { f.value = kept; restored = true; f.classList.add("restored-field"); }
+  });
+  if (restored) {
+    var note = document.createElement("p");
+    note.className = "restored"; note.id = "restored"; note.setAttribute("role", "status");
+    note.textContent = document.body.dataset.msgRestored || "";
+    var main = document.querySelector("main");
+    if (main) main.insertBefore(note, main.firstChild);
+  }
+});
+// ---- Errors of htmx requests (the triage list refreshing itself): a toast, never raw text ---
+function toast(message, link) {
+  var box = document.getElementById("toast");
+  if (!box) { box = document.createElement("div"); box.id = "toast"; box.setAttribute("role", "alert"); document.body.appendChild(box); }
+  box.textContent = message;
+  if (link) {
+    var a = document.createElement("a");
+    a.href = link.href; a.textContent = link.text; a.id = "toast-login";
+    box.appendChild(a);
+  }
+}
+document.addEventListener("htmx:responseError", function (event) {
+  var xhr = event.detail.xhr, message = "", link = null;
+  try {
+    var page = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+    var said = page.getElementById("error-message") || page.querySelector("[role=alert]");
+    message = said ? said.textContent.trim() : "";
+    var login = page.getElementById("login-again");
+    if (login) link = { href: login.getAttribute("href"), text: login.textContent.trim() };
+  } catch (e) { message = ""; }
+  toast(message || document.body.dataset.msgNetwork || "", link);
+});
+document.addEventListener("htmx:sendError", function () { toast(document.body.dataset.msgNetwork || ""); });

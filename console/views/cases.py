@@ -78,7 +78,8 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     voices = () if hides_voice(p, case) else ("recording", "voice", "survey_comment")
     states = await file_states(request, view.files)
     people = view.people.get(view.case.id, ())
-    offered = casework.offered(p, view.case)
+    offered = casework.offered(p, view.case, view.undo_until)
+    callers = [(n, name_for(p, name, view.case), phone_for(p, phone, view.case)) for n, name, phone in view.callers]
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
         "phone": phone_for(p, case.contact_phone or (view.resident.phone if view.resident else None), case),
@@ -102,6 +103,8 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         "offered": offered,
         "event_reason": lambda e: event_reason(lang(request), e),
         "can": lambda action: action in offered,
+        "callers": callers,
+        "caller_of": {n: " ".join(x for x in (name, phone) if x) for n, name, phone in callers},
     }, status=status)
 
 
@@ -109,12 +112,36 @@ async def case_page(request: web.Request) -> web.Response:
     return await show(request)
 
 
+async def confirm(request: web.Request, number: str, action: str, data: dict) -> web.Response:
+    """The page between the button of a step that cannot simply be taken back and the step:
+    what it will do, to which cases and callers, with a button that sends the form again
+    confirmed and a way back. Nothing is written until then."""
+    p = principal(request)
+    try:
+        step = await db.run(request, casework.confirmation, p, number, action, data)
+    except casework.Forbidden:
+        raise web.HTTPForbidden() from None
+    except DomainError as exc:
+        return await show(request, error=error_text(lang(request), exc), status=status_for(exc), typed=(action, data))
+    language = lang(request)
+    return render(request, "confirm.html", {
+        "step": step, "c": step.case, "fields": step.form,
+        "callers": [(n, name_for(p, name), phone_for(p, phone)) for n, name, phone in step.callers],
+        "describe": lambda case: text_for(p, case.description, ()),
+        "reason_words": close_reason_text(language, step.form.get("reason")) if action == "close" else "",
+    })
+
+
 async def act(request: web.Request) -> web.Response:
     p = principal(request)
     number, action = request.match_info["number"], request.match_info["action"]
     data = await form(request)
+    if action in casework.CONFIRMED_STEPS and data.get("confirmed") != "yes":
+        return await confirm(request, number, action, data)
+    services = request.config_dict[db.SERVICES]
+    extras = {"data_dir": request.config_dict[db.DATA_DIR], "store": services.media} if action == "shred" else {}
     try:
-        await db.run(request, casework.apply, p, number, action, data, who(request))
+        await db.run(request, casework.apply, p, number, action, data, who(request), **extras)
     except casework.Forbidden:
         raise web.HTTPForbidden() from None
     except DomainError as exc:

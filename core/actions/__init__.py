@@ -7,7 +7,7 @@ anything is written. Channels and the console call these; nothing else sets ``Ca
 or changes what a case owns (its files, its survey).
 
     intake       a channel, for a resident: submit a petition, attach files, hold one for an operator
-    operator     the operator's desk: classify, locate, dispatch, return, merge, close, reopen, notes
+    operator     the operator's desk: classify, locate, dispatch, return, merge (and undo it), close, reopen, notes
     handling     the handler: accept, start, report done
     checking     the leader: verify (核查)
     supervision  escalation (督办)
@@ -23,7 +23,7 @@ Case numbering (``core.cases.numbering``), owner resolution (``core.people.owner
 (``core.followup.survey_policy``) are separate concerns these writers use.
 """
 
-from core.actions._base import OWNED, TRANSITIONS, get_case
+from core.actions._base import OWNED, TRANSITIONS, check, get_case
 from core.actions.checking import verify
 from core.actions.handling import accept, report_done, start
 from core.actions.intake import (
@@ -42,10 +42,13 @@ from core.actions.operator import (
     dispatch,
     locate,
     merge,
+    merged_at,
     reopen,
     return_case,
     set_confidential,
     set_flags,
+    undo_deadline,
+    unmerge,
 )
 from core.actions.privacy import shred
 from core.actions.residents import (
@@ -84,10 +87,10 @@ from core.people.owners import responsible_worker
 
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
-    "attach", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
-    "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "link_verified_phone", "locate", "merge", "next_case_number",
+    "attach", "check", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
+    "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "link_verified_phone", "locate", "merge", "merged_at", "next_case_number",
     "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",
     "return_case", "set_confidential", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",
     "start_survey", "submit_petition", "survey_answer", "survey_attempt", "survey_call_outcome", "survey_comment",
-    "survey_to_manual", "survey_unreachable", "unlink_verified_phone", "verify",
+    "survey_to_manual", "survey_unreachable", "undo_deadline", "unlink_verified_phone", "unmerge", "verify",
 ]

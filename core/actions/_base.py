@@ -28,6 +28,7 @@ TRANSITIONS: dict[str, frozenset[CaseStatus]] = {
     "return": frozenset({S.dispatched, S.accepted}),
     "escalate": frozenset({S.dispatched, S.accepted, S.in_progress, S.reopened, S.returned}),
     "merge": frozenset({S.received, S.returned, S.dispatched}),
+    "unmerge": frozenset({S.merged}),
     "close": frozenset({S.verified, S.received, S.returned}),
     "record_survey": frozenset({S.verified}),
     "annotate": frozenset(set(CaseStatus)),

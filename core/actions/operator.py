@@ -1,11 +1,12 @@
 """Writers of the operator's desk (话务员/坐席) and the system acting for it: classify,
-place and dispatch a case, take it back, merge duplicates, close, reopen, annotate."""
+place and dispatch a case, take it back, merge duplicates (and undo a merge), close, reopen,
+annotate."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
@@ -18,6 +19,7 @@ from core.people.owners import owner_for
 from core.places.models import Grid, GridLevel
 from core.platform.clock import utcnow
 from core.platform.i18n import ROUTING_TRACE
+from core.platform.rules import load_rules
 
 
 def classify(
@@ -169,8 +171,24 @@ def return_case(session: Session, case: Case, *, actor: str, reason: str) -> Cas
     return case
 
 
+# What a merge takes from the duplicate and its undo gives back (the merge event keeps them).
+MERGE_KEPT = ("status", "worker_id", "owner_level", "dispatched_at", "response_due", "resolution_due",
+              "accepted_at", "reported_done_at", "verified_at", "flags")
+_MERGE_TIMES = ("dispatched_at", "response_due", "resolution_due", "accepted_at", "reported_done_at", "verified_at")
+
+
+def _as_it_is(case: Case) -> dict:
+    out: dict = {}
+    for key in MERGE_KEPT:
+        value = getattr(case, key)
+        out[key] = value.isoformat() if isinstance(value, datetime) else getattr(value, "value", value)
+    return out
+
+
 def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str | None = None) -> Case:
-    """A duplicate joins an earlier case; its resident follows the earlier one."""
+    """A duplicate joins an earlier case; its resident follows the earlier one. The duplicate
+    keeps its caller, words and files (the surviving case lists them); the merge event keeps
+    what the duplicate was, so that ``unmerge`` can give it back within ``[merge] undo_hours``."""
     check(case, "merge")
     limits.check_text("reason", reason)
     if into.id == case.id:
@@ -178,10 +196,56 @@ def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str |
     if into.status not in (set(CaseStatus) - {S.merged, S.closed}):
         raise IllegalTransition(f"case {into.number} is {into.status.value}; merge into an open case",
                                 code="merge.into_closed", case=into.number, status=into.status.value)
+    before = _as_it_is(case)
     case.merged_into_id = into.id
     clear_ownership(case)
-    event(session, case, "merge", actor, S.merged, reason=reason, data={"into": into.number})
+    event(session, case, "merge", actor, S.merged, reason=reason, data={"into": into.number, "before": before})
     event(session, into, "absorb", actor, into.status, reason=reason, data={"duplicate": case.number})
+    return case
+
+
+def merged_at(session: Session, case: Case) -> datetime | None:
+    """When the case was last merged (its latest ``merge`` event), or ``None``."""
+    return session.exec(select(CaseEvent.at).where(CaseEvent.case_id == case.id, CaseEvent.action == "merge")
+                        .order_by(CaseEvent.at.desc(), CaseEvent.id.desc()).limit(1)).first()
+
+
+def undo_deadline(session: Session, case: Case) -> datetime | None:
+    """Until when a merged case can be given back (``None``: it cannot, or is not merged)."""
+    if case.status != S.merged or case.shredded_at is not None:
+        return None
+    at = merged_at(session, case)
+    return at + timedelta(hours=float(load_rules()["merge"]["undo_hours"])) if at is not None else None
+
+
+def unmerge(session: Session, case: Case, *, actor: str, reason: str | None = None) -> Case:
+    """Undo a merge within ``[merge] undo_hours``: the duplicate comes back in the status,
+    with the owner, deadlines and flags it had; its caller and files never left it. Both
+    cases' timelines say so. Later the merge stands (the surviving case has moved on)."""
+    check(case, "unmerge")
+    limits.check_text("reason", reason)
+    if case.shredded_at is not None:
+        raise IllegalTransition(f"case {case.number} was shredded; its merge cannot be undone",
+                                code="unmerge.shredded", case=case.number)
+    row = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.action == "merge")
+                       .order_by(CaseEvent.at.desc(), CaseEvent.id.desc()).limit(1)).first()
+    hours = float(load_rules()["merge"]["undo_hours"])
+    if row is None or utcnow() - row.at > timedelta(hours=hours):
+        raise IllegalTransition(
+            f"case {case.number} was merged more than {hours:g} hours ago; the merge can no longer be undone",
+            code="unmerge.too_late", case=case.number, hours=f"{hours:g}")
+    before = (row.data or {}).get("before") or {}
+    into = session.get(Case, case.merged_into_id) if case.merged_into_id else None
+    status = CaseStatus(before.get("status") or S.received.value)
+    for key in _MERGE_TIMES:
+        setattr(case, key, datetime.fromisoformat(before[key]) if before.get(key) else None)
+    case.worker_id = before.get("worker_id")
+    case.owner_level = GridLevel(before["owner_level"]) if before.get("owner_level") else None
+    case.flags = before.get("flags") or None
+    case.merged_into_id = None
+    event(session, case, "unmerge", actor, status, reason=reason, data={"from": into.number if into else None})
+    if into is not None:
+        event(session, into, "unabsorb", actor, into.status, reason=reason, data={"duplicate": case.number})
     return case
 
 

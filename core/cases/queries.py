@@ -29,6 +29,13 @@ def resident_cases(session: Session, resident_id: int, limit: int = 20) -> list[
     )
 
 
+def absorbed_cases(session: Session, case: Case) -> list[Case]:
+    """The duplicates merged into ``case`` (still merged: an undone merge is not one), oldest
+    first. Their callers follow this case: they hear of its progress as its own caller does."""
+    return list(session.exec(select(Case).where(Case.merged_into_id == case.id, Case.status == CaseStatus.merged)
+                             .order_by(Case.id)).all())
+
+
 def resident_by_chat(session: Session, chat_id: str) -> Resident | None:
     return session.exec(select(Resident).where(Resident.chat_id == str(chat_id))).first()
 

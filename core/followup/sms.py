@@ -15,6 +15,7 @@ from core.actions.survey import contact_resident
 from core.cases import events
 from core.cases.events import CaseChange
 from core.cases.models import Case, CaseStatus
+from core.cases.queries import absorbed_cases
 from core.people.models import Resident
 from core.people.phones import is_mobile
 from core.platform import jobs
@@ -84,9 +85,18 @@ def queue_progress_sms(session: Session, case: Case, to_status: CaseStatus) -> N
 
 
 def on_case_change(change: CaseChange) -> None:
-    """The subscriber (``core.cases.events``): a new status may be news for an SMS."""
-    if change.status_changed:
-        queue_progress_sms(change.session, change.case, change.to_status)
+    """The subscriber (``core.cases.events``): a new status may be news for an SMS, for the
+    case's caller and for the caller of each duplicate merged into it (told under the number
+    they were given)."""
+    if not change.status_changed:
+        return
+    queue_progress_sms(change.session, change.case, change.to_status)
+    told = {sms_number(change.session, change.case)[0]}
+    for duplicate in absorbed_cases(change.session, change.case):
+        phone = sms_number(change.session, duplicate)[0]
+        if phone not in told:  # the same caller twice (a repeat call) hears it once
+            told.add(phone)
+            queue_progress_sms(change.session, duplicate, change.to_status)
 
 
 def subscribe() -> None:

@@ -180,6 +180,7 @@ def _check_values(rules: dict[str, Any]) -> None:
     _check_sms(section("sms"))
     _check_limits(section("limits"))
     _check_flood(section("intake")["flood"])
+    _positive(section("merge")["undo_hours"], "merge.undo_hours")
 
     send = section("chat")["send"]
     for key in ("bot_per_second", "chat_per_second"):

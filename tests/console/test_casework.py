@@ -8,7 +8,7 @@ import re
 from sqlmodel import select
 
 from core import actions
-from core.cases.models import CaseEvent, CaseStatus, Channel
+from core.cases.models import Attachment, CaseEvent, CaseStatus, Channel
 from core.people.models import AuditEntry
 from core.platform.db import session_scope
 from tests.console.conftest import csrf_of, login
@@ -212,17 +212,101 @@ async def test_dispatch_needs_a_category_and_a_grid_and_says_so(client, engine, 
     assert "needs_triage" not in (case.flags or ())
 
 
-async def test_merge_and_close_wait_for_the_confirmation_box(client, engine, world):
+async def test_merge_and_close_ask_for_confirmation_on_a_page_of_their_own(client, engine, world):
+    """Issue 26: merge was one click. Merge and close lead to a page that says what will
+    happen (no script needed); only its button, which sends confirmed=yes, takes the step."""
     await login(client, "op")
     html = await (await client.get(f"/console/cases/{world.triage_case}")).text()
-    assert html.count('name="confirmed"') >= 2  # the close and the merge forms each have their box
+    assert 'name="confirmed"' not in html  # the case page's buttons only ask
     for action, form in (("merge", {"into": world.other_grid_case}), ("close", {"reason": "withdrawn"})):
-        refused = await _act(client, world.triage_case, action, **form)
-        page = await refused.text()
-        assert refused.status == 422 and "请先勾选确认框" in page, action
-        assert _case(engine, world.triage_case)[0].status == CaseStatus.received
+        asked = await _act(client, world.triage_case, action, **form)
+        page = await asked.text()
+        assert asked.status == 200 and 'id="confirm-form"' in page, action
+        assert 'name="confirmed" value="yes"' in page and f'href="/console/cases/{world.triage_case}"' in page
+        assert _case(engine, world.triage_case)[0].status == CaseStatus.received  # nothing written yet
+    asked = await (await _act(client, world.triage_case, "merge", into=world.other_grid_case)).text()
+    assert "确认并入" in asked and world.other_grid_case in asked and "24 小时内可以在本件页面撤销合并" in asked
+    assert "138****8000" in asked or "+8613800138000" in asked  # the callers who will hear of it
     assert (await _act(client, world.triage_case, "merge", into=world.other_grid_case, confirmed="yes")).status == 303
     original = await (await client.get(f"/console/cases/{world.other_grid_case}")).text()
     assert 'id="absorbed"' in original and world.triage_case in original
+    assert 'id="callers"' in original
     merged = await (await client.get(f"/console/cases/{world.triage_case}")).text()
     assert f'href="/console/cases/{world.other_grid_case}"' in merged
+
+
+async def test_a_merge_is_undone_within_the_day_and_refused_after(client, engine, world):
+    """The merged case offers 撤销合并 until a day after the merge; undoing gives it back as
+    it was (its owner, deadlines and flags) and both timelines say so; after the day the
+    button is gone and the step is refused in words."""
+    from datetime import timedelta
+
+    from core.platform import clock
+
+    n, into = world.other_grid_case, world.triage_case  # a dispatched case joins the one in triage
+    before, _ = _case(engine, n)
+    await login(client, "op")
+    assert (await _act(client, n, "merge", into=into, confirmed="yes")).status == 303
+    merged = await (await client.get(f"/console/cases/{n}")).text()
+    assert 'id="act-unmerge"' in merged and 'id="unmerge-until"' in merged
+    surviving = await (await client.get(f"/console/cases/{into}")).text()
+    callers = re.search(r'id="callers">(.*?)</dd>', surviving, re.S).group(1)
+    assert n in callers and into in callers  # both callers, each with the number they were given
+    assert re.search(rf'class="ev-absorb".*?href="/console/cases/{n}"', surviving, re.S)
+    assert (await _act(client, n, "unmerge", reason="不是同一件事")).status == 303
+    after, events = _case(engine, n)
+    assert after.status == CaseStatus.dispatched and after.worker_id == before.worker_id
+    assert after.response_due == before.response_due and after.merged_into_id is None
+    assert [a for a, _ in events][-2:] == ["merge", "unmerge"]
+    assert _case(engine, into)[1][-1] == ("unabsorb", "console:op")
+    page = await (await client.get(f"/console/cases/{into}")).text()
+    assert "撤销并入" in page and 'id="absorbed"' not in page
+
+    assert (await _act(client, n, "merge", into=into, confirmed="yes")).status == 303
+    clock.freeze(clock.utcnow() + timedelta(hours=24, minutes=5))
+    await login(client, "op")
+    late = await (await client.get(f"/console/cases/{n}")).text()
+    assert 'id="act-unmerge"' not in late
+    refused = await _act(client, n, "unmerge")
+    assert refused.status == 409 and "不能再撤销合并" in await refused.text()
+    assert _case(engine, n)[0].status == CaseStatus.merged
+
+
+async def test_only_an_admin_shreds_and_only_after_confirming(client, engine, world):
+    n = world.triage_case
+    with session_scope(engine) as session:
+        recording = world.data_dir / session.get(Attachment, world.recording_id).path
+    assert recording.is_file()
+    await login(client, "op")
+    assert (await _act(client, n, "close", reason="withdrawn", confirmed="yes")).status == 303
+    assert 'id="act-shred"' not in await (await client.get(f"/console/cases/{n}")).text()
+    assert (await _act(client, n, "shred", confirmed="yes")).status == 403
+    await login(client, "admin")
+    assert 'id="act-shred"' in await (await client.get(f"/console/cases/{n}")).text()
+    asked = await _act(client, n, "shred")
+    assert asked.status == 200 and "不能撤销" in await asked.text()
+    assert _case(engine, n)[0].shredded_at is None
+    assert (await _act(client, n, "shred", confirmed="yes")).status == 303
+    case, events = _case(engine, n)
+    assert case.shredded_at is not None and case.description == "" and events[-1][0] == "shred"
+    assert not recording.exists()  # the resident's recording is gone from the store
+
+
+async def test_the_same_form_sent_twice_is_taken_once(client, engine, world):
+    """A double press, or a request retried by the browser: the form's one-time mark is
+    taken once and the second answer is the same success."""
+    await login(client, "sup")
+    n = world.other_grid_case
+    token = await csrf_of(client)
+    form = {"_csrf": token, "_once": "press-1", "note": "已电话联系居民"}
+    for _ in range(2):
+        resp = await client.post(f"/console/cases/{n}/act/annotate", data=form, allow_redirects=False)
+        assert resp.status == 303
+    resp = await client.post(f"/console/cases/{n}/act/escalate", data={**form, "reason": "久拖"},
+                             allow_redirects=False)
+    assert resp.status == 303  # another action's mark is its own
+    notes = [a for a, _ in _case(engine, n)[1] if a == "note"]
+    assert notes == ["note"]
+    html = await (await client.get(f"/console/cases/{n}")).text()
+    marks = re.findall(r'name="_once" value="([^"]+)"', html)
+    assert len(marks) == len(set(marks)) > 3  # every form its own mark

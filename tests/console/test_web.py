@@ -163,3 +163,44 @@ async def test_roles_open_only_their_pages(client, world):
         assert (await client.get(path)).status == 403, path
     home = await client.get("/console/", allow_redirects=False)
     assert home.headers["Location"] == "/console/queues/mine"
+
+
+async def test_every_error_is_a_styled_page_in_the_pages_language(client, world):
+    """Issue 26: an ended session answered a bare line of text. Every error the console gives
+    (401, 403, 404, 405, 409, 413, 422, CSRF) is the console's page: its stylesheet, a title in
+    words, the message, a way on; in English with ?lang=en."""
+    number = world.triage_case
+    ended = await client.post(f"/console/cases/{number}/act/edit_text", data={"description": "改到一半"},
+                              allow_redirects=False)
+    html = await ended.text()
+    assert ended.status == 401 and "console.css" in html and "需要重新登录" in html and "登录已过期" in html
+    # the login brings the person back to the case page the form was on
+    assert f'href="/console/login?next=/console/cases/{number}"' in html and 'id="typed-kept"' in html
+    here = str(client.make_url("/console/triage?sort=oldest"))
+    polled = await client.get("/console/triage?sort=oldest", headers={"HX-Request": "true", "HX-Current-URL": here})
+    assert polled.status == 401 and 'id="error-message"' in await polled.text()  # console.js makes it a toast
+    assert "next=/console/triage%3Fsort%3Doldest" in await polled.text()
+    elsewhere = await client.get("/console/triage", headers={"HX-Request": "true",
+                                                             "HX-Current-URL": "http://elsewhere.example/console/x"})
+    assert 'next=/console/"' in await elsewhere.text()  # never back to another site
+
+    await login(client, "w1")
+    token = await csrf_of(client)
+    cases = [
+        (await client.get(f"/console/cases/{world.other_grid_case}"), 403, "没有权限"),
+        (await client.get("/console/no-such-page"), 404, "找不到页面"),
+        (await client.put(f"/console/cases/{number}/act/annotate", data={"_csrf": token}), 405, "不支持"),
+        (await client.post(f"/console/cases/{number}/act/accept", data={"_csrf": "forged"}), 403, "安全令牌"),
+        (await client.post(f"/console/cases/{number}/act/annotate",
+                           data={"_csrf": token, "note": "长" * 2_000_000}), 413, "内容太大"),
+    ]
+    await login(client, "sup")
+    token = await csrf_of(client)
+    cases.append((await client.post(f"/console/cases/{world.other_grid_case}/act/verify", data={"_csrf": token}),
+                  409, "不能核查"))  # a refusal on the case page: that page, with the message
+    for resp, status, words in cases:
+        html = await resp.text()
+        assert resp.status == status, (status, resp.status)
+        assert "console.css" in html and 'role="alert"' in html and words in html, status
+    english = await client.get("/console/no-such-page?lang=en")
+    assert english.status == 404 and "Page not found" in await english.text()

@@ -154,9 +154,7 @@ REFUSALS = (
     ("sup", "triage", "merge", {"into": "SELF", "confirmed": "yes"}),
     ("sup", "triage", "merge", {"into": "999999"}),
     ("sup", "triage", "merge", {"into": ""}),
-    ("sup", "triage", "merge", {"into": "OTHER"}),
     ("sup", "triage", "close", {}),
-    ("sup", "triage", "close", {"reason": "withdrawn"}),
     ("sup", "triage", "dispatch", {}),
     ("sup", "triage", "dispatch", {"category": "flying_lead"}),
     ("sup", "triage", "dispatch", {"category": "no_such_thing", "grid": "1"}),
@@ -171,6 +169,8 @@ REFUSALS = (
     ("sup", "other", "annotate", {"note": "长" * 5000}),
     ("sup", "other", "dispatch", {"grid": "x"}),
     ("op", "other", "review", {}),
+    ("op", "triage", "unmerge", {}),
+    ("admin", "triage", "shred", {"confirmed": "yes"}),
 )
 
 
@@ -193,3 +193,42 @@ async def test_every_refusal_of_the_case_page_is_in_chinese(client, engine, worl
         assert re.search(r"[\u4e00-\u9fff]", message), (action, form, message)
         # what the person typed may be echoed back in the message: it is theirs, not a code
         assert foreign_words(html, set(ACCOUNTS) | set(form.values())) == [], (action, form)
+
+
+async def test_the_confirm_pages_the_undo_and_the_ended_session_are_in_chinese(client, engine, world):
+    """Issue 26: merge, close and shred ask on a page of their own; a merge is undone within
+    the day and refused after; a form sent after the session ended gets a page with the way
+    back. Every one of them in words."""
+    from datetime import timedelta
+
+    from core.platform import clock
+
+    numbers = (world.triage_case, world.other_grid_case)
+    await login(client, "admin")
+    pages = []
+    for action, form in (("merge", {"into": numbers[1]}), ("close", {"reason": "withdrawn", "note": "居民来电撤回"})):
+        token = await csrf_of(client)
+        resp = await client.post(f"/console/cases/{numbers[0]}/act/{action}", data={"_csrf": token, **form})
+        assert resp.status == 200 and 'id="confirm-form"' in (html := await resp.text()), action
+        pages.append((action, html))
+    token = await csrf_of(client)
+    assert (await client.post(f"/console/cases/{numbers[0]}/act/merge",
+                              data={"_csrf": token, "into": numbers[1], "confirmed": "yes"})).status == 200
+    pages.append(("merged", await (await client.get(f"/console/cases/{numbers[0]}")).text()))
+    pages.append(("surviving", await (await client.get(f"/console/cases/{numbers[1]}")).text()))
+    token = await csrf_of(client)
+    resp = await client.post(f"/console/cases/{numbers[0]}/act/shred", data={"_csrf": token})
+    pages.append(("shred", await resp.text()))
+    assert resp.status == 200 and "确认销毁" in pages[-1][1]
+    clock.freeze(clock.utcnow() + timedelta(hours=25))
+    await login(client, "admin")  # a day later: a new session
+    token = await csrf_of(client)
+    resp = await client.post(f"/console/cases/{numbers[0]}/act/unmerge", data={"_csrf": token})
+    assert resp.status == 409 and "不能再撤销合并" in (late := await resp.text())
+    pages.append(("too late", late))
+    client.session.cookie_jar.clear()
+    resp = await client.post(f"/console/cases/{numbers[1]}/act/annotate", data={"note": "写了一半"})
+    assert resp.status == 401 and "登录已过期" in (ended := await resp.text())
+    pages.append(("ended", ended))
+    for what, html in pages:
+        assert foreign_words(html, set(ACCOUNTS)) == [], what
