@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
+from typing import Any
+
 from sqlalchemy import Engine
 from sqlmodel import select
-from weasyprint import HTML
 
 from chat.resident_web import Signer, grid_link
 from chat.texts import t
@@ -80,6 +81,17 @@ p {{ font-size: 15pt; line-height: 1.6; margin: 3mm 0; }}
 </body></html>"""
 
 
-def poster_pdf(qr: GridQr, language: str = "zh") -> bytes:
+class GridQrMaker:
+    """What the console's grid pages call (``services.extras["grid_qr"]``): a grid's QR code
+    and its poster page, signed with the running web chat's key. The PDF is rendered by the
+    caller (the console's, or ``gridline qr``), so serving the chat never loads the PDF engine."""
 
-    return HTML(string=poster_html(qr, language)).write_pdf()
+    def __init__(self, web_chat: Any):  # chat.resident_web.WebChat
+        self.web_chat = web_chat
+
+    async def __call__(self, code: str, language: str = "zh") -> tuple[GridQr, str]:
+        await self.web_chat.start()  # the signing key, read or made on first use
+        services = self.web_chat.services
+        qr = await services.db.run(for_grid, services.engine, self.web_chat.signer, services.settings.public_url,
+                                   code)
+        return qr, poster_html(qr, language)

@@ -109,11 +109,16 @@ class TriageFilters:
     def order(self) -> str:
         return self.sort or TRIAGE_SORTS[0]
 
-    def check(self) -> None:
-        """Raise ``TriageFilterError`` (or ``SearchDateError``) for the first value the page does not offer;
-        grid and category are checked against the database by ``triage``."""
-        offered = {"status": TRIAGE_STATUSES, "channel": tuple(c.value for c in Channel),
-                   "flag": (*triage_flags(), *TRIAGE_GAPS), "overdue": ("yes", "no"), "sort": TRIAGE_SORTS}
+    def sorted_by(self, sorts: tuple[str, ...]) -> str:
+        """The sort chosen, or the first a page offers."""
+        return self.sort or sorts[0]
+
+    def check(self, statuses: tuple[str, ...] = TRIAGE_STATUSES, sorts: tuple[str, ...] = TRIAGE_SORTS) -> None:
+        """Raise ``TriageFilterError`` (or ``SearchDateError``) for the first value the page does not offer
+        (triage's statuses and sorts unless told: a queue offers its own); grid and category are
+        checked against the database by ``filtered``."""
+        offered = {"status": statuses, "channel": tuple(c.value for c in Channel),
+                   "flag": (*triage_flags(), *TRIAGE_GAPS), "overdue": ("yes", "no"), "sort": sorts}
         for name, values in offered.items():
             if getattr(self, name) and getattr(self, name) not in values:
                 raise TriageFilterError(name, getattr(self, name))
@@ -135,6 +140,14 @@ def _triage_where(session: Session, principal: Principal, f: TriageFilters):  # 
     # The index predicate, verbatim, lets both databases use the partial index ix_case_triage.
     stmt = (select(Case).where(text(TRIAGE_INDEX_PREDICATE)).where(or_(*needs))
             .where(Case.status != CaseStatus.verified))
+    return scoped(filtered(session, stmt, f), principal)
+
+
+def filtered(session: Session, stmt, f: TriageFilters):  # noqa: ANN001, ANN201
+    """``stmt`` (a select of cases) narrowed by the filters of a list page: status, channel, flag
+    (or a gap: no grid, no category), grid (with the grids below it), category, the days cases
+    came in (local days), and whether their current deadline has passed. Triage, the queues and
+    search read their filters through this one function."""
     if f.status:
         stmt = stmt.where(Case.status == CaseStatus(f.status))
     if f.channel:
@@ -165,7 +178,7 @@ def _triage_where(session: Session, principal: Principal, f: TriageFilters):  # 
         stmt = stmt.where(current_due() < utcnow())
     elif f.overdue == "no":
         stmt = stmt.where(or_(current_due().is_(None), current_due() >= utcnow()))
-    return scoped(stmt, principal)
+    return stmt
 
 
 def triage(session: Session, principal: Principal, after: tuple | None, limit: int | None = None,
@@ -216,6 +229,8 @@ class SearchFilters:
     channel: str = ""
     date_from: str = ""
     date_to: str = ""
+    flag: str = ""
+    overdue: str = ""
 
     @classmethod
     def from_query(cls, query) -> SearchFilters:  # noqa: ANN001
@@ -330,13 +345,18 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         stmt = stmt.where(Case.created_at >= _local_day_start("date_from", f.date_from, tz))
     if f.date_to:
         stmt = stmt.where(Case.created_at < _local_day_start("date_to", f.date_to, tz) + timedelta(days=1))
+    if f.flag or f.overdue:  # the triage page's filters, read by the same function
+        extra = TriageFilters(flag=f.flag, overdue=f.overdue)
+        extra.check(statuses=tuple(s.value for s in CaseStatus))
+        stmt = filtered(session, stmt, extra)
     stmt = scoped(stmt, principal)
     if masked:
         return _search_masked(session, principal, stmt, term, after, limit)
+    total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
     rows = list(session.exec(_newest_after(stmt, after).limit(limit + 1)).all())
     nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows, principal))
+    return Page(rows, nxt, names_for(session, rows, principal), total)
 
 
 def _newest_after(stmt, after: tuple | None):  # noqa: ANN001, ANN202
@@ -395,22 +415,43 @@ def personal_searches_made(session: Session, actor: str) -> int:
 QUEUE_STATUSES = sorted(s.value for s in OWNED if s != CaseStatus.verified)
 
 
+# The sorts a queue offers: the nearest resolution deadline first (the default), or by arrival.
+QUEUE_SORTS = ("due", "oldest", "newest")
+
+
 def queue(session: Session, principal: Principal, *, worker_id: int | None = None,
-          department_id: int | None = None, after: tuple | None = None, limit: int | None = None) -> Page:
-    """A worker's or a department's open cases, the nearest deadline first, with how many there are."""
+          department_id: int | None = None, after: tuple | None = None, limit: int | None = None,
+          filters: TriageFilters | None = None) -> Page:
+    """A worker's or a department's open cases, filtered as triage is (``filtered``), the nearest
+    deadline first unless another sort is chosen, with how many match."""
     limit = limit or page_size()
+    f = filters or TriageFilters()
+    f.check(statuses=tuple(QUEUE_STATUSES), sorts=QUEUE_SORTS)
     stmt = select(Case).where(Case.status.in_(QUEUE_STATUSES), Case.resolution_due.is_not(None))
     if worker_id is not None:
         stmt = stmt.where(Case.worker_id == worker_id)
     else:
         stmt = stmt.where(Case.department_id == department_id)
-    stmt = scoped(stmt, principal)
+    stmt = scoped(filtered(session, stmt, f), principal)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
-    if after is not None:
-        at, row_id = after
-        stmt = stmt.where(or_(Case.resolution_due > at, and_(Case.resolution_due == at, Case.id > row_id)))
-    rows = list(session.exec(stmt.order_by(Case.resolution_due, Case.id).limit(limit + 1)).all())
-    nxt = (rows[limit - 1].resolution_due, rows[limit - 1].id) if len(rows) > limit else None
+    order = f.sorted_by(QUEUE_SORTS)
+    if order == "newest":
+        stmt = _newest_after(stmt, after)
+    elif order == "oldest":
+        if after is not None:
+            at, row_id = after
+            stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
+        stmt = stmt.order_by(Case.created_at, Case.id)
+    else:
+        if after is not None:
+            at, row_id = after
+            stmt = stmt.where(or_(Case.resolution_due > at, and_(Case.resolution_due == at, Case.id > row_id)))
+        stmt = stmt.order_by(Case.resolution_due, Case.id)
+    rows = list(session.exec(stmt.limit(limit + 1)).all())
+    nxt = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        nxt = (last.resolution_due if order == "due" else last.created_at, last.id)
     rows = rows[:limit]
     return Page(rows, nxt, names_for(session, rows, principal), total)
 

@@ -1,19 +1,28 @@
 // Gridline console: the little script the pages need (no inline scripts: the CSP forbids them).
-// Clicking a transcript word plays the recording from the word's start.
+// Clicking a transcript word plays its recording from the word's start: the recording in the
+// same block (a call, a voice note, a survey comment), else the case's first one.
+function playerOf(word) {
+  var block = word.closest(".recording");
+  return (block && block.querySelector("audio")) || document.getElementById("player");
+}
 document.addEventListener("click", function (event) {
-  var word = event.target.closest ? event.target.closest("#transcript .w") : null;
+  var word = event.target.closest ? event.target.closest(".transcript .w") : null;
   if (!word) return;
-  var player = document.getElementById("player");
+  var player = playerOf(word);
   if (!player) return;
   player.currentTime = parseFloat(word.dataset.start || "0");
   var playing = player.play();
   if (playing && playing.catch) playing.catch(function () {});
 });
-// While the recording plays, the word being spoken is highlighted.
+// While a recording plays, the word being spoken is highlighted.
 document.addEventListener("timeupdate", function (event) {
-  if (event.target.id !== "player") return;
-  var now = event.target.currentTime, current = null;
-  document.querySelectorAll("#transcript .w").forEach(function (w) {
+  var player = event.target;
+  if (!player.classList || !player.classList.contains("player")) return;
+  var block = player.closest(".recording");
+  var words = player.id === "player" ? document.querySelectorAll("#transcript .w")
+    : block ? block.querySelectorAll(".transcript .w") : [];
+  var now = player.currentTime, current = null;
+  words.forEach(function (w) {
     w.classList.remove("now");
     if (parseFloat(w.dataset.start) <= now) current = w;
   });
