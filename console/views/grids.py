@@ -59,7 +59,7 @@ def _grid_page(session, p: Principal, code: str) -> dict:  # noqa: ANN001
     grid = grids.by_code(session, code)
     _check_sees(p, grid)
     children = session.exec(select(Grid).where(Grid.parent_id == grid.id).order_by(Grid.code)).all()
-    return {"grid": grid, "path": grids.chain(session, grid), "children": children,
+    return {"grid": grid, "chain": grids.chain(session, grid), "children": children,
             "drawing": grids.drawing(session, grid), "staff": grids.staff_for(session, grid),
             "open_cases": grids.open_cases(session, p, grid)}
 
