@@ -190,28 +190,38 @@ def triage(session: Session, principal: Principal, after: tuple | None, limit: i
     f.check()
     stmt = _triage_where(session, principal, f)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
-    if f.order == "most_overdue":
-        key = func.coalesce(current_due(), NO_DEADLINE)
-        if after is not None:
-            at, row_id = after
-            at = at or NO_DEADLINE
-            stmt = stmt.where(or_(key > at, and_(key == at, Case.id > row_id)))
-        stmt = stmt.order_by(key, Case.id)
-    elif f.order == "newest":
-        stmt = _newest_after(stmt, after)
-    else:
+    rows = list(session.exec(keyset(stmt, after, f.order).limit(limit + 1)).all())
+    nxt = key_of(rows[limit - 1], f.order) if len(rows) > limit else None
+    rows = rows[:limit]
+    return Page(rows, nxt, names_for(session, rows, principal), total)
+
+
+def keyset(stmt, after: tuple | None, order: str):  # noqa: ANN001, ANN201
+    """``stmt`` in a list's sort, starting after the row whose key (``key_of``) is ``after``:
+    ``newest`` / ``oldest`` by arrival, ``most_overdue`` by the deadline the case runs against now
+    (none last), ``due`` by the resolution deadline (a queue's)."""
+    if order == "newest":
+        return _newest_after(stmt, after)
+    if order == "oldest":
         if after is not None:
             at, row_id = after
             stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
-        stmt = stmt.order_by(Case.created_at, Case.id)
-    rows = list(session.exec(stmt.limit(limit + 1)).all())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        at = (_due_of(last) or NO_DEADLINE) if f.order == "most_overdue" else last.created_at
-        nxt = (at, last.id)
-    rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows, principal), total)
+        return stmt.order_by(Case.created_at, Case.id)
+    key = func.coalesce(current_due(), NO_DEADLINE) if order == "most_overdue" else Case.resolution_due
+    if after is not None:
+        at, row_id = after
+        at = at or NO_DEADLINE
+        stmt = stmt.where(or_(key > at, and_(key == at, Case.id > row_id)))
+    return stmt.order_by(key, Case.id)
+
+
+def key_of(c: Case, order: str) -> tuple:
+    """The sort key of a row in ``order``: where the next page starts after it."""
+    if order == "most_overdue":
+        return (_due_of(c) or NO_DEADLINE, c.id)
+    if order == "due":
+        return (c.resolution_due, c.id)
+    return (c.created_at, c.id)
 
 
 def _due_of(c: Case) -> datetime | None:
@@ -231,6 +241,7 @@ class SearchFilters:
     date_to: str = ""
     flag: str = ""
     overdue: str = ""
+    sort: str = ""
 
     @classmethod
     def from_query(cls, query) -> SearchFilters:  # noqa: ANN001
@@ -238,7 +249,10 @@ class SearchFilters:
         return cls(**{k: (query.get(k) or "").replace("\x00", "").strip()[:100] for k in cls.__dataclass_fields__})
 
     def any(self) -> bool:
-        return any(getattr(self, k) for k in self.__dataclass_fields__)
+        return any(getattr(self, k) for k in self.__dataclass_fields__ if k != "sort")
+
+    def sorted_by(self, sorts: tuple[str, ...]) -> str:
+        return self.sort or sorts[0]
 
     def as_query(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k)}
@@ -345,18 +359,22 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         stmt = stmt.where(Case.created_at >= _local_day_start("date_from", f.date_from, tz))
     if f.date_to:
         stmt = stmt.where(Case.created_at < _local_day_start("date_to", f.date_to, tz) + timedelta(days=1))
-    if f.flag or f.overdue:  # the triage page's filters, read by the same function
-        extra = TriageFilters(flag=f.flag, overdue=f.overdue)
-        extra.check(statuses=tuple(s.value for s in CaseStatus))
-        stmt = filtered(session, stmt, extra)
-    stmt = scoped(stmt, principal)
+    # The triage page's flag, overdue and sort, read and checked by the same code.
+    extra = TriageFilters(flag=f.flag, overdue=f.overdue, sort=f.sort)
+    extra.check(statuses=tuple(s.value for s in CaseStatus), sorts=SEARCH_SORTS)
+    stmt = scoped(filtered(session, stmt, extra), principal)
+    order = f.sorted_by(SEARCH_SORTS)
     if masked:
-        return _search_masked(session, principal, stmt, term, after, limit)
+        return _search_masked(session, principal, stmt, term, after, limit, order)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
-    rows = list(session.exec(_newest_after(stmt, after).limit(limit + 1)).all())
-    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    rows = list(session.exec(keyset(stmt, after, order).limit(limit + 1)).all())
+    nxt = key_of(rows[limit - 1], order) if len(rows) > limit else None
     rows = rows[:limit]
     return Page(rows, nxt, names_for(session, rows, principal), total)
+
+
+# The sorts search offers; the first is the default.
+SEARCH_SORTS = ("newest", "oldest", "most_overdue")
 
 
 def _newest_after(stmt, after: tuple | None):  # noqa: ANN001, ANN202
@@ -373,23 +391,23 @@ MASKED_MOST = 2000
 
 
 def _search_masked(session: Session, principal: Principal, stmt, term: str, after: tuple | None,  # noqa: ANN001
-                   limit: int) -> Page:
+                   limit: int, order: str = "newest") -> Page:
     found: list[Case] = []
     scanned = 0
     cursor = after
     while True:
-        batch = list(session.exec(_newest_after(stmt, cursor).limit(MASKED_BATCH)).all())
+        batch = list(session.exec(keyset(stmt, cursor, order).limit(MASKED_BATCH)).all())
         people = known_names(session, batch)
         for case in batch:
             if term not in redact(case.description, people.get(case.id, ()), STAFF).lower():
                 continue
             if len(found) == limit:  # one match more: there is a next page, after the last shown
-                return Page(found, (found[-1].created_at, found[-1].id), names_for(session, found, principal))
+                return Page(found, key_of(found[-1], order), names_for(session, found, principal))
             found.append(case)
         scanned += len(batch)
         if len(batch) < MASKED_BATCH:
             return Page(found, None, names_for(session, found, principal))
-        cursor = (batch[-1].created_at, batch[-1].id)
+        cursor = key_of(batch[-1], order)
         if scanned >= MASKED_MOST:  # read on from here on the next page
             return Page(found, cursor, names_for(session, found, principal))
 
@@ -435,23 +453,8 @@ def queue(session: Session, principal: Principal, *, worker_id: int | None = Non
     stmt = scoped(filtered(session, stmt, f), principal)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
     order = f.sorted_by(QUEUE_SORTS)
-    if order == "newest":
-        stmt = _newest_after(stmt, after)
-    elif order == "oldest":
-        if after is not None:
-            at, row_id = after
-            stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
-        stmt = stmt.order_by(Case.created_at, Case.id)
-    else:
-        if after is not None:
-            at, row_id = after
-            stmt = stmt.where(or_(Case.resolution_due > at, and_(Case.resolution_due == at, Case.id > row_id)))
-        stmt = stmt.order_by(Case.resolution_due, Case.id)
-    rows = list(session.exec(stmt.limit(limit + 1)).all())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        nxt = (last.resolution_due if order == "due" else last.created_at, last.id)
+    rows = list(session.exec(keyset(stmt, after, order).limit(limit + 1)).all())
+    nxt = key_of(rows[limit - 1], order) if len(rows) > limit else None
     rows = rows[:limit]
     return Page(rows, nxt, names_for(session, rows, principal), total)
 

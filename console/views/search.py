@@ -42,7 +42,7 @@ def _categories(session):  # noqa: ANN001, ANN202
 def _form(filters: queries.SearchFilters, categories: list, **more: object) -> dict:
     return {"f": filters, "categories": categories, "statuses": [s.value for s in CaseStatus],
             "channels": [c.value for c in Channel], "flags_shown": queries.triage_flags(),
-            "gaps": queries.TRIAGE_GAPS, "error": None, **more}
+            "gaps": queries.TRIAGE_GAPS, "sorts": queries.SEARCH_SORTS, "error": None, **more}
 
 
 def _date_error(language: str, bad: queries.SearchDateError) -> str:

@@ -198,3 +198,14 @@ async def test_a_survey_comment_plays_beside_its_words(client, engine, world):
     assert 'class="w" data-start="0.00">路灯修好了，谢谢</button>' in block
     audio = await client.get(f"/console/cases/{world.other_grid_case}/files/{file_id}", headers={"Range": "bytes=0-9"})
     assert audio.status == 206 and audio.headers["Content-Type"] == "audio/wav"
+
+
+async def test_search_sorts_as_asked_and_keeps_the_sort_in_its_links(client, world):
+    await login(client, "op")
+    html = await (await client.get("/console/search", params={"date_from": "2000-01-01"})).text()
+    assert html.index(world.other_grid_case) < html.index(world.triage_case)  # newest first unless asked
+    html = await (await client.get("/console/search", params={"date_from": "2000-01-01", "sort": "oldest"})).text()
+    assert html.index(world.triage_case) < html.index(world.other_grid_case)
+    assert '<option value="oldest" selected' in html and "共 2 件" in html
+    resp = await client.get("/console/search", params={"date_from": "2000-01-01", "sort": "sideways"})
+    assert resp.status == 422 and "sideways" in await resp.text()
