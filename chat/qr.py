@@ -8,6 +8,7 @@ not signed by us is ignored.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import io
@@ -49,12 +50,16 @@ def png(url: str, *, box: int = 12) -> bytes:
     return out.getvalue()
 
 
-def for_grid(engine: Engine, signer: Signer, public_url: str, code: str) -> GridQr:
+def grid_name(engine: Engine, code: str) -> str:
     with session_scope(engine) as session:
         grid = session.exec(select(Grid).where(Grid.code == code)).first()
         if grid is None:
             raise NotFound(f"no grid has code {code!r}", code="grid.not_found", grid=code)
-        name = grid.name
+        return grid.name
+
+
+def for_grid(engine: Engine, signer: Signer, public_url: str, code: str) -> GridQr:
+    name = grid_name(engine, code)
     url = grid_link(public_url, signer, code)
     return GridQr(code, name, url, png(url))
 
@@ -92,6 +97,8 @@ class GridQrMaker:
     async def __call__(self, code: str, language: str = "zh") -> tuple[GridQr, str]:
         await self.web_chat.start()  # the signing key, read or made on first use
         services = self.web_chat.services
-        qr = await services.db.run(for_grid, services.engine, self.web_chat.signer, services.settings.public_url,
-                                   code)
+        name = await services.db.run(grid_name, services.engine, code)
+        url = grid_link(services.settings.public_url, self.web_chat.signer, code)
+        # Drawing the code is work for a CPU, not for one of the few database threads.
+        qr = GridQr(code, name, url, await asyncio.to_thread(png, url))
         return qr, poster_html(qr, language)
