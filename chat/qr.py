@@ -1,5 +1,6 @@
-"""QR codes that open the web chat for one grid: a PNG, and an A4 poster (PDF) with the
-grid's name for a stairwell notice board or the grid's WeChat group.
+"""QR codes that open the web chat for one grid: a PNG, and an A4 poster page with the grid's
+name for a stairwell notice board or the grid's WeChat group (printed to PDF by its callers,
+``gridline qr`` and the console's grid pages, so the chat never loads the PDF engine).
 
 The link is ``<public url>/chat/?g=<grid code>.<signature>`` (``chat.resident_web.Signer``):
 the page takes the grid as a hint for routing, never as the place itself; a code that is
@@ -13,11 +14,10 @@ import base64
 import html
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
-from typing import Any
-
 from sqlalchemy import Engine
 from sqlmodel import select
 

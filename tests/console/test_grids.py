@@ -209,3 +209,9 @@ async def test_search_sorts_as_asked_and_keeps_the_sort_in_its_links(client, wor
     assert '<option value="oldest" selected' in html and "共 2 件" in html
     resp = await client.get("/console/search", params={"date_from": "2000-01-01", "sort": "sideways"})
     assert resp.status == 422 and "sideways" in await resp.text()
+
+
+async def test_an_account_without_grids_is_told_so(client, world):
+    await login(client, "dept")  # a department answers for no grid of its own
+    html = await (await client.get("/console/grids")).text()
+    assert "您的账号没有负责的网格" in html and "清溪区" not in html
