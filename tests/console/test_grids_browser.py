@@ -8,7 +8,9 @@ page scrolls sideways on the phone. Screenshots: tmp/artifacts/console/grids/.""
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from tests.conftest import IN_CI
 from tests.console.conftest import PASSWORD, write_wav
 from tests.console.test_browser import ARTIFACTS, CHROMIUM, FLAGS
 from tests.console.test_grids import MICRO1, MICRO2
+from tests.console.test_layout_browser import DOCS
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI,
@@ -171,3 +174,7 @@ async def test_place_a_case_and_print_a_grids_qr_in_a_real_browser(engine, world
             await browser.close()
     finally:
         await server.close()
+    if request.node.callspec.id.startswith("sqlite") and os.environ.get("GRIDLINE_WRITE_SCREENSHOTS"):
+        DOCS.mkdir(parents=True, exist_ok=True)  # the README's pictures, on asking
+        shutil.copy(shots / "01-place-by-name.png", DOCS / f"console-place-{size}.png")
+        shutil.copy(shots / "03-grid-page.png", DOCS / f"console-grid-{size}.png")
