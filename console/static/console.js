@@ -10,6 +10,8 @@ document.addEventListener("click", function (event) {
   if (!word) return;
   var player = playerOf(word);
   if (!player) return;
+  if (player.error) player.load();  // it failed to load before (a busy server): ask again
+  player.dataset.wanted = "1";
   player.currentTime = parseFloat(word.dataset.start || "0");
   var playing = player.play();
   if (playing && playing.catch) playing.catch(function () {});
@@ -49,4 +51,30 @@ window.addEventListener("pageshow", function () {
       b.disabled = false; b.classList.remove("busy"); b.removeAttribute("aria-busy");
     });
   });
+});
+// A picture or a recording the server was too busy to send (503 with Retry-After: 1 s) is
+// asked for again, a few times, a little later each time: a browser does not retry them itself.
+function askAgain(el) {
+  var tries = parseInt(el.dataset.retries || "0", 10);
+  if (tries >= 3 || !el.getAttribute("src")) return;
+  el.dataset.retries = String(tries + 1);
+  var at = el.currentTime || 0, wanted = el.dataset.wanted === "1";  // where a recording was, whether asked to play
+  setTimeout(function () {
+    el.setAttribute("src", el.getAttribute("src"));
+    if (!el.load) return;
+    el.load();
+    if (at) el.currentTime = at;
+    if (wanted) { var p = el.play(); if (p && p.catch) p.catch(function () {}); }
+  }, 1000 * (tries + 1));
+}
+document.addEventListener("error", function (event) {
+  var el = event.target;
+  if (el instanceof HTMLImageElement || el instanceof HTMLMediaElement) askAgain(el);
+}, true);
+// This script runs after the page is read: what failed before it ran is asked for again now.
+document.querySelectorAll("img").forEach(function (img) {
+  if (img.complete && img.naturalWidth === 0) askAgain(img);
+});
+document.querySelectorAll("audio").forEach(function (audio) {
+  if (audio.error) askAgain(audio);
 });
