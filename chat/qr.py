@@ -1,5 +1,6 @@
-"""QR codes that open the web chat for one grid: a PNG, and an A4 poster (PDF) with the
-grid's name for a stairwell notice board or the grid's WeChat group.
+"""QR codes that open the web chat for one grid: a PNG, and an A4 poster page with the grid's
+name for a stairwell notice board or the grid's WeChat group (printed to PDF by its callers,
+``gridline qr`` and the console's grid pages, so the chat never loads the PDF engine).
 
 The link is ``<public url>/chat/?g=<grid code>.<signature>`` (``chat.resident_web.Signer``):
 the page takes the grid as a hint for routing, never as the place itself; a code that is
@@ -8,16 +9,17 @@ not signed by us is ignored.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 from sqlalchemy import Engine
 from sqlmodel import select
-from weasyprint import HTML
 
 from chat.resident_web import Signer, grid_link
 from chat.texts import t
@@ -48,12 +50,16 @@ def png(url: str, *, box: int = 12) -> bytes:
     return out.getvalue()
 
 
-def for_grid(engine: Engine, signer: Signer, public_url: str, code: str) -> GridQr:
+def grid_name(engine: Engine, code: str) -> str:
     with session_scope(engine) as session:
         grid = session.exec(select(Grid).where(Grid.code == code)).first()
         if grid is None:
             raise NotFound(f"no grid has code {code!r}", code="grid.not_found", grid=code)
-        name = grid.name
+        return grid.name
+
+
+def for_grid(engine: Engine, signer: Signer, public_url: str, code: str) -> GridQr:
+    name = grid_name(engine, code)
     url = grid_link(public_url, signer, code)
     return GridQr(code, name, url, png(url))
 
@@ -80,6 +86,19 @@ p {{ font-size: 15pt; line-height: 1.6; margin: 3mm 0; }}
 </body></html>"""
 
 
-def poster_pdf(qr: GridQr, language: str = "zh") -> bytes:
+class GridQrMaker:
+    """What the console's grid pages call (``services.extras["grid_qr"]``): a grid's QR code
+    and its poster page, signed with the running web chat's key. The PDF is rendered by the
+    caller (the console's, or ``gridline qr``), so serving the chat never loads the PDF engine."""
 
-    return HTML(string=poster_html(qr, language)).write_pdf()
+    def __init__(self, web_chat: Any):  # chat.resident_web.WebChat
+        self.web_chat = web_chat
+
+    async def __call__(self, code: str, language: str = "zh") -> tuple[GridQr, str]:
+        await self.web_chat.start()  # the signing key, read or made on first use
+        services = self.web_chat.services
+        name = await services.db.run(grid_name, services.engine, code)
+        url = grid_link(services.settings.public_url, self.web_chat.signer, code)
+        # Drawing the code is work for a CPU, not for one of the few database threads.
+        qr = GridQr(code, name, url, await asyncio.to_thread(png, url))
+        return qr, poster_html(qr, language)

@@ -22,6 +22,7 @@ from console.views import (
     cases,
     dashboard,
     files,
+    grids,
     photos,
     queues,
     scores,
@@ -36,7 +37,8 @@ from core.platform.db import session_scope
 
 log = logging.getLogger("console.web")  # the name its lines always had
 
-VIEWS = (auth, triage, cases, photos, files, search, queues, surveys, users, audit, account, dashboard, scores, system)
+VIEWS = (auth, triage, cases, photos, files, search, queues, grids, surveys, users, audit, account, dashboard, scores,
+         system)
 FIRST_ADMIN_HINT = (
     "console: no console users yet. Create the first administrator with\n"
     "    gridline users add NAME --role admin\n"

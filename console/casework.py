@@ -11,7 +11,7 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from console import svgmap
+from console import grids, svgmap
 from console.access import Principal, can_see, console_rules
 from core import actions
 from core.cases import flood
@@ -22,7 +22,7 @@ from core.errors import InvalidInput, NotFound
 from core.followup.models import Survey
 from core.people import audit
 from core.people.models import AuditEntry, Department, Resident, Worker
-from core.places.models import Grid, GridLevel, Household
+from core.places.models import Grid, Household
 from core.platform.clock import utcnow
 from core.platform.rules import load_rules
 
@@ -67,34 +67,9 @@ class CaseView:
     people: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _grid_path(session: Session, grid_id: int | None) -> list[Grid]:
-    path: list[Grid] = []
-    node = session.get(Grid, grid_id) if grid_id else None
-    while node is not None:
-        path.insert(0, node)
-        node = session.get(Grid, node.parent_id) if node.parent_id else None
-    return path
-
-
 def _map(session: Session, case: Case, grid: Grid | None) -> svgmap.Drawing | None:
     point = (case.longitude, case.latitude) if case.latitude is not None and case.longitude is not None else None
-    shapes: list[svgmap.Shape] = []
-    if grid is not None:
-        siblings = (session.exec(select(Grid).where(Grid.parent_id == grid.parent_id)).all()
-                    if grid.parent_id else [grid])
-        if grid.geometry is None:  # a grid above the micro level: draw what lies in it
-            siblings = session.exec(select(Grid).where(Grid.parent_id == grid.id)).all() or siblings
-        for g in siblings[:200]:
-            rings = svgmap.rings_of(g.geometry)
-            if rings:
-                shapes.append(svgmap.Shape(g.id, g.code, g.name, rings, highlight=g.id == grid.id))
-    elif point is not None:
-        d = 0.01
-        for g in session.exec(select(Grid).where(Grid.level == GridLevel.micro)).all():
-            rings = svgmap.rings_of(g.geometry)
-            if rings and any(abs(x - point[0]) < d and abs(y - point[1]) < d for r in rings for x, y in r):
-                shapes.append(svgmap.Shape(g.id, g.code, g.name, rings))
-    return svgmap.draw(shapes, point)
+    return grids.drawing(session, grid, point)
 
 
 def _same_sender(session: Session, case: Case) -> list[DuplicateCandidate]:
@@ -120,7 +95,7 @@ def _caller(session: Session, case: Case) -> tuple[str, str | None, str | None]:
 def case_view(session: Session, principal: Principal, number: str, who: tuple[str, str]) -> CaseView:
     """Everything the case page shows; the view itself is an audit row (personal data)."""
     case = find_case(session, principal, number)
-    grid_path = _grid_path(session, case.grid_id)
+    grid_path = grids.chain(session, session.get(Grid, case.grid_id) if case.grid_id else None)
     resident = session.get(Resident, case.resident_id) if case.resident_id else None
     household = session.get(Household, resident.household_id) if resident and resident.household_id else None
     events = list(session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id)
@@ -162,8 +137,9 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
                 (Category.active == True) | (Category.id == case.category_id))  # noqa: E712
                 .order_by(Category.code)).all(),
             "grids": session.exec(select(Grid).order_by(Grid.code)).all(),
-            "workers": session.exec(select(Worker).where(Worker.active == True)  # noqa: E712
-                                    .order_by(Worker.code)).all(),
+            # Only who may own a case in its grid (that grid's and the grids' above it): the
+            # place page offers them for another grid.
+            "staff": grids.staff_for(session, grid_path[-1]) if grid_path else [],
             "departments": session.exec(select(Department).order_by(Department.code)).all(),
             "close_reasons": list(console_rules()["close_reasons"]),
         }
@@ -245,7 +221,7 @@ def _edit_text(session, case, form, p):  # noqa: ANN001, ANN202
 
 
 def _locate(session, case, form, p):  # noqa: ANN001, ANN202
-    grid = _by_code(session, Grid, _need(form, "grid", "choose a grid"), "grid")
+    grid = grids.by_code_or_name(session, _need(form, "grid", "choose a grid"))
     actions.locate(session, case, actor=p.actor, grid_id=grid.id, reason=form.get("reason") or "console.located",
                    confidence=1.0)
 
@@ -262,7 +238,7 @@ def _dispatch(session, case, form, p):  # noqa: ANN001, ANN202
         raise InvalidInput(f"case {case.number}: choose a grid before dispatching", code="routing.no_grid",
                            case=case.number)
     grid_code = form.get("grid") or None
-    grid = _by_code(session, Grid, grid_code, "grid") if grid_code else None
+    grid = grids.by_code_or_name(session, grid_code) if grid_code else None
     worker = _by_code(session, Worker, form["worker"], "worker") if form.get("worker") else None
     department = _by_code(session, Department, form["department"], "department") if form.get("department") else None
     actions.dispatch(session, case, actor=p.actor, grid_id=grid.id if grid else None,

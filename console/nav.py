@@ -17,6 +17,7 @@ NAV: list[NavItem] = [
     NavItem("triage", "/console/triage", "nav.triage"),
     NavItem("queues", "/console/queues", "nav.queues"),
     NavItem("search", "/console/search", "nav.search"),
+    NavItem("grids", "/console/grids", "nav.grids"),
     NavItem("dashboard", "/console/dashboard", "nav.dashboard"),
     NavItem("scores", "/console/scores", "nav.scores"),
     NavItem("manual_calls", "/console/surveys/manual", "nav.manual_calls"),

@@ -109,11 +109,16 @@ class TriageFilters:
     def order(self) -> str:
         return self.sort or TRIAGE_SORTS[0]
 
-    def check(self) -> None:
-        """Raise ``TriageFilterError`` (or ``SearchDateError``) for the first value the page does not offer;
-        grid and category are checked against the database by ``triage``."""
-        offered = {"status": TRIAGE_STATUSES, "channel": tuple(c.value for c in Channel),
-                   "flag": (*triage_flags(), *TRIAGE_GAPS), "overdue": ("yes", "no"), "sort": TRIAGE_SORTS}
+    def sorted_by(self, sorts: tuple[str, ...]) -> str:
+        """The sort chosen, or the first a page offers."""
+        return self.sort or sorts[0]
+
+    def check(self, statuses: tuple[str, ...] = TRIAGE_STATUSES, sorts: tuple[str, ...] = TRIAGE_SORTS) -> None:
+        """Raise ``TriageFilterError`` (or ``SearchDateError``) for the first value the page does not offer
+        (triage's statuses and sorts unless told: a queue offers its own); grid and category are
+        checked against the database by ``filtered``."""
+        offered = {"status": statuses, "channel": tuple(c.value for c in Channel),
+                   "flag": (*triage_flags(), *TRIAGE_GAPS), "overdue": ("yes", "no"), "sort": sorts}
         for name, values in offered.items():
             if getattr(self, name) and getattr(self, name) not in values:
                 raise TriageFilterError(name, getattr(self, name))
@@ -135,6 +140,14 @@ def _triage_where(session: Session, principal: Principal, f: TriageFilters):  # 
     # The index predicate, verbatim, lets both databases use the partial index ix_case_triage.
     stmt = (select(Case).where(text(TRIAGE_INDEX_PREDICATE)).where(or_(*needs))
             .where(Case.status != CaseStatus.verified))
+    return scoped(filtered(session, stmt, f), principal)
+
+
+def filtered(session: Session, stmt, f: TriageFilters):  # noqa: ANN001, ANN201
+    """``stmt`` (a select of cases) narrowed by the filters of a list page: status, channel, flag
+    (or a gap: no grid, no category), grid (with the grids below it), category, the days cases
+    came in (local days), and whether their current deadline has passed. Triage, the queues and
+    search read their filters through this one function."""
     if f.status:
         stmt = stmt.where(Case.status == CaseStatus(f.status))
     if f.channel:
@@ -165,7 +178,7 @@ def _triage_where(session: Session, principal: Principal, f: TriageFilters):  # 
         stmt = stmt.where(current_due() < utcnow())
     elif f.overdue == "no":
         stmt = stmt.where(or_(current_due().is_(None), current_due() >= utcnow()))
-    return scoped(stmt, principal)
+    return stmt
 
 
 def triage(session: Session, principal: Principal, after: tuple | None, limit: int | None = None,
@@ -177,28 +190,38 @@ def triage(session: Session, principal: Principal, after: tuple | None, limit: i
     f.check()
     stmt = _triage_where(session, principal, f)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
-    if f.order == "most_overdue":
-        key = func.coalesce(current_due(), NO_DEADLINE)
-        if after is not None:
-            at, row_id = after
-            at = at or NO_DEADLINE
-            stmt = stmt.where(or_(key > at, and_(key == at, Case.id > row_id)))
-        stmt = stmt.order_by(key, Case.id)
-    elif f.order == "newest":
-        stmt = _newest_after(stmt, after)
-    else:
+    rows = list(session.exec(keyset(stmt, after, f.order).limit(limit + 1)).all())
+    nxt = key_of(rows[limit - 1], f.order) if len(rows) > limit else None
+    rows = rows[:limit]
+    return Page(rows, nxt, names_for(session, rows, principal), total)
+
+
+def keyset(stmt, after: tuple | None, order: str):  # noqa: ANN001, ANN201
+    """``stmt`` in a list's sort, starting after the row whose key (``key_of``) is ``after``:
+    ``newest`` / ``oldest`` by arrival, ``most_overdue`` by the deadline the case runs against now
+    (none last), ``due`` by the resolution deadline (a queue's)."""
+    if order == "newest":
+        return _newest_after(stmt, after)
+    if order == "oldest":
         if after is not None:
             at, row_id = after
             stmt = stmt.where(or_(Case.created_at > at, and_(Case.created_at == at, Case.id > row_id)))
-        stmt = stmt.order_by(Case.created_at, Case.id)
-    rows = list(session.exec(stmt.limit(limit + 1)).all())
-    nxt = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        at = (_due_of(last) or NO_DEADLINE) if f.order == "most_overdue" else last.created_at
-        nxt = (at, last.id)
-    rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows, principal), total)
+        return stmt.order_by(Case.created_at, Case.id)
+    key = func.coalesce(current_due(), NO_DEADLINE) if order == "most_overdue" else Case.resolution_due
+    if after is not None:
+        at, row_id = after
+        at = at or NO_DEADLINE
+        stmt = stmt.where(or_(key > at, and_(key == at, Case.id > row_id)))
+    return stmt.order_by(key, Case.id)
+
+
+def key_of(c: Case, order: str) -> tuple:
+    """The sort key of a row in ``order``: where the next page starts after it."""
+    if order == "most_overdue":
+        return (_due_of(c) or NO_DEADLINE, c.id)
+    if order == "due":
+        return (c.resolution_due, c.id)
+    return (c.created_at, c.id)
 
 
 def _due_of(c: Case) -> datetime | None:
@@ -216,6 +239,9 @@ class SearchFilters:
     channel: str = ""
     date_from: str = ""
     date_to: str = ""
+    flag: str = ""
+    overdue: str = ""
+    sort: str = ""
 
     @classmethod
     def from_query(cls, query) -> SearchFilters:  # noqa: ANN001
@@ -223,7 +249,10 @@ class SearchFilters:
         return cls(**{k: (query.get(k) or "").replace("\x00", "").strip()[:100] for k in cls.__dataclass_fields__})
 
     def any(self) -> bool:
-        return any(getattr(self, k) for k in self.__dataclass_fields__)
+        return any(getattr(self, k) for k in self.__dataclass_fields__ if k != "sort")
+
+    def sorted_by(self, sorts: tuple[str, ...]) -> str:
+        return self.sort or sorts[0]
 
     def as_query(self) -> dict[str, str]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k)}
@@ -334,13 +363,22 @@ def search(session: Session, principal: Principal, f: SearchFilters, after: tupl
         stmt = stmt.where(Case.created_at >= _local_day_start("date_from", f.date_from, tz))
     if f.date_to:
         stmt = stmt.where(Case.created_at < _local_day_start("date_to", f.date_to, tz) + timedelta(days=1))
-    stmt = scoped(stmt, principal)
+    # The triage page's flag, overdue and sort, read and checked by the same code.
+    extra = TriageFilters(flag=f.flag, overdue=f.overdue, sort=f.sort)
+    extra.check(statuses=tuple(s.value for s in CaseStatus), sorts=SEARCH_SORTS)
+    stmt = scoped(filtered(session, stmt, extra), principal)
+    order = f.sorted_by(SEARCH_SORTS)
     if masked:
-        return _search_masked(session, principal, stmt, term, after, limit)
-    rows = list(session.exec(_newest_after(stmt, after).limit(limit + 1)).all())
-    nxt = (rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        return _search_masked(session, principal, stmt, term, after, limit, order)
+    total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
+    rows = list(session.exec(keyset(stmt, after, order).limit(limit + 1)).all())
+    nxt = key_of(rows[limit - 1], order) if len(rows) > limit else None
     rows = rows[:limit]
-    return Page(rows, nxt, names_for(session, rows, principal))
+    return Page(rows, nxt, names_for(session, rows, principal), total)
+
+
+# The sorts search offers; the first is the default.
+SEARCH_SORTS = ("newest", "oldest", "most_overdue")
 
 
 def _newest_after(stmt, after: tuple | None):  # noqa: ANN001, ANN202
@@ -357,23 +395,23 @@ MASKED_MOST = 2000
 
 
 def _search_masked(session: Session, principal: Principal, stmt, term: str, after: tuple | None,  # noqa: ANN001
-                   limit: int) -> Page:
+                   limit: int, order: str = "newest") -> Page:
     found: list[Case] = []
     scanned = 0
     cursor = after
     while True:
-        batch = list(session.exec(_newest_after(stmt, cursor).limit(MASKED_BATCH)).all())
+        batch = list(session.exec(keyset(stmt, cursor, order).limit(MASKED_BATCH)).all())
         people = known_names(session, [c for c in batch if not principal.sees_person(c)])
         for case in batch:
             if term not in text_for(principal, case.description, people.get(case.id, ()), case).lower():
                 continue
             if len(found) == limit:  # one match more: there is a next page, after the last shown
-                return Page(found, (found[-1].created_at, found[-1].id), names_for(session, found, principal))
+                return Page(found, key_of(found[-1], order), names_for(session, found, principal))
             found.append(case)
         scanned += len(batch)
         if len(batch) < MASKED_BATCH:
             return Page(found, None, names_for(session, found, principal))
-        cursor = (batch[-1].created_at, batch[-1].id)
+        cursor = key_of(batch[-1], order)
         if scanned >= MASKED_MOST:  # read on from here on the next page
             return Page(found, cursor, names_for(session, found, principal))
 
@@ -399,22 +437,28 @@ def personal_searches_made(session: Session, actor: str) -> int:
 QUEUE_STATUSES = sorted(s.value for s in OWNED if s != CaseStatus.verified)
 
 
+# The sorts a queue offers: the nearest resolution deadline first (the default), or by arrival.
+QUEUE_SORTS = ("due", "oldest", "newest")
+
+
 def queue(session: Session, principal: Principal, *, worker_id: int | None = None,
-          department_id: int | None = None, after: tuple | None = None, limit: int | None = None) -> Page:
-    """A worker's or a department's open cases, the nearest deadline first, with how many there are."""
+          department_id: int | None = None, after: tuple | None = None, limit: int | None = None,
+          filters: TriageFilters | None = None) -> Page:
+    """A worker's or a department's open cases, filtered as triage is (``filtered``), the nearest
+    deadline first unless another sort is chosen, with how many match."""
     limit = limit or page_size()
+    f = filters or TriageFilters()
+    f.check(statuses=tuple(QUEUE_STATUSES), sorts=QUEUE_SORTS)
     stmt = select(Case).where(Case.status.in_(QUEUE_STATUSES), Case.resolution_due.is_not(None))
     if worker_id is not None:
         stmt = stmt.where(Case.worker_id == worker_id)
     else:
         stmt = stmt.where(Case.department_id == department_id)
-    stmt = scoped(stmt, principal)
+    stmt = scoped(filtered(session, stmt, f), principal)
     total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
-    if after is not None:
-        at, row_id = after
-        stmt = stmt.where(or_(Case.resolution_due > at, and_(Case.resolution_due == at, Case.id > row_id)))
-    rows = list(session.exec(stmt.order_by(Case.resolution_due, Case.id).limit(limit + 1)).all())
-    nxt = (rows[limit - 1].resolution_due, rows[limit - 1].id) if len(rows) > limit else None
+    order = f.sorted_by(QUEUE_SORTS)
+    rows = list(session.exec(keyset(stmt, after, order).limit(limit + 1)).all())
+    nxt = key_of(rows[limit - 1], order) if len(rows) > limit else None
     rows = rows[:limit]
     return Page(rows, nxt, names_for(session, rows, principal), total)
 

@@ -119,9 +119,14 @@ def html(report: Report, *, tz: str, lang: str = "zh", for_pdf: bool = False) ->
 
 
 def pdf(report: Report, *, tz: str, lang: str = "zh") -> bytes:
+    return pdf_of_html(html(report, tz=tz, lang=lang, for_pdf=True))
+
+
+def pdf_of_html(page: str) -> bytes:
+    """A page of ours (a report, a grid's QR poster) as a PDF: its ``@page`` rule sets the paper."""
     from weasyprint import HTML  # lazy: it loads Pango (about a second), wanted only for a PDF
 
-    return HTML(string=html(report, tz=tz, lang=lang, for_pdf=True), base_url=str(HERE)).write_pdf()
+    return HTML(string=page, base_url=str(HERE)).write_pdf()
 
 
 def _rate_row(label_code: str, name: str, this: Rates, previous: Rates) -> list:
@@ -145,21 +150,31 @@ HOTLINE_COLUMNS = ("offered", "answered", "answered_in_time", "connection_rate",
 TIMES = {"generated_at", "received_at", "due"}
 
 
-def column_words(key: str, lang: str = "zh", tz: str | None = None) -> str:
+def column_words(key: str, lang: str = "zh", tz: str | None = None, *, partial: bool = False) -> str:
     """A column's header in ``lang``: ``closure_numerator_previous`` 办结率·分子（上期）; a column of
-    times names the zone they are in (受理时间（UTC+8）) when ``tz`` is given."""
+    times names the zone they are in (受理时间（UTC+8）) when ``tz`` is given. In a partial period
+    (``partial``: counted up to today) the previous period's columns are the same days of it, and
+    say so: 办结率·分子（上期同期）."""
+    if partial and key in SAME_DAYS:
+        return t(lang, f"export.columns.{SAME_DAYS[key]}")
+    previous = key.endswith("_previous")
+    if partial and previous:
+        return t(lang, "export.previous_same_days", what=column_words(key.removesuffix("_previous"), lang))
     if has(lang, f"export.columns.{key}"):
         words = t(lang, f"export.columns.{key}", seconds=round(targets().answer_within_s))
         if tz and key in TIMES:
             words = t(lang, "export.in_zone", what=words, zone=zone_label(tz))
         return words
-    previous = key.endswith("_previous")
     base = key.removesuffix("_previous")
     rate, _, part = base.rpartition("_")
     if rate in RATE_NAMES and part in ("numerator", "denominator", "rate"):
         words = t(lang, "export.rate_part", rate=t(lang, f"rates.{rate}"), part=t(lang, f"export.parts.{part}"))
         return t(lang, "export.previous", what=words) if previous else words
     raise KeyError(f"no words for the export column {key!r}")
+
+
+# The previous period's columns, headed for a partial period (compared with the same days before).
+SAME_DAYS = {"previous_period": "previous_same_days", "previous_period_rate": "previous_same_days_rate"}
 
 
 def table_words(name: str, lang: str = "zh") -> str:
@@ -242,7 +257,7 @@ def csv_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
     writer = csv.writer(buf)
     for name, keys, rows in tables(report, tz=tz, lang=lang):
         writer.writerow([f"# {table_words(name, lang)}"])
-        writer.writerow([column_words(k, lang, tz) for k in keys])
+        writer.writerow([column_words(k, lang, tz, partial=report.until is not None) for k in keys])
         writer.writerows([[_csv_cell(k, v) for k, v in zip(keys, row, strict=True)] for row in rows])
         writer.writerow([])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
@@ -268,7 +283,7 @@ def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
     head_fill = PatternFill("solid", fgColor="EEF2F6")
     for name, keys, rows in tables(report, tz=tz, lang=lang):
         sheet = book.create_sheet(table_words(name, lang)[:31])
-        header = [column_words(k, lang, tz) for k in keys]
+        header = [column_words(k, lang, tz, partial=report.until is not None) for k in keys]
         sheet.append(header)
         for cell in sheet[1]:
             cell.font = Font(bold=True)
@@ -287,7 +302,8 @@ def xlsx_bytes(report: Report, *, tz: str, lang: str = "zh") -> bytes:
             sheet.column_dimensions[get_column_letter(index)].width = min(60, max(6, widths[index - 1] + 2))
         sheet.freeze_panes = "A2"
     rates = book.create_sheet(table_words("rate_chart", lang), 1)
-    rates.append([column_words(k, lang) for k in ("rate", "this_period", "previous_period_rate")])
+    rates.append([column_words(k, lang, partial=report.until is not None)
+                  for k in ("rate", "this_period", "previous_period_rate")])
     for cell in rates[1]:
         cell.font = Font(bold=True)
     for key in RATE_NAMES:

@@ -14,12 +14,14 @@ from aiohttp import web
 from sqlalchemy import Engine, text
 from sqlmodel import select
 
+import chat.qr
 import chat.resident_web
 import chat.web
 import console.app
 import console.open311
 import ivr.survey_web
 import ivr.web
+from console.views.grids import GRID_QR
 from core.actions import reference
 from core.deadlines.sweeps import SLA_SWEEP_JOB, escalate_overdue, schedule_sweep
 from core.errors import DatabaseBusy
@@ -150,7 +152,9 @@ def _setup_ivr(app: web.Application, services: Services) -> None:
 
 def _setup_chat(app: web.Application, services: Services) -> None:
     chat.web.setup(app, services)
-    chat.resident_web.setup(app, services)
+    web_chat = chat.resident_web.setup(app, services)
+    # The console's grid pages offer each grid's QR code (console.views.grids.GRID_QR).
+    services.extras[GRID_QR] = chat.qr.GridQrMaker(web_chat)
 
 
 # Each channel mounts its routes.

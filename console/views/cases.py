@@ -54,6 +54,18 @@ def event_reason(language: str, e) -> str | None:  # noqa: ANN001
     return i18n.reason_text(language, e.reason, e.data, catalogue=CONSOLE)
 
 
+def _comment_words(view) -> dict[str, str]:  # noqa: ANN001
+    """Each survey comment recording's words (file path → the survey's transcript): the comment's
+    event names the file it attached and its survey; the survey keeps the words."""
+    surveys = {s.id: s.comment for s in view.surveys if s.comment}
+    out = {}
+    for e in view.events:
+        data = e.data or {}
+        if e.action == "survey_comment" and data.get("attachment") and data.get("survey_id") in surveys:
+            out[data["attachment"]] = surveys[data["survey_id"]]
+    return out
+
+
 def _plays(f) -> bool:  # noqa: ANN001
     return media_types.servable(f.mime_type) in media_types.AUDIO
 
@@ -80,6 +92,7 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     people = view.people.get(view.case.id, ())
     offered = casework.offered(p, view.case, view.undo_until)
     callers = [(n, name_for(p, name, view.case), phone_for(p, phone, view.case)) for n, name, phone in view.callers]
+    comment_words = _comment_words(view)
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),
         "phone": phone_for(p, case.contact_phone or (view.resident.phone if view.resident else None), case),
@@ -88,7 +101,8 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
         "transcript": _transcript(case, p, threshold, people),
         "recordings": [f for f in view.files if f.kind in ("recording", "voice") and f.kind in voices and _plays(f)],
         "photos": [f for f in view.files if f.kind == "photo" and _shows(f)],
-        "comments": [f for f in view.files if f.kind == "survey_comment" and f.kind in voices and _plays(f)],
+        "comments": [(f, comment_words.get(f.path)) for f in view.files
+                     if f.kind == "survey_comment" and f.kind in voices and _plays(f)],
         # a file that is neither (its bytes were no audio or image we allow): a download only
         "downloads": [f for f in view.files if f.kind in ("recording", "voice", "photo")
                       and (f.kind == "photo" or f.kind in voices)

@@ -27,6 +27,7 @@ from console.views.common import (
     who,
 )
 from console.views.sla import colours
+from console.views.triage import bad_value
 from console.web import error_page
 from core.cases.models import CaseStatus, Category, Channel
 from core.people.redaction import is_personal_query
@@ -40,7 +41,8 @@ def _categories(session):  # noqa: ANN001, ANN202
 
 def _form(filters: queries.SearchFilters, categories: list, **more: object) -> dict:
     return {"f": filters, "categories": categories, "statuses": [s.value for s in CaseStatus],
-            "channels": [c.value for c in Channel], "error": None, **more}
+            "channels": [c.value for c in Channel], "flags_shown": queries.triage_flags(),
+            "gaps": queries.TRIAGE_GAPS, "sorts": queries.SEARCH_SORTS, "error": None, **more}
 
 
 def _date_error(language: str, bad: queries.SearchDateError) -> str:
@@ -78,7 +80,12 @@ async def search(request: web.Request) -> web.Response:
         return render(request, "search.html", _form(filters, categories, page=queries.Page([]),
                                                     error=_date_error(lang(request), bad)), status=422)
     after = decode_cursor(request.query.get("after"))
-    found = await db.run(request, _run, p, filters, after, who(request))
+    try:
+        found = await db.run(request, _run, p, filters, after, who(request))
+    except queries.TriageFilterError as bad:  # a flag or "overdue" the page does not offer
+        categories = await db.run(request, _categories)
+        return render(request, "search.html", _form(filters, categories, page=queries.Page([]),
+                                                    error=bad_value(lang(request), bad)), status=422)
     if found is None:
         return error_page(request, 429, t(lang(request), "search.too_many", n=queries.personal_searches_allowed()))
     page, sla, categories = found

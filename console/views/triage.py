@@ -35,7 +35,7 @@ def _choices_only(session):  # noqa: ANN001, ANN202
     return _choices(session)
 
 
-def _bad_value(language: str, bad: queries.InvalidInput) -> str:
+def bad_value(language: str, bad: queries.InvalidInput) -> str:
     if isinstance(bad, queries.SearchDateError):
         return t(language, f"search.date_{bad.reason}", field=t(language, f"search.{bad.field}_name"),
                  value=bad.value, first=queries.FIRST_SEARCH_DAY.isoformat(), last=queries.LAST_SEARCH_DAY.isoformat())
@@ -57,7 +57,7 @@ async def triage(request: web.Request) -> web.Response:
         log.info("console triage: %s", bad.message)
         choices = await db.run(request, _choices_only)
         return render(request, "triage.html", {**context, **choices, "page": queries.Page([], total=0), "sla": {},
-                                               "next": None, "error": _bad_value(lang(request), bad)}, status=422)
+                                               "next": None, "error": bad_value(lang(request), bad)}, status=422)
     template = "triage_rows.html" if request.headers.get("HX-Request") else "triage.html"
     nxt = encode_cursor(*page.next_cursor) if page.next_cursor else None
     return render(request, template, {**context, **choices, "page": page, "sla": sla, "next": nxt})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from weasyprint import HTML
 
 from chat import qr as qr_codes
 from chat import web_store
@@ -33,6 +34,6 @@ def qr(
     out.mkdir(parents=True, exist_ok=True)
     png_path, pdf_path = out / f"{code.code}-qr.png", out / f"{code.code}-poster.pdf"
     png_path.write_bytes(code.png)
-    pdf_path.write_bytes(qr_codes.poster_pdf(code, lang))
+    pdf_path.write_bytes(HTML(string=qr_codes.poster_html(code, lang)).write_pdf())
     console.print(f"{code.name} ({code.code}): {code.url}", soft_wrap=True, highlight=False)
     console.print(f"wrote {png_path} and {pdf_path}", highlight=False)

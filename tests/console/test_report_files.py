@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
 
 from console import report_files
@@ -239,3 +240,31 @@ def test_pdf_fits_a4_portrait_lists_landscape_rate_tables(monthly, tmp_path):
         width, height, pixels = read_pgm(page)
         assert (width > height) == (width_pt > height_pt), page.name  # rendered in its orientation
         assert dark_share(pixels) > 0.001, f"{page.name} is blank"
+
+
+def test_a_partial_period_heads_its_comparison_as_the_same_days_before(engine):
+    """A running month (截至 12月2日) is compared with the same days of November: every header of
+    the previous period's figures says 上期同期, in the page, the CSV and the XLSX; a whole month's says 上期."""
+    build_reports_world(engine)
+    with session_scope(engine) as session:
+        running = reports.report(session, "monthly", reports.parse_period("2026-12"), reports.make_filters(session),
+                                 tz=TZ, as_of=NOW)
+        whole = reports.report(session, "monthly", reports.parse_period("2026-11"), reports.make_filters(session),
+                               tz=TZ, as_of=NOW)
+    assert running.until is not None and whole.until is None
+    page = report_files.html(running, tz=TZ)
+    head = re.search(r'<th id="previous-head">([^<]*)</th>', page).group(1)
+    assert head == "上期同期"
+    assert "办结率（上期同期）" in page and "办结率（上期）" not in page
+    whole_page = report_files.html(whole, tz=TZ)
+    assert re.search(r'<th id="previous-head">([^<]*)</th>', whole_page).group(1) == "上期"
+    csv_text = report_files.csv_bytes(running, tz=TZ).decode("utf-8-sig")
+    assert "受理件数（上期同期）" in csv_text and "办结率·分子（上期同期）" in csv_text
+    assert "（上期）" not in csv_text
+    assert "（上期）" in report_files.csv_bytes(whole, tz=TZ).decode("utf-8-sig")
+    book = load_workbook(io.BytesIO(report_files.xlsx_bytes(running, tz=TZ)))
+    headers = {cell.value for sheet in book.worksheets for cell in sheet[1]}
+    assert "上期同期比率" in headers and "受理件数（上期同期）" in headers
+    assert not any(str(h).endswith("（上期）") for h in headers if h)
+    assert report_files.column_words("received_previous", "en", partial=True) == \
+        "Received (same days, previous period)"
