@@ -18,9 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from core.places.address import clean, folded_readings, is_han
+from pypinyin import Style, pinyin
+
+from core.places.address import clean, is_han, readings
 
 # Said around an answer; dropped before matching ("嗯，满意吧").
 FILLERS = re.compile(r"嗯|啊|呃|哦|噢|唉|哎|呀|吧|呢|嘛|那个|这个|就是")
@@ -44,6 +47,7 @@ class Heard:
     end: int
     misses: int  # characters heard wrong, not heard or extra (one allowed on long phrases)
     size: int  # characters of the phrase
+    verbatim: bool  # the phrase is there character for character, not only by sound
 
     @property
     def score(self) -> int:
@@ -53,12 +57,19 @@ class Heard:
         return self.start < other.end and other.start < self.end
 
 
+@lru_cache(maxsize=4096)
+def _usual_reading(ch: str) -> str:
+    return pinyin(ch, style=Style.NORMAL, heteronym=False)[0][0]
+
+
 def _same_sound(a: str, b: str) -> bool:
+    """The same character, or one usually read as a reading of the other (瞒 man, 满 man).
+    Rare readings alone do not count (还 and 不 may both be read fu)."""
     if a == b:
         return True
     if not (is_han(a) and is_han(b)):
         return False
-    return bool(folded_readings(a, ()) & folded_readings(b, ()))
+    return _usual_reading(a) in readings(b) or _usual_reading(b) in readings(a)
 
 
 def _find(phrase: str, text: str) -> tuple[int, int, int] | None:
@@ -109,7 +120,8 @@ class SurveyAnswers:
         return list(dict.fromkeys(p for phrases in self.by_question[question].values() for p in phrases))
 
     def heard(self, question: str, text: str) -> list[Heard]:
-        """Every phrase of the question found in ``text``, longest (then earliest) first."""
+        """Every phrase of the question found in ``text``, best first: the longest with the
+        fewest misses, then one there character for character, then the earliest."""
         said = normalise(text)
         found: list[Heard] = []
         if not said:
@@ -121,8 +133,8 @@ class SurveyAnswers:
                     continue
                 place = _find(key, said)
                 if place is not None:
-                    found.append(Heard(answer, phrase, *place, size=len(key)))
-        found.sort(key=lambda h: (-h.score, h.misses, h.start))
+                    found.append(Heard(answer, phrase, *place, size=len(key), verbatim=key in said))
+        found.sort(key=lambda h: (-h.score, h.misses, not h.verbatim, h.start))
         return found
 
     def match(self, question: str, text: str) -> str | None:
