@@ -9,9 +9,9 @@ and a fast speaking rate (8 clips, noise seeded), chosen before this test first 
 
 One of them fails, and is kept in the set: 예 said fast (170 words/min), in which the
 grammar recogniser hears nothing at all (free recognition hears 일). Nothing heard is no
-answer, never a wrong one: the flow asks again naming the keys. The test asserts exactly
-that clip as the known miss, every other clip right, no clip ever a wrong answer, and
-grammar accuracy above free. A sweep of more clips (``bench/survey_voice.py``, 4 words x
+answer, never a wrong one: the flow asks again naming the keys. The test allows that clip
+(only) to miss (with other noise seeds the bench hears it right), asserts every other clip
+right, no clip ever a wrong answer, and grammar accuracy above free. A sweep of more clips (``bench/survey_voice.py``, 4 words x
 3 rates x 2 pitches at 25 dB) gave grammar 23 of 24 right, free 1 of 24; its one grammar
 miss was the same word, 예 said fast and high (180 words/min, pitch 65).
 At 15 dB the grammar recogniser, which has no [unk] word in this model to put noise in,
@@ -98,7 +98,7 @@ def test_grammar_mode_hears_short_answers_that_free_recognition_does_not(ko_tran
     free_right = [answer_of(text) == answer for _, answer, text in free_heard]
     report = "\n".join(f"{w}: grammar {g!r}, free {f!r}" for (w, _, g), (_, _, f) in zip(grammar_heard, free_heard, strict=True))
     missed = {clip for (clip, _, _), right in zip(grammar_heard, grammar_right, strict=True) if not right}
-    assert missed == KNOWN_MISSES, report
+    assert missed <= KNOWN_MISSES, report  # every other clip right
     assert all(answer_of(text) in (answer, None) for _, answer, text in grammar_heard), report  # never a wrong answer
     assert sum(grammar_right) > sum(free_right), report
     # The grammar recogniser says only words of the list (or nothing); free recognition
