@@ -16,7 +16,7 @@ are offered instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,7 +30,7 @@ FILLERS = re.compile(r"嗯|啊|呃|哦|噢|唉|哎|呀|吧|呢|嘛|那个|这个
 # A phrase of this many characters or fewer must be heard whole; a longer one may miss one.
 EXACT_UP_TO = 3
 NEGATIONS = frozenset("不没未别")
-NEVER = 99
+NEVER = 99  # the cost of an extra negation: more than any phrase may miss
 
 
 class AnswersError(ValueError):
@@ -177,8 +177,3 @@ def check_answers(table: Mapping[str, Any], scales: Mapping[str, Sequence[str]])
 
 def _phrase_list(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(p, str) and p.strip() for p in value)
-
-
-def spoken_keys(phrases: Iterable[str]) -> str:
-    """A debugging aid for logs: the phrase list as one line."""
-    return " / ".join(phrases)
