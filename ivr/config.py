@@ -9,9 +9,11 @@ from datetime import time
 from pathlib import Path
 from typing import Any
 
+from core.followup.survey_policy import satisfied_scale, solved_scale
 from core.platform.i18n import CORE, Catalogue
 from core.platform.merging import deep_merge
 from core.platform.rules import RuleFile, RulesError
+from ivr.survey_answers import AnswersError, check_answers
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,12 +62,22 @@ def _check_survey_flow(flow: dict[str, Any]) -> None:
         raise RulesError("keys: two actions share a key")
     if not flow["voice"]["rate"].endswith("%"):
         raise RulesError(f"voice.rate: {flow['voice']['rate']!r} is not a percentage like \"85%\"")
+    try:
+        check_answers(flow["answers"], survey_scales())
+    except AnswersError as exc:
+        raise RulesError(str(exc)) from None
     positive_numbers(flow, "")
 
 
+def survey_scales() -> dict[str, tuple[str, ...]]:
+    """Each question's answers, in key order (rules.toml ``[survey]``)."""
+    return {"solved": solved_scale(), "satisfied": satisfied_scale()}
+
+
 QUESTIONS = ("solved", "satisfied")
+# The answers' tables are named by the rules' scales, which a deployment may change.
 SURVEY_FLOW = RuleFile("ivr/survey_flow.toml", HERE / "survey_flow.toml", "GRIDLINE_SURVEY_FLOW",
-                       _check_survey_flow)
+                       _check_survey_flow, open_tables=frozenset({"answers.solved", "answers.satisfied"}))
 
 
 def load_flow() -> dict[str, Any]:

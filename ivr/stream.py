@@ -174,7 +174,8 @@ class Segment:
     async def _open(self) -> None:
         try:
             # Opening may wait for a speech worker: the audio meanwhile goes to disk and to _early.
-            stream = await self.registry.pool.open_stream(8000, encoding="mulaw", partials=False)
+            stream = await self.registry.pool.open_stream(8000, encoding="mulaw", partials=False,
+                                                          phrases=self.registry.grammar_for(self.name))
         except Exception:
             log.exception("call %s %s: the recogniser did not start; transcribed afterwards",
                           self.call_sid, self.name)
@@ -465,6 +466,9 @@ class StreamRegistry:
         # Told of each segment opened, whose audio closed, done (ivr.handover writes them down
         # for the instance that serves the call's next webhook).
         self.observers: list[Any] = []
+        # Segment name prefix → the phrase list its recogniser is built with (Vosk grammar
+        # mode), for short answers: a follow-up's "answer-solved-…" turns (ivr.survey_web).
+        self.grammars: dict[str, tuple[str, ...]] = {}
         self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0,
                       "recording_only": 0, "token_retries": 0}
         self._tasks: set[asyncio.Task] = set()
@@ -484,6 +488,13 @@ class StreamRegistry:
 
     def of_call(self, call_sid: str) -> list[Segment]:
         return [s for (sid, _), s in [*self.recent.items(), *self.segments.items()] if sid == call_sid]
+
+    def grammar_for(self, name: str) -> tuple[str, ...] | None:
+        """The phrases a segment's recogniser may hear (``None``: free recognition)."""
+        for prefix, phrases in self.grammars.items():
+            if name.startswith(prefix):
+                return phrases
+        return None
 
     def open_segment(self, call_sid: str, name: str, stored_path: str) -> Segment:
         existing = self.get(call_sid, name)

@@ -81,7 +81,10 @@ class SurveyCallState(BaseModel):
 
     survey_call: bool = True
     step: str = "solved"  # a question, "comment", "done"
-    tries: int = 0  # no key / wrong key on the current question
+    tries: int = 0  # no key / wrong key / no spoken answer on the current question
+    listening: bool = False  # answers are heard by voice too (a recogniser takes the phrase lists)
+    answer_segment: str = ""  # the current question's answer turn on the stream
+    answer_turns: int = 0  # answer turns begun (each its own segment)
     answers: dict[str, str | None] = Field(default_factory=dict)
     comment_segment: str = ""
     comment_taken: bool = False
@@ -101,6 +104,7 @@ class CallView:
     pending: bool  # the survey still waits for answers
     state: SurveyCallState
     stream_token: str | None = None
+    answer_segment: str = ""  # the first question's answer turn, when answers are heard by voice
     intro_date: datetime | None = None  # local
     category: str | None = None
     community: str | None = None
@@ -374,10 +378,11 @@ def _view(session: Session, row: SurveyCall, call: CallSession, tz: str) -> Call
 
 
 def answered(engine: Engine, survey_id: int, token: str, call_sid: str, *, to_number: str | None,
-             answered_by: str | None, tz: str) -> CallView | None:
+             answered_by: str | None, tz: str, listen: bool = False) -> CallView | None:
     """Twilio requests the call's TwiML: the callee picked up. The attempt is placed (if
     the process has not recorded it yet), the call's session opened. ``None``: an answering
-    machine (nothing is said to it)."""
+    machine (nothing is said to it). ``listen``: the answers are heard by voice too; the
+    first question's answer turn is planned (its WAV path on record before the stream)."""
     with session_scope(engine) as session:
         row = _by_token(session, survey_id, token, call_sid)
         row.call_sid = row.call_sid or call_sid
@@ -395,15 +400,23 @@ def answered(engine: Engine, survey_id: int, token: str, call_sid: str, *, to_nu
         if call is None:
             call = CallSession(call_sid=call_sid, direction="outbound", to_number=to_number, status="in-progress",
                                stream_token=secrets.token_urlsafe(24), survey_id=survey_id, case_id=survey.case_id,
-                               state=SurveyCallState().dump())
+                               state=SurveyCallState(listening=listen).dump())
             session.add(call)
             session.flush()
-        return _view(session, row, call, tz)
+            state = SurveyCallState.model_validate(call.state)
+            if state.listening and not state.answers:
+                _begin_answer_turn(call, state, state.step)
+                _store(session, call, state)
+        view = _view(session, row, call, tz)
+        view.answer_segment = view.state.answer_segment if view.state.step in ("solved", "satisfied") else ""
+        return view
 
 
 @dataclass
 class Step:
-    """What the call says next (``ivr/survey_web.py`` renders it)."""
+    """What the call says next (``ivr/survey_web.py`` renders it). ``segment`` is the turn
+    the caller speaks in (the comment, or a question's answer when answers are heard by
+    voice); ``stop`` an answer turn whose stream is still open."""
 
     kind: Literal["question", "comment", "goodbye", "operator"]
     question: str = ""
@@ -411,7 +424,51 @@ class Step:
     goodbye: str = ""
     segment: str = ""
     stream_token: str = ""
+    stop: str = ""
+    tries: int = 0  # asked this many times before (a retry names the keys)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Spoken:
+    """What the caller's answer turn gave (``ivr/survey_web.py`` matched it): the words
+    heard, the answer they name (``None``: none, or two), and the turn's recording."""
+
+    segment: str
+    text: str = ""
+    answer: str | None = None
+    recording: Recording | None = None
+
+    @property
+    def speech_s(self) -> float:
+        return self.recording.speech_s if self.recording is not None else 0.0
+
+
+def _begin_answer_turn(call: CallSession, state: SurveyCallState, question: str) -> str:
+    """A new answer turn for ``question``: its segment and WAV path on record now, before
+    Twilio opens its stream (the stream's token check reads them). Returns the turn it
+    replaces (its stream to stop), if any."""
+    previous = state.answer_segment
+    state.answer_turns += 1
+    segment = f"answer-{question}-{state.answer_turns}"
+    state.answer_segment = segment
+    state.segments[segment] = Recording(kind="petition", audio_path=recording_path(call.call_sid, segment))
+    return previous
+
+
+def _end_answer_turn(state: SurveyCallState) -> str:
+    """No more answers are heard: the stream of the last answer turn is to stop."""
+    previous, state.answer_segment = state.answer_segment, ""
+    return previous
+
+
+def _ask(call: CallSession, state: SurveyCallState, question: str, notice: str | None = None) -> Step:
+    """Ask ``question`` (again): with a new answer turn when answers are heard by voice."""
+    step = Step("question", question=question, notice=notice, tries=state.tries)
+    if state.listening:
+        step.stop = _begin_answer_turn(call, state, question)
+        step.segment, step.stream_token = state.answer_segment, call.stream_token or ""
+    return step
 
 
 def _next_question(state: SurveyCallState, order: list[str]) -> str | None:
@@ -432,16 +489,17 @@ def _finish_answers(session: Session, row: SurveyCall, call: CallSession, state:
         except DomainError as exc:  # the case moved on meanwhile (an operator reopened it)
             log.warning("survey %s: answers not recorded: %s", survey.id, exc)
             state.step = "done"
-            return Step("goodbye", goodbye="thanks")
+            return Step("goodbye", goodbye="thanks", stop=_end_answer_turn(state))
         row.result = "answered"
         session.add(row)
         segment = "comment-1"
+        stop = _end_answer_turn(state)
         state.step = "comment"
         state.comment_segment = segment
         state.segments[segment] = Recording(kind="petition", audio_path=recording_path(call.call_sid, segment))
-        return Step("comment", segment=segment, stream_token=call.stream_token or "")
+        return Step("comment", segment=segment, stream_token=call.stream_token or "", stop=stop)
     state.step = "done"
-    return Step("goodbye", goodbye="thanks_no_answers")
+    return Step("goodbye", goodbye="thanks_no_answers", stop=_end_answer_turn(state))
 
 
 def _store(session: Session, call: CallSession, state: SurveyCallState) -> None:
@@ -451,10 +509,14 @@ def _store(session: Session, call: CallSession, state: SurveyCallState) -> None:
 
 
 def keypress(engine: Engine, survey_id: int, token: str, call_sid: str, question: str, digits: str,
-             *, order: list[str], tries: int, keys: dict[str, str], operator_open: bool) -> Step:
+             *, order: list[str], tries: int, keys: dict[str, str], operator_open: bool,
+             spoken: Spoken | None = None) -> Step:
     """A key (or none) after a question. 1–3: the answer on the rules' scale (an answer
     event); none or another key: the question once more, then on without its answer;
-    9: not the resident (the attempt ends ``wrong_person``); 0: the operator, if open."""
+    9: not the resident (the attempt ends ``wrong_person``); 0: the operator, if open.
+    With no key, ``spoken`` is what the question's answer turn heard: an answer it names
+    counts as its key would (the event says it was spoken, and what was heard); none is
+    as no key. The turn's recording is kept in the call's state either way."""
     with session_scope(engine) as session:
         row = _by_token(session, survey_id, token, call_sid)
         call = _locked_session(session, call_sid)
@@ -465,48 +527,73 @@ def keypress(engine: Engine, survey_id: int, token: str, call_sid: str, question
         if state.step != question:  # a repeated webhook: say what is due now
             return current_step(state, call.stream_token)
         digit = (digits or "")[:1]
+        heard = spoken if spoken is not None and spoken.segment and spoken.segment == state.answer_segment else None
+        if heard is not None and heard.recording is not None:
+            state.segments[heard.segment] = heard.recording
         if digit and digit == keys["wrong_person"]:
             row.result = "wrong_person"
             session.add(row)
             state.step = "done"
+            stop = _end_answer_turn(state)
             _store(session, call, state)
-            return Step("goodbye", goodbye="wrong_person")
+            return Step("goodbye", goodbye="wrong_person", stop=stop)
         if digit and digit == keys["operator"]:
             if operator_open:
                 row.result = "operator"
                 session.add(row)
-                return Step("operator", question=question)
-            return Step("question", question=question, notice="operator_closed")
+                stop = _end_answer_turn(state)  # the stream must not record the talk with the operator
+                _store(session, call, state)
+                return Step("operator", question=question, stop=stop)
+            step = _ask(call, state, question, notice="operator_closed")
+            _store(session, call, state)
+            return step
         scale = (survey_policy.solved_scale() if question == "solved" else survey_policy.satisfied_scale())
         answer = scale[int(digit) - 1] if digit.isdigit() and 1 <= int(digit) <= len(scale) else None
+        by_voice = not digit and heard is not None and heard.answer in scale
+        if by_voice:
+            answer = heard.answer
         pending = survey.status == SurveyStatus.pending
         if answer is None:
             state.tries += 1
             if state.tries < tries:
+                step = _ask(call, state, question, notice=_no_answer_notice(digit, heard))
                 _store(session, call, state)
-                return Step("question", question=question, notice="invalid" if digit else "no_input")
+                return step
         if pending:
-            actions.survey_answer(session, survey, question=question, answer=answer, actor=RESIDENT,
-                                  data={"call_sid": call_sid, "key": digit or None, "tries": state.tries + 1})
+            data: dict[str, Any] = {"call_sid": call_sid, "key": digit or None, "tries": state.tries + 1}
+            if heard is not None and not digit:
+                data.update(spoken=by_voice, heard=heard.text, segment=heard.segment)
+            actions.survey_answer(session, survey, question=question, answer=answer, actor=RESIDENT, data=data)
         state.answers[question] = answer
         state.tries = 0
         following = _next_question(state, order)
         if following is not None:
             state.step = following
+            step = _ask(call, state, following)
             _store(session, call, state)
-            return Step("question", question=following)
+            return step
         step = _finish_answers(session, row, call, state, survey)
         _store(session, call, state)
         return step
 
 
+def _no_answer_notice(digit: str, heard: Spoken | None) -> str:
+    """Why the question is asked again: a wrong key, words that name no answer, nothing."""
+    if digit:
+        return "invalid"
+    if heard is None:
+        return "no_input"
+    return "not_understood" if heard.text or heard.speech_s > 0 else "no_answer"
+
+
 def current_step(state: SurveyCallState, stream_token: str | None) -> Step:
-    """What the call says when a webhook comes again for a step already taken."""
+    """What the call says when a webhook comes again for a step already taken (keys only:
+    the answer turn's stream, if any, is open already)."""
     if state.step == "comment":
         return Step("comment", segment=state.comment_segment, stream_token=stream_token or "")
     if state.step == "done":
         return Step("goodbye", goodbye="thanks")
-    return Step("question", question=state.step)
+    return Step("question", question=state.step, tries=state.tries)
 
 
 def operator_ended(engine: Engine, survey_id: int, token: str, call_sid: str, question: str,
@@ -527,7 +614,11 @@ def operator_ended(engine: Engine, survey_id: int, token: str, call_sid: str, qu
         if row.result == "operator":
             row.result = None
             session.add(row)
-        return Step("question", question=question, notice="operator_busy")
+        if call is None:
+            return Step("question", question=question, notice="operator_busy")
+        step = _ask(call, state, question, notice="operator_busy")
+        _store(session, call, state)
+        return step
 
 
 def comment_file(recording: Recording, data_dir: Path | None, store: MediaStore | None = None,

@@ -83,30 +83,56 @@ class SurveyTwiml:
     # -- steps ---------------------------------------------------------------------------
 
     def question(self, survey_id: int, token: str, question: str, *, intro: Intro | None = None,
-                 notice: str | None = None, operator: bool = True) -> str:
+                 notice: str | None = None, operator: bool = True, segment: str = "", stream_token: str = "",
+                 call_sid: str = "", stop: str = "", retry: bool = False) -> str:
         """A question answered with one key; ``intro`` before the first. No key comes back
-        to the same URL (``actionOnEmptyResult``), so "no answer" is ours to count."""
+        to the same URL (``actionOnEmptyResult``), so "no answer" is ours to count.
+
+        With ``segment`` the answer may be spoken too: the caller's audio goes to our Media
+        Streams socket as that turn (recognised with the question's phrase list), and the
+        keypad's quiet ends it. The first time the question asks for words
+        (``ask_<question>_voice``), with the keypad's shorter wait; asked again
+        (``retry``), it names the keys as without voice. ``stop`` ends the previous
+        answer turn's stream."""
         r = VoiceResponse()
-        g = r.gather(input="dtmf", num_digits=1, timeout=self.config["questions"]["timeout_s"],
-                     action=self.url(survey_id, "key", t=token, q=question), method="POST",
+        if stop:
+            r.stop().stream(name=stop)
+        if segment and intro is not None:
+            # Said before the answer turn opens: a "喂，你好" over the greeting is no answer.
+            for sentence in self.intro_text(intro):
+                self.say(r, sentence)
+            r.pause(length=self.config["voice"]["pause_s"])
+        if segment:
+            stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
+            stream.parameter(name="token", value=stream_token)
+            stream.parameter(name="callSid", value=call_sid)
+            stream.parameter(name="segment", value=segment)
+        by_voice = bool(segment) and not retry
+        timeout = self.config["answers"]["timeout_s"] if by_voice else self.config["questions"]["timeout_s"]
+        g = r.gather(input="dtmf", num_digits=1, timeout=timeout,
+                     action=self.url(survey_id, "key", t=token, q=question, seg=segment or None), method="POST",
                      action_on_empty_result=True)
         if intro is not None:
-            for sentence in self.intro_text(intro):
-                self.say(g, sentence)
-            g.pause(length=self.config["voice"]["pause_s"])
+            if not segment:
+                for sentence in self.intro_text(intro):
+                    self.say(g, sentence)
+                g.pause(length=self.config["voice"]["pause_s"])
             self.say(g, self.text("not_you"))
         if notice:
             self.say(g, self.text(notice))
-        self.say(g, self.text(f"ask_{question}"))
+        self.say(g, self.text(f"ask_{question}_voice" if by_voice else f"ask_{question}"))
         if operator:
             self.say(g, self.text("operator_hint"))
         return str(r)
 
-    def comment(self, survey_id: int, token: str, *, segment: str, stream_token: str, call_sid: str) -> str:
+    def comment(self, survey_id: int, token: str, *, segment: str, stream_token: str, call_sid: str,
+                stop: str = "") -> str:
         """The optional spoken comment: the audio is forked to our Media Streams socket (the
         hotline's, recorded on disk as it arrives) and ``<Record>`` ends the turn on # or
-        silence, as in a petition."""
+        silence, as in a petition. ``stop`` ends the last answer turn's stream."""
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
         stream.parameter(name="token", value=stream_token)
         stream.parameter(name="callSid", value=call_sid)
@@ -120,8 +146,10 @@ class SurveyTwiml:
         r.redirect(self.url(survey_id, "comment", t=token, seg=segment, empty=1), method="POST")
         return str(r)
 
-    def dial_operator(self, survey_id: int, token: str, number: str, question: str) -> str:
+    def dial_operator(self, survey_id: int, token: str, number: str, question: str, stop: str = "") -> str:
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         self.say(r, self.text("operator_connect"))
         r.dial(number, action=self.url(survey_id, "operator", t=token, q=question), method="POST",
                timeout=self.config["operator"]["dial_timeout_s"])

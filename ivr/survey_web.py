@@ -7,7 +7,8 @@ socket and segments (``Hotline.registry``): on disk as it arrives, recognised li
 slot is free, afterwards by a job otherwise. Routes (POST):
 
     /twilio/survey/{id}/answer     the callee picked up (Url of calls.create): introduction, Q1
-    /twilio/survey/{id}/key        a key after a question (q=solved|satisfied)
+    /twilio/survey/{id}/key        a key, or the keypad's quiet, after a question (q=solved|satisfied;
+                                   seg=the answer turn whose words then answer it)
     /twilio/survey/{id}/operator   the <Dial> to the operator ended
     /twilio/survey/{id}/comment    the comment turn ended (# / silence / hang-up)
     /twilio/survey/{id}/status     the call's status callback
@@ -15,6 +16,12 @@ slot is free, afterwards by a job otherwise. Routes (POST):
 
 Every survey URL carries the attempt's token (``t``); a token of another survey, or used
 by another call than the one it placed, is refused (403), as is a bad signature.
+
+Answers by voice: with a speech model, each question opens an answer turn on the socket
+(``answer-<question>-<n>``) whose live recogniser is built with the question's phrase list
+(Vosk grammar mode, ``StreamRegistry.grammars``); when the keypad's wait ends with no key,
+the turn's words are matched to an answer (``ivr.survey_answers``). No model, a model
+without the phrases' words, or ``[answers] listen = false``: keys only, as before.
 """
 
 from __future__ import annotations
@@ -35,9 +42,11 @@ from core.platform import logcontext
 from core.platform.db import session_scope
 from ivr import survey_calls
 from ivr.calls import TRANSCRIBE_JOB
+from ivr.config import survey_scales
 from ivr.signature import is_valid
 from ivr.sms import ProgressSms, TextSms
-from ivr.survey_calls import CHECK_JOB, COMMENT_JOB, Refused, Step
+from ivr.survey_answers import SurveyAnswers
+from ivr.survey_calls import CHECK_JOB, COMMENT_JOB, Refused, Spoken, Step
 from ivr.survey_jobs import SurveyJobs
 from ivr.survey_twiml import Intro, SurveyFlowConfig, SurveyTwiml
 from ivr.twilio_api import TwilioApi, missing_credentials
@@ -100,6 +109,24 @@ class SurveyLine:
         self.hotline = hotline
         self.config = config
         self.twiml = SurveyTwiml(config, self.settings.public_url)
+        self.answers = SurveyAnswers.of(config["answers"], survey_scales())
+        self._listening: bool | None = None  # known after the first call asks
+
+    async def listening(self) -> bool:
+        """Whether answers are heard by voice in this process: a recogniser, the rules allow
+        it, and the model has the words of each question's phrases (asked once)."""
+        if self._listening is None:
+            pool = self.hotline.registry.pool
+            ok = bool(self.config["answers"]["listen"]) and pool is not None
+            for question in self.order if ok else ():
+                phrases = self.answers.phrases(question)
+                if not await pool.accepts_phrases(phrases):
+                    log.warning("survey answers by voice off: the speech model has none of the %s phrases", question)
+                    ok = False
+                    break
+                self.hotline.registry.grammars[answer_prefix(question)] = tuple(phrases)
+            self._listening = ok
+        return self._listening
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return await self.hotline.db(fn, *args, **kw)
@@ -111,13 +138,16 @@ class SurveyLine:
     def render(self, survey_id: int, token: str, call_sid: str, step: Step) -> str:
         if step.kind == "question":
             return self.twiml.question(survey_id, token, step.question, notice=step.notice,
-                                       operator=bool(self.settings.operator_number))
+                                       operator=bool(self.settings.operator_number), segment=step.segment,
+                                       stream_token=step.stream_token, call_sid=call_sid, stop=step.stop,
+                                       retry=step.tries > 0)
         if step.kind == "comment":
             return self.twiml.comment(survey_id, token, segment=step.segment, stream_token=step.stream_token,
-                                      call_sid=call_sid)
+                                      call_sid=call_sid, stop=step.stop)
         if step.kind == "operator":
-            return self.twiml.dial_operator(survey_id, token, self.settings.operator_number, step.question)
-        return self.twiml.goodbye(step.goodbye)
+            return self.twiml.dial_operator(survey_id, token, self.settings.operator_number, step.question,
+                                            stop=step.stop)
+        return self.twiml.goodbye(step.goodbye, stop=step.stop or None)
 
     # -- the call -------------------------------------------------------------------------
 
@@ -125,7 +155,7 @@ class SurveyLine:
     async def answer(self, request, form, survey_id, token, call_sid) -> str:
         view = await self.db(survey_calls.answered, self.engine, survey_id, token, call_sid,
                              to_number=form.get("To"), answered_by=form.get("AnsweredBy"),
-                             tz=self.settings.timezone)
+                             tz=self.settings.timezone, listen=await self.listening())
         if view is None:
             log.info("survey %s: call %s answered by %s; no message left", survey_id, call_sid,
                      form.get("AnsweredBy"))
@@ -136,7 +166,9 @@ class SurveyLine:
         if state.step in self.order:
             intro = Intro(view.intro_date, view.category, view.community) if not state.answers else None
             return self.twiml.question(survey_id, token, state.step, intro=intro,
-                                       operator=bool(self.settings.operator_number))
+                                       operator=bool(self.settings.operator_number), segment=view.answer_segment,
+                                       stream_token=view.stream_token or "", call_sid=call_sid,
+                                       retry=state.tries > 0)
         return self.render(survey_id, token, call_sid, survey_calls.current_step(state, view.stream_token))
 
     @survey_webhook
@@ -145,12 +177,33 @@ class SurveyLine:
         if question not in self.order:
             return self.twiml.goodbye("error")
         keys = self.config["keys"]
+        digits = form.get("Digits") or ""
+        segment = request.query.get("seg", "")
+        spoken = None
+        if segment.startswith(answer_prefix(question)):
+            spoken = await self.spoken_answer(call_sid, question, segment, keyed=bool(digits))
         operator_open = bool(self.settings.operator_number) and await self.hotline.operator_open()
         step = await self.db(survey_calls.keypress, self.engine, survey_id, token, call_sid, question,
-                             form.get("Digits") or "", order=self.order, tries=int(self.config["questions"]["tries"]),
+                             digits, order=self.order, tries=int(self.config["questions"]["tries"]),
                              keys={"wrong_person": str(keys["wrong_person"]), "operator": str(keys["operator"])},
-                             operator_open=operator_open)
+                             operator_open=operator_open, spoken=spoken)
         return self.render(survey_id, token, call_sid, step)
+
+    async def spoken_answer(self, call_sid: str, question: str, segment: str, *, keyed: bool) -> Spoken:
+        """The question's answer turn ended (the keypad's wait, or a key): its recording,
+        and when no key was pressed the answer its words name. The turn's socket may be on
+        another instance (``Hotline.collect`` waits for its handover)."""
+        if keyed:  # the key answers: the turn only ends (here, or by the next TwiML's <Stop>)
+            self.hotline.registry.request_end(call_sid, segment, "webhook")
+            return Spoken(segment=segment)
+        wait_s = float(self.config["comment"]["wait_s"])
+        got = await self.hotline.collect(call_sid, segment, "petition", "webhook", open_wait=wait_s,
+                                         done_wait=lambda live: wait_s if live else 0.0)
+        recording = got.recording if got is not None else None
+        text = recording.text.strip() if recording is not None and recording.final else ""
+        answer = self.answers.match(question, text) if text else None
+        log.info("call %s %s: heard %r → %s", call_sid, segment, text, answer or "no answer")
+        return Spoken(segment=segment, text=text, answer=answer, recording=recording)
 
     @survey_webhook
     async def operator(self, request, form, survey_id, token, call_sid) -> str:
@@ -225,6 +278,11 @@ class SurveyLine:
             log.info("SMS opt-out from %s", phone[:-4] + "****" if len(phone) > 4 else phone)
             reply.message(self.hotline.flow.prompts["sms"]["opted_out"])
         return web.Response(text=str(reply), content_type="application/xml", charset="utf-8")
+
+
+def answer_prefix(question: str) -> str:
+    """The segment names of a question's answer turns begin so (``ivr.survey_calls``)."""
+    return f"answer-{question}-"
 
 
 def _opt_out(engine, phone: str, word: str) -> None:  # noqa: ANN001

@@ -26,6 +26,7 @@ from core.platform.settings import Settings
 from gridline.app import SERVICES, Services
 from ivr.config import FlowConfig
 from ivr.models import SurveyCall
+from ivr.survey_twiml import SurveyFlowConfig
 from ivr.survey_web import SURVEY_LANE
 from ivr.survey_web import setup as setup_surveys
 from ivr.web import setup
@@ -122,7 +123,8 @@ class SurveyRig:
         await self.runner.cleanup()
 
 
-async def start_survey_rig(engine, tmp_path: Path, speech, fake: FakeTwilio, **settings_kw) -> SurveyRig:
+async def start_survey_rig(engine, tmp_path: Path, speech, fake: FakeTwilio, *,
+                           survey_flow: SurveyFlowConfig | None = None, **settings_kw) -> SurveyRig:
     sock = bound_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(data_dir=tmp_path, public_url=url, twilio_auth_token=TOKEN,
@@ -134,7 +136,7 @@ async def start_survey_rig(engine, tmp_path: Path, speech, fake: FakeTwilio, **s
         district = build_district(s)
     flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 3.0})
     services = Services(settings=settings, engine=engine, jobs=JobRunner(engine), speech=speech,
-                        extras={"ivr_flow": flow})
+                        extras={"ivr_flow": flow, **({"survey_flow": survey_flow} if survey_flow else {})})
     app = web.Application()
     app[SERVICES] = services
     setup_surveys(app, services, setup(app, services))

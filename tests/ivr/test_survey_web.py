@@ -117,6 +117,8 @@ async def test_wrong_person_ends_politely_and_goes_to_the_manual_list(srig, fake
 
 
 async def test_no_key_repeats_once_then_moves_on_without_the_answer(srig, fake):
+    """Answers are heard by voice here (a recogniser is loaded): the first ask wants words,
+    the second, after silence or a wrong key, names the keys as before."""
     case = srig.verified_case()
     survey = srig.survey(case.id)
     # Q1: no key, asked again, a wrong key: on without it. Q2: a wrong key, again, no key.
@@ -124,14 +126,42 @@ async def test_no_key_repeats_once_then_moves_on_without_the_answer(srig, fake):
     await srig.run_calls()
     row = await srig.call_over(survey.id, 1)
     heard = fake.played[row.call_sid].heard
-    assert heard.count("问题解决了吗？解决了，请按1。部分解决，请按2。没有解决，请按3。") == 2
-    assert heard.count("您对办理结果满意吗？满意，请按1。基本满意，请按2。不满意，请按3。") == 2
-    assert "没有听到您按键。" in heard and "您按的键不对。" in heard
+    assert heard.count("问题解决了吗？请您直接说：解决了、部分解决，还是没解决。") == 1
+    assert heard.count("问题解决了吗？解决了，请按1。部分解决，请按2。没有解决，请按3。") == 1
+    assert heard.count("您对办理结果满意吗？请您直接说：满意、基本满意，还是不满意。") == 1
+    assert heard.count("您对办理结果满意吗？满意，请按1。基本满意，请按2。不满意，请按3。") == 1
+    assert "没有听到您的回答。您也可以按键。" in heard and "您按的键不对。" in heard
     assert heard[-1] == "谢谢您接听。我们以后再联系您。再见。"
     answers = srig.events(case.id, "survey_answer")
     assert [(e.data["question"], e.data["answer"]) for e in answers] == [("solved", None), ("satisfied", None)]
     assert row.outcome == "no_response"  # counts as not reached: tried again later
     assert srig.queued()[0].payload["attempt"] == 2
+
+
+async def test_without_a_speech_model_the_keys_alone_as_before(engine, tmp_path, fake, fast_calls):
+    """No recogniser in the process: no answer turn is opened, each question names its keys
+    from the first ask, and silence is "没有听到您按键" as it always was."""
+    from .survey_rig import start_survey_rig
+
+    clock.freeze(MORNING)
+    rig = await start_survey_rig(engine, tmp_path, None, fake)
+    try:
+        case = rig.verified_case()
+        survey = rig.survey(case.id)
+        fake.callee(RESIDENT_E164, Callee("human", digits=[None, "7", "8", None]))
+        await rig.run_calls()
+        row = await rig.call_over(survey.id, 1)
+        heard = fake.played[row.call_sid].heard
+        assert heard.count("问题解决了吗？解决了，请按1。部分解决，请按2。没有解决，请按3。") == 2
+        assert heard.count("您对办理结果满意吗？满意，请按1。基本满意，请按2。不满意，请按3。") == 2
+        assert "没有听到您按键。" in heard and "您按的键不对。" in heard
+        assert not any("直接说" in h for h in heard)
+        assert not [url for url, _ in fake.played[row.call_sid].requests if "seg=answer" in url]
+        answers = rig.events(case.id, "survey_answer")
+        assert [(e.data["question"], e.data["answer"]) for e in answers] == [("solved", None), ("satisfied", None)]
+        assert row.outcome == "no_response"
+    finally:
+        await rig.stop()
 
 
 async def test_not_satisfied_twice_reopens_then_escalates(srig, fake):
