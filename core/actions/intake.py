@@ -9,15 +9,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from core.actions._base import S, check, event
-from core.cases import limits
-from core.cases.models import Attachment, Case, Category, Channel, Urgency
+from core.cases import catalogue, limits
+from core.cases.catalogue import CategoryRef
+from core.cases.models import Attachment, Case, Channel, Urgency
 from core.cases.numbering import next_case_number
 from core.errors import InvalidInput
 from core.people.models import Resident
 from core.places.routing import phone_variants
 from core.platform import media_types, uploads
 from core.platform.clock import utcnow
-from core.platform.db import savepoint
+from core.platform.db import keep, savepoint
 from core.platform.uploads import FileRef
 
 
@@ -55,13 +56,16 @@ class Petition:
 
 def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
     variants = sorted(phone_variants(phone))
-    return session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
+    resident = session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
+    if resident is not None:
+        keep(session, resident)  # what follows the new case (a chat notice) reads it again
+    return resident
 
 
-def category_by_code(session: Session, code: str | None) -> Category | None:
+def category_by_code(session: Session, code: str | None) -> CategoryRef | None:
     if not code:
         return None
-    category = session.exec(select(Category).where(Category.code == code)).first()
+    category = catalogue.category(session, code)
     if category is None:
         raise InvalidInput(f"unknown category {code!r}", category=code, code="intake.unknown_category")
     return category
