@@ -1,10 +1,11 @@
-"""The categories and their SLA hours, read once per process instead of on every petition.
+"""The categories, their SLA hours and the departments, read once per process instead of on
+every petition.
 
 Intake reads categories several times per petition (the code a channel names, the
 department and the deadlines of dispatch, the keywords of a suggestion, a duplicate's
-radius); they change a few times a year. Each process keeps one immutable copy per
+radius), and dispatch names the category's department; they change a few times a year. Each process keeps one immutable copy per
 database, invalidated the way the routing indexes are (``core.places.indexes``): every
-flush that adds, changes or deletes a category or an SLA row bumps the ``reference``
+flush that adds, changes or deletes a category, an SLA row or a department bumps the ``reference``
 version row in the same transaction (a session hook, so no writer can forget it). A commit
 in this process drops the copy at once; another process sees the version move within
 ``[indexes] check_seconds``. A session that has changed them and not committed yet reads
@@ -23,12 +24,13 @@ from sqlalchemy.orm import Session
 
 from core.cases.models import Category, Urgency
 from core.deadlines.models import CategorySla
+from core.people.models import Department
 from core.places.models import IndexVersion
 from core.platform.clock import utcnow
 from core.platform.rules import load_rules
 
 REFERENCE = "reference"  # the IndexVersion row of these tables
-WATCHED = (Category, CategorySla)
+WATCHED = (Category, CategorySla, Department)
 _CHANGED = "gridline_reference_changed"  # session.info: the databases this transaction changed
 
 
@@ -47,11 +49,21 @@ class CategoryRef:
 
 
 @dataclass(frozen=True)
+class DepartmentRef:
+    """A department as a message names it (no phone: callers needing it read the row)."""
+
+    id: int
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Catalogue:
     version: int
     by_code: dict[str, CategoryRef]
     by_id: dict[int, CategoryRef]
     sla: dict[tuple[int, Urgency], tuple[float, float]]  # (category, urgency) → (response, resolution) hours
+    departments: dict[int, DepartmentRef]
 
     @property
     def active(self) -> list[CategoryRef]:
@@ -75,7 +87,9 @@ def _build(session: Session) -> Catalogue:
             for c in session.execute(select(Category).order_by(Category.id)).scalars()]
     sla = {(s.category_id, Urgency(s.urgency)): (s.response_hours, s.resolution_hours)
            for s in session.execute(select(CategorySla)).scalars()}
-    return Catalogue(version, {c.code: c for c in refs}, {c.id: c for c in refs}, sla)
+    departments = {d.id: DepartmentRef(d.id, d.code, d.name)
+                   for d in session.execute(select(Department)).scalars()}
+    return Catalogue(version, {c.code: c for c in refs}, {c.id: c for c in refs}, sla, departments)
 
 
 @dataclass
@@ -137,6 +151,10 @@ def category_by_id(session: Session, category_id: int) -> CategoryRef | None:
 def sla_hours(session: Session, category_id: int, urgency: Urgency | str) -> tuple[float, float] | None:
     """(response, resolution) hours of the category's SLA row for ``urgency``, or None."""
     return CACHE.get(session).sla.get((category_id, Urgency(urgency)))
+
+
+def department(session: Session, department_id: int) -> DepartmentRef | None:
+    return CACHE.get(session).departments.get(department_id)
 
 
 def invalidate() -> None:

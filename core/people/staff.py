@@ -33,7 +33,7 @@ from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core.cases import events
+from core.cases import catalogue, events
 from core.cases.events import CaseChange
 from core.cases.models import Case, CaseStatus, Category
 from core.deadlines.sla import next_owner_level
@@ -362,8 +362,8 @@ def _resolve(session: Session, case: Case, spec: str) -> list[Staff]:
         worker = session.get(Worker, case.worker_id) if case.worker_id else None
         return [of_worker(worker)] if worker else []
     if spec == "department":
-        department = session.get(Department, case.department_id) if case.department_id else None
-        return [of_department(department)] if department else []
+        department = catalogue.department(session, case.department_id) if case.department_id else None
+        return [Staff("department", department.id, department.code, department.name)] if department else []
     if spec == "checker":
         found = checker(session, case)
         return [found] if found else []
