@@ -3,11 +3,12 @@ every petition.
 
 Intake reads categories several times per petition (the code a channel names, the
 department and the deadlines of dispatch, the keywords of a suggestion, a duplicate's
-radius), and dispatch names the category's department; they change a few times a year. Each process keeps one immutable copy per
-database, invalidated the way the routing indexes are (``core.places.indexes``): every
-flush that adds, changes or deletes a category, an SLA row or a department bumps the ``reference``
-version row in the same transaction (a session hook, so no writer can forget it). A commit
-in this process drops the copy at once; another process sees the version move within
+radius) and names the department in the staff message; they change a few times a year.
+Each process keeps one immutable copy per database, invalidated the way the routing
+indexes are (``core.places.indexes``): every flush that adds, changes or deletes a
+category, an SLA row or a department bumps the ``reference`` version row in the same
+transaction (a session hook, so no writer can forget it). The end of that transaction
+drops this process's copy at once; another process sees the version move within
 ``[indexes] check_seconds``. A session that has changed them and not committed yet reads
 the tables itself, so it sees its own change.
 """
