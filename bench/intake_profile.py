@@ -5,8 +5,9 @@ the issue suspected, each measured on its own beside the petition it is part of.
     .venv/bin/python bench/intake_profile.py                 # PostgreSQL, 50,000 cases
     .venv/bin/python bench/intake_profile.py --cases 20000 --sqlite
 
-Printed: petitions filed one after another (ms each, statements each, the statements by
-kind); cProfile's top functions by cumulative time; a session opened and closed; a no-op
+Printed: petitions filed one after another (statements, ORM flushes and CPU milliseconds of
+this process each — figures that hold on a loaded machine, unlike wall time — and the
+statements by kind); cProfile's top functions by cumulative time; a session opened and closed; a no-op
 through the database thread pool with 1 and 8 callers; one log line written; one answer's
 JSON; a routing decision alone (warm indexes).
 """
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dataset  # noqa: E402  (bench/dataset.py)
 from sqlalchemy import event  # noqa: E402
+from sqlalchemy.orm import Session as OrmSession  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
 from console import open311  # noqa: E402
@@ -73,10 +75,15 @@ def measure(url: str, cases: int, petitions: int) -> None:
         return f
 
     statements: collections.Counter[str] = collections.Counter()
+    flushes = [0]
 
     @event.listens_for(engine, "before_cursor_execute")
     def count(conn, cursor, statement, params, context, executemany):  # noqa: ANN001, ARG001
         statements[" ".join(statement.split())[:100]] += 1
+
+    @event.listens_for(OrmSession, "after_flush")
+    def count_flush(session, context):  # noqa: ANN001, ARG001
+        flushes[0] += 1
 
     def one() -> None:
         with session_scope(engine) as s:
@@ -85,15 +92,21 @@ def measure(url: str, cases: int, petitions: int) -> None:
     for _ in range(20):
         one()
     statements.clear()
+    flushes[0] = 0
     lat = []
+    cpu0 = time.process_time()
     for _ in range(petitions):
         t0 = time.perf_counter()
         one()
         lat.append((time.perf_counter() - t0) * 1000)
+    cpu_ms = (time.process_time() - cpu0) * 1000 / petitions
     lat.sort()
     total = sum(statements.values())
-    print(f"\n{petitions} petitions one after another: p50 {lat[len(lat) // 2]:.1f} ms, "
-          f"{total / petitions:.1f} SQL statements each")
+    # CPU time of this process (not wall time: on a loaded machine only the CPU each petition
+    # costs, the statements and the flushes are figures one can compare between runs).
+    print(f"\n{petitions} petitions one after another: {total / petitions:.1f} SQL statements each, "
+          f"{flushes[0] / petitions:.1f} ORM flushes each, {cpu_ms:.2f} ms of this process's CPU each "
+          f"(wall p50 {lat[len(lat) // 2]:.1f} ms)")
     for text_, n in statements.most_common():
         print(f"  {n / petitions:5.2f}  {text_}")
 
@@ -103,7 +116,11 @@ def measure(url: str, cases: int, petitions: int) -> None:
         one()
     profile.disable()
     out = io.StringIO()
-    pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(r"gridline|core|console", 25)
+    stats = pstats.Stats(profile, stream=out)
+    # Function calls are counted exactly: a figure of the Python work per petition that the
+    # machine's load does not change.
+    print(f"\nPython function calls per petition (cProfile): {stats.total_calls / (petitions // 2):,.0f}")
+    stats.sort_stats("cumulative").print_stats(r"gridline|core|console", 25)
     print("\ncProfile, cumulative, our code:\n" + "\n".join(out.getvalue().splitlines()[6:40]))
 
     from concurrent.futures import ThreadPoolExecutor

@@ -137,7 +137,7 @@ def category_options(engine: Engine, text: str, limit: int = 6) -> list[tuple[st
         if len(suggested) < 2:
             rest = session.exec(select(Category).where(Category.code != "other", Category.active == True)  # noqa: E712
                                 .order_by(Category.id)).all()
-            suggested += [c for c in rest if c not in suggested]
+            suggested += [c for c in rest if c.code not in {s.code for s in suggested}]
         return [(c.code, c.name) for c in suggested[:limit] if c.code != "other"]
 
 

@@ -32,7 +32,7 @@ from aiohttp import web
 from sqlmodel import Session, select
 
 from core import actions
-from core.cases import limits
+from core.cases import catalogue, limits
 from core.cases.intake import file_petition_in
 from core.cases.models import Case, CaseStatus, Category, Channel
 from core.cases.queries import known_names
@@ -438,7 +438,7 @@ def _file(session: Session, form: dict, api_key: str, client_id: str) -> tuple[s
     if key is None:
         raise ApiError(403, "Invalid api_key received -- cannot create a service request")
     petition = petition_from(form, client_id, key.id)
-    category = session.exec(select(Category).where(Category.code == petition.category_code)).first()
+    category = catalogue.category(session, petition.category_code)
     if category is None or not category.active:
         raise ApiError(404, f"service_code {petition.category_code!r} was not found")
     if not petition.description:  # the service's own name says what it is about

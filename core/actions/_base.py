@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlmodel import Session, select
 
-from core.cases import events
+from core.cases import events, pending_events
 from core.cases.events import CaseChange
-from core.cases.models import Case, CaseEvent, CaseStatus
+from core.cases.models import Case, CaseStatus
 from core.errors import IllegalTransition, NotFound
 from core.platform.clock import utcnow
 from core.platform.rules import load_rules
@@ -63,29 +63,21 @@ def event(
     on_time: bool | None = None,
     data: dict | None = None,
     at: datetime | None = None,
-) -> CaseEvent:
-    """Move the case to ``to_status`` and write its ``CaseEvent`` (one per change)."""
+) -> dict:
+    """Move the case to ``to_status`` and write its ``CaseEvent`` (one per change); returns
+    the event's values."""
     at = at or utcnow()
     from_status = case.status if action != "submit" else None
     settled = [f for f in load_rules()["flags"]["settled_by"].get(action, ()) if f in (case.flags or ())]
     if settled:  # the step settles them: the same event says so
         case.flags = sorted(set(case.flags) - set(settled)) or None
         data = {**(data or {}), "flags_cleared": settled}
-    row = CaseEvent(
-        case_id=case.id,
-        at=at,
-        actor=actor,
-        action=action,
-        from_status=from_status,
-        to_status=to_status,
-        reason=reason,
-        on_time=on_time,
-        data=data,
-    )
+    row = {"case_id": case.id, "at": at, "actor": actor, "action": action, "from_status": from_status,
+           "to_status": to_status, "reason": reason, "on_time": on_time, "data": data}
     case.status = to_status
     case.updated_at = at
     session.add(case)
-    session.add(row)  # flushed with the case at the next query or commit: fewer round trips
+    pending_events.add(session, row)  # written with the case at the next flush: one INSERT for them all
     # What follows the change (SMS, chat notice, staff messages) is its subscribers' business.
     events.publish(CaseChange(session=session, case=case, action=action, actor=actor,
                               from_status=from_status, to_status=to_status, reason=reason, data=data, at=at))

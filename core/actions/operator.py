@@ -10,14 +10,15 @@ from sqlmodel import Session, select
 
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
-from core.cases import limits
-from core.cases.models import Case, CaseEvent, CaseStatus, Category, Urgency
+from core.cases import catalogue, limits
+from core.cases.models import Case, CaseEvent, CaseStatus, Urgency
 from core.deadlines import sla
 from core.errors import IllegalTransition, InvalidInput, NotFound
 from core.people.models import Worker
 from core.people.owners import owner_for
 from core.places.models import Grid, GridLevel
 from core.platform.clock import utcnow
+from core.platform.db import keep
 from core.platform.i18n import ROUTING_TRACE
 from core.platform.rules import load_rules
 
@@ -67,8 +68,10 @@ def locate(
     if not reason:
         raise InvalidInput("locate needs a reason or a routing trace", code="routing.no_reason")
     limits.check_text("reason", reason)
-    if session.get(Grid, grid_id) is None:
+    grid = session.get(Grid, grid_id)
+    if grid is None:
         raise NotFound(f"no grid {grid_id}", code="grid.not_found", grid=grid_id)
+    keep(session, grid)  # dispatch, next, reads it again
     case.grid_id = grid_id
     case.routing_trace = list(trace) if trace else None
     case.routing_reason = None if trace else reason[:256]
@@ -116,7 +119,7 @@ def dispatch(
     else:
         owner_grid, owner_level, worker = owner_for(session, grid, level)
     if department_id is None and case.category_id is not None:
-        category = session.get(Category, case.category_id)
+        category = catalogue.category_by_id(session, case.category_id)
         department_id = category.department_id if category else None
 
     now = utcnow()

@@ -13,7 +13,8 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from core.cases.models import OPEN_STATUSES, Case, Category
+from core.cases import catalogue
+from core.cases.models import OPEN_STATUSES, Case
 
 EARTH_RADIUS_M = 6_371_000.0
 
@@ -38,7 +39,7 @@ class DuplicateCandidate:
 def suggest_duplicates(session: Session, case: Case, limit: int = 5) -> list[DuplicateCandidate]:
     if case.category_id is None:
         return []
-    category = session.get(Category, case.category_id)
+    category = catalogue.category_by_id(session, case.category_id)
     window = timedelta(hours=category.duplicate_window_hours)
     stmt = select(Case).where(
         Case.category_id == case.category_id,

@@ -14,8 +14,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from core import actions
-from core.cases import flood
-from core.cases.models import Case, CaseStatus, Category
+from core.cases import catalogue, flood
+from core.cases.catalogue import CategoryRef
+from core.cases.models import Case, CaseStatus
 from core.errors import DomainError
 from core.places import indexes, routing
 from core.platform.db import savepoint, session_scope
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def invalidate_routing() -> None:
-    """Forget this process's routing indexes (tests that empty a database)."""
+    """Forget this process's routing indexes and categories (tests that empty a database)."""
     indexes.invalidate()
+    catalogue.invalidate()
 
 
 def routing_indexes(session: Session):  # noqa: ANN201
@@ -46,13 +48,13 @@ class IntakeResult:
     held: flood.Hold | None = None
 
 
-def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tuple[Category, float]]:
+def suggest_categories(session: Session, text: str, limit: int = 3) -> list[tuple[CategoryRef, float]]:
     """Categories whose keywords appear in the text, best first (score = matched keyword
     characters, so a specific phrase beats a vague one)."""
     text = (text or "").replace(" ", "")
-    scored: list[tuple[Category, float]] = []
-    for category in session.exec(select(Category).where(Category.active == True)).all():  # noqa: E712
-        words = [category.name, *(category.keywords or [])]
+    scored: list[tuple[CategoryRef, float]] = []
+    for category in catalogue.catalogue(session).active:
+        words = [category.name, *category.keywords]
         score = sum(len(w) for w in words if w and w in text)
         if score:
             scored.append((category, float(score)))

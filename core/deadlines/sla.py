@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
+from core.cases import catalogue
 from core.cases.models import Urgency
 from core.deadlines.calendar import WorkingCalendar
-from core.deadlines.models import CategorySla
 from core.places import indexes
 from core.places.models import GRID_LEVELS, GridLevel
 from core.platform.rules import load_rules
@@ -56,9 +56,9 @@ def default_sla(urgency: Urgency | str, rules: dict[str, Any] | None = None) -> 
 def sla_for(session: Any, category_id: int | None, urgency: Urgency | str) -> SlaHours:
     """The category's SLA row for this urgency, else the default of the urgency."""
     if category_id is not None:
-        row = session.get(CategorySla, (category_id, Urgency(urgency)))
-        if row is not None:
-            return SlaHours(row.response_hours, row.resolution_hours)
+        hours = catalogue.sla_hours(session, category_id, urgency)
+        if hours is not None:
+            return SlaHours(*hours)
     return default_sla(urgency)
 
 

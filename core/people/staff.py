@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from core.cases import events
+from core.cases import catalogue, events
 from core.cases.events import CaseChange
 from core.cases.models import Case, CaseStatus, Category
 from core.deadlines.sla import next_owner_level
@@ -361,8 +362,8 @@ def _resolve(session: Session, case: Case, spec: str) -> list[Staff]:
         worker = session.get(Worker, case.worker_id) if case.worker_id else None
         return [of_worker(worker)] if worker else []
     if spec == "department":
-        department = session.get(Department, case.department_id) if case.department_id else None
-        return [of_department(department)] if department else []
+        department = catalogue.department(session, case.department_id) if case.department_id else None
+        return [Staff("department", department.id, department.code, department.name)] if department else []
     if spec == "checker":
         found = checker(session, case)
         return [found] if found else []
@@ -424,13 +425,11 @@ def linked(session: Session, staff: list[Staff]) -> list[Staff]:
         return []
     worker_ids = [s.id for s in staff if s.kind == "worker"]
     department_ids = [s.id for s in staff if s.kind == "department"]
-    have: set[str] = set()
-    if worker_ids:
-        have |= {f"worker:{i}" for i in session.exec(
-            select(StaffChat.worker_id).where(StaffChat.worker_id.in_(worker_ids))).all()}
-    if department_ids:
-        have |= {f"department:{i}" for i in session.exec(
-            select(StaffChat.department_id).where(StaffChat.department_id.in_(department_ids))).all()}
+    # One query for both kinds (a dispatch names a worker and a department).
+    rows = session.exec(select(StaffChat.worker_id, StaffChat.department_id).where(
+        or_(StaffChat.worker_id.in_(worker_ids), StaffChat.department_id.in_(department_ids)))).all()
+    have = {f"worker:{w}" for w, _ in rows if w in worker_ids} | \
+        {f"department:{d}" for _, d in rows if d in department_ids}
     return [s for s in staff if s.key in have]
 
 

@@ -5,6 +5,7 @@ or a spoken/typed address (DESIGN "Grids and routing"). Each step answers a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -163,6 +164,10 @@ def _parse_phone(phone: str | None, default_area_code: str | None = None):  # no
     return number, s.startswith(("+", "0"))
 
 
+# Intake asks for the same caller's number several times per petition (the flood check, the
+# resident, the household, the duplicate screen); phonenumbers parses it each time. Cached:
+# the answers are pure functions of the text.
+@functools.lru_cache(maxsize=8192)
 def normalise_phone(phone: str | None, default_area_code: str | None = None) -> str | None:
     """One spelling per number, for storing and comparing (phonenumbers reads it as dialled
     in mainland China): mobiles as 11 digits (``13800138000``), landlines with their trunk 0
@@ -193,10 +198,15 @@ def valid_phone(phone: str | None) -> str | None:
     return normalise_phone(phone)
 
 
-def phone_variants(phone: str) -> set[str]:
+@functools.lru_cache(maxsize=8192)
+def phone_variants(phone: str) -> frozenset[str]:
     """Spellings under which a number may already be stored (rows written before everyone
     normalised): the raw text, the normal form, E.164 with and without its +, and a
     landline with a dash after its area code."""
+    return frozenset(_phone_variants(phone))
+
+
+def _phone_variants(phone: str) -> set[str]:
     out = {phone.strip()}
     n = normalise_phone(phone)
     if not n:

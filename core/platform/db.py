@@ -9,8 +9,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, event, exc, inspect, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, create_engine
 
+import core.cases.catalogue  # noqa: F401  (its session hook versions every change to the categories)
 import core.places.indexes  # noqa: F401  (its session hook versions every change to the routing indexes' rows)
 
 URL_EXAMPLES = "postgresql://USER@HOST:5432/DATABASE or sqlite:////absolute/path/gridline.sqlite3"
@@ -135,6 +137,22 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+_KEPT = "gridline_kept"  # session.info: rows held for the transaction (``keep``)
+
+
+def keep(session: Session, row: object) -> None:
+    """Hold ``row`` until the transaction ends. The session's identity map holds rows only
+    weakly: a row read once and dropped (a grid checked to exist, the caller's resident) is
+    read from the database again by the next ``session.get`` of the same transaction."""
+    session.info.setdefault(_KEPT, []).append(row)
+
+
+@event.listens_for(OrmSession, "after_transaction_end")
+def _let_go(session: OrmSession, transaction: object) -> None:
+    if getattr(transaction, "parent", None) is None:  # the transaction, not a savepoint inside it
+        session.info.pop(_KEPT, None)
 
 
 @contextmanager
