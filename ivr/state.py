@@ -222,6 +222,11 @@ class Call:
     def keep_confidential(self) -> None:
         self.state.confidential = True
 
+    def petition_attempts(self) -> int:
+        """Petition recordings that were attempts at the petition: not an open question
+        skipped with a key or met with silence, nor one whose words asked for something else."""
+        return sum(1 for _, r in self.state.recordings("petition") if r.intent in (None, "petition"))
+
     def begin_answer(self, what: str = "answer") -> tuple[str, str | None]:
         """A short reply said instead of a key, on a stream of its own: "answer" (to a
         read-back; its WAV is recognised with the answers' phrase list) or "number" (a case

@@ -514,7 +514,7 @@ class Hotline:
         action = self.config["menu"]["digits"].get(key) if key else None
         if action is not None and not (action == "petition" and spoke):
             if not spoke:  # the key, not words, chose: this turn is no petition
-                await self.apply(call_sid, Call.heard_intent, segment, action)
+                await self.apply(call_sid, Call.heard_intent, segment, "keyed")
             return await self.keyed(call_sid, action, stop=segment)
         words = heard.text.strip() if heard.final else ""
         if words:
@@ -531,6 +531,7 @@ class Hotline:
             if spoke:  # heard as speech, no words: once more
                 said = [flow.text("petition_empty"), flow.text("open_again")]
             else:  # silence: one sentence names the keys, once in a call
+                await self.apply(call_sid, Call.heard_intent, segment, "silence")
                 await self.apply(call_sid, Call.name_keys)
                 said = [flow.text("open_keys")]
             return await self.ask_open(call_sid, said, stop=segment)
@@ -618,7 +619,7 @@ class Hotline:
             # The words are not in yet (no recogniser, or it is busy): never make the
             # caller repeat for that. The recording is the petition; file it now.
             return await self.file_and_say(call_sid, stop=segment)
-        if call.state.petition.attempt < self.petition_cfg["attempts"]:
+        if call.petition_attempts() < self.petition_cfg["attempts"]:
             return await self.start_recording(call_sid, "petition", notice="petition_empty", again=True,
                                               stop=segment)
         if any(r.speech_s >= min_speech for _, r in call.state.recordings("petition")):
@@ -659,15 +660,15 @@ class Hotline:
                 answer = "confidential"
         state = call.state
         turn = state.turn(kind)
-        if kind == "petition":  # open questions began petition recordings too
-            limit = int(self.petition_cfg["attempts"]) + max(0, state.open_turns - 1)
+        if kind == "petition":  # open questions began petition recordings too: only attempts count
+            used, limit = call.petition_attempts(), int(self.petition_cfg["attempts"])
         else:
-            limit = int(self.config["address"]["attempts"])
+            used, limit = turn.attempt, int(self.config["address"]["attempts"])
         if answer in ("repeat", "slower") and state.answers < MAX_ANSWERS:
             if answer == "slower":
                 await self.apply(call_sid, Call.go_slow)
             return await self.ask_readback(call_sid, kind, stop=seg, again=True)
-        if answer == "no" and turn.attempt < limit:
+        if answer == "no" and used < limit:
             return await self.start_recording(call_sid, kind, again=True, stop=seg)
         if answer == "confidential":
             if kind == "petition":
