@@ -199,6 +199,10 @@ class Segment:
         if not self.accepting:
             self.late_bytes += len(mulaw)
             return
+        if not self.received:
+            # The recogniser opens with the first audio: a turn skipped with a key (the open
+            # question, a read-back) never holds a live slot.
+            self.start_recognition()
         self.audio.write(MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].tobytes())
         self.received += len(mulaw)
         self.speech_s += speech_seconds(mulaw, self.registry.speech_rms)
@@ -496,7 +500,6 @@ class StreamRegistry:
             return existing
         seg = Segment(self, call_sid, name, stored_path)
         self.segments[(call_sid, name)] = seg
-        seg.start_recognition()
         self.notify("segment_opened", seg)
         self.wake_waiters(call_sid, name)
         return seg

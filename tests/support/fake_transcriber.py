@@ -28,17 +28,11 @@ def audio_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_NOT_YET = object()
-
-
 class FakeStream(TranscriptStream):
-    """Takes its queued text when it first hears audio: a stream that never hears a frame
-    (a hotline turn the caller skipped with a key) says nothing and leaves the queue alone."""
-
-    def __init__(self, fake: FakeTranscriber, sample_rate, encoding, phrases, partials):
+    def __init__(self, fake: FakeTranscriber, sample_rate, encoding, phrases, partials, text):
         super().__init__(sample_rate, encoding, phrases)
         self._fake = fake
-        self._queued: object = _NOT_YET
+        self._queued = text
         self._partials = partials
         self._partial_sent = False
         self._hash = hashlib.sha256()
@@ -50,7 +44,6 @@ class FakeStream(TranscriptStream):
         pcm = self._to_pcm(data)
         self._hash.update(bytes(data))
         self.received += len(data)
-        self._take_queued()
         if self._partials and pcm and not self._partial_sent:
             text = self._script_text()
             if text:
@@ -58,15 +51,9 @@ class FakeStream(TranscriptStream):
                 return [Segment(text, 0.0, self.duration, False, (), text)]
         return []
 
-    def _take_queued(self) -> None:
-        if self._queued is _NOT_YET and self.received:
-            self._queued = self._fake._next_queued(grammar=self.phrases is not None)
-
     def _script_text(self) -> str:
-        self._take_queued()
         scripted = self._fake._by_hash.get(self._hash.hexdigest())
-        queued = None if self._queued is _NOT_YET else self._queued
-        text = scripted if scripted is not None else queued
+        text = scripted if scripted is not None else self._queued
         if text is None:
             text = self._fake.default
         return self._fake._restrict(text, self.phrases)
@@ -90,8 +77,7 @@ class FakeTranscriber(Transcriber):
     What a stream or file "says", first match wins:
     1. ``script(audio, text)``: the sha256 of all bytes fed to a stream, or of a file's
        bytes, equals that of ``audio`` (bytes, a path, or a hex digest);
-    2. ``say(text, ...)``: queued texts, taken in order by the streams as they first hear
-       audio, and by files (``say_in_grammar``: those opened with ``phrases``);
+    2. ``say(text, ...)``: queued texts, taken in order by the next streams/files opened;
     3. ``default``.
     The text then goes through the same normalisation as real output ("三 号 楼" ->
     "3号楼"); with ``phrases``, text that is not one of the phrases comes back empty, as
@@ -180,6 +166,7 @@ class FakeTranscriber(Transcriber):
             encoding,
             phrases,
             self.partials if partials is None else partials,
+            self._next_queued(grammar=phrases is not None),
         )
         with self._lock:
             self.streams.append(s)
@@ -192,7 +179,6 @@ class FakeTranscriber(Transcriber):
         audio = decode_file(path, self.sample_rate)  # same errors as the real thing
         stream = self.open_stream(self.sample_rate, phrases, "pcm16", partials=False)
         stream._hash = hashlib.sha256(raw_bytes)  # files are keyed by their bytes
-        stream.received = len(raw_bytes)
         stream._samples_in = len(audio.pcm) // 2
         return stream.finish()
 
