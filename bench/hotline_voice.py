@@ -108,8 +108,8 @@ def spoken_s(texts: list[str], chars_per_s: float) -> float:
 
 async def calls(n: int, chars_per_s: float) -> None:
     from core.platform.db import make_engine
-    from gridline.wiring import wire
     from core.platform.migrations import upgrade
+    from gridline.wiring import wire
     from ivr.config import FlowConfig
     from ivr.simulator import CallScript, Turn
     from tests.ivr.conftest import KNOWN_PHONE, start_rig, tone

@@ -135,7 +135,7 @@ class CallState(_Model):
     status_tries: int = 0
     queried: list[str] = Field(default_factory=list)  # case numbers asked about
     open_turns: int = 0  # open questions asked (greeting, again after silence, repeat, slower)
-    answers: int = 0  # short-answer turns taken (their segments answer-N)
+    answer_turns: int = 0  # short-answer turns taken (their segments answer-N, number-N)
     slow: bool = False  # the caller said 慢一点: every prompt slower for the rest of the call
     keys_named: bool = False  # the sentence naming the keys was said (once, after silence)
     confidential: bool = False  # the caller asked for 保密处理 (said or keyed)
@@ -231,8 +231,8 @@ class Call:
         """A short reply said instead of a key, on a stream of its own: "answer" (to a
         read-back; its WAV is recognised with the answers' phrase list) or "number" (a case
         number, recognised freely)."""
-        self.state.answers += 1
-        segment = f"{what}-{self.state.answers}"
+        self.state.answer_turns += 1
+        segment = f"{what}-{self.state.answer_turns}"
         self.state.segments[segment] = Recording(kind="answer", audio_path=recording_path(self.call_sid, segment))
         return segment, self.row.stream_token
 

@@ -664,7 +664,7 @@ class Hotline:
             used, limit = call.petition_attempts(), int(self.petition_cfg["attempts"])
         else:
             used, limit = turn.attempt, int(self.config["address"]["attempts"])
-        if answer in ("repeat", "slower") and state.answers < MAX_ANSWERS:
+        if answer in ("repeat", "slower") and state.answer_turns < MAX_ANSWERS:
             if answer == "slower":
                 await self.apply(call_sid, Call.go_slow)
             return await self.ask_readback(call_sid, kind, stop=seg, again=True)

@@ -113,7 +113,8 @@ class IntentMatcher:
         self.fuzzy_errors = int(m["fuzzy_errors"])
         self.number_min = int(m["number_min_digits"])
         self.fillers = sorted({clean(f) for f in m["fillers"] if clean(f)}, key=len, reverse=True)
-        self.turns = {kind: list(data["turns"][kind]) for kind in TURN_KINDS}
+        turns = data["turns"]
+        self.turns = {"open": list(turns["open"]), "answer": list(turns["answer"])}
         self.phrases = {name: [clean(p) for p in phrases] for name, phrases in data["intents"].items()}
         self._sounds = {name: [(p, _sounds(p)) for p in phrases] for name, phrases in self.phrases.items()}
 
