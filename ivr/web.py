@@ -802,7 +802,9 @@ class Hotline:
         """A case number keyed, or said on the question's stream (read once the keypad timed
         out: 幺, 两 and digit groups as the address code reads them)."""
         digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())[:32]
-        call = await self.load_call(call_sid)
+        call = await self.db(calls.load_call, self.engine, call_sid)
+        if call is None:  # a status asked for on a call never started here
+            raise calls.UnknownCall(f"no call {call_sid}")
         seg = request.query.get("seg") or None
         if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
             seg = None
