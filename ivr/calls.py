@@ -489,7 +489,9 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         drop_handover_copies(session, [rec.audio_path for _, rec in call.state.recordings() if rec.audio_path])
         if made is None:  # a status query or a call for a person is no petition
             asked = call.state.queried or call.state.stage in (Stage.status, Stage.operator)
-            outcome = call.end(None if asked else "no_petition")
+            # gone during the open question with nothing said: "hung_up", as at the old menu
+            gone_at_once = hung_up and call.state.stage == Stage.open
+            outcome = call.end(None if asked or gone_at_once else "no_petition")
             _store(session, call)
             return Filed(None, False, outcome)
         result = file_petition_in(session, made.petition, actor="hotline")
