@@ -417,8 +417,10 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         flags.append("transcript_unconfirmed")
     event_data = None
     incomplete = {n: {"kept_s": r.kept_s, "heard_s": r.heard_s} for n, r in state.recordings() if r.incomplete}
-    # A short answer (对, 保密, a case number) is not the resident's petition: not attached.
-    refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings() if rec.kind != "answer"}
+    # A short answer (对, 保密, a case number) is not the resident's petition: not attached; nor
+    # is a turn whose stream heard no audio at all (an open question skipped with a key).
+    refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()
+            if rec.kind != "answer" and not (rec.ended and rec.duration == 0 and not rec.heard_s)}
     for n, r in state.recordings():
         if n in refs and refs[n] is None and r.speech_s > 0 and n not in incomplete:
             # heard (the handover says how much), but its WAV is nowhere this instance can
