@@ -27,6 +27,7 @@ from sqlmodel import Session, select
 from core import actions
 from core.cases.intake import file_petition_in, route_after_words
 from core.cases.models import CallSession, Case, Channel
+from core.cases.queries import open_cases_of_caller
 from core.cases.texts import status_name
 from core.deadlines.sla import calendar_for
 from core.errors import NotFound
@@ -34,6 +35,7 @@ from core.people.models import Resident
 from core.places.models import Grid, GridLevel
 from core.places.routing import (  # imported now: heavy (pypinyin, shapely)
     normalise_phone,
+    phone_variants,
     route_by_phone,
 )
 from core.platform import jobs, media_types, uploads
@@ -54,7 +56,7 @@ from ivr.spool import (
     held_parts_in,
     mark_held,
 )
-from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, recording_path
+from ivr.state import TERMINAL_STATUSES, Call, Caller, CallState, Recording, Stage, recording_path
 from speech_models.audio import AudioError, read_wav, repair_wav_header
 
 log = logging.getLogger(__name__)
@@ -398,6 +400,8 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     attempts = state.recordings("petition")
 
     def counts(rec: Recording) -> bool:
+        if rec.intent not in (None, "petition"):
+            return False  # words that asked for something else (a status, a person, 再说一遍)
         return rec.speech_s >= min_speech_s or bool(rec.final and rec.text.strip() and state.petition.confirmed)
 
     current = state.segments.get(state.petition.segment)
@@ -425,9 +429,12 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         flags.append("transcript_unconfirmed")
     event_data = None
     incomplete = {n: {"kept_s": r.kept_s, "heard_s": r.heard_s} for n, r in state.recordings() if r.incomplete}
-    refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()}
+    # A short answer (对, 保密, a case number) is not the resident's petition: not attached; nor
+    # is a turn whose stream heard no audio at all (an open question skipped with a key).
+    refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()
+            if rec.kind != "answer" and not (rec.ended and rec.duration == 0 and not rec.heard_s)}
     for n, r in state.recordings():
-        if refs[n] is None and r.speech_s > 0 and n not in incomplete:
+        if n in refs and refs[n] is None and r.speech_s > 0 and n not in incomplete:
             # heard (the handover says how much), but its WAV is nowhere this instance can
             # reach (the instance that heard it is gone with its disk): filed all the same
             incomplete[n] = {"kept_s": 0.0, "heard_s": r.heard_s if r.heard_s is not None else r.duration}
@@ -467,6 +474,7 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
         address_text=address_text,
         flags=tuple(flags),
         event_data=event_data,
+        confidential=state.confidential,
     )
     return PetitionOfCall(petition, pending)
 
@@ -493,8 +501,11 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
                            data_dir=data_dir, store=store, spool=spool)
         # The turns' database copies (``ivr.handover``) are no longer needed either way.
         drop_handover_copies(session, [rec.audio_path for _, rec in call.state.recordings() if rec.audio_path])
-        if made is None:
-            outcome = call.end("no_petition")
+        if made is None:  # a status query or a call for a person is no petition
+            asked = call.state.queried or call.state.stage in (Stage.status, Stage.operator)
+            # gone during the open question with nothing said: "hung_up", as at the old menu
+            gone_at_once = hung_up and call.state.stage == Stage.open
+            outcome = call.end(None if asked or gone_at_once else "no_petition")
             _store(session, call)
             return Filed(None, False, outcome)
         result = file_petition_in(session, made.petition, actor="hotline")
@@ -571,6 +582,14 @@ class CaseStatusInfo:
     closed: datetime | None
 
 
+def _status_info(case: Case, tz: str, language: str) -> CaseStatusInfo:
+    def local(at: datetime | None) -> datetime | None:
+        return at.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(tz)) if at else None
+
+    return CaseStatusInfo(case.number, status_name(case.status, language), local(case.resolution_due),
+                          local(case.closed_at))
+
+
 def case_status(engine: Engine, number: str, tz: str, language: str = "zh") -> CaseStatusInfo | None:
     digits = "".join(c for c in number if c.isdigit())
     if not digits:
@@ -580,12 +599,18 @@ def case_status(engine: Engine, number: str, tz: str, language: str = "zh") -> C
             case = actions.get_case(session, digits)
         except NotFound:
             return None
+        return _status_info(case, tz, language)
 
-    def local(at: datetime | None) -> datetime | None:
-        return at.replace(tzinfo=ZoneInfo("UTC")).astimezone(ZoneInfo(tz)) if at else None
 
-    return CaseStatusInfo(case.number, status_name(case.status, language), local(case.resolution_due),
-                          local(case.closed_at))
+def caller_open_cases(engine: Engine, phone: str | None, resident_id: int | None, tz: str,
+                      language: str = "zh") -> list[CaseStatusInfo]:
+    """The open cases of the caller on the line (by the number they call from, or the
+    resident the registry knows them as): one of them needs no case number said."""
+    phones = phone_variants(phone) if phone else set()
+    if phone:
+        phones.add(phone)
+    with session_scope(engine) as session:
+        return [_status_info(case, tz, language) for case in open_cases_of_caller(session, phones, resident_id)]
 
 
 # ---------------------------------------------------------------- the operator line

@@ -28,6 +28,8 @@ def _check_flow(flow: dict[str, Any]) -> None:
             raise RulesError(f"menu.digits.{digit}: a key is one of 0-9, * or #")
         if action not in MENU_ACTIONS:
             raise RulesError(f"menu.digits.{digit}: {action!r} is not one of {', '.join(MENU_ACTIONS)}")
+    if not str(flow["open"]["slow_rate"]).endswith("%"):
+        raise RulesError(f"open.slow_rate: {flow['open']['slow_rate']!r} is not a percentage like \"75%\"")
     positive_numbers(flow, "")
 
 

@@ -6,6 +6,7 @@ each step can be tested by reading the XML. ``ivr/web.py`` decides which step co
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
@@ -15,6 +16,8 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from core.places.address import canonical, spoken
 from core.places.routing import shared_ends
 from ivr.config import PROMPTS, FlowConfig, load_prompts
+
+ALL_KEYS = "0123456789*#"  # any key ends a turn said by voice: keys work at any moment
 
 
 def read_digits(number: str, prompts: dict) -> str:
@@ -53,6 +56,7 @@ class Flow:
         self.base_url = self.base_url.rstrip("/")
         self.prompts = load_prompts(self.config.language)
         self.voice = self.prompts["voice"]
+        self.rate: str | None = None  # SSML prosody rate, set by ``slowed``
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -72,7 +76,19 @@ class Flow:
         for i in range(repeat):
             if i:
                 parent.pause(length=self.config["prompts"]["pause_s"])
-            parent.say(text, voice=self.voice["voice"], language=self.voice["language"])
+            if self.rate:  # SSML: the same words, slower (the caller said 慢一点)
+                parent.say(voice=self.voice["voice"], language=self.voice["language"]).prosody(text, rate=self.rate)
+            else:
+                parent.say(text, voice=self.voice["voice"], language=self.voice["language"])
+
+    def slowed(self, slow: bool = True) -> Flow:
+        """This flow for a caller who asked for slower prompts: every sentence said at
+        ``[open] slow_rate`` (SSML prosody) for the rest of the call."""
+        if not slow:
+            return self
+        slower = copy.copy(self)
+        slower.rate = str(self.config["open"]["slow_rate"])
+        return slower
 
     @property
     def repeat(self) -> int:
@@ -119,6 +135,79 @@ class Flow:
                  max_length=cfg["max_seconds"], play_beep=True)
         # Twilio skips the action when nothing was recorded and continues here.
         r.redirect(self.url(f"/twilio/{kind}/done", seg=segment, empty=1), method="POST")
+        return str(r)
+
+    def listen(self, r: VoiceResponse, segment: str, token: str | None, call_sid: str) -> None:
+        """Fork the caller's audio to our socket for this turn (``segment``)."""
+        stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
+        stream.parameter(name="token", value=token)
+        stream.parameter(name="callSid", value=call_sid)
+        stream.parameter(name="segment", value=segment)
+
+    def open_question(self, *, segment: str, token: str | None, call_sid: str, sentences: list[str],
+                      stop: str | None = None) -> str:  # sentences: said as they are
+        """The open question: the stream opens before a word is said, so the caller may
+        speak at once (over the prompt too). Keys work at any moment: pressed during the
+        prompt (the short <Gather>), or after it (they end the <Record>). <Record> ends the
+        turn on ``[open] silence_s`` of quiet; no beep."""
+        r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
+        self.listen(r, segment, token, call_sid)
+        action = self.url("/twilio/open/done", seg=segment)
+        g = r.gather(input="dtmf", num_digits=1, timeout=1, action=action, method="POST")
+        for sentence in sentences:
+            self.say(g, sentence)
+        cfg = self.config["open"]
+        r.record(action=action, method="POST", timeout=cfg["silence_s"], finish_on_key=ALL_KEYS,
+                 max_length=self.config["petition"]["max_seconds"], play_beep=False)
+        r.redirect(self.url("/twilio/open/done", seg=segment, empty=1), method="POST")
+        return str(r)
+
+    def ask_answer(self, *, action_path: str, segment: str, token: str | None, call_sid: str, sentence: str,
+                   stop: str | None = None) -> str:
+        """A question answered by voice or by a key: the question in a short <Gather> (a key
+        pressed while it is said answers at once), then a short <Record> for the spoken
+        answer (``[confirm] silence_s`` of quiet ends it), on a stream of its own."""
+        r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
+        self.listen(r, segment, token, call_sid)
+        action = self.url(action_path, seg=segment)
+        g = r.gather(input="dtmf", num_digits=1, timeout=1, action=action, method="POST")
+        self.say(g, sentence)
+        cfg = self.config["confirm"]
+        r.record(action=action, method="POST", timeout=cfg["silence_s"], finish_on_key=ALL_KEYS,
+                 max_length=cfg["max_answer_s"], play_beep=False)
+        r.redirect(self.url(action_path, seg=segment, empty=1), method="POST")
+        return str(r)
+
+    def readback_spoken(self, *, stop: str | None, segment: str, token: str | None, call_sid: str, text: str,
+                        kind: str = "petition", notice: str | None = None, confidential: bool = False) -> str:
+        """"您反映的是：……。对吗？" answered 对 / 不对 (or 1 / 2); the petition's read-back
+        also offers 保密 (or 3) unless the caller asked for it already."""
+        if kind == "petition":
+            tail = "readback_ask_confidential" if confidential else "readback_ask"
+            sentence = self.text("readback_spoken", text=text) + self.text(tail)
+        else:
+            sentence = self.text("address_readback_spoken", address=text)
+        if notice:
+            sentence = self.text(notice) + sentence
+        return self.ask_answer(action_path=f"/twilio/{kind}/confirm", segment=segment, token=token,
+                               call_sid=call_sid, sentence=sentence, stop=stop)
+
+    def status_ask_spoken(self, *, segment: str, token: str | None, call_sid: str, notice: str | None = None,
+                          digits: str | None = None, stop: str | None = None) -> str:
+        """The case number, said (幺两…, in groups) or keyed with # at the end."""
+        r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
+        self.listen(r, segment, token, call_sid)
+        g = r.gather(input="dtmf", finish_on_key="#", timeout=self.config["status"]["voice_timeout_s"],
+                     action=self.url("/twilio/case-status", seg=segment), method="POST", action_on_empty_result=True)
+        if notice:
+            self.say(g, self.text(notice, digits=self.digits(digits or "")))
+        self.say(g, self.text("status_ask_spoken"))
         return str(r)
 
     def wait(self, path: str, **query: object) -> str:
@@ -197,8 +286,11 @@ class Flow:
         self.say(g, self.text("status_ask"), self.repeat)
         return str(r)
 
-    def status_result(self, *, number: str, status: str, due: datetime | None, closed: datetime | None) -> str:
+    def status_result(self, *, number: str, status: str, due: datetime | None, closed: datetime | None,
+                      stop: str | None = None) -> str:
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         sentence = self.text("status_read", digits=self.digits(number), status=status)
         if closed is not None:
             sentence += self.text("status_closed", date=self.date(closed))
@@ -215,8 +307,10 @@ class Flow:
         r.hangup()
         return str(r)
 
-    def dial_operator(self, number: str) -> str:
+    def dial_operator(self, number: str, stop: str | None = None) -> str:
         r = VoiceResponse()
+        if stop:
+            r.stop().stream(name=stop)
         self.say(r, self.text("operator_connect"))
         r.dial(number, action=self.url("/twilio/operator/after"), method="POST",
                timeout=self.config["operator"]["dial_timeout_s"])

@@ -452,6 +452,9 @@ class SegmentAudio:
     async def _finish_faulted(self, placed: Placed) -> None:
         """Spool head + parts (from memory, the store, the database) → one WAV, put to the
         store; or held in the database with its sha256 known."""
+        if not self.heard:  # the stream heard nothing (a turn skipped with a key): nothing to keep
+            placed.kept_s = 0.0
+            return
         spool = self.spool
         pcm = bytearray()
         head = self.parts_from

@@ -26,11 +26,13 @@ from core.platform.clock import local_date, utcnow
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 RECORDINGS_DIR = "recordings"  # under the data directory
 
-TurnKind = Literal["petition", "address"]
+# "answer": a short reply (对 / 不对 / 保密, a case number) said instead of a key; never the petition.
+TurnKind = Literal["petition", "address", "answer"]
 
 
 class Stage(enum.StrEnum):
-    menu = "menu"  # greeting and keypad menu
+    menu = "menu"  # keypad menu (after a status was read; calls begun by an older flow)
+    open = "open"  # the greeting's open question: the caller speaks at once (recorded as a petition)
     petition = "petition"  # the caller describes the problem (recording)
     readback = "readback"  # "您反映的是……" 1 confirm / 2 again
     address = "address"  # an unknown caller says where (recording)
@@ -80,6 +82,9 @@ class Recording(_Model):
     waiting_in: str | None = None  # the spool it waits in for the media store (core.platform.uploads.spool_name)
     heard_s: float | None = None  # seconds of audio received
     kept_s: float | None = None  # seconds kept: less than heard when the spool and every fallback failed
+    # What the words of an open turn meant (core.cases.intents): None or "petition" = the
+    # petition; "status", "operator", "repeat", "slower", "confidential" = not a petition.
+    intent: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -129,6 +134,11 @@ class CallState(_Model):
     confirm_tries: int = 0
     status_tries: int = 0
     queried: list[str] = Field(default_factory=list)  # case numbers asked about
+    open_turns: int = 0  # open questions asked (greeting, again after silence, repeat, slower)
+    answer_turns: int = 0  # short-answer turns taken (their segments answer-N, number-N)
+    slow: bool = False  # the caller said 慢一点: every prompt slower for the rest of the call
+    keys_named: bool = False  # the sentence naming the keys was said (once, after silence)
+    confidential: bool = False  # the caller asked for 保密处理 (said or keyed)
 
     @classmethod
     def load(cls, data: dict | None) -> CallState:
@@ -192,6 +202,45 @@ class Call:
 
     # -- the caller's turns (petition, address) -------------------------------------------
 
+    def begin_open(self) -> tuple[str, str | None]:
+        """The open question ("请直接说您要反映的问题"): a petition recording begins before
+        the greeting is said, so whatever the caller says from the first moment is kept."""
+        segment, token = self.begin_turn("petition")
+        self.state.stage = Stage.open
+        self.state.open_turns += 1
+        return segment, token
+
+    def heard_intent(self, segment: str, intent: str, confidential: bool = False) -> None:
+        """What an open turn's words meant. A turn that is not a petition (a status query, a
+        request for a person, 再说一遍…) is kept but never filed as one."""
+        rec = self.state.segments.get(segment)
+        if rec is not None:
+            rec.intent = intent
+        self.state.confidential = self.state.confidential or confidential
+
+    def name_keys(self) -> None:
+        self.state.keys_named = True
+
+    def go_slow(self) -> None:
+        self.state.slow = True
+
+    def keep_confidential(self) -> None:
+        self.state.confidential = True
+
+    def petition_attempts(self) -> int:
+        """Petition recordings that were attempts at the petition: not an open question
+        skipped with a key or met with silence, nor one whose words asked for something else."""
+        return sum(1 for _, r in self.state.recordings("petition") if r.intent in (None, "petition"))
+
+    def begin_answer(self, what: str = "answer") -> tuple[str, str | None]:
+        """A short reply said instead of a key, on a stream of its own: "answer" (to a
+        read-back; its WAV is recognised with the answers' phrase list) or "number" (a case
+        number, recognised freely)."""
+        self.state.answer_turns += 1
+        segment = f"{what}-{self.state.answer_turns}"
+        self.state.segments[segment] = Recording(kind="answer", audio_path=recording_path(self.call_sid, segment))
+        return segment, self.row.stream_token
+
     def begin_turn(self, kind: TurnKind) -> tuple[str, str | None]:
         """A new recording: the next attempt's segment and its WAV path go on record now,
         before Twilio opens the stream. Returns (segment, stream token)."""
@@ -212,6 +261,8 @@ class Call:
         planned = self.state.segments.get(segment)
         if planned is not None and planned.audio_path and not recording.audio_path:
             recording.audio_path = planned.audio_path
+        if planned is not None and planned.intent and not recording.intent:
+            recording.intent = planned.intent
         self.state.segments[segment] = recording
         if recording.kind == "petition":
             spoken = [r.speech_s for _, r in self.state.recordings("petition")]

@@ -52,6 +52,8 @@ from speech_models.pool import SpeechPool
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024  # a media message is about 300 bytes
+ANSWER_PREFIX = "answer-"  # segments of short answers (对 / 不对 / 保密): no live free recognition
+NUMBER_PREFIX = "number-"  # a case number said: recognised freely, never the petition
 INVALID_STREAM = 4001  # the close code for a start without a call, token or segment, or a wrong token
 VERDICT_WAIT_S = 5.0  # a socket that ended during its token check waits this long for the verdict
 KEEP_FINISHED = 512  # finished segments remembered (for the flow's next round and the job)
@@ -130,7 +132,8 @@ class Segment:
         self.registry = registry
         self.call_sid = call_sid
         self.name = name
-        self.kind = "address" if name.startswith("address") else "petition"
+        self.kind = ("answer" if name.startswith((ANSWER_PREFIX, NUMBER_PREFIX)) else
+                     "address" if name.startswith("address") else "petition")
         self.stored_path = stored_path
         # the spool file, the audio's home from the first frame on (or, when the spool fails,
         # memory, the media store, the database: ivr.spool)
@@ -163,6 +166,8 @@ class Segment:
         reg = self.registry
         if reg.pool is None:
             return  # no model in this process: recorded, transcribed by whoever has one
+        if self.name.startswith(ANSWER_PREFIX):
+            return  # a short answer: its WAV is recognised in grammar mode once it ends (ivr.web)
         if not reg.slots.try_take_live():
             reg.stats["recording_only"] += 1
             log.info("call %s %s: all %d live recognitions busy; recording only, the words are "
@@ -195,6 +200,10 @@ class Segment:
         if not self.accepting:
             self.late_bytes += len(mulaw)
             return
+        if not self.received:
+            # The recogniser opens with the first audio: a turn skipped with a key (the open
+            # question, a read-back) never holds a live slot.
+            self.start_recognition()
         self.audio.write(MULAW_TABLE[np.frombuffer(mulaw, dtype=np.uint8)].tobytes())
         self.received += len(mulaw)
         self.speech_s += speech_seconds(mulaw, self.registry.speech_rms)
@@ -502,7 +511,6 @@ class StreamRegistry:
             return existing
         seg = Segment(self, call_sid, name, stored_path)
         self.segments[(call_sid, name)] = seg
-        seg.start_recognition()
         self.notify("segment_opened", seg)
         self.wake_waiters(call_sid, name)
         return seg

@@ -6,15 +6,16 @@ state changes only by named transitions (``ivr.state.Call``, diagram in ``ivr/fl
 Every database call goes through ``Hotline.db``; the gazetteer through
 ``Hotline.gazetteer()``. Routes (all POST except the socket):
 
-    /twilio/voice              incoming call → greeting and menu
-    /twilio/menu               menu digit (1 petition, 2 status, 0 operator; none → again)
+    /twilio/voice              incoming call → short greeting ending in an open question
+    /twilio/open/done          what the caller said first (or a key) → petition / status / operator / again
+    /twilio/menu               menu digit after a status was read (1 petition, 2 status, 0 operator)
     /twilio/petition/done      <Record> ended (# / silence / hang-up) → read back, or file
-    /twilio/petition/confirm   1 confirm, 2 say again
+    /twilio/petition/confirm   对 or 1 confirm, 不对 or 2 say again, 保密 or 3 confidential
     /twilio/address/done       unknown caller's address → gazetteer → read back
     /twilio/address/confirm    1 confirm, 2 say again → file the case (or ask the building)
     /twilio/address/building   only the estate was sure: building number keyed → file the case
     /twilio/address/choice     two or more close places: a key 1..n or the words said → that place, else coarse
-    /twilio/case-status        case number keyed → status read out
+    /twilio/case-status        case number said or keyed → status read out
     /twilio/operator/after     <Dial> to the operator ended
     /twilio/status             call status callback (hang-ups, duration)
     /twilio/stream             Media Streams websocket (GET, token in the start message)
@@ -31,12 +32,14 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
+from core.cases.intents import Heard, IntentMatcher
 from core.deadlines.calendar import WorkingCalendar, parse_hours
 from core.places.indexes import indexes_for
 from core.platform import logcontext, uploads
@@ -62,6 +65,8 @@ HOTLINE = web.AppKey("gridline_hotline", object)
 Handler = Callable[["Hotline", web.Request, MultiDictProxy, str], Awaitable[str]]
 T = TypeVar("T")
 
+# Short answers asked for in one call at most: 再说一遍 / 慢一点 at a read-back asks it again, not forever.
+MAX_ANSWERS = 12
 # Twilio's webhook forms are a few hundred bytes; a bound keeps anything else out.
 WEBHOOK_MAX_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
@@ -176,6 +181,7 @@ class Hotline:
                                                  flow=config, store=services.media)
             self.speech_runners = speech_runners(self.engine, self.transcriptions, 1)
         self.operator_hours = _operator_hours(self.settings)
+        self.intents = IntentMatcher.load()  # core/data/intents.toml (GRIDLINE_INTENTS over it)
         self.latencies: list[float] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._operator_calendar: tuple[object, WorkingCalendar] | None = None
@@ -335,7 +341,7 @@ class Hotline:
         """A petition stream ended without #/silence and nothing happened since."""
         call = await self.load_call(call_sid)
         state = call.state
-        if not call.settled and state.stage == "petition" and state.petition.segment == segment:
+        if not call.settled and state.stage in (Stage.petition, Stage.open) and state.petition.segment == segment:
             await self.hung_up(call_sid)
 
     # -- steps ----------------------------------------------------------------------------
@@ -365,19 +371,120 @@ class Hotline:
         filed = await self.file(call_sid)
         if filed.held and notice is None:  # the caller hears why it will not be dispatched at once
             notice = f"held_{filed.held}"
-        return self.flow.filed(filed.number, stop=stop, notice=notice) if filed.number else self.flow.goodbye("bye")
+        flow = self.flow.slowed((await self.load_call(call_sid)).state.slow)
+        return flow.filed(filed.number, stop=stop, notice=notice) if filed.number else flow.goodbye("bye")
 
     async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,
                               again: bool = False, stop: str | None = None) -> str:
-        _, (segment, token) = await self.apply(call_sid, Call.begin_turn, kind)
+        call, (segment, token) = await self.apply(call_sid, Call.begin_turn, kind)
         intro = ("petition_again" if again else "petition_intro") if kind == "petition" else "address_intro"
-        return self.flow.record(kind=kind, segment=segment, token=token, call_sid=call_sid,
-                                notice=notice, intro=intro, stop=stop)
+        return self.flow.slowed(call.state.slow).record(kind=kind, segment=segment, token=token, call_sid=call_sid,
+                                                        notice=notice, intro=intro, stop=stop)
 
-    async def after_petition(self, call: Call) -> str:
+    async def after_petition(self, call: Call, stop: str | None = None) -> str:
         if call.state.caller.known:
-            return await self.file_and_say(call.call_sid)
-        return await self.start_recording(call.call_sid, "address")
+            return await self.file_and_say(call.call_sid, stop=stop)
+        return await self.start_recording(call.call_sid, "address", stop=stop)
+
+    def greeting(self, state: CallState) -> list[str]:
+        """The greeting, ending in the open question; the keys named at once only when no
+        speech model is loaded (words cannot decide the path then)."""
+        community = state.caller.community
+        flow = self.flow
+        said = [flow.text("open_greeting_known", community=community) if community else flow.text("open_greeting")]
+        if self.pool is None:
+            said.append(flow.text("open_keys"))
+        return said
+
+    async def ask_open(self, call_sid: str, sentences: list[str], *, stop: str | None = None) -> str:
+        """An open question: a petition recording begins before it is said."""
+        call, (segment, token) = await self.apply(call_sid, Call.begin_open)
+        return self.flow.slowed(call.state.slow).open_question(segment=segment, token=token, call_sid=call_sid,
+                                                               sentences=sentences, stop=stop)
+
+    async def ask_readback(self, call_sid: str, kind: TurnKind, *, stop: str | None = None,
+                           notice: str | None = None, again: bool = False) -> str:
+        """The read-back, answered by voice (对 / 不对 / 保密) or a key, on a stream of its own.
+        ``again``: asked once more (its tries go on counting)."""
+        if not again:
+            await self.apply(call_sid, Call.ask_confirm, kind)
+        call, (segment, token) = await self.apply(call_sid, Call.begin_answer)
+        state = call.state
+        if kind == "petition":
+            rec = state.segments.get(state.petition.segment)
+            text = rec.text.strip() if rec is not None and rec.final else ""
+        else:
+            text = state.address.name or ""
+        return self.flow.slowed(state.slow).readback_spoken(stop=stop, segment=segment, token=token,
+                                                            call_sid=call_sid, text=text, kind=kind, notice=notice,
+                                                            confidential=state.confidential)
+
+    async def grammar_words(self, heard: Recording) -> str:
+        """A short answer's WAV recognised again with the answers' phrase list (Vosk grammar
+        mode: far surer on 对 / 不对 than free recognition); "" when there is no model, no
+        WAV here, or it takes longer than ``[open] grammar_s``."""
+        if self.pool is None or not heard.audio_path:
+            return ""
+        path = resolve(heard.audio_path, self.settings.data_dir)
+        phrases = self.intents.phrase_list("answer")
+        try:
+            # here on disk, or already in the media store (a few kilobytes)
+            audio = path if path.is_file() else await asyncio.to_thread(self.services.media.get_bytes,
+                                                                        heard.audio_path)
+            size = path.stat().st_size if isinstance(audio, Path) else len(audio or b"")
+            if size <= 44 or not await self.pool.accepts_phrases(phrases):
+                return ""
+            transcript = await asyncio.wait_for(self.pool.transcribe_file(audio, phrases),
+                                                float(self.config["open"]["grammar_s"]))
+        except Exception as exc:  # busy, slow or refused: the free words stand
+            log.info("answer grammar pass skipped for %s: %s", heard.audio_path, exc)
+            return ""
+        return transcript.text or ""
+
+    async def hear_answer(self, heard: Recording) -> Heard:
+        """What a short answer meant: the grammar pass's words first, else the free words."""
+        meant = self.intents.hear(await self.grammar_words(heard), "answer")
+        if not meant.intent and heard.final:
+            meant = self.intents.hear(heard.text, "answer")
+        return meant
+
+    async def keyed(self, call_sid: str, action: str, *, stop: str | None = None) -> str:
+        """A key pressed at the open question (1 petition, 2 status, 0 operator)."""
+        if action == "status":
+            return await self.ask_status(call_sid, None, stop=stop)
+        if action == "operator":
+            return await self.to_operator(call_sid, stop=stop)
+        return await self.start_recording(call_sid, "petition", stop=stop)
+
+    async def to_operator(self, call_sid: str, *, stop: str | None = None) -> str:
+        number = self.settings.operator_number
+        if number and await self.operator_open():
+            call, _ = await self.apply(call_sid, Call.to_operator)
+            return self.flow.slowed(call.state.slow).dial_operator(number, stop=stop)
+        return await self.start_recording(call_sid, "petition", notice="operator_closed", stop=stop)
+
+    async def ask_status(self, call_sid: str, number: str | None, *, stop: str | None = None,
+                         by_phone: bool = True) -> str:
+        """A status query: the number said with it; else the caller's one open case (their
+        phone number finds it); else the number is asked for, said or keyed."""
+        call, _ = await self.apply(call_sid, Call.ask_status)
+        flow = self.flow.slowed(call.state.slow)
+        info, notice = None, None
+        if number:
+            info = await self.db(calls.case_status, self.engine, number, self.settings.timezone,
+                                 self.config.language)
+            notice = None if info is not None else "status_not_found"
+        elif by_phone:
+            mine = await self.db(calls.caller_open_cases, self.engine, call.row.from_number,
+                                 call.state.caller.resident_id, self.settings.timezone, self.config.language)
+            info = mine[0] if len(mine) == 1 else None
+        if info is not None:
+            await self.apply(call_sid, Call.status_found, info.number)
+            return flow.status_result(number=info.number, status=info.status, due=info.due, closed=info.closed,
+                                      stop=stop)
+        call, (segment, token) = await self.apply(call_sid, Call.begin_answer, "number")
+        return flow.status_ask_spoken(segment=segment, token=token, call_sid=call_sid, notice=notice, digits=number,
+                                      stop=stop)
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -390,10 +497,75 @@ class Hotline:
                                arrived_at=arrived)
         if row.case_id is not None:  # a retry after the case was filed
             return await self.file_and_say(call_sid)
-        greeting = self.flow.menu(community=CallState.load(row.state).caller.community, greet=True)
+        if self.pool is None:  # the greeting names the keys at once
+            await self.apply(call_sid, Call.name_keys)
+        greeting = await self.ask_open(call_sid, self.greeting(CallState.load(row.state)))
         # The service figures' "answered": the first prompt leaves now (core.reporting.hotline).
         await self.db(calls.mark_answered, self.engine, call_sid)
         return greeting
+
+    @webhook
+    async def open_done(self, request, form, call_sid) -> str:
+        """The open question's turn ended: a key (pressed during the greeting or after it),
+        silence, or words. Words decide the path (``core.cases.intents``); anything that is
+        not clearly something else is the petition, and its recording is kept either way."""
+        key = (form.get("Digits") or "").strip()[:1]
+        reply, call, heard = await self._turn_done(request, form, call_sid, "petition", path="/twilio/open/done")
+        if reply is not None:
+            return reply
+        state = call.state
+        segment = state.petition.segment
+        spoke = heard.speech_s >= float(self.petition_cfg["min_speech_s"])
+        action = self.config["menu"]["digits"].get(key) if key else None
+        if action is not None and not (action == "petition" and spoke):
+            if not spoke:  # the key, not words, chose: this turn is no petition
+                await self.apply(call_sid, Call.heard_intent, segment, "keyed")
+            return await self.keyed(call_sid, action, stop=segment)
+        words = heard.text.strip() if heard.final else ""
+        if words:
+            meant = self.intents.hear(words, "open")
+            if heard.speech_s > float(self.config["open"]["intent_max_speech_s"]):
+                meant = Heard("petition", meant.confidential)  # a long turn is a petition that mentions it
+            return await self.open_path(call, segment, meant)
+        if not heard.final and spoke:
+            # The words are not in yet (no model, or it is busy): the recording is the
+            # petition, filed now, as a keypad petition is.
+            return await self.file_and_say(call_sid, stop=segment)
+        if state.open_turns < int(self.config["open"]["turns"]) and (spoke or not state.keys_named):
+            flow = self.flow
+            if spoke:  # heard as speech, no words: once more
+                said = [flow.text("petition_empty"), flow.text("open_again")]
+            else:  # silence: one sentence names the keys, once in a call
+                await self.apply(call_sid, Call.heard_intent, segment, "silence")
+                await self.apply(call_sid, Call.name_keys)
+                said = [flow.text("open_keys")]
+            return await self.ask_open(call_sid, said, stop=segment)
+        if any(r.speech_s >= float(self.petition_cfg["min_speech_s"]) and r.intent in (None, "petition")
+               for _, r in state.recordings("petition")):
+            call, _ = await self.apply(call_sid, Call.accept_unrecognised)
+            return await self.after_petition(call, stop=segment)
+        await self.apply(call_sid, Call.end, "no_petition")
+        return self.flow.slowed(state.slow).goodbye("bye")
+
+    async def open_path(self, call: Call, segment: str, meant: Heard) -> str:
+        call_sid = call.call_sid
+        await self.apply(call_sid, Call.heard_intent, segment, meant.intent, meant.confidential)
+        if meant.is_petition:
+            return await self.ask_readback(call_sid, "petition", stop=segment)
+        if meant.intent == "status":
+            return await self.ask_status(call_sid, meant.number, stop=segment)
+        if meant.intent == "operator":
+            return await self.to_operator(call_sid, stop=segment)
+        if call.state.open_turns >= int(self.config["open"]["turns"]):
+            # asked again and again: the classic prompt, with its beep, takes the petition
+            return await self.start_recording(call_sid, "petition", stop=segment)
+        if meant.intent == "slower":
+            await self.apply(call_sid, Call.go_slow)
+        if meant.intent == "confidential":
+            said = [self.flow.text("open_confidential"), self.flow.text("open_again")]
+        else:  # 再说一遍 / 慢一点: the greeting once more
+            said = self.greeting(call.state)
+        return await self.ask_open(call_sid, said, stop=segment)
 
     @webhook
     async def menu(self, request, form, call_sid) -> str:
@@ -407,19 +579,14 @@ class Hotline:
             if tries < self.config["menu"]["tries"]:
                 return self.flow.menu(notice="menu_invalid" if digits else "menu_no_input")
             action = "petition"  # nobody chose: the most likely reason to call
-        if action == "status":
-            await self.apply(call_sid, Call.ask_status)
-            return self.flow.status_ask()
+        if action == "status":  # another case than the one just read: its number
+            return await self.ask_status(call_sid, None, by_phone=request.query.get("after") != "status")
         if action == "operator":
-            number = self.settings.operator_number
-            if number and await self.operator_open():
-                await self.apply(call_sid, Call.to_operator)
-                return self.flow.dial_operator(number)
-            return await self.start_recording(call_sid, "petition", notice="operator_closed")
+            return await self.to_operator(call_sid)
         return await self.start_recording(call_sid, "petition")
 
-    async def _turn_done(self, request, form, call_sid: str, kind: TurnKind) -> tuple[str | None, Call | None,
-                                                                                         Recording | None]:
+    async def _turn_done(self, request, form, call_sid: str, kind: TurnKind,
+                         path: str | None = None) -> tuple[str | None, Call | None, Recording | None]:
         """Shared by petition/address done: (TwiML to return now) or (the call with the
         turn's recording stored, the recording)."""
         name = request.query.get("seg", "")
@@ -438,7 +605,7 @@ class Hotline:
             round_ = 0
         heard = await self.heard(call_sid, name, kind, round_)
         if heard is None:
-            return self.flow.wait(f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
+            return self.flow.wait(path or f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
         call, _ = await self.apply(call_sid, Call.turn_heard, name, heard)
         return None, call, heard
 
@@ -450,51 +617,84 @@ class Hotline:
         segment = call.state.petition.segment
         min_speech = float(self.petition_cfg["min_speech_s"])
         if heard.final and heard.text.strip():
-            await self.apply(call_sid, Call.ask_confirm, "petition")
-            return self.flow.readback(segment=segment, text=heard.text.strip())
+            if self.intents.hear(heard.text, "open").confidential:  # 保密 said in the petition itself
+                await self.apply(call_sid, Call.keep_confidential)
+            return await self.ask_readback(call_sid, "petition", stop=segment)
         if not heard.final and heard.speech_s >= min_speech:
             # The words are not in yet (no recogniser, or it is busy): never make the
             # caller repeat for that. The recording is the petition; file it now.
             return await self.file_and_say(call_sid, stop=segment)
-        if call.state.petition.attempt < self.petition_cfg["attempts"]:
+        if call.petition_attempts() < self.petition_cfg["attempts"]:
             return await self.start_recording(call_sid, "petition", notice="petition_empty", again=True,
                                               stop=segment)
         if any(r.speech_s >= min_speech for _, r in call.state.recordings("petition")):
             # Heard as speech every time but never recognised: the recordings are the petition.
             call, _ = await self.apply(call_sid, Call.accept_unrecognised)
-            return await self.after_petition(call)
+            return await self.after_petition(call, stop=segment)
         await self.apply(call_sid, Call.end, "no_petition")
         return self.flow.goodbye("bye")
 
-    async def _confirm(self, call_sid: str, form, kind: TurnKind, readback: Callable[[CallState, str | None], str]) -> str:
-        digit = (form.get("Digits") or "")[:1]
+    async def _confirm(self, request, form, call_sid: str, kind: TurnKind) -> str:
+        """The answer to a read-back: a key (1 yes, 2 no, 3 保密), or words said on the
+        answer's stream (对 / 不对 / 保密, 再说一遍, 慢一点), recognised in grammar mode."""
+        digits = form.get("Digits") or ""
+        if digits == "hangup":  # the answer's <Record> reports the caller hanging up
+            await self.hung_up(call_sid)
+            return self.flow.empty()
         call = await self.load_call(call_sid)
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
-        turn = call.state.turn(kind)
-        limit = self.petition_cfg["attempts"] if kind == "petition" else self.config["address"]["attempts"]
-        if digit == "2" and turn.attempt < limit:
-            return await self.start_recording(call_sid, kind, again=True)
-        if digit not in ("1", "2"):
+        seg = request.query.get("seg") or None
+        if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
+            seg = None
+        answer = {"1": "yes", "2": "no", "3": "confidential"}.get(digits.strip()[:1])
+        spoke = False
+        if answer is None and seg is not None and not call.state.segments[seg].ended:
+            try:
+                round_ = max(0, int(request.query.get("round", "0") or 0))
+            except ValueError:
+                round_ = 0
+            heard = await self.heard(call_sid, seg, "answer", round_)
+            if heard is None:
+                return self.flow.wait(f"/twilio/{kind}/confirm", seg=seg, round=round_ + 1)
+            call, _ = await self.apply(call_sid, Call.turn_heard, seg, heard)
+            meant = await self.hear_answer(heard)
+            answer = meant.intent or None
+            spoke = heard.speech_s > 0
+            if meant.confidential and kind == "petition" and answer != "no":
+                answer = "confidential"
+        state = call.state
+        turn = state.turn(kind)
+        if kind == "petition":  # open questions began petition recordings too: only attempts count
+            used, limit = call.petition_attempts(), int(self.petition_cfg["attempts"])
+        else:
+            used, limit = turn.attempt, int(self.config["address"]["attempts"])
+        if answer in ("repeat", "slower") and state.answer_turns < MAX_ANSWERS:
+            if answer == "slower":
+                await self.apply(call_sid, Call.go_slow)
+            return await self.ask_readback(call_sid, kind, stop=seg, again=True)
+        if answer == "no" and used < limit:
+            return await self.start_recording(call_sid, kind, again=True, stop=seg)
+        if answer == "confidential":
+            if kind == "petition":
+                await self.apply(call_sid, Call.keep_confidential)
+            answer = "yes"
+        if answer not in ("yes", "no"):  # nothing, or words that answer nothing
             _, tries = await self.apply(call_sid, Call.count_confirm_try)
             if tries < self.config["confirm"]["tries"]:
-                return readback(call.state, "readback_no_input")
-        call, _ = await self.apply(call_sid, Call.confirm, kind, digit == "1")
+                notice = "answer_unclear" if spoke else "answer_none"
+                return await self.ask_readback(call_sid, kind, stop=seg, notice=notice, again=True)
+        call, _ = await self.apply(call_sid, Call.confirm, kind, answer == "yes")
         if kind == "petition":
-            return await self.after_petition(call)
+            return await self.after_petition(call, stop=seg)
         if call.state.address.needs_building and not call.state.address.building_asked:
             await self.apply(call_sid, Call.ask_building)
-            return self.flow.building_ask()
-        return await self.file_and_say(call_sid)
+            return self.flow.slowed(call.state.slow).building_ask(stop=seg)
+        return await self.file_and_say(call_sid, stop=seg)
 
     @webhook
     async def petition_confirm(self, request, form, call_sid) -> str:
-        def again(state: CallState, notice: str | None) -> str:
-            segment = state.petition.segment
-            rec = state.segments.get(segment)
-            return self.flow.readback(segment=segment, text=rec.text if rec else "", notice=notice)
-
-        return await self._confirm(call_sid, form, "petition", again)
+        return await self._confirm(request, form, call_sid, "petition")
 
     @webhook
     async def address_done(self, request, form, call_sid) -> str:
@@ -520,7 +720,7 @@ class Hotline:
             return self.flow.choice(names=[name for _, name in call.state.address.choices], segment=choice,
                                     token=token, call_sid=call_sid, stop=segment)
         if match:
-            return self.flow.readback(segment=segment, text=match["name"], kind="address")
+            return await self.ask_readback(call_sid, "address", stop=segment)
         if attempt < self.config["address"]["attempts"]:
             return await self.start_recording(call_sid, "address", notice="address_unknown", again=True,
                                               stop=segment)
@@ -528,11 +728,7 @@ class Hotline:
 
     @webhook
     async def address_confirm(self, request, form, call_sid) -> str:
-        def again(state: CallState, notice: str | None) -> str:
-            a = state.address
-            return self.flow.readback(segment=a.segment, text=a.name or "", kind="address", notice=notice)
-
-        return await self._confirm(call_sid, form, "address", again)
+        return await self._confirm(request, form, call_sid, "address")
 
     @webhook
     async def address_choice(self, request, form, call_sid) -> str:
@@ -608,21 +804,44 @@ class Hotline:
 
     @webhook
     async def case_status(self, request, form, call_sid) -> str:
+        """A case number keyed, or said on the question's stream (read once the keypad timed
+        out: 幺, 两 and digit groups as the address code reads them)."""
         digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())[:32]
+        call = await self.db(calls.load_call, self.engine, call_sid)
+        if call is None:  # a status asked for on a call never started here
+            raise calls.UnknownCall(f"no call {call_sid}")
+        seg = request.query.get("seg") or None
+        if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
+            seg = None
+        if not digits and seg is not None and not call.state.segments[seg].ended:
+            try:
+                round_ = max(0, int(request.query.get("round", "0") or 0))
+            except ValueError:
+                round_ = 0
+            heard = await self.heard(call_sid, seg, "answer", round_)
+            if heard is None:
+                return self.flow.wait("/twilio/case-status", seg=seg, round=round_ + 1)
+            call, _ = await self.apply(call_sid, Call.turn_heard, seg, heard)
+            said = heard.text if heard.final else ""
+            digits = self.intents.number(said) or ""
+        flow = self.flow.slowed(call.state.slow)
         info = None
         if digits:
             info = await self.db(calls.case_status, self.engine, digits, self.settings.timezone,
                                  self.config.language)
         if info is not None:
             await self.apply(call_sid, Call.status_found, info.number)
-            return self.flow.status_result(number=info.number, status=info.status, due=info.due,
-                                           closed=info.closed)
+            return flow.status_result(number=info.number, status=info.status, due=info.due,
+                                      closed=info.closed, stop=seg)
         _, tries = await self.apply(call_sid, Call.count_status_try)
         if tries >= self.config["status"]["tries"]:
-            return self.flow.goodbye("bye")
-        if digits:
-            return self.flow.status_ask(notice="status_not_found", digits=digits)
-        return self.flow.status_ask(notice="status_no_input")
+            return flow.goodbye("bye")
+        notice = "status_not_found" if digits else "status_no_input"
+        if seg is None:
+            return flow.status_ask(notice=notice, digits=digits)
+        call, (segment, token) = await self.apply(call_sid, Call.begin_answer, "number")
+        return flow.status_ask_spoken(segment=segment, token=token, call_sid=call_sid, notice=notice,
+                                      digits=digits, stop=seg)
 
     @webhook
     async def operator_after(self, request, form, call_sid) -> str:
@@ -757,6 +976,7 @@ def setup(app: web.Application, services) -> Hotline:
         services.gauges["gridline_speech_backlog_seconds"] = pool.backlog_seconds
     for path, fn in (
         ("/twilio/voice", Hotline.voice),
+        ("/twilio/open/done", Hotline.open_done),
         ("/twilio/menu", Hotline.menu),
         ("/twilio/petition/done", Hotline.petition_done),
         ("/twilio/petition/confirm", Hotline.petition_confirm),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from core.actions import OWNED
-from core.cases.models import Attachment, Case, CaseStatus
+from core.cases.models import OPEN_STATUSES, Attachment, Case, CaseStatus
 from core.people.models import Resident
 
 
@@ -34,6 +35,21 @@ def absorbed_cases(session: Session, case: Case) -> list[Case]:
     first. Their callers follow this case: they hear of its progress as its own caller does."""
     return list(session.exec(select(Case).where(Case.merged_into_id == case.id, Case.status == CaseStatus.merged)
                              .order_by(Case.id)).all())
+def open_cases_of_caller(session: Session, phones: set[str], resident_id: int | None, limit: int = 5) -> list[Case]:
+    """The open cases a caller filed, by their phone number (any of its spellings) or the
+    resident the registry knows them as; newest first. A hotline caller with exactly one
+    needs no case number to hear its status."""
+    who = []
+    if phones:
+        who.append(Case.contact_phone.in_(sorted(phones)))
+    if resident_id is not None:
+        who.append(Case.resident_id == resident_id)
+    if not who:
+        return []
+    return list(session.exec(
+        select(Case).where(or_(*who), Case.status.in_(sorted(OPEN_STATUSES)))
+        .order_by(Case.created_at.desc(), Case.id.desc()).limit(limit)
+    ).all())
 
 
 def resident_by_chat(session: Session, chat_id: str) -> Resident | None:

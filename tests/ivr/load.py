@@ -147,5 +147,14 @@ def audit_calls(engine, data_dir: Path, outcomes: list[CallOutcome], *, min_spee
 
 
 def known_caller(phone: str, call_sid: str, audio, *, end: str = "#") -> CallScript:
+    """A registered caller who talks straight after the greeting (the open question's turn,
+    segment petition-1, is the petition) and confirms the read-back with key 1."""
+    return CallScript(from_number=phone, digits=[None, "1"], turns=[Turn(audio, end=end)], call_sid=call_sid,
+                      default_digit="1")
+
+
+def keypad_caller(phone: str, call_sid: str, audio, *, end: str = "#") -> CallScript:
+    """The same caller on the keypad path: key 1 during the greeting, the petition after the
+    beep (segment petition-2), key 1 at the read-back."""
     return CallScript(from_number=phone, digits=["1", "1"], turns=[Turn(audio, end=end)], call_sid=call_sid,
                       default_digit="1")

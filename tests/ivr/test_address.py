@@ -172,7 +172,7 @@ CHOICE = "是洋坊新村一幢，还是九幢？一幢请按1，九幢请按2�
 
 
 def _choice_call(answer: str | Turn | None) -> CallScript:
-    """Menu 1, a petition (read back, 1), an address naming two buildings, then ``answer``
+    """Key 1 during the greeting, a petition (read back, 1), an address naming two buildings, then ``answer``
     to "是A，还是B？": a key, words said (a Turn), or nothing."""
     return CallScript(from_number=CALLER, digits=["1", "1", answer],
                       turns=[Turn(tone(2.5)), Turn(tone(1.5))])
@@ -243,6 +243,7 @@ async def test_a_caller_who_hangs_up_at_the_choice_keeps_the_case_at_the_common_
     _said_two_buildings(fake_speech)
     answered = await demo_rig.simulator().call(_choice_call("2"))  # the same call answered: where the question is
     asked_after = next(i for i, h in enumerate(answered.heard) if CHOICE in h) + 1
+    fake_speech.reset()  # the choice was keyed: its stream heard nothing and left its words queued
     _said_two_buildings(fake_speech)
     script = _choice_call("2")
     script.hangup_after_prompts = asked_after

@@ -67,7 +67,7 @@ async def test_unknown_caller_gives_address_matched_by_gazetteer(rig, fake_speec
         turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
     assert "幸福社区" not in result.heard[0]
     assert any("请说出您的住址" in h for h in result.heard)
-    assert any("是阳光花园3幢吗？确认请按1" in h for h in result.heard)
+    assert any("是阳光花园3幢吗？请说对或者不对，也可以按1或2。" in h for h in result.heard)
     (case,) = rig.cases()
     assert result.case_number == case.number
     assert case.address_text == "阳光花园3幢"
@@ -96,26 +96,29 @@ async def test_say_again_replaces_the_transcript_and_keeps_both_recordings(rig, 
     (case,) = rig.cases()
     assert case.description == "门口路灯坏了"
     session = rig.call_session(result.call_sid)
-    assert session.state["petition"]["attempt"] == 2
+    # petition-1 was the open question, skipped with key 1 (it heard nothing: no file)
+    assert session.state["petition"]["attempt"] == 3
     first, second = rig.recordings(case)  # every attempt stays with the case
-    assert first.name.endswith("petition-1.wav") and read_wav(first).duration == 2.0
-    assert second.name.endswith("petition-2.wav") and read_wav(second).duration == 3.0
+    assert first.name.endswith("petition-2.wav") and read_wav(first).duration == 2.0
+    assert second.name.endswith("petition-3.wav") and read_wav(second).duration == 3.0
 
 
-async def test_no_menu_input_repeats_once_then_goes_to_petition(rig, fake_speech):
+async def test_no_key_pressed_the_words_said_are_the_petition(rig, fake_speech):
+    """The keypad menu is gone (GB/T 33358-2016: no IVR menu for taking a call): a caller
+    who presses nothing is never asked for a key before they may speak."""
     fake_speech.say("垃圾 没人 清理")
     result = await rig.simulator().call(CallScript(
-        from_number=KNOWN_PHONE, digits=[None, None, "1"], turns=[Turn(tone(2.5))]))
-    assert sum(h.startswith("反映新问题，请按1") for h in result.heard) == 4  # menu twice, each said twice
-    assert any(h == "没有听到您按键。" for h in result.heard)
-    assert len(rig.cases()) == 1
+        from_number=KNOWN_PHONE, digits=[None, "1"], turns=[Turn(tone(2.5))]))
+    assert not any("请按1" in h or "没有听到您按键" in h for h in result.heard)
+    (case,) = rig.cases()
+    assert case.description == "垃圾没人清理"
 
 
-async def test_wrong_menu_key_is_explained(rig, fake_speech):
+async def test_a_key_that_means_nothing_names_the_keys(rig, fake_speech):
     fake_speech.say("噪音 扰民")
     result = await rig.simulator().call(CallScript(
         from_number=KNOWN_PHONE, digits=["7", "1", "1"], turns=[Turn(tone(2.5))]))
-    assert "您按的键不对。" in result.heard
+    assert "也可以按键：反映问题按1，查询进度按2，转人工按0。" in result.heard
     assert len(rig.cases()) == 1
 
 
@@ -137,7 +140,8 @@ async def test_speech_never_recognised_is_still_a_case_with_every_recording(rig,
     (case,) = rig.cases()
     assert result.case_number == case.number
     assert "low_confidence" in case.flags and "transcript_unconfirmed" in case.flags
-    assert [p.name[-14:] for p in rig.recordings(case)] == ["petition-1.wav", "petition-2.wav", "petition-3.wav"]
+    # petition-1: the open question, skipped with key 1
+    assert [p.name[-14:] for p in rig.recordings(case)] == ["petition-2.wav", "petition-3.wav", "petition-4.wav"]
 
 
 async def test_an_early_attempt_with_speech_is_filed_when_the_last_is_silent(rig, fake_speech):

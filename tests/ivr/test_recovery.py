@@ -20,7 +20,15 @@ from core.platform.storage import resolve
 from tests.support.serve import ServeProcess, database_url
 
 from .conftest import TOKEN, wait_until
-from .load import CallPlan, demo_phones, known_caller, korean_speech, place_calls, wav_seconds
+from .load import (
+    CallPlan,
+    demo_phones,
+    keypad_caller,
+    known_caller,
+    korean_speech,
+    place_calls,
+    wav_seconds,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +39,11 @@ def case_of(engine, call_sid: str) -> Case | None:
         return s.get(Case, call.case_id) if call is not None and call.case_id else None
 
 
-async def test_sigkill_mid_petition_loses_nothing(engine, tmp_path):
+@pytest.mark.parametrize(("caller", "segment"), [(known_caller, "petition-1"), (keypad_caller, "petition-2")],
+                         ids=["voice-first", "keypad"])
+async def test_sigkill_mid_petition_loses_nothing(engine, tmp_path, caller, segment):
+    """On the voice-first path the caller talks straight after the greeting (the open
+    question's turn is the petition); on the keypad path after key 1 and the beep."""
     data = tmp_path / "data"
     speech = korean_speech(tmp_path, 3)  # about 18 s: the server dies while the caller speaks
     server = ServeProcess(data, database_url(engine), env={
@@ -41,16 +53,16 @@ async def test_sigkill_mid_petition_loses_nothing(engine, tmp_path):
     try:
         call_sid = "CA" + uuid.uuid4().hex
         (phone,) = demo_phones(engine, 1)
-        caller = asyncio.create_task(place_calls(server.url, TOKEN, [CallPlan(known_caller(phone, call_sid, speech))],
-                                                 speed=1))
+        calling = asyncio.create_task(place_calls(server.url, TOKEN, [CallPlan(caller(phone, call_sid, speech))],
+                                                  speed=1))
 
         def recording():
-            found = list((data / "recordings").rglob(f"{call_sid}-petition-1.wav"))
+            found = list((data / "recordings").rglob(f"{call_sid}-{segment}.wav"))
             return found[0] if found and found[0].stat().st_size > 44 + 6 * 16000 else None
 
         wav = await wait_until(recording, timeout=120, what="six seconds of the petition on disk")
         server.kill()
-        (outcome,) = await caller
+        (outcome,) = await calling
         assert outcome.error is not None and outcome.result is None  # the caller was cut off
         audio_s = (wav.stat().st_size - 44) / 16000
         # The header the crash left behind is at most a second behind the audio on disk.
@@ -72,7 +84,7 @@ async def test_sigkill_mid_petition_loses_nothing(engine, tmp_path):
                                 what="the transcript")
         assert case.description  # what Korean Vosk heard, recognised after the restart
         print(f"SIGKILL mid-petition: petitions sent 1, cases stored 1, audio received before the kill "
-              f"{audio_s:.2f} s (of {CallPlan(known_caller(phone, call_sid, speech)).audio_seconds:.2f} s "
+              f"{audio_s:.2f} s (of {CallPlan(caller(phone, call_sid, speech)).audio_seconds:.2f} s "
               f"in the plan), kept {wav_seconds(wav):.2f} s")
         assert "WAV header repaired" in server.log()
     finally:

@@ -42,7 +42,7 @@ def pcm_of(mulaw: bytes) -> bytes:
 
 async def petition_call(rig, fake_speech):
     fake_speech.say("楼道 的 灯 坏 了")
-    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1", "1"],
+    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"],
                                                    turns=[Turn(SPOKEN)]))
     (case,) = rig.cases()
     assert result.case_number == case.number

@@ -50,7 +50,7 @@ async def test_quick_start_without_a_model_files_the_call_with_its_audio(engine,
     rig = await start_rig(engine, tmp_path, None)
     try:
         result = await rig.simulator().call(CallScript(
-            from_number=KNOWN_PHONE, digits=["1"], turns=[Turn(tone(5.58) + silence(0.5))]))
+            from_number=KNOWN_PHONE, digits=[None], turns=[Turn(tone(5.58) + silence(0.5))]))
         assert not any("没有听清" in h or h.startswith("您反映的是") for h in result.heard)
         (case,) = rig.cases()
         assert result.case_number == case.number
@@ -89,7 +89,7 @@ async def test_an_unknown_caller_without_a_model_is_not_asked_for_an_address(eng
     rig = await start_rig(engine, tmp_path, None)
     try:
         result = await rig.simulator().call(CallScript(
-            from_number=UNKNOWN_PHONE, digits=["1"], turns=[Turn(tone(3))]))
+            from_number=UNKNOWN_PHONE, digits=[None], turns=[Turn(tone(3))]))
         assert not any("住址" in h for h in result.heard)
         (case,) = rig.cases()
         assert result.case_number == case.number and "transcript_pending" in case.flags
@@ -110,7 +110,7 @@ async def test_when_every_live_slot_is_busy_the_call_is_recorded_and_filed(engin
             await stream_audio(ws, tone(1))
             await wait_until(lambda: rig.hotline.registry.slots.live == 1, what="the first call's live slot")
 
-            result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1"],
+            result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=[None],
                                                            turns=[Turn(tone(3))]))
             assert not any(h.startswith("您反映的是") for h in result.heard)
             (case,) = rig.cases()
@@ -170,7 +170,7 @@ async def address_read_later(engine, tmp_path, fake: FakeTranscriber):
     flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 0.3, "wait_rounds": 1})
     rig = await start_rig(engine, tmp_path, held, flow=flow)
     try:
-        result = await rig.simulator().call(CallScript(from_number=UNKNOWN_PHONE, digits=["1", "1"],
+        result = await rig.simulator().call(CallScript(from_number=UNKNOWN_PHONE, digits=[None, "1"],
                                                        turns=[Turn(tone(2.5)), Turn(tone(1.5))]))
         yield rig, result, held.release
     finally:
@@ -213,7 +213,7 @@ async def test_recognition_slower_than_the_callers_wait_is_finished_afterwards(e
     flow = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 0.3, "wait_rounds": 1})
     rig = await start_rig(engine, tmp_path, held, flow=flow)
     try:
-        result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=["1"],
+        result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, digits=[None],
                                                        turns=[Turn(tone(3))]))
         assert "请稍候。" in result.heard  # it waited as long as the rules say, no longer
         assert not any(h.startswith("您反映的是") for h in result.heard)
