@@ -10,7 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from core.actions._base import S, check, event
-from core.cases import catalogue, limits
+from core.cases import catalogue, filed_here, limits
 from core.cases.catalogue import CategoryRef
 from core.cases.models import Attachment, Case, Channel, Urgency
 from core.cases.numbering import next_case_number
@@ -145,6 +145,7 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
             raise RuntimeError(f"case with idempotency key {petition.idempotency_key!r} neither written nor found")
         return existing, False
     case = inserted
+    filed_here.mark(session, case.id)
     linked = _link_files(session, case, petition.files, petition.attachment_ids)
     data = {"attachments": [_describe(a) for a in linked]} if linked else None
     if cut:  # say on the case that its words were cut, and how long they were

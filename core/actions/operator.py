@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
-from core.cases import catalogue, limits
+from core.cases import catalogue, filed_here, limits
 from core.cases.models import Case, CaseEvent, CaseStatus, Urgency
 from core.deadlines import sla
 from core.errors import IllegalTransition, InvalidInput, NotFound
@@ -201,6 +201,7 @@ def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str |
                                 code="merge.into_closed", case=into.number, status=into.status.value)
     before = _as_it_is(case)
     case.merged_into_id = into.id
+    filed_here.forget(session, into.id)
     clear_ownership(case)
     event(session, case, "merge", actor, S.merged, reason=reason, data={"into": into.number, "before": before})
     event(session, into, "absorb", actor, into.status, reason=reason, data={"duplicate": case.number})

@@ -6,6 +6,7 @@ from sqlalchemy import or_
 from sqlmodel import Session, select
 
 from core.actions import OWNED
+from core.cases.filed_here import filed_here
 from core.cases.models import OPEN_STATUSES, Attachment, Case, CaseStatus
 from core.people.models import Resident
 
@@ -33,6 +34,8 @@ def resident_cases(session: Session, resident_id: int, limit: int = 20) -> list[
 def absorbed_cases(session: Session, case: Case) -> list[Case]:
     """The duplicates merged into ``case`` (still merged: an undone merge is not one), oldest
     first. Their callers follow this case: they hear of its progress as its own caller does."""
+    if filed_here(session, case.id):
+        return []
     return list(session.exec(select(Case).where(Case.merged_into_id == case.id, Case.status == CaseStatus.merged)
                              .order_by(Case.id)).all())
 def open_cases_of_caller(session: Session, phones: set[str], resident_id: int | None, limit: int = 5) -> list[Case]:

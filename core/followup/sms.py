@@ -91,8 +91,11 @@ def on_case_change(change: CaseChange) -> None:
     if not change.status_changed:
         return
     queue_progress_sms(change.session, change.case, change.to_status)
+    duplicates = absorbed_cases(change.session, change.case)
+    if not duplicates:
+        return
     told = {sms_number(change.session, change.case)[0]}
-    for duplicate in absorbed_cases(change.session, change.case):
+    for duplicate in duplicates:
         phone = sms_number(change.session, duplicate)[0]
         if phone not in told:  # the same caller twice (a repeat call) hears it once
             told.add(phone)

@@ -109,6 +109,8 @@ DATA_KEYED = {
     ("core/data/rules.toml", "flags.settled_by"): "core/actions/_base.py: by the lifecycle action taken",
     ("ivr/flow.toml", "menu.digits"): "ivr/web.py: by the key pressed",
     ("core/data/intents.toml", "intents"): "core/cases/intents.py: by the intent the caller's words mean",
+    ("ivr/survey_flow.toml", "answers.solved"): "ivr/survey_answers.py: by the answer on the rules' scale",
+    ("ivr/survey_flow.toml", "answers.satisfied"): "ivr/survey_answers.py: by the answer on the rules' scale",
 }
 
 
