@@ -123,6 +123,9 @@ def export_keys(lang: str = "zh") -> tuple[dict[str, str], dict[str, str]]:
         for when in ("", "_previous")}
     words = {report_files.column_words(k, lang, "Asia/Shanghai"): k for k in columns}
     assert len(words) == len(columns), "two columns with the same words"
+    # a partial period's file heads its comparison columns 上期同期
+    words |= {report_files.column_words(k, lang, "Asia/Shanghai", partial=True): k for k in columns
+              if k not in report_files.SAME_DAYS.values()}
     tables = {report_files.table_words(k, lang): k for k in catalogue(lang)["export"]["tables"]}
     return tables, words
 
