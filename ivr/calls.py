@@ -606,9 +606,7 @@ def caller_open_cases(engine: Engine, phone: str | None, resident_id: int | None
                       language: str = "zh") -> list[CaseStatusInfo]:
     """The open cases of the caller on the line (by the number they call from, or the
     resident the registry knows them as): one of them needs no case number said."""
-    phones = phone_variants(phone) if phone else set()
-    if phone:
-        phones.add(phone)
+    phones = (set(phone_variants(phone)) | {phone}) if phone else set()
     with session_scope(engine) as session:
         return [_status_info(case, tz, language) for case in open_cases_of_caller(session, phones, resident_id)]
 

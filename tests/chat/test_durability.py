@@ -194,7 +194,7 @@ async def test_failed_filing_gives_the_button_back_and_the_number_follows(harnes
     press = await h.press(USER, "✅ 确认提交")
     failed = await h.reply(USER, "提交暂时没有成功")
     labels = [b["text"] for row in failed["reply_markup"]["inline_keyboard"] for b in row]
-    assert labels == ["✅ 确认提交", "取消"]
+    assert labels == ["✅ 确认提交", "🔒 保密提交", "取消"]  # the confirmation offered again, 保密 included
     assert faulty.inbox_while_failing == [[str(press["update_id"])]]
     filed = await h.reply(USER, "诉求已受理")
     assert _cases(h.engine) == [_number(filed["text"])]
