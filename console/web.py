@@ -25,6 +25,7 @@ from urllib.parse import quote
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session
+from markupsafe import Markup, escape
 from yarl import URL
 
 from console.access import text_for
@@ -94,13 +95,25 @@ def close_reason_text(language: str, text: str | None) -> str:
     return text
 
 
+def words_with_markup(language: str, key: str, **values: object) -> str:
+    """A sentence of the catalogue with values put in; a value that is already markup (a
+    ``<time>`` from the ``local`` filter) stays markup, everything else is escaped."""
+    if not any(isinstance(v, Markup) for v in values.values()):
+        return t(language, key, **values)
+    held = {name: f"\x00{i}\x00" for i, name in enumerate(values) if isinstance(values[name], Markup)}
+    text = str(escape(t(language, key, **{k: held.get(k, v) for k, v in values.items()})))
+    for name, token in held.items():
+        text = text.replace(str(escape(token)), str(values[name]))
+    return Markup(text)
+
+
 def render(request: web.Request, template: str, context: dict | None = None, *, status: int = 200) -> web.Response:
     language = lang(request)
     p = principal(request)
     ctx = {
         "me": p,
         "lang": language,
-        "t": lambda key, **kw: t(language, key, **kw),
+        "t": lambda key, **kw: words_with_markup(language, key, **kw),
         "csrf": request.get(CSRF_TOKEN, ""),
         # A form's one-time mark: the same form sent twice (a double press, a retried request)
         # is taken once (console.casework.apply).

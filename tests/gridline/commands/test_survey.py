@@ -76,7 +76,7 @@ async def test_simulate_survey_says_when_nothing_is_due(cli_env, tmp_path):
     clock.freeze(local(2026, 11, 17, 22, 0))
     case = rig.verified_case()
     result = await invoke("simulate-survey", "--server", rig.url)
-    assert result.exit_code == 1 and "the first at 2026-11-18 01:00 UTC" in result.output
+    assert result.exit_code == 1 and "the first at 2026-11-18 09:00 UTC+8" in result.output
     result = await invoke("simulate-survey", "--server", rig.url, "--any-time", "--answer", "busy", "--speed", "0")
     assert result.exit_code == 0, result.output
     (row,) = rig.attempts(rig.survey(case.id).id)
