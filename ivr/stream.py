@@ -166,8 +166,10 @@ class Segment:
         reg = self.registry
         if reg.pool is None:
             return  # no model in this process: recorded, transcribed by whoever has one
-        if self.name.startswith(ANSWER_PREFIX):
-            return  # a short answer: its WAV is recognised in grammar mode once it ends (ivr.web)
+        if self.name.startswith(ANSWER_PREFIX) and reg.grammar_for(self.name) is None:
+            # a hotline read-back's answer: its WAV is recognised in grammar mode once it ends
+            # (ivr.web); a survey's answer turn has its phrase list here and is heard live
+            return
         if not reg.slots.try_take_live():
             reg.stats["recording_only"] += 1
             log.info("call %s %s: all %d live recognitions busy; recording only, the words are "

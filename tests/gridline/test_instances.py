@@ -159,8 +159,8 @@ async def test_a_call_whose_webhooks_land_on_another_instance_is_filed_once_with
     try:
         speech = korean_speech(tmp_path, 1)
         call_sid = "CA" + uuid.uuid4().hex
-        # An unknown caller: the petition (said twice: "2" = say again), then where.
-        script = CallScript(from_number=UNKNOWN_PHONE, call_sid=call_sid, digits=["1", "2", "1"],
+        # An unknown caller who talks at once: the petition (said twice: "2" = say again), then where.
+        script = CallScript(from_number=UNKNOWN_PHONE, call_sid=call_sid, digits=[None, "2", "1"],
                             turns=[Turn(speech), Turn(speech), Turn(speech), Turn(speech)], default_digit="1")
         sim = RoundRobin(a.url, [a.url, b.url], b.url)
         result = await sim.call(script)
@@ -173,7 +173,8 @@ async def test_a_call_whose_webhooks_land_on_another_instance_is_filed_once_with
         (case,) = cases
         assert result.case_number == case.number  # the caller heard the one case's number
         recorded = {name: rec for name, rec in call.state["segments"].items()}
-        assert len(recorded) == 4 and all(rec["ended_by"] for rec in recorded.values())
+        assert len(recorded) == 4 and all(rec["ended_by"] for rec in recorded.values()), (
+            recorded.keys(), [(w[-5:], p, b[:300]) for w, p, b in sim.answers])
 
         # Every turn's end was served by B, every socket by A.
         done_paths = {path for where, path, _ in sim.answers if where == b.url}
