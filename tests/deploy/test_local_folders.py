@@ -37,8 +37,8 @@ LOCAL_MEDIA_WARNING = "keeps residents' files in a local folder of its own"
 
 class AlternatingSimulator(Simulator):
     """Twilio with its requests spread over the instances: the Media Streams socket always to
-    the first, the webhooks in turn to each, starting with the second (a round-robin balancer
-    whose order is known)."""
+    the first, a turn's end always to the second, the other webhooks in turn to each (a
+    balancer whose order is known)."""
 
     def __init__(self, public_url: str, servers: list[str], **kw):
         super().__init__(servers[0], TOKEN, public_url=public_url, **kw)
@@ -58,7 +58,10 @@ class AlternatingSimulator(Simulator):
         call_sid = params.get("CallSid", "")
         n = self.turns.get(call_sid, 0)
         self.turns[call_sid] = n + 1
-        self._webhook_server = self.servers[(n + 1) % len(self.servers)]
+        # a turn's end ('#') always to the second: never the instance holding the socket, so
+        # the turn's audio must come over from the first; the other webhooks in turn
+        done = url.split("?")[0].endswith("/done")
+        self._webhook_server = self.servers[1] if done else self.servers[(n + 1) % len(self.servers)]
         self.served.setdefault(call_sid, []).append((url.split("?")[0].rsplit("/twilio", 1)[-1],
                                                      self._webhook_server))
         return await super().post(http, url, params, result)
