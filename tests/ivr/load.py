@@ -130,7 +130,9 @@ def audit_calls(engine, data_dir: Path, outcomes: list[CallOutcome], *, min_spee
             case = s.get(Case, call.case_id) if call is not None and call.case_id else None
             files = case_files(s, case.id, "recording") if case is not None else []
         if case is None:
-            audit.lost.append(f"{sid}: no case ({out.error or 'call ended'})")
+            heard = out.result.heard[-3:] if out.result is not None else []
+            audit.lost.append(f"{sid}: no case ({out.error or 'call ended'}; outcome "
+                              f"{call.outcome if call is not None else 'no call row'}; heard {heard})")
             continue
         audit.cases_stored += 1
         if "transcript_pending" in (case.flags or []):
