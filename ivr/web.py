@@ -76,6 +76,14 @@ def twiml(text: str) -> web.Response:
     return web.Response(text=text, content_type="application/xml", charset="utf-8")
 
 
+def wait_round(request: web.Request) -> int:
+    """How many times this turn's end has already said 请稍候 (``?round=``; bad or missing: 0)."""
+    try:
+        return max(0, int(request.query.get("round", "0") or 0))
+    except ValueError:
+        return 0
+
+
 class BadForm(Exception):
     def __init__(self, status: int, reason: str):
         super().__init__(reason)
@@ -599,10 +607,7 @@ class Hotline:
         if name not in call.state.segments or call.state.segments[name].kind != kind:
             log.warning("call %s: %s for unknown segment %r", call_sid, request.path, name)
             name = call.state.turn(kind).segment
-        try:
-            round_ = max(0, int(request.query.get("round", "0") or 0))
-        except ValueError:
-            round_ = 0
+        round_ = wait_round(request)
         heard = await self.heard(call_sid, name, kind, round_)
         if heard is None:
             return self.flow.wait(path or f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
@@ -650,10 +655,7 @@ class Hotline:
         answer = {"1": "yes", "2": "no", "3": "confidential"}.get(digits.strip()[:1])
         spoke = False
         if answer is None and seg is not None and not call.state.segments[seg].ended:
-            try:
-                round_ = max(0, int(request.query.get("round", "0") or 0))
-            except ValueError:
-                round_ = 0
+            round_ = wait_round(request)
             heard = await self.heard(call_sid, seg, "answer", round_)
             if heard is None:
                 return self.flow.wait(f"/twilio/{kind}/confirm", seg=seg, round=round_ + 1)
@@ -752,10 +754,7 @@ class Hotline:
         if key.isdigit() and 1 <= int(key) <= len(a.choices):
             picked, by = int(key) - 1, "key"
         else:
-            try:
-                round_ = max(0, int(request.query.get("round", "0") or 0))
-            except ValueError:
-                round_ = 0
+            round_ = wait_round(request)
             heard = await self.heard(call_sid, segment, "address", round_)
             if heard is None:
                 return self.flow.wait("/twilio/address/choice", seg=segment, round=round_ + 1)
@@ -814,10 +813,7 @@ class Hotline:
         if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
             seg = None
         if not digits and seg is not None and not call.state.segments[seg].ended:
-            try:
-                round_ = max(0, int(request.query.get("round", "0") or 0))
-            except ValueError:
-                round_ = 0
+            round_ = wait_round(request)
             heard = await self.heard(call_sid, seg, "answer", round_)
             if heard is None:
                 return self.flow.wait("/twilio/case-status", seg=seg, round=round_ + 1)
