@@ -149,3 +149,13 @@ document.querySelectorAll("img").forEach(function (img) {
 document.querySelectorAll("audio").forEach(function (audio) {
   if (audio.error) askAgain(audio);
 });
+
+// A photo picked: its label says how many (the file input itself is hidden, see console.css).
+document.addEventListener("change", function (event) {
+  var input = event.target;
+  if (!(input instanceof HTMLInputElement) || input.type !== "file" || !input.closest("form.photos-add")) return;
+  var label = input.closest("label");
+  var count = label && label.querySelector(".picked");
+  if (!count) { count = document.createElement("span"); count.className = "picked"; if (label) label.appendChild(count); }
+  count.textContent = input.files.length ? "（" + input.files.length + "）" : "";
+});
