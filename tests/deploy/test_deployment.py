@@ -367,12 +367,16 @@ class BucketListing:
 
 
 def _turns_ended(requests: list[tuple[str, dict]]) -> set[tuple[str, str]]:
-    """The turns the caller ended (path, segment): each "/done" webhook names its segment."""
+    """The turns the caller ended (path, segment): each "/done" webhook names its segment.
+    Not the open question skipped with a key during the greeting (its Gather's answer): the
+    caller said nothing in it."""
     from urllib.parse import parse_qs, urlsplit
 
     ended = set()
-    for url, _params in requests:
+    for url, params in requests:
         parts = urlsplit(url)
+        if parts.path == "/twilio/open/done" and str(params.get("Digits", "")) in set("0123456789*"):
+            continue
         if parts.path.endswith("/done"):
             ended.add((parts.path, parse_qs(parts.query).get("seg", [""])[0]))
     return ended

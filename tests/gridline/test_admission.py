@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from core.people import apikeys
 from core.platform.db import session_scope
+from core.platform.rules import load_rules
 from gridline.admission import Admission
 from tests.support.serve import ServeProcess, database_url
 
@@ -63,6 +64,15 @@ async def test_a_request_over_the_limit_is_refused_at_once_and_exempt_paths_neve
         assert admission.in_flight == 0 and admission.refused == 3
         again = await client.post("/open311/v2/requests.json")  # below the limit again: admitted
         assert again.status == 200
+
+
+def test_the_shipped_rules_never_refuse_a_caller_nor_the_files_of_a_page_already_served():
+    admission = Admission.from_rules(load_rules())
+    for path in ("/twilio/voice", "/twilio/stream", "/telegram/webhook", "/healthz", "/console/static/console.js",
+                 "/console/static/console.css", "/chat/sw.js"):
+        assert admission.exempt(path), path
+    for path in ("/console/cases", "/console/static", "/chat/api/state", "/open311/v2/requests.json"):
+        assert not admission.exempt(path), path
 
 
 class Clock:
