@@ -19,7 +19,7 @@ from core.platform.db import session_scope
 from core.platform.settings import Settings
 from core.reference.demo import grid_centre, load_demo
 from gridline.app import SERVICES, build_app
-from tests.support.fake_bot_api import FakeBotApi
+from tests.support.fake_bot_api import FakeBotApi, TelegramLimits
 from tests.support.fake_transcriber import FakeTranscriber
 
 SECRET = "gridline-test-secret_0123456789"
@@ -35,6 +35,27 @@ class Demo:
     building_grid: int
     household_phone: str
     household_address: str
+
+
+# A chat as fast as a deployment whose Telegram limits were raised; the sender and the fake
+# Bot API agree on it. Tests of the pacing itself are marked ``telegram_pace``.
+FAST_CHAT_LIMITS = TelegramLimits(per_bot=200, chat_per_second=50.0, chat_burst=10.0)
+
+
+@pytest.fixture(autouse=True)
+def _chat_pace(request, monkeypatch):
+    """Telegram's pace in a chat (one message a second, ``[chat.send]``) is the rule in
+    production; a dialog of six messages would wait four seconds for it here. Tests of the
+    pacing itself are marked ``telegram_pace`` and keep the shipped rates; the others send as a
+    deployment whose rules allow a faster chat would."""
+    if request.node.get_closest_marker("telegram_pace"):
+        return
+    import chat.sending
+
+    shipped = chat.sending.send_rules
+    monkeypatch.setattr(chat.sending, "send_rules", lambda: {
+        **shipped(), "chat_per_second": FAST_CHAT_LIMITS.chat_per_second,
+        "chat_burst": FAST_CHAT_LIMITS.chat_burst, "bot_per_second": float(FAST_CHAT_LIMITS.per_bot)})
 
 
 @pytest.fixture
@@ -166,8 +187,10 @@ def _fake_speech() -> FakeTranscriber:
 
 
 @pytest.fixture
-async def fake():
-    async with FakeBotApi() as api:
+async def fake(request):
+    """The fake Bot API; it refuses as Telegram does at the pace the test's sender keeps."""
+    limits = None if request.node.get_closest_marker("telegram_pace") else FAST_CHAT_LIMITS
+    async with FakeBotApi(limits=limits) as api:
         yield api
 
 

@@ -27,6 +27,8 @@ from tests.support.fake_bot_api import FakeBotApi, TelegramLimits, counted_messa
 from tests.support.serve import database_url
 from tests.support.waiting import until
 
+pytestmark = pytest.mark.telegram_pace
+
 TELEGRAM_PER_BOT = 30  # messages in any second
 CHAT_BASE = 6_300_000_000
 NUMBER = re.compile(r"T(\d+)-(\d+)")
