@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -45,8 +46,15 @@ COOKIE = "gridline_console"
 DEVICE_COOKIE = "gridline_device"
 PRINCIPAL = web.RequestKey("console_principal", object)
 _hasher = PasswordHasher()
-# Verified against when the account does not exist, so a wrong name costs the same time.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so a wrong name costs the same
+    time; made at the first login, not at import (a hash costs every process ~0.2 s)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
 MIN_PASSWORD = 10
 
 
@@ -217,7 +225,7 @@ def _attempt(session: DbSession, name: str, password: str, remote: str, policy: 
     user = session.exec(select(ConsoleUser).where(ConsoleUser.name == name)).first()
     ok = False
     try:
-        ok = _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        ok = _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         ok = False
     device_detail = {"device": device} if device else {}

@@ -29,12 +29,13 @@ def test_summary_says_when_postgresql_was_not_collected():
     assert NOTICE not in _pytest_summary("postgresql://nobody@127.0.0.1:1/none")
 
 
-def _collected(pg_url: str | None, target: str) -> list[str]:
+
+def _collected(pg_url: str | None, *targets: str) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("GRIDLINE_TEST_PG", "CI")}
     if pg_url is not None:
         env["GRIDLINE_TEST_PG"] = pg_url
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", target],
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", *targets],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -43,9 +44,9 @@ def _collected(pg_url: str | None, target: str) -> list[str]:
 
 def test_a_one_database_test_runs_on_postgresql_only_where_it_is_set():
     marked = "tests/ivr/test_load.py::test_busy_recognisers_lose_no_call_and_no_audio"
-    assert _collected("postgresql://nobody@127.0.0.1:1/none", marked) == [f"{marked}[postgres]"]
+    unmarked = "tests/core/cases/test_numbering.py"
+    with_pg = _collected("postgresql://nobody@127.0.0.1:1/none", marked, unmarked)
+    assert [i for i in with_pg if i.startswith(marked)] == [f"{marked}[postgres]"]
+    others = [i for i in with_pg if not i.startswith(marked)]  # an unmarked test keeps both
+    assert any("[sqlite" in i for i in others) and any("[postgres" in i for i in others)
     assert _collected(None, marked) == [f"{marked}[sqlite]"]
-    # an unmarked test keeps both
-    both = "tests/ivr/test_recovery.py"
-    ids = _collected("postgresql://nobody@127.0.0.1:1/none", both)
-    assert any("[sqlite" in i for i in ids) and any("[postgres" in i for i in ids)

@@ -60,6 +60,7 @@ async def _sideways(page) -> int:
     return await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
 
 
+@pytest.mark.one_database
 async def test_every_role_at_a_desk_and_on_a_phone(engine, world, request):
     from playwright.async_api import async_playwright
 

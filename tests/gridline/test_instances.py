@@ -146,6 +146,7 @@ class RoundRobin(Simulator):
     "takes the open question's end does not get the other's live words in time and files the "
     "turn without them (nothing lost: the recording is filed and transcribed later); the script "
     "and the hand-over of live words for the open turn are to be redone"))
+@pytest.mark.one_database
 async def test_a_call_whose_webhooks_land_on_another_instance_is_filed_once_with_every_turn(engine, tmp_path):
     """The socket stays on A (which recognises live); the webhooks alternate between A and
     B, and each turn's end is served by B. B hears every turn through the database: it reads

@@ -95,6 +95,7 @@ async def test_a_bucket_that_goes_away_mid_call_gets_the_recording_later(engine,
         await rig.stop()
 
 
+@pytest.mark.one_database
 async def test_a_machine_that_vanishes_mid_call_loses_at_most_the_last_part(engine, tmp_path, s3_bucket, seaweed):
     env = {**seaweed.env(), "GRIDLINE_MEDIA_URL": s3_bucket.url, "GRIDLINE_SPOOL_PART_S": "2",
            "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN, "GRIDLINE_SPEECH_MODEL": str(tmp_path / "no-model")}

@@ -229,6 +229,7 @@ async def test_recognition_slower_than_the_callers_wait_is_finished_afterwards(e
 
 
 @pytest.mark.slow
+@pytest.mark.one_database
 async def test_a_recognition_only_job_process_transcribes_what_a_server_without_a_model_filed(engine, tmp_path):
     """`gridline serve` without a model files the call with its audio; `gridline jobs
     --speech`, another process sharing only the database and the data directory, gives

@@ -98,6 +98,7 @@ def test_check_with_everything_there_is_quiet_and_succeeds(cli, engine, s3_bucke
     ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "AWS_ENDPOINT_URL=http://127.0.0.1:9: cannot reach it"),
     ({"GRIDLINE_MEDIA_URL": "s3://Bad_Bucket"}, "GRIDLINE_MEDIA_URL='s3://Bad_Bucket'"),
 ], ids=["missing-bucket", "refused-key", "unreachable-endpoint", "bad-url"])
+@pytest.mark.one_database
 def test_serve_with_a_wrong_store_is_one_line(tmp_path, engine, seaweed, s3_bucket, change, fragment):
     env = {**seaweed.env(), "GRIDLINE_DATA_DIR": str(tmp_path), "GRIDLINE_DATABASE_URL": database_url(engine),
            "GRIDLINE_MEDIA_URL": s3_bucket.url, **change}
