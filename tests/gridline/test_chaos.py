@@ -32,9 +32,6 @@ CHATS = 30
 CALLS = 6
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 25 regression, open: since the hotline asks its open question first, some calls "
-    "whose webhooks meet a terminated database backend end without a case; to be found and fixed"))
 async def test_backends_terminated_during_a_burst_of_chats_and_calls(engine, tmp_path, record_property):
     if engine.dialect.name != "postgresql":
         pytest.skip("pg_terminate_backend is PostgreSQL's")
