@@ -65,8 +65,6 @@ from core.actions.residents import (
 )
 from core.actions.supervision import escalate
 from core.actions.survey import (
-    contact_resident,
-    phone_to_call,
     record_survey,
     start_survey,
     survey_answer,
@@ -75,6 +73,13 @@ from core.actions.survey import (
     survey_comment,
     survey_to_manual,
     survey_unreachable,
+)
+from core.actions.survey_callers import (
+    ask_callers,
+    awaits_answer,
+    caller_case,
+    contact_resident,
+    phone_to_call,
 )
 from core.actions.transcription import (
     LOW_CONFIDENCE,
@@ -87,7 +92,7 @@ from core.people.owners import responsible_worker
 
 __all__ = [
     "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
-    "attach", "check", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
+    "ask_callers", "attach", "awaits_answer", "caller_case", "check", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
     "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "link_verified_phone", "locate", "merge", "merged_at", "next_case_number",
     "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",
     "return_case", "set_confidential", "set_do_not_call", "set_flags", "set_language", "set_phone", "set_transcript", "shred", "sms_opt_out", "start",

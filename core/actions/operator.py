@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
+from core.actions.survey_callers import ask_callers, withdraw_caller_survey
 from core.cases import catalogue, filed_here, limits
 from core.cases.models import Case, CaseEvent, CaseStatus, Urgency
 from core.deadlines import sla
@@ -205,6 +206,8 @@ def merge(session: Session, case: Case, into: Case, *, actor: str, reason: str |
     clear_ownership(case)
     event(session, case, "merge", actor, S.merged, reason=reason, data={"into": into.number, "before": before})
     event(session, into, "absorb", actor, into.status, reason=reason, data={"duplicate": case.number})
+    if into.status == S.verified:  # its follow-up has begun: the duplicate's caller is asked too
+        ask_callers(session, into, [case])
     return case
 
 
@@ -250,6 +253,7 @@ def unmerge(session: Session, case: Case, *, actor: str, reason: str | None = No
     event(session, case, "unmerge", actor, status, reason=reason, data={"from": into.number if into else None})
     if into is not None:
         event(session, into, "unabsorb", actor, into.status, reason=reason, data={"duplicate": case.number})
+        withdraw_caller_survey(session, into, case, actor=actor)
     return case
 
 

@@ -8,67 +8,35 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from core.actions._base import S, check, event
-from core.actions.intake import FileRef, attach, find_resident_by_phone
+from core.actions.intake import FileRef, attach
 from core.actions.operator import dispatch, reopen
+from core.actions.survey_callers import (
+    CHANNEL_JOBS,
+    SURVEY_PHONE_JOB,
+    ask_callers,
+    awaits_answer,
+    caller_case,
+    contact_resident,
+    end_caller_survey,
+    queue_first_attempt,
+    survey_channel,
+)
 from core.cases import limits
 from core.cases.models import Case
 from core.deadlines.sla import next_owner_level
 from core.errors import IllegalTransition, InvalidInput
 from core.followup import survey_policy
 from core.followup.models import SATISFIED, Survey, SurveyStatus
-from core.people.models import Resident
-from core.people.phones import dialable
 from core.places.models import GridLevel
 from core.platform import jobs
 from core.platform.clock import utcnow
-from core.platform.rules import load_rules
-
-SURVEY_CHAT_JOB = jobs.declare("survey_chat", "chat/followup.py: the survey's questions in the resident's chat")
-SURVEY_PHONE_JOB = jobs.declare("survey_phone", "ivr/survey_jobs.py: one follow-up call (an attempt)")
-CHANNEL_JOBS = {"chat": SURVEY_CHAT_JOB, "phone": SURVEY_PHONE_JOB}
-
-
-def contact_resident(session: Session, case: Case) -> Resident | None:
-    """The resident the follow-up reaches: the case's, else the one registered (or opted
-    out, or marked do-not-call) under the number the case was filed from."""
-    if case.resident_id:
-        return session.get(Resident, case.resident_id)
-    if case.contact_phone:
-        return find_resident_by_phone(session, case.contact_phone)
-    return None
-
-
-def phone_to_call(case: Case, resident: Resident | None) -> str | None:
-    """The number a phone follow-up dials (E.164), or ``None`` when there is none that works."""
-    return dialable(case.contact_phone) or dialable(resident.phone if resident is not None else None)
-
-
-def survey_channel(case: Case, resident: Resident | None) -> str:
-    """How the follow-up reaches the resident: the first way the case has, in the order
-    rules ``[survey] channels_by_case`` gives for the case's channel (else ``channels``);
-    none: ``fallback_channel`` (the console's manual-call list). A resident marked
-    do-not-call is never phoned: ``[survey.phone] do_not_call`` says what instead
-    ("manual", or "not_evaluated")."""
-    rules = load_rules()["survey"]
-    order = rules["channels_by_case"].get(case.channel.value, rules["channels"])
-    not_to_call = False
-    for channel in order:
-        if channel == "chat" and resident is not None and resident.chat_id:
-            return "chat"
-        if channel == "phone" and phone_to_call(case, resident):
-            if resident is not None and resident.do_not_call:
-                not_to_call = True
-                continue
-            return "phone"
-    if not_to_call:
-        return survey_policy.phone_rules().do_not_call
-    return str(rules["fallback_channel"])
 
 
 def start_survey(session: Session, case: Case) -> Survey:
     """Open the follow-up and queue its first attempt on the resident's channel. A manual
     follow-up needs no job: the console's manual-call list is its queue. A phone follow-up
-    is queued for the next calling hours."""
+    is queued for the next calling hours. The caller of each duplicate merged into the case
+    is asked too (``ask_callers``). Returns the case's own caller's survey."""
     resident = contact_resident(session, case)
     channel = survey_channel(case, resident)
     survey = Survey(case_id=case.id, channel="manual" if channel == "not_evaluated" else channel)
@@ -77,9 +45,8 @@ def start_survey(session: Session, case: Case) -> Survey:
     if channel == "not_evaluated":  # do-not-call, and the rules say not to ask otherwise
         survey_unreachable(session, survey, reason="resident asked not to be called")
     elif channel in CHANNEL_JOBS:
-        run_at = survey_policy.calling_hours(session).next_allowed(utcnow()) if channel == "phone" else None
-        jobs.enqueue(session, CHANNEL_JOBS[channel], {"survey_id": survey.id, "case": case.number, "attempt": 1},
-                     run_at=run_at, dedupe_key=f"survey:{survey.id}:1")
+        queue_first_attempt(session, survey, case)
+    ask_callers(session, case)
     return survey
 
 
@@ -127,7 +94,8 @@ def record_survey(
         limits.check_text("comment", comment)
     _pending(survey)
     case = session.get(Case, survey.case_id)
-    check(case, "record_survey")
+    if not awaits_answer(case, survey):
+        check(case, "record_survey")
     survey.solved, survey.satisfied, survey.comment = solved, satisfied, comment
     survey.status = SurveyStatus.answered
     survey.answered_at = utcnow()
@@ -136,7 +104,16 @@ def record_survey(
     case.surveys_answered += 1
     case.surveys_satisfied += satisfied in SATISFIED
     answer = {"survey_id": survey.id, "solved": solved, "satisfied": satisfied}
-    if survey_policy.closes_case(solved, satisfied):
+    if survey.caller_case_id is not None:
+        # A duplicate's caller: the answer is theirs, on the surviving case's timeline; the
+        # case closes on its own caller's answer only, but either caller's "not" reopens it.
+        duplicate = session.get(Case, survey.caller_case_id)
+        answer["duplicate"] = duplicate.number if duplicate is not None else None
+        event(session, case, "survey_result", actor, case.status, reason=comment,
+              data={**answer, "closes": survey_policy.closes_case(solved, satisfied)})
+        if survey_policy.closes_case(solved, satisfied):
+            return case
+    elif survey_policy.closes_case(solved, satisfied):
         case.closed_at = utcnow()
         case.close_reason = f"survey:{satisfied}"
         event(session, case, "close", actor, S.closed, reason=comment, data=answer, at=case.closed_at)
@@ -156,6 +133,10 @@ def survey_unreachable(session: Session, survey: Survey, *, actor: str = "system
     evaluated (不参与评价)."""
     _pending(survey)
     case = session.get(Case, survey.case_id)
+    if survey.caller_case_id is not None:  # a duplicate's caller: the case does not close for them
+        end_caller_survey(session, case, survey, actor=actor, reason="survey.caller_unreachable",
+                           status=SurveyStatus.unreachable)
+        return case
     check(case, "record_survey")
     survey.status = SurveyStatus.unreachable
     session.add(survey)
@@ -236,7 +217,7 @@ def survey_call_outcome(session: Session, survey: Survey, *, attempt: int, outco
     check(case, "annotate")
     event(session, case, "survey_call", actor, case.status, reason=outcome,
           data={"survey_id": survey.id, "attempt": attempt, "outcome": outcome, **(data or {})})
-    if survey.status != SurveyStatus.pending or outcome == "answered" or case.status != S.verified:
+    if survey.status != SurveyStatus.pending or outcome == "answered" or not awaits_answer(case, survey):
         return "done"  # answered, or the case moved on (an operator closed or reopened it)
     rules = survey_policy.phone_rules()
     if outcome == "operator":  # put through to an operator: the operator records the answers
@@ -245,7 +226,8 @@ def survey_call_outcome(session: Session, survey: Survey, *, attempt: int, outco
         follow = rules.wrong_person
     elif survey.attempts < rules.attempts:
         run_at = survey_policy.calling_hours(session).next_allowed(utcnow() + rules.retry_after)
-        jobs.enqueue(session, SURVEY_PHONE_JOB, {"survey_id": survey.id, "case": case.number, "attempt": attempt + 1},
+        jobs.enqueue(session, SURVEY_PHONE_JOB, {"survey_id": survey.id, "case": caller_case(session, survey).number,
+                                                 "attempt": attempt + 1},
                      run_at=run_at, dedupe_key=f"survey:{survey.id}:{attempt + 1}")
         return "retry"
     else:

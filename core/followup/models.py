@@ -17,6 +17,7 @@ class SurveyStatus(enum.StrEnum):
     pending = "pending"
     answered = "answered"
     unreachable = "unreachable"
+    withdrawn = "withdrawn"  # a merged duplicate's caller's, unanswered: the merge was undone, or a new round began
 
 
 # The answers to "are you satisfied?" the satisfaction rate (满意率) counts as satisfied.
@@ -28,6 +29,10 @@ class Survey(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     case_id: int = Field(foreign_key="case.id", index=True)
+    # The merged duplicate whose caller this follow-up asks (None: the case's own caller).
+    # The survey is the surviving case's: its answers count there and act on it; only the
+    # person asked, and the channel reaching them, are the duplicate's.
+    caller_case_id: int | None = Field(default=None, foreign_key="case.id", index=True)
     channel: str = Field(max_length=16)
     status: SurveyStatus = Field(default=SurveyStatus.pending, sa_type=enum_type(SurveyStatus))
     attempts: int = 0
