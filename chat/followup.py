@@ -263,7 +263,7 @@ async def _record(update: Update, context: Context, survey_id: int, solved: str,
         key = {"not_yours": "survey.not_yours", "answered": "survey.already"}.get(refused.why, "survey.expired")
         await reply(update, t(language, key), language)
         return
-    key = "survey.thanks" if new_status == "closed" else "survey.thanks_reopen"
+    key = {"closed": "survey.thanks", "answered": "survey.thanks_noted"}.get(new_status, "survey.thanks_reopen")
     await reply(update, t(language, key, number=number), language, reply_markup=main_menu(language))
 
 

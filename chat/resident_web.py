@@ -532,7 +532,7 @@ class WebChat:
         except store.SurveyRefused as exc:
             key = "web.survey_done" if exc.why == "answered" else "survey.not_yours"
             return _error(409, language, key)
-        key = "web.survey_thanks" if status == "closed" else "web.survey_reopen"
+        key = {"closed": "web.survey_thanks", "answered": "web.survey_noted"}.get(status, "web.survey_reopen")
         return web.json_response({"text": t(language, key, number=number), "status": status})
 
     # ---- phone verification by SMS code

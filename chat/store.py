@@ -250,11 +250,13 @@ class SurveyView:
 
 
 def survey_view(engine: Engine, survey_id: int) -> SurveyView | None:
+    """The survey as its resident sees it: their own case's number and words (a merged
+    duplicate's caller is asked about the case they reported, ``actions.caller_case``)."""
     with session_scope(engine) as session:
         survey = session.get(Survey, survey_id)
         if survey is None:
             return None
-        case = session.get(Case, survey.case_id)
+        case = actions.caller_case(session, survey)
         resident = session.get(Resident, case.resident_id) if case.resident_id else None
         return SurveyView(survey.id, case.number, case.description,
                           resident.chat_id if resident else None,
@@ -284,14 +286,16 @@ def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, sat
                   comment: str | None, *, actor: str | None = None,
                   files: tuple[actions.FileRef, ...] = ()) -> tuple[str, str]:
     """Record the resident's answer; only the chat that owns the case may. Returns
-    (case number, new status). ``actor`` defaults to the resident in this chat; ``files``
-    (a voice comment) join the case in the same transaction."""
+    (the resident's case number, what became of the case: its new status, or "answered" for
+    a merged duplicate's caller whose answer left it as it was). ``actor`` defaults to the
+    resident in this chat; ``files`` (a voice comment) join the case in the same transaction."""
     with session_scope(engine) as session:
         survey = session.exec(select(Survey).where(Survey.id == survey_id).with_for_update()).first()
         if survey is None:
             raise SurveyRefused("gone")
         case = session.get(Case, survey.case_id)
-        resident = session.get(Resident, case.resident_id) if case.resident_id else None
+        theirs = actions.caller_case(session, survey)
+        resident = session.get(Resident, theirs.resident_id) if theirs.resident_id else None
         if resident is None or resident.chat_id != str(chat_id):
             raise SurveyRefused("not_yours")
         if survey.status != SurveyStatus.pending:
@@ -299,12 +303,15 @@ def record_survey(engine: Engine, survey_id: int, chat_id: int, solved: str, sat
         actor = actor or f"{CHAT_SURVEY_ACTOR}{chat_id}"
         if files:
             actions.attach(session, case, actor=actor, files=files, note="survey comment")
+        before = case.status
         try:
             case = actions.record_survey(session, survey, solved=solved, satisfied=satisfied, comment=comment,
                                          actor=actor, comment_heard=bool(files))
         except DomainError as exc:
             raise SurveyRefused("answered") from exc
-        return case.number, case.status.value
+        if survey.caller_case_id is not None and case.status == before:
+            return theirs.number, "answered"
+        return theirs.number, case.status.value
 
 
 def survey_unreachable(engine: Engine, survey_id: int) -> None:

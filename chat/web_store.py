@@ -174,7 +174,9 @@ def _still_needed(session, device_id: str) -> bool:
                                                    Case.status.in_(sorted(OPEN_STATUSES))).limit(1)).first()
     if open_case is not None:
         return True
-    pending = session.exec(select(Survey.id).join(Case, Case.id == Survey.case_id)
+    # the case whose caller a survey asks: a merged duplicate's, else its own
+    asks = Case.id == func.coalesce(Survey.caller_case_id, Survey.case_id)
+    pending = session.exec(select(Survey.id).join(Case, asks)
                            .where(Case.resident_id.in_(ids), Survey.status == SurveyStatus.pending).limit(1)).first()
     return pending is not None
 
@@ -288,8 +290,9 @@ def cases(engine: Engine, device_id: str, limit: int = 20) -> list[CaseLine]:
         out = []
         for case in rows:
             category = session.get(Category, case.category_id) if case.category_id else None
-            survey = session.exec(select(Survey.id).where(Survey.case_id == case.id,
-                                                          Survey.status == SurveyStatus.pending)).first()
+            # its own caller's follow-up, or (a merged duplicate) the one asking them on the surviving case
+            mine = (Survey.caller_case_id == case.id) | ((Survey.case_id == case.id) & Survey.caller_case_id.is_(None))
+            survey = session.exec(select(Survey.id).where(mine, Survey.status == SurveyStatus.pending)).first()
             due = case.resolution_due if case.status.value not in ("closed", "merged") else None
             out.append(CaseLine(case.number, case.status.value, category.name if category else None,
                                 case.description, case.created_at, due, survey, case.updated_at))

@@ -202,13 +202,14 @@ def prepare_attempt(engine: Engine, survey_id: int, attempt: int, *, any_time: b
         if survey.attempts >= attempt:
             return AttemptPlan("done", f"attempt {attempt} was made already")
         case = session.get(Case, survey.case_id)
-        if case is None or case.status.value != "verified":
+        if case is None or not actions.awaits_answer(case, survey):
             return AttemptPlan("done", "the case is no longer waiting for its follow-up")
-        resident = actions.contact_resident(session, case)
+        caller = actions.caller_case(session, survey)  # a merged duplicate's caller is called on their number
+        resident = actions.contact_resident(session, caller)
         if resident is not None and resident.do_not_call:
             _stop_calling(session, survey, rules.do_not_call, "resident asked not to be called")
             return AttemptPlan("done", "resident asked not to be called")
-        to = actions.phone_to_call(case, resident)
+        to = actions.phone_to_call(caller, resident)
         if to is None:
             actions.survey_to_manual(session, survey, actor=ACTOR, reason="no number to call back")
             return AttemptPlan("done", "no number to call back")
@@ -371,9 +372,11 @@ def _view(session: Session, row: SurveyCall, call: CallSession, tz: str) -> Call
     survey = session.get(Survey, row.survey_id)
     case = session.get(Case, survey.case_id)
     category = session.get(Category, case.category_id) if case.category_id else None
+    # the day the person called reported it (a merged duplicate's caller: their own call)
+    reported = actions.caller_case(session, survey).created_at
     return CallView(survey_id=survey.id, attempt=row.attempt, call_sid=call.call_sid,
                     pending=survey.status == SurveyStatus.pending, state=SurveyCallState.model_validate(call.state or {}),
-                    stream_token=call.stream_token, intro_date=_local(case.created_at, tz),
+                    stream_token=call.stream_token, intro_date=_local(reported, tz),
                     category=category.name if category else None, community=_community(session, case.grid_id))
 
 

@@ -26,10 +26,13 @@ def _list(session, p, who_):  # noqa: ANN001, ANN202
             .order_by(Survey.created_at, Survey.id).limit(200))
     rows = []
     for survey, case in session.exec(scoped(stmt, p)).all():
-        resident = session.get(Resident, case.resident_id) if case.resident_id else None
+        # a merged duplicate's caller is called on their own number (masked as their case says)
+        caller = actions.caller_case(session, survey)
+        resident = session.get(Resident, caller.resident_id) if caller.resident_id else None
         category = session.get(Category, case.category_id) if case.category_id else None
         rows.append({"survey": survey, "case": case, "category": category.name if category else "",
-                     "phone": phone_for(p, case.contact_phone or (resident.phone if resident else None), case)})
+                     "caller_case": caller.number if caller.id != case.id else None,
+                     "phone": phone_for(p, caller.contact_phone or (resident.phone if resident else None), caller)})
     if rows:  # the list shows residents' phone numbers
         audit_view(session, who_, "survey.manual_list", "survey", None,
                    {"cases": [r["case"].number for r in rows][:50], "phone_shown": p.sees_phone})
