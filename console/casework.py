@@ -61,6 +61,9 @@ class CaseView:
     # The callers of this case and of each duplicate merged into it: (case number, resident
     # name, phone), unmasked here; the page masks them for its role.
     callers: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    caller_cases: dict[str, Case] = field(default_factory=dict)  # number → case: each caller masked as their case says
+    # survey id → the merged duplicate whose caller it asked (absent: the case's own caller)
+    survey_callers: dict[int, str] = field(default_factory=dict)
     undo_until: datetime | None = None  # a merged case: until when its merge can be undone
     # The names known for this case and for each duplicate suggested (case id → names): what
     # free text is masked with for a role that may not see names.
@@ -100,7 +103,9 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
     household = session.get(Household, resident.household_id) if resident and resident.household_id else None
     events = list(session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id)
                                .order_by(CaseEvent.at, CaseEvent.id)).all())
-    surveys = list(session.exec(select(Survey).where(Survey.case_id == case.id).order_by(Survey.id)).all())
+    # its follow-ups, and (a merged duplicate) the surviving case's that asked its caller
+    surveys = list(session.exec(select(Survey).where((Survey.case_id == case.id) | (Survey.caller_case_id == case.id))
+                                .order_by(Survey.id)).all())
     merged_into = session.get(Case, case.merged_into_id).number if case.merged_into_id else None
     duplicates = []
     if case.status.value in ("received", "returned", "dispatched"):
@@ -125,8 +130,17 @@ def case_view(session: Session, principal: Principal, number: str, who: tuple[st
         drawing=_map(session, case, grid_path[-1] if grid_path else None),
         undo_until=actions.undo_deadline(session, case),
     )
-    if view.absorbed:
-        view.callers = [_caller(session, c) for c in (case, *absorbed_cases(session, case))]
+    # Both ways of a merge name every caller: the surviving case its own and its duplicates',
+    # a merged duplicate the surviving case's and the other duplicates' (its own marked).
+    into = session.get(Case, case.merged_into_id) if case.merged_into_id else None
+    group = (case, *absorbed_cases(session, case)) if view.absorbed else \
+        (into, *absorbed_cases(session, into)) if into is not None and case.status.value == "merged" else ()
+    view.callers = [_caller(session, c) for c in group]
+    view.caller_cases = {c.number: c for c in group}
+    asked = {s.caller_case_id for s in surveys if s.caller_case_id}
+    if asked:
+        numbers = dict(session.exec(select(Case.id, Case.number).where(Case.id.in_(sorted(asked)))).all())
+        view.survey_callers = {s.id: numbers[s.caller_case_id] for s in surveys if s.caller_case_id in numbers}
     masked = [c for c in (case, *(d.case for d in duplicates)) if not principal.sees_person(c)]
     if masked:
         view.people = known_names(session, masked)

@@ -91,7 +91,8 @@ async def show(request: web.Request, *, error: str = "", status: int = 200,
     states = await file_states(request, view.files)
     people = view.people.get(view.case.id, ())
     offered = casework.offered(p, view.case, view.undo_until)
-    callers = [(n, name_for(p, name, view.case), phone_for(p, phone, view.case)) for n, name, phone in view.callers]
+    callers = [(n, name_for(p, name, view.caller_cases.get(n, case)), phone_for(p, phone, view.caller_cases.get(n, case)))
+               for n, name, phone in view.callers]
     comment_words = _comment_words(view)
     return render(request, "case.html", {
         "v": view, "c": view.case, "error": error, "done": request.query.get("done", ""),

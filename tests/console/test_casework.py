@@ -310,3 +310,33 @@ async def test_the_same_form_sent_twice_is_taken_once(client, engine, world):
     html = await (await client.get(f"/console/cases/{n}")).text()
     marks = re.findall(r'name="_once" value="([^"]+)"', html)
     assert len(marks) == len(set(marks)) > 3  # every form its own mark
+
+
+def _callers(html: str) -> str:
+    return re.search(r'id="callers">(.*?)</dd>', html, re.S).group(1)
+
+
+async def test_a_merged_case_names_the_other_case_and_both_callers(client, engine, world):
+    """Issue 26: both ways of a merge name the other case and its caller — the surviving case
+    lists the duplicate's caller, the duplicate the surviving case's (its own marked) — in zh
+    and en, each caller masked as the reader's role and that caller's own case say (a
+    confidential duplicate's caller is hidden from a viewer even on an open case's page)."""
+    dup, into = world.triage_case, world.other_grid_case  # callers +8613800138000 and +8613911112222
+    await login(client, "op")
+    assert (await _act(client, dup, "merge", into=into, confirmed="yes")).status == 303
+    for number in (dup, into):
+        zh = _callers(await (await client.get(f"/console/cases/{number}?lang=zh")).text())
+        assert dup in zh and into in zh and "+8613800138000" in zh and "+8613911112222" in zh, number
+        assert "陈阿婆" in zh  # the registered resident behind the duplicate's number
+        assert re.search(rf"{number}</a> （本件）", zh), number  # its own caller marked
+        en = await (await client.get(f"/console/cases/{number}?lang=en")).text()
+        assert "Callers" in en and re.search(rf"{number}</a> \(this case\)", _callers(en)), number
+    merged = await (await client.get(f"/console/cases/{dup}")).text()
+    assert 'id="merged-into"' in merged and 'id="absorbed"' not in merged
+
+    with session_scope(engine) as session:
+        actions.set_confidential(session, actions.get_case(session, dup), actor="op", confidential=True)
+    await login(client, "viewer")
+    seen = _callers(await (await client.get(f"/console/cases/{into}")).text())
+    assert "139****2222" in seen and "+8613911112222" not in seen  # masked for a viewer
+    assert "8000" not in seen and "陈阿婆" not in seen and "***" in seen  # 保密: not even the tail

@@ -108,6 +108,8 @@ async def test_merge_confirm_undo_session_and_busy_buttons(engine, world, reques
             await page.wait_for_url(re.compile(r".*done=merge$"))
             assert _status(engine, dup) == CaseStatus.merged
             assert await page.locator("#act-unmerge").count() == 1
+            merged_callers = await page.inner_text("#callers")  # the other case and its caller, and its own
+            assert original in merged_callers and "+8613911112222" in merged_callers and "（本件）" in merged_callers
             await check("merged")
             await page.goto(f"{base}/console/cases/{original}")
             callers = await page.inner_text("#callers")
