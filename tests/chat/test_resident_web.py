@@ -14,9 +14,10 @@ from sqlmodel import select
 
 from chat.resident_web import Signer
 from chat.web_store import chat_key
+from core import actions
 from core.actions.survey import start_survey
 from core.actions.transcription import TRANSCRIPT_PENDING
-from core.cases.models import Attachment, Case, CaseStatus
+from core.cases.models import Attachment, Case, CaseStatus, Channel
 from core.followup.models import Survey
 from core.people.models import Resident
 from core.platform.db import session_scope
@@ -303,6 +304,38 @@ async def test_my_cases_survey_unsatisfied_reopens(server, phone, engine):
     async with phone.http.post(f"{server.url}/chat/api/survey", headers={"X-CSRF-Token": phone.csrf},
                                json={"survey": survey_id, "solved": "solved", "satisfied": "satisfied"}) as r:
         assert r.status == 409 and "记录过了" in (await r.json())["text"]
+
+
+async def test_a_merged_duplicates_caller_answers_their_own_follow_up_in_my_cases(server, phone, engine):
+    """Issue 26: the web chat resident's petition was merged into another caller's case; when
+    that case reaches its follow-up, the resident finds it under their own case in 我的诉求
+    and answers it there: recorded on the surviving case, which waits for its own caller."""
+    demo = server.extra["demo"]
+    await _to_confirm(phone, "楼道灯坏了", demo.building)
+    number = (await phone.press("ok"))["case"]
+    with session_scope(engine) as session:
+        first, _ = actions.submit_petition(session, actions.Petition(
+            channel=Channel.hotline, description="楼道灯坏了", contact_phone="+8613911112222"), actor="test")
+        mine = session.exec(select(Case).where(Case.number == number)).one()
+        actions.merge(session, mine, first, actor="console:op")
+        first.status = CaseStatus.verified  # as after the check; the survey starts as the core does
+        session.add(first)
+        session.flush()
+        own = start_survey(session, first)
+        theirs = session.exec(select(Survey).where(Survey.caller_case_id == mine.id)).one()
+        assert (own.channel, theirs.channel, theirs.case_id) == ("phone", "chat", first.id)
+        survey_id, first_id = theirs.id, first.id
+    listed = {c["number"]: c for c in await phone.cases()}
+    assert listed[number]["survey"] == survey_id  # under their own case, not the other caller's survey
+    async with phone.http.post(f"{server.url}/chat/api/survey", headers={"X-CSRF-Token": phone.csrf},
+                               json={"survey": survey_id, "solved": "solved", "satisfied": "satisfied"}) as r:
+        assert r.status == 200
+        answer = await r.json()
+    assert answer["status"] == "answered" and answer["text"] == "感谢您的评价！您的意见已记录。"
+    with session_scope(engine) as session:
+        assert session.get(Case, first_id).status == CaseStatus.verified  # its own caller decides the close
+        assert session.get(Survey, survey_id).satisfied == "satisfied"
+    assert (await phone.cases())[0]["survey"] is None
 
 
 async def test_progress_arrives_live(server, phone, engine):

@@ -3,10 +3,12 @@ core.actions.record_survey as "operator:<name>"."""
 
 from __future__ import annotations
 
+import re
+
 from sqlmodel import select
 
 from core import actions
-from core.cases.models import CaseEvent, CaseStatus
+from core.cases.models import CaseEvent, CaseStatus, Channel
 from core.followup.models import Survey, SurveyStatus
 from core.people.models import AuditEntry
 from core.platform.db import session_scope
@@ -57,3 +59,37 @@ async def test_only_survey_roles_open_the_list(client, engine, world):
     manual_survey(engine, world.other_grid_case)
     await login(client, "viewer")
     assert (await client.get("/console/surveys/manual")).status == 403
+
+
+async def test_a_merged_duplicates_caller_is_on_the_list_with_their_own_number(client, engine, world):
+    """Issue 26: the caller of a duplicate merged into the case is asked too; an Open311
+    duplicate's caller goes to the manual-call list, which names the duplicate and dials its
+    number. The answer is recorded on the surviving case, which waits for its own caller."""
+    with session_scope(engine) as session:
+        dup, _ = actions.submit_petition(session, actions.Petition(
+            channel=Channel.open311, description="楼道飞线充电", contact_phone="+8613700137000"), actor="open311")
+        actions.merge(session, dup, actions.get_case(session, world.other_grid_case), actor="console:op")
+        dup_number, dup_id = dup.number, dup.id
+    manual_survey(engine, world.other_grid_case)
+    with session_scope(engine) as session:
+        theirs = session.exec(select(Survey).where(Survey.caller_case_id == dup_id)).one()
+        survey_id = theirs.id
+    await login(client, "op")
+    page = await (await client.get("/console/surveys/manual?lang=zh")).text()
+    row = re.search(rf'<tr id="survey-{survey_id}">(.*?)</tr>', page, re.S).group(1)
+    assert f"重复件 {dup_number} 的来电人" in row and "+8613700137000" in row and "+8613911112222" not in row
+    token = await csrf_of(client, "/console/surveys/manual")
+    resp = await client.post(f"/console/surveys/{survey_id}/answer", allow_redirects=False,
+                             data={"_csrf": token, "solved": "solved", "satisfied": "basically"})
+    assert resp.status == 303
+    with session_scope(engine) as session:
+        assert session.get(Survey, survey_id).status == SurveyStatus.answered
+        assert actions.get_case(session, world.other_grid_case).status == CaseStatus.verified
+    # both case pages say whom each follow-up asked, the answers in words
+    surviving = await (await client.get(f"/console/cases/{world.other_grid_case}?lang=zh")).text()
+    table = re.search(r'<table class="plain" id="surveys">(.*?)</table>', surviving, re.S).group(1)
+    assert "本件来电人" in table and f"重复件 {dup_number} 的来电人 · +8613700137000" in table
+    assert "已解决 基本满意" in table and "basically" not in table
+    merged = await (await client.get(f"/console/cases/{dup_number}?lang=zh")).text()
+    table = re.search(r'<table class="plain" id="surveys">(.*?)</table>', merged, re.S).group(1)
+    assert f"本件来电人（随 {world.other_grid_case} 一并回访）" in table and "已回访" in table
