@@ -20,6 +20,7 @@ from core.actions.survey_callers import (
     end_caller_survey,
     queue_first_attempt,
     survey_channel,
+    unanswered,
 )
 from core.cases import limits
 from core.cases.models import Case
@@ -36,7 +37,11 @@ def start_survey(session: Session, case: Case) -> Survey:
     """Open the follow-up and queue its first attempt on the resident's channel. A manual
     follow-up needs no job: the console's manual-call list is its queue. A phone follow-up
     is queued for the next calling hours. The caller of each duplicate merged into the case
-    is asked too (``ask_callers``). Returns the case's own caller's survey."""
+    is asked too (``ask_callers``). Follow-ups of an earlier round still unanswered (the
+    case was reopened meanwhile) end: this round replaces them. Returns the case's own
+    caller's survey."""
+    for stale in unanswered(session, case):
+        end_caller_survey(session, case, stale, actor="system", reason="survey.superseded")
     resident = contact_resident(session, case)
     channel = survey_channel(case, resident)
     survey = Survey(case_id=case.id, channel="manual" if channel == "not_evaluated" else channel)

@@ -86,10 +86,9 @@ def queue_first_attempt(session: Session, survey: Survey, case: Case) -> None:
                  run_at=run_at, dedupe_key=f"survey:{survey.id}:1")
 
 
-def _callers_asked(session: Session, case: Case) -> list[Survey]:
-    """The duplicates' callers' follow-ups of this round still waiting for an answer."""
-    return list(session.exec(select(Survey).where(Survey.case_id == case.id, Survey.caller_case_id.is_not(None),
-                                                  Survey.status == SurveyStatus.pending)
+def unanswered(session: Session, case: Case) -> list[Survey]:
+    """The case's follow-ups still waiting for an answer (its own caller's and the others')."""
+    return list(session.exec(select(Survey).where(Survey.case_id == case.id, Survey.status == SurveyStatus.pending)
                              .order_by(Survey.id)).all())
 
 
@@ -97,17 +96,18 @@ def ask_callers(session: Session, case: Case, duplicates: list[Case] | None = No
     """The callers of the duplicates merged into ``case`` get the follow-up too, each on their
     own channel by the same rules (``survey_channel``: chat, phone in calling hours, never
     phoned when do-not-call, else the manual-call list). A caller who is also the case's own
-    (the same resident or number), or one asked already, is asked once; a duplicate with
-    nobody to reach (no resident, no number) asks nobody. Each survey is the surviving
-    case's, with ``caller_case_id`` naming the duplicate; a ``survey_caller`` event says so.
-    ``duplicates``: only these (a merge into a case waiting for its follow-up); default all."""
-    if duplicates is None:
-        for stale in _callers_asked(session, case):  # an earlier round's, not answered: this one replaces it
-            end_caller_survey(session, case, stale, actor="system", reason="survey.superseded")
+    (the same resident or number), or one asked already this round (since the case was
+    verified), is asked once; a duplicate with nobody to reach (no resident, no number) asks
+    nobody. Each survey is the surviving case's, with ``caller_case_id`` naming the
+    duplicate; a ``survey_caller`` event says so. ``duplicates``: only these (a merge into
+    a case waiting for its follow-up); default all."""
     asked = _person(session, case)
-    for earlier in session.exec(select(Survey).where(Survey.case_id == case.id, Survey.caller_case_id.is_not(None),
-                                                     Survey.status == SurveyStatus.pending)).all():
-        asked |= _person(session, session.get(Case, earlier.caller_case_id))
+    this_round = select(Survey.caller_case_id).where(Survey.case_id == case.id, Survey.caller_case_id.is_not(None),
+                                                     Survey.status != SurveyStatus.withdrawn)
+    if case.verified_at is not None:
+        this_round = this_round.where(Survey.created_at >= case.verified_at)
+    for earlier in session.exec(this_round).all():
+        asked |= _person(session, session.get(Case, earlier))
     opened = []
     if duplicates is None:  # still merged: an undone merge is not one
         duplicates = list(session.exec(select(Case).where(Case.merged_into_id == case.id, Case.status == S.merged)
@@ -135,13 +135,16 @@ def ask_callers(session: Session, case: Case, duplicates: list[Case] | None = No
 
 
 def end_caller_survey(session: Session, case: Case, survey: Survey, *, actor: str, reason: str,
-                       status: SurveyStatus = SurveyStatus.withdrawn) -> None:
-    """A duplicate's caller's follow-up ends unanswered (unreachable, the merge undone, a new
-    round): the case goes on as its own caller's survey says."""
+                      status: SurveyStatus = SurveyStatus.withdrawn) -> None:
+    """A follow-up ends unanswered without closing the case: a duplicate's caller's
+    (unreachable, not to be called, the merge undone), or any left over from an earlier
+    round when the case is verified again (so that nobody is called for it twice)."""
     survey.status = status
     session.add(survey)
-    duplicate = session.get(Case, survey.caller_case_id)
+    duplicate = session.get(Case, survey.caller_case_id) if survey.caller_case_id else None
     number = duplicate.number if duplicate is not None else None
+    if duplicate is None and reason == "survey.superseded":
+        reason = "survey.superseded_own"
     event(session, case, "survey_end", actor, case.status, reason=reason,
           data={"survey_id": survey.id, "duplicate": number, "status": status.value,
                 "attempts": survey.attempts, "reason_params": {"duplicate": number}})
@@ -150,7 +153,7 @@ def end_caller_survey(session: Session, case: Case, survey: Survey, *, actor: st
 def withdraw_caller_survey(session: Session, case: Case, duplicate: Case, *, actor: str) -> list[Survey]:
     """The merge of ``duplicate`` into ``case`` is undone: its caller's follow-up on ``case``,
     if not answered yet, is withdrawn (the duplicate gets its own when it is verified)."""
-    ended = [s for s in _callers_asked(session, case) if s.caller_case_id == duplicate.id]
+    ended = [s for s in unanswered(session, case) if s.caller_case_id == duplicate.id]
     for survey in ended:
         end_caller_survey(session, case, survey, actor=actor, reason="survey.merge_undone")
     return ended

@@ -135,6 +135,12 @@ def test_either_callers_not_satisfied_reopens_the_case(engine, district, world, 
     if when == "before":  # the own caller's survey of that round is no longer answered: the case moved on
         with pytest.raises(IllegalTransition):
             _answer(engine, own.id, "solved", "satisfied")
+        _handle(engine, district, first)  # handled again: the new round replaces what was left unanswered
+        with session_scope(engine) as session:
+            assert session.get(Survey, own.id).status == SurveyStatus.withdrawn  # never called twice for it
+        ended = _events(engine, first, "survey_end")
+        assert [(e.data["survey_id"], e.reason) for e in ended][:1] == [(own.id, "survey.superseded_own")]
+        assert i18n.reason_text("zh", ended[0].reason, ended[0].data) == "重新回访，上一轮回访未答复"
 
 
 def test_a_new_round_replaces_the_unanswered_ones(engine, district, world):  # noqa: F811
@@ -188,9 +194,13 @@ def test_merging_into_a_case_waiting_for_its_follow_up_asks_that_caller_too(engi
     _merge(engine, late, first)
     own, theirs = _surveys(engine, first)
     assert theirs.caller_case_id == late.id and theirs.channel == "phone"
-    again = submit(engine, contact_phone="+8613911112222")  # the same person once more: not asked twice
+    _answer(engine, theirs.id, "solved", "satisfied")
+    again = submit(engine, contact_phone="+8613911112222")  # the same person once more, answered already
     _merge(engine, again, first)
-    assert len(_surveys(engine, first)) == 2
+    assert len(_surveys(engine, first)) == 2  # not asked twice
+    other = submit(engine, contact_phone="+8613622223333")  # someone new: asked
+    _merge(engine, other, first)
+    assert [s.caller_case_id for s in _surveys(engine, first)] == [None, late.id, other.id]
 
 
 def test_the_satisfaction_rate_counts_each_answer(engine, district, world):  # noqa: F811
