@@ -313,3 +313,41 @@ async def test_voice_comment_joins_the_case_with_the_answers(harness):
     assert (h.services.settings.data_dir / attachment.path).read_bytes() == note_bytes
     assert attach_event.data["attachments"][0]["path"] == attachment.path
     assert survey.comment.startswith("灯还是不亮") and attachment.path in survey.comment
+
+
+async def test_a_merged_duplicates_caller_gets_the_survey_in_their_chat(harness):
+    """Issue 26: a second chat resident's petition was merged into the first one's; when the
+    case is verified, both get the survey buttons, each about the case they reported. The
+    second's answer is recorded (the case waits for its own caller: no "closed" said to
+    them); the first's closes the case."""
+    h = harness
+    other = USER + 1
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    h.fake.add_user(other, "Lin", language_code="zh-hans")
+    number = _file_case(h.engine, h.extra["demo"], USER)
+    duplicate = _file_case(h.engine, h.extra["demo"], other, "路灯坏了好几天")
+    with session_scope(h.engine) as session:
+        actions.merge(session, actions.get_case(session, duplicate), actions.get_case(session, number),
+                      actor="console:op")
+    _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():  # both callers' progress notices, then both surveys
+        pass
+    await h.reply(other, f"您反映的诉求 {duplicate}（路灯坏了好几天）已处理完毕")
+    await h.press(other, "已解决")
+    await h.press(other, "基本满意")
+    await h.press(other, "不用了")
+    assert "感谢您的评价！您的意见已记录。" in (await h.reply(other, "感谢您的评价"))["text"]
+    with session_scope(h.engine) as session:
+        case = actions.get_case(session, number)
+        assert case.status == CaseStatus.verified and case.surveys_answered == 1
+        theirs = session.exec(select(Survey).where(Survey.caller_case_id == actions.get_case(session, duplicate).id)
+                              ).one()
+        assert (theirs.case_id, theirs.status, theirs.satisfied) == (case.id, SurveyStatus.answered, "basically")
+    await h.reply(USER, f"您反映的诉求 {number}")
+    await h.press(USER, "已解决")
+    await h.press(USER, "满意")
+    await h.press(USER, "不用了")
+    assert "已结案" in (await h.reply(USER, "感谢您的评价"))["text"]
+    with session_scope(h.engine) as session:
+        case = actions.get_case(session, number)
+        assert case.status == CaseStatus.closed and case.surveys_answered == 2
