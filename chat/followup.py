@@ -292,7 +292,7 @@ class JobHandlers:
         if status in load_rules()["chat"]["notify_said_by_survey"]:
             return  # the message that follows says it (rules.toml [chat])
         if payload.get("action") in ("close", "reopen") and await self.chatbot.deps.db(
-                _answered_in_chat, number, payload["action"], status):
+                _answered_in_chat, number, payload["action"], status, str(chat_id)):
             return  # the resident's own survey answer: the chat has just thanked them for it
         language = await self.chatbot.deps.db(_language_of_chat, str(chat_id))
         if status == "closed":
@@ -356,18 +356,24 @@ class JobHandlers:
         await self.chatbot.edit_chat(chat_id, no_longer_waiting)
 
 
-def _answered_in_chat(engine, number: str, action: str, status: str) -> bool:
+def _answered_in_chat(engine, number: str, action: str, status: str, chat_id: str) -> bool:
     """Whether the case's latest ``action`` to ``status`` came from the resident answering
-    the survey in this chat (``store.record_survey``'s actor)."""
+    the survey in this chat (``store.record_survey``'s actor). For a merged duplicate's
+    caller, told under their own number, the step is the surviving case's; another caller's
+    answer is news to them."""
     if status not in CaseStatus.__members__:
         return False
     with session_scope(engine) as session:
+        case = session.exec(select(Case).where(Case.number == number)).first()
+        if case is None:
+            return False
         actor = session.exec(
-            select(CaseEvent.actor).join(Case, Case.id == CaseEvent.case_id)
-            .where(Case.number == number, CaseEvent.action == action, CaseEvent.to_status == CaseStatus(status))
+            select(CaseEvent.actor)
+            .where(CaseEvent.case_id == (case.merged_into_id or case.id), CaseEvent.action == action,
+                   CaseEvent.to_status == CaseStatus(status))
             .order_by(CaseEvent.at.desc(), CaseEvent.id.desc()).limit(1)
         ).first()
-    return bool(actor) and actor.startswith(store.CHAT_SURVEY_ACTOR)
+    return actor == f"{store.CHAT_SURVEY_ACTOR}{chat_id}"
 
 
 def _language_of_chat(engine, chat_id: str) -> str:

@@ -351,3 +351,33 @@ async def test_a_merged_duplicates_caller_gets_the_survey_in_their_chat(harness)
     with session_scope(h.engine) as session:
         case = actions.get_case(session, number)
         assert case.status == CaseStatus.closed and case.surveys_answered == 2
+
+
+async def test_a_merged_duplicates_callers_not_satisfied_reopens_and_the_first_caller_hears_it(harness):
+    """Issue 26: the second caller's 不满意 reopens the case they share. They are thanked for
+    it once (no second "reopened" notice for their own answer); the first caller, whose
+    survey has not been answered, is told the case is being handled again."""
+    h = harness
+    other = USER + 1
+    h.fake.add_user(USER, "Hua", language_code="zh-hans")
+    h.fake.add_user(other, "Lin", language_code="zh-hans")
+    number = _file_case(h.engine, h.extra["demo"], USER)
+    duplicate = _file_case(h.engine, h.extra["demo"], other, "路灯坏了好几天")
+    with session_scope(h.engine) as session:
+        actions.merge(session, actions.get_case(session, duplicate), actions.get_case(session, number),
+                      actor="console:op")
+    _advance(h.engine, number, "accept", "start", "report_done", "verify")
+    while await h.run_jobs():
+        pass
+    await h.press(other, "没有解决")
+    await h.press(other, "不满意")
+    await h.press(other, "不用了")
+    await h.reply(other, "感谢您的反馈")
+    with session_scope(h.engine) as session:
+        assert actions.get_case(session, number).status == CaseStatus.reopened
+    while await h.run_jobs():
+        pass
+    told = await h.reply(USER, "已重新办理")
+    assert told["text"] == f"您的诉求 {number} 已重新办理，我们会尽快处理。"
+    texts = [m["text"] for m in h.fake.sent_messages(other)]
+    assert sum("已重新办理" in t for t in texts) == 1, texts
