@@ -67,6 +67,8 @@ def cases_show(number: str) -> None:
         events = session.exec(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).all()
         files = case_files(session, case.id)
         surveys = session.exec(select(Survey).where(Survey.case_id == case.id).order_by(Survey.id)).all()
+        # a merged duplicate's caller asked on this case: the duplicate's number
+        asked = {sv.id: session.get(Case, sv.caller_case_id).number for sv in surveys if sv.caller_case_id}
         category = session.get(Category, case.category_id) if case.category_id else None
         grid = session.get(Grid, case.grid_id) if case.grid_id else None
     info = terminal.table("", "", show_header=False)
@@ -112,11 +114,12 @@ def cases_show(number: str) -> None:
         console.print("recordings and attachments: none")
 
     if surveys:
-        table = terminal.table("channel", "status", "attempts", "solved", "satisfied", "comment",
+        table = terminal.table("asked", "channel", "status", "attempts", "solved", "satisfied", "comment",
                                f"answered ({zone_label()})",
                       title="follow-up survey")
         for sv in surveys:
-            table.add_row(sv.channel, sv.status.value, str(sv.attempts), sv.solved or "", sv.satisfied or "",
+            table.add_row(f"caller of {asked[sv.id]}" if sv.id in asked else "own caller", sv.channel,
+                          sv.status.value, str(sv.attempts), sv.solved or "", sv.satisfied or "",
                           escape(sv.comment or ""), local_text(sv.answered_at, label=False))
         console.print(table)
     else:
