@@ -9,6 +9,10 @@ Survey flow (answers recorded with ``core.actions.record_survey``)::
         ──▶ "anything to add?" text or voice note │ [no thanks] │ nothing within the wait
             (rules.toml [chat] survey_comment_wait_minutes)
         ──▶ recorded: satisfied closes the case, not satisfied reopens it
+
+A merged duplicate's caller (``Survey.caller_case_id``) gets the same buttons about their own
+case; their satisfied answer is recorded and leaves the case to its own caller's answer
+("survey.thanks_noted"), their "not" reopens it.
 """
 
 from __future__ import annotations
