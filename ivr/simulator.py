@@ -26,6 +26,7 @@ import aiohttp
 from twilio.request_validator import RequestValidator
 
 from ivr.config import load_prompts
+from ivr.loudness import frame_rms
 from ivr.signature import effective_token
 from speech_models.audio import decode_file, mulaw_encode
 
@@ -42,6 +43,7 @@ def audio_frames(source: str | Path | bytes) -> list[bytes]:
 
 
 SILENCE_FRAME = b"\xff" * FRAME
+SPEECH_RMS = 300  # a frame louder than this is a word (ivr/flow.toml [stream] speech_rms)
 
 
 class Live:
@@ -441,20 +443,28 @@ class Simulator:
         if result.live is None or not streams:
             return
         seconds = sum(1 for c in text if c.isalnum()) / self.prompt_chars_per_s + 0.3
+        # sent as fast as possible: what is timed is the caller's words and quiet, not our prompts
         await self._send_frames(next(reversed(streams.values())), [SILENCE_FRAME] * int(seconds * 50),
-                                live=result.live)
+                                speed=0, live=result.live)
 
     async def _send_frames(self, stream: _Stream | None, frames: list[bytes], *, speed: float | None = None,
-                           live: Live | None = None) -> bool:
+                           live: Live | None = None, result: CallResult | None = None) -> bool:
         """Send the frames at ``speed`` (default: the simulator's); False when a live update
-        cut them short."""
+        cut them short. With ``result``: the moment the last word (loud frame) went out is
+        ``result.last_word_at``."""
         speed = self.speed if speed is None else speed
+        last_loud = -1
+        if result is not None and frames:
+            loud = (frame_rms(b"".join(frames)) > SPEECH_RMS).nonzero()[0]
+            last_loud = int(loud[-1]) if len(loud) else -1
         t0 = time.perf_counter()
         for i, frame in enumerate(frames):
             if live is not None and live.pending:
                 return False
             if stream is not None and not stream.ws.closed:
                 await stream.media(frame)
+            if i == last_loud:
+                result.last_word_at = time.perf_counter()
             if speed > 0:
                 delay = t0 + (i + 1) * 0.02 / speed - time.perf_counter()
                 if delay > 0:
@@ -490,10 +500,8 @@ class Simulator:
             result.status = "hung_up"
             return None, None, True
         live = result.live
-        if not await self._send_frames(stream, frames[:max_frames], live=live):
+        if not await self._send_frames(stream, frames[:max_frames], live=live, result=result):
             return self._redirected(base, result)  # moved on while the caller still spoke
-        if frames:
-            result.last_word_at = time.perf_counter()
         if turn.end == "silence":
             # On a live call the caller's quiet passes in real time: a redirect may end it first.
             quiet = [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50)

@@ -8,13 +8,15 @@ What ended each turn is read from the simulator's ``turn_ends``, never from timi
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 
 import aiohttp
 import pytest
 
 from ivr.config import FlowConfig
-from ivr.loudness import EndOfSpeech
-from ivr.simulator import CallScript, Turn
+from ivr.loudness import EndOfSpeech, frame_rms
+from ivr.simulator import CallScript, Turn, audio_frames
 from tests.support.fake_twilio import FakeTwilio
 
 from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, tone, wait_until
@@ -38,6 +40,18 @@ async def live_rig(engine, tmp_path, fake_speech, fake):
     await r.stop()
 
 
+def mandarin(pinyin: str, tmp_path) -> bytes:
+    """espeak-ng reading pinyin with tone numbers, as µ-law, from its first word to its last."""
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng not installed")
+    path = tmp_path / "said.wav"
+    subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-a", "150", "-w", str(path), pinyin], check=True,
+                   capture_output=True)
+    mulaw = b"".join(audio_frames(path))
+    loud = (frame_rms(mulaw) > 300).nonzero()[0]
+    return mulaw[loud[0] * 160:(loud[-1] + 1) * 160]
+
+
 def simulator(rig, fake):
     return fake.carry(rig.simulator())
 
@@ -57,15 +71,17 @@ def test_the_detector_wants_speech_after_the_prompt_then_quiet():
     assert not eos.feed(quiet)  # once
 
 
-async def test_the_turn_ends_on_our_quiet_not_twilios(live_rig, fake_speech, fake):
+async def test_the_turn_ends_on_our_quiet_not_twilios(live_rig, fake_speech, fake, tmp_path):
     """The caller says the petition, pausing mid-sentence, and goes quiet: the open question
     and the read-back's 对 are each ended by our redirect, long before Twilio's quiet would
     have; one case, with every word."""
     fake_speech.say("小区 门口 的 路灯 坏 了 好 几 天 了")
     fake_speech.say_in_grammar("对")
-    petition = tone(1.5) + silence(0.5) + tone(1.5)  # a pause shorter than the window does not end it
+    first, then = mandarin("xiao3 qu1 men2 kou3 de5", tmp_path), mandarin("lu4 deng1 huai4 le5 hao3 ji3 tian1 le5",
+                                                                          tmp_path)
+    petition = first + silence(0.8) + then  # a pause shorter than the quiet window does not end it
     result = await simulator(live_rig, fake).call(CallScript(from_number=KNOWN_PHONE, turns=[
-        Turn(petition, end="silence"), Turn(tone(0.4), end="silence")]))
+        Turn(petition, end="silence"), Turn(mandarin("dui4", tmp_path), end="silence")]))
     assert how(result) == [("redirect", "open/done"), ("redirect", "petition/confirm")]
     assert [url.split("?", 1)[1] for _, url in fake.redirects] == ["seg=petition-1&by=eos", "seg=answer-1&by=eos"]
     assert sum("您反映的是：小区门口的路灯坏了好几天了" in h for h in result.heard) == 1
@@ -73,7 +89,8 @@ async def test_the_turn_ends_on_our_quiet_not_twilios(live_rig, fake_speech, fak
     assert result.case_number == case.number and "transcript_unconfirmed" not in (case.flags or [])
     (recording,) = live_rig.recordings(case)
     session = live_rig.call_session(result.call_sid)
-    assert session.state["segments"]["petition-1"]["speech_s"] >= 2.9  # both halves of the sentence
+    spoken = (frame_rms(petition) > 300).sum() * 0.02
+    assert session.state["segments"]["petition-1"]["speech_s"] >= spoken - 0.02  # both halves of the sentence
     assert recording.name.endswith("petition-1.wav")
     assert live_rig.hotline.registry.stats["turns_ended_by_us"] == 2
 
