@@ -7,6 +7,7 @@ each step can be tested by reading the XML. ``ivr/web.py`` decides which step co
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
@@ -45,6 +46,23 @@ def short_names(said: list[str]) -> list[str]:
     if not all(o and o[0].isdigit() for o in own):
         return list(said)
     return [spoken(o) for o in own]
+
+
+def spoken_s(sentences: Sequence[str], eos: dict, rate: str | None = None) -> float:
+    """About how long the sentences take to say: their characters at rules.toml
+    ``[hotline.end_of_speech] prompt_chars_per_s``, slower at an SSML ``rate`` ("75%")."""
+    chars = sum(1 for s in sentences for c in s if c.isalnum())
+    speed = float(rate.rstrip("%")) / 100 if rate else 1.0
+    return chars / float(eos["prompt_chars_per_s"]) / max(speed, 0.1)
+
+
+def watch_end(stream, eos: dict, end: str, prompt_s: float, *, answer: bool) -> None:
+    """Tell the turn's stream to end the turn on our end-of-speech detection: the webhook to
+    redirect the call to (path and query, with the turn's identity), which quiet window (a
+    short answer's or a long turn's), and how long the prompt takes (speech counts after it)."""
+    stream.parameter(name="end", value=end)
+    stream.parameter(name="quiet", value="answer" if answer else "turn")
+    stream.parameter(name="arm", value=f"{prompt_s:.2f}")
 
 
 @dataclass
@@ -140,7 +158,7 @@ class Flow:
         return str(r)
 
     def listen(self, r: VoiceResponse, segment: str, token: str | None, call_sid: str, *, end: str | None = None,
-               prompt: list[str] = (), answer: bool = False, beep: bool = False) -> None:
+               prompt: Sequence[str] = (), answer: bool = False, beep: bool = False) -> None:
         """Fork the caller's audio to our socket for this turn (``segment``). ``end``: the
         webhook that ends the turn; with end-of-speech detection on, the stream is told it
         (with the turn's identity, ``seg``), which quiet to wait for (``answer``: a short
@@ -150,18 +168,9 @@ class Flow:
         stream.parameter(name="token", value=token)
         stream.parameter(name="callSid", value=call_sid)
         stream.parameter(name="segment", value=segment)
-        eos = self.end_of_speech
-        if eos is not None and end is not None:
-            stream.parameter(name="end", value=f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}")
-            stream.parameter(name="quiet", value="answer" if answer else "turn")
-            stream.parameter(name="arm", value=f"{self.spoken_s(prompt) + (0.5 if beep else 0.0):.2f}")
-
-    def spoken_s(self, sentences: list[str]) -> float:
-        """About how long the sentences take to say (their characters at rules.toml
-        ``[hotline.end_of_speech] prompt_chars_per_s``; slower for a caller who said 慢一点)."""
-        chars = sum(1 for s in sentences for c in s if c.isalnum())
-        rate = float(self.rate.rstrip("%")) / 100 if self.rate else 1.0
-        return chars / float((self.end_of_speech or {}).get("prompt_chars_per_s", 4.0)) / max(rate, 0.1)
+        if self.end_of_speech is not None and end is not None:
+            watch_end(stream, self.end_of_speech, f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}",
+                      spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0), answer=answer)
 
     def open_question(self, *, segment: str, token: str | None, call_sid: str, sentences: list[str],
                       stop: str | None = None) -> str:  # sentences: said as they are

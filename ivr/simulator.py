@@ -167,6 +167,9 @@ class Simulator:
         # may cut it short.
         self.carrier: Any = None
         self.prompt_chars_per_s = 4.0
+        # Where the Media Streams sockets connect when not to ``server_url`` (instances behind a
+        # balancer: the socket stays on one, the webhooks may go to another).
+        self.stream_server: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -290,12 +293,17 @@ class Simulator:
         if answered_by:
             params["AnsweredBy"] = answered_by
         streams: dict[str, _Stream] = {}
+        if self.carrier is not None:
+            result.live = Live()
+            self.carrier.started(call_sid, base, result.live)
 
         async def run(http: aiohttp.ClientSession) -> None:
             try:
                 await self._follow(http, url, params, base, list(script.digits), list(script.turns), streams,
                                    script, result)
             finally:
+                if self.carrier is not None:
+                    self.carrier.ended(call_sid)
                 for stream in streams.values():
                     await stream.stop(account, call_sid)
 
@@ -352,7 +360,7 @@ class Simulator:
             if tag == "Say":
                 for _ in range(int(verb.get("loop", "1") or 1)):
                     self._say("".join(verb.itertext()), result)
-                    await self._saying("".join(verb.itertext()), streams, result)
+                    await self._saying(verb, streams, result)
                 if self._heard_enough(script, result):
                     return None, None, True
             elif tag == "Play":
@@ -377,7 +385,7 @@ class Simulator:
                 for child in verb:
                     if child.tag == "Say":
                         self._say("".join(child.itertext()), result)
-                        await self._saying("".join(child.itertext()), streams, result)
+                        await self._saying(child, streams, result)
                     elif child.tag == "Pause":
                         await self._pause(float(child.get("length", "1")))
                 if self._heard_enough(script, result):
@@ -389,11 +397,16 @@ class Simulator:
                 if isinstance(pressed, Turn):  # words said instead of a key, heard by the open stream
                     stream = next(reversed(streams.values()), None) if streams else None
                     frames = audio_frames(pressed.audio) if pressed.audio is not None else []
-                    await self._send_frames(stream, frames)
-                    await self._send_frames(stream, [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50))
+                    live = result.live
+                    quiet = [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50)
+                    if not await self._send_frames(stream, frames, live=live, result=result) or \
+                            not await self._send_frames(stream, quiet, speed=1.0 if live is not None else None,
+                                                        live=live):
+                        return self._redirected(base, result)  # a live update ended the answer
                     pressed = None
                     if verb.get("actionOnEmptyResult") == "true":
                         action = self._absolute(verb.get("action") or current, current)
+                        result.turn_ends.append(("quiet", action))
                         return action, dict(base, CallStatus="in-progress", Digits=""), False
                     continue
                 if pressed is None and not digits and script.default_digit and \
@@ -427,6 +440,8 @@ class Simulator:
 
     async def _open_stream(self, http, el, current, base, streams) -> None:
         url = self._target(el.get("url", ""))
+        if self.stream_server:
+            url = self.stream_server.replace("http", "ws", 1).rstrip("/") + urlsplit(url).path
         name = el.get("name") or uuid.uuid4().hex
         ws = await http.ws_connect(url)
         stream = _Stream(ws, "MZ" + uuid.uuid4().hex)
@@ -438,11 +453,16 @@ class Simulator:
             "tracks": ["inbound"], "customParameters": custom,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
 
-    async def _saying(self, text: str, streams: dict[str, _Stream], result: CallResult) -> None:
-        """A prompt takes time: on a live call, the stream hears the caller listening to it."""
+    async def _saying(self, say: ET.Element, streams: dict[str, _Stream], result: CallResult) -> None:
+        """A prompt takes time: on a live call, the stream hears the caller listening to it
+        (slower under an SSML ``<prosody rate="85%">``)."""
         if result.live is None or not streams:
             return
-        seconds = sum(1 for c in text if c.isalnum()) / self.prompt_chars_per_s + 0.3
+        prosody = say.find("prosody")
+        rate = prosody.get("rate", "100%") if prosody is not None else "100%"
+        speed = float(rate.rstrip("%")) / 100 if rate.endswith("%") else 1.0
+        chars = sum(1 for c in "".join(say.itertext()) if c.isalnum())
+        seconds = chars / self.prompt_chars_per_s / max(speed, 0.1) + 0.3
         # sent as fast as possible: what is timed is the caller's words and quiet, not our prompts
         await self._send_frames(next(reversed(streams.values())), [SILENCE_FRAME] * int(seconds * 50),
                                 speed=0, live=result.live)

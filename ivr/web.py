@@ -71,6 +71,7 @@ MAX_ANSWERS = 12
 # Twilio's webhook forms are a few hundred bytes; a bound keeps anything else out.
 WEBHOOK_MAX_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
+CLAIMED = web.RequestKey("gridline_turn_claimed", str)  # the turn this request ended (Call.claim_end)
 
 
 def twiml(text: str) -> web.Response:
@@ -393,16 +394,17 @@ class Hotline:
             reply = await step
         except TurnEndedElsewhere as other:
             return await self.reply_of(call_sid, other.segment)
-        seg = request.query.get("seg", "")
-        if seg:
-            await self.apply(call_sid, Call.replied, seg, reply)
+        claimed = request.get(CLAIMED)
+        if claimed:
+            await self.apply(call_sid, Call.replied, claimed, reply)
         return reply
 
-    async def claim_end(self, call_sid: str, segment: str) -> Call:
+    async def claim_end(self, request: web.Request, call_sid: str, segment: str) -> Call:
         """This request ends ``segment``, or raises TurnEndedElsewhere when another did."""
         call, first = await self.apply(call_sid, Call.claim_end, segment)
         if not first:
             raise TurnEndedElsewhere(segment)
+        request[CLAIMED] = segment
         return call
 
     async def reply_of(self, call_sid: str, segment: str) -> str:
@@ -700,7 +702,7 @@ class Hotline:
         heard = await self.heard(call_sid, name, kind, round_)
         if heard is None:
             return self.flow.wait(path or f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
-        await self.claim_end(call_sid, name)
+        await self.claim_end(request, call_sid, name)
         call, _ = await self.apply(call_sid, Call.turn_heard, name, heard)
         return None, call, heard
 
@@ -750,13 +752,13 @@ class Hotline:
         answer = {"1": "yes", "2": "no", "3": "confidential"}.get(digits.strip()[:1])
         spoke = False
         if answer is not None and seg is not None:
-            call = await self.claim_end(call_sid, seg)
+            call = await self.claim_end(request, call_sid, seg)
         if answer is None and seg is not None and not call.state.segments[seg].ended:
             round_ = wait_round(request)
             heard = await self.heard(call_sid, seg, "answer", round_)
             if heard is None:
                 return self.flow.wait(f"/twilio/{kind}/confirm", seg=seg, round=round_ + 1)
-            await self.claim_end(call_sid, seg)
+            await self.claim_end(request, call_sid, seg)
             call, _ = await self.apply(call_sid, Call.turn_heard, seg, heard)
             meant = await self.hear_answer(heard)
             answer = meant.intent or None

@@ -17,9 +17,10 @@ import pytest
 from ivr.config import FlowConfig
 from ivr.loudness import EndOfSpeech, frame_rms
 from ivr.simulator import CallScript, Turn, audio_frames
-from tests.support.fake_twilio import FakeTwilio
+from tests.support.fake_twilio import Callee, FakeTwilio
 
 from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, tone, wait_until
+from .survey_rig import RESIDENT_E164
 
 # Twilio's own quiet at the open question, as packaged: our detection must beat it by far.
 FLOW = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 3.0}, confirm={"silence_s": 3})
@@ -174,3 +175,52 @@ async def test_without_credentials_the_flow_is_twilios_quiet_as_before(rig, fake
     assert all('name="end"' not in body for body in result.bodies)
     (case,) = rig.cases()
     assert case.description == "噪音扰民"
+
+
+async def test_the_instance_holding_the_socket_redirects_and_another_serves_the_webhook(engine, tmp_path, fake,
+                                                                                       fake_speech):
+    """Two instances behind one public URL: the caller's audio goes to A, every webhook to B.
+    A hears the end of speech and asks Twilio to move the call; B ends the turn with the
+    words A handed over."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    b = await start_rig(engine, tmp_path / "b", fake_speech, flow=FLOW, twilio_account_sid=fake.account_sid,
+                        twilio_api_url=fake.base_url)
+    a = await start_rig(engine, tmp_path / "a", fake_speech, flow=FLOW, district=b.district, public_url=b.url,
+                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    try:
+        fake_speech.say("井盖 丢 了 很 危险")
+        sim = simulator(b, fake)
+        sim.stream_server = a.url
+        result = await sim.call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
+            Turn(mandarin("jing3 gai4 diu1 le5 hen3 wei1 xian3", tmp_path), end="silence")]))
+        assert how(result)[0] == ("redirect", "open/done")
+        assert all(url.startswith(b.url) for url, _ in result.requests)  # every webhook went to B
+        assert a.hotline.registry.stats["turns_ended_by_us"] == 1  # … and A, with the socket, redirected
+        assert b.hotline.registry.stats["turns_ended_by_us"] == 0
+        assert a.hotline.registry.of_call(result.call_sid) and not b.hotline.registry.of_call(result.call_sid)
+        (case,) = b.cases()
+        assert case.description == "井盖丢了很危险" and result.case_number == case.number
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_survey_answer_said_ends_on_our_quiet(srig, fake, fake_speech, tmp_path):
+    """The follow-up call: 解决了 and 满意, each said and followed by quiet, end their answer
+    turns by our redirect, not the keypad's 5 s wait; the answers are recorded once."""
+    fake.live_outbound = True
+    case = srig.verified_case()
+    survey = srig.survey(case.id)
+    fake_speech.say_in_grammar("解决了", "满意")
+    fake_speech.say("师傅 很 好")
+    fake.callee(RESIDENT_E164, Callee("human", digits=[Turn(mandarin("jie3 jue2 le5", tmp_path)),
+                                                       Turn(mandarin("man3 yi4", tmp_path))],
+                                      speech=[tone(1.0)]))
+    await srig.run_calls()
+    row = await srig.call_over(survey.id, 1, timeout=60)
+    result = fake.played[row.call_sid]
+    assert [(by, "/key?" in url and "by=eos" in url) for by, url in result.turn_ends[:2]] == [("redirect", True)] * 2
+    survey = srig.survey(case.id)
+    assert (survey.solved, survey.satisfied) == ("solved", "satisfied")
+    assert [e.data["answer"] for e in srig.events(case.id, "survey_answer")] == ["solved", "satisfied"]

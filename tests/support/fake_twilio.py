@@ -193,7 +193,9 @@ class FakeTwilio:
         self._plays: set[asyncio.Task] = set()
         self._hold: threading.Event | None = None
         self._hold_updates: threading.Event | None = None
-        self._carried: dict[str, Any] = {}  # sid -> the simulator's Live of an inbound call it plays
+        self._carried: dict[str, Any] = {}  # sid -> the simulator's Live of a call it plays
+        # Outbound calls played here honour live updates too (answers may be ended by a redirect).
+        self.live_outbound = False
         self._sequence: dict[str, int] = {}
         self._failures: list[_Failure] = []
         self._lock = threading.RLock()
@@ -345,9 +347,13 @@ class FakeTwilio:
         return simulator
 
     def started(self, sid: str, params: dict[str, str], live: Any) -> None:
-        """(The simulator) an inbound call begins: it is in progress at "Twilio"."""
+        """(The simulator) a call it plays begins: an inbound one is in progress at "Twilio"
+        from now; either may be updated live."""
         now = rfc2822()
         with self._lock:
+            if sid in self.calls:  # an outbound call placed here (``live_outbound``)
+                self._carried[sid] = live
+                return
             self.calls[sid] = {
                 "account_sid": self.account_sid, "answered_by": None, "api_version": API_VERSION,
                 "date_created": now, "date_updated": now, "direction": "inbound", "duration": None,
@@ -362,7 +368,7 @@ class FakeTwilio:
     def ended(self, sid: str) -> None:
         with self._lock:
             self._carried.pop(sid, None)
-            if sid in self.calls:
+            if sid in self.calls and self.calls[sid]["direction"] == "inbound":
                 self._transition(self.calls[sid], "completed")
 
     def hold_updates(self) -> threading.Event:
@@ -809,6 +815,8 @@ class FakeTwilio:
 
         parts = urlsplit(str(created.get("Url") or ""))
         sim = Simulator(f"{parts.scheme}://{parts.netloc}", self.auth_token, speed=0)
+        if self.live_outbound:
+            self.carry(sim)
         script = CallScript(from_number=from_, to_number=to, digits=list(callee.digits),
                             turns=[Turn(s, end=callee.end) for s in callee.speech],
                             operator_answers=callee.operator_answers,
