@@ -546,9 +546,12 @@ class StreamRegistry:
             arm_s = min(max(0.0, float(params.get("arm") or 0.0)), 120.0)
         except ValueError:
             arm_s = 0.0
-        seg.watch_end(end, EndOfSpeech(self.speech_rms, arm_s=arm_s,
-                                       quiet_s=float(cfg["answer_quiet_s" if answer else "quiet_s"]),
-                                       min_speech_s=float(cfg["answer_min_speech_s" if answer else "min_speech_s"])))
+        if answer:
+            quiet_s, min_speech_s = cfg["answer_quiet_s"], cfg["answer_min_speech_s"]
+        else:
+            quiet_s, min_speech_s = cfg["quiet_s"], cfg["min_speech_s"]
+        seg.watch_end(end, EndOfSpeech(self.speech_rms, arm_s=arm_s, quiet_s=float(quiet_s),
+                                       min_speech_s=float(min_speech_s)))
 
     def speech_ended(self, seg: Segment) -> None:
         """The caller spoke and went quiet: move the call on now (not after Twilio's quiet)."""
