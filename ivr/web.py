@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
+from twilio.base.exceptions import TwilioRestException
 
 from core.cases.intents import Heard, IntentMatcher
 from core.deadlines.calendar import WorkingCalendar, parse_hours
@@ -71,6 +72,7 @@ MAX_ANSWERS = 12
 # Twilio's webhook forms are a few hundred bytes; a bound keeps anything else out.
 WEBHOOK_MAX_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
+CALL_NOT_IN_PROGRESS = 21220  # Twilio's error when a call that has ended is redirected
 CLAIMED = web.RequestKey("gridline_turn_claimed", str)  # the turn this request ended (Call.claim_end)
 
 
@@ -379,8 +381,11 @@ class Hotline:
             await asyncio.wait_for(asyncio.to_thread(self.twilio.redirect, seg.call_sid, url), timeout + 1.0)
         except Exception as exc:
             self.registry.stats["turn_end_failures"] += 1
-            log.warning("call %s %s: the caller went quiet, but the redirect failed (%s); Twilio's own "
-                        "quiet ends the turn", seg.call_sid, seg.name, str(exc)[:200] or type(exc).__name__)
+            # 21220: the call is over (the caller hung up as they finished): nothing to warn of
+            ended = isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS
+            log.log(logging.INFO if ended else logging.WARNING, "call %s %s: the caller went quiet, but the "
+                    "redirect failed (%s); Twilio's own quiet ends the turn", seg.call_sid, seg.name,
+                    str(exc)[:200] or type(exc).__name__)
             return
         self.registry.stats["turns_ended_by_us"] += 1
         log.info("call %s %s: the caller went quiet; turn ended by redirect (%.0f ms)", seg.call_sid, seg.name,
