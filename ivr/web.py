@@ -59,7 +59,7 @@ from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool, forget_handove
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, Stage, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
-from ivr.twilio_api import TwilioApi
+from ivr.twilio_api import LiveCalls
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,9 @@ class Hotline:
         # Our own end-of-speech detection ends the caller's turns (rules.toml
         # [hotline.end_of_speech]) when this instance can redirect a call through Twilio's REST
         # API; without the account's credentials the flow is Twilio's quiet only, as it was.
-        self.twilio: TwilioApi | None = None
+        self.live_calls: LiveCalls | None = None  # made at start-up, in the event loop
         eos = load_rules()["hotline"]["end_of_speech"]
         if eos["enabled"] and self.settings.twilio_account_sid and self.settings.twilio_auth_token:
-            self.twilio = TwilioApi(self.settings.twilio_account_sid, self.settings.twilio_auth_token,
-                                    api_url=self.settings.twilio_api_url, timeout=float(eos["redirect_timeout_s"]))
             self.flow.end_of_speech = self.registry.end_of_speech = dict(eos)
             self.registry.on_speech_end = self.end_turn_now
         self.intents = IntentMatcher.load()  # core/data/intents.toml (GRIDLINE_INTENTS over it)
@@ -372,13 +370,13 @@ class Hotline:
         """The caller spoke and went quiet on a socket of this instance: move the call to the
         turn's webhook now with a live redirect, rather than after Twilio's <Record> quiet.
         Any failure changes nothing: Twilio's own quiet (or #) ends the turn as before."""
-        if seg.ended_by is not None or self.twilio is None:
+        if seg.ended_by is not None or self.live_calls is None:
             return  # the turn already ended (#, Twilio's quiet, a hang-up)
         url = self.settings.public_url.rstrip("/") + seg.end_path
         timeout = float(self.flow.end_of_speech["redirect_timeout_s"])
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.twilio.redirect, seg.call_sid, url), timeout + 1.0)
+            await asyncio.wait_for(self.live_calls.redirect(seg.call_sid, url), timeout + 1.0)
         except Exception as exc:
             self.registry.stats["turn_end_failures"] += 1
             # 21220: the call is over (the caller hung up as they finished): nothing to warn of
@@ -998,6 +996,13 @@ class Hotline:
                 await self.pool.warm_up()  # load the model now, not during the first caller's petition
             for runner in self.speech_runners:
                 runner.start()
+        eos = self.flow.end_of_speech
+        if eos is not None:
+            self.live_calls = LiveCalls(self.settings.twilio_account_sid, self.settings.twilio_auth_token,
+                                        api_url=self.settings.twilio_api_url,
+                                        timeout=float(eos["redirect_timeout_s"]))
+            log.info("hotline: a caller's turn ends %.1f s after their last word (%.1f s after a short answer), "
+                     "by a live redirect; Twilio's own quiet is the fallback", eos["quiet_s"], eos["answer_quiet_s"])
         await self.instance.start()
         await self.handover.start()
         started = utcnow()
@@ -1052,6 +1057,8 @@ class Hotline:
         await self.registry.close()
         await self.handover.stop()
         await self.instance.stop()
+        if self.live_calls is not None:
+            await self.live_calls.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
