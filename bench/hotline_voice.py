@@ -15,8 +15,14 @@
    (open question → read-back) measured on an in-process server (signed webhooks, the
    Media Streams socket, the fake recogniser), against the keypad path's petition →
    read-back in the same run. The quiet Twilio's <Record> waits before it ends a turn
-   (``[open] silence_s``; 0 when the caller presses #) is printed beside it: that part is
-   Twilio's end-of-speech detection, not ours.
+   (``[open] silence_s``; 0 when the caller presses #) is printed beside it.
+4. The same, end to end, as the caller lives it (``--turn-calls`` calls per path): real
+   Mandarin speech (the AISHELL clips of ../shared/speech_samples/zh, else espeak-ng) and a
+   spoken 对, streamed at real-time pace; from the moment the caller's last word went out to
+   the moment the next prompt's TwiML is in the simulator's hand. Our end-of-speech path
+   (rules.toml ``[hotline.end_of_speech]``: the quiet window, the REST redirect to the fake
+   Twilio server through the real ``twilio`` client, the signed webhook) beside Twilio's own
+   quiet (the same server without REST credentials) in the same run.
 
 Figures, never assertions: the lead runs this on a quiet machine.
 """
@@ -163,15 +169,113 @@ async def calls(n: int, chars_per_s: float) -> None:
     line("+ Twilio's end-of-speech quiet ([open] silence_s; # ends at once)", f"{silence_s:.0f} s", None, "")
 
 
+SAMPLES = ROOT.parent / "shared" / "speech_samples" / "zh"
+CLIPS = ["wenet_aishell_BAC009S0724W0121.wav", "firered_BAC009S0764W0121.wav", "s3tok_BAC009S0764W0122.wav"]
+
+
+def said(tmp: Path) -> tuple[list[bytes], bytes]:
+    """Petitions (real Mandarin clips, else espeak-ng) and a spoken 对, µ-law from the first
+    word to the last (what surrounds them in a file is not the caller's quiet)."""
+    import shutil
+    import subprocess
+
+    from ivr.loudness import frame_rms
+    from ivr.simulator import audio_frames
+
+    def trimmed(path: Path) -> bytes:
+        mulaw = b"".join(audio_frames(path))
+        loud = (frame_rms(mulaw) > 300).nonzero()[0]
+        return mulaw[loud[0] * 160:(loud[-1] + 1) * 160]
+
+    def espeak(pinyin: str, name: str) -> bytes:
+        path = tmp / name
+        subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-a", "150", "-w", str(path), pinyin], check=True,
+                       capture_output=True)
+        return trimmed(path)
+
+    clips = [trimmed(SAMPLES / c) for c in CLIPS if (SAMPLES / c).is_file()]
+    if not clips and shutil.which("espeak-ng"):
+        clips = [espeak("xiao3 qu1 men2 kou3 de5 lu4 deng1 huai4 le5 hao3 ji3 tian1 le5", "p.wav")]
+    if not shutil.which("espeak-ng"):
+        from tests.ivr.conftest import tone
+        return clips or [tone(3.0)], tone(0.4)
+    return clips, espeak("dui4", "dui.wav")
+
+
+async def turn_ends(n: int) -> None:
+    from core.platform.db import make_engine
+    from core.platform.migrations import upgrade
+    from gridline.wiring import wire
+    from ivr.config import FlowConfig
+    from ivr.simulator import CallScript, Turn
+    from tests.ivr.conftest import KNOWN_PHONE, TOKEN, start_rig
+    from tests.support.fake_transcriber import FakeTranscriber
+    from tests.support.fake_twilio import FakeTwilio
+
+    wire()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        petitions, yes = said(root)
+        engine = make_engine(f"sqlite:///{tmp}/bench-eos.sqlite3")
+        await asyncio.to_thread(upgrade, engine)
+        speech = FakeTranscriber(confidence=0.9)
+        flow = FlowConfig.load(stream={"hangup_grace_s": 0.3})
+        (root / "ours").mkdir()
+        (root / "twilio").mkdir()
+        times: dict[str, dict[str, list[float]]] = {"ours": {"open": [], "answer": []},
+                                                    "twilio": {"open": [], "answer": []}}
+        ended_by: dict[str, list[str]] = {"ours": [], "twilio": []}
+        async with FakeTwilio(auth_token=TOKEN) as fake:
+            ours = await start_rig(engine, root / "ours", speech, flow=flow, twilio_account_sid=fake.account_sid,
+                                   twilio_api_url=fake.base_url)
+            twilio = await start_rig(engine, root / "twilio", speech, flow=flow, district=ours.district)
+            try:
+                for i in range(n):
+                    for name, rig in (("ours", ours), ("twilio", twilio)):
+                        speech.reset()
+                        speech.say(f"小区 门口 的 路灯 坏 了 第 {i} 次")
+                        speech.say_in_grammar("对")
+                        sim = rig.simulator(speed=1.0)
+                        if name == "ours":
+                            fake.carry(sim)
+                        result = await sim.call(CallScript(from_number=KNOWN_PHONE, turns=[
+                            Turn(petitions[i % len(petitions)], end="silence"), Turn(yes, end="silence")]))
+                        if len(result.word_to_prompt) >= 2 and result.case_number:
+                            times[name]["open"].append(result.word_to_prompt[0])
+                            times[name]["answer"].append(result.word_to_prompt[1])
+                        ended_by[name].extend(by for by, _ in result.turn_ends)
+            finally:
+                await ours.stop()
+                await twilio.stop()
+                engine.dispose()
+    eos = ours.hotline.flow.end_of_speech or {}
+    print(f"\n4. caller's last word → next prompt, end to end ({n} calls per path, real-time speech, "
+          f"quiet window {eos.get('quiet_s')} s / answers {eos.get('answer_quiet_s')} s)")
+    for turn, label in (("open", "open question → read-back"), ("answer", "对 → case number")):
+        new, old = times["ours"][turn], times["twilio"][turn]
+        line(f"{label}: our end of speech, p95", f"{1000 * pct(new, 95):.0f} ms", pct(new, 95) < 1, "< 1 s")
+        window = float(eos.get("quiet_s" if turn == "open" else "answer_quiet_s") or 0)
+        line("  median", f"{1000 * pct(new, 50):.0f} ms", None, "")
+        line("  of which after the quiet window (REST redirect, webhook), p95",
+             f"{1000 * pct([t - window for t in new], 95):.0f} ms", None, "")
+        line("  baseline, Twilio's quiet (same run), p95", f"{1000 * pct(old, 95):.0f} ms", None, "")
+    counts = {name: {by: ended_by[name].count(by) for by in sorted(set(ended_by[name]))} for name in ended_by}
+    print(f"  turns ended by: ours {counts['ours']}, baseline {counts['twilio']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20, help="calls per path for the timings (default 20)")
     parser.add_argument("--chars-per-s", type=float, default=4.0, help="Mandarin TTS speed (default 4.0)")
+    parser.add_argument("--turn-calls", type=int, default=10,
+                        help="calls per path for the end-to-end turn ends, each in real time (default 10)")
     parser.add_argument("--intents-only", action="store_true", help="only the intent accuracy")
     args = parser.parse_args()
     accuracy()
     if not args.intents_only:
         asyncio.run(calls(args.calls, args.chars_per_s))
+        if args.turn_calls:
+            asyncio.run(turn_ends(args.turn_calls))
 
 
 if __name__ == "__main__":

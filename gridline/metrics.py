@@ -122,6 +122,10 @@ SAMPLED: dict[str, GaugeSpec] = {
                                                 "running or queued for a thread (the recognition queue depth)"),
     "gridline_speech_backlog_seconds": GaugeSpec("Seconds of callers' audio received by live recognisers and "
                                                  "not yet handed to a speech thread"),
+    "gridline_hotline_turns_ended_by_us": GaugeSpec("Callers' turns this process ended on its own end-of-speech "
+                                                    "detection (a live redirect) since it started"),
+    "gridline_hotline_turn_end_failures": GaugeSpec("End-of-speech redirects that failed (Twilio error, timeout) "
+                                                    "since this process started: Twilio's own quiet ended those turns"),
     "gridline_chat_send_queue": GaugeSpec("Telegram Bot API calls (messages, answers) waiting for the rate "
                                           "limiter or on their way"),
     "gridline_db_threads": GaugeSpec("Database threads (as many as the connection pool holds)"),

@@ -7,6 +7,7 @@ each step can be tested by reading the XML. ``ivr/web.py`` decides which step co
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
@@ -47,6 +48,23 @@ def short_names(said: list[str]) -> list[str]:
     return [spoken(o) for o in own]
 
 
+def spoken_s(sentences: Sequence[str], eos: dict, rate: str | None = None) -> float:
+    """About how long the sentences take to say: their characters at rules.toml
+    ``[hotline.end_of_speech] prompt_chars_per_s``, slower at an SSML ``rate`` ("75%")."""
+    chars = sum(1 for s in sentences for c in s if c.isalnum())
+    speed = float(rate.rstrip("%")) / 100 if rate else 1.0
+    return chars / float(eos["prompt_chars_per_s"]) / max(speed, 0.1)
+
+
+def watch_end(stream, eos: dict, end: str, prompt_s: float, *, answer: bool) -> None:
+    """Tell the turn's stream to end the turn on our end-of-speech detection: the webhook to
+    redirect the call to (path and query, with the turn's identity), which quiet window (a
+    short answer's or a long turn's), and how long the prompt takes (speech counts after it)."""
+    stream.parameter(name="end", value=end)
+    stream.parameter(name="quiet", value="answer" if answer else "turn")
+    stream.parameter(name="arm", value=f"{prompt_s:.2f}")
+
+
 @dataclass
 class Flow:
     config: FlowConfig
@@ -57,6 +75,9 @@ class Flow:
         self.prompts = load_prompts(self.config.language)
         self.voice = self.prompts["voice"]
         self.rate: str | None = None  # SSML prosody rate, set by ``slowed``
+        # rules.toml [hotline.end_of_speech] when our own end-of-speech detection may end the
+        # caller's turns (a live redirect through Twilio's REST API); None: Twilio's quiet only.
+        self.end_of_speech: dict | None = None
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -117,19 +138,18 @@ class Flow:
     def record(self, *, kind: str, segment: str, token: str, call_sid: str, notice: str | None = None,
                intro: str | None = None, stop: str | None = None) -> str:
         """Fork the caller's audio to our socket and let Twilio's <Record> end the turn on
-        # or silence. <Record> only detects the end: recognition is ours, on the stream.
-        ``stop`` names the previous turn's stream, still open when a turn is said again."""
+        # or silence (or our end-of-speech detection, sooner). <Record> only detects the end:
+        recognition is ours, on the stream. ``stop`` names the previous turn's stream, still
+        open when a turn is said again."""
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
         cfg = self.config["petition"]
-        stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
-        stream.parameter(name="token", value=token)
-        stream.parameter(name="callSid", value=call_sid)
-        stream.parameter(name="segment", value=segment)
-        if notice:
-            self.say(r, self.text(notice))
-        self.say(r, self.text(intro or ("petition_intro" if kind == "petition" else "address_intro")))
+        said = ([self.text(notice)] if notice else []) + \
+            [self.text(intro or ("petition_intro" if kind == "petition" else "address_intro"))]
+        self.listen(r, segment, token, call_sid, end=f"/twilio/{kind}/done", prompt=said, beep=True)
+        for sentence in said:
+            self.say(r, sentence)
         action = self.url(f"/twilio/{kind}/done", seg=segment)
         r.record(action=action, method="POST", timeout=cfg["silence_s"], finish_on_key="#",
                  max_length=cfg["max_seconds"], play_beep=True)
@@ -137,12 +157,20 @@ class Flow:
         r.redirect(self.url(f"/twilio/{kind}/done", seg=segment, empty=1), method="POST")
         return str(r)
 
-    def listen(self, r: VoiceResponse, segment: str, token: str | None, call_sid: str) -> None:
-        """Fork the caller's audio to our socket for this turn (``segment``)."""
+    def listen(self, r: VoiceResponse, segment: str, token: str | None, call_sid: str, *, end: str | None = None,
+               prompt: Sequence[str] = (), answer: bool = False, beep: bool = False) -> None:
+        """Fork the caller's audio to our socket for this turn (``segment``). ``end``: the
+        webhook that ends the turn; with end-of-speech detection on, the stream is told it
+        (with the turn's identity, ``seg``), which quiet to wait for (``answer``: a short
+        one) and how long the ``prompt`` takes to say: the instance holding the socket
+        redirects the call there once the caller has spoken and gone quiet."""
         stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
         stream.parameter(name="token", value=token)
         stream.parameter(name="callSid", value=call_sid)
         stream.parameter(name="segment", value=segment)
+        if self.end_of_speech is not None and end is not None:
+            watch_end(stream, self.end_of_speech, f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}",
+                      spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0), answer=answer)
 
     def open_question(self, *, segment: str, token: str | None, call_sid: str, sentences: list[str],
                       stop: str | None = None) -> str:  # sentences: said as they are
@@ -153,7 +181,7 @@ class Flow:
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
-        self.listen(r, segment, token, call_sid)
+        self.listen(r, segment, token, call_sid, end="/twilio/open/done", prompt=sentences)
         action = self.url("/twilio/open/done", seg=segment)
         g = r.gather(input="dtmf", num_digits=1, timeout=1, action=action, method="POST")
         for sentence in sentences:
@@ -172,7 +200,7 @@ class Flow:
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
-        self.listen(r, segment, token, call_sid)
+        self.listen(r, segment, token, call_sid, end=action_path, prompt=[sentence], answer=True)
         action = self.url(action_path, seg=segment)
         g = r.gather(input="dtmf", num_digits=1, timeout=1, action=action, method="POST")
         self.say(g, sentence)

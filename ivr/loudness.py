@@ -33,3 +33,41 @@ def pcm_speech_seconds(pcm: bytes, sample_rate: int, threshold: float) -> float:
         return 0.0
     rms = np.sqrt((x[: n * step].reshape(n, step) ** 2).mean(axis=1))
     return float((rms > threshold).sum()) * 0.02
+
+
+class EndOfSpeech:
+    """The caller's turn is over: speech heard, then ``quiet_s`` without. Counted in audio
+    time (20 ms frames, the same loudness measure as above), so it is the same whether the
+    frames come at the pace of speech or in a burst after a stall. Speech counts only after
+    ``arm_s`` (the prompt is being said until then: a 喂 over the greeting is not the turn),
+    and the turn can end only after ``min_speech_s`` of it (a cough does not end it)."""
+
+    def __init__(self, threshold: float, *, quiet_s: float, min_speech_s: float, arm_s: float = 0.0):
+        self.threshold = threshold
+        self.quiet_s = quiet_s
+        self.min_speech_s = min_speech_s
+        self.arm_s = arm_s
+        self.heard_s = 0.0  # audio seen
+        self.speech_s = 0.0  # speech after arm_s
+        self.quiet_run_s = 0.0  # quiet since the last speech frame
+        self.ended = False
+
+    def feed(self, mulaw: bytes) -> bool:
+        """True once, at the frame that ends the turn."""
+        if self.ended:
+            return False
+        for rms in frame_rms(mulaw):
+            self.heard_s += 0.02
+            if self.heard_s <= self.arm_s:
+                continue
+            if rms > self.threshold:
+                self.speech_s += 0.02
+                self.quiet_run_s = 0.0
+            else:
+                self.quiet_run_s += 0.02
+            # a little slack for float sums of 0.02
+            if self.speech_s > 0 and self.speech_s >= self.min_speech_s - 1e-6 and \
+                    self.quiet_run_s >= self.quiet_s - 1e-6:
+                self.ended = True
+                return True
+        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import uuid
@@ -18,12 +19,14 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from twilio.request_validator import RequestValidator
 
 from ivr.config import load_prompts
+from ivr.loudness import frame_rms
 from ivr.signature import effective_token
 from speech_models.audio import decode_file, mulaw_encode
 
@@ -40,6 +43,30 @@ def audio_frames(source: str | Path | bytes) -> list[bytes]:
 
 
 SILENCE_FRAME = b"\xff" * FRAME
+SPEECH_RMS = 300  # a frame louder than this is a word (ivr/flow.toml [stream] speech_rms)
+
+
+class Live:
+    """A call in progress as Twilio's REST API may change it ("modify a live call":
+    ``calls(sid).update(url=...)``): whoever plays that API calls ``redirect`` from any
+    thread; the call abandons the verb it is on and requests ``url`` (signed, POST)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pending: str | None = None
+        self.changed = asyncio.Event()
+
+    def redirect(self, url: str) -> None:
+        self.loop.call_soon_threadsafe(self._redirect, url)
+
+    def _redirect(self, url: str) -> None:
+        self.pending = url
+        self.changed.set()
+
+    def take(self) -> str | None:
+        url, self.pending = self.pending, None
+        self.changed.clear()
+        return url
 
 
 @dataclass
@@ -75,8 +102,15 @@ class CallResult:
     webhook_paths: list[str] = field(default_factory=list)  # path of each latency above
     readback_latencies: list[float] = field(default_factory=list)  # caller's # → read-back
     requests: list[tuple[str, dict]] = field(default_factory=list)
+    bodies: list[str] = field(default_factory=list)  # what each of ``requests`` was answered
     status: str = "completed"
     pressed_at: float | None = None  # when the caller last ended a <Record>
+    # How each turn ended, in order: (how, the URL requested): "#", "quiet" (<Record>'s
+    # timeout), "redirect" (a live update through the REST API), "hangup".
+    turn_ends: list[tuple[str, str]] = field(default_factory=list)
+    live: Live | None = field(default=None, repr=False)
+    last_word_at: float | None = None  # when the caller's last frame of words was sent
+    word_to_prompt: list[float] = field(default_factory=list)  # last word → the next TwiML in hand
 
 
 class _Stream:
@@ -126,6 +160,16 @@ class Simulator:
         self.digit_names = load_prompts(language)["numbers"]["digits"]
         self.echo = echo
         self._session = session
+        # Twilio's REST API, when someone plays it (tests.support.fake_twilio): told of each
+        # call (``started(call_sid, params, live)``, ``ended(call_sid)``) so that it can update
+        # it live. Then prompts take time on the stream (silence at ``prompt_chars_per_s``, sent
+        # at ``speed``) and a caller's quiet after their words passes in real time, as a redirect
+        # may cut it short.
+        self.carrier: Any = None
+        self.prompt_chars_per_s = 4.0
+        # Where the Media Streams sockets connect when not to ``server_url`` (instances behind a
+        # balancer: the socket stays on one, the webhooks may go to another).
+        self.stream_server: str | None = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -154,6 +198,7 @@ class Simulator:
         result.webhook_latencies.append(time.perf_counter() - started)
         result.webhook_paths.append(urlsplit(url).path)
         result.requests.append((url, params))
+        result.bodies.append(body)
         return body
 
     def _say(self, text: str, result: CallResult) -> None:
@@ -191,9 +236,14 @@ class Simulator:
         started = time.monotonic()
         url = f"{self.public_url}/twilio/voice"
         params = {**base, "CallStatus": "ringing"}
+        if self.carrier is not None:
+            result.live = Live()
+            self.carrier.started(call_sid, base, result.live)
         try:
             await self._follow(http, url, params, base, digits, turns, streams, script, result)
         finally:
+            if self.carrier is not None:
+                self.carrier.ended(call_sid)
             for stream in streams.values():
                 await stream.stop(self.ACCOUNT_SID, call_sid)
             duration = str(max(1, round(time.monotonic() - started)))
@@ -207,11 +257,27 @@ class Simulator:
         hung_up = False
         while url and not hung_up:
             body = await self.post(http, url, params, result)
+            redirected = self._redirected(base, result)
+            if redirected is not None:  # updated while we fetched this: Twilio abandons it
+                url, params, hung_up = redirected
+                continue
             if result.pressed_at is not None and "<Redirect" not in body:
                 result.readback_latencies.append(time.perf_counter() - result.pressed_at)
                 result.pressed_at = None
+            if result.last_word_at is not None and "round=" not in body:  # not 请稍候 (come back)
+                result.word_to_prompt.append(time.perf_counter() - result.last_word_at)
+                result.last_word_at = None
             url, params, hung_up = await self._run_twiml(http, body, url, base, digits, turns, streams,
                                                          script, result)
+
+    @staticmethod
+    def _redirected(base: dict, result: CallResult) -> tuple[str, dict, bool] | None:
+        """A live update that came in: where the call goes now."""
+        url = result.live.take() if result.live is not None and result.live.pending else None
+        if url is None:
+            return None
+        result.turn_ends.append(("redirect", url))
+        return url, dict(base, CallStatus="in-progress"), False
 
     async def answer(self, url: str, *, call_sid: str, from_number: str, to_number: str, script: CallScript,
                      answered_by: str | None = "human", account_sid: str | None = None) -> CallResult:
@@ -227,12 +293,17 @@ class Simulator:
         if answered_by:
             params["AnsweredBy"] = answered_by
         streams: dict[str, _Stream] = {}
+        if self.carrier is not None:
+            result.live = Live()
+            self.carrier.started(call_sid, base, result.live)
 
         async def run(http: aiohttp.ClientSession) -> None:
             try:
                 await self._follow(http, url, params, base, list(script.digits), list(script.turns), streams,
                                    script, result)
             finally:
+                if self.carrier is not None:
+                    self.carrier.ended(call_sid)
                 for stream in streams.values():
                     await stream.stop(account, call_sid)
 
@@ -282,10 +353,14 @@ class Simulator:
         if root.tag != "Response":
             raise ValueError(f"not TwiML: {body[:100]}")
         for verb in root:
+            redirected = self._redirected(base, result)
+            if redirected is not None:
+                return redirected
             tag = verb.tag
             if tag == "Say":
                 for _ in range(int(verb.get("loop", "1") or 1)):
                     self._say("".join(verb.itertext()), result)
+                    await self._saying(verb, streams, result)
                 if self._heard_enough(script, result):
                     return None, None, True
             elif tag == "Play":
@@ -298,6 +373,8 @@ class Simulator:
                 return self._absolute((verb.text or "").strip(), current), dict(base, CallStatus="in-progress"), False
             elif tag == "Start":
                 for stream in verb.findall("Stream"):
+                    if stream.get("name") and stream.get("name") in streams:
+                        continue  # Twilio starts no second stream of a name that is running
                     await self._open_stream(http, stream, current, base, streams)
             elif tag == "Stop":
                 for stream in verb.findall("Stream"):
@@ -308,19 +385,28 @@ class Simulator:
                 for child in verb:
                     if child.tag == "Say":
                         self._say("".join(child.itertext()), result)
+                        await self._saying(child, streams, result)
                     elif child.tag == "Pause":
                         await self._pause(float(child.get("length", "1")))
                 if self._heard_enough(script, result):
                     return None, None, True
+                redirected = self._redirected(base, result)
+                if redirected is not None:
+                    return redirected
                 pressed = digits.pop(0) if digits else None
                 if isinstance(pressed, Turn):  # words said instead of a key, heard by the open stream
                     stream = next(reversed(streams.values()), None) if streams else None
                     frames = audio_frames(pressed.audio) if pressed.audio is not None else []
-                    await self._send_frames(stream, frames)
-                    await self._send_frames(stream, [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50))
+                    live = result.live
+                    quiet = [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50)
+                    if not await self._send_frames(stream, frames, live=live, result=result) or \
+                            not await self._send_frames(stream, quiet, speed=1.0 if live is not None else None,
+                                                        live=live):
+                        return self._redirected(base, result)  # a live update ended the answer
                     pressed = None
                     if verb.get("actionOnEmptyResult") == "true":
                         action = self._absolute(verb.get("action") or current, current)
+                        result.turn_ends.append(("quiet", action))
                         return action, dict(base, CallStatus="in-progress", Digits=""), False
                     continue
                 if pressed is None and not digits and script.default_digit and \
@@ -354,6 +440,8 @@ class Simulator:
 
     async def _open_stream(self, http, el, current, base, streams) -> None:
         url = self._target(el.get("url", ""))
+        if self.stream_server:
+            url = self.stream_server.replace("http", "ws", 1).rstrip("/") + urlsplit(url).path
         name = el.get("name") or uuid.uuid4().hex
         ws = await http.ws_connect(url)
         stream = _Stream(ws, "MZ" + uuid.uuid4().hex)
@@ -365,17 +453,49 @@ class Simulator:
             "tracks": ["inbound"], "customParameters": custom,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
 
-    async def _send_frames(self, stream: _Stream | None, frames: list[bytes]) -> None:
+    async def _saying(self, say: ET.Element, streams: dict[str, _Stream], result: CallResult) -> None:
+        """A prompt takes time: on a live call, the stream hears the caller listening to it
+        (slower under an SSML ``<prosody rate="85%">``)."""
+        if result.live is None or not streams:
+            return
+        prosody = say.find("prosody")
+        rate = prosody.get("rate", "100%") if prosody is not None else "100%"
+        speed = float(rate.rstrip("%")) / 100 if rate.endswith("%") else 1.0
+        chars = sum(1 for c in "".join(say.itertext()) if c.isalnum())
+        seconds = chars / self.prompt_chars_per_s / max(speed, 0.1) + 0.3
+        # sent as fast as possible: what is timed is the caller's words and quiet, not our prompts
+        await self._send_frames(next(reversed(streams.values())), [SILENCE_FRAME] * int(seconds * 50),
+                                speed=0, live=result.live)
+
+    async def _send_frames(self, stream: _Stream | None, frames: list[bytes], *, speed: float | None = None,
+                           live: Live | None = None, result: CallResult | None = None) -> bool:
+        """Send the frames at ``speed`` (default: the simulator's); False when a live update
+        cut them short. With ``result``: the moment the last word (loud frame) went out is
+        ``result.last_word_at``."""
+        speed = self.speed if speed is None else speed
+        last_loud = -1
+        if result is not None and frames:
+            loud = (frame_rms(b"".join(frames)) > SPEECH_RMS).nonzero()[0]
+            last_loud = int(loud[-1]) if len(loud) else -1
         t0 = time.perf_counter()
         for i, frame in enumerate(frames):
+            if live is not None and live.pending:
+                return False
             if stream is not None and not stream.ws.closed:
                 await stream.media(frame)
-            if self.speed > 0:
-                delay = t0 + (i + 1) * 0.02 / self.speed - time.perf_counter()
+            if i == last_loud:
+                result.last_word_at = time.perf_counter()
+            if speed > 0:
+                delay = t0 + (i + 1) * 0.02 / speed - time.perf_counter()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    if live is not None:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(live.changed.wait(), delay)
+                    else:
+                        await asyncio.sleep(delay)
             elif i % 50 == 49:
                 await asyncio.sleep(0)  # let the server breathe when flooding
+        return True
 
     async def _record(self, http, verb, current, base, turns, streams, result):
         turn = turns.pop(0) if turns else Turn(None, end="silence")
@@ -395,12 +515,18 @@ class Simulator:
             action = self._absolute(verb.get("action") or current, current)
             params = dict(base, CallStatus="completed", Digits="hangup", RecordingDuration=str(len(frames) // 50),
                           RecordingSid="RE" + uuid.uuid4().hex, RecordingUrl="https://api.twilio.com/fake")
+            result.turn_ends.append(("hangup", action))
             await self.post(http, action, params, result)  # Twilio reports the hang-up to the action
             result.status = "hung_up"
             return None, None, True
-        await self._send_frames(stream, frames[:max_frames])
+        live = result.live
+        if not await self._send_frames(stream, frames[:max_frames], live=live, result=result):
+            return self._redirected(base, result)  # moved on while the caller still spoke
         if turn.end == "silence":
-            await self._send_frames(stream, [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50))
+            # On a live call the caller's quiet passes in real time: a redirect may end it first.
+            quiet = [SILENCE_FRAME] * int(float(verb.get("timeout", "5")) * 50)
+            if not await self._send_frames(stream, quiet, speed=1.0 if live is not None else None, live=live):
+                return self._redirected(base, result)
         if not frames:
             return None  # Twilio skips the action of an empty recording
         action = self._absolute(verb.get("action") or current, current)
@@ -408,4 +534,5 @@ class Simulator:
                       RecordingSid="RE" + uuid.uuid4().hex, RecordingUrl="https://api.twilio.com/fake",
                       Digits="#" if turn.end == "#" else "")
         result.pressed_at = time.perf_counter()
+        result.turn_ends.append(("#" if turn.end == "#" else "quiet", action))
         return action, params, False

@@ -26,6 +26,7 @@ from core.platform.clock import local_date, utcnow
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 RECORDINGS_DIR = "recordings"  # under the data directory
 
+KEEP_REPLIES = 3  # the TwiML of the last turns ended, for a second end of one of them
 # "answer": a short reply (对 / 不对 / 保密, a case number) said instead of a key; never the petition.
 TurnKind = Literal["petition", "address", "answer"]
 
@@ -139,6 +140,10 @@ class CallState(_Model):
     slow: bool = False  # the caller said 慢一点: every prompt slower for the rest of the call
     keys_named: bool = False  # the sentence naming the keys was said (once, after silence)
     confidential: bool = False  # the caller asked for 保密处理 (said or keyed)
+    # The TwiML each of the last turns was ended with, by segment ("" while being worked out):
+    # a turn may be ended twice (our end-of-speech redirect racing Twilio's own quiet, a #), and
+    # the second end is answered with what the first one answered (``Call.claim_end``).
+    replies: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
     def load(cls, data: dict | None) -> CallState:
@@ -271,6 +276,21 @@ class Call:
                 self.row.audio_path = recording.audio_path or self.row.audio_path
                 self.row.transcript = recording.segments or None
         return recording
+
+    def claim_end(self, segment: str) -> bool:
+        """This request ends the turn ``segment``: True for the first to ask, False for a
+        second end of the same turn (it answers with the first one's TwiML)."""
+        if segment in self.state.replies:
+            return False
+        self.state.replies[segment] = ""
+        while len(self.state.replies) > KEEP_REPLIES:
+            del self.state.replies[next(iter(self.state.replies))]
+        return True
+
+    def replied(self, segment: str, twiml: str) -> None:
+        """What the first end of ``segment`` answered (kept for a second end of it)."""
+        if self.state.replies.get(segment) == "":
+            self.state.replies[segment] = twiml
 
     def turns_heard(self, recordings: dict[str, Recording]) -> None:
         """Several turns ended at once (the caller hung up)."""

@@ -43,7 +43,7 @@ from tenacity import AsyncRetrying, RetryCallState
 from core.platform import logcontext
 from core.platform.retry import log_retry, retry_if_transient, short, transient, wait_backoff
 from ivr import calls
-from ivr.loudness import speech_seconds
+from ivr.loudness import EndOfSpeech, speech_seconds
 from ivr.spool import CallBudget, Placed, SegmentAudio, Spool
 from ivr.state import Recording
 from speech_models.audio import MULAW_TABLE
@@ -159,6 +159,15 @@ class Segment:
         self._last_frame = time.monotonic()
         self._last_ts: int | None = None
         self._target_ts: int | None = None
+        # Our own end-of-speech detection (``watch_end``): the turn's webhook, and the detector.
+        self.end_path: str | None = None
+        self.end_of_speech: EndOfSpeech | None = None
+
+    def watch_end(self, end_path: str, detector: EndOfSpeech) -> None:
+        """End this turn on the caller's quiet: once ``detector`` says so, the registry asks
+        Twilio to move the call to ``end_path`` (the turn's webhook, with its identity)."""
+        self.end_path = end_path
+        self.end_of_speech = detector
 
     # -- recognition --------------------------------------------------------------------
 
@@ -219,6 +228,8 @@ class Segment:
                 self._early.append(mulaw)
         if self._target_ts is not None and ts is not None and ts >= self._target_ts:
             self._stop_taking()
+        elif self.end_of_speech is not None and self.ended_by is None and self.end_of_speech.feed(mulaw):
+            self.registry.speech_ended(self)
 
     def request_end(self, reason: str, drain_s: float = 0.0, max_drain_s: float = 0.0) -> None:
         """Stop taking audio: now, or (``drain_s`` > 0) once the frames in flight are in."""
@@ -347,6 +358,7 @@ class _Connection:
         self.dropped_bytes = 0
         self.end_reason: str | None = None
         self.closed_at: float | None = None
+        self.turn_end: dict[str, str] = {}  # the TwiML's end / quiet / arm parameters (end of speech)
         # How the socket is closed when the handler closes it: 4001 for a bad start or token.
         self.close_code = WSCloseCode.OK
         self.close_message = b""
@@ -362,6 +374,7 @@ class _Connection:
                 not all(c.isalnum() or c in "-_" for c in name):
             return False
         self.started = True
+        self.turn_end = {k: str(params[k])[:200] for k in ("end", "quiet", "arm") if params.get(k)}
         logcontext.bind_call(call_sid)  # this socket's lines, and its tasks', name the call
         self.registry.connecting.add((call_sid, name))
         self.registry.spawn(self._verify(call_sid, token, name), f"stream token {call_sid}")
@@ -436,6 +449,8 @@ class _Connection:
                 await self.ws.close(code=self.close_code, message=self.close_message)
             return
         seg = reg.open_segment(call_sid, name, stored)
+        if self.turn_end:  # only once the token says the call is ours
+            reg.watch_end(seg, self.turn_end)
         for chunk, ts in self.pending:
             seg.feed(chunk, ts)
         self.pending.clear()
@@ -480,8 +495,12 @@ class StreamRegistry:
         # Segment name prefix → the phrase list its recogniser is built with (Vosk grammar
         # mode), for short answers: a follow-up's "answer-solved-…" turns (ivr.survey_web).
         self.grammars: dict[str, tuple[str, ...]] = {}
+        # Our own end-of-speech detection: rules.toml [hotline.end_of_speech] and what moves
+        # the call on (a live redirect through Twilio's REST API), both set by ivr.web when on.
+        self.end_of_speech: dict | None = None
+        self.on_speech_end: Callable[[Segment], Awaitable[None]] | None = None
         self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0,
-                      "recording_only": 0, "token_retries": 0}
+                      "recording_only": 0, "token_retries": 0, "turns_ended_by_us": 0, "turn_end_failures": 0}
         self._tasks: set[asyncio.Task] = set()
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -516,6 +535,28 @@ class StreamRegistry:
         self.notify("segment_opened", seg)
         self.wake_waiters(call_sid, name)
         return seg
+
+    def watch_end(self, seg: Segment, params: dict[str, str]) -> None:
+        """The turn's TwiML asked for our end-of-speech detection (``ivr.flow.Flow.listen``)."""
+        cfg, end = self.end_of_speech, params.get("end", "")
+        if cfg is None or self.on_speech_end is None or not end.startswith("/twilio/") or "seg=" not in end:
+            return
+        answer = params.get("quiet") == "answer"
+        try:
+            arm_s = min(max(0.0, float(params.get("arm") or 0.0)), 120.0)
+        except ValueError:
+            arm_s = 0.0
+        if answer:
+            quiet_s, min_speech_s = cfg["answer_quiet_s"], cfg["answer_min_speech_s"]
+        else:
+            quiet_s, min_speech_s = cfg["quiet_s"], cfg["min_speech_s"]
+        seg.watch_end(end, EndOfSpeech(self.speech_rms, arm_s=arm_s, quiet_s=float(quiet_s),
+                                       min_speech_s=float(min_speech_s)))
+
+    def speech_ended(self, seg: Segment) -> None:
+        """The caller spoke and went quiet: move the call on now (not after Twilio's quiet)."""
+        if self.on_speech_end is not None:
+            self.spawn(self.on_speech_end(seg), f"end of speech {seg.call_sid} {seg.name}")
 
     def notify(self, what: str, seg: Segment) -> None:
         for observer in self.observers:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from core.platform.merging import deep_merge
 from ivr.config import SURVEY_FLOW, load_prompts
+from ivr.flow import spoken_s, watch_end
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class SurveyTwiml:
         prompts = load_prompts(config.language)
         self.voice = prompts["voice"]
         self.text_of = prompts["survey"]
+        # rules.toml [hotline.end_of_speech] when a spoken answer may end on our own end-of-speech
+        # detection (set with the hotline's: the account's credentials), else None.
+        self.end_of_speech: dict | None = None
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -102,12 +106,19 @@ class SurveyTwiml:
             for sentence in self.intro_text(intro):
                 self.say(r, sentence)
             r.pause(length=self.config["voice"]["pause_s"])
+        by_voice = bool(segment) and not retry
+        asked = ([self.text("not_you")] if intro is not None else []) + ([self.text(notice)] if notice else []) + \
+            [self.text(f"ask_{question}_voice" if by_voice else f"ask_{question}")] + \
+            ([self.text("operator_hint")] if operator else [])
         if segment:
             stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
             stream.parameter(name="token", value=stream_token)
             stream.parameter(name="callSid", value=call_sid)
             stream.parameter(name="segment", value=segment)
-        by_voice = bool(segment) and not retry
+            if self.end_of_speech is not None:  # the answer said, then a short quiet: on at once
+                end = urlsplit(self.url(survey_id, "key", t=token, q=question, seg=segment, by="eos"))
+                watch_end(stream, self.end_of_speech, f"{end.path}?{end.query}",
+                          spoken_s(asked, self.end_of_speech, self.config["voice"]["rate"]), answer=True)
         timeout = self.config["answers"]["timeout_s"] if by_voice else self.config["questions"]["timeout_s"]
         g = r.gather(input="dtmf", num_digits=1, timeout=timeout,
                      action=self.url(survey_id, "key", t=token, q=question, seg=segment or None), method="POST",

@@ -109,6 +109,7 @@ class SurveyLine:
         self.hotline = hotline
         self.config = config
         self.twiml = SurveyTwiml(config, self.settings.public_url)
+        self.twiml.end_of_speech = hotline.flow.end_of_speech  # on with the hotline's (credentials, rules)
         self.answers = SurveyAnswers.of(config["answers"], survey_scales())
         self._listening: bool | None = None  # known after the first call asks
 

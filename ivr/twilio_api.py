@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from ivr.twilio_http import http_client_from_settings
+from ivr.twilio_http import AsyncBaseUrlHttpClient, http_client_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,25 @@ class FoundCalls:
 
     ours: CallInfo | None = None
     unattributed: list[CallInfo] = field(default_factory=list)
+
+
+class LiveCalls:
+    """Calls in progress, changed through the REST API without a thread: the ``twilio``
+    client on its aiohttp transport (``*_async`` methods). Make it inside the running event
+    loop and ``close()`` it when done."""
+
+    def __init__(self, account_sid: str, auth_token: str, *, api_url: str = "", timeout: float = 2.0):
+        http = AsyncBaseUrlHttpClient(api_url, timeout=timeout) if api_url else AsyncTwilioHttpClient(timeout=timeout)
+        self.client = Client(account_sid, auth_token, http_client=http)
+
+    async def redirect(self, sid: str, url: str) -> None:
+        """Move a call in progress to ``url`` now (Twilio abandons the verb it is on and
+        requests ``url``, signed, with POST): how the hotline ends a turn on our own
+        end-of-speech detection instead of waiting for <Record>'s quiet."""
+        await self.client.calls(sid).update_async(url=url, method="POST")
+
+    async def close(self) -> None:
+        await self.client.http_client.close()
 
 
 def _aware(moment: datetime) -> datetime:

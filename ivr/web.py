@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
+from twilio.base.exceptions import TwilioRestException
 
 from core.cases.intents import Heard, IntentMatcher
 from core.deadlines.calendar import WorkingCalendar, parse_hours
@@ -58,6 +59,7 @@ from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool, forget_handove
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, Stage, TurnKind
 from ivr.stream import StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
+from ivr.twilio_api import LiveCalls
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ MAX_ANSWERS = 12
 # Twilio's webhook forms are a few hundred bytes; a bound keeps anything else out.
 WEBHOOK_MAX_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
+CALL_NOT_IN_PROGRESS = 21220  # Twilio's error when a call that has ended is redirected
+CLAIMED = web.RequestKey("gridline_turn_claimed", str)  # the turn this request ended (Call.claim_end)
 
 
 def twiml(text: str) -> web.Response:
@@ -82,6 +86,15 @@ def wait_round(request: web.Request) -> int:
         return max(0, int(request.query.get("round", "0") or 0))
     except ValueError:
         return 0
+
+
+class TurnEndedElsewhere(Exception):
+    """Another request ended this turn first (our end-of-speech redirect and Twilio's own
+    <Record> end, or a #, for the same turn): answer with what that one answered."""
+
+    def __init__(self, segment: str):
+        super().__init__(segment)
+        self.segment = segment
 
 
 class BadForm(Exception):
@@ -189,6 +202,14 @@ class Hotline:
                                                  flow=config, store=services.media)
             self.speech_runners = speech_runners(self.engine, self.transcriptions, 1)
         self.operator_hours = _operator_hours(self.settings)
+        # Our own end-of-speech detection ends the caller's turns (rules.toml
+        # [hotline.end_of_speech]) when this instance can redirect a call through Twilio's REST
+        # API; without the account's credentials the flow is Twilio's quiet only, as it was.
+        self.live_calls: LiveCalls | None = None  # made at start-up, in the event loop
+        eos = load_rules()["hotline"]["end_of_speech"]
+        if eos["enabled"] and self.settings.twilio_account_sid and self.settings.twilio_auth_token:
+            self.flow.end_of_speech = self.registry.end_of_speech = dict(eos)
+            self.registry.on_speech_end = self.end_turn_now
         self.intents = IntentMatcher.load()  # core/data/intents.toml (GRIDLINE_INTENTS over it)
         self.latencies: list[float] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -344,6 +365,74 @@ class Hotline:
             await self.apply(call_sid, Call.end)
             return None
         return await self.file(call_sid, hung_up=True)
+
+    async def end_turn_now(self, seg) -> None:
+        """The caller spoke and went quiet on a socket of this instance: move the call to the
+        turn's webhook now with a live redirect, rather than after Twilio's <Record> quiet.
+        Any failure changes nothing: Twilio's own quiet (or #) ends the turn as before."""
+        if seg.ended_by is not None or self.live_calls is None:
+            return  # the turn already ended (#, Twilio's quiet, a hang-up)
+        url = self.settings.public_url.rstrip("/") + seg.end_path
+        timeout = float(self.flow.end_of_speech["redirect_timeout_s"])
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.live_calls.redirect(seg.call_sid, url), timeout + 1.0)
+        except Exception as exc:
+            self.registry.stats["turn_end_failures"] += 1
+            # 21220: the call is over (the caller hung up as they finished): nothing to warn of
+            ended = isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS
+            log.log(logging.INFO if ended else logging.WARNING, "call %s %s: the caller went quiet, but the "
+                    "redirect failed (%s); Twilio's own quiet ends the turn", seg.call_sid, seg.name,
+                    str(exc)[:200] or type(exc).__name__)
+            return
+        self.registry.stats["turns_ended_by_us"] += 1
+        log.info("call %s %s: the caller went quiet; turn ended by redirect (%.0f ms)", seg.call_sid, seg.name,
+                 1000 * (time.perf_counter() - started))
+
+    async def once(self, request: web.Request, call_sid: str, step: Awaitable[str]) -> str:
+        """Run the step that ends a turn; a second end of the same turn (the redirect and
+        Twilio's own end racing) gets the first one's TwiML: nothing is heard, asked or filed
+        twice."""
+        try:
+            reply = await step
+        except TurnEndedElsewhere as other:
+            return await self.reply_of(call_sid, other.segment)
+        claimed = request.get(CLAIMED)
+        if claimed:
+            await self.apply(call_sid, Call.replied, claimed, reply)
+        return reply
+
+    async def claim_end(self, request: web.Request, call_sid: str, segment: str) -> Call:
+        """This request ends ``segment``, or raises TurnEndedElsewhere when another did."""
+        call, first = await self.apply(call_sid, Call.claim_end, segment)
+        if not first:
+            raise TurnEndedElsewhere(segment)
+        request[CLAIMED] = segment
+        return call
+
+    async def reply_of(self, call_sid: str, segment: str) -> str:
+        """What the first end of ``segment`` answered (waiting while it is worked out, on
+        this instance or another)."""
+        wait_s = float(self.petition_cfg["wait_s"]) * (int(self.petition_cfg["wait_rounds"]) + 2)
+        deadline = time.monotonic() + wait_s
+        while True:
+            call = await self.load_call(call_sid)
+            reply = call.state.replies.get(segment)
+            if reply:
+                log.info("call %s %s: the turn was ended twice; the second end answered as the first", call_sid,
+                         segment)
+                return reply
+            if reply is None:  # forgotten long since: the call's current step
+                reply = next((r for r in reversed(call.state.replies.values()) if r), None)
+                if reply:
+                    return reply
+            if reply is None or time.monotonic() > deadline:
+                # Forgotten, or the first never finished (its instance died): the words are
+                # kept; a hang-up or the recovery sweep files them.
+                log.warning("call %s %s: ended twice and the first end's answer is not on record", call_sid,
+                            segment)
+                return self.flow.error()
+            await asyncio.sleep(0.05)
 
     async def orphaned(self, call_sid: str, segment: str) -> None:
         """A petition stream ended without #/silence and nothing happened since."""
@@ -514,6 +603,9 @@ class Hotline:
 
     @webhook
     async def open_done(self, request, form, call_sid) -> str:
+        return await self.once(request, call_sid, self._open_done(request, form, call_sid))
+
+    async def _open_done(self, request, form, call_sid) -> str:
         """The open question's turn ended: a key (pressed during the greeting or after it),
         silence, or words. Words decide the path (``core.cases.intents``); anything that is
         not clearly something else is the petition, and its recording is kept either way."""
@@ -602,6 +694,8 @@ class Hotline:
             await self.hung_up(call_sid)
             return self.flow.empty(), None, None
         call = await self.load_call(call_sid)
+        if name in call.state.replies:  # ended already (the redirect and Twilio's own end racing)
+            raise TurnEndedElsewhere(name)
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid), None, None
         if name not in call.state.segments or call.state.segments[name].kind != kind:
@@ -611,11 +705,15 @@ class Hotline:
         heard = await self.heard(call_sid, name, kind, round_)
         if heard is None:
             return self.flow.wait(path or f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
+        await self.claim_end(request, call_sid, name)
         call, _ = await self.apply(call_sid, Call.turn_heard, name, heard)
         return None, call, heard
 
     @webhook
     async def petition_done(self, request, form, call_sid) -> str:
+        return await self.once(request, call_sid, self._petition_done(request, form, call_sid))
+
+    async def _petition_done(self, request, form, call_sid) -> str:
         reply, call, heard = await self._turn_done(request, form, call_sid, "petition")
         if reply is not None:
             return reply
@@ -647,18 +745,23 @@ class Hotline:
             await self.hung_up(call_sid)
             return self.flow.empty()
         call = await self.load_call(call_sid)
+        seg = request.query.get("seg") or None
+        if seg is not None and seg in call.state.replies:  # ended already (a redirect and a key racing)
+            raise TurnEndedElsewhere(seg)
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
-        seg = request.query.get("seg") or None
         if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
             seg = None
         answer = {"1": "yes", "2": "no", "3": "confidential"}.get(digits.strip()[:1])
         spoke = False
+        if answer is not None and seg is not None:
+            call = await self.claim_end(request, call_sid, seg)
         if answer is None and seg is not None and not call.state.segments[seg].ended:
             round_ = wait_round(request)
             heard = await self.heard(call_sid, seg, "answer", round_)
             if heard is None:
                 return self.flow.wait(f"/twilio/{kind}/confirm", seg=seg, round=round_ + 1)
+            await self.claim_end(request, call_sid, seg)
             call, _ = await self.apply(call_sid, Call.turn_heard, seg, heard)
             meant = await self.hear_answer(heard)
             answer = meant.intent or None
@@ -696,10 +799,13 @@ class Hotline:
 
     @webhook
     async def petition_confirm(self, request, form, call_sid) -> str:
-        return await self._confirm(request, form, call_sid, "petition")
+        return await self.once(request, call_sid, self._confirm(request, form, call_sid, "petition"))
 
     @webhook
     async def address_done(self, request, form, call_sid) -> str:
+        return await self.once(request, call_sid, self._address_done(request, form, call_sid))
+
+    async def _address_done(self, request, form, call_sid) -> str:
         reply, call, heard = await self._turn_done(request, form, call_sid, "address")
         if reply is not None:
             return reply
@@ -730,7 +836,7 @@ class Hotline:
 
     @webhook
     async def address_confirm(self, request, form, call_sid) -> str:
-        return await self._confirm(request, form, call_sid, "address")
+        return await self.once(request, call_sid, self._confirm(request, form, call_sid, "address"))
 
     @webhook
     async def address_choice(self, request, form, call_sid) -> str:
@@ -890,6 +996,13 @@ class Hotline:
                 await self.pool.warm_up()  # load the model now, not during the first caller's petition
             for runner in self.speech_runners:
                 runner.start()
+        eos = self.flow.end_of_speech
+        if eos is not None:
+            self.live_calls = LiveCalls(self.settings.twilio_account_sid, self.settings.twilio_auth_token,
+                                        api_url=self.settings.twilio_api_url,
+                                        timeout=float(eos["redirect_timeout_s"]))
+            log.info("hotline: a caller's turn ends %.1f s after their last word (%.1f s after a short answer), "
+                     "by a live redirect; Twilio's own quiet is the fallback", eos["quiet_s"], eos["answer_quiet_s"])
         await self.instance.start()
         await self.handover.start()
         started = utcnow()
@@ -944,6 +1057,8 @@ class Hotline:
         await self.registry.close()
         await self.handover.stop()
         await self.instance.stop()
+        if self.live_calls is not None:
+            await self.live_calls.close()
         if self._own_pool and self.pool is not None:
             await self.pool.close()
 
@@ -966,6 +1081,8 @@ def setup(app: web.Application, services) -> Hotline:
     registry = hotline.registry
     services.gauges["gridline_media_streams_open"] = lambda: registry.open_sockets
     services.gauges["gridline_speech_live_recognitions"] = lambda: registry.slots.live
+    services.gauges["gridline_hotline_turns_ended_by_us"] = lambda: registry.stats["turns_ended_by_us"]
+    services.gauges["gridline_hotline_turn_end_failures"] = lambda: registry.stats["turn_end_failures"]
     if hotline.pool is not None:
         pool = hotline.pool
         services.gauges["gridline_speech_jobs_in_flight"] = lambda: pool.busy

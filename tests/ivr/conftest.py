@@ -141,7 +141,8 @@ async def start_rig(engine, tmp_path, speech, *, flow: FlowConfig | None = None,
                     **settings_kw) -> Rig:
     sock = bound_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = Settings(data_dir=tmp_path, public_url=url, twilio_auth_token=TOKEN,
+    # public_url: the URL in the TwiML (behind a balancer, every instance's is the balancer's)
+    settings = Settings(data_dir=tmp_path, public_url=settings_kw.pop("public_url", url), twilio_auth_token=TOKEN,
                         operator_number=settings_kw.pop("operator_number", "+8657188880000"),
                         service_hours=settings_kw.pop("service_hours", "00:00-23:59"), **settings_kw)
     if district is None:

@@ -192,6 +192,10 @@ class FakeTwilio:
         self.play_errors: dict[str, str] = {}  # sid -> why playing the call failed
         self._plays: set[asyncio.Task] = set()
         self._hold: threading.Event | None = None
+        self._hold_updates: threading.Event | None = None
+        self._carried: dict[str, Any] = {}  # sid -> the simulator's Live of a call it plays
+        # Outbound calls played here honour live updates too (answers may be ended by a redirect).
+        self.live_outbound = False
         self._sequence: dict[str, int] = {}
         self._failures: list[_Failure] = []
         self._lock = threading.RLock()
@@ -334,6 +338,51 @@ class FakeTwilio:
         calls to it stay queued."""
         with self._lock:
             self.callees.setdefault(number, []).extend(callees)
+
+    def carry(self, simulator: Simulator) -> Simulator:
+        """Inbound calls ``simulator`` plays are calls of this account: the REST API finds
+        them, and an update with a ``Url`` moves them on live as Twilio does (the current verb
+        abandoned, the URL requested, signed, and its TwiML played)."""
+        simulator.carrier = self
+        return simulator
+
+    def started(self, sid: str, params: dict[str, str], live: Any) -> None:
+        """(The simulator) a call it plays begins: an inbound one is in progress at "Twilio"
+        from now; either may be updated live."""
+        now = rfc2822()
+        with self._lock:
+            if sid in self.calls:  # an outbound call placed here (``live_outbound``)
+                self._carried[sid] = live
+                return
+            self.calls[sid] = {
+                "account_sid": self.account_sid, "answered_by": None, "api_version": API_VERSION,
+                "date_created": now, "date_updated": now, "direction": "inbound", "duration": None,
+                "end_time": None, "from": params.get("From"), "to": params.get("To"), "parent_call_sid": None,
+                "price": None, "price_unit": "USD", "sid": sid, "start_time": None, "status": "queued",
+                "uri": f"{self.account_path()}/Calls/{sid}.json",
+            }
+            self.call_params[sid] = {}
+            self._transition(self.calls[sid], "in-progress")
+            self._carried[sid] = live
+
+    def ended(self, sid: str) -> None:
+        with self._lock:
+            self._carried.pop(sid, None)
+            if sid in self.calls and self.calls[sid]["direction"] == "inbound":
+                self._transition(self.calls[sid], "completed")
+
+    def hold_updates(self) -> threading.Event:
+        """Live updates of calls reach them only once the returned event is set (the REST
+        answer is not held): a redirect that Twilio acts on late, after the turn ended itself."""
+        self._hold_updates = threading.Event()
+        return self._hold_updates
+
+    @property
+    def redirects(self) -> list[tuple[str, str]]:
+        """(call sid, URL) of every live update with a Url, in order."""
+        with self._lock:
+            return [(r.path.rsplit("/", 1)[-1].removesuffix(".json"), str(r.params.get("Url")))
+                    for r in self.requests if r.operation == "update" and r.status == 200 and r.params.get("Url")]
 
     def hold_creates(self) -> threading.Event:
         """Creates answer only once the returned event is set (the call exists meanwhile)."""
@@ -766,6 +815,8 @@ class FakeTwilio:
 
         parts = urlsplit(str(created.get("Url") or ""))
         sim = Simulator(f"{parts.scheme}://{parts.netloc}", self.auth_token, speed=0)
+        if self.live_outbound:
+            self.carry(sim)
         script = CallScript(from_number=from_, to_number=to, digits=list(callee.digits),
                             turns=[Turn(s, end=callee.end) for s in callee.speech],
                             operator_answers=callee.operator_answers,
@@ -829,6 +880,20 @@ class FakeTwilio:
             raise _TwilioHTTPError(404, 20404, f"The requested resource {request.path} was not found")
         return web.json_response(_public(message))
 
+    def _forward(self, live: Any, url: str) -> None:
+        hold = self._hold_updates
+        if hold is None:
+            live.redirect(url)
+            return
+
+        async def later() -> None:
+            await asyncio.to_thread(hold.wait, 300)
+            live.redirect(url)
+
+        task = asyncio.get_running_loop().create_task(later(), name="held update")
+        self._plays.add(task)
+        task.add_done_callback(self._plays.discard)
+
     def _call(self, request: web.Request, params: dict) -> web.Response:
         sid = request.match_info["sid"]
         call = self.calls.get(sid)
@@ -852,6 +917,9 @@ class FakeTwilio:
         if redirect:
             self.call_params[sid].setdefault("redirects", []).append(redirect)
             self.call_params[sid].update(redirect)
+            live = self._carried.get(sid)
+            if live is not None and redirect.get("Url"):
+                self._forward(live, str(redirect["Url"]))
         if status == "canceled" and call["status"] in ("queued", "ringing"):
             self._transition(call, "canceled")
         elif status == "completed" and call["status"] not in TERMINAL_STATUSES:
