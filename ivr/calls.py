@@ -432,8 +432,11 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     # A short answer (对, 保密, a case number) is not the resident's petition: not attached; nor
     # is a turn whose stream heard no audio at all, nor an open question skipped with a key
     # before a word was said (its stream holds the greeting's silence, more or less of it).
+    # An answer turn as long as a petition is attached: the caller went on talking over the
+    # read-back (a pause had ended their turn), and those words are theirs too.
     refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()
-            if rec.kind != "answer" and not (rec.ended and rec.duration == 0 and not rec.heard_s)
+            if (rec.kind != "answer" or rec.speech_s >= min_speech_s)
+            and not (rec.ended and rec.duration == 0 and not rec.heard_s)
             and not (rec.intent == "keyed" and rec.speech_s == 0)}
     for n, r in state.recordings():
         if n in refs and refs[n] is None and r.speech_s > 0 and n not in incomplete:

@@ -84,6 +84,22 @@ async def test_spoken_no_asks_again_and_the_second_words_are_filed(rig, fake_spe
     assert [p.name.rsplit("-", 1)[-1] for p in rig.recordings(case)] == ["1.wav", "2.wav"]
 
 
+async def test_words_said_over_the_read_back_are_kept_with_the_case(rig, fake_speech):
+    """A caller who goes on talking once the read-back has begun (a pause ended their turn):
+    what they said answers nothing, so the read-back is asked again, and their recording is
+    attached to the case beside the petition's. A short 对 is not."""
+    fake_speech.say("小区 门口 的 路灯 坏 了")
+    fake_speech.say_in_grammar("", "对")
+    result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, turns=[
+        Turn(tone(3), end="silence"), Turn(tone(4), end="silence"), Turn(tone(0.6), end="silence")]))
+    assert sum("您反映的是：小区门口的路灯坏了" in h for h in result.heard) == 2
+    (case,) = rig.cases()
+    assert result.case_number == case.number and case.description == "小区门口的路灯坏了"
+    kept = [p.name for p in rig.recordings(case)]
+    assert len(kept) == 2 and kept[0].endswith("petition-1.wav") and "answer" in kept[1], kept
+    assert read_wav(rig.recordings(case)[1]).duration >= 4.0
+
+
 async def test_keys_still_answer_the_read_back(rig, fake_speech):
     """1 and 2 work at the read-back as they did (here pressed while it is said)."""
     fake_speech.say("路灯 有点", "门口 路灯 坏 了")
