@@ -191,10 +191,20 @@ class Simulator:
     async def post(self, http: aiohttp.ClientSession, url: str, params: dict, result: CallResult) -> str:
         signature = self.validator.compute_signature(url, params)
         started = time.perf_counter()
-        async with http.post(self._target(url), data=params, headers={"X-Twilio-Signature": signature}) as resp:
-            body = await resp.text()
-            if resp.status != 200:
-                raise RuntimeError(f"{url} answered {resp.status}: {body[:200]}")
+        for attempt in (1, 2):
+            try:
+                async with http.post(self._target(url), data=params,
+                                     headers={"X-Twilio-Signature": signature}) as resp:
+                    body = await resp.text()
+                    break
+            except (aiohttp.ClientConnectionResetError, aiohttp.ServerDisconnectedError):
+                # A kept-alive connection the balancer had closed (its instance was killed):
+                # Twilio asks again on a new connection; our webhooks take a repeat once.
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)
+        if resp.status != 200:
+            raise RuntimeError(f"{url} answered {resp.status}: {body[:200]}")
         result.webhook_latencies.append(time.perf_counter() - started)
         result.webhook_paths.append(urlsplit(url).path)
         result.requests.append((url, params))
