@@ -10,7 +10,12 @@ from sqlmodel import Session, select
 
 from core.actions._base import S, check, clear_ownership, event
 from core.actions.intake import category_by_code
-from core.actions.survey_callers import ask_callers, withdraw_caller_survey
+from core.actions.survey_callers import (
+    ask_callers,
+    end_caller_survey,
+    unanswered,
+    withdraw_caller_survey,
+)
 from core.cases import catalogue, filed_here, limits
 from core.cases.models import Case, CaseEvent, CaseStatus, Urgency
 from core.deadlines import sla
@@ -259,7 +264,9 @@ def unmerge(session: Session, case: Case, *, actor: str, reason: str | None = No
 
 def close(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     """结案. From ``verified`` after the survey; from triage only with a reason
-    (not a petition, withdrawn by the resident)."""
+    (not a petition, withdrawn by the resident). Closed so, without the survey's answer, every
+    follow-up still waiting is withdrawn: the other callers of merged duplicates are not asked
+    after all (an answer of theirs could otherwise reopen a case closed on purpose)."""
     check(case, "close")
     if not reason.strip():
         raise InvalidInput("say why the case is closed", code="close.reason_required")
@@ -267,6 +274,8 @@ def close(session: Session, case: Case, *, actor: str, reason: str) -> Case:
     case.closed_at = utcnow()
     case.close_reason = reason[:64]
     event(session, case, "close", actor, S.closed, reason=reason, at=case.closed_at)
+    for survey in unanswered(session, case):
+        end_caller_survey(session, case, survey, actor=actor, reason="survey.closed_without")
     return case
 
 

@@ -143,8 +143,8 @@ def end_caller_survey(session: Session, case: Case, survey: Survey, *, actor: st
     session.add(survey)
     duplicate = session.get(Case, survey.caller_case_id) if survey.caller_case_id else None
     number = duplicate.number if duplicate is not None else None
-    if duplicate is None and reason == "survey.superseded":
-        reason = "survey.superseded_own"
+    if duplicate is None and reason in ("survey.superseded", "survey.closed_without"):
+        reason += "_own"
     event(session, case, "survey_end", actor, case.status, reason=reason,
           data={"survey_id": survey.id, "duplicate": number, "status": status.value,
                 "attempts": survey.attempts, "reason_params": {"duplicate": number}})

@@ -169,6 +169,25 @@ def test_unreachable_other_caller_does_not_close_the_case(engine, district, worl
                                                                          S.verified)
 
 
+def test_closing_without_the_survey_calls_every_follow_up_off(engine, district, world):  # noqa: F811
+    """An operator closes the verified case without waiting for the survey (a confirmed step):
+    nobody is asked after all, so no late answer reopens a case closed on purpose."""
+    first, by_chat, second, _ = world
+    _handle(engine, district, first)
+    own, chat, phone = _surveys(engine, first)
+    act(engine, first.id, actions.close, actor="console:op", reason="resolved_on_the_phone")
+    assert {s.status for s in _surveys(engine, first)} == {SurveyStatus.withdrawn}
+    with pytest.raises(IllegalTransition):
+        _answer(engine, phone.id, "not", "not")
+    ended = _events(engine, first, "survey_end")
+    assert [(e.data["survey_id"], e.reason) for e in ended] == [
+        (own.id, "survey.closed_without_own"), (chat.id, "survey.closed_without"), (phone.id, "survey.closed_without")]
+    assert i18n.reason_text("zh", ended[1].reason, ended[1].data) == \
+        f"已结案（未经回访），重复件 {by_chat.number} 的来电人不再回访"
+    with session_scope(engine) as session:
+        assert actions.get_case(session, first.id).status == S.closed
+
+
 def test_an_undone_merge_withdraws_the_callers_follow_up(engine, district, world):  # noqa: F811
     first, by_chat, second, _ = world
     _handle(engine, district, first)
