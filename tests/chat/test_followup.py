@@ -315,12 +315,9 @@ async def test_voice_comment_joins_the_case_with_the_answers(harness):
     assert survey.comment.startswith("灯还是不亮") and attachment.path in survey.comment
 
 
-async def test_a_merged_duplicates_caller_gets_the_survey_in_their_chat(harness):
-    """Issue 26: a second chat resident's petition was merged into the first one's; when the
-    case is verified, both get the survey buttons, each about the case they reported. The
-    second's answer is recorded (the case waits for its own caller: no "closed" said to
-    them); the first's closes the case."""
-    h = harness
+async def _two_callers_verified(h) -> tuple[int, str, str]:
+    """A second chat resident's petition merged into the first one's, the case handled and
+    verified, and the jobs run: both callers' progress notices, then both surveys."""
     other = USER + 1
     h.fake.add_user(USER, "Hua", language_code="zh-hans")
     h.fake.add_user(other, "Lin", language_code="zh-hans")
@@ -330,8 +327,18 @@ async def test_a_merged_duplicates_caller_gets_the_survey_in_their_chat(harness)
         actions.merge(session, actions.get_case(session, duplicate), actions.get_case(session, number),
                       actor="console:op")
     _advance(h.engine, number, "accept", "start", "report_done", "verify")
-    while await h.run_jobs():  # both callers' progress notices, then both surveys
+    while await h.run_jobs():
         pass
+    return other, number, duplicate
+
+
+async def test_a_merged_duplicates_caller_gets_the_survey_in_their_chat(harness):
+    """Issue 26: a second chat resident's petition was merged into the first one's; when the
+    case is verified, both get the survey buttons, each about the case they reported. The
+    second's answer is recorded (the case waits for its own caller: no "closed" said to
+    them); the first's closes the case."""
+    h = harness
+    other, number, duplicate = await _two_callers_verified(h)
     await h.reply(other, f"您反映的诉求 {duplicate}（路灯坏了好几天）已处理完毕")
     await h.press(other, "已解决")
     await h.press(other, "基本满意")
@@ -358,17 +365,7 @@ async def test_a_merged_duplicates_callers_not_satisfied_reopens_and_the_first_c
     it once (no second "reopened" notice for their own answer); the first caller, whose
     survey has not been answered, is told the case is being handled again."""
     h = harness
-    other = USER + 1
-    h.fake.add_user(USER, "Hua", language_code="zh-hans")
-    h.fake.add_user(other, "Lin", language_code="zh-hans")
-    number = _file_case(h.engine, h.extra["demo"], USER)
-    duplicate = _file_case(h.engine, h.extra["demo"], other, "路灯坏了好几天")
-    with session_scope(h.engine) as session:
-        actions.merge(session, actions.get_case(session, duplicate), actions.get_case(session, number),
-                      actor="console:op")
-    _advance(h.engine, number, "accept", "start", "report_done", "verify")
-    while await h.run_jobs():
-        pass
+    other, number, duplicate = await _two_callers_verified(h)
     await h.press(other, "没有解决")
     await h.press(other, "不满意")
     await h.press(other, "不用了")
