@@ -101,6 +101,7 @@ def lock(session: Session, sender: Sender) -> None:
         return
     # Intake locks before it writes the case and screens (which locks too) after: a lock this
     # transaction holds already is not asked for again (a round trip each).
+    session.connection()  # begins the transaction if nothing has yet (no statement): its locks are held to its end
     transaction = session.get_transaction()
     held = session.info.get(_HELD_LOCKS)
     if held is None or held[0] is not transaction:
