@@ -404,7 +404,8 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
             return False  # words that asked for something else (a status, a person, 再说一遍)
         return rec.speech_s >= min_speech_s or bool(rec.final and rec.text.strip() and state.petition.confirmed)
 
-    current = state.segments.get(state.petition.segment)
+    # the current attempt joined with what it continues (the caller went on over its read-back)
+    current = state.petition_heard()
     if current is not None and current.kind == "petition" and counts(current):
         name, chosen = state.petition.segment, current
     else:
@@ -434,8 +435,9 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     # before a word was said (its stream holds the greeting's silence, more or less of it).
     # An answer turn as long as a petition is attached: the caller went on talking over the
     # read-back (a pause had ended their turn), and those words are theirs too.
+    # So is the read-back's answer stream of a petition the caller went on with over it (its part).
     refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()
-            if (rec.kind != "answer" or rec.speech_s >= min_speech_s)
+            if (rec.kind != "answer" or rec.speech_s >= min_speech_s or n in state.petition.parts)
             and not (rec.ended and rec.duration == 0 and not rec.heard_s)
             and not (rec.intent == "keyed" and rec.speech_s == 0)}
     for n, r in state.recordings():
