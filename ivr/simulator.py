@@ -283,7 +283,8 @@ class Simulator:
             if result.pressed_at is not None and "<Redirect" not in body:
                 result.readback_latencies.append(time.perf_counter() - result.pressed_at)
                 result.pressed_at = None
-            if result.last_word_at is not None and "round=" not in body:  # not 请稍候 (come back)
+            # a prompt, not 请稍候 (come back) nor the silent TwiML that records the rest of a petition
+            if result.last_word_at is not None and "round=" not in body and "<Say" in body:
                 result.word_to_prompt.append(time.perf_counter() - result.last_word_at)
                 result.last_word_at = None
             url, params, hung_up = await self._run_twiml(http, body, url, base, digits, turns, streams,
