@@ -424,6 +424,10 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     if chosen.transcript_pending:
         flags.append(actions.TRANSCRIPT_PENDING)
         pending["petition"] = {"segment": name, "path": chosen.audio_path}
+        if name == state.petition.segment and state.petition.parts:  # joined: every part is recognised
+            pending["petition"]["parts"] = [{"segment": n, "path": state.segments[n].audio_path}
+                                            for n in [*state.petition.parts, name]
+                                            if n in state.segments and state.segments[n].audio_path]
     elif actions.is_low_confidence(text, chosen.confidence):
         flags.append(actions.LOW_CONFIDENCE)
     if state.petition.unconfirmed:
@@ -558,7 +562,9 @@ def apply_transcript(engine: Engine, case_id: int, call_sid: str | None, heard: 
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first() if call_sid else None
         if row is not None:
             call = Call.of(row)
-            for part in (heard.get("petition"), heard.get("address")):
+            petition = heard.get("petition") or {}
+            # a joined petition's words go to each of its parts (the case has them as one)
+            for part in (*(petition.get("parts") or [petition]), heard.get("address")):
                 rec = call.state.segments.get((part or {}).get("segment") or "")
                 if rec is not None:
                     call.state.segments[part["segment"]] = rec.model_copy(update={

@@ -18,11 +18,15 @@ import uuid
 import aiohttp
 import pytest
 
+from core.cases.models import CallSession
 from core.cases.queries import case_files
 from core.platform.db import session_scope
 from core.platform.storage import resolve
+from ivr.calls import petition_of
 from ivr.loudness import BargeIn, EndOfSpeech, frame_rms
 from ivr.simulator import CallScript, Simulator, Turn, audio_frames
+from ivr.state import Call, Recording
+from ivr.transcription import joined
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.serve import ServeProcess, database_url
 
@@ -230,3 +234,35 @@ async def test_sigkill_mid_joined_turn_files_every_part(engine, tmp_path):
                                                                         "more-1.wav"]
     audio_s = (wav.stat().st_size - 44) / 16000
     assert wav_seconds(wav) == pytest.approx(audio_s)  # the header is true again
+
+
+def test_a_joined_petition_is_its_parts_in_order_and_waits_for_all_their_words(tmp_path):
+    """``CallState.petition_heard`` and the filing: the words of every part in order, the
+    speech summed; a part whose words are not in makes the whole pending, and the transcribe
+    job is given every part (``ivr.transcription.joined`` puts their words together)."""
+    call = Call.of(CallSession(call_sid="CA" + "c3" * 16, from_number=KNOWN_PHONE))
+    first, _ = call.begin_open()
+    call.turn_heard(first, Recording(audio_path="recordings/p1.wav", speech_s=1.5, duration=2.0, text="小区门口的",
+                                     final=True, ended_by="webhook"))
+    answer, _ = call.begin_answer()
+    rest, _ = call.begin_more(answer)
+    assert (first, answer, rest) == ("petition-1", "answer-1", "more-1") and call.state.petition.segment == rest
+    call.turn_heard(answer, Recording(kind="answer", audio_path="recordings/a1.wav", speech_s=0.8, duration=1.0,
+                                      text="路灯坏了", final=True, ended_by="stop"))
+    call.turn_heard(rest, Recording(audio_path="recordings/m1.wav", speech_s=0.6, duration=1.4, text="好几天了",
+                                    final=True, ended_by="webhook"))
+    whole = call.state.petition_heard()
+    assert (whole.text, whole.speech_s, whole.final) == ("小区门口的路灯坏了好几天了", 2.9, True)
+    assert call.petition_attempts() == 1  # the rest of an attempt is no new attempt
+    made = petition_of(call, min_speech_s=2.0, hung_up=False, recovered=False, data_dir=tmp_path)
+    assert made.petition.description == "小区门口的路灯坏了好几天了" and not made.pending
+
+    call.turn_heard(answer, call.state.segments[answer].model_copy(update={"text": "", "final": False,
+                                                                           "deferred": True}))
+    assert not call.state.petition_heard().final  # one part's words are not in: the whole is pending
+    made = petition_of(call, min_speech_s=2.0, hung_up=False, recovered=False, data_dir=tmp_path)
+    assert "transcript_pending" in made.petition.flags
+    assert [p["segment"] for p in made.pending["petition"]["parts"]] == [first, answer, rest]
+    words = joined(rest, [{"segment": n, "text": t, "confidence": 0.8, "segments": [{"text": t}]}
+                          for n, t in ((first, "小区门口的"), (answer, "路灯坏了"), (rest, "好几天了"))])
+    assert (words["segment"], words["text"], len(words["segments"])) == (rest, "小区门口的路灯坏了好几天了", 3)
