@@ -30,9 +30,9 @@ from ivr.transcription import joined
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.serve import ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, TOKEN, silence, tone, wait_until
+from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, tone, wait_until
 from .load import demo_phones, korean_speech, wav_seconds
-from .test_end_of_speech import fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
+from .test_end_of_speech import FLOW, fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
 from .test_recovery import case_of
 
 FIRST = "xiao3 qu1 men2 kou3 de5"  # 小区门口的 …
@@ -266,3 +266,31 @@ def test_a_joined_petition_is_its_parts_in_order_and_waits_for_all_their_words(t
     words = joined(rest, [{"segment": n, "text": t, "confidence": 0.8, "segments": [{"text": t}]}
                           for n, t in ((first, "小区门口的"), (answer, "路灯坏了"), (rest, "好几天了"))])
     assert (words["segment"], words["text"], len(words["segments"])) == (rest, "小区门口的路灯坏了好几天了", 3)
+
+
+async def test_barge_in_heard_on_one_instance_served_by_another(engine, tmp_path, fake, fake_speech):  # noqa: F811
+    """The caller's audio goes to A, every webhook to B: A hears the caller go on over the
+    read-back and redirects; B records the rest and joins the parts A handed over."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    b = await start_rig(engine, tmp_path / "b", fake_speech, flow=FLOW, twilio_account_sid=fake.account_sid,
+                        twilio_api_url=fake.base_url)
+    a = await start_rig(engine, tmp_path / "a", fake_speech, flow=FLOW, district=b.district, public_url=b.url,
+                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    try:
+        fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")
+        sim = caller(b, fake)
+        sim.stream_server = a.url
+        result = await sim.call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
+            Turn(pausing_petition(tmp_path), end="silence", goes_on=True)]))
+        assert how(result) == [("redirect", "open/done"), ("redirect", "petition/more"), ("redirect", "petition/done")]
+        assert all(url.startswith(b.url) for url, _ in result.requests)
+        assert a.hotline.registry.stats["barge_ins"] == 1 and b.hotline.registry.stats["barge_ins"] == 0
+        assert sum(JOINED in h for h in result.heard) == 1
+        (case,) = b.cases()
+        assert case.description == "小区门口的路灯坏了好几天了" and result.case_number == case.number
+        parts = segments(b, result.call_sid)  # each part as A handed it over (the WAVs are on A's disk)
+        assert all(parts[n]["speech_s"] > 0 and parts[n]["ended_by"] for n in ("petition-1", "answer-1", "more-1"))
+    finally:
+        await a.stop()
+        await b.stop()
