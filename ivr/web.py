@@ -373,9 +373,9 @@ class Hotline:
         instance heard it): stop the read-back now, moving the call to the petition's
         continuation (``/twilio/petition/more``). A failed redirect changes nothing: the
         answer turn ends on Twilio's quiet and its words are taken as the continuation then."""
-        await self.end_turn_now(seg, seg.barge_path)
+        await self.end_turn_now(seg, seg.barge_path, why="went on over the read-back")
 
-    async def end_turn_now(self, seg, path: str | None = None) -> None:
+    async def end_turn_now(self, seg, path: str | None = None, why: str = "went quiet") -> None:
         """The caller spoke and went quiet on a socket of this instance: move the call to the
         turn's webhook now with a live redirect, rather than after Twilio's <Record> quiet.
         Any failure changes nothing: Twilio's own quiet (or #) ends the turn as before."""
@@ -390,12 +390,12 @@ class Hotline:
             self.registry.stats["turn_end_failures"] += 1
             # 21220: the call is over (the caller hung up as they finished): nothing to warn of
             ended = isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS
-            log.log(logging.INFO if ended else logging.WARNING, "call %s %s: the caller went quiet, but the "
-                    "redirect failed (%s); Twilio's own quiet ends the turn", seg.call_sid, seg.name,
+            log.log(logging.INFO if ended else logging.WARNING, "call %s %s: the caller %s, but the "
+                    "redirect failed (%s); Twilio's own quiet ends the turn", seg.call_sid, seg.name, why,
                     str(exc)[:200] or type(exc).__name__)
             return
         self.registry.stats["turns_ended_by_us"] += 1
-        log.info("call %s %s: the caller went quiet; turn ended by redirect (%.0f ms)", seg.call_sid, seg.name,
+        log.info("call %s %s: the caller %s; turn ended by redirect (%.0f ms)", seg.call_sid, seg.name, why,
                  1000 * (time.perf_counter() - started))
 
     async def once(self, request: web.Request, call_sid: str, step: Awaitable[str]) -> str:
