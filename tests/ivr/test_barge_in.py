@@ -294,3 +294,20 @@ async def test_barge_in_heard_on_one_instance_served_by_another(engine, tmp_path
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_petition_said_again_after_no_is_joined_the_same_way(live_rig, fake_speech, fake,  # noqa: F811
+                                                                     tmp_path):
+    """不对 (key 2), then the petition again after its prompt: the caller pauses in it and goes
+    on over its read-back; the second attempt is joined, the first attempt's audio kept too."""
+    fake_speech.say("楼道 灯 不亮", "小区 门口 的", "路灯 坏 了", "好 几 天 了")
+    result = await caller(live_rig, fake).call(CallScript(from_number=KNOWN_PHONE, digits=[None, "2", "1"], turns=[
+        Turn(mandarin("lou2 dao4 deng1 bu4 liang4", tmp_path), end="silence"),
+        Turn(pausing_petition(tmp_path), end="silence", goes_on=True)]))
+    assert how(result) == [("redirect", "open/done"), ("redirect", "petition/done"), ("redirect", "petition/more"),
+                           ("redirect", "petition/done")]
+    assert sum(JOINED in h for h in result.heard) == 1
+    (case,) = live_rig.cases()
+    assert case.description == "小区门口的路灯坏了好几天了"
+    assert [p.name.removeprefix(f"{result.call_sid}-") for p in live_rig.recordings(case)] == [
+        "petition-1.wav", "petition-2.wav", "answer-2.wav", "more-1.wav"]
