@@ -218,7 +218,12 @@ async def test_sigkill_mid_joined_turn_files_every_part(engine, tmp_path):
                 found = list((data / "recordings").rglob(f"{call_sid}-more-1.wav"))
                 return found[0] if found and found[0].stat().st_size > 44 + 3 * 16000 else None
 
-            wav = await wait_until(rest_on_disk, timeout=120, what="three seconds of the petition's rest on disk")
+            try:
+                wav = await wait_until(rest_on_disk, timeout=120, what="three seconds of the petition's rest on disk")
+            except AssertionError as missing:
+                on_disk = sorted(f"{p.name} {p.stat().st_size}" for p in (data / "recordings").rglob("*.wav"))
+                raise AssertionError(f"{missing}; on disk: {on_disk}; the server said:\n"
+                                     f"{server.output[-3000:]}") from None
             server.kill()
             with pytest.raises(Exception):  # noqa: B017 - the caller is cut off, however it shows
                 await calling
