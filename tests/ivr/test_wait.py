@@ -1,0 +1,131 @@
+"""Words said over 请稍候 are kept (issue 25). A petition turn ends after 0.6 s of quiet; when
+its words are not recognised within ``[petition] wait_s`` the caller hears 请稍候 and the
+webhook comes back. That wait opens a stream of its own (``wait-N``), watched for barge-in as
+the read-back is: a caller who goes on over it moves the call to ``/twilio/petition/more``, the
+rest is recorded (``more-N``) and the whole is read back once, joined. A silent caller hears
+what they heard before.
+
+The rig of ``test_barge_in`` (signed webhooks, the Media Streams socket, the fake Twilio's live
+updates) with a recogniser slow on the first turn: slow enough that 请稍候 is said."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from dataclasses import dataclass, field
+
+import pytest
+
+from ivr.simulator import CallScript, Turn
+from tests.support.fake_transcriber import FakeTranscriber
+
+from .conftest import KNOWN_PHONE
+from .test_barge_in import FIRST, JOINED, THEN, caller, pausing_petition, segments, spoken_s
+from .test_end_of_speech import fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
+
+PLEASE_WAIT = "请稍候。"
+FIRST_TURN_S = 4.5  # the first turn's words take this long: longer than the rig's wait_s (3 s)
+
+
+@dataclass
+class SlowFirstTurn(FakeTranscriber):
+    """The fake recogniser, slow to finish the streams it is told to (in the order opened)."""
+
+    slow: deque = field(default_factory=deque)
+
+    def open_stream(self, *args, **kw):
+        stream = super().open_stream(*args, **kw)
+        delay = self.slow.popleft() if self.slow else 0.0
+        if delay:
+            done = stream.finish
+
+            def finish():
+                time.sleep(delay)  # in a speech worker thread, as a busy decoder is
+                return done()
+
+            stream.finish = finish
+        return stream
+
+
+@pytest.fixture
+def fake_speech() -> SlowFirstTurn:
+    return SlowFirstTurn(confidence=0.9, slow=deque([FIRST_TURN_S]))
+
+
+def names(rig, case) -> list[str]:
+    return [p.name.rsplit("-", 2)[-2] + "-" + p.name.rsplit("-", 1)[-1] for p in rig.recordings(case)]
+
+
+def verbs(body: str) -> list[tuple[str, str]]:
+    """What the caller hears and where the call goes, streams left out."""
+    return [(v.tag, "".join(v.itertext()) + (v.get("length") or "")) for v in ET.fromstring(body)
+            if v.tag not in ("Start", "Stop")]
+
+
+async def test_a_caller_who_goes_on_over_please_wait_is_kept_and_read_back_whole(live_rig, fake_speech,  # noqa: F811
+                                                                                fake, tmp_path):
+    fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")  # petition-1, wait-1, more-1
+    petition = pausing_petition(tmp_path)
+    result = await caller(live_rig, fake).call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
+        Turn(petition, end="silence", goes_on=True)]))
+    assert [url.split("?", 1)[1] for _, url in fake.redirects] == [
+        "seg=petition-1&by=eos", "seg=wait-1&by=barge", "seg=more-1&by=eos"]
+    assert how(result) == [("redirect", "open/done"), ("redirect", "petition/more"), ("redirect", "petition/done")]
+    assert PLEASE_WAIT in result.heard and result.said_over_prompts >= 1
+    assert sum(JOINED in h for h in result.heard) == 1
+    assert not any("您反映的是：小区门口的对吗" in h.replace("。", "") for h in result.heard)  # no half read back
+    (case,) = live_rig.cases()
+    assert case.description == "小区门口的路灯坏了好几天了" and result.case_number == case.number
+    parts = segments(live_rig, result.call_sid)
+    assert parts["wait-1"]["speech_s"] > 0 and parts["more-1"]["speech_s"] > 0
+    heard_s = sum(parts[n]["speech_s"] for n in ("petition-1", "wait-1", "more-1"))
+    assert heard_s >= spoken_s(petition) - 0.04  # every word's audio, in one of the three parts
+    assert names(live_rig, case) == ["petition-1.wav", "wait-1.wav", "more-1.wav"]
+    more = result.bodies[next(i for i, (u, _) in enumerate(result.requests) if "/twilio/petition/more" in u)]
+    stopped = {s.get("name") for s in ET.fromstring(more).iter("Stream") if s.get("url") is None}
+    assert stopped == {"wait-1", "petition-1"}  # the wait's stream and the turn's own, both stopped
+
+
+async def test_a_caller_silent_over_please_wait_hears_what_they_heard_before(live_rig, fake_speech, fake,  # noqa: F811
+                                                                            tmp_path):
+    fake_speech.say("小区 门口 的 路灯 坏 了 好 几 天 了")
+    petition = mandarin(FIRST, tmp_path) + mandarin(THEN, tmp_path)
+    result = await caller(live_rig, fake).call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
+        Turn(petition, end="silence")]))
+    assert how(result) == [("redirect", "open/done")]
+    assert live_rig.hotline.registry.stats["barge_ins"] == 0
+    waits = [i for i, body in enumerate(result.bodies) if PLEASE_WAIT in body]
+    assert waits, "the recogniser was not slow enough for 请稍候"
+    flow = live_rig.hotline.flow
+    for i in waits:  # what is said and where it goes: the wait as it was, with no stream of its own
+        url = result.requests[i + 1][0]
+        assert "wait=wait-1" in url
+        assert verbs(result.bodies[i]) == verbs(flow.wait("/twilio/open/done", seg="petition-1",
+                                                          round=waits.index(i) + 1, wait="wait-1"))
+    readback = result.bodies[waits[-1] + 1]
+    assert JOINED in readback and '<Stream name="wait-1"' in readback.split("<Say")[0]  # stopped first
+    assert result.heard.count(PLEASE_WAIT) == len(waits)
+    assert sum("您反映的是" in h for h in result.heard) == 1
+    (case,) = live_rig.cases()
+    assert case.description == "小区门口的路灯坏了好几天了"
+    assert names(live_rig, case) == ["petition-1.wav"]  # the wait's silence is not attached
+    parts = segments(live_rig, result.call_sid)
+    assert parts["wait-1"]["speech_s"] == 0 and parts["wait-1"]["ended_by"]
+    assert not [n for n in parts if n.startswith("more-")]
+
+
+async def test_a_hang_up_after_going_on_over_please_wait_files_every_part(live_rig, fake_speech, fake,  # noqa: F811
+                                                                          tmp_path):
+    fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")
+    petition = pausing_petition(tmp_path)
+    result = await caller(live_rig, fake).call(CallScript(from_number=KNOWN_PHONE, turns=[
+        Turn(petition, end="silence", goes_on=True, rest_end="hangup")]))
+    assert how(result)[:2] == [("redirect", "open/done"), ("redirect", "petition/more")]
+    assert how(result)[-1] == ("hangup", "petition/done")
+    (case,) = live_rig.cases()
+    assert case.description == "小区门口的路灯坏了好几天了"
+    assert "caller_hung_up" in (case.flags or [])
+    assert names(live_rig, case) == ["petition-1.wav", "wait-1.wav", "more-1.wav"]
+    parts = segments(live_rig, result.call_sid)
+    assert sum(parts[n]["speech_s"] for n in ("petition-1", "wait-1", "more-1")) >= spoken_s(petition) - 0.04
