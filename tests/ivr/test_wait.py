@@ -10,6 +10,7 @@ updates) with a recogniser slow on the first turn: slow enough that 请稍候 is
 
 from __future__ import annotations
 
+import asyncio
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -20,7 +21,7 @@ import pytest
 from ivr.simulator import CallScript, Turn
 from tests.support.fake_transcriber import FakeTranscriber
 
-from .conftest import KNOWN_PHONE
+from .conftest import KNOWN_PHONE, wait_until
 from .test_barge_in import FIRST, JOINED, THEN, caller, pausing_petition, segments, spoken_s
 from .test_end_of_speech import fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
 
@@ -63,8 +64,8 @@ def verbs(body: str) -> list[tuple[str, str]]:
             if v.tag not in ("Start", "Stop")]
 
 
-async def test_a_caller_who_goes_on_over_please_wait_is_kept_and_read_back_whole(live_rig, fake_speech,  # noqa: F811
-                                                                                fake, tmp_path):
+async def test_a_caller_who_goes_on_over_please_wait_is_kept_and_read_back_whole(
+        live_rig, fake_speech, fake, tmp_path):  # noqa: F811
     fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")  # petition-1, wait-1, more-1
     petition = pausing_petition(tmp_path)
     result = await caller(live_rig, fake).call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
@@ -129,3 +130,27 @@ async def test_a_hang_up_after_going_on_over_please_wait_files_every_part(live_r
     assert names(live_rig, case) == ["petition-1.wav", "wait-1.wav", "more-1.wav"]
     parts = segments(live_rig, result.call_sid)
     assert sum(parts[n]["speech_s"] for n in ("petition-1", "wait-1", "more-1")) >= spoken_s(petition) - 0.04
+
+
+async def test_words_over_please_wait_whose_barge_in_failed_are_joined_by_the_next_round(
+        live_rig, fake_speech, fake, tmp_path):  # noqa: F811
+    """The barge-in redirect over 请稍候 fails: the wait plays out under the caller's words and
+    the next round finds the turn's words in. The wait's stream heard the caller go on, so the
+    call goes on the same way (the rest recorded, then the whole read back): nothing dropped."""
+    fake_speech.say("小区 门口 的", "路灯 坏 了 好 几 天 了", "")
+    petition = pausing_petition(tmp_path)
+    sim = caller(live_rig, fake)
+    task = asyncio.create_task(sim.call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
+        Turn(petition, end="silence", goes_on=True)])))
+    await wait_until(lambda: fake.redirects, what="the open turn ended by our redirect")
+    fake.fail_next(500, operation="update", times=20)  # the barge-in (and every later redirect) fails
+    result = await task
+    ends = how(result)
+    assert ends[0] == ("redirect", "open/done") and ("redirect", "petition/more") not in ends, ends
+    registry = live_rig.hotline.registry
+    assert registry.stats["barge_ins"] == 1 and registry.stats["turn_end_failures"] >= 1
+    assert sum(JOINED in h for h in result.heard) == 1
+    (case,) = live_rig.cases()
+    assert case.description == "小区门口的路灯坏了好几天了" and result.case_number == case.number
+    assert names(live_rig, case) == ["petition-1.wav", "wait-1.wav", "more-1.wav"]
+    assert segments(live_rig, result.call_sid)["wait-1"]["speech_s"] >= spoken_s(mandarin(THEN, tmp_path)) - 0.04
