@@ -27,10 +27,10 @@ from tests.support.fake_transcriber import FakeTranscriber
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.serve import ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, TOKEN, silence, wait_until
+from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, wait_until
 from .load import demo_phones, korean_speech
 from .test_barge_in import FIRST, JOINED, THEN, caller, pausing_petition, segments, spoken_s
-from .test_end_of_speech import fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
+from .test_end_of_speech import FLOW, fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
 from .test_recovery import case_of
 
 PLEASE_WAIT = "请稍候。"
@@ -210,3 +210,34 @@ async def test_sigkill_after_going_on_over_please_wait_files_every_part(engine, 
     with session_scope(engine) as s:
         attached = [resolve(a.path, data).name for a in case_files(s, case.id, "recording")]
     assert [name.removeprefix(f"{call_sid}-") for name in attached] == ["petition-1.wav", "wait-1.wav", "more-1.wav"]
+
+
+async def test_going_on_over_please_wait_heard_on_one_instance_served_by_another(engine, tmp_path, fake,  # noqa: F811
+                                                                                 fake_speech):
+    """The caller's audio goes to A, every webhook to B: B says 请稍候 and opens its stream, A
+    hears the caller go on over it and redirects; B records the rest and joins the parts A
+    handed over."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    b = await start_rig(engine, tmp_path / "b", fake_speech, flow=FLOW, twilio_account_sid=fake.account_sid,
+                        twilio_api_url=fake.base_url)
+    a = await start_rig(engine, tmp_path / "a", fake_speech, flow=FLOW, district=b.district, public_url=b.url,
+                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    try:
+        fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")
+        sim = caller(b, fake)
+        sim.stream_server = a.url
+        result = await sim.call(CallScript(from_number=KNOWN_PHONE, digits=[None, "1"], turns=[
+            Turn(pausing_petition(tmp_path), end="silence", goes_on=True)]))
+        assert [url.split("?", 1)[1] for _, url in fake.redirects] == [
+            "seg=petition-1&by=eos", "seg=wait-1&by=barge", "seg=more-1&by=eos"]
+        assert all(url.startswith(b.url) for url, _ in result.requests)
+        assert a.hotline.registry.stats["barge_ins"] == 1 and b.hotline.registry.stats["barge_ins"] == 0
+        assert PLEASE_WAIT in result.heard and sum(JOINED in h for h in result.heard) == 1
+        (case,) = b.cases()
+        assert case.description == "小区门口的路灯坏了好几天了" and result.case_number == case.number
+        parts = segments(b, result.call_sid)  # each part as A handed it over (the WAVs are on A's disk)
+        assert all(parts[n]["speech_s"] > 0 and parts[n]["ended_by"] for n in ("petition-1", "wait-1", "more-1"))
+    finally:
+        await a.stop()
+        await b.stop()
