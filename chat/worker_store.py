@@ -27,7 +27,7 @@ from core.people import audit, staff
 from core.people.models import StaffChat, Worker
 from core.people.redaction import CONFIDENTIAL, redact
 from core.places.models import Grid
-from core.platform.db import session_scope
+from core.platform.db import keep, session_scope
 
 
 def invite_key(settings) -> bytes:  # noqa: ANN001
@@ -359,6 +359,16 @@ def staff_message(engine: Engine, case_id: int, send: str, stamp: str, to: str) 
     """Whether it is still news (``_still_current``), ``chat_for`` and ``card`` at once: one session and one trip off the
     event loop for every dispatch message, not three (the case is read once)."""
     with session_scope(engine) as session:
+        # Held for the transaction (the session's identity map keeps rows only weakly): each
+        # of the three reads below would otherwise read the case and its worker again.
+        case = session.get(Case, case_id)
+        held = [case, session.get(Worker, case.worker_id) if case is not None and case.worker_id else None]
+        kind, _, raw = to.partition(":")
+        if kind == "worker" and raw.isdigit():
+            held.append(session.get(Worker, int(raw)))
+        for row in held:
+            if row is not None:
+                keep(session, row)
         if not _still_current(session, case_id, send, stamp, to):
             return StaffMessage(news=False)
         target = _chat_for(session, to)
