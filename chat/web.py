@@ -821,11 +821,13 @@ class ChatBot:
         return web.Response(status=200)
 
     async def _keep_and_queue(self, update: Update, data: dict) -> None:
-        retrying = AsyncRetrying(retry=retry_if_transient, stop=stop_after_attempt(len(ACCEPT_PAUSES_S) + 1),
+        def retrying() -> AsyncRetrying:
+            return AsyncRetrying(retry=retry_if_transient, stop=stop_after_attempt(len(ACCEPT_PAUSES_S) + 1),
                                  wait=wait_chain(*map(wait_fixed, ACCEPT_PAUSES_S)),
                                  before_sleep=log_retry(log, lambda _: f"keeping telegram update {update.update_id}"),
                                  reraise=True)
-        fresh = await retrying(self.accept, update, data)
+
+        fresh = await _retried_after_a_failure(retrying, self.accept, update, data)
         if fresh:
             self.application.update_queue.put_accepted(update)
 
