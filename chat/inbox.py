@@ -248,8 +248,16 @@ class GroupCommit:
                 for op, future in batch:
                     try:
                         _settle(future, (await self._run(self._commit, [op]))[0])
-                    except (SQLAlchemyError, ValueError, TypeError) as one:
+                    except Exception as one:  # noqa: BLE001 (its caller decides)
                         _settle(future, exc=one)
+                continue
+            except Exception as exc:
+                # Nothing ran (the database pool refused the batch: DatabaseBusy): each caller
+                # hears it and decides, as for a failed transaction. Escaping here, it ended
+                # this task with the batch's callers waiting for ever (their chats stuck until
+                # a restart: seen under a burst at load 17).
+                for _, future in batch:
+                    _settle(future, exc=exc)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 _settle(future, result)

@@ -118,6 +118,31 @@ async def test_group_commit_isolates_a_failing_operation(engine):
         assert session.get(ChannelState, ("tg:chat", "5")).data == {"draft": {"id": "ab"}}
 
 
+async def test_a_batch_the_database_pool_refuses_is_answered_to_every_caller_and_the_next_batch_runs(engine):
+    """The bot's database pool refuses work when too much waits (DatabaseBusy, not a
+    database error): each caller of the refused batch hears it (the bot's retry policies
+    then decide), instead of the group commit's task dying with them waiting for ever."""
+    from core.errors import DatabaseBusy
+
+    refusing = [True]
+
+    async def run(func, *args):  # noqa: ANN001, ANN202
+        if refusing[0]:
+            refusing[0] = False
+            raise DatabaseBusy("64 database calls are already waiting for one of 15 threads")
+        return await asyncio.to_thread(func, engine, *args)
+
+    commits = inbox.GroupCommit(engine, run=run)
+    refused = await asyncio.wait_for(asyncio.gather(
+        commits.run(inbox.accept_op(1, {"update_id": 1})),
+        commits.run(inbox.accept_op(2, {"update_id": 2})),
+        return_exceptions=True), 30)  # on the old code: never answered
+    assert all(isinstance(r, DatabaseBusy) for r in refused), refused
+    assert _inbox(engine) == [] and _seen(engine) == set()  # nothing was written
+    assert await asyncio.wait_for(commits.run(inbox.accept_op(1, {"update_id": 1})), 30) is True
+    assert _inbox(engine) == ["1"]
+
+
 async def test_old_update_ids_are_forgotten_daily(harness):
     h = harness
     days = 8
