@@ -409,9 +409,11 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float], complete: bo
         else:
             texts.setdefault(chat_id, []).append(text)
     out_of_order = doubled = 0
+    twice: list[str] = []  # which texts a chat got twice (a reply sent again, or a notice said for two updates)
     for received in texts.values():
         if len(set(received)) != len(received):
             doubled += 1
+            twice.extend(sorted({text[:40] for text in received if received.count(text) > 1}))
         firsts = [next((i for i, text in enumerate(received) if step in text), -1) for step in steps]
         if not complete and -1 in firsts:  # the open loop's window closed half-way through the dialog:
             gone = firsts.index(-1)  # the answers it got are the dialog's first ones
@@ -427,6 +429,7 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float], complete: bo
     return {
         "out_of_order": out_of_order,
         "doubled_chats": doubled,
+        "twice": twice[:5],
         "dispatch_doubled": sum(1 for n in dispatches.values() if n > 1),
         "dispatch_missing": sum(1 for number in submitted if number not in dispatches),
         "refused_429": refused,
@@ -494,6 +497,8 @@ def _report(result: dict, limiter: str) -> None:
           f"with a message twice, dispatch messages doubled {result['dispatch_doubled']}, missing "
           f"{result['dispatch_missing']}; 429 answers {result['refused_429']}; most messages in one second "
           f"{result['busiest_second']}")
+    for text in result.get("twice", []):
+        print(f"  a chat got this twice: {text!r}")
     for failure in result["failures"][:10]:
         print(f"  failed: {failure}")
 
