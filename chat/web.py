@@ -835,8 +835,8 @@ class ChatBot:
 async def _retried_after_a_failure(retrying: Callable[[], AsyncRetrying], fn: Callable[..., Awaitable[Any]],
                                    *args: Any) -> Any:
     """``retrying()(fn, *args)``, with tenacity's machinery made only once the first try has
-    failed: on the way every update takes (twice: its handlers, then its end written) it cost
-    a tenth of the bot's CPU under a burst. The failure is handed to the policy as its first
+    failed: on the way every update takes (kept, handled, its end written) building the
+    policy cost about a tenth of PTB's CPU for an update under a burst. The failure is handed to the policy as its first
     attempt's outcome, so what is tried again, how often and after which pauses is the
     policy's, exactly as if it had run the first try itself."""
     try:
