@@ -4,7 +4,8 @@
 
 Serves the app in this process (demo district, the fake recogniser, so only the webhook
 path is measured) and plays ``--calls`` simultaneous callers at real-time pace, as
-``bench/ivr.py --fake`` does. Every SQL statement is counted against the webhook whose
+``bench/ivr.py --fake`` does: by default the talk-only path (words and quiet, read-backs answered
+by voice), ``--keys`` the keypad one. Every SQL statement is counted against the webhook whose
 request ran it (the database threads carry the request's context), with the time the
 statement took. Prints per webhook path: requests, latency p50/p99, statements per request,
 database seconds per request, and the statements most run. The database is emptied first.
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ivr import ADDRESS, FAKE_TEXT, make_audio, pct, prepare, run_calls  # noqa: E402
+from bench.ivr import ADDRESS, FAKE_TEXT, YES, make_audio, pct, prepare, run_calls  # noqa: E402
 
 REQUEST = contextvars.ContextVar("request_path", default="(background)")
 
@@ -75,7 +76,7 @@ def shape(statement: str) -> str:
     return f"{verb} {table.group(1) if table else ''}".strip()
 
 
-async def serve_and_call(db_url: str, calls: int, tmp: Path) -> Counter:
+async def serve_and_call(db_url: str, calls: int, tmp: Path, keys: bool = False) -> Counter:
     from aiohttp import web
 
     from core.platform.db import make_engine
@@ -99,19 +100,20 @@ async def serve_and_call(db_url: str, calls: int, tmp: Path) -> Counter:
         url = f"http://127.0.0.1:{port}"
         settings = Settings(data_dir=tmp, database_url=db_url, public_url=url, twilio_auth_token=token,
                             telegram_token="", port=port)
-        app = build_app(settings, engine=engine, speech=SpeechPool(FakeTranscriber(default=FAKE_TEXT), workers=2),
-                        channels=("ivr",))
+        fake = FakeTranscriber(default=FAKE_TEXT).say_in_grammar(*["对"] * 10000)  # a read-back answered 对
+        app = build_app(settings, engine=engine, speech=SpeechPool(fake, workers=2), channels=("ivr",))
         app.middlewares.insert(0, counter.middleware())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         audio = make_audio(tmp, None)
         address = make_audio(tmp, None, ADDRESS, "address.wav")
+        answer = None if keys else make_audio(tmp, None, YES, "yes.wav")
         counter.statements.clear()  # start-up work is not a webhook's
         counter.db_seconds.clear()
         counter.kinds.clear()
         counter.requests.clear()
-        results, errors, wall = await run_calls(url, token, calls, audio, address, phones, 1 / 3)
+        results, errors, wall = await run_calls(url, token, calls, audio, address, phones, 1 / 3, answer=answer)
         print(f"{calls} calls, {len(results)} completed in {wall:.1f} s; errors: {errors[:2]}")
     finally:
         if runner is not None:
@@ -125,6 +127,7 @@ def main() -> None:
     ap.add_argument("--database-url", required=True, help="a database this may empty (PostgreSQL or SQLite)")
     ap.add_argument("--calls", type=int, default=8)
     ap.add_argument("--top", type=int, default=6, help="statement kinds shown per webhook")
+    ap.add_argument("--keys", action="store_true", help="the keypad path instead of the talk-only one (bench/ivr.py)")
     args = ap.parse_args()
     from sqlalchemy import create_engine, text
 
@@ -136,7 +139,8 @@ def main() -> None:
             c.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
             c.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
     tmp = Path(tempfile.mkdtemp(prefix="gridline-bench-ivr-sql-"))
-    counter = asyncio.run(serve_and_call(db_url, args.calls, tmp))
+    counter = asyncio.run(serve_and_call(db_url, args.calls, tmp, args.keys))
+    print(f"{'keypad' if args.keys else 'talk-only'} path")
     print(f"{'webhook':<28} {'n':>4} {'p50 ms':>7} {'p99 ms':>7} {'SQL/req':>8} {'db ms/req':>9}")
     for path, lat in sorted(counter.requests.items()):
         n = len(lat)

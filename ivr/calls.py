@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -156,20 +156,72 @@ def _locked(session: Session, call_sid: str) -> CallSession:
     return row
 
 
+def _next_version(row: CallSession) -> datetime:
+    """The row's new ``updated_at``: now, and always later than the one it had, so that a
+    write made from an older read of the row is refused (``_store_if_unchanged``) even when
+    two writes fall in the same microsecond or the clock is pinned."""
+    now = utcnow()
+    old = row.updated_at
+    return now if old is None or now > old else old + timedelta(microseconds=1)
+
+
 def _store(session: Session, call: Call, holder: str | None = None) -> None:
     call.row.state = call.state.dump()
-    call.row.updated_at = utcnow()
+    call.row.updated_at = _next_version(call.row)
     if holder is not None:
         call.row.instance_id = holder
     session.add(call.row)
 
 
+CALL_COLUMNS = tuple(c.name for c in CallSession.__table__.columns if c.name not in ("id", "call_sid", "state",
+                                                                                     "updated_at"))
+
+
+def _detached(row: CallSession) -> CallSession:
+    """A copy of a row read earlier, for a transition to change without touching the original."""
+    return CallSession(id=row.id, call_sid=row.call_sid, state=row.state, updated_at=row.updated_at,
+                       **{name: getattr(row, name) for name in CALL_COLUMNS})
+
+
+def _store_if_unchanged(engine: Engine, call: Call, read: CallSession, holder: str | None) -> bool:
+    """Write ``call`` (made from ``read``) in one UPDATE that holds only while the row is still
+    as it was read (its ``updated_at``, which every write of the state moves on). Only the
+    columns the transition changed are written. False: someone wrote the row since."""
+    values: dict[str, Any] = {name: getattr(call.row, name) for name in CALL_COLUMNS
+                              if getattr(call.row, name) != getattr(read, name)}
+    if holder is not None:
+        values["instance_id"] = holder
+    values["state"] = call.state.dump()
+    values["updated_at"] = _next_version(read)
+    table = CallSession.__table__
+    with engine.begin() as conn:
+        done = conn.execute(update(table).where(table.c.call_sid == call.call_sid,
+                                                table.c.updated_at == read.updated_at).values(**values))
+        if done.rowcount != 1:
+            return False
+    call.row.state, call.row.updated_at = values["state"], values["updated_at"]
+    if holder is not None:
+        call.row.instance_id = holder
+    return True
+
+
 def apply(engine: Engine, call_sid: str, transition: Callable[..., T], *args: Any,
-          holder: str | None = None) -> tuple[Call, T]:
-    """Lock the call's row, run ``transition(call, *args)`` (a ``Call`` method or another
-    named function of a ``Call``) and write the row and its state back in one commit.
-    ``holder``: the instance moving the call on (the recovery sweep leaves it alone while
-    that instance lives)."""
+          holder: str | None = None, known: Call | None = None) -> tuple[Call, T]:
+    """Run ``transition(call, *args)`` (a ``Call`` method or another named function of a
+    ``Call``) and write the row and its state back in one commit. ``holder``: the instance
+    moving the call on (the recovery sweep leaves it alone while that instance lives).
+
+    ``known``: the call as this webhook last read or wrote it. The transition then runs on a
+    copy of it and is written by one conditional UPDATE, no read and no lock, when nobody
+    wrote the row since; otherwise (another request moved the call on meanwhile) the row is
+    locked, read again and the transition run on what it holds, as without ``known``. Either
+    way the transition runs on the row as it is in the database: a claim (``Call.claim_end``)
+    is still won by one request only."""
+    if known is not None:
+        call = Call(_detached(known.row), CallState.load(known.row.state))
+        result = transition(call, *args)
+        if _store_if_unchanged(engine, call, known.row, holder):
+            return call, result
     with session_scope(engine) as session:
         call = Call.of(_locked(session, call_sid))
         result = transition(call, *args)
