@@ -290,9 +290,10 @@ class Call:
             self.turn_heard(segment, heard)
         return True
 
-    def replied(self, segment: str, twiml: str) -> None:
-        """What the first end of ``segment`` answered (kept for a second end of it)."""
-        if self.state.replies.get(segment) == "":
+    def replied(self, segment: str, twiml: str, instead_of: str | None = None) -> None:
+        """What the first end of ``segment`` answered (kept for a second end of it).
+        ``instead_of``: an answer stored for it earlier in the same request, replaced."""
+        if self.state.replies.get(segment) in ("", instead_of or ""):
             self.state.replies[segment] = twiml
 
     def turns_heard(self, recordings: dict[str, Recording]) -> None:

@@ -75,6 +75,10 @@ WEBHOOK_MAX_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 CALL_NOT_IN_PROGRESS = 21220  # Twilio's error when a call that has ended is redirected
 CLAIMED = web.RequestKey("gridline_turn_claimed", str)  # the turn this request ended (Call.claim_end)
+# While ``Hotline.once`` runs a step: the turn the step claimed and the TwiML already stored as
+# its answer (``Hotline.apply_saying`` stores it with the step's last transition).
+ENDING: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("gridline_turn_ending",
+                                                                              default=None)
 # The calls this webhook read or wrote, as it left them (``Hotline.apply`` writes a change to one
 # with a single conditional UPDATE when nobody else wrote it since). Empty outside a webhook.
 KNOWN_CALLS: contextvars.ContextVar[dict[str, Call] | None] = contextvars.ContextVar("gridline_known_calls",
@@ -365,7 +369,7 @@ class Hotline:
 
     async def hung_up(self, call_sid: str) -> calls.Filed | None:
         """The caller is gone: keep what they said (a flagged case if they said enough)."""
-        call = await self.load_call(call_sid)
+        call = self.known(call_sid) or await self.load_call(call_sid)  # as this webhook just left it
         if call.settled:
             return None
         deadline = time.monotonic() + self.registry.token_retry_s
@@ -425,14 +429,37 @@ class Hotline:
         """Run the step that ends a turn; a second end of the same turn (the redirect and
         Twilio's own end racing) gets the first one's TwiML: nothing is heard, asked or filed
         twice."""
+        ending: dict[str, str] = {}
+        token = ENDING.set(ending)
         try:
             reply = await step
         except TurnEndedElsewhere as other:
             return await self.reply_of(call_sid, other.segment)
+        finally:
+            ENDING.reset(token)
         claimed = request.get(CLAIMED)
-        if claimed:
-            await self.apply(call_sid, Call.replied, claimed, reply)
+        if claimed and ending.get("reply") != reply:  # not stored with the step's last change
+            await self.apply(call_sid, Call.replied, claimed, reply, ending.get("reply"))
         return reply
+
+    async def apply_saying(self, call_sid: str, say: Callable[[Call, Any], str], transition: Callable[..., Any],
+                           *args: Any) -> str:
+        """``apply(transition, *args)`` whose result the caller hears next: the TwiML
+        ``say(call, result)``. In a step that ended a turn it is stored as that turn's answer
+        (``Call.replied``) in the same write, so ``once`` has nothing left to write."""
+        ending = ENDING.get()
+        segment = ending.get("claimed") if ending is not None and "reply" not in ending else None
+
+        def and_say(call: Call, *given: Any) -> str:
+            twiml = say(call, transition(call, *given))
+            if segment:
+                call.replied(segment, twiml)
+            return twiml
+
+        _, twiml = await self.apply(call_sid, and_say, *args)
+        if segment:
+            ending["reply"] = twiml
+        return twiml
 
     async def claim_end(self, request: web.Request, call_sid: str, segment: str,
                         heard: Recording | None = None) -> Call:
@@ -442,6 +469,9 @@ class Hotline:
         if not first:
             raise TurnEndedElsewhere(segment)
         request[CLAIMED] = segment
+        ending = ENDING.get()
+        if ending is not None:
+            ending["claimed"] = segment
         return call
 
     async def reply_of(self, call_sid: str, segment: str) -> str:
@@ -509,10 +539,14 @@ class Hotline:
 
     async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,
                               again: bool = False, stop: str | None = None) -> str:
-        call, (segment, token) = await self.apply(call_sid, Call.begin_turn, kind)
         intro = ("petition_again" if again else "petition_intro") if kind == "petition" else "address_intro"
-        return self.flow.slowed(call.state.slow).record(kind=kind, segment=segment, token=token, call_sid=call_sid,
-                                                        notice=notice, intro=intro, stop=stop)
+
+        def say(call: Call, begun: tuple[str, str | None]) -> str:
+            segment, token = begun
+            return self.flow.slowed(call.state.slow).record(kind=kind, segment=segment, token=token,
+                                                            call_sid=call_sid, notice=notice, intro=intro, stop=stop)
+
+        return await self.apply_saying(call_sid, say, Call.begin_turn, kind)
 
     async def after_petition(self, call: Call, stop: str | None = None) -> str:
         if call.state.caller.known:
@@ -531,9 +565,12 @@ class Hotline:
 
     async def ask_open(self, call_sid: str, sentences: list[str], *, stop: str | None = None) -> str:
         """An open question: a petition recording begins before it is said."""
-        call, (segment, token) = await self.apply(call_sid, Call.begin_open)
-        return self.flow.slowed(call.state.slow).open_question(segment=segment, token=token, call_sid=call_sid,
-                                                               sentences=sentences, stop=stop)
+        def say(call: Call, begun: tuple[str, str | None]) -> str:
+            segment, token = begun
+            return self.flow.slowed(call.state.slow).open_question(segment=segment, token=token, call_sid=call_sid,
+                                                                   sentences=sentences, stop=stop)
+
+        return await self.apply_saying(call_sid, say, Call.begin_open)
 
     async def ask_readback(self, call_sid: str, kind: TurnKind, *, stop: str | None = None,
                            notice: str | None = None, again: bool = False,
@@ -541,16 +578,18 @@ class Hotline:
         """The read-back, answered by voice (对 / 不对 / 保密) or a key, on a stream of its own.
         ``again``: asked once more (its tries go on counting). ``intent``: what the open
         turn's words meant, stored in the same write (``Call.heard_intent``)."""
-        call, (segment, token) = await self.apply(call_sid, Call.ask_readback, kind, again, intent)
-        state = call.state
-        if kind == "petition":
-            rec = state.segments.get(state.petition.segment)
-            text = rec.text.strip() if rec is not None and rec.final else ""
-        else:
-            text = state.address.name or ""
-        return self.flow.slowed(state.slow).readback_spoken(stop=stop, segment=segment, token=token,
-                                                            call_sid=call_sid, text=text, kind=kind, notice=notice,
-                                                            confidential=state.confidential)
+        def say(call: Call, begun: tuple[str, str | None]) -> str:
+            (segment, token), state = begun, call.state
+            if kind == "petition":
+                rec = state.segments.get(state.petition.segment)
+                text = rec.text.strip() if rec is not None and rec.final else ""
+            else:
+                text = state.address.name or ""
+            return self.flow.slowed(state.slow).readback_spoken(stop=stop, segment=segment, token=token,
+                                                                call_sid=call_sid, text=text, kind=kind, notice=notice,
+                                                                confidential=state.confidential)
+
+        return await self.apply_saying(call_sid, say, Call.ask_readback, kind, again, intent)
 
     async def grammar_words(self, heard: Recording) -> str:
         """A short answer's WAV recognised again with the answers' phrase list (Vosk grammar
