@@ -69,11 +69,13 @@ class Counter:
 
 
 def shape(statement: str) -> str:
-    """A statement's kind and first table: ``SELECT call_session``, ``UPDATE case``."""
+    """A statement's kind and first table: ``SELECT call_session``, ``UPDATE case``; a
+    locking read is ``SELECT call_session FOR UPDATE``."""
     words = statement.split()
     verb = words[0].upper() if words else "?"
     table = re.search(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", statement, re.IGNORECASE)
-    return f"{verb} {table.group(1) if table else ''}".strip()
+    locks = " FOR UPDATE" if verb == "SELECT" and "FOR UPDATE" in statement.upper() else ""
+    return f"{verb} {table.group(1) if table else ''}{locks}".strip()
 
 
 async def serve_and_call(db_url: str, calls: int, tmp: Path, keys: bool = False) -> Counter:

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -123,15 +123,6 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
             row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).one()
             return row, False
         return row, True
-
-
-def mark_answered(engine: Engine, call_sid: str, at: datetime | None = None) -> None:
-    """The call's first prompt (the greeting) is being handed to Twilio: the call is answered
-    (core.reporting.hotline). The first time counts; a retried webhook leaves it."""
-    with session_scope(engine) as session:
-        session.execute(update(CallSession).where(CallSession.call_sid == call_sid,
-                                                  CallSession.answered_at.is_(None))
-                        .values(answered_at=at or utcnow()))
 
 
 def load(engine: Engine, call_sid: str) -> CallSession | None:
@@ -253,6 +244,7 @@ class Filed:
     held: str | None = None
     # Recordings filed as waiting in this instance's spool: to upload now the case is committed.
     to_upload: tuple[str, ...] = ()
+    call: Call | None = field(default=None, repr=False)  # the call as filing left it in the database
 
 
 def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False,
@@ -550,7 +542,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         call = Call.of(_locked(session, call_sid))
         if call.row.case_id is not None:
             case = session.get(Case, call.row.case_id)
-            return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
+            return Filed(case.number if case else None, False, call.row.outcome or "case_filed", call=call)
         # the turns whose upload ivr.spool tried as they ended (the bucket was away): their job retries
         tried = {rec.audio_path for _, rec in call.state.recordings() if rec.waiting_in}
         complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session, spool=spool)
@@ -564,7 +556,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
             gone_at_once = hung_up and call.state.stage == Stage.open
             outcome = call.end(None if asked or gone_at_once else "no_petition")
             _store(session, call)
-            return Filed(None, False, outcome)
+            return Filed(None, False, outcome, call=call)
         result = file_petition_in(session, made.petition, actor="hotline")
         for _, rec in call.state.recordings():
             if rec.held and rec.audio_path and result.created:
@@ -577,7 +569,8 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         _store(session, call)
         upload = tuple(f.path for f in made.petition.files
                        if spool and f.waiting_in == spool and f.path not in tried) if result.created else ()
-    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None, upload)
+    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None, upload,
+                 call)
 
 
 # ---------------------------------------------------------------- transcripts that come later

@@ -197,6 +197,11 @@ class Call:
         self.state.stage = Stage.status
         self.state.status_tries = 0
 
+    def answered(self) -> None:
+        """The greeting, the call's first prompt, is handed to Twilio: the call is answered
+        (core.reporting.hotline). The first time counts; a retried webhook leaves it."""
+        self.row.answered_at = self.row.answered_at or utcnow()
+
     def to_operator(self) -> None:
         self.state.stage = Stage.operator
         self.row.transferred_at = self.row.transferred_at or utcnow()

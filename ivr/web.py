@@ -508,13 +508,14 @@ class Hotline:
     # -- steps ----------------------------------------------------------------------------
 
     async def file(self, call_sid: str, *, hung_up: bool = False) -> calls.Filed:
-        self.forget(call_sid)  # filing writes the row itself
+        self.forget(call_sid)  # filing reads and writes the row itself, locked
         async with self.lock(call_sid):
             filed = await self.db(calls.file_case, self.engine, call_sid,
                                   min_speech_s=self.petition_cfg["min_speech_s"], hung_up=hung_up,
                                   data_dir=self.settings.data_dir,
                                   speech_rms=float(self.config["stream"]["speech_rms"]),
                                   store=self.services.media, spool=self.services.spool)
+        self.remember(filed.call)
         for runner in self.speech_runners:  # a transcription may have been queued
             runner.wake()
         if filed.to_upload:  # the case is committed; the caller hears its number without waiting for the bucket
@@ -530,11 +531,10 @@ class Hotline:
         task.add_done_callback(self._uploads.discard)
 
     async def file_and_say(self, call_sid: str, *, stop: str | None = None, notice: str | None = None) -> str:
-        known = self.known(call_sid)  # filing leaves 慢一点 as it was
         filed = await self.file(call_sid)
         if filed.held and notice is None:  # the caller hears why it will not be dispatched at once
             notice = f"held_{filed.held}"
-        flow = self.flow.slowed((known or await self.load_call(call_sid)).state.slow)
+        flow = self.flow.slowed((filed.call or await self.load_call(call_sid)).state.slow)
         return flow.filed(filed.number, stop=stop, notice=notice) if filed.number else flow.goodbye("bye")
 
     async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,
@@ -563,12 +563,18 @@ class Hotline:
             said.append(flow.text("open_keys"))
         return said
 
-    async def ask_open(self, call_sid: str, sentences: list[str], *, stop: str | None = None) -> str:
-        """An open question: a petition recording begins before it is said."""
+    async def ask_open(self, call_sid: str, sentences: list[str], *, stop: str | None = None,
+                       answered: bool = False) -> str:
+        """An open question: a petition recording begins before it is said. ``answered``: it
+        is the greeting, the call's first prompt (``Call.answered``, once its TwiML is built)."""
         def say(call: Call, begun: tuple[str, str | None]) -> str:
             segment, token = begun
-            return self.flow.slowed(call.state.slow).open_question(segment=segment, token=token, call_sid=call_sid,
-                                                                   sentences=sentences, stop=stop)
+            greeting = self.flow.slowed(call.state.slow).open_question(segment=segment, token=token,
+                                                                       call_sid=call_sid, sentences=sentences,
+                                                                       stop=stop)
+            if answered:
+                call.answered()
+            return greeting
 
         return await self.apply_saying(call_sid, say, Call.begin_open)
 
@@ -672,10 +678,9 @@ class Hotline:
         self.remember(Call.of(row))
         if self.pool is None:  # the greeting names the keys at once
             await self.apply(call_sid, Call.name_keys)
-        greeting = await self.ask_open(call_sid, self.greeting(CallState.load(row.state)))
-        # The service figures' "answered": the first prompt leaves now (core.reporting.hotline).
-        await self.db(calls.mark_answered, self.engine, call_sid)
-        return greeting
+        # The service figures' "answered": the first prompt leaves now (core.reporting.hotline),
+        # stored with the greeting's turn.
+        return await self.ask_open(call_sid, self.greeting(CallState.load(row.state)), answered=True)
 
     @webhook
     async def open_done(self, request, form, call_sid) -> str:

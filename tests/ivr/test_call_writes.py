@@ -8,11 +8,16 @@ import threading
 import uuid
 from datetime import datetime
 
-from sqlalchemy import event
+from sqlalchemy import event, update
 
+from core.cases.models import CallSession
 from core.platform import clock
+from core.platform.clock import utcnow
 from ivr import calls
+from ivr.simulator import CallScript, Turn
 from ivr.state import Call, Recording
+
+from .conftest import KNOWN_PHONE, tone
 
 
 def a_call(engine) -> str:
@@ -108,9 +113,37 @@ def test_two_ends_of_a_turn_from_the_same_read_claim_it_once(engine):
 def test_a_column_written_by_someone_else_meanwhile_is_kept(engine):
     call_sid = a_call(engine)
     read = calls.load_call(engine, call_sid)
-    calls.mark_answered(engine, call_sid)  # writes answered_at alone
+    with engine.begin() as conn:  # answered_at alone, updated_at left (as an older instance wrote it)
+        conn.execute(update(CallSession).where(CallSession.call_sid == call_sid).values(answered_at=utcnow()))
 
     calls.apply(engine, call_sid, Call.callback, "completed", "12", known=read)
 
     stored = calls.load_call(engine, call_sid)
     assert stored.row.answered_at is not None and stored.row.status == "completed" and stored.row.duration_s == 12
+
+
+async def test_a_talk_only_call_locks_its_row_only_to_file_it(rig, fake_speech):
+    """Each webhook reads the call once and writes its changes from that read: the only
+    locking read of the call is the filing's, which must see the row as it is."""
+    call_sid = "CA" + uuid.uuid4().hex
+    fake_speech.say("小区 门口 的 路灯 坏 了")
+    fake_speech.say_in_grammar("对")
+    reads: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        said = statement.upper()
+        if said.lstrip().startswith("SELECT") and "FROM CALLSESSION" in said and call_sid in str(parameters):
+            reads.append("locked" if "FOR UPDATE" in said else "read")
+
+    event.listen(rig.engine, "after_cursor_execute", note)
+    try:
+        result = await rig.simulator().call(CallScript(from_number=KNOWN_PHONE, call_sid=call_sid, turns=[
+            Turn(tone(3), end="silence"), Turn(tone(0.6), end="silence")]))
+    finally:
+        event.remove(rig.engine, "after_cursor_execute", note)
+
+    assert result.case_number and rig.call_session(call_sid).outcome == "case_filed"
+    webhooks = len(result.webhook_paths)  # voice, open/done, petition/confirm, status
+    if rig.engine.dialect.name == "postgresql":  # SQLite has no FOR UPDATE: its writer lock is the database's
+        assert reads.count("locked") == 1
+    assert len(reads) <= webhooks + 2 + 1  # and the two streams' token checks, and the filing's
