@@ -100,8 +100,10 @@ async def serve_and_call(db_url: str, calls: int, tmp: Path, keys: bool = False)
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
+        # Every call recognised live (the fake recogniser costs nothing): each takes the whole
+        # path (read-back, the address of an unknown caller) rather than some filed at once.
         settings = Settings(data_dir=tmp, database_url=db_url, public_url=url, twilio_auth_token=token,
-                            telegram_token="", port=port)
+                            telegram_token="", port=port, speech_live_streams=calls)
         fake = FakeTranscriber(default=FAKE_TEXT).say_in_grammar(*["对"] * 10000)  # a read-back answered 对
         app = build_app(settings, engine=engine, speech=SpeechPool(fake, workers=2), channels=("ivr",))
         app.middlewares.insert(0, counter.middleware())
