@@ -126,12 +126,68 @@ async def serve_and_call(db_url: str, calls: int, tmp: Path, keys: bool = False)
     return counter
 
 
+def transitions(db_url: str, n: int) -> None:
+    """CPU, wall time and statements of one call transition (``Call.count_confirm_try``):
+    the locked read-modify-write every transition was, against the write from the webhook's
+    own read of the call (``calls.apply(known=...)``), alternating, on one call."""
+    import uuid
+
+    from core.platform.db import make_engine
+    from ivr import calls
+    from ivr.state import Call
+
+    prepare(db_url)
+    engine = make_engine(db_url)
+    counter = Counter()
+    counter.attach(engine)
+    sid = "CA" + uuid.uuid4().hex
+    calls.open_call(engine, sid, from_number="+8613900000123", to_number="+8657100000000", status="in-progress")
+    for _ in range(3):
+        calls.apply(engine, sid, Call.begin_turn, "petition")
+    known = calls.load_call(engine, sid)
+
+    def locked() -> None:
+        calls.apply(engine, sid, Call.count_confirm_try)
+
+    def from_read() -> None:
+        nonlocal known
+        known, _ = calls.apply(engine, sid, Call.count_confirm_try, known=calls.load_call(engine, sid))
+
+    def write_only() -> None:
+        nonlocal known
+        known, _ = calls.apply(engine, sid, Call.count_confirm_try, known=known)
+
+    ways = {"locked read + write (before)": locked, "read, then write from it": from_read,
+            "write from a read already made": write_only}
+    cpu = dict.fromkeys(ways, 0.0)
+    wall = dict.fromkeys(ways, 0.0)
+    statements = dict.fromkeys(ways, 0)
+    for _ in range(20):  # warm
+        for fn in ways.values():
+            fn()
+    for _ in range(n):
+        for name, fn in ways.items():
+            before = counter.statements["(background)"]
+            c, w = time.process_time(), time.perf_counter()
+            fn()
+            cpu[name] += time.process_time() - c
+            wall[name] += time.perf_counter() - w
+            statements[name] += counter.statements["(background)"] - before
+    engine.dispose()
+    print(f"one transition of a call, {n} each, alternating ({db_url.split('://')[0]}):")
+    for name in ways:
+        print(f"  {name:<32} {cpu[name] / n * 1000:6.3f} ms CPU  {wall[name] / n * 1000:6.3f} ms wall  "
+              f"{statements[name] / n:.1f} statements")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--database-url", required=True, help="a database this may empty (PostgreSQL or SQLite)")
     ap.add_argument("--calls", type=int, default=8)
     ap.add_argument("--top", type=int, default=6, help="statement kinds shown per webhook")
     ap.add_argument("--keys", action="store_true", help="the keypad path instead of the talk-only one (bench/ivr.py)")
+    ap.add_argument("--transitions", type=int, default=0, metavar="N",
+                    help="instead: time N transitions of one call, the locked way against the known one")
     args = ap.parse_args()
     from sqlalchemy import create_engine, text
 
@@ -142,6 +198,9 @@ def main() -> None:
         with create_engine(db_url, isolation_level="AUTOCOMMIT").connect() as c:
             c.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
             c.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+    if args.transitions:
+        transitions(db_url, args.transitions)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="gridline-bench-ivr-sql-"))
     counter = asyncio.run(serve_and_call(db_url, args.calls, tmp, args.keys))
     print(f"{'keypad' if args.keys else 'talk-only'} path")
