@@ -22,7 +22,11 @@
    the moment the next prompt's TwiML is in the simulator's hand. Our end-of-speech path
    (rules.toml ``[hotline.end_of_speech]``: the quiet window, the REST redirect to the fake
    Twilio server through the real ``twilio`` client, the signed webhook) beside Twilio's own
-   quiet (the same server without REST credentials) in the same run.
+   quiet (the same server without REST credentials, ``--twilio-baseline``) in the same run.
+   Two kinds of caller: one who says the petition in one go, and one who hesitates 0.8 s
+   inside it and goes on speaking (over the read-back when it has begun: barge-in stops it,
+   and the whole is read back), each beside "before" (the same server with barge-in off:
+   open turns end after the longer quiet_s, as before barge-in), alternating.
 
 Figures, never assertions: the lead runs this on a quiet machine.
 """
@@ -202,7 +206,24 @@ def said(tmp: Path) -> tuple[list[bytes], bytes]:
     return clips, espeak("dui4", "dui.wav")
 
 
-async def turn_ends(n: int) -> None:
+def pausing(clip: bytes, pause_s: float = 0.8) -> bytes:
+    """The clip with a hesitation of ``pause_s`` inside: at the quietest frame of its middle third."""
+    from ivr.loudness import frame_rms
+    from tests.ivr.conftest import silence
+
+    rms = frame_rms(clip)
+    third = len(rms) // 3
+    cut = third + int(rms[third:2 * third].argmin())
+    return clip[:cut * 160] + silence(pause_s) + clip[cut * 160:]
+
+
+async def turn_ends(n: int, twilio_baseline: bool) -> None:
+    """Each caller once per path, the paths alternating: ``barge`` (this branch: open turns end
+    after barge_quiet_s, the read-back listens on), ``before`` (the same server with barge_in
+    off: open turns end after quiet_s, as on main before barge-in), and with
+    ``twilio_baseline`` Twilio's own quiet (no REST credentials). Two kinds of caller: one who
+    says the petition in one go, one who hesitates 0.8 s inside it and goes on (over the
+    read-back, if it has begun)."""
     from core.platform.db import make_engine
     from core.platform.migrations import upgrade
     from gridline.wiring import wire
@@ -213,6 +234,7 @@ async def turn_ends(n: int) -> None:
     from tests.support.fake_twilio import FakeTwilio
 
     wire()
+    paths = ["barge", "before"] + (["twilio"] if twilio_baseline else [])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         petitions, yes = said(root)
@@ -220,47 +242,76 @@ async def turn_ends(n: int) -> None:
         await asyncio.to_thread(upgrade, engine)
         speech = FakeTranscriber(confidence=0.9)
         flow = FlowConfig.load(stream={"hangup_grace_s": 0.3})
-        (root / "ours").mkdir()
-        (root / "twilio").mkdir()
-        times: dict[str, dict[str, list[float]]] = {"ours": {"open": [], "answer": []},
-                                                    "twilio": {"open": [], "answer": []}}
-        ended_by: dict[str, list[str]] = {"ours": [], "twilio": []}
+        times = {p: {"open": [], "pause": [], "answer": []} for p in paths}
+        whole = {p: 0 for p in paths}  # pausing callers whose read-back (and case) had every word
+        barged = {p: 0 for p in paths}
+        ended_by: dict[str, list[str]] = {p: [] for p in paths}
         async with FakeTwilio(auth_token=TOKEN) as fake:
-            ours = await start_rig(engine, root / "ours", speech, flow=flow, twilio_account_sid=fake.account_sid,
-                                   twilio_api_url=fake.base_url)
-            twilio = await start_rig(engine, root / "twilio", speech, flow=flow, district=ours.district)
+            rigs = {}
+            for name in paths:
+                (root / name).mkdir()
+                live = {"twilio_account_sid": fake.account_sid, "twilio_api_url": fake.base_url} \
+                    if name != "twilio" else {}
+                rigs[name] = await start_rig(engine, root / name, speech, flow=flow,
+                                             district=next(iter(rigs.values())).district if rigs else None, **live)
+            # "before": the same rules with barge-in off (rules.toml [hotline.end_of_speech] barge_in)
+            before = rigs["before"].hotline
+            before.flow.end_of_speech = before.registry.end_of_speech = dict(before.flow.end_of_speech,
+                                                                             barge_in=False)
+            before.registry.on_barge_in = None
+            eos = rigs["barge"].hotline.flow.end_of_speech
             try:
                 for i in range(n):
-                    for name, rig in (("ours", ours), ("twilio", twilio)):
-                        speech.reset()
-                        speech.say(f"小区 门口 的 路灯 坏 了 第 {i} 次")
-                        speech.say_in_grammar("对")
-                        sim = rig.simulator(speed=1.0)
-                        if name == "ours":
-                            fake.carry(sim)
-                        result = await sim.call(CallScript(from_number=KNOWN_PHONE, turns=[
-                            Turn(petitions[i % len(petitions)], end="silence"), Turn(yes, end="silence")]))
-                        if len(result.word_to_prompt) >= 2 and result.case_number:
-                            times[name]["open"].append(result.word_to_prompt[0])
-                            times[name]["answer"].append(result.word_to_prompt[1])
-                        ended_by[name].extend(by for by, _ in result.turn_ends)
+                    clip = petitions[i % len(petitions)]
+                    for kind in ("open", "pause"):
+                        for name in paths:
+                            rig = rigs[name]
+                            speech.reset()
+                            # one text per stream opened: the petition's, the read-back's a caller goes
+                            # on over (barge-in opens a recogniser there) and the rest's
+                            words = ["小区 门口 的", "路灯 坏 了", f"第 {i} 次"]
+                            barging = kind == "pause" and name == "barge"
+                            speech.say(*(words if barging else [" ".join(words)]))
+                            speech.say_in_grammar("对")
+                            sim = rig.simulator(speed=1.0)
+                            if name != "twilio":
+                                fake.carry(sim)
+                            said_first = pausing(clip) if kind == "pause" else clip
+                            ins = rig.hotline.registry.stats["barge_ins"]
+                            result = await sim.call(CallScript(from_number=KNOWN_PHONE, turns=[
+                                Turn(said_first, end="silence", goes_on=True), Turn(yes, end="silence")]))
+                            if len(result.word_to_prompt) >= 2 and result.case_number:
+                                times[name][kind].append(result.word_to_prompt[0])
+                                times[name]["answer"].append(result.word_to_prompt[1])
+                            ended_by[name].extend(by for by, _ in result.turn_ends)
+                            if kind == "pause":
+                                barged[name] += rig.hotline.registry.stats["barge_ins"] - ins
+                                full = f"您反映的是：小区门口的路灯坏了第{i}次"
+                                whole[name] += sum(full in h for h in result.heard) == 1
             finally:
-                await ours.stop()
-                await twilio.stop()
+                for rig in rigs.values():
+                    await rig.stop()
                 engine.dispose()
-    eos = ours.hotline.flow.end_of_speech or {}
-    print(f"\n4. caller's last word → next prompt, end to end ({n} calls per path, real-time speech, "
-          f"quiet window {eos.get('quiet_s')} s / answers {eos.get('answer_quiet_s')} s)")
-    for turn, label in (("open", "open question → read-back"), ("answer", "对 → case number")):
-        new, old = times["ours"][turn], times["twilio"][turn]
-        line(f"{label}: our end of speech, p95", f"{1000 * pct(new, 95):.0f} ms", pct(new, 95) < 1, "< 1 s")
-        window = float(eos.get("quiet_s" if turn == "open" else "answer_quiet_s") or 0)
-        line("  median", f"{1000 * pct(new, 50):.0f} ms", None, "")
-        line("  of which after the quiet window (REST redirect, webhook), p95",
-             f"{1000 * pct([t - window for t in new], 95):.0f} ms", None, "")
-        line("  baseline, Twilio's quiet (same run), p95", f"{1000 * pct(old, 95):.0f} ms", None, "")
+    print(f"\n4. caller's last word → next prompt, end to end ({n} calls per path and kind of caller, alternating; "
+          f"real-time speech; quiet windows: open/petition {eos.get('barge_quiet_s')} s with barge-in, "
+          f"{eos.get('quiet_s')} s before; answers {eos.get('answer_quiet_s')} s)")
+    labels = {"barge": "barge-in (this branch)", "before": "before (barge-in off, main's rules)",
+              "twilio": "Twilio's own quiet"}
+    for turn, label in (("open", "said in one go: open question → read-back"),
+                        ("pause", "0.8 s pause inside: → the read-back of the whole"),
+                        ("answer", "对 → case number")):
+        print(f"  {label}")
+        for name in paths:
+            got = times[name][turn]
+            line(f"    {labels[name]}, p95 (median)", f"{1000 * pct(got, 95):.0f} ({1000 * pct(got, 50):.0f}) ms",
+                 pct(got, 95) < 1 if name == "barge" else None, "< 1 s" if name == "barge" else "")
+    for name in paths:
+        print(f"  pausing callers who heard one read-back with every word, {labels[name]}: {whole[name]}/{n}"
+              f" (barge-ins {barged[name]})")
     counts = {name: {by: ended_by[name].count(by) for by in sorted(set(ended_by[name]))} for name in ended_by}
-    print(f"  turns ended by: ours {counts['ours']}, baseline {counts['twilio']}")
+    print(f"  turns ended by: {counts}")
+    import os
+    print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared 2-core machine)")
 
 
 def main() -> None:
@@ -270,12 +321,14 @@ def main() -> None:
     parser.add_argument("--turn-calls", type=int, default=10,
                         help="calls per path for the end-to-end turn ends, each in real time (default 10)")
     parser.add_argument("--intents-only", action="store_true", help="only the intent accuracy")
+    parser.add_argument("--twilio-baseline", action="store_true",
+                        help="also the end-to-end turns ended by Twilio's own quiet (no REST credentials)")
     args = parser.parse_args()
     accuracy()
     if not args.intents_only:
         asyncio.run(calls(args.calls, args.chars_per_s))
         if args.turn_calls:
-            asyncio.run(turn_ends(args.turn_calls))
+            asyncio.run(turn_ends(args.turn_calls, args.twilio_baseline))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ district's year of data, driven by 1, 8 and 32 clients filing Open311 petitions.
     .venv/bin/python bench/load.py --processes 2          # serve with two processes
     .venv/bin/python bench/load.py --size district-year   # 1,000,000 / 200,000 cases (slow to load)
     .venv/bin/python bench/load.py --backends postgresql --clients 8 --seconds 20
+    .venv/bin/python bench/load.py --backends postgresql --baseline /work/main   # beside another checkout
 
 Each client keeps one connection and files petitions one after another for ``--seconds``:
 ``POST /open311/v2/requests.json`` with its own client request id, routed by address. 60 %
@@ -15,6 +16,12 @@ refused (503, with whether each carried Retry-After) or failed. Beside them, fro
 
 - ``pgbench -N`` (the database's own write rate, 1 and 8 clients) on the same server;
 - ``GET /healthz`` with 1 and 8 clients (the HTTP stack without the database).
+
+Each line also gives the server's own CPU time per answer (user + system of ``gridline serve``
+and its processes, from /proc): a figure that holds on a loaded machine, where rates do not.
+With ``--baseline DIR`` a second server runs the code of the checkout DIR (main, say) on the
+same database; each client count is driven against one server and then the other, so both
+figures come from the same minutes of the same machine.
 
 After each run it checks, in the database, that every petition answered 200 filed exactly one
 case and that no case was filed twice. PostgreSQL comes from GRIDLINE_BENCH_PG (default: the
@@ -71,11 +78,15 @@ class Tally:
     failures: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     filed_ids: list[str] = field(default_factory=list)
+    server_cpu_s: float | None = None  # the server's CPU time while driven
 
     def line(self, label: str) -> str:
         rate = len(self.latencies) / self.seconds if self.seconds else 0.0
         out = (f"  {label:<28} {rate:8.1f}/s  p50 {percentile(self.latencies, 50):7.1f} ms  "
                f"p99 {percentile(self.latencies, 99):7.1f} ms  ok {len(self.latencies):6d}")
+        answered = len(self.latencies) + self.refused
+        if self.server_cpu_s is not None and answered:
+            out += f"  server CPU {self.server_cpu_s * 1000 / answered:6.2f} ms/answer"
         if self.refused:
             out += (f"  503 {self.refused} (p99 {percentile(self.refused_ms, 99):.1f} ms, "
                     f"{self.refused_without_retry_after} without Retry-After)")
@@ -165,6 +176,37 @@ async def drive_health(port: int, clients: int, seconds: float, tally: Tally) ->
     tally.seconds = time.perf_counter() - t0
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants (``serve --processes N``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent_of: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, ...
+        parent_of[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, grew = {pid}, True
+    while grew:
+        more = {child for child, parent in parent_of.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(cpu.get(p, 0.0) for p in tree)
+
+
+def measured(server: Server, run) -> Tally:  # noqa: ANN001
+    """Run ``run()`` (a drive) and put the server's CPU time meanwhile on its tally."""
+    before = tree_cpu_seconds(server.proc.pid)
+    tally = run()
+    tally.server_cpu_s = tree_cpu_seconds(server.proc.pid) - before
+    return tally
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,16 +214,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, database_url: str, data_dir: Path, processes: int, env: dict[str, str]):
+    def __init__(self, database_url: str, data_dir: Path, processes: int, env: dict[str, str], code: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(data_dir / "serve.log", "wb")  # noqa: SIM115
         child_env = {**os.environ, "GRIDLINE_DATABASE_URL": database_url, "GRIDLINE_DATA_DIR": str(data_dir),
                      "GRIDLINE_PORT": str(self.port), "GRIDLINE_LOAD_DEMO_ON_EMPTY": "false", **env}
         for name in ("GRIDLINE_TELEGRAM_TOKEN", "GRIDLINE_SPEECH_MODEL", "GRIDLINE_RULES"):
             child_env.pop(name, None)
         self.proc = subprocess.Popen([sys.executable, "-m", "gridline.cli", "serve", "--processes", str(processes)],
-                                     cwd=ROOT, env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     cwd=code, env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -252,8 +295,12 @@ def run_backend(name: str, url: str, cases: int, args: argparse.Namespace, data_
         codes = list(session.exec(select(Category.code).where(Category.active == True)).all())  # noqa: E712
     engine.dispose()
     env = {"GRIDLINE_DB_THREADS": str(args.db_threads)} if args.db_threads else {}
-    server = Server(url, data_dir, args.processes, env)
+    # (label, server): this checkout's, and the baseline's on the same database if asked for
+    servers = [("", Server(url, data_dir, args.processes, env))]
     try:
+        if args.baseline:
+            servers.append((" [baseline]", Server(url, data_dir / "baseline", args.processes, env,
+                                                  code=Path(args.baseline).resolve())))
         petitions = Petitions(data, codes)
         counter = 0
 
@@ -263,22 +310,36 @@ def run_backend(name: str, url: str, cases: int, args: argparse.Namespace, data_
             ident = f"load-{uuid.uuid4().hex[:12]}"
             return "POST", "/open311/v2/requests.json", petitions.form(api_key), {"Idempotency-Key": ident}, ident
 
-        # warm-up: routing indexes, connections, the first of each code path
-        warm = Tally()
-        asyncio.run(drive(server.url, 2, 2.0, petition, warm))
+        filed: list[str] = []
+        for _, server in servers:  # warm-up: routing indexes, connections, the first of each code path
+            warm = Tally()
+            asyncio.run(drive(server.url, 2, 2.0, petition, warm))
+            filed += warm.filed_ids
         print(f"   gridline serve --processes {args.processes}; load average {os.getloadavg()[0]:.2f}", flush=True)
-        filed: list[str] = list(warm.filed_ids)
-        for clients in args.clients:
+
+        def intake(server: Server, clients: int) -> Tally:
             tally = Tally()
             asyncio.run(drive(server.url, clients, args.seconds, petition, tally))
-            filed += tally.filed_ids
-            print(tally.line(f"intake, {clients:2d} client(s)"), flush=True)
-        for clients in (1, 8):
+            return tally
+
+        def health(server: Server, clients: int) -> Tally:
             tally = Tally()
             asyncio.run(drive_health(server.port, clients, min(args.seconds, 5), tally))
-            print(tally.line(f"/healthz, {clients:2d} client(s)"), flush=True)
+            return tally
+
+        for clients in args.clients:
+            for label, server in servers:  # one after the other, for each client count
+                tally = measured(server, lambda server=server, clients=clients: intake(server, clients))
+                filed += tally.filed_ids
+                print(tally.line(f"intake, {clients:2d} client(s){label}"), flush=True)
+            print(f"     load average {os.getloadavg()[0]:.2f}", flush=True)
+        for clients in (1, 8):
+            for label, server in servers:
+                print(measured(server, lambda server=server, clients=clients: health(server, clients))
+                      .line(f"/healthz, {clients:2d} client(s){label}"), flush=True)
     finally:
-        server.stop()
+        for _, server in servers:
+            server.stop()
     engine = make_engine(url)
     print(f"   {check_no_duplicates(engine, filed)}", flush=True)
     engine.dispose()
@@ -293,6 +354,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per client count")
     parser.add_argument("--processes", type=int, default=1, help="gridline serve --processes")
     parser.add_argument("--db-threads", type=int, default=0, help="GRIDLINE_DB_THREADS of the server (0: its default)")
+    parser.add_argument("--baseline", metavar="DIR", help="also serve the code of this checkout (e.g. a worktree of "
+                        "main) on the same database, driven in turn with this one")
     args = parser.parse_args()
     pg_cases, sqlite_cases = SIZES[args.size]
     print(f"bench/load.py: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

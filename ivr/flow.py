@@ -56,13 +56,18 @@ def spoken_s(sentences: Sequence[str], eos: dict, rate: str | None = None) -> fl
     return chars / float(eos["prompt_chars_per_s"]) / max(speed, 0.1)
 
 
-def watch_end(stream, eos: dict, end: str, prompt_s: float, *, answer: bool) -> None:
+def watch_end(stream, eos: dict, end: str, prompt_s: float, *, answer: bool, quiet: str | None = None,
+              barge: str | None = None) -> None:
     """Tell the turn's stream to end the turn on our end-of-speech detection: the webhook to
     redirect the call to (path and query, with the turn's identity), which quiet window (a
-    short answer's or a long turn's), and how long the prompt takes (speech counts after it)."""
+    short answer's, a long turn's, ``quiet`` "barge" for a petition whose read-back listens on,
+    "more" for the rest of one), and how long the prompt takes (speech counts after it).
+    ``barge``: where to move the call if the caller speaks over the prompt (a read-back)."""
     stream.parameter(name="end", value=end)
-    stream.parameter(name="quiet", value="answer" if answer else "turn")
+    stream.parameter(name="quiet", value=quiet or ("answer" if answer else "turn"))
     stream.parameter(name="arm", value=f"{prompt_s:.2f}")
+    if barge:
+        stream.parameter(name="barge", value=barge)
 
 
 @dataclass
@@ -147,7 +152,8 @@ class Flow:
         cfg = self.config["petition"]
         said = ([self.text(notice)] if notice else []) + \
             [self.text(intro or ("petition_intro" if kind == "petition" else "address_intro"))]
-        self.listen(r, segment, token, call_sid, end=f"/twilio/{kind}/done", prompt=said, beep=True)
+        self.listen(r, segment, token, call_sid, end=f"/twilio/{kind}/done", prompt=said, beep=True,
+                    quiet="barge" if kind == "petition" else None)
         for sentence in said:
             self.say(r, sentence)
         action = self.url(f"/twilio/{kind}/done", seg=segment)
@@ -157,8 +163,15 @@ class Flow:
         r.redirect(self.url(f"/twilio/{kind}/done", seg=segment, empty=1), method="POST")
         return str(r)
 
+    @property
+    def barge_in(self) -> bool:
+        """A petition's read-back listens for the caller going on (rules.toml
+        ``[hotline.end_of_speech] barge_in``), so a petition may end on the shorter quiet."""
+        return bool(self.end_of_speech and self.end_of_speech.get("barge_in"))
+
     def listen(self, r: VoiceResponse, segment: str, token: str | None, call_sid: str, *, end: str | None = None,
-               prompt: Sequence[str] = (), answer: bool = False, beep: bool = False) -> None:
+               prompt: Sequence[str] = (), answer: bool = False, beep: bool = False, quiet: str | None = None,
+               barge: str | None = None) -> None:
         """Fork the caller's audio to our socket for this turn (``segment``). ``end``: the
         webhook that ends the turn; with end-of-speech detection on, the stream is told it
         (with the turn's identity, ``seg``), which quiet to wait for (``answer``: a short
@@ -169,8 +182,11 @@ class Flow:
         stream.parameter(name="callSid", value=call_sid)
         stream.parameter(name="segment", value=segment)
         if self.end_of_speech is not None and end is not None:
+            barging = self.barge_in and (quiet is not None or barge is not None)
             watch_end(stream, self.end_of_speech, f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}",
-                      spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0), answer=answer)
+                      spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0), answer=answer,
+                      quiet=quiet if barging else None,
+                      barge=f"{barge}?{urlencode({'seg': segment, 'by': 'barge'})}" if barging and barge else None)
 
     def open_question(self, *, segment: str, token: str | None, call_sid: str, sentences: list[str],
                       stop: str | None = None) -> str:  # sentences: said as they are
@@ -181,7 +197,7 @@ class Flow:
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
-        self.listen(r, segment, token, call_sid, end="/twilio/open/done", prompt=sentences)
+        self.listen(r, segment, token, call_sid, end="/twilio/open/done", prompt=sentences, quiet="barge")
         action = self.url("/twilio/open/done", seg=segment)
         g = r.gather(input="dtmf", num_digits=1, timeout=1, action=action, method="POST")
         for sentence in sentences:
@@ -193,14 +209,14 @@ class Flow:
         return str(r)
 
     def ask_answer(self, *, action_path: str, segment: str, token: str | None, call_sid: str, sentence: str,
-                   stop: str | None = None) -> str:
+                   stop: str | None = None, barge: str | None = None) -> str:
         """A question answered by voice or by a key: the question in a short <Gather> (a key
         pressed while it is said answers at once), then a short <Record> for the spoken
         answer (``[confirm] silence_s`` of quiet ends it), on a stream of its own."""
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
-        self.listen(r, segment, token, call_sid, end=action_path, prompt=[sentence], answer=True)
+        self.listen(r, segment, token, call_sid, end=action_path, prompt=[sentence], answer=True, barge=barge)
         action = self.url(action_path, seg=segment)
         g = r.gather(input="dtmf", num_digits=1, timeout=1, action=action, method="POST")
         self.say(g, sentence)
@@ -222,7 +238,23 @@ class Flow:
         if notice:
             sentence = self.text(notice) + sentence
         return self.ask_answer(action_path=f"/twilio/{kind}/confirm", segment=segment, token=token,
-                               call_sid=call_sid, sentence=sentence, stop=stop)
+                               call_sid=call_sid, sentence=sentence, stop=stop,
+                               barge="/twilio/petition/more" if kind == "petition" else None)
+
+    def record_more(self, *, segment: str, token: str | None, call_sid: str, stop: str) -> str:
+        """The caller went on speaking over the read-back: no prompt, the rest of their
+        petition on a stream of its own (opened as the read-back's stops, so no word falls
+        between the two), ended by their quiet ([hotline.end_of_speech] barge_quiet_s, from
+        the first frame: they are mid-sentence), #, or <Record>'s own quiet."""
+        r = VoiceResponse()
+        r.stop().stream(name=stop)
+        self.listen(r, segment, token, call_sid, end="/twilio/petition/done", quiet="more")
+        cfg = self.config["petition"]
+        action = self.url("/twilio/petition/done", seg=segment)
+        r.record(action=action, method="POST", timeout=cfg["silence_s"], finish_on_key="#",
+                 max_length=cfg["max_seconds"], play_beep=False)
+        r.redirect(self.url("/twilio/petition/done", seg=segment, empty=1), method="POST")
+        return str(r)
 
     def status_ask_spoken(self, *, segment: str, token: str | None, call_sid: str, notice: str | None = None,
                           digits: str | None = None, stop: str | None = None) -> str:

@@ -42,8 +42,12 @@ class EndOfSpeech:
     ``arm_s`` (the prompt is being said until then: a 喂 over the greeting is not the turn),
     and the turn can end only after ``min_speech_s`` of it (a cough does not end it)."""
 
-    def __init__(self, threshold: float, *, quiet_s: float, min_speech_s: float, arm_s: float = 0.0):
+    def __init__(self, threshold: float, *, quiet_s: float, min_speech_s: float, arm_s: float = 0.0,
+                 ongoing: bool = False):
         self.threshold = threshold
+        # The caller is already mid-sentence (the rest of a turn they went on with over its
+        # read-back): quiet from the first frame ends it, no new speech needed.
+        self.ongoing = ongoing
         self.quiet_s = quiet_s
         self.min_speech_s = min_speech_s
         self.arm_s = arm_s
@@ -66,8 +70,42 @@ class EndOfSpeech:
             else:
                 self.quiet_run_s += 0.02
             # a little slack for float sums of 0.02
-            if self.speech_s > 0 and self.speech_s >= self.min_speech_s - 1e-6 and \
-                    self.quiet_run_s >= self.quiet_s - 1e-6:
+            spoke = self.ongoing or (self.speech_s > 0 and self.speech_s >= self.min_speech_s - 1e-6)
+            if spoke and self.quiet_run_s >= self.quiet_s - 1e-6:
                 self.ended = True
                 return True
+        return False
+
+
+class BargeIn:
+    """The caller goes on speaking while a prompt (the read-back) is being said: more than
+    ``min_speech_s`` of speech (20 ms frames louder than the threshold: a cough is less)
+    within the first ``within_s`` of the stream. After that the turn is an answer as usual."""
+
+    def __init__(self, threshold: float, *, min_speech_s: float, within_s: float):
+        self.threshold = threshold
+        self.min_speech_s = min_speech_s
+        self.within_s = within_s
+        self.heard_s = 0.0
+        self.speech_s = 0.0
+        self.fired = False
+
+    @property
+    def over(self) -> bool:
+        """The prompt has been said (or the caller barged in): nothing more to watch."""
+        return self.fired or self.heard_s > self.within_s
+
+    def feed(self, mulaw: bytes) -> bool:
+        """True once, at the frame that makes it a barge-in."""
+        if self.over:
+            return False
+        for rms in frame_rms(mulaw):
+            self.heard_s += 0.02
+            if self.heard_s > self.within_s:
+                return False
+            if rms > self.threshold:
+                self.speech_s += 0.02
+                if self.speech_s >= max(self.min_speech_s, 0.02) - 1e-6:
+                    self.fired = True
+                    return True
         return False

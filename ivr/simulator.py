@@ -76,6 +76,11 @@ class Turn:
     audio: str | Path | bytes | None
     end: str = "#"  # "#", "silence", "hangup" (close the stream with stop), "drop" (socket dies)
     hangup_after_s: float | None = None  # for hangup/drop: after this much audio
+    # The caller does not stop for us: audio a live update cut short (our end of speech in a
+    # pause) is still said, over whatever the call does next (the read-back), then into the
+    # next <Record>. Off: the rest is dropped, as a caller who stops to listen.
+    goes_on: bool = False
+    rest_end: str = "silence"  # how the rest said into the next <Record> ends ("silence", "#", "hangup")
 
 
 @dataclass
@@ -111,6 +116,10 @@ class CallResult:
     live: Live | None = field(default=None, repr=False)
     last_word_at: float | None = None  # when the caller's last frame of words was sent
     word_to_prompt: list[float] = field(default_factory=list)  # last word → the next TwiML in hand
+    still_saying: list[bytes] = field(default_factory=list, repr=False)  # a ``goes_on`` turn's rest
+    unsent: list[bytes] = field(default_factory=list, repr=False)  # the frames a live update cut off
+    said_over_prompts: int = 0  # prompts the caller spoke over (still saying a turn's rest)
+    rest_end: str = "silence"
 
 
 class _Stream:
@@ -274,7 +283,8 @@ class Simulator:
             if result.pressed_at is not None and "<Redirect" not in body:
                 result.readback_latencies.append(time.perf_counter() - result.pressed_at)
                 result.pressed_at = None
-            if result.last_word_at is not None and "round=" not in body:  # not 请稍候 (come back)
+            # a prompt, not 请稍候 (come back) nor the silent TwiML that records the rest of a petition
+            if result.last_word_at is not None and "round=" not in body and "<Say" in body:
                 result.word_to_prompt.append(time.perf_counter() - result.last_word_at)
                 result.last_word_at = None
             url, params, hung_up = await self._run_twiml(http, body, url, base, digits, turns, streams,
@@ -468,6 +478,10 @@ class Simulator:
         (slower under an SSML ``<prosody rate="85%">``)."""
         if result.live is None or not streams:
             return
+        if result.still_saying:  # the caller goes on talking over the prompt
+            result.said_over_prompts += 1
+            if not await self._say_rest(next(reversed(streams.values())), result):
+                return  # a live update stopped the prompt
         prosody = say.find("prosody")
         rate = prosody.get("rate", "100%") if prosody is not None else "100%"
         speed = float(rate.rstrip("%")) / 100 if rate.endswith("%") else 1.0
@@ -476,6 +490,15 @@ class Simulator:
         # sent as fast as possible: what is timed is the caller's words and quiet, not our prompts
         await self._send_frames(next(reversed(streams.values())), [SILENCE_FRAME] * int(seconds * 50),
                                 speed=0, live=result.live)
+
+    async def _say_rest(self, stream: _Stream | None, result: CallResult) -> bool:
+        """Send what the caller is still saying, at the caller's pace; False when a live
+        update cut it short again (the rest is kept for what comes next)."""
+        frames, result.still_saying = result.still_saying, []
+        if await self._send_frames(stream, frames, live=result.live, result=result):
+            return True
+        result.still_saying = result.unsent
+        return False
 
     async def _send_frames(self, stream: _Stream | None, frames: list[bytes], *, speed: float | None = None,
                            live: Live | None = None, result: CallResult | None = None) -> bool:
@@ -490,6 +513,8 @@ class Simulator:
         t0 = time.perf_counter()
         for i, frame in enumerate(frames):
             if live is not None and live.pending:
+                if result is not None:
+                    result.unsent = frames[i:]
                 return False
             if stream is not None and not stream.ws.closed:
                 await stream.media(frame)
@@ -508,9 +533,13 @@ class Simulator:
         return True
 
     async def _record(self, http, verb, current, base, turns, streams, result):
-        turn = turns.pop(0) if turns else Turn(None, end="silence")
+        if result.still_saying:  # the rest of a turn the caller went on with, then their quiet
+            turn = Turn(None, end=result.rest_end, goes_on=True, rest_end=result.rest_end)
+            frames, result.still_saying = result.still_saying, []
+        else:
+            turn = turns.pop(0) if turns else Turn(None, end="silence")
+            frames = audio_frames(turn.audio) if turn.audio is not None else []
         stream = next(reversed(streams.values()), None) if streams else None
-        frames = audio_frames(turn.audio) if turn.audio is not None else []
         max_frames = int(float(verb.get("maxLength", "3600")) * 50)
         if turn.end in ("hangup", "drop"):
             if turn.hangup_after_s is not None:
@@ -531,6 +560,8 @@ class Simulator:
             return None, None, True
         live = result.live
         if not await self._send_frames(stream, frames[:max_frames], live=live, result=result):
+            if turn.goes_on:
+                result.still_saying, result.rest_end = result.unsent, turn.rest_end
             return self._redirected(base, result)  # moved on while the caller still spoke
         if turn.end == "silence":
             # On a live call the caller's quiet passes in real time: a redirect may end it first.

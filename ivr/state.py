@@ -29,6 +29,7 @@ RECORDINGS_DIR = "recordings"  # under the data directory
 KEEP_REPLIES = 3  # the TwiML of the last turns ended, for a second end of one of them
 # "answer": a short reply (对 / 不对 / 保密, a case number) said instead of a key; never the petition.
 TurnKind = Literal["petition", "address", "answer"]
+MORE_PREFIX = "more-"  # the rest of a petition the caller went on with over its read-back (barge-in)
 
 
 class Stage(enum.StrEnum):
@@ -105,6 +106,10 @@ class Turn(_Model):
     attempt: int = 0
     confirmed: bool = False
     unconfirmed: bool = False  # accepted without the caller pressing 1
+    # The turns this attempt continues, in order, before ``segment``: the caller paused, heard
+    # the read-back begin and went on speaking over it (the read-back's answer stream, then a
+    # ``more-N`` turn). Their words and audio are one petition (``CallState.petition_heard``).
+    parts: list[str] = Field(default_factory=list)
 
 
 class AddressTurn(Turn):
@@ -137,6 +142,7 @@ class CallState(_Model):
     queried: list[str] = Field(default_factory=list)  # case numbers asked about
     open_turns: int = 0  # open questions asked (greeting, again after silence, repeat, slower)
     answer_turns: int = 0  # short-answer turns taken (their segments answer-N, number-N)
+    more_turns: int = 0  # petitions gone on with over their read-back (segments more-N)
     slow: bool = False  # the caller said 慢一点: every prompt slower for the rest of the call
     keys_named: bool = False  # the sentence naming the keys was said (once, after silence)
     confidential: bool = False  # the caller asked for 保密处理 (said or keyed)
@@ -158,6 +164,26 @@ class CallState(_Model):
     def recordings(self, kind: TurnKind | None = None) -> list[tuple[str, Recording]]:
         """(segment, recording) in the order the turns were taken."""
         return [(n, r) for n, r in self.segments.items() if kind is None or r.kind == kind]
+
+    def petition_heard(self) -> Recording | None:
+        """The current petition attempt as the caller said it: its segment's recording, joined
+        with the turns it continues (``Turn.parts``): the words in order, the speech summed.
+        Final only when every part that heard speech has its words."""
+        current = self.segments.get(self.petition.segment)
+        if current is None or not self.petition.parts:
+            return current
+        parts = [self.segments[n] for n in self.petition.parts if n in self.segments] + [current]
+        spoken = [r for r in parts if r.speech_s > 0 or r.text.strip()] or [current]
+        confs = [r.confidence for r in parts if r.final and r.confidence is not None]
+        return current.model_copy(update={
+            "speech_s": round(sum(r.speech_s for r in parts), 2),
+            "duration": round(sum(r.duration for r in parts), 2),
+            "text": "".join(r.text.strip() for r in parts if r.final),
+            "segments": [seg for r in parts if r.final for seg in r.segments],
+            "confidence": round(sum(confs) / len(confs), 4) if confs else None,
+            "final": all(r.final for r in spoken),
+            "deferred": any(r.deferred for r in spoken),
+        })
 
 
 def recording_path(call_sid: str, segment: str) -> str:
@@ -240,7 +266,8 @@ class Call:
     def petition_attempts(self) -> int:
         """Petition recordings that were attempts at the petition: not an open question
         skipped with a key or met with silence, nor one whose words asked for something else."""
-        return sum(1 for _, r in self.state.recordings("petition") if r.intent in (None, "petition"))
+        return sum(1 for n, r in self.state.recordings("petition")
+                   if r.intent in (None, "petition") and not n.startswith(MORE_PREFIX))
 
     def begin_answer(self, what: str = "answer") -> tuple[str, str | None]:
         """A short reply said instead of a key, on a stream of its own: "answer" (to a
@@ -258,12 +285,28 @@ class Call:
         turn.attempt += 1
         turn.segment = f"{kind}-{turn.attempt}"
         turn.confirmed = False
+        turn.parts = []
         path = recording_path(self.call_sid, turn.segment)
         self.state.segments[turn.segment] = Recording(kind=kind, audio_path=path)
         self.state.stage = Stage(kind)
         self.state.confirm_tries = 0
         if kind == "petition":
             self.row.audio_path = path
+        return turn.segment, self.row.stream_token
+
+    def begin_more(self, answer: str) -> tuple[str, str | None]:
+        """The caller went on speaking over the read-back of their petition: the read-back's
+        answer stream (``answer``) and a new turn ``more-N`` are the rest of the same attempt.
+        Returns (segment, stream token)."""
+        turn = self.state.petition
+        turn.parts = [*turn.parts, turn.segment, answer]
+        self.state.more_turns += 1
+        turn.segment = f"{MORE_PREFIX}{self.state.more_turns}"
+        turn.confirmed = False
+        self.state.segments[turn.segment] = Recording(kind="petition",
+                                                      audio_path=recording_path(self.call_sid, turn.segment))
+        self.state.stage = Stage.petition
+        self.state.confirm_tries = 0
         return turn.segment, self.row.stream_token
 
     def turn_heard(self, segment: str, recording: Recording) -> Recording:
@@ -279,7 +322,7 @@ class Call:
             self.row.speech_seconds = max(spoken, default=0.0)
             if segment == self.state.petition.segment:
                 self.row.audio_path = recording.audio_path or self.row.audio_path
-                self.row.transcript = recording.segments or None
+                self.row.transcript = (self.state.petition_heard() or recording).segments or None
         return recording
 
     def claim_end(self, segment: str, heard: Recording | None = None) -> bool:

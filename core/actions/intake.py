@@ -75,6 +75,9 @@ def category_by_code(session: Session, code: str | None) -> CategoryRef | None:
 # Built once: the statement's cache key is then the same for every petition (one built per
 # call costs more Python than the flush it replaces). The row goes in as parameters.
 _CASE_COLUMNS = tuple(c.key for c in Case.__table__.columns if c.key != "id")
+# A new case's row starts from the model's own defaults (all immutable values), taken once:
+# building a Case object only to read its attributes back cost more than the INSERT's Python.
+_CASE_DEFAULTS = {key: getattr(Case(number="", channel=Channel.hotline), key) for key in _CASE_COLUMNS}
 _INSERT_CASE = {postgres: insert(Case).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(Case)
                 for postgres, insert in ((True, pg_insert), (False, sqlite_insert))}
 
@@ -112,32 +115,31 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
         resident_id = resident.id if resident else None
 
     now = utcnow()
-    case = Case(
-        number="",
-        idempotency_key=petition.idempotency_key,
-        channel=petition.channel,
-        status=S.received,
-        resident_id=resident_id,
-        contact_phone=petition.contact_phone,
-        description=description,
-        transcript=petition.transcript,
-        transcript_confidence=petition.transcript_confidence,
-        flags=sorted(set(petition.flags) | ({limits.TEXT_CUT} if cut else set())) or None,
-        latitude=petition.latitude,
-        longitude=petition.longitude,
-        address_text=address_text,
-        category_id=category.id if category else None,
-        urgency=petition.urgency,
-        confidential=petition.confidential,
-        created_at=now,
-        updated_at=now,
-    )
-    case.number = next_case_number(session, now)
+    row = {
+        **_CASE_DEFAULTS,
+        "idempotency_key": petition.idempotency_key,
+        "channel": petition.channel,
+        "status": S.received,
+        "resident_id": resident_id,
+        "contact_phone": petition.contact_phone,
+        "description": description,
+        "transcript": petition.transcript,
+        "transcript_confidence": petition.transcript_confidence,
+        "flags": sorted(set(petition.flags) | ({limits.TEXT_CUT} if cut else set())) or None,
+        "latitude": petition.latitude,
+        "longitude": petition.longitude,
+        "address_text": address_text,
+        "category_id": category.id if category else None,
+        "urgency": petition.urgency,
+        "confidential": petition.confidential,
+        "created_at": now,
+        "updated_at": now,
+    }
+    row["number"] = next_case_number(session, now)
     # One INSERT … ON CONFLICT DO NOTHING RETURNING instead of a savepoint around the ORM's
     # flush (three statements, and the unit of work's bookkeeping for one row): the row
     # comes back as the session's own object. Nothing back: another worker committed the
     # same idempotency key between our check and this insert.
-    row = {key: getattr(case, key) for key in _CASE_COLUMNS}
     inserted = session.scalars(_INSERT_CASE[session.get_bind().dialect.name == "postgresql"], [row]).first()
     if inserted is None:
         existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()

@@ -101,6 +101,7 @@ def lock(session: Session, sender: Sender) -> None:
         return
     # Intake locks before it writes the case and screens (which locks too) after: a lock this
     # transaction holds already is not asked for again (a round trip each).
+    session.connection()  # begins the transaction if nothing has yet (no statement): its locks are held to its end
     transaction = session.get_transaction()
     held = session.info.get(_HELD_LOCKS)
     if held is None or held[0] is not transaction:
@@ -152,22 +153,24 @@ def screen(session: Session, case: Case) -> Hold | None:
         return None
     lock(session, sender)
     r = rules()
-    earlier = select(Case).where(sender.clause(), Case.id < case.id)
-    recent = session.exec(
-        select(func.count(Case.id)).where(sender.clause(), Case.id < case.id,
+    before = (sender.clause(), Case.id < case.id)
+    recent = session.execute(
+        select(func.count(Case.id)).where(*before,
                                           Case.created_at >= case.created_at - timedelta(minutes=r["window_minutes"]))
-    ).one()
+    ).scalar_one()
     words = comparable(case.description)
     if words:
         since = case.created_at - timedelta(minutes=r["duplicate_window_minutes"])
-        candidates = session.exec(
-            earlier.where(Case.created_at >= since, Case.status.in_([s.value for s in OPEN_STATUSES]),
-                          Case.description != "").order_by(Case.id).limit(200)
+        # The number and the words are all the comparison needs: no case objects.
+        candidates = session.execute(
+            select(Case.number, Case.description).where(
+                *before, Case.created_at >= since, Case.status.in_([s.value for s in OPEN_STATUSES]),
+                Case.description != "").order_by(Case.id).limit(200)
         ).all()
-        for other in candidates:
-            score = fuzz.ratio(words, comparable(other.description))
+        for number, description in candidates:
+            score = fuzz.ratio(words, comparable(description))
             if score >= r["duplicate_similarity"]:
-                return Hold("duplicate", recent, other.number, round(score, 1))
+                return Hold("duplicate", recent, number, round(score, 1))
     if recent >= r["max_petitions"]:
         return Hold("flood", recent)
     return None

@@ -97,7 +97,12 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
 def _filed_already(session: Session, petition: actions.Petition) -> Case | None:
     """The case a petition with the same idempotency key filed before (a retry), or None."""
     key = petition.idempotency_key
-    return session.exec(select(Case).where(Case.idempotency_key == key)).first() if key else None
+    if not key:
+        return None
+    # Almost every petition is new: ask for the id alone (a whole case row costs its forty
+    # columns' description and an ORM object for nothing) and load the case only for a retry.
+    case_id = session.execute(select(Case.id).where(Case.idempotency_key == key)).scalar()
+    return session.get(Case, case_id) if case_id is not None else None
 
 
 def _held(session: Session, case: Case) -> flood.Hold | None:

@@ -20,7 +20,7 @@ import threading
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, bindparam, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -38,21 +38,25 @@ def next_case_number(session: Session, at: datetime | None = None, tz: str = "As
     day = local_day(at or utcnow(), tz)
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
-        seq = session.execute(_take(sqlite_insert, day)).scalar_one()
+        seq = session.execute(_TAKE_SQLITE, {"day": day}).scalar_one()
         return f"{day}{seq:04d}"
     with _side_engine(getattr(bind, "engine", bind)).begin() as conn:
-        conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-        seq = conn.execute(_take(pg_insert, day)).scalar_one()
+        seq = conn.execute(_TAKE_PG, {"day": day}).scalar_one()
     return f"{day}{seq:04d}"
 
 
-def _take(insert, day: str):  # noqa: ANN001, ANN202
+def _take(insert):  # noqa: ANN001, ANN202
+    """The next number of the day given as the ``day`` parameter."""
     return (
         insert(CaseSequence)
-        .values(day=day, last=1)
+        .values(day=bindparam("day"), last=1)
         .on_conflict_do_update(index_elements=["day"], set_={"last": CaseSequence.last + 1})
         .returning(CaseSequence.last)
     )
+
+
+# Built once: the same statement for every petition (its cache key is then computed once).
+_TAKE_PG, _TAKE_SQLITE = _take(pg_insert), _take(sqlite_insert)
 
 
 # The numbering connections of each database, beside (never from) its engine's pool: a
@@ -69,6 +73,15 @@ def _side_engine(engine: Engine) -> Engine:
         with _SIDE_LOCK:
             side = _SIDE_ENGINES.get(key)
             if side is None:
-                side = _SIDE_ENGINES[key] = create_engine(engine.url, pool_size=2, max_overflow=14, pool_timeout=10,
-                                                          pool_pre_ping=True)
+                side = create_engine(engine.url, pool_size=2, max_overflow=14, pool_timeout=10, pool_pre_ping=True)
+                # Set once per connection rather than once per number (a round trip each):
+                # these connections take numbers and nothing else.
+                event.listen(side, "connect", _commit_without_waiting_for_disk)
+                _SIDE_ENGINES[key] = side
     return side
+
+
+def _commit_without_waiting_for_disk(dbapi_connection, _record) -> None:  # noqa: ANN001
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+    dbapi_connection.commit()

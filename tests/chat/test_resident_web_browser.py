@@ -262,3 +262,36 @@ async def test_a_photo_and_text_taken_offline_survive_a_reload(engine, demo, tmp
         assert case.number == number and "飞线充电" in case.description
         photos = session.exec(select(Attachment).where(Attachment.kind == "photo")).all()
         assert [p.case_id for p in photos] == [case.id]
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("viewport", [(1366, 768), (390, 844)], ids=["1366x768", "390x844"])
+async def test_a_notice_leaves_the_tabs_free(engine, demo, tmp_path, speech_wav, viewport):
+    """The notice of a message kept while the network is gone (or the server busy) shows under
+    the tabs, not over them: 我的诉求 stays in sight and can be tapped while it shows."""
+    from playwright.async_api import async_playwright
+
+    server = await WebServer(engine, tmp_path).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=_flags(speech_wav))
+            context = await browser.new_context(locale="zh-CN",
+                                                viewport={"width": viewport[0], "height": viewport[1]})
+            page = await context.new_page()
+            await page.goto(f"{server.url}/chat/")
+            await page.click("#report")
+            await page.wait_for_selector("#log >> text=遇到了什么问题")
+            await context.set_offline(True)
+            await page.fill("#text", "小区门口的路灯不亮了")
+            await page.click("#send")
+            notice = page.locator("#toast", has_text="网络断开了")
+            await notice.wait_for()
+            tabs, shown = await page.locator("nav").bounding_box(), await notice.bounding_box()
+            assert shown["y"] >= tabs["y"] + tabs["height"] - 0.5, (tabs, shown)
+            await page.click("#tab-mine", timeout=5_000)  # nothing lies over it
+            await page.wait_for_selector("#mine:not([hidden])")
+            assert await notice.is_visible()
+            await _no_horizontal_scroll(page)
+            await browser.close()
+    finally:
+        await server.stop()

@@ -14,7 +14,9 @@ import pytest
 from speech_models.audio import AudioError, decode_file, dither, mulaw_decode, resample
 from speech_models.transcriber import (
     BLOCK_MS,
+    IDLE_RECOGNISERS,
     Transcript,
+    VoskTranscriber,
     get_transcriber,
     load_vosk_model,
     reproducible_model_dir,
@@ -56,8 +58,11 @@ def test_streaming_mulaw_equals_offline_vosk(ko_transcriber, speech):
     words = plain_vosk(ko_transcriber, pcm)
     assert transcript.text, "the Korean model heard nothing in the test sentence"
     assert [w.text for w in transcript.words] == [w["word"] for w in words]
-    assert [(w.start, w.end) for w in transcript.words] == [(w["start"], w["end"]) for w in words]
-    assert [w.conf for w in transcript.words] == [w["conf"] for w in words]
+    # The stream's recogniser may have served other tests' streams first (reused: times
+    # shifted back, confidences to the sixth decimal; test_a_reused_recogniser_...).
+    assert [t for w in transcript.words for t in (w.start, w.end)] == pytest.approx(
+        [t for w in words for t in (w["start"], w["end"])], abs=1e-5)
+    assert [w.conf for w in transcript.words] == pytest.approx([w["conf"] for w in words], abs=1e-5)
     assert transcript.duration == pytest.approx(len(ul) / 8000)
     assert 0 < transcript.confidence <= 1
 
@@ -71,6 +76,66 @@ def test_chunk_size_does_not_change_the_transcript(ko_transcriber, speech):
     assert reference.text
     for size, r in zip(sizes, results, strict=True):
         assert (r.text, r.words) == (reference.text, reference.words), f"chunk size {size}"
+
+
+def _words(t: Transcript) -> list[tuple[str, float, float, float]]:
+    return [(w.text, w.start, w.end, w.conf) for w in t.words]
+
+
+def test_a_reused_recogniser_hears_what_a_new_one_hears(ko_transcriber, speech):
+    """Streams one after another on one recogniser (what saves the CPU of composing the
+    graph again) give the words a new recogniser gives each: same words, times counted from
+    each stream's own start, confidences to within 1e-5."""
+    reusing = VoskTranscriber(ko_transcriber.info)
+    turns = [speech[k] for k in ("sentence_ul", "second_ul", "no_fine_ul", "sentence_ul", "yes_ul")]
+    heard = [feed(reusing, ul, 160)[0] for ul in turns]
+    assert reusing.recognisers_made == 1 and reusing.idle_recognisers == 1
+    fresh = VoskTranscriber(ko_transcriber.info, reuse_recognisers=False)
+    for ul, again in zip(turns, heard, strict=True):
+        alone = feed(fresh, ul, 160)[0]
+        assert alone.text and again.text == alone.text
+        assert [w[0] for w in _words(again)] == [w[0] for w in _words(alone)]
+        assert [x for w in _words(again) for x in w[1:]] == pytest.approx(
+            [x for w in _words(alone) for x in w[1:]], abs=1e-5)
+        assert again.duration == alone.duration
+    assert fresh.recognisers_made == len(turns) and fresh.idle_recognisers == 0
+
+
+def test_a_stream_that_ended_on_an_endpoint_does_not_lend_its_recogniser(ko_transcriber, speech):
+    """Vosk's FinalResult() starts nothing afresh after an endpoint, so that recogniser would
+    carry this stream's i-vector into the next: it is not kept. (Audio at the model's own
+    rate, in whole blocks: nothing is left to feed at the end, as after resampling.)"""
+    t = VoskTranscriber(ko_transcriber.info)
+    pcm = decode_file(speech["sentence"], 16000).pcm + bytes(16000 * 2 * 2)  # then 2 s of silence
+    block = 16000 * BLOCK_MS // 1000 * 2
+    stream = t.open_stream(16000, encoding="pcm16", partials=False)
+    for i in range(0, len(pcm) - len(pcm) % block, block):
+        if stream.accept(pcm[i : i + block]):  # the endpoint's final segment
+            break
+    else:
+        pytest.fail("no endpoint in two seconds of silence")
+    assert stream.finish().text
+    assert t.idle_recognisers == 0
+    # a stream that goes on after its endpoint ends with FinalResult(): its recogniser is kept
+    stream = t.open_stream(16000, encoding="pcm16", partials=False)
+    stream.accept(pcm)
+    assert stream.finish().text and t.idle_recognisers == 1
+
+
+def test_recognisers_are_kept_per_phrase_list(ko_transcriber, speech):
+    t = VoskTranscriber(ko_transcriber.info)
+    yes_no = ["네", "아니요"]
+    for _ in range(2):
+        assert feed(t, speech["yes_ul"], 160, phrases=yes_no)[0].text == "네"
+        feed(t, speech["yes_ul"], 160)
+    assert t.recognisers_made == 2 and t.idle_recognisers == 2  # one for the list, one free
+    # a stream left unfinished (its call dropped) takes its recogniser with it
+    open_now = [t.open_stream(8000, encoding="mulaw") for _ in range(IDLE_RECOGNISERS + 2)]
+    for s in open_now:
+        s.accept(speech["yes_ul"][:1600])
+    for s in open_now:
+        s.finish()
+    assert t.idle_recognisers == IDLE_RECOGNISERS + 1  # the free ones kept up to the cap, and the list's
 
 
 def test_pcm16_odd_chunks_equal_even_chunks(ko_transcriber, speech):
