@@ -46,6 +46,7 @@ import logging
 import os
 import random
 import re
+import resource
 import socket
 import statistics
 import sys
@@ -82,6 +83,14 @@ RESIDENT_BASE = 6_000_000_000
 WORKER_BASE = 7_000_000_000
 DISPATCHED = re.compile(r"新派单 (\d+)")
 FILED = re.compile(r"诉求已受理，编号 (\d+)")
+
+
+def _process_cpu() -> float:
+    """CPU seconds of this whole process so far (user + system, every thread): the bot, the
+    job runner, the fake Bot API and the webhook client. A figure that holds under load,
+    unlike updates/s on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -248,7 +257,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
             event.listen(engine, "before_cursor_execute",
                          lambda *args: statements.__setitem__(0, statements[0] + 1))
             runner_observers.append(lambda kind, outcome, seconds: job_seconds.setdefault(kind, []).append(seconds))
-            t0 = time.time()
+            t0, cpu0 = time.time(), _process_cpu()
             if offered is None:
                 await asyncio.gather(*(resident(i) for i in range(users)))
                 in_window, window = answered[0], time.time() - t0
@@ -258,6 +267,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
             deadline = time.time() + timeout
             while time.time() < deadline and not set(submitted) <= set(replies.dispatched):
                 await asyncio.sleep(0.05)
+            cpu_seconds = _process_cpu() - cpu0  # the dispatch messages' jobs included
 
         transactions = commits[0]
         gate = app[CHATBOT].gate
@@ -284,6 +294,7 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
         "answered_per_second": in_window / window if window > 0 else 0.0,
         "statements": statements[0],
         "statements_per_update": statements[0] / max(updates_sent[0], 1),
+        "cpu_ms_per_update": cpu_seconds * 1000 / max(updates_sent[0], 1),
         "p50_ms": statistics.median(step_latencies) * 1000 if step_latencies else float("nan"),
         "p99_ms": _percentile(step_latencies, 99) * 1000 if step_latencies else float("nan"),
         "dispatch_p50_ms": statistics.median(to_worker) * 1000 if to_worker else float("nan"),
@@ -398,9 +409,11 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float], complete: bo
         else:
             texts.setdefault(chat_id, []).append(text)
     out_of_order = doubled = 0
+    twice: list[str] = []  # which texts a chat got twice (a reply sent again, or a notice said for two updates)
     for received in texts.values():
         if len(set(received)) != len(received):
             doubled += 1
+            twice.extend(sorted({text[:40] for text in received if received.count(text) > 1}))
         firsts = [next((i for i, text in enumerate(received) if step in text), -1) for step in steps]
         if not complete and -1 in firsts:  # the open loop's window closed half-way through the dialog:
             gone = firsts.index(-1)  # the answers it got are the dialog's first ones
@@ -416,6 +429,7 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float], complete: bo
     return {
         "out_of_order": out_of_order,
         "doubled_chats": doubled,
+        "twice": twice[:5],
         "dispatch_doubled": sum(1 for n in dispatches.values() if n > 1),
         "dispatch_missing": sum(1 for number in submitted if number not in dispatches),
         "refused_429": refused,
@@ -426,7 +440,9 @@ def _delivery_checks(fake: FakeBotApi, submitted: dict[str, float], complete: bo
 def _beside(before: dict, after: dict, headings: tuple[str, str] = ("baseline", "this run")) -> None:
     """The figures of the issue's table, the baseline's beside this run's."""
     rows = [("updates/s", "per_second", "{:.1f}"), ("answered/s", "answered_per_second", "{:.1f}"),
-            ("statements per update", "statements_per_update", "{:.1f}"), ("webhook -> answer p50 ms", "p50_ms", "{:.0f}"),
+            ("statements per update", "statements_per_update", "{:.1f}"),
+            ("CPU ms per update (whole process)", "cpu_ms_per_update", "{:.2f}"),
+            ("webhook -> answer p50 ms", "p50_ms", "{:.0f}"),
             ("webhook -> answer p99 ms", "p99_ms", "{:.0f}"),
             ("确认提交 -> dispatch message p50 ms", "dispatch_p50_ms", "{:.0f}"),
             ("确认提交 -> dispatch message p99 ms", "dispatch_p99_ms", "{:.0f}"),
@@ -460,6 +476,8 @@ def _report(result: dict, limiter: str) -> None:
               f"{result['updates']} updates from {result['users']} residents, {result['backend']}, rate limiter {limiter}")
         print(f"  achieved: {result['per_second']:.1f} updates/s sent, {result['answered_per_second']:.1f}/s answered "
               f"within the window; cases filed {result['filed']} (database: {result['cases']} new)")
+    print(f"  CPU: {result['cpu_ms_per_update']:.2f} ms per update (the whole process, every thread: the bot, its "
+          f"jobs, the fake Bot API and the webhook client; from the first update to the last dispatch message)")
     print(f"  webhook -> the bot's answer: p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms")
     print(f"  确认提交 -> the worker's dispatch message: p50 {result['dispatch_p50_ms']:.0f} ms, "
           f"p99 {result['dispatch_p99_ms']:.0f} ms ({result['dispatch_messages']}/{result['filed']} delivered)")
@@ -479,6 +497,8 @@ def _report(result: dict, limiter: str) -> None:
           f"with a message twice, dispatch messages doubled {result['dispatch_doubled']}, missing "
           f"{result['dispatch_missing']}; 429 answers {result['refused_429']}; most messages in one second "
           f"{result['busiest_second']}")
+    for text in result.get("twice", []):
+        print(f"  a chat got this twice: {text!r}")
     for failure in result["failures"][:10]:
         print(f"  failed: {failure}")
 

@@ -17,6 +17,7 @@ no line per call: only a call Telegram refused or failed (INFO, the token masked
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 import aiohttp
 from telegram._utils.defaultvalue import DefaultValue
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # PTB's own defaults for its httpx client, kept so that behaviour under a slow Bot API does not change.
 CONNECT_S, READ_S, POOL_S, MEDIA_WRITE_S = 5.0, 5.0, 1.0, 20.0
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class AiohttpRequest(BaseRequest):
@@ -66,7 +68,8 @@ class AiohttpRequest(BaseRequest):
         timeout = aiohttp.ClientTimeout(total=(write + (read or 0)) if write and files else None,
                                         connect=None if pool is None or connect is None else pool + connect,
                                         sock_connect=connect, sock_read=read)
-        data: aiohttp.FormData | dict | None = None
+        data: aiohttp.FormData | bytes | None = None
+        headers = None
         if request_data is not None:
             if files:
                 data = aiohttp.FormData(quote_fields=False)
@@ -75,9 +78,13 @@ class AiohttpRequest(BaseRequest):
                 for name, (filename, content, mimetype) in files.items():
                     data.add_field(name, content, filename=filename, content_type=mimetype)
             else:
-                data = request_data.json_parameters
+                # The form encoded here, as aiohttp would encode a dict: handing it the dict
+                # builds a FormData and a MultipartWriter (a random boundary, a regex compiled)
+                # for every call, about a sixth of PTB's CPU for an update under a burst.
+                data = urlencode(request_data.json_parameters, doseq=True).encode()
+                headers = FORM_HEADERS
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as response:
+            async with self._session.request(method, url, data=data, headers=headers, timeout=timeout) as response:
                 body = await response.read()
         except TimeoutError as err:  # aiohttp's timeouts are TimeoutErrors
             raise TimedOut(f"the Bot API did not answer in time ({type(err).__name__})") from err

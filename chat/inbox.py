@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -54,8 +54,40 @@ _INBOX = ChatInbox.__table__
 _HEAD = ChatHead.__table__
 
 
-def _insert(conn: Connection, table):
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+class _Statements:
+    """The bookkeeping statements of one dialect, built once and run with parameters.
+
+    Built per call they cost more CPU than running them under a burst: an upsert's
+    ``excluded`` alone builds a proxy of every column of the table each time, and a new
+    statement object must have its cache key generated again before the compiled form is
+    found. Built once, each execution only binds its values."""
+
+    def __init__(self, dialect: str):
+        dml = postgresql if dialect == "postgresql" else sqlite
+        self.seen = (dml.insert(_SEEN).on_conflict_do_nothing(index_elements=["channel", "external_id"])
+                     .returning(_SEEN.c.at))
+        self.keep = dml.insert(_INBOX).on_conflict_do_nothing(index_elements=["update_id"])
+        state = dml.insert(_STATE)
+        self.state = state.on_conflict_do_update(
+            index_elements=["namespace", "key"],
+            set_={"data": state.excluded.data, "updated_at": state.excluded.updated_at})
+        self.state_gone = delete(_STATE).where(_STATE.c.namespace == bindparam("namespace"),
+                                               _STATE.c.key.in_(bindparam("keys", expanding=True)))
+        head = dml.insert(_HEAD)
+        self.head = head.on_conflict_do_update(
+            index_elements=["chat_id"], set_={"version": head.excluded.version, "updated_at": head.excluded.updated_at})
+        self.unkeep = delete(_INBOX).where(_INBOX.c.update_id == bindparam("gone_update_id"))
+
+
+_BY_DIALECT: dict[str, _Statements] = {}
+
+
+def _statements(conn: Connection) -> _Statements:
+    name = conn.dialect.name
+    built = _BY_DIALECT.get(name)
+    if built is None:
+        built = _BY_DIALECT[name] = _Statements(name)
+    return built
 
 
 # ---------------------------------------------------------------- operations (sync)
@@ -67,12 +99,11 @@ def accept_op(update_id: int, data: dict, chat_id: int | None = None) -> Op:
 
     def op(conn: Connection) -> bool:
         now = utcnow()
-        seen = _insert(conn, _SEEN).values(channel=CHANNEL, external_id=str(update_id), at=now)
-        seen = seen.on_conflict_do_nothing(index_elements=["channel", "external_id"]).returning(_SEEN.c.at)
-        if conn.execute(seen).first() is None:  # rowcount is not reliable here (psycopg: -1)
+        stmts = _statements(conn)
+        seen = conn.execute(stmts.seen, {"channel": CHANNEL, "external_id": str(update_id), "at": now})
+        if seen.first() is None:  # rowcount is not reliable here (psycopg: -1)
             return False
-        keep = _insert(conn, _INBOX).values(update_id=update_id, chat_id=chat_id, data=data, accepted_at=now)
-        conn.execute(keep.on_conflict_do_nothing(index_elements=["update_id"]))
+        conn.execute(stmts.keep, {"update_id": update_id, "chat_id": chat_id, "data": data, "accepted_at": now})
         return True
 
     return op
@@ -83,19 +114,17 @@ def write_state(conn: Connection, writes: dict[tuple[str, str], Any]) -> None:
     if not writes:
         return
     now = utcnow()
+    stmts = _statements(conn)
     rows = [{"namespace": ns, "key": key, "data": data, "updated_at": now}
             for (ns, key), data in writes.items() if data is not None]
     if rows:
-        stmt = _insert(conn, _STATE)
-        stmt = stmt.on_conflict_do_update(index_elements=["namespace", "key"],
-                                          set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at})
-        conn.execute(stmt, rows)
+        conn.execute(stmts.state, rows)
     gone: dict[str, list[str]] = {}
     for (ns, key), data in writes.items():
         if data is None:
             gone.setdefault(ns, []).append(key)
     for ns, keys in gone.items():
-        conn.execute(delete(_STATE).where(_STATE.c.namespace == ns, _STATE.c.key.in_(keys)))
+        conn.execute(stmts.state_gone, {"namespace": ns, "keys": keys})
 
 
 def write_heads(conn: Connection, heads: dict[int, int]) -> None:
@@ -103,10 +132,8 @@ def write_heads(conn: Connection, heads: dict[int, int]) -> None:
     if not heads:
         return
     now = utcnow()
-    stmt = _insert(conn, _HEAD)
-    stmt = stmt.on_conflict_do_update(index_elements=["chat_id"],
-                                      set_={"version": stmt.excluded.version, "updated_at": stmt.excluded.updated_at})
-    conn.execute(stmt, [{"chat_id": chat, "version": version, "updated_at": now} for chat, version in heads.items()])
+    conn.execute(_statements(conn).head,
+                 [{"chat_id": chat, "version": version, "updated_at": now} for chat, version in heads.items()])
 
 
 def finish_op(update_id: int | None, writes: dict[tuple[str, str], Any], heads: dict[int, int] | None = None) -> Op:
@@ -117,7 +144,7 @@ def finish_op(update_id: int | None, writes: dict[tuple[str, str], Any], heads: 
         write_state(conn, writes)
         write_heads(conn, heads or {})
         if update_id is not None:
-            conn.execute(delete(_INBOX).where(_INBOX.c.update_id == update_id))
+            conn.execute(_statements(conn).unkeep, {"gone_update_id": update_id})
 
     return op
 
@@ -221,8 +248,16 @@ class GroupCommit:
                 for op, future in batch:
                     try:
                         _settle(future, (await self._run(self._commit, [op]))[0])
-                    except (SQLAlchemyError, ValueError, TypeError) as one:
+                    except Exception as one:  # noqa: BLE001 (its caller decides)
                         _settle(future, exc=one)
+                continue
+            except Exception as exc:
+                # Nothing ran (the database pool refused the batch: DatabaseBusy): each caller
+                # hears it and decides, as for a failed transaction. Escaping here, it ended
+                # this task with the batch's callers waiting for ever (their chats stuck until
+                # a restart: seen under a burst at load 17).
+                for _, future in batch:
+                    _settle(future, exc=exc)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 _settle(future, result)

@@ -140,14 +140,12 @@ class StaffJobs(JobHandlers):
         self._bot()
         d = self.d
         case_id, send, to = int(p["case_id"]), p.get("send"), p.get("to", "")
-        if not await d.db(worker_store.still_current, case_id, send, p.get("stamp", ""), to):
+        found = await d.db(worker_store.staff_message, case_id, send, p.get("stamp", ""), to)
+        if not found.news:
             log.info("staff message %s for case %s to %s is no longer news", send, p.get("case"), to)
             return
-        target = await d.db(worker_store.chat_for, to)
-        if target is None:
-            return
-        view = await d.db(worker_store.card, case_id)
-        if view is None:
+        target, view = found.target, found.card
+        if target is None or view is None:
             return
         chat_id, language = int(target.chat_id), target.language
         # A reason core wrote as a code (the SLA sweep's) in the worker's words; typed ones as they are.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from core import actions
 from core.actions import OWNED, TRANSITIONS
@@ -27,7 +27,7 @@ from core.people import audit, staff
 from core.people.models import StaffChat, Worker
 from core.people.redaction import CONFIDENTIAL, redact
 from core.places.models import Grid
-from core.platform.db import session_scope
+from core.platform.db import keep, session_scope
 
 
 def invite_key(settings) -> bytes:  # noqa: ANN001
@@ -67,9 +67,13 @@ def me(engine: Engine, chat_id: int | str) -> Me | None:
 def chat_for(engine: Engine, key: str) -> Me | None:
     """The linked chat of a staff key (``worker:<id>``), if any."""
     with session_scope(engine) as session:
-        who = staff.staff_by_key(session, key)
-        link = staff.chat_of(session, who) if who else None
-        return Me(who, link.chat_id, link.language) if link else None
+        return _chat_for(session, key)
+
+
+def _chat_for(session: Session, key: str) -> Me | None:
+    who = staff.staff_by_key(session, key)
+    link = staff.chat_of(session, who) if who else None
+    return Me(who, link.chat_id, link.language) if link else None
 
 
 def card_shown(engine: Engine, case_id: int, who: str, card: str) -> None:
@@ -143,32 +147,36 @@ def _report(session, case: Case) -> tuple[str | None, list[str], int | None]:
 
 def card(engine: Engine, case_id: int) -> Card | None:
     with session_scope(engine) as session:
-        case = session.get(Case, case_id)
-        if case is None:
-            return None
-        category = session.get(Category, case.category_id) if case.category_id else None
-        grid = session.get(Grid, case.grid_id) if case.grid_id else None
-        worker = session.get(Worker, case.worker_id) if case.worker_id else None
-        files = case_files(session, case.id)
-        note, report_photos, _ = _report(session, case)
-        report_set = set(report_photos)
-        description, address = case.description, case.address_text
-        if case.confidential:  # a staff chat is a worker's or a checker's: who the resident is stays out
-            names = known_names(session, [case]).get(case.id, ())
-            description = redact(description, names, CONFIDENTIAL)
-            address = redact(address, names, CONFIDENTIAL) or None
-        return Card(
-            case.id, case.number, case.status.value, case.channel.value, category.name if category else None,
-            case.urgency.value, grid.name if grid else None, address, description,
-            case.response_due, case.resolution_due, staff.stamp(case.dispatched_at),
-            staff.stamp(case.reported_done_at), case.escalation_count, worker.name if worker else None,
-            photos=[f.path for f in files if f.kind == "photo" and f.path not in report_set],
-            # a voice says who is speaking: a confidential case's recording is never sent
-            recordings=[] if case.confidential else [f.path for f in files if f.kind == "recording"],
-            report_note=note, report_photos=report_photos,
-            routing_trace=case.routing_trace, routing_reason=case.routing_reason,
-            confidential=case.confidential,
-        )
+        return _card(session, case_id)
+
+
+def _card(session: Session, case_id: int) -> Card | None:
+    case = session.get(Case, case_id)
+    if case is None:
+        return None
+    category = session.get(Category, case.category_id) if case.category_id else None
+    grid = session.get(Grid, case.grid_id) if case.grid_id else None
+    worker = session.get(Worker, case.worker_id) if case.worker_id else None
+    files = case_files(session, case.id)
+    note, report_photos, _ = _report(session, case)
+    report_set = set(report_photos)
+    description, address = case.description, case.address_text
+    if case.confidential:  # a staff chat is a worker's or a checker's: who the resident is stays out
+        names = known_names(session, [case]).get(case.id, ())
+        description = redact(description, names, CONFIDENTIAL)
+        address = redact(address, names, CONFIDENTIAL) or None
+    return Card(
+        case.id, case.number, case.status.value, case.channel.value, category.name if category else None,
+        case.urgency.value, grid.name if grid else None, address, description,
+        case.response_due, case.resolution_due, staff.stamp(case.dispatched_at),
+        staff.stamp(case.reported_done_at), case.escalation_count, worker.name if worker else None,
+        photos=[f.path for f in files if f.kind == "photo" and f.path not in report_set],
+        # a voice says who is speaking: a confidential case's recording is never sent
+        recordings=[] if case.confidential else [f.path for f in files if f.kind == "recording"],
+        report_note=note, report_photos=report_photos,
+        routing_trace=case.routing_trace, routing_reason=case.routing_reason,
+        confidential=case.confidential,
+    )
 
 
 # ---------------------------------------------------------------- acting on a case
@@ -319,23 +327,52 @@ def _masked(session, tasks: list[reminders.Task]) -> list[reminders.Task]:  # no
             if task.case_id in secret else task for task in tasks]
 
 
-def still_current(engine: Engine, case_id: int, send: str, stamp: str, to: str) -> bool:
+def _still_current(session: Session, case_id: int, send: str, stamp: str, to: str) -> bool:
     """Whether a queued message is still news: the dispatch (or report) it was about is
     the case's current one and the recipient still has a say in it."""
+    case = session.get(Case, case_id)
+    who = staff.staff_by_key(session, to)
+    if case is None or who is None:
+        return False
+    if send == "dispatch":
+        return (case.status == CaseStatus.dispatched and stamp == staff.stamp(case.dispatched_at)
+                and who in staff.owners(session, case))
+    if send == "check":
+        return (case.status == CaseStatus.reported_done and stamp == staff.stamp(case.reported_done_at)
+                and staff.checker(session, case) == who)
+    if send == "check_failed":
+        return case.status in OWNED and stamp == staff.stamp(case.dispatched_at)
+    return True
+
+
+@dataclass
+class StaffMessage:
+    """What a queued staff message needs, read in one transaction: whether it is still news,
+    the recipient's chat and the case's card (None when there is nothing to send)."""
+
+    news: bool
+    target: Me | None = None
+    card: Card | None = None
+
+
+def staff_message(engine: Engine, case_id: int, send: str, stamp: str, to: str) -> StaffMessage:
+    """Whether it is still news (``_still_current``), ``chat_for`` and ``card`` at once: one session and one trip off the
+    event loop for every dispatch message, not three (the case is read once)."""
     with session_scope(engine) as session:
+        # Held for the transaction (the session's identity map keeps rows only weakly): each
+        # of the three reads below would otherwise read the case and its worker again.
         case = session.get(Case, case_id)
-        who = staff.staff_by_key(session, to)
-        if case is None or who is None:
-            return False
-        if send == "dispatch":
-            return (case.status == CaseStatus.dispatched and stamp == staff.stamp(case.dispatched_at)
-                    and who in staff.owners(session, case))
-        if send == "check":
-            return (case.status == CaseStatus.reported_done and stamp == staff.stamp(case.reported_done_at)
-                    and staff.checker(session, case) == who)
-        if send == "check_failed":
-            return case.status in OWNED and stamp == staff.stamp(case.dispatched_at)
-        return True
+        held = [case, session.get(Worker, case.worker_id) if case is not None and case.worker_id else None]
+        kind, _, raw = to.partition(":")
+        if kind == "worker" and raw.isdigit():
+            held.append(session.get(Worker, int(raw)))
+        for row in held:
+            if row is not None:
+                keep(session, row)
+        if not _still_current(session, case_id, send, stamp, to):
+            return StaffMessage(news=False)
+        target = _chat_for(session, to)
+        return StaffMessage(True, target, _card(session, case_id) if target is not None else None)
 
 
 def reminder_current(engine: Engine, case_id: int, clock: str, stamp: str) -> tuple[Card, set[str]] | None:

@@ -14,8 +14,8 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -125,15 +125,6 @@ def open_call(engine: Engine, call_sid: str, *, from_number: str | None, to_numb
         return row, True
 
 
-def mark_answered(engine: Engine, call_sid: str, at: datetime | None = None) -> None:
-    """The call's first prompt (the greeting) is being handed to Twilio: the call is answered
-    (core.reporting.hotline). The first time counts; a retried webhook leaves it."""
-    with session_scope(engine) as session:
-        session.execute(update(CallSession).where(CallSession.call_sid == call_sid,
-                                                  CallSession.answered_at.is_(None))
-                        .values(answered_at=at or utcnow()))
-
-
 def load(engine: Engine, call_sid: str) -> CallSession | None:
     with session_scope(engine) as session:
         return session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
@@ -156,20 +147,72 @@ def _locked(session: Session, call_sid: str) -> CallSession:
     return row
 
 
+def _next_version(row: CallSession) -> datetime:
+    """The row's new ``updated_at``: now, and always later than the one it had, so that a
+    write made from an older read of the row is refused (``_store_if_unchanged``) even when
+    two writes fall in the same microsecond or the clock is pinned."""
+    now = utcnow()
+    old = row.updated_at
+    return now if old is None or now > old else old + timedelta(microseconds=1)
+
+
 def _store(session: Session, call: Call, holder: str | None = None) -> None:
     call.row.state = call.state.dump()
-    call.row.updated_at = utcnow()
+    call.row.updated_at = _next_version(call.row)
     if holder is not None:
         call.row.instance_id = holder
     session.add(call.row)
 
 
+CALL_COLUMNS = tuple(c.name for c in CallSession.__table__.columns if c.name not in ("id", "call_sid", "state",
+                                                                                     "updated_at"))
+
+
+def _detached(row: CallSession) -> CallSession:
+    """A copy of a row read earlier, for a transition to change without touching the original."""
+    return CallSession(id=row.id, call_sid=row.call_sid, state=row.state, updated_at=row.updated_at,
+                       **{name: getattr(row, name) for name in CALL_COLUMNS})
+
+
+def _store_if_unchanged(engine: Engine, call: Call, read: CallSession, holder: str | None) -> bool:
+    """Write ``call`` (made from ``read``) in one UPDATE that holds only while the row is still
+    as it was read (its ``updated_at``, which every write of the state moves on). Only the
+    columns the transition changed are written. False: someone wrote the row since."""
+    values: dict[str, Any] = {name: getattr(call.row, name) for name in CALL_COLUMNS
+                              if getattr(call.row, name) != getattr(read, name)}
+    if holder is not None:
+        values["instance_id"] = holder
+    values["state"] = call.state.dump()
+    values["updated_at"] = _next_version(read)
+    table = CallSession.__table__
+    with engine.begin() as conn:
+        done = conn.execute(update(table).where(table.c.call_sid == call.call_sid,
+                                                table.c.updated_at == read.updated_at).values(**values))
+        if done.rowcount != 1:
+            return False
+    call.row.state, call.row.updated_at = values["state"], values["updated_at"]
+    if holder is not None:
+        call.row.instance_id = holder
+    return True
+
+
 def apply(engine: Engine, call_sid: str, transition: Callable[..., T], *args: Any,
-          holder: str | None = None) -> tuple[Call, T]:
-    """Lock the call's row, run ``transition(call, *args)`` (a ``Call`` method or another
-    named function of a ``Call``) and write the row and its state back in one commit.
-    ``holder``: the instance moving the call on (the recovery sweep leaves it alone while
-    that instance lives)."""
+          holder: str | None = None, known: Call | None = None) -> tuple[Call, T]:
+    """Run ``transition(call, *args)`` (a ``Call`` method or another named function of a
+    ``Call``) and write the row and its state back in one commit. ``holder``: the instance
+    moving the call on (the recovery sweep leaves it alone while that instance lives).
+
+    ``known``: the call as this webhook last read or wrote it. The transition then runs on a
+    copy of it and is written by one conditional UPDATE, no read and no lock, when nobody
+    wrote the row since; otherwise (another request moved the call on meanwhile) the row is
+    locked, read again and the transition run on what it holds, as without ``known``. Either
+    way the transition runs on the row as it is in the database: a claim (``Call.claim_end``)
+    is still won by one request only."""
+    if known is not None:
+        call = Call(_detached(known.row), CallState.load(known.row.state))
+        result = transition(call, *args)
+        if _store_if_unchanged(engine, call, known.row, holder):
+            return call, result
     with session_scope(engine) as session:
         call = Call.of(_locked(session, call_sid))
         result = transition(call, *args)
@@ -201,6 +244,7 @@ class Filed:
     held: str | None = None
     # Recordings filed as waiting in this instance's spool: to upload now the case is committed.
     to_upload: tuple[str, ...] = ()
+    call: Call | None = field(default=None, repr=False)  # the call as filing left it in the database
 
 
 def complete_from_disk(call: Call, data_dir: Path | None, speech_rms: float, *, repair: bool = False,
@@ -504,7 +548,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         call = Call.of(_locked(session, call_sid))
         if call.row.case_id is not None:
             case = session.get(Case, call.row.case_id)
-            return Filed(case.number if case else None, False, call.row.outcome or "case_filed")
+            return Filed(case.number if case else None, False, call.row.outcome or "case_filed", call=call)
         # the turns whose upload ivr.spool tried as they ended (the bucket was away): their job retries
         tried = {rec.audio_path for _, rec in call.state.recordings() if rec.waiting_in}
         complete_from_disk(call, data_dir, speech_rms, repair=recovered, store=store, session=session, spool=spool)
@@ -518,7 +562,7 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
             gone_at_once = hung_up and call.state.stage == Stage.open
             outcome = call.end(None if asked or gone_at_once else "no_petition")
             _store(session, call)
-            return Filed(None, False, outcome)
+            return Filed(None, False, outcome, call=call)
         result = file_petition_in(session, made.petition, actor="hotline")
         for _, rec in call.state.recordings():
             if rec.held and rec.audio_path and result.created:
@@ -531,7 +575,8 @@ def file_case(engine: Engine, call_sid: str, *, min_speech_s: float, hung_up: bo
         _store(session, call)
         upload = tuple(f.path for f in made.petition.files
                        if spool and f.waiting_in == spool and f.path not in tried) if result.created else ()
-    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None, upload)
+    return Filed(result.case.number, result.created, outcome, result.held.reason if result.held else None, upload,
+                 call)
 
 
 # ---------------------------------------------------------------- transcripts that come later

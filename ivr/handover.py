@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -70,6 +70,22 @@ def _touch(session: Session, row: StreamSegment, channel: str, payload: str) -> 
     return row
 
 
+def _set(session: Session, call_sid: str, segment: str, **values: Any) -> None:
+    """The turn's row with ``values``: one UPDATE when it is there (the common case: the
+    socket's instance made it when the stream opened), else made and locked as ``_row``
+    does; either way the waiters are told."""
+    table = StreamSegment.__table__
+    done = session.execute(update(table).where(table.c.call_sid == call_sid, table.c.segment == segment)
+                           .values(updated_at=utcnow(), **values))
+    if done.rowcount == 1:
+        notify(session, HEARD_CHANNEL, f"{call_sid}{SEP}{segment}")
+        return
+    row = _row(session, call_sid, segment)
+    for name, value in values.items():
+        setattr(row, name, value)
+    _touch(session, row, HEARD_CHANNEL, f"{call_sid}{SEP}{segment}")
+
+
 def opened(engine: Engine, instance_id: str, call_sid: str, segment: str, audio_path: str, live: bool) -> str | None:
     """The socket's instance took the stream; returns an end already asked for."""
     with session_scope(engine) as session:
@@ -88,13 +104,11 @@ def audio_closed(engine: Engine, call_sid: str, segment: str, *, audio_path: str
     call's next webhook, even one that cannot read this disk, files the turn with its
     recording. Returns the bytes copied."""
     with session_scope(engine) as session:
-        row = _row(session, call_sid, segment)
-        row.audio_path, row.duration, row.speech_s = audio_path, duration, speech_s
-        row.ended_by, row.audio_closed = ended_by, True
+        _set(session, call_sid, segment, audio_path=audio_path, duration=duration, speech_s=speech_s,
+             ended_by=ended_by, audio_closed=True)  # the row locked first, as before
         copied = 0
         if copy_from and folder and _elsewhere_alive(session, instance_id, Path(folder)):
             copied = save_handover_copy(session, audio_path, Path(copy_from))
-        _touch(session, row, HEARD_CHANNEL, f"{call_sid}{SEP}{segment}")
         return copied
 
 
@@ -108,10 +122,8 @@ def _elsewhere_alive(session: Session, instance_id: str, folder: Path) -> list[s
 def finished(engine: Engine, call_sid: str, segment: str, *, audio_path: str, duration: float, speech_s: float,
              ended_by: str | None, transcript: list[dict] | None, final: bool) -> None:
     with session_scope(engine) as session:
-        row = _row(session, call_sid, segment)
-        row.audio_path, row.duration, row.speech_s, row.ended_by = audio_path, duration, speech_s, ended_by
-        row.transcript, row.final, row.audio_closed, row.done = transcript, final, True, True
-        _touch(session, row, HEARD_CHANNEL, f"{call_sid}{SEP}{segment}")
+        _set(session, call_sid, segment, audio_path=audio_path, duration=duration, speech_s=speech_s,
+             ended_by=ended_by, transcript=transcript, final=final, audio_closed=True, done=True)
 
 
 def request_end(engine: Engine, call_sid: str, segment: str, reason: str) -> StreamSegment:

@@ -223,6 +223,11 @@ class Call:
         self.state.stage = Stage.status
         self.state.status_tries = 0
 
+    def answered(self) -> None:
+        """The greeting, the call's first prompt, is handed to Twilio: the call is answered
+        (core.reporting.hotline). The first time counts; a retried webhook leaves it."""
+        self.row.answered_at = self.row.answered_at or utcnow()
+
     def to_operator(self) -> None:
         self.state.stage = Stage.operator
         self.row.transferred_at = self.row.transferred_at or utcnow()
@@ -320,19 +325,23 @@ class Call:
                 self.row.transcript = (self.state.petition_heard() or recording).segments or None
         return recording
 
-    def claim_end(self, segment: str) -> bool:
+    def claim_end(self, segment: str, heard: Recording | None = None) -> bool:
         """This request ends the turn ``segment``: True for the first to ask, False for a
-        second end of the same turn (it answers with the first one's TwiML)."""
+        second end of the same turn (it answers with the first one's TwiML). ``heard``: what
+        the turn recorded, kept with the claim (``turn_heard``) by the first only."""
         if segment in self.state.replies:
             return False
         self.state.replies[segment] = ""
         while len(self.state.replies) > KEEP_REPLIES:
             del self.state.replies[next(iter(self.state.replies))]
+        if heard is not None:
+            self.turn_heard(segment, heard)
         return True
 
-    def replied(self, segment: str, twiml: str) -> None:
-        """What the first end of ``segment`` answered (kept for a second end of it)."""
-        if self.state.replies.get(segment) == "":
+    def replied(self, segment: str, twiml: str, instead_of: str | None = None) -> None:
+        """What the first end of ``segment`` answered (kept for a second end of it).
+        ``instead_of``: an answer stored for it earlier in the same request, replaced."""
+        if self.state.replies.get(segment) in ("", instead_of or ""):
             self.state.replies[segment] = twiml
 
     def turns_heard(self, recordings: dict[str, Recording]) -> None:
@@ -343,6 +352,18 @@ class Call:
     def ask_confirm(self, kind: TurnKind) -> None:
         self.state.stage = Stage.readback if kind == "petition" else Stage.address_confirm
         self.state.confirm_tries = 0
+
+    def ask_readback(self, kind: TurnKind, again: bool = False,
+                     intent: tuple[str, str, bool] | None = None) -> tuple[str, str | None]:
+        """The read-back of what was heard, answered on a stream of its own: ``ask_confirm``
+        (not when asked ``again``: its tries go on counting) and ``begin_answer``, after
+        ``heard_intent(*intent)`` when the words of an open turn decided it. Returns the
+        answer's (segment, stream token)."""
+        if intent is not None:
+            self.heard_intent(*intent)
+        if not again:
+            self.ask_confirm(kind)
+        return self.begin_answer()
 
     def count_confirm_try(self) -> int:
         self.state.confirm_tries += 1

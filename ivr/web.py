@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -76,6 +77,14 @@ CALL_NOT_IN_PROGRESS = 21220  # Twilio's error when a call that has ended is red
 CLAIMED = web.RequestKey("gridline_turn_claimed", str)  # the turn this request ended (Call.claim_end)
 # The stream of a petition's 请稍候 this request ended too: its TwiML stops it, and is its answer.
 WAIT_CLAIMED = web.RequestKey("gridline_wait_claimed", str)
+# While ``Hotline.once`` runs a step: the turn the step claimed and the TwiML already stored as
+# its answer (``Hotline.apply_saying`` stores it with the step's last transition).
+ENDING: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("gridline_turn_ending",
+                                                                              default=None)
+# The calls this webhook read or wrote, as it left them (``Hotline.apply`` writes a change to one
+# with a single conditional UPDATE when nobody else wrote it since). Empty outside a webhook.
+KNOWN_CALLS: contextvars.ContextVar[dict[str, Call] | None] = contextvars.ContextVar("gridline_known_calls",
+                                                                                   default=None)
 
 
 def twiml(text: str) -> web.Response:
@@ -151,6 +160,7 @@ def webhook(fn: Handler):
             return web.Response(status=400, text="CallSid missing or malformed")
         logcontext.bind_call(call_sid)  # every line of this webhook, the access log's too
         started = time.perf_counter()
+        known = KNOWN_CALLS.set({})
         try:
             return twiml(await fn(hotline, request, form, call_sid))
         except calls.UnknownCall:
@@ -160,6 +170,7 @@ def webhook(fn: Handler):
             log.exception("%s failed for call %s", request.path, call_sid)
             return twiml(hotline.flow.error())
         finally:
+            KNOWN_CALLS.reset(known)
             hotline.latencies.append(time.perf_counter() - started)
 
     return handler
@@ -239,10 +250,35 @@ class Hotline:
             lock = self._locks[call_sid] = asyncio.Lock()
         return lock
 
+    @staticmethod
+    def remember(call: Call | None) -> Call | None:
+        """The call as this webhook now knows it (read, or written by it)."""
+        known = KNOWN_CALLS.get()
+        if known is not None and call is not None:
+            known[call.call_sid] = call
+        return call
+
+    @staticmethod
+    def known(call_sid: str) -> Call | None:
+        known = KNOWN_CALLS.get()
+        return known.get(call_sid) if known is not None else None
+
+    @staticmethod
+    def forget(call_sid: str) -> None:
+        """Written elsewhere (filing): the next change reads the row again."""
+        known = KNOWN_CALLS.get()
+        if known is not None:
+            known.pop(call_sid, None)
+
     async def apply(self, call_sid: str, transition: Callable[..., T], *args: Any) -> tuple[Call, T]:
-        """Run a named transition of the call (``Call.begin_turn``, ...) and store it."""
+        """Run a named transition of the call (``Call.begin_turn``, ...) and store it: from
+        what this webhook knows of the call when it read it already (``calls.apply``'s
+        ``known``), else from the locked row."""
         async with self.lock(call_sid):
-            return await self.db(calls.apply, self.engine, call_sid, transition, *args, holder=self.instance.id)
+            call, result = await self.db(calls.apply, self.engine, call_sid, transition, *args,
+                                         holder=self.instance.id, known=self.known(call_sid))
+        self.remember(call)
+        return call, result
 
     async def load_call(self, call_sid: str) -> Call:
         call = await self.db(calls.load_call, self.engine, call_sid)
@@ -250,7 +286,7 @@ class Hotline:
             row, _ = await self.db(calls.open_call, self.engine, call_sid, from_number=None, to_number=None,
                                    status="in-progress", holder=self.instance.id)
             call = Call.of(row)
-        return call
+        return self.remember(call)
 
     async def gazetteer(self):
         snapshot = await self.db(indexes_for, self.engine)
@@ -337,7 +373,7 @@ class Hotline:
 
     async def hung_up(self, call_sid: str) -> calls.Filed | None:
         """The caller is gone: keep what they said (a flagged case if they said enough)."""
-        call = await self.load_call(call_sid)
+        call = self.known(call_sid) or await self.load_call(call_sid)  # as this webhook just left it
         if call.settled:
             return None
         deadline = time.monotonic() + self.registry.token_retry_s
@@ -404,25 +440,53 @@ class Hotline:
         """Run the step that ends a turn; a second end of the same turn (the redirect and
         Twilio's own end racing) gets the first one's TwiML: nothing is heard, asked or filed
         twice."""
+        ending: dict[str, str] = {}
+        token = ENDING.set(ending)
         try:
             reply = await step
         except TurnEndedElsewhere as other:
             return await self.reply_of(call_sid, other.segment)
+        finally:
+            ENDING.reset(token)
         waiting = request.get(WAIT_CLAIMED)
-        if waiting:
+        if waiting:  # the step's TwiML stops the wait's stream too (the turn's answer then replaced)
             reply = Flow.stopping(reply, waiting)
             await self.apply(call_sid, Call.replied, waiting, reply)
         claimed = request.get(CLAIMED)
-        if claimed:
-            await self.apply(call_sid, Call.replied, claimed, reply)
+        if claimed and ending.get("reply") != reply:  # not stored with the step's last change
+            await self.apply(call_sid, Call.replied, claimed, reply, ending.get("reply"))
         return reply
 
-    async def claim_end(self, request: web.Request, call_sid: str, segment: str) -> Call:
-        """This request ends ``segment``, or raises TurnEndedElsewhere when another did."""
-        call, first = await self.apply(call_sid, Call.claim_end, segment)
+    async def apply_saying(self, call_sid: str, say: Callable[[Call, Any], str], transition: Callable[..., Any],
+                           *args: Any) -> str:
+        """``apply(transition, *args)`` whose result the caller hears next: the TwiML
+        ``say(call, result)``. In a step that ended a turn it is stored as that turn's answer
+        (``Call.replied``) in the same write, so ``once`` has nothing left to write."""
+        ending = ENDING.get()
+        segment = ending.get("claimed") if ending is not None and "reply" not in ending else None
+
+        def and_say(call: Call, *given: Any) -> str:
+            twiml = say(call, transition(call, *given))
+            if segment:
+                call.replied(segment, twiml)
+            return twiml
+
+        _, twiml = await self.apply(call_sid, and_say, *args)
+        if segment:
+            ending["reply"] = twiml
+        return twiml
+
+    async def claim_end(self, request: web.Request, call_sid: str, segment: str,
+                        heard: Recording | None = None) -> Call:
+        """This request ends ``segment`` (keeping ``heard``, what the turn recorded, in the
+        same write), or raises TurnEndedElsewhere when another did."""
+        call, first = await self.apply(call_sid, Call.claim_end, segment, heard)
         if not first:
             raise TurnEndedElsewhere(segment)
         request[CLAIMED] = segment
+        ending = ENDING.get()
+        if ending is not None:
+            ending["claimed"] = segment
         return call
 
     async def reply_of(self, call_sid: str, segment: str) -> str:
@@ -459,12 +523,14 @@ class Hotline:
     # -- steps ----------------------------------------------------------------------------
 
     async def file(self, call_sid: str, *, hung_up: bool = False) -> calls.Filed:
+        self.forget(call_sid)  # filing reads and writes the row itself, locked
         async with self.lock(call_sid):
             filed = await self.db(calls.file_case, self.engine, call_sid,
                                   min_speech_s=self.petition_cfg["min_speech_s"], hung_up=hung_up,
                                   data_dir=self.settings.data_dir,
                                   speech_rms=float(self.config["stream"]["speech_rms"]),
                                   store=self.services.media, spool=self.services.spool)
+        self.remember(filed.call)
         for runner in self.speech_runners:  # a transcription may have been queued
             runner.wake()
         if filed.to_upload:  # the case is committed; the caller hears its number without waiting for the bucket
@@ -483,15 +549,19 @@ class Hotline:
         filed = await self.file(call_sid)
         if filed.held and notice is None:  # the caller hears why it will not be dispatched at once
             notice = f"held_{filed.held}"
-        flow = self.flow.slowed((await self.load_call(call_sid)).state.slow)
+        flow = self.flow.slowed((filed.call or await self.load_call(call_sid)).state.slow)
         return flow.filed(filed.number, stop=stop, notice=notice) if filed.number else flow.goodbye("bye")
 
     async def start_recording(self, call_sid: str, kind: TurnKind, *, notice: str | None = None,
                               again: bool = False, stop: str | None = None) -> str:
-        call, (segment, token) = await self.apply(call_sid, Call.begin_turn, kind)
         intro = ("petition_again" if again else "petition_intro") if kind == "petition" else "address_intro"
-        return self.flow.slowed(call.state.slow).record(kind=kind, segment=segment, token=token, call_sid=call_sid,
-                                                        notice=notice, intro=intro, stop=stop)
+
+        def say(call: Call, begun: tuple[str, str | None]) -> str:
+            segment, token = begun
+            return self.flow.slowed(call.state.slow).record(kind=kind, segment=segment, token=token,
+                                                            call_sid=call_sid, notice=notice, intro=intro, stop=stop)
+
+        return await self.apply_saying(call_sid, say, Call.begin_turn, kind)
 
     async def after_petition(self, call: Call, stop: str | None = None) -> str:
         if call.state.caller.known:
@@ -508,28 +578,39 @@ class Hotline:
             said.append(flow.text("open_keys"))
         return said
 
-    async def ask_open(self, call_sid: str, sentences: list[str], *, stop: str | None = None) -> str:
-        """An open question: a petition recording begins before it is said."""
-        call, (segment, token) = await self.apply(call_sid, Call.begin_open)
-        return self.flow.slowed(call.state.slow).open_question(segment=segment, token=token, call_sid=call_sid,
-                                                               sentences=sentences, stop=stop)
+    async def ask_open(self, call_sid: str, sentences: list[str], *, stop: str | None = None,
+                       answered: bool = False) -> str:
+        """An open question: a petition recording begins before it is said. ``answered``: it
+        is the greeting, the call's first prompt (``Call.answered``, once its TwiML is built)."""
+        def say(call: Call, begun: tuple[str, str | None]) -> str:
+            segment, token = begun
+            greeting = self.flow.slowed(call.state.slow).open_question(segment=segment, token=token,
+                                                                       call_sid=call_sid, sentences=sentences,
+                                                                       stop=stop)
+            if answered:
+                call.answered()
+            return greeting
+
+        return await self.apply_saying(call_sid, say, Call.begin_open)
 
     async def ask_readback(self, call_sid: str, kind: TurnKind, *, stop: str | None = None,
-                           notice: str | None = None, again: bool = False) -> str:
+                           notice: str | None = None, again: bool = False,
+                           intent: tuple[str, str, bool] | None = None) -> str:
         """The read-back, answered by voice (对 / 不对 / 保密) or a key, on a stream of its own.
-        ``again``: asked once more (its tries go on counting)."""
-        if not again:
-            await self.apply(call_sid, Call.ask_confirm, kind)
-        call, (segment, token) = await self.apply(call_sid, Call.begin_answer)
-        state = call.state
-        if kind == "petition":
-            rec = state.petition_heard()  # joined with what it continues, when the caller went on
-            text = rec.text.strip() if rec is not None and rec.final else ""
-        else:
-            text = state.address.name or ""
-        return self.flow.slowed(state.slow).readback_spoken(stop=stop, segment=segment, token=token,
-                                                            call_sid=call_sid, text=text, kind=kind, notice=notice,
-                                                            confidential=state.confidential)
+        ``again``: asked once more (its tries go on counting). ``intent``: what the open
+        turn's words meant, stored in the same write (``Call.heard_intent``)."""
+        def say(call: Call, begun: tuple[str, str | None]) -> str:
+            (segment, token), state = begun, call.state
+            if kind == "petition":
+                rec = state.petition_heard()  # joined with what it continues, when the caller went on
+                text = rec.text.strip() if rec is not None and rec.final else ""
+            else:
+                text = state.address.name or ""
+            return self.flow.slowed(state.slow).readback_spoken(stop=stop, segment=segment, token=token,
+                                                                call_sid=call_sid, text=text, kind=kind, notice=notice,
+                                                                confidential=state.confidential)
+
+        return await self.apply_saying(call_sid, say, Call.ask_readback, kind, again, intent)
 
     async def grammar_words(self, heard: Recording) -> str:
         """A short answer's WAV recognised again with the answers' phrase list (Vosk grammar
@@ -609,12 +690,12 @@ class Hotline:
                                arrived_at=arrived)
         if row.case_id is not None:  # a retry after the case was filed
             return await self.file_and_say(call_sid)
+        self.remember(Call.of(row))
         if self.pool is None:  # the greeting names the keys at once
             await self.apply(call_sid, Call.name_keys)
-        greeting = await self.ask_open(call_sid, self.greeting(CallState.load(row.state)))
-        # The service figures' "answered": the first prompt leaves now (core.reporting.hotline).
-        await self.db(calls.mark_answered, self.engine, call_sid)
-        return greeting
+        # The service figures' "answered": the first prompt leaves now (core.reporting.hotline),
+        # stored with the greeting's turn.
+        return await self.ask_open(call_sid, self.greeting(CallState.load(row.state)), answered=True)
 
     @webhook
     async def open_done(self, request, form, call_sid) -> str:
@@ -664,9 +745,10 @@ class Hotline:
 
     async def open_path(self, call: Call, segment: str, meant: Heard) -> str:
         call_sid = call.call_sid
-        await self.apply(call_sid, Call.heard_intent, segment, meant.intent, meant.confidential)
-        if meant.is_petition:
-            return await self.ask_readback(call_sid, "petition", stop=segment)
+        intent = (segment, meant.intent, meant.confidential)
+        if meant.is_petition:  # the intent stored with the read-back's question
+            return await self.ask_readback(call_sid, "petition", stop=segment, intent=intent)
+        await self.apply(call_sid, Call.heard_intent, *intent)
         if meant.intent == "status":
             return await self.ask_status(call_sid, meant.number, stop=segment)
         if meant.intent == "operator":
@@ -728,13 +810,13 @@ class Hotline:
                 listen = (waiting, token, call_sid)
             return self.flow.wait(path or f"/twilio/{kind}/done", listen=listen, seg=name, round=round_ + 1,
                                   wait=waiting), None, None
-        await self.claim_end(request, call_sid, name)
-        call, _ = await self.apply(call_sid, Call.turn_heard, name, heard)
-        if waiting is not None and await self.claim_wait(request, call_sid, waiting) and \
-                await self.went_on_over_wait(call_sid, waiting):
-            # The caller went on over 请稍候 and their barge-in redirect lost the race to these
-            # words (or failed): the same way on, the wait's stream a part of the petition.
-            return Flow.stopping(await self.go_on(call_sid, waiting), name), None, None
+        call = await self.claim_end(request, call_sid, name, heard)
+        if waiting is not None and await self.claim_wait(request, call_sid, waiting):
+            if await self.went_on_over_wait(call_sid, waiting):
+                # The caller went on over 请稍候 and their barge-in redirect lost the race to these
+                # words (or failed): the same way on, the wait's stream a part of the petition.
+                return Flow.stopping(await self.go_on(call_sid, waiting), name), None, None
+            call = self.known(call_sid) or await self.load_call(call_sid)  # with the wait's recording
         return None, call, heard
 
     async def claim_wait(self, request: web.Request, call_sid: str, waiting: str) -> bool:
@@ -865,8 +947,7 @@ class Hotline:
             heard = await self.heard(call_sid, seg, "answer", round_)
             if heard is None:
                 return self.flow.wait(f"/twilio/{kind}/confirm", seg=seg, round=round_ + 1)
-            await self.claim_end(request, call_sid, seg)
-            call, _ = await self.apply(call_sid, Call.turn_heard, seg, heard)
+            call = await self.claim_end(request, call_sid, seg, heard)
             meant = await self.hear_answer(heard)
             answer = meant.intent or None
             spoke = heard.speech_s > 0
@@ -1020,7 +1101,7 @@ class Hotline:
         """A case number keyed, or said on the question's stream (read once the keypad timed
         out: 幺, 两 and digit groups as the address code reads them)."""
         digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())[:32]
-        call = await self.db(calls.load_call, self.engine, call_sid)
+        call = self.remember(await self.db(calls.load_call, self.engine, call_sid))
         if call is None:  # a status asked for on a call never started here
             raise calls.UnknownCall(f"no call {call_sid}")
         seg = request.query.get("seg") or None

@@ -9,8 +9,9 @@ claims with a conditional UPDATE instead.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, exists, func, or_, update
+from sqlalchemy import Engine, Integer, bindparam, exists, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -105,48 +106,70 @@ def enqueue_once(session: Session, kind: str, payload: dict, *, dedupe_key: str,
     return job
 
 
+def _claim_statement(postgres: bool, by_kind: bool, by_id: bool):  # noqa: ANN202
+    """The claim as one statement with its values as parameters (``claim``): built once per
+    shape, it is not built and keyed again for every claim (that cost more CPU than running
+    it under a chat burst)."""
+    now = bindparam("claim_now")
+    due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
+    holder_gone = exists(select(Instance.id).where(Instance.id == Job.locked_by,
+                                                   Instance.heartbeat_at < bindparam("claim_gone_before")))
+    stale = (Job.status == JobStatus.running) & ((Job.locked_until < now) | holder_gone)
+    chosen = (select(Job.id).where(or_(due, stale)).order_by(Job.priority, Job.run_at, Job.id)
+              .limit(bindparam("claim_room", type_=Integer)))
+    if by_kind:
+        chosen = chosen.where(Job.kind.in_(bindparam("claim_kinds", expanding=True)))
+    if by_id:
+        chosen = chosen.where(Job.id.in_(bindparam("claim_ids", expanding=True)))
+    if postgres:
+        chosen = chosen.with_for_update(skip_locked=True)  # the due rows nobody else holds
+    taken = {"status": JobStatus.running, "locked_by": bindparam("claim_holder"),
+             "locked_until": bindparam("claim_until"), "attempts": Job.attempts + 1}
+    # Only the chosen ids in the outer WHERE: with the claim condition repeated there,
+    # PostgreSQL took more rows than the limit (a test in tests/core/platform/test_runner.py).
+    return (update(Job).where(Job.id.in_(chosen.scalar_subquery())).values(**taken)
+            .returning(Job).execution_options(synchronize_session=False))
+
+
+_CLAIMS: dict[tuple[bool, bool, bool], Any] = {}
+
+
 def claim(engine: Engine, holder: str, kinds: list[str] | None = None, limit: int = 10,
           ids: list[int] | None = None) -> list[Job]:
     """Take up to ``limit`` due jobs for ``holder`` (a runner's name; of ``kinds``; only ``ids``
     when given), the most urgent first. A job whose lease ran out is due again, and so is a
     job held by an instance (``core.platform.instances``) whose own lease ran out: a
     process killed mid-burst gives its jobs back after ``[instances] lease_seconds``, not
-    after the job's five minutes."""
+    after the job's five minutes.
+
+    One statement takes the due rows (on PostgreSQL those nobody else holds: SKIP LOCKED)
+    and returns them as they are now. SQLite runs it under its one writer's lock, so two
+    processes cannot both take a job (and it costs one statement, not two for every job)."""
+    if ids is not None and not ids:
+        return []
+    shape = (engine.dialect.name == "postgresql", bool(kinds), ids is not None)
+    stmt = _CLAIMS.get(shape)
+    if stmt is None:
+        stmt = _CLAIMS[shape] = _claim_statement(*shape)
     now = utcnow()
-    due = (Job.status == JobStatus.queued) & (Job.run_at <= now)
-    holder_gone = exists(select(Instance.id).where(Instance.id == Job.locked_by,
-                                                   Instance.heartbeat_at < now - lease_length()))
-    stale = (Job.status == JobStatus.running) & ((Job.locked_until < now) | holder_gone)
-    taken = {"status": JobStatus.running, "locked_by": holder, "locked_until": now + LEASE, "attempts": Job.attempts + 1}
+    params: dict[str, Any] = {"claim_now": now, "claim_gone_before": now - lease_length(), "claim_room": limit,
+                              "claim_holder": holder, "claim_until": now + LEASE}
+    if kinds:
+        params["claim_kinds"] = list(kinds)
+    if ids is not None:
+        params["claim_ids"] = list(ids)
     with session_scope(engine) as session:
-        stmt = select(Job).where(or_(due, stale)).order_by(Job.priority, Job.run_at, Job.id).limit(limit)
-        if kinds:
-            stmt = stmt.where(Job.kind.in_(kinds))
-        if ids is not None:
-            stmt = stmt.where(Job.id.in_(ids))
-        if engine.dialect.name == "postgresql":
-            # One statement: the due rows nobody else holds, locked and taken (SKIP LOCKED),
-            # returned as they are now.
-            chosen = stmt.with_only_columns(Job.id).with_for_update(skip_locked=True).scalar_subquery()
-            taken_rows = session.scalars(
-                update(Job).where(Job.id.in_(chosen)).values(**taken).returning(Job)
-                .execution_options(synchronize_session=False)).all()
-            return sorted(taken_rows, key=lambda j: (j.priority, j.run_at, j.id))
-        candidates = session.exec(stmt).all()
-        claimed: list[Job] = []
-        for job in candidates:
-            # The WHERE repeats the claim condition so two SQLite processes cannot both win.
-            result = session.execute(update(Job).where(Job.id == job.id, or_(due, stale)).values(**taken))
-            if result.rowcount == 1:
-                session.refresh(job)
-                claimed.append(job)
-        return claimed
+        taken_rows = session.scalars(stmt, params).all()
+        return sorted(taken_rows, key=lambda j: (j.priority, j.run_at, j.id))
+
+
+_COMPLETE = update(Job).where(Job.id == bindparam("done_id")).values(status=JobStatus.done, locked_until=None)
 
 
 def complete(engine: Engine, job_id: int) -> None:
-    with session_scope(engine) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(status=JobStatus.done, locked_until=None)
-                        .execution_options(synchronize_session=False))
+    # One statement, built once, outside an ORM session: every message a burst sends ends here.
+    with engine.begin() as conn:
+        conn.execute(_COMPLETE, {"done_id": job_id})
 
 
 def fail(engine: Engine, job_id: int, error: str, *, retry_in: timedelta | None = None,

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 
 import psycopg
+import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 from sqlmodel import select
@@ -115,6 +116,31 @@ async def test_group_commit_isolates_a_failing_operation(engine):
     assert _inbox(engine) == ["2"]
     with session_scope(engine) as session:
         assert session.get(ChannelState, ("tg:chat", "5")).data == {"draft": {"id": "ab"}}
+
+
+async def test_a_batch_the_database_pool_refuses_is_answered_to_every_caller_and_the_next_batch_runs(engine):
+    """The bot's database pool refuses work when too much waits (DatabaseBusy, not a
+    database error): each caller of the refused batch hears it (the bot's retry policies
+    then decide), instead of the group commit's task dying with them waiting for ever."""
+    from core.errors import DatabaseBusy
+
+    refusing = [True]
+
+    async def run(func, *args):  # noqa: ANN001, ANN202
+        if refusing[0]:
+            refusing[0] = False
+            raise DatabaseBusy("64 database calls are already waiting for one of 15 threads")
+        return await asyncio.to_thread(func, engine, *args)
+
+    commits = inbox.GroupCommit(engine, run=run)
+    refused = await asyncio.wait_for(asyncio.gather(
+        commits.run(inbox.accept_op(1, {"update_id": 1})),
+        commits.run(inbox.accept_op(2, {"update_id": 2})),
+        return_exceptions=True), 30)  # on the old code: never answered
+    assert all(isinstance(r, DatabaseBusy) for r in refused), refused
+    assert _inbox(engine) == [] and _seen(engine) == set()  # nothing was written
+    assert await asyncio.wait_for(commits.run(inbox.accept_op(1, {"update_id": 1})), 30) is True
+    assert _inbox(engine) == ["1"]
 
 
 async def test_old_update_ids_are_forgotten_daily(harness):
@@ -304,3 +330,57 @@ async def test_update_failing_at_shutdown_is_handled_after_restart(harness, monk
     await h.start()
     await h.reply(USER, "问题发生在哪里")
     await until(lambda: _inbox(h.engine) == [])
+
+
+async def test_a_retry_policy_made_only_after_a_failure_counts_that_failure_as_its_first_attempt():
+    """``chat.web`` tries an update's work once before building its retry policy; the policy
+    must still see that try as attempt 1 (no extra attempt, none lost)."""
+    from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+    from chat.web import _retried_after_a_failure
+
+    class Flaky(Exception):
+        pass
+
+    def policy(attempts: int):  # noqa: ANN202
+        made = []
+
+        def make() -> AsyncRetrying:
+            made.append(attempts)
+            return AsyncRetrying(retry=retry_if_exception_type(Flaky), stop=stop_after_attempt(attempts),
+                                 sleep=lambda _: asyncio.sleep(0), reraise=True)
+
+        return made, make
+
+    def failing(times: int, error: type[Exception] = Flaky):  # noqa: ANN202
+        calls: list[int] = []
+
+        async def work(value: str) -> str:
+            calls.append(1)
+            if len(calls) <= times:
+                raise error(f"failure {len(calls)}")
+            return value
+
+        return calls, work
+
+    made, make = policy(3)
+    calls, work = failing(0)
+    assert await _retried_after_a_failure(make, work, "ok") == "ok"
+    assert (len(calls), made) == (1, [])  # no failure: no policy made at all
+
+    made, make = policy(3)
+    calls, work = failing(2)
+    assert await _retried_after_a_failure(make, work, "ok") == "ok"
+    assert len(calls) == 3 and made == [3]  # the third attempt, as the policy allows
+
+    made, make = policy(3)
+    calls, work = failing(3)
+    with pytest.raises(Flaky, match="failure 3"):
+        await _retried_after_a_failure(make, work, "ok")
+    assert len(calls) == 3  # no fourth
+
+    made, make = policy(3)
+    calls, work = failing(1, ValueError)  # not one the policy retries: raised after the one try
+    with pytest.raises(ValueError, match="failure 1"):
+        await _retried_after_a_failure(make, work, "ok")
+    assert len(calls) == 1

@@ -137,3 +137,32 @@ async def test_runner_tries_a_transient_failure_again_and_gives_up_on_another(en
     assert by_kind["flood"].run_at == datetime(2026, 11, 17, 2, 10)  # Telegram asked for 600 s
     assert by_kind["bug"].status == JobStatus.failed and by_kind["bug"].attempts == 1
     assert "KeyError" in by_kind["bug"].last_error
+
+
+def test_a_claim_takes_at_most_its_limit_the_most_urgent_first_in_one_statement(engine):
+    from sqlalchemy import event
+
+    jobs.declare("claim_bulk", "tests/core/platform/test_jobs.py", priority=jobs.BULK)
+    jobs.declare("claim_urgent", "tests/core/platform/test_jobs.py", priority=jobs.URGENT)
+    with session_scope(engine) as session:
+        bulk = [jobs.enqueue(session, "claim_bulk", {"n": n}).id for n in range(4)]
+        urgent = jobs.enqueue(session, "claim_urgent").id
+    on_jobs: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # noqa: ANN001, ANN002
+        if " job" in statement.lower():
+            on_jobs.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        first = jobs.claim(engine, "w", ["claim_bulk", "claim_urgent"], limit=2)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [job.id for job in first] == [urgent, bulk[0]]
+    assert all(job.status == JobStatus.running and job.locked_by == "w" and job.attempts == 1 for job in first)
+    assert len(on_jobs) == 1, on_jobs  # SQLite took a SELECT, then an UPDATE and a SELECT for each job
+    # Only the ids asked for (none: nothing), and what is taken stays taken.
+    assert jobs.claim(engine, "w2", ["claim_bulk"], ids=[]) == []
+    assert [job.id for job in jobs.claim(engine, "w2", ["claim_bulk"], ids=[bulk[3], bulk[0]])] == [bulk[3]]
+    assert [job.id for job in jobs.claim(engine, "w3", ["claim_bulk"], limit=10)] == [bulk[1], bulk[2]]
+    assert jobs.claim(engine, "w3", ["claim_bulk", "claim_urgent"]) == []
