@@ -7,6 +7,7 @@ each step can be tested by reading the XML. ``ivr/web.py`` decides which step co
 from __future__ import annotations
 
 import copy
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,20 +172,23 @@ class Flow:
 
     def listen(self, r: VoiceResponse, segment: str, token: str | None, call_sid: str, *, end: str | None = None,
                prompt: Sequence[str] = (), answer: bool = False, beep: bool = False, quiet: str | None = None,
-               barge: str | None = None) -> None:
+               barge: str | None = None, arm_s: float | None = None) -> None:
         """Fork the caller's audio to our socket for this turn (``segment``). ``end``: the
         webhook that ends the turn; with end-of-speech detection on, the stream is told it
         (with the turn's identity, ``seg``), which quiet to wait for (``answer``: a short
-        one) and how long the ``prompt`` takes to say: the instance holding the socket
-        redirects the call there once the caller has spoken and gone quiet."""
+        one) and how long the ``prompt`` takes to say (``arm_s``: that long, whatever is said):
+        the instance holding the socket redirects the call there once the caller has spoken
+        and gone quiet."""
         stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
         stream.parameter(name="token", value=token)
         stream.parameter(name="callSid", value=call_sid)
         stream.parameter(name="segment", value=segment)
         if self.end_of_speech is not None and end is not None:
             barging = self.barge_in and (quiet is not None or barge is not None)
-            watch_end(stream, self.end_of_speech, f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}",
-                      spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0), answer=answer,
+            if arm_s is None:
+                arm_s = spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0)
+            watch_end(stream, self.end_of_speech, f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}", arm_s,
+                      answer=answer,
                       quiet=quiet if barging else None,
                       barge=f"{barge}?{urlencode({'seg': segment, 'by': 'barge'})}" if barging and barge else None)
 
@@ -270,12 +274,34 @@ class Flow:
         self.say(g, self.text("status_ask_spoken"))
         return str(r)
 
-    def wait(self, path: str, **query: object) -> str:
+    def wait(self, path: str, *, listen: tuple[str, str | None, str] | None = None, **query: object) -> str:
+        """"请稍候", a pause, and back to ``path`` (the words are still being recognised).
+        ``listen`` (segment, token, call sid): the wait of a petition opens a stream of its own
+        for as long as it lasts (later rounds find it running), watched for the caller going on
+        over it (barge-in, as at the read-back): their words are the petition's rest."""
         r = VoiceResponse()
+        if listen is not None:
+            segment, token, call_sid = listen
+            more = "/twilio/petition/more"
+            # the whole wait is "the prompt": speech over any of it is the caller going on
+            self.listen(r, segment, token, call_sid, end=more, barge=more,
+                        arm_s=float(self.config["petition"]["max_seconds"]))
         self.say(r, self.text("please_wait"))
         r.pause(length=1)
         r.redirect(self.url(path, **query), method="POST")
         return str(r)
+
+    @staticmethod
+    def stopping(twiml: str, *names: str) -> str:
+        """``twiml`` that first stops the streams ``names`` too (a wait's stream, or the turn's
+        own still running when the call goes on from a wait)."""
+        root = ET.fromstring(twiml)
+        stopped = {s.get("name") for stop in root.iter("Stop") for s in stop.iter("Stream")}
+        for i, name in enumerate(dict.fromkeys(n for n in names if n and n not in stopped)):
+            stop = ET.Element("Stop")
+            ET.SubElement(stop, "Stream", name=name)
+            root.insert(i, stop)
+        return '<?xml version="1.0" encoding="UTF-8"?>' + ET.tostring(root, encoding="unicode")
 
     def readback(self, *, segment: str, text: str, kind: str = "petition", notice: str | None = None) -> str:
         r = VoiceResponse()

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024  # a media message is about 300 bytes
 ANSWER_PREFIX = "answer-"  # segments of short answers (对 / 不对 / 保密): no live free recognition
 NUMBER_PREFIX = "number-"  # a case number said: recognised freely, never the petition
+WAIT_PREFIX = "wait-"  # the stream of a petition's 请稍候: kept; recognised only if the caller goes on over it
 INVALID_STREAM = 4001  # the close code for a start without a call, token or segment, or a wrong token
 VERDICT_WAIT_S = 5.0  # a socket that ended during its token check waits this long for the verdict
 KEEP_FINISHED = 512  # finished segments remembered (for the flow's next round and the job)
@@ -132,7 +133,7 @@ class Segment:
         self.registry = registry
         self.call_sid = call_sid
         self.name = name
-        self.kind = ("answer" if name.startswith((ANSWER_PREFIX, NUMBER_PREFIX)) else
+        self.kind = ("answer" if name.startswith((ANSWER_PREFIX, NUMBER_PREFIX, WAIT_PREFIX)) else
                      "address" if name.startswith("address") else "petition")
         self.stored_path = stored_path
         # the spool file, the audio's home from the first frame on (or, when the spool fails,
@@ -210,6 +211,8 @@ class Segment:
             # a hotline read-back's answer: its WAV is recognised in grammar mode once it ends
             # (ivr.web); a survey's answer turn has its phrase list here and is heard live
             return
+        if self.name.startswith(WAIT_PREFIX):
+            return  # a 请稍候's stream: a recogniser opens only when the caller goes on over it (barge-in)
         if not reg.slots.try_take_live():
             reg.stats["recording_only"] += 1
             log.info("call %s %s: all %d live recognitions busy; recording only, the words are "

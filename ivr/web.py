@@ -58,7 +58,7 @@ from ivr.recovery import sweep
 from ivr.signature import SIMULATOR_TOKEN, is_valid
 from ivr.spool import KEEP_HELD_JOB, CallBudget, KeepHeld, Spool, forget_handover_copies
 from ivr.state import TERMINAL_STATUSES, Call, CallState, Recording, Stage, TurnKind
-from ivr.stream import StreamRegistry, speech_pool
+from ivr.stream import WAIT_PREFIX, StreamRegistry, speech_pool
 from ivr.transcription import Transcriptions, speech_runners
 from ivr.twilio_api import LiveCalls
 
@@ -75,6 +75,8 @@ WEBHOOK_MAX_BYTES = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
 CALL_NOT_IN_PROGRESS = 21220  # Twilio's error when a call that has ended is redirected
 CLAIMED = web.RequestKey("gridline_turn_claimed", str)  # the turn this request ended (Call.claim_end)
+# The stream of a petition's 请稍候 this request ended too: its TwiML stops it, and is its answer.
+WAIT_CLAIMED = web.RequestKey("gridline_wait_claimed", str)
 # While ``Hotline.once`` runs a step: the turn the step claimed and the TwiML already stored as
 # its answer (``Hotline.apply_saying`` stores it with the step's last transition).
 ENDING: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("gridline_turn_ending",
@@ -446,6 +448,10 @@ class Hotline:
             return await self.reply_of(call_sid, other.segment)
         finally:
             ENDING.reset(token)
+        waiting = request.get(WAIT_CLAIMED)
+        if waiting:  # the step's TwiML stops the wait's stream too (the turn's answer then replaced)
+            reply = Flow.stopping(reply, waiting)
+            await self.apply(call_sid, Call.replied, waiting, reply)
         claimed = request.get(CLAIMED)
         if claimed and ending.get("reply") != reply:  # not stored with the step's last change
             await self.apply(call_sid, Call.replied, claimed, reply, ending.get("reply"))
@@ -793,11 +799,45 @@ class Hotline:
             log.warning("call %s: %s for unknown segment %r", call_sid, request.path, name)
             name = call.state.turn(kind).segment
         round_ = wait_round(request)
+        waiting = request.query.get("wait") or None  # the stream the first 请稍候 opened, still running
+        if waiting is not None and (not waiting.startswith(WAIT_PREFIX) or waiting not in call.state.segments):
+            waiting = None
         heard = await self.heard(call_sid, name, kind, round_)
         if heard is None:
-            return self.flow.wait(path or f"/twilio/{kind}/done", seg=name, round=round_ + 1), None, None
+            listen = None
+            if waiting is None and kind == "petition" and self.flow.barge_in:
+                call, (waiting, token) = await self.apply(call_sid, Call.begin_answer, "wait")
+                listen = (waiting, token, call_sid)
+            return self.flow.wait(path or f"/twilio/{kind}/done", listen=listen, seg=name, round=round_ + 1,
+                                  wait=waiting), None, None
         call = await self.claim_end(request, call_sid, name, heard)
+        if waiting is not None and await self.claim_wait(request, call_sid, waiting):
+            if await self.went_on_over_wait(call_sid, waiting):
+                # The caller went on over 请稍候 and their barge-in redirect lost the race to these
+                # words (or failed): the same way on, the wait's stream a part of the petition.
+                return Flow.stopping(await self.go_on(call_sid, waiting), name), None, None
+            call = self.known(call_sid) or await self.load_call(call_sid)  # with the wait's recording
         return None, call, heard
+
+    async def claim_wait(self, request: web.Request, call_sid: str, waiting: str) -> bool:
+        """This request, which ended the petition's turn, ends its 请稍候's stream too. Claimed
+        after the turn (as ``/twilio/petition/more`` does): whoever has the turn has its wait."""
+        _, first = await self.apply(call_sid, Call.claim_end, waiting)
+        if first:
+            request[WAIT_CLAIMED] = waiting
+        return first
+
+    async def went_on_over_wait(self, call_sid: str, waiting: str) -> bool:
+        """End the stream of a petition's 请稍候 and keep what it heard; True when the caller
+        spoke over it as much as a barge-in needs (their words are the petition's rest)."""
+        wait_s = float(self.petition_cfg["wait_s"])
+        got = await self.collect(call_sid, waiting, "answer", "webhook", open_wait=1.0,
+                                 done_wait=lambda live: wait_s if live else 0.0)
+        if got is None or got.recording is None:
+            return False
+        await self.apply(call_sid, Call.turn_heard, waiting, got.recording)
+        eos = self.flow.end_of_speech or {"min_speech_s": self.petition_cfg["min_speech_s"]}
+        return got.recording.speech_s >= float(eos["min_speech_s"]) - 1e-6  # the barge-in's measure
 
     @webhook
     async def petition_done(self, request, form, call_sid) -> str:
@@ -846,6 +886,15 @@ class Hotline:
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
         rec = call.state.segments.get(seg)
+        if rec is not None and seg.startswith(WAIT_PREFIX) and call.state.stage in (Stage.petition, Stage.open) \
+                and not call.settled:
+            # The caller went on over 请稍候 (the words of their turn were still being recognised):
+            # this ends that turn, or the turn's next round did first (its words came in) and this
+            # gets its answer. The turn's own stream still runs: stopped here.
+            turn = call.state.petition.segment
+            await self.claim_end(request, call_sid, turn)
+            await self.claim_wait(request, call_sid, seg)
+            return Flow.stopping(await self.go_on(call_sid, seg), turn)
         if rec is None or rec.kind != "answer" or call.state.stage != Stage.readback or call.settled:
             log.warning("call %s: barge-in for %r, not the read-back being said; the call goes on", call_sid, seg)
             return await self.reply_of(call_sid, seg)
