@@ -13,6 +13,10 @@ import subprocess
 
 import aiohttp
 import pytest
+from sqlmodel import select
+
+from core.cases.models import CallSession
+from core.platform.db import session_scope
 
 from core.places.address import spoken
 from ivr.config import FlowConfig
@@ -301,6 +305,12 @@ async def live_demo_rig(engine, tmp_path, fake_speech, fake, places):
     await r.stop()
 
 
+def stage_of(rig, call_sid: str) -> str | None:
+    with session_scope(rig.engine) as session:
+        row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
+        return row.state.get("stage") if row is not None else None
+
+
 def _choice_call(answer: str | Turn) -> CallScript:
     """Key 1 at the greeting, a petition (read back, 1), an address naming two buildings, then
     ``answer`` to "是A，还是B？"."""
@@ -340,3 +350,39 @@ async def test_a_key_still_answers_the_choice(live_demo_rig, fake_speech, fake, 
     address = live_demo_rig.call_session(result.call_sid).state["address"]
     assert (address["chosen"], address["chosen_by"]) == (1, "key")
     assert not any("address/choice" in url for _, url in fake.redirects)
+
+
+async def test_the_keypad_timeout_racing_our_redirect_of_a_choice_gets_one_answer(live_demo_rig, fake_speech, fake,
+                                                                                   places):
+    """Our redirect reaches the call only after the choice's keypad timed out and was
+    answered: the late redirect gets the same TwiML; one choice, one case."""
+    fake_speech.say("", "楼道 里 的 灯 不亮 了", "洋坊 新村 一 幢 和 九 幢", "九 幢")
+    sim = simulator(live_demo_rig, fake)
+    script = _choice_call(Turn(tone(0.8)))
+    script.call_sid = "CA" + "c4" * 16
+    released = None
+    task = asyncio.create_task(sim.call(script))
+    try:
+        await wait_until(lambda: stage_of(live_demo_rig, script.call_sid) == "address_choice",
+                         what="the choice asked")
+        released = fake.hold_updates()  # the choice's redirect is held at "Twilio"
+        await wait_until(lambda: any("address/choice" in url for _, url in fake.redirects),
+                         what="our redirect of the choice asked for", timeout=30)
+        await wait_until(lambda: live_demo_rig.call_session(script.call_sid).state.get("replies", {})
+                         .get("address-choice-1"), what="the choice ended by the keypad's timeout, and answered",
+                         timeout=30)
+    finally:
+        if released is not None:
+            released.set()
+    result = await task
+    assert [e for e in how(result) if e[1] == "address/choice"] == [("quiet", "address/choice")], how(result)
+    # the held redirect, as Twilio makes it when it lands (the call may be over by then)
+    (late,) = [url for _, url in fake.redirects if "address/choice" in url]
+    url, params = next((u, p) for u, p in result.requests if "/twilio/address/choice" in u)
+    async with aiohttp.ClientSession() as http:
+        body = await sim.post(http, late, {k: v for k, v in params.items() if k != "Digits"}, result)
+    assert body == result.bodies[result.requests.index((url, params))]
+    (case,) = live_demo_rig.cases()
+    assert result.case_number == case.number and case.grid_id == places["building"]
+    address = live_demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"]) == (2, "voice")
