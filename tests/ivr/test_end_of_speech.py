@@ -16,19 +16,21 @@ import pytest
 from sqlmodel import select
 
 from core.cases.models import CallSession
-from core.platform.db import session_scope
-
 from core.places.address import spoken
+from core.platform.db import session_scope
 from ivr.config import FlowConfig
 from ivr.flow import read_digits
 from ivr.loudness import EndOfSpeech, frame_rms
 from ivr.simulator import CallScript, Turn, audio_frames
 from tests.support.fake_twilio import Callee, FakeTwilio
 
+from . import test_address
 from .conftest import KNOWN_PHONE, TOKEN, UNKNOWN_PHONE, silence, start_rig, tone, wait_until
 from .survey_rig import RESIDENT_E164
 from .test_address import CALLER as ADDRESS_CALLER
-from .test_address import CHOICE, places  # noqa: F401 (a fixture)
+from .test_address import CHOICE
+
+places = test_address.places  # the demo district's places (a fixture)
 
 # Twilio's own quiet at the open question, as packaged: our detection must beat it by far.
 FLOW = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 3.0}, confirm={"silence_s": 3})
