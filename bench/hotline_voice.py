@@ -366,6 +366,7 @@ async def gather_turns(n: int) -> None:
     paths = ["after", "before"]
     times = {p: {"number": [], "choice": []} for p in paths}
     ended_by: dict[str, list[str]] = {p: [] for p in paths}
+    missed: list[str] = []  # calls not measured, and why
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         petition = said(root)[0][0]
@@ -405,6 +406,8 @@ async def gather_turns(n: int) -> None:
                             Turn(petition, end="silence"), Turn(address, end="silence")]))
                         if result.case_number and result.word_to_prompt:
                             times[name]["choice"].append(result.word_to_prompt[-1])
+                        else:
+                            missed.append(f"{name} choice: heard {result.heard[-2:]}, ended {result.turn_ends[-2:]}")
                         ended_by[name].extend(f"{by} {url.split('?')[0].rsplit('/twilio/', 1)[-1]}"
                                               for by, url in result.turn_ends)
                         number = result.case_number
@@ -424,6 +427,8 @@ async def gather_turns(n: int) -> None:
                                                            turns=[Turn(query, end="silence")]))
                         if any("的诉求，目前" in h for h in result.heard) and result.word_to_prompt:
                             times[name]["number"].append(result.word_to_prompt[-1])
+                        else:
+                            missed.append(f"{name} number: heard {result.heard[-2:]}, ended {result.turn_ends[-2:]}")
                         ended_by[name].extend(f"{by} {url.split('?')[0].rsplit('/twilio/', 1)[-1]}"
                                               for by, url in result.turn_ends)
             finally:
@@ -447,6 +452,8 @@ async def gather_turns(n: int) -> None:
     counts = {name: {by: ended_by[name].count(by) for by in sorted(set(ended_by[name]))
                      if by.split()[-1] in ("case-status", "address/choice")} for name in ended_by}
     print(f"  these turns ended by: {counts}")
+    for why in missed:
+        print(f"  not measured: {why}")
     print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared 2-core machine)")
 
 
