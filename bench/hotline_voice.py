@@ -314,21 +314,172 @@ async def turn_ends(n: int, twilio_baseline: bool) -> None:
     print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared 2-core machine)")
 
 
+def espeak_words(tmp: Path, *pinyin_groups: str, pause_s: float = 0.4) -> bytes:
+    """espeak-ng saying each group (pinyin), from its first word to its last, with ``pause_s``
+    of quiet between the groups (a caller reading a number off a slip), as µ-law."""
+    import subprocess
+
+    from ivr.loudness import frame_rms
+    from ivr.simulator import audio_frames
+    from tests.ivr.conftest import silence
+
+    said = []
+    for i, pinyin in enumerate(pinyin_groups):
+        path = tmp / f"group-{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin", "-a", "150", "-w", str(path), pinyin], check=True,
+                       capture_output=True)
+        mulaw = b"".join(audio_frames(path))
+        loud = (frame_rms(mulaw) > 300).nonzero()[0]
+        said.append(mulaw[loud[0] * 160:(loud[-1] + 1) * 160])
+    return silence(pause_s).join(said)
+
+
+async def gather_turns(n: int) -> None:
+    """The two turns asked in a keypad <Gather> and answered by voice: the case number of a
+    status query (said in three groups, 0.4 s apart) and "是A，还是B？" (九幢). Each call once
+    on this branch (our end of speech: REST redirect after number_quiet_s / answer_quiet_s)
+    and once as before (the same server without REST credentials: the turn ends when the
+    keypad times out, [status] voice_timeout_s / [address] choice_timeout_s, as on main for
+    these turns), alternating; real-time speech."""
+    import os
+    import shutil
+
+    from sqlmodel import select
+
+    from core.places.address import spoken
+    from core.places.models import GazetteerEntry
+    from core.platform.db import make_engine, session_scope
+    from core.platform.migrations import upgrade
+    from core.reference.demo import load_demo
+    from gridline.wiring import wire
+    from ivr.config import FlowConfig
+    from ivr.simulator import CallScript, Turn
+    from tests.ivr.conftest import TOKEN, UNKNOWN_PHONE, start_rig
+    from tests.ivr.test_address import CALLER
+    from tests.support.fake_transcriber import FakeTranscriber
+    from tests.support.fake_twilio import FakeTwilio
+
+    if not shutil.which("espeak-ng"):
+        print("\n5. the number and the choice: skipped (espeak-ng not installed)")
+        return
+    wire()
+    paths = ["after", "before"]
+    times = {p: {"number": [], "choice": []} for p in paths}
+    ended_by: dict[str, list[str]] = {p: [] for p in paths}
+    missed: list[str] = []  # calls not measured, and why
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        petition = said(root)[0][0]
+        address = espeak_words(root, "yang2 fang1 xin1 cun1 yi1 zhuang4 he2 jiu3 zhuang4")
+        choice = espeak_words(root, "jiu3 zhuang4")
+        query = espeak_words(root, "cha2 xun2")
+        engine = make_engine(f"sqlite:///{tmp}/bench-gather.sqlite3")
+        await asyncio.to_thread(upgrade, engine)
+        with session_scope(engine) as session:
+            load_demo(session)
+            district = {"estate": session.exec(select(GazetteerEntry).where(GazetteerEntry.name == "洋坊新村"))
+                        .one().grid_id}
+        speech = FakeTranscriber(confidence=0.9)
+        flow = FlowConfig.load(stream={"hangup_grace_s": 0.3})
+        async with FakeTwilio(auth_token=TOKEN) as fake:
+            rigs = {}
+            for name in paths:
+                (root / name).mkdir()
+                live = {"twilio_account_sid": fake.account_sid, "twilio_api_url": fake.base_url} \
+                    if name == "after" else {}
+                rigs[name] = await start_rig(engine, root / name, speech, flow=flow, district=district, **live)
+            eos = rigs["after"].hotline.flow.end_of_speech
+            try:
+                for i in range(n):
+                    for name in paths:
+                        rig = rigs[name]
+                        # the choice: key 1 at the greeting, the petition, 1 at its read-back, an address
+                        # naming two buildings, then 九幢 said
+                        speech.reset()
+                        words = [f"楼道 灯 不亮 第 {i} 次", "洋坊 新村 一 幢 和 九 幢", "九 幢"]
+                        # carried by the fake Twilio, the greeting's quiet reaches the open stream
+                        speech.say(*([""] + words if name == "after" else words))
+                        sim = rig.simulator(speed=1.0)
+                        if name == "after":
+                            fake.carry(sim)
+                        result = await sim.call(CallScript(from_number=CALLER, digits=["1", "1", Turn(choice)], turns=[
+                            Turn(petition, end="silence"), Turn(address, end="silence")]))
+                        if result.case_number and result.word_to_prompt:
+                            times[name]["choice"].append(result.word_to_prompt[-1])
+                        else:
+                            missed.append(f"{name} choice: heard {result.heard[-2:]}, ended {result.turn_ends[-2:]}")
+                        ended_by[name].extend(f"{by} {url.split('?')[0].rsplit('/twilio/', 1)[-1]}"
+                                              for by, url in result.turn_ends)
+                        number = result.case_number
+                        if not number:
+                            continue
+                        # the status query: 查询, then the number asked for and said in three groups
+                        speech.reset()
+                        speech.say("查询", spoken(number))
+                        groups = [" ".join(f"{d}" for d in number[:4]), " ".join(number[4:8]), " ".join(number[8:])]
+                        digit_pinyin = ["ling2", "yao1", "er4", "san1", "si4", "wu3", "liu4", "qi1", "ba1", "jiu3"]
+                        said_number = espeak_words(root, *(" ".join(digit_pinyin[int(d)] for d in g.split())
+                                                           for g in groups))
+                        sim = rig.simulator(speed=1.0)
+                        if name == "after":
+                            fake.carry(sim)
+                        result = await sim.call(CallScript(from_number=UNKNOWN_PHONE, digits=[None, Turn(said_number)],
+                                                           turns=[Turn(query, end="silence")]))
+                        if any("的诉求，目前" in h for h in result.heard) and result.word_to_prompt:
+                            times[name]["number"].append(result.word_to_prompt[-1])
+                        else:
+                            missed.append(f"{name} number: heard {result.heard[-2:]}, ended {result.turn_ends[-2:]}")
+                        ended_by[name].extend(f"{by} {url.split('?')[0].rsplit('/twilio/', 1)[-1]}"
+                                              for by, url in result.turn_ends)
+            finally:
+                for rig in rigs.values():
+                    await rig.stop()
+                engine.dispose()
+    cfg = flow
+    print(f"\n5. caller's last word → next prompt, the turns asked in a keypad question ({n} calls per path, "
+          f"alternating; real-time speech; quiet windows: number {eos.get('number_quiet_s')} s, choice "
+          f"{eos.get('answer_quiet_s')} s; keypad timeouts: number {cfg['status']['voice_timeout_s']} s, choice "
+          f"{cfg['address']['choice_timeout_s']} s)")
+    labels = {"after": "our end of speech (this branch)", "before": "keypad timeout (before, as on main)"}
+    for turn, label in (("number", "case number said in groups → the status read"),
+                        ("choice", "是A，还是B？ answered 九幢 → case number")):
+        print(f"  {label}")
+        for name in paths:
+            got = times[name][turn]
+            line(f"    {labels[name]}, p95 (median)", f"{1000 * pct(got, 95):.0f} ({1000 * pct(got, 50):.0f}) ms",
+                 pct(got, 95) < 1 if name == "after" else None, "< 1 s" if name == "after" else "")
+            print(f"      calls measured: {len(got)}/{n}")
+    counts = {name: {by: ended_by[name].count(by) for by in sorted(set(ended_by[name]))
+                     if by.split()[-1] in ("case-status", "address/choice")} for name in ended_by}
+    print(f"  these turns ended by: {counts}")
+    for why in missed:
+        print(f"  not measured: {why}")
+    print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared 2-core machine)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=20, help="calls per path for the timings (default 20)")
     parser.add_argument("--chars-per-s", type=float, default=4.0, help="Mandarin TTS speed (default 4.0)")
     parser.add_argument("--turn-calls", type=int, default=10,
                         help="calls per path for the end-to-end turn ends, each in real time (default 10)")
+    parser.add_argument("--gather-calls", type=int, default=5,
+                        help="calls per path for the number and choice turns, each in real time (default 5)")
+    parser.add_argument("--gather-only", action="store_true", help="only the number and choice turns (5.)")
     parser.add_argument("--intents-only", action="store_true", help="only the intent accuracy")
     parser.add_argument("--twilio-baseline", action="store_true",
                         help="also the end-to-end turns ended by Twilio's own quiet (no REST credentials)")
     args = parser.parse_args()
+    if args.gather_only:
+        asyncio.run(gather_turns(args.gather_calls))
+        return
     accuracy()
     if not args.intents_only:
         asyncio.run(calls(args.calls, args.chars_per_s))
         if args.turn_calls:
             asyncio.run(turn_ends(args.turn_calls, args.twilio_baseline))
+        if args.gather_calls:
+            asyncio.run(gather_turns(args.gather_calls))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def watch_end(stream, eos: dict, end: str, prompt_s: float, *, answer: bool, qui
     """Tell the turn's stream to end the turn on our end-of-speech detection: the webhook to
     redirect the call to (path and query, with the turn's identity), which quiet window (a
     short answer's, a long turn's, ``quiet`` "barge" for a petition whose read-back listens on,
-    "more" for the rest of one), and how long the prompt takes (speech counts after it).
+    "more" for the rest of one, "number" for a case number said in groups), and how long the prompt takes (speech counts after it).
     ``barge``: where to move the call if the caller speaks over the prompt (a read-back)."""
     stream.parameter(name="end", value=end)
     stream.parameter(name="quiet", value=quiet or ("answer" if answer else "turn"))
@@ -189,7 +189,7 @@ class Flow:
                 arm_s = spoken_s(prompt, self.end_of_speech, self.rate) + (0.5 if beep else 0.0)
             watch_end(stream, self.end_of_speech, f"{end}?{urlencode({'seg': segment, 'by': 'eos'})}", arm_s,
                       answer=answer,
-                      quiet=quiet if barging else None,
+                      quiet=quiet if barging or quiet not in ("barge", "more") else None,
                       barge=f"{barge}?{urlencode({'seg': segment, 'by': 'barge'})}" if barging and barge else None)
 
     def open_question(self, *, segment: str, token: str | None, call_sid: str, sentences: list[str],
@@ -262,16 +262,19 @@ class Flow:
 
     def status_ask_spoken(self, *, segment: str, token: str | None, call_sid: str, notice: str | None = None,
                           digits: str | None = None, stop: str | None = None) -> str:
-        """The case number, said (幺两…, in groups) or keyed with # at the end."""
+        """The case number, said (幺两…, in groups) or keyed with # at the end. Said, it ends
+        on the caller's quiet after it (``number_quiet_s``: longer than the pauses between
+        the groups), or when the keypad times out; keys work until then."""
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
-        self.listen(r, segment, token, call_sid)
+        said = ([self.text(notice, digits=self.digits(digits or ""))] if notice else []) + \
+            [self.text("status_ask_spoken")]
+        self.listen(r, segment, token, call_sid, end="/twilio/case-status", prompt=said, quiet="number")
         g = r.gather(input="dtmf", finish_on_key="#", timeout=self.config["status"]["voice_timeout_s"],
                      action=self.url("/twilio/case-status", seg=segment), method="POST", action_on_empty_result=True)
-        if notice:
-            self.say(g, self.text(notice, digits=self.digits(digits or "")))
-        self.say(g, self.text("status_ask_spoken"))
+        for sentence in said:
+            self.say(g, sentence)
         return str(r)
 
     def wait(self, path: str, *, listen: tuple[str, str | None, str] | None = None, **query: object) -> str:
@@ -316,25 +319,24 @@ class Flow:
 
     def choice(self, *, names: list[str], segment: str, token: str | None, call_sid: str, stop: str | None) -> str:
         """"是洋坊新村七幢，还是九幢？七幢请按1，九幢请按2，或者直接说。" A key 1..n answers at
-        once; words said instead go to a stream of their own (``segment``), read when the
-        keypad times out. ``stop`` ends the address turn's stream."""
+        once; words said instead go to a stream of their own (``segment``), read once the
+        caller goes quiet after them (a short answer's quiet) or the keypad times out; keys
+        work until then. ``stop`` ends the address turn's stream."""
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
-        stream = r.start().stream(name=segment, url=self.stream_url, track="inbound_track")
-        stream.parameter(name="token", value=token)
-        stream.parameter(name="callSid", value=call_sid)
-        stream.parameter(name="segment", value=segment)
         said = choice_names(names)
         sep, last = self.text("address_choice_sep"), self.text("address_choice_or")
         question = self.text("address_choice", names=self.text("address_choice_list_sep").join(said[:-1]) + last
                              + said[-1])
         keys = sep.join(self.text("address_choice_key", name=name, digit=i)
                         for i, name in enumerate(short_names([spoken(n) for n in names]), 1))
+        sentence = question + keys + self.text("address_choice_tail")
+        self.listen(r, segment, token, call_sid, end="/twilio/address/choice", prompt=[sentence], answer=True)
         g = r.gather(input="dtmf", num_digits=1, timeout=self.config["address"]["choice_timeout_s"],
                      action=self.url("/twilio/address/choice", seg=segment), method="POST",
                      action_on_empty_result=True)
-        self.say(g, question + keys + self.text("address_choice_tail"))
+        self.say(g, sentence)
         return str(r)
 
     def building_ask(self, stop: str | None = None) -> str:

@@ -591,6 +591,8 @@ class StreamRegistry:
         barging = bool(cfg.get("barge_in"))
         if quiet == "answer":
             quiet_s, min_speech_s = cfg["answer_quiet_s"], cfg["answer_min_speech_s"]
+        elif quiet == "number":  # a case number said in groups (each longer than a cough), pausing between them
+            quiet_s, min_speech_s = cfg["number_quiet_s"], cfg["min_speech_s"]
         elif quiet in ("barge", "more") and barging:  # a petition whose read-back listens on
             quiet_s, min_speech_s = cfg["barge_quiet_s"], cfg["min_speech_s"]
         else:

@@ -1032,8 +1032,15 @@ class Hotline:
         """The caller's answer to "是A，还是B？": a key 1..n, else the words said on the
         choice's stream matched against the candidates only (``Gazetteer.pick``). Neither,
         no answer, or words naming none of them: the case is filed at what the matcher was
-        sure of (the candidates' common grid, or triage), never at a guess."""
+        sure of (the candidates' common grid, or triage), never at a guess. A key, the
+        keypad's timeout and our redirect after the caller's words all end the turn; the
+        first claims it, a second gets the same TwiML."""
+        return await self.once(request, call_sid, self._address_choice(request, form, call_sid))
+
+    async def _address_choice(self, request, form, call_sid) -> str:
         call = await self.load_call(call_sid)
+        if request.query.get("seg", "") in call.state.replies:  # answered already: a key and our redirect racing
+            raise TurnEndedElsewhere(request.query["seg"])
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
         if form.get("Digits") == "hangup":
@@ -1047,12 +1054,15 @@ class Hotline:
         key = (form.get("Digits") or "").strip()[:1]
         picked, by, words = None, None, None
         if key.isdigit() and 1 <= int(key) <= len(a.choices):
+            await self.claim_end(request, call_sid, segment)
+            self.registry.request_end(call_sid, segment, "webhook")  # no redirect after the key
             picked, by = int(key) - 1, "key"
         else:
             round_ = wait_round(request)
             heard = await self.heard(call_sid, segment, "address", round_)
             if heard is None:
                 return self.flow.wait("/twilio/address/choice", seg=segment, round=round_ + 1)
+            await self.claim_end(request, call_sid, segment)
             await self.apply(call_sid, Call.turn_heard, segment, heard)
             words = heard.text.strip() if heard.final else ""
             if words:
@@ -1098,8 +1108,13 @@ class Hotline:
 
     @webhook
     async def case_status(self, request, form, call_sid) -> str:
-        """A case number keyed, or said on the question's stream (read once the keypad timed
-        out: 幺, 两 and digit groups as the address code reads them)."""
+        """A case number keyed, or said on the question's stream (read once the caller went
+        quiet after it, or the keypad timed out: 幺, 两 and digit groups as the address code
+        reads them). The keys, the keypad's timeout and our redirect all end the turn; the
+        first claims it, a second gets the same TwiML."""
+        return await self.once(request, call_sid, self._case_status(request, form, call_sid))
+
+    async def _case_status(self, request, form, call_sid) -> str:
         digits = "".join(c for c in (form.get("Digits") or "") if c.isdigit())[:32]
         call = self.remember(await self.db(calls.load_call, self.engine, call_sid))
         if call is None:  # a status asked for on a call never started here
@@ -1107,11 +1122,17 @@ class Hotline:
         seg = request.query.get("seg") or None
         if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
             seg = None
+        if seg is not None and seg in call.state.replies:  # ended already (keys and our redirect racing)
+            raise TurnEndedElsewhere(seg)
+        if digits and seg is not None:
+            await self.claim_end(request, call_sid, seg)
+            self.registry.request_end(call_sid, seg, "webhook")  # no redirect after the keys
         if not digits and seg is not None and not call.state.segments[seg].ended:
             round_ = wait_round(request)
             heard = await self.heard(call_sid, seg, "answer", round_)
             if heard is None:
                 return self.flow.wait("/twilio/case-status", seg=seg, round=round_ + 1)
+            await self.claim_end(request, call_sid, seg)
             call, _ = await self.apply(call_sid, Call.turn_heard, seg, heard)
             said = heard.text if heard.final else ""
             digits = self.intents.number(said) or ""

@@ -234,7 +234,8 @@ def _check_values(rules: dict[str, Any]) -> None:
     _positive(hotline_figures["answer_within_seconds"], "reports.hotline.answer_within_seconds")
     _fraction(hotline_figures["connection_rate"], "reports.hotline.connection_rate", open_low=True)
     eos = section("hotline")["end_of_speech"]
-    for key in ("quiet_s", "answer_quiet_s", "barge_quiet_s", "prompt_chars_per_s", "redirect_timeout_s"):
+    for key in ("quiet_s", "answer_quiet_s", "barge_quiet_s", "number_quiet_s", "prompt_chars_per_s",
+                "redirect_timeout_s"):
         _positive(eos[key], f"hotline.end_of_speech.{key}")
     for key in ("min_speech_s", "answer_min_speech_s"):
         if eos[key] < 0:

@@ -13,14 +13,24 @@ import subprocess
 
 import aiohttp
 import pytest
+from sqlmodel import select
 
+from core.cases.models import CallSession
+from core.places.address import spoken
+from core.platform.db import session_scope
 from ivr.config import FlowConfig
+from ivr.flow import read_digits
 from ivr.loudness import EndOfSpeech, frame_rms
 from ivr.simulator import CallScript, Turn, audio_frames
 from tests.support.fake_twilio import Callee, FakeTwilio
 
-from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, tone, wait_until
+from . import test_address
+from .conftest import KNOWN_PHONE, TOKEN, UNKNOWN_PHONE, silence, start_rig, tone, wait_until
 from .survey_rig import RESIDENT_E164
+from .test_address import CALLER as ADDRESS_CALLER
+from .test_address import CHOICE
+
+places = test_address.places  # the demo district's places (a fixture)
 
 # Twilio's own quiet at the open question, as packaged: our detection must beat it by far.
 FLOW = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 3.0}, confirm={"silence_s": 3})
@@ -224,3 +234,157 @@ async def test_a_survey_answer_said_ends_on_our_quiet(srig, fake, fake_speech, t
     survey = srig.survey(case.id)
     assert (survey.solved, survey.satisfied) == ("solved", "satisfied")
     assert [e.data["answer"] for e in srig.events(case.id, "survey_answer")] == ["solved", "satisfied"]
+
+
+# -- the spoken case number and "是A，还是B？" (a Gather with keys, answered by key or voice) ------
+
+def number_said_in_groups() -> bytes:
+    """Ten digits said in three groups, pausing between them (shorter than number_quiet_s)."""
+    return tone(0.9) + silence(0.4) + tone(0.9) + silence(0.4) + tone(0.5)
+
+
+async def _file_one(rig, fake_speech, fake) -> str:
+    fake_speech.say("小区 门口 的 路灯 坏 了")
+    fake_speech.say_in_grammar("对")
+    result = await simulator(rig, fake).call(CallScript(from_number=KNOWN_PHONE, turns=[
+        Turn(tone(2.5), end="silence"), Turn(tone(0.4), end="silence")]))
+    assert result.case_number
+    fake_speech.reset()
+    return result.case_number
+
+
+async def test_a_case_number_said_in_groups_ends_on_our_quiet(live_rig, fake_speech, fake):
+    """查询, then the number asked for and said in groups with pauses: the pauses between the
+    groups do not end the turn; the quiet after the last group does, by our redirect, not the
+    keypad's timeout; the status read is the number said."""
+    number = await _file_one(live_rig, fake_speech, fake)
+    fake_speech.say("查询", spoken(number))
+    result = await simulator(live_rig, fake).call(CallScript(from_number=UNKNOWN_PHONE, digits=[
+        None, Turn(number_said_in_groups())], turns=[Turn(tone(1.0), end="silence")]))
+    assert any("请说出受理编号" in h for h in result.heard)
+    assert ("redirect", "case-status") in how(result) and ("quiet", "case-status") not in how(result)
+    assert any(url.endswith("/twilio/case-status?seg=number-1&by=eos") for _, url in fake.redirects)
+    digits = read_digits(number, live_rig.hotline.flow.prompts)
+    # read once (the sentence said [prompts] repeat times), not again for a second end
+    assert sum(f"编号{digits}的诉求，目前" in h for h in result.heard) == live_rig.hotline.flow.repeat
+    session = live_rig.call_session(result.call_sid)
+    assert [n for n in session.state["segments"] if n.startswith("number-")] == ["number-1"]
+    assert session.state["queried"] == [number] and session.outcome == "status_query"
+
+
+async def test_keys_racing_our_redirect_of_a_case_number_get_one_answer(live_rig, fake_speech, fake):
+    """The number keyed with # after our redirect ended the said turn (the two crossing): the
+    keys get the first end's TwiML, the status is looked up once."""
+    number = await _file_one(live_rig, fake_speech, fake)
+    fake_speech.say("查询", spoken(number))
+    sim = simulator(live_rig, fake)
+    result = await sim.call(CallScript(from_number=UNKNOWN_PHONE, digits=[None, Turn(number_said_in_groups())],
+                                       turns=[Turn(tone(1.0), end="silence")]))
+    url, params = next((u, p) for u, p in result.requests if "/twilio/case-status" in u and "by=eos" in u)
+    keyed = url.replace("&by=eos", "")
+    async with aiohttp.ClientSession() as http:
+        body = await sim.post(http, keyed, dict(params, Digits=number, FinishedOnKey="#"), result)
+    assert body == result.bodies[result.requests.index((url, params))]
+    session = live_rig.call_session(result.call_sid)
+    assert session.state["queried"] == [number]
+
+
+async def test_keys_still_answer_the_number_question_at_once(live_rig, fake_speech, fake):
+    number = await _file_one(live_rig, fake_speech, fake)
+    fake_speech.say("查询")
+    result = await simulator(live_rig, fake).call(CallScript(from_number=UNKNOWN_PHONE, digits=[None, f"{number}#"],
+                                                             turns=[Turn(tone(1.0), end="silence")]))
+    digits = read_digits(number, live_rig.hotline.flow.prompts)
+    assert any(f"编号{digits}的诉求，目前" in h for h in result.heard)
+    assert not any("case-status" in url for _, url in fake.redirects)
+
+
+@pytest.fixture
+async def live_demo_rig(engine, tmp_path, fake_speech, fake, places):
+    r = await start_rig(engine, tmp_path, fake_speech, flow=FLOW, district=places,
+                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    yield r
+    await r.stop()
+
+
+def stage_of(rig, call_sid: str) -> str | None:
+    with session_scope(rig.engine) as session:
+        row = session.exec(select(CallSession).where(CallSession.call_sid == call_sid)).first()
+        return row.state.get("stage") if row is not None else None
+
+
+def _choice_call(answer: str | Turn) -> CallScript:
+    """Key 1 at the greeting, a petition (read back, 1), an address naming two buildings, then
+    ``answer`` to "是A，还是B？"."""
+    return CallScript(from_number=ADDRESS_CALLER, digits=["1", "1", answer],
+                      turns=[Turn(tone(2.5), end="silence"), Turn(tone(1.5), end="silence")])
+
+
+async def test_a_choice_said_ends_on_our_quiet(live_demo_rig, fake_speech, fake, places):
+    """"是洋坊新村一幢，还是九幢？" answered 九幢: the caller's short quiet ends it, by our
+    redirect, not the keypad's timeout; the place is the one said. A key pressed as the
+    redirect lands (the two crossing) gets the same answer: one choice, one case."""
+    # the open question's stream hears the greeting's quiet (key 1 ends it): no words
+    fake_speech.say("", "楼道 里 的 灯 不亮 了", "洋坊 新村 一 幢 和 九 幢", "九 幢")
+    sim = simulator(live_demo_rig, fake)
+    result = await sim.call(_choice_call(Turn(tone(0.8))))
+    assert any(CHOICE in h for h in result.heard)
+    assert ("redirect", "address/choice") in how(result) and ("quiet", "address/choice") not in how(result)
+    (case,) = live_demo_rig.cases()
+    assert result.case_number == case.number and case.grid_id == places["building"]
+    address = live_demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"]) == (2, "voice")
+    url, params = next((u, p) for u, p in result.requests if "/twilio/address/choice" in u and "by=eos" in u)
+    async with aiohttp.ClientSession() as http:
+        body = await sim.post(http, url.replace("&by=eos", ""), dict(params, Digits="1"), result)
+    assert body == result.bodies[result.requests.index((url, params))]
+    address = live_demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"]) == (2, "voice")
+    (again,) = live_demo_rig.cases()
+    assert again.grid_id == places["building"]
+
+
+async def test_a_key_still_answers_the_choice(live_demo_rig, fake_speech, fake, places):
+    fake_speech.say("", "楼道 里 的 灯 不亮 了", "洋坊 新村 一 幢 和 九 幢")
+    result = await simulator(live_demo_rig, fake).call(_choice_call("1"))
+    (case,) = live_demo_rig.cases()
+    assert result.case_number == case.number and case.grid_id == places["other_building"]
+    address = live_demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"]) == (1, "key")
+    assert not any("address/choice" in url for _, url in fake.redirects)
+
+
+async def test_the_keypad_timeout_racing_our_redirect_of_a_choice_gets_one_answer(live_demo_rig, fake_speech, fake,
+                                                                                   places):
+    """Our redirect reaches the call only after the choice's keypad timed out and was
+    answered: the late redirect gets the same TwiML; one choice, one case."""
+    fake_speech.say("", "楼道 里 的 灯 不亮 了", "洋坊 新村 一 幢 和 九 幢", "九 幢")
+    sim = simulator(live_demo_rig, fake)
+    script = _choice_call(Turn(tone(0.8)))
+    script.call_sid = "CA" + "c4" * 16
+    released = None
+    task = asyncio.create_task(sim.call(script))
+    try:
+        await wait_until(lambda: stage_of(live_demo_rig, script.call_sid) == "address_choice",
+                         what="the choice asked")
+        released = fake.hold_updates()  # the choice's redirect is held at "Twilio"
+        await wait_until(lambda: any("address/choice" in url for _, url in fake.redirects),
+                         what="our redirect of the choice asked for", timeout=30)
+        await wait_until(lambda: live_demo_rig.call_session(script.call_sid).state.get("replies", {})
+                         .get("address-choice-1"), what="the choice ended by the keypad's timeout, and answered",
+                         timeout=30)
+    finally:
+        if released is not None:
+            released.set()
+    result = await task
+    assert [e for e in how(result) if e[1] == "address/choice"] == [("quiet", "address/choice")], how(result)
+    # the held redirect, as Twilio makes it when it lands (the call may be over by then)
+    (late,) = [url for _, url in fake.redirects if "address/choice" in url]
+    url, params = next((u, p) for u, p in result.requests if "/twilio/address/choice" in u)
+    async with aiohttp.ClientSession() as http:
+        body = await sim.post(http, late, {k: v for k, v in params.items() if k != "Digits"}, result)
+    assert body == result.bodies[result.requests.index((url, params))]
+    (case,) = live_demo_rig.cases()
+    assert result.case_number == case.number and case.grid_id == places["building"]
+    address = live_demo_rig.call_session(result.call_sid).state["address"]
+    assert (address["chosen"], address["chosen_by"]) == (2, "voice")
