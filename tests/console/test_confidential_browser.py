@@ -16,7 +16,7 @@ from gridline.app import build_app
 from tests.conftest import IN_CI
 from tests.console.conftest import PASSWORD, PHONE
 from tests.console.test_browser import ARTIFACTS, CHROMIUM, FLAGS
-from tests.console.test_confidential import SECRETS, secret  # noqa: F401 (the fixture)
+from tests.console.test_confidential import leaked, secret  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not IN_CI,
                                 reason="Debian's chromium is not installed (scripts/bootstrap.sh dev installs it)")
@@ -58,7 +58,7 @@ async def test_a_worker_sees_the_badge_and_masked_words_and_no_recording_the_ope
             assert await page.locator("#voice-withheld").is_visible()
             assert await page.locator("audio").count() == 0
             shown = await page.locator("main").inner_text()
-            assert [s for s in SECRETS if s in shown] == [] and "楼上每天半夜噪音" in shown
+            assert leaked(shown) == [] and "楼上每天半夜噪音" in shown
             await page.screenshot(path=str(shots / "01-worker.png"), full_page=True)
             # typed by hand, the recording's address answers 403 with words, not the voice
             await page.goto(f"{base}/console/cases/{number}/files/{recording}")
