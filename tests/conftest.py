@@ -23,6 +23,9 @@ from gridline.wiring import wire
 from tests.support.seaweed import s3_bucket, seaweed  # noqa: F401 (fixtures: a real S3 server)
 
 PG_URL = os.environ.get("GRIDLINE_TEST_PG", "")
+# Four pytest workers, their in-process apps and the servers they start share one PostgreSQL
+# (max_connections 100): each pool keeps few idle connections (the servers inherit this).
+os.environ.setdefault("GRIDLINE_DB_POOL_SIZE", "3")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,7 +62,9 @@ def make_engine(url: str, *, create_dir: bool = False, **kw) -> Engine:
 
         return engine
     kw.setdefault("pool_pre_ping", True)  # a restarted PostgreSQL costs one retry, not an error
-    kw.setdefault("pool_size", 10)
+    # Connections kept open while idle; up to max_overflow more while busy. A server shared by
+    # many processes (instances, workers, a test run) lowers it to stay under max_connections.
+    kw.setdefault("pool_size", int(os.environ.get("GRIDLINE_DB_POOL_SIZE") or 10))
     kw.setdefault("max_overflow", 20)
     return create_engine(url, **kw)
 

@@ -34,3 +34,15 @@ def test_a_filed_petition_commits_with_its_event(engine):
     with Session(engine) as session:
         events = session.exec(select(CaseEvent).where(CaseEvent.case_id == case_id)).all()
         assert created and [e.action for e in events] == ["submit"]
+
+
+def test_idle_postgresql_connections_per_process_follow_the_setting(monkeypatch):
+    """GRIDLINE_DB_POOL_SIZE: how many connections a process keeps open while idle (no
+    connection is made to build the engine)."""
+    from core.platform.db import make_engine
+
+    monkeypatch.setenv("GRIDLINE_DB_POOL_SIZE", "4")
+    engine = make_engine("postgresql://postgres@127.0.0.1:5432/none")
+    assert (engine.pool.size(), engine.pool._max_overflow) == (4, 20)
+    monkeypatch.delenv("GRIDLINE_DB_POOL_SIZE")
+    assert make_engine("postgresql://postgres@127.0.0.1:5432/none").pool.size() == 10
