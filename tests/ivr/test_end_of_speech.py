@@ -218,7 +218,8 @@ async def test_the_instance_holding_the_socket_redirects_and_another_serves_the_
 
 async def test_a_survey_answer_said_ends_on_our_quiet(srig, fake, fake_speech, tmp_path):
     """The follow-up call: 解决了 and 满意, each said and followed by quiet, end their answer
-    turns by our redirect, not the keypad's 5 s wait; the answers are recorded once."""
+    turns by our redirect, not the keypad's 5 s wait; so does the spoken comment (not
+    <Record>'s 4 s of silence); the answers and the comment are recorded once."""
     fake.live_outbound = True
     case = srig.verified_case()
     survey = srig.survey(case.id)
@@ -226,14 +227,18 @@ async def test_a_survey_answer_said_ends_on_our_quiet(srig, fake, fake_speech, t
     fake_speech.say("师傅 很 好")
     fake.callee(RESIDENT_E164, Callee("human", digits=[Turn(mandarin("jie3 jue2 le5", tmp_path)),
                                                        Turn(mandarin("man3 yi4", tmp_path))],
-                                      speech=[tone(1.0)]))
+                                      speech=[tone(1.0)], end="silence"))
     await srig.run_calls()
     row = await srig.call_over(survey.id, 1, timeout=60)
     result = fake.played[row.call_sid]
     assert [(by, "/key?" in url and "by=eos" in url) for by, url in result.turn_ends[:2]] == [("redirect", True)] * 2
+    (by, url), = result.turn_ends[2:]
+    assert by == "redirect" and "/comment?" in url and "by=eos" in url
     survey = srig.survey(case.id)
     assert (survey.solved, survey.satisfied) == ("solved", "satisfied")
     assert [e.data["answer"] for e in srig.events(case.id, "survey_answer")] == ["solved", "satisfied"]
+    (comment,) = srig.events(case.id, "survey_comment")  # taken once, with its words and its recording
+    assert survey.comment == comment.reason == "师傅很好" and comment.data["attached"]
 
 
 # -- the spoken case number and "是A，还是B？" (a Gather with keys, answered by key or voice) ------
@@ -373,6 +378,10 @@ async def test_the_keypad_timeout_racing_our_redirect_of_a_choice_gets_one_answe
         await wait_until(lambda: live_demo_rig.call_session(script.call_sid).state.get("replies", {})
                          .get("address-choice-1"), what="the choice ended by the keypad's timeout, and answered",
                          timeout=30)
+        # held until the call is over: on a busy machine the rest of the call may still be
+        # playing when the redirect is let go, and it would land in the call (tested below
+        # by posting it as Twilio would)
+        await asyncio.wait_for(asyncio.shield(task), timeout=60)
     finally:
         if released is not None:
             released.set()
