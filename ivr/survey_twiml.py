@@ -140,7 +140,8 @@ class SurveyTwiml:
                 stop: str = "") -> str:
         """The optional spoken comment: the audio is forked to our Media Streams socket (the
         hotline's, recorded on disk as it arrives) and ``<Record>`` ends the turn on # or
-        silence, as in a petition. ``stop`` ends the last answer turn's stream."""
+        silence, as in a petition, unless our own end of speech redirects it first (the
+        hotline's ``quiet_s``). ``stop`` ends the last answer turn's stream."""
         r = VoiceResponse()
         if stop:
             r.stop().stream(name=stop)
@@ -148,6 +149,10 @@ class SurveyTwiml:
         stream.parameter(name="token", value=stream_token)
         stream.parameter(name="callSid", value=call_sid)
         stream.parameter(name="segment", value=segment)
+        if self.end_of_speech is not None:  # said, then a turn's quiet (quiet_s): on at once, as a petition
+            end = urlsplit(self.url(survey_id, "comment", t=token, seg=segment, by="eos"))
+            watch_end(stream, self.end_of_speech, f"{end.path}?{end.query}",
+                      spoken_s([self.text("comment")], self.end_of_speech, self.config["voice"]["rate"]), answer=False)
         self.say(r, self.text("comment"))
         cfg = self.config["comment"]
         action = self.url(survey_id, "comment", t=token, seg=segment)
