@@ -294,6 +294,15 @@ class Flow:
         r.redirect(self.url(path, **query), method="POST")
         return str(r)
 
+    def hold(self, path: str, **query: object) -> str:
+        """"请稍候", a pause, and the same step again (``path`` with ``query``): the database
+        did not answer in time, and the caller is kept on the line rather than let go."""
+        r = VoiceResponse()
+        self.say(r, self.text("please_wait"))
+        r.pause(length=int(self.config["hold"]["pause_s"]))
+        r.redirect(self.url(path, **query), method="POST")
+        return str(r)
+
     @staticmethod
     def stopping(twiml: str, *names: str) -> str:
         """``twiml`` that first stops the streams ``names`` too (a wait's stream, or the turn's

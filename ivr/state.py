@@ -325,11 +325,13 @@ class Call:
                 self.row.transcript = (self.state.petition_heard() or recording).segments or None
         return recording
 
-    def claim_end(self, segment: str, heard: Recording | None = None) -> bool:
+    def claim_end(self, segment: str, heard: Recording | None = None, retaking: bool = False) -> bool:
         """This request ends the turn ``segment``: True for the first to ask, False for a
         second end of the same turn (it answers with the first one's TwiML). ``heard``: what
-        the turn recorded, kept with the claim (``turn_heard``) by the first only."""
-        if segment in self.state.replies:
+        the turn recorded, kept with the claim (``turn_heard``) by the first only.
+        ``retaking``: the step is taken again after a hold (the database did not answer), so
+        a claim with no answer yet is its own first try's."""
+        if segment in self.state.replies and not (retaking and self.state.replies[segment] == ""):
             return False
         self.state.replies[segment] = ""
         while len(self.state.replies) > KEEP_REPLIES:

@@ -46,6 +46,7 @@ from core.deadlines.calendar import WorkingCalendar, parse_hours
 from core.places.indexes import indexes_for
 from core.platform import logcontext, uploads
 from core.platform.clock import utcnow
+from core.platform.retry import transient
 from core.platform.rules import load_rules
 from core.platform.storage import resolve
 from ivr import calls, handover
@@ -91,12 +92,49 @@ def twiml(text: str) -> web.Response:
     return web.Response(text=text, content_type="application/xml", charset="utf-8")
 
 
-def wait_round(request: web.Request) -> int:
-    """How many times this turn's end has already said 请稍候 (``?round=``; bad or missing: 0)."""
+def wait_round(request: web.Request, key: str = "round") -> int:
+    """How many times this turn's end has already said 请稍候 (``?round=``, or ``?held=``
+    for a database's hold; bad or missing: 0)."""
     try:
-        return max(0, int(request.query.get("round", "0") or 0))
+        return max(0, int(request.query.get(key, "0") or 0))
     except ValueError:
         return 0
+
+
+# Steps of a call that can be taken again after a hold (not the call's start, nor Twilio's
+# status callbacks, which are no TwiML the caller hears).
+HOLDS = frozenset({"/twilio/open/done", "/twilio/menu", "/twilio/petition/done", "/twilio/petition/confirm",
+                   "/twilio/petition/more", "/twilio/address/done", "/twilio/address/confirm",
+                   "/twilio/address/building", "/twilio/address/choice", "/twilio/case-status",
+                   "/twilio/operator/after"})
+# What a step reads from Twilio's form that a <Redirect> would not send again: carried in the
+# hold's URL (signed, as every URL of ours) and put back into the form of the step taken again.
+HELD_FIELDS = {"Digits": "held_digits", "DialCallStatus": "held_dial"}
+
+
+def held_form(request: web.Request, form: MultiDictProxy) -> MultiDictProxy:
+    """The form of a step taken again after a hold: what the first try had, from the URL."""
+    if "held" not in request.query:
+        return form
+    carried = MultiDict(form)
+    for field, key in HELD_FIELDS.items():
+        if key in request.query and field not in carried:
+            carried[field] = request.query[key][:64]
+    return MultiDictProxy(carried)
+
+
+def hold_url_query(request: web.Request, form: MultiDictProxy, held: int) -> dict[str, str]:
+    query = {k: v for k, v in request.query.items() if k not in ("held", *HELD_FIELDS.values())}
+    query.update({key: form[field] for field, key in HELD_FIELDS.items() if form.get(field)})
+    query["held"] = str(held)
+    return query
+
+
+def answered_before(request: web.Request, call: Call, segment: str) -> bool:
+    """Another end of the turn ``segment`` came first. A step taken again after a hold
+    (``?held=``) finds its own first try's claim, never answered: that one is still its own."""
+    reply = call.state.replies.get(segment)
+    return reply is not None and not (reply == "" and "held" in request.query)
 
 
 class TurnEndedElsewhere(Exception):
@@ -161,12 +199,22 @@ def webhook(fn: Handler):
         logcontext.bind_call(call_sid)  # every line of this webhook, the access log's too
         started = time.perf_counter()
         known = KNOWN_CALLS.set({})
+        form = held_form(request, form)
         try:
             return twiml(await fn(hotline, request, form, call_sid))
         except calls.UnknownCall:
             log.warning("%s for unknown call %s: said goodbye", request.path, call_sid)
             return twiml(hotline.flow.goodbye("unknown_call"))
-        except Exception:
+        except Exception as exc:
+            held = wait_round(request, "held")
+            if transient(exc) and request.path in HOLDS and held < int(hotline.config["hold"]["rounds"]):
+                # The database did not answer within the step's retries (ivr/database.py): a
+                # restart or a failover. The caller holds and the step is taken again; the
+                # turn's words are kept meanwhile (its stream, its WAV).
+                log.warning("%s for call %s: the database did not answer (%s: %s); the caller holds (%d of %s)",
+                            request.path, call_sid, type(exc).__name__, str(exc).splitlines()[0], held + 1,
+                            hotline.config["hold"]["rounds"])
+                return twiml(hotline.flow.hold(request.path, **hold_url_query(request, form, held + 1)))
             log.exception("%s failed for call %s", request.path, call_sid)
             return twiml(hotline.flow.error())
         finally:
@@ -232,6 +280,7 @@ class Hotline:
         self._sweeper: asyncio.Task | None = None
         self._sweeps_stop = asyncio.Event()
         self._uploads: set[asyncio.Task] = set()  # recordings uploaded after their case was filed
+        self._ends_later: set[asyncio.Task] = set()  # calls' ends that met the database away
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -480,7 +529,7 @@ class Hotline:
                         heard: Recording | None = None) -> Call:
         """This request ends ``segment`` (keeping ``heard``, what the turn recorded, in the
         same write), or raises TurnEndedElsewhere when another did."""
-        call, first = await self.apply(call_sid, Call.claim_end, segment, heard)
+        call, first = await self.apply(call_sid, Call.claim_end, segment, heard, "held" in request.query)
         if not first:
             raise TurnEndedElsewhere(segment)
         request[CLAIMED] = segment
@@ -791,7 +840,7 @@ class Hotline:
             await self.hung_up(call_sid)
             return self.flow.empty(), None, None
         call = await self.load_call(call_sid)
-        if name in call.state.replies:  # ended already (the redirect and Twilio's own end racing)
+        if answered_before(request, call, name):  # ended already (the redirect and Twilio's own end racing)
             raise TurnEndedElsewhere(name)
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid), None, None
@@ -822,7 +871,7 @@ class Hotline:
     async def claim_wait(self, request: web.Request, call_sid: str, waiting: str) -> bool:
         """This request, which ended the petition's turn, ends its 请稍候's stream too. Claimed
         after the turn (as ``/twilio/petition/more`` does): whoever has the turn has its wait."""
-        _, first = await self.apply(call_sid, Call.claim_end, waiting)
+        _, first = await self.apply(call_sid, Call.claim_end, waiting, None, "held" in request.query)
         if first:
             request[WAIT_CLAIMED] = waiting
         return first
@@ -881,7 +930,7 @@ class Hotline:
         quiet, a key) gets this answer, and this one a second end's when that came first."""
         call = await self.load_call(call_sid)
         seg = request.query.get("seg", "")
-        if seg in call.state.replies:
+        if answered_before(request, call, seg):
             raise TurnEndedElsewhere(seg)
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
@@ -932,7 +981,7 @@ class Hotline:
             return self.flow.empty()
         call = await self.load_call(call_sid)
         seg = request.query.get("seg") or None
-        if seg is not None and seg in call.state.replies:  # ended already (a redirect and a key racing)
+        if seg is not None and answered_before(request, call, seg):  # ended already (a redirect and a key racing)
             raise TurnEndedElsewhere(seg)
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
@@ -1039,7 +1088,7 @@ class Hotline:
 
     async def _address_choice(self, request, form, call_sid) -> str:
         call = await self.load_call(call_sid)
-        if request.query.get("seg", "") in call.state.replies:  # answered already: a key and our redirect racing
+        if answered_before(request, call, request.query.get("seg", "")):  # answered already: a key and our redirect racing
             raise TurnEndedElsewhere(request.query["seg"])
         if call.row.case_id is not None:
             return await self.file_and_say(call_sid)
@@ -1122,7 +1171,7 @@ class Hotline:
         seg = request.query.get("seg") or None
         if seg is not None and (seg not in call.state.segments or call.state.segments[seg].kind != "answer"):
             seg = None
-        if seg is not None and seg in call.state.replies:  # ended already (keys and our redirect racing)
+        if seg is not None and answered_before(request, call, seg):  # ended already (keys and our redirect racing)
             raise TurnEndedElsewhere(seg)
         if digits and seg is not None:
             await self.claim_end(request, call_sid, seg)
@@ -1165,13 +1214,45 @@ class Hotline:
 
     @webhook
     async def status(self, request, form, call_sid) -> str:
-        await self.load_call(call_sid)
         call_status = (form.get("CallStatus") or "")[:24]
-        await self.apply(call_sid, Call.callback, call_status, form.get("CallDuration"))
+        try:
+            await self.call_status(call_sid, call_status, form.get("CallDuration"))
+        except Exception as exc:
+            if not (transient(exc) and call_status in TERMINAL_STATUSES):
+                raise
+            # Twilio does not send a status callback again: this instance keeps trying to file
+            # what the caller said until the database is back (the recovery sweep after it).
+            log.warning("call %s ended (%s) while the database was away (%s); filing it once it is back",
+                        call_sid, call_status, type(exc).__name__)
+            task = asyncio.get_running_loop().create_task(
+                self._status_later(call_sid, call_status, form.get("CallDuration")), name=f"call end {call_sid}")
+            self._ends_later.add(task)
+            task.add_done_callback(self._ends_later.discard)
+        return self.flow.empty()
+
+    async def call_status(self, call_sid: str, call_status: str, duration: str | None) -> None:
+        await self.load_call(call_sid)
+        await self.apply(call_sid, Call.callback, call_status, duration)
         if call_status in TERMINAL_STATUSES:
             await self.hung_up(call_sid)
             self.registry.forget_call(call_sid)
-        return self.flow.empty()
+
+    async def _status_later(self, call_sid: str, call_status: str, duration: str | None) -> None:
+        """A call's end that met a database away, tried again with pauses that double (1 s to
+        a minute) for as long as ``[recovery] stale_after_s``; after that the sweep files it."""
+        give_up = time.monotonic() + float(self.config["recovery"]["stale_after_s"])
+        pause = 1.0
+        while time.monotonic() < give_up:
+            await asyncio.sleep(pause)
+            try:
+                await self.call_status(call_sid, call_status, duration)
+                log.info("call %s: its end, which met a database away, is recorded now", call_sid)
+                return
+            except Exception as exc:
+                if not transient(exc):
+                    log.exception("call %s: recording its end failed; the recovery sweep files it", call_sid)
+                    return
+            pause = min(pause * 2, 60.0)
 
     async def stream(self, request: web.Request) -> web.WebSocketResponse:
         return await self.registry.handle(request)
@@ -1257,6 +1338,8 @@ class Hotline:
     async def cleanup(self, app: web.Application) -> None:
         if self._uploads:  # under way: let them end (a file not uploaded waits for its job)
             await asyncio.wait(list(self._uploads), timeout=30)
+        for task in self._ends_later:  # a restart's sweep files them
+            task.cancel()
         if self._sweeper is not None:
             self._sweeps_stop.set()
             self._sweeper.cancel()

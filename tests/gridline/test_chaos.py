@@ -12,7 +12,11 @@ import asyncio
 import uuid
 
 import pytest
+from sqlmodel import select
 
+from core.cases.models import CallSession
+from core.platform.db import session_scope
+from ivr.config import FlowConfig
 from tests.ivr.conftest import TOKEN, tone
 from tests.ivr.load import CallPlan, audit_calls, demo_phones, known_caller, place_calls
 from tests.support.chat_driver import (
@@ -30,12 +34,16 @@ from tests.support.waiting import until
 
 CHATS = 30
 CALLS = 6
+HOLD_ROUNDS = FlowConfig.load()["hold"]["rounds"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 25, open: under the full suite's load a voice-first caller whose webhook meets a "
-    "terminated backend may not hear their number (seen: 2 of 6); every case and all the audio "
-    "are kept; passes when the machine is not saturated"))
+def calls_filed(engine, plans: list[CallPlan]) -> int:
+    sids = [p.script.call_sid for p in plans]
+    with session_scope(engine) as s:
+        return len(s.exec(select(CallSession.case_id).where(CallSession.call_sid.in_(sids),
+                                                            CallSession.case_id.is_not(None))).all())
+
+
 async def test_backends_terminated_during_a_burst_of_chats_and_calls(engine, tmp_path, record_property):
     if engine.dialect.name != "postgresql":
         pytest.skip("pg_terminate_backend is PostgreSQL's")
@@ -53,6 +61,9 @@ async def test_backends_terminated_during_a_burst_of_chats_and_calls(engine, tmp
                                      for i, r in enumerate(residents))),
                     place_calls(server.url, TOKEN, plans, speed=1, jitter_s=1.0))
             await until(lambda: inbox_left(engine) == [], timeout=120, message="the chat inbox emptied")
+            # A call let go after its holds is filed by the instance once the database answers
+            # (Twilio's status callback is sent once; the instance retries it, pauses doubling).
+            await until(lambda: calls_filed(engine, plans) == CALLS, timeout=120, message="every call filed")
         finally:
             server.stop()
         log = server.log()
@@ -64,7 +75,16 @@ async def test_backends_terminated_during_a_burst_of_chats_and_calls(engine, tmp
     audit = audit_calls(engine, data, outcomes)
     print(audit.line(f"{CALLS} calls beside {CHATS} chats, {chaos.terminated} backends terminated "
                      f"in {chaos.rounds} rounds"))
-    assert audit.lost == [] and audit.cases_stored == CALLS and audit.numbers_heard == CALLS
+    # A caller hears their number, or (with the CPU saturated, filing takes longer than the
+    # 0.3 s between terminations, so no try gets through while the chaos lasts) holds each
+    # [hold] round and is then told 系统繁忙: their case is filed all the same (above, below).
+    let_go = [o for o in outcomes if o.result is None or o.result.case_number is None]
+    for out in let_go:
+        assert out.result is not None and out.result.heard[-1] == "系统繁忙，请稍后再拨。再见。", out
+        assert out.result.heard.count("请稍候。") >= HOLD_ROUNDS, out.result.heard
+    record_property("callers_let_go_after_holds", len(let_go))
+    assert [lost for lost in audit.lost if "did not hear" not in lost] == []
+    assert audit.cases_stored == CALLS and audit.numbers_heard == CALLS - len(let_go)
     assert all_cases(engine) == CHATS + CALLS
     assert fake.token.split(":")[1] not in log
     for key, value in (("petitions_sent", CHATS + CALLS), ("cases_stored", all_cases(engine)),
