@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.platform.media import parse_media_url
@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=PROJECT_ROOT / "var", description="recordings, photos, the SQLite file")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir")
     timezone: str = "Asia/Shanghai"
-    public_url: str = Field(default="http://127.0.0.1:8080", description="base URL that Twilio and Telegram see")
+    # Unset: where this machine serves (GRIDLINE_HOST, GRIDLINE_PORT), so the simulators reach it.
+    public_url: str = Field(default="", description="base URL that Twilio and Telegram see")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     load_demo_on_empty: bool = True
@@ -113,10 +114,17 @@ class Settings(BaseSettings):
         parse_media_url(value)  # its ValueError says what is wrong
         return value.strip()
 
+    @model_validator(mode="after")
+    def _local_public_url(self) -> Settings:
+        if not self.public_url:
+            host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+            self.public_url = f"http://{host}:{self.port}"
+        return self
+
     @field_validator("public_url")
     @classmethod
     def _absolute_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+        if value and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://, e.g. https://hotline.example.org")
         return value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 import typer
@@ -41,6 +42,12 @@ def serve(
         deprecated("serve --workers", "serve --processes")
         processes = workers
     several = processes > 1 or process_index is not None
+    # --host/--port as if set in the environment: the public URL that follows them when
+    # GRIDLINE_PUBLIC_URL is unset (the simulators', the console's hint) and the processes agree
+    for name, value in (("GRIDLINE_HOST", host), ("GRIDLINE_PORT", port)):
+        if value is not None:
+            os.environ[name] = str(value)
+    get_settings.cache_clear()
     settings = get_settings()
     # text, or one JSON object per line; ids on each line (and, under --processes, the process)
     configure_logging(settings.log_format, with_process=several)
