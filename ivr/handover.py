@@ -96,16 +96,18 @@ def opened(engine: Engine, instance_id: str, call_sid: str, segment: str, audio_
 
 
 def audio_closed(engine: Engine, call_sid: str, segment: str, *, audio_path: str, duration: float, speech_s: float,
-                 ended_by: str | None, copy_from: str | None = None, instance_id: str = "",
+                 ended_by: str | None, live: bool = False, copy_from: str | None = None, instance_id: str = "",
                  folder: str | None = None) -> int:
-    """The turn's audio is over. ``copy_from`` (the finished WAV, when this instance keeps
-    files in the local ``folder``): if an instance that keeps its files elsewhere is alive,
-    the WAV goes into the database in the same commit, so whichever instance serves the
-    call's next webhook, even one that cannot read this disk, files the turn with its
-    recording. Returns the bytes copied."""
+    """The turn's audio is over. ``live``: its words are being recognised here (a recogniser
+    opens with a turn's first audio, after the row was opened), so the instance serving the
+    webhook waits the caller's wait for them, not a moment. ``copy_from`` (the finished WAV,
+    when this instance keeps files in the local ``folder``): if an instance that keeps its
+    files elsewhere is alive, the WAV goes into the database in the same commit, so
+    whichever instance serves the call's next webhook, even one that cannot read this disk,
+    files the turn with its recording. Returns the bytes copied."""
     with session_scope(engine) as session:
         _set(session, call_sid, segment, audio_path=audio_path, duration=duration, speech_s=speech_s,
-             ended_by=ended_by, audio_closed=True)  # the row locked first, as before
+             ended_by=ended_by, audio_closed=True, live=live)  # the row locked first, as before
         copied = 0
         if copy_from and folder and _elsewhere_alive(session, instance_id, Path(folder)):
             copied = save_handover_copy(session, audio_path, Path(copy_from))
@@ -246,8 +248,8 @@ class Handover:
         # copy goes with the row (a faulted spool puts its audio in the database already).
         copy = str(seg.path) if self.copies_audio and getattr(seg.audio, "fault", None) is None else None
         self._write(seg, audio_closed, seg.call_sid, seg.name, audio_path=seg.stored_path, duration=rec.duration,
-                    speech_s=rec.speech_s, ended_by=seg.ended_by, copy_from=copy, instance_id=self.instance_id,
-                    folder=self.folder)
+                    speech_s=rec.speech_s, ended_by=seg.ended_by, live=seg.live, copy_from=copy,
+                    instance_id=self.instance_id, folder=self.folder)
 
     def segment_done(self, seg: Any) -> None:
         rec = seg.result()

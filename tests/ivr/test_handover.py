@@ -30,6 +30,7 @@ from ivr import calls
 from ivr.spool import HANDOVER_COPY_SEQ, HEADER_BYTES
 from ivr.state import Call
 from tests.ivr.conftest import silence, start_rig, tone, wait_until
+from tests.support.fake_transcriber import FakeTranscriber
 
 CALLER = "+8613900007777"  # not a registered household: the case goes to triage
 
@@ -131,6 +132,41 @@ async def test_a_turn_whose_webhook_died_after_asking_for_its_end_is_filed_with_
             await socket.close()
         if b is not None:
             await b.stop()
+        await a.stop()
+
+
+async def test_the_webhooks_instance_waits_the_callers_wait_for_words_recognised_live_on_the_other(
+        engine, tmp_path):
+    """A recognises the turn live (its recogniser opens with the first audio, after the turn's
+    row was written); B serves the webhook and must wait the caller's wait for those words,
+    not a moment as for a turn recorded only (before: B read the row as opened, not live, and
+    filed the turn without its words while A was still recognising them)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    speech = FakeTranscriber(confidence=0.9).say("路灯 坏 了")
+    a = await start_rig(engine, tmp_path / "a", speech)
+    b = await start_rig(engine, tmp_path / "b", None, district=a.district)
+    socket = None
+    try:
+        call_sid, segment, token, _ = a_call_begun_on(engine, b.hotline.instance.id)
+        socket = await speak_on_socket(a.url, call_sid, token, segment, tone(2) + silence(0.3))
+        await wait_until(lambda: (seg := a.hotline.registry.get(call_sid, segment)) is not None
+                         and seg.received >= 2.3 * 8000, what="A hears the turn")
+        assert a.hotline.registry.get(call_sid, segment).live
+
+        seen: list[bool] = []
+
+        def caller_wait(live: bool) -> float:
+            seen.append(live)
+            return 10.0 if live else 0.0
+
+        got = await b.hotline.collect(call_sid, segment, "petition", "webhook", open_wait=3.0, done_wait=caller_wait)
+        assert seen == [True]
+        assert got.done and got.recording.final and got.recording.text == "路灯坏了"
+    finally:
+        if socket is not None:
+            await socket.close()
+        await b.stop()
         await a.stop()
 
 
