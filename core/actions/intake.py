@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
@@ -55,9 +56,13 @@ class Petition:
         return self.transcript is not None or self.channel == Channel.hotline
 
 
+# Built once (intake asks it for every caller); the number's spellings are its parameter.
+_RESIDENT_BY_PHONES = select(Resident).where(Resident.phone.in_(bindparam("phones", expanding=True))) \
+    .order_by(Resident.id)
+
+
 def find_resident_by_phone(session: Session, phone: str) -> Resident | None:
-    variants = sorted(phone_variants(phone))
-    resident = session.exec(select(Resident).where(Resident.phone.in_(variants)).order_by(Resident.id)).first()
+    resident = session.scalars(_RESIDENT_BY_PHONES, {"phones": sorted(phone_variants(phone))}).first()
     if resident is not None:
         keep(session, resident)  # what follows the new case (a chat notice) reads it again
     return resident
