@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rapidfuzz import fuzz
-from sqlalchemy import or_, text
+from sqlalchemy import bindparam, or_, text
 from sqlmodel import Session, func, select
 
 from core.cases.models import OPEN_STATUSES, Case, CaseEvent, Channel
@@ -59,15 +59,26 @@ class Sender:
             keys.append(f"phone:{normal}")
         return sorted(keys)
 
-    def clause(self):  # noqa: ANN201
-        """Cases this sender filed: by the resident, or under any spelling of the number."""
+    def params(self) -> dict:
+        """The values of ``BY_SENDER``: the resident (None matches no case) and every spelling
+        of the number (none: no case)."""
+        return {"sender_resident": self.resident_id,
+                "sender_phones": sorted(phone_variants(self.phone)) if self.phone else []}
 
-        parts = []
-        if self.resident_id is not None:
-            parts.append(Case.resident_id == self.resident_id)
-        if self.phone:
-            parts.append(Case.contact_phone.in_(sorted(phone_variants(self.phone))))
-        return or_(*parts)
+
+# Cases a sender filed: by the resident, or under any spelling of the number. One shape for
+# every sender, so the statements below are built once and take the sender as parameters.
+BY_SENDER = or_(Case.resident_id == bindparam("sender_resident"),
+                Case.contact_phone.in_(bindparam("sender_phones", expanding=True)))
+_FILED_SINCE = select(func.count(Case.id), func.min(Case.created_at)).where(
+    BY_SENDER, Case.created_at >= bindparam("since"))
+_BEFORE = (BY_SENDER, Case.id < bindparam("case_id"))
+_RECENT_BEFORE = select(func.count(Case.id)).where(*_BEFORE, Case.created_at >= bindparam("since"))
+# The number and the words are all the comparison needs: no case objects.
+_OPEN_BEFORE = select(Case.number, Case.description).where(
+    *_BEFORE, Case.created_at >= bindparam("since"), Case.status.in_([s.value for s in OPEN_STATUSES]),
+    Case.description != "").order_by(Case.id).limit(200)
+_LOCK = text("SELECT pg_advisory_xact_lock(:ns, :key)")
 
 
 @dataclass(frozen=True)
@@ -111,7 +122,7 @@ def lock(session: Session, sender: Sender) -> None:
         if key in held[1]:
             continue
         number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": LOCK_NAMESPACE, "key": number})
+        session.execute(_LOCK, {"ns": LOCK_NAMESPACE, "key": number})
         if not session.in_nested_transaction():  # one taken in a savepoint goes if it is rolled back
             held[1].add(key)
 
@@ -132,9 +143,7 @@ def refuse_if_over(session: Session, channel: Channel, sender: Sender) -> None:
     r = rules()
     window = timedelta(minutes=r["window_minutes"])
     since = utcnow() - window
-    count, oldest = session.exec(
-        select(func.count(Case.id), func.min(Case.created_at)).where(sender.clause(), Case.created_at >= since)
-    ).one()
+    count, oldest = session.execute(_FILED_SINCE, {**sender.params(), "since": since}).one()
     if count >= r["refuse_above"]:
         retry_after = max(1, int((oldest + window - utcnow()).total_seconds()) + 1)
         raise TooManyPetitions(count, int(r["window_minutes"]), retry_after)
@@ -153,20 +162,13 @@ def screen(session: Session, case: Case) -> Hold | None:
         return None
     lock(session, sender)
     r = rules()
-    before = (sender.clause(), Case.id < case.id)
-    recent = session.execute(
-        select(func.count(Case.id)).where(*before,
-                                          Case.created_at >= case.created_at - timedelta(minutes=r["window_minutes"]))
-    ).scalar_one()
+    before = {**sender.params(), "case_id": case.id}
+    since = case.created_at - timedelta(minutes=r["window_minutes"])
+    recent = session.execute(_RECENT_BEFORE, {**before, "since": since}).scalar_one()
     words = comparable(case.description)
     if words:
         since = case.created_at - timedelta(minutes=r["duplicate_window_minutes"])
-        # The number and the words are all the comparison needs: no case objects.
-        candidates = session.execute(
-            select(Case.number, Case.description).where(
-                *before, Case.created_at >= since, Case.status.in_([s.value for s in OPEN_STATUSES]),
-                Case.description != "").order_by(Case.id).limit(200)
-        ).all()
+        candidates = session.execute(_OPEN_BEFORE, {**before, "since": since}).all()
         for number, description in candidates:
             score = fuzz.ratio(words, comparable(description))
             if score >= r["duplicate_similarity"]:

@@ -2,7 +2,7 @@
 enough to read out digit by digit on the phone, sortable, and unique without a global
 counter row.
 
-On PostgreSQL a number is taken in a short transaction of its own, on a connection of its
+On PostgreSQL a number is taken by one statement committed by itself, on a connection of its
 own (a small pool beside the engine's), and committed at once. Taken in the petition's
 transaction, the day's counter row stayed locked until that transaction committed — after
 routing, dispatch and their events — so every petition of the day waited for the one
@@ -40,8 +40,8 @@ def next_case_number(session: Session, at: datetime | None = None, tz: str = "As
     if bind.dialect.name != "postgresql":
         seq = session.execute(_TAKE_SQLITE, {"day": day}).scalar_one()
         return f"{day}{seq:04d}"
-    with _side_engine(getattr(bind, "engine", bind)).begin() as conn:
-        seq = conn.execute(_TAKE_PG, {"day": day}).scalar_one()
+    with _side_engine(getattr(bind, "engine", bind)).connect() as conn:
+        seq = conn.execute(_TAKE_PG, {"day": day}).scalar_one()  # committed by itself (autocommit)
     return f"{day}{seq:04d}"
 
 
@@ -73,7 +73,10 @@ def _side_engine(engine: Engine) -> Engine:
         with _SIDE_LOCK:
             side = _SIDE_ENGINES.get(key)
             if side is None:
-                side = create_engine(engine.url, pool_size=2, max_overflow=14, pool_timeout=10, pool_pre_ping=True)
+                # Autocommit: a number is one statement, atomic by itself; BEGIN and COMMIT
+                # would be two more round trips for each petition.
+                side = create_engine(engine.url, pool_size=2, max_overflow=14, pool_timeout=10, pool_pre_ping=True,
+                                     isolation_level="AUTOCOMMIT")
                 # Set once per connection rather than once per number (a round trip each):
                 # these connections take numbers and nothing else.
                 event.listen(side, "connect", _commit_without_waiting_for_disk)

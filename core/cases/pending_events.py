@@ -3,9 +3,11 @@
 Nothing reads a ``CaseEvent`` back in the transaction that writes it, so an event need not
 be an ORM object: building one and tracking it through the unit of work cost more Python
 than the rest of a dispatch (bench/intake_profile.py). ``add`` keeps the event's values in
-the session; the next flush (every action also changes its case, so one follows: a query's
-autoflush, a savepoint, the commit) inserts all waiting events at once. A savepoint rolled
-back forgets the events added inside it, as it would have forgotten their ORM objects.
+the session; the next flush (an action that changes its case makes one follow: a query's
+autoflush, a savepoint, the commit) inserts all waiting events at once. A submit changes
+nothing its INSERT has not written, so its event waits for the next change's flush or the
+commit. A savepoint rolled back forgets the events added inside it, as it would have
+forgotten their ORM objects.
 """
 
 from __future__ import annotations

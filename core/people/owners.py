@@ -4,6 +4,7 @@ ladder past levels with nobody on duty. Read-only; the actions that hand a case 
 
 from __future__ import annotations
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, select
 
 from core.errors import InvalidInput
@@ -20,15 +21,16 @@ def grid_at_level(session: Session, grid: Grid, level: GridLevel) -> Grid | None
     return node
 
 
+# Built once (every dispatch asks it); the grid is its parameter.
+_ON_DUTY = select(Worker, WorkerGrid.is_leader).join(WorkerGrid, WorkerGrid.worker_id == Worker.id) \
+    .where(WorkerGrid.grid_id == bindparam("grid_id"), Worker.active == True)  # noqa: E712
+
+
 def responsible_worker(session: Session, grid_id: int) -> Worker | None:
     """Who takes a case in this grid: by the role order of rules.toml ``[dispatch]`` (the
     paid grid worker before a volunteer micro-grid leader), then leaders first, then code."""
     rank = {role: i for i, role in enumerate(load_rules()["dispatch"]["role_order"])}
-    rows = session.exec(
-        select(Worker, WorkerGrid.is_leader)
-        .join(WorkerGrid, WorkerGrid.worker_id == Worker.id)
-        .where(WorkerGrid.grid_id == grid_id, Worker.active == True)  # noqa: E712
-    ).all()
+    rows = session.execute(_ON_DUTY, {"grid_id": grid_id}).all()
     if not rows:
         return None
     return min(rows, key=lambda r: (rank.get(r[0].role.value, len(rank)), not r[1], r[0].code))[0]

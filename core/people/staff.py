@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -419,15 +419,19 @@ def reminder_recipients(session: Session, case: Case, colour: str) -> list[Staff
     return recipients(session, case, list(worker_rules()["reminders"][colour]))
 
 
+# One query for both kinds (a dispatch names a worker and a department), built once.
+_LINKED = select(StaffChat.worker_id, StaffChat.department_id).where(
+    or_(StaffChat.worker_id.in_(bindparam("worker_ids", expanding=True)),
+        StaffChat.department_id.in_(bindparam("department_ids", expanding=True))))
+
+
 def linked(session: Session, staff: list[Staff]) -> list[Staff]:
     """Those of ``staff`` with a linked chat (nobody else can be messaged)."""
     if not staff:
         return []
     worker_ids = [s.id for s in staff if s.kind == "worker"]
     department_ids = [s.id for s in staff if s.kind == "department"]
-    # One query for both kinds (a dispatch names a worker and a department).
-    rows = session.exec(select(StaffChat.worker_id, StaffChat.department_id).where(
-        or_(StaffChat.worker_id.in_(worker_ids), StaffChat.department_id.in_(department_ids)))).all()
+    rows = session.execute(_LINKED, {"worker_ids": worker_ids, "department_ids": department_ids}).all()
     have = {f"worker:{w}" for w, _ in rows if w in worker_ids} | \
         {f"department:{d}" for _, d in rows if d in department_ids}
     return [s for s in staff if s.key in have]

@@ -20,6 +20,7 @@ import phonenumbers
 import shapely
 from rapidfuzz import fuzz
 from shapely.geometry import shape
+from sqlalchemy import bindparam
 from sqlmodel import select
 
 from core.people.models import Resident
@@ -224,19 +225,22 @@ def _phone_variants(phone: str) -> set[str]:
     return out
 
 
+# Built once (intake routes every caller by phone first); the numbers are parameters.
+_HOUSEHOLDS = select(Resident.phone, Household.code, Household.grid_id, Household.id) \
+    .join(Household, Household.id == Resident.household_id)
+_HOUSEHOLDS_BY_PHONES = _HOUSEHOLDS.where(Resident.phone.in_(bindparam("phones", expanding=True)))
+_HOUSEHOLDS_BY_PATTERN = _HOUSEHOLDS.where(Resident.phone.like(bindparam("pattern")))
+
+
 def route_by_phone(session: Any, phone: str | None) -> RouteResult | None:
     """Resident with this number → their household → its grid."""
     target = normalise_phone(phone)
     if not target:
         return None
-    stmt = (
-        select(Resident.phone, Household.code, Household.grid_id, Household.id)
-        .join(Household, Household.id == Resident.household_id)
-    )
-    rows = session.exec(stmt.where(Resident.phone.in_(sorted(phone_variants(phone))))).all()
+    rows = session.execute(_HOUSEHOLDS_BY_PHONES, {"phones": sorted(phone_variants(phone))}).all()
     if not rows and len(target) >= 4:
         # Rows stored in some other spelling: narrow by the last digits, compare normalised.
-        candidates = session.exec(stmt.where(Resident.phone.like(f"%{target[-4:]}"))).all()
+        candidates = session.execute(_HOUSEHOLDS_BY_PATTERN, {"pattern": f"%{target[-4:]}"}).all()
         rows = [r for r in candidates if normalise_phone(r[0]) == target]
     if not rows:
         return None

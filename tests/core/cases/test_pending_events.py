@@ -5,6 +5,7 @@ with it, as it took their ORM objects before."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 
 from core import actions
@@ -83,3 +84,27 @@ def test_events_are_in_the_database_before_a_query_in_the_same_transaction(engin
         actions.set_flags(session, case, actor="t", add=("seen",))
         seen = session.exec(select(CaseEvent.action).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).all()
         assert list(seen) == ["submit", "flag"]
+
+
+def test_a_new_case_stays_clean_and_its_submit_event_goes_in_with_the_next_ones(engine, district):
+    """Submitting assigns the case nothing its INSERT has not written, so the savepoint intake
+    opens next has no unit of work to flush: the submit event is inserted with the events of
+    the savepoint, in one statement."""
+    inserts: list[str] = []
+
+    def note(conn, cursor, statement, params, context, executemany):  # noqa: ANN001, ARG001
+        if statement.startswith("INSERT INTO caseevent"):
+            inserts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with session_scope(engine) as session:
+            case = submit(session, "clean-1")
+            assert case not in session.dirty
+            with savepoint(session):
+                actions.set_flags(session, case, actor="t", add=("x",))
+            case_id = case.id
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert events_of(engine, case_id) == ["submit", "flag"]
+    assert len(inserts) == 1
