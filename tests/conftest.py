@@ -8,7 +8,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -28,7 +27,6 @@ PG_URL = os.environ.get("GRIDLINE_TEST_PG", "")
 # (max_connections 100): each pool keeps few idle connections (the servers inherit this).
 os.environ.setdefault("GRIDLINE_DB_POOL_SIZE", "3")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-DURATIONS = Path(__file__).parent / "durations.txt"
 
 
 def _backends() -> list:
@@ -40,40 +38,10 @@ def _backends() -> list:
     return params
 
 
-def pytest_configure(config) -> None:
-    """xdist hands out tests in chunks of a quarter of a worker's share unless told otherwise:
-    the longest tests, collected first (below), would all land on one worker. Two at a time
-    (the least xdist allows) spreads them; an explicit ``--maxschedchunk`` wins."""
-    if getattr(config.option, "maxschedchunk", 0) is None:
-        config.option.maxschedchunk = 2
-
-
-def _longest_first(items: list) -> None:
-    """The tests of tests/durations.txt first, slowest first, then the other ``slow`` ones,
-    then the rest in file order. With xdist handing out a test or two at a time (the
-    Makefile's ``--maxschedchunk``), a two-minute test then starts at the beginning instead of
-    near the end, where the other workers would wait for it. Every worker collects the same
-    file, so all of them see the same order (xdist requires it)."""
-    listed: dict[str, float] = {}
-    for line in DURATIONS.read_text("utf-8").splitlines() if DURATIONS.exists() else ():
-        if line.strip() and not line.startswith("#"):
-            seconds, nodeid = line.split(maxsplit=1)
-            listed[nodeid.strip()] = float(seconds)
-
-    def rank(pair: tuple[int, pytest.Item]) -> tuple[int, float, int]:
-        index, item = pair
-        if item.nodeid in listed:
-            return (0, -listed[item.nodeid], index)
-        return (1 if item.get_closest_marker("slow") else 2, 0.0, index)
-
-    items[:] = [item for _, item in sorted(enumerate(items), key=rank)]
-
-
 def pytest_collection_modifyitems(config, items) -> None:
     """A test marked ``one_database`` exercises something the database is incidental to (a
     recogniser under load, an S3 server vanishing): it runs once, on PostgreSQL where that is
     set, to keep the suite's time for what differs between the two."""
-    _longest_first(items)
     if not PG_URL:
         return
     once = [item for item in items if item.get_closest_marker("one_database")
