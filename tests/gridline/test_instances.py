@@ -330,6 +330,8 @@ async def test_serve_with_two_processes_answers_from_both_on_one_port(engine, tm
     assert "Traceback" not in server.output
 
 
+# The old option's name: the database is incidental.
+@pytest.mark.one_database
 async def test_serve_workers_is_the_old_name_of_processes(engine, tmp_path):
     """`serve --workers 2` (the old name, kept for one release) warns on stderr and runs
     the same supervisor with two processes."""

@@ -340,6 +340,8 @@ def _scrape_over_http(url: str) -> dict:
     return samples(body)
 
 
+# Metrics shared through PROMETHEUS_MULTIPROC_DIR's files: the database is incidental.
+@pytest.mark.one_database
 def test_two_processes_write_and_one_scrape_adds_them_up(engine, tmp_path):
     """What `gridline serve --processes N` does, with the processes on two ports so each can be
     reached: the same PROMETHEUS_MULTIPROC_DIR, and a scrape of either sees both."""
