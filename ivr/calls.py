@@ -69,7 +69,7 @@ TRANSCRIBE_JOB = jobs.declare("transcribe_recording", "ivr/transcription.py: rec
 SPEECH_JOB_KINDS = (TRANSCRIBE_JOB,)
 
 T = TypeVar("T")
-RECORDING_INCOMPLETE = "recording_incomplete"  # a case flag: part of a recording could be kept nowhere
+RECORDING_INCOMPLETE = actions.RECORDING_INCOMPLETE  # a case flag: part of a recording could be kept nowhere
 
 
 def case_key(call_sid: str) -> str:

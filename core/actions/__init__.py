@@ -27,6 +27,7 @@ from core.actions._base import OWNED, TRANSITIONS, check, get_case
 from core.actions.checking import verify
 from core.actions.handling import accept, report_done, start
 from core.actions.intake import (
+    RECORDING_INCOMPLETE,
     FileRef,
     Petition,
     attach,
@@ -91,7 +92,7 @@ from core.cases.numbering import next_case_number
 from core.people.owners import responsible_worker
 
 __all__ = [
-    "LOW_CONFIDENCE", "OWNED", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
+    "LOW_CONFIDENCE", "OWNED", "RECORDING_INCOMPLETE", "TRANSCRIPT_PENDING", "TRANSITIONS", "FileRef", "Petition", "accept", "annotate",
     "ask_callers", "attach", "awaits_answer", "caller_case", "check", "classify", "close", "contact_resident", "create_for_chat", "dispatch", "escalate", "find_resident_by_phone",
     "get_case", "hold", "idempotency_key", "is_low_confidence", "link_chat", "link_verified_phone", "locate", "merge", "merged_at", "next_case_number",
     "phone_to_call", "record_survey", "rehouse", "reopen", "report_done", "resident_for_phone", "responsible_worker",

@@ -23,6 +23,10 @@ from core.platform.clock import utcnow
 from core.platform.db import keep
 from core.platform.uploads import FileRef
 
+# Flag of a hotline case part of whose recording could be kept nowhere (``ivr.calls``); its
+# submit event says how many seconds were heard and kept.
+RECORDING_INCOMPLETE = "recording_incomplete"
+
 
 @dataclass(frozen=True)
 class Petition:
@@ -54,6 +58,13 @@ class Petition:
     def heard(self) -> bool:
         """Words a machine wrote down from a voice (a call, a voice note): never refused."""
         return self.transcript is not None or self.channel == Channel.hotline
+
+    @property
+    def recording_lost(self) -> bool:
+        """A call whose caller spoke, but whose recording no instance can reach any more (the
+        one that heard it is gone with its disk) and whose words were never recognised: still
+        a case, so an operator calls the resident back."""
+        return self.channel == Channel.hotline and RECORDING_INCOMPLETE in self.flags
 
 
 # Built once (intake asks it for every caller); the number's spellings are its parameter.
@@ -100,7 +111,8 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
     caller has just looked the key up in this transaction (intake does) and found no case;
     a racing process that files it meanwhile is still caught by the unique index.
     """
-    if not petition.description.strip() and not petition.files and not petition.attachment_ids:
+    if not petition.description.strip() and not petition.files and not petition.attachment_ids \
+            and not petition.recording_lost:
         raise InvalidInput("a petition needs a description, a recording or a photo", code="intake.empty")
     if petition.idempotency_key and not key_checked:
         existing = session.exec(select(Case).where(Case.idempotency_key == petition.idempotency_key)).first()

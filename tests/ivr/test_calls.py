@@ -10,14 +10,14 @@ import uuid
 import numpy as np
 from sqlmodel import select
 
-from core.cases.models import Attachment, Case
+from core.cases.models import Attachment, Case, CaseEvent
 from core.cases.queries import case_files
 from core.platform.db import session_scope
 from core.platform.media import LocalStore
 from core.platform.models import AudioPart
 from ivr import calls
 from ivr.spool import HEADER_BYTES, save_part
-from ivr.state import Call
+from ivr.state import Call, Recording
 
 SPEECH_RMS = 300.0
 
@@ -80,3 +80,30 @@ def test_a_hung_up_call_whose_turn_died_elsewhere_is_filed_with_its_recording(en
         assert isinstance(recording, Attachment) and recording.path == key
         assert recording.size == HEADER_BYTES + len(pcm)
     assert LocalStore(tmp_path).get_bytes(key)[HEADER_BYTES:] == pcm
+
+
+def test_a_call_whose_words_and_recording_are_both_out_of_reach_is_still_a_case(engine, tmp_path):
+    """The caller spoke (the instance that heard the turn said how much), but that instance is
+    gone with its disk: no WAV, no parts, no words. Before: the core refused the petition
+    ("a petition needs a description, a recording or a photo") at the webhook, the hang-up and
+    every sweep, and the call never became a case. Now it is one, flagged, with the caller's
+    number, for an operator to call back."""
+    call_sid = "CA" + uuid.uuid4().hex
+    calls.open_call(engine, call_sid, from_number="+8613900000124", to_number="+8601012345",
+                    status="in-progress", holder="gone")
+    call, (segment, _token) = calls.apply(engine, call_sid, Call.begin_turn, "petition")
+    heard = Recording(kind="petition", audio_path=call.state.segments[segment].audio_path, speech_s=2.6,
+                      duration=3.0, heard_s=3.0, ended_by="webhook")
+    calls.apply(engine, call_sid, Call.turn_heard, segment, heard)
+
+    filed = calls.file_case(engine, call_sid, min_speech_s=2.0, hung_up=True, data_dir=tmp_path,
+                            speech_rms=SPEECH_RMS, store=LocalStore(tmp_path))
+
+    assert filed.number and filed.created
+    with session_scope(engine) as s:
+        case = s.exec(select(Case).where(Case.number == filed.number)).one()
+        assert case.contact_phone == "+8613900000124" and case.description == ""
+        assert {"recording_incomplete", "caller_hung_up"} <= set(case.flags)
+        assert case_files(s, case.id, "recording") == []
+        submit = s.exec(select(CaseEvent).where(CaseEvent.case_id == case.id, CaseEvent.action == "submit")).one()
+        assert submit.data["recording_incomplete"] == {segment: {"kept_s": 0.0, "heard_s": 3.0}}
