@@ -30,9 +30,16 @@ from ivr.transcription import joined
 from tests.support.fake_twilio import FakeTwilio
 from tests.support.serve import ServeProcess, database_url
 
-from .conftest import KNOWN_PHONE, TOKEN, silence, start_rig, tone, wait_until
+from .conftest import KNOWN_PHONE, TOKEN, silence, tone, wait_until
 from .load import demo_phones, korean_speech, wav_seconds
-from .test_end_of_speech import FLOW, fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
+from .test_end_of_speech import (  # noqa: F401 (fixtures)
+    FLOW,
+    fake,
+    how,
+    live_rig,
+    mandarin,
+    socket_and_webhook_instances,
+)
 from .test_recovery import case_of
 
 FIRST = "xiao3 qu1 men2 kou3 de5"  # 小区门口的 …
@@ -287,12 +294,7 @@ def test_a_joined_petition_is_its_parts_in_order_and_waits_for_all_their_words(t
 async def test_barge_in_heard_on_one_instance_served_by_another(engine, tmp_path, fake, fake_speech):  # noqa: F811
     """The caller's audio goes to A, every webhook to B: A hears the caller go on over the
     read-back and redirects; B records the rest and joins the parts A handed over."""
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-    b = await start_rig(engine, tmp_path / "b", fake_speech, flow=FLOW, twilio_account_sid=fake.account_sid,
-                        twilio_api_url=fake.base_url)
-    a = await start_rig(engine, tmp_path / "a", fake_speech, flow=FLOW, district=b.district, public_url=b.url,
-                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    a, b = await socket_and_webhook_instances(engine, tmp_path, fake_speech, fake)
     try:
         fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")
         sim = caller(b, fake)

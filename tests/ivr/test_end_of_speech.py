@@ -36,6 +36,18 @@ places = test_address.places  # the demo district's places (a fixture)
 FLOW = FlowConfig.load(stream={"hangup_grace_s": 0.3}, petition={"wait_s": 3.0}, confirm={"silence_s": 3})
 
 
+async def socket_and_webhook_instances(engine, tmp_path, speech, fake):  # noqa: ANN001, ANN201
+    """Instances A and B on one database behind B's public URL, both able to redirect a call
+    through the fake Twilio: the tests send the caller's audio to A and every webhook to B."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    b = await start_rig(engine, tmp_path / "b", speech, flow=FLOW, twilio_account_sid=fake.account_sid,
+                        twilio_api_url=fake.base_url)
+    a = await start_rig(engine, tmp_path / "a", speech, flow=FLOW, district=b.district, public_url=b.url,
+                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    return a, b
+
+
 @pytest.fixture
 async def fake():
     async with FakeTwilio(auth_token=TOKEN) as twilio:
@@ -192,12 +204,7 @@ async def test_the_instance_holding_the_socket_redirects_and_another_serves_the_
     """Two instances behind one public URL: the caller's audio goes to A, every webhook to B.
     A hears the end of speech and asks Twilio to move the call; B ends the turn with the
     words A handed over."""
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-    b = await start_rig(engine, tmp_path / "b", fake_speech, flow=FLOW, twilio_account_sid=fake.account_sid,
-                        twilio_api_url=fake.base_url)
-    a = await start_rig(engine, tmp_path / "a", fake_speech, flow=FLOW, district=b.district, public_url=b.url,
-                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    a, b = await socket_and_webhook_instances(engine, tmp_path, fake_speech, fake)
     try:
         fake_speech.say("井盖 丢 了 很 危险")
         sim = simulator(b, fake)

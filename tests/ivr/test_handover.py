@@ -54,11 +54,12 @@ async def speak_on_socket(url: str, call_sid: str, token: str, segment: str, aud
     return http
 
 
-async def two_rigs(engine, tmp_path, **settings):
-    """Instances A and B: two hotline servers, each with its own data folder, one database."""
+async def two_rigs(engine, tmp_path, speech_a=None, **settings):
+    """Instances A and B: two hotline servers, each with its own data folder, one database;
+    ``speech_a``: A's recogniser (B has none)."""
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-    a = await start_rig(engine, tmp_path / "a", None, **settings)
+    a = await start_rig(engine, tmp_path / "a", speech_a, **settings)
     b = await start_rig(engine, tmp_path / "b", None, district=a.district, **settings)
     return a, b
 
@@ -141,11 +142,7 @@ async def test_the_webhooks_instance_waits_the_callers_wait_for_words_recognised
     row was written); B serves the webhook and must wait the caller's wait for those words,
     not a moment as for a turn recorded only (before: B read the row as opened, not live, and
     filed the turn without its words while A was still recognising them)."""
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-    speech = FakeTranscriber(confidence=0.9).say("路灯 坏 了")
-    a = await start_rig(engine, tmp_path / "a", speech)
-    b = await start_rig(engine, tmp_path / "b", None, district=a.district)
+    a, b = await two_rigs(engine, tmp_path, FakeTranscriber(confidence=0.9).say("路灯 坏 了"))
     socket = None
     try:
         call_sid, segment, token, _ = a_call_begun_on(engine, b.hotline.instance.id)

@@ -24,7 +24,7 @@ from core.platform.storage import resolve
 from ivr.simulator import CallScript, Turn
 from tests.support.fake_transcriber import FakeTranscriber
 
-from .conftest import KNOWN_PHONE, start_rig, wait_until
+from .conftest import KNOWN_PHONE, wait_until
 from .test_barge_in import (
     FIRST,
     JOINED,
@@ -35,7 +35,14 @@ from .test_barge_in import (
     segments,
     spoken_s,
 )
-from .test_end_of_speech import FLOW, fake, how, live_rig, mandarin  # noqa: F401 (fixtures)
+from .test_end_of_speech import (  # noqa: F401 (fixtures)
+    FLOW,
+    fake,
+    how,
+    live_rig,
+    mandarin,
+    socket_and_webhook_instances,
+)
 
 PLEASE_WAIT = "请稍候。"
 FIRST_TURN_S = 4.5  # the first turn's words take this long: longer than the rig's wait_s (3 s)
@@ -186,12 +193,7 @@ async def test_going_on_over_please_wait_heard_on_one_instance_served_by_another
     """The caller's audio goes to A, every webhook to B: B says 请稍候 and opens its stream, A
     hears the caller go on over it and redirects; B records the rest and joins the parts A
     handed over."""
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-    b = await start_rig(engine, tmp_path / "b", fake_speech, flow=FLOW, twilio_account_sid=fake.account_sid,
-                        twilio_api_url=fake.base_url)
-    a = await start_rig(engine, tmp_path / "a", fake_speech, flow=FLOW, district=b.district, public_url=b.url,
-                        twilio_account_sid=fake.account_sid, twilio_api_url=fake.base_url)
+    a, b = await socket_and_webhook_instances(engine, tmp_path, fake_speech, fake)
     try:
         fake_speech.say("小区 门口 的", "路灯 坏 了", "好 几 天 了")
         sim = caller(b, fake)
