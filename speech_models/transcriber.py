@@ -206,6 +206,16 @@ class TranscriptStream:
 _CJK_CHAR = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
+def _seconds_since(vosk_time: float, offset: float) -> float:
+    """A word time on this stream's clock, to the millisecond.
+
+    Vosk's times are whole frames (10 ms) carried in single precision on a reused
+    recogniser, so the last digits are noise (2.850001, -0.0): without rounding, the same
+    audio gave different times from one run to the next.
+    """
+    return round(float(vosk_time) - offset, 3) + 0.0  # + 0.0: no -0.0
+
+
 class VoskStream(TranscriptStream):
     def __init__(
         self,
@@ -239,7 +249,7 @@ class VoskStream(TranscriptStream):
         data = json.loads(result)
         at = self._time_offset
         words = [
-            Word(w["word"], round(float(w["start"]) - at, 6), round(float(w["end"]) - at, 6),
+            Word(w["word"], _seconds_since(w["start"], at), _seconds_since(w["end"], at),
                  float(w.get("conf", 1.0)))
             for w in data.get("result", ())
             if self._keep(w["word"])
