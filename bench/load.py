@@ -19,6 +19,10 @@ refused (503, with whether each carried Retry-After) or failed. Beside them, fro
 
 Each line also gives the server's own CPU time per answer (user + system of ``gridline serve``
 and its processes, from /proc): a figure that holds on a loaded machine, where rates do not.
+Beside it, PostgreSQL's (the benchmark database's backends and the server's own processes)
+and the clients' (this process), how busy the machine's cores were, and the rate those three
+together allow on this machine's cores: where the clients, the server and the database share
+two cores, that is the ceiling no tuning of one of them lifts alone.
 With ``--baseline DIR`` a second server runs the code of the checkout DIR (main, say) on the
 same database; each client count is driven against one server and then the other, so both
 figures come from the same minutes of the same machine.
@@ -79,6 +83,9 @@ class Tally:
     seconds: float = 0.0
     filed_ids: list[str] = field(default_factory=list)
     server_cpu_s: float | None = None  # the server's CPU time while driven
+    database_cpu_s: float | None = None  # PostgreSQL's: the bench database's backends and the server's own
+    clients_cpu_s: float | None = None  # this process's: the clients making the requests
+    machine_busy: float | None = None  # share of all cores' time not idle
 
     def line(self, label: str) -> str:
         rate = len(self.latencies) / self.seconds if self.seconds else 0.0
@@ -87,6 +94,16 @@ class Tally:
         answered = len(self.latencies) + self.refused
         if self.server_cpu_s is not None and answered:
             out += f"  server CPU {self.server_cpu_s * 1000 / answered:6.2f} ms/answer"
+        if self.database_cpu_s is not None and answered:
+            out += f", database {self.database_cpu_s * 1000 / answered:.2f}"
+        if self.clients_cpu_s is not None and answered:
+            out += f", clients {self.clients_cpu_s * 1000 / answered:.2f}"
+        if self.machine_busy is not None:
+            out += f"; machine {self.machine_busy:.0%} busy"
+        spent = [x for x in (self.server_cpu_s, self.database_cpu_s, self.clients_cpu_s) if x is not None]
+        if len(spent) == 3 and answered and sum(spent):
+            # what the cores could answer if this were all they did: the rate's ceiling
+            out += f", at most {os.cpu_count() * answered / sum(spent):.0f}/s on {os.cpu_count()} cores"
         if self.refused:
             out += (f"  503 {self.refused} (p99 {percentile(self.refused_ms, 99):.1f} ms, "
                     f"{self.refused_without_retry_after} without Retry-After)")
@@ -176,8 +193,8 @@ async def drive_health(port: int, clients: int, seconds: float, tally: Tally) ->
     tally.seconds = time.perf_counter() - t0
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live descendants (``serve --processes N``)."""
+def processes_cpu() -> tuple[dict[int, int], dict[int, float]]:
+    """Every live process's parent and its user + system CPU seconds, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
     parent_of: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -191,6 +208,12 @@ def tree_cpu_seconds(pid: int) -> float:
         fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, ...
         parent_of[int(entry.name)] = int(fields[1])
         cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return parent_of, cpu
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants (``serve --processes N``)."""
+    parent_of, cpu = processes_cpu()
     tree, grew = {pid}, True
     while grew:
         more = {child for child, parent in parent_of.items() if parent in tree} - tree
@@ -199,11 +222,50 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu.get(p, 0.0) for p in tree)
 
 
-def measured(server: Server, run) -> Tally:  # noqa: ANN001
-    """Run ``run()`` (a drive) and put the server's CPU time meanwhile on its tally."""
-    before = tree_cpu_seconds(server.proc.pid)
+def machine_times() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+class DatabaseCpu:
+    """PostgreSQL's CPU time on a tally: the backends of the benchmark's database and the
+    server's own processes (WAL writer, checkpointer, ...), found in pg_stat_activity; not
+    other databases' backends, which a busy machine may be running meanwhile."""
+
+    def __init__(self, url: str):
+        self.url = url if url.startswith("postgresql") else None
+
+    def pids(self) -> set[int]:
+        if self.url is None:
+            return set()
+        engine = make_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return set(conn.execute(text(
+                    "SELECT pid FROM pg_stat_activity WHERE (datname = current_database() "
+                    "AND pid <> pg_backend_pid()) OR datname IS NULL")).scalars())
+        finally:
+            engine.dispose()
+
+
+def measured(server: Server, run, database: DatabaseCpu) -> Tally:  # noqa: ANN001
+    """Run ``run()`` (a drive) and put on its tally the CPU time meanwhile of the server, the
+    database and the clients, and how busy the machine was: where the cores went."""
+    _, cpu_before = processes_cpu()
+    server_before = tree_cpu_seconds(server.proc.pid)
+    clients_before = time.process_time()
+    busy_before, all_before = machine_times()
     tally = run()
-    tally.server_cpu_s = tree_cpu_seconds(server.proc.pid) - before
+    busy, all_ticks = machine_times()
+    tally.clients_cpu_s = time.process_time() - clients_before
+    tally.server_cpu_s = tree_cpu_seconds(server.proc.pid) - server_before
+    if database.url is not None:
+        _, cpu_after = processes_cpu()
+        # a backend started during the drive (the pool grew) counts from zero
+        tally.database_cpu_s = sum(cpu_after.get(p, 0.0) - cpu_before.get(p, 0.0) for p in database.pids())
+    tally.machine_busy = (busy - busy_before) / max(1, all_ticks - all_before)
     return tally
 
 
@@ -302,6 +364,7 @@ def run_backend(name: str, url: str, cases: int, args: argparse.Namespace, data_
             servers.append((" [baseline]", Server(url, data_dir / "baseline", args.processes, env,
                                                   code=Path(args.baseline).resolve())))
         petitions = Petitions(data, codes)
+        database = DatabaseCpu(url)
         counter = 0
 
         def petition():
@@ -329,13 +392,13 @@ def run_backend(name: str, url: str, cases: int, args: argparse.Namespace, data_
 
         for clients in args.clients:
             for label, server in servers:  # one after the other, for each client count
-                tally = measured(server, lambda server=server, clients=clients: intake(server, clients))
+                tally = measured(server, lambda server=server, clients=clients: intake(server, clients), database)
                 filed += tally.filed_ids
                 print(tally.line(f"intake, {clients:2d} client(s){label}"), flush=True)
             print(f"     load average {os.getloadavg()[0]:.2f}", flush=True)
         for clients in (1, 8):
             for label, server in servers:
-                print(measured(server, lambda server=server, clients=clients: health(server, clients))
+                print(measured(server, lambda server=server, clients=clients: health(server, clients), database)
                       .line(f"/healthz, {clients:2d} client(s){label}"), flush=True)
     finally:
         for _, server in servers:
