@@ -55,7 +55,7 @@ def per_call_us(fn, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def measure(url: str, cases: int, petitions: int) -> None:
+def measure(url: str, cases: int, petitions: int, pstats_file: str | None = None) -> None:
     wire()
     engine = make_engine(url)
     upgrade(engine)
@@ -115,6 +115,8 @@ def measure(url: str, cases: int, petitions: int) -> None:
     for _ in range(petitions // 2):
         one()
     profile.disable()
+    if pstats_file:
+        profile.dump_stats(pstats_file)
     out = io.StringIO()
     stats = pstats.Stats(profile, stream=out)
     # Function calls are counted exactly: a figure of the Python work per petition that the
@@ -183,13 +185,15 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=50_000)
     parser.add_argument("--petitions", type=int, default=200)
     parser.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    parser.add_argument("--pstats", metavar="FILE", help="also write the cProfile of the petitions to FILE "
+                        "(for pstats or snakeviz)")
     args = parser.parse_args()
     if args.sqlite:
         with tempfile.TemporaryDirectory() as tmp:
-            measure(f"sqlite:///{tmp}/p.sqlite3", args.cases, args.petitions)
+            measure(f"sqlite:///{tmp}/p.sqlite3", args.cases, args.petitions, args.pstats)
     else:
         with dataset.scratch_database("profile") as url:
-            measure(url, args.cases, args.petitions)
+            measure(url, args.cases, args.petitions, args.pstats)
 
 
 if __name__ == "__main__":

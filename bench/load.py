@@ -86,6 +86,7 @@ class Tally:
     database_cpu_s: float | None = None  # PostgreSQL's: the bench database's backends and the server's own
     clients_cpu_s: float | None = None  # this process's: the clients making the requests
     machine_busy: float | None = None  # share of all cores' time not idle
+    connections_opened: int | None = None  # PostgreSQL sessions begun on the bench database
 
     def line(self, label: str) -> str:
         rate = len(self.latencies) / self.seconds if self.seconds else 0.0
@@ -100,6 +101,8 @@ class Tally:
             out += f", clients {self.clients_cpu_s * 1000 / answered:.2f}"
         if self.machine_busy is not None:
             out += f"; machine {self.machine_busy:.0%} busy"
+        if self.connections_opened:
+            out += f"; {self.connections_opened} database connections opened"
         spent = [x for x in (self.server_cpu_s, self.database_cpu_s, self.clients_cpu_s) if x is not None]
         if len(spent) == 3 and answered and sum(spent):
             # what the cores could answer if this were all they did: the rate's ceiling
@@ -249,10 +252,23 @@ class DatabaseCpu:
         finally:
             engine.dispose()
 
+    def sessions(self) -> int:
+        """Sessions begun on the benchmark's database so far (each a backend forked)."""
+        if self.url is None:
+            return 0
+        engine = make_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(text(
+                    "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")).scalar() or 0)
+        finally:
+            engine.dispose()
+
 
 def measured(server: Server, run, database: DatabaseCpu) -> Tally:  # noqa: ANN001
     """Run ``run()`` (a drive) and put on its tally the CPU time meanwhile of the server, the
     database and the clients, and how busy the machine was: where the cores went."""
+    sessions_before = database.sessions()
     _, cpu_before = processes_cpu()
     server_before = tree_cpu_seconds(server.proc.pid)
     clients_before = time.process_time()
@@ -265,6 +281,7 @@ def measured(server: Server, run, database: DatabaseCpu) -> Tally:  # noqa: ANN0
         _, cpu_after = processes_cpu()
         # a backend started during the drive (the pool grew) counts from zero
         tally.database_cpu_s = sum(cpu_after.get(p, 0.0) - cpu_before.get(p, 0.0) for p in database.pids())
+        tally.connections_opened = database.sessions() - sessions_before - 2  # less pids()' and sessions()' own
     tally.machine_busy = (busy - busy_before) / max(1, all_ticks - all_before)
     return tally
 

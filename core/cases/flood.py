@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rapidfuzz import fuzz
-from sqlalchemy import bindparam, or_, text
+from sqlalchemy import bindparam, null, or_, text, union_all
 from sqlmodel import Session, func, select
 
 from core.cases.models import OPEN_STATUSES, Case, CaseEvent, Channel
@@ -73,12 +73,19 @@ BY_SENDER = or_(Case.resident_id == bindparam("sender_resident"),
 _FILED_SINCE = select(func.count(Case.id), func.min(Case.created_at)).where(
     BY_SENDER, Case.created_at >= bindparam("since"))
 _BEFORE = (BY_SENDER, Case.id < bindparam("case_id"))
-_RECENT_BEFORE = select(func.count(Case.id)).where(*_BEFORE, Case.created_at >= bindparam("since"))
-# The number and the words are all the comparison needs: no case objects.
-_OPEN_BEFORE = select(Case.number, Case.description).where(
-    *_BEFORE, Case.created_at >= bindparam("since"), Case.status.in_([s.value for s in OPEN_STATUSES]),
-    Case.description != "").order_by(Case.id).limit(200)
-_LOCK = text("SELECT pg_advisory_xact_lock(:ns, :key)")
+# The screen in one round trip: a first row with the count of the sender's petitions in the
+# window (no number), then the open ones in the duplicate window, oldest first (number and
+# words are all the comparison needs: no case objects).
+_OPEN_BEFORE = select(Case.id, Case.number, Case.description).where(
+    *_BEFORE, Case.created_at >= bindparam("duplicate_since"), Case.status.in_([s.value for s in OPEN_STATUSES]),
+    Case.description != "").order_by(Case.id).limit(200).subquery()
+_SCREEN = union_all(
+    select(func.count(Case.id), null(), null(), null()).where(*_BEFORE, Case.created_at >= bindparam("since")),
+    select(null(), _OPEN_BEFORE.c.id, _OPEN_BEFORE.c.number, _OPEN_BEFORE.c.description))
+# Every key of a sender in one round trip: unnest gives the keys in the array's (sorted)
+# order and each is locked as its row comes, so two senders' locks are always taken in one
+# order and two intakes never deadlock on them.
+_LOCKS = text("SELECT pg_advisory_xact_lock(:ns, key) FROM unnest(CAST(:keys AS integer[])) AS key")
 
 
 @dataclass(frozen=True)
@@ -118,13 +125,13 @@ def lock(session: Session, sender: Sender) -> None:
     if held is None or held[0] is not transaction:
         held = (transaction, set())
         session.info[_HELD_LOCKS] = held
-    for key in sender.lock_keys():  # sorted: two senders' locks are always taken in one order
-        if key in held[1]:
-            continue
-        number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True)
-        session.execute(_LOCK, {"ns": LOCK_NAMESPACE, "key": number})
-        if not session.in_nested_transaction():  # one taken in a savepoint goes if it is rolled back
-            held[1].add(key)
+    wanted = [key for key in sender.lock_keys() if key not in held[1]]  # sorted: see _LOCKS
+    if not wanted:
+        return
+    numbers = [int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big", signed=True) for key in wanted]
+    session.execute(_LOCKS, {"ns": LOCK_NAMESPACE, "keys": numbers})
+    if not session.in_nested_transaction():  # one taken in a savepoint goes if it is rolled back
+        held[1].update(wanted)
 
 
 # session.info key: (the transaction, the sender keys whose advisory locks it holds)
@@ -162,17 +169,18 @@ def screen(session: Session, case: Case) -> Hold | None:
         return None
     lock(session, sender)
     r = rules()
-    before = {**sender.params(), "case_id": case.id}
-    since = case.created_at - timedelta(minutes=r["window_minutes"])
-    recent = session.execute(_RECENT_BEFORE, {**before, "since": since}).scalar_one()
     words = comparable(case.description)
-    if words:
-        since = case.created_at - timedelta(minutes=r["duplicate_window_minutes"])
-        candidates = session.execute(_OPEN_BEFORE, {**before, "since": since}).all()
-        for number, description in candidates:
-            score = fuzz.ratio(words, comparable(description))
-            if score >= r["duplicate_similarity"]:
-                return Hold("duplicate", recent, number, round(score, 1))
+    rows = session.execute(_SCREEN, {
+        **sender.params(), "case_id": case.id,
+        "since": case.created_at - timedelta(minutes=r["window_minutes"]),
+        # no words to compare: no candidates (a window that starts after the case)
+        "duplicate_since": case.created_at - timedelta(minutes=r["duplicate_window_minutes"]) if words
+        else case.created_at + timedelta(days=1)}).all()
+    recent = next(count for count, _, number, _ in rows if number is None)
+    for _, _, number, description in sorted((row for row in rows if row[2] is not None), key=lambda row: row[1]):
+        score = fuzz.ratio(words, comparable(description))
+        if score >= r["duplicate_similarity"]:
+            return Hold("duplicate", recent, number, round(score, 1))
     if recent >= r["max_petitions"]:
         return Hold("flood", recent)
     return None
