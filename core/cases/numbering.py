@@ -75,10 +75,11 @@ def _side_engine(engine: Engine) -> Engine:
             if side is None:
                 # Autocommit: a number is one statement, atomic by itself; BEGIN and COMMIT
                 # would be two more round trips for each petition.
-                # As many kept open as the engine keeps: under load every database thread may
-                # be numbering at once, and a connection beyond the kept ones is opened and
-                # closed for one number (a backend forked each time: bench/load.py counts them).
-                kept = engine.pool.size() if callable(getattr(engine.pool, "size", None)) else 2
+                # Four kept open (two were too few: with 8 clients a connection beyond the kept
+                # ones was opened and closed for one number six times a second, a backend forked
+                # each time; bench/load.py counts them). A number is one short statement, so
+                # more than four at once is rare; the engine's own pool may be smaller (tests).
+                kept = min(4, engine.pool.size()) if callable(getattr(engine.pool, "size", None)) else 2
                 side = create_engine(engine.url, pool_size=kept, max_overflow=14, pool_timeout=10,
                                      pool_pre_ping=True, isolation_level="AUTOCOMMIT")
                 # Set once per connection rather than once per number (a round trip each):
