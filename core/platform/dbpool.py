@@ -38,6 +38,25 @@ def connection_capacity(engine: Engine, fallback: int = 4) -> int:
     return fallback
 
 
+# Set for background work (the job runner's loops and the jobs they run): its database calls
+# wait for a thread however many requests wait too, instead of being refused. A request is
+# refused so that its client tries again; a job refused is retried only after its backoff
+# (30 s), so a burst of webhooks filling the queue delayed the dispatch messages it caused
+# by that much (bench/chat.py). Jobs are few at once (each lane's limit), so their wait
+# is bounded by the work ahead of them.
+_patient: contextvars.ContextVar[bool] = contextvars.ContextVar("gridline_db_patient", default=False)
+
+
+@contextlib.contextmanager
+def patiently():
+    """Database calls of tasks started inside (they copy the context) wait for a thread."""
+    token = _patient.set(True)
+    try:
+        yield
+    finally:
+        _patient.reset(token)
+
+
 class DatabasePool:
     def __init__(self, threads: int, *, queue: int = 64, wait_seconds: float = 5.0, name: str = "gridline-db"):
         if threads < 1:
@@ -48,7 +67,8 @@ class DatabasePool:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._free = asyncio.Semaphore(threads)
         self.busy = 0  # calls running in a thread
-        self.waiting = 0  # callers waiting for a thread
+        self.waiting = 0  # callers waiting for a thread (requests: the queue's bound counts these)
+        self.waiting_patiently = 0  # background callers waiting for a thread (no bound)
         self.refused = 0  # callers told "busy"
 
     @classmethod
@@ -56,7 +76,15 @@ class DatabasePool:
         return cls(threads or connection_capacity(engine), queue=queue, wait_seconds=wait_seconds)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """``fn(*args, **kw)`` in a database thread; raises DatabaseBusy if none frees up in time."""
+        """``fn(*args, **kw)`` in a database thread; raises DatabaseBusy if none frees up in time
+        (never for background work: see ``patiently``)."""
+        if _patient.get():
+            self.waiting_patiently += 1
+            try:
+                await self._free.acquire()
+            finally:
+                self.waiting_patiently -= 1
+            return await self._in_thread(fn, *args, **kw)
         if self._free.locked() and self.waiting >= self.queue:
             self.refused += 1
             raise DatabaseBusy(f"{self.waiting} database calls are already waiting for one of {self.threads} threads")
@@ -68,6 +96,10 @@ class DatabasePool:
             raise DatabaseBusy(f"no database thread became free within {self.wait_seconds:g} s") from None
         finally:
             self.waiting -= 1
+        return await self._in_thread(fn, *args, **kw)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        """Run ``fn`` in a thread, the slot already taken; the slot is freed when it returns."""
         loop = asyncio.get_running_loop()
         self.busy += 1
         call = functools.partial(contextvars.copy_context().run, fn, *args, **kw)
@@ -90,7 +122,8 @@ class DatabasePool:
         self._free.release()
 
     def stats(self) -> dict[str, int]:
-        return {"threads": self.threads, "busy": self.busy, "waiting": self.waiting, "refused": self.refused}
+        return {"threads": self.threads, "busy": self.busy, "waiting": self.waiting,
+                "waiting_patiently": self.waiting_patiently, "refused": self.refused}
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -30,6 +30,7 @@ from sqlalchemy import Engine
 
 from core.platform import jobs
 from core.platform.clock import utcnow
+from core.platform.dbpool import patiently
 from core.platform.models import Job, JobStatus
 from core.platform.retry import short, transient, wait_backoff
 from core.platform.tasks import cancel_and_wait
@@ -280,10 +281,11 @@ class JobRunner:
         if self._tasks:
             return
         loop = asyncio.get_running_loop()
-        for lane in self.lanes or {MAIN_LANE: []}:
-            self._wakes[lane] = asyncio.Event()
-            name = "gridline-jobs" if lane == MAIN_LANE else f"gridline-jobs-{lane}"
-            self._tasks.append(loop.create_task(self._loop(lane), name=name))
+        with patiently():  # the loops, and the jobs they start, wait for the database's threads
+            for lane in self.lanes or {MAIN_LANE: []}:
+                self._wakes[lane] = asyncio.Event()
+                name = "gridline-jobs" if lane == MAIN_LANE else f"gridline-jobs-{lane}"
+                self._tasks.append(loop.create_task(self._loop(lane), name=name))
         if self.reports_orphans or self.paused:
             self._tasks.append(loop.create_task(self._report_at_start(), name="gridline-jobs-report"))
 

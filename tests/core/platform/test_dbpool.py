@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import DatabaseBusy
 from core.platform.db import make_engine
-from core.platform.dbpool import DatabasePool, connection_capacity
+from core.platform.dbpool import DatabasePool, connection_capacity, patiently
 from tests.support.waiting import until
 
 
@@ -68,6 +68,35 @@ async def test_a_caller_that_stops_waiting_does_not_free_a_running_thread():
         gate.set()
         await until(lambda: pool.busy == 0)
         assert await pool.run(lambda: 7) == 7
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+async def test_background_work_waits_for_a_thread_where_a_request_is_refused():
+    """The job runner's calls (``patiently``) wait past the queue's bound and the wait's time
+    limit; a request in the same moment is still refused at once, and the background calls
+    waiting do not count against the requests' queue."""
+    pool = DatabasePool(1, queue=1, wait_seconds=0.2)
+    gate = threading.Event()
+    try:
+        holder = asyncio.ensure_future(pool.run(gate.wait, 30))
+        await until(lambda: pool.busy == 1)
+        with patiently():  # tasks made here copy the context: what the runner's loops do
+            jobs = [asyncio.ensure_future(pool.run(lambda i=i: f"job {i}")) for i in range(3)]
+        await until(lambda: pool.waiting_patiently == 3)
+        waiter = asyncio.ensure_future(pool.run(lambda: "request"))  # the one place in the queue
+        await until(lambda: pool.waiting == 1)
+        with pytest.raises(DatabaseBusy, match="already waiting"):
+            await pool.run(lambda: "a request too many")
+        await asyncio.sleep(0.4)  # past wait_seconds: the request gave up, the jobs did not
+        with pytest.raises(DatabaseBusy, match="within 0.2 s"):
+            await waiter
+        assert not any(job.done() for job in jobs)
+        gate.set()
+        assert await holder is True
+        assert await asyncio.gather(*jobs) == ["job 0", "job 1", "job 2"]
+        assert pool.stats()["refused"] == 2 and pool.waiting_patiently == 0
     finally:
         gate.set()
         pool.shutdown()

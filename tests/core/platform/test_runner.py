@@ -193,3 +193,55 @@ async def test_a_jobs_outcome_is_written_when_the_database_pool_is_full_for_a_mo
     with session_scope(engine) as session:
         statuses = [job.status for job in session.exec(select(Job).where(Job.kind == "sent_once")).all()]
     assert statuses == [JobStatus.done] and len(runs) == 1
+
+
+async def test_a_started_runner_waits_for_a_busy_database_instead_of_failing_its_jobs(engine):
+    """Requests fill the database threads (a burst of webhooks): a job the runner started then
+    waits for a thread and is done once one frees, where it failed with DatabaseBusy and came
+    back only after its backoff (the dispatch message 30 s late)."""
+    import threading
+
+    from core.errors import DatabaseBusy
+    from core.platform import jobs
+    from core.platform.db import session_scope
+    from core.platform.dbpool import DatabasePool
+    from core.platform.models import Job, JobStatus
+
+    jobs.declare("waits_for_db", "tests/core/platform/test_runner.py")
+    pool = DatabasePool(1, queue=0, wait_seconds=0.01)  # one thread, no request may wait for it
+    request_done = threading.Event()
+    request = asyncio.ensure_future(pool.run(request_done.wait, 30))  # a request holds the thread
+    await asyncio.sleep(0.05)
+    with pytest.raises(DatabaseBusy):  # another request is refused at once
+        await pool.run(lambda: None)
+    handled = asyncio.Event()
+
+    async def handle(job):
+        await pool.run(lambda: None)  # the job's own database work
+        handled.set()
+
+    with session_scope(engine) as session:
+        jobs.enqueue(session, "waits_for_db")
+    runner = JobRunner(engine, db=pool.run, poll_seconds=0.05)
+    runner.register("waits_for_db", handle)
+    runner.start()
+    try:
+        await asyncio.sleep(0.5)
+        assert pool.waiting_patiently >= 1 and not handled.is_set()  # the runner waits: nothing failed
+        request_done.set()
+        await request
+        await asyncio.wait_for(handled.wait(), 10)
+
+        def status():
+            with session_scope(engine) as session:
+                return session.exec(select(Job.status).where(Job.kind == "waits_for_db")).one()
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await asyncio.to_thread(status)) != JobStatus.done:
+            assert asyncio.get_running_loop().time() < deadline, "the job was not recorded done"
+            await asyncio.sleep(0.05)
+        assert pool.refused == 1  # the request alone
+    finally:
+        request_done.set()
+        await runner.stop()
+        pool.shutdown()
