@@ -42,6 +42,7 @@ from chat.sending import CHAT_LANE, URGENT_LANE, chat_of_job
 from chat.texts import BOT, t
 from core.deadlines import reminders
 from core.people import staff
+from core.platform import jobs
 from core.platform.clock import utcnow
 from core.platform.i18n import reason_text
 from core.platform.media import MediaMissing, MediaUnavailable, fetched
@@ -265,7 +266,7 @@ class StaffJobs(JobHandlers):
 def wake_on_commit(engine: Any, runner: Any, loop: asyncio.AbstractEventLoop):  # noqa: ANN201
     """Wake the job runner when a transaction on ``engine`` that queued a job commits
     (from whichever thread). Returns a function that removes the listeners."""
-    flag = "gridline_job_queued"
+    flag = jobs.QUEUED
 
     def after_flush(session: Session, _context: Any) -> None:
         if any(isinstance(obj, Job) for obj in session.new):
