@@ -17,7 +17,7 @@ from core.cases.models import Attachment, Case, Channel, Urgency
 from core.cases.numbering import next_case_number
 from core.errors import InvalidInput
 from core.people.models import Resident
-from core.places.routing import phone_variants
+from core.places.routing import phone_variants, registered_under
 from core.platform import media_types, uploads
 from core.platform.clock import utcnow
 from core.platform.db import keep
@@ -132,8 +132,11 @@ def submit_petition(session: Session, petition: Petition, *, actor: str = "syste
     category = category_by_code(session, petition.category_code)
     resident_id = petition.resident_id
     if resident_id is None and petition.contact_phone:
-        resident = find_resident_by_phone(session, petition.contact_phone)
-        resident_id = resident.id if resident else None
+        # the id alone, from the lookup routing asks for next (one statement for both)
+        registered = registered_under(session, petition.contact_phone)
+        if registered:
+            resident_id = registered[0][4].id
+            keep(session, registered[0][4])  # what follows the new case (a chat notice) reads it again
 
     now = utcnow()
     row = {

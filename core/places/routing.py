@@ -20,7 +20,8 @@ import phonenumbers
 import shapely
 from rapidfuzz import fuzz
 from shapely.geometry import shape
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, event
+from sqlalchemy.orm import Session
 from sqlmodel import select
 
 from core.people.models import Resident
@@ -225,28 +226,62 @@ def _phone_variants(phone: str) -> set[str]:
     return out
 
 
-# Built once (intake routes every caller by phone first); the numbers are parameters.
-_HOUSEHOLDS = select(Resident.phone, Household.code, Household.grid_id, Household.id) \
-    .join(Household, Household.id == Resident.household_id)
-_HOUSEHOLDS_BY_PHONES = _HOUSEHOLDS.where(Resident.phone.in_(bindparam("phones", expanding=True)))
-_HOUSEHOLDS_BY_PATTERN = _HOUSEHOLDS.where(Resident.phone.like(bindparam("pattern")))
+# Built once (intake asks for every caller: to link the resident, then to route by the
+# household); the numbers are parameters.
+# The resident comes whole: what follows a new case (the chat notice of its dispatch) reads
+# it again, from the session's identity map instead of the database.
+_REGISTERED = select(Resident.phone, Household.code, Household.grid_id, Household.id, Resident) \
+    .outerjoin(Household, Household.id == Resident.household_id).order_by(Resident.id)
+_REGISTERED_BY_PHONES = _REGISTERED.where(Resident.phone.in_(bindparam("phones", expanding=True)))
+_REGISTERED_BY_PATTERN = _REGISTERED.where(Resident.phone.like(bindparam("pattern")))
+# session.info: (the transaction, {normalised number: its rows}): what registered_under found
+_REGISTERED_SEEN = "gridline.routing.registered_under"
+
+
+def registered_under(session: Any, phone: str | None) -> list:
+    """The residents registered under this number, in any spelling, oldest first: rows of
+    (phone, household code, grid id, household id, resident), the household's columns None
+    for a resident without one.
+
+    Asked once per transaction and number: intake links the petition to the resident and
+    then routes it by the household, a statement each before (two for an unknown caller,
+    whose number is looked for in other spellings too). A flush that writes a resident or a
+    household forgets what was found (``_forget_registered``)."""
+    target = normalise_phone(phone)
+    if not target:
+        return []
+    transaction = session.get_transaction()
+    seen = session.info.get(_REGISTERED_SEEN)
+    if seen is None or seen[0] is not transaction:
+        seen = (transaction, {})
+        session.info[_REGISTERED_SEEN] = seen
+    rows = seen[1].get(target)
+    if rows is None:
+        rows = session.execute(_REGISTERED_BY_PHONES, {"phones": sorted(phone_variants(phone))}).all()
+        if not rows and len(target) >= 4:
+            # Rows stored in some other spelling: narrow by the last digits, compare normalised.
+            candidates = session.execute(_REGISTERED_BY_PATTERN, {"pattern": f"%{target[-4:]}"}).all()
+            rows = [r for r in candidates if normalise_phone(r[0]) == target]
+        if transaction is not None:
+            seen[1][target] = rows
+    return rows
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_registered(session: Session, _context: Any) -> None:
+    if _REGISTERED_SEEN in session.info and any(
+            isinstance(obj, Resident | Household) for obj in (*session.new, *session.dirty, *session.deleted)):
+        del session.info[_REGISTERED_SEEN]
 
 
 def route_by_phone(session: Any, phone: str | None) -> RouteResult | None:
     """Resident with this number → their household → its grid."""
-    target = normalise_phone(phone)
-    if not target:
-        return None
-    rows = session.execute(_HOUSEHOLDS_BY_PHONES, {"phones": sorted(phone_variants(phone))}).all()
-    if not rows and len(target) >= 4:
-        # Rows stored in some other spelling: narrow by the last digits, compare normalised.
-        candidates = session.execute(_HOUSEHOLDS_BY_PATTERN, {"pattern": f"%{target[-4:]}"}).all()
-        rows = [r for r in candidates if normalise_phone(r[0]) == target]
+    rows = [r for r in registered_under(session, phone) if r[3] is not None]
     if not rows:
         return None
     rows = sorted(rows, key=lambda r: r[3])
     grids = {r[2] for r in rows}
-    _, code, grid_id, _ = rows[0]
+    _, code, grid_id = rows[0][:3]
     if len(grids) == 1:
         return routed(grid_id, 0.9, "household", (step("household", household=code),))
     # One number, households in several grids (a shared landline, a landlord): weak evidence.

@@ -48,6 +48,21 @@ def test_registered_caller_is_routed_by_household(engine, district):
     assert result.case.resident_id == district.resident.id
 
 
+def test_a_caller_whose_number_is_stored_in_another_spelling_is_the_resident_routing_found(engine, district):
+    """Linking the petition to its resident and routing it by the household read one lookup:
+    a number the registry wrote another way routed the case but left it without its resident."""
+    from core.people.models import Resident
+
+    with session_scope(engine) as session:
+        aunt = Resident(name="王阿姨", phone="+86 139 0013 9000", household_id=district.resident.household_id)
+        session.add(aunt)
+        session.flush()
+        aunt_id = aunt.id
+    result = file(engine, channel=Channel.hotline, contact_phone="13900139000")
+    assert result.case.grid_id == district.grids["micro1"].id
+    assert result.case.resident_id == aunt_id
+
+
 def test_spoken_address_with_homophone_routes_by_pinyin(engine, district):
     # speech recognition wrote 萝卜 (radish) for 罗布 and spelled the numbers out
     result = file(engine, channel=Channel.hotline, contact_phone="+8613911112222",

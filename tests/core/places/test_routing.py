@@ -201,6 +201,39 @@ def test_route_by_phone(session, district, phone, key):
     assert r.trace[0]["code"] in ("household", "household_shared") and r.trace[0]["params"]["household"].startswith("H0012")
 
 
+def test_a_number_is_looked_up_once_per_transaction_until_a_resident_is_written(engine, session, district):
+    """Intake links the resident and then routes by the household: one lookup for both (two
+    statements for a number stored in another spelling, none the second time); a flush that
+    writes a resident makes the next lookup ask again, and it finds the new one."""
+    from sqlalchemy import event
+
+    from core.people.models import Resident
+    from core.places.routing import registered_under
+
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        first = registered_under(session, "13900139000")  # stored as "+86 139 0013 9000"
+        assert len(first) == 1 and first[0][0] == "+86 139 0013 9000"
+        asked = len(statements)
+        assert asked == 2  # the number's spellings, then the stored one found by its last digits
+        assert route_by_phone(session, "+8613900139000").grid_id == district["lb01"]
+        assert registered_under(session, "139 0013 9000") == first
+        assert len(statements) == asked  # asked again of nothing
+        session.add(Resident(name="新住户", phone="13900139000"))
+        session.flush()
+        statements.clear()
+        again = registered_under(session, "13900139000")
+        assert [r[0] for r in again] == ["13900139000"]  # its own spelling now matches first
+        assert again[0][3] is None and again[0][4].name == "新住户" and statements  # no household yet; asked anew
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
 def test_route_by_phone_unknown(session, district):
     assert route_by_phone(session, "13600136000") is None
     assert route_by_phone(session, "13700137000") is None  # a resident without a household
