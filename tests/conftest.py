@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ from core.platform import clock
 from core.platform.db import make_engine, session_scope
 from core.platform.migrations import upgrade
 from core.platform.settings import normalise_database_url
+from core.reference.demo import load_demo
 from gridline.wiring import wire
 from tests.support.seaweed import s3_bucket, seaweed  # noqa: F401 (fixtures: a real S3 server)
 
@@ -155,8 +157,6 @@ def engine(request, tmp_path) -> Iterator[Engine]:
 
 def _sqlite_demo(engine: Engine, template: str) -> None:
     # The backup API writes through a connection, so it is safe whatever the engine holds open.
-    import sqlite3
-
     source = sqlite3.connect(template)
     target = engine.raw_connection()
     try:
@@ -169,8 +169,6 @@ def _sqlite_demo(engine: Engine, template: str) -> None:
 def _pg_demo_rows(engine: Engine) -> tuple[list[tuple[str, bytes]], list[tuple[str, int]]]:
     """Each table's rows (COPY's binary format) and the sequences' places after one real
     ``load_demo`` into the emptied database."""
-    from core.reference.demo import load_demo
-
     _empty_all(engine)
     with session_scope(engine) as s:
         load_demo(s)
@@ -218,8 +216,6 @@ _PG_DEMO: dict[str, tuple] = {}
 @pytest.fixture(scope="session")
 def sqlite_demo_template(sqlite_template, tmp_path_factory) -> str:
     """The migrated template with the demo district loaded into it, once per process."""
-    from core.reference.demo import load_demo
-
     path = tmp_path_factory.mktemp("demotemplate") / "demo.sqlite3"
     shutil.copy(sqlite_template, path)
     eng = make_engine(f"sqlite:///{path}")
