@@ -17,7 +17,7 @@ from core.people.models import Resident
 from core.places.models import GazetteerEntry, Grid, GridLevel, Household
 from core.platform.db import session_scope
 from core.platform.settings import Settings
-from core.reference.demo import grid_centre, load_demo
+from core.reference.demo import grid_centre
 from gridline.app import SERVICES, build_app
 from tests.support.fake_bot_api import FakeBotApi, TelegramLimits
 from tests.support.fake_transcriber import FakeTranscriber
@@ -59,9 +59,8 @@ def _chat_pace(request, monkeypatch):
 
 
 @pytest.fixture
-def demo(engine) -> Demo:
-    with session_scope(engine) as session:
-        load_demo(session)
+def demo(demo_district) -> Demo:
+    with session_scope(demo_district) as session:
         micro = session.exec(select(Grid).where(Grid.level == GridLevel.micro).order_by(Grid.code).offset(4)).first()
         point = grid_centre(session, micro.code)
         building = session.exec(

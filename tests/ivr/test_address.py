@@ -14,7 +14,6 @@ from core.places.address import spoken
 from core.places.models import GazetteerEntry, Grid, Household
 from core.platform.db import session_scope
 from core.platform.i18n import case_routing_text
-from core.reference.demo import load_demo
 from ivr.simulator import CallScript, Turn
 from tests.ivr.conftest import start_rig, tone
 
@@ -22,9 +21,8 @@ CALLER = "+8613977776666"  # in no household of the demo district
 
 
 @pytest.fixture
-def places(engine) -> dict[str, int]:
-    with session_scope(engine) as session:
-        load_demo(session)
+def places(demo_district) -> dict[str, int]:
+    with session_scope(demo_district) as session:
         assert session.exec(select(Resident).where(Resident.phone.contains("13977776666"))).first() is None
 
         def grid_of(name: str) -> int:

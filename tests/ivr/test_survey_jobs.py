@@ -26,7 +26,7 @@ from core.platform.models import Job, JobStatus
 from core.platform.runner import JobRunner
 from ivr import survey_calls
 from ivr.models import SurveyCall
-from tests.conftest import _truncate_all
+from tests.conftest import _empty_all
 from tests.support.fake_twilio import Callee, FakeTwilio, make_twilio_client
 from tests.support.jobs_process import JobsProcess
 from tests.support.serve import ServeProcess, database_url
@@ -175,7 +175,7 @@ async def test_a_second_survey_to_the_same_number_is_told_apart_by_its_token(sri
 
 @pytest.fixture
 def pg(pg_engine):
-    _truncate_all(pg_engine)
+    _empty_all(pg_engine)
     return pg_engine
 
 
