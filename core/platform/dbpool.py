@@ -66,6 +66,7 @@ class DatabasePool:
         self.wait_seconds = wait_seconds
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._free = asyncio.Semaphore(threads)
+        self._released = asyncio.Event()  # set (and replaced) each time a thread is freed
         self.busy = 0  # calls running in a thread
         self.waiting = 0  # callers waiting for a thread (requests: the queue's bound counts these)
         self.waiting_patiently = 0  # background callers waiting for a thread (no bound)
@@ -81,7 +82,14 @@ class DatabasePool:
         if _patient.get():
             self.waiting_patiently += 1
             try:
-                await self._free.acquire()
+                # A thread goes to background work only when no request waits for one: a
+                # hotline webhook must not wait behind a burst of notices.
+                while self.waiting or self._free.locked():
+                    # looked at again at least twice a second: a request that stopped waiting
+                    # without a thread being freed wakes nobody
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._released.wait(), 0.5)
+                await self._free.acquire()  # free: taken at once, without yielding
             finally:
                 self.waiting_patiently -= 1
             return await self._in_thread(fn, *args, **kw)
@@ -120,6 +128,9 @@ class DatabasePool:
     def _done(self, _: Any) -> None:
         self.busy -= 1
         self._free.release()
+        # wake the background callers to look again (a request waiting goes first)
+        released, self._released = self._released, asyncio.Event()
+        released.set()
 
     def stats(self) -> dict[str, int]:
         return {"threads": self.threads, "busy": self.busy, "waiting": self.waiting,

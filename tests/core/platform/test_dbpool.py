@@ -100,3 +100,23 @@ async def test_background_work_waits_for_a_thread_where_a_request_is_refused():
     finally:
         gate.set()
         pool.shutdown()
+
+
+async def test_a_freed_thread_goes_to_a_waiting_request_before_background_work():
+    pool = DatabasePool(1, queue=4, wait_seconds=5)
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        holder = asyncio.ensure_future(pool.run(gate.wait, 30))
+        await until(lambda: pool.busy == 1)
+        with patiently():
+            job = asyncio.ensure_future(pool.run(lambda: order.append("job")))
+        await until(lambda: pool.waiting_patiently == 1)
+        request = asyncio.ensure_future(pool.run(lambda: order.append("request")))  # came later
+        await until(lambda: pool.waiting == 1)
+        gate.set()
+        await asyncio.gather(holder, job, request)
+        assert order == ["request", "job"]
+    finally:
+        gate.set()
+        pool.shutdown()
