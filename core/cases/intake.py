@@ -21,6 +21,7 @@ from core.errors import DomainError
 from core.places import indexes, routing
 from core.platform.db import savepoint, session_scope
 from core.platform.i18n import ROUTING_TRACE
+from core.platform.retry import transient
 from core.platform.rules import load_rules
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ def file_petition_in(session: Session, petition: actions.Petition, *, actor: str
     try:
         with savepoint(session):
             return route_and_dispatch(session, case, actor=actor)
-    except Exception:  # the case is safe in triage; an operator will route it
+    except Exception as exc:  # the case is safe in triage; an operator will route it
+        if transient(exc):  # the connection is lost, the case's INSERT with it: try it all again
+            raise
         log.exception("auto-routing of case %s failed; left in triage", case.number)
         session.refresh(case)
         return IntakeResult(case, True, False)

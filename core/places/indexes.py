@@ -31,6 +31,7 @@ from core.deadlines.models import CalendarDay
 from core.places.models import GazetteerEntry, Grid, Household, IndexVersion
 from core.places.routing import Gazetteer, GridLocator
 from core.platform.clock import utcnow
+from core.platform.retry import transient
 from core.platform.rules import load_rules
 from core.platform.settings import get_settings
 
@@ -187,7 +188,14 @@ class IndexCache:
             entry.checked_at, entry.stale = now, False
             try:
                 version = current_version(session) if session is not None else self._read_version(entry.engine)
-            except Exception:  # the database is restarting: keep routing with what we have
+            except Exception as exc:  # the database is restarting: keep routing with what we have
+                if session is not None and transient(exc):
+                    # ... but not on the caller's own session: its connection is lost and its
+                    # transaction with it (the case it wrote too). Swallowed, the next statement
+                    # raised PendingRollbackError, which no retry recognised: the hotline told
+                    # the caller 系统繁忙 (tests/gridline/test_chaos.py). Raised, the caller's
+                    # work is tried again on a new connection.
+                    raise
                 log.warning("could not read the routing index version", exc_info=True)
                 return snapshot
             if version != snapshot.version:

@@ -109,3 +109,30 @@ def test_routing_failure_keeps_the_petition(engine, district, monkeypatch):
         assert stored.status == CaseStatus.received and stored.description == "楼道里有人飞线给电动车充电"
         # the category suggestion made inside the failed savepoint was rolled back with it
         assert stored.category_id is None
+
+
+def test_a_connection_lost_while_routing_is_retried_work_not_a_case_left_in_triage(engine, district, monkeypatch):
+    """The routing index's version is read on the petition's own connection. When that
+    connection is lost, the case's INSERT is lost with it: the error goes up for the whole
+    petition to be tried again (transient), instead of being swallowed so that the next
+    statement raised PendingRollbackError, which no retry knew (the hotline's 系统繁忙)."""
+    import psycopg
+    from sqlalchemy.exc import OperationalError
+
+    from core.places import indexes
+    from core.platform.retry import transient
+
+    file(engine, channel=Channel.hotline, contact_phone="138 0013 8000", idempotency_key="warm")  # indexes built
+
+    def lost(_session):
+        raise OperationalError("SELECT version", {}, psycopg.OperationalError("server closed the connection"),
+                               connection_invalidated=True)
+
+    monkeypatch.setattr(indexes, "_check_seconds", lambda: 0.0)  # the version is read on this petition
+    monkeypatch.setattr(indexes, "current_version", lost)
+    with pytest.raises(Exception) as raised:
+        file(engine, channel=Channel.hotline, contact_phone="138 0013 8000", idempotency_key="lost")
+    assert transient(raised.value), repr(raised.value)
+    monkeypatch.undo()
+    again = file(engine, channel=Channel.hotline, contact_phone="138 0013 8000", idempotency_key="lost")
+    assert again.created and again.case.grid_id == district.grids["micro1"].id  # tried again: filed, routed
