@@ -55,6 +55,13 @@ def start_survey(session: Session, case: Case) -> Survey:
     return survey
 
 
+def _case_locked(session: Session, survey: Survey) -> Case:
+    """The survey's case, its row locked and read afresh: two callers of a merged case may
+    answer at once, and each answer counts and may close or reopen the case (a case read
+    earlier in this transaction would be stale; pending changes are flushed first)."""
+    return session.get(Case, survey.case_id, with_for_update=True, populate_existing=True)
+
+
 def _pending(survey: Survey) -> None:
     if survey.status != SurveyStatus.pending:
         raise IllegalTransition(f"survey {survey.id} is already {survey.status.value}",
@@ -98,7 +105,7 @@ def record_survey(
     else:
         limits.check_text("comment", comment)
     _pending(survey)
-    case = session.get(Case, survey.case_id)
+    case = _case_locked(session, survey)
     if not awaits_answer(case, survey):
         check(case, "record_survey")
     survey.solved, survey.satisfied, survey.comment = solved, satisfied, comment
@@ -137,7 +144,7 @@ def survey_unreachable(session: Session, survey: Survey, *, actor: str = "system
     """All attempts failed (or the resident is not to be asked): the case closes as not
     evaluated (不参与评价)."""
     _pending(survey)
-    case = session.get(Case, survey.case_id)
+    case = _case_locked(session, survey)
     if survey.caller_case_id is not None:  # a duplicate's caller: the case does not close for them
         end_caller_survey(session, case, survey, actor=actor, reason="survey.caller_unreachable",
                            status=SurveyStatus.unreachable)

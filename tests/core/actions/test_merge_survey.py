@@ -121,6 +121,39 @@ def test_the_case_closes_on_its_own_callers_answer_and_the_others_count(engine, 
     assert len(_events(engine, first, "close")) == 1
 
 
+def test_two_callers_answering_at_once_are_both_counted(engine, district, world):  # noqa: F811
+    """The own caller's answer is being recorded on a case read before the other caller's
+    answer was committed (two survey calls ending together): both count, and the other
+    caller's "not" is not overwritten by the close (CI caught the lost count on PostgreSQL)."""
+    first, *_ = world
+    _handle(engine, district, first)
+    own, chat, _phone = _surveys(engine, first)
+    with session_scope(engine) as session:
+        case = actions.get_case(session, first.id)  # read while the other answer is being given
+        assert case.surveys_answered == 0
+        assert _answer(engine, chat.id, "not", "not").status == S.reopened  # committed meanwhile
+        with pytest.raises(IllegalTransition):  # the case moved on: this round is no longer answered
+            actions.record_survey(session, session.get(Survey, own.id), solved="solved", satisfied="satisfied",
+                                  actor="resident")
+    own_late = _surveys(engine, first)[0]
+    assert own_late.status == SurveyStatus.pending
+    with session_scope(engine) as session:
+        case = actions.get_case(session, first.id)
+        assert (case.status, case.reopen_count, case.surveys_answered, case.surveys_satisfied) == (S.reopened, 1, 1, 0)
+    # both satisfied, the other's answer committed while the own one is recorded: counted twice
+    _handle(engine, district, first)
+    own, chat = [s for s in _surveys(engine, first) if s.status == SurveyStatus.pending][:2]
+    with session_scope(engine) as session:
+        case = actions.get_case(session, first.id)
+        assert _answer(engine, chat.id, "solved", "satisfied").status == S.verified
+        closed = actions.record_survey(session, session.get(Survey, own.id), solved="solved", satisfied="satisfied",
+                                       actor="resident")
+        assert closed is case and case.status == S.closed
+    with session_scope(engine) as session:
+        case = actions.get_case(session, first.id)
+        assert (case.status, case.surveys_answered, case.surveys_satisfied) == (S.closed, 3, 2)
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_either_callers_not_satisfied_reopens_the_case(engine, district, world, when):  # noqa: F811
     first, *_ = world
