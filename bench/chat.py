@@ -104,9 +104,10 @@ FILED = re.compile(r"诉求已受理，编号 (\d+)")
 
 
 def _process_cpu() -> float:
-    """CPU seconds of this whole process so far (user + system, every thread): the bot, the
-    job runner, the fake Bot API and the webhook client. A figure that holds under load,
-    unlike updates/s on a shared machine."""
+    """CPU seconds of this whole process so far (user + system, every thread, not its
+    children): the fake Bot API and the webhook client, and with the server in this process
+    the bot and the job runner too. A figure that holds under load, unlike updates/s on a
+    shared machine."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
