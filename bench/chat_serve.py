@@ -1,0 +1,26 @@
+"""`gridline serve` for bench/chat.py --server process: the real command (every channel, the
+job runner, the access log), with only the Telegram bot's options as the bench sets them,
+because serve has no setting for them: Telegram's rate limiter off (--no-rate-limit) and
+the updates handled at once.
+
+    python bench/chat_serve.py '{"rate_limit": false, "concurrency": 64}' serve --listen-fd 3
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import chat.web  # noqa: E402
+from gridline.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    options = json.loads(sys.argv[1])
+    # gridline.app's chat channel calls chat.web.setup(app, services) at start-up: same call, bench options
+    chat.web.setup = functools.partial(chat.web.setup, **options)
+    sys.argv = ["gridline", *sys.argv[2:]]
+    main()
