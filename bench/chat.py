@@ -28,6 +28,7 @@ within the window, webhook → answer p50/p99 of every update sent (all are wait
 far the sender itself fell behind its schedule (it shares the event loop: a floor).
     .venv/bin/python bench/chat.py --pg postgresql://postgres@127.0.0.1:5432/test
     GRIDLINE_DATABASE_URL=postgresql://... .venv/bin/python bench/chat.py
+    .venv/bin/python bench/chat.py --no-rate-limit --pg ... --processes 2   # serve --processes 2
 
 ``--pg <server url>`` makes a database of its own on that server and drops it at the end
 (so runs never see each other's update ids); ``--database-url`` uses the database as is.
@@ -213,11 +214,13 @@ async def _serve_inprocess(fake: FakeBotApi, engine, tmp: Path, rate_limit: bool
 
 
 @contextlib.asynccontextmanager
-async def _serve_process(fake: FakeBotApi, database_url: str, tmp: Path, rate_limit: bool, concurrency: int):
+async def _serve_process(fake: FakeBotApi, database_url: str, tmp: Path, rate_limit: bool, concurrency: int,
+                         processes: int = 1):
     """A real `gridline serve` subprocess (bench/chat_serve.py sets the bot's options) on the
     prepared database, as in production where Telegram is remote: the fake Bot API and the
     residents stay here. It listens on a socket this process opened (``--listen-fd``), as
-    tests/support/serve.py does, so no port is guessed."""
+    tests/support/serve.py does, so no port is guessed. ``processes``: serve's --processes
+    (several processes on the one port; PostgreSQL only)."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -232,7 +235,7 @@ async def _serve_process(fake: FakeBotApi, database_url: str, tmp: Path, rate_li
     with open(tmp / "serve.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("chat_serve.py")), options, "serve", "--no-demo",
-             "--listen-fd", str(fd)],
+             "--listen-fd", str(fd), "--processes", str(processes)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, pass_fds=(fd,))
         try:
             await _bot_started(fake, proc, tmp / "serve.log")
@@ -291,7 +294,7 @@ class _Cpu:
 
 
 async def run(users: int, rate_limit: bool, database_url: str, concurrency: int, timeout: float,
-              offered: tuple[float, float] | None = None, server: str = "process") -> dict:
+              offered: tuple[float, float] | None = None, server: str = "process", processes: int = 1) -> dict:
     """The closed burst (``users`` residents, each step after the bot's answer), or with
     ``offered=(rate, seconds)`` an open-loop arrival of ``rate`` updates a second for
     ``seconds`` (``_offer``); the server a `gridline serve` subprocess (``server="process"``)
@@ -311,7 +314,8 @@ async def run(users: int, rate_limit: bool, database_url: str, concurrency: int,
     # With the limits on, the fake answers 429 past Telegram's (30 messages/s per bot, about
     # 1/s per chat), as Telegram would.
     async with FakeBotApi(limits=TelegramLimits() if rate_limit else None) as fake:
-        serving = (_serve_process(fake, engine.url.render_as_string(hide_password=False), tmp, rate_limit, concurrency)
+        serving = (_serve_process(fake, engine.url.render_as_string(hide_password=False), tmp, rate_limit, concurrency,
+                                  processes)
                    if server == "process" else _serve_inprocess(fake, engine, tmp, rate_limit, concurrency))
         async with serving as served:
             replies = Replies(fake)
@@ -689,6 +693,9 @@ def main() -> None:
     parser.add_argument("--server", choices=tuple(SERVERS), default="process",
                         help="process: a real `gridline serve` subprocess (as in production, Telegram remote); "
                         "inprocess: the app on the bench's own event loop (the old way, a floor)")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="with --server process: serve's --processes (PostgreSQL; a chat's updates then land "
+                        "on any of them, as behind a balancer)")
     parser.add_argument("--compare", action="store_true",
                         help="run both ways on identical scenarios, each on a fresh database, figures side by side")
     parser.add_argument("--save", default="", help="write the figures to this JSON file (a baseline for later)")
@@ -705,7 +712,7 @@ def main() -> None:
         for server in servers:
             with _scratch_pg(args.pg) as url:
                 result = asyncio.run(run(args.users, not args.no_rate_limit, url or args.database_url,
-                                         args.concurrency, args.timeout, offered, server))
+                                         args.concurrency, args.timeout, offered, server, args.processes))
             _report(result, limiter)
             results.append(result)
     if args.compare:
