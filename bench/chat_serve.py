@@ -3,7 +3,8 @@ job runner, the access log), with only the Telegram bot's options as the bench s
 because serve has no setting for them: Telegram's rate limiter off (--no-rate-limit) and
 the updates handled at once.
 
-    python bench/chat_serve.py '{"rate_limit": false, "concurrency": 64}' serve --listen-fd 3
+usage: python bench/chat_serve.py OPTIONS_JSON serve [SERVE OPTIONS]
+  e.g. python bench/chat_serve.py '{"rate_limit": false, "concurrency": 64}' serve --listen-fd 3
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import chat.web  # noqa: E402
 from gridline.cli import main  # noqa: E402
 
 if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        sys.exit(print(__doc__))  # started by bench/chat.py, not by hand
     options = json.loads(sys.argv[1])
     # gridline.app's chat channel calls chat.web.setup(app, services) at start-up: same call, bench options
     chat.web.setup = functools.partial(chat.web.setup, **options)

@@ -98,12 +98,17 @@ class Deployment:
         await asyncio.to_thread(self.balancer.wait_servers_up, timeout)
 
     async def kill(self, number: int, *, delete_data: bool = False) -> None:
-        """SIGKILL instance ``number``; with ``delete_data`` its data folder goes too (the
-        machine is gone)."""
+        """SIGKILL instance ``number``; with ``delete_data`` the machine is gone: its data
+        folder goes too, and so does its port. (The rig keeps each instance's listening
+        socket, as a supervisor would for a restart; left open, a vanished machine would
+        take connections into its backlog and never answer, which a machine that is gone
+        does not do: HAProxy's requests sent there before the health check marked it down
+        waited out their timeout instead of being sent to the other instance.)"""
         server = self.server(number)
         await asyncio.to_thread(server.kill)
         self.killed.append(number)
         if delete_data:
+            server.listener.close()
             shutil.rmtree(server.data_dir, ignore_errors=True)
 
     def logs(self) -> str:
