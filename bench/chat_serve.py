@@ -22,8 +22,21 @@ from gridline.cli import main  # noqa: E402
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         sys.exit(print(__doc__))  # started by bench/chat.py, not by hand
-    options = json.loads(sys.argv[1])
+    given = sys.argv[1]
+    options = json.loads(given)
     # gridline.app's chat channel calls chat.web.setup(app, services) at start-up: same call, bench options
     chat.web.setup = functools.partial(chat.web.setup, **options)
+    # With --processes, each process serving is started by the supervisor: through this
+    # script too, or it would run the bot with its defaults (Telegram's limits on).
+    from gridline import processes
+
+    plain = processes.Supervisor._command
+
+    def through_this_script(self, index: int) -> list[str]:
+        command = plain(self, index)
+        assert command[1:3] == ["-m", "gridline.cli"], command
+        return [command[0], __file__, given, *command[3:]]
+
+    processes.Supervisor._command = through_this_script
     sys.argv = ["gridline", *sys.argv[2:]]
     main()
